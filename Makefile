@@ -1,0 +1,50 @@
+# kiln's front door. CMake does the building; this file names the jobs.
+#   make            build the library, the CLI (build/kiln) and the tests
+#   make test       set up what is missing, run the CPU suite, then the same
+#                   suite built with AddressSanitizer + UBSan
+#   make test-gpu   the suite on the first GPU (KILN_TEST_DEVICE=gpu)
+#   make demo       the main job on the best device present
+#   make bench      the benchmarks (bench/), printed with their baselines
+BUILD      ?= build
+BUILD_SAN  ?= build-san
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+
+.PHONY: all build deps test test-fast test-san test-gpu demo bench clean
+
+all: build
+
+deps:
+	@sh scripts/setup-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(BUILD_SAN)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON $(CMAKE_ARGS)
+
+build-san: $(BUILD_SAN)/CMakeCache.txt
+	cmake --build $(BUILD_SAN) -j $(JOBS)
+
+# The plain suite, then the sanitizer suite; scripts/run-tests.sh adds the
+# counts of both and prints the closing "N passed, N failed" line.
+test: deps build build-san
+	@sh scripts/run-tests.sh $(BUILD) $(BUILD_SAN)
+
+test-fast: deps build
+	@sh scripts/run-tests.sh $(BUILD)
+
+test-gpu: deps build
+	@KILN_TEST_DEVICE=gpu sh scripts/run-tests.sh $(BUILD)
+
+demo: deps build
+	@$(BUILD)/kiln_demo
+
+bench: deps build
+	@sh scripts/run-bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN)

@@ -1,0 +1,498 @@
+/*
+ * kiln: MLX-style Metal kernels, run on any CPU and (later) on NVIDIA GPUs.
+ *
+ * This header is kiln's whole public interface: anything not declared here
+ * is private and may change without notice. Every public name starts with
+ * kiln_ or KILN_.
+ *
+ * Conventions that hold for every function below:
+ *
+ *   - Errors. Functions return a kiln_status. On failure a sentence that
+ *     names the failing function ("[kiln_array_create] shape dimension 2 is
+ *     negative (-3)") is kept in a per-thread buffer that kiln_last_error()
+ *     returns. The library never prints (unless a call asks for verbose
+ *     output) and never exits the process. A failed call changes nothing:
+ *     out-parameters are left untouched (or set to NULL where documented)
+ *     and no array is written.
+ *
+ *   - Ownership. Every handle that a kiln_*_create function returns is owned
+ *     by the caller and released with the matching *_destroy function.
+ *     Destroying NULL is a no-op. Devices are owned by the library and live
+ *     until the process exits.
+ *
+ *   - Threading. Every function may be called from any host thread. Work on
+ *     one stream runs in the order it was enqueued; work on different
+ *     streams may overlap, and kiln orders it automatically where an array
+ *     written on one stream is read or written on another.
+ *
+ *   - Extensible structs. Structs passed by pointer start with a
+ *     `struct_size` field that the caller sets to sizeof(the struct) (the
+ *     *_init functions do this). New fields are only ever added at the end.
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define KILN_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+/* The most dimensions an array may have. */
+#define KILN_MAX_NDIM 16
+
+/* ------------------------------------------------------------------------ */
+/* Status codes and errors                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* One list generates both the enum and kiln_status_string(). */
+#define KILN_STATUS_MAP(XX)                                                   \
+  XX(OK, 0, "success")                                                        \
+  XX(ERROR_INVALID_ARGUMENT, 1, "invalid argument")                           \
+  XX(ERROR_OUT_OF_MEMORY, 2, "out of memory")                                 \
+  XX(ERROR_UNSUPPORTED, 3, "not supported")                                   \
+  XX(ERROR_NOT_FOUND, 4, "not found")                                         \
+  XX(ERROR_COMPILE, 5, "kernel compilation failed")                           \
+  XX(ERROR_LAUNCH, 6, "kernel launch failed")                                 \
+  XX(ERROR_IO, 7, "input/output error")                                       \
+  XX(ERROR_BUSY, 8, "resource busy")                                          \
+  XX(ERROR_DEVICE_LOST, 9, "device lost; it must be reset")                   \
+  XX(ERROR_INTERNAL, 10, "internal error")
+
+typedef enum kiln_status {
+#define KILN_STATUS_ENUM_(name, value, text) KILN_##name = value,
+  KILN_STATUS_MAP(KILN_STATUS_ENUM_)
+#undef KILN_STATUS_ENUM_
+} kiln_status;
+
+/* A static, human-readable name for a status ("out of memory"). Never NULL. */
+KILN_API const char *kiln_status_string(kiln_status status);
+
+/*
+ * The message of the most recent failed kiln call on this thread, or "" if
+ * none failed yet. The string is owned by kiln and stays valid until the
+ * next kiln call on the same thread. Successful calls do not clear it.
+ */
+KILN_API const char *kiln_last_error(void);
+
+/* Clears this thread's error message. */
+KILN_API void kiln_clear_error(void);
+
+/* The library's version as "MAJOR.MINOR.PATCH". */
+KILN_API const char *kiln_version(void);
+
+/*
+ * Host allocation hooks. Every host allocation kiln makes for its own
+ * bookkeeping goes through these (array buffers of the CPU device too). Set
+ * them before any other kiln call, or pass NULL to restore the C library's
+ * malloc/realloc/free. Used by tests to fail allocations one by one.
+ */
+typedef struct kiln_alloc_hooks {
+  void *(*malloc_fn)(size_t size);
+  void *(*realloc_fn)(void *ptr, size_t size);
+  void (*free_fn)(void *ptr);
+} kiln_alloc_hooks;
+KILN_API kiln_status kiln_set_alloc_hooks(const kiln_alloc_hooks *hooks);
+
+/* ------------------------------------------------------------------------ */
+/* Data types                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kiln_dtype {
+  KILN_BOOL = 0,
+  KILN_INT8,
+  KILN_INT16,
+  KILN_INT32,
+  KILN_INT64,
+  KILN_UINT8,
+  KILN_UINT16,
+  KILN_UINT32,
+  KILN_UINT64,
+  KILN_FLOAT16,
+  KILN_BFLOAT16,
+  KILN_FLOAT32,
+  KILN_FLOAT64,
+  KILN_DTYPE_COUNT
+} kiln_dtype;
+
+/* Bytes per element (bool is one byte), or 0 for an invalid dtype. */
+KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
+
+/* The numpy name ("float32", "bool", "bfloat16"), or "invalid". */
+KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
+
+/*
+ * Parses a numpy dtype name ("float32", "int64", "bool", "bfloat16") or its
+ * Metal spelling ("float", "half", "int", "uint", "uint8_t", ...).
+ */
+KILN_API kiln_status kiln_dtype_from_name(const char *name, kiln_dtype *out);
+
+/* ------------------------------------------------------------------------ */
+/* Devices                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kiln_device kiln_device;
+
+typedef enum kiln_device_kind {
+  KILN_DEVICE_CPU = 0,
+  KILN_DEVICE_GPU = 1
+} kiln_device_kind;
+
+/*
+ * The number of devices. The CPU device always exists and is device 0; GPUs
+ * follow in the order of their backend.
+ */
+KILN_API int kiln_device_count(void);
+
+/* Device number `index` (0 <= index < kiln_device_count()). */
+KILN_API kiln_status kiln_device_get(int index, kiln_device **out);
+
+/*
+ * A device by name: "cpu", "gpu" (the first GPU) or "gpu:N". A machine
+ * without a usable GPU answers "gpu" with KILN_ERROR_NOT_FOUND and a message
+ * that says why (no driver, no device, ...).
+ */
+KILN_API kiln_status kiln_device_find(const char *spec, kiln_device **out);
+
+/* The best device present: the first GPU if any, else the CPU. */
+KILN_API kiln_device *kiln_device_default(void);
+
+typedef struct kiln_device_info {
+  size_t struct_size;           /* set to sizeof(kiln_device_info) */
+  kiln_device_kind kind;
+  int index;                    /* as in kiln_device_get */
+  int ordinal;                  /* N in "gpu:N"; 0 for the CPU */
+  char name[128];               /* "NVIDIA H100 80GB HBM3", CPU model */
+  char backend[16];             /* "cpu", "cuda" */
+  char arch[32];                /* "sm_90a", "x86_64" */
+  int compute_units;            /* multiprocessors / worker threads */
+  uint64_t memory_bytes;        /* total device (or host) memory */
+  uint32_t max_threads_per_threadgroup;
+  uint64_t max_threadgroup_memory; /* bytes of threadgroup memory */
+  uint32_t simd_width;          /* 32 on every backend */
+} kiln_device_info;
+
+KILN_API kiln_status kiln_device_get_info(kiln_device *device,
+                                          kiln_device_info *info);
+
+/*
+ * Why no GPU is listed, in one sentence ("libcuda.so.1 was not found"), or
+ * "" if at least one GPU is present. Owned by kiln; valid for the process.
+ */
+KILN_API const char *kiln_gpu_unavailable_reason(void);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kiln_memory_stats {
+  size_t struct_size;    /* set to sizeof(kiln_memory_stats) */
+  uint64_t active_bytes; /* held by live arrays */
+  uint64_t peak_bytes;   /* the most active_bytes has been since the reset */
+  uint64_t cached_bytes; /* freed by arrays, kept for reuse */
+  uint64_t memory_limit; /* active + cached never exceeds this */
+  uint64_t cache_limit;  /* cached never exceeds this */
+} kiln_memory_stats;
+
+/*
+ * Each device has a caching allocator: memory freed by an array is kept for
+ * reuse by the next allocation of a similar size.
+ */
+KILN_API kiln_status kiln_memory_get_stats(kiln_device *device,
+                                           kiln_memory_stats *stats);
+/* An allocation that would pass the limit first empties the cache, then
+ * fails with KILN_ERROR_OUT_OF_MEMORY. `previous` may be NULL. */
+KILN_API kiln_status kiln_memory_set_limit(kiln_device *device, uint64_t bytes,
+                                           uint64_t *previous);
+KILN_API kiln_status kiln_memory_set_cache_limit(kiln_device *device,
+                                                 uint64_t bytes,
+                                                 uint64_t *previous);
+KILN_API kiln_status kiln_memory_clear_cache(kiln_device *device);
+KILN_API kiln_status kiln_memory_reset_peak(kiln_device *device);
+
+/* ------------------------------------------------------------------------ */
+/* Streams                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kiln_stream kiln_stream;
+
+/* A new stream on `device`. Work on it runs asynchronously, in order. */
+KILN_API kiln_status kiln_stream_create(kiln_device *device,
+                                        kiln_stream **out);
+
+/*
+ * Destroys a stream. If work is still pending on it, nothing is destroyed
+ * and KILN_ERROR_BUSY is returned: synchronize first.
+ */
+KILN_API kiln_status kiln_stream_destroy(kiln_stream *stream);
+
+/*
+ * The calling host thread's default stream on `device` (NULL: the default
+ * device). Owned by kiln; it is synchronized and released when the thread
+ * exits. Never NULL for a valid device.
+ */
+KILN_API kiln_stream *kiln_default_stream(kiln_device *device);
+
+KILN_API kiln_device *kiln_stream_device(kiln_stream *stream);
+
+/*
+ * Waits until all work enqueued on the stream so far has finished. Returns
+ * the first error that asynchronous work on the stream met, if any (the
+ * error is then cleared).
+ */
+KILN_API kiln_status kiln_stream_synchronize(kiln_stream *stream);
+
+/* Waits for every stream of `device` (NULL: of every device). */
+KILN_API kiln_status kiln_synchronize(kiln_device *device);
+
+/*
+ * Calls fn(user, status) on a kiln thread once all work enqueued on the
+ * stream before this call has finished; `status` is KILN_OK or the stream's
+ * first asynchronous error. The callback must not block on this stream.
+ */
+typedef void (*kiln_host_fn)(void *user, kiln_status status);
+KILN_API kiln_status kiln_stream_add_callback(kiln_stream *stream,
+                                              kiln_host_fn fn, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Arrays                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kiln_array kiln_array;
+
+/*
+ * A new row-contiguous array whose contents are undefined. The array owns
+ * its buffer. ndim may be 0 (a scalar); a dimension may be 0 (an empty
+ * array). Shapes whose byte size overflows are refused.
+ */
+KILN_API kiln_status kiln_array_create(kiln_device *device, kiln_dtype dtype,
+                                       int ndim, const int64_t *shape,
+                                       kiln_array **out);
+
+/* A new row-contiguous array holding a copy of `data` (C order). */
+KILN_API kiln_status kiln_array_from_host(kiln_device *device,
+                                          kiln_dtype dtype, int ndim,
+                                          const int64_t *shape,
+                                          const void *data, kiln_array **out);
+
+/* A 0-d array holding one value, e.g. a kernel parameter. */
+KILN_API kiln_status kiln_array_scalar(kiln_device *device, kiln_dtype dtype,
+                                       const void *value, kiln_array **out);
+
+/*
+ * Wraps caller memory as an array of the CPU device, without copying.
+ * `strides` are in elements (NULL: row-contiguous). kiln never frees `data`;
+ * the caller keeps it alive until the array and every view of it are
+ * destroyed and the work using them has finished.
+ */
+KILN_API kiln_status kiln_array_wrap(kiln_device *device, kiln_dtype dtype,
+                                     int ndim, const int64_t *shape,
+                                     const int64_t *strides, void *data,
+                                     kiln_array **out);
+
+/*
+ * A strided view of `base`: it shares base's buffer (which stays alive while
+ * any view does). `strides` and `offset` are in elements and are checked to
+ * stay inside the buffer; strides may be 0 or negative.
+ */
+KILN_API kiln_status kiln_array_view(kiln_array *base, int ndim,
+                                     const int64_t *shape,
+                                     const int64_t *strides, int64_t offset,
+                                     kiln_array **out);
+
+/* Releases the array. Its buffer is freed (returned to the device's cache)
+ * once no view uses it and no pending work reads or writes it. */
+KILN_API void kiln_array_destroy(kiln_array *array);
+
+/* Sets every element to `value`, converted to the array's dtype, in stream
+ * order (stream NULL: the calling thread's default stream). */
+KILN_API kiln_status kiln_array_fill(kiln_array *array, double value,
+                                     kiln_stream *stream);
+
+/*
+ * Copies the array's elements, in C order, to `dst` (dst_bytes must be at
+ * least kiln_array_nbytes_dense). Waits for the pending work that writes the
+ * array. Any device.
+ */
+KILN_API kiln_status kiln_array_to_host(kiln_array *array, void *dst,
+                                        size_t dst_bytes);
+
+/* Copies `src` (C order) into the array, after the pending work that reads
+ * or writes it; returns once the data is in place. */
+KILN_API kiln_status kiln_array_copy_from_host(kiln_array *array,
+                                               const void *src,
+                                               size_t src_bytes);
+
+/* A new row-contiguous array with the same elements, copied in stream
+ * order (stream NULL: the default stream of the array's device). */
+KILN_API kiln_status kiln_array_contiguous(kiln_array *array,
+                                           kiln_stream *stream,
+                                           kiln_array **out);
+
+/* Waits until every pending write of the array has finished. */
+KILN_API kiln_status kiln_array_wait(kiln_array *array);
+
+KILN_API kiln_dtype kiln_array_dtype(const kiln_array *array);
+KILN_API int kiln_array_ndim(const kiln_array *array);
+/* Pointer to ndim dimensions / element strides; owned by the array. */
+KILN_API const int64_t *kiln_array_shape(const kiln_array *array);
+KILN_API const int64_t *kiln_array_strides(const kiln_array *array);
+KILN_API int64_t kiln_array_offset(const kiln_array *array);
+KILN_API int64_t kiln_array_size(const kiln_array *array);
+/* size * dtype size: the bytes a C-order copy of the array takes. */
+KILN_API size_t kiln_array_nbytes_dense(const kiln_array *array);
+KILN_API bool kiln_array_is_contiguous(const kiln_array *array);
+KILN_API kiln_device *kiln_array_device(const kiln_array *array);
+/*
+ * The address of element 0 for an array of the CPU device (NULL for other
+ * devices). Call kiln_array_wait first if work may be writing it.
+ */
+KILN_API void *kiln_array_host_data(const kiln_array *array);
+
+/* ------------------------------------------------------------------------ */
+/* Kernels                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kiln_kernel kiln_kernel;
+
+typedef enum kiln_math_mode {
+  KILN_MATH_SAFE = 0, /* IEEE arithmetic, no reassociation or contraction */
+  KILN_MATH_FAST = 1  /* the compiler may reassociate and use fast math */
+} kiln_math_mode;
+
+/*
+ * A kernel in MLX's mx.fast.metal_kernel form (see docs/kernels.md):
+ * `source` is the body only (statements, no signature), `header` holds
+ * includes and helpers. kiln copies every string; the caller may free them
+ * after kiln_kernel_create returns.
+ */
+typedef struct kiln_kernel_desc {
+  size_t struct_size; /* set by kiln_kernel_desc_init */
+  const char *name;
+  const char *const *input_names;
+  int num_inputs;
+  const char *const *output_names;
+  int num_outputs;
+  const char *header; /* may be NULL */
+  const char *source;
+  bool ensure_row_contiguous; /* default true */
+  bool atomic_outputs;        /* default false */
+  kiln_math_mode math_mode;   /* default KILN_MATH_SAFE */
+} kiln_kernel_desc;
+
+/* Zeroes `desc` and sets the defaults listed above. */
+KILN_API void kiln_kernel_desc_init(kiln_kernel_desc *desc);
+
+/*
+ * Checks the description (names are distinct C identifiers, the source is a
+ * body and not a full `kernel void f(...)`) and makes the kernel. Nothing is
+ * compiled until the first launch with a given set of dtypes, shapes' ranks
+ * and template arguments.
+ */
+KILN_API kiln_status kiln_kernel_create(const kiln_kernel_desc *desc,
+                                        kiln_kernel **out);
+KILN_API void kiln_kernel_destroy(kiln_kernel *kernel);
+
+typedef enum kiln_template_kind {
+  KILN_TEMPLATE_DTYPE = 0, /* becomes a typename parameter */
+  KILN_TEMPLATE_INT = 1,   /* becomes an int parameter */
+  KILN_TEMPLATE_BOOL = 2   /* becomes a bool parameter */
+} kiln_template_kind;
+
+typedef struct kiln_template_arg {
+  const char *name;
+  kiln_template_kind kind;
+  kiln_dtype dtype; /* for KILN_TEMPLATE_DTYPE */
+  int64_t value;    /* for KILN_TEMPLATE_INT and _BOOL (0 or 1) */
+} kiln_template_arg;
+
+typedef struct kiln_output_spec {
+  kiln_dtype dtype;
+  int ndim;
+  int64_t shape[KILN_MAX_NDIM];
+} kiln_output_spec;
+
+typedef struct kiln_launch {
+  size_t struct_size; /* set by kiln_launch_init */
+  kiln_array *const *inputs; /* in input_names order; 0-d arrays: scalars */
+  int num_inputs;
+  const kiln_output_spec *outputs; /* in output_names order */
+  int num_outputs;
+  uint32_t grid[3];        /* threads, as Metal's dispatchThreads */
+  uint32_t threadgroup[3]; /* clipped to the grid per dimension */
+  const kiln_template_arg *template_args;
+  int num_template_args;
+  bool has_init_value; /* fill every output with init_value first */
+  double init_value;
+  bool verbose;        /* print the generated source to stderr */
+  kiln_stream *stream; /* NULL: the default stream of `device` */
+  kiln_device *device; /* NULL: the stream's device, else the inputs',
+                          else kiln_device_default() */
+} kiln_launch;
+
+/* Zeroes `launch`, sets struct_size, grid and threadgroup to 1,1,1. */
+KILN_API void kiln_launch_init(kiln_launch *launch);
+
+/*
+ * Compiles (once; see the cache below) and enqueues the kernel. On success
+ * `outputs[i]` receives a new array for output i, owned by the caller; its
+ * contents are ready once the stream reaches this point (reading it with
+ * kiln_array_to_host waits automatically). Every check (input count and
+ * dtypes, launch size, compilation, memory) happens before anything is
+ * enqueued: on failure no output is created and nothing is written.
+ */
+KILN_API kiln_status kiln_kernel_launch(kiln_kernel *kernel,
+                                        const kiln_launch *launch,
+                                        kiln_array **outputs);
+
+/*
+ * The source kiln generates for this kernel with these inputs, outputs and
+ * template arguments on `launch->device`, without compiling or launching.
+ * *out is allocated with the C library's malloc; free() it.
+ */
+KILN_API kiln_status kiln_kernel_generate_source(kiln_kernel *kernel,
+                                                 const kiln_launch *launch,
+                                                 char **out);
+
+/* ------------------------------------------------------------------------ */
+/* The kernel cache                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Built kernels are kept in memory for the process and on disk across
+ * processes, in KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else
+ * ~/.cache/kiln. The directory is created with mode 0700; one owned by
+ * another user or writable by others is refused with KILN_ERROR_IO.
+ * KILN_CACHE_DIR=off disables the disk cache. A file that fails its checks
+ * (torn, foreign, corrupted) is rebuilt, never loaded.
+ */
+typedef struct kiln_cache_stats {
+  size_t struct_size;    /* set to sizeof(kiln_cache_stats) */
+  uint64_t compiles;     /* kernels built by a compiler in this process */
+  uint64_t memory_hits;  /* launches served from the in-memory cache */
+  uint64_t disk_hits;    /* kernels loaded from the disk cache */
+  uint64_t disk_rejects; /* cache files that failed their checks */
+} kiln_cache_stats;
+
+KILN_API kiln_status kiln_cache_get_stats(kiln_cache_stats *stats);
+
+/* The disk cache directory in use (creating it if needed). */
+KILN_API kiln_status kiln_cache_dir(const char **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_H */

@@ -1,0 +1,468 @@
+/*
+ * Running one launch on the CPU: threadgroups spread over the worker pool,
+ * each group run either as one call that loops over its threads or as one
+ * fiber per thread.
+ *
+ * Barrier strategy. A group whose kernel uses barriers or SIMD-group
+ * functions runs every thread on its own fiber, all on the worker's OS
+ * thread, scheduled cooperatively: a thread runs until it reaches a
+ * barrier or a SIMD exchange (or returns), then switches back to the
+ * scheduler, which runs the next runnable thread in index order. When no
+ * thread is runnable, the scheduler first completes every pending SIMD
+ * round and, only if there was none, releases the barrier. A barrier thus
+ * costs two context switches per thread and no locking at all: one group
+ * never spans two OS threads.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "backend/cpu/fiber.h"
+#include "core/util.h"
+
+#define KILN__SIMD_BUF_BYTES                                                 \
+  ((size_t)KILN_CPU_MAX_THREADS * KILN_CPU_SIMD_SLOT_BYTES)
+#define KILN__SIMD_GROUP_BYTES                                               \
+  ((size_t)KILN_CPU_SIMD_WIDTH * KILN_CPU_SIMD_SLOT_BYTES)
+
+/*
+ * What one OS thread needs to run threadgroups. It belongs to the thread
+ * (thread-local, created on first use, freed at thread exit), so two groups
+ * can never share it: a thread runs one group at a time. Fiber states are
+ * kept as one bit per lane in a mask per SIMD group; a lane in none of the
+ * three masks has returned.
+ */
+typedef struct kiln__cpu_scratch {
+  kiln_cpu_group group;
+  const kiln__cpu_module *module;
+  const kiln_cpu_launch *launch;
+
+  kiln__fiber scheduler; /* the OS thread's own context */
+  kiln__fiber_stacks stacks;
+  uint32_t runnable[KILN_CPU_MAX_SIMDGROUPS];
+  uint32_t at_simd[KILN_CPU_MAX_SIMDGROUPS];
+  uint32_t at_barrier[KILN_CPU_MAX_SIMDGROUPS];
+  unsigned char simd_side[KILN_CPU_MAX_SIMDGROUPS]; /* buffer written now */
+
+  void *simd_mem;                /* the allocation behind simd_buf */
+  unsigned char *simd_buf[2];    /* 32-byte aligned double buffer */
+  kiln__fiber fibers[KILN_CPU_MAX_THREADS];
+} kiln__cpu_scratch;
+
+/* ---- per-thread scratch -------------------------------------------------- */
+
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t scratch_key;
+static bool scratch_key_ok;
+static _Thread_local kiln__cpu_scratch *scratch_tls;
+
+static void scratch_destroy(void *p)
+{
+  kiln__cpu_scratch *s = p;
+
+  if (s == NULL)
+    return;
+  /* Runs on the exiting thread: forget the pointer too, in case a later
+   * destructor launches work on this thread again. */
+  scratch_tls = NULL;
+  kiln__fiber_stacks_release(&s->stacks);
+  kiln__free(s->simd_mem);
+  kiln__free(s);
+}
+
+static void scratch_key_init(void)
+{
+  scratch_key_ok = pthread_key_create(&scratch_key, scratch_destroy) == 0;
+}
+
+/* Points each SIMD group's slots into side `side` of the double buffer for
+ * writes and the other side for reads. */
+static void simd_point(kiln__cpu_scratch *s, uint32_t sg, unsigned side)
+{
+  size_t off = (size_t)sg * KILN__SIMD_GROUP_BYTES;
+
+  s->simd_side[sg] = (unsigned char)side;
+  s->group.simd_write[sg] = s->simd_buf[side] + off;
+  s->group.simd_read[sg] = s->simd_buf[side ^ 1u] + off;
+}
+
+static kiln__cpu_scratch *scratch_create(void)
+{
+  kiln__cpu_scratch *s;
+  uintptr_t aligned;
+
+  pthread_once(&scratch_key_once, scratch_key_init);
+  if (!scratch_key_ok)
+    return NULL;
+  s = kiln__calloc(1, sizeof(*s));
+  if (s == NULL)
+    return NULL;
+  /* Both halves in one allocation, over-allocated for 32-byte alignment
+   * (the slots hold up to double4/long4). */
+  s->simd_mem = kiln__malloc(2 * KILN__SIMD_BUF_BYTES + 31);
+  if (s->simd_mem == NULL || pthread_setspecific(scratch_key, s) != 0) {
+    kiln__free(s->simd_mem);
+    kiln__free(s);
+    return NULL;
+  }
+  aligned = ((uintptr_t)s->simd_mem + 31) & ~(uintptr_t)31;
+  s->simd_buf[0] = (unsigned char *)aligned;
+  s->simd_buf[1] = s->simd_buf[0] + KILN__SIMD_BUF_BYTES;
+  /* Loop-mode kernels never exchange, but one that misuses a SIMD
+   * function still writes and reads slots before noticing: keep them
+   * valid. */
+  for (uint32_t sg = 0; sg < KILN_CPU_MAX_SIMDGROUPS; sg++)
+    simd_point(s, sg, 0);
+  s->group.runtime = s;
+  scratch_tls = s;
+  return s;
+}
+
+/* The calling thread's scratch, created on first use; NULL if out of
+ * memory. */
+static kiln__cpu_scratch *scratch_get(void)
+{
+  kiln__cpu_scratch *s = scratch_tls;
+  return s != NULL ? s : scratch_create();
+}
+
+/* Makes at least `threads` fiber stacks usable; they stay for later groups
+ * and launches, so this is a no-op after the first large group. */
+static bool scratch_fit_stacks(kiln__cpu_scratch *s, uint32_t threads)
+{
+  if (s->stacks.base == NULL &&
+      !kiln__fiber_stacks_reserve(&s->stacks, KILN_CPU_MAX_THREADS))
+    return false;
+  return kiln__fiber_stacks_grow(&s->stacks, threads);
+}
+
+/* ---- loop mode ----------------------------------------------------------- */
+
+/* The barrier and SIMD entry points of a loop-mode group. Its threads are
+ * not fibers, so there is nothing to wait for: record the misuse, which
+ * kiln__cpu_execute reports after the launch, and carry on. */
+static void sync_in_loop(kiln_cpu_group *g)
+{
+  g->error = KILN_CPU_ERR_SYNC_IN_LOOP;
+}
+
+/* ---- fiber mode ---------------------------------------------------------- */
+
+static void fiber_barrier(kiln_cpu_group *g)
+{
+  kiln__cpu_scratch *s = g->runtime;
+  uint32_t i = g->current;
+
+  s->at_barrier[i / 32] |= 1u << (i % 32);
+  kiln__fiber_jump(&s->fibers[i], &s->scheduler);
+}
+
+static void fiber_simd_sync(kiln_cpu_group *g)
+{
+  kiln__cpu_scratch *s = g->runtime;
+  uint32_t i = g->current;
+
+  s->at_simd[i / 32] |= 1u << (i % 32);
+  kiln__fiber_jump(&s->fibers[i], &s->scheduler);
+}
+
+/* Every fiber starts here; the thread index is `current`, which the
+ * scheduler set just before the first switch. */
+static void fiber_main(void *arg)
+{
+  kiln__cpu_scratch *s = arg;
+  uint32_t i;
+
+  kiln__fiber_entered(&s->scheduler);
+  i = s->group.current;
+  s->module->run_thread(s->launch, &s->group, i);
+  /* In none of the state masks now: returned, so inactive in SIMD rounds
+   * and counted as arrived at barriers. */
+  kiln__fiber_exit(&s->fibers[i], &s->scheduler);
+}
+
+/* Runs, in index order, every fiber that was runnable when the pass began.
+ * A running fiber can only block or finish, never wake another, so the
+ * snapshot of each mask is exact. */
+static void run_runnable(kiln__cpu_scratch *s, uint32_t num_sg)
+{
+  for (uint32_t sg = 0; sg < num_sg; sg++) {
+    uint32_t mask = s->runnable[sg];
+    s->runnable[sg] = 0;
+    while (mask != 0) {
+      uint32_t i = sg * 32 + (uint32_t)__builtin_ctz(mask);
+      mask &= mask - 1;
+      s->group.current = i;
+      kiln__fiber_jump(&s->scheduler, &s->fibers[i]);
+    }
+  }
+}
+
+/*
+ * Called when no fiber is runnable. Completes every SIMD group's pending
+ * round: its participants are exactly the lanes waiting in simd_sync (the
+ * others returned or wait at a barrier, and are inactive). The double
+ * buffer flips so the lanes read what they just wrote, and the next round
+ * writes the other side. That is safe: round k+1 can only complete when
+ * no fiber is runnable, i.e. after every lane of round k has resumed, read
+ * its result and blocked or returned again; so when round k+1's writers
+ * reuse round k's side (in round k+2), nobody still reads it.
+ * Returns whether any lane was woken.
+ */
+static bool release_simd_rounds(kiln__cpu_scratch *s, uint32_t num_sg)
+{
+  bool woke = false;
+
+  for (uint32_t sg = 0; sg < num_sg; sg++) {
+    uint32_t waiting = s->at_simd[sg];
+    if (waiting == 0)
+      continue;
+    s->group.simd_active[sg] = waiting;
+    simd_point(s, sg, s->simd_side[sg] ^ 1u);
+    s->at_simd[sg] = 0;
+    s->runnable[sg] = waiting;
+    woke = true;
+  }
+  return woke;
+}
+
+/* Called when no fiber is runnable and no SIMD round is pending: every
+ * live fiber waits at the barrier (returned ones count as arrived), so
+ * all of them go on. Returns whether any fiber was left. */
+static bool release_barrier(kiln__cpu_scratch *s, uint32_t num_sg)
+{
+  bool woke = false;
+
+  for (uint32_t sg = 0; sg < num_sg; sg++) {
+    s->runnable[sg] = s->at_barrier[sg];
+    woke |= s->at_barrier[sg] != 0;
+    s->at_barrier[sg] = 0;
+  }
+  return woke;
+}
+
+/* Runs the group in s->group as fibers; the stacks are already usable. */
+static void run_fibers(kiln__cpu_scratch *s)
+{
+  kiln_cpu_group *g = &s->group;
+  uint32_t n = g->num_threads;
+  uint32_t num_sg = (n + 31) / 32;
+
+  for (uint32_t sg = 0; sg < num_sg; sg++) {
+    uint32_t lanes = n - sg * 32 < 32 ? n - sg * 32 : 32;
+    uint32_t mask = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+    s->runnable[sg] = mask;
+    s->at_simd[sg] = 0;
+    s->at_barrier[sg] = 0;
+    g->simd_active[sg] = mask;
+    simd_point(s, sg, 0);
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    kiln__fiber_stacks_assign(&s->stacks, i, &s->fibers[i]);
+    kiln__fiber_start(&s->fibers[i], fiber_main, s);
+  }
+  for (;;) {
+    run_runnable(s, num_sg);
+    if (!release_simd_rounds(s, num_sg) && !release_barrier(s, num_sg))
+      break;
+  }
+}
+
+/* ---- the launch ---------------------------------------------------------- */
+
+/* Why a group could not run at all. */
+enum { EXEC_OK = 0, EXEC_NO_SCRATCH = 1, EXEC_NO_STACKS = 2 };
+
+typedef struct exec_job {
+  const kiln__cpu_module *module;
+  const kiln_cpu_launch *launch;
+  uint32_t tg_threads; /* threads in a full group */
+  atomic_int sync_error; /* first KILN_CPU_ERR_* a group reported */
+  atomic_int failure;    /* first EXEC_* failure; later groups skip */
+} exec_job;
+
+/* Fills the group's position and real size from its linear index (x
+ * fastest); the last group in a dimension may be smaller. */
+static void fill_group(const kiln_cpu_launch *L, uint64_t item,
+                       kiln_cpu_group *g)
+{
+  uint64_t gx = L->groups[0], gy = L->groups[1];
+
+  g->group_pos[0] = (uint32_t)(item % gx);
+  g->group_pos[1] = (uint32_t)(item / gx % gy);
+  g->group_pos[2] = (uint32_t)(item / gx / gy);
+  g->num_threads = 1;
+  for (int d = 0; d < 3; d++) {
+    uint32_t left = L->grid[d] - g->group_pos[d] * L->tg[d];
+    g->group_size[d] = left < L->tg[d] ? left : L->tg[d];
+    g->num_threads *= g->group_size[d];
+  }
+  g->current = 0;
+  g->error = KILN_CPU_ERR_NONE;
+}
+
+static void exec_fail(exec_job *job, int why)
+{
+  int none = EXEC_OK;
+  atomic_compare_exchange_strong(&job->failure, &none, why);
+}
+
+/* Runs threadgroup `item` on the calling OS thread (a kiln__cpu_job_fn). */
+static void exec_group(void *ctx, uint64_t item, int worker)
+{
+  exec_job *job = ctx;
+  const kiln__cpu_module *m = job->module;
+  kiln__cpu_scratch *s;
+  kiln_cpu_group *g;
+
+  (void)worker; /* scratch is per OS thread, not per worker index */
+  if (atomic_load_explicit(&job->failure, memory_order_relaxed) != EXEC_OK)
+    return;
+  s = scratch_get();
+  if (s == NULL) {
+    exec_fail(job, EXEC_NO_SCRATCH);
+    return;
+  }
+  g = &s->group;
+  fill_group(job->launch, item, g);
+  s->module = m;
+  s->launch = job->launch;
+  if (m->flags & KILN_CPU_NEEDS_FIBERS) {
+    if (!scratch_fit_stacks(s, job->tg_threads)) {
+      exec_fail(job, EXEC_NO_STACKS);
+      return;
+    }
+    g->barrier = fiber_barrier;
+    g->simd_sync = fiber_simd_sync;
+    run_fibers(s);
+  } else {
+    g->barrier = sync_in_loop;
+    g->simd_sync = sync_in_loop;
+    m->run_group(job->launch, g);
+  }
+  if (g->error != KILN_CPU_ERR_NONE) {
+    int none = KILN_CPU_ERR_NONE;
+    atomic_compare_exchange_strong(&job->sync_error, &none, g->error);
+  }
+}
+
+/* Checks what the caller promised about the launch; a violation is a bug
+ * in kiln, not in the user's code. */
+static kiln_status check_launch(const kiln__cpu_module *module,
+                                const kiln_cpu_launch *L, const char *name,
+                                uint64_t *groups)
+{
+  uint64_t total = 1, threads = 1;
+
+  /* An empty grid runs nothing (the core refuses it earlier anyway). */
+  if (L->grid[0] == 0 || L->grid[1] == 0 || L->grid[2] == 0) {
+    *groups = 0;
+    return KILN_OK;
+  }
+  for (int d = 0; d < 3; d++) {
+    uint64_t want = L->tg[d] == 0
+                        ? 0
+                        : ((uint64_t)L->grid[d] + L->tg[d] - 1) / L->tg[d];
+    if (L->tg[d] == 0 || L->tg[d] > L->grid[d] || L->groups[d] != want)
+      return kiln__error(KILN_ERROR_INTERNAL,
+                         "kernel '%s' reached the CPU with an inconsistent "
+                         "launch size in dimension %d (grid %u, "
+                         "threadgroup %u, %u threadgroups)",
+                         name, d, L->grid[d], L->tg[d], L->groups[d]);
+    threads *= L->tg[d];
+    if (__builtin_mul_overflow(total, (uint64_t)L->groups[d], &total))
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "kernel '%s' has more threadgroups than can be "
+                         "counted in 64 bits", name);
+  }
+  if (threads > KILN_CPU_MAX_THREADS)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "kernel '%s' reached the CPU with %llu threads per "
+                       "threadgroup, more than the limit of %u",
+                       name, (unsigned long long)threads,
+                       KILN_CPU_MAX_THREADS);
+  if ((module->flags & KILN_CPU_NEEDS_FIBERS) ? module->run_thread == NULL
+                                              : module->run_group == NULL)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "kernel '%s' was loaded without the entry point its "
+                       "execution mode needs", name);
+  *groups = total;
+  return KILN_OK;
+}
+
+/* Readies the calling thread before anything runs, so the common failures
+ * (no memory for scratch or stacks) are refused with nothing written. */
+static kiln_status prepare_caller(const kiln__cpu_module *module,
+                                  uint32_t tg_threads, const char *name)
+{
+  kiln__cpu_scratch *s = scratch_get();
+
+  if (s == NULL)
+    return kiln__error(KILN_ERROR_OUT_OF_MEMORY,
+                       "out of memory while preparing a CPU worker to run "
+                       "kernel '%s'", name);
+  if ((module->flags & KILN_CPU_NEEDS_FIBERS) &&
+      !scratch_fit_stacks(s, tg_threads))
+    return kiln__error(KILN_ERROR_OUT_OF_MEMORY,
+                       "out of memory while mapping %u fiber stacks to run "
+                       "the threads of kernel '%s'", tg_threads, name);
+  return KILN_OK;
+}
+
+static kiln_status report(exec_job *job, const char *name)
+{
+  int failure = atomic_load(&job->failure);
+  int sync = atomic_load(&job->sync_error);
+
+  if (failure == EXEC_NO_SCRATCH)
+    return kiln__error(KILN_ERROR_OUT_OF_MEMORY,
+                       "out of memory while preparing a CPU worker to run "
+                       "kernel '%s'; some threadgroups did not run", name);
+  if (failure == EXEC_NO_STACKS)
+    return kiln__error(KILN_ERROR_OUT_OF_MEMORY,
+                       "out of memory while mapping fiber stacks for kernel "
+                       "'%s'; some threadgroups did not run", name);
+  if (sync == KILN_CPU_ERR_SYNC_IN_LOOP)
+    return kiln__error(KILN_ERROR_LAUNCH,
+                       "kernel '%s' called threadgroup_barrier or a "
+                       "SIMD-group function although kiln compiled it to run "
+                       "its threads as a plain loop, because kiln detects "
+                       "these calls by their names in the source and found "
+                       "none; write the call by name in the body or header "
+                       "rather than through a macro or function pointer",
+                       name);
+  if (sync != KILN_CPU_ERR_NONE)
+    return kiln__error(KILN_ERROR_LAUNCH,
+                       "kernel '%s' reported an unknown runtime error (code "
+                       "%d) from its CPU code", name, sync);
+  return KILN_OK;
+}
+
+/* Runs a whole launch; see cpu.h. */
+kiln_status kiln__cpu_execute(const kiln__cpu_module *module,
+                              const kiln_cpu_launch *launch,
+                              const char *kernel_name)
+{
+  const char *name = kernel_name != NULL ? kernel_name : "(unnamed)";
+  uint64_t groups = 0;
+  exec_job job;
+  kiln_status st;
+
+  st = check_launch(module, launch, name, &groups);
+  if (st != KILN_OK || groups == 0)
+    return st;
+  job.module = module;
+  job.launch = launch;
+  job.tg_threads = launch->tg[0] * launch->tg[1] * launch->tg[2];
+  atomic_init(&job.sync_error, KILN_CPU_ERR_NONE);
+  atomic_init(&job.failure, EXEC_OK);
+  st = prepare_caller(module, job.tg_threads, name);
+  if (st != KILN_OK)
+    return st;
+  if (groups == 1)
+    exec_group(&job, 0, 0); /* no pool round trip for tiny launches */
+  else if ((st = kiln__cpu_parallel_for(groups, exec_group, &job)) != KILN_OK)
+    return st;
+  return report(&job, name);
+}

@@ -1,0 +1,98 @@
+/*
+ * The test registry (libuv's test-list.h): every test, its function and its
+ * timeout in seconds, in one list. runner.c runs each in a forked child.
+ * A test is `void test_NAME(void)`; it fails through CHECK (check.h), skips
+ * through kt_skip, and passes by returning.
+ *
+ * Helpers that a test runs in a separate process (fork + exec of this
+ * binary with `--child NAME ARGS...`) are listed in KT_CHILD_LIST as
+ * `int child_NAME(int argc, char **argv)`; they never appear in --list.
+ */
+#ifndef KILN_TESTS_RUNNER_H
+#define KILN_TESTS_RUNNER_H
+
+/* X(name, timeout_seconds) */
+#define KT_TEST_LIST(X)                                                       \
+  X(errors_status_strings, 10)                                                \
+  X(errors_last_error_prefix, 10)                                             \
+  X(errors_thread_isolation, 10)                                              \
+  X(dtype_sizes_names, 10)                                                    \
+  X(dtype_from_name, 10)                                                      \
+  X(dtype_bad_names, 10)                                                      \
+  X(device_info, 10)                                                          \
+  X(array_roundtrip_all_dtypes, 20)                                           \
+  X(array_scalar, 10)                                                         \
+  X(array_empty, 10)                                                          \
+  X(array_views, 20)                                                          \
+  X(array_view_bounds, 10)                                                    \
+  X(array_contiguous_copy, 20)                                                \
+  X(array_fill_all_dtypes, 20)                                                \
+  X(array_fill_rounding, 10)                                                  \
+  X(array_fill_view, 10)                                                      \
+  X(array_wrap, 10)                                                           \
+  X(array_shape_limits, 10)                                                   \
+  X(stream_in_order, 60)                                                      \
+  X(stream_callback_error, 60)                                                \
+  X(stream_cross_read_after_write, 60)                                        \
+  X(stream_cross_write_after_read, 60)                                        \
+  X(stream_synchronize_all, 60)                                               \
+  X(stream_destroy_busy, 60)                                                  \
+  X(stream_default_per_thread, 20)                                            \
+  X(memory_stats, 10)                                                         \
+  X(memory_cache_reuse, 10)                                                   \
+  X(memory_limit, 10)                                                         \
+  X(alloc_fail_array_create, 60)                                              \
+  X(alloc_fail_array_view, 60)                                                \
+  X(alloc_fail_array_from_host, 60)                                           \
+  X(alloc_fail_kernel_create, 60)                                             \
+  X(alloc_fail_kernel_launch, 120)                                            \
+  X(kernel_basic_copy, 60)                                                    \
+  X(kernel_generate_source, 30)                                               \
+  X(kernel_reuse_and_scalars, 60)                                             \
+  X(conf_elementwise_exp_template, 90)                                        \
+  X(conf_gemm_tiled, 90)                                                      \
+  X(conf_simd_reduction, 90)                                                  \
+  X(conf_simd_functions, 120)                                                 \
+  X(conf_atomics_device, 90)                                                  \
+  X(conf_atomics_threadgroup, 90)                                             \
+  X(conf_templates, 90)                                                       \
+  X(conf_strided_implicit, 90)                                                \
+  X(conf_attributes, 90)                                                      \
+  X(conf_half_double_bfloat, 90)                                              \
+  X(conf_vectors, 90)                                                         \
+  X(conf_as_type, 90)                                                         \
+  X(conf_math, 120)                                                           \
+  X(conf_fast_math, 90)                                                       \
+  X(conf_limits_helpers_barriers, 90)                                         \
+  X(kerr_compile_body_line, 60)                                               \
+  X(kerr_compile_header_line, 60)                                             \
+  X(kerr_full_signature, 20)                                                  \
+  X(kerr_bad_descriptions, 20)                                                \
+  X(kerr_input_count, 60)                                                     \
+  X(kerr_bad_dtype, 60)                                                       \
+  X(kerr_launch_sizes, 60)                                                    \
+  X(kerr_threadgroup_memory, 60)                                              \
+  X(kerr_missing_compiler, 30)                                                \
+  X(cache_disk_roundtrip, 120)                                                \
+  X(cache_corrupt_files, 120)                                                 \
+  X(cache_dir_refused, 60)                                                    \
+  X(cache_off, 60)                                                            \
+  X(cli_info, 30)                                                             \
+  X(cli_info_json, 30)                                                        \
+  X(cli_run, 90)                                                              \
+  X(cli_run_numpy, 90)                                                        \
+  X(cli_errors, 90)                                                           \
+  X(cli_npy_errors, 60)
+
+/* X(name) */
+#define KT_CHILD_LIST(X) X(cache_probe)
+
+#define KT_DECLARE_TEST_(name, timeout) void test_##name(void);
+KT_TEST_LIST(KT_DECLARE_TEST_)
+#undef KT_DECLARE_TEST_
+
+#define KT_DECLARE_CHILD_(name) int child_##name(int argc, char **argv);
+KT_CHILD_LIST(KT_DECLARE_CHILD_)
+#undef KT_DECLARE_CHILD_
+
+#endif /* KILN_TESTS_RUNNER_H */
