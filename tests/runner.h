@@ -82,7 +82,13 @@
   X(cli_run, 90)                                                              \
   X(cli_run_numpy, 90)                                                        \
   X(cli_errors, 90)                                                           \
-  X(cli_npy_errors, 60)
+  X(cli_npy_errors, 60)                                                       \
+  X(doc_myexp, 60)                                                            \
+  X(doc_axpy, 60)                                                             \
+  X(doc_strided, 60)                                                          \
+  X(doc_gemm, 60)                                                             \
+  X(doc_rowsum, 60)                                                           \
+  X(doc_histogram, 60)
 
 /* X(name) */
 #define KT_CHILD_LIST(X) X(cache_probe)

@@ -15,13 +15,14 @@
  * loop of launches makes no system call at all.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/utsname.h>
 
 #include "backend/cpu/cpu.h"
 #include "core/util.h"
@@ -202,7 +203,14 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static inline void cpu_relax(void) {
+/* One step of a spin-wait. After a few pause instructions it yields the
+ * core: when threads outnumber cores, the thread we wait for may need this
+ * very core, and a pure spin would only burn its time slice. */
+static inline void spin_step(unsigned i) {
+  if (i >= 256) {
+    sched_yield();
+    return;
+  }
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -222,7 +230,7 @@ static void timeline_wait(timeline *tl, uint64_t seq) {
       else if (t > deadline)
         break;
     }
-    cpu_relax();
+    spin_step(i);
   }
   pthread_mutex_lock(&tl->lock);
   while (!timeline_reached(tl, seq)) {
@@ -299,7 +307,7 @@ static task *next_task(cpu_stream *s) {
         break;
       if ((i & 63u) == 0 && now_ns() > deadline)
         break;
-      cpu_relax();
+      spin_step(i);
     }
     pthread_mutex_lock(&tl->lock);
   }
@@ -428,8 +436,9 @@ static kiln_status cpu_stream_synchronize(struct kiln_stream *stream) {
   pthread_mutex_unlock(&s->tl->lock);
   if (st != KILN_OK)
     kiln__error(st, "%s",
-                msg ? msg : "work on the stream failed (the error's details "
-                            "were lost for lack of memory)");
+                msg ? msg
+                    : "work on the stream failed (the error's details "
+                      "were lost for lack of memory)");
   kiln__free(msg);
   return st;
 }
@@ -577,9 +586,8 @@ static void run_fill(task *t, cpu_stream *s) {
   fill_range(f->dst, f->count, f->pattern, f->psize);
 }
 
-static kiln_status cpu_fill(struct kiln_stream *stream, void *dst,
-                            size_t count, const void *pattern,
-                            size_t pattern_size) {
+static kiln_status cpu_fill(struct kiln_stream *stream, void *dst, size_t count,
+                            const void *pattern, size_t pattern_size) {
   size_t bytes;
   if (pattern_size == 0 || pattern_size > MAX_PATTERN)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
@@ -588,8 +596,8 @@ static kiln_status cpu_fill(struct kiln_stream *stream, void *dst,
                        pattern_size, MAX_PATTERN);
   if (!kiln__mul_size(count, pattern_size, &bytes))
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "a fill of %zu elements of %zu bytes overflows",
-                       count, pattern_size);
+                       "a fill of %zu elements of %zu bytes overflows", count,
+                       pattern_size);
   if (count == 0)
     return KILN_OK;
   fill_task *f = kiln__malloc(sizeof *f);
@@ -664,8 +672,8 @@ static kiln_status copy_now(struct kiln_stream *stream, void *dst,
   return KILN_OK;
 }
 
-static kiln_status cpu_copy_to_host(struct kiln_stream *stream,
-                                    const void *src, void *dst, size_t bytes) {
+static kiln_status cpu_copy_to_host(struct kiln_stream *stream, const void *src,
+                                    void *dst, size_t bytes) {
   return copy_now(stream, dst, src, bytes);
 }
 
@@ -701,9 +709,9 @@ static void gather_row(char *dst, const char *src, int64_t n, int64_t stride,
     return;
   }
   switch (elem) {
-#define KILN_GATHER_(T)                                                       \
-  for (int64_t i = 0; i < n; i++)                                             \
-    memcpy(dst + i * (int64_t)sizeof(T), src + i * stride, sizeof(T));        \
+#define KILN_GATHER_(T)                                                        \
+  for (int64_t i = 0; i < n; i++)                                              \
+    memcpy(dst + i * (int64_t)sizeof(T), src + i * stride, sizeof(T));         \
   return;
   case 1:
     KILN_GATHER_(uint8_t)
@@ -721,8 +729,7 @@ static void gather_row(char *dst, const char *src, int64_t n, int64_t stride,
 }
 
 /* Copies rows [first, first + count) of the view. */
-static void gather_rows(const strided_task *c, uint64_t first,
-                        uint64_t count) {
+static void gather_rows(const strided_task *c, uint64_t first, uint64_t count) {
   int64_t idx[KILN_MAX_NDIM + 1];
   int outer = c->ndim - 1;
   int64_t n = c->shape[outer];
@@ -782,8 +789,8 @@ static void run_strided(task *t, cpu_stream *s) {
 
 /* Simplifies the view into shape/strides (bytes); returns the new ndim,
  * 0 for an empty view. A 0-d view becomes one element. */
-static int simplify_view(const kiln__strided *src, size_t elem,
-                         int64_t *shape, int64_t *strides) {
+static int simplify_view(const kiln__strided *src, size_t elem, int64_t *shape,
+                         int64_t *strides) {
   int n = 0;
   for (int d = 0; d < src->ndim; d++) {
     if (src->shape[d] == 0)
@@ -867,9 +874,8 @@ static void run_launch(task *t, cpu_stream *s) {
 
 /* Bytes of the task for these params, or 0 if they are unreasonable. */
 static size_t launch_task_size(const kiln__launch_params *p, size_t name_len) {
-  size_t size = round_up(sizeof(launch_task) +
-                             (size_t)p->num_args * sizeof(void *),
-                         BYTES_ALIGN);
+  size_t size = round_up(
+      sizeof(launch_task) + (size_t)p->num_args * sizeof(void *), BYTES_ALIGN);
   for (int i = 0; i < p->num_args; i++)
     if (p->args[i].kind == KILN__ARG_BYTES &&
         !kiln__add_size(size, round_up(p->args[i].size, BYTES_ALIGN), &size))
@@ -894,8 +900,7 @@ static kiln_status cpu_launch(struct kiln_stream *stream, void *module,
   size_t size = p->num_args < 0 ? 0 : launch_task_size(p, name_len);
   if (size == 0)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "kernel '%s' was launched with invalid arguments",
-                       name);
+                       "kernel '%s' was launched with invalid arguments", name);
   launch_task *l = kiln__malloc(size);
   if (l == NULL)
     return kiln__oom("enqueuing a kernel launch on a CPU stream");

@@ -30,15 +30,19 @@ extern char **environ;
 /* Flags every kernel is built with. -march=native makes the object depend
  * on this CPU, which is why the CPU model and features are in the build
  * id. -w: generated code and the prelude are not the user's to tidy. */
-static const char *const common_flags[] = {
-    "-std=c++17", "-O2", "-fPIC", "-shared", "-march=native", "-fno-plt",
-    "-fvisibility=hidden", "-w"};
+static const char *const common_flags[] = {"-std=c++17",
+                                           "-O2",
+                                           "-fPIC",
+                                           "-shared",
+                                           "-march=native",
+                                           "-fno-plt",
+                                           "-fvisibility=hidden",
+                                           "-w"};
 #define NUM_COMMON_FLAGS (sizeof common_flags / sizeof common_flags[0])
 
 /* Safe math keeps IEEE results: no contraction into fma, no reassociation,
  * which is what KERNEL-DIALECT.md promises for KILN_MATH_SAFE. */
-static const char *const safe_flags[] = {"-ffp-contract=off",
-                                         "-fno-fast-math"};
+static const char *const safe_flags[] = {"-ffp-contract=off", "-fno-fast-math"};
 static const char *const fast_flags[] = {"-ffast-math"};
 
 #define SOURCE_NAME "kiln-generated.cpp"
@@ -55,6 +59,20 @@ static const char *const fast_flags[] = {"-ffast-math"};
 
 typedef ElfW(Ehdr) host_ehdr;
 typedef ElfW(Phdr) host_phdr;
+
+/*
+ * The binary that compile produces is the shared object followed by a
+ * trailer: a magic string, the object's size and its SHA-256. load checks
+ * the trailer before the dynamic loader sees a byte, because a torn or
+ * altered object could crash the process inside dlopen (a truncated one
+ * raises SIGBUS when its segments are touched).
+ */
+#define TRAILER_MAGIC "KILNCPU1"
+typedef struct trailer {
+  char magic[8];
+  uint64_t object_size;
+  uint8_t digest[32];
+} trailer;
 
 /* ---- compiler discovery ------------------------------------------------- */
 
@@ -73,8 +91,7 @@ static pthread_mutex_t g_build_id_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool is_executable_file(const char *path) {
   struct stat st;
-  return stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
-         access(path, X_OK) == 0;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
 /* Looks `name` up like execvp does; a name with a slash is taken as is. */
@@ -118,8 +135,7 @@ static void first_output_line(char *const argv[], char *out, size_t out_size) {
   posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY,
                                    0);
-  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY,
-                                   0);
+  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   pid_t pid;
   int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -290,8 +306,7 @@ static void workdir_remove(const workdir *w) {
   rmdir(w->dir);
 }
 
-static kiln_status write_file(const char *path, const void *data,
-                              size_t size) {
+static kiln_status write_file(const char *path, const void *data, size_t size) {
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
     return kiln__error(KILN_ERROR_IO, "could not create '%s': %s", path,
@@ -323,8 +338,7 @@ static kiln_status read_file(const char *path, char **out, size_t *size) {
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_size < 0) {
     close(fd);
-    return kiln__error(KILN_ERROR_IO, "could not read the size of '%s'",
-                       path);
+    return kiln__error(KILN_ERROR_IO, "could not read the size of '%s'", path);
   }
   size_t len = (size_t)st.st_size;
   char *buf = kiln__malloc(len + 1);
@@ -378,8 +392,8 @@ static kiln_status run_compiler(const char *cxx, kiln_math_mode math,
   int rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null",
                                             O_RDONLY, 0);
   if (rc == 0)
-    rc = posix_spawn_file_actions_addopen(
-        &fa, STDERR_FILENO, w->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    rc = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, w->log,
+                                          O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (rc == 0)
     rc = posix_spawn_file_actions_adddup2(&fa, STDERR_FILENO, STDOUT_FILENO);
   pid_t pid;
@@ -421,6 +435,31 @@ static kiln_status compile_failed(const workdir *w, const char *kernel_name,
                      kernel_name ? kernel_name : "?");
 }
 
+/* Reads the produced object and appends the trailer that load checks. */
+static kiln_status read_object(const char *path, kiln__binary *out) {
+  char *data = NULL;
+  size_t size = 0;
+  kiln_status st = read_file(path, &data, &size);
+  if (st != KILN_OK)
+    return st;
+  char *grown = kiln__realloc(data, size + sizeof(trailer));
+  if (grown == NULL) {
+    kiln__free(data);
+    return kiln__oom("reading the compiled kernel");
+  }
+  trailer t;
+  kiln__sha256 h;
+  memcpy(t.magic, TRAILER_MAGIC, sizeof t.magic);
+  t.object_size = size;
+  kiln__sha256_init(&h);
+  kiln__sha256_update(&h, grown, size);
+  kiln__sha256_final(&h, t.digest);
+  memcpy(grown + size, &t, sizeof t);
+  out->data = grown;
+  out->size = size + sizeof t;
+  return KILN_OK;
+}
+
 /*
  * Compiles `source` into a shared object with the host C++ compiler. On a
  * compile error returns KILN_ERROR_COMPILE with *log the compiler's output
@@ -452,15 +491,8 @@ kiln_status kiln__cpu_compile(kiln_device *dev, const char *source,
     else
       kiln__free(text);
   }
-  if (st == KILN_OK) {
-    char *data = NULL;
-    size_t size = 0;
-    st = read_file(w.object, &data, &size);
-    if (st == KILN_OK) {
-      out->data = data;
-      out->size = size;
-    }
-  }
+  if (st == KILN_OK)
+    st = read_object(w.object, out);
   workdir_remove(&w);
   return st;
 }
@@ -474,22 +506,50 @@ typedef struct loaded_module {
   int fd; /* the memfd the object was loaded from, or -1 */
 } loaded_module;
 
-/* Checks that `data` is an ELF shared object for this machine with a sane
- * program header table, and returns its thread-local storage size. */
+static const char not_ours[] = "the kernel binary is not a shared object "
+                               "built for this machine";
+
+/* Checks the trailer and returns the size of the object before it. */
+static kiln_status check_trailer(const void *data, size_t size,
+                                 size_t *object_size) {
+  trailer t;
+  if (data == NULL || size < sizeof t)
+    return kiln__error(KILN_ERROR_COMPILE, "%s (it is too short)", not_ours);
+  memcpy(&t, (const char *)data + size - sizeof t, sizeof t);
+  if (memcmp(t.magic, TRAILER_MAGIC, sizeof t.magic) != 0 ||
+      t.object_size != size - sizeof t)
+    return kiln__error(KILN_ERROR_COMPILE,
+                       "%s (it was not produced by kiln's CPU compiler, or it "
+                       "is truncated)",
+                       not_ours);
+  uint8_t digest[32];
+  kiln__sha256 h;
+  kiln__sha256_init(&h);
+  kiln__sha256_update(&h, data, size - sizeof t);
+  kiln__sha256_final(&h, digest);
+  if (memcmp(digest, t.digest, sizeof digest) != 0)
+    return kiln__error(KILN_ERROR_COMPILE,
+                       "%s (its checksum does not match; the file is "
+                       "damaged)",
+                       not_ours);
+  *object_size = size - sizeof t;
+  return KILN_OK;
+}
+
+/* Checks that `data` is an ELF shared object for this machine whose
+ * segments lie inside it, and returns its thread-local storage size. */
 static kiln_status check_elf(const void *data, size_t size,
                              uint64_t *tls_bytes) {
   host_ehdr eh;
-  static const char what[] = "the kernel binary is not a shared object "
-                             "built for this machine";
-  if (data == NULL || size < sizeof eh)
+  const char *what = not_ours;
+  if (size < sizeof eh)
     return kiln__error(KILN_ERROR_COMPILE, "%s (it is too short)", what);
   memcpy(&eh, data, sizeof eh);
   if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
     return kiln__error(KILN_ERROR_COMPILE, "%s (no ELF header)", what);
   unsigned char cls = sizeof(void *) == 8 ? ELFCLASS64 : ELFCLASS32;
-  unsigned char order = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-                            ? ELFDATA2LSB
-                            : ELFDATA2MSB;
+  unsigned char order =
+      __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? ELFDATA2LSB : ELFDATA2MSB;
   if (eh.e_ident[EI_CLASS] != cls || eh.e_ident[EI_DATA] != order ||
       eh.e_machine != HOST_ELF_MACHINE || eh.e_type != ET_DYN)
     return kiln__error(KILN_ERROR_COMPILE,
@@ -503,6 +563,9 @@ static kiln_status check_elf(const void *data, size_t size,
   for (unsigned i = 0; i < eh.e_phnum; i++) {
     host_phdr ph;
     memcpy(&ph, (const char *)data + eh.e_phoff + i * sizeof ph, sizeof ph);
+    if (ph.p_offset > size || ph.p_filesz > size - ph.p_offset)
+      return kiln__error(KILN_ERROR_COMPILE, "%s (a segment lies past its end)",
+                         what);
     if (ph.p_type == PT_TLS)
       *tls_bytes = ph.p_memsz;
   }
@@ -594,10 +657,9 @@ static kiln_status open_object(const void *data, size_t size, void **handle,
       return KILN_OK;
     }
     const char *msg = name_taken ? NULL : dlerror();
-    kiln_status st =
-        kiln__error(KILN_ERROR_COMPILE,
-                    "the kernel binary could not be loaded: %s",
-                    msg ? msg : "unknown dlopen error");
+    kiln_status st = kiln__error(KILN_ERROR_COMPILE,
+                                 "the kernel binary could not be loaded: %s",
+                                 msg ? msg : "unknown dlopen error");
     close(fd);
     if (!name_taken)
       return st;
@@ -649,16 +711,19 @@ static kiln_status bind_entry_points(void *handle, kiln__cpu_module *m) {
 }
 
 /*
- * Loads a shared object that kiln__cpu_compile produced. The bytes must be
- * an ELF shared object for this machine that exports the CPU ABI's four
- * entry points with the right ABI version; anything else is refused with
- * KILN_ERROR_COMPILE and nothing is left loaded.
+ * Loads a binary that kiln__cpu_compile produced. Its trailer must match
+ * (magic, size, SHA-256), the object must be an ELF shared object for this
+ * machine, and it must export the CPU ABI's four entry points with the
+ * right ABI version; anything else is refused with KILN_ERROR_COMPILE and
+ * nothing is left loaded.
  */
 kiln_status kiln__cpu_load(kiln_device *dev, const void *data, size_t size,
                            void **module, kiln__module_info *info) {
   (void)dev;
   uint64_t tls = 0;
-  kiln_status st = check_elf(data, size, &tls);
+  kiln_status st = check_trailer(data, size, &size);
+  if (st == KILN_OK)
+    st = check_elf(data, size, &tls);
   if (st != KILN_OK)
     return st;
   loaded_module *lm = kiln__calloc(1, sizeof *lm);

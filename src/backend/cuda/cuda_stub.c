@@ -14,8 +14,7 @@ static kiln_status unsupported(void) {
                      "CUDA devices are not available: " NOT_BUILT);
 }
 
-static int cuda_probe(struct kiln_device **devices, int max,
-                      const char **why) {
+static int cuda_probe(struct kiln_device **devices, int max, const char **why) {
   (void)devices;
   (void)max;
   *why = NOT_BUILT;
@@ -126,8 +125,7 @@ static kiln_status cuda_copy(struct kiln_stream *stream, void *dst,
 }
 
 static kiln_status cuda_copy_to_host(struct kiln_stream *stream,
-                                     const void *src, void *dst,
-                                     size_t bytes) {
+                                     const void *src, void *dst, size_t bytes) {
   return cuda_copy(stream, dst, src, bytes);
 }
 

@@ -25,6 +25,16 @@
 #define KILN_THREADGROUP_DECL static thread_local
 #define KILN_CPU_EXPORT __attribute__((visibility("default")))
 
+/* Helpers copied from MLX's Metal headers often carry METAL_FUNC. */
+#ifndef METAL_FUNC
+#define METAL_FUNC inline __attribute__((always_inline))
+#endif
+
+/* Metal has size_t and ptrdiff_t without includes. Identical typedefs at
+ * global scope, so a later <stddef.h> agrees with them. */
+typedef __SIZE_TYPE__ size_t;
+typedef __PTRDIFF_TYPE__ ptrdiff_t;
+
 /* The group being run by this worker thread (set by the entry points). */
 static thread_local kiln_cpu_group *kiln_cpu_tls_group;
 

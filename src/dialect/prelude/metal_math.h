@@ -27,8 +27,10 @@
 #else
 #define KILN_MF(fn) __builtin_##fn##f
 #define KILN_MD(fn) __builtin_##fn
-#define KILN_INFF (__builtin_inff())
-#define KILN_NANF (__builtin_nanf(""))
+/* Bit casts, not __builtin_inff/nanf: constant, and quiet under
+ * -ffast-math, where newer compilers warn about NaN and infinity. */
+#define KILN_INFF (__builtin_bit_cast(float, 0x7f800000u))
+#define KILN_NANF (__builtin_bit_cast(float, 0x7fc00000u))
 #define KILN_CLZ64(u) __builtin_clzll(u)
 #define KILN_CTZ64(u) __builtin_ctzll(u)
 #define KILN_POP64(u) __builtin_popcountll(u)

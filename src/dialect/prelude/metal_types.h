@@ -155,11 +155,24 @@ KILN_FN uint kiln_narrow(unsigned long long a, int sm, int se, int dm,
   return r >= dst_inf ? dst_inf : (uint)r;
 }
 
+#if defined(__F16C__) && !KILN_ON_CUDA
+/* x86 with F16C (e.g. -march=native): one instruction each way. */
+typedef float kiln_v4sf __attribute__((vector_size(16)));
+typedef short kiln_v8hi __attribute__((vector_size(16)));
 KILN_FN ushort kiln_f2h(float f) {
-  uint u = kiln_fbits(f);
-  return (ushort)((u >> 16 & 0x8000u) |
-                  kiln_narrow(u & 0x7fffffffu, 23, 8, 10, 5));
+  kiln_v4sf x = {f, 0.0f, 0.0f, 0.0f};
+  return (ushort)__builtin_ia32_vcvtps2ph(x, 0)[0]; /* 0: nearest-even */
 }
+#else
+KILN_FN ushort kiln_f2h(float f) {
+  uint u = kiln_fbits(f), a = u & 0x7fffffffu, s = u >> 16 & 0x8000u;
+  /* Fast path for results that are normal halves or round up to infinity:
+   * rebias the exponent, add the nearest-even bias, shift. */
+  if (a - 0x38800000u < 0x47800000u - 0x38800000u)
+    return (ushort)(s | (a - (112u << 23) + 0xfffu + (a >> 13 & 1u)) >> 13);
+  return (ushort)(s | kiln_narrow(a, 23, 8, 10, 5));
+}
+#endif
 KILN_FN ushort kiln_d2h(double d) {
   unsigned long long u = kiln_dbits(d);
   return (ushort)((u >> 48 & 0x8000u) |
@@ -178,6 +191,12 @@ KILN_FN ushort kiln_d2b(double d) {
   return (ushort)((u >> 48 & 0x8000u) |
                   kiln_narrow(u & 0x7fffffffffffffffull, 52, 11, 7, 8));
 }
+#if defined(__F16C__) && !KILN_ON_CUDA
+KILN_FN float kiln_h2f(ushort h) {
+  kiln_v8hi x = {(short)h, 0, 0, 0, 0, 0, 0, 0};
+  return __builtin_ia32_vcvtph2ps(x)[0];
+}
+#else
 KILN_FN float kiln_h2f(ushort h) {
   uint s = (uint)(h & 0x8000u) << 16, e = h >> 10 & 0x1fu, m = h & 0x3ffu;
   if (e == 0x1f)
@@ -187,6 +206,7 @@ KILN_FN float kiln_h2f(ushort h) {
   /* A subnormal half is m * 2^-24, a normal float: exact. */
   return kiln_bitsf(s | kiln_fbits((float)m * 0x1p-24f));
 }
+#endif
 KILN_FN float kiln_b2f(ushort b) { return kiln_bitsf((uint)b << 16); }
 
 /* ---- half and bfloat ---------------------------------------------------- */
@@ -222,6 +242,23 @@ KILN_FN half::half(bfloat b) : bits(kiln_f2h((float)b)) {}
 
 typedef half float16_t;
 typedef bfloat bfloat16_t;
+
+/* Metal's half literals, 0.5h and 2h. The suffix lacks the underscore
+ * that C++ asks of user literals, hence the silenced warning. */
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wuser-defined-literals"
+#elif defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wliteral-suffix"
+#endif
+KILN_FN half operator""h(long double x) { return half((double)x); }
+KILN_FN half operator""h(unsigned long long x) { return half((double)x); }
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 /*
  * Metal's promotions for an operator with a half or bfloat operand and a
