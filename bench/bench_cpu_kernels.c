@@ -242,9 +242,9 @@ static void bench_gemm(kiln_stream *s, kiln_device *dev) {
   float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N);
   srand((unsigned)time(NULL));
   for (int i = 0; i < M * K; i++)
-    a[i] = (float)rand() / RAND_MAX - 0.5f;
+    a[i] = (float)((double)rand() / RAND_MAX - 0.5);
   for (int i = 0; i < K * N; i++)
-    b[i] = (float)rand() / RAND_MAX - 0.5f;
+    b[i] = (float)((double)rand() / RAND_MAX - 0.5);
   int64_t sa[2] = {M, K}, sb[2] = {K, N}, sc[2] = {M, N};
   int32_t m = M, n = N, kk = K;
   kiln_array *args[5];

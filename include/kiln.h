@@ -466,6 +466,41 @@ KILN_API kiln_status kiln_kernel_generate_source(kiln_kernel *kernel,
                                                  const kiln_launch *launch,
                                                  char **out);
 
+/* A dtype and shape without data: what a compile needs to know of an
+ * input. Same layout as kiln_output_spec. */
+typedef kiln_output_spec kiln_array_spec;
+
+typedef struct kiln_compile_report {
+  size_t struct_size;          /* set to sizeof(kiln_compile_report) */
+  char target[32];             /* "cpu", "sm_90a", ... */
+  int registers;               /* per thread; -1 where not meaningful */
+  uint64_t threadgroup_memory; /* static threadgroup bytes */
+  uint64_t local_memory;       /* per-thread local memory (stack frame) */
+  uint64_t spill_store_bytes;  /* registers spilled to local memory */
+  uint64_t spill_load_bytes;
+  double compile_ms;           /* the compiler's own time */
+} kiln_compile_report;
+
+/*
+ * Generates and compiles the kernel for `target` without launching it:
+ * "cpu", or a CUDA architecture ("sm_90a", "sm_80", ...; works on a machine
+ * without a GPU when NVRTC is present), or NULL for the own target of
+ * launch->device. Input dtypes and ranks come from `input_specs`
+ * (launch->num_inputs of them) or, if NULL, from launch->inputs; outputs,
+ * template arguments and the math mode from `launch`/the kernel; grid and
+ * threadgroup are not used. Always compiles (the cache is bypassed).
+ * Optional outputs, each allocated with the C library's malloc (free()
+ * them): the generated source, the compiled artefact (a shared object for
+ * "cpu", a cubin for CUDA). `report` may be NULL.
+ */
+KILN_API kiln_status kiln_kernel_compile(kiln_kernel *kernel,
+                                         const kiln_launch *launch,
+                                         const kiln_array_spec *input_specs,
+                                         const char *target,
+                                         kiln_compile_report *report,
+                                         char **source_out, void **binary_out,
+                                         size_t *binary_size);
+
 /* ------------------------------------------------------------------------ */
 /* The kernel cache                                                         */
 /* ------------------------------------------------------------------------ */

@@ -72,6 +72,16 @@ typedef struct kiln__module_info {
   bool needs_fibers;           /* CPU: uses barriers or SIMD functions */
 } kiln__module_info;
 
+/* What a compiler says about a kernel it built (kiln compile prints it). */
+typedef struct kiln__compile_info {
+  int registers;              /* per thread; -1 if unknown */
+  uint64_t shared_bytes;      /* static threadgroup memory */
+  uint64_t local_bytes;       /* stack frame / local memory per thread */
+  uint64_t spill_store_bytes; /* register spills to local memory */
+  uint64_t spill_load_bytes;
+  double compile_ms;
+} kiln__compile_info;
+
 typedef struct kiln__backend_ops {
   const char *name; /* "cpu", "cuda" */
 
@@ -108,6 +118,12 @@ typedef struct kiln__backend_ops {
   /* -- work, each enqueued in stream order and returning at once. */
   kiln_status (*enqueue_host)(struct kiln_stream *stream, kiln__host_fn fn,
                               void *user);
+  /* Like enqueue_host, but only promises that fn runs some time after the
+   * stream passed this point (possibly much later, from any thread, e.g. a
+   * later kiln call), never before. Used to release buffers, where a GPU
+   * backend can avoid a host callback per launch. fn must not block. */
+  kiln_status (*enqueue_release)(struct kiln_stream *stream,
+                                 kiln__host_fn fn, void *user);
   /* Repeats the `pattern_size`-byte pattern over `count` elements. */
   kiln_status (*fill)(struct kiln_stream *stream, void *dst, size_t count,
                       const void *pattern, size_t pattern_size);
@@ -142,6 +158,19 @@ typedef struct kiln__backend_ops {
   void (*unload)(struct kiln_device *dev, void *module);
   kiln_status (*launch)(struct kiln_stream *stream, void *module,
                         const kiln__launch_params *params);
+
+  /* Compiles for a named target without a device ("cpu"; "sm_90a",
+   * "sm_80", ... for CUDA), for `kiln compile`. `prelude` is that target's
+   * prelude. Fills `info` with what the compiler reports (registers,
+   * shared, local and spill bytes; -1/0 where unknown). May be NULL for a
+   * backend that cannot. Threading: any thread. */
+  kiln_status (*compile_for_target)(const char *target, const char *source,
+                                    kiln_math_mode math,
+                                    const char *kernel_name,
+                                    kiln__binary *out, char **log,
+                                    struct kiln__compile_info *info);
+  /* The prelude for a target name (see compile_for_target). */
+  const char *(*target_prelude)(const char *target);
 } kiln__backend_ops;
 
 extern const kiln__backend_ops kiln__cpu_backend;

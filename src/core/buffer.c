@@ -361,7 +361,7 @@ kiln_status kiln__hold_until_done(kiln_stream *stream,
     h->bufs[i] = bufs[i];
     kiln__buffer_retain(bufs[i]);
   }
-  if (ops->enqueue_host(stream, release_hold, h) != KILN_OK) {
+  if (ops->enqueue_release(stream, release_hold, h) != KILN_OK) {
     kiln_status st = ops->stream_synchronize(stream);
     release_hold(h, KILN_OK);
     return st;

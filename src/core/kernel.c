@@ -960,18 +960,22 @@ static void make_args(const kernel_spec *s, launch_work *w) {
       a->kind = KILN__ARG_BUFFER;
       a->ptr = kiln__array_data(w->outs[i]);
       break;
+    /* Shapes and strides always travel as KILN_MAX_NDIM entries, zero
+     * padded: a GPU kernel takes them as fixed-size by-value parameters. */
     case KILN__PARAM_SHAPE: {
       int32_t *dims = (int32_t *)(void *)row;
+      memset(dims, 0, KILN_MAX_NDIM * sizeof(int32_t));
       for (int d = 0; d < in->ndim; d++)
         dims[d] = (int32_t)in->shape[d];
       a->bytes = dims;
-      a->size = (size_t)in->ndim * sizeof(int32_t);
+      a->size = KILN_MAX_NDIM * sizeof(int32_t);
       break;
     }
     case KILN__PARAM_STRIDES:
+      memset(row, 0, KILN_MAX_NDIM * sizeof(int64_t));
       memcpy(row, in->strides, (size_t)in->ndim * sizeof(int64_t));
       a->bytes = row;
-      a->size = (size_t)in->ndim * sizeof(int64_t);
+      a->size = KILN_MAX_NDIM * sizeof(int64_t);
       break;
     case KILN__PARAM_NDIM: {
       int32_t *nd = (int32_t *)(void *)row;

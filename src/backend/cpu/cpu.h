@@ -56,6 +56,12 @@ kiln_status kiln__cpu_compile(kiln_device *dev, const char *source,
 kiln_status kiln__cpu_load(kiln_device *dev, const void *data, size_t size,
                            void **module, kiln__module_info *info);
 void kiln__cpu_unload(kiln_device *dev, void *module);
+kiln_status kiln__cpu_compile_for_target(const char *target,
+                                         const char *source,
+                                         kiln_math_mode math,
+                                         const char *kernel_name,
+                                         kiln__binary *out, char **log,
+                                         kiln__compile_info *info);
 
 /* The embedded prelude (generated from src/dialect/prelude/ by CMake). */
 extern const char kiln__prelude_cpu_text[];

@@ -934,6 +934,11 @@ static kiln_status cpu_launch(struct kiln_stream *stream, void *module,
 
 /* ---- kernels ------------------------------------------------------------ */
 
+static const char *cpu_target_prelude(const char *target) {
+  (void)target;
+  return kiln__prelude_cpu_text;
+}
+
 static const char *cpu_prelude(struct kiln_device *dev) {
   (void)dev;
   return kiln__prelude_cpu_text;
@@ -959,6 +964,8 @@ const kiln__backend_ops kiln__cpu_backend = {
     .event_retain = cpu_event_retain,
     .event_release = cpu_event_release,
     .enqueue_host = cpu_enqueue_host,
+    /* A CPU stream runs host tasks cheaply; no need to defer releases. */
+    .enqueue_release = cpu_enqueue_host,
     .fill = cpu_fill,
     .copy_strided = cpu_copy_strided,
     .copy_to_host = cpu_copy_to_host,
@@ -969,4 +976,6 @@ const kiln__backend_ops kiln__cpu_backend = {
     .load = kiln__cpu_load,
     .unload = kiln__cpu_unload,
     .launch = cpu_launch,
+    .compile_for_target = kiln__cpu_compile_for_target,
+    .target_prelude = cpu_target_prelude,
 };

@@ -769,3 +769,46 @@ void kiln__cpu_unload(kiln_device *dev, void *module) {
     close(lm->fd);
   kiln__free(lm);
 }
+
+/* ---- compile for a named target (kiln compile --target cpu) ------------ */
+
+/*
+ * The CPU backend's only target is "cpu": the machine kiln runs on. The
+ * report has no registers or spills (a CPU has neither in this sense); its
+ * threadgroup memory is the object's thread-local storage.
+ */
+kiln_status kiln__cpu_compile_for_target(const char *target,
+                                         const char *source,
+                                         kiln_math_mode math,
+                                         const char *kernel_name,
+                                         kiln__binary *out, char **log,
+                                         kiln__compile_info *info) {
+  if (target != NULL && strcmp(target, "cpu") != 0)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "the CPU backend compiles for target 'cpu' only, not "
+                       "'%s'",
+                       target);
+  uint64_t t0 = kiln__now_ns();
+  kiln_status st =
+      kiln__cpu_compile(NULL, source, math, kernel_name, out, log);
+  if (st != KILN_OK)
+    return st;
+  size_t object_size = 0;
+  uint64_t tls = 0;
+  st = check_trailer(out->data, out->size, &object_size);
+  if (st == KILN_OK)
+    st = check_elf(out->data, object_size, &tls);
+  if (st != KILN_OK) {
+    kiln__free(out->data);
+    out->data = NULL;
+    out->size = 0;
+    return st;
+  }
+  if (info != NULL) {
+    memset(info, 0, sizeof *info);
+    info->registers = -1;
+    info->shared_bytes = tls;
+    info->compile_ms = (double)(kiln__now_ns() - t0) * 1e-6;
+  }
+  return KILN_OK;
+}

@@ -197,6 +197,7 @@ const kiln__backend_ops kiln__cuda_backend = {
     .event_retain = cuda_event_retain,
     .event_release = cuda_event_release,
     .enqueue_host = cuda_enqueue_host,
+    .enqueue_release = cuda_enqueue_host,
     .fill = cuda_fill,
     .copy_strided = cuda_copy_strided,
     .copy_to_host = cuda_copy_to_host,
