@@ -7,10 +7,11 @@
 #   make bench      the benchmarks (bench/), printed with their baselines
 BUILD      ?= build
 BUILD_SAN  ?= build-san
+BUILD_CLANG ?= build-clang
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 
-.PHONY: all build deps test test-fast test-san test-gpu demo bench clean
+.PHONY: all build build-san build-clang deps test test-fast test-gpu demo bench clean
 
 all: build
 
@@ -29,9 +30,19 @@ $(BUILD_SAN)/CMakeCache.txt:
 build-san: $(BUILD_SAN)/CMakeCache.txt
 	cmake --build $(BUILD_SAN) -j $(JOBS)
 
+# kiln must build warning-free under clang as well as gcc: when clang is
+# installed, `make test` also compiles everything with it (no second run).
+build-clang:
+	@if command -v clang >/dev/null 2>&1; then \
+	  cmake -S . -B $(BUILD_CLANG) -DCMAKE_C_COMPILER=clang \
+	    -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS) >/dev/null && \
+	  cmake --build $(BUILD_CLANG) -j $(JOBS) >/dev/null && \
+	  echo "clang build: clean"; \
+	else echo "clang build: skipped (clang is not installed)"; fi
+
 # The plain suite, then the sanitizer suite; scripts/run-tests.sh adds the
 # counts of both and prints the closing "N passed, N failed" line.
-test: deps build build-san
+test: deps build build-san build-clang
 	@sh scripts/run-tests.sh $(BUILD) $(BUILD_SAN)
 
 test-fast: deps build
@@ -47,4 +58,4 @@ bench: deps build
 	@sh scripts/run-bench.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_CLANG) build-cache

@@ -191,7 +191,32 @@ double kt_get(kiln_dtype dt, const void *buf, size_t i) {
   }
 }
 
+/* `v` truncated toward zero and clamped to the range of integer dtype
+ * `dt`; NaN becomes 0. */
+static double kt_saturate_int(kiln_dtype dt, double v) {
+  double lo, hi;
+  switch (dt) {
+  case KILN_INT8: lo = -128.0; hi = 127.0; break;
+  case KILN_INT16: lo = -32768.0; hi = 32767.0; break;
+  case KILN_INT32: lo = -2147483648.0; hi = 2147483647.0; break;
+  case KILN_INT64: lo = -9223372036854775808.0; hi = 9223372036854774784.0; break;
+  case KILN_UINT8: lo = 0; hi = 255.0; break;
+  case KILN_UINT16: lo = 0; hi = 65535.0; break;
+  case KILN_UINT32: lo = 0; hi = 4294967295.0; break;
+  default: lo = 0; hi = 18446744073709549568.0; break;
+  }
+  if (isnan(v))
+    return 0;
+  v = trunc(v);
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
 void kt_set(kiln_dtype dt, void *buf, size_t i, double v) {
+  /* Integers: truncate toward zero and saturate (a double out of range
+   * converted by a plain cast is undefined behaviour in C). */
+  if (dt != KILN_BOOL && dt != KILN_FLOAT16 && dt != KILN_BFLOAT16 &&
+      dt != KILN_FLOAT32 && dt != KILN_FLOAT64)
+    v = kt_saturate_int(dt, v);
   switch (dt) {
   case KILN_BOOL: ((uint8_t *)buf)[i] = v != 0; break;
   case KILN_INT8: ((int8_t *)buf)[i] = (int8_t)v; break;

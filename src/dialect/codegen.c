@@ -661,6 +661,168 @@ static void emit_cpu_glue(kiln__strbuf *sb, const kiln__signature *sig) {
       "}\n");
 }
 
+/* ---- the CUDA entry glue (src/backend/cuda/cuda_abi.h) ------------------ */
+
+/*
+ * The C++ expression the CUDA glue passes for an attribute. The glue has
+ * kiln_dims (the launch), the local position lx/ly/lz, the group gx/gy/gz,
+ * the group's real size sx/sy/sz and lin, the linear local index. A block
+ * is tg threads (blockDim == kiln_dims.tg), so lin is CUDA's linear thread
+ * id, the one warps are cut from: lin % 32 is the hardware lane that the
+ * SIMD-group functions use (%laneid).
+ */
+static const char *cuda_attr_value(kiln__attr a) {
+  switch (a) {
+  case KILN__ATTR_THREAD_POSITION_IN_GRID:
+    return "uint3(gx * kiln_dims.tg[0] + lx, gy * kiln_dims.tg[1] + ly, "
+           "gz * kiln_dims.tg[2] + lz)";
+  case KILN__ATTR_THREAD_POSITION_IN_THREADGROUP:
+    return "uint3(lx, ly, lz)";
+  case KILN__ATTR_THREADGROUP_POSITION_IN_GRID:
+    return "uint3(gx, gy, gz)";
+  case KILN__ATTR_THREADS_PER_THREADGROUP:
+    return "uint3(sx, sy, sz)";
+  case KILN__ATTR_THREADGROUPS_PER_GRID:
+    return "uint3(gridDim.x, gridDim.y, gridDim.z)";
+  case KILN__ATTR_THREADS_PER_GRID:
+  case KILN__ATTR_GRID_SIZE:
+    return "uint3(kiln_dims.grid[0], kiln_dims.grid[1], kiln_dims.grid[2])";
+  case KILN__ATTR_GRID_ORIGIN:
+    return "uint3(0u, 0u, 0u)";
+  case KILN__ATTR_DISPATCH_THREADS_PER_THREADGROUP:
+    return "uint3(kiln_dims.tg[0], kiln_dims.tg[1], kiln_dims.tg[2])";
+  case KILN__ATTR_THREAD_INDEX_IN_THREADGROUP:
+    return "lin";
+  case KILN__ATTR_THREAD_INDEX_IN_SIMDGROUP:
+    return "lin % 32u";
+  case KILN__ATTR_SIMDGROUP_INDEX_IN_THREADGROUP:
+    return "lin / 32u";
+  case KILN__ATTR_THREADS_PER_SIMDGROUP:
+  case KILN__ATTR_THREAD_EXECUTION_WIDTH:
+    return "32u";
+  case KILN__ATTR_SIMDGROUPS_PER_THREADGROUP:
+    return "(sx * sy * sz + 31u) / 32u";
+  case KILN__ATTR_DISPATCH_SIMDGROUPS_PER_THREADGROUP:
+    return "(kiln_dims.tg[0] * kiln_dims.tg[1] * kiln_dims.tg[2] + 31u) / 32u";
+  case KILN__ATTR_QUADGROUP_INDEX_IN_THREADGROUP:
+    return "lin / 4u";
+  case KILN__ATTR_THREAD_INDEX_IN_QUADGROUP:
+    return "lin % 4u";
+  case KILN__ATTR_QUADGROUPS_PER_THREADGROUP:
+    return "(sx * sy * sz + 3u) / 4u";
+  case KILN__ATTR_DISPATCH_QUADGROUPS_PER_THREADGROUP:
+    return "(kiln_dims.tg[0] * kiln_dims.tg[1] * kiln_dims.tg[2] + 3u) / 4u";
+  case KILN__ATTR_COUNT:
+    break;
+  }
+  return "0u";
+}
+
+/* Parameter k of kiln_entry, by cuda_abi.h: buffers as pointers, a 0-d
+ * input as a pointer to its value, shapes and strides by value. */
+static void emit_cuda_param(kiln__strbuf *sb, const kiln__param *p, int k) {
+  const char *t = elem_type(p->dtype);
+  switch (p->kind) {
+  case KILN__PARAM_INPUT:
+  case KILN__PARAM_SCALAR:
+    kiln__sb_appendf(sb, "const %s* kiln_a%d", t, k);
+    break;
+  case KILN__PARAM_SHAPE:
+    kiln__sb_appendf(sb, "kiln_cuda_shape kiln_a%d", k);
+    break;
+  case KILN__PARAM_STRIDES:
+    kiln__sb_appendf(sb, "kiln_cuda_strides kiln_a%d", k);
+    break;
+  case KILN__PARAM_NDIM:
+    kiln__sb_appendf(sb, "int kiln_a%d", k);
+    break;
+  case KILN__PARAM_OUTPUT:
+    kiln__sb_appendf(sb, "%s* kiln_a%d", t, k);
+    break;
+  }
+}
+
+/* The body's argument for parameter k. The strides arrive as long long
+ * and the body takes int64_t (long): same bits, a different C++ type. */
+static void emit_cuda_arg(kiln__strbuf *sb, const kiln__param *p, int k,
+                          bool atomic_outputs) {
+  const char *t = elem_type(p->dtype);
+  switch (p->kind) {
+  case KILN__PARAM_INPUT:
+  case KILN__PARAM_NDIM:
+    kiln__sb_appendf(sb, "kiln_a%d", k);
+    break;
+  case KILN__PARAM_SCALAR:
+    kiln__sb_appendf(sb, "*kiln_a%d", k);
+    break;
+  case KILN__PARAM_SHAPE:
+    kiln__sb_appendf(sb, "kiln_a%d.v", k);
+    break;
+  case KILN__PARAM_STRIDES:
+    kiln__sb_appendf(sb, "(const int64_t*)kiln_a%d.v", k);
+    break;
+  case KILN__PARAM_OUTPUT:
+    if (atomic_outputs)
+      kiln__sb_appendf(sb, "(atomic<%s>*)kiln_a%d", t, k);
+    else
+      kiln__sb_appendf(sb, "kiln_a%d", k);
+    break;
+  }
+}
+
+/*
+ * The kernel: extern "C" kiln_entry(params..., kiln_dims). Threads past the
+ * grid in a ragged last block return before the body, so exactly `grid`
+ * threads run it (Metal's dispatchThreads). That is safe with barriers in
+ * the body: the PTX ISA says bar.sync (__syncthreads) waits for the
+ * non-exited threads only, and that when exiting threads are all a
+ * barrier still waits for, the barrier is released (`exit` and
+ * `barrier{.cta}` in the PTX ISA). Nothing may follow the body's call, so
+ * a `return` in the body also ends the thread. The test `l >= grid - g *
+ * tg` cannot overflow, since g * tg < grid for every launched group.
+ */
+static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
+  kiln__sb_append(sb, "extern \"C\" __global__ void __launch_bounds__(1024) "
+                      "kiln_entry(");
+  for (int k = 0; k < sig->num_params; k++) {
+    kiln__sb_append(sb, "\n    ");
+    emit_cuda_param(sb, &sig->params[k], k);
+    kiln__sb_append(sb, ",");
+  }
+  kiln__sb_append(
+      sb,
+      "\n    kiln_cuda_dims kiln_dims) {\n"
+      "  const uint lx = threadIdx.x, ly = threadIdx.y, lz = threadIdx.z;\n"
+      "  const uint gx = blockIdx.x, gy = blockIdx.y, gz = blockIdx.z;\n"
+      "  const uint rx = kiln_dims.grid[0] - gx * kiln_dims.tg[0];\n"
+      "  const uint ry = kiln_dims.grid[1] - gy * kiln_dims.tg[1];\n"
+      "  const uint rz = kiln_dims.grid[2] - gz * kiln_dims.tg[2];\n"
+      "  if (lx >= rx || ly >= ry || lz >= rz)\n"
+      "    return; /* past the grid: not a thread of the dispatch */\n"
+      "  const uint sx = min(kiln_dims.tg[0], rx);\n"
+      "  const uint sy = min(kiln_dims.tg[1], ry);\n"
+      "  const uint sz = min(kiln_dims.tg[2], rz);\n"
+      "  const uint lin = lx + blockDim.x * (ly + blockDim.y * lz);\n"
+      "  (void)sx; (void)sy; (void)sz; (void)lin;\n"
+      "  kiln_kernel_body");
+  emit_template_values(sb, sig);
+  kiln__sb_append(sb, "(");
+  bool first = true;
+  for (int k = 0; k < sig->num_params; k++) {
+    kiln__sb_append(sb, first ? "\n      " : ",\n      ");
+    emit_cuda_arg(sb, &sig->params[k], k, sig->atomic_outputs);
+    first = false;
+  }
+  for (int a = 0; a < KILN__ATTR_COUNT; a++) {
+    if (!(sig->scan->attrs_used & (1u << a)))
+      continue;
+    kiln__sb_appendf(sb, "%s%s", first ? "\n      " : ",\n      ",
+                     cuda_attr_value((kiln__attr)a));
+    first = false;
+  }
+  kiln__sb_append(sb, ");\n}\n");
+}
+
 /* ---- targets ------------------------------------------------------------- */
 
 /* What differs per target: the body function's qualifiers and the entry
@@ -673,7 +835,8 @@ typedef struct codegen_target {
 
 static const codegen_target targets[] = {
     [KILN__TARGET_CPU] = {"cpu", "static inline", emit_cpu_glue},
-    [KILN__TARGET_CUDA] = {"cuda", "static __device__ __forceinline__", NULL},
+    [KILN__TARGET_CUDA] = {"cuda", "static __device__ __forceinline__",
+                          emit_cuda_glue},
 };
 
 /*

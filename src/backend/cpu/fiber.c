@@ -14,8 +14,7 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-/* In fiber_switch.S. */
-void kiln__fiber_switch(void **save_sp, void *to_sp);
+/* In fiber_switch.S (kiln__fiber_switch is declared in fiber.h). */
 void kiln__fiber_trampoline(void);
 
 /*
@@ -32,17 +31,17 @@ void kiln__fiber_trampoline(void);
 
 /* Words in the frame that kiln__fiber_switch pops (see fiber_switch.S). */
 #if defined(__x86_64__)
-#define KILN__FRAME_WORDS 8 /* control words, r15..r12, rbx, rbp, return */
+#define KILN__FRAME_WORDS 7 /* r15..r12, rbx, rbp, return */
 #elif defined(__aarch64__)
-#define KILN__FRAME_WORDS 22 /* x19..x30, d8..d15, FPCR, padding */
+#define KILN__FRAME_WORDS 20 /* x19..x30, d8..d15 */
 #endif
 
 /* The usable size of each stack (before cache colouring, see below). */
 size_t kiln__fiber_stack_bytes(void) { return KILN__FIBER_STACK_BYTES; }
 
-/* The floating-point control state the new fiber starts with: the running
- * thread's, so a fiber computes exactly as the worker would. */
-static uint64_t current_fp_control(void)
+/* See fiber.h for why this is not part of each switch. On x86_64 the
+ * MXCSR is in the low half and the x87 control word above it. */
+uint64_t kiln__fiber_fp_control(void)
 {
 #if defined(__x86_64__)
   uint32_t mxcsr;
@@ -53,6 +52,21 @@ static uint64_t current_fp_control(void)
   uint64_t fpcr;
   __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
   return fpcr;
+#endif
+}
+
+void kiln__fiber_set_fp_control(uint64_t state)
+{
+  if (kiln__fiber_fp_control() == state)
+    return;
+#if defined(__x86_64__)
+  {
+    uint32_t mxcsr = (uint32_t)state;
+    uint16_t fpucw = (uint16_t)(state >> 32);
+    __asm__ volatile("ldmxcsr %0\n\tfldcw %1" : : "m"(mxcsr), "m"(fpucw));
+  }
+#elif defined(__aarch64__)
+  __asm__ volatile("msr fpcr, %0" : : "r"(state));
 #endif
 }
 
@@ -71,40 +85,38 @@ void kiln__fiber_start(kiln__fiber *f, kiln__fiber_entry fn, void *arg)
    * still poisoned; clear them before the stack is used again. */
   ASAN_UNPOISON_MEMORY_REGION(f->stack_lo, f->stack_size);
 #endif
-  /* 16 bytes of slack above the frame keep the trampoline's stack pointer
-   * 16-byte aligned and give debuggers a zero word to stop at. */
+  /* 16 bytes of slack above the frame give debuggers a zero word to stop
+   * at. The frame ends at a 16-byte boundary, so the stack pointer is
+   * 16-byte aligned once it is popped (x86_64: after the `ret` into the
+   * trampoline, as a call requires; aarch64: always). */
   top = (top & ~(uintptr_t)15) - 16;
   frame = (uint64_t *)top - KILN__FRAME_WORDS;
   memset(frame, 0, (KILN__FRAME_WORDS + 2) * sizeof(uint64_t));
 #if defined(__x86_64__)
-  /* The little-endian layout matches stmxcsr (%rsp) / fnstcw 4(%rsp). */
-  frame[0] = current_fp_control();
-  frame[3] = (uint64_t)(uintptr_t)arg; /* r13 */
-  frame[4] = (uint64_t)(uintptr_t)fn;  /* r12 */
-  frame[7] = (uint64_t)(uintptr_t)kiln__fiber_trampoline;
+  frame[2] = (uint64_t)(uintptr_t)arg; /* r13 */
+  frame[3] = (uint64_t)(uintptr_t)fn;  /* r12 */
+  frame[6] = (uint64_t)(uintptr_t)kiln__fiber_trampoline;
 #elif defined(__aarch64__)
   frame[0] = (uint64_t)(uintptr_t)fn;  /* x19 */
   frame[1] = (uint64_t)(uintptr_t)arg; /* x20 */
   frame[11] = (uint64_t)(uintptr_t)kiln__fiber_trampoline; /* x30 */
-  frame[20] = current_fp_control();
 #endif
   f->sp = frame;
   f->asan_fake_stack = NULL;
 }
 
+#if defined(KILN__FIBER_ASAN)
 /* Switches contexts, announcing the new stack to ASan before and
- * completing the announcement once control comes back. */
+ * completing the announcement once control comes back (without ASan this
+ * is the inline function in fiber.h). */
 void kiln__fiber_jump(kiln__fiber *from, kiln__fiber *to)
 {
-#if defined(KILN__FIBER_ASAN)
   __sanitizer_start_switch_fiber(&from->asan_fake_stack, to->stack_lo,
                                  to->stack_size);
   kiln__fiber_switch(&from->sp, to->sp);
   __sanitizer_finish_switch_fiber(from->asan_fake_stack, NULL, NULL);
-#else
-  kiln__fiber_switch(&from->sp, to->sp);
-#endif
 }
+#endif
 
 /* Like kiln__fiber_jump, but a NULL fake-stack slot tells ASan that the
  * fiber is gone, so it frees the fiber's fake stack. */
@@ -117,16 +129,18 @@ void kiln__fiber_exit(kiln__fiber *from, kiln__fiber *to)
   __builtin_unreachable();
 }
 
-/* Completes the switch that started this fiber and learns the bounds of
- * the stack it came from (the OS thread's), for the jumps back. */
+/* Completes the switch that started this fiber and, if asked, learns the
+ * bounds of the stack it came from (the OS thread's), for jumps back. */
 void kiln__fiber_entered(kiln__fiber *from)
 {
 #if defined(KILN__FIBER_ASAN)
   const void *lo = NULL;
   size_t size = 0;
   __sanitizer_finish_switch_fiber(NULL, &lo, &size);
-  from->stack_lo = lo;
-  from->stack_size = size;
+  if (from != NULL) {
+    from->stack_lo = lo;
+    from->stack_size = size;
+  }
 #else
   (void)from;
 #endif

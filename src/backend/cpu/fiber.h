@@ -12,6 +12,14 @@
  * __sanitizer_start_switch_fiber / __sanitizer_finish_switch_fiber so ASan
  * knows which stack is live; this is why switches go through
  * kiln__fiber_jump() and friends rather than the bare assembly routine.
+ * Without ASan kiln__fiber_jump is an inline call of that routine.
+ *
+ * Any context may jump to any other (fiber to fiber included), as long as
+ * every jump's target is suspended (or freshly started) and each fiber
+ * set is used by one OS thread only.
+ *
+ * The floating-point control state is not part of a switch; see
+ * kiln__fiber_fp_control below.
  */
 #ifndef KILN_BACKEND_CPU_FIBER_H
 #define KILN_BACKEND_CPU_FIBER_H
@@ -55,11 +63,22 @@ typedef struct kiln__fiber {
  */
 void kiln__fiber_start(kiln__fiber *f, kiln__fiber_entry fn, void *arg);
 
+/* In fiber_switch.S: saves the callee-saved registers on the running
+ * stack, stores its pointer into *save_sp and resumes the frame at to_sp. */
+void kiln__fiber_switch(void **save_sp, void *to_sp);
+
 /*
  * Saves the running context into `from` and resumes `to`; returns when some
  * context jumps back to `from`.
  */
+#if defined(KILN__FIBER_ASAN)
 void kiln__fiber_jump(kiln__fiber *from, kiln__fiber *to);
+#else
+static inline void kiln__fiber_jump(kiln__fiber *from, kiln__fiber *to)
+{
+  kiln__fiber_switch(&from->sp, to->sp);
+}
+#endif
 
 /*
  * Leaves the running fiber `from` for good and resumes `to`. Never returns;
@@ -70,11 +89,43 @@ void kiln__fiber_exit(kiln__fiber *from, kiln__fiber *to)
 
 /*
  * The first thing a fiber's entry function calls: completes the switch
- * that started it and records the bounds of the context it came from
- * (`from`, normally the scheduler) so that jumping back is announced
+ * that started it. If `from` is not NULL it must be the context that
+ * jumped here; its stack bounds (which the OS thread's own context cannot
+ * know otherwise) are recorded so that jumping back to it is announced
  * correctly under ASan. A no-op without ASan.
  */
 void kiln__fiber_entered(kiln__fiber *from);
+
+/* ---- floating-point control state ---------------------------------------
+ *
+ * The MXCSR and x87 control word (x86_64) or FPCR (aarch64) are
+ * callee-saved in the ABI, yet a switch does not carry them: the caller
+ * that runs a set of fibers reads the state once with
+ * kiln__fiber_fp_control() before the first jump into the set and puts it
+ * back with kiln__fiber_set_fp_control() after the last jump out. This is
+ * correct because
+ *   - every fiber of a set runs the same kernel and starts in the
+ *     environment of the OS thread that runs it, exactly the state a
+ *     per-switch save would have given it;
+ *   - Metal has no per-thread floating-point environment, so a kernel
+ *     never changes rounding or flush-to-zero in one thread but not in
+ *     the others (a fast-math object that sets FTZ/DAZ does so in a
+ *     constructor when it is loaded, not per thread);
+ *   - the runtime code that runs between fibers (exec.c's scheduling) is
+ *     integer-only and never changes the state;
+ *   - the restore after the set leaves the OS thread's state as its
+ *     caller had it, which is all the ABI's callee-saved rule asks, even
+ *     if some kernel did change the state.
+ * A kernel that changes it anyway only shares the change with the other
+ * threads of its own group.
+ */
+
+/* The running thread's floating-point control state, packed. */
+uint64_t kiln__fiber_fp_control(void);
+
+/* Restores a state read by kiln__fiber_fp_control(); writes (which
+ * serialise the pipeline) only if it differs from the running one. */
+void kiln__fiber_set_fp_control(uint64_t state);
 
 /* ---- stacks ------------------------------------------------------------- */
 

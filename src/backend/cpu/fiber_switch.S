@@ -3,10 +3,20 @@
  *
  *   void kiln__fiber_switch(void **save_sp, void *to_sp);
  *
- * pushes the callee-saved registers and the floating-point control state
- * onto the running stack, stores the stack pointer into *save_sp, loads
- * to_sp and pops the same frame from there. Caller-saved registers need no
- * saving: the C caller already assumes the call clobbers them.
+ * pushes the callee-saved general-purpose (and, on aarch64, FP/SIMD)
+ * registers onto the running stack, stores the stack pointer into
+ * *save_sp, loads to_sp and pops the same frame from there. Caller-saved
+ * registers need no saving: the C caller already assumes the call
+ * clobbers them.
+ *
+ * The floating-point control state (MXCSR and the x87 control word;
+ * FPCR) is callee-saved too, but deliberately not switched here: all
+ * fibers of one set run the same kernel on one OS thread in one FP
+ * environment, so it is saved once before a group's fibers run and
+ * restored once after (kiln__fiber_fp_control and
+ * kiln__fiber_set_fp_control, fiber.h says why that is correct).
+ * ldmxcsr/fldcw (and msr fpcr) serialise the pipeline on many cores;
+ * dropping them cut a barrier round trip by about a tenth on x86_64.
  *
  * A new fiber's stack is laid out by kiln__fiber_start (fiber.c) as such a
  * frame whose return address is kiln__fiber_trampoline and whose first two
@@ -40,10 +50,9 @@
 #if defined(__x86_64__)
 
 /* Frame, from the saved stack pointer up:
- *   +0  MXCSR (4 bytes), x87 control word (2 bytes), padding
- *   +8  r15, +16 r14, +24 r13, +32 r12, +40 rbx, +48 rbp, +56 return address
- * The MXCSR and x87 control word are callee-saved in the SysV ABI, and a
- * kernel built with fast math may run with different rounding/FTZ bits. */
+ *   +0 r15, +8 r14, +16 r13, +24 r12, +32 rbx, +40 rbp, +48 return address
+ * (7 words: a frame starts 8 bytes off 16-byte alignment, as after a
+ * call, so the `ret` leaves the stack pointer 16-byte aligned). */
   .text
 KILN_FUNC(kiln__fiber_switch)
   pushq %rbp
@@ -52,14 +61,8 @@ KILN_FUNC(kiln__fiber_switch)
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -83,16 +86,14 @@ KILN_END(kiln__fiber_trampoline)
 
 #elif defined(__aarch64__)
 
-/* Frame, from the saved stack pointer up (176 bytes, keeps sp 16-aligned):
+/* Frame, from the saved stack pointer up (160 bytes, keeps sp 16-aligned):
  *   +0 x19 x20, +16 x21 x22, +32 x23 x24, +48 x25 x26, +64 x27 x28,
  *   +80 x29 x30 (frame pointer, return address), +96 d8 d9, +112 d10 d11,
- *   +128 d12 d13, +144 d14 d15, +160 FPCR, +168 padding.
- * AAPCS64 makes only the low halves of v8-v15 callee-saved. FPCR (rounding,
- * flush-to-zero) is written back only when it differs, since a write can
- * be slow on some cores. */
+ *   +128 d12 d13, +144 d14 d15.
+ * AAPCS64 makes only the low halves of v8-v15 callee-saved. */
   .text
 KILN_FUNC(kiln__fiber_switch)
-  sub sp, sp, #176
+  sub sp, sp, #160
   stp x19, x20, [sp, #0]
   stp x21, x22, [sp, #16]
   stp x23, x24, [sp, #32]
@@ -103,8 +104,6 @@ KILN_FUNC(kiln__fiber_switch)
   stp d10, d11, [sp, #112]
   stp d12, d13, [sp, #128]
   stp d14, d15, [sp, #144]
-  mrs x9, fpcr
-  str x9, [sp, #160]
   mov x10, sp
   str x10, [x0]
   mov sp, x1
@@ -118,12 +117,7 @@ KILN_FUNC(kiln__fiber_switch)
   ldp d10, d11, [sp, #112]
   ldp d12, d13, [sp, #128]
   ldp d14, d15, [sp, #144]
-  ldr x10, [sp, #160]
-  cmp x9, x10
-  b.eq 1f
-  msr fpcr, x10
-1:
-  add sp, sp, #176
+  add sp, sp, #160
   ret
 KILN_END(kiln__fiber_switch)
 

@@ -35,8 +35,16 @@
 typedef __SIZE_TYPE__ size_t;
 typedef __PTRDIFF_TYPE__ ptrdiff_t;
 
-/* The group being run by this worker thread (set by the entry points). */
-static thread_local kiln_cpu_group *kiln_cpu_tls_group;
+/* The group being run by this worker thread (set by the entry points).
+ * alignas(64) raises the kernel object's TLS alignment, so glibc gives
+ * each thread's dynamic TLS block of the object a 64-byte-aligned start.
+ * That matters under ASan: up to GCC 13 / LLVM 16 the runtime's
+ * __tls_get_addr interceptor takes a block starting 16 bytes into a page
+ * for an old-glibc block with a {size, start} header in front, reads
+ * ASan's chunk header as those bounds, and LeakSanitizer's tracer faults
+ * scanning them at exit (google/sanitizers#1322). An aligned block never
+ * starts there. */
+alignas(64) static thread_local kiln_cpu_group *kiln_cpu_tls_group;
 
 namespace metal {
 

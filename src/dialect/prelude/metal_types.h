@@ -26,9 +26,90 @@
 #endif
 
 /* Bit copies for bit casts; compilers turn them into register moves. The
- * void casts keep GCC from objecting to copies of non-trivial classes. */
+ * void casts keep GCC from objecting to copies of non-trivial classes.
+ * NVRTC has no __builtin_memcpy but declares memcpy for device code. */
+#if KILN_ON_CUDA
+#define KILN_COPY(dst, src, n) memcpy((void *)(dst), (const void *)(src), (n))
+#else
 #define KILN_COPY(dst, src, n)                                                \
   __builtin_memcpy((void *)(dst), (const void *)(src), (n))
+#endif
+
+/* Anonymous structs in unions (the .x/.y members) are a GNU extension that
+ * NVRTC accepts without the keyword it does not know. */
+#if KILN_ON_CUDA
+#define KILN_EXT
+#else
+#define KILN_EXT __extension__
+#endif
+
+#if KILN_ON_CUDA
+/*
+ * Metal's vector names under NVRTC. NVRTC predefines CUDA's own float2,
+ * uint3, int4, ... at global scope, and declares make_float2() and its
+ * friends lazily, at their first call, looking their return types up
+ * from the caller's scope. With a metal::float2 and `using namespace
+ * metal;` both would be ambiguous. So each colliding Metal name is a
+ * macro for a kiln_ name that exists only in namespace metal (this file's
+ * typedefs below are written through the macros): `float2`,
+ * `metal::float2` and `::float2` all mean Metal's type in user code and
+ * generated code, and make_float2() still returns CUDA's. Native code
+ * names CUDA's types as kiln_cuda::float2 (through the same macro).
+ * Macros rather than a namespace around the user's code, because the
+ * header may #include and specialise templates, which that would break.
+ * The cost: a CUDA header #included after the prelude would see Metal's
+ * types under CUDA's names; native code should use NVRTC's built-ins.
+ */
+#pragma nv_diag_suppress 1444 /* CUDA 13 deprecates long4/ulong4/double4 */
+#define KILN_CUDA_VEC(name)                                                   \
+  typedef ::name##2 kiln_##name##2;                                           \
+  typedef ::name##3 kiln_##name##3;                                           \
+  typedef ::name##4 kiln_##name##4;
+namespace kiln_cuda {
+KILN_CUDA_VEC(char)
+KILN_CUDA_VEC(uchar)
+KILN_CUDA_VEC(short)
+KILN_CUDA_VEC(ushort)
+KILN_CUDA_VEC(int)
+KILN_CUDA_VEC(uint)
+KILN_CUDA_VEC(long)
+KILN_CUDA_VEC(ulong)
+KILN_CUDA_VEC(float)
+KILN_CUDA_VEC(double)
+} /* namespace kiln_cuda */
+#undef KILN_CUDA_VEC
+#pragma nv_diag_default 1444
+#define char2 kiln_char2
+#define char3 kiln_char3
+#define char4 kiln_char4
+#define uchar2 kiln_uchar2
+#define uchar3 kiln_uchar3
+#define uchar4 kiln_uchar4
+#define short2 kiln_short2
+#define short3 kiln_short3
+#define short4 kiln_short4
+#define ushort2 kiln_ushort2
+#define ushort3 kiln_ushort3
+#define ushort4 kiln_ushort4
+#define int2 kiln_int2
+#define int3 kiln_int3
+#define int4 kiln_int4
+#define uint2 kiln_uint2
+#define uint3 kiln_uint3
+#define uint4 kiln_uint4
+#define long2 kiln_long2
+#define long3 kiln_long3
+#define long4 kiln_long4
+#define ulong2 kiln_ulong2
+#define ulong3 kiln_ulong3
+#define ulong4 kiln_ulong4
+#define float2 kiln_float2
+#define float3 kiln_float3
+#define float4 kiln_float4
+#define double2 kiln_double2
+#define double3 kiln_double3
+#define double4 kiln_double4
+#endif /* KILN_ON_CUDA */
 
 namespace metal {
 
@@ -60,7 +141,7 @@ template <class A, class B> struct kiln_same {
 template <class A> struct kiln_same<A, A> {
   static constexpr bool value = true;
 };
-template <class T> T kiln_make(); /* for decltype only */
+template <class T> KILN_FN T kiln_make(); /* for decltype only */
 
 /* 0 integers, 1 half and bfloat, 2 float, 3 double, -1 not a scalar: one
  * table answers "is it a scalar" and gives Metal's promotion order. */
@@ -419,11 +500,12 @@ template <int... I> KILN_FN constexpr bool kiln_distinct() {
  * the vector's union) that reads as vec<T, K> made of components I...,
  * and can be assigned when no component repeats. Its copy assignment is
  * user-provided so that `a.xy = b.xy` writes two components, not all.
+ * A 4-vector has 336 swizzle types, all instantiated with the vector, so
+ * the class declares as little as possible (NVRTC spent ~45 ms on float4
+ * when the compound assignments were members); those are free templates.
  */
 template <class T, int K, int C, int... I> struct kiln_swz<vec<T, K>, C, I...> {
   T v[C];
-  kiln_swz() = default;
-  kiln_swz(const kiln_swz &) = default;
   KILN_FN vec<T, K> get() const { return vec<T, K>(v[I]...); }
   KILN_FN operator vec<T, K>() const { return get(); }
   KILN_FN kiln_swz &operator=(const vec<T, K> &o) {
@@ -434,21 +516,26 @@ template <class T, int K, int C, int... I> struct kiln_swz<vec<T, K>, C, I...> {
     return *this;
   }
   KILN_FN kiln_swz &operator=(const kiln_swz &o) { return *this = o.get(); }
-#define KILN_SWZ_ASSIGN(op)                                                   \
-  template <class R> KILN_FN kiln_swz &operator op##=(const R &r) {           \
-    return *this = get() op r;                                                \
-  }
-  KILN_SWZ_ASSIGN(+)
-  KILN_SWZ_ASSIGN(-)
-  KILN_SWZ_ASSIGN(*)
-  KILN_SWZ_ASSIGN(/)
-  KILN_SWZ_ASSIGN(%)
-  KILN_SWZ_ASSIGN(&)
-  KILN_SWZ_ASSIGN(|)
-  KILN_SWZ_ASSIGN(^)
-  KILN_SWZ_ASSIGN(<<)
-  KILN_SWZ_ASSIGN(>>)
 };
+
+/* s op= r for a swizzle s: through its vector and back. */
+#define KILN_SWZ_ASSIGN(op)                                                   \
+  template <class V, int C, int... I, class R>                                \
+  KILN_FN kiln_swz<V, C, I...> &operator op##=(kiln_swz<V, C, I...> &s,       \
+                                               const R &r) {                  \
+    return s = V(s.get() op r);                                               \
+  }
+KILN_SWZ_ASSIGN(+)
+KILN_SWZ_ASSIGN(-)
+KILN_SWZ_ASSIGN(*)
+KILN_SWZ_ASSIGN(/)
+KILN_SWZ_ASSIGN(%)
+KILN_SWZ_ASSIGN(&)
+KILN_SWZ_ASSIGN(|)
+KILN_SWZ_ASSIGN(^)
+KILN_SWZ_ASSIGN(<<)
+KILN_SWZ_ASSIGN(>>)
+#undef KILN_SWZ_ASSIGN
 
 /* ---- vectors ------------------------------------------------------------ */
 
@@ -459,10 +546,10 @@ template <class T, int N> struct kiln_vbase;
 template <class T> struct alignas(2 * sizeof(T)) kiln_vbase<T, 2> {
   union {
     T v[2];
-    __extension__ struct {
+    KILN_EXT struct {
       T x, y;
     };
-    __extension__ struct {
+    KILN_EXT struct {
       T r, g;
     };
     KILN_SWIZZLES(2)
@@ -475,10 +562,10 @@ template <class T> struct alignas(2 * sizeof(T)) kiln_vbase<T, 2> {
 template <class T> struct alignas(4 * sizeof(T)) kiln_vbase<T, 3> {
   union {
     T v[3];
-    __extension__ struct {
+    KILN_EXT struct {
       T x, y, z;
     };
-    __extension__ struct {
+    KILN_EXT struct {
       T r, g, b;
     };
     KILN_SWIZZLES(3)
@@ -493,10 +580,10 @@ template <class T> struct alignas(4 * sizeof(T)) kiln_vbase<T, 3> {
 template <class T> struct alignas(4 * sizeof(T)) kiln_vbase<T, 4> {
   union {
     T v[4];
-    __extension__ struct {
+    KILN_EXT struct {
       T x, y, z, w;
     };
-    __extension__ struct {
+    KILN_EXT struct {
       T r, g, b, a;
     };
     KILN_SWIZZLES(4)

@@ -1,0 +1,1292 @@
+/*
+ * The CUDA backend's table of operations: probe, contexts, memory, streams,
+ * events, host callbacks, fills, copies and launches, over the driver API
+ * loaded by cuda_loader.c.
+ *
+ * Contexts. Every GPU uses its primary context, retained on first use (so
+ * `kiln info` creates none) and made current at the top of each callback
+ * on whatever thread calls in.
+ *
+ * Lost devices. A sticky error (a kernel fault, an uncorrectable ECC
+ * error...) poisons the context for good: the first call that sees it
+ * reports the fault naming the last kernel launched, marks the device
+ * lost, and every later callback returns KILN_ERROR_DEVICE_LOST at once.
+ * Releases and host callbacks still pending are then run with that status
+ * instead of waiting for a GPU that will never answer: nothing hangs.
+ *
+ * Releases without host functions. enqueue_release is on every launch's
+ * path, and a cuLaunchHostFunc per launch would cost a driver thread
+ * round-trip each. Instead each stream keeps a FIFO of (event, fn, user):
+ * the event is the stream's tail event (usually the one the core just
+ * recorded for the launch, reused), and the FIFO is polled at the start of
+ * later calls on the stream (launch, fill, copies, idle, synchronize,
+ * destroy). A stream completes in order, so polling stops at the first
+ * entry whose event has not completed.
+ *
+ * Host callbacks. cuLaunchHostFunc's function runs on a driver thread that
+ * must not call CUDA, so it only hands the node to the device's callback
+ * thread, which calls the user's function (which may then call kiln).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_internal.h"
+#include "core/util.h"
+
+/* The most GPUs kiln drives (device.c's registry holds 64). */
+#define MAX_GPUS 64
+/* Threads per block of the builtin kernels, and the most blocks they use
+ * (they loop over the rest). */
+#define BUILTIN_THREADS 256u
+#define BUILTIN_MAX_BLOCKS 65536u
+/* Kernel arguments kept on the stack at launch; more use the heap. */
+#define INLINE_ARGS 64
+
+static kiln__cuda_device g_gpus[MAX_GPUS];
+
+/* True on the callback thread and on CUDA's host-function threads. */
+static _Thread_local bool tl_callback_thread;
+static _Thread_local bool tl_host_fn_thread;
+
+/* "gpu:N" for messages. */
+#define GPU_FMT "gpu:%d"
+
+/* ---- lost devices --------------------------------------------------------- */
+
+static void copy_name(char *dst, size_t size, const char *src) {
+  snprintf(dst, size, "%s", src != NULL ? src : "?");
+}
+
+/* The device-level name of the last kernel launched (for faults seen
+ * through events, which do not know their stream). */
+static void last_kernel(kiln__cuda_device *d, char *out, size_t size) {
+  pthread_mutex_lock(&d->lock);
+  copy_name(out, size, d->last_kernel[0] ? d->last_kernel : "(none yet)");
+  pthread_mutex_unlock(&d->lock);
+}
+
+/* Marks the device lost after sticky error `r` and sets the error for the
+ * call that found it. `kernel` names the kernel that most likely faulted. */
+static kiln_status mark_lost(kiln__cuda_device *d, CUresult r,
+                             const char *kernel) {
+  char name[128];
+  if (kernel == NULL) {
+    last_kernel(d, name, sizeof name);
+    kernel = name;
+  }
+  const char *ename = kiln__cu_error_name(r);
+  const char *etext = kiln__cu_error_text(r);
+  pthread_mutex_lock(&d->lock);
+  bool first = !atomic_load(&d->lost);
+  if (first) {
+    snprintf(d->lost_msg, sizeof d->lost_msg,
+             GPU_FMT " must be reset: kernel '%.100s' faulted earlier (%s: "
+             "%s), which left its CUDA context unusable; restart the process",
+             d->ordinal, kernel, ename, etext);
+    atomic_store(&d->lost, true);
+  }
+  pthread_mutex_unlock(&d->lock);
+  if (!first)
+    return kiln__error(KILN_ERROR_DEVICE_LOST, "%s.", d->lost_msg);
+  return kiln__error(KILN_ERROR_DEVICE_LOST,
+                     "kernel '%.100s' on " GPU_FMT " faulted (%s: %s); the "
+                     "CUDA context is unusable and every later call on this "
+                     "device fails; restart the process.",
+                     kernel, d->ordinal, ename, etext);
+}
+
+static kiln_status lost_error(kiln__cuda_device *d) {
+  pthread_mutex_lock(&d->lock);
+  kiln_status st = kiln__error(KILN_ERROR_DEVICE_LOST, "%s.", d->lost_msg);
+  pthread_mutex_unlock(&d->lock);
+  return st;
+}
+
+/* Sets the error for a failed driver call; see cuda_internal.h. */
+kiln_status kiln__cuda_fail(kiln__cuda_device *d, kiln_status status,
+                            const char *fmt, ...) {
+  CUresult r = kiln__cu_last_result();
+  if (kiln__cu_is_sticky(r))
+    return mark_lost(d, r, NULL);
+  char head[768];
+  va_list ap;
+  va_start(ap, fmt);
+  if (vsnprintf(head, sizeof head, fmt, ap) < 0)
+    head[0] = '\0';
+  va_end(ap);
+  if (r == CUDA_ERROR_OUT_OF_MEMORY)
+    status = KILN_ERROR_OUT_OF_MEMORY;
+  return kiln__cu_error(status, "%s", head);
+}
+
+/* ---- contexts ------------------------------------------------------------- */
+
+static kiln_status retain_context(kiln__cuda_device *d) {
+  kiln_status st = KILN_OK;
+  pthread_mutex_lock(&d->lock);
+  if (atomic_load(&d->ctx) == NULL) {
+    CUcontext ctx = NULL;
+    if (KILN__CU(d->cu, cuDevicePrimaryCtxRetain, &ctx, d->handle) !=
+        CUDA_SUCCESS)
+      st = kiln__cu_error(KILN_ERROR_UNSUPPORTED,
+                          "could not open a CUDA context on " GPU_FMT,
+                          d->ordinal);
+    else
+      atomic_store(&d->ctx, ctx);
+  }
+  pthread_mutex_unlock(&d->lock);
+  return st;
+}
+
+/* Makes the primary context current; see cuda_internal.h. */
+kiln_status kiln__cuda_enter(kiln__cuda_device *d) {
+  if (atomic_load_explicit(&d->lost, memory_order_acquire))
+    return lost_error(d);
+  CUcontext ctx = atomic_load_explicit(&d->ctx, memory_order_acquire);
+  if (ctx == NULL) {
+    kiln_status st = retain_context(d);
+    if (st != KILN_OK)
+      return st;
+    ctx = atomic_load(&d->ctx);
+  }
+  /* Asked every time (a thread-local read in the driver): the
+   * application may have switched contexts behind kiln's back. */
+  CUcontext cur = NULL;
+  if (d->cu->cuCtxGetCurrent(&cur) == CUDA_SUCCESS && cur == ctx)
+    return KILN_OK;
+  if (KILN__CU(d->cu, cuCtxSetCurrent, ctx) != CUDA_SUCCESS)
+    return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
+                           "could not make the CUDA context of " GPU_FMT
+                           " current",
+                           d->ordinal);
+  return KILN_OK;
+}
+
+/* The context, without touching the error message: for queries that
+ * answer a bool. False if the device is lost or unusable. */
+static bool quiet_enter(kiln__cuda_device *d) {
+  if (atomic_load_explicit(&d->lost, memory_order_acquire))
+    return false;
+  CUcontext ctx = atomic_load_explicit(&d->ctx, memory_order_acquire);
+  CUcontext cur = NULL;
+  if (ctx == NULL)
+    return false; /* no object of this device can exist yet */
+  if (d->cu->cuCtxGetCurrent(&cur) == CUDA_SUCCESS && cur == ctx)
+    return true;
+  return d->cu->cuCtxSetCurrent(ctx) == CUDA_SUCCESS;
+}
+
+/* ---- probe ---------------------------------------------------------------- */
+
+static char g_probe_why[640];
+
+static int attribute(kiln__cuda_device *d, int attrib, int fallback) {
+  int v = 0;
+  if (d->cu->cuDeviceGetAttribute(&v, attrib, d->handle) != CUDA_SUCCESS)
+    return fallback;
+  return v;
+}
+
+/* The architecture NVRTC compiles for: the architecture-specific "a"
+ * target on Hopper (9.0), so wgmma/setmaxnreg are reachable. */
+static void arch_name(int major, int minor, char *out, size_t size) {
+  snprintf(out, size, "sm_%d%d%s", major, minor,
+           major == 9 && minor == 0 ? "a" : "");
+}
+
+static bool init_locks(kiln__cuda_device *d) {
+  if (pthread_mutex_init(&d->lock, NULL) != 0)
+    return false;
+  if (pthread_mutex_init(&d->pool_lock, NULL) != 0 ||
+      pthread_mutex_init(&d->free_lock, NULL) != 0 ||
+      pthread_mutex_init(&d->cb_lock, NULL) != 0 ||
+      pthread_cond_init(&d->cb_work, NULL) != 0 ||
+      pthread_cond_init(&d->cb_done, NULL) != 0)
+    return false; /* static storage: a partial init is never reused */
+  return true;
+}
+
+/* Fills one GPU's static data and its kiln_device_info; false (with the
+ * error noted) if the driver would not describe it. */
+static bool describe_gpu(const kiln__cu_api *cu, int ordinal,
+                         struct kiln_device *dev) {
+  kiln__cuda_device *d = &g_gpus[ordinal];
+  memset(d, 0, sizeof *d);
+  d->cu = cu;
+  d->ordinal = ordinal;
+  if (KILN__CU(cu, cuDeviceGet, &d->handle, ordinal) != CUDA_SUCCESS)
+    return false;
+  kiln_device_info *info = &dev->info;
+  memset(info, 0, sizeof *info);
+  if (KILN__CU(cu, cuDeviceGetName, info->name, (int)sizeof info->name,
+               d->handle) != CUDA_SUCCESS)
+    return false;
+  info->name[sizeof info->name - 1] = '\0';
+  size_t total = 0;
+  if (KILN__CU(cu, cuDeviceTotalMem, &total, d->handle) != CUDA_SUCCESS)
+    return false;
+  d->cc_major = attribute(d, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, 0);
+  d->cc_minor = attribute(d, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 0);
+  arch_name(d->cc_major, d->cc_minor, d->arch, sizeof d->arch);
+  static const int grid_attr[3] = {CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X,
+                                   CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y,
+                                   CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z};
+  static const int block_attr[3] = {CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X,
+                                    CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y,
+                                    CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z};
+  static const int grid_default[3] = {2147483647, 65535, 65535};
+  static const int block_default[3] = {1024, 1024, 64};
+  for (int i = 0; i < 3; i++) {
+    d->max_grid[i] = (unsigned)attribute(d, grid_attr[i], grid_default[i]);
+    d->max_block[i] = (unsigned)attribute(d, block_attr[i], block_default[i]);
+  }
+  if (!init_locks(d))
+    return false;
+  snprintf(info->backend, sizeof info->backend, "cuda");
+  snprintf(info->arch, sizeof info->arch, "%s", d->arch);
+  info->compute_units =
+      attribute(d, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 0);
+  info->memory_bytes = total;
+  info->max_threads_per_threadgroup = (uint32_t)attribute(
+      d, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 1024);
+  /* The opt-in maximum: what a kernel may use once it asks for it. */
+  int smem = attribute(d, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                       0);
+  if (smem <= 0)
+    smem = attribute(d, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK,
+                     48 * 1024);
+  info->max_threadgroup_memory = (uint64_t)smem;
+  info->simd_width = (uint32_t)attribute(d, CU_DEVICE_ATTRIBUTE_WARP_SIZE, 32);
+  info->struct_size = sizeof *info;
+  info->kind = KILN_DEVICE_GPU;
+  info->ordinal = ordinal;
+  dev->kind = KILN_DEVICE_GPU;
+  dev->ordinal = ordinal;
+  dev->ops = &kiln__cuda_backend;
+  dev->impl = d;
+  return true;
+}
+
+/* Lists every GPU the driver reports. Allocates nothing (device data is
+ * static) and creates no context. */
+static int cuda_probe(struct kiln_device **devices, int max,
+                      const char **why) {
+  const char *reason = NULL;
+  const kiln__cu_api *cu = kiln__cu_load(&reason);
+  if (cu == NULL) {
+    *why = reason;
+    return 0;
+  }
+  int count = 0;
+  if (KILN__CU(cu, cuDeviceGetCount, &count) != CUDA_SUCCESS) {
+    CUresult r = kiln__cu_last_result();
+    snprintf(g_probe_why, sizeof g_probe_why,
+             "the NVIDIA driver could not count its GPUs (cuDeviceGetCount "
+             "failed: %s: %s)",
+             kiln__cu_error_name(r), kiln__cu_error_text(r));
+    *why = g_probe_why;
+    return 0;
+  }
+  if (count <= 0) {
+    snprintf(g_probe_why, sizeof g_probe_why,
+             "the NVIDIA driver is installed but reports no GPU "
+             "(CUDA_ERROR_NO_DEVICE)");
+    *why = g_probe_why;
+    return 0;
+  }
+  if (count > max)
+    count = max;
+  if (count > MAX_GPUS)
+    count = MAX_GPUS;
+  for (int i = 0; i < count; i++) {
+    if (!describe_gpu(cu, i, devices[i])) {
+      CUresult r = kiln__cu_last_result();
+      snprintf(g_probe_why, sizeof g_probe_why,
+               "the NVIDIA driver could not describe " GPU_FMT
+               " (%s failed: %s: %s)",
+               i, kiln__cu_last_call(), kiln__cu_error_name(r),
+               kiln__cu_error_text(r));
+      *why = g_probe_why;
+      return i; /* the GPUs before it are fine */
+    }
+  }
+  return count;
+}
+
+/* ---- memory --------------------------------------------------------------- */
+
+/* Frees what mem_free had to defer. Context current. */
+static void drain_deferred(kiln__cuda_device *d) {
+  if (!atomic_load_explicit(&d->has_deferred, memory_order_acquire))
+    return;
+  pthread_mutex_lock(&d->free_lock);
+  for (size_t i = 0; i < d->num_deferred; i++)
+    (void)KILN__CU(d->cu, cuMemFree, d->deferred[i]);
+  d->num_deferred = 0;
+  atomic_store(&d->has_deferred, false);
+  pthread_mutex_unlock(&d->free_lock);
+}
+
+static kiln_status cuda_mem_alloc(struct kiln_device *dev, size_t bytes,
+                                  void **out) {
+  kiln__cuda_device *d = kiln__cuda_dev(dev);
+  kiln_status st = kiln__cuda_enter(d);
+  if (st != KILN_OK)
+    return st;
+  drain_deferred(d);
+  CUdeviceptr p = 0;
+  if (KILN__CU(d->cu, cuMemAlloc, &p, bytes == 0 ? 1 : bytes) !=
+      CUDA_SUCCESS)
+    return kiln__cuda_fail(d, KILN_ERROR_OUT_OF_MEMORY,
+                           "could not allocate %zu bytes on " GPU_FMT, bytes,
+                           d->ordinal);
+  *out = (void *)(uintptr_t)p;
+  return KILN_OK;
+}
+
+/* Keeps a free for later: no CUDA call is allowed on a host-function
+ * thread. Without memory for the list the block leaks (never seen in
+ * practice: kiln's host functions never free). */
+static void defer_free(kiln__cuda_device *d, CUdeviceptr p) {
+  pthread_mutex_lock(&d->free_lock);
+  if (d->num_deferred == d->cap_deferred) {
+    size_t cap = d->cap_deferred ? d->cap_deferred * 2 : 16;
+    CUdeviceptr *grown = kiln__realloc(d->deferred, cap * sizeof *grown);
+    if (grown == NULL) {
+      pthread_mutex_unlock(&d->free_lock);
+      return;
+    }
+    d->deferred = grown;
+    d->cap_deferred = cap;
+  }
+  d->deferred[d->num_deferred++] = p;
+  atomic_store(&d->has_deferred, true);
+  pthread_mutex_unlock(&d->free_lock);
+}
+
+static void cuda_mem_free(struct kiln_device *dev, void *ptr, size_t bytes) {
+  (void)bytes;
+  kiln__cuda_device *d = kiln__cuda_dev(dev);
+  if (ptr == NULL || atomic_load(&d->lost))
+    return; /* a lost context took its memory with it */
+  CUdeviceptr p = (CUdeviceptr)(uintptr_t)ptr;
+  if (tl_host_fn_thread) {
+    defer_free(d, p);
+    return;
+  }
+  if (!quiet_enter(d))
+    return;
+  (void)KILN__CU(d->cu, cuMemFree, p);
+}
+
+/* ---- events --------------------------------------------------------------- */
+
+struct kiln__event {
+  atomic_int refs;
+  kiln__cuda_device *dev;
+  CUevent handle;
+  struct kiln__event *next_free;
+};
+
+/* A recorded-ready event from the pool, or a new one. Context current. */
+static kiln_status event_get(kiln__cuda_device *d, kiln__event **out) {
+  pthread_mutex_lock(&d->pool_lock);
+  kiln__event *e = d->pool;
+  if (e != NULL)
+    d->pool = e->next_free;
+  pthread_mutex_unlock(&d->pool_lock);
+  if (e == NULL) {
+    e = kiln__calloc(1, sizeof *e);
+    if (e == NULL)
+      return kiln__oom("creating a CUDA event");
+    e->dev = d;
+    if (KILN__CU(d->cu, cuEventCreate, &e->handle, CU_EVENT_DISABLE_TIMING) !=
+        CUDA_SUCCESS) {
+      kiln__free(e);
+      return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
+                             "could not create a CUDA event on " GPU_FMT,
+                             d->ordinal);
+    }
+  }
+  atomic_init(&e->refs, 1);
+  e->next_free = NULL;
+  *out = e;
+  return KILN_OK;
+}
+
+/* Back to the pool: reusing CUevents keeps event_record cheap. */
+static void event_put(kiln__event *e) {
+  kiln__cuda_device *d = e->dev;
+  pthread_mutex_lock(&d->pool_lock);
+  e->next_free = d->pool;
+  d->pool = e;
+  pthread_mutex_unlock(&d->pool_lock);
+}
+
+static void cuda_event_retain(kiln__event *event) {
+  atomic_fetch_add_explicit(&event->refs, 1, memory_order_relaxed);
+}
+
+static void cuda_event_release(kiln__event *event) {
+  if (event == NULL ||
+      atomic_fetch_sub_explicit(&event->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  event_put(event);
+}
+
+/* Whether the event's work has finished. A lost device counts as done:
+ * nothing will ever run on it again, and waiting would hang. */
+static bool cuda_event_done(kiln__event *event) {
+  kiln__cuda_device *d = event->dev;
+  if (!quiet_enter(d))
+    return true;
+  CUresult r = d->cu->cuEventQuery(event->handle);
+  if (r == CUDA_ERROR_NOT_READY)
+    return false;
+  if (kiln__cu_is_sticky(r)) {
+    kiln__cu_note(r, "cuEventQuery");
+    (void)mark_lost(d, r, NULL);
+  }
+  return true;
+}
+
+static kiln_status cuda_event_synchronize(kiln__event *event) {
+  kiln__cuda_device *d = event->dev;
+  kiln_status st = kiln__cuda_enter(d);
+  if (st != KILN_OK)
+    return st;
+  if (KILN__CU(d->cu, cuEventSynchronize, event->handle) != CUDA_SUCCESS)
+    return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                           "waiting for work on " GPU_FMT " failed",
+                           d->ordinal);
+  return KILN_OK;
+}
+
+/* ---- streams -------------------------------------------------------------- */
+
+typedef struct release_entry {
+  kiln__event *event;
+  kiln__host_fn fn;
+  void *user;
+} release_entry;
+
+typedef struct cuda_stream {
+  kiln__cuda_device *dev;
+  CUstream handle;
+  /* Under the core's submit lock: the last event recorded and how much
+   * work had been enqueued then, so an unchanged tail is reused. */
+  kiln__event *tail_event;
+  uint64_t tail_seq;
+  uint64_t work_seq;
+  /* The release FIFO, a ring buffer, and the last kernel's name. */
+  pthread_mutex_t lock;
+  release_entry *ring;
+  size_t head, count, cap;
+  atomic_size_t pending_releases;
+  char last_kernel[128];
+  /* Host callbacks enqueued but not yet run, and those of them the stream
+   * has already reached (dev->cb_lock). */
+  int cb_pending;
+  int cb_posted;
+  kiln__cuda_host_node *outstanding;
+} cuda_stream;
+
+static cuda_stream *impl_of(struct kiln_stream *stream) {
+  return stream->impl;
+}
+
+/* Calls the releases whose events completed (all of them when
+ * `all_done`, i.e. the stream is known to be idle or lost). */
+static void poll_releases(cuda_stream *s, bool all_done) {
+  if (atomic_load_explicit(&s->pending_releases, memory_order_acquire) == 0)
+    return;
+  kiln_status status = atomic_load(&s->dev->lost) ? KILN_ERROR_DEVICE_LOST
+                                                  : KILN_OK;
+  for (;;) {
+    pthread_mutex_lock(&s->lock);
+    if (s->count == 0) {
+      pthread_mutex_unlock(&s->lock);
+      return;
+    }
+    release_entry e = s->ring[s->head];
+    if (!all_done && !cuda_event_done(e.event)) {
+      pthread_mutex_unlock(&s->lock);
+      return;
+    }
+    s->head = (s->head + 1) % s->cap;
+    s->count--;
+    atomic_fetch_sub(&s->pending_releases, 1);
+    pthread_mutex_unlock(&s->lock);
+    /* Outside the lock: fn frees buffers, which may reach the driver. */
+    e.fn(e.user, status);
+    cuda_event_release(e.event);
+  }
+}
+
+static bool ring_grow(cuda_stream *s) {
+  size_t cap = s->cap ? s->cap * 2 : 64;
+  release_entry *ring = kiln__malloc(cap * sizeof *ring);
+  if (ring == NULL)
+    return false;
+  for (size_t i = 0; i < s->count; i++)
+    ring[i] = s->ring[(s->head + i) % s->cap];
+  kiln__free(s->ring);
+  s->ring = ring;
+  s->head = 0;
+  s->cap = cap;
+  return true;
+}
+
+/* ---- host callbacks -------------------------------------------------------- */
+
+/* One kiln_stream_add_callback in flight. `state` says who owns it once
+ * the device is lost: the trampoline (PENDING -> POSTED) or the flush
+ * (PENDING -> ABANDONED; the node is then never freed, since the driver
+ * might still call the trampoline with it). */
+enum { NODE_PENDING = 0, NODE_POSTED = 1, NODE_ABANDONED = 2 };
+
+struct kiln__cuda_host_node {
+  kiln__cuda_host_node *next;          /* in the device's run queue */
+  kiln__cuda_host_node *out_prev, *out_next; /* in stream->outstanding */
+  kiln__cuda_host_node *lost_next;     /* the flush's private list */
+  cuda_stream *stream;
+  kiln__host_fn fn;
+  void *user;
+  int state; /* under dev->cb_lock */
+};
+
+static void unlink_outstanding(cuda_stream *s, kiln__cuda_host_node *n) {
+  if (n->out_prev != NULL)
+    n->out_prev->out_next = n->out_next;
+  else
+    s->outstanding = n->out_next;
+  if (n->out_next != NULL)
+    n->out_next->out_prev = n->out_prev;
+  n->out_prev = n->out_next = NULL;
+}
+
+/* Runs on a driver thread: must not call CUDA, so it only queues the node
+ * for the callback thread. */
+static void host_trampoline(void *user) {
+  kiln__cuda_host_node *n = user;
+  kiln__cuda_device *d = n->stream->dev;
+  tl_host_fn_thread = true;
+  pthread_mutex_lock(&d->cb_lock);
+  if (n->state == NODE_PENDING) {
+    n->state = NODE_POSTED;
+    unlink_outstanding(n->stream, n);
+    n->stream->cb_posted++;
+    n->next = NULL;
+    if (d->cb_tail != NULL)
+      d->cb_tail->next = n;
+    else
+      d->cb_head = n;
+    d->cb_tail = n;
+    pthread_cond_signal(&d->cb_work);
+  }
+  pthread_mutex_unlock(&d->cb_lock);
+}
+
+static void *callback_main(void *arg) {
+  kiln__cuda_device *d = arg;
+  tl_callback_thread = true;
+  pthread_mutex_lock(&d->cb_lock);
+  for (;;) {
+    while (d->cb_head == NULL)
+      pthread_cond_wait(&d->cb_work, &d->cb_lock);
+    kiln__cuda_host_node *n = d->cb_head;
+    d->cb_head = n->next;
+    if (d->cb_head == NULL)
+      d->cb_tail = NULL;
+    pthread_mutex_unlock(&d->cb_lock);
+    kiln_status status =
+        atomic_load(&d->lost) ? KILN_ERROR_DEVICE_LOST : KILN_OK;
+    n->fn(n->user, status);
+    pthread_mutex_lock(&d->cb_lock);
+    /* The stream may be destroyed as soon as this drops to zero. */
+    n->stream->cb_pending--;
+    n->stream->cb_posted--;
+    pthread_cond_broadcast(&d->cb_done);
+    kiln__free(n);
+  }
+  return NULL;
+}
+
+/* Starts the device's callback thread once. cb_lock held. */
+static kiln_status start_callback_thread(kiln__cuda_device *d) {
+  if (d->cb_started)
+    return KILN_OK;
+  pthread_attr_t attr;
+  pthread_t thread;
+  if (pthread_attr_init(&attr) != 0)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "could not start the host-callback thread of " GPU_FMT
+                       ".",
+                       d->ordinal);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(&thread, &attr, callback_main, d);
+  pthread_attr_destroy(&attr);
+  if (rc != 0)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "could not start the host-callback thread of " GPU_FMT
+                       ": %s.",
+                       d->ordinal, strerror(rc));
+  d->cb_started = true;
+  return KILN_OK;
+}
+
+/* On a lost device: runs the stream's callbacks that the driver will never
+ * deliver, with KILN_ERROR_DEVICE_LOST, on the calling thread. */
+static void flush_lost_callbacks(cuda_stream *s) {
+  kiln__cuda_device *d = s->dev;
+  kiln__cuda_host_node *list = NULL;
+  pthread_mutex_lock(&d->cb_lock);
+  while (s->outstanding != NULL) {
+    kiln__cuda_host_node *n = s->outstanding;
+    unlink_outstanding(s, n);
+    n->state = NODE_ABANDONED;
+    n->lost_next = list;
+    list = n;
+    s->cb_pending--;
+  }
+  pthread_cond_broadcast(&d->cb_done);
+  pthread_mutex_unlock(&d->cb_lock);
+  for (kiln__cuda_host_node *n = list; n != NULL; n = n->lost_next)
+    n->fn(n->user, KILN_ERROR_DEVICE_LOST);
+}
+
+/* Finishes what a lost device will never finish: callbacks and releases. */
+static void settle_lost(cuda_stream *s) {
+  flush_lost_callbacks(s);
+  poll_releases(s, true);
+}
+
+/* Waits until the callback thread has run the callbacks this stream has
+ * reached (after a cuStreamSynchronize: all enqueued before it). The
+ * callback thread itself does not wait (a callback that synchronizes
+ * would otherwise wait for itself or for callbacks queued behind it). */
+static void wait_callbacks(cuda_stream *s) {
+  if (tl_callback_thread)
+    return;
+  kiln__cuda_device *d = s->dev;
+  pthread_mutex_lock(&d->cb_lock);
+  while (s->cb_posted > 0)
+    pthread_cond_wait(&d->cb_done, &d->cb_lock);
+  pthread_mutex_unlock(&d->cb_lock);
+}
+
+static kiln_status cuda_enqueue_host(struct kiln_stream *stream,
+                                     kiln__host_fn fn, void *user) {
+  cuda_stream *s = impl_of(stream);
+  kiln__cuda_device *d = s->dev;
+  kiln_status st = kiln__cuda_enter(d);
+  if (st != KILN_OK)
+    return st;
+  kiln__cuda_host_node *n = kiln__calloc(1, sizeof *n);
+  if (n == NULL)
+    return kiln__oom("enqueuing a host callback on a CUDA stream");
+  n->stream = s;
+  n->fn = fn;
+  n->user = user;
+  n->state = NODE_PENDING;
+  pthread_mutex_lock(&d->cb_lock);
+  st = start_callback_thread(d);
+  if (st == KILN_OK) {
+    /* Registered before the launch: the trampoline may run at once. */
+    n->out_next = s->outstanding;
+    if (s->outstanding != NULL)
+      s->outstanding->out_prev = n;
+    s->outstanding = n;
+    s->cb_pending++;
+  }
+  pthread_mutex_unlock(&d->cb_lock);
+  if (st != KILN_OK) {
+    kiln__free(n);
+    return st;
+  }
+  if (KILN__CU(d->cu, cuLaunchHostFunc, s->handle, host_trampoline, n) !=
+      CUDA_SUCCESS) {
+    pthread_mutex_lock(&d->cb_lock);
+    unlink_outstanding(s, n);
+    s->cb_pending--;
+    pthread_mutex_unlock(&d->cb_lock);
+    kiln__free(n);
+    return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
+                           "could not enqueue a host callback on " GPU_FMT,
+                           d->ordinal);
+  }
+  s->work_seq++;
+  return KILN_OK;
+}
+
+/* ---- stream objects --------------------------------------------------------- */
+
+static kiln_status cuda_stream_create(struct kiln_stream *stream) {
+  kiln__cuda_device *d = kiln__cuda_dev(stream->device);
+  kiln_status st = kiln__cuda_enter(d);
+  if (st != KILN_OK)
+    return st;
+  cuda_stream *s = kiln__calloc(1, sizeof *s);
+  if (s == NULL)
+    return kiln__oom("creating a CUDA stream");
+  if (pthread_mutex_init(&s->lock, NULL) != 0) {
+    kiln__free(s);
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "could not create a CUDA stream's lock.");
+  }
+  s->dev = d;
+  atomic_init(&s->pending_releases, 0);
+  if (KILN__CU(d->cu, cuStreamCreate, &s->handle, CU_STREAM_NON_BLOCKING) !=
+      CUDA_SUCCESS) {
+    pthread_mutex_destroy(&s->lock);
+    kiln__free(s);
+    return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
+                           "could not create a CUDA stream on " GPU_FMT,
+                           d->ordinal);
+  }
+  stream->impl = s;
+  return KILN_OK;
+}
+
+/* Only called on an idle stream (or one of a lost device). */
+static void cuda_stream_destroy(struct kiln_stream *stream) {
+  cuda_stream *s = impl_of(stream);
+  if (s == NULL)
+    return;
+  kiln__cuda_device *d = s->dev;
+  bool live = quiet_enter(d);
+  if (!live)
+    settle_lost(s);
+  poll_releases(s, true);
+  if (s->tail_event != NULL)
+    cuda_event_release(s->tail_event);
+  if (live)
+    (void)KILN__CU(d->cu, cuStreamDestroy, s->handle);
+  pthread_mutex_destroy(&s->lock);
+  kiln__free(s->ring);
+  kiln__free(s);
+  stream->impl = NULL;
+}
+
+static bool callbacks_pending(cuda_stream *s) {
+  pthread_mutex_lock(&s->dev->cb_lock);
+  bool pending = s->cb_pending > 0;
+  pthread_mutex_unlock(&s->dev->cb_lock);
+  return pending;
+}
+
+static bool cuda_stream_idle(struct kiln_stream *stream) {
+  cuda_stream *s = impl_of(stream);
+  kiln__cuda_device *d = s->dev;
+  if (!quiet_enter(d)) {
+    settle_lost(s);
+    return true;
+  }
+  CUresult r = d->cu->cuStreamQuery(s->handle);
+  if (r == CUDA_ERROR_NOT_READY)
+    return false;
+  if (kiln__cu_is_sticky(r)) {
+    kiln__cu_note(r, "cuStreamQuery");
+    (void)mark_lost(d, r, NULL);
+    settle_lost(s);
+    return true;
+  }
+  poll_releases(s, r == CUDA_SUCCESS);
+  return !callbacks_pending(s);
+}
+
+/* The name of the stream's last kernel, for fault messages. */
+static void stream_kernel(cuda_stream *s, char *out, size_t size) {
+  pthread_mutex_lock(&s->lock);
+  copy_name(out, size, s->last_kernel[0] ? s->last_kernel : "(none yet)");
+  pthread_mutex_unlock(&s->lock);
+}
+
+static kiln_status cuda_stream_synchronize(struct kiln_stream *stream) {
+  cuda_stream *s = impl_of(stream);
+  kiln__cuda_device *d = s->dev;
+  kiln_status st = kiln__cuda_enter(d);
+  if (st != KILN_OK) {
+    settle_lost(s);
+    return st;
+  }
+  CUresult r = KILN__CU(d->cu, cuStreamSynchronize, s->handle);
+  if (r != CUDA_SUCCESS) {
+    if (kiln__cu_is_sticky(r)) {
+      char name[128];
+      stream_kernel(s, name, sizeof name);
+      st = mark_lost(d, r, name);
+      settle_lost(s);
+      return st;
+    }
+    return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                           "waiting for the stream on " GPU_FMT " failed",
+                           d->ordinal);
+  }
+  poll_releases(s, true);
+  wait_callbacks(s);
+  return KILN_OK;
+}
+
+/* ---- event records and waits ---------------------------------------------------- */
+
+static kiln_status cuda_event_record(struct kiln_stream *stream,
+                                     kiln__event **out) {
+  cuda_stream *s = impl_of(stream);
+  kiln__cuda_device *d = s->dev;
+  /* Nothing enqueued since the last record: the same point, same event. */
+  if (s->tail_event != NULL && s->tail_seq == s->work_seq) {
+    cuda_event_retain(s->tail_event);
+    *out = s->tail_event;
+    return KILN_OK;
+  }
+  kiln_status st = kiln__cuda_enter(d);
+  if (st != KILN_OK)
+    return st;
+  kiln__event *e = NULL;
+  st = event_get(d, &e);
+  if (st != KILN_OK)
+    return st;
+  if (KILN__CU(d->cu, cuEventRecord, e->handle, s->handle) != CUDA_SUCCESS) {
+    event_put(e);
+    return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
+                           "could not record an event on " GPU_FMT,
+                           d->ordinal);
+  }
+  if (s->tail_event != NULL)
+    cuda_event_release(s->tail_event);
+  cuda_event_retain(e); /* one for the tail, one for the caller */
+  s->tail_event = e;
+  s->tail_seq = s->work_seq;
+  *out = e;
+  return KILN_OK;
+}
+
+static kiln_status cuda_stream_wait_event(struct kiln_stream *stream,
+                                          kiln__event *event) {
+  cuda_stream *s = impl_of(stream);
+  kiln__cuda_device *d = s->dev;
+  if (event == s->tail_event || cuda_event_done(event))
+    return KILN_OK; /* in order already, or finished */
+  kiln_status st = kiln__cuda_enter(d);
+  if (st != KILN_OK)
+    return st;
+  if (KILN__CU(d->cu, cuStreamWaitEvent, s->handle, event->handle, 0) !=
+      CUDA_SUCCESS)
+    return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
+                           "could not order a stream of " GPU_FMT
+                           " after another",
+                           d->ordinal);
+  s->work_seq++;
+  return KILN_OK;
+}
+
+/* Queues fn behind the stream's tail event (see the top of this file). */
+static kiln_status cuda_enqueue_release(struct kiln_stream *stream,
+                                        kiln__host_fn fn, void *user) {
+  cuda_stream *s = impl_of(stream);
+  kiln__event *e = NULL;
+  kiln_status st = cuda_event_record(stream, &e);
+  if (st != KILN_OK)
+    return st;
+  pthread_mutex_lock(&s->lock);
+  if (s->count == s->cap && !ring_grow(s)) {
+    pthread_mutex_unlock(&s->lock);
+    cuda_event_release(e);
+    return kiln__oom("queuing a release on a CUDA stream");
+  }
+  release_entry *slot = &s->ring[(s->head + s->count) % s->cap];
+  slot->event = e;
+  slot->fn = fn;
+  slot->user = user;
+  s->count++;
+  atomic_fetch_add(&s->pending_releases, 1);
+  pthread_mutex_unlock(&s->lock);
+  return KILN_OK;
+}
+
+/* The common start of work-enqueuing callbacks: the context, then the
+ * releases that became due. */
+static kiln_status stream_enter(cuda_stream *s) {
+  kiln_status st = kiln__cuda_enter(s->dev);
+  if (st != KILN_OK)
+    return st;
+  poll_releases(s, false);
+  return KILN_OK;
+}
+
+/* ---- builtin launches -------------------------------------------------------------- */
+
+static unsigned builtin_blocks(unsigned long long n) {
+  unsigned long long blocks = (n + BUILTIN_THREADS - 1) / BUILTIN_THREADS;
+  return blocks > BUILTIN_MAX_BLOCKS ? BUILTIN_MAX_BLOCKS : (unsigned)blocks;
+}
+
+static kiln_status launch_builtin(cuda_stream *s, kiln__cuda_builtin which,
+                                  unsigned long long n, void **params,
+                                  const char *what) {
+  kiln__cuda_device *d = s->dev;
+  CUfunction f;
+  kiln_status st = kiln__cuda_builtin_get(d, which, &f);
+  if (st != KILN_OK)
+    return st;
+  if (KILN__CU(d->cu, cuLaunchKernel, f, builtin_blocks(n), 1, 1,
+               BUILTIN_THREADS, 1, 1, 0, s->handle, params,
+               NULL) != CUDA_SUCCESS)
+    return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                           "could not launch kiln's %s kernel on " GPU_FMT,
+                           what, d->ordinal);
+  s->work_seq++;
+  return KILN_OK;
+}
+
+/* ---- fill ---------------------------------------------------------------------------- */
+
+static kiln_status cuda_fill(struct kiln_stream *stream, void *dst,
+                             size_t count, const void *pattern,
+                             size_t pattern_size) {
+  cuda_stream *s = impl_of(stream);
+  kiln__cuda_device *d = s->dev;
+  if (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 &&
+      pattern_size != 8)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "a fill pattern of %zu bytes is not supported; the "
+                       "CUDA backend fills 1, 2, 4 or 8-byte elements",
+                       pattern_size);
+  if (count == 0)
+    return KILN_OK;
+  kiln_status st = stream_enter(s);
+  if (st != KILN_OK)
+    return st;
+  CUdeviceptr p = (CUdeviceptr)(uintptr_t)dst;
+  uint8_t b8;
+  uint16_t b16;
+  uint32_t b32[2];
+  CUresult r;
+  switch (pattern_size) {
+  case 1:
+    memcpy(&b8, pattern, 1);
+    r = KILN__CU(d->cu, cuMemsetD8Async, p, b8, count, s->handle);
+    break;
+  case 2:
+    memcpy(&b16, pattern, 2);
+    r = KILN__CU(d->cu, cuMemsetD16Async, p, b16, count, s->handle);
+    break;
+  case 4:
+    memcpy(b32, pattern, 4);
+    r = KILN__CU(d->cu, cuMemsetD32Async, p, b32[0], count, s->handle);
+    break;
+  default:
+    memcpy(b32, pattern, 8);
+    if (b32[0] == b32[1] && count <= SIZE_MAX / 2) {
+      /* Zero and other repeated halves: a plain 4-byte memset. */
+      r = KILN__CU(d->cu, cuMemsetD32Async, p, b32[0], count * 2, s->handle);
+      break;
+    }
+    unsigned long long n = count, value;
+    memcpy(&value, pattern, 8);
+    void *params[] = {&p, &n, &value};
+    return launch_builtin(s, KILN__CUDA_FILL8, n, params, "fill");
+  }
+  if (r != CUDA_SUCCESS)
+    return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                           "could not fill %zu elements on " GPU_FMT, count,
+                           d->ordinal);
+  s->work_seq++;
+  return KILN_OK;
+}
+
+/* ---- copies ------------------------------------------------------------------------------- */
+
+/* Drops size-1 dimensions and merges dimensions contiguous with each
+ * other, in bytes. Returns the new ndim, 0 for an empty view. */
+static int simplify_view(const kiln__strided *src, size_t elem,
+                         long long *shape, long long *strides) {
+  int n = 0;
+  for (int i = 0; i < src->ndim; i++) {
+    if (src->shape[i] == 0)
+      return 0;
+    if (src->shape[i] == 1)
+      continue;
+    long long stride = (long long)src->strides[i] * (long long)elem;
+    if (n > 0 && strides[n - 1] == stride * src->shape[i]) {
+      shape[n - 1] *= src->shape[i];
+      strides[n - 1] = stride;
+    } else {
+      shape[n] = src->shape[i];
+      strides[n] = stride;
+      n++;
+    }
+  }
+  if (n == 0) {
+    shape[0] = 1;
+    strides[0] = (long long)elem;
+    n = 1;
+  }
+  return n;
+}
+
+static kiln_status cuda_copy_strided(struct kiln_stream *stream,
+                                     const kiln__strided *src, void *dst,
+                                     size_t elem_size) {
+  cuda_stream *s = impl_of(stream);
+  kiln__cuda_device *d = s->dev;
+  if (src->ndim < 0 || src->ndim > KILN_CUDA_MAX_NDIM ||
+      (elem_size != 1 && elem_size != 2 && elem_size != 4 && elem_size != 8))
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "a strided copy of %d dimensions of %zu-byte "
+                       "elements is not supported on the GPU",
+                       src->ndim, elem_size);
+  kiln__cuda_gather_dims g;
+  memset(&g, 0, sizeof g);
+  g.ndim = simplify_view(src, elem_size, g.shape, g.strides);
+  if (g.ndim == 0)
+    return KILN_OK;
+  g.count = 1;
+  for (int i = 0; i < g.ndim; i++)
+    g.count *= (unsigned long long)g.shape[i];
+  kiln_status st = stream_enter(s);
+  if (st != KILN_OK)
+    return st;
+  CUdeviceptr from = (CUdeviceptr)(uintptr_t)src->base;
+  CUdeviceptr to = (CUdeviceptr)(uintptr_t)dst;
+  if (g.ndim == 1 && g.strides[0] == (long long)elem_size) {
+    if (KILN__CU(d->cu, cuMemcpyDtoDAsync, to, from,
+                 (size_t)g.count * elem_size, s->handle) != CUDA_SUCCESS)
+      return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                             "could not copy %llu bytes on " GPU_FMT,
+                             g.count * elem_size, d->ordinal);
+    s->work_seq++;
+    return KILN_OK;
+  }
+  kiln__cuda_builtin which = elem_size == 1   ? KILN__CUDA_GATHER1
+                             : elem_size == 2 ? KILN__CUDA_GATHER2
+                             : elem_size == 4 ? KILN__CUDA_GATHER4
+                                              : KILN__CUDA_GATHER8;
+  void *params[] = {&from, &to, &g};
+  return launch_builtin(s, which, g.count, params, "strided copy");
+}
+
+/* Host <-> device: enqueue in stream order, then wait for the stream. */
+static kiln_status copy_and_wait(cuda_stream *s, void *dst, const void *src,
+                                 size_t bytes, bool to_host) {
+  kiln__cuda_device *d = s->dev;
+  if (bytes == 0)
+    return KILN_OK;
+  kiln_status st = stream_enter(s);
+  if (st != KILN_OK)
+    return st;
+  CUresult r =
+      to_host ? KILN__CU(d->cu, cuMemcpyDtoHAsync, dst,
+                         (CUdeviceptr)(uintptr_t)src, bytes, s->handle)
+              : KILN__CU(d->cu, cuMemcpyHtoDAsync,
+                         (CUdeviceptr)(uintptr_t)dst, src, bytes, s->handle);
+  if (r == CUDA_SUCCESS)
+    r = KILN__CU(d->cu, cuStreamSynchronize, s->handle);
+  if (r != CUDA_SUCCESS) {
+    if (kiln__cu_is_sticky(r)) {
+      char name[128];
+      stream_kernel(s, name, sizeof name);
+      st = mark_lost(d, r, name);
+      settle_lost(s);
+      return st;
+    }
+    return kiln__cuda_fail(d, KILN_ERROR_IO,
+                           "could not copy %zu bytes %s " GPU_FMT, bytes,
+                           to_host ? "from" : "to", d->ordinal);
+  }
+  /* No work_seq step: the copy has finished, so an event recorded before
+   * it still marks everything still pending. */
+  poll_releases(s, true);
+  return KILN_OK;
+}
+
+static kiln_status cuda_copy_to_host(struct kiln_stream *stream,
+                                     const void *src, void *dst,
+                                     size_t bytes) {
+  return copy_and_wait(impl_of(stream), dst, src, bytes, true);
+}
+
+static kiln_status cuda_copy_from_host(struct kiln_stream *stream, void *dst,
+                                       const void *src, size_t bytes) {
+  return copy_and_wait(impl_of(stream), dst, src, bytes, false);
+}
+
+/* ---- launch ------------------------------------------------------------------------------ */
+
+/* Remembers the kernel's name for fault messages; copies only on change,
+ * so a loop of one kernel pays a compare. */
+static void note_kernel(cuda_stream *s, const char *name) {
+  pthread_mutex_lock(&s->lock);
+  bool changed = strncmp(s->last_kernel, name, sizeof s->last_kernel - 1) != 0;
+  if (changed)
+    copy_name(s->last_kernel, sizeof s->last_kernel, name);
+  pthread_mutex_unlock(&s->lock);
+  if (changed) {
+    pthread_mutex_lock(&s->dev->lock);
+    copy_name(s->dev->last_kernel, sizeof s->dev->last_kernel, name);
+    pthread_mutex_unlock(&s->dev->lock);
+  }
+}
+
+/* Checks the launch shape against the function and device limits and
+ * computes the blocks (Metal's dispatchThreads: ceil(grid / tg)). */
+static kiln_status launch_shape(const kiln__cuda_device *d,
+                                const kiln__cuda_module *m,
+                                const kiln__launch_params *p, const char *name,
+                                unsigned blocks[3]) {
+  static const char axis[3] = {'x', 'y', 'z'};
+  uint64_t threads = 1;
+  for (int i = 0; i < 3; i++) {
+    if (p->tg[i] == 0)
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "kernel '%s' was launched with a threadgroup "
+                         "dimension of 0",
+                         name);
+    if (p->tg[i] > d->max_block[i])
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "kernel '%s': a threadgroup %c size of %u exceeds "
+                         "the %u that " GPU_FMT " allows in that dimension",
+                         name, axis[i], p->tg[i], d->max_block[i],
+                         d->ordinal);
+    threads *= p->tg[i];
+    blocks[i] = p->grid[i] / p->tg[i] + (p->grid[i] % p->tg[i] != 0);
+    if (blocks[i] > d->max_grid[i])
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "kernel '%s': the grid needs %u threadgroups along "
+                         "%c but " GPU_FMT " allows at most %u; use larger "
+                         "threadgroups or another axis",
+                         name, blocks[i], axis[i], d->ordinal,
+                         d->max_grid[i]);
+  }
+  if (threads > (uint64_t)m->max_threads)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "kernel '%s' was launched with threadgroups of %llu "
+                       "threads, but it can run at most %d per threadgroup "
+                       "on " GPU_FMT " (it uses %d registers per thread); "
+                       "use smaller threadgroups",
+                       name, (unsigned long long)threads, m->max_threads,
+                       d->ordinal, m->registers);
+  return KILN_OK;
+}
+
+static kiln_status cuda_launch(struct kiln_stream *stream, void *module,
+                               const kiln__launch_params *p) {
+  cuda_stream *s = impl_of(stream);
+  kiln__cuda_device *d = s->dev;
+  const kiln__cuda_module *m = module;
+  const char *name = p->kernel_name != NULL ? p->kernel_name : "?";
+  unsigned blocks[3];
+  kiln_status st = launch_shape(d, m, p, name, blocks);
+  if (st != KILN_OK)
+    return st;
+  if (p->grid[0] == 0 || p->grid[1] == 0 || p->grid[2] == 0)
+    return KILN_OK; /* no threads: nothing runs */
+  if (p->num_args < 0)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "kernel '%s' was launched with invalid arguments",
+                       name);
+  st = stream_enter(s);
+  if (st != KILN_OK)
+    return st;
+  /* kernelParams: one pointer per argument, then the dims. The driver
+   * copies the values during cuLaunchKernel, so stack storage is fine. */
+  void *inline_params[INLINE_ARGS + 1];
+  CUdeviceptr inline_ptrs[INLINE_ARGS];
+  void **params = inline_params;
+  CUdeviceptr *ptrs = inline_ptrs;
+  if (p->num_args > INLINE_ARGS) {
+    params = kiln__malloc((size_t)(p->num_args + 1) * sizeof *params);
+    ptrs = kiln__malloc((size_t)p->num_args * sizeof *ptrs);
+    if (params == NULL || ptrs == NULL) {
+      kiln__free(params);
+      kiln__free(ptrs);
+      return kiln__oom("launching a kernel with many arguments");
+    }
+  }
+  for (int i = 0; i < p->num_args; i++) {
+    if (p->args[i].kind == KILN__ARG_BUFFER) {
+      ptrs[i] = (CUdeviceptr)(uintptr_t)p->args[i].ptr;
+      params[i] = &ptrs[i];
+    } else {
+      params[i] = (void *)p->args[i].bytes;
+    }
+  }
+  kiln_cuda_dims dims;
+  for (int i = 0; i < 3; i++) {
+    dims.grid[i] = p->grid[i];
+    dims.tg[i] = p->tg[i];
+  }
+  params[p->num_args] = &dims;
+  note_kernel(s, name);
+  CUresult r = KILN__CU(d->cu, cuLaunchKernel, m->function, blocks[0],
+                        blocks[1], blocks[2], p->tg[0], p->tg[1], p->tg[2], 0,
+                        s->handle, params, NULL);
+  if (params != inline_params) {
+    kiln__free(params);
+    kiln__free(ptrs);
+  }
+  if (r != CUDA_SUCCESS) {
+    if (r == CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES)
+      return kiln__cu_error(KILN_ERROR_LAUNCH,
+                            "kernel '%s' could not be launched on " GPU_FMT
+                            " with threadgroups of %ux%ux%u: the kernel "
+                            "needs more registers or shared memory than the "
+                            "device has for that many threads; use smaller "
+                            "threadgroups",
+                            name, d->ordinal, p->tg[0], p->tg[1], p->tg[2]);
+    return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                           "kernel '%s' could not be launched on " GPU_FMT,
+                           name, d->ordinal);
+  }
+  s->work_seq++;
+  return KILN_OK;
+}
+
+/* ---- kernels --------------------------------------------------------------------------------- */
+
+static const char *cuda_prelude(struct kiln_device *dev) {
+  (void)dev;
+  return kiln__prelude_cuda_text;
+}
+
+static const char *cuda_target_prelude(const char *target) {
+  (void)target;
+  return kiln__prelude_cuda_text;
+}
+
+/*
+ * The CUDA backend: every NVIDIA GPU the driver lists, streams as CUDA
+ * streams, kernels compiled by NVRTC to cubins.
+ */
+const kiln__backend_ops kiln__cuda_backend = {
+    .name = "cuda",
+    .probe = cuda_probe,
+    .mem_alloc = cuda_mem_alloc,
+    .mem_free = cuda_mem_free,
+    .stream_create = cuda_stream_create,
+    .stream_destroy = cuda_stream_destroy,
+    .stream_idle = cuda_stream_idle,
+    .stream_synchronize = cuda_stream_synchronize,
+    .event_record = cuda_event_record,
+    .event_done = cuda_event_done,
+    .event_synchronize = cuda_event_synchronize,
+    .stream_wait_event = cuda_stream_wait_event,
+    .event_retain = cuda_event_retain,
+    .event_release = cuda_event_release,
+    .enqueue_host = cuda_enqueue_host,
+    .enqueue_release = cuda_enqueue_release,
+    .fill = cuda_fill,
+    .copy_strided = cuda_copy_strided,
+    .copy_to_host = cuda_copy_to_host,
+    .copy_from_host = cuda_copy_from_host,
+    .prelude = cuda_prelude,
+    .build_id = kiln__cuda_build_id,
+    .compile = kiln__cuda_compile,
+    .load = kiln__cuda_load,
+    .unload = kiln__cuda_unload,
+    .launch = cuda_launch,
+    .compile_for_target = kiln__cuda_compile_for_target,
+    .target_prelude = cuda_target_prelude,
+};

@@ -1,0 +1,450 @@
+/*
+ * The CUDA backend's compiler side: NVRTC compiles generated source for
+ * the device's architecture straight to a cubin (machine code, so the disk
+ * cache holds something the driver loads without a JIT step), ptxas's
+ * resource report is parsed for `kiln compile`, and cubins are checked and
+ * loaded as modules.
+ *
+ * Options. -std=c++17 and -default-device (the prelude's helpers need no
+ * __device__ markers); safe math is IEEE with no contraction
+ * (--fmad=false), fast math is --use_fast_math. NVRTC's automatic
+ * precompiled headers (--pch) only cover #included headers, and kiln's
+ * prelude is inline text, so they are not used.
+ */
+#include <elf.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_internal.h"
+#include "core/util.h"
+
+#ifndef EM_CUDA
+#define EM_CUDA 190
+#endif
+
+#define PROGRAM_NAME "kiln-generated.cu"
+#define MAX_OPTIONS 8
+
+static const char *const common_options[] = {"-std=c++17", "-default-device"};
+#define NUM_COMMON (sizeof common_options / sizeof common_options[0])
+static const char safe_option[] = "--fmad=false";
+static const char fast_option[] = "--use_fast_math";
+static const char ptxas_option[] = "--ptxas-options=-v";
+
+/* ---- targets ------------------------------------------------------------ */
+
+/* Parses "sm_XY" / "sm_XYa" (two or three digits); returns the number
+ * (90 for sm_90a) or -1. */
+static int parse_target(const char *t) {
+  if (t == NULL || strncmp(t, "sm_", 3) != 0)
+    return -1;
+  const char *p = t + 3;
+  int v = 0, digits = 0;
+  while (*p >= '0' && *p <= '9' && digits < 4) {
+    v = v * 10 + (*p - '0');
+    p++;
+    digits++;
+  }
+  if (digits < 2 || digits > 3)
+    return -1;
+  if (*p == 'a')
+    p++;
+  return *p == '\0' ? v : -1;
+}
+
+/* Refuses an architecture this NVRTC cannot target, naming its range. */
+static kiln_status check_supported(const kiln__nvrtc_api *nv,
+                                   const char *arch, int number) {
+  if (nv->nvrtcGetNumSupportedArchs == NULL ||
+      nv->nvrtcGetSupportedArchs == NULL)
+    return KILN_OK; /* NVRTC itself will say so */
+  int n = 0;
+  if (nv->nvrtcGetNumSupportedArchs(&n) != NVRTC_SUCCESS || n <= 0 || n > 256)
+    return KILN_OK;
+  int archs[256];
+  if (nv->nvrtcGetSupportedArchs(archs) != NVRTC_SUCCESS)
+    return KILN_OK;
+  for (int i = 0; i < n; i++)
+    if (archs[i] == number)
+      return KILN_OK;
+  return kiln__error(KILN_ERROR_UNSUPPORTED,
+                     "NVRTC %d.%d cannot compile for %s; it supports sm_%d "
+                     "to sm_%d (install a CUDA toolkit that knows this "
+                     "architecture)",
+                     nv->major, nv->minor, arch, archs[0], archs[n - 1]);
+}
+
+/* ---- ptxas reports ------------------------------------------------------- */
+
+/* The number just before `unit` on this line ("12 bytes stack frame"),
+ * or -1. `line_end` bounds the search. */
+static long long number_before(const char *line, const char *line_end,
+                               const char *unit) {
+  const char *hit = strstr(line, unit);
+  if (hit == NULL || hit >= line_end)
+    return -1;
+  const char *p = hit;
+  while (p > line && p[-1] == ' ')
+    p--;
+  const char *end = p;
+  while (p > line && p[-1] >= '0' && p[-1] <= '9')
+    p--;
+  if (p == end)
+    return -1;
+  return strtoll(p, NULL, 10);
+}
+
+/* The number just after `prefix` on this line ("Used 32 registers"). */
+static long long number_after(const char *line, const char *line_end,
+                              const char *prefix) {
+  const char *hit = strstr(line, prefix);
+  if (hit == NULL || hit >= line_end)
+    return -1;
+  hit += strlen(prefix);
+  if (*hit < '0' || *hit > '9')
+    return -1;
+  return strtoll(hit, NULL, 10);
+}
+
+/* Reads one line of the entry's block into `info`. */
+static void parse_line(const char *line, const char *end,
+                       kiln__compile_info *info) {
+  long long v;
+  if ((v = number_before(line, end, " bytes stack frame")) >= 0)
+    info->local_bytes = (uint64_t)v;
+  if ((v = number_before(line, end, " bytes spill stores")) >= 0)
+    info->spill_store_bytes = (uint64_t)v;
+  if ((v = number_before(line, end, " bytes spill loads")) >= 0)
+    info->spill_load_bytes = (uint64_t)v;
+  if ((v = number_after(line, end, "Used ")) >= 0 &&
+      number_before(line, end, " registers") == v)
+    info->registers = (int)v;
+  if ((v = number_before(line, end, " bytes smem")) >= 0)
+    info->shared_bytes = (uint64_t)v;
+}
+
+/*
+ * Parses `ptxas -v` output for function `entry`: the lines from
+ * "Compiling entry function 'ENTRY'" up to the next function. Fields not
+ * found keep their values (callers preset registers to -1).
+ */
+void kiln__cuda_parse_ptxas(const char *log, const char *entry,
+                            kiln__compile_info *info) {
+  char marker[160];
+  snprintf(marker, sizeof marker, "Compiling entry function '%s'", entry);
+  const char *p = log != NULL ? strstr(log, marker) : NULL;
+  if (p == NULL)
+    return;
+  p = strchr(p, '\n');
+  while (p != NULL && *p != '\0') {
+    p++;
+    const char *end = strchr(p, '\n');
+    if (end == NULL)
+      end = p + strlen(p);
+    const char *next = strstr(p, "Compiling entry function");
+    if (next != NULL && next < end)
+      break;
+    parse_line(p, end, info);
+    p = *end ? end : NULL;
+  }
+}
+
+/* ---- NVRTC ----------------------------------------------------------------- */
+
+/* The program log, kiln__malloc'ed ("" when empty); NULL without memory. */
+static char *program_log(const kiln__nvrtc_api *nv, nvrtcProgram prog) {
+  size_t size = 0;
+  if (KILN__NVRTC(nv, nvrtcGetProgramLogSize, prog, &size) != NVRTC_SUCCESS)
+    size = 0;
+  char *text = kiln__malloc(size + 1);
+  if (text == NULL)
+    return NULL;
+  text[0] = '\0';
+  if (size > 0 &&
+      KILN__NVRTC(nv, nvrtcGetProgramLog, prog, text) != NVRTC_SUCCESS)
+    text[0] = '\0';
+  text[size] = '\0';
+  return text;
+}
+
+static int build_options(const kiln__nvrtc_job *job, char *arch_opt,
+                         size_t arch_size, const char **opts) {
+  int n = 0;
+  snprintf(arch_opt, arch_size, "--gpu-architecture=%s", job->arch);
+  opts[n++] = arch_opt;
+  for (size_t i = 0; i < NUM_COMMON; i++)
+    opts[n++] = common_options[i];
+  opts[n++] = job->math == KILN_MATH_FAST ? fast_option : safe_option;
+  if (job->ptxas_report)
+    opts[n++] = ptxas_option;
+  return n;
+}
+
+/* Copies the cubin out of a compiled program. */
+static kiln_status take_cubin(const kiln__nvrtc_api *nv, nvrtcProgram prog,
+                              const char *name, kiln__binary *out) {
+  size_t size = 0;
+  if (KILN__NVRTC(nv, nvrtcGetCUBINSize, prog, &size) != NVRTC_SUCCESS)
+    return kiln__nvrtc_error(KILN_ERROR_COMPILE,
+                             "NVRTC produced no cubin for kernel '%s'", name);
+  if (size == 0)
+    return kiln__error(KILN_ERROR_COMPILE,
+                       "NVRTC produced an empty cubin for kernel '%s'.",
+                       name);
+  char *data = kiln__malloc(size);
+  if (data == NULL)
+    return kiln__oom("copying a compiled CUDA kernel");
+  if (KILN__NVRTC(nv, nvrtcGetCUBIN, prog, data) != NVRTC_SUCCESS) {
+    kiln__free(data);
+    return kiln__nvrtc_error(KILN_ERROR_COMPILE,
+                             "NVRTC could not hand over the cubin of kernel "
+                             "'%s'",
+                             name);
+  }
+  out->data = data;
+  out->size = size;
+  return KILN_OK;
+}
+
+/* Runs NVRTC on a created program and collects the results. */
+static kiln_status run_program(const kiln__nvrtc_api *nv, nvrtcProgram prog,
+                               const kiln__nvrtc_job *job, kiln__binary *out,
+                               char **log, kiln__compile_info *info) {
+  char arch_opt[64];
+  const char *opts[MAX_OPTIONS];
+  int n = build_options(job, arch_opt, sizeof arch_opt, opts);
+  nvrtcResult r = KILN__NVRTC(nv, nvrtcCompileProgram, prog, n, opts);
+  if (r == NVRTC_ERROR_COMPILATION) {
+    char *text = program_log(nv, prog);
+    if (log != NULL)
+      *log = text;
+    else
+      kiln__free(text);
+    return kiln__error(KILN_ERROR_COMPILE,
+                       "NVRTC could not compile kernel '%s' for %s.",
+                       job->name, job->arch);
+  }
+  if (r != NVRTC_SUCCESS)
+    return kiln__nvrtc_error(r == NVRTC_ERROR_OUT_OF_MEMORY
+                                 ? KILN_ERROR_OUT_OF_MEMORY
+                                 : KILN_ERROR_COMPILE,
+                             "NVRTC %d.%d could not compile kernel '%s' for "
+                             "%s",
+                             nv->major, nv->minor, job->name, job->arch);
+  if (info != NULL && job->ptxas_report) {
+    char *text = program_log(nv, prog);
+    if (text == NULL)
+      return kiln__oom("reading the CUDA compiler's report");
+    kiln__cuda_parse_ptxas(text, KILN_CUDA_ENTRY_NAME, info);
+    kiln__free(text);
+  }
+  return take_cubin(nv, prog, job->name, out);
+}
+
+/* Compiles one job to a cubin; see cuda_internal.h. */
+kiln_status kiln__cuda_nvrtc_compile(const kiln__nvrtc_job *job,
+                                     kiln__binary *out, char **log,
+                                     kiln__compile_info *info) {
+  const char *why = NULL;
+  if (log != NULL)
+    *log = NULL;
+  const kiln__nvrtc_api *nv = kiln__nvrtc_load(&why);
+  if (nv == NULL)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "kernel '%s' cannot be compiled for the GPU: %s.",
+                       job->name, why);
+  int number = parse_target(job->arch);
+  kiln_status st = check_supported(nv, job->arch, number);
+  if (st != KILN_OK)
+    return st;
+  if (info != NULL) {
+    memset(info, 0, sizeof *info);
+    info->registers = -1;
+  }
+  uint64_t t0 = kiln__now_ns();
+  nvrtcProgram prog = NULL;
+  if (KILN__NVRTC(nv, nvrtcCreateProgram, &prog, job->source, PROGRAM_NAME, 0,
+                  NULL, NULL) != NVRTC_SUCCESS)
+    return kiln__nvrtc_error(KILN_ERROR_OUT_OF_MEMORY,
+                             "NVRTC could not take the source of kernel '%s'",
+                             job->name);
+  kiln__binary bin = {NULL, 0};
+  st = run_program(nv, prog, job, &bin, log, info);
+  (void)KILN__NVRTC(nv, nvrtcDestroyProgram, &prog);
+  if (st != KILN_OK)
+    return st;
+  if (info != NULL)
+    info->compile_ms = (double)(kiln__now_ns() - t0) * 1e-6;
+  *out = bin;
+  return KILN_OK;
+}
+
+/* ---- build id and compile --------------------------------------------------- */
+
+static char *make_build_id(const kiln__cuda_device *d,
+                           const kiln__nvrtc_api *nv) {
+  kiln__strbuf sb;
+  kiln__sb_init(&sb);
+  kiln__sb_appendf(&sb, "cuda-abi%d;nvrtc %d.%d;driver %d;%s;",
+                   KILN_CUDA_ABI_VERSION, nv->major, nv->minor,
+                   d->cu->driver_version, d->arch);
+  for (size_t i = 0; i < NUM_COMMON; i++)
+    kiln__sb_appendf(&sb, "%s ", common_options[i]);
+  kiln__sb_appendf(&sb, "safe:%s fast:%s", safe_option, fast_option);
+  return kiln__sb_take(&sb);
+}
+
+/*
+ * The build id: "cuda-abi<v>;nvrtc <major.minor>;driver <version>;<arch>;
+ * <flags>". Computed once per device; needs NVRTC (a cubin from another
+ * NVRTC is a different binary).
+ */
+kiln_status kiln__cuda_build_id(struct kiln_device *dev, const char **out) {
+  kiln__cuda_device *d = kiln__cuda_dev(dev);
+  const char *why = NULL;
+  const kiln__nvrtc_api *nv = kiln__nvrtc_load(&why);
+  if (nv == NULL)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "kernels cannot be compiled for gpu:%d: %s.",
+                       d->ordinal, why);
+  pthread_mutex_lock(&d->lock);
+  if (d->build_id == NULL)
+    d->build_id = make_build_id(d, nv);
+  char *id = d->build_id;
+  pthread_mutex_unlock(&d->lock);
+  if (id == NULL)
+    return kiln__oom("computing the CUDA backend's build id");
+  *out = id;
+  return KILN_OK;
+}
+
+/* Compiles generated source for the device's architecture. */
+kiln_status kiln__cuda_compile(struct kiln_device *dev, const char *source,
+                               kiln_math_mode math, const char *kernel_name,
+                               kiln__binary *out, char **log) {
+  kiln__cuda_device *d = kiln__cuda_dev(dev);
+  kiln__nvrtc_job job = {d->arch, source,
+                         kernel_name != NULL ? kernel_name : "?", math,
+                         false};
+  return kiln__cuda_nvrtc_compile(&job, out, log, NULL);
+}
+
+/*
+ * Compiles for a named target ("sm_90a", "sm_80", ...) without a device:
+ * needs NVRTC only. Fills `info` from ptxas's report.
+ */
+kiln_status kiln__cuda_compile_for_target(const char *target,
+                                          const char *source,
+                                          kiln_math_mode math,
+                                          const char *kernel_name,
+                                          kiln__binary *out, char **log,
+                                          kiln__compile_info *info) {
+  if (log != NULL)
+    *log = NULL;
+  if (parse_target(target) < 0)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "'%.40s' is not a CUDA target; use sm_XY or sm_XYa "
+                       "(for example sm_90a for H100, sm_80 for A100)",
+                       target != NULL ? target : "(null)");
+  kiln__compile_info local;
+  kiln__nvrtc_job job = {target, source,
+                         kernel_name != NULL ? kernel_name : "?", math, true};
+  return kiln__cuda_nvrtc_compile(&job, out, log,
+                                  info != NULL ? info : &local);
+}
+
+/* ---- load ----------------------------------------------------------------------- */
+
+/* Checks that the bytes are a 64-bit CUDA ELF image whose section table
+ * lies inside them; see cuda_internal.h. */
+kiln_status kiln__cuda_check_cubin(const void *data, size_t size) {
+  static const char what[] = "the kernel binary is not a CUDA cubin";
+  Elf64_Ehdr eh;
+  if (data == NULL || size < sizeof eh)
+    return kiln__error(KILN_ERROR_COMPILE, "%s (it is too short).", what);
+  memcpy(&eh, data, sizeof eh);
+  if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+    return kiln__error(KILN_ERROR_COMPILE, "%s (no ELF header).", what);
+  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_CUDA)
+    return kiln__error(KILN_ERROR_COMPILE,
+                       "%s (it is an ELF file for machine %u, not CUDA).",
+                       what, (unsigned)eh.e_machine);
+  if (eh.e_shoff > size || (eh.e_shnum > 0 && eh.e_shentsize == 0) ||
+      (eh.e_shentsize > 0 &&
+       (size - eh.e_shoff) / eh.e_shentsize < eh.e_shnum))
+    return kiln__error(KILN_ERROR_COMPILE,
+                       "%s (its section table is truncated).", what);
+  return KILN_OK;
+}
+
+static int func_attribute(kiln__cuda_device *d, CUfunction f, int attrib,
+                          int fallback) {
+  int v = 0;
+  if (KILN__CU(d->cu, cuFuncGetAttribute, &v, attrib, f) != CUDA_SUCCESS)
+    return fallback;
+  return v;
+}
+
+/*
+ * Loads a cubin from compile (possibly from the disk cache of another
+ * process): checks the ELF header, loads the module, finds
+ * KILN_CUDA_ENTRY_NAME and reads its resources. Nothing stays loaded on
+ * failure.
+ */
+kiln_status kiln__cuda_load(struct kiln_device *dev, const void *data,
+                            size_t size, void **module,
+                            kiln__module_info *info) {
+  kiln__cuda_device *d = kiln__cuda_dev(dev);
+  kiln_status st = kiln__cuda_check_cubin(data, size);
+  if (st != KILN_OK)
+    return st;
+  st = kiln__cuda_enter(d);
+  if (st != KILN_OK)
+    return st;
+  kiln__cuda_module *m = kiln__calloc(1, sizeof *m);
+  if (m == NULL)
+    return kiln__oom("loading a CUDA kernel");
+  if (KILN__CU(d->cu, cuModuleLoadData, &m->module, data) != CUDA_SUCCESS) {
+    kiln__free(m);
+    return kiln__cuda_fail(d, KILN_ERROR_COMPILE,
+                           "the compiled kernel could not be loaded on "
+                           "gpu:%d",
+                           d->ordinal);
+  }
+  if (KILN__CU(d->cu, cuModuleGetFunction, &m->function, m->module,
+               KILN_CUDA_ENTRY_NAME) != CUDA_SUCCESS) {
+    st = kiln__cuda_fail(d, KILN_ERROR_COMPILE,
+                         "the compiled kernel has no entry point '%s'; it "
+                         "was not built by kiln's CUDA backend",
+                         KILN_CUDA_ENTRY_NAME);
+    (void)KILN__CU(d->cu, cuModuleUnload, m->module);
+    kiln__free(m);
+    return st;
+  }
+  m->max_threads = func_attribute(
+      d, m->function, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 1024);
+  m->registers = func_attribute(d, m->function, CU_FUNC_ATTRIBUTE_NUM_REGS, -1);
+  if (info != NULL) {
+    info->threadgroup_memory = (uint64_t)func_attribute(
+        d, m->function, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, 0);
+    info->registers = m->registers;
+    info->local_memory = (uint64_t)func_attribute(
+        d, m->function, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, 0);
+    info->needs_fibers = false;
+  }
+  *module = m;
+  return KILN_OK;
+}
+
+/* Unloads a module. No queued launch may still use it (the core keeps
+ * modules for the process). On a lost device only the host side goes. */
+void kiln__cuda_unload(struct kiln_device *dev, void *module) {
+  kiln__cuda_device *d = kiln__cuda_dev(dev);
+  kiln__cuda_module *m = module;
+  if (m == NULL)
+    return;
+  if (kiln__cuda_enter(d) == KILN_OK)
+    (void)KILN__CU(d->cu, cuModuleUnload, m->module);
+  kiln__free(m);
+}
