@@ -496,7 +496,7 @@ static kiln_status from_host(kiln_device *device, kiln_dtype dtype, int ndim,
   if (data == NULL && bytes > 0)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
                        "data is NULL but the array holds %zu bytes.", bytes);
-  kiln_array *a;
+  kiln_array *a = NULL;
   st = kiln__array_create(device, dtype, ndim, shape, &a);
   if (st != KILN_OK)
     return st;
