@@ -1,7 +1,8 @@
 # kiln's front door. CMake does the building; this file names the jobs.
 #   make            build the library, the CLI (build/kiln) and the tests
 #   make test       set up what is missing, run the CPU suite, then the same
-#                   suite built with AddressSanitizer + UBSan
+#                   suite built with AddressSanitizer + UBSan, then the
+#                   conformance kernels compiled for sm_90a by NVRTC
 #   make test-gpu   the suite on the first GPU (KILN_TEST_DEVICE=gpu)
 #   make demo       the main job on the best device present
 #   make bench      the benchmarks (bench/), printed with their baselines
@@ -40,10 +41,13 @@ build-clang:
 	  echo "clang build: clean"; \
 	else echo "clang build: skipped (clang is not installed)"; fi
 
-# The plain suite, then the sanitizer suite; scripts/run-tests.sh adds the
-# counts of both and prints the closing "N passed, N failed" line.
+# The plain suite, then the sanitizer suite, then (when NVRTC is installed;
+# no GPU needed) the conformance and doc tests again with every kernel also
+# compiled for sm_90a; scripts/run-tests.sh adds the counts of all and
+# prints the closing "N passed, N failed" line.
+NVRTC_TARGET ?= sm_90a
 test: deps build build-san build-clang
-	@sh scripts/run-tests.sh $(BUILD) $(BUILD_SAN)
+	@sh scripts/run-tests.sh --nvrtc $(NVRTC_TARGET) $(BUILD) $(BUILD_SAN)
 
 test-fast: deps build
 	@sh scripts/run-tests.sh $(BUILD)

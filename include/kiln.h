@@ -396,10 +396,26 @@ typedef struct kiln_kernel_desc {
 KILN_API void kiln_kernel_desc_init(kiln_kernel_desc *desc);
 
 /*
- * Checks the description (names are distinct C identifiers, the source is a
- * body and not a full `kernel void f(...)`) and makes the kernel. Nothing is
- * compiled until the first launch with a given set of dtypes, shapes' ranks
- * and template arguments.
+ * Checks the description and makes the kernel. Nothing is compiled until
+ * the first launch with a given set of dtypes, shapes' ranks and template
+ * arguments.
+ *
+ * Checked here: the name is non-empty printable text (no control
+ * characters; UTF-8 is fine); the source is present and is a body, not a
+ * full `kernel void f(...)`; there is at least one output; math_mode is
+ * valid; every input and output name is a C identifier of at most 71
+ * characters that is not a C++ or Metal keyword (`device`, `thread`, ...),
+ * does not start with kiln_ or KILN_ and is not a thread attribute's name
+ * (`thread_position_in_grid`, ...); names are distinct; and no name equals
+ * the x_shape, x_strides or x_ndim that kiln generates for an input x when
+ * the source uses it.
+ *
+ * Checked at each launch (and kiln_kernel_compile): input and output
+ * counts, dtypes and shapes; with atomic_outputs, that every output is
+ * int32, uint32 or float32 (Metal's atomic_int, atomic_uint, atomic_float);
+ * template arguments (identifiers, distinct from each other and from the
+ * kernel's names, valid dtypes, ints that fit an int); and, for launches
+ * only, the grid, the threadgroup size and the threadgroup memory.
  */
 KILN_API kiln_status kiln_kernel_create(const kiln_kernel_desc *desc,
                                         kiln_kernel **out);
@@ -491,7 +507,13 @@ typedef struct kiln_compile_report {
  * threadgroup are not used. Always compiles (the cache is bypassed).
  * Optional outputs, each allocated with the C library's malloc (free()
  * them): the generated source, the compiled artefact (a shared object for
- * "cpu", a cubin for CUDA). `report` may be NULL.
+ * "cpu", a cubin for CUDA; binary_size receives its size and must be given
+ * with binary_out). `report` may be NULL; otherwise set its struct_size.
+ * A bad target name is KILN_ERROR_INVALID_ARGUMENT; a target this build or
+ * machine cannot compile for (no NVRTC, an architecture NVRTC does not
+ * know) is KILN_ERROR_UNSUPPORTED; a compile error is KILN_ERROR_COMPILE
+ * with the compiler's messages, as a launch reports them. On failure no
+ * output is written.
  */
 KILN_API kiln_status kiln_kernel_compile(kiln_kernel *kernel,
                                          const kiln_launch *launch,

@@ -436,10 +436,34 @@ kiln_status kt_try_run(kiln_kernel *k, kt_call *c, kiln_array **outs) {
   return kiln_kernel_launch(k, &c->launch, outs);
 }
 
+/* KILN_TEST_NVRTC_TARGET (e.g. sm_90a): CI without a GPU still compiles
+ * every launched kernel for that CUDA target, so a dialect regression on
+ * CUDA fails the test that found it. */
+static void kt_compile_for_nvrtc_target(const char *file, int line,
+                                        kiln_kernel *k, kt_call *c) {
+  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
+  if (!target || !*target)
+    return;
+  c->launch.inputs = c->in;
+  c->launch.outputs = c->out;
+  c->launch.template_args = c->launch.num_template_args ? c->targ : NULL;
+  kiln_compile_report report;
+  memset(&report, 0, sizeof report);
+  report.struct_size = sizeof report;
+  kiln_status s =
+      kiln_kernel_compile(k, &c->launch, NULL, target, &report, NULL, NULL,
+                          NULL);
+  if (s != KILN_OK)
+    kt_fail_at(file, line, "kiln_kernel_compile(KILN_TEST_NVRTC_TARGET)",
+               "compiling for %s (without launching) failed with %s",
+               target, kiln_status_string(s));
+}
+
 void kt_run_at(const char *file, int line, kiln_kernel *k, kt_call *c,
                kiln_array **outs) {
   for (int i = 0; i < c->launch.num_outputs; i++)
     outs[i] = NULL;
+  kt_compile_for_nvrtc_target(file, line, k, c);
   kiln_status s = kt_try_run(k, c, outs);
   if (s != KILN_OK)
     kt_fail_status(file, line, "kiln_kernel_launch", s, KILN_OK);

@@ -163,7 +163,9 @@ void kt_call_out(kt_call *call, kiln_dtype dtype, int ndim, int64_t d0,
                  int64_t d1, int64_t d2);
 void kt_call_targ(kt_call *call, const char *name, kiln_template_kind kind,
                   kiln_dtype dtype, int64_t value);
-/* Launches or fails; outputs land in outs[]. */
+/* Launches or fails; outputs land in outs[]. With KILN_TEST_NVRTC_TARGET
+ * set (sm_90a), first compiles the same launch for that CUDA target with
+ * kiln_kernel_compile and fails on a compile error. */
 #define KT_RUN(kernel, call, outs) kt_run_at(__FILE__, __LINE__, kernel, call, outs)
 void kt_run_at(const char *file, int line, kiln_kernel *kernel, kt_call *call,
                kiln_array **outs);

@@ -70,7 +70,10 @@ static void kt_usage(FILE *f) {
              "  -j N     run N tests at once (default 2)\n"
              "environment: KILN_TEST_DEVICE=cpu|gpu, KILN_TEST_SEED=N,\n"
              "  KILN_CACHE_DIR (default: kiln-test-cache beside this "
-             "binary)\n");
+             "binary),\n"
+             "  KILN_TEST_NVRTC_TARGET=sm_XY[a] (also compile every "
+             "launched kernel\n"
+             "  for that CUDA target, without a GPU)\n");
 }
 
 /* The suite's kernel cache lives beside the binary (in the build dir)
@@ -312,6 +315,10 @@ int main(int argc, char **argv) {
          count, (dev && *dev) ? dev : "cpu", jobs,
          (unsigned long long)kt_seed, (unsigned long long)kt_seed,
          getenv("KILN_CACHE_DIR") ? getenv("KILN_CACHE_DIR") : "(default)");
+  const char *nvrtc = getenv("KILN_TEST_NVRTC_TARGET");
+  if (nvrtc && *nvrtc)
+    printf("every launched kernel is also compiled for %s "
+           "(KILN_TEST_NVRTC_TARGET)\n", nvrtc);
   fflush(stdout);
 
   kt_slot slots[64] = {{0}};

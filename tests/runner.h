@@ -53,6 +53,11 @@
   X(conf_gemm_tiled, 90)                                                      \
   X(conf_simd_reduction, 90)                                                  \
   X(conf_simd_functions, 120)                                                 \
+  X(conf_simd_divergent_if, 90)                                               \
+  X(conf_simd_divergent_else, 90)                                             \
+  X(conf_simd_divergent_loop, 90)                                             \
+  X(conf_simd_divergent_nested, 90)                                           \
+  X(cpu_fiber_stack_limit, 120)                                               \
   X(conf_atomics_device, 90)                                                  \
   X(conf_atomics_threadgroup, 90)                                             \
   X(conf_templates, 90)                                                       \
@@ -73,6 +78,17 @@
   X(kerr_launch_sizes, 60)                                                    \
   X(kerr_threadgroup_memory, 60)                                              \
   X(kerr_missing_compiler, 30)                                                \
+  X(kerr_create_names, 20)                                                    \
+  X(kerr_atomic_output_dtype, 20)                                             \
+  X(compile_cpu_report, 60)                                                   \
+  X(compile_specs_and_outputs, 60)                                            \
+  X(compile_bad_target, 20)                                                   \
+  X(compile_error_mapping, 60)                                                \
+  X(compile_cuda_target, 120)                                                 \
+  X(compile_cuda_local_memory, 120)                                           \
+  X(cli_compile_cpu, 90)                                                      \
+  X(cli_compile_cuda, 120)                                                    \
+  X(cli_compile_errors, 60)                                                   \
   X(cache_disk_roundtrip, 120)                                                \
   X(cache_corrupt_files, 120)                                                 \
   X(cache_dir_refused, 60)                                                    \

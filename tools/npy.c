@@ -499,8 +499,8 @@ static int read_data(FILE *f, const char *path, npy_array *arr, char *err,
   return 0;
 }
 
-static int read_open_file(FILE *f, const char *path, npy_array *arr,
-                          char *err, size_t errlen) {
+static int read_open_file(FILE *f, const char *path, bool header_only,
+                          npy_array *arr, char *err, size_t errlen) {
   char *text = NULL;
   size_t text_len = 0;
   if (read_preamble(f, path, &text, &text_len, err, errlen) != 0)
@@ -528,11 +528,12 @@ static int read_open_file(FILE *f, const char *path, npy_array *arr,
   }
   if (check_header(path, &h, arr, err, errlen) != 0)
     return -1;
-  return read_data(f, path, arr, err, errlen);
+  return header_only ? 0 : read_data(f, path, arr, err, errlen);
 }
 
-/* Opens, parses and loads a whole .npy file; see npy.h for the contract. */
-int npy_read(const char *path, npy_array *out, char *err, size_t errlen) {
+/* Opens and parses a .npy file, and loads its data unless header_only. */
+static int read_path(const char *path, bool header_only, npy_array *out,
+                     char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   if (!host_is_little_endian()) {
     set_err(err, errlen, "cannot read '%s': .npy support needs a "
@@ -546,7 +547,7 @@ int npy_read(const char *path, npy_array *out, char *err, size_t errlen) {
   }
   npy_array arr;
   memset(&arr, 0, sizeof arr);
-  int rc = read_open_file(f, path, &arr, err, errlen);
+  int rc = read_open_file(f, path, header_only, &arr, err, errlen);
   /* A directory opens fine but fails on the first read. */
   if (rc != 0 && ferror(f) && errno == EISDIR)
     set_err(err, errlen, "cannot read '%s': it is a directory", path);
@@ -554,6 +555,17 @@ int npy_read(const char *path, npy_array *out, char *err, size_t errlen) {
   if (rc == 0)
     *out = arr;
   return rc;
+}
+
+/* Loads a whole .npy file; see npy.h for the contract. */
+int npy_read(const char *path, npy_array *out, char *err, size_t errlen) {
+  return read_path(path, false, out, err, errlen);
+}
+
+/* Reads only the header: dtype and shape, for `kiln compile`. */
+int npy_read_header(const char *path, npy_array *out, char *err,
+                    size_t errlen) {
+  return read_path(path, true, out, err, errlen);
 }
 
 /* Releases what npy_read allocated. */

@@ -27,7 +27,8 @@ typedef struct npy_array {
   int ndim;                      /* 0 for a scalar */
   int64_t shape[KILN_MAX_NDIM];
   size_t nbytes;                 /* product(shape) * itemsize */
-  void *data;                    /* malloc'ed; never NULL after a read */
+  void *data; /* malloc'ed; never NULL after npy_read (NULL after
+                npy_read_header) */
 } npy_array;
 
 /*
@@ -35,6 +36,14 @@ typedef struct npy_array {
  * allocated. Free a successful result with npy_array_free.
  */
 int npy_read(const char *path, npy_array *out, char *err, size_t errlen);
+
+/*
+ * Reads only the header of `path`: dtype, ndim, shape and nbytes, with the
+ * same checks as npy_read; out->data stays NULL and the data is not read
+ * (nor checked for truncation). Nothing needs freeing.
+ */
+int npy_read_header(const char *path, npy_array *out, char *err,
+                    size_t errlen);
 
 /* Frees the data of an array filled by npy_read and zeroes it; NULL-safe. */
 void npy_array_free(npy_array *array);

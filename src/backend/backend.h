@@ -70,6 +70,7 @@ typedef struct kiln__module_info {
   int registers;               /* -1 where not meaningful */
   uint64_t local_memory;       /* spill/stack bytes; 0 on the CPU */
   bool needs_fibers;           /* CPU: uses barriers or SIMD functions */
+  uint64_t stack_bytes;        /* CPU: largest stack frame; 0 if unknown */
 } kiln__module_info;
 
 /* What a compiler says about a kernel it built (kiln compile prints it). */
@@ -127,6 +128,11 @@ typedef struct kiln__backend_ops {
   /* Repeats the `pattern_size`-byte pattern over `count` elements. */
   kiln_status (*fill)(struct kiln_stream *stream, void *dst, size_t count,
                       const void *pattern, size_t pattern_size);
+  /* Sets every element of a strided view to the pattern (the scatter twin
+   * of copy_strided). NULL where the core's host loop serves (the CPU). */
+  kiln_status (*fill_strided)(struct kiln_stream *stream,
+                              const kiln__strided *dst, const void *pattern,
+                              size_t pattern_size);
   /* Gathers a strided view into contiguous device memory. */
   kiln_status (*copy_strided)(struct kiln_stream *stream,
                               const kiln__strided *src, void *dst,

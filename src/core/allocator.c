@@ -101,12 +101,20 @@ static kiln_status fresh_block_locked(kiln_device *dev, size_t rounded,
   if (a->active_bytes + rounded > a->memory_limit ||
       a->active_bytes + rounded < rounded)
     return over_limit(dev, rounded);
-  if (dev->ops->mem_alloc(dev, rounded, out) == KILN_OK)
+  kiln_status st = dev->ops->mem_alloc(dev, rounded, out);
+  if (st == KILN_OK)
     return KILN_OK;
+  /* Only a shortage is worth retrying after emptying the cache; any other
+   * failure (a lost device above all) is the backend's to report. */
+  if (st != KILN_ERROR_OUT_OF_MEMORY)
+    return st;
   if (a->free_list != NULL) {
     clear_cache_locked(dev);
-    if (dev->ops->mem_alloc(dev, rounded, out) == KILN_OK)
+    st = dev->ops->mem_alloc(dev, rounded, out);
+    if (st == KILN_OK)
       return KILN_OK;
+    if (st != KILN_ERROR_OUT_OF_MEMORY)
+      return st;
   }
   return kiln__error(KILN_ERROR_OUT_OF_MEMORY,
                      "cannot allocate %zu bytes on device %d (%s): the "

@@ -54,11 +54,10 @@ kiln_status kiln__shape_check(kiln_dtype dtype, int ndim, const int64_t *shape,
     if (__builtin_mul_overflow(n, shape[i], &n) ||
         !kiln__mul_size(b, (size_t)shape[i], &b))
       return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                         "the shape's byte size overflows: %d dimensions of "
-                         "%s with shape[%d] = %lld make more bytes than can "
-                         "be addressed.",
-                         ndim, kiln_dtype_name(dtype), i,
-                         (long long)shape[i]);
+                         "the shape is too large: multiplying in dimension "
+                         "%d (shape[%d] = %lld) takes the size of this %s "
+                         "array past what can be addressed.",
+                         i, i, (long long)shape[i], kiln_dtype_name(dtype));
   }
   if (empty) {
     n = 0;
@@ -269,6 +268,16 @@ static kiln_status enqueue_strided_fill(kiln_stream *stream, kiln_array *a,
   return st;
 }
 
+/* The view of `a` as the backends take it. */
+static kiln__strided strided_of(const kiln_array *a) {
+  kiln__strided s;
+  s.base = kiln__array_data(a);
+  s.ndim = a->ndim;
+  s.shape = a->shape;
+  s.strides = a->strides;
+  return s;
+}
+
 /* Sets every element to `value` in stream order. */
 kiln_status kiln__array_fill(kiln_array *array, double value,
                              kiln_stream *stream) {
@@ -277,10 +286,13 @@ kiln_status kiln__array_fill(kiln_array *array, double value,
     return st;
   bool contiguous = kiln__array_is_contiguous(array);
   kiln_device *dev = stream->device;
-  if (!contiguous && dev->kind != KILN_DEVICE_CPU)
+  /* A strided view: the backend's scatter fill, or (CPU) a host loop. */
+  if (!contiguous && dev->kind != KILN_DEVICE_CPU &&
+      dev->ops->fill_strided == NULL)
     return kiln__error(KILN_ERROR_UNSUPPORTED,
-                       "filling a strided array is only supported on the "
-                       "CPU; fill a contiguous array instead.");
+                       "filling a strided array is not supported on the "
+                       "%s backend; fill a contiguous array instead.",
+                       dev->ops->name);
   unsigned char pattern[8];
   kiln__dtype_from_double(array->dtype, value, pattern);
   kiln__buffer *buf = array->buffer;
@@ -291,7 +303,11 @@ kiln_status kiln__array_fill(kiln_array *array, double value,
       st = dev->ops->fill(stream, kiln__array_data(array),
                           (size_t)array->size, pattern,
                           kiln_dtype_size(array->dtype));
-    else
+    else if (dev->ops->fill_strided != NULL) {
+      kiln__strided view = strided_of(array);
+      st = dev->ops->fill_strided(stream, &view, pattern,
+                                  kiln_dtype_size(array->dtype));
+    } else
       st = enqueue_strided_fill(stream, array, pattern);
     if (st == KILN_OK)
       st = after_enqueue(stream, NULL, 0, &buf, 1);
@@ -302,14 +318,6 @@ kiln_status kiln__array_fill(kiln_array *array, double value,
 
 /* ---- copies -------------------------------------------------------------- */
 
-static kiln__strided strided_of(const kiln_array *a) {
-  kiln__strided s;
-  s.base = kiln__array_data(a);
-  s.ndim = a->ndim;
-  s.shape = a->shape;
-  s.strides = a->strides;
-  return s;
-}
 
 /* Copies a strided view to host memory: gather into a temporary
  * contiguous buffer on the device, then copy that. Submit lock held. */

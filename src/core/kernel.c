@@ -20,10 +20,6 @@
 #include "core/kcache.h"
 #include "dialect/dialect.h"
 
-/* Longest input/output name: leaves room for "_strides" in the 80-byte
- * kiln__param.name. */
-#define KERNEL_MAX_NAME 64
-
 /* What the launch needs from one parameter of the generated signature. */
 typedef struct spec_param {
   kiln__param_kind kind;
@@ -67,10 +63,22 @@ struct kiln_kernel {
  * what the checks resolved. */
 typedef struct launch_plan {
   kiln_launch L;
-  kiln_device *dev;
-  kiln_stream *stream; /* NULL for generate_source */
+  /* kiln_kernel_compile may describe the inputs by dtype and shape alone;
+   * NULL means L.inputs (read through in_dtype / in_ndim). */
+  const kiln_array_spec *in_specs;
+  kiln_device *dev;    /* NULL for a compile for a named target */
+  kiln_stream *stream; /* NULL for generate_source and compile */
   uint32_t tg[3];      /* clipped to the grid */
 } launch_plan;
+
+/* Input i's dtype and rank, whichever way the inputs were given. */
+static kiln_dtype in_dtype(const launch_plan *p, int i) {
+  return p->in_specs != NULL ? p->in_specs[i].dtype : p->L.inputs[i]->dtype;
+}
+
+static int in_ndim(const launch_plan *p, int i) {
+  return p->in_specs != NULL ? p->in_specs[i].ndim : p->L.inputs[i]->ndim;
+}
 
 /* ---- descriptions -------------------------------------------------------- */
 
@@ -108,55 +116,36 @@ static bool is_identifier(const char *s) {
   return true;
 }
 
-/* Checks one input/output name: present, an identifier, not too long. */
-static kiln_status check_io_name(const char *kname, const char *what, int i,
-                                 const char *name) {
-  if (name == NULL)
-    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "kernel '%s': %s name %d is NULL.", kname, what, i);
-  if (!is_identifier(name))
-    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "kernel '%s': %s name %d ('%s') is not a C "
-                       "identifier.",
-                       kname, what, i, name);
-  if (strlen(name) > KERNEL_MAX_NAME)
-    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "kernel '%s': %s name '%s' is longer than %d "
-                       "characters.",
-                       kname, what, name, KERNEL_MAX_NAME);
-  return KILN_OK;
+/* "1 input", "2 inputs": counts in messages agree with their noun. */
+static const char *plural(int n, const char *one, const char *many) {
+  return n == 1 ? one : many;
 }
 
-/* Name i of the combined list inputs-then-outputs, for duplicate checks. */
-static const char *io_name(const kiln_kernel_desc *d, int i,
-                           const char **what) {
-  *what = i < d->num_inputs ? "input" : "output";
-  return i < d->num_inputs ? d->input_names[i]
-                           : d->output_names[i - d->num_inputs];
-}
-
-static kiln_status check_distinct(const kiln_kernel_desc *d) {
-  int n = d->num_inputs + d->num_outputs;
-  for (int i = 0; i < n; i++) {
-    const char *wi, *wj;
-    const char *a = io_name(d, i, &wi);
-    for (int j = i + 1; j < n; j++) {
-      if (strcmp(a, io_name(d, j, &wj)) == 0)
-        return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                           "kernel '%s' uses the name '%s' twice (as an %s "
-                           "and as an %s); names must be distinct.",
-                           d->name, a, wi, wj);
-    }
+/* A kernel name appears in every message and in the cache key, so it must
+ * be printable: no control characters (UTF-8 text is fine). */
+static kiln_status check_kernel_name(const char *name) {
+  if (name == NULL || name[0] == '\0')
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "the kernel has no name (desc->name is NULL or "
+                       "empty).");
+  for (size_t i = 0; name[i] != '\0'; i++) {
+    unsigned char c = (unsigned char)name[i];
+    if (c < 0x20 || c == 0x7f)
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "the kernel name contains a control character "
+                         "(byte 0x%02x at position %zu); a kernel name must "
+                         "be printable text.",
+                         c, i);
   }
   return KILN_OK;
 }
 
-/* Checks a description copied to full size. */
+/* Checks the parts of a description copied to full size that need no scan
+ * of the source; the names are checked after the scan (check_io_names). */
 static kiln_status check_desc(const kiln_kernel_desc *d) {
-  if (d->name == NULL || d->name[0] == '\0')
-    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "the kernel has no name (desc->name is NULL or "
-                       "empty).");
+  kiln_status st = check_kernel_name(d->name);
+  if (st != KILN_OK)
+    return st;
   if (d->source == NULL)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
                        "kernel '%s' has no source (desc->source is NULL).",
@@ -179,17 +168,41 @@ static kiln_status check_desc(const kiln_kernel_desc *d) {
                        "kernel '%s': math_mode %d is neither KILN_MATH_SAFE "
                        "nor KILN_MATH_FAST.",
                        d->name, (int)d->math_mode);
-  for (int i = 0; i < d->num_inputs; i++) {
-    kiln_status st = check_io_name(d->name, "input", i, d->input_names[i]);
-    if (st != KILN_OK)
-      return st;
+  return KILN_OK;
+}
+
+/*
+ * Checks the input and output names with the dialect's own rules, so that
+ * create refuses exactly what a launch would: it builds a trial signature
+ * with every input taken as a float32 array of rank 1. That applies the
+ * identifier, keyword, reserved-prefix, attribute-name and duplicate
+ * checks, and refuses a name that equals a generated x_shape / x_strides /
+ * x_ndim the body uses.
+ */
+static kiln_status check_io_names(const kiln_kernel_desc *d,
+                                  const kiln__scan *scan) {
+  int n = d->num_inputs + d->num_outputs;
+  kiln_dtype *dtypes = kiln__calloc((size_t)n + 1, sizeof *dtypes);
+  int *ndims = kiln__calloc((size_t)d->num_inputs + 1, sizeof *ndims);
+  kiln_status st = KILN_OK;
+  if (dtypes == NULL || ndims == NULL)
+    st = kiln__oom("checking the kernel's names");
+  for (int i = 0; st == KILN_OK && i < n; i++) {
+    dtypes[i] = KILN_FLOAT32;
+    if (i < d->num_inputs)
+      ndims[i] = 1;
   }
-  for (int i = 0; i < d->num_outputs; i++) {
-    kiln_status st = check_io_name(d->name, "output", i, d->output_names[i]);
-    if (st != KILN_OK)
-      return st;
-  }
-  return check_distinct(d);
+  kiln__signature sig;
+  if (st == KILN_OK)
+    st = kiln__dialect_build_signature(
+        d->name, scan, d->input_names, dtypes, ndims, d->num_inputs,
+        d->output_names, dtypes + d->num_inputs, d->num_outputs,
+        d->atomic_outputs, NULL, 0, &sig);
+  if (st == KILN_OK)
+    kiln__signature_free(&sig);
+  kiln__free(dtypes);
+  kiln__free(ndims);
+  return st;
 }
 
 /* ---- kernel objects ------------------------------------------------------ */
@@ -279,9 +292,10 @@ static kiln_status init_locks(kiln_kernel *k) {
 }
 
 /*
- * Public: checks and copies the description, scans the source once (which
- * refuses a full `kernel void` function) and returns the kernel. Nothing
- * is compiled until the first launch.
+ * Public: checks the description, scans the source once (which refuses a
+ * full `kernel void` function), checks the names against the scan and
+ * copies everything into the kernel. Nothing is compiled until the first
+ * launch.
  */
 kiln_status kiln_kernel_create(const kiln_kernel_desc *desc,
                                kiln_kernel **out) {
@@ -302,14 +316,27 @@ kiln_status kiln_kernel_create(const kiln_kernel_desc *desc,
   kiln_status st = check_desc(&d);
   if (st != KILN_OK)
     return st;
-  kiln_kernel *k = kiln__calloc(1, sizeof *k);
-  if (k == NULL)
-    return kiln__oom("creating a kernel");
-  st = copy_desc(k, &d);
+  /* Scan the caller's strings first: the name checks need the scan, and
+   * nothing should be copied for a description that is refused. */
+  kiln__scan scan;
+  st = kiln__dialect_scan(d.name, d.header != NULL ? d.header : "", d.source,
+                          &scan);
+  if (st != KILN_OK)
+    return st;
+  st = check_io_names(&d, &scan);
+  kiln_kernel *k = NULL;
   if (st == KILN_OK) {
-    st = kiln__dialect_scan(k->name, k->header, k->source, &k->scan);
-    k->scanned = st == KILN_OK;
+    k = kiln__calloc(1, sizeof *k);
+    if (k == NULL)
+      st = kiln__oom("creating a kernel");
   }
+  if (st != KILN_OK) {
+    kiln__scan_free(&scan);
+    return st;
+  }
+  k->scan = scan;
+  k->scanned = true;
+  st = copy_desc(k, &d);
   if (st == KILN_OK)
     st = init_locks(k);
   if (st != KILN_OK) {
@@ -347,15 +374,16 @@ static void append_names(kiln__strbuf *sb, char *const *names, int n) {
   }
 }
 
+/* `what` is the singular noun ("input"); the plural adds an s. */
 static kiln_status count_error(const kiln_kernel *k, const char *what,
                                char *const *names, int want, int got) {
   kiln__strbuf sb;
   kiln__sb_init(&sb);
   append_names(&sb, names, want);
-  kiln_status st = kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                               "kernel '%s' expects %d %s (%s) but the launch "
-                               "passes %d.",
-                               k->name, want, what, kiln__sb_str(&sb), got);
+  kiln_status st = kiln__error(
+      KILN_ERROR_INVALID_ARGUMENT,
+      "kernel '%s' expects %d %s%s (%s) but the launch passes %d.", k->name,
+      want, what, want == 1 ? "" : "s", kiln__sb_str(&sb), got);
   kiln__sb_free(&sb);
   return st;
 }
@@ -376,14 +404,17 @@ static kiln_status copy_launch(const kiln_launch *launch, kiln_launch *L) {
   return KILN_OK;
 }
 
-static kiln_status check_counts(const kiln_kernel *k, const kiln_launch *L) {
+/* Counts must match the kernel; the inputs come as arrays (L->inputs) or,
+ * for a compile, optionally as specs. */
+static kiln_status check_counts(const kiln_kernel *k, const launch_plan *p) {
+  const kiln_launch *L = &p->L;
   if (L->num_inputs != k->num_inputs)
-    return count_error(k, "inputs", k->input_names, k->num_inputs,
+    return count_error(k, "input", k->input_names, k->num_inputs,
                        L->num_inputs);
   if (L->num_outputs != k->num_outputs)
-    return count_error(k, "outputs", k->output_names, k->num_outputs,
+    return count_error(k, "output", k->output_names, k->num_outputs,
                        L->num_outputs);
-  if (L->num_inputs > 0 && L->inputs == NULL)
+  if (L->num_inputs > 0 && p->in_specs == NULL && L->inputs == NULL)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
                        "kernel '%s': launch->inputs is NULL but num_inputs "
                        "is %d.",
@@ -393,7 +424,7 @@ static kiln_status check_counts(const kiln_kernel *k, const kiln_launch *L) {
                        "kernel '%s': launch->outputs is NULL but "
                        "num_outputs is %d.",
                        k->name, L->num_outputs);
-  for (int i = 0; i < L->num_inputs; i++)
+  for (int i = 0; p->in_specs == NULL && i < L->num_inputs; i++)
     if (L->inputs[i] == NULL)
       return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
                          "kernel '%s': input '%s' is NULL.", k->name,
@@ -416,7 +447,7 @@ static kiln_status resolve_device(const kiln_kernel *k, launch_plan *p) {
                          device_label(p->dev, b));
   } else if (L->device != NULL) {
     p->dev = L->device;
-  } else if (L->num_inputs > 0) {
+  } else if (L->num_inputs > 0 && p->in_specs == NULL) {
     p->dev = L->inputs[0]->buffer->device;
   } else {
     p->dev = kiln__device_default();
@@ -428,6 +459,16 @@ static kiln_status resolve_device(const kiln_kernel *k, launch_plan *p) {
   return KILN_OK;
 }
 
+static kiln_status check_spec_dtype(const kiln_kernel *k, int i,
+                                    kiln_dtype dtype) {
+  if (!kiln__dtype_valid(dtype))
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "kernel '%s': input '%s' has an invalid dtype (%d).",
+                       k->name, k->input_names[i], (int)dtype);
+  return KILN_OK;
+}
+
+/* A launch's inputs live on its device and have valid dtypes. */
 static kiln_status check_inputs(const kiln_kernel *k, const launch_plan *p) {
   char a[24], b[24];
   for (int i = 0; i < p->L.num_inputs; i++) {
@@ -439,39 +480,63 @@ static kiln_status check_inputs(const kiln_kernel *k, const launch_plan *p) {
                          k->name, k->input_names[i],
                          device_label(in->buffer->device, a),
                          device_label(p->dev, b));
-    if (!kiln__dtype_valid(in->dtype))
-      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                         "kernel '%s': input '%s' has an invalid dtype (%d).",
-                         k->name, k->input_names[i], (int)in->dtype);
+    kiln_status st = check_spec_dtype(k, i, in->dtype);
+    if (st != KILN_OK)
+      return st;
   }
   return KILN_OK;
 }
 
-static kiln_status check_output(const kiln_kernel *k, int i,
-                                const kiln_output_spec *o) {
-  const char *name = k->output_names[i];
+/* Metal has atomic_int, atomic_uint and atomic_float only. */
+static bool atomic_dtype(kiln_dtype dtype) {
+  return dtype == KILN_INT32 || dtype == KILN_UINT32 || dtype == KILN_FLOAT32;
+}
+
+/* Checks a dtype-and-shape description of input or output `name`. */
+static kiln_status check_spec(const kiln_kernel *k, const char *what,
+                              const char *name, const kiln_output_spec *o) {
   if (!kiln__dtype_valid(o->dtype))
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "kernel '%s': output '%s' has an invalid dtype (%d).",
-                       k->name, name, (int)o->dtype);
+                       "kernel '%s': %s '%s' has an invalid dtype (%d).",
+                       k->name, what, name, (int)o->dtype);
   if (o->ndim < 0 || o->ndim > KILN_MAX_NDIM)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "kernel '%s': output '%s' has %d dimensions; the "
-                       "limit is %d.",
-                       k->name, name, o->ndim, KILN_MAX_NDIM);
+                       "kernel '%s': %s '%s' has %d %s; the limit is %d.",
+                       k->name, what, name, o->ndim,
+                       plural(o->ndim, "dimension", "dimensions"),
+                       KILN_MAX_NDIM);
   for (int d = 0; d < o->ndim; d++)
     if (o->shape[d] < 0)
       return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                         "kernel '%s': output '%s' has a negative dimension "
+                         "kernel '%s': %s '%s' has a negative dimension "
                          "%d (%lld).",
-                         k->name, name, d, (long long)o->shape[d]);
+                         k->name, what, name, d, (long long)o->shape[d]);
   int64_t count;
   size_t bytes;
   kiln_status st =
       kiln__shape_check(o->dtype, o->ndim, o->shape, &count, &bytes);
   if (st != KILN_OK)
-    kiln__error_append("This is the shape of output '%s' of kernel '%s'.", name,
-                       k->name);
+    kiln__error_append("This is the shape of %s '%s' of kernel '%s'.", what,
+                       name, k->name);
+  return st;
+}
+
+static kiln_status check_output(const kiln_kernel *k, int i,
+                                const kiln_output_spec *o) {
+  kiln_status st = check_spec(k, "output", k->output_names[i], o);
+  if (st == KILN_OK && k->atomic_outputs && !atomic_dtype(o->dtype))
+    st = kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "kernel '%s' binds its outputs as atomics "
+                     "(atomic_outputs), but output '%s' is %s; Metal has "
+                     "atomics of int32, uint32 and float32 only.",
+                     k->name, k->output_names[i], kiln_dtype_name(o->dtype));
+  return st;
+}
+
+static kiln_status check_outputs(const kiln_kernel *k, const launch_plan *p) {
+  kiln_status st = KILN_OK;
+  for (int i = 0; st == KILN_OK && i < p->L.num_outputs; i++)
+    st = check_output(k, i, &p->L.outputs[i]);
   return st;
 }
 
@@ -581,22 +646,66 @@ static kiln_status check_targs(const kiln_kernel *k, const kiln_launch *L) {
   return KILN_OK;
 }
 
+/* Copies the launch and checks the counts: the start of every plan. */
+static kiln_status plan_begin(const kiln_kernel *k, const kiln_launch *launch,
+                              const kiln_array_spec *in_specs,
+                              launch_plan *p) {
+  p->in_specs = in_specs;
+  kiln_status st = copy_launch(launch, &p->L);
+  if (st == KILN_OK)
+    st = check_counts(k, p);
+  return st;
+}
+
 /* Step 1 of a launch: everything about the call that needs no module. */
 static kiln_status plan_launch(const kiln_kernel *k, const kiln_launch *launch,
                                launch_plan *p) {
-  kiln_status st = copy_launch(launch, &p->L);
-  if (st == KILN_OK)
-    st = check_counts(k, &p->L);
+  kiln_status st = plan_begin(k, launch, NULL, p);
   if (st == KILN_OK)
     st = resolve_device(k, p);
   if (st == KILN_OK)
     st = check_inputs(k, p);
-  for (int i = 0; st == KILN_OK && i < p->L.num_outputs; i++)
-    st = check_output(k, i, &p->L.outputs[i]);
+  if (st == KILN_OK)
+    st = check_outputs(k, p);
   if (st == KILN_OK)
     st = check_grid(k, p);
   if (st == KILN_OK)
     st = check_targs(k, &p->L);
+  return st;
+}
+
+/* A compile's inputs: specs are checked like outputs; arrays are valid
+ * already, and only their dtypes and ranks matter (not their device). */
+static kiln_status check_input_specs(const kiln_kernel *k,
+                                     const launch_plan *p) {
+  for (int i = 0; i < p->L.num_inputs; i++) {
+    kiln_status st =
+        p->in_specs != NULL
+            ? check_spec(k, "input", k->input_names[i], &p->in_specs[i])
+            : check_spec_dtype(k, i, p->L.inputs[i]->dtype);
+    if (st != KILN_OK)
+      return st;
+  }
+  return KILN_OK;
+}
+
+/*
+ * The checks of kiln_kernel_compile: those of a launch that concern the
+ * generated source (counts, dtypes, ranks, template arguments), without
+ * the grid. The device is resolved only when the target is the device's.
+ */
+static kiln_status plan_compile(const kiln_kernel *k, const kiln_launch *launch,
+                                const kiln_array_spec *in_specs,
+                                bool needs_device, launch_plan *p) {
+  kiln_status st = plan_begin(k, launch, in_specs, p);
+  if (st == KILN_OK)
+    st = check_input_specs(k, p);
+  if (st == KILN_OK)
+    st = check_outputs(k, p);
+  if (st == KILN_OK)
+    st = check_targs(k, &p->L);
+  if (st == KILN_OK && needs_device)
+    st = resolve_device(k, p);
   return st;
 }
 
@@ -620,10 +729,8 @@ static size_t spec_key_size(const launch_plan *p) {
 static void spec_key(const launch_plan *p, unsigned char *out) {
   memcpy(out, &p->dev->index, sizeof(int));
   out += sizeof(int);
-  for (int i = 0; i < p->L.num_inputs; i++) {
-    const kiln_array *in = p->L.inputs[i];
-    *out++ = (unsigned char)(in->dtype | (in->ndim == 0 ? 0x80 : 0));
-  }
+  for (int i = 0; i < p->L.num_inputs; i++)
+    *out++ = (unsigned char)(in_dtype(p, i) | (in_ndim(p, i) == 0 ? 0x80 : 0));
   *out++ = 0xff;
   for (int i = 0; i < p->L.num_outputs; i++)
     *out++ = (unsigned char)p->L.outputs[i].dtype;
@@ -686,8 +793,8 @@ static kiln_status make_signature(const kiln_kernel *k, const launch_plan *p,
     return kiln__oom("generating a kernel's source");
   }
   for (int i = 0; i < ni; i++) {
-    dtypes[i] = p->L.inputs[i]->dtype;
-    ndims[i] = p->L.inputs[i]->ndim;
+    dtypes[i] = in_dtype(p, i);
+    ndims[i] = in_ndim(p, i);
   }
   for (int i = 0; i < no; i++)
     dtypes[ni + i] = p->L.outputs[i].dtype;
@@ -700,17 +807,16 @@ static kiln_status make_signature(const kiln_kernel *k, const launch_plan *p,
   return st;
 }
 
-/* Writes the whole translation unit for the plan's device into *src
- * (initialised here; freed here on failure). */
-static kiln_status generate(const kiln_kernel *k, const launch_plan *p,
-                            kiln__signature *sig, kiln__strbuf *src) {
+/* Writes the whole translation unit for `target` with `prelude` into
+ * *src (initialised here; freed here on failure, with the signature). */
+static kiln_status generate_for(const kiln_kernel *k, const launch_plan *p,
+                                kiln__codegen_target target,
+                                const char *prelude, kiln__signature *sig,
+                                kiln__strbuf *src) {
   kiln__sb_init(src);
   kiln_status st = make_signature(k, p, sig);
   if (st != KILN_OK)
     return st;
-  const char *prelude = p->dev->ops->prelude(p->dev);
-  kiln__codegen_target target =
-      p->dev->kind == KILN_DEVICE_GPU ? KILN__TARGET_CUDA : KILN__TARGET_CPU;
   st = kiln__dialect_generate(sig, target, prelude != NULL ? prelude : "", src);
   if (st == KILN_OK && src->failed)
     st = kiln__oom("generating a kernel's source");
@@ -719,6 +825,14 @@ static kiln_status generate(const kiln_kernel *k, const launch_plan *p,
     kiln__sb_free(src);
   }
   return st;
+}
+
+/* The source for the plan's device (launches, generate_source). */
+static kiln_status generate(const kiln_kernel *k, const launch_plan *p,
+                            kiln__signature *sig, kiln__strbuf *src) {
+  kiln__codegen_target target =
+      p->dev->kind == KILN_DEVICE_GPU ? KILN__TARGET_CUDA : KILN__TARGET_CPU;
+  return generate_for(k, p, target, p->dev->ops->prelude(p->dev), sig, src);
 }
 
 /* Records what the launch needs from the signature: kind and index of
@@ -1096,6 +1210,15 @@ kiln_status kiln_kernel_launch(kiln_kernel *kernel, const kiln_launch *launch,
   return run(kernel, &p, s, outputs);
 }
 
+/* A copy in C-library memory, for results the caller releases with
+ * free() rather than through kiln's allocation hooks. */
+static void *c_copy(const void *data, size_t size) {
+  void *copy = malloc(size > 0 ? size : 1);
+  if (copy != NULL && size > 0)
+    memcpy(copy, data, size);
+  return copy;
+}
+
 /*
  * Public: the generated source for this launch, checked as a launch would
  * be but without a stream, compiling or running. The text is copied into
@@ -1118,14 +1241,195 @@ kiln_status kiln_kernel_generate_source(kiln_kernel *kernel,
   if (st != KILN_OK)
     return st;
   const char *text = kiln__sb_str(&src);
-  size_t n = strlen(text) + 1;
-  char *copy = malloc(n);
-  if (copy != NULL)
-    memcpy(copy, text, n);
+  char *copy = c_copy(text, strlen(text) + 1);
   kiln__signature_free(&sig);
   kiln__sb_free(&src);
   if (copy == NULL)
     return kiln__oom("returning the generated source");
   *out = copy;
   return KILN_OK;
+}
+
+/* ---- compiling for a target ---------------------------------------------- */
+
+/* Where kiln_kernel_compile sends the source: a backend and its target. */
+typedef struct compile_target {
+  const kiln__backend_ops *ops;
+  kiln__codegen_target codegen;
+  char name[32]; /* "cpu", "sm_90a" */
+} compile_target;
+
+static kiln_status bad_target(const kiln_kernel *k, const char *target) {
+  return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "kernel '%s': '%.40s' is not a compile target; use "
+                     "\"cpu\", a CUDA architecture such as \"sm_90a\" or "
+                     "\"sm_80\", or NULL for the launch device's own target.",
+                     k->name, target);
+}
+
+/* NULL: the plan's device's own target; "cpu": the CPU backend; "sm_*":
+ * the CUDA backend (which checks the architecture itself). */
+static kiln_status resolve_target(const kiln_kernel *k, const launch_plan *p,
+                                  const char *target, compile_target *t) {
+  if (target == NULL) {
+    bool gpu = p->dev->kind == KILN_DEVICE_GPU;
+    t->ops = p->dev->ops;
+    t->codegen = gpu ? KILN__TARGET_CUDA : KILN__TARGET_CPU;
+    snprintf(t->name, sizeof t->name, "%s", gpu ? p->dev->info.arch : "cpu");
+  } else if (strlen(target) >= sizeof t->name) {
+    return bad_target(k, target);
+  } else if (strcmp(target, "cpu") == 0) {
+    t->ops = &kiln__cpu_backend;
+    t->codegen = KILN__TARGET_CPU;
+    snprintf(t->name, sizeof t->name, "%s", target);
+  } else if (strncmp(target, "sm_", 3) == 0) {
+    t->ops = &kiln__cuda_backend;
+    t->codegen = KILN__TARGET_CUDA;
+    snprintf(t->name, sizeof t->name, "%s", target);
+  } else {
+    return bad_target(k, target);
+  }
+  if (t->ops->compile_for_target == NULL || t->ops->target_prelude == NULL)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "kernel '%s' cannot be compiled for target '%s': "
+                       "this build of kiln's %s backend cannot compile "
+                       "for a named target.",
+                       k->name, t->name, t->ops->name);
+  return KILN_OK;
+}
+
+/* A compiler log as a launch reports it (see kcache.c): positions point
+ * into the body or header, generated-code noise is dropped. */
+static kiln_status compile_failed(const kiln_kernel *k, const char *log) {
+  char *mapped = kiln__dialect_map_log(log);
+  const char *text = mapped != NULL ? mapped : log;
+  if (text[0] == '\0')
+    text = "(the compiler printed nothing)";
+  kiln_status st =
+      kiln__error(KILN_ERROR_COMPILE, "kernel '%s' failed to compile:\n%s",
+                  k->name, text);
+  kiln__free(mapped);
+  return st;
+}
+
+/* Generates and compiles; fills *bin, *info and (kiln__malloc'ed) *text. */
+static kiln_status compile_plan(const kiln_kernel *k, const launch_plan *p,
+                                const compile_target *t, kiln__binary *bin,
+                                kiln__compile_info *info, char **text) {
+  kiln__signature sig;
+  kiln__strbuf src;
+  kiln_status st = generate_for(k, p, t->codegen,
+                                t->ops->target_prelude(t->name), &sig, &src);
+  if (st != KILN_OK)
+    return st;
+  char *log = NULL;
+  memset(info, 0, sizeof *info);
+  info->registers = -1;
+  st = t->ops->compile_for_target(t->name, kiln__sb_str(&src), k->math_mode,
+                                  k->name, bin, &log, info);
+  if (st == KILN_ERROR_COMPILE && log != NULL)
+    st = compile_failed(k, log);
+  kiln__free(log);
+  kiln__signature_free(&sig);
+  if (st == KILN_OK) {
+    *text = kiln__sb_take(&src);
+    if (*text == NULL) {
+      kiln__free(bin->data);
+      st = kiln__oom("returning the generated source");
+    }
+  }
+  kiln__sb_free(&src);
+  return st;
+}
+
+static void fill_report(const compile_target *t, const kiln__compile_info *i,
+                        kiln_compile_report *report) {
+  kiln_compile_report r;
+  memset(&r, 0, sizeof r);
+  r.struct_size = report->struct_size;
+  snprintf(r.target, sizeof r.target, "%s", t->name);
+  r.registers = i->registers;
+  r.threadgroup_memory = i->shared_bytes;
+  r.local_memory = i->local_bytes;
+  r.spill_store_bytes = i->spill_store_bytes;
+  r.spill_load_bytes = i->spill_load_bytes;
+  r.compile_ms = i->compile_ms;
+  /* A newer caller's larger struct keeps its extra fields as they were. */
+  memcpy(report, &r, sizeof r);
+}
+
+/* Hands the results over in C-library memory, all or nothing. */
+static kiln_status deliver(const char *text, const kiln__binary *bin,
+                           char **source_out, void **binary_out,
+                           size_t *binary_size) {
+  char *src = source_out != NULL ? c_copy(text, strlen(text) + 1) : NULL;
+  void *data = binary_out != NULL ? c_copy(bin->data, bin->size) : NULL;
+  if ((source_out != NULL && src == NULL) ||
+      (binary_out != NULL && data == NULL)) {
+    free(src);
+    free(data);
+    return kiln__oom("returning the compiled kernel");
+  }
+  if (source_out != NULL)
+    *source_out = src;
+  if (binary_out != NULL) {
+    *binary_out = data;
+    *binary_size = bin->size;
+  }
+  return KILN_OK;
+}
+
+static kiln_status check_compile_args(const kiln_compile_report *report,
+                                      void **binary_out,
+                                      size_t *binary_size) {
+  if (report != NULL && report->struct_size < sizeof *report)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "report->struct_size is %zu; set it to "
+                       "sizeof(kiln_compile_report).",
+                       report->struct_size);
+  if (binary_out != NULL && binary_size == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "binary_out is set but binary_size is NULL; both are "
+                       "needed to return the compiled kernel.");
+  return KILN_OK;
+}
+
+/*
+ * Public: checks the call as a launch would (without the grid), generates
+ * the source for the target and compiles it there, bypassing the cache
+ * (see kiln.h). Outputs are written only on success.
+ */
+kiln_status kiln_kernel_compile(kiln_kernel *kernel, const kiln_launch *launch,
+                                const kiln_array_spec *input_specs,
+                                const char *target,
+                                kiln_compile_report *report,
+                                char **source_out, void **binary_out,
+                                size_t *binary_size) {
+  KILN_API_ENTER();
+  if (kernel == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "kernel is NULL.");
+  kiln_status st = check_compile_args(report, binary_out, binary_size);
+  if (st != KILN_OK)
+    return st;
+  launch_plan p;
+  memset(&p, 0, sizeof p);
+  st = plan_compile(kernel, launch, input_specs, target == NULL, &p);
+  compile_target t;
+  memset(&t, 0, sizeof t);
+  if (st == KILN_OK)
+    st = resolve_target(kernel, &p, target, &t);
+  if (st != KILN_OK)
+    return st;
+  kiln__binary bin = {NULL, 0};
+  kiln__compile_info info;
+  char *text = NULL;
+  st = compile_plan(kernel, &p, &t, &bin, &info, &text);
+  if (st != KILN_OK)
+    return st;
+  st = deliver(text, &bin, source_out, binary_out, binary_size);
+  if (st == KILN_OK && report != NULL)
+    fill_report(&t, &info, report);
+  kiln__free(text);
+  kiln__free(bin.data);
+  return st;
 }

@@ -665,23 +665,30 @@ static void emit_cpu_glue(kiln__strbuf *sb, const kiln__signature *sig) {
 
 /*
  * The C++ expression the CUDA glue passes for an attribute. The glue has
- * kiln_dims (the launch), the local position lx/ly/lz, the group gx/gy/gz,
- * the group's real size sx/sy/sz and lin, the linear local index. A block
- * is tg threads (blockDim == kiln_dims.tg), so lin is CUDA's linear thread
- * id, the one warps are cut from: lin % 32 is the hardware lane that the
- * SIMD-group functions use (%laneid).
+ * kiln_dims (the launch), the local position kiln_lx/ly/lz, the group
+ * kiln_gx/gy/gz, the group's real size kiln_sx/sy/sz and kiln_lin, the
+ * linear local index (all kiln_ names: the user's header may define
+ * macros). A block is tg threads (blockDim == kiln_dims.tg), so kiln_lin
+ * is CUDA's linear thread id, the one warps are cut from: kiln_lin % 32
+ * is the hardware lane that the SIMD-group functions use (%laneid).
+ * thread_index_in_threadgroup and the quad indices follow Metal instead:
+ * linear over the group's real size (kiln_mlin). The two differ only in a
+ * ragged group whose x (or y) extent is partial while a later dimension
+ * is above 1; there the SIMD groups are the hardware's warps (a known
+ * difference from Metal, documented in docs/kernels.md).
  */
 static const char *cuda_attr_value(kiln__attr a) {
   switch (a) {
   case KILN__ATTR_THREAD_POSITION_IN_GRID:
-    return "uint3(gx * kiln_dims.tg[0] + lx, gy * kiln_dims.tg[1] + ly, "
-           "gz * kiln_dims.tg[2] + lz)";
+    return "uint3(kiln_gx * kiln_dims.tg[0] + kiln_lx, "
+           "kiln_gy * kiln_dims.tg[1] + kiln_ly, "
+           "kiln_gz * kiln_dims.tg[2] + kiln_lz)";
   case KILN__ATTR_THREAD_POSITION_IN_THREADGROUP:
-    return "uint3(lx, ly, lz)";
+    return "uint3(kiln_lx, kiln_ly, kiln_lz)";
   case KILN__ATTR_THREADGROUP_POSITION_IN_GRID:
-    return "uint3(gx, gy, gz)";
+    return "uint3(kiln_gx, kiln_gy, kiln_gz)";
   case KILN__ATTR_THREADS_PER_THREADGROUP:
-    return "uint3(sx, sy, sz)";
+    return "uint3(kiln_sx, kiln_sy, kiln_sz)";
   case KILN__ATTR_THREADGROUPS_PER_GRID:
     return "uint3(gridDim.x, gridDim.y, gridDim.z)";
   case KILN__ATTR_THREADS_PER_GRID:
@@ -692,24 +699,24 @@ static const char *cuda_attr_value(kiln__attr a) {
   case KILN__ATTR_DISPATCH_THREADS_PER_THREADGROUP:
     return "uint3(kiln_dims.tg[0], kiln_dims.tg[1], kiln_dims.tg[2])";
   case KILN__ATTR_THREAD_INDEX_IN_THREADGROUP:
-    return "lin";
+    return "kiln_mlin";
   case KILN__ATTR_THREAD_INDEX_IN_SIMDGROUP:
-    return "lin % 32u";
+    return "kiln_lin % 32u";
   case KILN__ATTR_SIMDGROUP_INDEX_IN_THREADGROUP:
-    return "lin / 32u";
+    return "kiln_lin / 32u";
   case KILN__ATTR_THREADS_PER_SIMDGROUP:
   case KILN__ATTR_THREAD_EXECUTION_WIDTH:
     return "32u";
   case KILN__ATTR_SIMDGROUPS_PER_THREADGROUP:
-    return "(sx * sy * sz + 31u) / 32u";
+    return "(kiln_sx * kiln_sy * kiln_sz + 31u) / 32u";
   case KILN__ATTR_DISPATCH_SIMDGROUPS_PER_THREADGROUP:
     return "(kiln_dims.tg[0] * kiln_dims.tg[1] * kiln_dims.tg[2] + 31u) / 32u";
   case KILN__ATTR_QUADGROUP_INDEX_IN_THREADGROUP:
-    return "lin / 4u";
+    return "kiln_mlin / 4u";
   case KILN__ATTR_THREAD_INDEX_IN_QUADGROUP:
-    return "lin % 4u";
+    return "kiln_mlin % 4u";
   case KILN__ATTR_QUADGROUPS_PER_THREADGROUP:
-    return "(sx * sy * sz + 3u) / 4u";
+    return "(kiln_sx * kiln_sy * kiln_sz + 3u) / 4u";
   case KILN__ATTR_DISPATCH_QUADGROUPS_PER_THREADGROUP:
     return "(kiln_dims.tg[0] * kiln_dims.tg[1] * kiln_dims.tg[2] + 3u) / 4u";
   case KILN__ATTR_COUNT:
@@ -792,18 +799,27 @@ static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
   kiln__sb_append(
       sb,
       "\n    kiln_cuda_dims kiln_dims) {\n"
-      "  const uint lx = threadIdx.x, ly = threadIdx.y, lz = threadIdx.z;\n"
-      "  const uint gx = blockIdx.x, gy = blockIdx.y, gz = blockIdx.z;\n"
-      "  const uint rx = kiln_dims.grid[0] - gx * kiln_dims.tg[0];\n"
-      "  const uint ry = kiln_dims.grid[1] - gy * kiln_dims.tg[1];\n"
-      "  const uint rz = kiln_dims.grid[2] - gz * kiln_dims.tg[2];\n"
-      "  if (lx >= rx || ly >= ry || lz >= rz)\n"
+      "  const uint kiln_lx = threadIdx.x, kiln_ly = threadIdx.y;\n"
+      "  const uint kiln_lz = threadIdx.z;\n"
+      "  const uint kiln_gx = blockIdx.x, kiln_gy = blockIdx.y;\n"
+      "  const uint kiln_gz = blockIdx.z;\n"
+      "  const uint kiln_rx = kiln_dims.grid[0] - kiln_gx * kiln_dims.tg[0];\n"
+      "  const uint kiln_ry = kiln_dims.grid[1] - kiln_gy * kiln_dims.tg[1];\n"
+      "  const uint kiln_rz = kiln_dims.grid[2] - kiln_gz * kiln_dims.tg[2];\n"
+      "  if (kiln_lx >= kiln_rx || kiln_ly >= kiln_ry || kiln_lz >= kiln_rz)\n"
       "    return; /* past the grid: not a thread of the dispatch */\n"
-      "  const uint sx = min(kiln_dims.tg[0], rx);\n"
-      "  const uint sy = min(kiln_dims.tg[1], ry);\n"
-      "  const uint sz = min(kiln_dims.tg[2], rz);\n"
-      "  const uint lin = lx + blockDim.x * (ly + blockDim.y * lz);\n"
-      "  (void)sx; (void)sy; (void)sz; (void)lin;\n"
+      "  const uint kiln_sx = kiln_rx < kiln_dims.tg[0] ? kiln_rx "
+      ": kiln_dims.tg[0];\n"
+      "  const uint kiln_sy = kiln_ry < kiln_dims.tg[1] ? kiln_ry "
+      ": kiln_dims.tg[1];\n"
+      "  const uint kiln_sz = kiln_rz < kiln_dims.tg[2] ? kiln_rz "
+      ": kiln_dims.tg[2];\n"
+      "  const uint kiln_lin =\n"
+      "      kiln_lx + blockDim.x * (kiln_ly + blockDim.y * kiln_lz);\n"
+      "  const uint kiln_mlin = kiln_lx + kiln_sx * (kiln_ly + kiln_sy * "
+      "kiln_lz);\n"
+      "  (void)kiln_sx; (void)kiln_sy; (void)kiln_sz; (void)kiln_lin;\n"
+      "  (void)kiln_mlin;\n"
       "  kiln_kernel_body");
   emit_template_values(sb, sig);
   kiln__sb_append(sb, "(");

@@ -24,6 +24,10 @@ typedef struct kiln__cpu_module {
   kiln_cpu_run_thread_fn run_thread;
   uint32_t flags;     /* KILN_CPU_NEEDS_FIBERS */
   uint64_t tls_bytes; /* the object's thread-local (threadgroup) storage */
+  /* The largest stack frame among the object's functions, from the
+   * compiler's stack usage report: about what one thread needs. 0 if
+   * unknown. */
+  uint64_t stack_bytes;
 } kiln__cpu_module;
 
 /*
@@ -36,6 +40,16 @@ typedef struct kiln__cpu_module {
 kiln_status kiln__cpu_execute(const kiln__cpu_module *module,
                               const kiln_cpu_launch *launch,
                               const char *kernel_name);
+
+/*
+ * KILN_ERROR_LAUNCH, with a message naming `kernel_name`, if the module
+ * runs its threads as fibers and its largest stack frame does not fit a
+ * fiber's stack with room to spare (it would run off the stack and crash
+ * the process); KILN_OK otherwise. kiln__cpu_execute checks this before
+ * running anything; a caller may check earlier to refuse synchronously.
+ */
+kiln_status kiln__cpu_check_stack(const kiln__cpu_module *module,
+                                  const char *kernel_name);
 
 /* The worker pool, started on first use; size from KILN_CPU_THREADS, else
  * the number of online processors. */

@@ -22,7 +22,7 @@
 
 #include <stdint.h>
 
-#define KILN_CPU_ABI_VERSION 1u
+#define KILN_CPU_ABI_VERSION 2u
 
 /* Bytes per lane for a SIMD-group operand: the largest is a 4-vector of
  * 8-byte elements (double4, long4). */
@@ -38,6 +38,17 @@
  * launch as an asynchronous stream error naming the kernel. */
 #define KILN_CPU_ERR_NONE 0
 #define KILN_CPU_ERR_SYNC_IN_LOOP 1 /* barrier/SIMD op in a loop-mode kernel */
+
+/*
+ * A SIMD call site, packed so that comparing two ids as integers orders
+ * them as the source does: the header before the body, then by line, then
+ * by column. Lines and columns past the field's range are clamped (such
+ * calls then share a site).
+ */
+#define KILN_CPU_SITE_BODY 0x80000000u /* set for the body, clear else */
+#define KILN_CPU_SITE_LINE_SHIFT 13u
+#define KILN_CPU_SITE_LINE_MAX 0x3ffffu  /* 18 bits */
+#define KILN_CPU_SITE_COLUMN_MAX 0x1fffu /* 13 bits */
 
 /* Per launch, read-only for kernels. */
 typedef struct kiln_cpu_launch {
@@ -73,12 +84,18 @@ typedef struct kiln_cpu_group {
    * simd_read[sg] holds the operands of that round (lane-indexed as above)
    * and simd_active[sg] has bit `lane` set for each lane that took part.
    * Lanes that returned, or wait at a barrier, are inactive: Metal's rule
-   * for inactive lanes.
+   * for inactive lanes. Lanes of one SIMD group that wait at different
+   * call sites (simd_site) take part in different rounds, the smallest
+   * site first (exec.c says why and where that differs from Metal).
    */
   void (*simd_sync)(struct kiln_cpu_group *g);
   unsigned char *simd_write[KILN_CPU_MAX_SIMDGROUPS];
   const unsigned char *simd_read[KILN_CPU_MAX_SIMDGROUPS];
   uint32_t simd_active[KILN_CPU_MAX_SIMDGROUPS];
+  /* Before simd_sync the running lane stores here, at its
+   * thread_index_in_threadgroup, the site of the SIMD call it makes: a
+   * KILN_CPU_SITE_* packing of where the call is in the user's source. */
+  uint32_t simd_site[KILN_CPU_MAX_THREADS];
 
   void *runtime; /* private to the runtime */
 } kiln_cpu_group;

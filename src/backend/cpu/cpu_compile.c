@@ -27,18 +27,29 @@
 
 extern char **environ;
 
-/* Flags every kernel is built with. -march=native makes the object depend
- * on this CPU, which is why the CPU model and features are in the build
- * id. -w: generated code and the prelude are not the user's to tidy. */
+/* Flags every kernel is built with, on both steps (compile, then link:
+ * -ffast-math matters to the link too). -march=native makes the object
+ * depend on this CPU, which is why the CPU model and features are in the
+ * build id. -w: generated code and the prelude are not the user's to
+ * tidy. */
 static const char *const common_flags[] = {"-std=c++17",
                                            "-O2",
                                            "-fPIC",
-                                           "-shared",
                                            "-march=native",
                                            "-fno-plt",
                                            "-fvisibility=hidden",
                                            "-w"};
 #define NUM_COMMON_FLAGS (sizeof common_flags / sizeof common_flags[0])
+
+/* Added to the compile step where the compiler accepts them. The stack
+ * usage report (a .su file next to the object) gives the kernel's frame
+ * size, which fiber mode checks against its stacks; stack clash
+ * protection touches a large frame page by page, so an overflow that
+ * gets past that check still lands on the guard page below the stack
+ * rather than in a neighbouring fiber's stack. */
+static const char *const stack_flags[] = {"-fstack-usage",
+                                          "-fstack-clash-protection"};
+#define NUM_STACK_FLAGS (sizeof stack_flags / sizeof stack_flags[0])
 
 /* Safe math keeps IEEE results: no contraction into fma, no reassociation,
  * which is what KERNEL-DIALECT.md promises for KILN_MATH_SAFE. */
@@ -46,7 +57,9 @@ static const char *const safe_flags[] = {"-ffp-contract=off", "-fno-fast-math"};
 static const char *const fast_flags[] = {"-ffast-math"};
 
 #define SOURCE_NAME "kiln-generated.cpp"
-#define OBJECT_NAME "kernel.so"
+#define OBJECT_NAME "kernel.o"
+#define STACK_USAGE_NAME "kernel.su" /* the compiler names it after -o */
+#define SHARED_NAME "kernel.so"
 #define LOG_NAME "compiler.log"
 
 #if defined(__x86_64__)
@@ -62,15 +75,19 @@ typedef ElfW(Phdr) host_phdr;
 
 /*
  * The binary that compile produces is the shared object followed by a
- * trailer: a magic string, the object's size and its SHA-256. load checks
- * the trailer before the dynamic loader sees a byte, because a torn or
- * altered object could crash the process inside dlopen (a truncated one
- * raises SIGBUS when its segments are touched).
+ * trailer: a magic string, the object's size, the largest stack frame of
+ * its functions (0 if unknown) and the SHA-256 of the object followed by
+ * that frame size's 8 bytes. load checks the trailer before the dynamic
+ * loader sees a byte, because a torn or altered object could crash the
+ * process inside dlopen (a truncated one raises SIGBUS when its segments
+ * are touched). Version 1 had no frame size; its files are refused (and
+ * recompiled by the cache).
  */
-#define TRAILER_MAGIC "KILNCPU1"
+#define TRAILER_MAGIC "KILNCPU2"
 typedef struct trailer {
   char magic[8];
   uint64_t object_size;
+  uint64_t stack_bytes;
   uint8_t digest[32];
 } trailer;
 
@@ -88,6 +105,10 @@ static struct {
 } g_cxx = {PTHREAD_ONCE_INIT, KILN_OK, "", "", "", NULL, KILN_OK};
 
 static pthread_mutex_t g_build_id_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Which stack_flags the compiler accepts; probed on the first compile. */
+static pthread_once_t g_stack_flags_once = PTHREAD_ONCE_INIT;
+static bool g_stack_flag_ok[NUM_STACK_FLAGS];
 
 static bool is_executable_file(const char *path) {
   struct stat st;
@@ -244,6 +265,9 @@ static char *make_build_id(kiln_device *dev) {
     kiln__sb_appendf(&sb, "%s%s", i ? " " : "", common_flags[i]);
   kiln__sb_appendf(&sb, " safe:%s %s fast:%s", safe_flags[0], safe_flags[1],
                    fast_flags[0]);
+  /* Whether they are accepted follows from the compiler's version. */
+  kiln__sb_appendf(&sb, " if-accepted:%s %s", stack_flags[0],
+                   stack_flags[1]);
   return kiln__sb_take(&sb);
 }
 
@@ -275,6 +299,8 @@ typedef struct workdir {
   char dir[4096];
   char source[4200];
   char object[4200];
+  char stack_usage[4200];
+  char shared[4200];
   char log[4200];
 } workdir;
 
@@ -293,6 +319,9 @@ static kiln_status workdir_create(workdir *w) {
                        tmp, strerror(errno));
   snprintf(w->source, sizeof w->source, "%s/%s", w->dir, SOURCE_NAME);
   snprintf(w->object, sizeof w->object, "%s/%s", w->dir, OBJECT_NAME);
+  snprintf(w->stack_usage, sizeof w->stack_usage, "%s/%s", w->dir,
+           STACK_USAGE_NAME);
+  snprintf(w->shared, sizeof w->shared, "%s/%s", w->dir, SHARED_NAME);
   snprintf(w->log, sizeof w->log, "%s/%s", w->dir, LOG_NAME);
   return KILN_OK;
 }
@@ -302,6 +331,8 @@ static kiln_status workdir_create(workdir *w) {
 static void workdir_remove(const workdir *w) {
   unlink(w->source);
   unlink(w->object);
+  unlink(w->stack_usage);
+  unlink(w->shared);
   unlink(w->log);
   rmdir(w->dir);
 }
@@ -366,11 +397,46 @@ static kiln_status read_file(const char *path, char **out, size_t *size) {
   return KILN_OK;
 }
 
-/* Runs the compiler with stdout and stderr in the log file and waits.
- * Sets *exit_ok to whether it exited with status 0. */
+/* Runs `cxx flag -fsyntax-only` on an empty C++ file, all output
+ * discarded; true if it exits with status 0. */
+static bool compiler_accepts(const char *cxx, const char *flag) {
+  const char *argv[] = {cxx,  flag,        "-fsyntax-only", "-x",
+                        "c++", "/dev/null", NULL};
+  posix_spawn_file_actions_t fa;
+  if (posix_spawn_file_actions_init(&fa) != 0)
+    return false;
+  int rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null",
+                                            O_RDONLY, 0);
+  if (rc == 0)
+    rc = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null",
+                                          O_WRONLY, 0);
+  if (rc == 0)
+    rc = posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid;
+  if (rc == 0)
+    rc = posix_spawn(&pid, cxx, &fa, NULL, (char *const *)argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0)
+    return false;
+  int status = 0;
+  pid_t r;
+  while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void probe_stack_flags(void) {
+  for (size_t i = 0; i < NUM_STACK_FLAGS; i++)
+    g_stack_flag_ok[i] = compiler_accepts(g_cxx.path, stack_flags[i]);
+}
+
+/* Runs the compiler with stdout and stderr in the log file and waits:
+ * the compile step (source to object, with the stack flags it accepts)
+ * or the link step (object to shared object). Sets *exit_ok to whether
+ * it exited with status 0. */
 static kiln_status run_compiler(const char *cxx, kiln_math_mode math,
-                                const workdir *w, bool *exit_ok) {
-  const char *argv[NUM_COMMON_FLAGS + 8];
+                                const workdir *w, bool link, bool *exit_ok) {
+  const char *argv[NUM_COMMON_FLAGS + NUM_STACK_FLAGS + 8];
   size_t n = 0;
   argv[n++] = cxx;
   for (size_t i = 0; i < NUM_COMMON_FLAGS; i++)
@@ -381,9 +447,21 @@ static kiln_status run_compiler(const char *cxx, kiln_math_mode math,
     argv[n++] = safe_flags[0];
     argv[n++] = safe_flags[1];
   }
-  argv[n++] = "-o";
-  argv[n++] = w->object;
-  argv[n++] = w->source;
+  if (link) {
+    argv[n++] = "-shared";
+    argv[n++] = "-o";
+    argv[n++] = w->shared;
+    argv[n++] = w->object;
+  } else {
+    pthread_once(&g_stack_flags_once, probe_stack_flags);
+    for (size_t i = 0; i < NUM_STACK_FLAGS; i++)
+      if (g_stack_flag_ok[i])
+        argv[n++] = stack_flags[i];
+    argv[n++] = "-c";
+    argv[n++] = "-o";
+    argv[n++] = w->object;
+    argv[n++] = w->source;
+  }
   argv[n] = NULL;
 
   posix_spawn_file_actions_t fa;
@@ -411,8 +489,8 @@ static kiln_status run_compiler(const char *cxx, kiln_math_mode math,
   }
   if (r < 0) {
     /* SIGCHLD ignored by the application: the child was reaped for us,
-     * so judge by whether the object appeared. */
-    *exit_ok = access(w->object, F_OK) == 0;
+     * so judge by whether the output appeared. */
+    *exit_ok = access(link ? w->shared : w->object, F_OK) == 0;
     return KILN_OK;
   }
   *exit_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -435,8 +513,45 @@ static kiln_status compile_failed(const workdir *w, const char *kernel_name,
                      kernel_name ? kernel_name : "?");
 }
 
+/*
+ * The largest frame in the compiler's stack usage report, whose lines
+ * read "place:function<TAB>bytes<TAB>qualifiers". The kernel's body is
+ * usually inlined into kiln_cpu_run_thread, and the chain of calls below
+ * it is shallow, so the largest frame of any function in the object
+ * stands for what one thread needs. A frame qualified "static" or
+ * "dynamic,bounded" is at most that size; a plain "dynamic" one (alloca,
+ * variable-length arrays) has no bound, and its number, the fixed part,
+ * is only a lower bound: still what the thread needs at least. *out is
+ * 0 when there is no report (a compiler without -fstack-usage).
+ */
+static kiln_status largest_frame(const char *su_path, uint64_t *out) {
+  char *text = NULL;
+  size_t size = 0;
+  uint64_t largest = 0;
+  *out = 0;
+  if (access(su_path, F_OK) != 0)
+    return KILN_OK;
+  kiln_status st = read_file(su_path, &text, &size);
+  if (st != KILN_OK)
+    return st;
+  for (char *line = text; *line != '\0';) {
+    char *end = line + strcspn(line, "\n");
+    char *quals = memrchr(line, '\t', (size_t)(end - line));
+    char *bytes = quals ? memrchr(line, '\t', (size_t)(quals - line)) : NULL;
+    if (bytes != NULL) {
+      unsigned long long v = strtoull(bytes + 1, NULL, 10);
+      largest = v > largest ? v : largest;
+    }
+    line = *end != '\0' ? end + 1 : end;
+  }
+  kiln__free(text);
+  *out = largest;
+  return KILN_OK;
+}
+
 /* Reads the produced object and appends the trailer that load checks. */
-static kiln_status read_object(const char *path, kiln__binary *out) {
+static kiln_status read_object(const char *path, uint64_t stack_bytes,
+                               kiln__binary *out) {
   char *data = NULL;
   size_t size = 0;
   kiln_status st = read_file(path, &data, &size);
@@ -451,8 +566,10 @@ static kiln_status read_object(const char *path, kiln__binary *out) {
   kiln__sha256 h;
   memcpy(t.magic, TRAILER_MAGIC, sizeof t.magic);
   t.object_size = size;
+  t.stack_bytes = stack_bytes;
   kiln__sha256_init(&h);
   kiln__sha256_update(&h, grown, size);
+  kiln__sha256_update(&h, &t.stack_bytes, sizeof t.stack_bytes);
   kiln__sha256_final(&h, t.digest);
   memcpy(grown + size, &t, sizeof t);
   out->data = grown;
@@ -482,7 +599,9 @@ kiln_status kiln__cpu_compile(kiln_device *dev, const char *source,
   bool ok = false;
   st = write_file(w.source, source, strlen(source));
   if (st == KILN_OK)
-    st = run_compiler(cxx, math, &w, &ok);
+    st = run_compiler(cxx, math, &w, false, &ok);
+  if (st == KILN_OK && ok)
+    st = run_compiler(cxx, math, &w, true, &ok);
   if (st == KILN_OK && !ok) {
     char *text = NULL;
     st = compile_failed(&w, kernel_name, &text);
@@ -491,8 +610,11 @@ kiln_status kiln__cpu_compile(kiln_device *dev, const char *source,
     else
       kiln__free(text);
   }
+  uint64_t stack_bytes = 0;
   if (st == KILN_OK)
-    st = read_object(w.object, out);
+    st = largest_frame(w.stack_usage, &stack_bytes);
+  if (st == KILN_OK)
+    st = read_object(w.shared, stack_bytes, out);
   workdir_remove(&w);
   return st;
 }
@@ -509,9 +631,10 @@ typedef struct loaded_module {
 static const char not_ours[] = "the kernel binary is not a shared object "
                                "built for this machine";
 
-/* Checks the trailer and returns the size of the object before it. */
+/* Checks the trailer and returns the size of the object before it and
+ * the frame size it records. */
 static kiln_status check_trailer(const void *data, size_t size,
-                                 size_t *object_size) {
+                                 size_t *object_size, uint64_t *stack_bytes) {
   trailer t;
   if (data == NULL || size < sizeof t)
     return kiln__error(KILN_ERROR_COMPILE, "%s (it is too short)", not_ours);
@@ -526,6 +649,7 @@ static kiln_status check_trailer(const void *data, size_t size,
   kiln__sha256 h;
   kiln__sha256_init(&h);
   kiln__sha256_update(&h, data, size - sizeof t);
+  kiln__sha256_update(&h, &t.stack_bytes, sizeof t.stack_bytes);
   kiln__sha256_final(&h, digest);
   if (memcmp(digest, t.digest, sizeof digest) != 0)
     return kiln__error(KILN_ERROR_COMPILE,
@@ -533,6 +657,7 @@ static kiln_status check_trailer(const void *data, size_t size,
                        "damaged)",
                        not_ours);
   *object_size = size - sizeof t;
+  *stack_bytes = t.stack_bytes;
   return KILN_OK;
 }
 
@@ -720,8 +845,8 @@ static kiln_status bind_entry_points(void *handle, kiln__cpu_module *m) {
 kiln_status kiln__cpu_load(kiln_device *dev, const void *data, size_t size,
                            void **module, kiln__module_info *info) {
   (void)dev;
-  uint64_t tls = 0;
-  kiln_status st = check_trailer(data, size, &size);
+  uint64_t tls = 0, stack = 0;
+  kiln_status st = check_trailer(data, size, &size, &stack);
   if (st == KILN_OK)
     st = check_elf(data, size, &tls);
   if (st != KILN_OK)
@@ -745,11 +870,13 @@ kiln_status kiln__cpu_load(kiln_device *dev, const void *data, size_t size,
   }
   lm->m.dl_handle = handle;
   lm->m.tls_bytes = tls;
+  lm->m.stack_bytes = stack;
   if (info != NULL) {
     info->threadgroup_memory = tls;
     info->registers = -1;
     info->local_memory = 0;
     info->needs_fibers = (lm->m.flags & KILN_CPU_NEEDS_FIBERS) != 0;
+    info->stack_bytes = stack;
   }
   *module = &lm->m;
   return KILN_OK;
@@ -794,8 +921,8 @@ kiln_status kiln__cpu_compile_for_target(const char *target,
   if (st != KILN_OK)
     return st;
   size_t object_size = 0;
-  uint64_t tls = 0;
-  st = check_trailer(out->data, out->size, &object_size);
+  uint64_t tls = 0, stack = 0;
+  st = check_trailer(out->data, out->size, &object_size, &stack);
   if (st == KILN_OK)
     st = check_elf(out->data, object_size, &tls);
   if (st != KILN_OK) {
@@ -808,6 +935,7 @@ kiln_status kiln__cpu_compile_for_target(const char *target,
     memset(info, 0, sizeof *info);
     info->registers = -1;
     info->shared_bytes = tls;
+    info->local_bytes = stack;
     info->compile_ms = (double)(kiln__now_ns() - t0) * 1e-6;
   }
   return KILN_OK;

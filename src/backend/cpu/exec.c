@@ -20,6 +20,31 @@
  * prediction stays right; bouncing through the scheduler made each switch
  * return somewhere other than where its call came from. Together that
  * took a barrier from about 31 ns to about 6 ns per thread (x86_64).
+ *
+ * Divergent SIMD calls. Metal runs a SIMD function with the lanes that
+ * reach that very call together; lanes on another path of a branch are
+ * inactive for it and make their own call later. The fibers know nothing
+ * of branches, so each SIMD call names its call site (a number ordered as
+ * the source: header, then body, by line and column; cpu_abi.h) and a
+ * round only gathers lanes waiting at one site: when no fiber is runnable,
+ * each SIMD group completes the round of its lanes waiting at the
+ * *smallest* site, and its other waiting lanes stay blocked for a later
+ * round. Source order stands in for the reconvergence order of structured
+ * code: an if-branch's call runs before the code after the if, the if
+ * before the else, a loop's call (iteration after iteration, with the
+ * lanes still looping) before the code after the loop. Its limits: a site
+ * is a place in the text, not a path, so
+ *   - calls from one helper function (in the header) share that helper's
+ *     site whoever calls it: two branches that both call the helper are
+ *     merged into one round, as before this rule existed;
+ *   - a helper in the header has a smaller site than any body code, so
+ *     lanes that call it after a loop in the body may run their round
+ *     before the lanes still in the loop run theirs;
+ *   - code that jumps backwards in the text other than by a loop (goto),
+ *     or calls on one line with a compiler that gives no column, can
+ *     order rounds differently from Metal.
+ * In each case every lane still takes part in exactly one round per call
+ * it makes, and a round never mixes lanes of two sites.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -56,6 +81,10 @@ typedef struct kiln__cpu_scratch {
   uint32_t runnable[KILN_CPU_MAX_SIMDGROUPS];
   uint32_t at_simd[KILN_CPU_MAX_SIMDGROUPS];
   uint32_t at_barrier[KILN_CPU_MAX_SIMDGROUPS];
+  /* The site of the lanes in at_simd while they all wait at one site;
+   * valid only while site_mixed is false. */
+  uint32_t at_site[KILN_CPU_MAX_SIMDGROUPS];
+  bool site_mixed[KILN_CPU_MAX_SIMDGROUPS]; /* at_simd spans several sites */
   unsigned char simd_side[KILN_CPU_MAX_SIMDGROUPS]; /* buffer written now */
 
   void *simd_mem;                /* the allocation behind simd_buf */
@@ -165,16 +194,52 @@ static void sync_in_loop(kiln_cpu_group *g)
 /* next_fiber's answer when every fiber of the group has returned. */
 #define KILN__NO_FIBER UINT32_MAX
 
+/* The lanes of `waiting` (SIMD group sg) whose call site is the smallest
+ * (see the top of the file). */
+static uint32_t first_site_lanes(const kiln__cpu_scratch *s, uint32_t sg,
+                                 uint32_t waiting)
+{
+  const uint32_t *site = s->group.simd_site + sg * 32;
+  uint32_t best = UINT32_MAX, lanes = 0;
+
+  for (uint32_t m = waiting; m != 0; m &= m - 1) {
+    uint32_t l = (uint32_t)__builtin_ctz(m);
+    if (site[l] < best) {
+      best = site[l];
+      lanes = 0;
+    }
+    if (site[l] == best)
+      lanes |= 1u << l;
+  }
+  return lanes;
+}
+
+/* Lanes that keep waiting after a partial round wrote their operands to
+ * the side that now becomes the read side: carry them over to the new
+ * write side, where their own round will read them after the next flip.
+ * The slots are theirs alone, so nothing else is overwritten. */
+static void carry_operands(kiln__cpu_scratch *s, uint32_t sg, uint32_t lanes)
+{
+  const unsigned char *from = s->group.simd_read[sg];
+  unsigned char *to = s->group.simd_write[sg];
+
+  for (uint32_t m = lanes; m != 0; m &= m - 1) {
+    size_t off = (size_t)__builtin_ctz(m) * KILN_CPU_SIMD_SLOT_BYTES;
+    memcpy(to + off, from + off, KILN_CPU_SIMD_SLOT_BYTES);
+  }
+}
+
 /*
- * Called when no fiber is runnable. Completes every SIMD group's pending
- * round: its participants are exactly the lanes waiting in simd_sync (the
- * others returned or wait at a barrier, and are inactive). The double
- * buffer flips so the lanes read what they just wrote, and the next round
- * writes the other side. That is safe: round k+1 can only complete when
- * no fiber is runnable, i.e. after every lane of round k has resumed, read
- * its result and blocked or returned again; so when round k+1's writers
- * reuse round k's side (in round k+2), nobody still reads it.
- * Returns whether any lane was woken.
+ * Called when no fiber is runnable. Completes one pending round in every
+ * SIMD group that has one: its participants are the lanes waiting in
+ * simd_sync at the smallest call site (the others returned, wait at a
+ * barrier, or wait at another site, and are inactive for this round).
+ * The double buffer flips so the lanes read what they just wrote, and the
+ * next round writes the other side. That is safe: round k+1 can only
+ * complete when no fiber is runnable, i.e. after every lane of round k
+ * has resumed, read its result and blocked or returned again; so when
+ * round k+1's writers reuse round k's side (in round k+2), nobody still
+ * reads it. Returns whether any lane was woken.
  */
 static bool release_simd_rounds(kiln__cpu_scratch *s)
 {
@@ -182,12 +247,19 @@ static bool release_simd_rounds(kiln__cpu_scratch *s)
 
   for (uint32_t sg = 0; sg < s->num_sg; sg++) {
     uint32_t waiting = s->at_simd[sg];
+    uint32_t go = waiting;
     if (waiting == 0)
       continue;
-    s->group.simd_active[sg] = waiting;
+    if (s->site_mixed[sg])
+      go = first_site_lanes(s, sg, waiting);
+    s->group.simd_active[sg] = go;
     simd_point(s, sg, s->simd_side[sg] ^ 1u);
-    s->at_simd[sg] = 0;
-    s->runnable[sg] = waiting;
+    /* Lanes left behind keep site_mixed set, so the next round scans
+     * their sites again. */
+    s->at_simd[sg] = waiting & ~go;
+    if (waiting != go)
+      carry_operands(s, sg, waiting & ~go);
+    s->runnable[sg] = go;
     woke = true;
   }
   return woke;
@@ -260,12 +332,22 @@ static void fiber_barrier(kiln_cpu_group *g)
   fiber_wait(s, i);
 }
 
+/* Records lane i as waiting at its call site; the first lane to wait in
+ * a SIMD group sets the site, and any other site marks the group mixed
+ * (which release_simd_rounds then sorts out). */
 static void fiber_simd_sync(kiln_cpu_group *g)
 {
   kiln__cpu_scratch *s = g->runtime;
-  uint32_t i = g->current;
+  uint32_t i = g->current, sg = i / 32;
+  uint32_t site = g->simd_site[i];
 
-  s->at_simd[i / 32] |= 1u << (i % 32);
+  if (s->at_simd[sg] == 0) {
+    s->at_site[sg] = site;
+    s->site_mixed[sg] = false;
+  } else if (site != s->at_site[sg]) {
+    s->site_mixed[sg] = true;
+  }
+  s->at_simd[sg] |= 1u << (i % 32);
   fiber_wait(s, i);
 }
 
@@ -310,6 +392,7 @@ static void run_fibers(kiln__cpu_scratch *s)
     s->runnable[sg] = mask;
     s->at_simd[sg] = 0;
     s->at_barrier[sg] = 0;
+    s->site_mixed[sg] = false;
     g->simd_active[sg] = mask;
     simd_point(s, sg, 0);
   }
@@ -451,6 +534,30 @@ static kiln_status check_launch(const kiln__cpu_module *module,
   return KILN_OK;
 }
 
+/* Room on a fiber stack kept for the runtime's own frames (fiber_main,
+ * the entry glue, the barrier and SIMD calls) and the compiler's
+ * estimate being off a little. */
+#define KILN__STACK_MARGIN ((uint64_t)32 * 1024)
+
+/* Whether the module's threads fit their stacks; see cpu.h. */
+kiln_status kiln__cpu_check_stack(const kiln__cpu_module *module,
+                                  const char *name)
+{
+  uint64_t have = kiln__fiber_stack_bytes();
+
+  if (!(module->flags & KILN_CPU_NEEDS_FIBERS) ||
+      module->stack_bytes + KILN__STACK_MARGIN <= have)
+    return KILN_OK;
+  return kiln__error(KILN_ERROR_LAUNCH,
+                     "kernel '%s' needs about %llu KiB of stack per thread "
+                     "(a large per-thread array?), more than the %llu KiB "
+                     "each thread has when it runs as a fiber; move large "
+                     "arrays to threadgroup or device memory",
+                     name,
+                     (unsigned long long)((module->stack_bytes + 1023) / 1024),
+                     (unsigned long long)(have / 1024));
+}
+
 /* Readies the calling thread before anything runs, so the common failures
  * (no memory for scratch or stacks) are refused with nothing written. */
 static kiln_status prepare_caller(const kiln__cpu_module *module,
@@ -510,6 +617,8 @@ kiln_status kiln__cpu_execute(const kiln__cpu_module *module,
   kiln_status st;
 
   st = check_launch(module, launch, name, &groups);
+  if (st == KILN_OK && groups != 0)
+    st = kiln__cpu_check_stack(module, name);
   if (st != KILN_OK || groups == 0)
     return st;
   job.module = module;

@@ -40,6 +40,10 @@
  * (they loop over the rest). */
 #define BUILTIN_THREADS 256u
 #define BUILTIN_MAX_BLOCKS 65536u
+/* Work-enqueuing calls poll the release FIFO only once it holds this
+ * many entries: a query per launch would cost more than the releases are
+ * worth; synchronize, idle and destroy always drain it. */
+#define POLL_BATCH 16u
 /* Kernel arguments kept on the stack at launch; more use the heap. */
 #define INLINE_ARGS 64
 
@@ -87,6 +91,10 @@ static kiln_status mark_lost(kiln__cuda_device *d, CUresult r,
     atomic_store(&d->lost, true);
   }
   pthread_mutex_unlock(&d->lock);
+  /* Wake event waiters: callbacks of a lost device may never come. */
+  pthread_mutex_lock(&d->cb_lock);
+  pthread_cond_broadcast(&d->cb_done);
+  pthread_mutex_unlock(&d->cb_lock);
   if (!first)
     return kiln__error(KILN_ERROR_DEVICE_LOST, "%s.", d->lost_msg);
   return kiln__error(KILN_ERROR_DEVICE_LOST,
@@ -382,10 +390,27 @@ static void cuda_mem_free(struct kiln_device *dev, void *ptr, size_t bytes) {
 
 /* ---- events --------------------------------------------------------------- */
 
+/* How many host callbacks a stream has had enqueued and run, kept apart
+ * from the stream (and refcounted) because events outlive streams: an
+ * event waits for the callbacks enqueued before it too, as on the CPU. */
+typedef struct cb_timeline {
+  atomic_int refs;
+  uint64_t enqueued;  /* under the core's submit lock */
+  uint64_t completed; /* under dev->cb_lock */
+} cb_timeline;
+
+static void timeline_release(cb_timeline *t) {
+  if (t != NULL &&
+      atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+    kiln__free(t);
+}
+
 struct kiln__event {
   atomic_int refs;
   kiln__cuda_device *dev;
   CUevent handle;
+  cb_timeline *callbacks; /* retained; NULL once back in the pool */
+  uint64_t cb_ticket;     /* callbacks enqueued before the record */
   struct kiln__event *next_free;
 };
 
@@ -418,6 +443,8 @@ static kiln_status event_get(kiln__cuda_device *d, kiln__event **out) {
 /* Back to the pool: reusing CUevents keeps event_record cheap. */
 static void event_put(kiln__event *e) {
   kiln__cuda_device *d = e->dev;
+  timeline_release(e->callbacks);
+  e->callbacks = NULL;
   pthread_mutex_lock(&d->pool_lock);
   e->next_free = d->pool;
   d->pool = e;
@@ -460,6 +487,15 @@ static kiln_status cuda_event_synchronize(kiln__event *event) {
     return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
                            "waiting for work on " GPU_FMT " failed",
                            d->ordinal);
+  /* The stream passed the point, so the callbacks before it are queued
+   * on the callback thread: wait until they ran (unless we are it). */
+  cb_timeline *t = event->callbacks;
+  if (t != NULL && !tl_callback_thread) {
+    pthread_mutex_lock(&d->cb_lock);
+    while (t->completed < event->cb_ticket && !atomic_load(&d->lost))
+      pthread_cond_wait(&d->cb_done, &d->cb_lock);
+    pthread_mutex_unlock(&d->cb_lock);
+  }
   return KILN_OK;
 }
 
@@ -489,6 +525,7 @@ typedef struct cuda_stream {
    * has already reached (dev->cb_lock). */
   int cb_pending;
   int cb_posted;
+  cb_timeline *callbacks;
   kiln__cuda_host_node *outstanding;
 } cuda_stream;
 
@@ -497,12 +534,21 @@ static cuda_stream *impl_of(struct kiln_stream *stream) {
 }
 
 /* Calls the releases whose events completed (all of them when
- * `all_done`, i.e. the stream is known to be idle or lost). */
+ * `all_done`, i.e. the stream is known to be idle or lost). The newest
+ * entry is asked first: when it is done, so is everything before it, and
+ * one query settles the whole FIFO. */
 static void poll_releases(cuda_stream *s, bool all_done) {
   if (atomic_load_explicit(&s->pending_releases, memory_order_acquire) == 0)
     return;
   kiln_status status = atomic_load(&s->dev->lost) ? KILN_ERROR_DEVICE_LOST
                                                   : KILN_OK;
+  if (!all_done) {
+    pthread_mutex_lock(&s->lock);
+    if (s->count > 0 &&
+        cuda_event_done(s->ring[(s->head + s->count - 1) % s->cap].event))
+      all_done = true;
+    pthread_mutex_unlock(&s->lock);
+  }
   for (;;) {
     pthread_mutex_lock(&s->lock);
     if (s->count == 0) {
@@ -607,6 +653,7 @@ static void *callback_main(void *arg) {
     /* The stream may be destroyed as soon as this drops to zero. */
     n->stream->cb_pending--;
     n->stream->cb_posted--;
+    n->stream->callbacks->completed++;
     pthread_cond_broadcast(&d->cb_done);
     kiln__free(n);
   }
@@ -649,6 +696,7 @@ static void flush_lost_callbacks(cuda_stream *s) {
     n->lost_next = list;
     list = n;
     s->cb_pending--;
+    s->callbacks->completed++;
   }
   pthread_cond_broadcast(&d->cb_done);
   pthread_mutex_unlock(&d->cb_lock);
@@ -699,6 +747,7 @@ static kiln_status cuda_enqueue_host(struct kiln_stream *stream,
       s->outstanding->out_prev = n;
     s->outstanding = n;
     s->cb_pending++;
+    s->callbacks->enqueued++;
   }
   pthread_mutex_unlock(&d->cb_lock);
   if (st != KILN_OK) {
@@ -710,6 +759,7 @@ static kiln_status cuda_enqueue_host(struct kiln_stream *stream,
     pthread_mutex_lock(&d->cb_lock);
     unlink_outstanding(s, n);
     s->cb_pending--;
+    s->callbacks->enqueued--;
     pthread_mutex_unlock(&d->cb_lock);
     kiln__free(n);
     return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
@@ -737,9 +787,17 @@ static kiln_status cuda_stream_create(struct kiln_stream *stream) {
   }
   s->dev = d;
   atomic_init(&s->pending_releases, 0);
+  s->callbacks = kiln__calloc(1, sizeof *s->callbacks);
+  if (s->callbacks == NULL) {
+    pthread_mutex_destroy(&s->lock);
+    kiln__free(s);
+    return kiln__oom("creating a CUDA stream");
+  }
+  atomic_init(&s->callbacks->refs, 1);
   if (KILN__CU(d->cu, cuStreamCreate, &s->handle, CU_STREAM_NON_BLOCKING) !=
       CUDA_SUCCESS) {
     pthread_mutex_destroy(&s->lock);
+    timeline_release(s->callbacks);
     kiln__free(s);
     return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
                            "could not create a CUDA stream on " GPU_FMT,
@@ -764,6 +822,7 @@ static void cuda_stream_destroy(struct kiln_stream *stream) {
   if (live)
     (void)KILN__CU(d->cu, cuStreamDestroy, s->handle);
   pthread_mutex_destroy(&s->lock);
+  timeline_release(s->callbacks);
   kiln__free(s->ring);
   kiln__free(s);
   stream->impl = NULL;
@@ -854,6 +913,9 @@ static kiln_status cuda_event_record(struct kiln_stream *stream,
                            "could not record an event on " GPU_FMT,
                            d->ordinal);
   }
+  atomic_fetch_add_explicit(&s->callbacks->refs, 1, memory_order_relaxed);
+  e->callbacks = s->callbacks;
+  e->cb_ticket = s->callbacks->enqueued;
   if (s->tail_event != NULL)
     cuda_event_release(s->tail_event);
   cuda_event_retain(e); /* one for the tail, one for the caller */
@@ -912,7 +974,9 @@ static kiln_status stream_enter(cuda_stream *s) {
   kiln_status st = kiln__cuda_enter(s->dev);
   if (st != KILN_OK)
     return st;
-  poll_releases(s, false);
+  if (atomic_load_explicit(&s->pending_releases, memory_order_relaxed) >=
+      POLL_BATCH)
+    poll_releases(s, false);
   return KILN_OK;
 }
 
@@ -1068,6 +1132,42 @@ static kiln_status cuda_copy_strided(struct kiln_stream *stream,
   return launch_builtin(s, which, g.count, params, "strided copy");
 }
 
+/* Fills a strided view: the scatter twin of copy_strided. */
+static kiln_status cuda_fill_strided(struct kiln_stream *stream,
+                                     const kiln__strided *dst,
+                                     const void *pattern,
+                                     size_t pattern_size) {
+  cuda_stream *s = impl_of(stream);
+  if (dst->ndim < 0 || dst->ndim > KILN_CUDA_MAX_NDIM ||
+      (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 &&
+       pattern_size != 8))
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "a strided fill of %d dimensions of %zu-byte "
+                       "elements is not supported on the GPU",
+                       dst->ndim, pattern_size);
+  kiln__cuda_gather_dims g;
+  memset(&g, 0, sizeof g);
+  g.ndim = simplify_view(dst, pattern_size, g.shape, g.strides);
+  if (g.ndim == 0)
+    return KILN_OK;
+  g.count = 1;
+  for (int i = 0; i < g.ndim; i++)
+    g.count *= (unsigned long long)g.shape[i];
+  kiln_status st = stream_enter(s);
+  if (st != KILN_OK)
+    return st;
+  CUdeviceptr to = (CUdeviceptr)(uintptr_t)dst->base;
+  /* The value travels as a by-value parameter of the element's size. */
+  unsigned char value[8];
+  memcpy(value, pattern, pattern_size);
+  kiln__cuda_builtin which = pattern_size == 1   ? KILN__CUDA_SFILL1
+                             : pattern_size == 2 ? KILN__CUDA_SFILL2
+                             : pattern_size == 4 ? KILN__CUDA_SFILL4
+                                                 : KILN__CUDA_SFILL8;
+  void *params[] = {&to, value, &g};
+  return launch_builtin(s, which, g.count, params, "strided fill");
+}
+
 /* Host <-> device: enqueue in stream order, then wait for the stream. */
 static kiln_status copy_and_wait(cuda_stream *s, void *dst, const void *src,
                                  size_t bytes, bool to_host) {
@@ -1116,18 +1216,17 @@ static kiln_status cuda_copy_from_host(struct kiln_stream *stream, void *dst,
 /* ---- launch ------------------------------------------------------------------------------ */
 
 /* Remembers the kernel's name for fault messages; copies only on change,
- * so a loop of one kernel pays a compare. */
+ * so a loop of one kernel pays a compare. Only launches write the name,
+ * under the core's submit lock, so this thread may read it unlocked. */
 static void note_kernel(cuda_stream *s, const char *name) {
+  if (strncmp(s->last_kernel, name, sizeof s->last_kernel - 1) == 0)
+    return;
   pthread_mutex_lock(&s->lock);
-  bool changed = strncmp(s->last_kernel, name, sizeof s->last_kernel - 1) != 0;
-  if (changed)
-    copy_name(s->last_kernel, sizeof s->last_kernel, name);
+  copy_name(s->last_kernel, sizeof s->last_kernel, name);
   pthread_mutex_unlock(&s->lock);
-  if (changed) {
-    pthread_mutex_lock(&s->dev->lock);
-    copy_name(s->dev->last_kernel, sizeof s->dev->last_kernel, name);
-    pthread_mutex_unlock(&s->dev->lock);
-  }
+  pthread_mutex_lock(&s->dev->lock);
+  copy_name(s->dev->last_kernel, sizeof s->dev->last_kernel, name);
+  pthread_mutex_unlock(&s->dev->lock);
 }
 
 /* Checks the launch shape against the function and device limits and
@@ -1279,6 +1378,7 @@ const kiln__backend_ops kiln__cuda_backend = {
     .enqueue_release = cuda_enqueue_release,
     .fill = cuda_fill,
     .copy_strided = cuda_copy_strided,
+    .fill_strided = cuda_fill_strided,
     .copy_to_host = cuda_copy_to_host,
     .copy_from_host = cuda_copy_from_host,
     .prelude = cuda_prelude,

@@ -1,7 +1,8 @@
 /*
  * kiln's own CUDA kernels: the strided gather behind copy_strided (n-d, up
- * to 16 dimensions, 1/2/4/8-byte elements) and the 8-byte fill that
- * cuMemsetD*Async cannot do. NVRTC compiles the small source below once
+ * to 16 dimensions, 1/2/4/8-byte elements), the 8-byte fill that
+ * cuMemsetD*Async cannot do, and the strided (scatter) fill behind
+ * fill_strided. NVRTC compiles the small source below once
  * per process and architecture; each device loads the module on first use
  * and keeps it for the process.
  */
@@ -42,6 +43,32 @@ static const char builtin_source[] =
     "                                            kiln_gather_dims g) {   \\\n"
     "    kiln_gather<T>(src, dst, g);                                    \\\n"
     "  }\n"
+    "template <typename T>\n"
+    "__device__ void kiln_scatter_fill(char *dst, T value,\n"
+    "                                  const kiln_gather_dims &g) {\n"
+    "  unsigned long long step = (unsigned long long)gridDim.x * blockDim.x;\n"
+    "  for (unsigned long long i =\n"
+    "           (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+    "       i < g.count; i += step) {\n"
+    "    unsigned long long r = i;\n"
+    "    long long off = 0;\n"
+    "    for (int k = g.ndim - 1; k >= 0; k--) {\n"
+    "      unsigned long long n = (unsigned long long)g.shape[k];\n"
+    "      off += (long long)(r % n) * g.strides[k];\n"
+    "      r /= n;\n"
+    "    }\n"
+    "    *(T *)(dst + off) = value;\n"
+    "  }\n"
+    "}\n"
+    "#define KILN_SFILL(N, T)                                           \\\n"
+    "  extern \"C\" __global__ void kiln_sfill##N(char *dst, T value,     \\\n"
+    "                                          kiln_gather_dims g) {     \\\n"
+    "    kiln_scatter_fill<T>(dst, value, g);                            \\\n"
+    "  }\n"
+    "KILN_SFILL(1, unsigned char)\n"
+    "KILN_SFILL(2, unsigned short)\n"
+    "KILN_SFILL(4, unsigned int)\n"
+    "KILN_SFILL(8, unsigned long long)\n"
     "KILN_GATHER(1, unsigned char)\n"
     "KILN_GATHER(2, unsigned short)\n"
     "KILN_GATHER(4, unsigned int)\n"
@@ -58,7 +85,8 @@ static const char builtin_source[] =
 
 static const char *const builtin_names[KILN__CUDA_NUM_BUILTINS] = {
     "kiln_gather1", "kiln_gather2", "kiln_gather4", "kiln_gather8",
-    "kiln_fill8"};
+    "kiln_fill8",   "kiln_sfill1",  "kiln_sfill2",  "kiln_sfill4",
+    "kiln_sfill8"};
 
 /* What a device keeps once loaded. */
 typedef struct builtins {

@@ -168,6 +168,75 @@ static char *program_log(const kiln__nvrtc_api *nv, nvrtcProgram prog) {
   return text;
 }
 
+/* Appends one log line in the form the rest of kiln reads: NVRTC writes
+ * "body(3): error: ..." where GCC and clang write "body:3: error: ...".
+ * Blank lines and NVRTC's closing count ("1 error detected in the
+ * compilation of ...") are dropped so the message stays one paragraph. */
+static void normalize_line(kiln__strbuf *sb, const char *line, size_t len) {
+  size_t name = 0;
+  while (name < len && line[name] != '(' && line[name] != ' ' &&
+         line[name] != ':')
+    name++;
+  size_t digits = name + 1;
+  while (digits < len && line[digits] >= '0' && line[digits] <= '9')
+    digits++;
+  bool empty = strspn(line, " \t\r") >= len;
+  bool summary = len > 0 && line[0] >= '0' && line[0] <= '9' &&
+                 strstr(line, " detected in the compilation of") != NULL &&
+                 (size_t)(strstr(line, " detected in the compilation of") -
+                          line) < len;
+  if (empty || summary)
+    return;
+  if (name > 0 && name < len && line[name] == '(' && digits > name + 1 &&
+      digits + 1 < len && line[digits] == ')' && line[digits + 1] == ':') {
+    kiln__sb_append_n(sb, line, name);
+    kiln__sb_append(sb, ":");
+    kiln__sb_append_n(sb, line + name + 1, digits - name - 1);
+    kiln__sb_append_n(sb, line + digits + 1, len - digits - 1);
+  } else {
+    kiln__sb_append_n(sb, line, len);
+  }
+  kiln__sb_append(sb, "\n");
+}
+
+/* Says in the user's terms what ptxas's shared-memory refusal means. */
+static void explain_shared(kiln__strbuf *sb, const char *log,
+                           const char *arch) {
+  const char *hit = strstr(log, "uses too much shared data (");
+  unsigned long long used = 0, max = 0;
+  if (hit == NULL ||
+      sscanf(hit, "uses too much shared data (%llx bytes, %llx max)", &used,
+             &max) != 2)
+    return;
+  kiln__sb_appendf(sb,
+                   "the kernel declares %llu bytes of threadgroup memory, "
+                   "but %s allows at most %llu bytes of static threadgroup "
+                   "memory per threadgroup\n",
+                   used, arch, max);
+}
+
+/* The compile log as kiln reports it (see normalize_line); NULL without
+ * memory. Takes ownership of `raw`. */
+static char *normalize_log(char *raw, const char *arch) {
+  if (raw == NULL)
+    return NULL;
+  kiln__strbuf sb;
+  kiln__sb_init(&sb);
+  const char *p = raw;
+  while (*p != '\0') {
+    size_t len = strcspn(p, "\n");
+    normalize_line(&sb, p, len);
+    p += len;
+    if (*p == '\n')
+      p++;
+  }
+  explain_shared(&sb, raw, arch);
+  kiln__free(raw);
+  if (sb.len == 0)
+    kiln__sb_append(&sb, "(NVRTC printed no message)\n");
+  return kiln__sb_take(&sb);
+}
+
 static int build_options(const kiln__nvrtc_job *job, char *arch_opt,
                          size_t arch_size, const char **opts) {
   int n = 0;
@@ -216,7 +285,7 @@ static kiln_status run_program(const kiln__nvrtc_api *nv, nvrtcProgram prog,
   int n = build_options(job, arch_opt, sizeof arch_opt, opts);
   nvrtcResult r = KILN__NVRTC(nv, nvrtcCompileProgram, prog, n, opts);
   if (r == NVRTC_ERROR_COMPILATION) {
-    char *text = program_log(nv, prog);
+    char *text = normalize_log(program_log(nv, prog), job->arch);
     if (log != NULL)
       *log = text;
     else
@@ -343,7 +412,7 @@ kiln_status kiln__cuda_compile_for_target(const char *target,
   if (log != NULL)
     *log = NULL;
   if (parse_target(target) < 0)
-    return kiln__error(KILN_ERROR_UNSUPPORTED,
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
                        "'%.40s' is not a CUDA target; use sm_XY or sm_XYa "
                        "(for example sm_90a for H100, sm_80 for A100)",
                        target != NULL ? target : "(null)");
@@ -426,6 +495,7 @@ kiln_status kiln__cuda_load(struct kiln_device *dev, const void *data,
       d, m->function, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 1024);
   m->registers = func_attribute(d, m->function, CU_FUNC_ATTRIBUTE_NUM_REGS, -1);
   if (info != NULL) {
+    memset(info, 0, sizeof *info); /* fields this backend does not know */
     info->threadgroup_memory = (uint64_t)func_attribute(
         d, m->function, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, 0);
     info->registers = m->registers;

@@ -141,6 +141,10 @@ typedef enum kiln__cuda_builtin {
   KILN__CUDA_GATHER4,
   KILN__CUDA_GATHER8,
   KILN__CUDA_FILL8,
+  KILN__CUDA_SFILL1,
+  KILN__CUDA_SFILL2,
+  KILN__CUDA_SFILL4,
+  KILN__CUDA_SFILL8,
   KILN__CUDA_NUM_BUILTINS
 } kiln__cuda_builtin;
 

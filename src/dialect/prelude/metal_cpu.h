@@ -228,6 +228,82 @@ KILN_FN void threadgroup_barrier(mem_flags = mem_flags::mem_none) {
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
 
+/* ---- SIMD call sites ---------------------------------------------------- */
+
+/*
+ * Every SIMD-group function takes a defaulted trailing kiln_simd_site,
+ * filled where the user's code calls it: a default argument that names
+ * __builtin_FILE/LINE/COLUMN is evaluated at the call site. The generated
+ * source names the user's parts "header" and "body" with #line, so the
+ * site says which part, line and column (cpu_abi.h's packing); exec.c
+ * runs lanes waiting at different sites in separate rounds. The packing
+ * folds to a constant at -O2.
+ *
+ * Clang has __builtin_COLUMN; GCC (up to 13 at least) has not, but since
+ * GCC 11 its __builtin_source_location() points at a record with the
+ * column, of the type std::source_location::__impl, which the compiler
+ * requires to be declared. <source_location> only declares it in C++20
+ * and kernels are C++17, so the prelude declares that record itself, with
+ * the members GCC fills. Without either builtin the column is 0: calls on
+ * one line then share a site.
+ */
+} /* namespace metal */
+
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_COLUMN)
+#define KILN_SITE_COLUMN() ((uint)__builtin_COLUMN())
+#elif __has_builtin(__builtin_source_location)
+#define KILN_SITE_SOURCE_LOCATION 1
+#endif
+#endif
+
+#if defined(KILN_SITE_SOURCE_LOCATION)
+namespace std {
+struct source_location {
+  struct __impl {
+    const char *_M_file_name;
+    const char *_M_function_name;
+    unsigned _M_line;
+    unsigned _M_column;
+  };
+};
+} /* namespace std */
+#define KILN_SITE_COLUMN()                                                    \
+  ((uint)static_cast<const std::source_location::__impl *>(                   \
+       __builtin_source_location())                                           \
+       ->_M_column)
+#elif !defined(KILN_SITE_COLUMN)
+#define KILN_SITE_COLUMN() 0u
+#endif
+
+namespace metal {
+
+/* Where a SIMD function was called (KILN_CPU_SITE_* packing). */
+struct kiln_simd_site {
+  uint id;
+};
+
+KILN_FN kiln_simd_site kiln_simd_site_at(const char *file, uint line,
+                                         uint column) {
+  bool body = file[0] == 'b' && file[1] == 'o' && file[2] == 'd' &&
+              file[3] == 'y' && file[4] == '\0';
+  line = line < KILN_CPU_SITE_LINE_MAX ? line : KILN_CPU_SITE_LINE_MAX;
+  column = column < KILN_CPU_SITE_COLUMN_MAX ? column
+                                             : KILN_CPU_SITE_COLUMN_MAX;
+  kiln_simd_site s = {(body ? KILN_CPU_SITE_BODY : 0u) |
+                      line << KILN_CPU_SITE_LINE_SHIFT | column};
+  return s;
+}
+
+} /* namespace metal */
+
+/* The default argument of every public SIMD function. */
+#define KILN_SIMD_HERE                                                        \
+  kiln_simd_site kiln_site =                                                  \
+      kiln_simd_site_at(__builtin_FILE(), __builtin_LINE(), KILN_SITE_COLUMN())
+
+namespace metal {
+
 /* ---- SIMD-group functions ----------------------------------------------- */
 
 /* One exchange round (cpu_abi.h): what every active lane contributed. */
@@ -245,35 +321,39 @@ struct kiln_simd_round {
 };
 
 /* Publishes `size` bytes at `x` (none for a plain sync) and waits for the
- * other lanes. */
-KILN_FN kiln_simd_round kiln_simd_sync(const void *x, unsigned size) {
+ * other lanes that call from the same site. */
+KILN_FN kiln_simd_round kiln_simd_sync(const void *x, unsigned size,
+                                       kiln_simd_site site) {
   kiln_cpu_group *g = kiln_cpu_tls_group;
   uint cur = g->current, sg = cur / KILN_CPU_SIMD_WIDTH;
   uint lane = cur % KILN_CPU_SIMD_WIDTH;
   if (size)
     KILN_COPY(g->simd_write[sg] + lane * KILN_CPU_SIMD_SLOT_BYTES, x, size);
+  g->simd_site[cur] = site.id;
   g->simd_sync(g);
   kiln_simd_round r = {g->simd_read[sg], g->simd_active[sg], lane};
   return r;
 }
-template <class T> KILN_FN kiln_simd_round kiln_simd_send(const T &x) {
+template <class T>
+KILN_FN kiln_simd_round kiln_simd_send(const T &x, kiln_simd_site site) {
   static_assert(sizeof(T) <= KILN_CPU_SIMD_SLOT_BYTES,
                 "a SIMD-group function operand may be at most 32 bytes");
-  return kiln_simd_sync(&x, sizeof(T));
+  return kiln_simd_sync(&x, sizeof(T), site);
 }
 
-KILN_FN void simdgroup_barrier(mem_flags = mem_flags::mem_none) {
-  kiln_simd_sync(0, 0);
+KILN_FN void simdgroup_barrier(mem_flags = mem_flags::mem_none,
+                               KILN_SIMD_HERE) {
+  kiln_simd_sync(0, 0, kiln_site);
 }
 
 #define KILN_SIMD_T(X) typename kiln_val<X>::type
 
 /* Reduction over the active lanes, in lane order. */
 template <class Op, class X>
-KILN_FN KILN_SIMD_T(X) kiln_simd_reduce(const X &x) {
+KILN_FN KILN_SIMD_T(X) kiln_simd_reduce(const X &x, kiln_simd_site site) {
   typedef KILN_SIMD_T(X) T;
   T v = x;
-  kiln_simd_round r = kiln_simd_send(v);
+  kiln_simd_round r = kiln_simd_send(v, site);
   uint l = r.first();
   T acc = r.at<T>(l);
   for (++l; l < 32; ++l)
@@ -284,10 +364,11 @@ KILN_FN KILN_SIMD_T(X) kiln_simd_reduce(const X &x) {
 /* Prefix over the active lanes below (exclusive) or up to (inclusive) the
  * caller, starting from the identity `id`. */
 template <class Op, class X>
-KILN_FN KILN_SIMD_T(X) kiln_simd_prefix(const X &x, int id, bool inclusive) {
+KILN_FN KILN_SIMD_T(X) kiln_simd_prefix(const X &x, int id, bool inclusive,
+                                        kiln_simd_site site) {
   typedef KILN_SIMD_T(X) T;
   T v = x;
-  kiln_simd_round r = kiln_simd_send(v);
+  kiln_simd_round r = kiln_simd_send(v, site);
   T acc = T(id);
   uint end = inclusive ? r.lane + 1 : r.lane;
   for (uint l = 0; l < end; ++l)
@@ -319,8 +400,9 @@ struct kiln_sop_xor {
 };
 
 #define KILN_SIMD_REDUCE(name)                                                \
-  template <class X> KILN_FN KILN_SIMD_T(X) simd_##name(const X &x) {         \
-    return kiln_simd_reduce<kiln_sop_##name>(x);                              \
+  template <class X>                                                          \
+  KILN_FN KILN_SIMD_T(X) simd_##name(const X &x, KILN_SIMD_HERE) {            \
+    return kiln_simd_reduce<kiln_sop_##name>(x, kiln_site);                   \
   }
 KILN_SIMD_REDUCE(sum)
 KILN_SIMD_REDUCE(product)
@@ -332,56 +414,58 @@ KILN_SIMD_REDUCE(xor)
 #undef KILN_SIMD_REDUCE
 
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_prefix_inclusive_sum(const X &x) {
-  return kiln_simd_prefix<kiln_sop_sum>(x, 0, true);
+KILN_FN KILN_SIMD_T(X) simd_prefix_inclusive_sum(const X &x, KILN_SIMD_HERE) {
+  return kiln_simd_prefix<kiln_sop_sum>(x, 0, true, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_prefix_exclusive_sum(const X &x) {
-  return kiln_simd_prefix<kiln_sop_sum>(x, 0, false);
+KILN_FN KILN_SIMD_T(X) simd_prefix_exclusive_sum(const X &x, KILN_SIMD_HERE) {
+  return kiln_simd_prefix<kiln_sop_sum>(x, 0, false, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_prefix_inclusive_product(const X &x) {
-  return kiln_simd_prefix<kiln_sop_product>(x, 1, true);
+KILN_FN KILN_SIMD_T(X) simd_prefix_inclusive_product(const X &x, KILN_SIMD_HERE) {
+  return kiln_simd_prefix<kiln_sop_product>(x, 1, true, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_prefix_exclusive_product(const X &x) {
-  return kiln_simd_prefix<kiln_sop_product>(x, 1, false);
+KILN_FN KILN_SIMD_T(X) simd_prefix_exclusive_product(const X &x, KILN_SIMD_HERE) {
+  return kiln_simd_prefix<kiln_sop_product>(x, 1, false, kiln_site);
 }
 
 /* The value of lane `src`, or the caller's own when that lane is out of
  * range or inactive (undefined in Metal). */
 template <class X>
-KILN_FN KILN_SIMD_T(X) kiln_simd_from(const X &x, long src) {
+KILN_FN KILN_SIMD_T(X) kiln_simd_from(const X &x, long src,
+                                      kiln_simd_site site) {
   typedef KILN_SIMD_T(X) T;
   T v = x;
-  kiln_simd_round r = kiln_simd_send(v);
+  kiln_simd_round r = kiln_simd_send(v, site);
   return src >= 0 && r.has((uint)src) ? r.at<T>((uint)src) : v;
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_shuffle(const X &x, ushort lane) {
-  return kiln_simd_from(x, lane);
+KILN_FN KILN_SIMD_T(X) simd_shuffle(const X &x, ushort lane, KILN_SIMD_HERE) {
+  return kiln_simd_from(x, lane, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_broadcast(const X &x, ushort lane) {
-  return kiln_simd_from(x, lane);
+KILN_FN KILN_SIMD_T(X) simd_broadcast(const X &x, ushort lane, KILN_SIMD_HERE) {
+  return kiln_simd_from(x, lane, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_shuffle_xor(const X &x, ushort mask) {
-  return kiln_simd_from(x, (long)((kiln_cpu_tls_group->current % 32) ^ mask));
+KILN_FN KILN_SIMD_T(X) simd_shuffle_xor(const X &x, ushort mask, KILN_SIMD_HERE) {
+  return kiln_simd_from(x, (long)((kiln_cpu_tls_group->current % 32) ^ mask), kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_shuffle_up(const X &x, ushort delta) {
-  return kiln_simd_from(x, (long)(kiln_cpu_tls_group->current % 32) - delta);
+KILN_FN KILN_SIMD_T(X) simd_shuffle_up(const X &x, ushort delta, KILN_SIMD_HERE) {
+  return kiln_simd_from(x, (long)(kiln_cpu_tls_group->current % 32) - delta, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_shuffle_down(const X &x, ushort delta) {
-  return kiln_simd_from(x, (long)(kiln_cpu_tls_group->current % 32) + delta);
+KILN_FN KILN_SIMD_T(X) simd_shuffle_down(const X &x, ushort delta, KILN_SIMD_HERE) {
+  return kiln_simd_from(x, (long)(kiln_cpu_tls_group->current % 32) + delta, kiln_site);
 }
 /* The value of the lowest active lane. */
-template <class X> KILN_FN KILN_SIMD_T(X) simd_broadcast_first(const X &x) {
+template <class X>
+KILN_FN KILN_SIMD_T(X) simd_broadcast_first(const X &x, KILN_SIMD_HERE) {
   typedef KILN_SIMD_T(X) T;
   T v = x;
-  kiln_simd_round r = kiln_simd_send(v);
+  kiln_simd_round r = kiln_simd_send(v, kiln_site);
   return r.at<T>(r.first());
 }
 
@@ -398,8 +482,8 @@ struct simd_vote {
   KILN_FN bool any() const { return kiln_bits != 0; }
 };
 
-KILN_FN simd_vote simd_ballot(bool pred) {
-  kiln_simd_round r = kiln_simd_send(pred);
+KILN_FN simd_vote simd_ballot(bool pred, KILN_SIMD_HERE) {
+  kiln_simd_round r = kiln_simd_send(pred, kiln_site);
   simd_vote::vote_t bits = 0;
   for (uint l = 0; l < 32; ++l)
     if (r.has(l) && r.at<bool>(l))
@@ -408,11 +492,15 @@ KILN_FN simd_vote simd_ballot(bool pred) {
   v.kiln_active = r.active;
   return v;
 }
-KILN_FN bool simd_all(bool pred) { return simd_ballot(pred).all(); }
-KILN_FN bool simd_any(bool pred) { return simd_ballot(pred).any(); }
+KILN_FN bool simd_all(bool pred, KILN_SIMD_HERE) {
+  return simd_ballot(pred, kiln_site).all();
+}
+KILN_FN bool simd_any(bool pred, KILN_SIMD_HERE) {
+  return simd_ballot(pred, kiln_site).any();
+}
 /* True for the lowest active lane. */
-KILN_FN bool simd_is_first() {
-  kiln_simd_round r = kiln_simd_sync(0, 0);
+KILN_FN bool simd_is_first(KILN_SIMD_HERE) {
+  kiln_simd_round r = kiln_simd_sync(0, 0, kiln_site);
   return r.lane == r.first();
 }
 

@@ -307,8 +307,12 @@ KILN_FN bfloat abs(bfloat x) {
 template <class T>
 KILN_FN typename kiln_if<kiln_is_int<T>::value, T>::type abs(T x) {
   typedef typename kiln_ubits<sizeof(T)>::type U;
-  /* negate in unsigned arithmetic: abs(INT_MIN) is INT_MIN, not UB */
-  return x < T(0) ? T(U(0) - U(x)) : x;
+  /* negate in unsigned arithmetic: abs(INT_MIN) is INT_MIN, not UB; no
+   * test for unsigned types, which NVRTC would call pointless */
+  if constexpr (kiln_signed<T>::value)
+    return x < T(0) ? T(U(0) - U(x)) : x;
+  else
+    return x;
 }
 KILN_S2(min, KILN_MF(fmin)(x, y), KILN_MD(fmin)(x, y))
 KILN_S2(max, KILN_MF(fmax)(x, y), KILN_MD(fmax)(x, y))
