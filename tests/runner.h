@@ -86,6 +86,7 @@
   X(compile_error_mapping, 60)                                                \
   X(compile_cuda_target, 120)                                                 \
   X(compile_cuda_local_memory, 120)                                           \
+  X(compile_alloc_failures, 120)                                              \
   X(cli_compile_cpu, 90)                                                      \
   X(cli_compile_cuda, 120)                                                    \
   X(cli_compile_errors, 60)                                                   \

@@ -535,3 +535,72 @@ void test_cli_compile_errors(void) {
   kt_rmtree(dir);
   free(dir);
 }
+
+/* ---- allocation failures ------------------------------------------------ */
+
+/* kiln's allocations, counted so that the k-th can fail and leaks show. */
+static long kt_af_calls, kt_af_fail_nth, kt_af_live;
+
+static void *kt_af_malloc(size_t n) {
+  if (++kt_af_calls == kt_af_fail_nth)
+    return NULL;
+  void *p = malloc(n);
+  kt_af_live += p != NULL;
+  return p;
+}
+
+static void *kt_af_realloc(void *p, size_t n) {
+  if (++kt_af_calls == kt_af_fail_nth)
+    return NULL;
+  void *q = realloc(p, n);
+  kt_af_live += q != NULL && p == NULL;
+  return q;
+}
+
+static void kt_af_free(void *p) {
+  kt_af_live -= p != NULL;
+  free(p);
+}
+
+/* Fails each allocation of kiln_kernel_compile in turn: every failure is
+ * KILN_ERROR_OUT_OF_MEMORY (or the backend's report of it), writes no
+ * output and leaks nothing. Single-threaded: a named-target compile starts
+ * no kiln threads. */
+void test_compile_alloc_failures(void) {
+  kiln_alloc_hooks h = {kt_af_malloc, kt_af_realloc, kt_af_free};
+  CHECK_OK(kiln_set_alloc_hooks(&h));
+  kiln_kernel *k = KT_KERNEL("twice", "x", "y", NULL, twice_body, 0);
+  kiln_launch l;
+  kiln_array_spec in;
+  kiln_output_spec out;
+  kt_twice_launch(&l, &in, &out, 64);
+  kiln_status st = KILN_ERROR_OUT_OF_MEMORY;
+  long k_th;
+  for (k_th = 1; k_th < 2000 && st != KILN_OK; k_th++) {
+    long live = kt_af_live;
+    char *src = NULL;
+    void *bin = NULL;
+    size_t size = 0;
+    kt_af_calls = 0;
+    kt_af_fail_nth = k_th;
+    st = kiln_kernel_compile(k, &l, &in, "cpu", NULL, &src, &bin, &size);
+    kt_af_fail_nth = 0;
+    if (st == KILN_OK) {
+      CHECK(src != NULL && bin != NULL && size > 0, "outputs on success");
+      free(src);
+      free(bin);
+    } else {
+      CHECK(st == KILN_ERROR_OUT_OF_MEMORY || st == KILN_ERROR_COMPILE ||
+                st == KILN_ERROR_IO,
+            "allocation %ld failing gives status %d: %s", k_th, (int)st,
+            kiln_last_error());
+      CHECK(src == NULL && bin == NULL, "no output after failure %ld", k_th);
+      CHECK_ERR_HAS("[kiln_kernel_compile]");
+    }
+    CHECK(kt_af_live == live, "allocation %ld failing leaks %ld blocks",
+          k_th, kt_af_live - live);
+  }
+  CHECK(st == KILN_OK, "the compile succeeds once allocations do");
+  CHECK(k_th > 4, "allocations were failed one by one (%ld)", k_th - 1);
+  kiln_kernel_destroy(k);
+}

@@ -456,7 +456,7 @@ void test_conf_simd_divergent_loop(void) {
   kiln_kernel_destroy(k);
 }
 
-/* -- 4. nested ifs ---------------------------------------------------------- */
+/* -- 4. nested ifs --------------------------------------------------------- */
 
 /* m holds three condition bits per thread. */
 static const char kt_div_nested_body[] =

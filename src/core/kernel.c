@@ -1,6 +1,7 @@
 /*
- * Kernels: creation (copy and check the description, scan the source once)
- * and launch orchestration.
+ * Kernels: creation (check the description, scan the source once, copy),
+ * launch orchestration, and compiling for a named target without a launch
+ * (kiln_kernel_compile, which shares the launch's checks and generation).
  *
  * A launch is checked completely before anything is enqueued. Each kernel
  * keeps a small table of specialisations: the generated source depends

@@ -92,12 +92,13 @@ typedef struct kiln_cpu_group {
   unsigned char *simd_write[KILN_CPU_MAX_SIMDGROUPS];
   const unsigned char *simd_read[KILN_CPU_MAX_SIMDGROUPS];
   uint32_t simd_active[KILN_CPU_MAX_SIMDGROUPS];
+
+  void *runtime; /* private to the runtime */
+
   /* Before simd_sync the running lane stores here, at its
    * thread_index_in_threadgroup, the site of the SIMD call it makes: a
    * KILN_CPU_SITE_* packing of where the call is in the user's source. */
   uint32_t simd_site[KILN_CPU_MAX_THREADS];
-
-  void *runtime; /* private to the runtime */
 } kiln_cpu_group;
 
 /*

@@ -896,6 +896,11 @@ static kiln_status cpu_launch(struct kiln_stream *stream, void *module,
                          name);
   if (p->grid[0] == 0 || p->grid[1] == 0 || p->grid[2] == 0)
     return KILN_OK; /* no threads: nothing runs */
+  /* Refuse a fiber kernel whose frame cannot fit now, not at the next
+   * synchronize: the caller still gets the error from the launch. */
+  kiln_status st = kiln__cpu_check_stack(module, name);
+  if (st != KILN_OK)
+    return st;
   size_t name_len = strlen(name);
   size_t size = p->num_args < 0 ? 0 : launch_task_size(p, name_len);
   if (size == 0)

@@ -61,6 +61,10 @@ static const char *const fast_flags[] = {"-ffast-math"};
 #define STACK_USAGE_NAME "kernel.su" /* the compiler names it after -o */
 #define SHARED_NAME "kernel.so"
 #define LOG_NAME "compiler.log"
+/* The flag probe's empty source, its object and its stack usage report. */
+#define PROBE_SOURCE_NAME "probe.cpp"
+#define PROBE_OBJECT_NAME "probe.o"
+#define PROBE_STACK_USAGE_NAME "probe.su"
 
 #if defined(__x86_64__)
 #define HOST_ELF_MACHINE EM_X86_64
@@ -107,7 +111,8 @@ static struct {
 static pthread_mutex_t g_build_id_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Which stack_flags the compiler accepts; probed on the first compile. */
-static pthread_once_t g_stack_flags_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t g_stack_flags_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool g_stack_flags_probed;
 static bool g_stack_flag_ok[NUM_STACK_FLAGS];
 
 static bool is_executable_file(const char *path) {
@@ -302,6 +307,9 @@ typedef struct workdir {
   char stack_usage[4200];
   char shared[4200];
   char log[4200];
+  char probe_source[4200];
+  char probe_object[4200];
+  char probe_stack_usage[4200];
 } workdir;
 
 static kiln_status workdir_create(workdir *w) {
@@ -323,6 +331,12 @@ static kiln_status workdir_create(workdir *w) {
            STACK_USAGE_NAME);
   snprintf(w->shared, sizeof w->shared, "%s/%s", w->dir, SHARED_NAME);
   snprintf(w->log, sizeof w->log, "%s/%s", w->dir, LOG_NAME);
+  snprintf(w->probe_source, sizeof w->probe_source, "%s/%s", w->dir,
+           PROBE_SOURCE_NAME);
+  snprintf(w->probe_object, sizeof w->probe_object, "%s/%s", w->dir,
+           PROBE_OBJECT_NAME);
+  snprintf(w->probe_stack_usage, sizeof w->probe_stack_usage, "%s/%s",
+           w->dir, PROBE_STACK_USAGE_NAME);
   return KILN_OK;
 }
 
@@ -334,6 +348,9 @@ static void workdir_remove(const workdir *w) {
   unlink(w->stack_usage);
   unlink(w->shared);
   unlink(w->log);
+  unlink(w->probe_source);
+  unlink(w->probe_object);
+  unlink(w->probe_stack_usage);
   rmdir(w->dir);
 }
 
@@ -397,11 +414,15 @@ static kiln_status read_file(const char *path, char **out, size_t *size) {
   return KILN_OK;
 }
 
-/* Runs `cxx flag -fsyntax-only` on an empty C++ file, all output
- * discarded; true if it exits with status 0. */
-static bool compiler_accepts(const char *cxx, const char *flag) {
-  const char *argv[] = {cxx,  flag,        "-fsyntax-only", "-x",
-                        "c++", "/dev/null", NULL};
+/* Compiles the empty probe source with `flag`, all output discarded;
+ * true if the compiler exits with status 0. A real compile into the work
+ * directory, since a flag such as -fstack-usage writes a file next to
+ * the output, even when there is no output (then in the current
+ * directory). */
+static bool compiler_accepts(const char *cxx, const char *flag,
+                             const workdir *w) {
+  const char *argv[] = {cxx,  flag,           "-c",           "-o",
+                        w->probe_object, w->probe_source, NULL};
   posix_spawn_file_actions_t fa;
   if (posix_spawn_file_actions_init(&fa) != 0)
     return false;
@@ -425,9 +446,20 @@ static bool compiler_accepts(const char *cxx, const char *flag) {
   return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-static void probe_stack_flags(void) {
-  for (size_t i = 0; i < NUM_STACK_FLAGS; i++)
-    g_stack_flag_ok[i] = compiler_accepts(g_cxx.path, stack_flags[i]);
+/* Finds out once per process which stack_flags the compiler accepts.
+ * If the probe cannot even be written, this compile goes without them and
+ * the next one probes again. Returns whether the answers are known. */
+static bool probe_stack_flags(const char *cxx, const workdir *w) {
+  pthread_mutex_lock(&g_stack_flags_lock);
+  if (!g_stack_flags_probed &&
+      write_file(w->probe_source, "", 0) == KILN_OK) {
+    for (size_t i = 0; i < NUM_STACK_FLAGS; i++)
+      g_stack_flag_ok[i] = compiler_accepts(cxx, stack_flags[i], w);
+    g_stack_flags_probed = true;
+  }
+  bool known = g_stack_flags_probed;
+  pthread_mutex_unlock(&g_stack_flags_lock);
+  return known;
 }
 
 /* Runs the compiler with stdout and stderr in the log file and waits:
@@ -453,9 +485,9 @@ static kiln_status run_compiler(const char *cxx, kiln_math_mode math,
     argv[n++] = w->shared;
     argv[n++] = w->object;
   } else {
-    pthread_once(&g_stack_flags_once, probe_stack_flags);
+    bool known = probe_stack_flags(cxx, w);
     for (size_t i = 0; i < NUM_STACK_FLAGS; i++)
-      if (g_stack_flag_ok[i])
+      if (known && g_stack_flag_ok[i])
         argv[n++] = stack_flags[i];
     argv[n++] = "-c";
     argv[n++] = "-o";

@@ -422,11 +422,13 @@ KILN_FN KILN_SIMD_T(X) simd_prefix_exclusive_sum(const X &x, KILN_SIMD_HERE) {
   return kiln_simd_prefix<kiln_sop_sum>(x, 0, false, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_prefix_inclusive_product(const X &x, KILN_SIMD_HERE) {
+KILN_FN KILN_SIMD_T(X)
+    simd_prefix_inclusive_product(const X &x, KILN_SIMD_HERE) {
   return kiln_simd_prefix<kiln_sop_product>(x, 1, true, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_prefix_exclusive_product(const X &x, KILN_SIMD_HERE) {
+KILN_FN KILN_SIMD_T(X)
+    simd_prefix_exclusive_product(const X &x, KILN_SIMD_HERE) {
   return kiln_simd_prefix<kiln_sop_product>(x, 1, false, kiln_site);
 }
 
@@ -440,25 +442,34 @@ KILN_FN KILN_SIMD_T(X) kiln_simd_from(const X &x, long src,
   kiln_simd_round r = kiln_simd_send(v, site);
   return src >= 0 && r.has((uint)src) ? r.at<T>((uint)src) : v;
 }
+/* The calling lane. */
+KILN_FN long kiln_simd_lane() {
+  return (long)(kiln_cpu_tls_group->current % KILN_CPU_SIMD_WIDTH);
+}
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_shuffle(const X &x, ushort lane, KILN_SIMD_HERE) {
+KILN_FN KILN_SIMD_T(X) simd_shuffle(const X &x, ushort lane,
+                                    KILN_SIMD_HERE) {
   return kiln_simd_from(x, lane, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_broadcast(const X &x, ushort lane, KILN_SIMD_HERE) {
+KILN_FN KILN_SIMD_T(X) simd_broadcast(const X &x, ushort lane,
+                                      KILN_SIMD_HERE) {
   return kiln_simd_from(x, lane, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_shuffle_xor(const X &x, ushort mask, KILN_SIMD_HERE) {
-  return kiln_simd_from(x, (long)((kiln_cpu_tls_group->current % 32) ^ mask), kiln_site);
+KILN_FN KILN_SIMD_T(X) simd_shuffle_xor(const X &x, ushort mask,
+                                        KILN_SIMD_HERE) {
+  return kiln_simd_from(x, kiln_simd_lane() ^ mask, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_shuffle_up(const X &x, ushort delta, KILN_SIMD_HERE) {
-  return kiln_simd_from(x, (long)(kiln_cpu_tls_group->current % 32) - delta, kiln_site);
+KILN_FN KILN_SIMD_T(X) simd_shuffle_up(const X &x, ushort delta,
+                                       KILN_SIMD_HERE) {
+  return kiln_simd_from(x, kiln_simd_lane() - delta, kiln_site);
 }
 template <class X>
-KILN_FN KILN_SIMD_T(X) simd_shuffle_down(const X &x, ushort delta, KILN_SIMD_HERE) {
-  return kiln_simd_from(x, (long)(kiln_cpu_tls_group->current % 32) + delta, kiln_site);
+KILN_FN KILN_SIMD_T(X) simd_shuffle_down(const X &x, ushort delta,
+                                         KILN_SIMD_HERE) {
+  return kiln_simd_from(x, kiln_simd_lane() + delta, kiln_site);
 }
 /* The value of the lowest active lane. */
 template <class X>
