@@ -48,6 +48,11 @@ typedef enum kiln__attr {
 const char *kiln__attr_name(kiln__attr a);
 const char *kiln__attr_type(kiln__attr a); /* "uint3" or "uint" */
 
+/* Swizzle names: 2-, 3- and 4-letter ones from xyzw, then the same from
+ * rgba (16 + 64 + 256 each). */
+#define KILN__SWIZZLES_PER_SPELLING 336
+#define KILN__NUM_SWIZZLES (2 * KILN__SWIZZLES_PER_SPELLING)
+
 /* What a scan of header + body found. */
 typedef struct kiln__scan {
   /* identifiers that the body/header use, for _shape/_strides/_ndim and
@@ -65,7 +70,25 @@ typedef struct kiln__scan {
   char **idents;
   char *ident_text;
   int num_idents;
+  /* The swizzle members (.xy, ->wzyx, .rgb) that the body and header name,
+   * one bit per kiln__swizzle_decode index, so that the prelude declares
+   * only those (each costs the compiler a class instantiation per vector
+   * type). swizzles_all: the text may reach members the scan cannot see
+   * (a non-Metal #include or ## token pasting); declare every one. */
+  unsigned char swizzles_used[(KILN__NUM_SWIZZLES + 7) / 8];
+  bool swizzles_all;
 } kiln__scan;
+
+/* True if the scan saw swizzle `index` (0 <= index < KILN__NUM_SWIZZLES). */
+bool kiln__scan_uses_swizzle(const kiln__scan *scan, int index);
+
+/*
+ * Writes swizzle `index` as its name ("wzyx", NUL-terminated, 5 bytes)
+ * and component indices (up to 4), and returns its length (2 to 4), or 0
+ * for an index out of range. Indices cover every 2-, 3- and 4-letter name
+ * from xyzw and then from rgba.
+ */
+int kiln__swizzle_decode(int index, char name[5], int comps[4]);
 
 /*
  * Scans a kernel. Fails with KILN_ERROR_INVALID_ARGUMENT and a sentence

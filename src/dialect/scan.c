@@ -9,7 +9,9 @@
  *   - rewrites `threadgroup` into KILN_THREADGROUP_DECL (storage) or
  *     KILN_THREADGROUP (a pointer/reference qualifier),
  *   - records which thread attributes the body names, whether barriers or
- *     SIMD-group functions appear, and the body's identifier set.
+ *     SIMD-group functions appear, the body's identifier set, and which
+ *     swizzle members (.xy, ->rgb) body and header name, so that the
+ *     prelude declares only those.
  * Rewrites never add or remove a newline, so line numbers survive.
  */
 #include <stdlib.h>
@@ -95,7 +97,8 @@ typedef struct lexed {
   size_t num_toks, toks_cap;
   edit *edits;
   size_t num_edits, edits_cap;
-  bool failed; /* an allocation failed */
+  bool failed;         /* an allocation failed */
+  bool other_includes; /* an #include of something but <metal_*> */
 } lexed;
 
 static bool is_ident_start(char c) {
@@ -270,14 +273,17 @@ static size_t lex_directive(lexed *lx, size_t line_begin, size_t hash) {
   i += strlen("include");
   while (i < n && is_blank(t[i]))
     i++;
-  if (i >= n || t[i] != '<')
+  size_t close = i;
+  if (i < n && t[i] == '<')
+    while (++close < n && t[close] != '>' && t[close] != '\n')
+      ;
+  bool bracketed = close > i && close < n && t[close] == '>';
+  bool is_metal = bracketed && close - (i + 1) > 6 &&
+                  memcmp(t + i + 1, "metal_", 6) == 0;
+  if (!is_metal) /* "file.h", a macro, <other>: text the scan never sees */
+    lx->other_includes = true;
+  if (!bracketed)
     return i;
-  size_t close = i + 1;
-  while (close < n && t[close] != '>' && t[close] != '\n')
-    close++;
-  if (close >= n || t[close] != '>')
-    return i;
-  bool is_metal = close - (i + 1) > 6 && memcmp(t + i + 1, "metal_", 6) == 0;
   size_t end = close + 1;
   if (is_metal) {
     while (end < n && is_blank(t[end]) && t[end] != '\r')
@@ -561,6 +567,88 @@ static uint32_t attrs_in(const kiln__scan *scan) {
   return bits;
 }
 
+/* ---- swizzles ----------------------------------------------------------- */
+
+static const char *const swizzle_letters[2] = {"xyzw", "rgba"};
+
+/* Where the names of each length start within one spelling's range. */
+static int swizzle_base(size_t len) {
+  return len == 2 ? 0 : len == 3 ? 16 : 80;
+}
+
+/* The kiln__swizzle_decode index of a name, or -1 if it is no swizzle. */
+static int swizzle_index(const char *s, size_t len) {
+  if (len < 2 || len > 4)
+    return -1;
+  for (int sp = 0; sp < 2; sp++) {
+    int code = 0;
+    size_t k = 0;
+    for (; k < len; k++) {
+      const char *p = memchr(swizzle_letters[sp], s[k], 4);
+      if (!p)
+        break;
+      code = code * 4 + (int)(p - swizzle_letters[sp]);
+    }
+    if (k == len)
+      return sp * KILN__SWIZZLES_PER_SPELLING + swizzle_base(len) + code;
+  }
+  return -1;
+}
+
+/* Writes swizzle `index` as its name and component indices; returns its
+ * length, or 0 for an index out of range. */
+int kiln__swizzle_decode(int index, char name[5], int comps[4]) {
+  if (index < 0 || index >= KILN__NUM_SWIZZLES)
+    return 0;
+  const char *letters = swizzle_letters[index / KILN__SWIZZLES_PER_SPELLING];
+  int rest = index % KILN__SWIZZLES_PER_SPELLING;
+  int len = rest < swizzle_base(3) ? 2 : rest < swizzle_base(4) ? 3 : 4;
+  int code = rest - swizzle_base((size_t)len);
+  for (int k = len - 1; k >= 0; k--, code /= 4) {
+    comps[k] = code % 4;
+    name[k] = letters[code % 4];
+  }
+  name[len] = '\0';
+  return len;
+}
+
+/* True if the scan saw swizzle `index`. */
+bool kiln__scan_uses_swizzle(const kiln__scan *scan, int index) {
+  return scan && index >= 0 && index < KILN__NUM_SWIZZLES &&
+         (scan->swizzles_used[index / 8] >> (index % 8) & 1u);
+}
+
+/* True if token k is the member name of `.name` or `->name`. */
+static bool is_member_name(const lexed *lx, size_t k) {
+  return tok_ident(lx, k) && k > 0 &&
+         (tok_punct(lx, k - 1, '.') ||
+          (k > 1 && tok_punct(lx, k - 1, '>') && tok_punct(lx, k - 2, '-')));
+}
+
+/* True if tokens k and k+1 spell `##`, which can paste a member name
+ * together out of parts the scan would not recognise. */
+static bool is_token_paste(const lexed *lx, size_t k) {
+  return tok_punct(lx, k, '#') && tok_punct(lx, k + 1, '#') &&
+         lx->toks[k + 1].off == lx->toks[k].off + 1;
+}
+
+/* Records in `scan` the swizzle members one lexed text names. A member
+ * named in a macro definition counts too, whether or not it is used. */
+static void collect_swizzles(const lexed *lx, kiln__scan *scan) {
+  if (lx->other_includes)
+    scan->swizzles_all = true;
+  for (size_t k = 0; k < lx->num_toks && !scan->swizzles_all; k++) {
+    if (is_token_paste(lx, k)) {
+      scan->swizzles_all = true;
+    } else if (is_member_name(lx, k)) {
+      const token *tk = &lx->toks[k];
+      int idx = swizzle_index(lx->text + tk->off, tk->len);
+      if (idx >= 0)
+        scan->swizzles_used[idx / 8] |= (unsigned char)(1u << (idx % 8));
+    }
+  }
+}
+
 /* ---- the scan ------------------------------------------------------------ */
 
 /* Lexes one text and rewrites it; *out is NULL and false is returned on
@@ -576,7 +664,8 @@ static bool lex_and_rewrite(const char *text, lexed *lx, char **out) {
 }
 
 /*
- * Scans a kernel's header and body (either may be NULL: empty). Fails with
+ * Scans a kernel's header and body (either may be NULL: empty), recording
+ * attributes, barriers, identifiers and swizzle members. Fails with
  * KILN_ERROR_INVALID_ARGUMENT when the body is a whole kernel function
  * rather than its statements, and KILN_ERROR_OUT_OF_MEMORY; on failure
  * *out is zeroed and owns nothing. Free a successful scan with
@@ -621,6 +710,8 @@ kiln_status kiln__dialect_scan(const char *kernel_name, const char *header,
   }
   scan.needs_fibers = uses_fiber_functions(&bl) || uses_fiber_functions(&hl);
   scan.attrs_used = attrs_in(&scan);
+  collect_swizzles(&bl, &scan);
+  collect_swizzles(&hl, &scan);
   *out = scan;
 
 done:

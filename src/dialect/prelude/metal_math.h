@@ -17,8 +17,10 @@
 #define KILN_METAL_MATH_H
 
 #if KILN_ON_CUDA
-#define KILN_MF(fn) fn##f
-#define KILN_MD(fn) fn
+/* Qualified: inside namespace kiln_s the bare name would find kiln_s's own
+ * template of that name first. */
+#define KILN_MF(fn) ::fn##f
+#define KILN_MD(fn) ::fn
 #define KILN_INFF (__int_as_float(0x7f800000))
 #define KILN_NANF (__int_as_float(0x7fc00000))
 #define KILN_CLZ64(u) __clzll((long long)(u))
@@ -178,34 +180,42 @@ template <> struct kiln_ubits<8> {
 template <class T> struct kiln_signed {
   static constexpr bool value = T(0) > T(-1);
 };
+/* half, bfloat, float and double. */
+template <class T> struct kiln_is_fp {
+  static constexpr bool value = kiln_rank<T>::value >= 1;
+};
 
 namespace kiln_s {
 
-/* One float and one double body; half and bfloat run the float one. */
+/*
+ * One template per function for the floating types (half, bfloat, float,
+ * double): `ef` for float, `ed` for double, and half and bfloat run the
+ * float one and round once. As templates their bodies are checked only
+ * for the types a kernel calls them with (as four overloads each, ~200
+ * bodies cost NVRTC's front end ~3 ms on every kernel). The lane loops
+ * call them with one exact type, so nothing converts; an integer finds
+ * no match, as it found four equally good ones before.
+ */
+#define KILN_FP_T                                                             \
+  template <class T, typename kiln_if<kiln_is_fp<T>::value>::type = 0>
+#define KILN_S_BODY(ef, ed, ...)                                              \
+  if constexpr (kiln_same<T, float>::value)                                   \
+    return ef;                                                                \
+  else if constexpr (kiln_same<T, double>::value)                             \
+    return ed;                                                                \
+  else                                                                        \
+    return T(__VA_ARGS__);
 #define KILN_S1(name, ef, ed)                                                 \
-  KILN_FN float name(float x) { return ef; }                                  \
-  KILN_FN double name(double x) { return ed; }                                \
-  KILN_FN half name(half x) { return half(name((float)x)); }                  \
-  KILN_FN bfloat name(bfloat x) { return bfloat(name((float)x)); }
+  KILN_FP_T KILN_FN T name(T x) { KILN_S_BODY(ef, ed, name((float)x)) }
 #define KILN_S1B(name) KILN_S1(name, KILN_MF(name)(x), KILN_MD(name)(x))
 #define KILN_S2(name, ef, ed)                                                 \
-  KILN_FN float name(float x, float y) { return ef; }                         \
-  KILN_FN double name(double x, double y) { return ed; }                      \
-  KILN_FN half name(half x, half y) {                                         \
-    return half(name((float)x, (float)y));                                    \
-  }                                                                           \
-  KILN_FN bfloat name(bfloat x, bfloat y) {                                   \
-    return bfloat(name((float)x, (float)y));                                  \
+  KILN_FP_T KILN_FN T name(T x, T y) {                                        \
+    KILN_S_BODY(ef, ed, name((float)x, (float)y))                             \
   }
 #define KILN_S2B(name) KILN_S2(name, KILN_MF(name)(x, y), KILN_MD(name)(x, y))
 #define KILN_S3(name, ef, ed)                                                 \
-  KILN_FN float name(float x, float y, float z) { return ef; }                \
-  KILN_FN double name(double x, double y, double z) { return ed; }            \
-  KILN_FN half name(half x, half y, half z) {                                 \
-    return half(name((float)x, (float)y, (float)z));                          \
-  }                                                                           \
-  KILN_FN bfloat name(bfloat x, bfloat y, bfloat z) {                         \
-    return bfloat(name((float)x, (float)y, (float)z));                        \
+  KILN_FP_T KILN_FN T name(T x, T y, T z) {                                   \
+    KILN_S_BODY(ef, ed, name((float)x, (float)y, (float)z))                   \
   }
 
 /* The classification functions test bits, so -ffast-math cannot fold them

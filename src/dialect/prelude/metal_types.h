@@ -486,6 +486,24 @@ KILN_FN typename kiln_if<kiln_is_h16<H>::value, H>::type operator--(H &a,
   KILN_E##C##_1(KILN_SW2_A, C, ) KILN_E##C##_1(KILN_SW3_A, C, )               \
       KILN_E##C##_1(KILN_SW4_A, C, )
 
+/*
+ * The swizzle members of a C-component vector. Each one is a class that
+ * the compiler instantiates with every vector type, which made swizzles
+ * most of the prelude's compile time. So codegen.c lists, before the
+ * prelude, only the members the kernel names (from scan.c):
+ * KILN_SWIZZLES_USED_<C>(X) calls X(name, K, i...) for each name valid on
+ * a C-vector, K letters picking components i.... Without the lists (a
+ * kernel the scan cannot see through) every swizzle is declared.
+ */
+#ifdef KILN_SWIZZLES_USED_4
+#define KILN_SWZ_IN2(name, K, ...) kiln_swz<vec<T, K>, 2, __VA_ARGS__> name;
+#define KILN_SWZ_IN3(name, K, ...) kiln_swz<vec<T, K>, 3, __VA_ARGS__> name;
+#define KILN_SWZ_IN4(name, K, ...) kiln_swz<vec<T, K>, 4, __VA_ARGS__> name;
+#define KILN_SWIZZLE_MEMBERS(C) KILN_SWIZZLES_USED_##C(KILN_SWZ_IN##C)
+#else
+#define KILN_SWIZZLE_MEMBERS(C) KILN_SWIZZLES(C)
+#endif
+
 template <int... I> KILN_FN constexpr bool kiln_distinct() {
   int idx[] = {I...};
   for (unsigned i = 0; i < sizeof(idx) / sizeof(idx[0]); ++i)
@@ -500,9 +518,10 @@ template <int... I> KILN_FN constexpr bool kiln_distinct() {
  * the vector's union) that reads as vec<T, K> made of components I...,
  * and can be assigned when no component repeats. Its copy assignment is
  * user-provided so that `a.xy = b.xy` writes two components, not all.
- * A 4-vector has 336 swizzle types, all instantiated with the vector, so
- * the class declares as little as possible (NVRTC spent ~45 ms on float4
- * when the compound assignments were members); those are free templates.
+ * A 4-vector can have 336 swizzle types, all instantiated with the
+ * vector, so the class declares as little as possible (NVRTC spent ~45 ms
+ * on float4 when the compound assignments were members); those are free
+ * templates. Usually only the few the kernel names exist (see above).
  */
 template <class T, int K, int C, int... I> struct kiln_swz<vec<T, K>, C, I...> {
   T v[C];
@@ -552,7 +571,7 @@ template <class T> struct alignas(2 * sizeof(T)) kiln_vbase<T, 2> {
     KILN_EXT struct {
       T r, g;
     };
-    KILN_SWIZZLES(2)
+    KILN_SWIZZLE_MEMBERS(2)
   };
   kiln_vbase() = default;
   KILN_FN kiln_vbase(T s) : v{s, s} {}
@@ -568,7 +587,7 @@ template <class T> struct alignas(4 * sizeof(T)) kiln_vbase<T, 3> {
     KILN_EXT struct {
       T r, g, b;
     };
-    KILN_SWIZZLES(3)
+    KILN_SWIZZLE_MEMBERS(3)
   };
   kiln_vbase() = default;
   KILN_FN kiln_vbase(T s) : v{s, s, s} {}
@@ -586,7 +605,7 @@ template <class T> struct alignas(4 * sizeof(T)) kiln_vbase<T, 4> {
     KILN_EXT struct {
       T r, g, b, a;
     };
-    KILN_SWIZZLES(4)
+    KILN_SWIZZLE_MEMBERS(4)
   };
   kiln_vbase() = default;
   KILN_FN kiln_vbase(T s) : v{s, s, s, s} {}
