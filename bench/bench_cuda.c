@@ -298,8 +298,8 @@ static void bench_launch(kiln_device *dev, kiln_stream *s) {
   CU_CHECK(cu.mem_alloc(&da, 1024));
   CU_CHECK(cu.mem_alloc(&dout, 1024));
   struct {
-    unsigned grid[3], tg[3];
-  } dims = {{256, 1, 1}, {256, 1, 1}};
+    unsigned grid[3], tg[3], group_offset[3]; /* kiln_cuda_dims, ABI 2 */
+  } dims = {{256, 1, 1}, {256, 1, 1}, {0, 0, 0}};
   void *params[3] = {&da, &dout, &dims};
   for (int r = 0; r < REPS; r++) {
     CU_CHECK(cu.ctx_synchronize());

@@ -499,9 +499,49 @@ static void emit_body_function(kiln__strbuf *sb, const kiln__signature *sig,
   kiln__sb_append(sb, "}\n");
 }
 
-/* Everything before the entry glue: prelude, header, body function. */
+/* The highest component index of a swizzle, which must be below the size
+ * of a vector that has it (.z is no member of a 2-vector). */
+static int swizzle_max_comp(const int *comps, int len) {
+  int hi = 0;
+  for (int k = 0; k < len; k++)
+    hi = comps[k] > hi ? comps[k] : hi;
+  return hi;
+}
+
+/*
+ * Lists the swizzle members the kernel names, per vector size, as the
+ * macros KILN_SWIZZLES_USED_2/3/4 that metal_types.h declares its members
+ * from: X(name, K, i...) for a K-letter name picking components i.... A
+ * kernel with few swizzles then costs the compiler a few classes rather
+ * than 481. Nothing is written when the scan could not see every member
+ * name; the prelude then declares them all.
+ */
+static void emit_swizzle_lists(kiln__strbuf *sb, const kiln__scan *scan) {
+  if (scan->swizzles_all)
+    return;
+  for (int size = 2; size <= 4; size++) {
+    kiln__sb_appendf(sb, "#define KILN_SWIZZLES_USED_%d(X)", size);
+    for (int idx = 0; idx < KILN__NUM_SWIZZLES; idx++) {
+      char name[5];
+      int comps[4];
+      int len = kiln__swizzle_decode(idx, name, comps);
+      if (!kiln__scan_uses_swizzle(scan, idx) ||
+          swizzle_max_comp(comps, len) >= size)
+        continue;
+      kiln__sb_appendf(sb, " \\\n  X(%s, %d", name, len);
+      for (int k = 0; k < len; k++)
+        kiln__sb_appendf(sb, ", %d", comps[k]);
+      kiln__sb_append(sb, ")");
+    }
+    kiln__sb_append(sb, "\n");
+  }
+}
+
+/* Everything before the entry glue: the swizzle lists, prelude, header,
+ * body function. */
 static void emit_common(kiln__strbuf *sb, const kiln__signature *sig,
                         const char *prelude, const char *body_qualifiers) {
+  emit_swizzle_lists(sb, sig->scan);
   kiln__sb_append(sb, prelude ? prelude : "");
   end_line(sb);
   kiln__sb_append(sb, "#line 1 \"header\"\n");
@@ -668,14 +708,14 @@ static void emit_cpu_glue(kiln__strbuf *sb, const kiln__signature *sig) {
  * kiln_dims (the launch), the local position kiln_lx/ly/lz, the group
  * kiln_gx/gy/gz, the group's real size kiln_sx/sy/sz and kiln_lin, the
  * linear local index (all kiln_ names: the user's header may define
- * macros). A block is tg threads (blockDim == kiln_dims.tg), so kiln_lin
- * is CUDA's linear thread id, the one warps are cut from: kiln_lin % 32
- * is the hardware lane that the SIMD-group functions use (%laneid).
- * thread_index_in_threadgroup and the quad indices follow Metal instead:
- * linear over the group's real size (kiln_mlin). The two differ only in a
- * ragged group whose x (or y) extent is partial while a later dimension
- * is above 1; there the SIMD groups are the hardware's warps (a known
- * difference from Metal, documented in docs/kernels.md).
+ * macros). kiln_lin is CUDA's linear thread id over blockDim, the one
+ * warps are cut from: kiln_lin % 32 is the hardware lane that the
+ * SIMD-group functions use (%laneid). Metal's linear index is over the
+ * group's real size (kiln_mlin). The backend makes the two equal for
+ * every thread that runs the body: where they would differ (a partial
+ * group in one dimension, a later dimension's tg above 1) it launches the
+ * partial groups as separate regions whose blockDim is their real size
+ * (cuda_abi.h), so SIMD groups are cut exactly as on Metal.
  */
 static const char *cuda_attr_value(kiln__attr a) {
   switch (a) {
@@ -690,7 +730,11 @@ static const char *cuda_attr_value(kiln__attr a) {
   case KILN__ATTR_THREADS_PER_THREADGROUP:
     return "uint3(kiln_sx, kiln_sy, kiln_sz)";
   case KILN__ATTR_THREADGROUPS_PER_GRID:
-    return "uint3(gridDim.x, gridDim.y, gridDim.z)";
+    /* Not gridDim: a region launch covers only part of the grid. */
+    return "uint3((kiln_dims.grid[0] + kiln_dims.tg[0] - 1u) / "
+           "kiln_dims.tg[0], (kiln_dims.grid[1] + kiln_dims.tg[1] - 1u) / "
+           "kiln_dims.tg[1], (kiln_dims.grid[2] + kiln_dims.tg[2] - 1u) / "
+           "kiln_dims.tg[2])";
   case KILN__ATTR_THREADS_PER_GRID:
   case KILN__ATTR_GRID_SIZE:
     return "uint3(kiln_dims.grid[0], kiln_dims.grid[1], kiln_dims.grid[2])";
@@ -786,7 +830,9 @@ static void emit_cuda_arg(kiln__strbuf *sb, const kiln__param *p, int k,
  * barrier still waits for, the barrier is released (`exit` and
  * `barrier{.cta}` in the PTX ISA). Nothing may follow the body's call, so
  * a `return` in the body also ends the thread. The test `l >= grid - g *
- * tg` cannot overflow, since g * tg < grid for every launched group.
+ * tg` cannot overflow, since g * tg < grid for every launched group. In a
+ * region launch (cuda_abi.h) blockDim is the region's real group size, so
+ * no thread is past the grid and kiln_lin == kiln_mlin.
  */
 static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
   kiln__sb_append(sb, "extern \"C\" __global__ void __launch_bounds__(1024) "
@@ -801,8 +847,9 @@ static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
       "\n    kiln_cuda_dims kiln_dims) {\n"
       "  const uint kiln_lx = threadIdx.x, kiln_ly = threadIdx.y;\n"
       "  const uint kiln_lz = threadIdx.z;\n"
-      "  const uint kiln_gx = blockIdx.x, kiln_gy = blockIdx.y;\n"
-      "  const uint kiln_gz = blockIdx.z;\n"
+      "  const uint kiln_gx = blockIdx.x + kiln_dims.group_offset[0];\n"
+      "  const uint kiln_gy = blockIdx.y + kiln_dims.group_offset[1];\n"
+      "  const uint kiln_gz = blockIdx.z + kiln_dims.group_offset[2];\n"
       "  const uint kiln_rx = kiln_dims.grid[0] - kiln_gx * kiln_dims.tg[0];\n"
       "  const uint kiln_ry = kiln_dims.grid[1] - kiln_gy * kiln_dims.tg[1];\n"
       "  const uint kiln_rz = kiln_dims.grid[2] - kiln_gz * kiln_dims.tg[2];\n"

@@ -18,11 +18,20 @@
  * block do not run the body (Metal's dispatchThreads runs exactly `grid`
  * threads); the entry glue computes each group's real size for
  * threads_per_threadgroup.
+ *
+ * Ragged groups, exactly as Metal. Metal cuts a partial group's SIMD
+ * groups from the linear index over its real size; CUDA cuts warps from
+ * the linear index over blockDim. The two differ only when some dimension
+ * d has a partial group and a later dimension's tg is above 1. For such a
+ * grid the backend launches up to 8 regions instead of one (per split
+ * dimension: the full groups, then the partial one), each with its real
+ * block size, and passes the region's first group in group_offset: the
+ * group position is blockIdx + group_offset. Otherwise group_offset is 0.
  */
 #ifndef KILN_CUDA_ABI_H
 #define KILN_CUDA_ABI_H
 
-#define KILN_CUDA_ABI_VERSION 1
+#define KILN_CUDA_ABI_VERSION 2
 #define KILN_CUDA_ENTRY_NAME "kiln_entry"
 #define KILN_CUDA_MAX_NDIM 16 /* == KILN_MAX_NDIM */
 
@@ -37,6 +46,7 @@ typedef struct kiln_cuda_strides {
 typedef struct kiln_cuda_dims {
   unsigned int grid[3]; /* threads_per_grid */
   unsigned int tg[3];   /* dispatch_threads_per_threadgroup (clipped) */
+  unsigned int group_offset[3]; /* the launch region's first group */
 } kiln_cuda_dims;
 
 #endif /* KILN_CUDA_ABI_H */

@@ -16,12 +16,26 @@
  *
  * Releases without host functions. enqueue_release is on every launch's
  * path, and a cuLaunchHostFunc per launch would cost a driver thread
- * round-trip each. Instead each stream keeps a FIFO of (event, fn, user):
- * the event is the stream's tail event (usually the one the core just
- * recorded for the launch, reused), and the FIFO is polled at the start of
- * later calls on the stream (launch, fill, copies, idle, synchronize,
- * destroy). A stream completes in order, so polling stops at the first
- * entry whose event has not completed.
+ * round-trip each. Instead each stream keeps a FIFO of (point, fn, user),
+ * a point being how much work had been enqueued, and polls it at the
+ * start of later calls on the stream (launch, fill, copies, idle,
+ * synchronize, destroy) against the stream's clock, which a few recorded
+ * marks advance (one cuEventRecord and one cuEventQuery per POLL_BATCH
+ * releases). A stream completes in order, so polling stops at the first
+ * entry past the clock.
+ *
+ * Events are lazy (see the events section): a point in a stream that is
+ * recorded on the device only when something waits for it, so a launch
+ * costs one driver call (cuLaunchKernel) besides a cuCtxGetCurrent.
+ *
+ * Why buffers are not simply reused on their own stream at once, as
+ * PyTorch's caching allocator does: the core's allocator is per device and
+ * shared by all streams, and a block freed after use on stream S is only
+ * safe for work on S without waiting. Making the allocator stream-aware
+ * would save the per-launch release entry (a malloc and a FIFO slot), but
+ * a block handed to another stream, or to the host (kiln_array_to_host,
+ * CPU reads), would then need exactly the event this FIFO provides; the
+ * FIFO costs a few tens of nanoseconds per launch, so it stays.
  *
  * Host callbacks. cuLaunchHostFunc's function runs on a driver thread that
  * must not call CUDA, so it only hands the node to the device's callback
@@ -40,9 +54,9 @@
  * (they loop over the rest). */
 #define BUILTIN_THREADS 256u
 #define BUILTIN_MAX_BLOCKS 65536u
-/* Work-enqueuing calls poll the release FIFO only once it holds this
- * many entries: a query per launch would cost more than the releases are
- * worth; synchronize, idle and destroy always drain it. */
+/* Work-enqueuing calls poll the release FIFO only once this many entries
+ * arrived since the last poll: a query per launch would cost more than
+ * the releases are worth; synchronize, idle and destroy always drain it. */
 #define POLL_BATCH 16u
 /* Kernel arguments kept on the stack at launch; more use the heap. */
 #define INLINE_ARGS 64
@@ -390,31 +404,65 @@ static void cuda_mem_free(struct kiln_device *dev, void *ptr, size_t bytes) {
 
 /* ---- events --------------------------------------------------------------- */
 
-/* How many host callbacks a stream has had enqueued and run, kept apart
- * from the stream (and refcounted) because events outlive streams: an
- * event waits for the callbacks enqueued before it too, as on the CPU. */
+/*
+ * Lazy events. The core asks for an event after every launch (the hazard
+ * record of the buffers it wrote), but almost none is ever waited for: work
+ * on one stream is ordered already. A cuEventRecord per launch cost about a
+ * microsecond of host time, so an event is only a point in its stream, the
+ * number of work items enqueued before it (`seq`), until someone needs it
+ * on the device or the host: then it is recorded at the stream's current
+ * tail. That later point covers the requested one (a stream runs in
+ * order), so waiting for it is never wrong, only possibly longer; no
+ * deadlock can follow, since a record or wait captures only work enqueued
+ * before it. The stream's clock, shared with its events (which outlive the
+ * stream), knows how much work is certainly complete (`done_seq`): any
+ * event at or below it is done without asking the driver.
+ */
+
+/* The clock of one stream, refcounted by the stream and its events. It
+ * also counts the stream's host callbacks: an event waits for the
+ * callbacks enqueued before it too, as on the CPU. */
 typedef struct cb_timeline {
   atomic_int refs;
-  uint64_t enqueued;  /* under the core's submit lock */
-  uint64_t completed; /* under dev->cb_lock */
+  uint64_t enqueued;  /* callbacks, under the core's submit lock */
+  uint64_t completed; /* callbacks, under dev->cb_lock */
+  pthread_mutex_t lock; /* guards `handle` for records from any thread */
+  CUstream handle;      /* NULL once the (idle) stream is destroyed */
+  _Atomic uint64_t work_seq; /* work items enqueued on the stream */
+  _Atomic uint64_t done_seq; /* work items known complete */
 } cb_timeline;
 
 static void timeline_release(cb_timeline *t) {
-  if (t != NULL &&
-      atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
-    kiln__free(t);
+  if (t == NULL ||
+      atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  pthread_mutex_destroy(&t->lock);
+  kiln__free(t);
+}
+
+/* Raises the clock's completed count to `seq` (never lowers it). */
+static void timeline_done(cb_timeline *t, uint64_t seq) {
+  uint64_t cur = atomic_load_explicit(&t->done_seq, memory_order_relaxed);
+  while (cur < seq &&
+         !atomic_compare_exchange_weak_explicit(&t->done_seq, &cur, seq,
+                                                memory_order_release,
+                                                memory_order_relaxed)) {
+  }
 }
 
 struct kiln__event {
   atomic_int refs;
   kiln__cuda_device *dev;
-  CUevent handle;
-  cb_timeline *callbacks; /* retained; NULL once back in the pool */
-  uint64_t cb_ticket;     /* callbacks enqueued before the record */
+  CUevent handle;         /* created at the first record; kept in the pool */
+  atomic_bool recorded;   /* handle recorded for this use (under t->lock) */
+  uint64_t seq;           /* the point: work items enqueued before it */
+  uint64_t covers;        /* work items before the record (>= seq) */
+  cb_timeline *callbacks; /* the stream's clock, retained; NULL in pool */
+  uint64_t cb_ticket;     /* callbacks enqueued before the point */
   struct kiln__event *next_free;
 };
 
-/* A recorded-ready event from the pool, or a new one. Context current. */
+/* An event from the pool, or a new one (without a CUevent yet). */
 static kiln_status event_get(kiln__cuda_device *d, kiln__event **out) {
   pthread_mutex_lock(&d->pool_lock);
   kiln__event *e = d->pool;
@@ -426,21 +474,15 @@ static kiln_status event_get(kiln__cuda_device *d, kiln__event **out) {
     if (e == NULL)
       return kiln__oom("creating a CUDA event");
     e->dev = d;
-    if (KILN__CU(d->cu, cuEventCreate, &e->handle, CU_EVENT_DISABLE_TIMING) !=
-        CUDA_SUCCESS) {
-      kiln__free(e);
-      return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
-                             "could not create a CUDA event on " GPU_FMT,
-                             d->ordinal);
-    }
   }
   atomic_init(&e->refs, 1);
+  atomic_init(&e->recorded, false);
   e->next_free = NULL;
   *out = e;
   return KILN_OK;
 }
 
-/* Back to the pool: reusing CUevents keeps event_record cheap. */
+/* Back to the pool: reusing CUevents keeps records cheap. */
 static void event_put(kiln__event *e) {
   kiln__cuda_device *d = e->dev;
   timeline_release(e->callbacks);
@@ -462,19 +504,73 @@ static void cuda_event_release(kiln__event *event) {
   event_put(event);
 }
 
+/* Whether the clock already knows the event's point complete. */
+static bool known_done(const kiln__event *e) {
+  return e->seq <=
+         atomic_load_explicit(&e->callbacks->done_seq, memory_order_acquire);
+}
+
+/* What materialise found. */
+enum { MAT_RECORDED = 0, MAT_DONE = 1, MAT_FAILED = 2 };
+
+/*
+ * Records the event at its stream's tail if not yet recorded (see the top
+ * of this section). MAT_DONE if the stream is gone (it was idle then);
+ * MAT_FAILED with the driver call noted. Context current; any thread.
+ */
+static int materialise(kiln__event *e) {
+  if (atomic_load_explicit(&e->recorded, memory_order_acquire))
+    return MAT_RECORDED;
+  kiln__cuda_device *d = e->dev;
+  cb_timeline *t = e->callbacks;
+  int result = MAT_RECORDED;
+  pthread_mutex_lock(&t->lock);
+  if (atomic_load_explicit(&e->recorded, memory_order_relaxed)) {
+    /* another thread recorded it while we waited */
+  } else if (t->handle == NULL) {
+    result = MAT_DONE;
+  } else if (e->handle == NULL &&
+             KILN__CU(d->cu, cuEventCreate, &e->handle,
+                      CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
+    e->handle = NULL;
+    result = MAT_FAILED;
+  } else {
+    /* Read before the record: the work counted was enqueued before it. */
+    uint64_t covers = atomic_load_explicit(&t->work_seq, memory_order_acquire);
+    if (KILN__CU(d->cu, cuEventRecord, e->handle, t->handle) !=
+        CUDA_SUCCESS) {
+      result = MAT_FAILED;
+    } else {
+      e->covers = covers;
+      atomic_store_explicit(&e->recorded, true, memory_order_release);
+    }
+  }
+  pthread_mutex_unlock(&t->lock);
+  return result;
+}
+
 /* Whether the event's work has finished. A lost device counts as done:
- * nothing will ever run on it again, and waiting would hang. */
+ * nothing will ever run on it again, and waiting would hang. A record
+ * that fails answers "not yet": the caller then waits the safe way. */
 static bool cuda_event_done(kiln__event *event) {
   kiln__cuda_device *d = event->dev;
+  if (known_done(event))
+    return true;
   if (!quiet_enter(d))
     return true;
+  int m = materialise(event);
+  if (m != MAT_RECORDED)
+    return m == MAT_DONE;
   CUresult r = d->cu->cuEventQuery(event->handle);
   if (r == CUDA_ERROR_NOT_READY)
     return false;
   if (kiln__cu_is_sticky(r)) {
     kiln__cu_note(r, "cuEventQuery");
     (void)mark_lost(d, r, NULL);
+    return true;
   }
+  if (r == CUDA_SUCCESS)
+    timeline_done(event->callbacks, event->covers);
   return true;
 }
 
@@ -483,14 +579,22 @@ static kiln_status cuda_event_synchronize(kiln__event *event) {
   kiln_status st = kiln__cuda_enter(d);
   if (st != KILN_OK)
     return st;
-  if (KILN__CU(d->cu, cuEventSynchronize, event->handle) != CUDA_SUCCESS)
-    return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
-                           "waiting for work on " GPU_FMT " failed",
+  int m = known_done(event) ? MAT_DONE : materialise(event);
+  if (m == MAT_FAILED)
+    return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
+                           "could not record an event on " GPU_FMT,
                            d->ordinal);
+  if (m == MAT_RECORDED) {
+    if (KILN__CU(d->cu, cuEventSynchronize, event->handle) != CUDA_SUCCESS)
+      return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                             "waiting for work on " GPU_FMT " failed",
+                             d->ordinal);
+    timeline_done(event->callbacks, event->covers);
+  }
   /* The stream passed the point, so the callbacks before it are queued
    * on the callback thread: wait until they ran (unless we are it). */
   cb_timeline *t = event->callbacks;
-  if (t != NULL && !tl_callback_thread) {
+  if (!tl_callback_thread) {
     pthread_mutex_lock(&d->cb_lock);
     while (t->completed < event->cb_ticket && !atomic_load(&d->lost))
       pthread_cond_wait(&d->cb_done, &d->cb_lock);
@@ -501,20 +605,29 @@ static kiln_status cuda_event_synchronize(kiln__event *event) {
 
 /* ---- streams -------------------------------------------------------------- */
 
+/* A release waiting for its stream to pass `seq` work items. */
 typedef struct release_entry {
-  kiln__event *event;
+  uint64_t seq;
   kiln__host_fn fn;
   void *user;
 } release_entry;
 
+/* Recorded points the release FIFO polls (see poll_releases). */
+#define MAX_MARKS 4
+
 typedef struct cuda_stream {
   kiln__cuda_device *dev;
   CUstream handle;
-  /* Under the core's submit lock: the last event recorded and how much
-   * work had been enqueued then, so an unchanged tail is reused. */
+  /* Under the core's submit lock: the last event handed out and how much
+   * work had been enqueued then, so an unchanged tail is reused; the work
+   * count (published to the clock by work_added). */
   kiln__event *tail_event;
   uint64_t tail_seq;
   uint64_t work_seq;
+  /* Recorded points, oldest first, and when to poll next (submit lock). */
+  kiln__event *marks[MAX_MARKS];
+  int num_marks;
+  size_t next_poll;
   /* The release FIFO, a ring buffer, and the last kernel's name. */
   pthread_mutex_t lock;
   release_entry *ring;
@@ -525,7 +638,7 @@ typedef struct cuda_stream {
    * has already reached (dev->cb_lock). */
   int cb_pending;
   int cb_posted;
-  cb_timeline *callbacks;
+  cb_timeline *callbacks; /* also the stream's clock */
   kiln__cuda_host_node *outstanding;
 } cuda_stream;
 
@@ -533,40 +646,97 @@ static cuda_stream *impl_of(struct kiln_stream *stream) {
   return stream->impl;
 }
 
-/* Calls the releases whose events completed (all of them when
- * `all_done`, i.e. the stream is known to be idle or lost). The newest
- * entry is asked first: when it is done, so is everything before it, and
- * one query settles the whole FIFO. */
-static void poll_releases(cuda_stream *s, bool all_done) {
-  if (atomic_load_explicit(&s->pending_releases, memory_order_acquire) == 0)
+/* One more work item went into the stream (under the submit lock). */
+static void work_added(cuda_stream *s) {
+  s->work_seq++;
+  atomic_store_explicit(&s->callbacks->work_seq, s->work_seq,
+                        memory_order_release);
+}
+
+/* Asks the oldest marks whether the device passed them, raising the
+ * clock; stops at the first that has not. */
+static void query_marks(cuda_stream *s) {
+  kiln__cuda_device *d = s->dev;
+  while (s->num_marks > 0) {
+    kiln__event *m = s->marks[0];
+    CUresult r = d->cu->cuEventQuery(m->handle);
+    if (r == CUDA_ERROR_NOT_READY)
+      return;
+    if (kiln__cu_is_sticky(r)) {
+      kiln__cu_note(r, "cuEventQuery");
+      (void)mark_lost(d, r, NULL);
+      return;
+    }
+    if (r == CUDA_SUCCESS)
+      timeline_done(s->callbacks, m->covers);
+    cuda_event_release(m);
+    s->num_marks--;
+    memmove(s->marks, s->marks + 1, (size_t)s->num_marks * sizeof *s->marks);
+  }
+}
+
+/* Records a mark at the tail, unless the newest mark is the tail already
+ * or there is no room (the next poll tries again). Context current. */
+static void add_mark(cuda_stream *s) {
+  if (s->num_marks == MAX_MARKS ||
+      (s->num_marks > 0 && s->marks[s->num_marks - 1]->seq == s->work_seq))
     return;
+  kiln__event *e = NULL;
+  if (event_get(s->dev, &e) != KILN_OK)
+    return;
+  atomic_fetch_add_explicit(&s->callbacks->refs, 1, memory_order_relaxed);
+  e->callbacks = s->callbacks;
+  e->seq = s->work_seq;
+  e->cb_ticket = s->callbacks->enqueued;
+  if (materialise(e) != MAT_RECORDED) {
+    cuda_event_release(e);
+    return;
+  }
+  s->marks[s->num_marks++] = e;
+}
+
+static void drop_marks(cuda_stream *s) {
+  for (int i = 0; i < s->num_marks; i++)
+    cuda_event_release(s->marks[i]);
+  s->num_marks = 0;
+}
+
+/*
+ * Calls the releases whose point the stream has passed: all of them when
+ * `all_done` (the stream is known idle, or lost), else those the clock
+ * knows complete. Without all_done, it first asks the oldest marks (one
+ * cuEventQuery, usually), and leaves a new mark at the tail for the next
+ * poll: one record and one query per POLL_BATCH releases, where an event
+ * per launch used to be recorded. Called with the submit lock held.
+ */
+static void poll_releases(cuda_stream *s, bool all_done) {
   kiln_status status = atomic_load(&s->dev->lost) ? KILN_ERROR_DEVICE_LOST
                                                   : KILN_OK;
-  if (!all_done) {
-    pthread_mutex_lock(&s->lock);
-    if (s->count > 0 &&
-        cuda_event_done(s->ring[(s->head + s->count - 1) % s->cap].event))
-      all_done = true;
-    pthread_mutex_unlock(&s->lock);
+  if (all_done) {
+    timeline_done(s->callbacks, s->work_seq);
+    drop_marks(s);
+  } else {
+    query_marks(s);
   }
+  uint64_t done =
+      atomic_load_explicit(&s->callbacks->done_seq, memory_order_acquire);
   for (;;) {
     pthread_mutex_lock(&s->lock);
-    if (s->count == 0) {
+    if (s->count == 0 || s->ring[s->head].seq > done) {
+      bool left = s->count > 0;
+      s->next_poll = s->count + POLL_BATCH;
       pthread_mutex_unlock(&s->lock);
+      if (left && !all_done && !atomic_load(&s->dev->lost))
+        add_mark(s);
       return;
     }
     release_entry e = s->ring[s->head];
-    if (!all_done && !cuda_event_done(e.event)) {
-      pthread_mutex_unlock(&s->lock);
-      return;
-    }
     s->head = (s->head + 1) % s->cap;
     s->count--;
     atomic_fetch_sub(&s->pending_releases, 1);
     pthread_mutex_unlock(&s->lock);
     /* Outside the lock: fn frees buffers, which may reach the driver. */
     e.fn(e.user, status);
-    cuda_event_release(e.event);
   }
 }
 
@@ -766,11 +936,26 @@ static kiln_status cuda_enqueue_host(struct kiln_stream *stream,
                            "could not enqueue a host callback on " GPU_FMT,
                            d->ordinal);
   }
-  s->work_seq++;
+  work_added(s);
   return KILN_OK;
 }
 
 /* ---- stream objects --------------------------------------------------------- */
+
+/* The stream's clock (see the events section). */
+static cb_timeline *timeline_new(void) {
+  cb_timeline *t = kiln__calloc(1, sizeof *t);
+  if (t == NULL)
+    return NULL;
+  if (pthread_mutex_init(&t->lock, NULL) != 0) {
+    kiln__free(t);
+    return NULL;
+  }
+  atomic_init(&t->refs, 1);
+  atomic_init(&t->work_seq, 0);
+  atomic_init(&t->done_seq, 0);
+  return t;
+}
 
 static kiln_status cuda_stream_create(struct kiln_stream *stream) {
   kiln__cuda_device *d = kiln__cuda_dev(stream->device);
@@ -786,14 +971,14 @@ static kiln_status cuda_stream_create(struct kiln_stream *stream) {
                        "could not create a CUDA stream's lock.");
   }
   s->dev = d;
+  s->next_poll = POLL_BATCH;
   atomic_init(&s->pending_releases, 0);
-  s->callbacks = kiln__calloc(1, sizeof *s->callbacks);
+  s->callbacks = timeline_new();
   if (s->callbacks == NULL) {
     pthread_mutex_destroy(&s->lock);
     kiln__free(s);
     return kiln__oom("creating a CUDA stream");
   }
-  atomic_init(&s->callbacks->refs, 1);
   if (KILN__CU(d->cu, cuStreamCreate, &s->handle, CU_STREAM_NON_BLOCKING) !=
       CUDA_SUCCESS) {
     pthread_mutex_destroy(&s->lock);
@@ -803,11 +988,13 @@ static kiln_status cuda_stream_create(struct kiln_stream *stream) {
                            "could not create a CUDA stream on " GPU_FMT,
                            d->ordinal);
   }
+  s->callbacks->handle = s->handle;
   stream->impl = s;
   return KILN_OK;
 }
 
-/* Only called on an idle stream (or one of a lost device). */
+/* Only called on an idle stream (or one of a lost device). Events of the
+ * stream live on: its clock then says everything completed. */
 static void cuda_stream_destroy(struct kiln_stream *stream) {
   cuda_stream *s = impl_of(stream);
   if (s == NULL)
@@ -819,6 +1006,10 @@ static void cuda_stream_destroy(struct kiln_stream *stream) {
   poll_releases(s, true);
   if (s->tail_event != NULL)
     cuda_event_release(s->tail_event);
+  pthread_mutex_lock(&s->callbacks->lock);
+  s->callbacks->handle = NULL;
+  timeline_done(s->callbacks, UINT64_MAX);
+  pthread_mutex_unlock(&s->callbacks->lock);
   if (live)
     (void)KILN__CU(d->cu, cuStreamDestroy, s->handle);
   pthread_mutex_destroy(&s->lock);
@@ -890,31 +1081,23 @@ static kiln_status cuda_stream_synchronize(struct kiln_stream *stream) {
 
 /* ---- event records and waits ---------------------------------------------------- */
 
+/* Hands out the stream's current point as a lazy event: no driver call
+ * (see the events section). Reused while nothing was enqueued since. */
 static kiln_status cuda_event_record(struct kiln_stream *stream,
                                      kiln__event **out) {
   cuda_stream *s = impl_of(stream);
-  kiln__cuda_device *d = s->dev;
-  /* Nothing enqueued since the last record: the same point, same event. */
   if (s->tail_event != NULL && s->tail_seq == s->work_seq) {
     cuda_event_retain(s->tail_event);
     *out = s->tail_event;
     return KILN_OK;
   }
-  kiln_status st = kiln__cuda_enter(d);
-  if (st != KILN_OK)
-    return st;
   kiln__event *e = NULL;
-  st = event_get(d, &e);
+  kiln_status st = event_get(s->dev, &e);
   if (st != KILN_OK)
     return st;
-  if (KILN__CU(d->cu, cuEventRecord, e->handle, s->handle) != CUDA_SUCCESS) {
-    event_put(e);
-    return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
-                           "could not record an event on " GPU_FMT,
-                           d->ordinal);
-  }
   atomic_fetch_add_explicit(&s->callbacks->refs, 1, memory_order_relaxed);
   e->callbacks = s->callbacks;
+  e->seq = s->work_seq;
   e->cb_ticket = s->callbacks->enqueued;
   if (s->tail_event != NULL)
     cuda_event_release(s->tail_event);
@@ -929,37 +1112,37 @@ static kiln_status cuda_stream_wait_event(struct kiln_stream *stream,
                                           kiln__event *event) {
   cuda_stream *s = impl_of(stream);
   kiln__cuda_device *d = s->dev;
-  if (event == s->tail_event || cuda_event_done(event))
-    return KILN_OK; /* in order already, or finished */
+  if (event->callbacks == s->callbacks || cuda_event_done(event))
+    return KILN_OK; /* in order already (same stream), or finished */
   kiln_status st = kiln__cuda_enter(d);
   if (st != KILN_OK)
     return st;
-  if (KILN__CU(d->cu, cuStreamWaitEvent, s->handle, event->handle, 0) !=
-      CUDA_SUCCESS)
+  int m = materialise(event);
+  if (m == MAT_DONE)
+    return KILN_OK;
+  if (m == MAT_FAILED ||
+      KILN__CU(d->cu, cuStreamWaitEvent, s->handle, event->handle, 0) !=
+          CUDA_SUCCESS)
     return kiln__cuda_fail(d, KILN_ERROR_INTERNAL,
                            "could not order a stream of " GPU_FMT
                            " after another",
                            d->ordinal);
-  s->work_seq++;
+  work_added(s);
   return KILN_OK;
 }
 
-/* Queues fn behind the stream's tail event (see the top of this file). */
+/* Queues fn until the stream passes its current point (see
+ * poll_releases): no event and no driver call per release. */
 static kiln_status cuda_enqueue_release(struct kiln_stream *stream,
                                         kiln__host_fn fn, void *user) {
   cuda_stream *s = impl_of(stream);
-  kiln__event *e = NULL;
-  kiln_status st = cuda_event_record(stream, &e);
-  if (st != KILN_OK)
-    return st;
   pthread_mutex_lock(&s->lock);
   if (s->count == s->cap && !ring_grow(s)) {
     pthread_mutex_unlock(&s->lock);
-    cuda_event_release(e);
     return kiln__oom("queuing a release on a CUDA stream");
   }
   release_entry *slot = &s->ring[(s->head + s->count) % s->cap];
-  slot->event = e;
+  slot->seq = s->work_seq;
   slot->fn = fn;
   slot->user = user;
   s->count++;
@@ -969,13 +1152,13 @@ static kiln_status cuda_enqueue_release(struct kiln_stream *stream,
 }
 
 /* The common start of work-enqueuing callbacks: the context, then the
- * releases that became due. */
+ * releases that may have become due, once per POLL_BATCH new ones. */
 static kiln_status stream_enter(cuda_stream *s) {
   kiln_status st = kiln__cuda_enter(s->dev);
   if (st != KILN_OK)
     return st;
   if (atomic_load_explicit(&s->pending_releases, memory_order_relaxed) >=
-      POLL_BATCH)
+      s->next_poll)
     poll_releases(s, false);
   return KILN_OK;
 }
@@ -1001,7 +1184,7 @@ static kiln_status launch_builtin(cuda_stream *s, kiln__cuda_builtin which,
     return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
                            "could not launch kiln's %s kernel on " GPU_FMT,
                            what, d->ordinal);
-  s->work_seq++;
+  work_added(s);
   return KILN_OK;
 }
 
@@ -1057,7 +1240,7 @@ static kiln_status cuda_fill(struct kiln_stream *stream, void *dst,
     return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
                            "could not fill %zu elements on " GPU_FMT, count,
                            d->ordinal);
-  s->work_seq++;
+  work_added(s);
   return KILN_OK;
 }
 
@@ -1121,7 +1304,7 @@ static kiln_status cuda_copy_strided(struct kiln_stream *stream,
       return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
                              "could not copy %llu bytes on " GPU_FMT,
                              g.count * elem_size, d->ordinal);
-    s->work_seq++;
+    work_added(s);
     return KILN_OK;
   }
   kiln__cuda_builtin which = elem_size == 1   ? KILN__CUDA_GATHER1
@@ -1270,14 +1453,114 @@ static kiln_status launch_shape(const kiln__cuda_device *d,
   return KILN_OK;
 }
 
+/* One launch region (cuda_abi.h): blocks, their size and the first group,
+ * per dimension. */
+typedef struct launch_region {
+  unsigned blocks[3];
+  unsigned size[3];
+  unsigned first[3];
+} launch_region;
+
+/* Whether dimension d must be launched as separate full and partial parts:
+ * it has a partial group and a later dimension's groups are above 1 thread,
+ * the only case where CUDA's warps (cut from the linear id over blockDim)
+ * differ from Metal's SIMD groups (cut over the group's real size). */
+static bool split_dim(const kiln__launch_params *p, int d) {
+  if (p->grid[d] % p->tg[d] == 0)
+    return false;
+  for (int e = d + 1; e < 3; e++)
+    if (p->tg[e] > 1)
+      return true;
+  return false;
+}
+
+/* Cuts the dispatch into regions whose blocks all have their real size:
+ * one region unless a dimension is split (split_dim), then up to 8.
+ * Returns how many. */
+static int launch_regions(const kiln__launch_params *p,
+                          const unsigned blocks[3], launch_region out[8]) {
+  /* Per dimension, up to two parts: [start, start + n) of size `size`. */
+  unsigned n[3][2], size[3][2], start[3][2];
+  int parts[3];
+  for (int d = 0; d < 3; d++) {
+    unsigned full = p->grid[d] / p->tg[d];
+    if (!split_dim(p, d) || full == 0) {
+      /* One part (a lone group is its real size already: tg <= grid). */
+      n[d][0] = blocks[d], size[d][0] = p->tg[d], start[d][0] = 0;
+      parts[d] = 1;
+      continue;
+    }
+    n[d][0] = full, size[d][0] = p->tg[d], start[d][0] = 0;
+    n[d][1] = 1, size[d][1] = p->grid[d] - full * p->tg[d];
+    start[d][1] = full;
+    parts[d] = 2;
+  }
+  int count = 0;
+  for (int i = 0; i < parts[0]; i++)
+    for (int j = 0; j < parts[1]; j++)
+      for (int k = 0; k < parts[2]; k++) {
+        const int pick[3] = {i, j, k};
+        for (int d = 0; d < 3; d++) {
+          out[count].blocks[d] = n[d][pick[d]];
+          out[count].size[d] = size[d][pick[d]];
+          out[count].first[d] = start[d][pick[d]];
+        }
+        count++;
+      }
+  return count;
+}
+
+/* The error of a failed cuLaunchKernel. */
+static kiln_status launch_error(kiln__cuda_device *d, CUresult r,
+                                const char *name,
+                                const kiln__launch_params *p) {
+  if (r == CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES)
+    return kiln__cu_error(KILN_ERROR_LAUNCH,
+                          "kernel '%s' could not be launched on " GPU_FMT
+                          " with threadgroups of %ux%ux%u: the kernel "
+                          "needs more registers or shared memory than the "
+                          "device has for that many threads; use smaller "
+                          "threadgroups",
+                          name, d->ordinal, p->tg[0], p->tg[1], p->tg[2]);
+  return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                         "kernel '%s' could not be launched on " GPU_FMT,
+                         name, d->ordinal);
+}
+
+/* Launches every region with `params` (whose last entry is &dims). If a
+ * later region fails after earlier ones went in, waits for the stream:
+ * the core treats a failed launch as enqueuing nothing, so no work may
+ * still use the buffers when this returns. */
+static kiln_status launch_all(cuda_stream *s, const kiln__cuda_module *m,
+                              const kiln__launch_params *p,
+                              const unsigned blocks[3], void **params,
+                              kiln_cuda_dims *dims, const char *name) {
+  kiln__cuda_device *d = s->dev;
+  launch_region regions[8];
+  int count = launch_regions(p, blocks, regions);
+  for (int i = 0; i < count; i++) {
+    const launch_region *g = &regions[i];
+    memcpy(dims->group_offset, g->first, sizeof dims->group_offset);
+    CUresult r = KILN__CU(d->cu, cuLaunchKernel, m->function, g->blocks[0],
+                          g->blocks[1], g->blocks[2], g->size[0], g->size[1],
+                          g->size[2], 0, s->handle, params, NULL);
+    if (r == CUDA_SUCCESS)
+      continue;
+    kiln_status st = launch_error(d, r, name, p);
+    if (i > 0)
+      (void)d->cu->cuStreamSynchronize(s->handle);
+    return st;
+  }
+  return KILN_OK;
+}
+
 static kiln_status cuda_launch(struct kiln_stream *stream, void *module,
                                const kiln__launch_params *p) {
   cuda_stream *s = impl_of(stream);
-  kiln__cuda_device *d = s->dev;
   const kiln__cuda_module *m = module;
   const char *name = p->kernel_name != NULL ? p->kernel_name : "?";
   unsigned blocks[3];
-  kiln_status st = launch_shape(d, m, p, name, blocks);
+  kiln_status st = launch_shape(s->dev, m, p, name, blocks);
   if (st != KILN_OK)
     return st;
   if (p->grid[0] == 0 || p->grid[1] == 0 || p->grid[2] == 0)
@@ -1316,30 +1599,18 @@ static kiln_status cuda_launch(struct kiln_stream *stream, void *module,
   for (int i = 0; i < 3; i++) {
     dims.grid[i] = p->grid[i];
     dims.tg[i] = p->tg[i];
+    dims.group_offset[i] = 0;
   }
   params[p->num_args] = &dims;
   note_kernel(s, name);
-  CUresult r = KILN__CU(d->cu, cuLaunchKernel, m->function, blocks[0],
-                        blocks[1], blocks[2], p->tg[0], p->tg[1], p->tg[2], 0,
-                        s->handle, params, NULL);
+  st = launch_all(s, m, p, blocks, params, &dims, name);
   if (params != inline_params) {
     kiln__free(params);
     kiln__free(ptrs);
   }
-  if (r != CUDA_SUCCESS) {
-    if (r == CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES)
-      return kiln__cu_error(KILN_ERROR_LAUNCH,
-                            "kernel '%s' could not be launched on " GPU_FMT
-                            " with threadgroups of %ux%ux%u: the kernel "
-                            "needs more registers or shared memory than the "
-                            "device has for that many threads; use smaller "
-                            "threadgroups",
-                            name, d->ordinal, p->tg[0], p->tg[1], p->tg[2]);
-    return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
-                           "kernel '%s' could not be launched on " GPU_FMT,
-                           name, d->ordinal);
-  }
-  s->work_seq++;
+  if (st != KILN_OK)
+    return st;
+  work_added(s);
   return KILN_OK;
 }
 

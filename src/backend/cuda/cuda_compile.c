@@ -102,7 +102,9 @@ static long long number_after(const char *line, const char *line_end,
   if (hit == NULL || hit >= line_end)
     return -1;
   hit += strlen(prefix);
-  if (*hit < '0' || *hit > '9')
+  while (hit < line_end && *hit == ' ')
+    hit++;
+  if (hit >= line_end || *hit < '0' || *hit > '9')
     return -1;
   return strtoll(hit, NULL, 10);
 }
@@ -124,30 +126,78 @@ static void parse_line(const char *line, const char *end,
     info->shared_bytes = (uint64_t)v;
 }
 
+/* The function a ptxas line introduces, copied into `out` ("" if the line
+ * introduces none): "Compiling entry function 'NAME' for 'sm_90a'",
+ * "Function properties for NAME" (quoted or not, any prefix such as
+ * "ptxas info    :" with any spacing). */
+static void line_function(const char *line, const char *end, char *out,
+                          size_t size) {
+  static const char *const markers[] = {"entry function", "properties for"};
+  out[0] = '\0';
+  for (size_t m = 0; m < 2; m++) {
+    const char *hit = strstr(line, markers[m]);
+    if (hit == NULL || hit >= end)
+      continue;
+    const char *p = hit + strlen(markers[m]);
+    while (p < end && (*p == ' ' || *p == '\'' || *p == '"' || *p == '`'))
+      p++;
+    size_t n = 0;
+    while (p + n < end && p[n] != '\'' && p[n] != '"' && p[n] != ' ' &&
+           p[n] != '\r' && p[n] != ':' && n + 1 < size)
+      n++;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return;
+  }
+}
+
+/* Whether function name `fn` (as ptxas printed it) is `entry`: the same,
+ * or a mangled name that contains it as an identifier ("_Z10kiln_entry"
+ * or a "$"-suffixed variant). */
+static bool same_function(const char *fn, const char *entry) {
+  const char *hit = strstr(fn, entry);
+  if (hit == NULL)
+    return false;
+  char after = hit[strlen(entry)];
+  bool left_ok = hit == fn || (hit[-1] >= '0' && hit[-1] <= '9');
+  bool right_ok = after == '\0' || after == '$' || after == '(';
+  return left_ok && right_ok;
+}
+
+/* Parses the lines of `log` that belong to `entry` (or, when `any`, every
+ * line) into `info`; returns whether a line named the entry. */
+static bool parse_blocks(const char *log, const char *entry, bool any,
+                         kiln__compile_info *info) {
+  bool seen = false, inside = any;
+  for (const char *p = log; *p != '\0';) {
+    const char *end = p + strcspn(p, "\n");
+    char fn[256];
+    line_function(p, end, fn, sizeof fn);
+    if (fn[0] != '\0') {
+      inside = any || same_function(fn, entry);
+      seen = seen || same_function(fn, entry);
+    }
+    if (inside)
+      parse_line(p, end, info);
+    p = *end ? end + 1 : end;
+  }
+  return seen;
+}
+
 /*
- * Parses `ptxas -v` output for function `entry`: the lines from
- * "Compiling entry function 'ENTRY'" up to the next function. Fields not
- * found keep their values (callers preset registers to -1).
+ * Parses `ptxas -v` output for function `entry`: the lines after any line
+ * naming it ("Compiling entry function", "Function properties for") up to
+ * a line naming another function. If no line names it (a report format
+ * this parser does not know), every line is read: kiln's modules have one
+ * entry point. Fields not found keep their values (callers preset
+ * registers to -1).
  */
 void kiln__cuda_parse_ptxas(const char *log, const char *entry,
                             kiln__compile_info *info) {
-  char marker[160];
-  snprintf(marker, sizeof marker, "Compiling entry function '%s'", entry);
-  const char *p = log != NULL ? strstr(log, marker) : NULL;
-  if (p == NULL)
+  if (log == NULL || entry == NULL)
     return;
-  p = strchr(p, '\n');
-  while (p != NULL && *p != '\0') {
-    p++;
-    const char *end = strchr(p, '\n');
-    if (end == NULL)
-      end = p + strlen(p);
-    const char *next = strstr(p, "Compiling entry function");
-    if (next != NULL && next < end)
-      break;
-    parse_line(p, end, info);
-    p = *end ? end : NULL;
-  }
+  if (!parse_blocks(log, entry, false, info))
+    (void)parse_blocks(log, entry, true, info);
 }
 
 /* ---- NVRTC ----------------------------------------------------------------- */
@@ -276,6 +326,42 @@ static kiln_status take_cubin(const kiln__nvrtc_api *nv, nvrtcProgram prog,
   return KILN_OK;
 }
 
+/* KILN_DEBUG_NVRTC_LOG=1: keep NVRTC's raw log, for reports from
+ * machines where its format surprises kiln. */
+static bool debug_log(void) {
+  const char *v = getenv("KILN_DEBUG_NVRTC_LOG");
+  return v != NULL && v[0] == '1';
+}
+
+/* Appends the raw log after a normalised one (debug only); takes both. */
+static char *with_raw_log(char *text, char *raw) {
+  if (text == NULL || raw == NULL) {
+    kiln__free(raw);
+    return text;
+  }
+  kiln__strbuf sb;
+  kiln__sb_init(&sb);
+  kiln__sb_appendf(&sb, "%s--- raw NVRTC log (KILN_DEBUG_NVRTC_LOG) ---\n%s\n",
+                   text, raw);
+  kiln__free(text);
+  kiln__free(raw);
+  char *joined = kiln__sb_take(&sb);
+  return joined;
+}
+
+/* Debug only: shows a successful compile's raw log and options on stderr
+ * (like a verbose launch, printing happens only on request). */
+static void show_raw_log(const kiln__nvrtc_job *job, const char *const *opts,
+                         int n, const char *raw) {
+  fprintf(stderr, "// kiln: NVRTC log of kernel '%s' for %s (options:",
+          job->name, job->arch);
+  for (int i = 0; i < n; i++)
+    fprintf(stderr, " %s", opts[i]);
+  fprintf(stderr, "), %zu bytes:\n%s\n// kiln: end of NVRTC log\n",
+          raw != NULL ? strlen(raw) : (size_t)0, raw != NULL ? raw : "");
+  fflush(stderr);
+}
+
 /* Runs NVRTC on a created program and collects the results. */
 static kiln_status run_program(const kiln__nvrtc_api *nv, nvrtcProgram prog,
                                const kiln__nvrtc_job *job, kiln__binary *out,
@@ -286,6 +372,8 @@ static kiln_status run_program(const kiln__nvrtc_api *nv, nvrtcProgram prog,
   nvrtcResult r = KILN__NVRTC(nv, nvrtcCompileProgram, prog, n, opts);
   if (r == NVRTC_ERROR_COMPILATION) {
     char *text = normalize_log(program_log(nv, prog), job->arch);
+    if (debug_log())
+      text = with_raw_log(text, program_log(nv, prog));
     if (log != NULL)
       *log = text;
     else
@@ -301,11 +389,14 @@ static kiln_status run_program(const kiln__nvrtc_api *nv, nvrtcProgram prog,
                              "NVRTC %d.%d could not compile kernel '%s' for "
                              "%s",
                              nv->major, nv->minor, job->name, job->arch);
-  if (info != NULL && job->ptxas_report) {
+  if ((info != NULL && job->ptxas_report) || debug_log()) {
     char *text = program_log(nv, prog);
     if (text == NULL)
       return kiln__oom("reading the CUDA compiler's report");
-    kiln__cuda_parse_ptxas(text, KILN_CUDA_ENTRY_NAME, info);
+    if (debug_log())
+      show_raw_log(job, opts, n, text);
+    if (info != NULL && job->ptxas_report)
+      kiln__cuda_parse_ptxas(text, KILN_CUDA_ENTRY_NAME, info);
     kiln__free(text);
   }
   return take_cubin(nv, prog, job->name, out);
@@ -351,39 +442,66 @@ kiln_status kiln__cuda_nvrtc_compile(const kiln__nvrtc_job *job,
 
 /* ---- build id and compile --------------------------------------------------- */
 
-static char *make_build_id(const kiln__cuda_device *d,
-                           const kiln__nvrtc_api *nv) {
+/* The build id from `compiler`, the NVRTC's identity (its file, or where
+ * the search found none, its version as reported once loaded). */
+static char *make_build_id(const kiln__cuda_device *d, const char *compiler) {
   kiln__strbuf sb;
   kiln__sb_init(&sb);
-  kiln__sb_appendf(&sb, "cuda-abi%d;nvrtc %d.%d;driver %d;%s;",
-                   KILN_CUDA_ABI_VERSION, nv->major, nv->minor,
-                   d->cu->driver_version, d->arch);
+  kiln__sb_appendf(&sb, "cuda-abi%d;nvrtc %s;driver %d;%s;",
+                   KILN_CUDA_ABI_VERSION, compiler, d->cu->driver_version,
+                   d->arch);
   for (size_t i = 0; i < NUM_COMMON; i++)
     kiln__sb_appendf(&sb, "%s ", common_options[i]);
   kiln__sb_appendf(&sb, "safe:%s fast:%s", safe_option, fast_option);
   return kiln__sb_take(&sb);
 }
 
-/*
- * The build id: "cuda-abi<v>;nvrtc <major.minor>;driver <version>;<arch>;
- * <flags>". Computed once per device; needs NVRTC (a cubin from another
- * NVRTC is a different binary).
- */
-kiln_status kiln__cuda_build_id(struct kiln_device *dev, const char **out) {
-  kiln__cuda_device *d = kiln__cuda_dev(dev);
+/* Names the compiler for the build id. Loads NVRTC only when its file
+ * could not be found without loading it (see cuda_loader.c). */
+static kiln_status compiler_identity(const kiln__cuda_device *d, char *out,
+                                     size_t size) {
+  const char *file = kiln__nvrtc_identity();
+  if (file != NULL) {
+    snprintf(out, size, "file %s", file);
+    return KILN_OK;
+  }
   const char *why = NULL;
   const kiln__nvrtc_api *nv = kiln__nvrtc_load(&why);
   if (nv == NULL)
     return kiln__error(KILN_ERROR_UNSUPPORTED,
                        "kernels cannot be compiled for gpu:%d: %s.",
                        d->ordinal, why);
+  snprintf(out, size, "%d.%d %s", nv->major, nv->minor, nv->soname);
+  return KILN_OK;
+}
+
+/*
+ * The build id: "cuda-abi<v>;nvrtc <identity>;driver <version>;<arch>;
+ * <flags>", where the identity is NVRTC's file (real path, size and
+ * modification time), so that a disk-cache hit never loads the compiler.
+ * Computed once per device.
+ */
+kiln_status kiln__cuda_build_id(struct kiln_device *dev, const char **out) {
+  kiln__cuda_device *d = kiln__cuda_dev(dev);
   pthread_mutex_lock(&d->lock);
-  if (d->build_id == NULL)
-    d->build_id = make_build_id(d, nv);
   char *id = d->build_id;
   pthread_mutex_unlock(&d->lock);
-  if (id == NULL)
-    return kiln__oom("computing the CUDA backend's build id");
+  if (id == NULL) {
+    char compiler[1024];
+    kiln_status st = compiler_identity(d, compiler, sizeof compiler);
+    if (st != KILN_OK)
+      return st;
+    char *made = make_build_id(d, compiler);
+    if (made == NULL)
+      return kiln__oom("computing the CUDA backend's build id");
+    pthread_mutex_lock(&d->lock);
+    if (d->build_id == NULL)
+      d->build_id = made;
+    else
+      kiln__free(made); /* another thread won; the ids are equal */
+    id = d->build_id;
+    pthread_mutex_unlock(&d->lock);
+  }
   *out = id;
   return KILN_OK;
 }
@@ -397,6 +515,43 @@ kiln_status kiln__cuda_compile(struct kiln_device *dev, const char *source,
                          kernel_name != NULL ? kernel_name : "?", math,
                          false};
   return kiln__cuda_nvrtc_compile(&job, out, log, NULL);
+}
+
+/* Whether a cubin for `target` can load on `dev`: a GPU of the same major
+ * architecture, at least the target's minor ("a" targets: exactly it). */
+static bool runs_on(const struct kiln_device *dev, const char *target) {
+  int want = parse_target(target);
+  int have = parse_target(dev->info.arch);
+  if (dev->ops != &kiln__cuda_backend || want < 0 || have < 0 ||
+      want / 10 != have / 10 || have < want)
+    return false;
+  return target[strlen(target) - 1] != 'a' || have == want;
+}
+
+/*
+ * Where ptxas's report gave no register count, and a GPU that runs the
+ * cubin is present, reads registers and local memory from the loaded
+ * module instead (cuFuncGetAttribute). Best effort: a failure leaves the
+ * report as it was (the call still succeeds).
+ */
+static void report_from_driver(const char *target, const kiln__binary *bin,
+                               kiln__compile_info *info) {
+  if (kiln__cu_load(NULL) == NULL || kiln__devices_init() != KILN_OK)
+    return;
+  for (int i = 0; i < kiln__device_count(); i++) {
+    struct kiln_device *dev = kiln__device_at(i);
+    void *module = NULL;
+    kiln__module_info m;
+    if (dev == NULL || !runs_on(dev, target) ||
+        kiln__cuda_load(dev, bin->data, bin->size, &module, &m) != KILN_OK)
+      continue;
+    info->registers = m.registers;
+    info->local_bytes = m.local_memory;
+    if (info->shared_bytes == 0)
+      info->shared_bytes = m.threadgroup_memory;
+    kiln__cuda_unload(dev, module);
+    break;
+  }
 }
 
 /*
@@ -417,10 +572,13 @@ kiln_status kiln__cuda_compile_for_target(const char *target,
                        "(for example sm_90a for H100, sm_80 for A100)",
                        target != NULL ? target : "(null)");
   kiln__compile_info local;
+  kiln__compile_info *report = info != NULL ? info : &local;
   kiln__nvrtc_job job = {target, source,
                          kernel_name != NULL ? kernel_name : "?", math, true};
-  return kiln__cuda_nvrtc_compile(&job, out, log,
-                                  info != NULL ? info : &local);
+  kiln_status st = kiln__cuda_nvrtc_compile(&job, out, log, report);
+  if (st == KILN_OK && info != NULL && info->registers < 0)
+    report_from_driver(target, out, info);
+  return st;
 }
 
 /* ---- load ----------------------------------------------------------------------- */

@@ -5,11 +5,13 @@
  * turned into error sentences with the driver's own error names.
  */
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backend/cuda/cuda_loader.h"
 #include "core/util.h"
@@ -108,7 +110,192 @@ static void *open_nvrtc_in(const char *dir) {
   return NULL;
 }
 
+/* ---- finding NVRTC without loading it ------------------------------------- */
+
+/*
+ * A disk-cache hit needs no compiler, but the cache key must name the
+ * compiler that would build the binary. dlopen of NVRTC (a ~100 MB
+ * library) just to read its version cost milliseconds on every first
+ * launch, so kiln finds the file itself, with stat only, in the dynamic
+ * linker's order: $LD_LIBRARY_PATH, /etc/ld.so.cache, the system
+ * directories, then /usr/local/cuda/lib64 and $CUDA_HOME/lib64. The file's
+ * real path, size and modification time identify it, and it is then
+ * loaded by that path, so what the key names is what compiles. (The
+ * RUNPATH of the executable is not searched; kiln never relied on it.)
+ */
+static struct {
+  pthread_once_t once;
+  char path[512];     /* the file to dlopen; "" if the search found none */
+  char identity[768]; /* "<realpath> <size> <mtime>" */
+} g_nvrtc_file = {PTHREAD_ONCE_INIT, "", ""};
+
+#if defined(__x86_64__)
+#define HOST_ELF_MACHINE 62 /* EM_X86_64 */
+#elif defined(__aarch64__)
+#define HOST_ELF_MACHINE 183 /* EM_AARCH64 */
+#endif
+
+/* Whether `path` is a regular file that this process could load: a
+ * 64-bit ELF of the host's machine (the linker skips others too). */
+static bool loadable(const char *path, struct stat *st) {
+  if (stat(path, st) != 0 || !S_ISREG(st->st_mode))
+    return false;
+  unsigned char h[20];
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return false;
+  size_t n = fread(h, 1, sizeof h, f);
+  fclose(f);
+  if (n != sizeof h || memcmp(h, "\177ELF", 4) != 0 || h[4] != 2)
+    return false;
+#ifdef HOST_ELF_MACHINE
+  unsigned machine = h[18] | (unsigned)h[19] << 8; /* little-endian hosts */
+  if (machine != HOST_ELF_MACHINE)
+    return false;
+#endif
+  return true;
+}
+
+/* Takes `path` as the NVRTC to use if it is loadable; true if taken. */
+static bool take_candidate(const char *path) {
+  struct stat st;
+  if (strlen(path) >= sizeof g_nvrtc_file.path || !loadable(path, &st))
+    return false;
+  char real[PATH_MAX];
+  if (realpath(path, real) == NULL)
+    return false;
+  snprintf(g_nvrtc_file.path, sizeof g_nvrtc_file.path, "%s", path);
+  snprintf(g_nvrtc_file.identity, sizeof g_nvrtc_file.identity,
+           "%.600s %lld %lld.%09ld", real, (long long)st.st_size,
+           (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+  return true;
+}
+
+/* Tries `name` in each directory of a ':'-separated list. */
+static bool search_list(const char *list, const char *name) {
+  while (list != NULL && *list != '\0') {
+    size_t len = strcspn(list, ":;");
+    char path[768];
+    if (len > 0 && len < 512) {
+      snprintf(path, sizeof path, "%.*s/%s", (int)len, list, name);
+      if (take_candidate(path))
+        return true;
+    }
+    list += len;
+    if (*list != '\0')
+      list++;
+  }
+  return false;
+}
+
+/* glibc's ld.so.cache (format "glibc-ld.so.cache1.1"): a header, then
+ * 24-byte entries {int32 flags; uint32 key, value; ...} whose key (soname)
+ * and value (path) are offsets from the header. */
+#define LDCACHE_MAGIC "glibc-ld.so.cache1.1"
+#define LDCACHE_HEADER 48
+#define LDCACHE_ENTRY 24
+
+static uint32_t read_u32(const unsigned char *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/* The NUL-terminated string at `off` of the table, or NULL. */
+static const char *cache_string(const unsigned char *base, size_t size,
+                                uint32_t off) {
+  if (off >= size || memchr(base + off, '\0', size - off) == NULL)
+    return NULL;
+  return (const char *)base + off;
+}
+
+/* Tries every cache entry for `name`, in the cache's order. */
+static bool search_ld_cache(const unsigned char *data, size_t size,
+                            const char *name) {
+  const unsigned char *hit =
+      memmem(data, size, LDCACHE_MAGIC, sizeof LDCACHE_MAGIC - 1);
+  if (hit == NULL)
+    return false;
+  size_t avail = size - (size_t)(hit - data);
+  if (avail < LDCACHE_HEADER)
+    return false;
+  uint32_t nlibs = read_u32(hit + 20);
+  if (nlibs > (avail - LDCACHE_HEADER) / LDCACHE_ENTRY)
+    return false;
+  for (uint32_t i = 0; i < nlibs; i++) {
+    const unsigned char *e = hit + LDCACHE_HEADER + (size_t)i * LDCACHE_ENTRY;
+    const char *key = cache_string(hit, avail, read_u32(e + 4));
+    const char *value = cache_string(hit, avail, read_u32(e + 8));
+    if (key != NULL && value != NULL && strcmp(key, name) == 0 &&
+        take_candidate(value))
+      return true;
+  }
+  return false;
+}
+
+/* Reads /etc/ld.so.cache (kiln__malloc'ed; NULL if absent). */
+static unsigned char *read_ld_cache(size_t *size) {
+  FILE *f = fopen("/etc/ld.so.cache", "rb");
+  if (f == NULL)
+    return NULL;
+  unsigned char *data = NULL;
+  long n = -1;
+  if (fseek(f, 0, SEEK_END) == 0)
+    n = ftell(f);
+  if (n > 0 && n < (1L << 26) && fseek(f, 0, SEEK_SET) == 0)
+    data = kiln__malloc((size_t)n);
+  if (data != NULL && fread(data, 1, (size_t)n, f) != (size_t)n) {
+    kiln__free(data);
+    data = NULL;
+  }
+  fclose(f);
+  *size = data != NULL ? (size_t)n : 0;
+  return data;
+}
+
+static const char *const system_dirs =
+    "/lib64:/usr/lib64:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:"
+    "/lib/aarch64-linux-gnu:/usr/lib/aarch64-linux-gnu:/lib:/usr/lib";
+
+static void find_nvrtc(void) {
+  size_t cache_size = 0;
+  unsigned char *cache = read_ld_cache(&cache_size);
+  bool found = false;
+  for (size_t i = 0; i < NUM_NVRTC_NAMES && !found; i++) {
+    const char *name = nvrtc_names[i];
+    found = search_list(getenv("LD_LIBRARY_PATH"), name) ||
+            (cache != NULL && search_ld_cache(cache, cache_size, name)) ||
+            search_list(system_dirs, name);
+  }
+  kiln__free(cache);
+  const char *home = getenv("CUDA_HOME");
+  for (size_t i = 0; i < NUM_NVRTC_NAMES && !found; i++) {
+    found = search_list("/usr/local/cuda/lib64", nvrtc_names[i]);
+    if (!found && home != NULL && home[0] != '\0' && strlen(home) < 400) {
+      char dir[512];
+      snprintf(dir, sizeof dir, "%s/lib64", home);
+      found = search_list(dir, nvrtc_names[i]);
+    }
+  }
+}
+
+/* The identity of the NVRTC kiln would load (see cuda_loader.h). */
+const char *kiln__nvrtc_identity(void) {
+  pthread_once(&g_nvrtc_file.once, find_nvrtc);
+  return g_nvrtc_file.path[0] ? g_nvrtc_file.identity : NULL;
+}
+
+/* The file found by the search, else the plain dlopen search as before
+ * (a layout the search does not know, such as a RUNPATH). */
 static void *open_nvrtc(void) {
+  if (kiln__nvrtc_identity() != NULL) {
+    void *h = dlopen(g_nvrtc_file.path, RTLD_NOW | RTLD_LOCAL);
+    if (h != NULL) {
+      snprintf(g_nvrtc.soname, sizeof g_nvrtc.soname, "%s",
+               g_nvrtc_file.path);
+      return h;
+    }
+  }
   void *h = open_nvrtc_in("");
   if (h == NULL)
     h = open_nvrtc_in("/usr/local/cuda/lib64");

@@ -196,6 +196,14 @@ const kiln__cu_api *kiln__cu_load(const char **why);
  */
 const kiln__nvrtc_api *kiln__nvrtc_load(const char **why);
 
+/*
+ * The identity of the NVRTC library kiln__nvrtc_load would load, found with
+ * stat and without loading it: "<real path> <size> <mtime>". Computed once
+ * per process; NULL if the search found no file (kiln__nvrtc_load then
+ * falls back to a plain dlopen search).
+ */
+const char *kiln__nvrtc_identity(void);
+
 /* ---- checked calls ------------------------------------------------------- */
 
 /* Records a failed call (name and result) in this thread's slot; returns
