@@ -105,7 +105,10 @@
   X(doc_strided, 60)                                                          \
   X(doc_gemm, 60)                                                             \
   X(doc_rowsum, 60)                                                           \
-  X(doc_histogram, 60)
+  X(doc_histogram, 60)                                                        \
+  X(fault_out_of_memory, 60)                                                  \
+  X(fault_grid_over_device_limits, 60)                                        \
+  X(fault_illegal_address, 60)
 
 /* X(name) */
 #define KT_CHILD_LIST(X) X(cache_probe)
