@@ -548,6 +548,66 @@ KILN_API kiln_status kiln_cache_get_stats(kiln_cache_stats *stats);
 /* The disk cache directory in use (creating it if needed). */
 KILN_API kiln_status kiln_cache_dir(const char **out);
 
+/* ------------------------------------------------------------------------ */
+/* Linear algebra                                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * kiln's linear algebra runs on every device, written in kiln's own kernel
+ * system (Metal-dialect kernels in kernels/, drivers in src/linalg/).
+ * Every function takes matrices with optional leading batch dimensions
+ * (...×m×n): the batch dimensions of the operands must be equal, or an
+ * operand may have none (it is then used for every batch entry). Inputs
+ * may be strided views.
+ * Work is enqueued on a stream like a kernel launch (asynchronous; reading
+ * a result with kiln_array_to_host waits for it). Each function has a
+ * basic form and an _ex form taking options, where NULL means defaults.
+ */
+
+/* Arithmetic that float32 matrix products may use. Default: float32
+ * arithmetic throughout; the others are opt-in and trade accuracy for
+ * tensor-core speed on GPUs (inputs rounded to TF32 / bfloat16, products
+ * accumulated in float32). */
+typedef enum kiln_precision {
+  KILN_PRECISION_DEFAULT = 0,
+  KILN_PRECISION_TF32 = 1,
+  KILN_PRECISION_BF16 = 2
+} kiln_precision;
+
+typedef struct kiln_linalg_opts {
+  size_t struct_size;       /* set by kiln_linalg_opts_init */
+  kiln_stream *stream;      /* NULL: the calling thread's default stream of
+                               the operands' device */
+  kiln_precision precision; /* for float32 GEMM */
+  int path;                 /* force an algorithm (per function; 0: auto) */
+} kiln_linalg_opts;
+
+KILN_API void kiln_linalg_opts_init(kiln_linalg_opts *opts);
+
+/*
+ * C = alpha * op(A) @ op(B) + beta * C, where op(X) is X or its transpose
+ * (of the last two dimensions). A is ...×m×k (k×m when trans_a), B is
+ * ...×k×n (n×k when trans_b), C is ...×m×n and is updated in place. All
+ * three have one dtype: float32 or float64, or float16 / bfloat16 with
+ * float32 accumulation. With beta == 0, C's old contents are not read
+ * (NaN in C does not propagate). Errors: mismatched shapes or dtypes,
+ * operands on different devices.
+ */
+KILN_API kiln_status kiln_gemm(bool trans_a, bool trans_b, double alpha,
+                               kiln_array *a, kiln_array *b, double beta,
+                               kiln_array *c);
+KILN_API kiln_status kiln_gemm_ex(bool trans_a, bool trans_b, double alpha,
+                                  kiln_array *a, kiln_array *b, double beta,
+                                  kiln_array *c,
+                                  const kiln_linalg_opts *opts);
+
+/* *out = A @ B, a new array (...×m×n) of the operands' dtype. */
+KILN_API kiln_status kiln_matmul(kiln_array *a, kiln_array *b,
+                                 kiln_array **out);
+KILN_API kiln_status kiln_matmul_ex(kiln_array *a, kiln_array *b,
+                                    const kiln_linalg_opts *opts,
+                                    kiln_array **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -158,6 +158,14 @@ kiln_status kiln__array_contiguous(kiln_array *array, kiln_stream *stream,
 kiln_status kiln__array_fill(kiln_array *array, double value,
                              kiln_stream *stream);
 
+/* ---- kernels (src/core/kernel.c) ----------------------------------------- */
+
+/* Launches `kernel` writing the existing arrays `into` (one per output,
+ * matching the output specs) in place; for kiln's own drivers. */
+kiln_status kiln__kernel_launch_into(kiln_kernel *kernel,
+                                     const kiln_launch *launch,
+                                     kiln_array *const *into);
+
 /* ---- dtypes -------------------------------------------------------------- */
 
 bool kiln__dtype_valid(kiln_dtype dtype);

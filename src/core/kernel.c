@@ -70,6 +70,9 @@ typedef struct launch_plan {
   kiln_device *dev;    /* NULL for a compile for a named target */
   kiln_stream *stream; /* NULL for generate_source and compile */
   uint32_t tg[3];      /* clipped to the grid */
+  /* kiln__kernel_launch_into: existing arrays the kernel writes (one per
+   * output, owned by the caller), instead of new ones. */
+  kiln_array *const *into;
 } launch_plan;
 
 /* Input i's dtype and rank, whichever way the inputs were given. */
@@ -982,7 +985,8 @@ static void work_release(const launch_plan *p, launch_work *w,
   for (int i = 0; i < p->L.num_inputs; i++)
     if (w->temps[i] != NULL)
       kiln__array_destroy(w->temps[i]);
-  for (int i = 0; !keep_outputs && i < p->L.num_outputs; i++)
+  for (int i = 0; !keep_outputs && p->into == NULL && i < p->L.num_outputs;
+       i++)
     if (w->outs[i] != NULL)
       kiln__array_destroy(w->outs[i]);
 }
@@ -1027,6 +1031,10 @@ static kiln_status check_tg_memory(const kiln_kernel *k, const launch_plan *p,
 static kiln_status make_arrays(const kiln_kernel *k, const launch_plan *p,
                                launch_work *w) {
   for (int i = 0; i < p->L.num_outputs; i++) {
+    if (p->into != NULL) {
+      w->outs[i] = p->into[i];
+      continue;
+    }
     const kiln_output_spec *o = &p->L.outputs[i];
     kiln_status st =
         kiln__array_create(p->dev, o->dtype, o->ndim, o->shape, &w->outs[i]);
@@ -1179,7 +1187,7 @@ static kiln_status run(const kiln_kernel *k, const launch_plan *p,
     st = submit(k, p, s, &w);
   }
   work_release(p, &w, st == KILN_OK);
-  if (st == KILN_OK)
+  if (st == KILN_OK && outputs != NULL)
     memcpy(outputs, w.outs, (size_t)p->L.num_outputs * sizeof *outputs);
   work_free(&w);
   return st;
@@ -1209,6 +1217,45 @@ kiln_status kiln_kernel_launch(kiln_kernel *kernel, const kiln_launch *launch,
   if (st != KILN_OK)
     return st;
   return run(kernel, &p, s, outputs);
+}
+
+/*
+ * For kiln's own drivers (src/linalg/): launches like kiln_kernel_launch,
+ * but the kernel writes the existing arrays `into` (one per output; each
+ * must have the dtype and shape of its output spec and live on the launch's
+ * device). They are written in place, in stream order, ordered against
+ * other streams like any output. Errors carry the caller's API name.
+ */
+kiln_status kiln__kernel_launch_into(kiln_kernel *kernel,
+                                     const kiln_launch *launch,
+                                     kiln_array *const *into) {
+  launch_plan p;
+  memset(&p, 0, sizeof p);
+  kiln_status st = plan_launch(kernel, launch, &p);
+  if (st != KILN_OK)
+    return st;
+  for (int i = 0; i < p.L.num_outputs; i++) {
+    const kiln_output_spec *o = &p.L.outputs[i];
+    kiln_array *a = into[i];
+    bool same = a != NULL && a->dtype == o->dtype && a->ndim == o->ndim &&
+                a->buffer->device == p.dev;
+    for (int d = 0; same && d < o->ndim; d++)
+      same = a->shape[d] == o->shape[d];
+    if (!same)
+      return kiln__error(KILN_ERROR_INTERNAL,
+                         "kernel '%s': output %d given to write in place does "
+                         "not match its spec.",
+                         kernel->name, i);
+  }
+  p.into = into;
+  p.stream = p.L.stream != NULL ? p.L.stream : kiln__default_stream(p.dev);
+  if (p.stream == NULL)
+    return kiln__oom("creating the default stream");
+  kernel_spec *s = NULL;
+  st = find_spec(kernel, &p, &s);
+  if (st != KILN_OK)
+    return st;
+  return run(kernel, &p, s, NULL);
 }
 
 /* A copy in C-library memory, for results the caller releases with

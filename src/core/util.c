@@ -22,6 +22,8 @@ static _Thread_local const char *tl_api;
 /* Remembers the public function the user called, for the prefix. */
 void kiln__api_enter(const char *api_name) { tl_api = api_name; }
 
+const char *kiln__api_current(void) { return tl_api; }
+
 /* Marks a message cut at the buffer's end so readers know text is missing. */
 static void mark_truncated(void) {
   memcpy(tl_error + KILN__ERROR_CAP - 4, "...", 4);

@@ -22,6 +22,9 @@
  */
 void kiln__api_enter(const char *api_name);
 #define KILN_API_ENTER() kiln__api_enter(__func__)
+/* The name set by the last KILN_API_ENTER on this thread (internal code
+ * that must call a public function restores it afterwards). */
+const char *kiln__api_current(void);
 
 /* Formats the thread's error message and returns `status`, so that code can
  * write `return kiln__error(KILN_ERROR_..., "...", ...);`. */

@@ -1,0 +1,251 @@
+/*
+ * kiln's own kernels (the .metal files of kernels/, embedded by CMake) made
+ * into kiln_kernel objects on first use and kept for the process, and the
+ * small helpers every linalg driver shares.
+ */
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "linalg/linalg.h"
+
+typedef struct kiln__embedded_file {
+  const char *name;
+  const char *text;
+} kiln__embedded_file;
+extern const kiln__embedded_file kiln__library_kernels[];
+
+/* One made kernel; a list, since there are a few dozen at most. */
+typedef struct lib_entry {
+  char key[160];
+  kiln_kernel *kernel;
+  struct lib_entry *next;
+} lib_entry;
+
+static pthread_mutex_t g_lib_lock = PTHREAD_MUTEX_INITIALIZER;
+static lib_entry *g_lib;
+
+static const char *family_text(const char *family) {
+  for (const kiln__embedded_file *f = kiln__library_kernels; f->name; f++)
+    if (strcmp(f->name, family) == 0)
+      return f->text;
+  return NULL;
+}
+
+/* Splits a comma-separated list into `names` (pointers into `buf`). */
+static int split_names(const char *csv, char *buf, size_t cap,
+                       const char **names, int max) {
+  size_t len = strlen(csv);
+  if (len >= cap)
+    return -1;
+  memcpy(buf, csv, len + 1);
+  int n = 0;
+  for (char *p = buf; *p != '\0' && n < max;) {
+    names[n++] = p;
+    char *comma = strchr(p, ',');
+    if (comma == NULL)
+      break;
+    *comma = '\0';
+    p = comma + 1;
+  }
+  return n;
+}
+
+/* Finds kernel `name` in the family's text: the header and the body, as
+ * kiln__malloc'ed strings. */
+static kiln_status split_family(const char *family, const char *text,
+                                const char *name, char **header,
+                                char **body) {
+  static const char marker[] = "//@kernel ";
+  const char *first = strstr(text, marker);
+  if (first == NULL)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "kernels/%s.metal has no //@kernel section.", family);
+  for (const char *m = first; m != NULL; m = strstr(m + 1, marker)) {
+    if (m != text && m[-1] != '\n')
+      continue;
+    const char *nm = m + strlen(marker);
+    size_t len = strcspn(nm, " \t\r\n");
+    if (len != strlen(name) || strncmp(nm, name, len) != 0)
+      continue;
+    const char *start = strchr(nm, '\n');
+    start = start != NULL ? start + 1 : nm + len;
+    const char *end = strstr(start, marker);
+    while (end != NULL && end[-1] != '\n')
+      end = strstr(end + 1, marker);
+    if (end == NULL)
+      end = start + strlen(start);
+    *header = kiln__strndup(text, (size_t)(first - text));
+    *body = kiln__strndup(start, (size_t)(end - start));
+    if (*header == NULL || *body == NULL) {
+      kiln__free(*header);
+      kiln__free(*body);
+      return kiln__oom("loading a library kernel");
+    }
+    return KILN_OK;
+  }
+  return kiln__error(KILN_ERROR_INTERNAL,
+                     "kernels/%s.metal has no kernel '%s'.", family, name);
+}
+
+static kiln_status make_kernel(const char *family, const char *name,
+                               const char *inputs, const char *outputs,
+                               unsigned flags, kiln_kernel **out) {
+  const char *text = family_text(family);
+  if (text == NULL)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "kiln was built without kernels/%s.metal.", family);
+  char *header = NULL, *body = NULL;
+  kiln_status st = split_family(family, text, name, &header, &body);
+  if (st != KILN_OK)
+    return st;
+  char inbuf[512], outbuf[256];
+  const char *in[32], *outn[16];
+  int ni = split_names(inputs, inbuf, sizeof inbuf, in, 32);
+  int no = split_names(outputs, outbuf, sizeof outbuf, outn, 16);
+  kiln_kernel_desc d;
+  kiln_kernel_desc_init(&d);
+  d.name = name;
+  d.input_names = in;
+  d.num_inputs = ni < 0 ? 0 : ni;
+  d.output_names = outn;
+  d.num_outputs = no < 0 ? 0 : no;
+  d.header = header;
+  d.source = body;
+  d.atomic_outputs = (flags & KILN__LIB_ATOMIC) != 0;
+  d.ensure_row_contiguous = (flags & KILN__LIB_NO_ROW_CONTIG) == 0;
+  d.math_mode = (flags & KILN__LIB_FAST_MATH) ? KILN_MATH_FAST : KILN_MATH_SAFE;
+  if (ni < 0 || no < 0) {
+    st = kiln__error(KILN_ERROR_INTERNAL, "library kernel '%s': too many "
+                     "names.", name);
+  } else {
+    /* kiln_kernel_create is public and renames the API for messages:
+     * keep the driver's name (e.g. kiln_gemm) for what follows. */
+    const char *api = kiln__api_current();
+    st = kiln_kernel_create(&d, out);
+    kiln__api_enter(api);
+  }
+  kiln__free(header);
+  kiln__free(body);
+  return st;
+}
+
+/* See linalg.h. */
+kiln_status kiln__library_kernel(const char *family, const char *name,
+                                 const char *inputs, const char *outputs,
+                                 unsigned flags, kiln_kernel **out) {
+  char key[160];
+  int n = snprintf(key, sizeof key, "%s/%s/%u", family, name, flags);
+  if (n < 0 || (size_t)n >= sizeof key)
+    return kiln__error(KILN_ERROR_INTERNAL, "library kernel name too long.");
+  pthread_mutex_lock(&g_lib_lock);
+  for (lib_entry *e = g_lib; e != NULL; e = e->next)
+    if (strcmp(e->key, key) == 0) {
+      *out = e->kernel;
+      pthread_mutex_unlock(&g_lib_lock);
+      return KILN_OK;
+    }
+  lib_entry *e = kiln__calloc(1, sizeof *e);
+  kiln_status st = e != NULL ? KILN_OK : kiln__oom("making a library kernel");
+  if (st == KILN_OK)
+    st = make_kernel(family, name, inputs, outputs, flags, &e->kernel);
+  if (st == KILN_OK) {
+    memcpy(e->key, key, (size_t)n + 1);
+    e->next = g_lib;
+    g_lib = e;
+    *out = e->kernel;
+  } else {
+    kiln__free(e);
+  }
+  pthread_mutex_unlock(&g_lib_lock);
+  return st;
+}
+
+/* See linalg.h. */
+kiln_status kiln__linalg_opts(const kiln_linalg_opts *in,
+                              kiln_linalg_opts *out) {
+  kiln_linalg_opts_init(out);
+  if (in == NULL)
+    return KILN_OK;
+  size_t first = offsetof(kiln_linalg_opts, path) + sizeof in->path;
+  if (in->struct_size < first)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "opts->struct_size is %zu; set it with "
+                       "kiln_linalg_opts_init.",
+                       in->struct_size);
+  size_t n = in->struct_size < sizeof *out ? in->struct_size : sizeof *out;
+  memcpy(out, in, n);
+  out->struct_size = sizeof *out;
+  if (out->precision < KILN_PRECISION_DEFAULT ||
+      out->precision > KILN_PRECISION_BF16)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "opts->precision is %d, not a kiln_precision.",
+                       (int)out->precision);
+  return KILN_OK;
+}
+
+void kiln_linalg_opts_init(kiln_linalg_opts *opts) {
+  if (opts == NULL)
+    return;
+  memset(opts, 0, sizeof *opts);
+  opts->struct_size = sizeof *opts;
+}
+
+/* See linalg.h. */
+kiln_status kiln__linalg_stream(const kiln_linalg_opts *opts,
+                                kiln_array *const *arrays, int count,
+                                kiln_stream **out) {
+  kiln_device *dev = arrays[0]->buffer->device;
+  kiln_stream *s = opts->stream;
+  if (s != NULL && s->device != dev)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "the stream belongs to device %d but the operands "
+                       "live on device %d.",
+                       s->device->index, dev->index);
+  for (int i = 1; i < count; i++)
+    if (arrays[i] != NULL && arrays[i]->buffer->device != dev)
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "operand %d lives on device %d, operand 1 on device "
+                         "%d; move them to one device first.",
+                         i + 1, arrays[i]->buffer->device->index, dev->index);
+  if (s == NULL)
+    s = kiln__default_stream(dev);
+  if (s == NULL)
+    return kiln__oom("creating the default stream");
+  *out = s;
+  return KILN_OK;
+}
+
+/* See linalg.h. */
+kiln_status kiln__linalg_batch(kiln_array *const *ops, int count,
+                               const char *const *names, int64_t *batch) {
+  const kiln_array *ref = NULL;
+  int ref_i = -1;
+  for (int i = 0; i < count; i++) {
+    if (ops[i]->ndim < 2)
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "%s has %d dimension%s; a matrix needs at least 2.",
+                         names[i], ops[i]->ndim, ops[i]->ndim == 1 ? "" : "s");
+    if (ops[i]->ndim == 2)
+      continue;
+    if (ref == NULL) {
+      ref = ops[i];
+      ref_i = i;
+      continue;
+    }
+    bool same = ops[i]->ndim == ref->ndim;
+    for (int d = 0; same && d < ref->ndim - 2; d++)
+      same = ops[i]->shape[d] == ref->shape[d];
+    if (!same)
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "the batch dimensions of %s and %s differ; they must "
+                         "be equal, or an operand must have none.",
+                         names[ref_i], names[i]);
+  }
+  int64_t b = 1;
+  for (int d = 0; ref != NULL && d < ref->ndim - 2; d++)
+    b *= ref->shape[d];
+  *batch = b;
+  return KILN_OK;
+}
