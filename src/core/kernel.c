@@ -715,10 +715,19 @@ static kiln_status plan_compile(const kiln_kernel *k, const kiln_launch *launch,
 
 /* ---- specialisation keys ------------------------------------------------- */
 
+/* The CUDA launch bound of a plan: the threads of its (clipped)
+ * threadgroup on a GPU; 0 elsewhere and for compiles without a grid (the
+ * CPU's code does not depend on it, so it must not split the cache). */
+static uint32_t block_bound(const launch_plan *p) {
+  if (p->dev == NULL || p->dev->kind != KILN_DEVICE_GPU || p->stream == NULL)
+    return 0;
+  return p->tg[0] * p->tg[1] * p->tg[2];
+}
+
 /* The bytes the key of this launch takes (see spec_key). */
 static size_t spec_key_size(const launch_plan *p) {
-  size_t n =
-      sizeof(int) + (size_t)p->L.num_inputs + 1 + (size_t)p->L.num_outputs + 1;
+  size_t n = sizeof(int) + sizeof(uint32_t) + (size_t)p->L.num_inputs + 1 +
+             (size_t)p->L.num_outputs + 1;
   for (int i = 0; i < p->L.num_template_args; i++)
     n += strlen(p->L.template_args[i].name) + 1 + 1 + 8;
   return n;
@@ -733,6 +742,9 @@ static size_t spec_key_size(const launch_plan *p) {
 static void spec_key(const launch_plan *p, unsigned char *out) {
   memcpy(out, &p->dev->index, sizeof(int));
   out += sizeof(int);
+  uint32_t bound = block_bound(p);
+  memcpy(out, &bound, sizeof bound);
+  out += sizeof bound;
   for (int i = 0; i < p->L.num_inputs; i++)
     *out++ = (unsigned char)(in_dtype(p, i) | (in_ndim(p, i) == 0 ? 0x80 : 0));
   *out++ = 0xff;
@@ -806,6 +818,8 @@ static kiln_status make_signature(const kiln_kernel *k, const launch_plan *p,
       k->name, &k->scan, (const char *const *)k->input_names, dtypes, ndims, ni,
       (const char *const *)k->output_names, dtypes + ni, no, k->atomic_outputs,
       p->L.template_args, p->L.num_template_args, sig);
+  if (st == KILN_OK)
+    sig->max_threads = block_bound(p);
   kiln__free(dtypes);
   kiln__free(ndims);
   return st;

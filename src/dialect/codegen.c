@@ -778,11 +778,16 @@ static void emit_cuda_param(kiln__strbuf *sb, const kiln__param *p, int k) {
   case KILN__PARAM_SCALAR:
     kiln__sb_appendf(sb, "const %s* kiln_a%d", t, k);
     break;
+  /* __grid_constant__: the body takes the parameter's address (a
+   * `const constant int*`); without it the compiler copies the 64/128-byte
+   * struct into every thread's local memory. */
   case KILN__PARAM_SHAPE:
-    kiln__sb_appendf(sb, "kiln_cuda_shape kiln_a%d", k);
+    kiln__sb_appendf(sb, "const __grid_constant__ kiln_cuda_shape kiln_a%d",
+                     k);
     break;
   case KILN__PARAM_STRIDES:
-    kiln__sb_appendf(sb, "kiln_cuda_strides kiln_a%d", k);
+    kiln__sb_appendf(sb,
+                     "const __grid_constant__ kiln_cuda_strides kiln_a%d", k);
     break;
   case KILN__PARAM_NDIM:
     kiln__sb_appendf(sb, "int kiln_a%d", k);
@@ -835,8 +840,13 @@ static void emit_cuda_arg(kiln__strbuf *sb, const kiln__param *p, int k,
  * no thread is past the grid and kiln_lin == kiln_mlin.
  */
 static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
-  kiln__sb_append(sb, "extern \"C\" __global__ void __launch_bounds__(1024) "
-                      "kiln_entry(");
+  /* The launch's block size as the bound: a fixed 1024 would cap every
+   * kernel at 64 registers per thread (32 with the default min blocks),
+   * spilling register-tiled kernels such as a GEMM. */
+  kiln__sb_append(sb, "extern \"C\" __global__ void ");
+  if (sig->max_threads > 0)
+    kiln__sb_appendf(sb, "__launch_bounds__(%u) ", sig->max_threads);
+  kiln__sb_append(sb, "kiln_entry(");
   for (int k = 0; k < sig->num_params; k++) {
     kiln__sb_append(sb, "\n    ");
     emit_cuda_param(sb, &sig->params[k], k);

@@ -129,6 +129,10 @@ typedef struct kiln__signature {
   bool atomic_outputs;
   const kiln_template_arg *targs;
   int num_targs;
+  /* CUDA: the threads per threadgroup of the launch, emitted as
+   * __launch_bounds__ so the compiler may use as many registers as that
+   * block size allows; 0 (kiln compile, no grid) emits no bound. */
+  uint32_t max_threads;
 } kiln__signature;
 
 typedef enum kiln__codegen_target {

@@ -424,7 +424,9 @@ static int find_kernel_function(const lexed *lx) {
  * Whether the `threadgroup` at token k qualifies a pointer or reference
  * (true) or declares storage (false). A parameter position, right after
  * '(' or ',', is a qualifier; otherwise a '*' or '&' before the end of the
- * declarator's type (; = , ) ( [ { }) makes it one. The lookahead stays on
+ * declarator's type (; = , ) ( [ { }, a ',' inside template arguments not
+ * counting) makes it one, and so does a '(' that opens `(&name)` or
+ * `(*name)`. The lookahead stays on
  * the same preprocessor line, if any.
  */
 static bool threadgroup_is_qualifier(const lexed *lx, size_t k) {
@@ -432,14 +434,26 @@ static bool threadgroup_is_qualifier(const lexed *lx, size_t k) {
   if (k > 0 && lx->toks[k - 1].directive == dir &&
       (tok_punct(lx, k - 1, '(') || tok_punct(lx, k - 1, ',')))
     return true;
+  int angle = 0; /* inside template arguments, a ',' ends nothing */
   for (size_t j = k + 1; j < lx->num_toks && lx->toks[j].directive == dir;
        j++) {
     if (lx->toks[j].kind != TOK_PUNCT)
       continue;
     char c = lx->text[lx->toks[j].off];
-    if (c == '*' || c == '&')
+    if (c == '<')
+      angle++;
+    else if (c == '>' && angle > 0)
+      angle--;
+    else if (c == '*' || c == '&')
       return true;
-    if (strchr(";=,)([{}", c))
+    else if (c == ',' && angle > 0)
+      continue;
+    /* A parenthesised declarator, `threadgroup float (&r)[64]` or
+     * `(*p)`: the '(' starts a reference or pointer, not a call. */
+    else if (c == '(' && j + 1 < lx->num_toks &&
+             (tok_punct(lx, j + 1, '&') || tok_punct(lx, j + 1, '*')))
+      return true;
+    else if (strchr(";=,)([{}", c))
       return false;
   }
   return false;
