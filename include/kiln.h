@@ -261,6 +261,11 @@ KILN_API kiln_status kiln_synchronize(kiln_device *device);
  * Calls fn(user, status) on a kiln thread once all work enqueued on the
  * stream before this call has finished; `status` is KILN_OK or the stream's
  * first asynchronous error. The callback must not block on this stream.
+ * Whether it holds the stream back depends on the backend: on the CPU,
+ * work enqueued after the callback starts only once fn has returned; on
+ * CUDA it does not wait, and the GPU runs later work while fn runs (so fn
+ * must not write memory that later work reads). kiln_stream_synchronize
+ * and kiln_synchronize still return only after fn has returned.
  */
 typedef void (*kiln_host_fn)(void *user, kiln_status status);
 KILN_API kiln_status kiln_stream_add_callback(kiln_stream *stream,
@@ -579,7 +584,11 @@ typedef struct kiln_linalg_opts {
   kiln_stream *stream;      /* NULL: the calling thread's default stream of
                                the operands' device */
   kiln_precision precision; /* for float32 GEMM */
-  int path;                 /* force an algorithm (per function; 0: auto) */
+  int path;                 /* force an algorithm (per function; 0: auto).
+                               GEMM/matmul: 1 SIMT (every dtype), 2 tensor
+                               cores (float16, bfloat16, or float32 with
+                               precision TF32/BF16; devices without them
+                               run the same tiles in float32 SIMT code) */
 } kiln_linalg_opts;
 
 KILN_API void kiln_linalg_opts_init(kiln_linalg_opts *opts);

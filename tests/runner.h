@@ -108,7 +108,22 @@
   X(doc_histogram, 60)                                                        \
   X(fault_out_of_memory, 60)                                                  \
   X(fault_grid_over_device_limits, 60)                                        \
-  X(fault_illegal_address, 60)
+  X(fault_illegal_address, 60)                                               \
+  X(linalg_gemm_dtypes, 120)                                                  \
+  X(linalg_gemm_exact_sums, 120)                                              \
+  X(linalg_gemm_random_vector, 180)                                           \
+  X(linalg_gemm_transposes, 180)                                              \
+  X(linalg_gemm_alpha_beta, 120)                                              \
+  X(linalg_gemm_batched, 180)                                                 \
+  X(linalg_gemm_strided, 180)                                                 \
+  X(linalg_gemm_small_and_empty, 180)                                         \
+  X(linalg_matmul, 180)                                                       \
+  X(linalg_gemm_precision, 120)                                               \
+  X(linalg_gemm_paths, 180)                                                   \
+  X(linalg_gemm_errors, 60)                                                   \
+  X(linalg_cli_gemm, 120)                                                     \
+  X(linalg_cli_gemm_numpy, 180)                                               \
+  X(linalg_cli_errors, 120)
 
 /* X(name) */
 #define KT_CHILD_LIST(X) X(cache_probe)

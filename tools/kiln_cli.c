@@ -1,6 +1,7 @@
 /*
  * The `kiln` command-line tool: runs an MLX-style Metal kernel on .npy
- * files and describes the devices kiln sees. It uses only the public header
+ * files, runs kiln's linear algebra on them (`kiln linalg`) and describes
+ * the devices kiln sees. It uses only the public header
  * (kiln.h) and npy.h, like any other program built on kiln.
  *
  * Exit status: 0 on success, 2 for a usage error (bad or missing flags),
@@ -1566,6 +1567,511 @@ static int cmd_info(int argc, char **argv) {
   return 0;
 }
 
+/* ---- kiln linalg --------------------------------------------------------- */
+
+/* Every operation of the linalg interface; only the first is implemented
+ * in this version, the others are refused with a message saying so. */
+static const char *const linalg_ops[] = {
+    "gemm", "qr", "cholesky", "solve-triangular", "lu", "solve", "inv", "det",
+};
+#define NUM_LINALG_OPS (sizeof linalg_ops / sizeof linalg_ops[0])
+#define LINALG_AVAILABLE "gemm"
+
+typedef enum linalg_flag_id {
+  LF_DEVICE, LF_OUT_DIR, LF_DTYPE, LF_TRANS_A, LF_TRANS_B, LF_ALPHA, LF_HELP
+} linalg_flag_id;
+
+typedef struct linalg_flag {
+  const char *name;
+  linalg_flag_id id;
+  bool takes_value;
+} linalg_flag;
+
+static const linalg_flag linalg_flags[] = {
+    {"--device", LF_DEVICE, true},   {"--out-dir", LF_OUT_DIR, true},
+    {"--dtype", LF_DTYPE, true},     {"--trans-a", LF_TRANS_A, false},
+    {"--trans-b", LF_TRANS_B, false}, {"--alpha", LF_ALPHA, true},
+    {"--help", LF_HELP, false},
+};
+#define NUM_LINALG_FLAGS (sizeof linalg_flags / sizeof linalg_flags[0])
+
+/* The parsed command line of `kiln linalg`. */
+typedef struct linalg_opts {
+  const char *op;
+  const char *device;
+  const char *out_dir;
+  const char *dtype_text;
+  kiln_dtype dtype; /* with dtype_text */
+  bool trans_a, trans_b;
+  bool has_alpha;
+  double alpha;
+  const char **inputs; /* the .npy paths, in order (pointers into argv) */
+  int num_inputs;
+} linalg_opts;
+
+/* Everything `kiln linalg gemm` holds, released in one place. */
+typedef struct linalg_state {
+  linalg_opts o;
+  npy_array in[2];
+  kiln_dtype dtype; /* the dtype the product is computed in */
+  int c_ndim;
+  int64_t c_shape[KILN_MAX_NDIM];
+  kiln_device *device;
+  kiln_array *a, *b, *c;
+  char *tmp_path; /* the temporary C.npy, not yet renamed */
+} linalg_state;
+
+static void linalg_state_free(linalg_state *s) {
+  if (s->tmp_path)
+    unlink(s->tmp_path);
+  free(s->tmp_path);
+  kiln_array_destroy(s->a);
+  kiln_array_destroy(s->b);
+  kiln_array_destroy(s->c);
+  for (int i = 0; i < 2; i++)
+    npy_array_free(&s->in[i]);
+  free(s->o.inputs);
+}
+
+static void print_linalg_help(FILE *f) {
+  fputs(
+      "usage: kiln linalg OP [--device cpu|gpu|gpu:N] [--out-dir DIR]\n"
+      "                      [--dtype float32|float64] [options] "
+      "INPUT.npy...\n"
+      "\n"
+      "Linear algebra on .npy files, on any device. Inputs may have leading\n"
+      "batch dimensions (...xMxN): the operation runs on every matrix of "
+      "the\n"
+      "batch. The batch dimensions of the inputs must be equal, or an input\n"
+      "may have none (it is then used for every batch entry).\n"
+      "\n"
+      "operations:\n"
+      "  gemm A.npy B.npy [--trans-a] [--trans-b] [--alpha F]\n"
+      "                     C = alpha * op(A) @ op(B), written to DIR/C.npy;\n"
+      "                     op(X) is X, or with --trans-a / --trans-b the\n"
+      "                     transpose of its last two dimensions\n"
+      "  qr, cholesky, solve-triangular, lu, solve, inv, det\n"
+      "                     not implemented yet\n"
+      "\n"
+      "options:\n"
+      "  --device SPEC      cpu, gpu or gpu:N (default: the best device)\n"
+      "  --out-dir DIR      where results are written (default: .)\n"
+      "  --dtype DTYPE      float32 or float64: convert every input to it "
+      "on\n"
+      "                     the host first (default: keep the inputs' own\n"
+      "                     float16, float32 or float64, which must agree)\n"
+      "  --trans-a          gemm: use the transpose of A\n"
+      "  --trans-b          gemm: use the transpose of B\n"
+      "  --alpha F          gemm: scale the product by F (default 1)\n"
+      "\n"
+      "float16 products are accumulated in float32. No output file is "
+      "written\n"
+      "unless the whole operation succeeds.\n"
+      "Exit status: 0 on success, 1 if the operation failed, 2 for bad "
+      "options\n"
+      "or an operation that is not available.\n"
+      "\n"
+      "example:\n"
+      "  kiln linalg gemm a.npy b.npy --trans-b --alpha 0.5 --out-dir out\n",
+      f);
+}
+
+static const linalg_flag *find_linalg_flag(const char *arg, size_t len) {
+  for (size_t k = 0; k < NUM_LINALG_FLAGS; k++)
+    if (strlen(linalg_flags[k].name) == len &&
+        !strncmp(linalg_flags[k].name, arg, len))
+      return &linalg_flags[k];
+  return NULL;
+}
+
+static int unknown_linalg_flag(const char *word) {
+  const char *names[NUM_LINALG_FLAGS];
+  for (size_t k = 0; k < NUM_LINALG_FLAGS; k++)
+    names[k] = linalg_flags[k].name;
+  const char *hint = closest(word, names, NUM_LINALG_FLAGS);
+  if (hint)
+    return usage_error("unknown option '%s'; did you mean '%s'?", word, hint);
+  return usage_error("unknown option '%s'.", word);
+}
+
+static int apply_linalg_flag(linalg_opts *o, const linalg_flag *f,
+                             const char *v) {
+  int rc;
+  switch (f->id) {
+  case LF_OUT_DIR: return set_once(&o->out_dir, f->name, v);
+  case LF_DEVICE:
+    if ((rc = set_once(&o->device, f->name, v)) != 0)
+      return rc;
+    if (!valid_device_spec(v))
+      return usage_error("--device '%s' is not cpu, gpu or gpu:N.", v);
+    return 0;
+  case LF_DTYPE:
+    if ((rc = set_once(&o->dtype_text, f->name, v)) != 0)
+      return rc;
+    /* Only the dtypes the operations compute in are offered. */
+    if (!strcmp(v, "float32"))
+      o->dtype = KILN_FLOAT32;
+    else if (!strcmp(v, "float64"))
+      o->dtype = KILN_FLOAT64;
+    else
+      return usage_error("--dtype '%s' is not float32 or float64.", v);
+    return 0;
+  case LF_TRANS_A: o->trans_a = true; return 0;
+  case LF_TRANS_B: o->trans_b = true; return 0;
+  case LF_ALPHA:
+    if (o->has_alpha)
+      return usage_error("--alpha is given twice.");
+    o->has_alpha = true;
+    if (!parse_double(v, &o->alpha) || !isfinite(o->alpha))
+      return usage_error("--alpha '%s' is not a finite number.", v);
+    return 0;
+  case LF_HELP: return 0;
+  }
+  return 0;
+}
+
+/* Parses the flags and inputs after the operation's name; returns 0, an
+ * exit status, or -1 when --help was printed. */
+static int parse_linalg_args(int argc, char **argv, linalg_opts *o) {
+  o->inputs = calloc((size_t)argc + 1, sizeof *o->inputs);
+  if (!o->inputs)
+    return runtime_error("out of memory.");
+  bool only_inputs = false; /* after "--", for names that start with -- */
+  for (int i = 0; i < argc; i++) {
+    const char *arg = argv[i];
+    if (only_inputs || strncmp(arg, "--", 2) != 0) {
+      o->inputs[o->num_inputs++] = arg;
+      continue;
+    }
+    if (!arg[2]) {
+      only_inputs = true;
+      continue;
+    }
+    /* Both "--flag value" and "--flag=value" are accepted. */
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    const linalg_flag *f = find_linalg_flag(arg, len);
+    if (!f) {
+      char word[64];
+      snprintf(word, sizeof word, "%.*s", (int)len, arg);
+      return unknown_linalg_flag(word);
+    }
+    if (f->id == LF_HELP) {
+      print_linalg_help(stdout);
+      return -1;
+    }
+    const char *value = NULL;
+    if (f->takes_value) {
+      /* A value may start with '-' (--alpha -2) but not with "--". */
+      if (eq)
+        value = eq + 1;
+      else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+        value = argv[++i];
+      else
+        return usage_error("%s needs a value.", f->name);
+    } else if (eq) {
+      return usage_error("%s takes no value.", f->name);
+    }
+    int rc = apply_linalg_flag(o, f, value);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* Checks OP: unknown names get a suggestion, known ones that this version
+ * lacks are refused as unavailable (both usage errors, exit 2). */
+static int check_linalg_op(const char *op) {
+  for (size_t i = 0; i < NUM_LINALG_OPS; i++) {
+    if (strcmp(op, linalg_ops[i]) != 0)
+      continue;
+    if (i == 0)
+      return 0;
+    return usage_error("the operation '%s' is not implemented yet in this "
+                       "version of kiln; the available operation is "
+                       LINALG_AVAILABLE ".", op);
+  }
+  const char *hint = closest(op, linalg_ops, NUM_LINALG_OPS);
+  if (hint)
+    return usage_error("unknown operation '%s'; did you mean '%s'?", op,
+                       hint);
+  return usage_error("unknown operation '%s' (operations: gemm, qr, "
+                     "cholesky, solve-triangular, lu, solve, inv, det; "
+                     "available now: " LINALG_AVAILABLE ").", op);
+}
+
+/* gemm multiplies exactly two inputs. */
+static int check_gemm_args(const linalg_opts *o) {
+  if (o->num_inputs != 2)
+    return usage_error("gemm takes two inputs, A.npy and B.npy; %d %s "
+                       "given.", o->num_inputs,
+                       o->num_inputs == 1 ? "was" : "were");
+  return 0;
+}
+
+/* Decodes an IEEE binary16 value. */
+static double half_value(uint16_t h) {
+  int e = (h >> 10) & 0x1f;
+  double m = h & 0x3ff;
+  double v;
+  if (e == 0)
+    v = ldexp(m, -24);
+  else if (e == 31)
+    v = m != 0 ? NAN : INFINITY;
+  else
+    v = ldexp(m + 1024, e - 25);
+  return (h & 0x8000) ? -v : v;
+}
+
+/* Element i of a .npy buffer of `dt`, as a double (bfloat16 never comes
+ * from a .npy file). */
+static double npy_element(kiln_dtype dt, const void *data, size_t i) {
+  const unsigned char *p = (const unsigned char *)data +
+                           i * kiln_dtype_size(dt);
+  union {
+    int8_t i8; int16_t i16; int32_t i32; int64_t i64;
+    uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
+    float f32; double f64;
+  } u;
+  memcpy(&u, p, kiln_dtype_size(dt));
+  switch (dt) {
+  case KILN_BOOL: return u.u8 != 0;
+  case KILN_INT8: return u.i8;
+  case KILN_INT16: return u.i16;
+  case KILN_INT32: return u.i32;
+  case KILN_INT64: return (double)u.i64;
+  case KILN_UINT8: return u.u8;
+  case KILN_UINT16: return u.u16;
+  case KILN_UINT32: return u.u32;
+  case KILN_UINT64: return (double)u.u64;
+  case KILN_FLOAT16: return half_value(u.u16);
+  case KILN_FLOAT32: return u.f32;
+  case KILN_FLOAT64: return u.f64;
+  default: return NAN;
+  }
+}
+
+/* Converts an input to float32 or float64 in place (--dtype). */
+static int convert_input(npy_array *a, kiln_dtype to, const char *what) {
+  if (a->dtype == to)
+    return 0;
+  size_t n = a->nbytes / kiln_dtype_size(a->dtype);
+  size_t size = kiln_dtype_size(to);
+  void *out = malloc(n ? n * size : 1);
+  if (!out)
+    return runtime_error("out of memory converting input %s to %s.", what,
+                         kiln_dtype_name(to));
+  for (size_t i = 0; i < n; i++) {
+    double v = npy_element(a->dtype, a->data, i);
+    if (to == KILN_FLOAT32)
+      ((float *)out)[i] = (float)v;
+    else
+      ((double *)out)[i] = v;
+  }
+  free(a->data);
+  a->data = out;
+  a->nbytes = n * size;
+  a->dtype = to;
+  return 0;
+}
+
+static bool linalg_float(kiln_dtype dt) {
+  return dt == KILN_FLOAT16 || dt == KILN_FLOAT32 || dt == KILN_FLOAT64;
+}
+
+/* Reads the inputs and settles the dtype: --dtype converts, otherwise the
+ * inputs' own float16/float32/float64 is kept and must agree. */
+static int load_linalg_inputs(linalg_state *s, const char *const *names) {
+  for (int i = 0; i < s->o.num_inputs; i++) {
+    char err[512];
+    if (npy_read(s->o.inputs[i], &s->in[i], err, sizeof err) != 0)
+      return runtime_error("cannot read input %s: %s.", names[i], err);
+  }
+  if (s->o.dtype_text) {
+    s->dtype = s->o.dtype;
+    for (int i = 0; i < s->o.num_inputs; i++) {
+      int rc = convert_input(&s->in[i], s->dtype, names[i]);
+      if (rc)
+        return rc;
+    }
+    return 0;
+  }
+  for (int i = 0; i < s->o.num_inputs; i++)
+    if (!linalg_float(s->in[i].dtype))
+      return runtime_error("input %s ('%s') holds %s values; %s works on "
+                           "float16, float32 or float64 (give --dtype "
+                           "float32 or --dtype float64 to convert it).",
+                           names[i], s->o.inputs[i],
+                           kiln_dtype_name(s->in[i].dtype), s->o.op);
+  for (int i = 1; i < s->o.num_inputs; i++)
+    if (s->in[i].dtype != s->in[0].dtype)
+      return runtime_error("input %s is %s but input %s is %s; give "
+                           "--dtype float32 or --dtype float64 to convert "
+                           "both.", names[0],
+                           kiln_dtype_name(s->in[0].dtype), names[i],
+                           kiln_dtype_name(s->in[i].dtype));
+  s->dtype = s->in[0].dtype;
+  return 0;
+}
+
+/* "2x3x4" for messages. */
+static void shape_text(const npy_array *a, char *out, size_t cap) {
+  kiln_output_spec sp;
+  sp.ndim = a->ndim;
+  memcpy(sp.shape, a->shape, sizeof sp.shape);
+  format_shape(out, cap, &sp);
+}
+
+/* C's shape from op(A) (...xMxK) and op(B) (...xKxN), with the checks the
+ * library makes too, phrased in terms of the files. */
+static int gemm_shape(linalg_state *s) {
+  const npy_array *a = &s->in[0], *b = &s->in[1];
+  char sa[400], sb[400];
+  shape_text(a, sa, sizeof sa);
+  shape_text(b, sb, sizeof sb);
+  const char *names[2] = {"A", "B"};
+  for (int i = 0; i < 2; i++)
+    if (s->in[i].ndim < 2) {
+      char sh[400];
+      shape_text(&s->in[i], sh, sizeof sh);
+      return runtime_error("input %s ('%s') has shape %s; gemm needs "
+                           "matrices (at least 2 dimensions).", names[i],
+                           s->o.inputs[i], sh);
+    }
+  int64_t m = a->shape[a->ndim - (s->o.trans_a ? 1 : 2)];
+  int64_t ka = a->shape[a->ndim - (s->o.trans_a ? 2 : 1)];
+  int64_t kb = b->shape[b->ndim - (s->o.trans_b ? 1 : 2)];
+  int64_t n = b->shape[b->ndim - (s->o.trans_b ? 2 : 1)];
+  if (ka != kb)
+    return runtime_error("the shapes of A (%s) and B (%s) do not chain: "
+                         "op(A) has %lld columns but op(B) has %lld rows.",
+                         sa, sb, (long long)ka, (long long)kb);
+  const npy_array *batch = a->ndim > 2 ? a : b;
+  if (a->ndim > 2 && b->ndim > 2) {
+    bool same = a->ndim == b->ndim;
+    for (int d = 0; same && d < a->ndim - 2; d++)
+      same = a->shape[d] == b->shape[d];
+    if (!same)
+      return runtime_error("the batch dimensions of A (%s) and B (%s) "
+                           "differ; they must be equal, or one input must "
+                           "have none.", sa, sb);
+  }
+  s->c_ndim = batch->ndim;
+  memcpy(s->c_shape, batch->shape, sizeof s->c_shape);
+  s->c_shape[s->c_ndim - 2] = m;
+  s->c_shape[s->c_ndim - 1] = n;
+  return 0;
+}
+
+static int open_linalg_device(linalg_state *s) {
+  if (!s->o.device) {
+    s->device = kiln_device_default();
+    return s->device ? 0 : runtime_error("no device is available.");
+  }
+  kiln_status st = kiln_device_find(s->o.device, &s->device);
+  if (st != KILN_OK)
+    return library_error(st, "cannot use --device %s", s->o.device);
+  return 0;
+}
+
+/* Uploads A and B, makes C and enqueues the product; waits for it so that
+ * an asynchronous failure is reported before anything is written. */
+static int run_gemm(linalg_state *s) {
+  kiln_status st = kiln_array_from_host(s->device, s->dtype, s->in[0].ndim,
+                                        s->in[0].shape, s->in[0].data, &s->a);
+  if (st == KILN_OK)
+    st = kiln_array_from_host(s->device, s->dtype, s->in[1].ndim,
+                              s->in[1].shape, s->in[1].data, &s->b);
+  if (st == KILN_OK)
+    st = kiln_array_create(s->device, s->dtype, s->c_ndim, s->c_shape,
+                           &s->c);
+  if (st != KILN_OK)
+    return library_error(st, "cannot place the matrices on the device");
+  kiln_linalg_opts lo;
+  kiln_linalg_opts_init(&lo);
+  lo.stream = kiln_default_stream(s->device);
+  double alpha = s->o.has_alpha ? s->o.alpha : 1.0;
+  /* beta = 0: C's uninitialised contents are never read. */
+  st = kiln_gemm_ex(s->o.trans_a, s->o.trans_b, alpha, s->a, s->b, 0.0, s->c,
+                    &lo);
+  if (st != KILN_OK)
+    return library_error(st, "gemm failed");
+  st = kiln_stream_synchronize(lo.stream);
+  if (st != KILN_OK)
+    return library_error(st, "gemm failed while running");
+  return 0;
+}
+
+/* Copies C to a temporary DIR/.C.npy.tmp-..., then renames it. */
+static int write_gemm_result(linalg_state *s, const char *dir) {
+  size_t nbytes = kiln_array_nbytes_dense(s->c);
+  void *host = malloc(nbytes ? nbytes : 1);
+  if (!host)
+    return runtime_error("out of memory copying C (%zu bytes).", nbytes);
+  kiln_status st = kiln_array_to_host(s->c, host, nbytes);
+  int rc = st != KILN_OK
+               ? library_error(st, "cannot read the result C")
+               : write_temp(dir, "C", s->dtype, s->c_ndim, s->c_shape, host,
+                            &s->tmp_path);
+  free(host);
+  if (rc)
+    return rc;
+  char *final = join_path(dir, "", "C", "");
+  if (!final)
+    return runtime_error("out of memory.");
+  if (rename(s->tmp_path, final) != 0) {
+    int e = errno;
+    rc = runtime_error("cannot write '%s': %s.", final, strerror(e));
+  } else {
+    free(s->tmp_path);
+    s->tmp_path = NULL;
+  }
+  free(final);
+  return rc;
+}
+
+/* `kiln linalg OP ...`: each step prints its own error. */
+static int cmd_linalg(int argc, char **argv) {
+  if (argc == 0)
+    return usage_error("missing the operation (available: "
+                       LINALG_AVAILABLE ").");
+  /* --help anywhere wins, even after an operation that is not there yet. */
+  for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
+    if (!strcmp(argv[i], "--help")) {
+      print_linalg_help(stdout);
+      return 0;
+    }
+  if (!strncmp(argv[0], "--", 2))
+    return usage_error("the operation must come first, as in 'kiln linalg "
+                       "gemm A.npy B.npy' (available: " LINALG_AVAILABLE
+                       ").");
+  int rc = check_linalg_op(argv[0]);
+  if (rc)
+    return rc;
+  linalg_state s;
+  memset(&s, 0, sizeof s);
+  s.o.op = argv[0];
+  rc = parse_linalg_args(argc - 1, argv + 1, &s.o);
+  static const char *const names[2] = {"A", "B"};
+  const char *dir = s.o.out_dir ? s.o.out_dir : ".";
+  if (!rc)
+    rc = check_gemm_args(&s.o);
+  if (!rc)
+    rc = check_out_dir(dir);
+  if (!rc)
+    rc = load_linalg_inputs(&s, names);
+  if (!rc)
+    rc = gemm_shape(&s);
+  if (!rc)
+    rc = open_linalg_device(&s);
+  if (!rc)
+    rc = run_gemm(&s);
+  if (!rc)
+    rc = write_gemm_result(&s, dir);
+  linalg_state_free(&s);
+  return rc;
+}
+
 /* ---- help and the command table ------------------------------------------ */
 
 static void print_run_help(FILE *f) {
@@ -1676,6 +2182,8 @@ static const command commands[] = {
     {"run", cmd_run, "run a Metal kernel body on .npy inputs"},
     {"compile", cmd_compile,
      "compile a kernel for a target (cpu, sm_90a) without running it"},
+    {"linalg", cmd_linalg,
+     "linear algebra on .npy files (gemm; qr and more to come)"},
     {"help", cmd_help, "show help for a command"},
 };
 #define NUM_COMMANDS (sizeof commands / sizeof commands[0])
@@ -1704,7 +2212,7 @@ static int unknown_command(const char *name) {
     return usage_error("unknown command '%s'; did you mean '%s'?", name,
                        hint);
   return usage_error("unknown command '%s' (commands: info, run, compile, "
-                     "help).",
+                     "linalg, help).",
                      name);
 }
 
@@ -1721,6 +2229,10 @@ static int cmd_help(int argc, char **argv) {
   }
   if (!strcmp(argv[0], "compile")) {
     print_compile_help(stdout);
+    return 0;
+  }
+  if (!strcmp(argv[0], "linalg")) {
+    print_linalg_help(stdout);
     return 0;
   }
   if (!strcmp(argv[0], "info")) {

@@ -104,6 +104,14 @@ typedef struct kiln__backend_ops {
   /* Blocks until everything enqueued so far finished; returns and clears
    * the first asynchronous error. */
   kiln_status (*stream_synchronize)(struct kiln_stream *stream);
+  /* Runs, without waiting, every release (enqueue_release) of every
+   * stream of the device whose point the stream has passed, so that
+   * their buffers return to the allocator. The allocator calls it before
+   * reporting out of memory, without its lock (releases free buffers),
+   * then retries once. Any thread; the caller may hold a stream's submit
+   * lock, so reclaim must not take one. NULL where releases never wait
+   * (the CPU). */
+  void (*reclaim)(struct kiln_device *dev);
 
   /* -- events: a point in a stream. The core keeps one per write/read of
    *    each buffer to order streams. Records are cheap. */

@@ -123,6 +123,30 @@ static kiln_status fresh_block_locked(kiln_device *dev, size_t rounded,
                      (unsigned long long)a->active_bytes);
 }
 
+/* A cached block if one fits, else a fresh one. *node receives the cache
+ * entry to free once the lock is dropped (the hooks may be slow).
+ * Allocator lock held. */
+static kiln_status alloc_locked(kiln_device *dev, size_t want, void **out,
+                                size_t *rounded, kiln__cached_block **node) {
+  kiln__allocator *a = &dev->alloc;
+  kiln__cached_block *b = take_cached_locked(a, want);
+  if (b != NULL) {
+    *out = b->ptr;
+    *rounded = b->bytes;
+    count_active_locked(a, b->bytes);
+    *node = b;
+    return KILN_OK;
+  }
+  void *ptr = NULL;
+  kiln_status st = fresh_block_locked(dev, want, &ptr);
+  if (st == KILN_OK) {
+    count_active_locked(a, want);
+    *out = ptr;
+    *rounded = want;
+  }
+  return st;
+}
+
 /* Allocates at least `bytes` of device memory, reusing the cache when it
  * can; *rounded receives the block's real size, to pass back on free. */
 kiln_status kiln__device_alloc(kiln_device *dev, size_t bytes, void **out,
@@ -133,24 +157,20 @@ kiln_status kiln__device_alloc(kiln_device *dev, size_t bytes, void **out,
                        "cannot allocate %zu bytes: the size is too large.",
                        bytes);
   kiln__allocator *a = &dev->alloc;
+  kiln__cached_block *node = NULL;
   pthread_mutex_lock(&a->lock);
-  kiln__cached_block *b = take_cached_locked(a, want);
-  if (b != NULL) {
-    *out = b->ptr;
-    *rounded = b->bytes;
-    count_active_locked(a, b->bytes);
+  kiln_status st = alloc_locked(dev, want, out, rounded, &node);
+  if (st == KILN_ERROR_OUT_OF_MEMORY && dev->ops->reclaim != NULL) {
+    /* Finished work may still hold buffers in the backend's release
+     * queues, which it polls lazily: run those releases and try once
+     * more. The lock is dropped meanwhile since they free into it. */
     pthread_mutex_unlock(&a->lock);
-    kiln__free(b);
-    return KILN_OK;
-  }
-  void *ptr = NULL;
-  kiln_status st = fresh_block_locked(dev, want, &ptr);
-  if (st == KILN_OK) {
-    count_active_locked(a, want);
-    *out = ptr;
-    *rounded = want;
+    dev->ops->reclaim(dev);
+    pthread_mutex_lock(&a->lock);
+    st = alloc_locked(dev, want, out, rounded, &node);
   }
   pthread_mutex_unlock(&a->lock);
+  kiln__free(node);
   return st;
 }
 

@@ -8,7 +8,7 @@
  *
  * On disk, each cache key has one file, <64 hex digits>.kbin, in a
  * directory that only its owner can write. Files are written atomically
- * (temporary name, fsync, rename) and every field is checked on the way
+ * (temporary name, then rename) and every field is checked on the way
  * back in: a torn, foreign or corrupted file is rebuilt, never loaded.
  */
 #include "core/kcache.h"
@@ -545,11 +545,17 @@ static void make_header(unsigned char *hdr, const uint8_t key[32],
   kiln__sha256_final(&h, p);
 }
 
-/* Writes header and payload to a new file and makes it durable. */
+/*
+ * Writes header and payload to a new file. There is no fsync: it cost
+ * milliseconds of every cold launch (a journal commit), and bought
+ * nothing, because a file that a crash left torn or empty fails
+ * verify_file and is simply rebuilt. rename still gives running
+ * processes all-or-nothing files.
+ */
 static bool write_file(int fd, const unsigned char *hdr, const void *data,
                        size_t size) {
   return write_all(fd, hdr, KILN__KCACHE_HEADER_BYTES) &&
-         write_all(fd, data, size) && fsync(fd) == 0;
+         write_all(fd, data, size);
 }
 
 static atomic_uint tmp_counter;
@@ -558,7 +564,7 @@ static atomic_uint tmp_counter;
  * Writes the cache file of `key` (see kcache.h). Readers see either the
  * old file or the complete new one: the bytes go to a fresh temporary
  * name (O_EXCL, so nothing planted there is followed) and are renamed
- * over the final name only after fsync.
+ * over the final name only once complete.
  */
 kiln_status kiln__kcache_write(const char *dir, const uint8_t key[32],
                                const char *backend, const void *data,

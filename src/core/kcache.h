@@ -74,7 +74,7 @@ kiln_status kiln__kcache_read(const char *dir, const uint8_t key[32],
                               const char *backend, kiln__binary *out,
                               bool *found);
 
-/* Writes the cache file for `key` atomically (temporary file, fsync,
+/* Writes the cache file for `key` atomically (temporary file, then
  * rename). */
 kiln_status kiln__kcache_write(const char *dir, const uint8_t key[32],
                                const char *backend, const void *data,

@@ -9,10 +9,12 @@
  *
  * Lost devices. A sticky error (a kernel fault, an uncorrectable ECC
  * error...) poisons the context for good: the first call that sees it
- * reports the fault naming the last kernel launched, marks the device
- * lost, and every later callback returns KILN_ERROR_DEVICE_LOST at once.
- * Releases and host callbacks still pending are then run with that status
- * instead of waiting for a GPU that will never answer: nothing hangs.
+ * reports the fault naming the last kernel successfully enqueued (the
+ * call that sees a fault is usually a later, innocent one), marks the
+ * device lost, and every later callback returns KILN_ERROR_DEVICE_LOST at
+ * once. Releases and host callbacks still pending are then run with that
+ * status instead of waiting for a GPU that will never answer: nothing
+ * hangs.
  *
  * Releases without host functions. enqueue_release is on every launch's
  * path, and a cuLaunchHostFunc per launch would cost a driver thread
@@ -22,7 +24,11 @@
  * synchronize, destroy) against the stream's clock, which a few recorded
  * marks advance (one cuEventRecord and one cuEventQuery per POLL_BATCH
  * releases). A stream completes in order, so polling stops at the first
- * entry past the clock.
+ * entry past the clock. A wait (cuStreamSynchronize, cuStreamQuery)
+ * proves done only the work counted *before* it began, since other
+ * threads may enqueue meanwhile; pollers come from several threads, so a
+ * per-stream lock guards the marks. Before reporting out of memory, the
+ * core's allocator calls reclaim, which polls every stream of the device.
  *
  * Events are lazy (see the events section): a point in a stream that is
  * recorded on the device only when something waits for it, so a launch
@@ -41,6 +47,7 @@
  * must not call CUDA, so it only hands the node to the device's callback
  * thread, which calls the user's function (which may then call kiln).
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -76,32 +83,45 @@ static void copy_name(char *dst, size_t size, const char *src) {
   snprintf(dst, size, "%s", src != NULL ? src : "?");
 }
 
-/* The device-level name of the last kernel launched (for faults seen
- * through events, which do not know their stream). */
+/* The device-level name of the last kernel enqueued, "" if none (for
+ * faults seen through events, which do not know their stream). */
 static void last_kernel(kiln__cuda_device *d, char *out, size_t size) {
   pthread_mutex_lock(&d->lock);
-  copy_name(out, size, d->last_kernel[0] ? d->last_kernel : "(none yet)");
+  copy_name(out, size, d->last_kernel);
   pthread_mutex_unlock(&d->lock);
 }
 
+/* Who most likely faulted, for messages. Faults are asynchronous: any
+ * later call may report one, so the best guess is the last kernel that
+ * was enqueued successfully, or the fills and copies that followed it. */
+static void culprit(const char *kernel, char *out, size_t size) {
+  if (kernel[0] == '\0')
+    snprintf(out, size, "work enqueued before any kernel");
+  else
+    snprintf(out, size, "kernel '%.100s' (or work enqueued after it)",
+             kernel);
+}
+
 /* Marks the device lost after sticky error `r` and sets the error for the
- * call that found it. `kernel` names the kernel that most likely faulted. */
+ * call that found it. `kernel` is the last kernel enqueued successfully
+ * (NULL: the device's; "": none). */
 static kiln_status mark_lost(kiln__cuda_device *d, CUresult r,
                              const char *kernel) {
-  char name[128];
+  char name[128], who[192];
   if (kernel == NULL) {
     last_kernel(d, name, sizeof name);
     kernel = name;
   }
+  culprit(kernel, who, sizeof who);
   const char *ename = kiln__cu_error_name(r);
   const char *etext = kiln__cu_error_text(r);
   pthread_mutex_lock(&d->lock);
   bool first = !atomic_load(&d->lost);
   if (first) {
     snprintf(d->lost_msg, sizeof d->lost_msg,
-             GPU_FMT " must be reset: kernel '%.100s' faulted earlier (%s: "
-             "%s), which left its CUDA context unusable; restart the process",
-             d->ordinal, kernel, ename, etext);
+             GPU_FMT " must be reset: %s faulted earlier (%s: %s), which "
+             "left its CUDA context unusable; restart the process",
+             d->ordinal, who, ename, etext);
     atomic_store(&d->lost, true);
   }
   pthread_mutex_unlock(&d->lock);
@@ -112,10 +132,12 @@ static kiln_status mark_lost(kiln__cuda_device *d, CUresult r,
   if (!first)
     return kiln__error(KILN_ERROR_DEVICE_LOST, "%s.", d->lost_msg);
   return kiln__error(KILN_ERROR_DEVICE_LOST,
-                     "kernel '%.100s' on " GPU_FMT " faulted (%s: %s); the "
-                     "CUDA context is unusable and every later call on this "
-                     "device fails; restart the process.",
-                     kernel, d->ordinal, ename, etext);
+                     "%s on " GPU_FMT " faulted (%s: %s); the CUDA context "
+                     "is unusable and every later call on this device "
+                     "fails; restart the process (run it with "
+                     "CUDA_LAUNCH_BLOCKING=1 to find the launch that "
+                     "faulted).",
+                     who, d->ordinal, ename, etext);
 }
 
 static kiln_status lost_error(kiln__cuda_device *d) {
@@ -144,13 +166,59 @@ kiln_status kiln__cuda_fail(kiln__cuda_device *d, kiln_status status,
 
 /* ---- contexts ------------------------------------------------------------- */
 
+/* A context being opened on another thread. */
+typedef struct context_job {
+  kiln__cuda_device *d;
+  CUcontext ctx;
+  CUresult result;
+} context_job;
+
+static void *context_main(void *arg) {
+  context_job *job = arg;
+  job->result = job->d->cu->cuDevicePrimaryCtxRetain(&job->ctx,
+                                                     job->d->handle);
+  return NULL;
+}
+
+/* Starts a joinable thread with every signal blocked (signals meant for
+ * the application never land on it). */
+static bool start_thread(pthread_t *thread, void *(*fn)(void *), void *arg) {
+  sigset_t all, old;
+  sigfillset(&all);
+  if (pthread_sigmask(SIG_SETMASK, &all, &old) != 0)
+    return false;
+  bool ok = pthread_create(thread, NULL, fn, arg) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return ok;
+}
+
+/*
+ * Retains the primary context. The process's first context (~100 ms of
+ * driver work) is opened on a short-lived thread while this one warms
+ * NVRTC up, so that the first kernel compile finds it ready; both are
+ * done before this returns (nothing of kiln's runs in the background).
+ * A process that opens no context never loads NVRTC early.
+ */
+static CUresult open_context(kiln__cuda_device *d, CUcontext *out) {
+  context_job job = {d, NULL, CUDA_SUCCESS};
+  pthread_t thread;
+  if (kiln__cuda_warm_up_claim() &&
+      start_thread(&thread, context_main, &job)) {
+    kiln__cuda_warm_up(d->arch);
+    pthread_join(thread, NULL);
+  } else {
+    context_main(&job);
+  }
+  *out = job.ctx;
+  return kiln__cu_note(job.result, "cuDevicePrimaryCtxRetain");
+}
+
 static kiln_status retain_context(kiln__cuda_device *d) {
   kiln_status st = KILN_OK;
   pthread_mutex_lock(&d->lock);
   if (atomic_load(&d->ctx) == NULL) {
     CUcontext ctx = NULL;
-    if (KILN__CU(d->cu, cuDevicePrimaryCtxRetain, &ctx, d->handle) !=
-        CUDA_SUCCESS)
+    if (open_context(d, &ctx) != CUDA_SUCCESS)
       st = kiln__cu_error(KILN_ERROR_UNSUPPORTED,
                           "could not open a CUDA context on " GPU_FMT,
                           d->ordinal);
@@ -223,6 +291,7 @@ static bool init_locks(kiln__cuda_device *d) {
   if (pthread_mutex_init(&d->pool_lock, NULL) != 0 ||
       pthread_mutex_init(&d->free_lock, NULL) != 0 ||
       pthread_mutex_init(&d->cb_lock, NULL) != 0 ||
+      pthread_mutex_init(&d->streams_lock, NULL) != 0 ||
       pthread_cond_init(&d->cb_work, NULL) != 0 ||
       pthread_cond_init(&d->cb_done, NULL) != 0)
     return false; /* static storage: a partial init is never reused */
@@ -272,13 +341,12 @@ static bool describe_gpu(const kiln__cu_api *cu, int ordinal,
   info->memory_bytes = total;
   info->max_threads_per_threadgroup = (uint32_t)attribute(
       d, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 1024);
-  /* The opt-in maximum: what a kernel may use once it asks for it. */
-  int smem = attribute(d, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-                       0);
-  if (smem <= 0)
-    smem = attribute(d, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK,
-                     48 * 1024);
-  info->max_threadgroup_memory = (uint64_t)smem;
+  /* The static limit (48 KiB), not the larger opt-in maximum: kiln's
+   * threadgroup storage is static __shared__, and only dynamic shared
+   * memory may go past it, so the launch-time check (kernel.c) refuses
+   * a kernel whose module could never load. */
+  info->max_threadgroup_memory = (uint64_t)attribute(
+      d, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK, 48 * 1024);
   info->simd_width = (uint32_t)attribute(d, CU_DEVICE_ATTRIBUTE_WARP_SIZE, 32);
   info->struct_size = sizeof *info;
   info->kind = KILN_DEVICE_GPU;
@@ -624,10 +692,15 @@ typedef struct cuda_stream {
   kiln__event *tail_event;
   uint64_t tail_seq;
   uint64_t work_seq;
-  /* Recorded points, oldest first, and when to poll next (submit lock). */
+  /* Recorded points, oldest first (poll_lock), and how many pending
+   * releases make the launch path poll next. poll_lock serializes the
+   * pollers, which do not all hold the submit lock (synchronize, idle,
+   * reclaim); it is taken before `lock` and never with it held. */
+  pthread_mutex_t poll_lock;
   kiln__event *marks[MAX_MARKS];
   int num_marks;
-  size_t next_poll;
+  atomic_size_t next_poll;
+  struct cuda_stream *next_live; /* in dev->streams (dev->streams_lock) */
   /* The release FIFO, a ring buffer, and the last kernel's name. */
   pthread_mutex_t lock;
   release_entry *ring;
@@ -653,8 +726,15 @@ static void work_added(cuda_stream *s) {
                         memory_order_release);
 }
 
+/* The work count other threads may read: everything it counts was
+ * enqueued before the load, so a wait that begins after it proves it
+ * done. (s->work_seq is the submit lock's copy.) */
+static uint64_t work_enqueued(cuda_stream *s) {
+  return atomic_load_explicit(&s->callbacks->work_seq, memory_order_acquire);
+}
+
 /* Asks the oldest marks whether the device passed them, raising the
- * clock; stops at the first that has not. */
+ * clock; stops at the first that has not. poll_lock held. */
 static void query_marks(cuda_stream *s) {
   kiln__cuda_device *d = s->dev;
   while (s->num_marks > 0) {
@@ -676,18 +756,23 @@ static void query_marks(cuda_stream *s) {
 }
 
 /* Records a mark at the tail, unless the newest mark is the tail already
- * or there is no room (the next poll tries again). Context current. */
+ * or there is no room (the next poll tries again). Context current,
+ * poll_lock held; safe without the submit lock (the driver orders the
+ * record against concurrent launches, and `covers` is read before it). */
 static void add_mark(cuda_stream *s) {
+  uint64_t tail = work_enqueued(s);
   if (s->num_marks == MAX_MARKS ||
-      (s->num_marks > 0 && s->marks[s->num_marks - 1]->seq == s->work_seq))
+      (s->num_marks > 0 && s->marks[s->num_marks - 1]->seq == tail))
     return;
   kiln__event *e = NULL;
   if (event_get(s->dev, &e) != KILN_OK)
     return;
   atomic_fetch_add_explicit(&s->callbacks->refs, 1, memory_order_relaxed);
   e->callbacks = s->callbacks;
-  e->seq = s->work_seq;
-  e->cb_ticket = s->callbacks->enqueued;
+  e->seq = tail;
+  /* Marks are only queried, never waited for, so they need no callback
+   * ticket (reading the count would need the submit lock). */
+  e->cb_ticket = 0;
   if (materialise(e) != MAT_RECORDED) {
     cuda_event_release(e);
     return;
@@ -695,39 +780,61 @@ static void add_mark(cuda_stream *s) {
   s->marks[s->num_marks++] = e;
 }
 
-static void drop_marks(cuda_stream *s) {
-  for (int i = 0; i < s->num_marks; i++)
-    cuda_event_release(s->marks[i]);
-  s->num_marks = 0;
+/* Drops the marks a wait has overtaken (covering at most `finished` work
+ * items): the clock knows them done already. poll_lock held. */
+static void drop_marks(cuda_stream *s, uint64_t finished) {
+  int n = 0;
+  while (n < s->num_marks && s->marks[n]->covers <= finished)
+    cuda_event_release(s->marks[n++]);
+  s->num_marks -= n;
+  memmove(s->marks, s->marks + n, (size_t)s->num_marks * sizeof *s->marks);
 }
 
+/* What a poller knows: no wait proved anything, so ask the marks. (A
+ * count of 0 proves nothing either: no work had been enqueued.) */
+#define ASK_MARKS UINT64_C(0)
+/* The stream is idle for good (destroyed) or lost: release everything. */
+#define ALL_DONE UINT64_MAX
+
 /*
- * Calls the releases whose point the stream has passed: all of them when
- * `all_done` (the stream is known idle, or lost), else those the clock
- * knows complete. Without all_done, it first asks the oldest marks (one
- * cuEventQuery, usually), and leaves a new mark at the tail for the next
- * poll: one record and one query per POLL_BATCH releases, where an event
- * per launch used to be recorded. Called with the submit lock held.
+ * Calls the releases whose point the stream has passed. `finished` is a
+ * work count the caller proved complete, read with work_enqueued()
+ * BEFORE the wait that proved it (work enqueued by other threads during
+ * the wait is not covered), or ASK_MARKS: then it asks the oldest marks
+ * (one cuEventQuery, usually) and leaves a new mark at the tail for the
+ * next poll: one record and one query per POLL_BATCH releases, where an
+ * event per launch used to be recorded. Any thread; the submit lock is
+ * not needed. The release functions run with no lock of the stream held.
  */
-static void poll_releases(cuda_stream *s, bool all_done) {
+static void poll_releases(cuda_stream *s, uint64_t finished) {
   kiln_status status = atomic_load(&s->dev->lost) ? KILN_ERROR_DEVICE_LOST
                                                   : KILN_OK;
-  if (all_done) {
-    timeline_done(s->callbacks, s->work_seq);
-    drop_marks(s);
+  pthread_mutex_lock(&s->poll_lock);
+  if (finished != ASK_MARKS) {
+    if (finished != ALL_DONE)
+      timeline_done(s->callbacks, finished);
+    drop_marks(s, finished);
   } else {
     query_marks(s);
   }
+  pthread_mutex_unlock(&s->poll_lock);
   uint64_t done =
-      atomic_load_explicit(&s->callbacks->done_seq, memory_order_acquire);
+      finished == ALL_DONE
+          ? ALL_DONE
+          : atomic_load_explicit(&s->callbacks->done_seq,
+                                 memory_order_acquire);
   for (;;) {
     pthread_mutex_lock(&s->lock);
     if (s->count == 0 || s->ring[s->head].seq > done) {
       bool left = s->count > 0;
-      s->next_poll = s->count + POLL_BATCH;
+      atomic_store_explicit(&s->next_poll, s->count + POLL_BATCH,
+                            memory_order_relaxed);
       pthread_mutex_unlock(&s->lock);
-      if (left && !all_done && !atomic_load(&s->dev->lost))
+      if (left && finished == ASK_MARKS && !atomic_load(&s->dev->lost)) {
+        pthread_mutex_lock(&s->poll_lock);
         add_mark(s);
+        pthread_mutex_unlock(&s->poll_lock);
+      }
       return;
     }
     release_entry e = s->ring[s->head];
@@ -766,6 +873,7 @@ struct kiln__cuda_host_node {
   kiln__cuda_host_node *next;          /* in the device's run queue */
   kiln__cuda_host_node *out_prev, *out_next; /* in stream->outstanding */
   kiln__cuda_host_node *lost_next;     /* the flush's private list */
+  kiln__cuda_device *dev; /* an abandoned node may outlive its stream */
   cuda_stream *stream;
   kiln__host_fn fn;
   void *user;
@@ -786,7 +894,7 @@ static void unlink_outstanding(cuda_stream *s, kiln__cuda_host_node *n) {
  * for the callback thread. */
 static void host_trampoline(void *user) {
   kiln__cuda_host_node *n = user;
-  kiln__cuda_device *d = n->stream->dev;
+  kiln__cuda_device *d = n->dev;
   tl_host_fn_thread = true;
   pthread_mutex_lock(&d->cb_lock);
   if (n->state == NODE_PENDING) {
@@ -874,10 +982,11 @@ static void flush_lost_callbacks(cuda_stream *s) {
     n->fn(n->user, KILN_ERROR_DEVICE_LOST);
 }
 
-/* Finishes what a lost device will never finish: callbacks and releases. */
+/* Finishes what a lost device will never finish: callbacks and releases.
+ * Callbacks already handed to the callback thread still run there. */
 static void settle_lost(cuda_stream *s) {
   flush_lost_callbacks(s);
-  poll_releases(s, true);
+  poll_releases(s, ALL_DONE);
 }
 
 /* Waits until the callback thread has run the callbacks this stream has
@@ -904,6 +1013,7 @@ static kiln_status cuda_enqueue_host(struct kiln_stream *stream,
   kiln__cuda_host_node *n = kiln__calloc(1, sizeof *n);
   if (n == NULL)
     return kiln__oom("enqueuing a host callback on a CUDA stream");
+  n->dev = d;
   n->stream = s;
   n->fn = fn;
   n->user = user;
@@ -970,17 +1080,25 @@ static kiln_status cuda_stream_create(struct kiln_stream *stream) {
     return kiln__error(KILN_ERROR_INTERNAL,
                        "could not create a CUDA stream's lock.");
   }
+  if (pthread_mutex_init(&s->poll_lock, NULL) != 0) {
+    pthread_mutex_destroy(&s->lock);
+    kiln__free(s);
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "could not create a CUDA stream's lock.");
+  }
   s->dev = d;
-  s->next_poll = POLL_BATCH;
+  atomic_init(&s->next_poll, POLL_BATCH);
   atomic_init(&s->pending_releases, 0);
   s->callbacks = timeline_new();
   if (s->callbacks == NULL) {
+    pthread_mutex_destroy(&s->poll_lock);
     pthread_mutex_destroy(&s->lock);
     kiln__free(s);
     return kiln__oom("creating a CUDA stream");
   }
   if (KILN__CU(d->cu, cuStreamCreate, &s->handle, CU_STREAM_NON_BLOCKING) !=
       CUDA_SUCCESS) {
+    pthread_mutex_destroy(&s->poll_lock);
     pthread_mutex_destroy(&s->lock);
     timeline_release(s->callbacks);
     kiln__free(s);
@@ -989,8 +1107,27 @@ static kiln_status cuda_stream_create(struct kiln_stream *stream) {
                            d->ordinal);
   }
   s->callbacks->handle = s->handle;
+  /* Listed for reclaim, which polls every stream of the device. */
+  pthread_mutex_lock(&d->streams_lock);
+  s->next_live = d->streams;
+  d->streams = s;
+  pthread_mutex_unlock(&d->streams_lock);
   stream->impl = s;
   return KILN_OK;
+}
+
+/* Takes the stream off the device's list; once this returns, reclaim
+ * (which polls under the list lock) no longer reaches it. */
+static void unlist_stream(cuda_stream *s) {
+  kiln__cuda_device *d = s->dev;
+  pthread_mutex_lock(&d->streams_lock);
+  for (cuda_stream **pp = &d->streams; *pp != NULL; pp = &(*pp)->next_live) {
+    if (*pp == s) {
+      *pp = s->next_live;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&d->streams_lock);
 }
 
 /* Only called on an idle stream (or one of a lost device). Events of the
@@ -1000,10 +1137,11 @@ static void cuda_stream_destroy(struct kiln_stream *stream) {
   if (s == NULL)
     return;
   kiln__cuda_device *d = s->dev;
+  unlist_stream(s);
   bool live = quiet_enter(d);
   if (!live)
     settle_lost(s);
-  poll_releases(s, true);
+  poll_releases(s, ALL_DONE); /* idle: everything enqueued has finished */
   if (s->tail_event != NULL)
     cuda_event_release(s->tail_event);
   pthread_mutex_lock(&s->callbacks->lock);
@@ -1012,6 +1150,7 @@ static void cuda_stream_destroy(struct kiln_stream *stream) {
   pthread_mutex_unlock(&s->callbacks->lock);
   if (live)
     (void)KILN__CU(d->cu, cuStreamDestroy, s->handle);
+  pthread_mutex_destroy(&s->poll_lock);
   pthread_mutex_destroy(&s->lock);
   timeline_release(s->callbacks);
   kiln__free(s->ring);
@@ -1026,13 +1165,18 @@ static bool callbacks_pending(cuda_stream *s) {
   return pending;
 }
 
+/* Idle means no work and no callback pending. Even on a lost device, a
+ * callback already handed to the callback thread keeps the stream busy:
+ * that thread still writes the stream's counters when it finishes, so
+ * destroying the stream earlier would be a use after free. */
 static bool cuda_stream_idle(struct kiln_stream *stream) {
   cuda_stream *s = impl_of(stream);
   kiln__cuda_device *d = s->dev;
   if (!quiet_enter(d)) {
     settle_lost(s);
-    return true;
+    return !callbacks_pending(s);
   }
+  uint64_t seen = work_enqueued(s); /* before the query: see poll_releases */
   CUresult r = d->cu->cuStreamQuery(s->handle);
   if (r == CUDA_ERROR_NOT_READY)
     return false;
@@ -1040,16 +1184,17 @@ static bool cuda_stream_idle(struct kiln_stream *stream) {
     kiln__cu_note(r, "cuStreamQuery");
     (void)mark_lost(d, r, NULL);
     settle_lost(s);
-    return true;
+    return !callbacks_pending(s);
   }
-  poll_releases(s, r == CUDA_SUCCESS);
+  poll_releases(s, r == CUDA_SUCCESS ? seen : ASK_MARKS);
   return !callbacks_pending(s);
 }
 
-/* The name of the stream's last kernel, for fault messages. */
+/* The name of the stream's last kernel enqueued ("" if none), for fault
+ * messages. */
 static void stream_kernel(cuda_stream *s, char *out, size_t size) {
   pthread_mutex_lock(&s->lock);
-  copy_name(out, size, s->last_kernel[0] ? s->last_kernel : "(none yet)");
+  copy_name(out, size, s->last_kernel);
   pthread_mutex_unlock(&s->lock);
 }
 
@@ -1059,8 +1204,12 @@ static kiln_status cuda_stream_synchronize(struct kiln_stream *stream) {
   kiln_status st = kiln__cuda_enter(d);
   if (st != KILN_OK) {
     settle_lost(s);
+    wait_callbacks(s); /* those already on the callback thread */
     return st;
   }
+  /* Only the work counted before the wait is proven done by it: without
+   * the submit lock, another thread may enqueue meanwhile. */
+  uint64_t seen = work_enqueued(s);
   CUresult r = KILN__CU(d->cu, cuStreamSynchronize, s->handle);
   if (r != CUDA_SUCCESS) {
     if (kiln__cu_is_sticky(r)) {
@@ -1068,15 +1217,40 @@ static kiln_status cuda_stream_synchronize(struct kiln_stream *stream) {
       stream_kernel(s, name, sizeof name);
       st = mark_lost(d, r, name);
       settle_lost(s);
+      wait_callbacks(s);
       return st;
     }
     return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
                            "waiting for the stream on " GPU_FMT " failed",
                            d->ordinal);
   }
-  poll_releases(s, true);
+  poll_releases(s, seen);
   wait_callbacks(s);
   return KILN_OK;
+}
+
+/* The backend's reclaim: runs the releases of every stream of the device
+ * whose work has finished, so the allocator can reuse their buffers
+ * before it reports out of memory. Never waits for the GPU. Called
+ * without the allocator lock: releases free buffers, which take it. The
+ * list lock is held while polling, so no stream is destroyed under it
+ * (nothing a release does takes that lock). */
+static void cuda_reclaim(struct kiln_device *dev) {
+  kiln__cuda_device *d = kiln__cuda_dev(dev);
+  if (!quiet_enter(d))
+    return; /* lost (mem_alloc says so) or no stream yet */
+  pthread_mutex_lock(&d->streams_lock);
+  for (cuda_stream *s = d->streams; s != NULL; s = s->next_live) {
+    if (atomic_load(&s->pending_releases) == 0)
+      continue;
+    uint64_t seen = work_enqueued(s); /* before the query */
+    CUresult r = d->cu->cuStreamQuery(s->handle);
+    /* A fault is left for the stream's own calls to report (settling it
+     * here would run user callbacks inside an allocation). */
+    if (r == CUDA_SUCCESS || r == CUDA_ERROR_NOT_READY)
+      poll_releases(s, r == CUDA_SUCCESS ? seen : ASK_MARKS);
+  }
+  pthread_mutex_unlock(&d->streams_lock);
 }
 
 /* ---- event records and waits ---------------------------------------------------- */
@@ -1158,8 +1332,8 @@ static kiln_status stream_enter(cuda_stream *s) {
   if (st != KILN_OK)
     return st;
   if (atomic_load_explicit(&s->pending_releases, memory_order_relaxed) >=
-      s->next_poll)
-    poll_releases(s, false);
+      atomic_load_explicit(&s->next_poll, memory_order_relaxed))
+    poll_releases(s, ASK_MARKS);
   return KILN_OK;
 }
 
@@ -1189,6 +1363,36 @@ static kiln_status launch_builtin(cuda_stream *s, kiln__cuda_builtin which,
 }
 
 /* ---- fill ---------------------------------------------------------------------------- */
+
+/*
+ * Fills `count` 8-byte elements whose halves differ: two 2D memsets of
+ * 4-byte values, `count` rows 8 bytes apart and one value wide, the low
+ * half at offset 0 and the high half at offset 4. A driver call, where a
+ * kernel of kiln's own needed NVRTC in every process (and on driver-only
+ * machines had none). If the second memset fails after the first went
+ * in, waits for the first: the core treats a failed fill as enqueuing
+ * nothing and may free the buffer at once.
+ */
+static kiln_status fill8(cuda_stream *s, CUdeviceptr p, const uint32_t half[2],
+                         size_t count) {
+  kiln__cuda_device *d = s->dev;
+  for (int i = 0; i < 2; i++) {
+    if (KILN__CU(d->cu, cuMemsetD2D32Async, p + 4u * (unsigned)i, 8, half[i],
+                 1, count, s->handle) == CUDA_SUCCESS)
+      continue;
+    kiln_status st = kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
+                                     "could not fill %zu elements on " GPU_FMT,
+                                     count, d->ordinal);
+    if (i == 0 || st == KILN_ERROR_DEVICE_LOST)
+      return st;
+    CUresult r = KILN__CU(d->cu, cuStreamSynchronize, s->handle);
+    if (kiln__cu_is_sticky(r))
+      return mark_lost(d, r, NULL);
+    return st;
+  }
+  work_added(s);
+  return KILN_OK;
+}
 
 static kiln_status cuda_fill(struct kiln_stream *stream, void *dst,
                              size_t count, const void *pattern,
@@ -1231,10 +1435,7 @@ static kiln_status cuda_fill(struct kiln_stream *stream, void *dst,
       r = KILN__CU(d->cu, cuMemsetD32Async, p, b32[0], count * 2, s->handle);
       break;
     }
-    unsigned long long n = count, value;
-    memcpy(&value, pattern, 8);
-    void *params[] = {&p, &n, &value};
-    return launch_builtin(s, KILN__CUDA_FILL8, n, params, "fill");
+    return fill8(s, p, b32, count);
   }
   if (r != CUDA_SUCCESS)
     return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
@@ -1360,6 +1561,7 @@ static kiln_status copy_and_wait(cuda_stream *s, void *dst, const void *src,
   kiln_status st = stream_enter(s);
   if (st != KILN_OK)
     return st;
+  uint64_t seen = work_enqueued(s); /* what the wait below proves done */
   CUresult r =
       to_host ? KILN__CU(d->cu, cuMemcpyDtoHAsync, dst,
                          (CUdeviceptr)(uintptr_t)src, bytes, s->handle)
@@ -1381,7 +1583,7 @@ static kiln_status copy_and_wait(cuda_stream *s, void *dst, const void *src,
   }
   /* No work_seq step: the copy has finished, so an event recorded before
    * it still marks everything still pending. */
-  poll_releases(s, true);
+  poll_releases(s, seen);
   return KILN_OK;
 }
 
@@ -1398,9 +1600,11 @@ static kiln_status cuda_copy_from_host(struct kiln_stream *stream, void *dst,
 
 /* ---- launch ------------------------------------------------------------------------------ */
 
-/* Remembers the kernel's name for fault messages; copies only on change,
- * so a loop of one kernel pays a compare. Only launches write the name,
- * under the core's submit lock, so this thread may read it unlocked. */
+/* Remembers the name of a kernel just enqueued, for fault messages (a
+ * fault reported by a later call is blamed on it, not on the innocent
+ * caller); copies only on change, so a loop of one kernel pays a compare.
+ * Only launches write the name, under the core's submit lock, so this
+ * thread may read it unlocked. */
 static void note_kernel(cuda_stream *s, const char *name) {
   if (strncmp(s->last_kernel, name, sizeof s->last_kernel - 1) == 0)
     return;
@@ -1527,10 +1731,70 @@ static kiln_status launch_error(kiln__cuda_device *d, CUresult r,
                          name, d->ordinal);
 }
 
-/* Launches every region with `params` (whose last entry is &dims). If a
- * later region fails after earlier ones went in, waits for the stream:
- * the core treats a failed launch as enqueuing nothing, so no work may
- * still use the buffers when this returns. */
+/* Checks every region against the device's and the function's limits
+ * before any is launched, so that a split launch goes in whole or not at
+ * all (launch_shape checked the whole; this guards each part as cut). */
+static kiln_status check_regions(const kiln__cuda_device *d,
+                                 const kiln__cuda_module *m,
+                                 const launch_region *regions, int count,
+                                 const char *name) {
+  for (int i = 0; i < count; i++) {
+    const launch_region *g = &regions[i];
+    uint64_t threads = 1;
+    bool fits = true;
+    for (int k = 0; k < 3; k++) {
+      fits = fits && g->blocks[k] >= 1 && g->blocks[k] <= d->max_grid[k] &&
+             g->size[k] >= 1 && g->size[k] <= d->max_block[k];
+      threads *= g->size[k];
+    }
+    if (!fits || threads > (uint64_t)m->max_threads)
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "kernel '%s': part %d of its split launch (%ux%ux%u "
+                         "threadgroups of %ux%ux%u threads) exceeds the "
+                         "limits of " GPU_FMT " or of the kernel (at most %d "
+                         "threads per threadgroup); nothing was launched",
+                         name, i + 1, g->blocks[0], g->blocks[1],
+                         g->blocks[2], g->size[0], g->size[1], g->size[2],
+                         d->ordinal, m->max_threads);
+  }
+  return KILN_OK;
+}
+
+/* Part `failed` (of `count`) could not be launched after the parts before
+ * it went in. The core treats a failed launch as enqueuing nothing and may
+ * free its buffers at once, so wait for those parts; the wait's own
+ * result is reported too, and a fault it finds is DEVICE_LOST. */
+static kiln_status drain_parts(cuda_stream *s, kiln_status st, int failed,
+                               int count) {
+  kiln__cuda_device *d = s->dev;
+  if (st == KILN_ERROR_DEVICE_LOST)
+    return st; /* nothing runs on a lost context any more */
+  CUresult r = KILN__CU(d->cu, cuStreamSynchronize, s->handle);
+  if (r == CUDA_SUCCESS) {
+    kiln__error_append("Its first %d of %d parts had been enqueued; they "
+                       "have finished.",
+                       failed, count);
+    return st;
+  }
+  if (kiln__cu_is_sticky(r)) {
+    st = mark_lost(d, r, NULL);
+    kiln__error_append("This was found while waiting for the first %d of "
+                       "%d parts of a launch whose part %d could not be "
+                       "launched.",
+                       failed, count, failed + 1);
+    return st;
+  }
+  kiln__error_append("Waiting for its first %d of %d parts, which had been "
+                     "enqueued, also failed (cuStreamSynchronize: %s: %s), "
+                     "so they may still be running.",
+                     failed, count, kiln__cu_error_name(r),
+                     kiln__cu_error_text(r));
+  return st;
+}
+
+/* Launches every region with `params` (whose last entry is &dims), after
+ * checking them all. If a later region still fails, drain_parts waits for
+ * the earlier ones. The kernel's name is noted once a part went in. */
 static kiln_status launch_all(cuda_stream *s, const kiln__cuda_module *m,
                               const kiln__launch_params *p,
                               const unsigned blocks[3], void **params,
@@ -1538,18 +1802,23 @@ static kiln_status launch_all(cuda_stream *s, const kiln__cuda_module *m,
   kiln__cuda_device *d = s->dev;
   launch_region regions[8];
   int count = launch_regions(p, blocks, regions);
+  kiln_status st = check_regions(d, m, regions, count, name);
+  if (st != KILN_OK)
+    return st;
   for (int i = 0; i < count; i++) {
     const launch_region *g = &regions[i];
     memcpy(dims->group_offset, g->first, sizeof dims->group_offset);
     CUresult r = KILN__CU(d->cu, cuLaunchKernel, m->function, g->blocks[0],
                           g->blocks[1], g->blocks[2], g->size[0], g->size[1],
                           g->size[2], 0, s->handle, params, NULL);
-    if (r == CUDA_SUCCESS)
-      continue;
-    kiln_status st = launch_error(d, r, name, p);
-    if (i > 0)
-      (void)d->cu->cuStreamSynchronize(s->handle);
-    return st;
+    if (r != CUDA_SUCCESS) {
+      /* A sticky error here is an earlier launch's fault, blamed on the
+       * last kernel noted: this one's name is noted only on success. */
+      st = launch_error(d, r, name, p);
+      return i == 0 ? st : drain_parts(s, st, i, count);
+    }
+    if (i == 0)
+      note_kernel(s, name);
   }
   return KILN_OK;
 }
@@ -1602,7 +1871,6 @@ static kiln_status cuda_launch(struct kiln_stream *stream, void *module,
     dims.group_offset[i] = 0;
   }
   params[p->num_args] = &dims;
-  note_kernel(s, name);
   st = launch_all(s, m, p, blocks, params, &dims, name);
   if (params != inline_params) {
     kiln__free(params);
@@ -1639,6 +1907,7 @@ const kiln__backend_ops kiln__cuda_backend = {
     .stream_destroy = cuda_stream_destroy,
     .stream_idle = cuda_stream_idle,
     .stream_synchronize = cuda_stream_synchronize,
+    .reclaim = cuda_reclaim,
     .event_record = cuda_event_record,
     .event_done = cuda_event_done,
     .event_synchronize = cuda_event_synchronize,

@@ -1,10 +1,11 @@
 /*
  * kiln's own CUDA kernels: the strided gather behind copy_strided (n-d, up
- * to 16 dimensions, 1/2/4/8-byte elements), the 8-byte fill that
- * cuMemsetD*Async cannot do, and the strided (scatter) fill behind
- * fill_strided. NVRTC compiles the small source below once
- * per process and architecture; each device loads the module on first use
- * and keeps it for the process.
+ * to 16 dimensions, 1/2/4/8-byte elements) and the strided (scatter) fill
+ * behind fill_strided. (Contiguous 8-byte fills need no kernel: cuda_fill
+ * does them with two strided cuMemsetD2D32Async calls, which work without
+ * NVRTC.) NVRTC compiles the small source below once per process and
+ * architecture; each device loads the module on first use and keeps it
+ * for the process.
  */
 #include <stdio.h>
 #include <string.h>
@@ -72,21 +73,11 @@ static const char builtin_source[] =
     "KILN_GATHER(1, unsigned char)\n"
     "KILN_GATHER(2, unsigned short)\n"
     "KILN_GATHER(4, unsigned int)\n"
-    "KILN_GATHER(8, unsigned long long)\n"
-    "extern \"C\" __global__ void kiln_fill8(unsigned long long *dst,\n"
-    "                                      unsigned long long n,\n"
-    "                                      unsigned long long value) {\n"
-    "  unsigned long long step = (unsigned long long)gridDim.x * blockDim.x;\n"
-    "  for (unsigned long long i =\n"
-    "           (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
-    "       i < n; i += step)\n"
-    "    dst[i] = value;\n"
-    "}\n";
+    "KILN_GATHER(8, unsigned long long)\n";
 
 static const char *const builtin_names[KILN__CUDA_NUM_BUILTINS] = {
     "kiln_gather1", "kiln_gather2", "kiln_gather4", "kiln_gather8",
-    "kiln_fill8",   "kiln_sfill1",  "kiln_sfill2",  "kiln_sfill4",
-    "kiln_sfill8"};
+    "kiln_sfill1",  "kiln_sfill2",  "kiln_sfill4",  "kiln_sfill8"};
 
 /* What a device keeps once loaded. */
 typedef struct builtins {

@@ -6,7 +6,7 @@
  *                    streams, events, host callbacks, fills, copies, launch
  *   cuda_compile.c   NVRTC compilation to cubins, the build id, ptxas
  *                    resource reports, load/unload of modules
- *   cuda_builtins.c  kiln's own small kernels (strided gather, 8-byte fill),
+ *   cuda_builtins.c  kiln's own small kernels (strided gather and fill),
  *                    compiled once per process and loaded once per device
  */
 #ifndef KILN_BACKEND_CUDA_INTERNAL_H
@@ -41,7 +41,7 @@ typedef struct kiln__cuda_device {
   _Atomic(CUcontext) ctx;  /* the primary context, retained on first use */
   atomic_bool lost;        /* a sticky error poisoned the context */
   char lost_msg[768];      /* what every later call says (under lock) */
-  char last_kernel[128];   /* the last kernel launched (under lock) */
+  char last_kernel[128];   /* the last kernel enqueued (under lock) */
   char *build_id;          /* kiln__malloc'ed once, under lock */
   void *builtins;          /* cuda_builtins.c's module, published once */
   /* event pool: CUevents ready for reuse */
@@ -58,6 +58,9 @@ typedef struct kiln__cuda_device {
   pthread_cond_t cb_done; /* a callback finished (streams wait on it) */
   kiln__cuda_host_node *cb_head, *cb_tail;
   bool cb_started;
+  /* the live streams, for reclaim (cuda_backend.c's cuda_stream) */
+  pthread_mutex_t streams_lock;
+  struct cuda_stream *streams;
 } kiln__cuda_device;
 
 /* A loaded kernel: the module and its one entry point. */
@@ -111,6 +114,16 @@ kiln_status kiln__cuda_nvrtc_compile(const kiln__nvrtc_job *job,
                                      kiln__binary *out, char **log,
                                      kiln__compile_info *info);
 
+/*
+ * NVRTC warm-up (see cuda_compile.c). kiln__cuda_warm_up_claim is true
+ * once per process, and only if no compile has begun: its caller then
+ * calls kiln__cuda_warm_up, which loads NVRTC and compiles a small
+ * program with the prelude for `arch`, so that the first kernel compile
+ * finds NVRTC warm. Best effort: it never fails and sets no error.
+ */
+bool kiln__cuda_warm_up_claim(void);
+void kiln__cuda_warm_up(const char *arch);
+
 /* Parses ptxas -v output for function `entry` into `info`. */
 void kiln__cuda_parse_ptxas(const char *log, const char *entry,
                             kiln__compile_info *info);
@@ -140,7 +153,6 @@ typedef enum kiln__cuda_builtin {
   KILN__CUDA_GATHER2,
   KILN__CUDA_GATHER4,
   KILN__CUDA_GATHER8,
-  KILN__CUDA_FILL8,
   KILN__CUDA_SFILL1,
   KILN__CUDA_SFILL2,
   KILN__CUDA_SFILL4,

@@ -124,6 +124,9 @@ typedef struct _nvrtcProgram *nvrtcProgram;
      (CUdeviceptr dst, unsigned short v, size_t n, CUstream s))               \
   XX(cuMemsetD32Async, "cuMemsetD32Async",                                    \
      (CUdeviceptr dst, unsigned int v, size_t n, CUstream s))                 \
+  XX(cuMemsetD2D32Async, "cuMemsetD2D32Async",                                \
+     (CUdeviceptr dst, size_t pitch, unsigned int v, size_t width,            \
+      size_t height, CUstream s))                                             \
   XX(cuStreamCreate, "cuStreamCreate", (CUstream * s, unsigned flags))        \
   XX(cuStreamDestroy, "cuStreamDestroy_v2", (CUstream s))                     \
   XX(cuStreamSynchronize, "cuStreamSynchronize", (CUstream s))                \

@@ -1,0 +1,519 @@
+// kiln's GEMM kernels: C = alpha * op(A) @ op(B) + beta * C, written in
+// place, for every device (driver: src/linalg/gemm.c).
+//
+// Every kernel reads its operands as strided views (A, B and Cin with their
+// _shape/_strides), so transposes, slices and batches cost no copies. C is
+// bound twice: as the input Cin (for its strides and, unless BETA0, its old
+// values) and as the output C, the same memory, written in place. alpha and
+// beta arrive as 0-d inputs in the accumulation type; batch0 is the first
+// batch entry of this launch (batches beyond the grid's y limit are split
+// over several launches).
+//
+// Launch geometry (all kernels of one tile size alike): a one-dimensional
+// threadgroup of NT threads; grid.x = NT * tiles_m * tiles_n (tiles are
+// walked in bands of GEMM_BAND tile rows, so neighbouring groups share
+// panels of A and B in the cache); grid.y = batch entries in this launch.
+#include <metal_stdlib>
+using namespace metal;
+
+#if KILN_BACKEND_CUDA
+#define GEMM_UNROLL _Pragma("unroll")
+#else
+#define GEMM_UNROLL
+#endif
+
+// Warp-level mma.sync needs sm_80 or newer (bf16, tf32, m16n8k16).
+#if KILN_BACKEND_CUDA && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define GEMM_HAS_MMA 1
+#else
+#define GEMM_HAS_MMA 0
+#endif
+
+#define GEMM_BAND 8
+
+// Sizes and element strides of op(A) (M x K), op(B) (K x N) and C (M x N),
+// with the batch entry's base offsets already applied to the pointers.
+struct gemm_geom {
+  int M, N, K;
+  int64_t sam, sak, sbk, sbn, scm, scn;
+};
+
+// Offset of batch entry `b` in an operand: its leading dimensions walk the
+// batch in C order; a plain matrix (ndim 2) is shared by every entry.
+inline int64_t gemm_batch_offset(uint b, const constant int* shape,
+                                 const constant int64_t* strides, int ndim) {
+  int64_t off = 0;
+  for (int d = ndim - 3; d >= 0; --d) {
+    uint n = (uint)shape[d];
+    off += (int64_t)(b % n) * strides[d];
+    b /= n;
+  }
+  return off;
+}
+
+// Reads the geometry from the views; TA/TB say whether A/B are stored
+// transposed (K x M, N x K).
+template <bool TA, bool TB>
+inline gemm_geom gemm_read_geom(const constant int* as,
+                                const constant int64_t* ast, int an,
+                                const constant int* bs,
+                                const constant int64_t* bst, int bn,
+                                const constant int64_t* cst, int cn) {
+  gemm_geom g;
+  g.M = TA ? as[an - 1] : as[an - 2];
+  g.K = TA ? as[an - 2] : as[an - 1];
+  g.N = TB ? bs[bn - 2] : bs[bn - 1];
+  g.sam = TA ? ast[an - 1] : ast[an - 2];
+  g.sak = TA ? ast[an - 2] : ast[an - 1];
+  g.sbk = TB ? bst[bn - 1] : bst[bn - 2];
+  g.sbn = TB ? bst[bn - 2] : bst[bn - 1];
+  g.scm = cst[cn - 2];
+  g.scn = cst[cn - 1];
+  return g;
+}
+
+// The tile (row, column) that threadgroup `pid` computes: bands of
+// GEMM_BAND tile rows, column-major inside a band, for cache reuse.
+inline int2 gemm_tile_of(uint pid, int tiles_m, int tiles_n) {
+  int per_band = GEMM_BAND * tiles_n;
+  int band = (int)pid / per_band;
+  int first = band * GEMM_BAND;
+  int rows = min(tiles_m - first, GEMM_BAND);
+  int in_band = (int)pid % per_band;
+  return int2(first + in_band % rows, in_band / rows);
+}
+
+// The epilogue: C = alpha * acc + beta * C, rounded once to T. With BETA0
+// the old C is never read, so NaN there cannot leak into the result.
+template <typename T, typename ACC, bool BETA0>
+inline void gemm_store(device T* C, const device T* Cin, int64_t off,
+                       ACC acc, ACC alpha, ACC beta) {
+  ACC r = alpha * acc;
+  if (!BETA0)
+    r = fma(beta, (ACC)Cin[off], r);
+  C[off] = T(r);
+}
+
+// ---- the portable register-blocked SIMT tile ---------------------------
+//
+// NT = (BM/TM)*(BN/TN) threads compute a BM x BN tile of C; each thread
+// owns TM x TN outputs in chunks of 4 consecutive rows/columns (chunks
+// BM*4/TM apart), so the shared-memory reads of a warp are consecutive
+// and may be vectorised. Each k-step stages a BK-deep slice of op(A) and
+// op(B) in threadgroup memory (k-major, rows padded by 4), loaded through
+// registers one step ahead, so global loads overlap the FMAs; two
+// barriers per step. LA / LB: whether the operand's rows of the tile run
+// along its contiguous dimension (m for A, n for B) rather than k, which
+// keeps the global loads of neighbouring threads adjacent.
+template <typename T, typename ACC, bool TA, bool TB, bool BETA0, int BM,
+          int BN, int BK, int TM, int TN, bool LA, bool LB>
+inline void gemm_simt_tile(const device T* A, const device T* B,
+                           const device T* Cin, device T* C, gemm_geom g,
+                           ACC alpha, ACC beta, int row0, int col0, uint tid,
+                           threadgroup ACC* As, threadgroup ACC* Bs) {
+  constexpr int NT = (BM / TM) * (BN / TN);
+  constexpr int PA = BM + 4, PB = BN + 4;
+  constexpr int LOAD_A = BM * BK / NT, LOAD_B = BN * BK / NT;
+  static_assert(TM % 4 == 0 && TN % 4 == 0, "thread tiles are 4-chunks");
+  static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0, "even loads");
+  const int tx = (int)tid % (BN / TN), ty = (int)tid / (BN / TN);
+  ACC acc[TM][TN];
+  GEMM_UNROLL
+  for (int i = 0; i < TM; ++i)
+    GEMM_UNROLL
+    for (int j = 0; j < TN; ++j)
+      acc[i][j] = ACC(0);
+  ACC ra[LOAD_A], rb[LOAD_B];
+
+  // Element e of this thread's share of the slice starting at k0.
+  auto load = [&](int k0) {
+    GEMM_UNROLL
+    for (int e = 0; e < LOAD_A; ++e) {
+      int idx = e * NT + (int)tid;
+      int m = LA ? idx % BM : idx / BK, k = LA ? idx / BM : idx % BK;
+      int gm = row0 + m, gk = k0 + k;
+      ra[e] = (gm < g.M && gk < g.K)
+                  ? (ACC)A[(int64_t)gm * g.sam + (int64_t)gk * g.sak]
+                  : ACC(0);
+    }
+    GEMM_UNROLL
+    for (int e = 0; e < LOAD_B; ++e) {
+      int idx = e * NT + (int)tid;
+      int n = LB ? idx % BN : idx / BK, k = LB ? idx / BN : idx % BK;
+      int gn = col0 + n, gk = k0 + k;
+      rb[e] = (gn < g.N && gk < g.K)
+                  ? (ACC)B[(int64_t)gk * g.sbk + (int64_t)gn * g.sbn]
+                  : ACC(0);
+    }
+  };
+  load(0);
+  for (int k0 = 0; k0 < g.K; k0 += BK) {
+    threadgroup_barrier(mem_flags::mem_threadgroup); // last step's reads done
+    GEMM_UNROLL
+    for (int e = 0; e < LOAD_A; ++e) {
+      int idx = e * NT + (int)tid;
+      int m = LA ? idx % BM : idx / BK, k = LA ? idx / BM : idx % BK;
+      As[k * PA + m] = ra[e];
+    }
+    GEMM_UNROLL
+    for (int e = 0; e < LOAD_B; ++e) {
+      int idx = e * NT + (int)tid;
+      int n = LB ? idx % BN : idx / BK, k = LB ? idx / BN : idx % BK;
+      Bs[k * PB + n] = rb[e];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup); // the slice is complete
+    if (k0 + BK < g.K)
+      load(k0 + BK); // in flight while this slice is multiplied
+    GEMM_UNROLL
+    for (int k = 0; k < BK; ++k) {
+      ACC a[TM], b[TN];
+      GEMM_UNROLL
+      for (int i = 0; i < TM; ++i)
+        a[i] = As[k * PA + (i / 4) * (BM * 4 / TM) + ty * 4 + i % 4];
+      GEMM_UNROLL
+      for (int j = 0; j < TN; ++j)
+        b[j] = Bs[k * PB + (j / 4) * (BN * 4 / TN) + tx * 4 + j % 4];
+      GEMM_UNROLL
+      for (int i = 0; i < TM; ++i)
+        GEMM_UNROLL
+        for (int j = 0; j < TN; ++j)
+          acc[i][j] = fma(a[i], b[j], acc[i][j]);
+    }
+  }
+  GEMM_UNROLL
+  for (int i = 0; i < TM; ++i) {
+    int m = row0 + (i / 4) * (BM * 4 / TM) + ty * 4 + i % 4;
+    GEMM_UNROLL
+    for (int j = 0; j < TN; ++j) {
+      int n = col0 + (j / 4) * (BN * 4 / TN) + tx * 4 + j % 4;
+      if (m < g.M && n < g.N)
+        gemm_store<T, ACC, BETA0>(C, Cin, (int64_t)m * g.scm +
+                                  (int64_t)n * g.scn, acc[i][j], alpha, beta);
+    }
+  }
+}
+
+// ---- the tensor-core tile (CUDA, sm_80+) -------------------------------
+//
+// 128 x 128 tiles, 256 threads = 8 warps in a 2 x 4 grid, each warp 64 x 32
+// of C as 4 x 4 mma.sync tiles of 16 x 8, accumulated in float32. MMA
+// selects the instruction: 0 float16 and 1 bfloat16 (m16n8k16; a float32
+// input is rounded to bfloat16 for 1), 2 TF32 (m16n8k8, float32 input
+// rounded to nearest TF32). Shared memory holds the BK = 32 slice as
+// As[m][k] and Bs[n][k] (k contiguous, rows padded so that a warp's
+// fragment reads hit 32 different banks), staged through registers one
+// step ahead like the SIMT tile. VA / VB: 0, scalar loads; 1, 16-byte
+// vectors along k; 2, 16-byte vectors along the operand's rows (m or n),
+// where that dimension is contiguous and everything else 16-byte aligned.
+#if GEMM_HAS_MMA
+#define GEMM_TC_BM 128
+#define GEMM_TC_BN 128
+#define GEMM_TC_BK 32
+
+// Shared-memory word of one element: 16-bit formats as ushort bits,
+// TF32 as the float's 32 bits.
+template <int MMA> struct gemm_tc_elem { typedef ushort type; };
+template <> struct gemm_tc_elem<2> { typedef uint type; };
+
+inline uint gemm_tc_tf32(float x) {
+  uint r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+// One element of an operand, converted to the shared-memory format.
+template <typename T, int MMA> struct gemm_tc_cvt;
+template <> struct gemm_tc_cvt<half, 0> {
+  static inline ushort f(half x) { return x.bits; }
+};
+template <> struct gemm_tc_cvt<bfloat, 1> {
+  static inline ushort f(bfloat x) { return x.bits; }
+};
+template <> struct gemm_tc_cvt<float, 1> {
+  static inline ushort f(float x) { return bfloat(x).bits; }
+};
+template <> struct gemm_tc_cvt<float, 2> {
+  static inline uint f(float x) { return gemm_tc_tf32(x); }
+};
+
+template <int MMA>
+inline void gemm_mma(float* d, const uint* a, const uint* b) {
+  if (MMA == 0)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
+                   "r"(b[1]));
+  else if (MMA == 1)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
+                   "r"(b[1]));
+  else
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
+                   "r"(b[1]));
+}
+
+// This thread's share of a 128 x 32 operand slice (rows r = m or n, then
+// k), staged in registers: V, whole 16-byte vectors along k in the
+// input's own format (row stride and base aligned, K a multiple of the
+// vector), converted only when stored; else one converted element each,
+// neighbouring threads along the operand's contiguous dimension (KC: k).
+template <typename T, int MMA, bool V> struct gemm_tc_stage {
+  typedef typename gemm_tc_elem<MMA>::type S;
+  static constexpr int EL = GEMM_TC_BM * GEMM_TC_BK / 256;
+  static constexpr int VW = 16 / sizeof(T);
+  static constexpr int NV = EL / VW;
+  kiln_cuda::uint4 vec[V ? NV : 1];
+  S one[V ? 1 : EL];
+};
+
+// Where vector v of this thread starts in the slice. VM 1: along k; VM 2:
+// along rows (r..r+VW-1 at one k), lanes of a warp on different k so the
+// transposing shared stores hit different banks.
+template <int VM, int VW>
+inline int2 gemm_tc_vec_at(int v, uint tid) {
+  int c = v * 256 + (int)tid;
+  if (VM == 1)
+    return int2(c / (GEMM_TC_BK / VW), (c % (GEMM_TC_BK / VW)) * VW);
+  return int2((c / GEMM_TC_BK) * VW, c % GEMM_TC_BK);
+}
+
+template <typename T, int MMA, int VM, bool KC>
+inline void gemm_tc_fetch(const device T* X, int64_t sr, int64_t sk, int r0,
+                          int rows, int k0, int K, uint tid,
+                          thread gemm_tc_stage<T, MMA, VM != 0>& st) {
+  typedef gemm_tc_stage<T, MMA, VM != 0> G;
+  constexpr bool V = VM != 0;
+  if (V) {
+    GEMM_UNROLL
+    for (int v = 0; v < G::NV; ++v) {
+      int2 rk = gemm_tc_vec_at<VM, G::VW>(v, tid);
+      st.vec[V ? v : 0] = make_uint4(0, 0, 0, 0);
+      if (r0 + rk.x < rows && k0 + rk.y < K)
+        st.vec[V ? v : 0] = *(const kiln_cuda::uint4*)(
+            X + (int64_t)(r0 + rk.x) * sr + (int64_t)(k0 + rk.y) * sk);
+    }
+  } else {
+    GEMM_UNROLL
+    for (int e = 0; e < G::EL; ++e) {
+      int idx = e * 256 + (int)tid;
+      int r = KC ? idx / GEMM_TC_BK : idx % GEMM_TC_BM;
+      int k = KC ? idx % GEMM_TC_BK : idx / GEMM_TC_BM;
+      bool in = r0 + r < rows && k0 + k < K;
+      st.one[V ? 0 : e] =
+          in ? gemm_tc_cvt<T, MMA>::f(
+                   X[(int64_t)(r0 + r) * sr + (int64_t)(k0 + k) * sk])
+             : typename G::S(0);
+    }
+  }
+}
+
+// Stores the staged share into the [row][k] shared slice (row pitch
+// `pitch` elements). Vectors whose format needs no conversion (16-bit
+// inputs) go in as one 16-byte store; the slice's rows and vectors are
+// 16-byte aligned.
+template <typename T, int MMA, int VM, bool KC>
+inline void gemm_tc_put(thread const gemm_tc_stage<T, MMA, VM != 0>& st,
+                        uint tid, int pitch,
+                        threadgroup typename gemm_tc_elem<MMA>::type* sm) {
+  typedef gemm_tc_stage<T, MMA, VM != 0> G;
+  typedef typename G::S S;
+  constexpr bool V = VM != 0;
+  if (VM == 2) { // transposing: one element per row
+    GEMM_UNROLL
+    for (int v = 0; v < G::NV; ++v) {
+      int2 rk = gemm_tc_vec_at<VM, G::VW>(v, tid);
+      kiln_cuda::uint4 w = st.vec[V ? v : 0];
+      const T* e = (const T*)&w;
+      GEMM_UNROLL
+      for (int i = 0; i < G::VW; ++i)
+        sm[(rk.x + i) * pitch + rk.y] = gemm_tc_cvt<T, MMA>::f(e[i]);
+    }
+  } else if (V) {
+    GEMM_UNROLL
+    for (int v = 0; v < G::NV; ++v) {
+      int2 rk = gemm_tc_vec_at<VM, G::VW>(v, tid);
+      kiln_cuda::uint4 w = st.vec[V ? v : 0];
+      S* dst = sm + rk.x * pitch + rk.y;
+      if (sizeof(T) == sizeof(S)) {
+        if (MMA == 2) { // float -> TF32, 4 per vector
+          const float* f = (const float*)&w;
+          w = make_uint4(gemm_tc_tf32(f[0]), gemm_tc_tf32(f[1]),
+                         gemm_tc_tf32(f[2]), gemm_tc_tf32(f[3]));
+        }
+        *(kiln_cuda::uint4*)dst = w;
+      } else { // float -> bfloat16
+        const T* e = (const T*)&w;
+        GEMM_UNROLL
+        for (int i = 0; i < G::VW; ++i)
+          dst[i] = gemm_tc_cvt<T, MMA>::f(e[i]);
+      }
+    }
+  } else {
+    GEMM_UNROLL
+    for (int e = 0; e < G::EL; ++e) {
+      int idx = e * 256 + (int)tid;
+      int r = KC ? idx / GEMM_TC_BK : idx % GEMM_TC_BM;
+      int k = KC ? idx % GEMM_TC_BK : idx / GEMM_TC_BM;
+      sm[r * pitch + k] = st.one[V ? 0 : e];
+    }
+  }
+}
+
+template <typename T, int MMA, bool TA, bool TB, bool BETA0, int VA, int VB,
+          bool KA, bool KB>
+inline void gemm_tc_tile(const device T* A, const device T* B,
+                         const device T* Cin, device T* C, gemm_geom g,
+                         float alpha, float beta, int row0, int col0,
+                         uint tid, threadgroup void* smem) {
+  typedef typename gemm_tc_elem<MMA>::type S;
+  // Pitch in elements: 16-bit rows of 40 (20 words), TF32 rows of 36.
+  constexpr int PITCH = GEMM_TC_BK + (sizeof(S) == 2 ? 8 : 4);
+  constexpr int KSTEP = MMA == 2 ? 8 : 16;
+  S* As = (S*)smem;
+  S* Bs = As + GEMM_TC_BM * PITCH;
+  const int lane = (int)tid % 32, warp = (int)tid / 32;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+  const int gr = lane / 4, tq = lane % 4;
+  float acc[4][4][4];
+  GEMM_UNROLL
+  for (int i = 0; i < 4; ++i)
+    GEMM_UNROLL
+    for (int j = 0; j < 4; ++j)
+      GEMM_UNROLL
+      for (int q = 0; q < 4; ++q)
+        acc[i][j][q] = 0.0f;
+  gemm_tc_stage<T, MMA, VA != 0> sa;
+  gemm_tc_stage<T, MMA, VB != 0> sb;
+  gemm_tc_fetch<T, MMA, VA, KA>(A, g.sam, g.sak, row0, g.M, 0, g.K, tid, sa);
+  gemm_tc_fetch<T, MMA, VB, KB>(B, g.sbn, g.sbk, col0, g.N, 0, g.K, tid, sb);
+  for (int k0 = 0; k0 < g.K; k0 += GEMM_TC_BK) {
+    __syncthreads(); // the previous slice's fragments are read
+    gemm_tc_put<T, MMA, VA, KA>(sa, tid, PITCH, As);
+    gemm_tc_put<T, MMA, VB, KB>(sb, tid, PITCH, Bs);
+    __syncthreads(); // the slice is complete
+    if (k0 + GEMM_TC_BK < g.K) { // in flight during the mma loop
+      gemm_tc_fetch<T, MMA, VA, KA>(A, g.sam, g.sak, row0, g.M,
+                                    k0 + GEMM_TC_BK, g.K, tid, sa);
+      gemm_tc_fetch<T, MMA, VB, KB>(B, g.sbn, g.sbk, col0, g.N,
+                                    k0 + GEMM_TC_BK, g.K, tid, sb);
+    }
+    GEMM_UNROLL
+    for (int kk = 0; kk < GEMM_TC_BK; kk += KSTEP) {
+      uint af[4][4], bf[4][2];
+      GEMM_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const S* p = As + (wm + i * 16 + gr) * PITCH + kk;
+        if (MMA == 2) {
+          af[i][0] = p[tq];
+          af[i][1] = p[8 * PITCH + tq];
+          af[i][2] = p[tq + 4];
+          af[i][3] = p[8 * PITCH + tq + 4];
+        } else {
+          af[i][0] = *(const uint*)(p + 2 * tq);
+          af[i][1] = *(const uint*)(p + 8 * PITCH + 2 * tq);
+          af[i][2] = *(const uint*)(p + 2 * tq + 8);
+          af[i][3] = *(const uint*)(p + 8 * PITCH + 2 * tq + 8);
+        }
+      }
+      GEMM_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        const S* p = Bs + (wn + j * 8 + gr) * PITCH + kk;
+        if (MMA == 2) {
+          bf[j][0] = p[tq];
+          bf[j][1] = p[tq + 4];
+        } else {
+          bf[j][0] = *(const uint*)(p + 2 * tq);
+          bf[j][1] = *(const uint*)(p + 2 * tq + 8);
+        }
+      }
+      GEMM_UNROLL
+      for (int i = 0; i < 4; ++i)
+        GEMM_UNROLL
+        for (int j = 0; j < 4; ++j)
+          gemm_mma<MMA>(acc[i][j], af[i], bf[j]);
+    }
+  }
+  GEMM_UNROLL
+  for (int i = 0; i < 4; ++i)
+    GEMM_UNROLL
+    for (int j = 0; j < 4; ++j)
+      GEMM_UNROLL
+      for (int q = 0; q < 4; ++q) {
+        int m = row0 + wm + i * 16 + gr + (q / 2) * 8;
+        int n = col0 + wn + j * 8 + 2 * tq + q % 2;
+        if (m < g.M && n < g.N)
+          gemm_store<T, float, BETA0>(C, Cin, (int64_t)m * g.scm +
+                                      (int64_t)n * g.scn, acc[i][j][q],
+                                      alpha, beta);
+      }
+}
+#endif
+
+//@kernel gemm_simt
+// Template: T (element), ACC (accumulation: float or double), TA, TB,
+// BETA0, BM, BN, BK, TM, TN, LA, LB (see gemm_simt_tile).
+threadgroup ACC As[BK * (BM + 4)];
+threadgroup ACC Bs[BK * (BN + 4)];
+gemm_geom g = gemm_read_geom<TA, TB>(A_shape, A_strides, A_ndim, B_shape,
+                                     B_strides, B_ndim, Cin_strides,
+                                     Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + BM - 1) / BM, tiles_n = (g.N + BN - 1) / BN;
+int2 t = gemm_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+gemm_simt_tile<T, ACC, TA, TB, BETA0, BM, BN, BK, TM, TN, LA, LB>(
+    A + gemm_batch_offset(b, A_shape, A_strides, A_ndim),
+    B + gemm_batch_offset(b, B_shape, B_strides, B_ndim), Cin + oc, C + oc,
+    g, alpha, beta, t.x * BM, t.y * BN, thread_index_in_threadgroup, As, Bs);
+
+//@kernel gemm_tc
+// Template: T, MMA (0 float16, 1 bfloat16, 2 TF32), TA, TB, BETA0, VA, VB
+// (ints), KA, KB (see gemm_tc_tile). 128 x 128 tiles, 256 threads. Without
+// tensor cores (the CPU, pre-sm_80) the same tiles run on the SIMT code in
+// float32.
+gemm_geom g = gemm_read_geom<TA, TB>(A_shape, A_strides, A_ndim, B_shape,
+                                     B_strides, B_ndim, Cin_strides,
+                                     Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
+int2 t = gemm_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+const device T* a0 = A + gemm_batch_offset(b, A_shape, A_strides, A_ndim);
+const device T* b0 = B + gemm_batch_offset(b, B_shape, B_strides, B_ndim);
+#if GEMM_HAS_MMA
+// Two slices of 128 rows; 16-bit: 2 x 128 x 40 x 2 bytes, TF32: 2 x 128 x
+// 36 x 4 bytes (36 KiB), under the 48 KiB of static shared memory.
+threadgroup uint smem[2 * 128 * (MMA == 2 ? 36 : 20)];
+gemm_tc_tile<T, MMA, TA, TB, BETA0, VA, VB, KA, KB>(
+    a0, b0, Cin + oc, C + oc, g, alpha, beta, t.x * 128, t.y * 128,
+    thread_index_in_threadgroup, smem);
+#else
+threadgroup float As[16 * 132];
+threadgroup float Bs[16 * 132];
+gemm_simt_tile<T, float, TA, TB, BETA0, 128, 128, 16, 8, 8, !KA, !KB>(
+    a0, b0, Cin + oc, C + oc, g, alpha, beta, t.x * 128, t.y * 128,
+    thread_index_in_threadgroup, As, Bs);
+#endif
+
+//@kernel gemm_scale
+// C = beta * C (k == 0 or alpha == 0); with BETA0, C = 0 without reading
+// it. Template: T, ACC, BETA0. One thread per element of C.
+uint i = thread_position_in_grid.x;
+if (i >= (uint)count)
+  return;
+int64_t loc = 0;
+uint r = i;
+for (int d = Cin_ndim - 1; d >= 0; --d) {
+  loc += (int64_t)(r % (uint)Cin_shape[d]) * Cin_strides[d];
+  r /= (uint)Cin_shape[d];
+}
+C[loc] = BETA0 ? T(0) : T(beta * (ACC)Cin[loc]);

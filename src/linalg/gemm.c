@@ -1,0 +1,545 @@
+/*
+ * GEMM and matmul: C = alpha * op(A) @ op(B) + beta * C on any device, with
+ * kiln's own kernels (kernels/gemm.metal) launched into C in place.
+ *
+ * Order of work, as in every linalg driver: check the arguments (NULLs,
+ * options, dtypes, ranks, batch dimensions, shapes, devices), return early
+ * when there is nothing to multiply, then pick a kernel path by dtype,
+ * shape and device, and launch it. Nothing is enqueued unless every check
+ * passed.
+ *
+ * Paths (kiln_linalg_opts.path for kiln_gemm_ex and kiln_matmul_ex):
+ *   0  auto: tensor cores for float16/bfloat16 (and float32 with precision
+ *      TF32 or BF16) when both m and n are at least 64, else SIMT;
+ *   1  SIMT: the portable register-blocked kernel, every dtype, with a
+ *      tile size picked by shape (32, 64 or 128 square tiles);
+ *   2  tensor cores: warp-level mma.sync on CUDA sm_80+; float16,
+ *      bfloat16, or float32 with precision TF32 or BF16. On a device
+ *      without them (the CPU) the same kernel runs its SIMT fallback in
+ *      float32, so the CPU suite covers the path's launch logic.
+ *
+ * The operands are read as strided views (no copies); the kernels receive
+ * alpha and beta as 0-d arrays in the accumulation dtype (float64 for
+ * float64, else float32), filled in stream order so the call never waits.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "linalg/linalg.h"
+
+#define GEMM_PATH_AUTO 0
+#define GEMM_PATH_SIMT 1
+#define GEMM_PATH_TC 2
+
+/* CUDA's limit on grid.y blocks; the batch runs in chunks of this many. */
+#define GEMM_MAX_BATCH_CHUNK 65535
+
+#define GEMM_INPUTS "A,B,Cin,alpha,beta,batch0"
+
+/* One checked GEMM: the operands and what the checks worked out. */
+typedef struct gemm_problem {
+  bool ta, tb;
+  double alpha, beta;
+  kiln_array *a, *b, *c;
+  int64_t m, n, k, batch;
+  kiln_dtype acc; /* accumulation dtype: float64 or float32 */
+  kiln_stream *stream;
+  kiln_linalg_opts opts;
+} gemm_problem;
+
+/* A SIMT tile: BM x BN of C per threadgroup, BK-deep k-steps, TM x TN
+ * outputs per thread. */
+typedef struct simt_config {
+  int bm, bn, bk, tm, tn;
+} simt_config;
+
+static const simt_config k_simt_small = {32, 32, 16, 4, 4};   /* 64 thr. */
+static const simt_config k_simt_medium = {64, 64, 16, 4, 4};  /* 256 */
+static const simt_config k_simt_large = {128, 128, 16, 8, 8}; /* 256 */
+
+/* ---- checks -------------------------------------------------------------- */
+
+static bool gemm_dtype_ok(kiln_dtype d) {
+  return d == KILN_FLOAT16 || d == KILN_BFLOAT16 || d == KILN_FLOAT32 ||
+         d == KILN_FLOAT64;
+}
+
+static kiln_status check_dtypes(kiln_array *const *ops,
+                                const char *const *names, int count) {
+  kiln_dtype d = ops[0]->dtype;
+  if (!gemm_dtype_ok(d))
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "%s is %s; matrix products support float16, "
+                       "bfloat16, float32 and float64.",
+                       names[0], kiln_dtype_name(d));
+  for (int i = 1; i < count; i++)
+    if (ops[i]->dtype != d)
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "%s is %s but %s is %s; the operands must have one "
+                         "dtype.",
+                         names[i], kiln_dtype_name(ops[i]->dtype), names[0],
+                         kiln_dtype_name(d));
+  return KILN_OK;
+}
+
+/* Rows and columns of op(X): the last two dimensions, swapped if `t`. */
+static void op_dims(const kiln_array *x, bool t, int64_t *rows,
+                    int64_t *cols) {
+  int64_t r = x->shape[x->ndim - 2], c = x->shape[x->ndim - 1];
+  *rows = t ? c : r;
+  *cols = t ? r : c;
+}
+
+/* op(A) is m x k and op(B) must be k x n. */
+static kiln_status check_chain(const gemm_problem *p, int64_t kb) {
+  if (p->k == kb)
+    return KILN_OK;
+  return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "the shapes do not chain: op(A) is %lld x %lld but "
+                     "op(B) is %lld x %lld (op(A)'s columns must equal "
+                     "op(B)'s rows).",
+                     (long long)p->m, (long long)p->k, (long long)kb,
+                     (long long)p->n);
+}
+
+/* C must be m x n and carry the batch dimensions when A or B has them. */
+static kiln_status check_c(const gemm_problem *p) {
+  const kiln_array *c = p->c;
+  int64_t cm = c->shape[c->ndim - 2], cn = c->shape[c->ndim - 1];
+  if (cm != p->m || cn != p->n)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "C is %lld x %lld but op(A) @ op(B) is %lld x %lld.",
+                       (long long)cm, (long long)cn, (long long)p->m,
+                       (long long)p->n);
+  if (c->ndim == 2 && (p->a->ndim > 2 || p->b->ndim > 2))
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "%s has batch dimensions but C has none; C must hold "
+                       "a result for every batch entry.",
+                       p->a->ndim > 2 ? "A" : "B");
+  return KILN_OK;
+}
+
+/* Everything about the operands, before any device work. */
+static kiln_status check_problem(gemm_problem *p) {
+  kiln_array *ops[3] = {p->a, p->b, p->c};
+  static const char *const names[3] = {"A", "B", "C"};
+  kiln_status st = check_dtypes(ops, names, 3);
+  if (st == KILN_OK)
+    st = kiln__linalg_batch(ops, 3, names, &p->batch);
+  if (st != KILN_OK)
+    return st;
+  int64_t kb;
+  op_dims(p->a, p->ta, &p->m, &p->k);
+  op_dims(p->b, p->tb, &kb, &p->n);
+  st = check_chain(p, kb);
+  if (st == KILN_OK)
+    st = check_c(p);
+  if (st == KILN_OK)
+    st = kiln__linalg_stream(&p->opts, ops, 3, &p->stream);
+  p->acc = p->c->dtype == KILN_FLOAT64 ? KILN_FLOAT64 : KILN_FLOAT32;
+  return st;
+}
+
+/* ---- path choice ------------------------------------------------------- */
+
+/* The tensor-core instruction family for the problem, or -1 if none
+ * applies: 0 float16, 1 bfloat16 (also float32 with precision BF16), 2
+ * TF32. */
+static int tc_mma_kind(const gemm_problem *p) {
+  switch (p->c->dtype) {
+  case KILN_FLOAT16:
+    return 0;
+  case KILN_BFLOAT16:
+    return 1;
+  case KILN_FLOAT32:
+    if (p->opts.precision == KILN_PRECISION_TF32)
+      return 2;
+    return p->opts.precision == KILN_PRECISION_BF16 ? 1 : -1;
+  default:
+    return -1;
+  }
+}
+
+static kiln_status choose_path(const gemm_problem *p, int *path) {
+  int want = p->opts.path, mma = tc_mma_kind(p);
+  if (want < GEMM_PATH_AUTO || want > GEMM_PATH_TC)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "opts->path is %d; GEMM knows 0 (auto), 1 (SIMT) and "
+                       "2 (tensor cores).",
+                       want);
+  if (want == GEMM_PATH_TC && mma < 0)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "opts->path 2 (tensor cores) needs float16 or "
+                       "bfloat16 operands, or float32 with opts->precision "
+                       "TF32 or BF16, but the operands are %s%s.",
+                       kiln_dtype_name(p->c->dtype),
+                       p->c->dtype == KILN_FLOAT32 ? " with default precision"
+                                                   : "");
+  if (want == GEMM_PATH_AUTO)
+    want = mma >= 0 && p->m >= 64 && p->n >= 64 ? GEMM_PATH_TC
+                                                 : GEMM_PATH_SIMT;
+  *path = want;
+  return KILN_OK;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Small tiles for small matrices; 128-square tiles only when they still
+ * give every compute unit a couple of threadgroups. float64 stops at 64
+ * (twice the registers per value). */
+static simt_config choose_simt(const gemm_problem *p) {
+  if (p->m <= 32 || p->n <= 32)
+    return k_simt_small;
+  if (p->acc == KILN_FLOAT64)
+    return k_simt_medium;
+  int units = p->c->buffer->device->info.compute_units;
+  int64_t tiles = p->batch * ceil_div(p->m, 128) * ceil_div(p->n, 128);
+  return tiles >= 2 * (int64_t)(units > 0 ? units : 1) ? k_simt_large
+                                                       : k_simt_medium;
+}
+
+/* ---- strides ----------------------------------------------------------- */
+
+/* Element strides of op(X) along its rows and columns. */
+static void op_strides(const kiln_array *x, bool t, int64_t *srow,
+                       int64_t *scol) {
+  int64_t r = x->strides[x->ndim - 2], c = x->strides[x->ndim - 1];
+  *srow = t ? c : r;
+  *scol = t ? r : c;
+}
+
+/* Whether the operand's tile rows should run along its row dimension (m
+ * or n): true when that is the contiguous one, so neighbouring threads
+ * load neighbouring elements. */
+static bool rows_contiguous(int64_t srow, int64_t sk) {
+  return srow == 1 && sk != 1;
+}
+
+/*
+ * How the tensor-core kernel may load operand X (rows r = m for A, n for
+ * B): 1, 16-byte vectors along k (k contiguous, the row stride a whole
+ * number of vectors, k too); 2, vectors along r (r contiguous, the k
+ * stride and r whole vectors); 0, scalars. Either vector mode also needs
+ * 16-byte aligned batch strides and start.
+ */
+static int tc_vector_mode(const kiln_array *x, int64_t srow, int64_t sk,
+                          int64_t rows, int64_t k, size_t elem) {
+  int64_t vw = (int64_t)(16 / elem);
+  int mode = 0;
+  if (sk == 1 && k % vw == 0 && srow % vw == 0)
+    mode = 1;
+  else if (srow == 1 && rows % vw == 0 && sk % vw == 0)
+    mode = 2;
+  for (int d = 0; mode != 0 && d < x->ndim - 2; d++)
+    if (x->strides[d] % vw != 0)
+      mode = 0;
+  if ((uintptr_t)kiln__array_data(x) % 16 != 0)
+    mode = 0;
+  return mode;
+}
+
+/* ---- launches ---------------------------------------------------------- */
+
+static void targ_dtype(kiln_template_arg *t, const char *name, kiln_dtype d) {
+  t->name = name;
+  t->kind = KILN_TEMPLATE_DTYPE;
+  t->dtype = d;
+  t->value = 0;
+}
+
+static void targ_int(kiln_template_arg *t, const char *name, int64_t v,
+                     bool is_bool) {
+  t->name = name;
+  t->kind = is_bool ? KILN_TEMPLATE_BOOL : KILN_TEMPLATE_INT;
+  t->dtype = KILN_INT32;
+  t->value = v;
+}
+
+/* A 0-d array holding `value`, filled in stream order (no host wait). */
+static kiln_status make_scalar(const gemm_problem *p, kiln_dtype dtype,
+                               double value, kiln_array **out) {
+  int64_t none = 0;
+  kiln_array *s = NULL;
+  kiln_status st =
+      kiln__array_create(p->stream->device, dtype, 0, &none, &s);
+  if (st == KILN_OK)
+    st = kiln__array_fill(s, value, p->stream);
+  if (st != KILN_OK) {
+    kiln__array_destroy(s);
+    return st;
+  }
+  *out = s;
+  return KILN_OK;
+}
+
+/* The launch fields every GEMM kernel shares; inputs set by the caller. */
+static void init_launch(const gemm_problem *p, kiln_launch *L,
+                        kiln_output_spec *spec) {
+  kiln_launch_init(L);
+  spec->dtype = p->c->dtype;
+  spec->ndim = p->c->ndim;
+  memset(spec->shape, 0, sizeof spec->shape);
+  memcpy(spec->shape, p->c->shape, (size_t)p->c->ndim * sizeof(int64_t));
+  L->outputs = spec;
+  L->num_outputs = 1;
+  L->stream = p->stream;
+  L->device = p->stream->device;
+}
+
+/*
+ * Launches a tiled kernel over every batch entry: one threadgroup of `nt`
+ * threads per tile, `tiles` tiles per entry, batch entries along grid.y in
+ * chunks (each chunk's first entry travels as the 0-d batch0). All scalars
+ * are made before the first launch, so an allocation failure enqueues
+ * nothing.
+ */
+static kiln_status launch_tiles(const gemm_problem *p, kiln_kernel *kernel,
+                                const kiln_template_arg *targs, int ntargs,
+                                int nt, int64_t tiles) {
+  if (tiles > (int64_t)(UINT32_MAX / (uint32_t)nt))
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "C is %lld x %lld, more tiles than one launch can "
+                       "cover.",
+                       (long long)p->m, (long long)p->n);
+  int64_t chunks = ceil_div(p->batch, GEMM_MAX_BATCH_CHUNK);
+  kiln_array **scal = kiln__calloc((size_t)chunks + 2, sizeof *scal);
+  if (scal == NULL)
+    return kiln__oom("preparing a matrix product");
+  kiln_status st = make_scalar(p, p->acc, p->alpha, &scal[0]);
+  if (st == KILN_OK)
+    st = make_scalar(p, p->acc, p->beta, &scal[1]);
+  for (int64_t i = 0; st == KILN_OK && i < chunks; i++)
+    st = make_scalar(p, KILN_INT32, (double)(i * GEMM_MAX_BATCH_CHUNK),
+                     &scal[2 + i]);
+  kiln_launch L;
+  kiln_output_spec spec;
+  init_launch(p, &L, &spec);
+  kiln_array *in[6] = {p->a, p->b, p->c, scal[0], scal[1], NULL};
+  L.inputs = in;
+  L.num_inputs = 6;
+  L.template_args = targs;
+  L.num_template_args = ntargs;
+  L.grid[0] = (uint32_t)(tiles * nt);
+  L.threadgroup[0] = (uint32_t)nt;
+  for (int64_t i = 0; st == KILN_OK && i < chunks; i++) {
+    int64_t rest = p->batch - i * GEMM_MAX_BATCH_CHUNK;
+    in[5] = scal[2 + i];
+    L.grid[1] = (uint32_t)(rest < GEMM_MAX_BATCH_CHUNK ? rest
+                                                       : GEMM_MAX_BATCH_CHUNK);
+    st = kiln__kernel_launch_into(kernel, &L, &p->c);
+  }
+  for (int64_t i = 0; i < chunks + 2; i++)
+    kiln__array_destroy(scal[i]);
+  kiln__free(scal);
+  return st;
+}
+
+static kiln_status run_simt(const gemm_problem *p) {
+  simt_config cfg = choose_simt(p);
+  int64_t sam, sak, sbk, sbn;
+  op_strides(p->a, p->ta, &sam, &sak);
+  op_strides(p->b, p->tb, &sbk, &sbn);
+  kiln_template_arg t[12];
+  targ_dtype(&t[0], "T", p->c->dtype);
+  targ_dtype(&t[1], "ACC", p->acc);
+  targ_int(&t[2], "TA", p->ta, true);
+  targ_int(&t[3], "TB", p->tb, true);
+  targ_int(&t[4], "BETA0", p->beta == 0.0, true);
+  targ_int(&t[5], "BM", cfg.bm, false);
+  targ_int(&t[6], "BN", cfg.bn, false);
+  targ_int(&t[7], "BK", cfg.bk, false);
+  targ_int(&t[8], "TM", cfg.tm, false);
+  targ_int(&t[9], "TN", cfg.tn, false);
+  targ_int(&t[10], "LA", rows_contiguous(sam, sak), true);
+  targ_int(&t[11], "LB", rows_contiguous(sbn, sbk), true);
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("gemm", "gemm_simt", GEMM_INPUTS,
+                                        "C", KILN__LIB_NO_ROW_CONTIG, &k);
+  if (st != KILN_OK)
+    return st;
+  int nt = (cfg.bm / cfg.tm) * (cfg.bn / cfg.tn);
+  int64_t tiles = ceil_div(p->m, cfg.bm) * ceil_div(p->n, cfg.bn);
+  return launch_tiles(p, k, t, 12, nt, tiles);
+}
+
+static kiln_status run_tc(const gemm_problem *p) {
+  int64_t sam, sak, sbk, sbn;
+  op_strides(p->a, p->ta, &sam, &sak);
+  op_strides(p->b, p->tb, &sbk, &sbn);
+  size_t elem = kiln_dtype_size(p->c->dtype);
+  int va = tc_vector_mode(p->a, sam, sak, p->m, p->k, elem);
+  int vb = tc_vector_mode(p->b, sbn, sbk, p->n, p->k, elem);
+  kiln_template_arg t[9];
+  targ_dtype(&t[0], "T", p->c->dtype);
+  targ_int(&t[1], "MMA", tc_mma_kind(p), false);
+  targ_int(&t[2], "TA", p->ta, true);
+  targ_int(&t[3], "TB", p->tb, true);
+  targ_int(&t[4], "BETA0", p->beta == 0.0, true);
+  targ_int(&t[5], "VA", va, false);
+  targ_int(&t[6], "VB", vb, false);
+  targ_int(&t[7], "KA", !rows_contiguous(sam, sak), true);
+  targ_int(&t[8], "KB", !rows_contiguous(sbn, sbk), true);
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("gemm", "gemm_tc", GEMM_INPUTS, "C",
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  if (st != KILN_OK)
+    return st;
+  int64_t tiles = ceil_div(p->m, 128) * ceil_div(p->n, 128);
+  return launch_tiles(p, k, t, 9, 256, tiles);
+}
+
+/* C = beta * C, for k == 0 or alpha == 0 (BLAS: A and B are not read). */
+static kiln_status run_scale(const gemm_problem *p) {
+  int64_t count = p->c->size;
+  if (count > (int64_t)UINT32_MAX - 255)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "C has %lld elements; scaling more than 2^32 - 256 "
+                       "in one call is not supported.",
+                       (long long)count);
+  kiln_template_arg t[3];
+  targ_dtype(&t[0], "T", p->c->dtype);
+  targ_dtype(&t[1], "ACC", p->acc);
+  targ_int(&t[2], "BETA0", p->beta == 0.0, true);
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("gemm", "gemm_scale",
+                                        "Cin,beta,count", "C",
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  kiln_array *beta = NULL, *n = NULL;
+  if (st == KILN_OK)
+    st = make_scalar(p, p->acc, p->beta, &beta);
+  if (st == KILN_OK)
+    st = make_scalar(p, KILN_INT32, (double)count, &n);
+  if (st == KILN_OK) {
+    kiln_launch L;
+    kiln_output_spec spec;
+    init_launch(p, &L, &spec);
+    kiln_array *in[3] = {p->c, beta, n};
+    L.inputs = in;
+    L.num_inputs = 3;
+    L.template_args = t;
+    L.num_template_args = 3;
+    L.grid[0] = (uint32_t)(ceil_div(count, 256) * 256);
+    L.threadgroup[0] = 256;
+    st = kiln__kernel_launch_into(k, &L, &p->c);
+  }
+  kiln__array_destroy(beta);
+  kiln__array_destroy(n);
+  return st;
+}
+
+/* ---- entry points ------------------------------------------------------ */
+
+/* The checked GEMM shared by kiln_gemm_ex and kiln_matmul_ex. */
+static kiln_status gemm(bool ta, bool tb, double alpha, kiln_array *a,
+                        kiln_array *b, double beta, kiln_array *c,
+                        const kiln_linalg_opts *opts) {
+  if (a == NULL || b == NULL || c == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
+                       a == NULL ? "A" : b == NULL ? "B" : "C");
+  gemm_problem p;
+  memset(&p, 0, sizeof p);
+  p.ta = ta;
+  p.tb = tb;
+  p.alpha = alpha;
+  p.beta = beta;
+  p.a = a;
+  p.b = b;
+  p.c = c;
+  kiln_status st = kiln__linalg_opts(opts, &p.opts);
+  if (st == KILN_OK)
+    st = check_problem(&p);
+  int path = GEMM_PATH_SIMT;
+  if (st == KILN_OK)
+    st = choose_path(&p, &path);
+  if (st != KILN_OK || p.batch == 0 || p.m == 0 || p.n == 0)
+    return st;
+  if (p.k == 0 || alpha == 0.0)
+    return run_scale(&p);
+  return path == GEMM_PATH_TC ? run_tc(&p) : run_simt(&p);
+}
+
+/* Public: see kiln.h. */
+kiln_status kiln_gemm(bool trans_a, bool trans_b, double alpha, kiln_array *a,
+                      kiln_array *b, double beta, kiln_array *c) {
+  KILN_API_ENTER();
+  return gemm(trans_a, trans_b, alpha, a, b, beta, c, NULL);
+}
+
+/* Public: see kiln.h; opts->path is documented at the top of this file. */
+kiln_status kiln_gemm_ex(bool trans_a, bool trans_b, double alpha,
+                         kiln_array *a, kiln_array *b, double beta,
+                         kiln_array *c, const kiln_linalg_opts *opts) {
+  KILN_API_ENTER();
+  return gemm(trans_a, trans_b, alpha, a, b, beta, c, opts);
+}
+
+/* The shape of A @ B: the batched operand's batch dimensions, m, n. */
+static kiln_status matmul_shape(kiln_array *a, kiln_array *b, int *ndim,
+                                int64_t *shape) {
+  kiln_array *ops[2] = {a, b};
+  static const char *const names[2] = {"A", "B"};
+  int64_t batch;
+  kiln_status st = check_dtypes(ops, names, 2);
+  if (st == KILN_OK)
+    st = kiln__linalg_batch(ops, 2, names, &batch);
+  if (st != KILN_OK)
+    return st;
+  if (a->shape[a->ndim - 1] != b->shape[b->ndim - 2])
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "the shapes do not chain: A is %lld x %lld but B is "
+                       "%lld x %lld (A's columns must equal B's rows).",
+                       (long long)a->shape[a->ndim - 2],
+                       (long long)a->shape[a->ndim - 1],
+                       (long long)b->shape[b->ndim - 2],
+                       (long long)b->shape[b->ndim - 1]);
+  const kiln_array *batched = a->ndim > 2 ? a : b;
+  *ndim = batched->ndim;
+  memcpy(shape, batched->shape, (size_t)batched->ndim * sizeof *shape);
+  shape[*ndim - 2] = a->shape[a->ndim - 2];
+  shape[*ndim - 1] = b->shape[b->ndim - 1];
+  return KILN_OK;
+}
+
+/* The new-output product shared by kiln_matmul and kiln_matmul_ex. */
+static kiln_status matmul(kiln_array *a, kiln_array *b,
+                          const kiln_linalg_opts *opts, kiln_array **out) {
+  if (a == NULL || b == NULL || out == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
+                       a == NULL ? "A" : b == NULL ? "B" : "out");
+  int ndim = 0;
+  int64_t shape[KILN_MAX_NDIM];
+  kiln_status st = matmul_shape(a, b, &ndim, shape);
+  if (st != KILN_OK)
+    return st;
+  kiln_linalg_opts o;
+  st = kiln__linalg_opts(opts, &o);
+  if (st == KILN_OK && a->buffer->device != b->buffer->device)
+    st = kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "A lives on device %d and B on device %d; move them to "
+                     "one device first.",
+                     a->buffer->device->index, b->buffer->device->index);
+  kiln_array *c = NULL;
+  if (st == KILN_OK)
+    st = kiln__array_create(a->buffer->device, a->dtype, ndim, shape, &c);
+  if (st == KILN_OK)
+    st = gemm(false, false, 1.0, a, b, 0.0, c, &o);
+  if (st != KILN_OK) {
+    kiln__array_destroy(c);
+    return st;
+  }
+  *out = c;
+  return KILN_OK;
+}
+
+/* Public: see kiln.h. */
+kiln_status kiln_matmul(kiln_array *a, kiln_array *b, kiln_array **out) {
+  KILN_API_ENTER();
+  return matmul(a, b, NULL, out);
+}
+
+/* Public: see kiln.h. */
+kiln_status kiln_matmul_ex(kiln_array *a, kiln_array *b,
+                           const kiln_linalg_opts *opts, kiln_array **out) {
+  KILN_API_ENTER();
+  return matmul(a, b, opts, out);
+}
