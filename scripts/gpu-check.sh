@@ -26,6 +26,8 @@ grep -E '^(FAIL|timeout)|passed, ' "$OUT/test-gpu.log"
 if [ -z "${1:-}" ]; then
   build-gpu/bench_cuda >"$OUT/bench_cuda.txt" 2>&1
   cat "$OUT/bench_cuda.txt"
+  build-gpu/bench_linalg >"$OUT/bench_linalg.txt" 2>&1
+  cat "$OUT/bench_linalg.txt"
   build-gpu/kiln_demo >"$OUT/demo.txt" 2>&1
   cat "$OUT/demo.txt"
 fi
