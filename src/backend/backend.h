@@ -71,6 +71,9 @@ typedef struct kiln__module_info {
   uint64_t local_memory;       /* spill/stack bytes; 0 on the CPU */
   bool needs_fibers;           /* CPU: uses barriers or SIMD functions */
   uint64_t stack_bytes;        /* CPU: largest stack frame; 0 if unknown */
+  /* The most threads per threadgroup the compiled kernel can run (CUDA:
+   * limited by its registers); 0 if the backend has no such limit. */
+  uint32_t max_threads;
 } kiln__module_info;
 
 /* What a compiler says about a kernel it built (kiln compile prints it). */

@@ -73,6 +73,9 @@ typedef struct launch_plan {
   /* kiln__kernel_launch_into: existing arrays the kernel writes (one per
    * output, owned by the caller), instead of new ones. */
   kiln_array *const *into;
+  /* CUDA: 0, or the threadgroup size to compile for with
+   * __launch_bounds__ (see find_spec_fitting). */
+  uint32_t bound;
 } launch_plan;
 
 /* Input i's dtype and rank, whichever way the inputs were given. */
@@ -715,14 +718,9 @@ static kiln_status plan_compile(const kiln_kernel *k, const kiln_launch *launch,
 
 /* ---- specialisation keys ------------------------------------------------- */
 
-/* The CUDA launch bound of a plan: the threads of its (clipped)
- * threadgroup on a GPU; 0 elsewhere and for compiles without a grid (the
- * CPU's code does not depend on it, so it must not split the cache). */
-static uint32_t block_bound(const launch_plan *p) {
-  if (p->dev == NULL || p->dev->kind != KILN_DEVICE_GPU || p->stream == NULL)
-    return 0;
-  return p->tg[0] * p->tg[1] * p->tg[2];
-}
+/* The CUDA launch bound a plan compiles with (0: none; see
+ * find_spec_fitting). Part of the specialisation key. */
+static uint32_t block_bound(const launch_plan *p) { return p->bound; }
 
 /* The bytes the key of this launch takes (see spec_key). */
 static size_t spec_key_size(const launch_plan *p) {
@@ -952,6 +950,28 @@ static kiln_status find_spec(kiln_kernel *k, const launch_plan *p,
   if (st == KILN_OK)
     *out = s;
   return st;
+}
+
+/*
+ * find_spec, then make sure the kernel can run the launch's threadgroup.
+ * A CUDA kernel compiled without __launch_bounds__ may use so many
+ * registers that a large threadgroup cannot launch (the driver's limit for
+ * the function is below the block size); then it is compiled once more for
+ * this block size, so that the compiler keeps registers within it (spilling
+ * if it must), as Metal's compiler does. Kernels that fit, nearly all of
+ * them, compile once for every threadgroup size.
+ */
+static kiln_status find_spec_fitting(kiln_kernel *k, launch_plan *p,
+                                     kernel_spec **out) {
+  kiln_status st = find_spec(k, p, out);
+  if (st != KILN_OK || p->dev->kind != KILN_DEVICE_GPU)
+    return st;
+  uint32_t threads = p->tg[0] * p->tg[1] * p->tg[2];
+  uint32_t limit = (*out)->kmod->info.max_threads;
+  if (limit == 0 || threads <= limit)
+    return KILN_OK;
+  p->bound = threads;
+  return find_spec(k, p, out);
 }
 
 /* ---- running ------------------------------------------------------------- */
@@ -1227,7 +1247,7 @@ kiln_status kiln_kernel_launch(kiln_kernel *kernel, const kiln_launch *launch,
   if (p.stream == NULL)
     return kiln__oom("creating the default stream");
   kernel_spec *s = NULL;
-  st = find_spec(kernel, &p, &s);
+  st = find_spec_fitting(kernel, &p, &s);
   if (st != KILN_OK)
     return st;
   return run(kernel, &p, s, outputs);
@@ -1266,7 +1286,7 @@ kiln_status kiln__kernel_launch_into(kiln_kernel *kernel,
   if (p.stream == NULL)
     return kiln__oom("creating the default stream");
   kernel_spec *s = NULL;
-  st = find_spec(kernel, &p, &s);
+  st = find_spec_fitting(kernel, &p, &s);
   if (st != KILN_OK)
     return st;
   return run(kernel, &p, s, NULL);

@@ -904,6 +904,7 @@ kiln_status kiln__cpu_load(kiln_device *dev, const void *data, size_t size,
   lm->m.tls_bytes = tls;
   lm->m.stack_bytes = stack;
   if (info != NULL) {
+    memset(info, 0, sizeof *info); /* max_threads 0: no per-kernel limit */
     info->threadgroup_memory = tls;
     info->registers = -1;
     info->local_memory = 0;

@@ -765,6 +765,7 @@ kiln_status kiln__cuda_load(struct kiln_device *dev, const void *data,
     info->local_memory = (uint64_t)func_attribute(
         d, m->function, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, 0);
     info->needs_fibers = false;
+    info->max_threads = (uint32_t)m->max_threads;
   }
   *module = m;
   return KILN_OK;
