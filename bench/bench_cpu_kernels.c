@@ -15,49 +15,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "kiln.h"
-
-#define CHECK(call)                                                           \
-  do {                                                                        \
-    kiln_status st_ = (call);                                                 \
-    if (st_ != KILN_OK) {                                                     \
-      fprintf(stderr, "bench: %s failed: %s\n", #call, kiln_last_error());    \
-      exit(1);                                                                \
-    }                                                                         \
-  } while (0)
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(double), cmp_double);
-  return v[n / 2];
-}
-
-static kiln_kernel *make_kernel(const char *name, const char *const *inputs,
-                                int num_inputs, const char *output,
-                                const char *header, const char *source) {
-  kiln_kernel_desc d;
-  kiln_kernel_desc_init(&d);
-  d.name = name;
-  d.input_names = inputs;
-  d.num_inputs = num_inputs;
-  d.output_names = &output;
-  d.num_outputs = 1;
-  d.header = header;
-  d.source = source;
-  kiln_kernel *k = NULL;
-  CHECK(kiln_kernel_create(&d, &k));
-  return k;
-}
+#define BENCH_NAME "bench"
+#include "bench_util.h"
 
 static void set3(uint32_t v[3], uint32_t x, uint32_t y, uint32_t z) {
   v[0] = x;

@@ -24,17 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kiln.h"
-
-#define CHECK(call)                                                           \
-  do {                                                                        \
-    kiln_status st_ = (call);                                                 \
-    if (st_ != KILN_OK) {                                                     \
-      fprintf(stderr, "bench_cuda: %s failed: %s\n", #call,                   \
-              kiln_last_error());                                             \
-      exit(1);                                                                \
-    }                                                                         \
-  } while (0)
+#define BENCH_NAME "bench_cuda"
+#include "bench_util.h"
 
 /* ---- the few driver API calls the baselines need (libcuda, dlopen) ---- */
 
@@ -91,37 +82,6 @@ static void load_driver(void) {
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(double), cmp_double);
-  return v[n / 2];
-}
-
-static kiln_kernel *make_kernel(const char *name, const char *const *in,
-                                int nin, const char *out, const char *body) {
-  kiln_kernel_desc d;
-  kiln_kernel_desc_init(&d);
-  d.name = name;
-  d.input_names = in;
-  d.num_inputs = nin;
-  d.output_names = &out;
-  d.num_outputs = 1;
-  d.source = body;
-  kiln_kernel *k = NULL;
-  CHECK(kiln_kernel_create(&d, &k));
-  return k;
-}
-
 static void setup_launch(kiln_launch *l, kiln_output_spec *spec,
                          kiln_array *const *in, int nin, kiln_dtype dt,
                          int ndim, const int64_t *shape, uint32_t gx,
@@ -145,6 +105,22 @@ static void setup_launch(kiln_launch *l, kiln_output_spec *spec,
   l->stream = s;
 }
 
+/* The median time, in seconds, of `reps` (at most 16) launches of `k`,
+ * each waited for on `s`. */
+static double median_launch_s(kiln_kernel *k, const kiln_launch *l,
+                              kiln_stream *s, int reps) {
+  double t[16];
+  for (int r = 0; r < reps; r++) {
+    kiln_array *o = NULL;
+    double t0 = now_s();
+    CHECK(kiln_kernel_launch(k, l, &o));
+    CHECK(kiln_stream_synchronize(s));
+    t[r] = now_s() - t0;
+    kiln_array_destroy(o);
+  }
+  return median(t, reps);
+}
+
 static const char *small_src = "uint i = thread_position_in_grid.x;\n"
                                "out[i] = a[i] * 2.0f + 1.0f;\n";
 
@@ -164,7 +140,7 @@ static int child_disk_load(void) {
   kiln_cache_stats st0 = {.struct_size = sizeof st0}, st1 = st0;
   CHECK(kiln_cache_get_stats(&st0));
   double t0 = now_s();
-  kiln_kernel *k = make_kernel("bench_small", in, 1, "out", small_src);
+  kiln_kernel *k = make_kernel("bench_small", in, 1, "out", NULL, small_src);
   kiln_launch l;
   kiln_output_spec spec;
   setup_launch(&l, &spec, &a, 1, KILN_FLOAT32, 1, &n, 256, 1, 256, 1, dev,
@@ -199,7 +175,7 @@ static void bench_compile_and_cache(kiln_device *dev, const char *self) {
   CHECK(kiln_synchronize(dev));
   const char *in[] = {"a"};
   double t0 = now_s();
-  kiln_kernel *k = make_kernel("bench_small", in, 1, "out", small_src);
+  kiln_kernel *k = make_kernel("bench_small", in, 1, "out", NULL, small_src);
   kiln_launch l;
   kiln_output_spec spec;
   setup_launch(&l, &spec, &a, 1, KILN_FLOAT32, 1, &n, 256, 1, 256, 1, dev,
@@ -259,7 +235,7 @@ static void bench_compile_and_cache(kiln_device *dev, const char *self) {
 
 static void bench_launch(kiln_device *dev, kiln_stream *s) {
   const char *in[] = {"a"};
-  kiln_kernel *k = make_kernel("bench_small", in, 1, "out", small_src);
+  kiln_kernel *k = make_kernel("bench_small", in, 1, "out", NULL, small_src);
   int64_t n = 256;
   float host[256] = {0};
   kiln_array *a = NULL;
@@ -325,7 +301,7 @@ static void bench_copy(kiln_device *dev, kiln_stream *s) {
   const size_t n4 = (size_t)1 << 26; /* float4s: 1 GiB */
   const char *in[] = {"src"};
   kiln_kernel *k4 = make_kernel(
-      "bench_copy_float4", in, 1, "dst",
+      "bench_copy_float4", in, 1, "dst", NULL,
       "uint i = thread_position_in_grid.x;\n"
       "((device float4*)dst)[i] = ((const device float4*)src)[i];\n");
   int64_t n = (int64_t)(n4 * 4);
@@ -401,7 +377,7 @@ static const char *gemm_src =
 static void bench_gemm(kiln_device *dev, kiln_stream *s) {
   enum { D = 4096 };
   const char *in[] = {"A", "B", "M", "N", "K"};
-  kiln_kernel *k = make_kernel("bench_gemm_tiled", in, 5, "C", gemm_src);
+  kiln_kernel *k = make_kernel("bench_gemm_tiled", in, 5, "C", NULL, gemm_src);
   float *a = malloc(sizeof(float) * D * D), *b = malloc(sizeof(float) * D * D);
   float *c = malloc(sizeof(float) * D * D);
   srand((unsigned)time(NULL));
@@ -434,15 +410,7 @@ static void bench_gemm(kiln_device *dev, kiln_stream *s) {
       exit(1);
     }
   }
-  double t[5];
-  for (int r = 0; r < 5; r++) {
-    double t0 = now_s();
-    CHECK(kiln_kernel_launch(k, &l, &o));
-    CHECK(kiln_stream_synchronize(s));
-    t[r] = now_s() - t0;
-    kiln_array_destroy(o);
-  }
-  double m = median(t, 5);
+  double m = median_launch_s(k, &l, s, 5);
   printf("tiled GEMM (conformance kernel, 16x16 tiles) %d^3 float32: %.2f ms, "
          "%.2f TFLOP/s (SIMT float32 peak of an H100 SXM is about 67)\n",
          D, m * 1e3, 2.0 * D * D * D / m * 1e-12);
@@ -506,15 +474,7 @@ static void bench_reduce(kiln_device *dev, kiln_stream *s) {
             0.25 * (double)n);
     exit(1);
   }
-  double t[7];
-  for (int r = 0; r < 7; r++) {
-    double t0 = now_s();
-    CHECK(kiln_kernel_launch(k, &l, &o));
-    CHECK(kiln_stream_synchronize(s));
-    t[r] = now_s() - t0;
-    kiln_array_destroy(o);
-  }
-  double m = median(t, 7);
+  double m = median_launch_s(k, &l, s, 7);
   printf("simd_sum reduction of 1 GiB float32: %.3f ms, %.2f TB/s read\n",
          m * 1e3, (double)n * 4 / m * 1e-12);
   kiln_array_destroy(x);

@@ -19,35 +19,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "kiln.h"
-
-#define CHECK(call)                                                           \
-  do {                                                                        \
-    kiln_status st_ = (call);                                                 \
-    if (st_ != KILN_OK) {                                                     \
-      fprintf(stderr, "bench_linalg: %s failed: %s\n", #call,                 \
-              kiln_last_error());                                             \
-      exit(1);                                                                \
-    }                                                                         \
-  } while (0)
+#define BENCH_NAME "bench_linalg"
+#include "bench_util.h"
 
 #define REPS 7
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* A reproducible uniform value in [-1, 1). */
 static double rnd(uint64_t *s) {

@@ -635,3 +635,31 @@ int kt_dir_count(const char *path) {
   closedir(d);
   return n;
 }
+
+/* ---- the kiln CLI -------------------------------------------------------- */
+
+kt_cli kt_kiln(const char *first, ...) {
+  char *argv[64];
+  int n = 0;
+  argv[n++] = KILN_CLI_PATH;
+  va_list ap;
+  va_start(ap, first);
+  for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
+    argv[n++] = (char *)a;
+  va_end(ap);
+  argv[n] = NULL;
+  kt_cli r;
+  r.rc = kt_spawn(argv, NULL, &r.out, &r.err, 120);
+  return r;
+}
+
+void kt_cli_free(kt_cli *r) {
+  free(r->out);
+  free(r->err);
+}
+
+void kt_need_cli(void) {
+  if (access(KILN_CLI_PATH, X_OK) != 0)
+    kt_fail_at(__FILE__, __LINE__, "access(KILN_CLI_PATH)",
+               "the kiln CLI was not built at %s", KILN_CLI_PATH);
+}

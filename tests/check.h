@@ -193,4 +193,18 @@ bool kt_write_file(const char *path, const void *data, size_t size);
 /* Number of entries in a directory besides . and .. (-1 on error). */
 int kt_dir_count(const char *path);
 
+/* ---- the kiln CLI -------------------------------------------------------- */
+
+/* One run of the kiln CLI (KILN_CLI_PATH): its exit status and its
+ * stdout and stderr (malloc'ed, released by kt_cli_free). */
+typedef struct kt_cli {
+  int rc;
+  char *out, *err;
+} kt_cli;
+/* Runs kiln with a NULL-terminated list of arguments (120 s timeout). */
+kt_cli kt_kiln(const char *first, ...);
+void kt_cli_free(kt_cli *r);
+/* Fails the test when the CLI was not built. */
+void kt_need_cli(void);
+
 #endif /* KILN_TESTS_CHECK_H */

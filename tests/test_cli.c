@@ -95,38 +95,6 @@ static void *kt_npy_read(const char *path, const char *descr,
 
 /* ---- running the CLI ---------------------------------------------------------- */
 
-typedef struct kt_cli {
-  int rc;
-  char *out, *err;
-} kt_cli;
-
-/* Runs kiln with a NULL-terminated list of arguments. */
-static kt_cli kt_kiln(const char *first, ...) {
-  char *argv[64];
-  int n = 0;
-  argv[n++] = KILN_CLI_PATH;
-  va_list ap;
-  va_start(ap, first);
-  for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
-    argv[n++] = (char *)a;
-  va_end(ap);
-  argv[n] = NULL;
-  kt_cli r;
-  r.rc = kt_spawn(argv, NULL, &r.out, &r.err, 120);
-  return r;
-}
-
-static void kt_cli_free(kt_cli *r) {
-  free(r->out);
-  free(r->err);
-}
-
-static void kt_need_cli(void) {
-  if (access(KILN_CLI_PATH, X_OK) != 0)
-    kt_fail_at(__FILE__, __LINE__, "access(KILN_CLI_PATH)",
-               "the kiln CLI was not built at %s", KILN_CLI_PATH);
-}
-
 static bool kt_have_python(const char *module) {
   char cmd[256];
   snprintf(cmd, sizeof cmd, "python3 -c 'import %s' >/dev/null 2>&1",

@@ -371,32 +371,6 @@ void test_kerr_atomic_output_dtype(void) {
 
 /* ---- the CLI ------------------------------------------------------------- */
 
-typedef struct kt_cli {
-  int rc;
-  char *out, *err;
-} kt_cli;
-
-/* Runs kiln with a NULL-terminated list of arguments. */
-static kt_cli kt_kiln(const char *first, ...) {
-  char *argv[64];
-  int n = 0;
-  argv[n++] = KILN_CLI_PATH;
-  va_list ap;
-  va_start(ap, first);
-  for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
-    argv[n++] = (char *)a;
-  va_end(ap);
-  argv[n] = NULL;
-  kt_cli r;
-  r.rc = kt_spawn(argv, NULL, &r.out, &r.err, 120);
-  return r;
-}
-
-static void kt_cli_free(kt_cli *r) {
-  free(r->out);
-  free(r->err);
-}
-
 /* A float32 .npy file of n elements whose header says so; the data is
  * deliberately missing, since `kiln compile` reads headers only. */
 static void kt_npy_header_only(const char *path, int64_t n) {

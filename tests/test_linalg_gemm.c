@@ -997,38 +997,6 @@ static double *lg_npy_read(const char *path, kiln_dtype dt,
   return v;
 }
 
-typedef struct lg_cli {
-  int rc;
-  char *out, *err;
-} lg_cli;
-
-/* Runs the kiln CLI with a NULL-terminated argument list. */
-static lg_cli lg_kiln(const char *first, ...) {
-  char *argv[64];
-  int n = 0;
-  argv[n++] = KILN_CLI_PATH;
-  va_list ap;
-  va_start(ap, first);
-  for (const char *s = first; s && n < 63; s = va_arg(ap, const char *))
-    argv[n++] = (char *)s;
-  va_end(ap);
-  argv[n] = NULL;
-  lg_cli r;
-  r.rc = kt_spawn(argv, NULL, &r.out, &r.err, 120);
-  return r;
-}
-
-static void lg_cli_free(lg_cli *r) {
-  free(r->out);
-  free(r->err);
-}
-
-static void lg_need_cli(void) {
-  if (access(KILN_CLI_PATH, X_OK) != 0)
-    kt_fail_at(__FILE__, __LINE__, "access(KILN_CLI_PATH)",
-               "the kiln CLI was not built at %s", KILN_CLI_PATH);
-}
-
 /* Host values of a matrix file written for the CLI. */
 static lg_mat lg_cli_input(const char *dir, const char *name, kiln_dtype dt,
                            int ndim, const int64_t *shape, char *path,
@@ -1055,7 +1023,7 @@ static lg_mat lg_cli_input(const char *dir, const char *name, kiln_dtype dt,
 /* kiln linalg gemm with batches, transposes and alpha, read back with an
  * independent reader and checked like the library; --dtype converts. */
 void test_linalg_cli_gemm(void) {
-  lg_need_cli();
+  kt_need_cli();
   char *dir = kt_tempdir("lgcli"), od[4200], pa[4200], pb[4200], pc[4300];
   snprintf(od, sizeof od, "%s/out", dir);
   CHECK(mkdir(od, 0700) == 0, "mkdir %s", od);
@@ -1066,12 +1034,12 @@ void test_linalg_cli_gemm(void) {
   lg_mat b = lg_cli_input(dir, "b.npy", KILN_FLOAT32, 2, sb, pb, sizeof pb);
   lg_mat c0 = lg_shape_only(4, sc);
   lg_expect e = lg_reference(true, true, -0.5, &a, &b, 0.0, &c0);
-  lg_cli r = lg_kiln("linalg", "gemm", pa, pb, "--trans-a", "--trans-b",
+  kt_cli r = kt_kiln("linalg", "gemm", pa, pb, "--trans-a", "--trans-b",
                      "--alpha", "-0.5", "--out-dir", od, "--device",
                      kt_device_name(), NULL);
   CHECK(r.rc == 0, "kiln linalg gemm exit %d, stderr: %s", r.rc, r.err);
   CHECK(r.out[0] == '\0', "success prints nothing, printed: %s", r.out);
-  lg_cli_free(&r);
+  kt_cli_free(&r);
   double *got = lg_npy_read(pc, KILN_FLOAT32, "(2, 3, 4, 6)", e.n);
   LG_CHECK("kiln linalg gemm float32", KILN_FLOAT32, KILN_PRECISION_DEFAULT,
            got, &e);
@@ -1081,12 +1049,12 @@ void test_linalg_cli_gemm(void) {
    * float64; and the default alpha of 1 */
   lg_expect_free(&e);
   e = lg_reference(true, true, 1.0, &a, &b, 0.0, &c0);
-  r = lg_kiln("linalg", "gemm", "--dtype", "float64", "--trans-b",
+  r = kt_kiln("linalg", "gemm", "--dtype", "float64", "--trans-b",
               "--trans-a", pa, pb, "--out-dir", od, "--device",
               kt_device_name(), NULL);
   CHECK(r.rc == 0, "kiln linalg gemm --dtype float64 exit %d, stderr: %s",
         r.rc, r.err);
-  lg_cli_free(&r);
+  kt_cli_free(&r);
   got = lg_npy_read(pc, KILN_FLOAT64, "(2, 3, 4, 6)", e.n);
   LG_CHECK("kiln linalg gemm --dtype float64", KILN_FLOAT64,
            KILN_PRECISION_DEFAULT, got, &e);
@@ -1100,11 +1068,11 @@ void test_linalg_cli_gemm(void) {
   b = lg_cli_input(dir, "b16.npy", KILN_FLOAT16, 3, sb2, pb, sizeof pb);
   c0 = lg_shape_only(3, sc2);
   e = lg_reference(false, false, 2.0, &a, &b, 0.0, &c0);
-  r = lg_kiln("linalg", "gemm", pa, pb, "--alpha=2", "--out-dir", od,
+  r = kt_kiln("linalg", "gemm", pa, pb, "--alpha=2", "--out-dir", od,
               "--device", kt_device_name(), NULL);
   CHECK(r.rc == 0, "kiln linalg gemm float16 exit %d, stderr: %s", r.rc,
         r.err);
-  lg_cli_free(&r);
+  kt_cli_free(&r);
   got = lg_npy_read(pc, KILN_FLOAT16, "(2, 3, 5)", e.n);
   LG_CHECK("kiln linalg gemm float16", KILN_FLOAT16, KILN_PRECISION_DEFAULT,
            got, &e);
@@ -1118,7 +1086,7 @@ void test_linalg_cli_gemm(void) {
 
 /* The same interface driven from numpy, as other tools will use it. */
 void test_linalg_cli_gemm_numpy(void) {
-  lg_need_cli();
+  kt_need_cli();
   if (system("python3 -c 'import numpy' >/dev/null 2>&1") != 0)
     kt_skip("python3 with numpy is not available");
   char *dir = kt_tempdir("lgnp");
@@ -1185,7 +1153,7 @@ void test_linalg_cli_gemm_numpy(void) {
 /* An error: exit status `want` (or any failure for 0), one paragraph on
  * stderr starting "kiln linalg", mentioning `mention`, no file written. */
 static void lg_cli_expect_error(const char *what, const char *od, int want,
-                                const char *mention, lg_cli r) {
+                                const char *mention, kt_cli r) {
   CHECK(r.rc != 0 && r.rc < 128 && (!want || r.rc == want),
         "%s: exit status %d (expected %s); stderr: %s", what, r.rc,
         want == 2 ? "2" : "an error exit", r.err);
@@ -1200,11 +1168,11 @@ static void lg_cli_expect_error(const char *what, const char *od, int want,
         "\"%s\": %s", what, mention, r.err);
   CHECK(r.out[0] == '\0', "%s: stdout should be empty: %s", what, r.out);
   CHECK(kt_dir_count(od) == 0, "%s: an output file was written", what);
-  lg_cli_free(&r);
+  kt_cli_free(&r);
 }
 
 void test_linalg_cli_errors(void) {
-  lg_need_cli();
+  kt_need_cli();
   char *dir = kt_tempdir("lgerr"), od[4200], pa[4200], pb[4200];
   char p1[4200], pi[4200], pbat[4200], p16[4200], py[4200];
   snprintf(od, sizeof od, "%s/out", dir);
@@ -1228,56 +1196,56 @@ void test_linalg_cli_errors(void) {
       "qr", "cholesky", "solve-triangular", "lu", "solve", "inv", "det"};
   for (size_t i = 0; i < sizeof missing_ops / sizeof missing_ops[0]; i++)
     lg_cli_expect_error(missing_ops[i], od, 2, "not implemented",
-                        lg_kiln("linalg", missing_ops[i], pa, "--out-dir",
+                        kt_kiln("linalg", missing_ops[i], pa, "--out-dir",
                                 od, NULL));
   lg_cli_expect_error("unknown operation", od, 2, "frobnicate",
-                      lg_kiln("linalg", "frobnicate", pa, pa, "--out-dir",
+                      kt_kiln("linalg", "frobnicate", pa, pa, "--out-dir",
                               od, NULL));
-  lg_cli_expect_error("no operation", od, 2, NULL, lg_kiln("linalg", NULL));
+  lg_cli_expect_error("no operation", od, 2, NULL, kt_kiln("linalg", NULL));
   lg_cli_expect_error("one input", od, 2, "two inputs",
-                      lg_kiln("linalg", "gemm", pa, "--out-dir", od, NULL));
+                      kt_kiln("linalg", "gemm", pa, "--out-dir", od, NULL));
   lg_cli_expect_error("three inputs", od, 2, "two inputs",
-                      lg_kiln("linalg", "gemm", pa, pa, pa, "--out-dir", od,
+                      kt_kiln("linalg", "gemm", pa, pa, pa, "--out-dir", od,
                               NULL));
   lg_cli_expect_error("shapes that do not chain", od, 0, "chain",
-                      lg_kiln("linalg", "gemm", pa, pb, "--out-dir", od,
+                      kt_kiln("linalg", "gemm", pa, pb, "--out-dir", od,
                               "--device", dev, NULL));
   /* 3×4 and y (3×4×2) would chain without --trans-a: 4×3 @ 4×2 does not */
   lg_cli_expect_error("transpose that does not chain", od, 0, "chain",
-                      lg_kiln("linalg", "gemm", "--trans-a", pa, py,
+                      kt_kiln("linalg", "gemm", "--trans-a", pa, py,
                               "--out-dir", od, NULL));
   lg_cli_expect_error("batch dimensions 2 and 3", od, 0, "batch",
-                      lg_kiln("linalg", "gemm", pbat, py, "--out-dir", od,
+                      kt_kiln("linalg", "gemm", pbat, py, "--out-dir", od,
                               NULL));
   lg_cli_expect_error("a 1-D input", od, 0, "dimensions",
-                      lg_kiln("linalg", "gemm", p1, pa, "--out-dir", od,
+                      kt_kiln("linalg", "gemm", p1, pa, "--out-dir", od,
                               NULL));
   lg_cli_expect_error("int32 without --dtype", od, 0, "int32",
-                      lg_kiln("linalg", "gemm", pi, pa, "--out-dir", od,
+                      kt_kiln("linalg", "gemm", pi, pa, "--out-dir", od,
                               NULL));
   lg_cli_expect_error("float16 with float32", od, 0, "--dtype",
-                      lg_kiln("linalg", "gemm", p16, pa, "--trans-b",
+                      kt_kiln("linalg", "gemm", p16, pa, "--trans-b",
                               "--out-dir", od, NULL));
   lg_cli_expect_error("--dtype float16", od, 2, "--dtype",
-                      lg_kiln("linalg", "gemm", pa, pa, "--trans-b",
+                      kt_kiln("linalg", "gemm", pa, pa, "--trans-b",
                               "--dtype", "float16", "--out-dir", od, NULL));
   lg_cli_expect_error("--alpha abc", od, 2, "--alpha",
-                      lg_kiln("linalg", "gemm", pa, pa, "--trans-b",
+                      kt_kiln("linalg", "gemm", pa, pa, "--trans-b",
                               "--alpha", "abc", "--out-dir", od, NULL));
   lg_cli_expect_error("--alpha without a value", od, 2, "--alpha",
-                      lg_kiln("linalg", "gemm", pa, pa, "--trans-b",
+                      kt_kiln("linalg", "gemm", pa, pa, "--trans-b",
                               "--out-dir", od, "--alpha", NULL));
   lg_cli_expect_error("unknown flag", od, 2, "--upper",
-                      lg_kiln("linalg", "gemm", pa, pa, "--upper",
+                      kt_kiln("linalg", "gemm", pa, pa, "--upper",
                               "--out-dir", od, NULL));
   lg_cli_expect_error("bad device", od, 2, "--device",
-                      lg_kiln("linalg", "gemm", pa, pa, "--trans-b",
+                      kt_kiln("linalg", "gemm", pa, pa, "--trans-b",
                               "--device", "tpu", "--out-dir", od, NULL));
   lg_cli_expect_error("missing input file", od, 0, "nope.npy",
-                      lg_kiln("linalg", "gemm", pa, "/nonexistent/nope.npy",
+                      kt_kiln("linalg", "gemm", pa, "/nonexistent/nope.npy",
                               "--out-dir", od, NULL));
   /* `kiln help linalg` lists every operation and says which exist */
-  lg_cli r = lg_kiln("help", "linalg", NULL);
+  kt_cli r = kt_kiln("help", "linalg", NULL);
   CHECK(r.rc == 0, "kiln help linalg exit %d: %s", r.rc, r.err);
   for (size_t i = 0; i < sizeof missing_ops / sizeof missing_ops[0]; i++)
     CHECK(strstr(r.out, missing_ops[i]) != NULL, "help lists %s:\n%s",
@@ -1285,10 +1253,10 @@ void test_linalg_cli_errors(void) {
   CHECK(strstr(r.out, "gemm") && strstr(r.out, "--trans-a") &&
             strstr(r.out, "not implemented"),
         "help describes gemm and what is missing:\n%s", r.out);
-  lg_cli_free(&r);
-  r = lg_kiln("--help", NULL);
+  kt_cli_free(&r);
+  r = kt_kiln("--help", NULL);
   CHECK(r.rc == 0 && strstr(r.out, "linalg"), "kiln --help lists linalg");
-  lg_cli_free(&r);
+  kt_cli_free(&r);
   lg_free(&a);
   lg_free(&b);
   lg_free(&v);

@@ -1044,30 +1044,53 @@ static int make_kernel(const run_opts *o, const char *source,
   return 0;
 }
 
+/* The launch fields that run and compile both take from the options:
+ * inputs (count only), outputs and template arguments. l->outputs points
+ * into *specs, which the caller frees. */
+static int init_launch(const run_opts *o, kiln_launch *l,
+                       kiln_output_spec **specs) {
+  *specs = calloc((size_t)o->num_outs, sizeof **specs);
+  if (!*specs)
+    return runtime_error("out of memory.");
+  for (int i = 0; i < o->num_outs; i++)
+    (*specs)[i] = o->outs[i].spec;
+  kiln_launch_init(l);
+  l->num_inputs = o->num_binds;
+  l->outputs = *specs;
+  l->num_outputs = o->num_outs;
+  l->template_args = o->tmpl;
+  l->num_template_args = o->num_tmpl;
+  return 0;
+}
+
+/* --source and the optional --header, read as text. */
+static int read_kernel_text(const run_opts *o, char **source,
+                            char **header) {
+  int rc = read_text("--source", o->source_path, source);
+  if (!rc && o->header_path)
+    rc = read_text("--header", o->header_path, header);
+  return rc;
+}
+
 static int create_kernel(run_state *s) {
   return make_kernel(&s->opts, s->source, s->header, &s->kernel);
 }
 
 static int launch_kernel(run_state *s) {
   const run_opts *o = &s->opts;
-  kiln_output_spec *specs = calloc((size_t)o->num_outs, sizeof *specs);
+  kiln_launch l;
+  kiln_output_spec *specs = NULL;
+  int rc = init_launch(o, &l, &specs);
+  if (rc)
+    return rc;
   s->outputs = calloc((size_t)o->num_outs, sizeof *s->outputs);
-  if (!specs || !s->outputs) {
+  if (!s->outputs) {
     free(specs);
     return runtime_error("out of memory.");
   }
-  for (int i = 0; i < o->num_outs; i++)
-    specs[i] = o->outs[i].spec;
-  kiln_launch l;
-  kiln_launch_init(&l);
   l.inputs = s->inputs;
-  l.num_inputs = o->num_binds;
-  l.outputs = specs;
-  l.num_outputs = o->num_outs;
   memcpy(l.grid, o->grid, sizeof l.grid);
   memcpy(l.threadgroup, o->threadgroup, sizeof l.threadgroup);
-  l.template_args = o->tmpl;
-  l.num_template_args = o->num_tmpl;
   l.has_init_value = o->has_init_value;
   l.init_value = o->init_value;
   l.verbose = o->verbose;
@@ -1160,9 +1183,7 @@ static int cmd_run(int argc, char **argv) {
   if (!rc)
     rc = check_out_dir(dir);
   if (!rc)
-    rc = read_text("--source", s.opts.source_path, &s.source);
-  if (!rc && s.opts.header_path)
-    rc = read_text("--header", s.opts.header_path, &s.header);
+    rc = read_kernel_text(&s.opts, &s.source, &s.header);
   if (!rc)
     rc = open_device(&s);
   if (!rc)
@@ -1244,21 +1265,13 @@ static int read_input_specs(compile_state *s) {
   return 0;
 }
 
-
 static int compile_kernel(compile_state *s) {
   const run_opts *o = &s->opts;
-  kiln_output_spec *specs = calloc((size_t)o->num_outs, sizeof *specs);
-  if (!specs)
-    return runtime_error("out of memory.");
-  for (int i = 0; i < o->num_outs; i++)
-    specs[i] = o->outs[i].spec;
   kiln_launch l;
-  kiln_launch_init(&l);
-  l.num_inputs = o->num_binds;
-  l.outputs = specs;
-  l.num_outputs = o->num_outs;
-  l.template_args = o->tmpl;
-  l.num_template_args = o->num_tmpl;
+  kiln_output_spec *specs = NULL;
+  int rc = init_launch(o, &l, &specs);
+  if (rc)
+    return rc;
   s->report.struct_size = sizeof s->report;
   kiln_status st = kiln_kernel_compile(s->kernel, &l, s->in_specs,
                                        o->target, &s->report, &s->generated,
@@ -1382,9 +1395,7 @@ static int cmd_compile(int argc, char **argv) {
   if (!rc)
     rc = check_out_dir(dir);
   if (!rc)
-    rc = read_text("--source", s.opts.source_path, &s.source);
-  if (!rc && s.opts.header_path)
-    rc = read_text("--header", s.opts.header_path, &s.header);
+    rc = read_kernel_text(&s.opts, &s.source, &s.header);
   if (!rc)
     rc = read_input_specs(&s);
   if (!rc)

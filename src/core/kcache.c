@@ -687,9 +687,10 @@ static kiln_status load_from_disk(kiln_device *dev, const char *dir,
   return KILN_OK;
 }
 
-/* Turns a compiler log into the user's error: positions point into the
- * body or header thanks to #line, and generated-code noise is dropped. */
-static kiln_status compile_error(const char *kernel_name, const char *log) {
+/* Positions point into the body or header thanks to #line, and
+ * generated-code noise is dropped. */
+kiln_status kiln__kcache_compile_error(const char *kernel_name,
+                                       const char *log) {
   char *mapped = kiln__dialect_map_log(log != NULL ? log : "");
   const char *text = mapped != NULL ? mapped : (log != NULL ? log : "");
   if (text[0] == '\0')
@@ -712,7 +713,7 @@ static kiln_status build(kiln_device *dev, const char *dir,
   kiln_status st =
       dev->ops->compile(dev, source, math, kernel_name, &bin, &log);
   if (st == KILN_ERROR_COMPILE)
-    st = compile_error(kernel_name, log);
+    st = kiln__kcache_compile_error(kernel_name, log);
   kiln__free(log);
   if (st != KILN_OK) {
     kiln__free(bin.data);

@@ -59,6 +59,14 @@ kiln_status kiln__kcache_obtain(kiln_device *dev, const char *source,
                                 kiln__kmodule **out);
 
 /*
+ * Turns a compiler log (NULL means empty) into the user's error:
+ * KILN_ERROR_COMPILE with "kernel 'NAME' failed to compile:" and the log
+ * mapped back to the kernel's body or header.
+ */
+kiln_status kiln__kcache_compile_error(const char *kernel_name,
+                                       const char *log);
+
+/*
  * The disk cache directory, created (mode 0700) and checked (a real
  * directory owned by the user and not writable by group or others). Sets
  * *out to NULL when KILN_CACHE_DIR=off. The string lives for the process.

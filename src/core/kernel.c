@@ -1227,6 +1227,20 @@ static kiln_status run(const kiln_kernel *k, const launch_plan *p,
   return st;
 }
 
+/* The common end of both launch entry points: picks the stream, finds or
+ * builds the specialisation and runs it. */
+static kiln_status launch_planned(kiln_kernel *kernel, launch_plan *p,
+                                  kiln_array **outputs) {
+  p->stream = p->L.stream != NULL ? p->L.stream : kiln__default_stream(p->dev);
+  if (p->stream == NULL)
+    return kiln__oom("creating the default stream");
+  kernel_spec *s = NULL;
+  kiln_status st = find_spec_fitting(kernel, p, &s);
+  if (st != KILN_OK)
+    return st;
+  return run(kernel, p, s, outputs);
+}
+
 /*
  * Public: checks the call, finds or builds the specialisation, and
  * enqueues the launch (see kiln.h). Nothing is enqueued, and *outputs is
@@ -1243,14 +1257,7 @@ kiln_status kiln_kernel_launch(kiln_kernel *kernel, const kiln_launch *launch,
   kiln_status st = plan_launch(kernel, launch, &p);
   if (st != KILN_OK)
     return st;
-  p.stream = p.L.stream != NULL ? p.L.stream : kiln__default_stream(p.dev);
-  if (p.stream == NULL)
-    return kiln__oom("creating the default stream");
-  kernel_spec *s = NULL;
-  st = find_spec_fitting(kernel, &p, &s);
-  if (st != KILN_OK)
-    return st;
-  return run(kernel, &p, s, outputs);
+  return launch_planned(kernel, &p, outputs);
 }
 
 /*
@@ -1282,14 +1289,7 @@ kiln_status kiln__kernel_launch_into(kiln_kernel *kernel,
                          kernel->name, i);
   }
   p.into = into;
-  p.stream = p.L.stream != NULL ? p.L.stream : kiln__default_stream(p.dev);
-  if (p.stream == NULL)
-    return kiln__oom("creating the default stream");
-  kernel_spec *s = NULL;
-  st = find_spec_fitting(kernel, &p, &s);
-  if (st != KILN_OK)
-    return st;
-  return run(kernel, &p, s, NULL);
+  return launch_planned(kernel, &p, NULL);
 }
 
 /* A copy in C-library memory, for results the caller releases with
@@ -1380,20 +1380,6 @@ static kiln_status resolve_target(const kiln_kernel *k, const launch_plan *p,
   return KILN_OK;
 }
 
-/* A compiler log as a launch reports it (see kcache.c): positions point
- * into the body or header, generated-code noise is dropped. */
-static kiln_status compile_failed(const kiln_kernel *k, const char *log) {
-  char *mapped = kiln__dialect_map_log(log);
-  const char *text = mapped != NULL ? mapped : log;
-  if (text[0] == '\0')
-    text = "(the compiler printed nothing)";
-  kiln_status st =
-      kiln__error(KILN_ERROR_COMPILE, "kernel '%s' failed to compile:\n%s",
-                  k->name, text);
-  kiln__free(mapped);
-  return st;
-}
-
 /* Generates and compiles; fills *bin, *info and (kiln__malloc'ed) *text. */
 static kiln_status compile_plan(const kiln_kernel *k, const launch_plan *p,
                                 const compile_target *t, kiln__binary *bin,
@@ -1410,7 +1396,7 @@ static kiln_status compile_plan(const kiln_kernel *k, const launch_plan *p,
   st = t->ops->compile_for_target(t->name, kiln__sb_str(&src), k->math_mode,
                                   k->name, bin, &log, info);
   if (st == KILN_ERROR_COMPILE && log != NULL)
-    st = compile_failed(k, log);
+    st = kiln__kcache_compile_error(k->name, log);
   kiln__free(log);
   kiln__signature_free(&sig);
   if (st == KILN_OK) {

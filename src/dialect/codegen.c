@@ -551,6 +551,37 @@ static void emit_common(kiln__strbuf *sb, const kiln__signature *sig,
   line_generated(sb);
 }
 
+/* ---- the body's call, shared by every target's glue ---------------------- */
+
+/*
+ * Appends `kiln_kernel_body<template values>(args)`: one argument per
+ * parameter (emit_arg) and then one per attribute the body uses
+ * (attr_value), each on its own line.
+ */
+static void emit_body_call(
+    kiln__strbuf *sb, const kiln__signature *sig,
+    void (*emit_arg)(kiln__strbuf *sb, const kiln__param *p, int k,
+                     bool atomic_outputs),
+    const char *(*attr_value)(kiln__attr a)) {
+  kiln__sb_append(sb, "kiln_kernel_body");
+  emit_template_values(sb, sig);
+  kiln__sb_append(sb, "(");
+  bool first = true;
+  for (int k = 0; k < sig->num_params; k++) {
+    kiln__sb_append(sb, first ? "\n      " : ",\n      ");
+    emit_arg(sb, &sig->params[k], k, sig->atomic_outputs);
+    first = false;
+  }
+  for (int a = 0; a < KILN__ATTR_COUNT; a++) {
+    if (!(sig->scan->attrs_used & (1u << a)))
+      continue;
+    kiln__sb_appendf(sb, "%s%s", first ? "\n      " : ",\n      ",
+                     attr_value((kiln__attr)a));
+    first = false;
+  }
+  kiln__sb_append(sb, ")");
+}
+
 /* ---- the CPU entry glue (src/backend/cpu/cpu_abi.h) ---------------------- */
 
 /* The C++ expression the CPU glue passes for an attribute, from L (the
@@ -639,23 +670,9 @@ static void emit_cpu_call(kiln__strbuf *sb, const kiln__signature *sig) {
                   "    uint lx, uint ly, uint lz, uint lin) {\n"
                   "  (void)L; (void)g; (void)lx; (void)ly; (void)lz; "
                   "(void)lin;\n"
-                  "  kiln_kernel_body");
-  emit_template_values(sb, sig);
-  kiln__sb_append(sb, "(");
-  bool first = true;
-  for (int k = 0; k < sig->num_params; k++) {
-    kiln__sb_append(sb, first ? "\n      " : ",\n      ");
-    emit_cpu_arg(sb, &sig->params[k], k, sig->atomic_outputs);
-    first = false;
-  }
-  for (int a = 0; a < KILN__ATTR_COUNT; a++) {
-    if (!(sig->scan->attrs_used & (1u << a)))
-      continue;
-    kiln__sb_appendf(sb, "%s%s", first ? "\n      " : ",\n      ",
-                     cpu_attr_value((kiln__attr)a));
-    first = false;
-  }
-  kiln__sb_append(sb, ");\n}\n\n");
+                  "  ");
+  emit_body_call(sb, sig, emit_cpu_arg, cpu_attr_value);
+  kiln__sb_append(sb, ";\n}\n\n");
 }
 
 /* The exported functions of cpu_abi.h around kiln_cpu_call. */
@@ -877,23 +894,9 @@ static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
       "kiln_lz);\n"
       "  (void)kiln_sx; (void)kiln_sy; (void)kiln_sz; (void)kiln_lin;\n"
       "  (void)kiln_mlin;\n"
-      "  kiln_kernel_body");
-  emit_template_values(sb, sig);
-  kiln__sb_append(sb, "(");
-  bool first = true;
-  for (int k = 0; k < sig->num_params; k++) {
-    kiln__sb_append(sb, first ? "\n      " : ",\n      ");
-    emit_cuda_arg(sb, &sig->params[k], k, sig->atomic_outputs);
-    first = false;
-  }
-  for (int a = 0; a < KILN__ATTR_COUNT; a++) {
-    if (!(sig->scan->attrs_used & (1u << a)))
-      continue;
-    kiln__sb_appendf(sb, "%s%s", first ? "\n      " : ",\n      ",
-                     cuda_attr_value((kiln__attr)a));
-    first = false;
-  }
-  kiln__sb_append(sb, ");\n}\n");
+      "  ");
+  emit_body_call(sb, sig, emit_cuda_arg, cuda_attr_value);
+  kiln__sb_append(sb, ";\n}\n");
 }
 
 /* ---- targets ------------------------------------------------------------- */

@@ -1475,27 +1475,36 @@ static int simplify_view(const kiln__strided *src, size_t elem,
   return n;
 }
 
+/* The common start of a strided copy or fill (`what`): checks the view,
+ * simplifies it into *g and enters the stream. KILN_OK with g->ndim == 0
+ * means an empty view, so there is nothing to do. */
+static kiln_status prepare_strided(cuda_stream *s, const kiln__strided *v,
+                                   size_t elem, const char *what,
+                                   kiln__cuda_gather_dims *g) {
+  if (v->ndim < 0 || v->ndim > KILN_CUDA_MAX_NDIM ||
+      (elem != 1 && elem != 2 && elem != 4 && elem != 8))
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "a strided %s of %d dimensions of %zu-byte "
+                       "elements is not supported on the GPU",
+                       what, v->ndim, elem);
+  memset(g, 0, sizeof *g);
+  g->ndim = simplify_view(v, elem, g->shape, g->strides);
+  if (g->ndim == 0)
+    return KILN_OK;
+  g->count = 1;
+  for (int i = 0; i < g->ndim; i++)
+    g->count *= (unsigned long long)g->shape[i];
+  return stream_enter(s);
+}
+
 static kiln_status cuda_copy_strided(struct kiln_stream *stream,
                                      const kiln__strided *src, void *dst,
                                      size_t elem_size) {
   cuda_stream *s = impl_of(stream);
   kiln__cuda_device *d = s->dev;
-  if (src->ndim < 0 || src->ndim > KILN_CUDA_MAX_NDIM ||
-      (elem_size != 1 && elem_size != 2 && elem_size != 4 && elem_size != 8))
-    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "a strided copy of %d dimensions of %zu-byte "
-                       "elements is not supported on the GPU",
-                       src->ndim, elem_size);
   kiln__cuda_gather_dims g;
-  memset(&g, 0, sizeof g);
-  g.ndim = simplify_view(src, elem_size, g.shape, g.strides);
-  if (g.ndim == 0)
-    return KILN_OK;
-  g.count = 1;
-  for (int i = 0; i < g.ndim; i++)
-    g.count *= (unsigned long long)g.shape[i];
-  kiln_status st = stream_enter(s);
-  if (st != KILN_OK)
+  kiln_status st = prepare_strided(s, src, elem_size, "copy", &g);
+  if (st != KILN_OK || g.ndim == 0)
     return st;
   CUdeviceptr from = (CUdeviceptr)(uintptr_t)src->base;
   CUdeviceptr to = (CUdeviceptr)(uintptr_t)dst;
@@ -1522,23 +1531,9 @@ static kiln_status cuda_fill_strided(struct kiln_stream *stream,
                                      const void *pattern,
                                      size_t pattern_size) {
   cuda_stream *s = impl_of(stream);
-  if (dst->ndim < 0 || dst->ndim > KILN_CUDA_MAX_NDIM ||
-      (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 &&
-       pattern_size != 8))
-    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "a strided fill of %d dimensions of %zu-byte "
-                       "elements is not supported on the GPU",
-                       dst->ndim, pattern_size);
   kiln__cuda_gather_dims g;
-  memset(&g, 0, sizeof g);
-  g.ndim = simplify_view(dst, pattern_size, g.shape, g.strides);
-  if (g.ndim == 0)
-    return KILN_OK;
-  g.count = 1;
-  for (int i = 0; i < g.ndim; i++)
-    g.count *= (unsigned long long)g.shape[i];
-  kiln_status st = stream_enter(s);
-  if (st != KILN_OK)
+  kiln_status st = prepare_strided(s, dst, pattern_size, "fill", &g);
+  if (st != KILN_OK || g.ndim == 0)
     return st;
   CUdeviceptr to = (CUdeviceptr)(uintptr_t)dst->base;
   /* The value travels as a by-value parameter of the element's size. */
