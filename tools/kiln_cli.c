@@ -1373,7 +1373,9 @@ static void print_report(const compile_state *s) {
             "is a dynamically indexed per-thread array (such as float "
             "a[16] indexed by a loop variable the compiler cannot unroll); "
             "index it with compile-time constants, or keep the data in "
-            "threadgroup memory.\n",
+            "threadgroup memory. A small frame without spills can also "
+            "come from a math function's slow path (the argument "
+            "reduction of sin/cos/tan in safe math), which is harmless.\n",
             g_command, s->opts.name, r->target,
             (unsigned long long)r->local_memory,
             (unsigned long long)r->spill_store_bytes,
