@@ -617,6 +617,36 @@ KILN_API kiln_status kiln_matmul_ex(kiln_array *a, kiln_array *b,
                                     const kiln_linalg_opts *opts,
                                     kiln_array **out);
 
+/*
+ * Cholesky factorization of symmetric positive definite matrices: *out is
+ * a new array (owned by the caller) of A's shape and dtype holding L with
+ * A = L @ L^T (lower, upper == false) or U with A = U^T @ U (upper), the
+ * other triangle zero. Only the triangle named by `upper` of A is read (as
+ * LAPACK's potrf). A is ...×n×n (leading batch dimensions, each matrix
+ * factored on its own), float32 or float64, and may be a strided view; n
+ * == 0 or an empty batch gives an empty result.
+ *
+ * Unlike the other linear-algebra calls, this one waits for the
+ * factorization to finish (it reads back a small per-matrix status) so
+ * that a matrix that is not positive definite is an error rather than a
+ * result full of NaN. Safe to call from several threads at once.
+ *
+ * Errors, with *out untouched and nothing allocated: A or out NULL;
+ * KILN_ERROR_UNSUPPORTED for a dtype other than float32/float64 or n over
+ * 65535; KILN_ERROR_INVALID_ARGUMENT for fewer than 2 dimensions, a
+ * non-square matrix, or a matrix that is not positive definite, whose
+ * message names the first such batch entry and its leading minor
+ * (LAPACK's info, from 1: "the leading minor of order 3 of matrix 5 ...").
+ * kiln_cholesky_ex: opts->path 0 auto, 1 small (one threadgroup per
+ * matrix; n up to 64 in float32, 48 in float64), 2 blocked; opts->stream
+ * as for every linalg call.
+ */
+KILN_API kiln_status kiln_cholesky(kiln_array *a, bool upper,
+                                   kiln_array **out);
+KILN_API kiln_status kiln_cholesky_ex(kiln_array *a, bool upper,
+                                      const kiln_linalg_opts *opts,
+                                      kiln_array **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -123,7 +123,15 @@
   X(linalg_gemm_errors, 60)                                                   \
   X(linalg_cli_gemm, 120)                                                     \
   X(linalg_cli_gemm_numpy, 180)                                               \
-  X(linalg_cli_errors, 120)
+  X(linalg_cli_errors, 120)                                                   \
+  X(linalg_cholesky_sizes, 240)                                               \
+  X(linalg_cholesky_batched, 240)                                             \
+  X(linalg_cholesky_paths, 240)                                               \
+  X(linalg_cholesky_strided, 240)                                             \
+  X(linalg_cholesky_ill_conditioned, 240)                                     \
+  X(linalg_cholesky_not_pd, 240)                                              \
+  X(linalg_cholesky_errors, 60)                                               \
+  X(linalg_cholesky_nvrtc, 300)
 
 /* X(name) */
 #define KT_CHILD_LIST(X) X(cache_probe)

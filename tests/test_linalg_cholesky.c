@@ -1,0 +1,471 @@
+/*
+ * Cholesky (kiln_cholesky, kiln_cholesky_ex) on the device under test.
+ *
+ * Inputs are fresh random symmetric positive definite matrices, A = M M^T
+ * + n I, or, for the ill-conditioned cases, Q diag(s) Q^T with s spread
+ * log-evenly over the condition number. Every factor is checked by its
+ * backward error, ||F F^T - A||_F / (||A||_F n eps) (F^T F for upper),
+ * which Cholesky keeps small whatever the conditioning, and by its shape:
+ * the other triangle exactly zero, a positive diagonal.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "linalg/linalg.h"
+
+/* Backward errors below this many units of n eps pass. */
+#define CH_THRESHOLD 8.0
+
+static double *ch_alloc(int64_t n) {
+  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+  CHECK(p != NULL, "out of host memory");
+  return p;
+}
+
+/* A = M M^T + n I into a (n x n), in double. */
+static void ch_spd(int64_t n, double *a) {
+  double *m = ch_alloc(n * n);
+  for (int64_t i = 0; i < n * n; i++)
+    m[i] = kt_uniform(-1, 1);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j <= i; j++) {
+      double s = i == j ? (double)n : 0.0;
+      for (int64_t k = 0; k < n; k++)
+        s += m[i * n + k] * m[j * n + k];
+      a[i * n + j] = a[j * n + i] = s;
+    }
+  free(m);
+}
+
+/* A = Q diag(s) Q^T, Q a product of random Householder reflectors and s
+ * from 1 down to 1/cond, log-evenly. */
+static void ch_ill(int64_t n, double cond, double *a) {
+  double *q = ch_alloc(n * n), *v = ch_alloc(n);
+  for (int64_t i = 0; i < n; i++)
+    q[i * n + i] = 1.0;
+  for (int r = 0; r < 3; r++) {
+    double vv = 0;
+    for (int64_t i = 0; i < n; i++) {
+      v[i] = kt_uniform(-1, 1);
+      vv += v[i] * v[i];
+    }
+    for (int64_t i = 0; i < n; i++) { /* Q = Q (I - 2 v v^T / v^T v) */
+      double d = 0;
+      for (int64_t k = 0; k < n; k++)
+        d += q[i * n + k] * v[k];
+      for (int64_t k = 0; k < n; k++)
+        q[i * n + k] -= 2.0 * d * v[k] / vv;
+    }
+  }
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j <= i; j++) {
+      double s = 0;
+      for (int64_t k = 0; k < n; k++) {
+        double sk = n > 1 ? pow(cond, -(double)k / (double)(n - 1)) : 1.0;
+        s += q[i * n + k] * sk * q[j * n + k];
+      }
+      a[i * n + j] = a[j * n + i] = s;
+    }
+  free(q);
+  free(v);
+}
+
+/* The values rounded to `dt`, as kiln will see them, and a device array. */
+static kiln_array *ch_array(kiln_dtype dt, int ndim, const int64_t *shape,
+                            double *v) {
+  int64_t count = 1;
+  for (int d = 0; d < ndim; d++)
+    count *= shape[d];
+  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
+  CHECK(buf != NULL, "out of host memory");
+  for (int64_t i = 0; i < count; i++) {
+    kt_set(dt, buf, (size_t)i, v[i]);
+    v[i] = kt_get(dt, buf, (size_t)i);
+  }
+  kiln_array *a = kt_array(dt, ndim, shape, buf);
+  free(buf);
+  return a;
+}
+
+/* Checks one factor f of a (both n x n): triangle, diagonal, residual. */
+static void ch_check_one(const char *what, int64_t entry, kiln_dtype dt,
+                         bool upper, int64_t n, const double *a,
+                         const double *f) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      bool zero = upper ? j < i : j > i;
+      if (zero)
+        CHECK(f[i * n + j] == 0.0, "%s, matrix %lld: element (%lld, %lld) "
+              "of the %s factor is %g, not 0", what, (long long)entry,
+              (long long)i, (long long)j, upper ? "upper" : "lower",
+              f[i * n + j]);
+      double s = 0;
+      for (int64_t k = 0; k < n; k++)
+        s += upper ? f[k * n + i] * f[k * n + j] : f[i * n + k] * f[j * n + k];
+      num += (s - a[i * n + j]) * (s - a[i * n + j]);
+      den += a[i * n + j] * a[i * n + j];
+    }
+  for (int64_t i = 0; i < n; i++)
+    CHECK(f[i * n + i] > 0, "%s, matrix %lld: diagonal %lld is %g", what,
+          (long long)entry, (long long)i, f[i * n + i]);
+  double err = sqrt(num) / (sqrt(den) * (double)n * kt_eps(dt));
+  CHECK(err < CH_THRESHOLD, "%s, matrix %lld: backward error %.3g n eps "
+        "(threshold %g)", what, (long long)entry, err, CH_THRESHOLD);
+}
+
+/* Factors `arr` (logical values `a`, batch x n x n) and checks every
+ * matrix of the result. */
+static void ch_factor_check(const char *what, kiln_array *arr,
+                            const double *a, int64_t batch, int64_t n,
+                            bool upper, const kiln_linalg_opts *opts) {
+  kiln_array *f = NULL;
+  CHECK_OK(kiln_cholesky_ex(arr, upper, opts, &f));
+  CHECK(f != NULL, "%s: no result", what);
+  CHECK(kiln_array_ndim(f) == kiln_array_ndim(arr) &&
+            kiln_array_dtype(f) == kiln_array_dtype(arr),
+        "%s: the result's rank or dtype differs from A's", what);
+  for (int d = 0; d < kiln_array_ndim(f); d++)
+    CHECK(kiln_array_shape(f)[d] == kiln_array_shape(arr)[d],
+          "%s: the result's dimension %d differs from A's", what, d);
+  double *fv = kt_read_f64(f);
+  for (int64_t b = 0; b < batch; b++)
+    ch_check_one(what, b, kiln_array_dtype(arr), upper, n, a + b * n * n,
+                 fv + b * n * n);
+  free(fv);
+  kiln_array_destroy(f);
+}
+
+/* batch random SPD matrices of order n, factored and checked, both
+ * triangles, through `path`. */
+static void ch_random_case(kiln_dtype dt, int64_t batch, int64_t n,
+                           int path) {
+  double *a = ch_alloc(batch * n * n);
+  for (int64_t b = 0; b < batch; b++)
+    ch_spd(n, a + b * n * n);
+  int64_t shape[3] = {batch, n, n};
+  int ndim = batch == 1 ? 2 : 3;
+  kiln_array *arr = ch_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = path;
+  for (int upper = 0; upper < 2; upper++) {
+    char what[96];
+    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s path %d",
+             kiln_dtype_name(dt), (long long)batch, (long long)n,
+             (long long)n, upper ? "upper" : "lower", path);
+    ch_factor_check(what, arr, a, batch, n, upper, &o);
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+static const kiln_dtype ch_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
+
+void test_linalg_cholesky_sizes(void) {
+  static const int64_t sizes[] = {1, 5, 31, 64, 65, 200};
+  for (int d = 0; d < 2; d++)
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+      ch_random_case(ch_dtypes[d], 1, sizes[i], 0);
+}
+
+void test_linalg_cholesky_batched(void) {
+  for (int d = 0; d < 2; d++) {
+    ch_random_case(ch_dtypes[d], 300, 16, 0);
+    ch_random_case(ch_dtypes[d], 7, 40, 0);
+    ch_random_case(ch_dtypes[d], 3, 100, 0); /* blocked, batched */
+  }
+  /* two batch dimensions */
+  int64_t shape[4] = {2, 3, 6, 6};
+  double *a = ch_alloc(6 * 36);
+  for (int b = 0; b < 6; b++)
+    ch_spd(6, a + b * 36);
+  kiln_array *arr = ch_array(KILN_FLOAT64, 4, shape, a);
+  ch_factor_check("float64 2 x 3 x 6 x 6", arr, a, 6, 6, false, NULL);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* Both paths on the same matrices: the small one where it fits, the
+ * blocked one on a single block and on several. */
+void test_linalg_cholesky_paths(void) {
+  for (int d = 0; d < 2; d++) {
+    ch_random_case(ch_dtypes[d], 4, 20, 1);
+    ch_random_case(ch_dtypes[d], 4, 20, 2);
+    ch_random_case(ch_dtypes[d], 2, 48, 1);
+    ch_random_case(ch_dtypes[d], 2, 48, 2);
+    ch_random_case(ch_dtypes[d], 2, 97, 2);
+  }
+}
+
+/* Strided views: every other column of a wider matrix, a transposed view
+ * and a batch taken with a step. */
+void test_linalg_cholesky_strided(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = ch_dtypes[d];
+    int64_t sizes[2] = {23, 70};
+    for (int s = 0; s < 2; s++) {
+      int64_t n = sizes[s], batch = 3;
+      /* base: (2 batch) x n x 2n, the matrices in even batch entries and
+       * even columns; odd places hold garbage. */
+      double *base = ch_alloc(2 * batch * n * 2 * n);
+      double *a = ch_alloc(batch * n * n);
+      for (int64_t i = 0; i < 2 * batch * n * 2 * n; i++)
+        base[i] = kt_uniform(-50, 50);
+      for (int64_t b = 0; b < batch; b++) {
+        ch_spd(n, a + b * n * n);
+        for (int64_t i = 0; i < n; i++)
+          for (int64_t j = 0; j < n; j++)
+            base[(2 * b) * n * 2 * n + i * 2 * n + 2 * j] =
+                a[b * n * n + i * n + j];
+      }
+      int64_t bshape[3] = {2 * batch, n, 2 * n};
+      kiln_array *owner = ch_array(dt, 3, bshape, base);
+      for (int64_t b = 0; b < batch; b++) /* the rounded values */
+        for (int64_t i = 0; i < n; i++)
+          for (int64_t j = 0; j < n; j++)
+            a[b * n * n + i * n + j] =
+                base[(2 * b) * n * 2 * n + i * 2 * n + 2 * j];
+      int64_t vshape[3] = {batch, n, n};
+      int64_t vstr[3] = {2 * n * 2 * n, 2 * n, 2};
+      int64_t tstr[3] = {2 * n * 2 * n, 2, 2 * n}; /* transposed */
+      kiln_array *v = NULL, *t = NULL;
+      CHECK_OK(kiln_array_view(owner, 3, vshape, vstr, 0, &v));
+      CHECK_OK(kiln_array_view(owner, 3, vshape, tstr, 0, &t));
+      for (int upper = 0; upper < 2; upper++) {
+        char what[96];
+        snprintf(what, sizeof what, "%s strided %lld %s",
+                 kiln_dtype_name(dt), (long long)n,
+                 upper ? "upper" : "lower");
+        ch_factor_check(what, v, a, batch, n, upper, NULL);
+        /* A is symmetric, so its transposed view holds the same values */
+        ch_factor_check(what, t, a, batch, n, upper, NULL);
+      }
+      kiln_array_destroy(v);
+      kiln_array_destroy(t);
+      kiln_array_destroy(owner);
+      free(base);
+      free(a);
+    }
+  }
+}
+
+/* Condition 1e6 in float32 and 1e12 in float64: the backward error stays
+ * small (Cholesky is backward stable). */
+void test_linalg_cholesky_ill_conditioned(void) {
+  static const int64_t sizes[] = {30, 150};
+  for (int d = 0; d < 2; d++)
+    for (int s = 0; s < 2; s++) {
+      kiln_dtype dt = ch_dtypes[d];
+      int64_t n = sizes[s];
+      double *a = ch_alloc(n * n);
+      ch_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      int64_t shape[2] = {n, n};
+      kiln_array *arr = ch_array(dt, 2, shape, a);
+      for (int upper = 0; upper < 2; upper++) {
+        char what[96];
+        snprintf(what, sizeof what, "%s ill-conditioned %lld %s",
+                 kiln_dtype_name(dt), (long long)n,
+                 upper ? "upper" : "lower");
+        ch_factor_check(what, arr, a, 1, n, upper, NULL);
+      }
+      kiln_array_destroy(arr);
+      free(a);
+    }
+}
+
+/* A batch whose entry `bad` fails at leading minor `order`: its diagonal
+ * element order-1 is made very negative, which leaves the smaller leading
+ * minors positive definite. The call fails naming both; *out untouched. */
+static void ch_not_pd_case(kiln_dtype dt, int64_t batch, int64_t n,
+                           int64_t bad, int64_t order, bool upper,
+                           int path) {
+  double *a = ch_alloc(batch * n * n);
+  for (int64_t b = 0; b < batch; b++)
+    ch_spd(n, a + b * n * n);
+  a[bad * n * n + (order - 1) * (n + 1)] = -1e3 * (double)n;
+  int64_t shape[3] = {batch, n, n};
+  kiln_array *arr = ch_array(dt, 3, shape, a);
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = path;
+  kiln_array *sentinel = (kiln_array *)&o, *out = sentinel;
+  CHECK_STATUS(kiln_cholesky_ex(arr, upper, &o, &out),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK(out == sentinel, "*out was written on failure");
+  char want[96];
+  snprintf(want, sizeof want, "leading minor of order %lld of matrix %lld ",
+           (long long)order, (long long)bad);
+  CHECK_ERR_HAS(want);
+  CHECK_ERR_HAS("[kiln_cholesky_ex]");
+  CHECK_ERR_HAS("not positive definite");
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+void test_linalg_cholesky_not_pd(void) {
+  for (int d = 0; d < 2; d++)
+    for (int upper = 0; upper < 2; upper++) {
+      ch_not_pd_case(ch_dtypes[d], 7, 8, 5, 3, upper, 0);
+      ch_not_pd_case(ch_dtypes[d], 3, 8, 0, 1, upper, 0);
+      ch_not_pd_case(ch_dtypes[d], 2, 130, 1, 101, upper, 0); /* blocked */
+      ch_not_pd_case(ch_dtypes[d], 2, 130, 1, 5, upper, 2);
+    }
+  /* a plain matrix is named A; NaN is not positive definite either */
+  int64_t n = 4, shape[2] = {4, 4};
+  double a[16];
+  ch_spd(n, a);
+  a[2 * 4 + 2] = NAN;
+  kiln_array *arr = ch_array(KILN_FLOAT32, 2, shape, a);
+  kiln_array *out = NULL;
+  CHECK_STATUS(kiln_cholesky(arr, false, &out), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK(out == NULL, "*out was written on failure");
+  CHECK_ERR_HAS("leading minor of order 3 of A is not positive definite");
+  CHECK_ERR_HAS("[kiln_cholesky]");
+  kiln_array_destroy(arr);
+  /* a matrix that fails in several batch entries names the first */
+  double b[3 * 16];
+  for (int i = 0; i < 3; i++)
+    ch_spd(n, b + 16 * i);
+  b[16 + 0] = -1;
+  b[32 + 5] = -1;
+  int64_t s3[3] = {3, 4, 4};
+  arr = ch_array(KILN_FLOAT64, 3, s3, b);
+  CHECK_STATUS(kiln_cholesky(arr, true, &out), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("order 1 of matrix 1 ");
+  CHECK_ERR_HAS("1 more matrix");
+  kiln_array_destroy(arr);
+}
+
+/* Empty shapes give empty results; bad arguments are clear errors. */
+void test_linalg_cholesky_errors(void) {
+  int64_t s00[2] = {0, 0}, s044[3] = {0, 4, 4}, s340[3] = {3, 0, 0};
+  int64_t *empties[3] = {s00, s044, s340};
+  int nd[3] = {2, 3, 3};
+  for (int i = 0; i < 3; i++) {
+    kiln_array *e = NULL, *out = NULL;
+    CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, nd[i], empties[i],
+                               &e));
+    CHECK_OK(kiln_cholesky(e, false, &out));
+    CHECK(out != NULL && kiln_array_size(out) == 0 &&
+              kiln_array_ndim(out) == nd[i],
+          "an empty A gives an empty result of its shape");
+    kiln_array_destroy(out);
+    kiln_array_destroy(e);
+  }
+  int64_t s34[2] = {3, 4}, s4[1] = {4}, s44[2] = {4, 4};
+  kiln_array *rect = NULL, *vec = NULL, *ints = NULL, *sq = NULL;
+  kiln_array *out = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s34, &rect));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 1, s4, &vec));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 2, s44, &ints));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 2, s44, &sq));
+  CHECK_STATUS(kiln_cholesky(rect, false, &out), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("3 x 4");
+  CHECK_ERR_HAS("square");
+  CHECK_STATUS(kiln_cholesky(vec, false, &out), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("dimension");
+  CHECK_STATUS(kiln_cholesky(ints, false, &out), KILN_ERROR_UNSUPPORTED);
+  CHECK_ERR_HAS("int32");
+  CHECK_STATUS(kiln_cholesky(NULL, false, &out), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("A is NULL");
+  CHECK_STATUS(kiln_cholesky(sq, false, NULL), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("out is NULL");
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = 3;
+  CHECK_STATUS(kiln_cholesky_ex(sq, false, &o, &out),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("path");
+  int64_t s5050[2] = {50, 50};
+  kiln_array *big = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 2, s5050, &big));
+  o.path = 1;
+  CHECK_STATUS(kiln_cholesky_ex(big, false, &o, &out),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("48 x 48");
+  CHECK(out == NULL, "*out was written on failure");
+  kiln_array_destroy(big);
+  kiln_array_destroy(rect);
+  kiln_array_destroy(vec);
+  kiln_array_destroy(ints);
+  kiln_array_destroy(sq);
+}
+
+/* ---- every kernel the driver launches, compiled for a CUDA target ------- */
+
+static void ch_compile(const char *name, const char *inputs,
+                       const char *outputs, kiln_dtype dt, int a_ndim,
+                       const kiln_template_arg *t, int nt,
+                       const char *target) {
+  kiln_kernel *k = NULL;
+  CHECK_OK(kiln__library_kernel("cholesky", name, inputs, outputs,
+                                KILN__LIB_NO_ROW_CONTIG, &k));
+  kiln_array_spec in[3];
+  memset(in, 0, sizeof in);
+  in[0].dtype = dt;
+  in[0].ndim = a_ndim;
+  in[1].dtype = in[2].dtype = KILN_INT32;
+  kiln_output_spec out[2];
+  memset(out, 0, sizeof out);
+  out[0].dtype = dt;
+  out[0].ndim = a_ndim;
+  out[1].dtype = KILN_INT32;
+  out[1].ndim = 1;
+  kiln_launch L;
+  kiln_launch_init(&L);
+  L.num_inputs = (int)(strchr(inputs, ',') == strrchr(inputs, ',') ? 2 : 3);
+  L.outputs = out;
+  L.num_outputs = strchr(outputs, ',') != NULL ? 2 : 1;
+  L.template_args = t;
+  L.num_template_args = nt;
+  L.device = kt_device();
+  kiln_compile_report rep;
+  memset(&rep, 0, sizeof rep);
+  rep.struct_size = sizeof rep;
+  kiln_status st = kiln_kernel_compile(k, &L, in, target, &rep, NULL, NULL,
+                                       NULL);
+  CHECK(st == KILN_OK, "%s (%s, rank %d) does not compile for %s",
+        name, kiln_dtype_name(dt), a_ndim, target);
+  CHECK(rep.threadgroup_memory <= 48 * 1024, "%s uses %llu bytes of "
+        "threadgroup memory", name,
+        (unsigned long long)rep.threadgroup_memory);
+}
+
+static void ch_targ(kiln_template_arg *t, const char *name,
+                    kiln_template_kind kind, int64_t v, kiln_dtype d) {
+  t->name = name;
+  t->kind = kind;
+  t->dtype = d;
+  t->value = v;
+}
+
+/* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
+ * the driver can launch for that target; skipped otherwise. */
+void test_linalg_cholesky_nvrtc(void) {
+  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
+  if (target == NULL || *target == '\0')
+    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = ch_dtypes[d];
+    int caps[3] = {16, 32, dt == KILN_FLOAT64 ? 48 : 64};
+    for (int upper = 0; upper < 2; upper++)
+      for (int rank = 2; rank <= 3; rank++) {
+        kiln_template_arg t[3];
+        ch_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+        ch_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
+        for (int c = 0; c < 3; c++) {
+          ch_targ(&t[1], "NMAX", KILN_TEMPLATE_INT, caps[c], KILN_INT32);
+          ch_compile("chol_small", "A,k0,batch0", "L,info", dt, rank, t, 3,
+                     target);
+        }
+        ch_targ(&t[1], "NB", KILN_TEMPLATE_INT, caps[2], KILN_INT32);
+        ch_compile("chol_trsm", "Win,k0,batch0", "L", dt, rank, t, 3,
+                   target);
+        ch_targ(&t[1], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
+        ch_compile("chol_copy", "A,batch0", "L", dt, rank, t, 2, target);
+      }
+  }
+}
