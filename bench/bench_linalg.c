@@ -1,15 +1,27 @@
 /*
- * Linear-algebra benchmark (issue 4; this increment: GEMM). On the first
- * GPU it times, against cuBLAS loaded in the same run (dlopen):
+ * Linear-algebra benchmark (issue 4: GEMM, Cholesky). On the first GPU it
+ * times, against cuBLAS loaded in the same run (dlopen):
  *   1. GEMM 8192^3 float32 with float32 arithmetic (no TF32);
  *   2. GEMM 8192^3 bfloat16 (float32 accumulation);
- *   3. GEMM 4096^3 float32 with TF32 tensor cores (opt-in for both).
- * Each line prints kiln's median time, cuBLAS's, the ratio (cuBLAS time /
- * kiln time: above 1 means kiln is faster), both TFLOP/s and the card's
- * data-sheet peak for the arithmetic. kiln's answer is checked before it
- * is timed, by the random-vector check: C x against A (B x), in float64.
- * Without a GPU it says why, times 512^3 float32 on the CPU against a
- * plain triple loop in C, and exits 0, so `make bench` works everywhere.
+ *   3. GEMM 4096^3 float32 with TF32 tensor cores (opt-in for both);
+ * and against cuSOLVER (dlopen; issue anchors on an H100 in brackets):
+ *   4. Cholesky 8192^2 float32 (cusolverDnSpotrf, 9.17 ms);
+ *   5. Cholesky 8192^2 float64 (cusolverDnDpotrf, 8.82 ms);
+ *   6. Cholesky of 1000 matrices 128^2, float32 (cusolverDnSpotrfBatched,
+ *      0.53 ms).
+ * Each line prints kiln's median time, the baseline's, the ratio (baseline
+ * time / kiln time: above 1 means kiln is faster) and both TFLOP/s (GEMM:
+ * 2n^3 FLOPs, with the card's data-sheet peak; Cholesky: n^3/3 per
+ * matrix). kiln's answer is checked before it is timed, by a random-vector
+ * check in float64: C x against A (B x) for GEMM, L (L^T x) against A x
+ * for Cholesky (cuSOLVER's factor is checked the same way). A Cholesky
+ * timing is the whole call on a resident A: for kiln, kiln_cholesky
+ * (allocating its result, copying A in, factoring, reading back the info;
+ * it waits); for cuSOLVER, copying A (it factors in place), potrf and
+ * reading back devInfo, with its workspace allocated beforehand.
+ * Without a GPU it says why, times 512^3 float32 GEMM and a 512^2 float64
+ * Cholesky on the CPU against plain loops in C, and exits 0, so `make
+ * bench` works everywhere.
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -111,7 +123,7 @@ static double vector_check(const problem *p, const void *c) {
   double err = 0, ref = 0;
   for (size_t i = 0; i < n; i++) {
     double e = fabs(cx[i] - abx[i]);
-    err = e > err ? e : err;
+    err = (e > err || isnan(e)) ? e : err; /* a NaN fails the check */
     ref = fabs(abx[i]) > ref ? fabs(abx[i]) : ref;
   }
   free(x);
@@ -181,12 +193,17 @@ static struct {
   int (*gemm_ex)(cublas_handle, int, int, int, int, int, const void *,
                  const void *, int, int, const void *, int, int,
                  const void *, void *, int, int, int, int);
+  cublas_handle handle;
+} cb;
+
+/* The CUDA runtime, shared by the cuBLAS and cuSOLVER baselines. */
+enum { H2D = 1, D2H = 2, D2D = 3 }; /* cudaMemcpyKind */
+static struct {
   int (*malloc_)(void **, size_t);
   int (*free_)(void *);
   int (*memcpy_)(void *, const void *, size_t, int);
   int (*sync)(void);
-  cublas_handle handle;
-} cb;
+} rt;
 
 static void *open_first(const char *const *names) {
   for (int i = 0; names[i] != NULL; i++) {
@@ -197,18 +214,32 @@ static void *open_first(const char *const *names) {
   return NULL;
 }
 
+/* Loads the CUDA runtime once; false if absent. */
+static bool load_runtime(void) {
+  static const char *const names[] = {
+      "libcudart.so.13", "libcudart.so.12",
+      "/usr/local/cuda/lib64/libcudart.so.13",
+      "/usr/local/cuda/lib64/libcudart.so.12", NULL};
+  if (rt.sync != NULL)
+    return true;
+  void *h = open_first(names);
+  if (h == NULL)
+    return false;
+  *(void **)&rt.malloc_ = dlsym(h, "cudaMalloc");
+  *(void **)&rt.free_ = dlsym(h, "cudaFree");
+  *(void **)&rt.memcpy_ = dlsym(h, "cudaMemcpy");
+  *(void **)&rt.sync = dlsym(h, "cudaDeviceSynchronize");
+  return rt.malloc_ && rt.free_ && rt.memcpy_ && rt.sync;
+}
+
 /* Loads cuBLAS and the CUDA runtime; false (with a note) if absent. */
 static bool load_cublas(void) {
   static const char *const blas[] = {
       "libcublas.so.13", "libcublas.so.12",
       "/usr/local/cuda/lib64/libcublas.so.13",
       "/usr/local/cuda/lib64/libcublas.so.12", NULL};
-  static const char *const rt[] = {
-      "libcudart.so.13", "libcudart.so.12",
-      "/usr/local/cuda/lib64/libcudart.so.13",
-      "/usr/local/cuda/lib64/libcudart.so.12", NULL};
-  void *hb = open_first(blas), *hr = open_first(rt);
-  if (hb == NULL || hr == NULL) {
+  void *hb = open_first(blas);
+  if (hb == NULL || !load_runtime()) {
     printf("cuBLAS or the CUDA runtime was not found; kiln only.\n");
     return false;
   }
@@ -217,13 +248,9 @@ static bool load_cublas(void) {
   *(void **)&cb.set_math = dlsym(hb, "cublasSetMathMode");
   *(void **)&cb.sgemm = dlsym(hb, "cublasSgemm_v2");
   *(void **)&cb.gemm_ex = dlsym(hb, "cublasGemmEx");
-  *(void **)&cb.malloc_ = dlsym(hr, "cudaMalloc");
-  *(void **)&cb.free_ = dlsym(hr, "cudaFree");
-  *(void **)&cb.memcpy_ = dlsym(hr, "cudaMemcpy");
-  *(void **)&cb.sync = dlsym(hr, "cudaDeviceSynchronize");
   if (!cb.create || !cb.set_stream || !cb.set_math || !cb.sgemm ||
-      !cb.gemm_ex || !cb.malloc_ || !cb.free_ || !cb.memcpy_ || !cb.sync ||
-      cb.create(&cb.handle) != 0 || cb.set_stream(cb.handle, NULL) != 0) {
+      !cb.gemm_ex || cb.create(&cb.handle) != 0 ||
+      cb.set_stream(cb.handle, NULL) != 0) {
     printf("cuBLAS could not be initialised; kiln only.\n");
     return false;
   }
@@ -251,23 +278,23 @@ static double time_cublas(const problem *p, bool tf32) {
   size_t bytes = (size_t)p->n * (size_t)p->n * kiln_dtype_size(p->dtype);
   void *a = NULL, *b = NULL, *c = NULL;
   double ms = -1;
-  if (cb.malloc_(&a, bytes) || cb.malloc_(&b, bytes) ||
-      cb.malloc_(&c, bytes) || cb.memcpy_(a, p->a, bytes, 1) ||
-      cb.memcpy_(b, p->b, bytes, 1) || cublas_gemm(p, tf32, a, b, c) ||
-      cb.sync())
+  if (rt.malloc_(&a, bytes) || rt.malloc_(&b, bytes) ||
+      rt.malloc_(&c, bytes) || rt.memcpy_(a, p->a, bytes, H2D) ||
+      rt.memcpy_(b, p->b, bytes, H2D) || cublas_gemm(p, tf32, a, b, c) ||
+      rt.sync())
     goto done;
   double t[REPS];
   for (int r = 0; r < REPS; r++) {
     double t0 = now_s();
     cublas_gemm(p, tf32, a, b, c);
-    cb.sync();
+    rt.sync();
     t[r] = (now_s() - t0) * 1e3;
   }
   ms = median(t, REPS);
 done:
-  cb.free_(a);
-  cb.free_(b);
-  cb.free_(c);
+  rt.free_(a);
+  rt.free_(b);
+  rt.free_(c);
   return ms;
 }
 
@@ -302,6 +329,373 @@ static void gpu_line(kiln_device *dev, bool have_cublas, const char *label,
   fflush(stdout);
   free(p.a);
   free(p.b);
+}
+
+/* ---- Cholesky ------------------------------------------------------------ */
+
+static void *xmalloc(size_t bytes) {
+  void *p = malloc(bytes == 0 ? 1 : bytes);
+  if (p == NULL) {
+    fprintf(stderr, "bench_linalg: out of host memory\n");
+    exit(1);
+  }
+  return p;
+}
+
+/* `batch` row-major symmetric positive definite n x n matrices held in the
+ * benchmarked dtype (float32 or float64). */
+typedef struct spd {
+  int n, batch;
+  kiln_dtype dtype;
+  const void *a;
+} spd;
+
+/*
+ * Builds, in float64 on the host, A = M M^T + k I for each batch entry,
+ * with M a random n x k matrix in [-1, 1): exactly symmetric, positive
+ * definite, condition number about 1 + n / (3k). k = n is the textbook
+ * M M^T + n I; the 8192^2 lines take k = 128 so that the host builds A in
+ * seconds instead of the many minutes of a plain-C 8192^3 product.
+ */
+static double *spd_build(int n, int batch, int k, uint64_t seed) {
+  size_t nn = (size_t)n * (size_t)n;
+  double *a = xmalloc(nn * (size_t)batch * sizeof *a);
+  double *m = xmalloc((size_t)n * (size_t)k * sizeof *m);
+  for (int b = 0; b < batch; b++) {
+    double *ab = a + (size_t)b * nn;
+    for (size_t i = 0; i < (size_t)n * (size_t)k; i++)
+      m[i] = rnd(&seed);
+    for (size_t i = 0; i < (size_t)n; i++)
+      for (size_t j = 0; j <= i; j++) {
+        const double *mi = m + i * (size_t)k, *mj = m + j * (size_t)k;
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0; /* four chains: faster */
+        int l = 0;
+        for (; l + 4 <= k; l += 4) {
+          s0 += mi[l] * mj[l];
+          s1 += mi[l + 1] * mj[l + 1];
+          s2 += mi[l + 2] * mj[l + 2];
+          s3 += mi[l + 3] * mj[l + 3];
+        }
+        for (; l < k; l++)
+          s0 += mi[l] * mj[l];
+        double s = (s0 + s1) + (s2 + s3) + (i == j ? k : 0);
+        ab[i * (size_t)n + j] = ab[j * (size_t)n + i] = s;
+      }
+  }
+  free(m);
+  return a;
+}
+
+/* The same values rounded to float32 (a new buffer). */
+static float *to_f32(const double *x, size_t count) {
+  float *y = xmalloc(count * sizeof *y);
+  for (size_t i = 0; i < count; i++)
+    y[i] = (float)x[i];
+  return y;
+}
+
+static double val(kiln_dtype dtype, const void *x, size_t i) {
+  return dtype == KILN_FLOAT64 ? ((const double *)x)[i]
+                               : ((const float *)x)[i];
+}
+
+/* max(m, e), where a NaN e sticks (so that a NaN fails every check). */
+static double worse(double m, double e) {
+  return (e > m || isnan(e)) ? e : m;
+}
+
+/*
+ * The random-vector check of factors L (row-major, A's dtype): the worst
+ * over the batch of || L (L^T x) - A x ||_inf relative to || A x ||_inf,
+ * in float64. L's upper triangle is part of the product (kiln's is zero,
+ * so garbage there fails), unless lower_only (cuSOLVER leaves A there).
+ */
+static double chol_check(const spd *p, const void *l, bool lower_only) {
+  size_t n = (size_t)p->n, nn = n * n;
+  double *x = xmalloc(n * sizeof *x), *y = xmalloc(n * sizeof *y);
+  uint64_t seed = 99;
+  double worst = 0;
+  for (size_t b = 0; b < (size_t)p->batch; b++) {
+    const size_t off = b * nn;
+    for (size_t i = 0; i < n; i++)
+      x[i] = rnd(&seed);
+    memset(y, 0, n * sizeof *y); /* y = L^T x, row by row of L */
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = 0; j < (lower_only ? i + 1 : n); j++)
+        y[j] += val(p->dtype, l, off + i * n + j) * x[i];
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < n; i++) {
+      double lly = 0, ax = 0; /* (L y)_i and (A x)_i */
+      for (size_t j = 0; j < (lower_only ? i + 1 : n); j++)
+        lly += val(p->dtype, l, off + i * n + j) * y[j];
+      for (size_t j = 0; j < n; j++)
+        ax += val(p->dtype, p->a, off + i * n + j) * x[j];
+      err = worse(err, fabs(lly - ax));
+      ref = worse(ref, fabs(ax));
+    }
+    worst = worse(worst, ref > 0 ? err / ref : err);
+  }
+  free(x);
+  free(y);
+  return worst;
+}
+
+/*
+ * kiln's median milliseconds for the lower factor of the problem, after
+ * checking it; -1 if the check failed. A is uploaded once. The timed call
+ * is the whole kiln_cholesky: allocating the result (and the info array),
+ * copying A into it, the factorization, and reading back the info (the
+ * call waits for it); destroying the result is outside the clock.
+ */
+static double time_kiln_chol(kiln_device *dev, const spd *p, double tol,
+                             double *err) {
+  int64_t shape[3] = {p->batch, p->n, p->n};
+  int ndim = p->batch > 1 ? 3 : 2;
+  kiln_array *a, *l;
+  CHECK(kiln_array_from_host(dev, p->dtype, ndim, shape + 3 - ndim, p->a,
+                             &a));
+  kiln_stream *s = kiln_default_stream(dev);
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.stream = s;
+  CHECK(kiln_cholesky_ex(a, false, &o, &l));
+  size_t bytes = kiln_array_nbytes_dense(l);
+  void *host = xmalloc(bytes);
+  CHECK(kiln_array_to_host(l, host, bytes));
+  kiln_array_destroy(l);
+  *err = chol_check(p, host, false);
+  free(host);
+  double ms = -1;
+  if (*err <= tol) {
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+      double t0 = now_s();
+      CHECK(kiln_cholesky_ex(a, false, &o, &l));
+      CHECK(kiln_stream_synchronize(s));
+      t[r] = (now_s() - t0) * 1e3;
+      kiln_array_destroy(l);
+    }
+    ms = median(t, REPS);
+  }
+  kiln_array_destroy(a);
+  return ms;
+}
+
+/* ---- cuSOLVER (dlopen; the few types declared here) ---------------------- */
+
+typedef struct cusolver_ctx *cusolver_handle;
+enum { CUBLAS_FILL_MODE_UPPER = 1 };
+
+static struct {
+  int (*create)(cusolver_handle *);
+  int (*set_stream)(cusolver_handle, void *);
+  int (*destroy)(cusolver_handle);
+  int (*spotrf_size)(cusolver_handle, int, int, float *, int, int *);
+  int (*spotrf)(cusolver_handle, int, int, float *, int, float *, int, int *);
+  int (*dpotrf_size)(cusolver_handle, int, int, double *, int, int *);
+  int (*dpotrf)(cusolver_handle, int, int, double *, int, double *, int,
+                int *);
+  int (*spotrf_batched)(cusolver_handle, int, int, float **, int, int *,
+                        int); /* NULL if absent: that line goes without */
+  cusolver_handle handle;
+} cs;
+
+/* Loads cuSOLVER and the CUDA runtime; false (with a note) if absent. */
+static bool load_cusolver(void) {
+  static const char *const names[] = {
+      "libcusolver.so.12", "libcusolver.so.11",
+      "/usr/local/cuda/lib64/libcusolver.so.12",
+      "/usr/local/cuda/lib64/libcusolver.so.11", NULL};
+  void *h = open_first(names);
+  if (h == NULL || !load_runtime()) {
+    printf("cuSOLVER or the CUDA runtime was not found; Cholesky: kiln "
+           "only.\n");
+    return false;
+  }
+  *(void **)&cs.create = dlsym(h, "cusolverDnCreate");
+  *(void **)&cs.set_stream = dlsym(h, "cusolverDnSetStream");
+  *(void **)&cs.destroy = dlsym(h, "cusolverDnDestroy");
+  *(void **)&cs.spotrf_size = dlsym(h, "cusolverDnSpotrf_bufferSize");
+  *(void **)&cs.spotrf = dlsym(h, "cusolverDnSpotrf");
+  *(void **)&cs.dpotrf_size = dlsym(h, "cusolverDnDpotrf_bufferSize");
+  *(void **)&cs.dpotrf = dlsym(h, "cusolverDnDpotrf");
+  *(void **)&cs.spotrf_batched = dlsym(h, "cusolverDnSpotrfBatched");
+  if (!cs.create || !cs.set_stream || !cs.destroy || !cs.spotrf_size ||
+      !cs.spotrf || !cs.dpotrf_size || !cs.dpotrf ||
+      cs.create(&cs.handle) != 0 || cs.set_stream(cs.handle, NULL) != 0) {
+    printf("cuSOLVER could not be initialised; Cholesky: kiln only.\n");
+    return false;
+  }
+  return true;
+}
+
+/* Device buffers of one cuSOLVER measurement. */
+typedef struct cs_bufs {
+  const spd *p;
+  void *src;   /* A, uploaded once */
+  void *a;     /* factored in place: a copy of src before every run */
+  void *work;  /* potrf's workspace (single matrix) */
+  void **ptrs; /* device array of the batch's matrix pointers (batched) */
+  int *info, *hinfo;
+  int lwork;
+} cs_bufs;
+
+/*
+ * One cuSOLVER factorization as timed: the device-to-device copy of A (it
+ * factors in place; kiln's call makes the same copy into its result),
+ * potrf (column-major: the upper factor of the row-major A's transpose is
+ * the row-major lower factor), and the info read back, which waits.
+ * 0 when every call succeeded and every info is 0.
+ */
+static int cusolver_run(const cs_bufs *b) {
+  const spd *p = b->p;
+  int n = p->n;
+  size_t bytes = (size_t)p->batch * (size_t)n * (size_t)n *
+                 kiln_dtype_size(p->dtype);
+  if (rt.memcpy_(b->a, b->src, bytes, D2D))
+    return 1;
+  int st;
+  if (p->batch > 1)
+    st = cs.spotrf_batched(cs.handle, CUBLAS_FILL_MODE_UPPER, n,
+                           (float **)b->ptrs, n, b->info, p->batch);
+  else if (p->dtype == KILN_FLOAT64)
+    st = cs.dpotrf(cs.handle, CUBLAS_FILL_MODE_UPPER, n, b->a, n, b->work,
+                   b->lwork, b->info);
+  else
+    st = cs.spotrf(cs.handle, CUBLAS_FILL_MODE_UPPER, n, b->a, n, b->work,
+                   b->lwork, b->info);
+  if (st != 0 ||
+      rt.memcpy_(b->hinfo, b->info, (size_t)p->batch * sizeof(int), D2H) ||
+      rt.sync())
+    return 1;
+  for (int i = 0; i < p->batch; i++)
+    if (b->hinfo[i] != 0)
+      return 1;
+  return 0;
+}
+
+/* cuSOLVER's median milliseconds for the problem, after checking its
+ * factor as kiln's is checked; -1 with *why set when there is none. */
+static double time_cusolver_chol(const spd *p, double tol,
+                                 const char **why) {
+  size_t es = kiln_dtype_size(p->dtype);
+  size_t bytes = (size_t)p->batch * (size_t)p->n * (size_t)p->n * es;
+  cs_bufs b = {p, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+  b.hinfo = xmalloc((size_t)p->batch * sizeof(int));
+  double ms = -1;
+  *why = "a CUDA or cuSOLVER call failed";
+  if (rt.malloc_(&b.src, bytes) || rt.malloc_(&b.a, bytes) ||
+      rt.malloc_((void **)&b.info, (size_t)p->batch * sizeof(int)) ||
+      rt.memcpy_(b.src, p->a, bytes, H2D))
+    goto done;
+  if (p->batch > 1) {
+    if (p->dtype != KILN_FLOAT32 || cs.spotrf_batched == NULL) {
+      *why = "no batched potrf of this dtype loaded";
+      goto done;
+    }
+    void **hp = xmalloc((size_t)p->batch * sizeof *hp);
+    for (size_t i = 0; i < (size_t)p->batch; i++)
+      hp[i] = (char *)b.a + i * (size_t)p->n * (size_t)p->n * es;
+    int bad = rt.malloc_((void **)&b.ptrs, (size_t)p->batch * sizeof *hp) ||
+              rt.memcpy_(b.ptrs, hp, (size_t)p->batch * sizeof *hp, H2D);
+    free(hp);
+    if (bad)
+      goto done;
+  } else {
+    int st = p->dtype == KILN_FLOAT64
+                 ? cs.dpotrf_size(cs.handle, CUBLAS_FILL_MODE_UPPER, p->n,
+                                  b.a, p->n, &b.lwork)
+                 : cs.spotrf_size(cs.handle, CUBLAS_FILL_MODE_UPPER, p->n,
+                                  b.a, p->n, &b.lwork);
+    if (st != 0 || rt.malloc_(&b.work, (size_t)(b.lwork > 0 ? b.lwork : 1) *
+                                            es))
+      goto done;
+  }
+  if (cusolver_run(&b))
+    goto done;
+  void *host = xmalloc(bytes);
+  int bad = rt.memcpy_(host, b.a, bytes, D2H);
+  double err = bad ? NAN : chol_check(p, host, true);
+  free(host);
+  if (!(err <= tol)) {
+    *why = "its factor FAILED the check";
+    goto done;
+  }
+  double t[REPS];
+  for (int r = 0; r < REPS; r++) {
+    double t0 = now_s();
+    if (cusolver_run(&b))
+      goto done;
+    t[r] = (now_s() - t0) * 1e3;
+  }
+  ms = median(t, REPS);
+done:
+  rt.free_(b.src);
+  rt.free_(b.a);
+  rt.free_(b.work);
+  rt.free_(b.ptrs);
+  rt.free_(b.info);
+  free(b.hinfo);
+  return ms;
+}
+
+static void chol_line(kiln_device *dev, bool have_cusolver, const char *label,
+                      const spd *p, double tol) {
+  double err;
+  double kms = time_kiln_chol(dev, p, tol, &err);
+  double flops = p->batch * (double)p->n * p->n * p->n / 3.0;
+  if (kms < 0) {
+    printf("%-34s kiln's factor FAILED the check (rel. error %.2e > "
+           "%.0e); not timed\n",
+           label, err, tol);
+  } else {
+    printf("%-34s kiln %8.3f ms %6.2f TFLOP/s check %.1e", label, kms,
+           flops / kms * 1e-9, err);
+    const char *why = "cuSOLVER not loaded";
+    double cms = have_cusolver ? time_cusolver_chol(p, tol, &why) : -1;
+    if (cms > 0)
+      printf(" | cuSOLVER %8.3f ms %6.2f TFLOP/s | ratio %.2fx", cms,
+             flops / cms * 1e-9, cms / kms);
+    else
+      printf(" | no cuSOLVER baseline: %s", why);
+    printf("\n");
+  }
+  fflush(stdout);
+}
+
+/* Cholesky 8192^2 in float32 and float64 (one A), then 1000 x 128^2. */
+static void chol_lines(kiln_device *dev) {
+  bool have = load_cusolver();
+  const int n = 8192, bn = 128, batch = 1000;
+  double *a = spd_build(n, 1, 128, 2024);
+  float *a32 = to_f32(a, (size_t)n * n);
+  spd p = {n, 1, KILN_FLOAT32, a32};
+  chol_line(dev, have, "Cholesky 8192^2 float32", &p, 1e-4);
+  free(a32);
+  p.dtype = KILN_FLOAT64;
+  p.a = a;
+  chol_line(dev, have, "Cholesky 8192^2 float64", &p, 1e-10);
+  free(a);
+  a = spd_build(bn, batch, bn, 4048);
+  a32 = to_f32(a, (size_t)batch * bn * bn);
+  free(a);
+  spd q = {bn, batch, KILN_FLOAT32, a32};
+  chol_line(dev, have, "Cholesky 1000 x 128^2 float32", &q, 1e-4);
+  free(a32);
+  if (have)
+    cs.destroy(cs.handle);
+}
+
+/* The CPU baseline: the plain left-looking (column by column) Cholesky. */
+static void plain_cholesky(int n, const double *a, double *l) {
+  memset(l, 0, (size_t)n * n * sizeof *l);
+  for (int j = 0; j < n; j++)
+    for (int i = j; i < n; i++) {
+      double s = a[(size_t)i * n + j];
+      for (int k = 0; k < j; k++)
+        s -= l[(size_t)i * n + k] * l[(size_t)j * n + k];
+      l[(size_t)i * n + j] = i == j ? sqrt(s) : s / l[(size_t)j * n + j];
+    }
 }
 
 /* ---- without a GPU ------------------------------------------------------- */
@@ -347,12 +741,42 @@ static void cpu_line(void) {
   free(p.b);
 }
 
+static void cpu_chol_line(void) {
+  const int n = 512;
+  double *a = spd_build(n, 1, n, 11);
+  spd p = {n, 1, KILN_FLOAT64, a};
+  double err;
+  double kms = time_kiln_chol(kiln_device_default(), &p, 1e-10, &err);
+  double *l = xmalloc((size_t)n * n * sizeof *l);
+  double t[REPS];
+  for (int r = 0; r < REPS; r++) {
+    double t0 = now_s();
+    plain_cholesky(n, a, l);
+    t[r] = (now_s() - t0) * 1e3;
+  }
+  double lerr = chol_check(&p, l, false);
+  double lms = median(t, REPS), flops = (double)n * n * n / 3.0;
+  if (kms < 0)
+    printf("Cholesky 512^2 float64 (cpu): kiln's factor FAILED the check "
+           "(%.2e)\n",
+           err);
+  else
+    printf("Cholesky 512^2 float64 (cpu): kiln %.2f ms (%.2f GFLOP/s, "
+           "check %.1e) | plain loop %.2f ms (%.2f GFLOP/s, check %.1e) | "
+           "ratio %.2fx\n",
+           kms, flops / kms * 1e-6, err, lms, flops / lms * 1e-6, lerr,
+           lms / kms);
+  free(l);
+  free(a);
+}
+
 int main(void) {
   kiln_device *dev = NULL;
   if (kiln_device_find("gpu", &dev) != KILN_OK) {
     printf("bench_linalg: no GPU (%s); CPU measurement only.\n",
            kiln_gpu_unavailable_reason());
     cpu_line();
+    cpu_chol_line();
     return 0;
   }
   kiln_device_info info;
@@ -369,5 +793,6 @@ int main(void) {
            KILN_PRECISION_DEFAULT, 2e-2, 989.0);
   gpu_line(dev, have_cublas, "GEMM 4096^3 float32, TF32", 4096, KILN_FLOAT32,
            KILN_PRECISION_TF32, 1e-2, 494.0);
+  chol_lines(dev);
   return 0;
 }

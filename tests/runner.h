@@ -131,7 +131,10 @@
   X(linalg_cholesky_ill_conditioned, 240)                                     \
   X(linalg_cholesky_not_pd, 240)                                              \
   X(linalg_cholesky_errors, 60)                                               \
-  X(linalg_cholesky_nvrtc, 300)
+  X(linalg_cholesky_nvrtc, 300)                                               \
+  X(linalg_cli_cholesky, 180)                                                 \
+  X(linalg_cli_cholesky_numpy, 180)                                           \
+  X(linalg_cli_cholesky_errors, 120)
 
 /* X(name) */
 #define KT_CHILD_LIST(X) X(cache_probe)

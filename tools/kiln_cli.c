@@ -1582,16 +1582,18 @@ static int cmd_info(int argc, char **argv) {
 
 /* ---- kiln linalg --------------------------------------------------------- */
 
-/* Every operation of the linalg interface; only the first is implemented
- * in this version, the others are refused with a message saying so. */
+/* Every operation of the linalg interface; gemm and cholesky are
+ * implemented in this version, the others are refused with a message
+ * saying so. */
 static const char *const linalg_ops[] = {
     "gemm", "qr", "cholesky", "solve-triangular", "lu", "solve", "inv", "det",
 };
 #define NUM_LINALG_OPS (sizeof linalg_ops / sizeof linalg_ops[0])
-#define LINALG_AVAILABLE "gemm"
+#define LINALG_AVAILABLE "gemm, cholesky"
 
 typedef enum linalg_flag_id {
-  LF_DEVICE, LF_OUT_DIR, LF_DTYPE, LF_TRANS_A, LF_TRANS_B, LF_ALPHA, LF_HELP
+  LF_DEVICE, LF_OUT_DIR, LF_DTYPE, LF_TRANS_A, LF_TRANS_B, LF_ALPHA,
+  LF_UPPER, LF_HELP
 } linalg_flag_id;
 
 typedef struct linalg_flag {
@@ -1604,7 +1606,7 @@ static const linalg_flag linalg_flags[] = {
     {"--device", LF_DEVICE, true},   {"--out-dir", LF_OUT_DIR, true},
     {"--dtype", LF_DTYPE, true},     {"--trans-a", LF_TRANS_A, false},
     {"--trans-b", LF_TRANS_B, false}, {"--alpha", LF_ALPHA, true},
-    {"--help", LF_HELP, false},
+    {"--upper", LF_UPPER, false},    {"--help", LF_HELP, false},
 };
 #define NUM_LINALG_FLAGS (sizeof linalg_flags / sizeof linalg_flags[0])
 
@@ -1618,20 +1620,21 @@ typedef struct linalg_opts {
   bool trans_a, trans_b;
   bool has_alpha;
   double alpha;
+  bool upper; /* cholesky */
   const char **inputs; /* the .npy paths, in order (pointers into argv) */
   int num_inputs;
 } linalg_opts;
 
-/* Everything `kiln linalg gemm` holds, released in one place. */
+/* Everything `kiln linalg OP` holds, released in one place. */
 typedef struct linalg_state {
   linalg_opts o;
   npy_array in[2];
-  kiln_dtype dtype; /* the dtype the product is computed in */
-  int c_ndim;
+  kiln_dtype dtype; /* the dtype the operation is computed in */
+  int c_ndim;       /* the result's shape */
   int64_t c_shape[KILN_MAX_NDIM];
   kiln_device *device;
-  kiln_array *a, *b, *c;
-  char *tmp_path; /* the temporary C.npy, not yet renamed */
+  kiln_array *a, *b, *c; /* c: the result (C, L or U) */
+  char *tmp_path; /* the temporary result file, not yet renamed */
 } linalg_state;
 
 static void linalg_state_free(linalg_state *s) {
@@ -1663,7 +1666,13 @@ static void print_linalg_help(FILE *f) {
       "                     C = alpha * op(A) @ op(B), written to DIR/C.npy;\n"
       "                     op(X) is X, or with --trans-a / --trans-b the\n"
       "                     transpose of its last two dimensions\n"
-      "  qr, cholesky, solve-triangular, lu, solve, inv, det\n"
+      "  cholesky A.npy [--upper]\n"
+      "                     A = L @ L^T for symmetric positive definite A,\n"
+      "                     L written to DIR/L.npy; with --upper A = U^T @ "
+      "U,\n"
+      "                     U written to DIR/U.npy. Only that triangle of A\n"
+      "                     is read; the other triangle of the result is 0\n"
+      "  qr, solve-triangular, lu, solve, inv, det\n"
       "                     not implemented yet\n"
       "\n"
       "options:\n"
@@ -1672,20 +1681,26 @@ static void print_linalg_help(FILE *f) {
       "  --dtype DTYPE      float32 or float64: convert every input to it "
       "on\n"
       "                     the host first (default: keep the inputs' own\n"
-      "                     float16, float32 or float64, which must agree)\n"
+      "                     float16, float32 or float64, which must agree;\n"
+      "                     cholesky takes float32 or float64 only)\n"
       "  --trans-a          gemm: use the transpose of A\n"
       "  --trans-b          gemm: use the transpose of B\n"
       "  --alpha F          gemm: scale the product by F (default 1)\n"
+      "  --upper            cholesky: compute U (A = U^T @ U) instead of L\n"
       "\n"
       "float16 products are accumulated in float32. No output file is "
       "written\n"
       "unless the whole operation succeeds.\n"
-      "Exit status: 0 on success, 1 if the operation failed, 2 for bad "
-      "options\n"
-      "or an operation that is not available.\n"
+      "Exit status: 0 on success, 1 if the operation failed (for "
+      "cholesky, a\n"
+      "matrix that is not positive definite: the message names its batch "
+      "entry\n"
+      "and leading minor), 2 for bad options or an operation that is not\n"
+      "available.\n"
       "\n"
-      "example:\n"
-      "  kiln linalg gemm a.npy b.npy --trans-b --alpha 0.5 --out-dir out\n",
+      "examples:\n"
+      "  kiln linalg gemm a.npy b.npy --trans-b --alpha 0.5 --out-dir out\n"
+      "  kiln linalg cholesky a.npy --upper --dtype float64\n",
       f);
 }
 
@@ -1731,6 +1746,7 @@ static int apply_linalg_flag(linalg_opts *o, const linalg_flag *f,
     return 0;
   case LF_TRANS_A: o->trans_a = true; return 0;
   case LF_TRANS_B: o->trans_b = true; return 0;
+  case LF_UPPER: o->upper = true; return 0;
   case LF_ALPHA:
     if (o->has_alpha)
       return usage_error("--alpha is given twice.");
@@ -1798,10 +1814,10 @@ static int check_linalg_op(const char *op) {
   for (size_t i = 0; i < NUM_LINALG_OPS; i++) {
     if (strcmp(op, linalg_ops[i]) != 0)
       continue;
-    if (i == 0)
+    if (!strcmp(op, "gemm") || !strcmp(op, "cholesky"))
       return 0;
     return usage_error("the operation '%s' is not implemented yet in this "
-                       "version of kiln; the available operation is "
+                       "version of kiln; the available operations are "
                        LINALG_AVAILABLE ".", op);
   }
   const char *hint = closest(op, linalg_ops, NUM_LINALG_OPS);
@@ -1813,12 +1829,34 @@ static int check_linalg_op(const char *op) {
                      "available now: " LINALG_AVAILABLE ").", op);
 }
 
+/* A flag given to an operation that does not take it. */
+static int foreign_flag(const char *flag, const char *owner,
+                        const char *op) {
+  return usage_error("%s is an option of %s; %s does not take it.", flag,
+                     owner, op);
+}
+
 /* gemm multiplies exactly two inputs. */
 static int check_gemm_args(const linalg_opts *o) {
+  if (o->upper)
+    return foreign_flag("--upper", "cholesky", "gemm");
   if (o->num_inputs != 2)
     return usage_error("gemm takes two inputs, A.npy and B.npy; %d %s "
                        "given.", o->num_inputs,
                        o->num_inputs == 1 ? "was" : "were");
+  return 0;
+}
+
+/* cholesky factors exactly one input. */
+static int check_cholesky_args(const linalg_opts *o) {
+  if (o->trans_a || o->trans_b || o->has_alpha)
+    return foreign_flag(o->trans_a   ? "--trans-a"
+                        : o->trans_b ? "--trans-b"
+                                     : "--alpha",
+                        "gemm", "cholesky");
+  if (o->num_inputs != 1)
+    return usage_error("cholesky takes one input, A.npy; %d %s given.",
+                       o->num_inputs, o->num_inputs == 1 ? "was" : "were");
   return 0;
 }
 
@@ -1888,8 +1926,12 @@ static int convert_input(npy_array *a, kiln_dtype to, const char *what) {
   return 0;
 }
 
-static bool linalg_float(kiln_dtype dt) {
-  return dt == KILN_FLOAT16 || dt == KILN_FLOAT32 || dt == KILN_FLOAT64;
+/* The dtypes an operation computes in without --dtype: gemm also takes
+ * float16 (accumulated in float32), cholesky does not. */
+static bool linalg_float(const char *op, kiln_dtype dt) {
+  bool half = strcmp(op, "cholesky") != 0;
+  return (half && dt == KILN_FLOAT16) || dt == KILN_FLOAT32 ||
+         dt == KILN_FLOAT64;
 }
 
 /* Reads the inputs and settles the dtype: --dtype converts, otherwise the
@@ -1910,12 +1952,14 @@ static int load_linalg_inputs(linalg_state *s, const char *const *names) {
     return 0;
   }
   for (int i = 0; i < s->o.num_inputs; i++)
-    if (!linalg_float(s->in[i].dtype))
+    if (!linalg_float(s->o.op, s->in[i].dtype))
       return runtime_error("input %s ('%s') holds %s values; %s works on "
-                           "float16, float32 or float64 (give --dtype "
-                           "float32 or --dtype float64 to convert it).",
-                           names[i], s->o.inputs[i],
-                           kiln_dtype_name(s->in[i].dtype), s->o.op);
+                           "%s (give --dtype float32 or --dtype float64 to "
+                           "convert it).", names[i], s->o.inputs[i],
+                           kiln_dtype_name(s->in[i].dtype), s->o.op,
+                           linalg_float(s->o.op, KILN_FLOAT16)
+                               ? "float16, float32 or float64"
+                               : "float32 or float64");
   for (int i = 1; i < s->o.num_inputs; i++)
     if (s->in[i].dtype != s->in[0].dtype)
       return runtime_error("input %s is %s but input %s is %s; give "
@@ -1976,6 +2020,23 @@ static int gemm_shape(linalg_state *s) {
   return 0;
 }
 
+/* cholesky's A: ...xNxN; the result has A's shape. */
+static int cholesky_shape(linalg_state *s) {
+  const npy_array *a = &s->in[0];
+  char sa[400];
+  shape_text(a, sa, sizeof sa);
+  if (a->ndim < 2)
+    return runtime_error("input A ('%s') has shape %s; cholesky needs "
+                         "matrices (at least 2 dimensions).", s->o.inputs[0],
+                         sa);
+  if (a->shape[a->ndim - 2] != a->shape[a->ndim - 1])
+    return runtime_error("input A ('%s') has shape %s; cholesky needs "
+                         "square matrices (...xNxN).", s->o.inputs[0], sa);
+  s->c_ndim = a->ndim;
+  memcpy(s->c_shape, a->shape, sizeof s->c_shape);
+  return 0;
+}
+
 static int open_linalg_device(linalg_state *s) {
   if (!s->o.device) {
     s->device = kiln_device_default();
@@ -2015,21 +2076,44 @@ static int run_gemm(linalg_state *s) {
   return 0;
 }
 
-/* Copies C to a temporary DIR/.C.npy.tmp-..., then renames it. */
-static int write_gemm_result(linalg_state *s, const char *dir) {
+/* Uploads A and factors it; kiln_cholesky_ex waits for the factorization
+ * and fails, naming the batch entry and the minor, if a matrix is not
+ * positive definite. */
+static int run_cholesky(linalg_state *s) {
+  kiln_status st = kiln_array_from_host(s->device, s->dtype, s->in[0].ndim,
+                                        s->in[0].shape, s->in[0].data, &s->a);
+  if (st != KILN_OK)
+    return library_error(st, "cannot place the matrix on the device");
+  kiln_linalg_opts lo;
+  kiln_linalg_opts_init(&lo);
+  lo.stream = kiln_default_stream(s->device);
+  st = kiln_cholesky_ex(s->a, s->o.upper, &lo, &s->c);
+  if (st != KILN_OK)
+    return library_error(st, "cholesky failed");
+  st = kiln_stream_synchronize(lo.stream);
+  if (st != KILN_OK)
+    return library_error(st, "cholesky failed while running");
+  return 0;
+}
+
+/* Copies the result to a temporary DIR/.NAME.npy.tmp-..., then renames
+ * it to DIR/NAME.npy. */
+static int write_linalg_result(linalg_state *s, const char *dir,
+                               const char *name) {
   size_t nbytes = kiln_array_nbytes_dense(s->c);
   void *host = malloc(nbytes ? nbytes : 1);
   if (!host)
-    return runtime_error("out of memory copying C (%zu bytes).", nbytes);
+    return runtime_error("out of memory copying %s (%zu bytes).", name,
+                         nbytes);
   kiln_status st = kiln_array_to_host(s->c, host, nbytes);
   int rc = st != KILN_OK
-               ? library_error(st, "cannot read the result C")
-               : write_temp(dir, "C", s->dtype, s->c_ndim, s->c_shape, host,
+               ? library_error(st, "cannot read the result %s", name)
+               : write_temp(dir, name, s->dtype, s->c_ndim, s->c_shape, host,
                             &s->tmp_path);
   free(host);
   if (rc)
     return rc;
-  char *final = join_path(dir, "", "C", "");
+  char *final = join_path(dir, "", name, "");
   if (!final)
     return runtime_error("out of memory.");
   if (rename(s->tmp_path, final) != 0) {
@@ -2067,20 +2151,22 @@ static int cmd_linalg(int argc, char **argv) {
   rc = parse_linalg_args(argc - 1, argv + 1, &s.o);
   static const char *const names[2] = {"A", "B"};
   const char *dir = s.o.out_dir ? s.o.out_dir : ".";
+  bool chol = !strcmp(s.o.op, "cholesky");
   if (!rc)
-    rc = check_gemm_args(&s.o);
+    rc = chol ? check_cholesky_args(&s.o) : check_gemm_args(&s.o);
   if (!rc)
     rc = check_out_dir(dir);
   if (!rc)
     rc = load_linalg_inputs(&s, names);
   if (!rc)
-    rc = gemm_shape(&s);
+    rc = chol ? cholesky_shape(&s) : gemm_shape(&s);
   if (!rc)
     rc = open_linalg_device(&s);
   if (!rc)
-    rc = run_gemm(&s);
+    rc = chol ? run_cholesky(&s) : run_gemm(&s);
   if (!rc)
-    rc = write_gemm_result(&s, dir);
+    rc = write_linalg_result(&s, dir,
+                             !chol ? "C" : s.o.upper ? "U" : "L");
   linalg_state_free(&s);
   return rc;
 }
@@ -2196,7 +2282,8 @@ static const command commands[] = {
     {"compile", cmd_compile,
      "compile a kernel for a target (cpu, sm_90a) without running it"},
     {"linalg", cmd_linalg,
-     "linear algebra on .npy files (gemm; qr and more to come)"},
+     "linear algebra on .npy files (gemm, cholesky; qr and more to "
+     "come)"},
     {"help", cmd_help, "show help for a command"},
 };
 #define NUM_COMMANDS (sizeof commands / sizeof commands[0])
