@@ -4,9 +4,11 @@
 #
 #   scripts/run-tests.sh [--nvrtc TARGET] DIR...
 #
-# With --nvrtc (make test uses sm_90a), the conformance and doc tests of the
-# first DIR run once more with KILN_TEST_NVRTC_TARGET=TARGET: every kernel
-# they launch is also generated and compiled by NVRTC for that CUDA target,
+# With --nvrtc (make test uses sm_90a), the conformance, doc and linalg tests
+# of the first DIR run once more with KILN_TEST_NVRTC_TARGET=TARGET: every
+# kernel they launch through the test helpers (and every Cholesky kernel
+# configuration, by linalg_cholesky_nvrtc) is also generated and compiled
+# by NVRTC for that CUDA target,
 # without a GPU, so a dialect regression on CUDA fails CI. Skipped, with a
 # note, when NVRTC is not installed.
 set -u
@@ -80,7 +82,7 @@ done
 
 if [ -n "$nvrtc_target" ] && [ -n "$first" ]; then
   if note=$(nvrtc_works "$first"); then
-    for filter in conf_ doc_; do
+    for filter in conf_ doc_ linalg_; do
       KILN_TEST_NVRTC_TARGET=$nvrtc_target run_suite \
         "$first, $filter* also compiled by NVRTC for $nvrtc_target" \
         "$first/kiln_tests" "$first/test-log-nvrtc-$filter.txt" "$filter"
