@@ -537,10 +537,40 @@ static void emit_swizzle_lists(kiln__strbuf *sb, const kiln__scan *scan) {
   }
 }
 
-/* Everything before the entry glue: the swizzle lists, prelude, header,
- * body function. */
+static const char *const need_names[KILN__NEED_COUNT] = {
+#define KILN__NEED_NAME_(id, name) name,
+    KILN__NEED_MAP(KILN__NEED_NAME_)
+#undef KILN__NEED_NAME_
+};
+
+/*
+ * Tells the prelude which of its separable sections the kernel needs:
+ * KILN_NEEDS_KNOWN, then KILN_NEED_<SECTION> for each one that the body
+ * or header names (scan.c) or the signature needs (atomic outputs). The
+ * prelude leaves the others out, which saves NVRTC and the C++ compiler
+ * their parsing. Nothing is written when the scan could not see every
+ * name; the prelude then declares every section.
+ */
+static void emit_need_defines(kiln__strbuf *sb, const kiln__signature *sig) {
+  if (sig->scan->needs_all)
+    return;
+  unsigned needs = sig->scan->needs;
+  if (sig->atomic_outputs)
+    needs |= KILN__NEED(ATOMIC);
+  /* simd_min/simd_max call min/max; CUDA's atomics use kiln_signed. */
+  if (needs & (KILN__NEED(SIMD) | KILN__NEED(ATOMIC)))
+    needs |= KILN__NEED(MATH);
+  kiln__sb_append(sb, "#define KILN_NEEDS_KNOWN 1\n");
+  for (int k = 0; k < KILN__NEED_COUNT; k++)
+    if (needs & (1u << k))
+      kiln__sb_appendf(sb, "#define KILN_NEED_%s 1\n", need_names[k]);
+}
+
+/* Everything before the entry glue: the section and swizzle lists,
+ * prelude, header, body function. */
 static void emit_common(kiln__strbuf *sb, const kiln__signature *sig,
                         const char *prelude, const char *body_qualifiers) {
+  emit_need_defines(sb, sig);
   emit_swizzle_lists(sb, sig->scan);
   kiln__sb_append(sb, prelude ? prelude : "");
   end_line(sb);

@@ -77,7 +77,30 @@ typedef struct kiln__scan {
    * (a non-Metal #include or ## token pasting); declare every one. */
   unsigned char swizzles_used[(KILN__NUM_SWIZZLES + 7) / 8];
   bool swizzles_all;
+  /* The separable prelude sections (KILN__NEED_*) whose names the body
+   * and header spell, so that the prelude declares only those (codegen.c
+   * adds what the signature needs). needs_all: as swizzles_all, the scan
+   * cannot see every name; the prelude then declares every section. */
+  unsigned needs;
+  bool needs_all;
 } kiln__scan;
+
+/* The prelude sections that codegen.c may leave out, as bits of
+ * kiln__scan.needs; each is `#if defined(KILN_NEED_<name>)` in the
+ * prelude, which declares it whole when KILN_NEEDS_KNOWN is not set. */
+#define KILN__NEED_MAP(XX)                                                    \
+  XX(SIMD, "SIMD")     /* SIMD-group functions (pull in MATH) */           \
+  XX(ATOMIC, "ATOMIC") /* atomic<T> and its functions (pull in MATH) */      \
+  XX(MATH, "MATH")     /* the math library's function templates */         \
+  XX(LIMITS, "LIMITS") /* numeric_limits */
+
+enum {
+#define KILN__NEED_ENUM_(id, name) KILN__NEED_##id##_BIT,
+  KILN__NEED_MAP(KILN__NEED_ENUM_)
+#undef KILN__NEED_ENUM_
+      KILN__NEED_COUNT
+};
+#define KILN__NEED(id) (1u << KILN__NEED_##id##_BIT)
 
 /* True if the scan saw swizzle `index` (0 <= index < KILN__NUM_SWIZZLES). */
 bool kiln__scan_uses_swizzle(const kiln__scan *scan, int index);

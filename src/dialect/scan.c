@@ -10,8 +10,9 @@
  *     KILN_THREADGROUP (a pointer/reference qualifier),
  *   - records which thread attributes the body names, whether barriers or
  *     SIMD-group functions appear, the body's identifier set, and which
- *     swizzle members (.xy, ->rgb) body and header name, so that the
- *     prelude declares only those.
+ *     swizzle members (.xy, ->rgb) and which separable prelude sections
+ *     (SIMD functions, atomics, math, numeric_limits) body and header
+ *     name, so that the prelude declares only those.
  * Rewrites never add or remove a newline, so line numbers survive.
  */
 #include <stdlib.h>
@@ -663,6 +664,76 @@ static void collect_swizzles(const lexed *lx, kiln__scan *scan) {
   }
 }
 
+/* ---- prelude sections ---------------------------------------------------- */
+
+/* The names of metal_math.h's function templates (KILN_NEED_MATH), and
+ * the namespaces that name them again. A kernel that spells none of them
+ * gets no math library. */
+static const char *const math_idents[] = {
+    "abs",      "acos",     "asin",     "atan",       "atan2",
+    "ceil",     "clamp",    "clz",      "copysign",   "cos",
+    "cosh",     "cross",    "ctz",      "distance",   "divide",
+    "dot",      "exp",      "exp10",    "exp2",       "fabs",
+    "fast",     "floor",    "fma",      "fmax",       "fmin",
+    "fmod",     "fract",    "isfinite", "isinf",      "isnan",
+    "ldexp",    "length",   "length_squared",         "log",
+    "log10",    "log2",     "mad",      "max",        "min",
+    "mix",      "mulhi",    "normalize", "popcount",  "pow",
+    "powr",     "precise",  "rint",     "round",      "rsqrt",
+    "saturate", "sign",     "signbit",  "sin",        "sincos",
+    "sinh",     "smoothstep", "sqrt",   "step",       "tan",
+    "tanh",     "trunc",
+};
+
+static bool ident_is(const char *s, size_t len, const char *word) {
+  return strlen(word) == len && memcmp(s, word, len) == 0;
+}
+
+static bool has_prefix(const char *s, size_t len, const char *prefix) {
+  size_t n = strlen(prefix);
+  return len >= n && memcmp(s, prefix, n) == 0;
+}
+
+static bool contains(const char *s, size_t len, const char *word) {
+  size_t n = strlen(word);
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(s + i, word, n) == 0)
+      return true;
+  return false;
+}
+
+/* The KILN__NEED bits that one identifier asks for. Loose on purpose:
+ * a name that might reach a section pulls it in. */
+static unsigned needs_of(const char *s, size_t len) {
+  unsigned bits = 0;
+  if (has_prefix(s, len, "simd") || has_prefix(s, len, "quad"))
+    bits |= KILN__NEED(SIMD);
+  if (contains(s, len, "atomic") || has_prefix(s, len, "memory_order"))
+    bits |= KILN__NEED(ATOMIC);
+  if (ident_is(s, len, "numeric_limits"))
+    bits |= KILN__NEED(LIMITS);
+  for (size_t k = 0; k < sizeof math_idents / sizeof math_idents[0]; k++)
+    if (ident_is(s, len, math_idents[k])) {
+      bits |= KILN__NEED(MATH);
+      break;
+    }
+  return bits;
+}
+
+/* Records in `scan` the prelude sections one lexed text names; what the
+ * scan cannot see through (## or a non-Metal #include) needs them all. */
+static void collect_needs(const lexed *lx, kiln__scan *scan) {
+  if (lx->other_includes)
+    scan->needs_all = true;
+  for (size_t k = 0; k < lx->num_toks && !scan->needs_all; k++) {
+    const token *tk = &lx->toks[k];
+    if (is_token_paste(lx, k))
+      scan->needs_all = true;
+    else if (tk->kind == TOK_IDENT)
+      scan->needs |= needs_of(lx->text + tk->off, tk->len);
+  }
+}
+
 /* ---- the scan ------------------------------------------------------------ */
 
 /* Lexes one text and rewrites it; *out is NULL and false is returned on
@@ -726,6 +797,8 @@ kiln_status kiln__dialect_scan(const char *kernel_name, const char *header,
   scan.attrs_used = attrs_in(&scan);
   collect_swizzles(&bl, &scan);
   collect_swizzles(&hl, &scan);
+  collect_needs(&bl, &scan);
+  collect_needs(&hl, &scan);
   *out = scan;
 
 done:

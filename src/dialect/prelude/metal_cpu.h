@@ -48,6 +48,8 @@ alignas(64) static thread_local kiln_cpu_group *kiln_cpu_tls_group;
 
 namespace metal {
 
+/* Left out when codegen.c knows the kernel names no atomics. */
+#if defined(KILN_NEED_ATOMIC) || !defined(KILN_NEEDS_KNOWN)
 /* ---- atomics ------------------------------------------------------------ */
 
 /* Metal's atomic<T>: exactly one T, touched only through the functions
@@ -202,6 +204,8 @@ KILN_FN T atomic_fetch_xor_explicit(volatile atomic<T> *obj,
   return __atomic_fetch_xor(&obj->kiln_value, arg, m);
 }
 
+#endif /* KILN_NEED_ATOMIC */
+
 /* ---- barriers ----------------------------------------------------------- */
 
 enum class mem_flags : unsigned {
@@ -228,6 +232,7 @@ KILN_FN void threadgroup_barrier(mem_flags = mem_flags::mem_none) {
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
 
+#if defined(KILN_NEED_SIMD) || !defined(KILN_NEEDS_KNOWN)
 /* ---- SIMD call sites ---------------------------------------------------- */
 
 /*
@@ -514,6 +519,8 @@ KILN_FN bool simd_is_first(KILN_SIMD_HERE) {
   kiln_simd_round r = kiln_simd_sync(0, 0, kiln_site);
   return r.lane == r.first();
 }
+
+#endif /* KILN_NEED_SIMD */
 
 } /* namespace metal */
 

@@ -52,6 +52,8 @@ typedef unsigned long uint64_t;
 
 namespace metal {
 
+/* Left out when codegen.c knows the kernel names no atomics. */
+#if defined(KILN_NEED_ATOMIC) || !defined(KILN_NEEDS_KNOWN)
 /* ---- atomics ------------------------------------------------------------ */
 
 /* Metal's atomic<T>: exactly one T, touched only through the functions
@@ -325,6 +327,8 @@ KILN_ATOMIC_BITS(xor, atomicXor)
 #undef KILN_ATOMIC_BITS
 #undef KILN_ULL
 
+#endif /* KILN_NEED_ATOMIC */
+
 /* ---- barriers ----------------------------------------------------------- */
 
 enum class mem_flags : unsigned {
@@ -350,6 +354,7 @@ KILN_FN void threadgroup_barrier(mem_flags = mem_flags::mem_none) {
   __syncthreads();
 }
 
+#if defined(KILN_NEED_SIMD) || !defined(KILN_NEEDS_KNOWN)
 /* ---- SIMD-group functions on warps -------------------------------------- */
 
 /* This thread's lane in its warp. A block's warps are cut from its
@@ -625,6 +630,8 @@ KILN_FN bool simd_any(bool pred) {
 KILN_FN bool simd_is_first() {
   return kiln_lane() == (uint)(__ffs((int)kiln_simd_active()) - 1);
 }
+
+#endif /* KILN_NEED_SIMD */
 
 } /* namespace metal */
 

@@ -78,6 +78,9 @@
 
 namespace metal {
 
+/* Sections a kernel does not name are left out when codegen.c says
+ * which it needs (KILN_NEEDS_KNOWN): each costs NVRTC time to parse. */
+#if defined(KILN_NEED_LIMITS) || !defined(KILN_NEEDS_KNOWN)
 /* ---- numeric_limits ----------------------------------------------------- */
 
 template <class T> struct numeric_limits {
@@ -153,6 +156,9 @@ KILN_LIMITS_FP(double, 53, (0x1p-1022), (0x1.fffffffffffffp+1023),
 KILN_LIMITS_H16(half, 11, 0x0400, 0x7bff, 0x1400, 0x7c00, 0x7e00, 0x0001)
 KILN_LIMITS_H16(bfloat, 8, 0x0080, 0x7f7f, 0x3c00, 0x7f80, 0x7fc0, 0x0001)
 
+#endif /* KILN_NEED_LIMITS */
+
+#if defined(KILN_NEED_MATH) || !defined(KILN_NEEDS_KNOWN)
 /* ---- scalar kernels ----------------------------------------------------- */
 
 /* kiln_fl<G>: floating functions of integer arguments compute in float. */
@@ -611,6 +617,8 @@ using namespace ::metal;
 namespace fast {
 using namespace ::metal;
 }
+
+#endif /* KILN_NEED_MATH */
 
 } /* namespace metal */
 
