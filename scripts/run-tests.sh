@@ -6,9 +6,9 @@
 #
 # With --nvrtc (make test uses sm_90a), the conformance, doc and linalg tests
 # of the first DIR run once more with KILN_TEST_NVRTC_TARGET=TARGET: every
-# kernel they launch through the test helpers (and every Cholesky kernel
-# configuration, by linalg_cholesky_nvrtc) is also generated and compiled
-# by NVRTC for that CUDA target,
+# kernel they launch through the test helpers (and every Cholesky and GEMM
+# kernel configuration, by linalg_cholesky_nvrtc and linalg_gemm_nvrtc) is
+# also generated and compiled by NVRTC for that CUDA target,
 # without a GPU, so a dialect regression on CUDA fails CI. Skipped, with a
 # note, when NVRTC is not installed.
 set -u

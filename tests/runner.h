@@ -134,7 +134,8 @@
   X(linalg_cholesky_nvrtc, 300)                                               \
   X(linalg_cli_cholesky, 180)                                                 \
   X(linalg_cli_cholesky_numpy, 180)                                           \
-  X(linalg_cli_cholesky_errors, 120)
+  X(linalg_cli_cholesky_errors, 120)                                          \
+  X(linalg_gemm_nvrtc, 600)
 
 /* X(name) */
 #define KT_CHILD_LIST(X) X(cache_probe)

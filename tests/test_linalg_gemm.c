@@ -14,6 +14,7 @@
  * sums catch an implementation that silently rounds inputs or accumulates
  * too narrowly, which a k-scaled bound cannot always see.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "linalg/linalg.h"
 
 #ifndef KILN_CLI_PATH
 #define KILN_CLI_PATH "kiln"
@@ -924,6 +926,189 @@ void test_linalg_gemm_errors(void) {
   kiln_array *all[] = {a,  b56, b,  c,  c35, b64, c16, ai,
                        bi, ci,  a1, a3, b3,  c3,  a64, c64};
   kt_destroy_all(all, (int)(sizeof all / sizeof all[0]));
+}
+
+/* ---- every kernel the driver launches, compiled for a CUDA target ------- */
+
+/* The configurations gemm.c enumerates, compiled by a few threads (one
+ * NVRTC compile of a GEMM kernel takes a good fraction of a second). A
+ * worker records the first failure; the main thread reports it. */
+typedef struct lg_nvrtc {
+  const char *target;
+  int arch; /* 90 for sm_90a */
+  kiln__gemm_config *configs;
+  int count, cap;
+  pthread_mutex_t lock;
+  int next;                     /* under lock */
+  bool failed;                  /* under lock */
+  char failure[1024];           /* under lock */
+  uint64_t smem[3];             /* per kernel: scale, SIMT, tensor cores */
+  int by_kernel[3];             /* (filled by the main thread) */
+} lg_nvrtc;
+
+static int lg_kernel_index(const kiln__gemm_config *c) {
+  return c->mma >= 0                         ? 2
+         : strcmp(c->name, "gemm_simt") == 0 ? 1
+                                             : 0;
+}
+
+static kiln_status lg_collect_config(const kiln__gemm_config *c,
+                                     void *user) {
+  lg_nvrtc *n = user;
+  if (n->count == n->cap) {
+    n->cap = n->cap ? 2 * n->cap : 256;
+    n->configs = realloc(n->configs, (size_t)n->cap * sizeof *n->configs);
+    CHECK(n->configs != NULL, "out of host memory");
+  }
+  n->configs[n->count++] = *c;
+  n->by_kernel[lg_kernel_index(c)]++;
+  return KILN_OK;
+}
+
+/* "gemm_tc T=float16 MMA=0 TA=1 ..." for messages. */
+static void lg_config_text(const kiln__gemm_config *c, char *buf,
+                           size_t cap) {
+  int len = snprintf(buf, cap, "%s", c->name);
+  for (int i = 0; i < c->num_template_args && len >= 0 &&
+                  (size_t)len < cap;
+       i++) {
+    const kiln_template_arg *t = &c->template_args[i];
+    if (t->kind == KILN_TEMPLATE_DTYPE)
+      len += snprintf(buf + len, cap - (size_t)len, " %s=%s", t->name,
+                      kiln_dtype_name(t->dtype));
+    else
+      len += snprintf(buf + len, cap - (size_t)len, " %s=%lld", t->name,
+                      (long long)t->value);
+  }
+}
+
+/* Shared memory gemm_tc declares on sm_80+ (kernels/gemm.metal: two
+ * slices of 128 rows of 20 uints, 36 for TF32); the SIMT fallback it runs
+ * without tensor cores declares 2 x 16 x 132 floats (16896 bytes). */
+static uint64_t lg_tc_smem(int mma) {
+  return 2u * 128u * (mma == 2 ? 36u : 20u) * 4u;
+}
+
+/* Compiles one configuration and checks it against the limits a GPU-less
+ * machine can check; writes why not into `why` (empty: fine). */
+static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
+                           uint64_t *smem, char *why, size_t cap) {
+  char what[256];
+  lg_config_text(c, what, sizeof what);
+  why[0] = '\0';
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("gemm", c->name, c->inputs,
+                                        c->outputs, c->flags, &k);
+  if (st != KILN_OK) {
+    snprintf(why, cap, "%s: kiln__library_kernel failed: %s", what,
+             kiln_last_error());
+    return;
+  }
+  kiln_launch L;
+  kiln_launch_init(&L);
+  L.num_inputs = c->num_inputs;
+  L.outputs = &c->output;
+  L.num_outputs = 1;
+  L.template_args = c->template_args;
+  L.num_template_args = c->num_template_args;
+  L.grid[0] = L.threadgroup[0] = (uint32_t)c->threads;
+  L.device = kt_device();
+  kiln_compile_report rep;
+  memset(&rep, 0, sizeof rep);
+  rep.struct_size = sizeof rep;
+  st = kiln_kernel_compile(k, &L, c->input_specs, n->target, &rep, NULL,
+                           NULL, NULL);
+  *smem = rep.threadgroup_memory;
+  if (st != KILN_OK)
+    snprintf(why, cap, "%s does not compile for %s (%s): %.600s", what,
+             n->target, kiln_status_string(st), kiln_last_error());
+  else if (c->threads < 1 || c->threads > 1024)
+    snprintf(why, cap, "%s launches %d threads per threadgroup", what,
+             c->threads);
+  else if (rep.threadgroup_memory > 48 * 1024)
+    snprintf(why, cap, "%s uses %llu bytes of threadgroup memory for %s "
+             "(static shared memory stops at 48 KiB)", what,
+             (unsigned long long)rep.threadgroup_memory, n->target);
+  else if (rep.registers >= 0 &&
+           (int64_t)rep.registers * c->threads > 65536)
+    snprintf(why, cap, "%s needs %d registers x %d threads, more than an "
+             "SM holds", what, rep.registers, c->threads);
+  /* Without a disassembler, the shared-memory size tells which branch of
+   * gemm_tc was compiled: on sm_80+ it must be the mma.sync one. */
+  else if (c->mma >= 0 && n->arch >= 80 &&
+           rep.threadgroup_memory != lg_tc_smem(c->mma))
+    snprintf(why, cap, "%s for %s uses %llu bytes of threadgroup memory, "
+             "not the %llu of its tensor-core branch: was GEMM_HAS_MMA "
+             "off?", what, n->target,
+             (unsigned long long)rep.threadgroup_memory,
+             (unsigned long long)lg_tc_smem(c->mma));
+}
+
+static void *lg_compile_worker(void *arg) {
+  lg_nvrtc *n = arg;
+  char why[1024];
+  for (;;) {
+    pthread_mutex_lock(&n->lock);
+    int i = n->failed ? n->count : n->next++;
+    pthread_mutex_unlock(&n->lock);
+    if (i >= n->count)
+      return NULL;
+    uint64_t smem = 0;
+    lg_compile_one(n, &n->configs[i], &smem, why, sizeof why);
+    pthread_mutex_lock(&n->lock);
+    int kind = lg_kernel_index(&n->configs[i]);
+    if (smem > n->smem[kind])
+      n->smem[kind] = smem;
+    if (why[0] != '\0' && !n->failed) {
+      n->failed = true;
+      snprintf(n->failure, sizeof n->failure, "%s", why);
+    }
+    pthread_mutex_unlock(&n->lock);
+  }
+}
+
+/* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
+ * the driver can launch, as gemm.c enumerates them, for that target;
+ * skipped otherwise. */
+void test_linalg_gemm_nvrtc(void) {
+  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
+  if (target == NULL || *target == '\0')
+    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  lg_nvrtc n;
+  memset(&n, 0, sizeof n);
+  n.target = target;
+  if (sscanf(target, "sm_%d", &n.arch) != 1)
+    n.arch = 0;
+  CHECK(pthread_mutex_init(&n.lock, NULL) == 0, "pthread_mutex_init");
+  CHECK_OK(kiln__gemm_for_each_config(lg_collect_config, &n));
+  /* Every kernel, dtype and tensor-core family is there: 4 dtypes x BETA0
+   * scale kernels; 3 tiles (2 for float64) x 32 SIMT variants each; 4
+   * (dtype, MMA) families x 8 x 16 tensor-core variants. */
+  CHECK(n.by_kernel[0] == 8 && n.by_kernel[1] == 352 &&
+            n.by_kernel[2] == 512,
+        "gemm.c enumerated %d scale, %d SIMT and %d tensor-core "
+        "configurations; expected 8, 352 and 512",
+        n.by_kernel[0], n.by_kernel[1], n.by_kernel[2]);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int workers = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
+  pthread_t th[8];
+  int started = 0;
+  for (; started < workers; started++)
+    if (pthread_create(&th[started], NULL, lg_compile_worker, &n) != 0)
+      break;
+  if (started == 0)
+    lg_compile_worker(&n);
+  for (int i = 0; i < started; i++)
+    pthread_join(th[i], NULL);
+  CHECK(!n.failed, "%s", n.failure);
+  printf("compiled %d GEMM configurations for %s on %d threads; largest "
+         "threadgroup memory: scale %llu, SIMT %llu, tensor cores %llu "
+         "bytes\n",
+         n.count, target, started > 0 ? started : 1,
+         (unsigned long long)n.smem[0], (unsigned long long)n.smem[1],
+         (unsigned long long)n.smem[2]);
+  pthread_mutex_destroy(&n.lock);
+  free(n.configs);
 }
 
 /* ---- the CLI: kiln linalg ------------------------------------------------ */

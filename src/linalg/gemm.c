@@ -35,6 +35,7 @@
 #define GEMM_MAX_BATCH_CHUNK 65535
 
 #define GEMM_INPUTS "A,B,Cin,alpha,beta,batch0"
+#define GEMM_SCALE_INPUTS "Cin,beta,count"
 
 /* One checked GEMM: the operands and what the checks worked out. */
 typedef struct gemm_problem {
@@ -56,6 +57,16 @@ typedef struct simt_config {
 static const simt_config k_simt_small = {32, 32, 16, 4, 4};   /* 64 thr. */
 static const simt_config k_simt_medium = {64, 64, 16, 4, 4};  /* 256 */
 static const simt_config k_simt_large = {128, 128, 16, 8, 8}; /* 256 */
+
+/* The tensor-core kernel's fixed tile: 128 x 128 of C, 256 threads. */
+#define GEMM_TC_TILE 128
+#define GEMM_TC_THREADS 256
+#define GEMM_SCALE_THREADS 256
+
+/* float64 accumulates in float64, everything else in float32. */
+static kiln_dtype acc_dtype(kiln_dtype d) {
+  return d == KILN_FLOAT64 ? KILN_FLOAT64 : KILN_FLOAT32;
+}
 
 /* ---- checks -------------------------------------------------------------- */
 
@@ -136,28 +147,32 @@ static kiln_status check_problem(gemm_problem *p) {
     st = check_c(p);
   if (st == KILN_OK)
     st = kiln__linalg_stream(&p->opts, ops, 3, &p->stream);
-  p->acc = p->c->dtype == KILN_FLOAT64 ? KILN_FLOAT64 : KILN_FLOAT32;
+  p->acc = acc_dtype(p->c->dtype);
   return st;
 }
 
 /* ---- path choice ------------------------------------------------------- */
 
-/* The tensor-core instruction family for the problem, or -1 if none
- * applies: 0 float16, 1 bfloat16 (also float32 with precision BF16), 2
- * TF32. */
-static int tc_mma_kind(const gemm_problem *p) {
-  switch (p->c->dtype) {
+/* The tensor-core instruction family for operands of `dtype` at
+ * `precision`, or -1 if none applies: 0 float16, 1 bfloat16 (also float32
+ * with precision BF16), 2 TF32. */
+static int mma_kind_of(kiln_dtype dtype, int precision) {
+  switch (dtype) {
   case KILN_FLOAT16:
     return 0;
   case KILN_BFLOAT16:
     return 1;
   case KILN_FLOAT32:
-    if (p->opts.precision == KILN_PRECISION_TF32)
+    if (precision == KILN_PRECISION_TF32)
       return 2;
-    return p->opts.precision == KILN_PRECISION_BF16 ? 1 : -1;
+    return precision == KILN_PRECISION_BF16 ? 1 : -1;
   default:
     return -1;
   }
+}
+
+static int tc_mma_kind(const gemm_problem *p) {
+  return mma_kind_of(p->c->dtype, p->opts.precision);
 }
 
 static kiln_status choose_path(const gemm_problem *p, int *path) {
@@ -184,13 +199,15 @@ static kiln_status choose_path(const gemm_problem *p, int *path) {
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/* float64 stops at 64-square tiles (twice the registers per value). */
+static bool simt_large_ok(kiln_dtype acc) { return acc != KILN_FLOAT64; }
+
 /* Small tiles for small matrices; 128-square tiles only when they still
- * give every compute unit a couple of threadgroups. float64 stops at 64
- * (twice the registers per value). */
+ * give every compute unit a couple of threadgroups. */
 static simt_config choose_simt(const gemm_problem *p) {
   if (p->m <= 32 || p->n <= 32)
     return k_simt_small;
-  if (p->acc == KILN_FLOAT64)
+  if (!simt_large_ok(p->acc))
     return k_simt_medium;
   int units = p->c->buffer->device->info.compute_units;
   int64_t tiles = p->batch * ceil_div(p->m, 128) * ceil_div(p->n, 128);
@@ -334,32 +351,59 @@ static kiln_status launch_tiles(const gemm_problem *p, kiln_kernel *kernel,
   return st;
 }
 
+/* The SIMT kernel's template arguments (12); la/lb: whether A's/B's tile
+ * rows run along m/n (rows_contiguous). */
+static void simt_targs(kiln_template_arg *t, kiln_dtype dtype, bool ta,
+                       bool tb, bool beta0, simt_config cfg, bool la,
+                       bool lb) {
+  targ_dtype(&t[0], "T", dtype);
+  targ_dtype(&t[1], "ACC", acc_dtype(dtype));
+  targ_int(&t[2], "TA", ta, true);
+  targ_int(&t[3], "TB", tb, true);
+  targ_int(&t[4], "BETA0", beta0, true);
+  targ_int(&t[5], "BM", cfg.bm, false);
+  targ_int(&t[6], "BN", cfg.bn, false);
+  targ_int(&t[7], "BK", cfg.bk, false);
+  targ_int(&t[8], "TM", cfg.tm, false);
+  targ_int(&t[9], "TN", cfg.tn, false);
+  targ_int(&t[10], "LA", la, true);
+  targ_int(&t[11], "LB", lb, true);
+}
+
+static int simt_threads(simt_config cfg) {
+  return (cfg.bm / cfg.tm) * (cfg.bn / cfg.tn);
+}
+
 static kiln_status run_simt(const gemm_problem *p) {
   simt_config cfg = choose_simt(p);
   int64_t sam, sak, sbk, sbn;
   op_strides(p->a, p->ta, &sam, &sak);
   op_strides(p->b, p->tb, &sbk, &sbn);
   kiln_template_arg t[12];
-  targ_dtype(&t[0], "T", p->c->dtype);
-  targ_dtype(&t[1], "ACC", p->acc);
-  targ_int(&t[2], "TA", p->ta, true);
-  targ_int(&t[3], "TB", p->tb, true);
-  targ_int(&t[4], "BETA0", p->beta == 0.0, true);
-  targ_int(&t[5], "BM", cfg.bm, false);
-  targ_int(&t[6], "BN", cfg.bn, false);
-  targ_int(&t[7], "BK", cfg.bk, false);
-  targ_int(&t[8], "TM", cfg.tm, false);
-  targ_int(&t[9], "TN", cfg.tn, false);
-  targ_int(&t[10], "LA", rows_contiguous(sam, sak), true);
-  targ_int(&t[11], "LB", rows_contiguous(sbn, sbk), true);
+  simt_targs(t, p->c->dtype, p->ta, p->tb, p->beta == 0.0, cfg,
+             rows_contiguous(sam, sak), rows_contiguous(sbn, sbk));
   kiln_kernel *k = NULL;
   kiln_status st = kiln__library_kernel("gemm", "gemm_simt", GEMM_INPUTS,
                                         "C", KILN__LIB_NO_ROW_CONTIG, &k);
   if (st != KILN_OK)
     return st;
-  int nt = (cfg.bm / cfg.tm) * (cfg.bn / cfg.tn);
   int64_t tiles = ceil_div(p->m, cfg.bm) * ceil_div(p->n, cfg.bn);
-  return launch_tiles(p, k, t, 12, nt, tiles);
+  return launch_tiles(p, k, t, 12, simt_threads(cfg), tiles);
+}
+
+/* The tensor-core kernel's template arguments (9); va/vb from
+ * tc_vector_mode, ka/kb: !rows_contiguous. */
+static void tc_targs(kiln_template_arg *t, kiln_dtype dtype, int mma, bool ta,
+                     bool tb, bool beta0, int va, int vb, bool ka, bool kb) {
+  targ_dtype(&t[0], "T", dtype);
+  targ_int(&t[1], "MMA", mma, false);
+  targ_int(&t[2], "TA", ta, true);
+  targ_int(&t[3], "TB", tb, true);
+  targ_int(&t[4], "BETA0", beta0, true);
+  targ_int(&t[5], "VA", va, false);
+  targ_int(&t[6], "VB", vb, false);
+  targ_int(&t[7], "KA", ka, true);
+  targ_int(&t[8], "KB", kb, true);
 }
 
 static kiln_status run_tc(const gemm_problem *p) {
@@ -370,22 +414,22 @@ static kiln_status run_tc(const gemm_problem *p) {
   int va = tc_vector_mode(p->a, sam, sak, p->m, p->k, elem);
   int vb = tc_vector_mode(p->b, sbn, sbk, p->n, p->k, elem);
   kiln_template_arg t[9];
-  targ_dtype(&t[0], "T", p->c->dtype);
-  targ_int(&t[1], "MMA", tc_mma_kind(p), false);
-  targ_int(&t[2], "TA", p->ta, true);
-  targ_int(&t[3], "TB", p->tb, true);
-  targ_int(&t[4], "BETA0", p->beta == 0.0, true);
-  targ_int(&t[5], "VA", va, false);
-  targ_int(&t[6], "VB", vb, false);
-  targ_int(&t[7], "KA", !rows_contiguous(sam, sak), true);
-  targ_int(&t[8], "KB", !rows_contiguous(sbn, sbk), true);
+  tc_targs(t, p->c->dtype, tc_mma_kind(p), p->ta, p->tb, p->beta == 0.0, va,
+           vb, !rows_contiguous(sam, sak), !rows_contiguous(sbn, sbk));
   kiln_kernel *k = NULL;
   kiln_status st = kiln__library_kernel("gemm", "gemm_tc", GEMM_INPUTS, "C",
                                         KILN__LIB_NO_ROW_CONTIG, &k);
   if (st != KILN_OK)
     return st;
-  int64_t tiles = ceil_div(p->m, 128) * ceil_div(p->n, 128);
-  return launch_tiles(p, k, t, 9, 256, tiles);
+  int64_t tiles =
+      ceil_div(p->m, GEMM_TC_TILE) * ceil_div(p->n, GEMM_TC_TILE);
+  return launch_tiles(p, k, t, 9, GEMM_TC_THREADS, tiles);
+}
+
+static void scale_targs(kiln_template_arg *t, kiln_dtype dtype, bool beta0) {
+  targ_dtype(&t[0], "T", dtype);
+  targ_dtype(&t[1], "ACC", acc_dtype(dtype));
+  targ_int(&t[2], "BETA0", beta0, true);
 }
 
 /* C = beta * C, for k == 0 or alpha == 0 (BLAS: A and B are not read). */
@@ -397,12 +441,10 @@ static kiln_status run_scale(const gemm_problem *p) {
                        "in one call is not supported.",
                        (long long)count);
   kiln_template_arg t[3];
-  targ_dtype(&t[0], "T", p->c->dtype);
-  targ_dtype(&t[1], "ACC", p->acc);
-  targ_int(&t[2], "BETA0", p->beta == 0.0, true);
+  scale_targs(t, p->c->dtype, p->beta == 0.0);
   kiln_kernel *k = NULL;
   kiln_status st = kiln__library_kernel("gemm", "gemm_scale",
-                                        "Cin,beta,count", "C",
+                                        GEMM_SCALE_INPUTS, "C",
                                         KILN__LIB_NO_ROW_CONTIG, &k);
   kiln_array *beta = NULL, *n = NULL;
   if (st == KILN_OK)
@@ -418,12 +460,129 @@ static kiln_status run_scale(const gemm_problem *p) {
     L.num_inputs = 3;
     L.template_args = t;
     L.num_template_args = 3;
-    L.grid[0] = (uint32_t)(ceil_div(count, 256) * 256);
-    L.threadgroup[0] = 256;
+    L.grid[0] = (uint32_t)(ceil_div(count, GEMM_SCALE_THREADS) *
+                           GEMM_SCALE_THREADS);
+    L.threadgroup[0] = GEMM_SCALE_THREADS;
     st = kiln__kernel_launch_into(k, &L, &p->c);
   }
   kiln__array_destroy(beta);
   kiln__array_destroy(n);
+  return st;
+}
+
+/* ---- every configuration, for tests ------------------------------------ */
+
+/*
+ * The (vector mode, K flag) pairs run_tc can pass for one operand: mode 1
+ * needs k contiguous (so rows_contiguous is false and K set), mode 2 the
+ * rows contiguous with a k stride other than 1 (K clear); scalar loads
+ * (mode 0) come with either.
+ */
+static const struct {
+  int vector;
+  bool k_major;
+} k_tc_operand_modes[] = {{0, false}, {0, true}, {1, true}, {2, false}};
+
+/* Fills the fields of `c` that follow from the kernel and dtype. */
+static void config_init(kiln__gemm_config *c, const char *name,
+                        kiln_dtype dtype, int threads) {
+  bool scale = strcmp(name, "gemm_scale") == 0;
+  static const int tile_ranks[6] = {2, 2, 2, 0, 0, 0};
+  static const int scale_ranks[3] = {2, 0, 0};
+  memset(c, 0, sizeof *c);
+  c->name = name;
+  c->inputs = scale ? GEMM_SCALE_INPUTS : GEMM_INPUTS;
+  c->outputs = "C";
+  c->flags = KILN__LIB_NO_ROW_CONTIG;
+  c->num_inputs = scale ? 3 : 6;
+  for (int i = 0; i < c->num_inputs; i++) {
+    int rank = scale ? scale_ranks[i] : tile_ranks[i];
+    bool last = i == c->num_inputs - 1; /* batch0 or count */
+    c->input_specs[i].ndim = rank;
+    c->input_specs[i].dtype = rank > 0 ? dtype
+                              : last   ? KILN_INT32
+                                       : acc_dtype(dtype);
+  }
+  c->output.dtype = dtype;
+  c->output.ndim = 2;
+  c->threads = threads;
+  c->mma = -1;
+}
+
+static kiln_status each_scale(kiln_dtype dt, kiln__gemm_config_fn fn,
+                              void *user) {
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  for (int beta0 = 0; st == KILN_OK && beta0 < 2; beta0++) {
+    config_init(&c, "gemm_scale", dt, GEMM_SCALE_THREADS);
+    scale_targs(c.template_args, dt, beta0);
+    c.num_template_args = 3;
+    st = fn(&c, user);
+  }
+  return st;
+}
+
+/* Bits of `flags`: TA, TB, BETA0, LA, LB. */
+static kiln_status each_simt(kiln_dtype dt, kiln__gemm_config_fn fn,
+                             void *user) {
+  const simt_config *tiles[3] = {&k_simt_small, &k_simt_medium,
+                                 &k_simt_large};
+  int count = simt_large_ok(acc_dtype(dt)) ? 3 : 2;
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  for (int t = 0; t < count; t++)
+    for (unsigned f = 0; st == KILN_OK && f < 32; f++) {
+      config_init(&c, "gemm_simt", dt, simt_threads(*tiles[t]));
+      simt_targs(c.template_args, dt, f & 1, f & 2, f & 4, *tiles[t], f & 8,
+                 f & 16);
+      c.num_template_args = 12;
+      st = fn(&c, user);
+    }
+  return st;
+}
+
+/* Each tensor-core family `dt` reaches through some precision, once. */
+static kiln_status each_tc(kiln_dtype dt, kiln__gemm_config_fn fn,
+                           void *user) {
+  static const int precisions[3] = {KILN_PRECISION_DEFAULT,
+                                    KILN_PRECISION_TF32, KILN_PRECISION_BF16};
+  enum { NMODES = sizeof k_tc_operand_modes / sizeof k_tc_operand_modes[0] };
+  bool seen[3] = {false, false, false};
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  for (int p = 0; p < 3; p++) {
+    int mma = mma_kind_of(dt, precisions[p]);
+    if (mma < 0 || seen[mma])
+      continue;
+    seen[mma] = true;
+    for (unsigned f = 0; f < 8; f++)
+      for (int a = 0; a < NMODES; a++)
+        for (int b = 0; st == KILN_OK && b < NMODES; b++) {
+          config_init(&c, "gemm_tc", dt, GEMM_TC_THREADS);
+          tc_targs(c.template_args, dt, mma, f & 1, f & 2, f & 4,
+                   k_tc_operand_modes[a].vector, k_tc_operand_modes[b].vector,
+                   k_tc_operand_modes[a].k_major,
+                   k_tc_operand_modes[b].k_major);
+          c.num_template_args = 9;
+          c.mma = mma;
+          st = fn(&c, user);
+        }
+  }
+  return st;
+}
+
+/* See linalg.h. */
+kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user) {
+  static const kiln_dtype dtypes[4] = {KILN_FLOAT16, KILN_BFLOAT16,
+                                       KILN_FLOAT32, KILN_FLOAT64};
+  kiln_status st = KILN_OK;
+  for (int d = 0; st == KILN_OK && d < 4; d++) {
+    st = each_scale(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_simt(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_tc(dtypes[d], fn, user);
+  }
   return st;
 }
 

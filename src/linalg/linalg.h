@@ -50,4 +50,34 @@ kiln_status kiln__linalg_opts(const kiln_linalg_opts *in,
 kiln_status kiln__linalg_batch(kiln_array *const *ops, int count,
                                const char *const *names, int64_t *batch);
 
+/*
+ * One kernel configuration the GEMM driver (src/linalg/gemm.c) can launch:
+ * kernel `name` of kernels/gemm.metal with `inputs`/`outputs`/`flags` as
+ * kiln__library_kernel takes them, its input and output specs (matrices
+ * rank 2, which generates the same code as any batch rank; scalars 0-d),
+ * its template arguments, the threadgroup size it launches with, and, for
+ * gemm_tc, the tensor-core family MMA (0 float16, 1 bfloat16, 2 TF32;
+ * -1 for the other kernels).
+ */
+typedef struct kiln__gemm_config {
+  const char *name, *inputs, *outputs;
+  unsigned flags;
+  int num_inputs;
+  kiln_array_spec input_specs[6];
+  kiln_output_spec output;
+  int num_template_args;
+  kiln_template_arg template_args[12];
+  int threads;
+  int mma;
+} kiln__gemm_config;
+
+typedef kiln_status (*kiln__gemm_config_fn)(const kiln__gemm_config *config,
+                                           void *user);
+
+/* Calls `fn` once for every configuration the GEMM driver can launch
+ * (every dtype, transpose, beta == 0, tile, operand layout and precision
+ * it tells apart); stops at and returns the first status other than
+ * KILN_OK. For tests that compile them all for a target. */
+kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user);
+
 #endif /* KILN_LINALG_H */
