@@ -208,20 +208,7 @@ KILN_FN T atomic_fetch_xor_explicit(volatile atomic<T> *obj,
 
 /* ---- barriers ----------------------------------------------------------- */
 
-enum class mem_flags : unsigned {
-  mem_none = 0,
-  mem_device = 1,
-  mem_threadgroup = 2,
-  mem_texture = 4,
-  mem_threadgroup_imageblock = 8,
-  mem_object_data = 16
-};
-KILN_FN constexpr mem_flags operator|(mem_flags a, mem_flags b) {
-  return mem_flags((unsigned)a | (unsigned)b);
-}
-KILN_FN constexpr mem_flags operator&(mem_flags a, mem_flags b) {
-  return mem_flags((unsigned)a & (unsigned)b);
-}
+/* mem_flags is in metal_types.h (shared by every backend). */
 
 /* Every fiber of the group meets here. The call is opaque to the compiler,
  * so shared storage is reloaded after it; the fence says so explicitly. */

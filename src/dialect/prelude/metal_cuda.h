@@ -331,20 +331,7 @@ KILN_ATOMIC_BITS(xor, atomicXor)
 
 /* ---- barriers ----------------------------------------------------------- */
 
-enum class mem_flags : unsigned {
-  mem_none = 0,
-  mem_device = 1,
-  mem_threadgroup = 2,
-  mem_texture = 4,
-  mem_threadgroup_imageblock = 8,
-  mem_object_data = 16
-};
-KILN_FN constexpr mem_flags operator|(mem_flags a, mem_flags b) {
-  return mem_flags((unsigned)a | (unsigned)b);
-}
-KILN_FN constexpr mem_flags operator&(mem_flags a, mem_flags b) {
-  return mem_flags((unsigned)a & (unsigned)b);
-}
+/* mem_flags is in metal_types.h (shared by every backend). */
 
 /* __syncthreads orders shared and global memory among the block's
  * threads, which covers every mem_flags value. Threads that returned

@@ -885,6 +885,24 @@ template <int N> KILN_FN bool any(const vec<bool, N> &b) {
   return r;
 }
 
+/* The barrier flags. Every backend's barrier orders all memory kinds, so
+ * the flags carry no meaning beyond Metal's spelling; each backend's part
+ * of the prelude defines threadgroup_barrier / simdgroup_barrier. */
+enum class mem_flags : unsigned {
+  mem_none = 0,
+  mem_device = 1,
+  mem_threadgroup = 2,
+  mem_texture = 4,
+  mem_threadgroup_imageblock = 8,
+  mem_object_data = 16
+};
+KILN_FN constexpr mem_flags operator|(mem_flags a, mem_flags b) {
+  return mem_flags((unsigned)a | (unsigned)b);
+}
+KILN_FN constexpr mem_flags operator&(mem_flags a, mem_flags b) {
+  return mem_flags((unsigned)a & (unsigned)b);
+}
+
 } /* namespace metal */
 
 #endif /* KILN_METAL_TYPES_H */
