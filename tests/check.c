@@ -663,3 +663,130 @@ void kt_need_cli(void) {
     kt_fail_at(__FILE__, __LINE__, "access(KILN_CLI_PATH)",
                "the kiln CLI was not built at %s", KILN_CLI_PATH);
 }
+
+/* ---- .npy files for the CLI ---------------------------------------------- */
+
+void kt_npy_write_dict(const char *path, const char *dict, const void *data,
+                       size_t bytes) {
+  char header[512];
+  size_t dl = strlen(dict), pad = (64 - (10 + dl + 1) % 64) % 64;
+  size_t hl = dl + pad + 1;
+  CHECK(10 + hl <= sizeof header, "%s: header dict too long", path);
+  memcpy(header, "\x93NUMPY\x01\x00", 8);
+  header[8] = (char)(hl & 0xff);
+  header[9] = (char)(hl >> 8);
+  memcpy(header + 10, dict, dl);
+  memset(header + 10 + dl, ' ', pad);
+  header[10 + dl + pad] = '\n';
+  FILE *f = fopen(path, "wb");
+  CHECK(f != NULL, "create %s", path);
+  CHECK(fwrite(header, 1, 10 + hl, f) == 10 + hl &&
+            (bytes == 0 || fwrite(data, 1, bytes, f) == bytes),
+        "write %s", path);
+  CHECK(fclose(f) == 0, "close %s", path);
+}
+
+/* The numpy descr of the dtypes the tests write and read. */
+static const char *kt_npy_descr(kiln_dtype dtype) {
+  switch (dtype) {
+  case KILN_FLOAT16: return "<f2";
+  case KILN_FLOAT32: return "<f4";
+  case KILN_FLOAT64: return "<f8";
+  case KILN_INT32: return "<i4";
+  case KILN_UINT32: return "<u4";
+  default: return NULL;
+  }
+}
+
+void kt_npy_write(const char *path, kiln_dtype dtype, int ndim,
+                  const int64_t *shape, const void *data) {
+  const char *descr = kt_npy_descr(dtype);
+  CHECK(descr != NULL, "kt_npy_write: no descr for %s",
+        kiln_dtype_name(dtype));
+  char sh[256] = "", dict[400];
+  size_t n = 1;
+  for (int d = 0; d < ndim; d++) {
+    size_t len = strlen(sh);
+    snprintf(sh + len, sizeof sh - len, "%s%lld%s", d ? " " : "",
+             (long long)shape[d], (ndim == 1 || d < ndim - 1) ? "," : "");
+    n *= (size_t)shape[d];
+  }
+  snprintf(dict, sizeof dict,
+           "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr,
+           sh);
+  kt_npy_write_dict(path, dict, data, n * kiln_dtype_size(dtype));
+}
+
+void *kt_npy_read(const char *path, int version, kiln_dtype dtype,
+                  const char *shape_text, size_t count) {
+  size_t size = 0;
+  unsigned char *buf = kt_read_file(path, &size);
+  CHECK(buf != NULL, "%s was not written", path);
+  CHECK(size >= 10 && memcmp(buf, "\x93NUMPY", 6) == 0, "%s: no npy magic",
+        path);
+  CHECK(version == 0 || buf[6] == version, "%s: npy format %d.0, expected "
+        "%d.0", path, buf[6], version);
+  size_t off = buf[6] == 1 ? 10 : 12;
+  CHECK(size >= off, "%s: header past the end", path);
+  size_t hl = buf[6] == 1 ? (size_t)buf[8] | (size_t)buf[9] << 8
+                          : (size_t)buf[8] | (size_t)buf[9] << 8 |
+                                (size_t)buf[10] << 16 |
+                                (size_t)buf[11] << 24;
+  CHECK(off + hl <= size, "%s: header past the end", path);
+  CHECK((off + hl) % 64 == 0, "%s: header padded to 64 bytes", path);
+  char *hdr = strndup((char *)buf + off, hl);
+  CHECK(hdr != NULL, "out of host memory");
+  const char *d = kt_npy_descr(dtype);
+  char descr[16];
+  snprintf(descr, sizeof descr, "'%s'", d ? d : "?");
+  CHECK(strstr(hdr, descr) != NULL, "%s: expected descr %s in %s", path,
+        descr, hdr);
+  CHECK(strstr(hdr, shape_text) != NULL, "%s: expected shape %s in %s", path,
+        shape_text, hdr);
+  CHECK(strstr(hdr, "'fortran_order': False") != NULL, "%s: C order", path);
+  size_t bytes = count * kiln_dtype_size(dtype);
+  CHECK(size - off - hl == bytes, "%s: %zu data bytes, expected %zu", path,
+        size - off - hl, bytes);
+  void *data = malloc(bytes ? bytes : 1);
+  CHECK(data != NULL, "out of host memory");
+  memcpy(data, buf + off + hl, bytes);
+  free(hdr);
+  free(buf);
+  return data;
+}
+
+double *kt_npy_read_f64(const char *path, int version, kiln_dtype dtype,
+                        const char *shape_text, size_t count) {
+  void *raw = kt_npy_read(path, version, dtype, shape_text, count);
+  double *v = malloc((count ? count : 1) * sizeof *v);
+  CHECK(v != NULL, "out of host memory");
+  for (size_t i = 0; i < count; i++)
+    v[i] = kt_get(dtype, raw, i);
+  free(raw);
+  return v;
+}
+
+void kt_cli_expect_error_line(const char *what, const char *out_dir,
+                              int want, const char *prefix,
+                              const char *mention, const char *mention2,
+                              kt_cli r) {
+  char want_text[32];
+  snprintf(want_text, sizeof want_text, "%d", want);
+  CHECK(r.rc != 0 && r.rc < 128 && (!want || r.rc == want),
+        "%s: exit status %d (expected %s); stderr: %s", what, r.rc,
+        want ? want_text : "an error exit", r.err);
+  size_t len = strlen(r.err);
+  while (len && r.err[len - 1] == '\n')
+    r.err[--len] = '\0';
+  CHECK(strncmp(r.err, prefix, strlen(prefix)) == 0, "%s: stderr should "
+        "start with '%s': %s", what, prefix, r.err);
+  CHECK(strchr(r.err, '\n') == NULL, "%s: stderr is more than one line:\n%s",
+        what, r.err);
+  CHECK(!mention || strstr(r.err, mention), "%s: stderr should mention "
+        "\"%s\": %s", what, mention, r.err);
+  CHECK(!mention2 || strstr(r.err, mention2), "%s: stderr should mention "
+        "\"%s\": %s", what, mention2, r.err);
+  CHECK(r.out[0] == '\0', "%s: stdout should be empty: %s", what, r.out);
+  CHECK(kt_dir_count(out_dir) == 0, "%s: an output file was written", what);
+  kt_cli_free(&r);
+}

@@ -207,4 +207,35 @@ void kt_cli_free(kt_cli *r);
 /* Fails the test when the CLI was not built. */
 void kt_need_cli(void);
 
+/* ---- .npy files for the CLI ---------------------------------------------- */
+/* A minimal .npy writer and reader (format 1.0 and 2.0, C order),
+ * independent of tools/npy.c, for the float16/32/64, int32 and uint32 the
+ * tests use. */
+
+/* Writes a format 1.0 .npy file with an explicit header dict (for malformed
+ * cases too) followed by `bytes` of data. */
+void kt_npy_write_dict(const char *path, const char *dict, const void *data,
+                       size_t bytes);
+/* Writes product(shape) elements of `dtype` from `data` in C order. */
+void kt_npy_write(const char *path, kiln_dtype dtype, int ndim,
+                  const int64_t *shape, const void *data);
+/* Reads a .npy file the CLI wrote, checking its format (`version` 1 or 2
+ * demands that major version, 0 takes either), the header's 64-byte
+ * padding, its descr for `dtype`, its shape text such as "(2, 3, 4)", C
+ * order and exactly `count` elements; returns the data (malloc'ed). */
+void *kt_npy_read(const char *path, int version, kiln_dtype dtype,
+                  const char *shape_text, size_t count);
+/* The same, the elements as doubles (malloc'ed). */
+double *kt_npy_read_f64(const char *path, int version, kiln_dtype dtype,
+                        const char *shape_text, size_t count);
+
+/* A failing CLI run whose error is one line: exit status `want` (0: any
+ * error exit that is not a crash), stderr starting with `prefix` and
+ * mentioning `mention` and `mention2` (either may be NULL), stdout empty
+ * and nothing written to `out_dir`. Frees r. */
+void kt_cli_expect_error_line(const char *what, const char *out_dir,
+                              int want, const char *prefix,
+                              const char *mention, const char *mention2,
+                              kt_cli r);
+
 #endif /* KILN_TESTS_CHECK_H */

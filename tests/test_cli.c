@@ -17,82 +17,6 @@
 #define KILN_CLI_PATH "kiln"
 #endif
 
-/* ---- a tiny .npy writer and reader ---------------------------------------- */
-
-/* Writes a .npy file with an explicit header dict (for malformed cases). */
-static void kt_npy_raw(const char *path, const char *dict, const void *data,
-                       size_t bytes) {
-  char header[512];
-  size_t dl = strlen(dict);
-  size_t total = 10 + dl + 1;
-  size_t pad = (64 - total % 64) % 64;
-  memcpy(header, "\x93NUMPY\x01\x00", 8);
-  uint16_t hl = (uint16_t)(dl + pad + 1);
-  header[8] = (char)(hl & 0xff);
-  header[9] = (char)(hl >> 8);
-  memcpy(header + 10, dict, dl);
-  memset(header + 10 + dl, ' ', pad);
-  header[10 + dl + pad] = '\n';
-  FILE *f = fopen(path, "wb");
-  CHECK(f != NULL, "create %s", path);
-  fwrite(header, 1, 10 + dl + pad + 1, f);
-  if (bytes)
-    fwrite(data, 1, bytes, f);
-  fclose(f);
-}
-
-static void kt_npy_write(const char *path, const char *descr, int ndim,
-                         const int64_t *shape, const void *data,
-                         size_t itemsize) {
-  char dict[256], sh[128] = "";
-  size_t n = 1;
-  for (int d = 0; d < ndim; d++) {
-    char part[32];
-    snprintf(part, sizeof part, ndim == 1 ? "%lld," : d ? " %lld" : "%lld",
-             (long long)shape[d]);
-    strcat(sh, part);
-    if (ndim > 1 && d < ndim - 1)
-      strcat(sh, ",");
-    n *= (size_t)shape[d];
-  }
-  snprintf(dict, sizeof dict,
-           "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr,
-           sh);
-  kt_npy_raw(path, dict, data, n * itemsize);
-}
-
-/* Reads a .npy file the CLI wrote: checks descr and shape, returns data. */
-static void *kt_npy_read(const char *path, const char *descr,
-                         const char *shape_text, size_t bytes) {
-  size_t size = 0;
-  unsigned char *buf = kt_read_file(path, &size);
-  CHECK(buf != NULL, "output %s exists", path);
-  CHECK(size >= 10 && memcmp(buf, "\x93NUMPY", 6) == 0, "%s: npy magic", path);
-  size_t hl, off;
-  if (buf[6] == 1) {
-    hl = (size_t)buf[8] | ((size_t)buf[9] << 8);
-    off = 10;
-  } else {
-    hl = (size_t)buf[8] | ((size_t)buf[9] << 8) | ((size_t)buf[10] << 16) |
-         ((size_t)buf[11] << 24);
-    off = 12;
-  }
-  CHECK((off + hl) % 64 == 0, "%s: header padded to 64 bytes", path);
-  char *hdr = strndup((char *)buf + off, hl);
-  CHECK(strstr(hdr, descr) != NULL, "%s: descr %s in header %s", path, descr,
-        hdr);
-  CHECK(strstr(hdr, shape_text) != NULL, "%s: shape %s in header %s", path,
-        shape_text, hdr);
-  CHECK(strstr(hdr, "'fortran_order': False") != NULL, "%s: C order", path);
-  CHECK(size - off - hl == bytes, "%s: %zu data bytes, expected %zu", path,
-        size - off - hl, bytes);
-  void *data = malloc(bytes ? bytes : 1);
-  memcpy(data, buf + off + hl, bytes);
-  free(hdr);
-  free(buf);
-  return data;
-}
-
 /* ---- running the CLI ---------------------------------------------------------- */
 
 static bool kt_have_python(const char *module) {
@@ -167,7 +91,7 @@ void test_cli_run(void) {
   kt_random_fill(KILN_FLOAT32, a, 12, -5, 5);
   int64_t shape[2] = {3, 4};
   snprintf(a_path, sizeof a_path, "%s/a.npy", dir);
-  kt_npy_write(a_path, "<f4", 2, shape, a, 4);
+  kt_npy_write(a_path, KILN_FLOAT32, 2, shape, a);
   char *body = kt_write_text(dir, "body.metal",
                              "uint i = thread_position_in_grid.x;\n"
                              "out[i] = T(a[i] * alpha + float(N));\n"
@@ -188,12 +112,12 @@ void test_cli_run(void) {
   kt_cli_free(&r);
   char path[4300];
   snprintf(path, sizeof path, "%s/out.npy", out_dir);
-  double *got = kt_npy_read(path, "<f8", "(3, 4)", 12 * 8);
+  double *got = kt_npy_read(path, 0, KILN_FLOAT64, "(3, 4)", 12);
   for (int i = 0; i < 12; i++)
     CHECK(got[i] == (double)(a[i] * 2.5f + 3.0f), "out[%d] = %g", i, got[i]);
   free(got);
   snprintf(path, sizeof path, "%s/total.npy", out_dir);
-  float *tot = kt_npy_read(path, "<f4", "(1,)", 4);
+  float *tot = kt_npy_read(path, 0, KILN_FLOAT32, "(1,)", 1);
   CHECK(tot[0] == 3.0f, "a_shape[0] = %g", tot[0]);
   free(tot);
   /* atomic outputs with an init value */
@@ -201,7 +125,7 @@ void test_cli_run(void) {
   kt_random_fill(KILN_INT32, bins, 500, 0, 7);
   int64_t bn = 500;
   snprintf(a_path, sizeof a_path, "%s/bins.npy", dir);
-  kt_npy_write(a_path, "<i4", 1, &bn, bins, 4);
+  kt_npy_write(a_path, KILN_INT32, 1, &bn, bins);
   char *hbody = kt_write_text(
       dir, "hist.metal",
       "uint i = thread_position_in_grid.x;\n"
@@ -214,7 +138,7 @@ void test_cli_run(void) {
   CHECK(r.rc == 0, "histogram run exit %d, stderr: %s", r.rc, r.err);
   kt_cli_free(&r);
   snprintf(path, sizeof path, "%s/hist.npy", out_dir);
-  uint32_t *h = kt_npy_read(path, "<u4", "(8,)", 32);
+  uint32_t *h = kt_npy_read(path, 0, KILN_UINT32, "(8,)", 8);
   uint32_t want[8] = {5, 5, 5, 5, 5, 5, 5, 5};
   for (int i = 0; i < 500; i++)
     want[bins[i]]++;
@@ -304,7 +228,7 @@ void test_cli_errors(void) {
   float a[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   int64_t n = 8;
   snprintf(a_path, sizeof a_path, "%s/a.npy", dir);
-  kt_npy_write(a_path, "<f4", 1, &n, a, 4);
+  kt_npy_write(a_path, KILN_FLOAT32, 1, &n, a);
   snprintf(ain, sizeof ain, "a=%s", a_path);
   char *ok = kt_write_text(dir, "ok.metal",
                            "uint i = thread_position_in_grid.x;\n"
@@ -433,7 +357,7 @@ void test_cli_npy_errors(void) {
       CHECK(kt_write_file(p, "this is not a numpy file at all\n", 32),
             "write");
     else
-      kt_npy_raw(p, cases[i].dict, data, cases[i].bytes);
+      kt_npy_write_dict(p, cases[i].dict, data, cases[i].bytes);
     kt_cli_expect_error(cases[i].what, od, cases[i].mention,
                         kt_kiln("run", "--out-dir", od, "--name", "npy_err",
                                 "--source", body, "--input", ain, "--output",

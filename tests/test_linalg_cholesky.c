@@ -479,38 +479,6 @@ void test_linalg_cholesky_nvrtc(void) {
 
 /* ---- the CLI: kiln linalg cholesky --------------------------------------- */
 
-/* A minimal .npy writer (format 1.0, C order) of n elements of `dt`,
- * independent of tools/npy.c. */
-static void ch_npy_write(const char *path, kiln_dtype dt, int ndim,
-                         const int64_t *shape, const void *data, int64_t n) {
-  const char *descr = dt == KILN_FLOAT32   ? "<f4"
-                      : dt == KILN_FLOAT64 ? "<f8"
-                                           : "<f2";
-  char sh[256] = "", dict[400], header[512];
-  for (int d = 0; d < ndim; d++) {
-    size_t len = strlen(sh);
-    snprintf(sh + len, sizeof sh - len, "%s%lld%s", d ? " " : "",
-             (long long)shape[d], (ndim == 1 || d < ndim - 1) ? "," : "");
-  }
-  snprintf(dict, sizeof dict,
-           "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr,
-           sh);
-  size_t dl = strlen(dict), pad = (64 - (10 + dl + 1) % 64) % 64;
-  size_t hl = dl + pad + 1, bytes = (size_t)n * kiln_dtype_size(dt);
-  memcpy(header, "\x93NUMPY\x01\x00", 8);
-  header[8] = (char)(hl & 0xff);
-  header[9] = (char)(hl >> 8);
-  memcpy(header + 10, dict, dl);
-  memset(header + 10 + dl, ' ', pad);
-  header[10 + dl + pad] = '\n';
-  FILE *f = fopen(path, "wb");
-  CHECK(f != NULL, "create %s", path);
-  CHECK(fwrite(header, 1, 10 + hl, f) == 10 + hl &&
-            (bytes == 0 || fwrite(data, 1, bytes, f) == bytes),
-        "write %s", path);
-  CHECK(fclose(f) == 0, "close %s", path);
-}
-
 /* Writes `a` (n values) as DIR/NAME of `dt`, rounding `a` in place to
  * what the file holds. */
 static void ch_cli_input(const char *dir, const char *name, kiln_dtype dt,
@@ -523,37 +491,8 @@ static void ch_cli_input(const char *dir, const char *name, kiln_dtype dt,
     a[i] = kt_get(dt, buf, (size_t)i);
   }
   snprintf(path, cap, "%s/%s", dir, name);
-  ch_npy_write(path, dt, ndim, shape, buf, n);
+  kt_npy_write(path, dt, ndim, shape, buf);
   free(buf);
-}
-
-/* Reads DIR/NAME.npy the CLI wrote, checking its descr and shape text such
- * as "(2, 3, 4, 4)"; returns `count` values as doubles. */
-static double *ch_npy_read(const char *path, kiln_dtype dt,
-                           const char *shape_text, int64_t count) {
-  size_t size = 0;
-  unsigned char *buf = kt_read_file(path, &size);
-  CHECK(buf != NULL, "%s was not written", path);
-  CHECK(size >= 10 && memcmp(buf, "\x93NUMPY\x01", 7) == 0,
-        "%s: no npy 1.0 magic", path);
-  size_t hl = (size_t)buf[8] | (size_t)buf[9] << 8;
-  CHECK(10 + hl <= size, "%s: header past the end", path);
-  char *hdr = strndup((char *)buf + 10, hl);
-  CHECK(hdr != NULL, "out of host memory");
-  const char *descr = dt == KILN_FLOAT32 ? "'<f4'" : "'<f8'";
-  CHECK(strstr(hdr, descr) != NULL, "%s: expected descr %s in %s", path,
-        descr, hdr);
-  CHECK(strstr(hdr, shape_text) != NULL, "%s: expected shape %s in %s", path,
-        shape_text, hdr);
-  size_t es = kiln_dtype_size(dt);
-  CHECK(size - 10 - hl == (size_t)count * es, "%s: %zu data bytes, "
-        "expected %zu", path, size - 10 - hl, (size_t)count * es);
-  double *v = ch_alloc(count);
-  for (int64_t i = 0; i < count; i++)
-    v[i] = kt_get(dt, buf + 10 + hl, (size_t)i);
-  free(hdr);
-  free(buf);
-  return v;
 }
 
 /* Runs kiln linalg cholesky on `in` into the empty directory `od` and
@@ -578,7 +517,8 @@ static void ch_cli_factor(const char *what, const char *in, const char *od,
   snprintf(path, sizeof path, "%s/%s.npy", od, upper ? "U" : "L");
   CHECK(kt_dir_count(od) == 1, "%s: only %s.npy is written (no "
         "temporaries, no other factor)", what, upper ? "U" : "L");
-  double *f = ch_npy_read(path, dt, shape_text, batch * n * n);
+  double *f = kt_npy_read_f64(path, 1, dt, shape_text,
+                              (size_t)(batch * n * n));
   for (int64_t b = 0; b < batch; b++)
     ch_check_one(what, b, dt, upper, n, a + b * n * n, f + b * n * n);
   free(f);
@@ -691,27 +631,13 @@ void test_linalg_cli_cholesky_numpy(void) {
   free(dir);
 }
 
-/* An error: exit status `want`, one paragraph on stderr starting "kiln
- * linalg", mentioning `mention` (and `mention2`), nothing written. */
+/* An error: exit status `want`, one line on stderr starting "kiln
+ * linalg: ", mentioning `mention` (and `mention2`), nothing written. */
 static void ch_cli_expect_error(const char *what, const char *od, int want,
                                 const char *mention, const char *mention2,
                                 kt_cli r) {
-  CHECK(r.rc == want, "%s: exit status %d (expected %d); stderr: %s", what,
-        r.rc, want, r.err);
-  size_t len = strlen(r.err);
-  while (len && r.err[len - 1] == '\n')
-    r.err[--len] = '\0';
-  CHECK(strncmp(r.err, "kiln linalg: ", 13) == 0, "%s: stderr should "
-        "start with 'kiln linalg: ': %s", what, r.err);
-  CHECK(strchr(r.err, '\n') == NULL, "%s: stderr is more than one line:\n%s",
-        what, r.err);
-  CHECK(!mention || strstr(r.err, mention), "%s: stderr should mention "
-        "\"%s\": %s", what, mention, r.err);
-  CHECK(!mention2 || strstr(r.err, mention2), "%s: stderr should mention "
-        "\"%s\": %s", what, mention2, r.err);
-  CHECK(r.out[0] == '\0', "%s: stdout should be empty: %s", what, r.out);
-  CHECK(kt_dir_count(od) == 0, "%s: an output file was written", what);
-  kt_cli_free(&r);
+  kt_cli_expect_error_line(what, od, want, "kiln linalg: ", mention,
+                           mention2, r);
 }
 
 /* Not positive definite: exit 1 with kiln's message naming the batch

@@ -1113,75 +1113,6 @@ void test_linalg_gemm_nvrtc(void) {
 
 /* ---- the CLI: kiln linalg ------------------------------------------------ */
 
-/* A minimal .npy writer (format 1.0, C order), independent of tools/npy.c. */
-static void lg_npy_write(const char *path, kiln_dtype dt, int ndim,
-                         const int64_t *shape, const void *data) {
-  const char *descr = dt == KILN_FLOAT32   ? "<f4"
-                      : dt == KILN_FLOAT64 ? "<f8"
-                      : dt == KILN_FLOAT16 ? "<f2"
-                      : dt == KILN_INT32   ? "<i4"
-                                           : NULL;
-  CHECK(descr != NULL, "lg_npy_write: no descr for %s", kiln_dtype_name(dt));
-  char sh[256] = "", dict[400], header[512];
-  for (int d = 0; d < ndim; d++) {
-    size_t len = strlen(sh);
-    snprintf(sh + len, sizeof sh - len, "%s%lld%s", d ? " " : "",
-             (long long)shape[d], (ndim == 1 || d < ndim - 1) ? "," : "");
-  }
-  snprintf(dict, sizeof dict,
-           "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr,
-           sh);
-  size_t dl = strlen(dict), pad = (64 - (10 + dl + 1) % 64) % 64;
-  size_t hl = dl + pad + 1;
-  memcpy(header, "\x93NUMPY\x01\x00", 8);
-  header[8] = (char)(hl & 0xff);
-  header[9] = (char)(hl >> 8);
-  memcpy(header + 10, dict, dl);
-  memset(header + 10 + dl, ' ', pad);
-  header[10 + dl + pad] = '\n';
-  size_t bytes = (size_t)lg_count(ndim, shape) * kiln_dtype_size(dt);
-  FILE *f = fopen(path, "wb");
-  CHECK(f != NULL, "create %s", path);
-  CHECK(fwrite(header, 1, 10 + hl, f) == 10 + hl &&
-            (bytes == 0 || fwrite(data, 1, bytes, f) == bytes),
-        "write %s", path);
-  CHECK(fclose(f) == 0, "close %s", path);
-}
-
-/* Reads a .npy the CLI wrote, checking its descr and shape text such as
- * "(2, 3, 4)"; returns the values as doubles. */
-static double *lg_npy_read(const char *path, kiln_dtype dt,
-                           const char *shape_text, int64_t count) {
-  size_t size = 0;
-  unsigned char *buf = kt_read_file(path, &size);
-  CHECK(buf != NULL, "%s was not written", path);
-  CHECK(size >= 12 && memcmp(buf, "\x93NUMPY", 6) == 0, "%s: no npy magic",
-        path);
-  size_t off = buf[6] == 1 ? 10 : 12;
-  size_t hl = buf[6] == 1 ? (size_t)buf[8] | (size_t)buf[9] << 8
-                          : (size_t)buf[8] | (size_t)buf[9] << 8 |
-                                (size_t)buf[10] << 16 |
-                                (size_t)buf[11] << 24;
-  CHECK(off + hl <= size, "%s: header past the end", path);
-  char *hdr = strndup((char *)buf + off, hl);
-  const char *descr = dt == KILN_FLOAT32   ? "'<f4'"
-                      : dt == KILN_FLOAT64 ? "'<f8'"
-                                           : "'<f2'";
-  CHECK(strstr(hdr, descr) != NULL, "%s: expected descr %s in %s", path,
-        descr, hdr);
-  CHECK(strstr(hdr, shape_text) != NULL, "%s: expected shape %s in %s", path,
-        shape_text, hdr);
-  size_t es = kiln_dtype_size(dt);
-  CHECK(size - off - hl == (size_t)count * es, "%s: %zu data bytes, "
-        "expected %zu", path, size - off - hl, (size_t)count * es);
-  double *v = lg_alloc(count);
-  for (int64_t i = 0; i < count; i++)
-    v[i] = kt_get(dt, buf + off + hl, (size_t)i);
-  free(hdr);
-  free(buf);
-  return v;
-}
-
 /* Host values of a matrix file written for the CLI. */
 static lg_mat lg_cli_input(const char *dir, const char *name, kiln_dtype dt,
                            int ndim, const int64_t *shape, char *path,
@@ -1200,7 +1131,7 @@ static lg_mat lg_cli_input(const char *dir, const char *name, kiln_dtype dt,
     m.v[i] = kt_get(dt, buf, (size_t)i);
   }
   snprintf(path, cap, "%s/%s", dir, name);
-  lg_npy_write(path, dt, ndim, shape, buf);
+  kt_npy_write(path, dt, ndim, shape, buf);
   free(buf);
   return m;
 }
@@ -1225,7 +1156,8 @@ void test_linalg_cli_gemm(void) {
   CHECK(r.rc == 0, "kiln linalg gemm exit %d, stderr: %s", r.rc, r.err);
   CHECK(r.out[0] == '\0', "success prints nothing, printed: %s", r.out);
   kt_cli_free(&r);
-  double *got = lg_npy_read(pc, KILN_FLOAT32, "(2, 3, 4, 6)", e.n);
+  double *got = kt_npy_read_f64(pc, 0, KILN_FLOAT32, "(2, 3, 4, 6)",
+                                (size_t)e.n);
   LG_CHECK("kiln linalg gemm float32", KILN_FLOAT32, KILN_PRECISION_DEFAULT,
            got, &e);
   free(got);
@@ -1240,7 +1172,7 @@ void test_linalg_cli_gemm(void) {
   CHECK(r.rc == 0, "kiln linalg gemm --dtype float64 exit %d, stderr: %s",
         r.rc, r.err);
   kt_cli_free(&r);
-  got = lg_npy_read(pc, KILN_FLOAT64, "(2, 3, 4, 6)", e.n);
+  got = kt_npy_read_f64(pc, 0, KILN_FLOAT64, "(2, 3, 4, 6)", (size_t)e.n);
   LG_CHECK("kiln linalg gemm --dtype float64", KILN_FLOAT64,
            KILN_PRECISION_DEFAULT, got, &e);
   free(got);
@@ -1258,7 +1190,7 @@ void test_linalg_cli_gemm(void) {
   CHECK(r.rc == 0, "kiln linalg gemm float16 exit %d, stderr: %s", r.rc,
         r.err);
   kt_cli_free(&r);
-  got = lg_npy_read(pc, KILN_FLOAT16, "(2, 3, 5)", e.n);
+  got = kt_npy_read_f64(pc, 0, KILN_FLOAT16, "(2, 3, 5)", (size_t)e.n);
   LG_CHECK("kiln linalg gemm float16", KILN_FLOAT16, KILN_PRECISION_DEFAULT,
            got, &e);
   free(got);
@@ -1335,25 +1267,11 @@ void test_linalg_cli_gemm_numpy(void) {
   free(dir);
 }
 
-/* An error: exit status `want` (or any failure for 0), one paragraph on
- * stderr starting "kiln linalg", mentioning `mention`, no file written. */
+/* An error: exit status `want` (or any failure for 0), one line on stderr
+ * starting "kiln linalg", mentioning `mention`, no file written. */
 static void lg_cli_expect_error(const char *what, const char *od, int want,
                                 const char *mention, kt_cli r) {
-  CHECK(r.rc != 0 && r.rc < 128 && (!want || r.rc == want),
-        "%s: exit status %d (expected %s); stderr: %s", what, r.rc,
-        want == 2 ? "2" : "an error exit", r.err);
-  size_t len = strlen(r.err);
-  while (len && r.err[len - 1] == '\n')
-    r.err[--len] = '\0';
-  CHECK(strncmp(r.err, "kiln linalg", 11) == 0, "%s: stderr should start "
-        "with 'kiln linalg': %s", what, r.err);
-  CHECK(strchr(r.err, '\n') == NULL, "%s: stderr is more than one line:\n%s",
-        what, r.err);
-  CHECK(!mention || strstr(r.err, mention), "%s: stderr should mention "
-        "\"%s\": %s", what, mention, r.err);
-  CHECK(r.out[0] == '\0', "%s: stdout should be empty: %s", what, r.out);
-  CHECK(kt_dir_count(od) == 0, "%s: an output file was written", what);
-  kt_cli_free(&r);
+  kt_cli_expect_error_line(what, od, want, "kiln linalg", mention, NULL, r);
 }
 
 void test_linalg_cli_errors(void) {
@@ -1375,7 +1293,7 @@ void test_linalg_cli_errors(void) {
                           sizeof p16);
   int32_t ints[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
   snprintf(pi, sizeof pi, "%s/i.npy", dir);
-  lg_npy_write(pi, KILN_INT32, 2, sa, ints);
+  kt_npy_write(pi, KILN_INT32, 2, sa, ints);
   const char *dev = kt_device_name();
   static const char *const missing_ops[] = {
       "qr", "solve-triangular", "lu", "solve", "inv", "det"};

@@ -970,17 +970,27 @@ static void run_state_free(run_state *s) {
   run_opts_free(&s->opts);
 }
 
-static int open_device(run_state *s) {
-  const char *spec = s->opts.device;
+/* The --device SPEC, or the default device when SPEC is NULL. */
+static int open_device(const char *spec, kiln_device **device) {
   if (!spec) {
-    s->device = kiln_device_default();
-    if (!s->device)
+    *device = kiln_device_default();
+    if (!*device)
       return runtime_error("no device is available.");
     return 0;
   }
-  kiln_status st = kiln_device_find(spec, &s->device);
+  kiln_status st = kiln_device_find(spec, device);
   if (st != KILN_OK)
     return library_error(st, "cannot use --device %s", spec);
+  return 0;
+}
+
+/* Reads --input NAME=FILE: the whole array, or only its header. */
+static int read_input_npy(const binding *b, npy_array *a, bool header_only) {
+  char err[512];
+  int r = header_only ? npy_read_header(b->file, a, err, sizeof err)
+                      : npy_read(b->file, a, err, sizeof err);
+  if (r != 0)
+    return runtime_error("--input %s: %s.", b->name, err);
   return 0;
 }
 
@@ -997,9 +1007,9 @@ static int load_inputs(run_state *s) {
       st = kiln_array_scalar(s->device, b->dtype, b->value, &s->inputs[i]);
     } else {
       npy_array a;
-      char err[512];
-      if (npy_read(b->file, &a, err, sizeof err) != 0)
-        return runtime_error("--input %s: %s.", b->name, err);
+      int rc = read_input_npy(b, &a, false);
+      if (rc)
+        return rc;
       st = kiln_array_from_host(s->device, a.dtype, a.ndim, a.shape, a.data,
                                 &s->inputs[i]);
       npy_array_free(&a);
@@ -1185,7 +1195,7 @@ static int cmd_run(int argc, char **argv) {
   if (!rc)
     rc = read_kernel_text(&s.opts, &s.source, &s.header);
   if (!rc)
-    rc = open_device(&s);
+    rc = open_device(s.opts.device, &s.device);
   if (!rc)
     rc = load_inputs(&s);
   if (!rc)
@@ -1255,9 +1265,9 @@ static int read_input_specs(compile_state *s) {
       continue;
     }
     npy_array a;
-    char err[512];
-    if (npy_read_header(b->file, &a, err, sizeof err) != 0)
-      return runtime_error("--input %s: %s.", b->name, err);
+    int rc = read_input_npy(b, &a, true);
+    if (rc)
+      return rc;
     spec->dtype = a.dtype;
     spec->ndim = a.ndim;
     memcpy(spec->shape, a.shape, sizeof spec->shape);
@@ -2037,17 +2047,6 @@ static int cholesky_shape(linalg_state *s) {
   return 0;
 }
 
-static int open_linalg_device(linalg_state *s) {
-  if (!s->o.device) {
-    s->device = kiln_device_default();
-    return s->device ? 0 : runtime_error("no device is available.");
-  }
-  kiln_status st = kiln_device_find(s->o.device, &s->device);
-  if (st != KILN_OK)
-    return library_error(st, "cannot use --device %s", s->o.device);
-  return 0;
-}
-
 /* Uploads A and B, makes C and enqueues the product; waits for it so that
  * an asynchronous failure is reported before anything is written. */
 static int run_gemm(linalg_state *s) {
@@ -2161,7 +2160,7 @@ static int cmd_linalg(int argc, char **argv) {
   if (!rc)
     rc = chol ? cholesky_shape(&s) : gemm_shape(&s);
   if (!rc)
-    rc = open_linalg_device(&s);
+    rc = open_device(s.o.device, &s.device);
   if (!rc)
     rc = chol ? run_cholesky(&s) : run_gemm(&s);
   if (!rc)
