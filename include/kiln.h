@@ -647,6 +647,151 @@ KILN_API kiln_status kiln_cholesky_ex(kiln_array *a, bool upper,
                                       const kiln_linalg_opts *opts,
                                       kiln_array **out);
 
+/*
+ * The calls below share these rules. Shapes are ...×rows×cols with leading
+ * batch dimensions as above; float32 and float64 (KILN_ERROR_UNSUPPORTED
+ * for other dtypes); results are new arrays owned by the caller, written
+ * only on success (on any error every out pointer is left untouched and
+ * nothing is allocated). Calls documented as "checks and waits" read a
+ * small per-matrix status back before returning so that a singular matrix
+ * is an error naming the matrix and the pivot (LAPACK's info, from 1)
+ * rather than a result full of inf/NaN; the others are asynchronous like
+ * kiln_gemm. opts->path forces an algorithm where a call documents paths.
+ */
+
+/* What kiln_qr returns. */
+typedef enum kiln_qr_mode {
+  KILN_QR_REDUCED = 0,  /* Q ...×m×k, R ...×k×n, k = min(m, n) */
+  KILN_QR_COMPLETE = 1, /* Q ...×m×m, R ...×m×n */
+  KILN_QR_R = 2         /* R ...×k×n only; q may be NULL and is untouched */
+} kiln_qr_mode;
+
+/*
+ * QR factorization A = Q R of ...×m×n matrices (any shape: tall, wide,
+ * square, 1×1; m or n == 0 gives empty results), Q with orthonormal
+ * columns, R upper triangular (zeros below the diagonal) with a
+ * non-negative diagonal, so results agree across paths and devices.
+ * Asynchronous; NaN in A propagates. kiln_qr_ex paths: 0 auto, 1 small
+ * (one threadgroup per matrix, m and n up to 128), 2 tall-skinny
+ * (TSQR, m >= n, n up to 128), 3 blocked Householder (compact WY).
+ */
+KILN_API kiln_status kiln_qr(kiln_array *a, kiln_qr_mode mode,
+                             kiln_array **q, kiln_array **r);
+KILN_API kiln_status kiln_qr_ex(kiln_array *a, kiln_qr_mode mode,
+                                const kiln_linalg_opts *opts,
+                                kiln_array **q, kiln_array **r);
+
+/*
+ * Solves op(A) X = B for X, op(A) = A or A^T, A ...×n×n triangular (upper
+ * or lower; only that triangle is read; unit_diagonal: the diagonal is
+ * taken as ones and not read), B ...×n×k (k right-hand sides). *x is a new
+ * ...×n×k array. Checks and waits: an exact zero on the diagonal is an
+ * error naming it (LAPACK's trtrs).
+ */
+KILN_API kiln_status kiln_solve_triangular(kiln_array *a, kiln_array *b,
+                                           bool upper, bool trans,
+                                           bool unit_diagonal,
+                                           kiln_array **x);
+KILN_API kiln_status kiln_solve_triangular_ex(kiln_array *a, kiln_array *b,
+                                              bool upper, bool trans,
+                                              bool unit_diagonal,
+                                              const kiln_linalg_opts *opts,
+                                              kiln_array **x);
+
+/* The inverse of triangular A (...×n×n; only the named triangle is read),
+ * triangular of the same kind, zeros in the other triangle. Checks and
+ * waits (a zero diagonal is an error). */
+KILN_API kiln_status kiln_tri_inv(kiln_array *a, bool upper,
+                                  bool unit_diagonal, kiln_array **out);
+KILN_API kiln_status kiln_tri_inv_ex(kiln_array *a, bool upper,
+                                     bool unit_diagonal,
+                                     const kiln_linalg_opts *opts,
+                                     kiln_array **out);
+
+/* A^-1 from A's Cholesky factor F (...×n×n; F = L with A = L L^T, or U
+ * with A = U^T U when upper; only that triangle is read), as LAPACK's
+ * potri: the full symmetric inverse. Checks and waits. */
+KILN_API kiln_status kiln_cholesky_inv(kiln_array *f, bool upper,
+                                       kiln_array **out);
+KILN_API kiln_status kiln_cholesky_inv_ex(kiln_array *f, bool upper,
+                                          const kiln_linalg_opts *opts,
+                                          kiln_array **out);
+
+/*
+ * LU factorization with partial pivoting of ...×m×n matrices, LAPACK's
+ * getrf: *lu holds L (unit lower, below the diagonal) and U (on and above
+ * it) packed in one ...×m×n array; *pivots (int32, ...×min(m, n)) says row
+ * i was interchanged with row pivots[i] (from 0, in order i = 0, 1, ...).
+ * Checks and waits: a zero pivot (a singular matrix) or a non-finite
+ * value met while factoring is an error naming the matrix and the pivot.
+ */
+KILN_API kiln_status kiln_lu_factor(kiln_array *a, kiln_array **lu,
+                                    kiln_array **pivots);
+KILN_API kiln_status kiln_lu_factor_ex(kiln_array *a,
+                                       const kiln_linalg_opts *opts,
+                                       kiln_array **lu, kiln_array **pivots);
+
+/* The same factorization unpacked: A[perm] = L @ U with perm (int32,
+ * ...×m) a permutation of the rows, L ...×m×k unit lower triangular, U
+ * ...×k×n upper triangular, k = min(m, n). Checks and waits. */
+KILN_API kiln_status kiln_lu(kiln_array *a, kiln_array **perm,
+                             kiln_array **l, kiln_array **u);
+KILN_API kiln_status kiln_lu_ex(kiln_array *a, const kiln_linalg_opts *opts,
+                                kiln_array **perm, kiln_array **l,
+                                kiln_array **u);
+
+/* X with A X = B: A ...×n×n, B ...×n×k (or 1-D n for one right-hand side
+ * of a 2-D A; X then is 1-D too). LU with partial pivoting. Checks and
+ * waits: a singular A is an error naming the matrix and the pivot. */
+KILN_API kiln_status kiln_solve(kiln_array *a, kiln_array *b,
+                                kiln_array **x);
+KILN_API kiln_status kiln_solve_ex(kiln_array *a, kiln_array *b,
+                                   const kiln_linalg_opts *opts,
+                                   kiln_array **x);
+
+/* A^-1 of ...×n×n matrices. Checks and waits, as kiln_solve. */
+KILN_API kiln_status kiln_inv(kiln_array *a, kiln_array **out);
+KILN_API kiln_status kiln_inv_ex(kiln_array *a, const kiln_linalg_opts *opts,
+                                 kiln_array **out);
+
+/* Determinants of ...×n×n matrices: *out has the batch shape (0-d for one
+ * matrix) and A's dtype; a singular matrix gives 0 (not an error). For
+ * large n the product can overflow: use kiln_slogdet. Asynchronous. */
+KILN_API kiln_status kiln_det(kiln_array *a, kiln_array **out);
+KILN_API kiln_status kiln_det_ex(kiln_array *a, const kiln_linalg_opts *opts,
+                                 kiln_array **out);
+
+/* det(A) = sign * exp(logabsdet), both of the batch shape and A's dtype;
+ * a singular matrix gives sign 0 and logabsdet -inf. Asynchronous. */
+KILN_API kiln_status kiln_slogdet(kiln_array *a, kiln_array **sign,
+                                  kiln_array **logabsdet);
+KILN_API kiln_status kiln_slogdet_ex(kiln_array *a,
+                                     const kiln_linalg_opts *opts,
+                                     kiln_array **sign,
+                                     kiln_array **logabsdet);
+
+/* Which norm kiln_norm computes. */
+typedef enum kiln_norm_type {
+  KILN_NORM_FRO = 0, /* sqrt(sum |x|^2) (for vectors: the 2-norm) */
+  KILN_NORM_1 = 1,   /* vectors: sum |x|; matrices: max column sum */
+  KILN_NORM_2 = 2,   /* vectors only: sqrt(sum |x|^2) */
+  KILN_NORM_INF = 3  /* vectors: max |x|; matrices: max row sum */
+} kiln_norm_type;
+
+/*
+ * Norms of the vectors along A's last dimension (vectors == true; *out has
+ * A's shape without it) or of the ...×m×n matrices of A (*out has the
+ * batch shape; 0-d for one matrix). *out has A's dtype (float32 or
+ * float64); sums are accumulated without overflow or underflow for any
+ * finite input whose norm is representable. The matrix 2-norm needs
+ * singular values and is refused (KILN_ERROR_UNSUPPORTED). Asynchronous.
+ */
+KILN_API kiln_status kiln_norm(kiln_array *a, kiln_norm_type type,
+                               bool vectors, kiln_array **out);
+KILN_API kiln_status kiln_norm_ex(kiln_array *a, kiln_norm_type type,
+                                  bool vectors, const kiln_linalg_opts *opts,
+                                  kiln_array **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -132,6 +132,11 @@
   X(linalg_cholesky_not_pd, 240)                                              \
   X(linalg_cholesky_errors, 60)                                               \
   X(linalg_cholesky_nvrtc, 300)                                               \
+  /* ---- qr tests ---- */                                                    \
+  /* ---- triangular tests ---- */                                            \
+  /* ---- lu tests ---- */                                                    \
+  /* ---- norm tests ---- */                                                  \
+  /* ---- linalg cli tests ---- */                                            \
   X(linalg_cli_cholesky, 180)                                                 \
   X(linalg_cli_cholesky_numpy, 180)                                           \
   X(linalg_cli_cholesky_errors, 120)                                          \

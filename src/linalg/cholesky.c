@@ -98,42 +98,10 @@ static kiln_status choose_path(const chol_problem *p, int *path) {
 
 /* ---- launch helpers ------------------------------------------------------ */
 
-static void targ(kiln_template_arg *t, const char *name,
-                 kiln_template_kind kind, int64_t v, kiln_dtype d) {
-  t->name = name;
-  t->kind = kind;
-  t->dtype = d;
-  t->value = v;
-}
-
 /* A 0-d int32 holding `value`, filled in stream order (no host wait). */
 static kiln_status int_scalar(const chol_problem *p, int64_t value,
                               kiln_array **out) {
-  int64_t none = 0;
-  kiln_array *s = NULL;
-  kiln_status st =
-      kiln__array_create(p->stream->device, KILN_INT32, 0, &none, &s);
-  if (st == KILN_OK)
-    st = kiln__array_fill(s, (double)value, p->stream);
-  if (st != KILN_OK) {
-    kiln__array_destroy(s);
-    return st;
-  }
-  *out = s;
-  return KILN_OK;
-}
-
-static void out_spec(kiln_output_spec *spec, const kiln_array *x) {
-  memset(spec, 0, sizeof *spec);
-  spec->dtype = x->dtype;
-  spec->ndim = x->ndim;
-  memcpy(spec->shape, x->shape, (size_t)x->ndim * sizeof(int64_t));
-}
-
-static void init_launch(const chol_problem *p, kiln_launch *L) {
-  kiln_launch_init(L);
-  L->stream = p->stream;
-  L->device = p->stream->device;
+  return kiln__linalg_scalar(p->stream, KILN_INT32, (double)value, out);
 }
 
 /* The small kernel's threadgroup: a warp per 16 rows, at least one. */
@@ -164,12 +132,12 @@ static kiln_status launch_small(const chol_problem *p, kiln_array *src,
   if (st == KILN_OK)
     st = int_scalar(p, k0, &k0s);
   kiln_template_arg t[3];
-  targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, p->a->dtype);
-  targ(&t[1], "NMAX", KILN_TEMPLATE_INT, nmax, KILN_INT32);
-  targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, p->upper, KILN_INT32);
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_int(&t[1], "NMAX", nmax);
+  kiln__targ_bool(&t[2], "UPPER", p->upper);
   kiln_output_spec spec[2];
-  out_spec(&spec[0], p->w);
-  out_spec(&spec[1], p->info);
+  kiln__linalg_out_spec(&spec[0], p->w);
+  kiln__linalg_out_spec(&spec[1], p->info);
   kiln_array *into[2] = {p->w, p->info};
   uint32_t nt = small_threads(nmax);
   for (int64_t first = 0; st == KILN_OK && first < p->batch;
@@ -181,7 +149,7 @@ static kiln_status launch_small(const chol_problem *p, kiln_array *src,
     if (st != KILN_OK)
       break;
     kiln_launch L;
-    init_launch(p, &L);
+    kiln__linalg_launch_init(&L, p->stream);
     kiln_array *in[3] = {src, k0s, b0};
     L.inputs = in;
     L.num_inputs = 3;
@@ -209,7 +177,7 @@ static kiln_status launch_rows(const chol_problem *p, kiln_kernel *kernel,
                                const kiln_template_arg *t, int nt,
                                uint32_t gx, uint32_t tg) {
   kiln_output_spec spec;
-  out_spec(&spec, p->w);
+  kiln__linalg_out_spec(&spec, p->w);
   kiln_status st = KILN_OK;
   for (int64_t first = 0; st == KILN_OK && first < p->batch;
        first += CHOL_Y_CHUNK) {
@@ -221,7 +189,7 @@ static kiln_status launch_rows(const chol_problem *p, kiln_kernel *kernel,
     if (st != KILN_OK)
       break;
     kiln_launch L;
-    init_launch(p, &L);
+    kiln__linalg_launch_init(&L, p->stream);
     kiln_array *in[3] = {x, k0s != NULL ? k0s : b0, b0};
     L.inputs = in;
     L.num_inputs = k0s != NULL ? 3 : 2;
@@ -246,8 +214,8 @@ static kiln_status launch_copy(const chol_problem *p) {
   if (st != KILN_OK)
     return st;
   kiln_template_arg t[2];
-  targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, p->a->dtype);
-  targ(&t[1], "UPPER", KILN_TEMPLATE_BOOL, p->upper, KILN_INT32);
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_bool(&t[1], "UPPER", p->upper);
   uint64_t elems = (uint64_t)p->n * (uint64_t)p->n;
   uint32_t gx = (uint32_t)((elems + 255) / 256 * 256);
   return launch_rows(p, k, p->a, NULL, t, 2, gx, 256);
@@ -265,30 +233,13 @@ static kiln_status launch_trsm(const chol_problem *p, int64_t k0) {
   if (st != KILN_OK)
     return st;
   kiln_template_arg t[3];
-  targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, p->a->dtype);
-  targ(&t[1], "NB", KILN_TEMPLATE_INT, p->nmax, KILN_INT32);
-  targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, p->upper, KILN_INT32);
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_int(&t[1], "NB", p->nmax);
+  kiln__targ_bool(&t[2], "UPPER", p->upper);
   int64_t rows = p->n - k0 - p->nmax;
   uint32_t gx = (uint32_t)((rows + 31) / 32 * 32);
   st = launch_rows(p, k, p->w, k0s, t, 3, gx, 32);
   kiln__array_destroy(k0s);
-  return st;
-}
-
-/* A view of W's block at (r0, c0) of rows x cols, every batch entry. */
-static kiln_status block_view(const chol_problem *p, int64_t r0, int64_t c0,
-                              int64_t rows, int64_t cols, kiln_array **out) {
-  const kiln_array *w = p->w;
-  int64_t shape[KILN_MAX_NDIM], strides[KILN_MAX_NDIM];
-  memcpy(shape, w->shape, (size_t)w->ndim * sizeof *shape);
-  memcpy(strides, w->strides, (size_t)w->ndim * sizeof *strides);
-  shape[w->ndim - 2] = rows;
-  shape[w->ndim - 1] = cols;
-  /* kiln_array_view is public and renames the API for messages. */
-  const char *api = kiln__api_current();
-  kiln_status st = kiln_array_view(p->w, w->ndim, shape, strides,
-                                   r0 * p->n + c0, out);
-  kiln__api_enter(api);
   return st;
 }
 
@@ -301,20 +252,13 @@ static kiln_status block_view(const chol_problem *p, int64_t r0, int64_t c0,
 static kiln_status trailing_update(const chol_problem *p, int64_t k0) {
   int64_t nb = p->nmax, k1 = k0 + nb, m2 = p->n - k1;
   kiln_array *panel = NULL, *a22 = NULL;
-  kiln_status st = p->upper ? block_view(p, k0, k1, nb, m2, &panel)
-                            : block_view(p, k1, k0, m2, nb, &panel);
+  kiln_status st = p->upper ? kiln__linalg_block(p->w, k0, k1, nb, m2, &panel)
+                            : kiln__linalg_block(p->w, k1, k0, m2, nb, &panel);
   if (st == KILN_OK)
-    st = block_view(p, k1, k1, m2, m2, &a22);
-  if (st == KILN_OK) {
-    kiln_linalg_opts o;
-    kiln_linalg_opts_init(&o);
-    o.stream = p->stream;
-    /* kiln_gemm_ex is public and renames the API for messages. */
-    const char *api = kiln__api_current();
-    st = kiln_gemm_ex(p->upper, !p->upper, -1.0, panel, panel, 1.0, a22,
-                      &o);
-    kiln__api_enter(api);
-  }
+    st = kiln__linalg_block(p->w, k1, k1, m2, m2, &a22);
+  if (st == KILN_OK)
+    st = kiln__linalg_gemm(p->stream, p->upper, !p->upper, -1.0, panel, panel,
+                           1.0, a22);
   kiln__array_destroy(panel);
   kiln__array_destroy(a22);
   return st;
@@ -337,34 +281,18 @@ static kiln_status run_blocked(const chol_problem *p) {
 /* Waits for the factorization by reading info back; an entry that failed
  * makes the whole call fail, naming the first such matrix and its minor. */
 static kiln_status check_info(const chol_problem *p) {
-  size_t bytes = (size_t)p->batch * sizeof(int32_t);
-  int32_t *info = kiln__malloc(bytes);
-  if (info == NULL)
-    return kiln__oom("reading the Cholesky status");
-  /* kiln_array_to_host is public and renames the API for messages. */
-  const char *api = kiln__api_current();
-  kiln_status st = kiln_array_to_host(p->info, info, bytes);
-  kiln__api_enter(api);
-  int64_t first = -1, failed = 0;
-  for (int64_t b = 0; st == KILN_OK && b < p->batch; b++)
-    if (info[b] != 0 && failed++ == 0)
-      first = b;
-  if (st == KILN_OK && first >= 0) {
-    char which[64] = "A";
-    if (p->a->ndim > 2)
-      snprintf(which, sizeof which, "matrix %lld (batch index, from 0)",
-               (long long)first);
-    char more[64] = "";
-    if (failed > 1)
-      snprintf(more, sizeof more, " (and %lld more matri%s)",
-               (long long)(failed - 1), failed == 2 ? "x" : "ces");
-    st = kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+  int64_t first, failed;
+  int32_t minor;
+  kiln_status st =
+      kiln__linalg_read_info(p->info, p->batch, &first, &minor, &failed);
+  if (st != KILN_OK || first < 0)
+    return st;
+  char which[128];
+  kiln__linalg_which(which, sizeof which, "A", p->a, first, failed);
+  return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
                      "the leading minor of order %d of %s is not positive "
-                     "definite%s; A must be symmetric positive definite.",
-                     (int)info[first], which, more);
-  }
-  kiln__free(info);
-  return st;
+                     "definite; A must be symmetric positive definite.",
+                     (int)minor, which);
 }
 
 /* Factors into p->w: info, the kernels, then the readback. */

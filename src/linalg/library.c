@@ -249,3 +249,128 @@ kiln_status kiln__linalg_batch(kiln_array *const *ops, int count,
   *batch = b;
   return KILN_OK;
 }
+
+/* ---- helpers every driver shares ---------------------------------------- */
+
+/* See linalg.h. */
+void kiln__targ_dtype(kiln_template_arg *t, const char *name, kiln_dtype d) {
+  t->name = name;
+  t->kind = KILN_TEMPLATE_DTYPE;
+  t->dtype = d;
+  t->value = 0;
+}
+
+/* See linalg.h. */
+void kiln__targ_int(kiln_template_arg *t, const char *name, int64_t v) {
+  t->name = name;
+  t->kind = KILN_TEMPLATE_INT;
+  t->dtype = KILN_INT32;
+  t->value = v;
+}
+
+/* See linalg.h. */
+void kiln__targ_bool(kiln_template_arg *t, const char *name, bool v) {
+  t->name = name;
+  t->kind = KILN_TEMPLATE_BOOL;
+  t->dtype = KILN_INT32;
+  t->value = v;
+}
+
+/* See linalg.h. */
+kiln_status kiln__linalg_scalar(kiln_stream *s, kiln_dtype dtype,
+                                double value, kiln_array **out) {
+  int64_t none = 0;
+  kiln_array *x = NULL;
+  kiln_status st = kiln__array_create(s->device, dtype, 0, &none, &x);
+  if (st == KILN_OK)
+    st = kiln__array_fill(x, value, s);
+  if (st != KILN_OK) {
+    kiln__array_destroy(x);
+    return st;
+  }
+  *out = x;
+  return KILN_OK;
+}
+
+/* See linalg.h. */
+void kiln__linalg_out_spec(kiln_output_spec *spec, const kiln_array *x) {
+  memset(spec, 0, sizeof *spec);
+  spec->dtype = x->dtype;
+  spec->ndim = x->ndim;
+  memcpy(spec->shape, x->shape, (size_t)x->ndim * sizeof(int64_t));
+}
+
+/* See linalg.h. */
+void kiln__linalg_launch_init(kiln_launch *L, kiln_stream *s) {
+  kiln_launch_init(L);
+  L->stream = s;
+  L->device = s->device;
+}
+
+/* See linalg.h. */
+kiln_status kiln__linalg_block(kiln_array *x, int64_t r0, int64_t c0,
+                               int64_t rows, int64_t cols, kiln_array **out) {
+  int64_t shape[KILN_MAX_NDIM], strides[KILN_MAX_NDIM];
+  int nd = x->ndim;
+  memcpy(shape, x->shape, (size_t)nd * sizeof *shape);
+  memcpy(strides, x->strides, (size_t)nd * sizeof *strides);
+  shape[nd - 2] = rows;
+  shape[nd - 1] = cols;
+  /* kiln_array_view is public and renames the API for messages; its
+   * offset is relative to x's own. */
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_view(x, nd, shape, strides,
+                                   r0 * strides[nd - 2] + c0 * strides[nd - 1],
+                                   out);
+  kiln__api_enter(api);
+  return st;
+}
+
+/* See linalg.h. */
+kiln_status kiln__linalg_gemm(kiln_stream *s, bool ta, bool tb, double alpha,
+                              kiln_array *a, kiln_array *b, double beta,
+                              kiln_array *c) {
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.stream = s;
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_gemm_ex(ta, tb, alpha, a, b, beta, c, &o);
+  kiln__api_enter(api);
+  return st;
+}
+
+/* See linalg.h. */
+kiln_status kiln__linalg_read_info(kiln_array *info, int64_t batch,
+                                   int64_t *first, int32_t *value,
+                                   int64_t *failed) {
+  *first = -1;
+  *value = 0;
+  *failed = 0;
+  size_t bytes = (size_t)batch * sizeof(int32_t);
+  int32_t *h = kiln__malloc(bytes > 0 ? bytes : 1);
+  if (h == NULL)
+    return kiln__oom("reading the per-matrix status");
+  /* kiln_array_to_host is public and renames the API for messages. */
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_to_host(info, h, bytes);
+  kiln__api_enter(api);
+  for (int64_t b = 0; st == KILN_OK && b < batch; b++)
+    if (h[b] != 0 && (*failed)++ == 0) {
+      *first = b;
+      *value = h[b];
+    }
+  kiln__free(h);
+  return st;
+}
+
+/* See linalg.h. */
+void kiln__linalg_which(char *buf, size_t cap, const char *name,
+                        const kiln_array *a, int64_t entry, int64_t failed) {
+  int n = a->ndim > 2
+              ? snprintf(buf, cap, "matrix %lld (batch index, from 0) of %s",
+                         (long long)entry, name)
+              : snprintf(buf, cap, "%s", name);
+  if (failed > 1 && n >= 0 && (size_t)n < cap)
+    snprintf(buf + n, cap - (size_t)n, " (and %lld more matri%s)",
+             (long long)(failed - 1), failed == 2 ? "x" : "ces");
+}

@@ -50,6 +50,70 @@ kiln_status kiln__linalg_opts(const kiln_linalg_opts *in,
 kiln_status kiln__linalg_batch(kiln_array *const *ops, int count,
                                const char *const *names, int64_t *batch);
 
+/* ---- small helpers every driver shares (library.c) ---------------------- */
+
+/* Template arguments: a dtype, an integer, a bool. */
+void kiln__targ_dtype(kiln_template_arg *t, const char *name, kiln_dtype d);
+void kiln__targ_int(kiln_template_arg *t, const char *name, int64_t v);
+void kiln__targ_bool(kiln_template_arg *t, const char *name, bool v);
+
+/* A 0-d array of `dtype` holding `value`, filled in stream order (no host
+ * wait): how drivers pass scalars (k0, batch0, alpha) to kernels. */
+kiln_status kiln__linalg_scalar(kiln_stream *s, kiln_dtype dtype,
+                                double value, kiln_array **out);
+
+/* An output spec with x's dtype and shape (for kiln__kernel_launch_into). */
+void kiln__linalg_out_spec(kiln_output_spec *spec, const kiln_array *x);
+
+/* kiln_launch_init plus the stream and its device. */
+void kiln__linalg_launch_init(kiln_launch *L, kiln_stream *s);
+
+/* A view of the block (r0, c0) of rows x cols of every matrix of x (its
+ * last two dimensions; x may itself be a strided view). */
+kiln_status kiln__linalg_block(kiln_array *x, int64_t r0, int64_t c0,
+                               int64_t rows, int64_t cols, kiln_array **out);
+
+/* C = alpha op(A) op(B) + beta C on stream s: kiln_gemm_ex for drivers
+ * (keeps the calling function's name in error messages). */
+kiln_status kiln__linalg_gemm(kiln_stream *s, bool ta, bool tb, double alpha,
+                              kiln_array *a, kiln_array *b, double beta,
+                              kiln_array *c);
+
+/*
+ * Reads a per-matrix int32 status array (`batch` entries; 0 = fine) back
+ * to the host, which waits for the stream. *first: the first non-zero
+ * entry's batch index, or -1; *value: its value; *failed: how many.
+ */
+kiln_status kiln__linalg_read_info(kiln_array *info, int64_t batch,
+                                   int64_t *first, int32_t *value,
+                                   int64_t *failed);
+
+/* Names batch entry `entry` of operand `a` for messages: "A" for a single
+ * matrix (name), else "matrix 5 (batch index, from 0) of A"; and when
+ * failed > 1 appends " (and N more matrices)". */
+void kiln__linalg_which(char *buf, size_t cap, const char *name,
+                        const kiln_array *a, int64_t entry, int64_t failed);
+
+/*
+ * The triangular solve every driver shares (src/linalg/triangular.c):
+ * op(A) X = alpha B with X overwriting B in place, op(A) = A or A^T; A
+ * ...×n×n (only the named triangle read; unit: diagonal taken as ones),
+ * B ...×n×k, either may be a strided view, A may be 2-D for a batched B.
+ * Enqueued on s, asynchronous, no singularity check (as BLAS trsm).
+ */
+kiln_status kiln__trsm(kiln_stream *s, kiln_array *a, bool upper, bool trans,
+                       bool unit, double alpha, kiln_array *b);
+
+/*
+ * The blocked Householder QR (src/linalg/qr_blocked.c), the general path
+ * of kiln_qr: A ...×m×n (read, not modified), results into the new
+ * contiguous arrays q (...×m×m for complete, ...×m×k reduced; NULL for R
+ * only) and r (...×k×n, or ...×m×n for complete), R's diagonal made
+ * non-negative. Asynchronous, on s.
+ */
+kiln_status kiln__qr_blocked(kiln_stream *s, kiln_array *a, kiln_qr_mode mode,
+                             kiln_array *q, kiln_array *r);
+
 /*
  * One kernel configuration the GEMM driver (src/linalg/gemm.c) can launch:
  * kernel `name` of kernels/gemm.metal with `inputs`/`outputs`/`flags` as
