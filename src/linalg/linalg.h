@@ -105,6 +105,16 @@ kiln_status kiln__trsm(kiln_stream *s, kiln_array *a, bool upper, bool trans,
                        bool unit, double alpha, kiln_array *b);
 
 /*
+ * TSQR (src/linalg/qr.c), the tall-skinny path of kiln_qr, usable by other
+ * drivers as a panel factorization: A ...×m×n (m >= n, n <= 128; read, not
+ * modified; may be a strided view) into q (...×m×n reduced Q, contiguous,
+ * or NULL for R only) and r (...×n×n, contiguous), R's diagonal made
+ * non-negative. Asynchronous, on s.
+ */
+kiln_status kiln__qr_tsqr(kiln_stream *s, kiln_array *a, kiln_array *q,
+                          kiln_array *r);
+
+/*
  * The blocked Householder QR (src/linalg/qr_blocked.c), the general path
  * of kiln_qr: A ...×m×n (read, not modified), results into the new
  * contiguous arrays q (...×m×m for complete, ...×m×k reduced; NULL for R
