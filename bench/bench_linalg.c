@@ -1,6 +1,8 @@
 /*
- * Linear-algebra benchmark (issue 4: GEMM, Cholesky). On the first GPU it
- * times, against cuBLAS loaded in the same run (dlopen):
+ * Linear-algebra benchmark (issue 4: GEMM, Cholesky; QR is in bench_qr.c,
+ * solve, triangular solve and LU in bench_solve.c, and bench/baseline.h
+ * loads cuBLAS and cuSOLVER for all three). On the first GPU it times,
+ * against cuBLAS loaded in the same run (dlopen):
  *   1. GEMM 8192^3 float32 with float32 arithmetic (no TF32);
  *   2. GEMM 8192^3 bfloat16 (float32 accumulation);
  *   3. GEMM 4096^3 float32 with TF32 tensor cores (opt-in for both);
@@ -23,7 +25,6 @@
  * Cholesky on the CPU against plain loops in C, and exits 0, so `make
  * bench` works everywhere.
  */
-#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 
 #define BENCH_NAME "bench_linalg"
 #include "bench_util.h"
+#include "baseline.h"
 
 #define REPS 7
 
@@ -174,88 +176,7 @@ static double time_kiln(kiln_device *dev, const problem *p,
   return ms;
 }
 
-/* ---- cuBLAS (dlopen; the few types declared here) ------------------------ */
-
-typedef struct cublas_ctx *cublas_handle;
-enum { CUBLAS_OP_N = 0 };
-enum { CUBLAS_DEFAULT_MATH = 0, CUBLAS_TF32_TENSOR_OP_MATH = 3 };
-enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
-enum { CUBLAS_COMPUTE_32F = 68 };
-enum { CUBLAS_GEMM_DEFAULT = -1 };
-
-static struct {
-  int (*create)(cublas_handle *);
-  int (*set_stream)(cublas_handle, void *);
-  int (*set_math)(cublas_handle, int);
-  int (*sgemm)(cublas_handle, int, int, int, int, int, const float *,
-               const float *, int, const float *, int, const float *,
-               float *, int);
-  int (*gemm_ex)(cublas_handle, int, int, int, int, int, const void *,
-                 const void *, int, int, const void *, int, int,
-                 const void *, void *, int, int, int, int);
-  cublas_handle handle;
-} cb;
-
-/* The CUDA runtime, shared by the cuBLAS and cuSOLVER baselines. */
-enum { H2D = 1, D2H = 2, D2D = 3 }; /* cudaMemcpyKind */
-static struct {
-  int (*malloc_)(void **, size_t);
-  int (*free_)(void *);
-  int (*memcpy_)(void *, const void *, size_t, int);
-  int (*sync)(void);
-} rt;
-
-static void *open_first(const char *const *names) {
-  for (int i = 0; names[i] != NULL; i++) {
-    void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (h != NULL)
-      return h;
-  }
-  return NULL;
-}
-
-/* Loads the CUDA runtime once; false if absent. */
-static bool load_runtime(void) {
-  static const char *const names[] = {
-      "libcudart.so.13", "libcudart.so.12",
-      "/usr/local/cuda/lib64/libcudart.so.13",
-      "/usr/local/cuda/lib64/libcudart.so.12", NULL};
-  if (rt.sync != NULL)
-    return true;
-  void *h = open_first(names);
-  if (h == NULL)
-    return false;
-  *(void **)&rt.malloc_ = dlsym(h, "cudaMalloc");
-  *(void **)&rt.free_ = dlsym(h, "cudaFree");
-  *(void **)&rt.memcpy_ = dlsym(h, "cudaMemcpy");
-  *(void **)&rt.sync = dlsym(h, "cudaDeviceSynchronize");
-  return rt.malloc_ && rt.free_ && rt.memcpy_ && rt.sync;
-}
-
-/* Loads cuBLAS and the CUDA runtime; false (with a note) if absent. */
-static bool load_cublas(void) {
-  static const char *const blas[] = {
-      "libcublas.so.13", "libcublas.so.12",
-      "/usr/local/cuda/lib64/libcublas.so.13",
-      "/usr/local/cuda/lib64/libcublas.so.12", NULL};
-  void *hb = open_first(blas);
-  if (hb == NULL || !load_runtime()) {
-    printf("cuBLAS or the CUDA runtime was not found; kiln only.\n");
-    return false;
-  }
-  *(void **)&cb.create = dlsym(hb, "cublasCreate_v2");
-  *(void **)&cb.set_stream = dlsym(hb, "cublasSetStream_v2");
-  *(void **)&cb.set_math = dlsym(hb, "cublasSetMathMode");
-  *(void **)&cb.sgemm = dlsym(hb, "cublasSgemm_v2");
-  *(void **)&cb.gemm_ex = dlsym(hb, "cublasGemmEx");
-  if (!cb.create || !cb.set_stream || !cb.set_math || !cb.sgemm ||
-      !cb.gemm_ex || cb.create(&cb.handle) != 0 ||
-      cb.set_stream(cb.handle, NULL) != 0) {
-    printf("cuBLAS could not be initialised; kiln only.\n");
-    return false;
-  }
-  return true;
-}
+/* ---- cuBLAS (bench/baseline.h loads it) -------------------------------- */
 
 /* One cuBLAS call of C = A @ B, row-major, as the column-major
  * C^T = B^T A^T. */
@@ -279,8 +200,8 @@ static double time_cublas(const problem *p, bool tf32) {
   void *a = NULL, *b = NULL, *c = NULL;
   double ms = -1;
   if (rt.malloc_(&a, bytes) || rt.malloc_(&b, bytes) ||
-      rt.malloc_(&c, bytes) || rt.memcpy_(a, p->a, bytes, H2D) ||
-      rt.memcpy_(b, p->b, bytes, H2D) || cublas_gemm(p, tf32, a, b, c) ||
+      rt.malloc_(&c, bytes) || rt.memcpy_(a, p->a, bytes, BL_H2D) ||
+      rt.memcpy_(b, p->b, bytes, BL_H2D) || cublas_gemm(p, tf32, a, b, c) ||
       rt.sync())
     goto done;
   double t[REPS];
@@ -481,53 +402,7 @@ static double time_kiln_chol(kiln_device *dev, const spd *p, double tol,
   return ms;
 }
 
-/* ---- cuSOLVER (dlopen; the few types declared here) ---------------------- */
-
-typedef struct cusolver_ctx *cusolver_handle;
-enum { CUBLAS_FILL_MODE_UPPER = 1 };
-
-static struct {
-  int (*create)(cusolver_handle *);
-  int (*set_stream)(cusolver_handle, void *);
-  int (*destroy)(cusolver_handle);
-  int (*spotrf_size)(cusolver_handle, int, int, float *, int, int *);
-  int (*spotrf)(cusolver_handle, int, int, float *, int, float *, int, int *);
-  int (*dpotrf_size)(cusolver_handle, int, int, double *, int, int *);
-  int (*dpotrf)(cusolver_handle, int, int, double *, int, double *, int,
-                int *);
-  int (*spotrf_batched)(cusolver_handle, int, int, float **, int, int *,
-                        int); /* NULL if absent: that line goes without */
-  cusolver_handle handle;
-} cs;
-
-/* Loads cuSOLVER and the CUDA runtime; false (with a note) if absent. */
-static bool load_cusolver(void) {
-  static const char *const names[] = {
-      "libcusolver.so.12", "libcusolver.so.11",
-      "/usr/local/cuda/lib64/libcusolver.so.12",
-      "/usr/local/cuda/lib64/libcusolver.so.11", NULL};
-  void *h = open_first(names);
-  if (h == NULL || !load_runtime()) {
-    printf("cuSOLVER or the CUDA runtime was not found; Cholesky: kiln "
-           "only.\n");
-    return false;
-  }
-  *(void **)&cs.create = dlsym(h, "cusolverDnCreate");
-  *(void **)&cs.set_stream = dlsym(h, "cusolverDnSetStream");
-  *(void **)&cs.destroy = dlsym(h, "cusolverDnDestroy");
-  *(void **)&cs.spotrf_size = dlsym(h, "cusolverDnSpotrf_bufferSize");
-  *(void **)&cs.spotrf = dlsym(h, "cusolverDnSpotrf");
-  *(void **)&cs.dpotrf_size = dlsym(h, "cusolverDnDpotrf_bufferSize");
-  *(void **)&cs.dpotrf = dlsym(h, "cusolverDnDpotrf");
-  *(void **)&cs.spotrf_batched = dlsym(h, "cusolverDnSpotrfBatched");
-  if (!cs.create || !cs.set_stream || !cs.destroy || !cs.spotrf_size ||
-      !cs.spotrf || !cs.dpotrf_size || !cs.dpotrf ||
-      cs.create(&cs.handle) != 0 || cs.set_stream(cs.handle, NULL) != 0) {
-    printf("cuSOLVER could not be initialised; Cholesky: kiln only.\n");
-    return false;
-  }
-  return true;
-}
+/* ---- cuSOLVER (bench/baseline.h loads it) ------------------------------ */
 
 /* Device buffers of one cuSOLVER measurement. */
 typedef struct cs_bufs {
@@ -552,7 +427,7 @@ static int cusolver_run(const cs_bufs *b) {
   int n = p->n;
   size_t bytes = (size_t)p->batch * (size_t)n * (size_t)n *
                  kiln_dtype_size(p->dtype);
-  if (rt.memcpy_(b->a, b->src, bytes, D2D))
+  if (rt.memcpy_(b->a, b->src, bytes, BL_D2D))
     return 1;
   int st;
   if (p->batch > 1)
@@ -565,7 +440,8 @@ static int cusolver_run(const cs_bufs *b) {
     st = cs.spotrf(cs.handle, CUBLAS_FILL_MODE_UPPER, n, b->a, n, b->work,
                    b->lwork, b->info);
   if (st != 0 ||
-      rt.memcpy_(b->hinfo, b->info, (size_t)p->batch * sizeof(int), D2H) ||
+      rt.memcpy_(b->hinfo, b->info, (size_t)p->batch * sizeof(int),
+                 BL_D2H) ||
       rt.sync())
     return 1;
   for (int i = 0; i < p->batch; i++)
@@ -586,7 +462,7 @@ static double time_cusolver_chol(const spd *p, double tol,
   *why = "a CUDA or cuSOLVER call failed";
   if (rt.malloc_(&b.src, bytes) || rt.malloc_(&b.a, bytes) ||
       rt.malloc_((void **)&b.info, (size_t)p->batch * sizeof(int)) ||
-      rt.memcpy_(b.src, p->a, bytes, H2D))
+      rt.memcpy_(b.src, p->a, bytes, BL_H2D))
     goto done;
   if (p->batch > 1) {
     if (p->dtype != KILN_FLOAT32 || cs.spotrf_batched == NULL) {
@@ -597,11 +473,16 @@ static double time_cusolver_chol(const spd *p, double tol,
     for (size_t i = 0; i < (size_t)p->batch; i++)
       hp[i] = (char *)b.a + i * (size_t)p->n * (size_t)p->n * es;
     int bad = rt.malloc_((void **)&b.ptrs, (size_t)p->batch * sizeof *hp) ||
-              rt.memcpy_(b.ptrs, hp, (size_t)p->batch * sizeof *hp, H2D);
+              rt.memcpy_(b.ptrs, hp, (size_t)p->batch * sizeof *hp, BL_H2D);
     free(hp);
     if (bad)
       goto done;
   } else {
+    if (p->dtype == KILN_FLOAT64 ? !cs.dpotrf_size || !cs.dpotrf
+                                 : !cs.spotrf_size || !cs.spotrf) {
+      *why = "cuSOLVER lacks potrf of this dtype";
+      goto done;
+    }
     int st = p->dtype == KILN_FLOAT64
                  ? cs.dpotrf_size(cs.handle, CUBLAS_FILL_MODE_UPPER, p->n,
                                   b.a, p->n, &b.lwork)
@@ -614,7 +495,7 @@ static double time_cusolver_chol(const spd *p, double tol,
   if (cusolver_run(&b))
     goto done;
   void *host = xmalloc(bytes);
-  int bad = rt.memcpy_(host, b.a, bytes, D2H);
+  int bad = rt.memcpy_(host, b.a, bytes, BL_D2H);
   double err = bad ? NAN : chol_check(p, host, true);
   free(host);
   if (!(err <= tol)) {
@@ -665,7 +546,10 @@ static void chol_line(kiln_device *dev, bool have_cusolver, const char *label,
 
 /* Cholesky 8192^2 in float32 and float64 (one A), then 1000 x 128^2. */
 static void chol_lines(kiln_device *dev) {
-  bool have = load_cusolver();
+  const char *why = NULL;
+  bool have = load_cusolver(&why);
+  if (!have)
+    printf("%s; Cholesky: kiln only.\n", why);
   const int n = 8192, bn = 128, batch = 1000;
   double *a = spd_build(n, 1, 128, 2024);
   float *a32 = to_f32(a, (size_t)n * n);
@@ -682,8 +566,7 @@ static void chol_lines(kiln_device *dev) {
   spd q = {bn, batch, KILN_FLOAT32, a32};
   chol_line(dev, have, "Cholesky 1000 x 128^2 float32", &q, 1e-4);
   free(a32);
-  if (have)
-    cs.destroy(cs.handle);
+  unload_cusolver();
 }
 
 /* The CPU baseline: the plain left-looking (column by column) Cholesky. */
@@ -786,13 +669,16 @@ int main(void) {
   printf("bench_linalg on %s (%s); peaks are H100 SXM data-sheet figures "
          "(TFLOP/s, dense)\n",
          info.name, info.arch);
-  bool have_cublas = load_cublas();
+  const char *why = NULL;
+  bool have_cublas = load_cublas(&why) && cb.sgemm && cb.gemm_ex;
+  if (!have_cublas)
+    printf("%s; GEMM: kiln only.\n", why ? why : "cuBLAS lacks a GEMM");
   gpu_line(dev, have_cublas, "GEMM 8192^3 float32 (no TF32)", 8192,
-           KILN_FLOAT32, KILN_PRECISION_DEFAULT, 1e-4, 67.0);
+           KILN_FLOAT32, KILN_PRECISION_DEFAULT, 1e-4, BENCH_PEAK_FP32_TFLOPS);
   gpu_line(dev, have_cublas, "GEMM 8192^3 bfloat16", 8192, KILN_BFLOAT16,
-           KILN_PRECISION_DEFAULT, 2e-2, 989.0);
+           KILN_PRECISION_DEFAULT, 2e-2, BENCH_PEAK_BF16_TFLOPS);
   gpu_line(dev, have_cublas, "GEMM 4096^3 float32, TF32", 4096, KILN_FLOAT32,
-           KILN_PRECISION_TF32, 1e-2, 494.0);
+           KILN_PRECISION_TF32, 1e-2, BENCH_PEAK_TF32_TFLOPS);
   chol_lines(dev);
   return 0;
 }

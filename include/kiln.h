@@ -586,9 +586,12 @@ typedef struct kiln_linalg_opts {
   kiln_precision precision; /* for float32 GEMM */
   int path;                 /* force an algorithm (per function; 0: auto).
                                GEMM/matmul: 1 SIMT (every dtype), 2 tensor
-                               cores (float16, bfloat16, or float32 with
-                               precision TF32/BF16; devices without them
-                               run the same tiles in float32 SIMT code) */
+                               cores (float16, bfloat16, float64, or
+                               float32 with precision TF32/BF16; devices
+                               without them run the same tiles in SIMT
+                               code), 3 the first-generation kernels (for
+                               comparisons), 4 float32 SIMT on 128-square
+                               tiles at any size */
 } kiln_linalg_opts;
 
 KILN_API void kiln_linalg_opts_init(kiln_linalg_opts *opts);
@@ -637,9 +640,11 @@ KILN_API kiln_status kiln_matmul_ex(kiln_array *a, kiln_array *b,
  * non-square matrix, or a matrix that is not positive definite, whose
  * message names the first such batch entry and its leading minor
  * (LAPACK's info, from 1: "the leading minor of order 3 of matrix 5 ...").
- * kiln_cholesky_ex: opts->path 0 auto, 1 small (one threadgroup per
- * matrix; n up to 64 in float32, 48 in float64), 2 blocked; opts->stream
- * as for every linalg call.
+ * kiln_cholesky_ex: opts->path 0 auto (small up to n = 128, else
+ * blocked), 1 small (the whole batch in one launch, a warp or a
+ * threadgroup per matrix; n up to 128 in both dtypes), 2 blocked
+ * (right-looking, with GEMM updates); opts->stream as for every linalg
+ * call.
  */
 KILN_API kiln_status kiln_cholesky(kiln_array *a, bool upper,
                                    kiln_array **out);
@@ -673,7 +678,9 @@ typedef enum kiln_qr_mode {
  * non-negative diagonal, so results agree across paths and devices.
  * Asynchronous; NaN in A propagates. kiln_qr_ex paths: 0 auto, 1 small
  * (one threadgroup per matrix, m and n up to 128), 2 tall-skinny
- * (TSQR, m >= n, n up to 128), 3 blocked Householder (compact WY).
+ * (TSQR, m >= n, n up to 128 in float32 and 64 in float64; reduced Q or
+ * R only), 3 blocked Householder (compact WY). A forced path that cannot
+ * take the shape or mode is an error (KILN_ERROR_INVALID_ARGUMENT).
  */
 KILN_API kiln_status kiln_qr(kiln_array *a, kiln_qr_mode mode,
                              kiln_array **q, kiln_array **r);
@@ -687,6 +694,10 @@ KILN_API kiln_status kiln_qr_ex(kiln_array *a, kiln_qr_mode mode,
  * taken as ones and not read), B ...×n×k (k right-hand sides). *x is a new
  * ...×n×k array. Checks and waits: an exact zero on the diagonal is an
  * error naming it (LAPACK's trtrs).
+ * kiln_solve_triangular_ex paths: 0 auto, 1 substitution (one thread per
+ * right-hand side), 2 blocked with one fused launch per 128 rows (meant
+ * for few right-hand sides), 3 blocked with GEMM updates (many). The
+ * inverses below take 0, 1 and 3.
  */
 KILN_API kiln_status kiln_solve_triangular(kiln_array *a, kiln_array *b,
                                            bool upper, bool trans,
@@ -782,9 +793,16 @@ typedef enum kiln_norm_type {
  * Norms of the vectors along A's last dimension (vectors == true; *out has
  * A's shape without it) or of the ...×m×n matrices of A (*out has the
  * batch shape; 0-d for one matrix). *out has A's dtype (float32 or
- * float64); sums are accumulated without overflow or underflow for any
- * finite input whose norm is representable. The matrix 2-norm needs
- * singular values and is refused (KILN_ERROR_UNSUPPORTED). Asynchronous.
+ * float64); sums are accumulated in double (sums of squares with Blue's
+ * scaled accumulators, as LAPACK's dnrm2) without overflow or underflow
+ * for any finite input whose norm is representable. NaN propagates. An
+ * empty vector or matrix has norm 0 for every type (numpy raises for the
+ * max-based ones); an empty batch gives an empty result. A may be a
+ * strided view. The matrix 2-norm needs singular values and is refused
+ * (KILN_ERROR_UNSUPPORTED). Asynchronous. kiln_norm_ex paths: 0 auto, 1
+ * one threadgroup per vector or matrix, 2 split (several threadgroups per
+ * vector or matrix and a second pass; auto takes it when the batch alone
+ * cannot fill the device).
  */
 KILN_API kiln_status kiln_norm(kiln_array *a, kiln_norm_type type,
                                bool vectors, kiln_array **out);

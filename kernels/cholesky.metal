@@ -11,13 +11,40 @@
 // (LAPACK's info); the driver fills it with 0 first.
 //
 // Paths:
-//   small    chol_small on the whole matrix (n <= NMAX): one threadgroup per
-//            matrix, the matrix in threadgroup memory.
-//   blocked  chol_copy (A into W), then for each diagonal block of NMAX
-//            columns: chol_small on the block (in W), chol_trsm on the panel
-//            below it, and the driver's GEMM on the trailing matrix.
+//   small    n <= 32: chol_warp, a warp per matrix (two per warp for
+//            n <= 16), a row per lane in registers, columns eliminated by
+//            shuffles; n <= 128: chol_small, a threadgroup per matrix with
+//            the matrix in registers (chol_run below).
+//   blocked  chol_copy (A's lower triangle into W); per block column of
+//            the driver's NB columns: chol_panel on each PW-column panel
+//            (factors the diagonal block and solves every row below it),
+//            the driver's GEMMs between the panels and on the lower
+//            trailing matrix; chol_finish at the end.
+//
+// The heart of both threadgroup kernels is chol_run: 256 threads hold a
+// (PW + RCH) x PW block in registers, 16 x 16 threads each owning the
+// elements (16a + tr, 16b + tc), a 16-cyclic layout in which a whole
+// 16 x 16 tile lies above or below the diagonal, so tiles above it are
+// skipped at compile time. Columns go 16 at a time (right-looking): the
+// 16-column group is staged in threadgroup memory, every warp factors its
+// 16 x 16 diagonal tile in registers by shuffles (redundantly, so no
+// barrier is needed for the pivots) while its upper 16 lanes solve 16 of
+// the rows below, and then every thread updates its own elements to the
+// right with the 16 new columns (a rank-16 update from threadgroup memory).
+// That is one launch per matrix with two barriers per 16 columns.
 #include <metal_stdlib>
 using namespace metal;
+
+#if KILN_BACKEND_CUDA
+#define CHOL_UNROLL _Pragma("unroll")
+#define CHOL_ROLLED _Pragma("unroll 1")
+// Every lane of the warp takes part in every shuffle below.
+#define CHOL_SHFL(v, l) __shfl_sync(0xffffffffu, (v), (l))
+#else
+#define CHOL_UNROLL
+#define CHOL_ROLLED
+#define CHOL_SHFL(v, l) simd_shuffle((v), (ushort)(l))
+#endif
 
 // Offset of batch entry `b` in a view: its leading dimensions walk the
 // batch in C order.
@@ -32,127 +59,317 @@ inline int64_t chol_batch_offset(uint b, const constant int* shape,
   return off;
 }
 
-//@kernel chol_small
-// Factors the diagonal block of W (or of A, for the small path) starting at
-// row/column k0, of min(NMAX, n - k0) columns: reads the block's lower
-// triangle from the view A, writes L's block and zeros above it into W.
-// Template: T, NMAX (block capacity), UPPER. One threadgroup per matrix
-// (grid.x = threads * matrices in this launch, batch0 the first), threads
-// a multiple of 32.
+// Factors W columns across a warp, in registers: lane `base + i` holds row
+// i of the W x W diagonal block in x[0..W) (i < W), and any other lane a
+// row below the block (its x: that row's W elements). On return the block
+// lanes hold L's rows (zeros above the diagonal) and the other lanes their
+// rows of L, x L^-T. Returns 0, or j + 1 for the first pivot j that is not
+// positive (NaN included); the arithmetic then runs on (the result is
+// refused), so every lane executes every shuffle.
+template <typename T, int W>
+inline int chol_warp_factor(thread T* x, int lane, int base) {
+  const int row = lane - base; // >= W for the rows below the block
+  int fail = 0;
+  CHOL_UNROLL
+  for (int j = 0; j < W; ++j) {
+    T d = CHOL_SHFL(x[j], base + j);
+    if (!(d > T(0)) && fail == 0)
+      fail = j + 1;
+    T s = sqrt(d);
+    T r = T(1) / s;
+    x[j] = row == j ? s : (row > j ? x[j] * r : T(0));
+    CHOL_UNROLL
+    for (int c = j + 1; c < W; ++c)
+      x[c] = fma(-x[j], CHOL_SHFL(x[j], base + c), x[c]);
+  }
+  return fail;
+}
+
+// The threadgroup factorization (see the top of the file). The block's
+// logical element (i, j) is src[i * sr + j * sc] (read) and dst[i * dr +
+// j * dc] (written); its first PW rows are the diagonal block, of order
+// pw (<= PW; padded with the identity), then RCH rows of the panel below,
+// from row r0 (relative to the block's origin; rows beyond `rows` are
+// padding). Lower triangles only are read.
 //
-// Right-looking, one column at a time: every thread reads the pivot (so
-// the not-positive-definite exit is uniform without an extra barrier),
-// scales the column, then warps update the trailing lower triangle, a row
-// per warp and columns across lanes (rows padded to NMAX + 1 so the column
-// reads fall in distinct banks). Two barriers per column.
-threadgroup T S[NMAX * (NMAX + 1)];
-constexpr int P = NMAX + 1;
-const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
-if (info[b] != 0)
-  return; // an earlier block of this matrix failed: leave it
+// BLOCKED false (the small path): writes the factor with zeros above the
+// diagonal. BLOCKED true (chol_panel): many threadgroups read the same
+// diagonal block while the `writer` one factors it, so the writer stores
+// L11 out of their way: its strict lower part transposed into the block's
+// upper triangle (never read) and its diagonal into dg; chol_finish moves
+// them home. Every group writes its rows of the panel in place.
+//
+// Threadgroup memory: Pn, 2 x (PW + RCH) x 17 (the staged column group,
+// double-buffered so one barrier per group suffices between reuses), and
+// Pd, 16 x 17 (the factored diagonal tile). 256 threads. Returns 0 or the
+// order of the first failing pivot within the block.
+template <typename T, int PW, int RCH, bool UPPER, bool BLOCKED>
+inline int chol_run(const device T* src, int64_t sr, int64_t sc,
+                    device T* dst, int64_t dr, int64_t dc, int pw, int rows,
+                    int r0, device T* dg, bool writer, int tid,
+                    threadgroup T* Pn, threadgroup T* Pd) {
+  constexpr int NBC = PW / 16, NA = (PW + RCH) / 16, NR = 16 * NA;
+  constexpr int PP = 17, NW = 8;
+  // Columns of the rank-16 update fetched per round: 4 floats or 2
+  // doubles per tile column, as many as the registers allow.
+  constexpr int JC = sizeof(T) == 4 ? 4 : 2;
+  const int lane = tid % 32, warp = tid / 32;
+  // Neighbouring lanes take neighbouring columns (rows for UPPER), which
+  // are adjacent in memory either way.
+  const int tr = UPPER ? tid % 16 : tid / 16;
+  const int tc = UPPER ? tid / 16 : tid % 16;
+  T X[NA][NBC];
+  CHOL_UNROLL
+  for (int a = 0; a < NA; ++a) {
+    CHOL_UNROLL
+    for (int b = 0; b < NBC; ++b) {
+      if (a < NBC && a < b)
+        continue; // a tile above the diagonal: never held
+      const int c = 16 * b + tc;
+      T v;
+      if (a < NBC) {
+        const int i = 16 * a + tr;
+        if (i < pw && c < pw)
+          v = c <= i ? src[(int64_t)i * sr + (int64_t)c * sc] : T(0);
+        else
+          v = i == c ? T(1) : T(0);
+      } else {
+        const int i = r0 + 16 * (a - NBC) + tr;
+        v = i < rows && c < pw ? src[(int64_t)i * sr + (int64_t)c * sc]
+                               : T(0);
+      }
+      X[a][b] = v;
+    }
+  }
+  int fail = 0;
+  CHOL_UNROLL
+  for (int kb = 0; kb < NBC; ++kb) {
+    threadgroup T* P = Pn + (kb & 1) * NR * PP;
+    // Stage column group kb, rows 16 kb and below.
+    CHOL_UNROLL
+    for (int a = kb; a < NA; ++a)
+      P[(16 * a + tr) * PP + tc] = X[a][kb];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // Factor: every warp its copy of the diagonal tile (lanes 0-15) and
+    // 16 rows below it per pass (lanes 16-31), written back in place.
+    const int below = NR - 16 * (kb + 1);
+    const int passes = below > 0 ? (below + 16 * NW - 1) / (16 * NW) : 1;
+    CHOL_ROLLED
+    for (int p = 0; p < passes; ++p) {
+      const int row = lane < 16 ? 16 * kb + lane
+                                : 16 * (kb + 1) + 16 * (p * NW + warp) +
+                                      lane - 16;
+      const bool has = row < NR;
+      T x[16];
+      CHOL_UNROLL
+      for (int c = 0; c < 16; ++c)
+        x[c] = has ? P[row * PP + c] : T(0);
+      const int f = chol_warp_factor<T, 16>(x, lane, 0);
+      if (fail == 0 && f != 0)
+        fail = 16 * kb + f;
+      if (lane >= 16 && has) {
+        CHOL_UNROLL
+        for (int c = 0; c < 16; ++c)
+          P[row * PP + c] = x[c];
+      } else if (lane < 16 && p == 0 && warp == 0) {
+        CHOL_UNROLL
+        for (int c = 0; c < 16; ++c)
+          Pd[lane * PP + c] = x[c];
+      }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // Column group kb is final: take this thread's elements back.
+    X[kb][kb] = Pd[tr * PP + tc];
+    CHOL_UNROLL
+    for (int a = kb + 1; a < NA; ++a)
+      X[a][kb] = P[(16 * a + tr) * PP + tc];
+    // Rank-16 update of the tiles right of group kb (on or below the
+    // diagonal): X[a][b] -= L[row a][group kb] . L[column b][group kb].
+    // A rolled loop, so that the compiler does not hoist every round's
+    // loads at once (that would take twice the registers).
+    CHOL_ROLLED
+    for (int j0 = 0; j0 < 16; j0 += JC) {
+      T cv[NBC][JC];
+      CHOL_UNROLL
+      for (int b = kb + 1; b < NBC; ++b)
+        CHOL_UNROLL
+        for (int j = 0; j < JC; ++j)
+          cv[b][j] = P[(16 * b + tc) * PP + j0 + j];
+      CHOL_UNROLL
+      for (int a = kb + 1; a < NA; ++a) {
+        T rv[JC];
+        CHOL_UNROLL
+        for (int j = 0; j < JC; ++j)
+          rv[j] = P[(16 * a + tr) * PP + j0 + j];
+        CHOL_UNROLL
+        for (int b = kb + 1; b < NBC; ++b) {
+          if (a < NBC && a < b)
+            continue;
+          T acc = X[a][b];
+          CHOL_UNROLL
+          for (int j = 0; j < JC; ++j)
+            acc = fma(-rv[j], cv[b][j], acc);
+          X[a][b] = acc;
+        }
+      }
+    }
+  }
+  // The result.
+  CHOL_UNROLL
+  for (int a = 0; a < NA; ++a) {
+    CHOL_UNROLL
+    for (int b = 0; b < NBC; ++b) {
+      const int c = 16 * b + tc;
+      if (a >= NBC) {
+        const int i = r0 + 16 * (a - NBC) + tr;
+        if (i < rows && c < pw)
+          dst[(int64_t)i * dr + (int64_t)c * dc] = X[a][b];
+        continue;
+      }
+      const int i = 16 * a + tr;
+      if (i >= pw || c >= pw)
+        continue;
+      if (!BLOCKED) {
+        const T v = a > b || (a == b && c <= i) ? X[a][b] : T(0);
+        dst[(int64_t)i * dr + (int64_t)c * dc] = v;
+      } else if (writer && a >= b && c <= i) {
+        if (c == i)
+          dg[i] = X[a][b];
+        else
+          dst[(int64_t)c * dr + (int64_t)i * dc] = X[a][b];
+      }
+    }
+  }
+  return fail;
+}
+
+//@kernel chol_warp
+// The small path for n <= W (W = 16 or 32): each warp factors 32 / W
+// matrices, lane base + i holding row i of its matrix (padded with the
+// identity), and writes L with zeros above the diagonal. Template: T, W,
+// UPPER. Threadgroups of 64 threads; grid.x = 64 * groups; batch0 is the
+// first matrix of this launch, `count` how many it has.
 const int n = A_shape[A_ndim - 1];
-const int k = k0, nb = min(NMAX, n - k);
+const int tid = (int)thread_index_in_threadgroup;
+const int lane = tid % 32;
+constexpr int MPW = 32 / W; // matrices per warp
+const uint g = threadgroup_position_in_grid.x * 2u + (uint)(tid / 32);
+const uint m = g * (uint)MPW + (uint)(lane / W);
+const bool real = m < (uint)count;
+const uint b = (uint)batch0 + m;
+const int i = lane % W;
+const int64_t ar = UPPER ? A_strides[A_ndim - 1] : A_strides[A_ndim - 2];
+const int64_t ac = UPPER ? A_strides[A_ndim - 2] : A_strides[A_ndim - 1];
+const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
+T x[W];
+const device T* a =
+    real ? A + chol_batch_offset(b, A_shape, A_strides, A_ndim) : A;
+CHOL_UNROLL
+for (int c = 0; c < W; ++c) {
+  if (real && i < n && c < n)
+    x[c] = c <= i ? a[(int64_t)i * ar + (int64_t)c * ac] : T(0);
+  else
+    x[c] = i == c ? T(1) : T(0);
+}
+const int fail = chol_warp_factor<T, W>(x, lane, lane - i);
+if (!real)
+  return;
+if (fail != 0) {
+  if (i == 0)
+    info[b] = fail;
+  return;
+}
+if (i < n) {
+  device T* w = L + (int64_t)b * n * n;
+  CHOL_UNROLL
+  for (int c = 0; c < W; ++c)
+    if (c < n)
+      w[(int64_t)i * wr + (int64_t)c * wc] = x[c];
+}
+
+//@kernel chol_small
+// The small path for 32 < n <= PW (PW = 64 or 128): one threadgroup of
+// 256 threads per matrix (chol_run with no panel rows), reading the view A
+// and writing L with zeros above the diagonal. Template: T, PW, UPPER.
+// grid = (256, matrices in this launch), batch0 the first.
+threadgroup T Pn[2 * PW * 17];
+threadgroup T Pd[16 * 17];
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int n = A_shape[A_ndim - 1];
 const int64_t ar = UPPER ? A_strides[A_ndim - 1] : A_strides[A_ndim - 2];
 const int64_t ac = UPPER ? A_strides[A_ndim - 2] : A_strides[A_ndim - 1];
 const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
 const device T* a = A + chol_batch_offset(b, A_shape, A_strides, A_ndim);
 device T* w = L + (int64_t)b * n * n;
-const int tid = (int)thread_index_in_threadgroup;
-const int nt = (int)threads_per_threadgroup.x;
-const int lane = tid % 32, warp = tid / 32, warps = nt / 32;
-for (int e = tid; e < nb * nb; e += nt) {
-  int i = e / nb, j = e % nb;
-  if (j <= i)
-    S[i * P + j] = a[(int64_t)(k + i) * ar + (int64_t)(k + j) * ac];
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-int fail = 0;
-for (int j = 0; j < nb; ++j) {
-  T d = S[j * P + j];
-  if (!(d > T(0))) { // also catches NaN, as LAPACK does
-    fail = j + 1;
-    break;
-  }
-  T r = sqrt(d);
-  for (int i = j + 1 + tid; i < nb; i += nt)
-    S[i * P + j] = S[i * P + j] / r;
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  // Nobody reads the pivot during the update, so it is stored here.
-  if (tid == 0)
-    S[j * P + j] = r;
-  for (int i = j + 1 + warp; i < nb; i += warps) {
-    T li = S[i * P + j];
-    for (int c = j + 1 + lane; c <= i; c += 32)
-      S[i * P + c] = fma(-li, S[c * P + j], S[i * P + c]);
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-}
-if (fail != 0) {
-  if (tid == 0)
-    info[b] = k + fail;
-  return;
-}
-for (int e = tid; e < nb * nb; e += nt) {
-  int i = e / nb, j = e % nb;
-  w[(int64_t)(k + i) * wr + (int64_t)(k + j) * wc] =
-      j <= i ? S[i * P + j] : T(0);
-}
+const int fail = chol_run<T, PW, 0, UPPER, false>(
+    a, ar, ac, w, wr, wc, n, n, 0, w, false,
+    (int)thread_index_in_threadgroup, Pn, Pd);
+if (fail != 0 && thread_index_in_threadgroup == 0)
+  info[b] = fail;
+
+//@kernel chol_panel
+// One panel of the blocked path, in place in W: the diagonal block at
+// (k0, k0), of min(PW, n - k0) columns, and the rows below it, RCH rows per
+// threadgroup (group x takes rows k0 + pw + x * RCH on; group 0 also
+// stores the diagonal block, see chol_run). Template: T, PW, RCH, UPPER.
+// grid = (256 * groups, matrices in this launch), batch0 the first; Win is
+// W, bound for its shape; Dg (...×n) receives the diagonal.
+threadgroup T Pn[2 * (PW + RCH) * 17];
+threadgroup T Pd[16 * 17];
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+if (info[b] != 0)
+  return; // an earlier panel of this matrix failed: leave it
+const int n = Win_shape[Win_ndim - 1];
+const int p0 = k0, pw = min(PW, n - p0);
+const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
+device T* w = L + (int64_t)b * n * n + (int64_t)p0 * (wr + wc);
+const int x = (int)threadgroup_position_in_grid.x;
+const int fail = chol_run<T, PW, RCH, UPPER, true>(
+    w, wr, wc, w, wr, wc, pw, n - p0, pw + x * RCH, Dg + (int64_t)b * n + p0,
+    x == 0, (int)thread_index_in_threadgroup, Pn, Pd);
+if (fail != 0 && thread_index_in_threadgroup == 0)
+  info[b] = p0 + fail;
 
 //@kernel chol_copy
-// W = the logical lower triangle of A, zeros above it (the start of the
-// blocked path). Template: T, UPPER. One thread per element of a matrix
-// (grid.x >= n * n), batch entries along grid.y from batch0.
+// W = the logical lower triangle of A (the start of the blocked path; the
+// rest of W is cleared by chol_finish). Template: T, UPPER. One thread per
+// element of a matrix (grid.x >= n * n), batch entries along grid.y from
+// batch0.
 const int n = A_shape[A_ndim - 1];
 const uint e = thread_position_in_grid.x;
 if (e >= (uint)n * (uint)n)
   return;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
-const int i = (int)(e / (uint)n), j = (int)(e % (uint)n);
+// (mi, mj): the element's place in memory, i.e. in W.
+const int mi = (int)(e / (uint)n), mj = (int)(e % (uint)n);
+const int i = UPPER ? mj : mi, j = UPPER ? mi : mj;
+if (j > i)
+  return;
 const int64_t ar = UPPER ? A_strides[A_ndim - 1] : A_strides[A_ndim - 2];
 const int64_t ac = UPPER ? A_strides[A_ndim - 2] : A_strides[A_ndim - 1];
-const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
 const device T* a = A + chol_batch_offset(b, A_shape, A_strides, A_ndim);
-L[(int64_t)b * n * n + (int64_t)i * wr + (int64_t)j * wc] =
-    j <= i ? a[(int64_t)i * ar + (int64_t)j * ac] : T(0);
+L[(int64_t)b * n * n + e] = a[(int64_t)i * ar + (int64_t)j * ac];
 
-//@kernel chol_trsm
-// The panel below the diagonal block at k0 (NB columns, already factored):
-// L21 = A21 L11^-T, each row by forward substitution, and zeros in the
-// mirrored panel above the trailing matrix (which earlier GEMM updates
-// wrote). Template: T, NB (the block size), UPPER. Threadgroups of 32
-// threads, a row each (grid.x = 32 * groups), batch entries along grid.y
-// from batch0. Win is W, bound for its shape.
-threadgroup T D[NB * (NB + 1)];
-threadgroup T X[32 * (NB + 1)];
-constexpr int P = NB + 1;
+//@kernel chol_finish
+// The end of the blocked path: moves each panel's diagonal block home
+// (its strict lower part from the transposed copy above the diagonal, the
+// diagonal from Dg) and clears everything above the diagonal. Template:
+// T, PW, UPPER. One thread per element (grid.x >= n * n), batch entries
+// along grid.y from batch0. Win is W, bound for its shape.
 const int n = Win_shape[Win_ndim - 1];
-const int k = k0, r0 = k0 + NB + 32 * (int)threadgroup_position_in_grid.x;
+const uint e = thread_position_in_grid.x;
+if (e >= (uint)n * (uint)n)
+  return;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
-const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
+const int mi = (int)(e / (uint)n), mj = (int)(e % (uint)n);
+const int i = UPPER ? mj : mi, j = UPPER ? mi : mj;
+if (j < i)
+  return; // the logical lower triangle is final
 device T* w = L + (int64_t)b * n * n;
-const int tid = (int)thread_index_in_threadgroup;
-const int rows = min(32, n - r0);
-for (int e = tid; e < NB * NB; e += 32) {
-  int i = e / NB, j = e % NB;
-  D[i * P + j] = j <= i ? w[(int64_t)(k + i) * wr + (int64_t)(k + j) * wc]
-                        : T(0);
+if (j == i) {
+  w[e] = Dg[(int64_t)b * n + i];
+  return;
 }
-for (int e = tid; e < rows * NB; e += 32) {
-  int r = e / NB, c = e % NB;
-  X[r * P + c] = w[(int64_t)(r0 + r) * wr + (int64_t)(k + c) * wc];
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-if (tid < rows) {
-  for (int c = 0; c < NB; ++c) {
-    T s = X[tid * P + c];
-    for (int p = 0; p < c; ++p)
-      s = fma(-D[c * P + p], X[tid * P + p], s);
-    X[tid * P + c] = s / D[c * P + c];
-  }
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int e = tid; e < rows * NB; e += 32) {
-  int r = e / NB, c = e % NB;
-  w[(int64_t)(r0 + r) * wr + (int64_t)(k + c) * wc] = X[r * P + c];
-  w[(int64_t)(k + c) * wr + (int64_t)(r0 + r) * wc] = T(0);
-}
+if (i / PW == j / PW) // the stored transpose of L's element (j, i)
+  w[UPPER ? (int64_t)i * n + j : (int64_t)j * n + i] = w[e];
+w[e] = T(0);

@@ -9,6 +9,14 @@
 // batch entry of this launch (batches beyond the grid's y limit are split
 // over several launches).
 //
+// Kernels: gemm_simt (portable, every dtype, 32/64/128 tiles), gemm_f32
+// (float32, 128 x 128, double-buffered float4 tiles), gemm_dmma (float64
+// tensor cores), gemm_tc2 (float16/bfloat16 tensor cores, cp.async
+// pipeline), gemm_tc (the first tensor-core kernel: TF32, bf16-rounded
+// float32, unaligned operands), gemm_scale. The newer kernels get op(A)
+// and op(B) as views (TA = TB = false); the driver does the same for the
+// older ones, whose TA/TB template arguments stay for compatibility.
+//
 // Launch geometry (all kernels of one tile size alike): a one-dimensional
 // threadgroup of NT threads; grid.x = NT * tiles_m * tiles_n (tiles are
 // walked in bands of GEMM_BAND tile rows, so neighbouring groups share
@@ -189,6 +197,144 @@ inline void gemm_simt_tile(const device T* A, const device T* B,
       if (m < g.M && n < g.N)
         gemm_store<T, ACC, BETA0>(C, Cin, (int64_t)m * g.scm +
                                   (int64_t)n * g.scn, acc[i][j], alpha, beta);
+    }
+  }
+}
+
+// ---- float32 SIMT, 128 x 128 tiles -------------------------------------
+//
+// The main float32 path (every device; tuned for the H100). 256 threads
+// as a 16 x 16 grid, each owning 8 x 8 of C as four 4 x 4 blocks (rows
+// ty*4 and 64 + ty*4, columns tx*4 and 64 + tx*4): every shared-memory
+// read is one float4, a warp's reads of B are 256 consecutive bytes (two
+// wavefronts) and its reads of A two broadcasts, so 64 FMAs cost 4 loads.
+// Both operands sit in shared memory k-major (As[k][m], Bs[k][n], rows
+// padded by 4 floats so the transposing stores of k-contiguous operands
+// hit 32 banks), double-buffered: the next BK = 8 slice is loaded from
+// global memory into registers while the current one is multiplied, then
+// stored into the other buffer, with one barrier per slice. About 100
+// registers, so two threadgroups (16 warps) share an SM.
+//
+// Operand modes (MA for A, MB for B; rows are m for A, n for B): 0 / 1,
+// scalar loads with neighbouring threads along k (0) or along the rows
+// (1), whichever dimension is contiguous; 2 / 3, the same as float4
+// loads, where that dimension has stride 1 and the other stride, the
+// start and the batch strides are multiples of 4 elements. Vector loads
+// are used only where the whole slice is in range (interior tiles, whole
+// k-slices); edge tiles and a ragged last slice take checked scalar
+// loads, so the interior pays no bounds tests. The driver passes op(A)
+// and op(B) as views, so the kernel needs no transpose flags.
+#define GEMM_F32_BK 8
+#define GEMM_F32_P 132
+
+// This thread's four elements of a 128 x 8 operand slice at (r0, k0): one
+// row and four k (modes 0, 2), or four rows and one k (modes 1, 3).
+template <int MODE>
+inline float4 gemm_f32_fetch(const device float* X, int64_t sr, int64_t sk,
+                             int r0, int rows, int k0, int K, uint tid,
+                             bool check) {
+  constexpr bool KV = MODE == 0 || MODE == 2;
+  const int r = KV ? (int)tid / 2 : ((int)tid % 32) * 4;
+  const int k = KV ? ((int)tid % 2) * 4 : (int)tid / 32;
+  const device float* p =
+      X + (int64_t)(r0 + r) * sr + (int64_t)(k0 + k) * sk;
+  float4 v;
+  if (MODE >= 2 && !check) {
+    v = *(const device float4*)p;
+    return v;
+  }
+  const int64_t step = KV ? sk : sr;
+  GEMM_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    bool in = !check || (KV ? r0 + r < rows && k0 + k + i < K
+                            : r0 + r + i < rows && k0 + k < K);
+    v[i] = in ? p[i * step] : 0.0f;
+  }
+  return v;
+}
+
+// Stores what gemm_f32_fetch loaded into the k-major slice `s`.
+template <int MODE>
+inline void gemm_f32_put(float4 v, uint tid, threadgroup float* s) {
+  constexpr bool KV = MODE == 0 || MODE == 2;
+  const int r = KV ? (int)tid / 2 : ((int)tid % 32) * 4;
+  const int k = KV ? ((int)tid % 2) * 4 : (int)tid / 32;
+  if (KV) {
+    GEMM_UNROLL
+    for (int i = 0; i < 4; ++i)
+      s[(k + i) * GEMM_F32_P + r] = v[i];
+  } else {
+    *(threadgroup float4*)(s + k * GEMM_F32_P + r) = v;
+  }
+}
+
+template <bool BETA0, int MA, int MB>
+inline void gemm_f32_tile(const device float* A, const device float* B,
+                          const device float* Cin, device float* C,
+                          gemm_geom g, float alpha, float beta, int row0,
+                          int col0, uint tid, threadgroup float* As,
+                          threadgroup float* Bs) {
+  constexpr int BK = GEMM_F32_BK, P = GEMM_F32_P, SLICE = BK * P;
+  const int tx = (int)tid % 16, ty = (int)tid / 16;
+  const bool inner = row0 + 128 <= g.M && col0 + 128 <= g.N;
+  const int slices = (g.K + BK - 1) / BK;
+  float acc[8][8];
+  GEMM_UNROLL
+  for (int i = 0; i < 8; ++i)
+    GEMM_UNROLL
+    for (int j = 0; j < 8; ++j)
+      acc[i][j] = 0.0f;
+  bool check = !inner || BK > g.K;
+  float4 ra = gemm_f32_fetch<MA>(A, g.sam, g.sak, row0, g.M, 0, g.K, tid,
+                                 check);
+  float4 rb = gemm_f32_fetch<MB>(B, g.sbn, g.sbk, col0, g.N, 0, g.K, tid,
+                                 check);
+  gemm_f32_put<MA>(ra, tid, As);
+  gemm_f32_put<MB>(rb, tid, Bs);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int s = 0; s < slices; ++s) {
+    const int cur = (s & 1) * SLICE;
+    const bool more = s + 1 < slices;
+    if (more) { // in flight while this slice is multiplied
+      int k0 = (s + 1) * BK;
+      check = !inner || k0 + BK > g.K;
+      ra = gemm_f32_fetch<MA>(A, g.sam, g.sak, row0, g.M, k0, g.K, tid,
+                              check);
+      rb = gemm_f32_fetch<MB>(B, g.sbn, g.sbk, col0, g.N, k0, g.K, tid,
+                              check);
+    }
+    GEMM_UNROLL
+    for (int k = 0; k < BK; ++k) {
+      const threadgroup float* a = As + cur + k * P + ty * 4;
+      const threadgroup float* b = Bs + cur + k * P + tx * 4;
+      float4 a0 = *(const threadgroup float4*)a;
+      float4 a1 = *(const threadgroup float4*)(a + 64);
+      float4 b0 = *(const threadgroup float4*)b;
+      float4 b1 = *(const threadgroup float4*)(b + 64);
+      float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+      GEMM_UNROLL
+      for (int i = 0; i < 8; ++i)
+        GEMM_UNROLL
+        for (int j = 0; j < 8; ++j)
+          acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+    }
+    if (more) { // the other buffer was last read before the last barrier
+      gemm_f32_put<MA>(ra, tid, As + (SLICE - cur));
+      gemm_f32_put<MB>(rb, tid, Bs + (SLICE - cur));
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+  }
+  GEMM_UNROLL
+  for (int i = 0; i < 8; ++i) {
+    int m = row0 + (i / 4) * 64 + ty * 4 + i % 4;
+    GEMM_UNROLL
+    for (int j = 0; j < 8; ++j) {
+      int n = col0 + (j / 4) * 64 + tx * 4 + j % 4;
+      if (inner || (m < g.M && n < g.N))
+        gemm_store<float, float, BETA0>(C, Cin, (int64_t)m * g.scm +
+                                        (int64_t)n * g.scn, acc[i][j],
+                                        alpha, beta);
     }
   }
 }
@@ -456,6 +602,352 @@ inline void gemm_tc_tile(const device T* A, const device T* B,
                                       alpha, beta);
       }
 }
+
+// ---- float16 / bfloat16 on tensor cores, pipelined (CUDA, sm_80+) -----
+//
+// The tiles of gemm_tc (128 x 128, 8 warps of 64 x 32, mma.sync m16n8k16,
+// float32 accumulators), fed the way Ampere and Hopper want: BK = 32
+// slices of both operands go global -> shared memory by cp.async in
+// 16-byte chunks, three stages in flight (3 x 16 KiB = 48 KiB, the static
+// limit), one barrier per slice, and the fragments come out of shared
+// memory with ldmatrix (.trans where the operand is stored k-major). Each
+// operand is staged in the layout its global memory is contiguous in:
+// VA/VB 1, [row][k] (rows of 64 bytes); 2, [k][row] (rows of 256 bytes);
+// 16-byte chunks are XOR-swizzled by row so that the eight rows one
+// ldmatrix phase reads, and the chunks one cp.async phase writes, land
+// in eight different bank groups. Needs 16-byte vectors on both operands
+// (gemm.c's tc_vector_mode), so a chunk is either wholly inside the
+// matrix or wholly outside (zero-filled by cp.async's src-size 0).
+inline uint gemm_smem_addr(const void* p) {
+  uint a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }"
+      : "=r"(a)
+      : "l"(p));
+  return a;
+}
+
+// Copies one double, or writes 0 when !in (src-size 0 reads nothing).
+inline void gemm_cp_async8(uint dst, const void* src, bool in) {
+  asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %1; "
+               "cp.async.ca.shared.global [%0], [g], 8, %2; }"
+               :
+               : "r"(dst), "l"(src), "r"(in ? 8 : 0)
+               : "memory");
+}
+inline void gemm_cp_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N> inline void gemm_cp_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+#define GEMM_TC2_BK 32
+#define GEMM_TC2_STAGES 3
+#define GEMM_TC2_SLICE (128 * GEMM_TC2_BK) // halves per operand slice
+
+// Copies 16 bytes, or writes zeros when !in.
+inline void gemm_cp_async16(uint dst, const void* src, bool in) {
+  asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %1; "
+               "cp.async.cg.shared.global [%0], [g], 16, %2; }"
+               :
+               : "r"(dst), "l"(src), "r"(in ? 16 : 0)
+               : "memory");
+}
+
+// Byte offset of 16-byte chunk (row, c) of a slice: [row][k] when KC (4
+// chunks a row), else [k][row] (16 chunks a row), swizzled.
+template <bool KC> inline uint gemm_tc2_at(int row, int c) {
+  return KC ? (uint)(row * 64 + ((c ^ ((row >> 1) & 3)) * 16))
+            : (uint)(row * 256 + ((c ^ (row & 7)) * 16));
+}
+
+// One thread's two chunks of each slice of an operand (rows r = m or n).
+template <bool KC> struct gemm_tc2_loader {
+  const device ushort* base;
+  const device ushort* src[2];
+  uint at[2];
+  int k[2];     // first k of the chunk, within the slice
+  bool in_r[2]; // the chunk's rows are inside the matrix
+  int64_t step;
+  inline void init(const device ushort* X, int64_t sr, int64_t sk, int r0,
+                   int rows, uint tid) {
+    GEMM_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      int e = i * 256 + (int)tid;
+      int r = KC ? e / 4 : (e % 16) * 8;
+      int kk = KC ? (e % 4) * 8 : e / 16;
+      k[i] = kk;
+      at[i] = KC ? gemm_tc2_at<true>(r, e % 4) : gemm_tc2_at<false>(kk, e % 16);
+      in_r[i] = KC ? r0 + r < rows : r0 + r + 8 <= rows;
+      src[i] = X + (int64_t)(in_r[i] ? r0 + r : 0) * sr + (int64_t)kk * sk;
+    }
+    base = X;
+    step = (int64_t)GEMM_TC2_BK * sk;
+  }
+  inline void issue(int slice, int K, uint stage) {
+    GEMM_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      int k0 = slice * GEMM_TC2_BK + k[i];
+      bool in = in_r[i] && (KC ? k0 + 8 <= K : k0 < K);
+      const device ushort* p = in ? src[i] + (int64_t)slice * step : base;
+      gemm_cp_async16(stage + at[i], p, in);
+    }
+  }
+};
+
+inline void gemm_ldsm4(uint* r, uint addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, "
+               "[%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+inline void gemm_ldsm4_t(uint* r, uint addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 "
+               "{%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// The A fragment of rows m..m+15, k..k+15 (m16n8k16: a0 rows 0-7 k 0-7,
+// a1 rows 8-15, a2 k 8-15, a3 both), lane l addressing one 16-byte row
+// of matrix l / 8.
+template <bool KC>
+inline void gemm_tc2_frag_a(uint* a, uint slice, int m, int k, int lane) {
+  int mat = lane / 8, i = lane % 8;
+  if (KC)
+    gemm_ldsm4(a, slice + gemm_tc2_at<true>(m + i + (mat % 2) * 8,
+                                            k / 8 + mat / 2));
+  else
+    gemm_ldsm4_t(a, slice + gemm_tc2_at<false>(k + i + (mat / 2) * 8,
+                                               m / 8 + mat % 2));
+}
+
+// The B fragments of columns n..n+7 (b[0], b[1]) and n+8..n+15 (b[2],
+// b[3]), k..k+15.
+template <bool KC>
+inline void gemm_tc2_frag_b(uint* b, uint slice, int n, int k, int lane) {
+  int mat = lane / 8, i = lane % 8;
+  if (KC)
+    gemm_ldsm4(b, slice + gemm_tc2_at<true>(n + i + (mat / 2) * 8,
+                                            k / 8 + mat % 2));
+  else
+    gemm_ldsm4_t(b, slice + gemm_tc2_at<false>(k + i + (mat % 2) * 8,
+                                               n / 8 + mat / 2));
+}
+
+template <typename T, int MMA, bool BETA0, int VA, int VB>
+inline void gemm_tc2_tile(const device T* A, const device T* B,
+                          const device T* Cin, device T* C, gemm_geom g,
+                          float alpha, float beta, int row0, int col0,
+                          uint tid, threadgroup void* smem) {
+  constexpr int S = GEMM_TC2_STAGES, SLB = GEMM_TC2_SLICE * 2; // bytes
+  constexpr bool KA = VA == 1, KB = VB == 1;
+  const int lane = (int)tid % 32, warp = (int)tid / 32;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+  const int gr = lane / 4, tq = lane % 4;
+  const uint As = gemm_smem_addr(smem), Bs = As + S * SLB;
+  gemm_tc2_loader<KA> la;
+  gemm_tc2_loader<KB> lb;
+  la.init((const device ushort*)A, g.sam, g.sak, row0, g.M, tid);
+  lb.init((const device ushort*)B, g.sbn, g.sbk, col0, g.N, tid);
+  const int slices = (g.K + GEMM_TC2_BK - 1) / GEMM_TC2_BK;
+  float acc[4][4][4];
+  GEMM_UNROLL
+  for (int i = 0; i < 4; ++i)
+    GEMM_UNROLL
+    for (int j = 0; j < 4; ++j)
+      GEMM_UNROLL
+      for (int q = 0; q < 4; ++q)
+        acc[i][j][q] = 0.0f;
+  GEMM_UNROLL
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < slices) {
+      la.issue(s, g.K, As + s * SLB);
+      lb.issue(s, g.K, Bs + s * SLB);
+    }
+    gemm_cp_commit();
+  }
+  for (int s = 0; s < slices; ++s) {
+    gemm_cp_wait<S - 2>();
+    __syncthreads();
+    int next = s + S - 1;
+    if (next < slices) {
+      la.issue(next, g.K, As + (next % S) * SLB);
+      lb.issue(next, g.K, Bs + (next % S) * SLB);
+    }
+    gemm_cp_commit();
+    const uint as = As + (s % S) * SLB, bs = Bs + (s % S) * SLB;
+    GEMM_UNROLL
+    for (int kk = 0; kk < GEMM_TC2_BK; kk += 16) {
+      uint af[4][4], bf[4][2];
+      GEMM_UNROLL
+      for (int i = 0; i < 4; ++i)
+        gemm_tc2_frag_a<KA>(af[i], as, wm + i * 16, kk, lane);
+      GEMM_UNROLL
+      for (int j = 0; j < 4; j += 2)
+        gemm_tc2_frag_b<KB>(&bf[j][0], bs, wn + j * 8, kk, lane);
+      GEMM_UNROLL
+      for (int i = 0; i < 4; ++i)
+        GEMM_UNROLL
+        for (int j = 0; j < 4; ++j)
+          gemm_mma<MMA>(acc[i][j], af[i], bf[j]);
+    }
+  }
+  gemm_cp_wait<0>();
+  GEMM_UNROLL
+  for (int i = 0; i < 4; ++i)
+    GEMM_UNROLL
+    for (int j = 0; j < 4; ++j)
+      GEMM_UNROLL
+      for (int q = 0; q < 4; ++q) {
+        int m = row0 + wm + i * 16 + gr + (q / 2) * 8;
+        int n = col0 + wn + j * 8 + 2 * tq + q % 2;
+        if (m < g.M && n < g.N)
+          gemm_store<T, float, BETA0>(C, Cin, (int64_t)m * g.scm +
+                                      (int64_t)n * g.scn, acc[i][j][q],
+                                      alpha, beta);
+      }
+}
+
+// ---- float64 on tensor cores (CUDA, sm_80+: DMMA) ----------------------
+//
+// mma.sync m8n8k4 in float64 (each product and sum an IEEE float64
+// operation, as a float64 FMA; only the order of the k-sum differs from
+// the SIMT kernel). 128 x 128 tiles, 512 threads = 16 warps in a 4 x 4
+// grid, each warp 32 x 32 of C as 4 x 4 tiles of 8 x 8 (32 doubles of
+// accumulator per thread, ~100 registers: one threadgroup and 16 warps per
+// SM). Slices of BK = 8 of both operands travel global -> shared memory
+// by cp.async (8 bytes each, zero-filled out of range, so edges need no
+// branches), three stages in flight, one barrier per slice: 3 x 2 x 128 x
+// 8 doubles = 48 KiB, the static limit. Each operand sits in the layout
+// its global loads are coalesced in: [row][k] where k is contiguous (KA /
+// KB), else [k][row], with an XOR swizzle that makes a warp's fragment
+// reads (8 rows x 4 k) hit every bank pair exactly twice (two wavefronts,
+// the minimum for 32 doubles), and keeps the cp.async stores conflict-free.
+#define GEMM_DMMA_BK 8
+#define GEMM_DMMA_STAGES 3
+#define GEMM_DMMA_SLICE (128 * GEMM_DMMA_BK)
+
+// Where element (r, k) of a 128 x 8 slice lives (in doubles): [r][k] when
+// KC, else [k][r], swizzled (see above).
+template <bool KC> inline int gemm_dmma_at(int r, int k) {
+  return KC ? r * 8 + (k ^ (((r >> 1) & 1) << 2))
+            : k * 128 + (r ^ ((k & 3) << 2));
+}
+
+// One thread's two elements of each slice of an operand: their position,
+// the source of slice 0 and whether their row is inside the matrix.
+template <bool KC> struct gemm_dmma_loader {
+  const device double* base; // read by nothing: the address of a zero fill
+  const device double* src[2];
+  int k[2], at[2];
+  bool row_in[2];
+  int64_t step; // elements from one slice to the next
+  inline void init(const device double* X, int64_t sr, int64_t sk, int r0,
+                   int rows, uint tid) {
+    GEMM_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      int e = i * 512 + (int)tid;
+      int r = KC ? e / 8 : e % 128, kk = KC ? e % 8 : e / 128;
+      k[i] = kk;
+      at[i] = gemm_dmma_at<KC>(r, kk);
+      row_in[i] = r0 + r < rows;
+      src[i] = X + (int64_t)(row_in[i] ? r0 + r : 0) * sr + (int64_t)kk * sk;
+    }
+    base = X;
+    step = (int64_t)GEMM_DMMA_BK * sk;
+  }
+  inline void issue(int slice, int K, threadgroup double* stage) {
+    GEMM_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      int k0 = slice * GEMM_DMMA_BK;
+      bool in = row_in[i] && k0 + k[i] < K;
+      const device double* p = in ? src[i] + (int64_t)slice * step : base;
+      gemm_cp_async8(gemm_smem_addr(stage + at[i]), p, in);
+    }
+  }
+};
+
+inline void gemm_dmma(thread double* c, double a, double b) {
+  asm("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, {%2}, "
+      "{%3}, {%0,%1};"
+      : "+d"(c[0]), "+d"(c[1])
+      : "d"(a), "d"(b));
+}
+
+template <bool BETA0, bool KA, bool KB>
+inline void gemm_dmma_tile(const device double* A, const device double* B,
+                           const device double* Cin, device double* C,
+                           gemm_geom g, double alpha, double beta, int row0,
+                           int col0, uint tid, threadgroup double* smem) {
+  constexpr int S = GEMM_DMMA_STAGES, SL = GEMM_DMMA_SLICE;
+  const int lane = (int)tid % 32, warp = (int)tid / 32;
+  const int wm = (warp / 4) * 32, wn = (warp % 4) * 32;
+  const int r = lane / 4, q = lane % 4;
+  threadgroup double* As = smem;          // S slices of A
+  threadgroup double* Bs = smem + S * SL; // then S slices of B
+  gemm_dmma_loader<KA> la;
+  gemm_dmma_loader<KB> lb;
+  la.init(A, g.sam, g.sak, row0, g.M, tid);
+  lb.init(B, g.sbn, g.sbk, col0, g.N, tid);
+  const int slices = (g.K + GEMM_DMMA_BK - 1) / GEMM_DMMA_BK;
+  double acc[4][4][2];
+  GEMM_UNROLL
+  for (int i = 0; i < 4; ++i)
+    GEMM_UNROLL
+    for (int j = 0; j < 4; ++j)
+      acc[i][j][0] = acc[i][j][1] = 0.0;
+  GEMM_UNROLL
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < slices) {
+      la.issue(s, g.K, As + s * SL);
+      lb.issue(s, g.K, Bs + s * SL);
+    }
+    gemm_cp_commit(); // empty groups keep the count of groups uniform
+  }
+  for (int s = 0; s < slices; ++s) {
+    gemm_cp_wait<S - 2>(); // this thread's copies of slice s landed
+    __syncthreads();       // everyone's; and slice s - 1 is consumed
+    int next = s + S - 1;
+    if (next < slices) {
+      la.issue(next, g.K, As + (next % S) * SL);
+      lb.issue(next, g.K, Bs + (next % S) * SL);
+    }
+    gemm_cp_commit();
+    const threadgroup double* as = As + (s % S) * SL;
+    const threadgroup double* bs = Bs + (s % S) * SL;
+    GEMM_UNROLL
+    for (int kk = 0; kk < GEMM_DMMA_BK; kk += 4) {
+      double a[4], b[4];
+      GEMM_UNROLL
+      for (int i = 0; i < 4; ++i)
+        a[i] = as[gemm_dmma_at<KA>(wm + 8 * i + r, kk + q)];
+      GEMM_UNROLL
+      for (int j = 0; j < 4; ++j)
+        b[j] = bs[gemm_dmma_at<KB>(wn + 8 * j + r, kk + q)];
+      GEMM_UNROLL
+      for (int i = 0; i < 4; ++i)
+        GEMM_UNROLL
+        for (int j = 0; j < 4; ++j)
+          gemm_dmma(acc[i][j], a[i], b[j]);
+    }
+  }
+  gemm_cp_wait<0>();
+  GEMM_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    int m = row0 + wm + 8 * i + r;
+    GEMM_UNROLL
+    for (int j = 0; j < 4; ++j)
+      GEMM_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        int n = col0 + wn + 8 * j + 2 * q + h;
+        if (m < g.M && n < g.N)
+          gemm_store<double, double, BETA0>(C, Cin, (int64_t)m * g.scm +
+                                            (int64_t)n * g.scn, acc[i][j][h],
+                                            alpha, beta);
+      }
+  }
+}
 #endif
 
 //@kernel gemm_simt
@@ -474,6 +966,79 @@ gemm_simt_tile<T, ACC, TA, TB, BETA0, BM, BN, BK, TM, TN, LA, LB>(
     A + gemm_batch_offset(b, A_shape, A_strides, A_ndim),
     B + gemm_batch_offset(b, B_shape, B_strides, B_ndim), Cin + oc, C + oc,
     g, alpha, beta, t.x * BM, t.y * BN, thread_index_in_threadgroup, As, Bs);
+
+//@kernel gemm_f32
+// Template: BETA0, MA, MB (see gemm_f32_tile); float32 operands, op(A)
+// and op(B) passed as views (no transposes). 128 x 128 tiles, 256
+// threads.
+threadgroup float As[2 * GEMM_F32_BK * GEMM_F32_P];
+threadgroup float Bs[2 * GEMM_F32_BK * GEMM_F32_P];
+gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
+                                           B_shape, B_strides, B_ndim,
+                                           Cin_strides, Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
+int2 t = gemm_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+gemm_f32_tile<BETA0, MA, MB>(
+    A + gemm_batch_offset(b, A_shape, A_strides, A_ndim),
+    B + gemm_batch_offset(b, B_shape, B_strides, B_ndim), Cin + oc, C + oc,
+    g, alpha, beta, t.x * 128, t.y * 128, thread_index_in_threadgroup, As,
+    Bs);
+
+//@kernel gemm_dmma
+// Template: BETA0, KA, KB (see gemm_dmma_tile); float64 operands, op(A)
+// and op(B) passed as views. 128 x 128 tiles, 512 threads. Without
+// tensor cores (the CPU, pre-sm_80) the same tiles run on the SIMT code.
+gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
+                                           B_shape, B_strides, B_ndim,
+                                           Cin_strides, Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
+int2 t = gemm_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+const device double* a0 =
+    A + gemm_batch_offset(b, A_shape, A_strides, A_ndim);
+const device double* b0 =
+    B + gemm_batch_offset(b, B_shape, B_strides, B_ndim);
+#if GEMM_HAS_MMA
+threadgroup double smem[2 * GEMM_DMMA_STAGES * GEMM_DMMA_SLICE];
+gemm_dmma_tile<BETA0, KA, KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta,
+                              t.x * 128, t.y * 128,
+                              thread_index_in_threadgroup, smem);
+#else
+threadgroup double As[8 * 132];
+threadgroup double Bs[8 * 132];
+gemm_simt_tile<double, double, false, false, BETA0, 128, 128, 8, 8, 4, !KA,
+               !KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta, t.x * 128,
+                    t.y * 128, thread_index_in_threadgroup, As, Bs);
+#endif
+
+//@kernel gemm_tc2
+// Template: T (float16 or bfloat16), MMA (0 or 1, as T), BETA0, VA, VB (1
+// or 2; see gemm_tc2_tile); op(A) and op(B) passed as views. 128 x 128
+// tiles, 256 threads. Without tensor cores, the SIMT code in float32.
+gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
+                                           B_shape, B_strides, B_ndim,
+                                           Cin_strides, Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
+int2 t = gemm_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+const device T* a0 = A + gemm_batch_offset(b, A_shape, A_strides, A_ndim);
+const device T* b0 = B + gemm_batch_offset(b, B_shape, B_strides, B_ndim);
+#if GEMM_HAS_MMA
+threadgroup uint smem[2 * GEMM_TC2_STAGES * GEMM_TC2_SLICE / 2];
+gemm_tc2_tile<T, MMA, BETA0, VA, VB>(a0, b0, Cin + oc, C + oc, g, alpha,
+                                     beta, t.x * 128, t.y * 128,
+                                     thread_index_in_threadgroup, smem);
+#else
+threadgroup float As[16 * 132];
+threadgroup float Bs[16 * 132];
+gemm_simt_tile<T, float, false, false, BETA0, 128, 128, 16, 8, 8, VA == 2,
+               VB == 2>(a0, b0, Cin + oc, C + oc, g, alpha, beta, t.x * 128,
+                        t.y * 128, thread_index_in_threadgroup, As, Bs);
+#endif
 
 //@kernel gemm_tc
 // Template: T, MMA (0 float16, 1 bfloat16, 2 TF32), TA, TB, BETA0, VA, VB

@@ -23,11 +23,17 @@ export KILN_CACHE_DIR="$PWD/build-gpu/cache"
 KILN_TEST_DEVICE=gpu build-gpu/kiln_tests -j 4 ${1:-} >"$OUT/test-gpu.log" 2>&1
 grep -E '^(FAIL|timeout)|passed, ' "$OUT/test-gpu.log"
 
+# The GPU benchmarks, each with its log and a time limit (a hung kiln call
+# must not eat the session); BENCH_TIMEOUT seconds each, 180 by default.
 if [ -z "${1:-}" ]; then
-  build-gpu/bench_cuda >"$OUT/bench_cuda.txt" 2>&1
-  cat "$OUT/bench_cuda.txt"
-  build-gpu/bench_linalg >"$OUT/bench_linalg.txt" 2>&1
-  cat "$OUT/bench_linalg.txt"
+  for name in bench_cuda bench_linalg bench_qr bench_solve; do
+    echo "== $name"
+    timeout "${BENCH_TIMEOUT:-180}" "build-gpu/$name" >"$OUT/$name.txt" 2>&1
+    rc=$?
+    cat "$OUT/$name.txt"
+    [ "$rc" -eq 0 ] ||
+      echo "$name exited with status $rc" | tee -a "$OUT/$name.txt"
+  done
   build-gpu/kiln_demo >"$OUT/demo.txt" 2>&1
   cat "$OUT/demo.txt"
 fi

@@ -120,6 +120,9 @@
   X(linalg_matmul, 180)                                                       \
   X(linalg_gemm_precision, 120)                                               \
   X(linalg_gemm_paths, 180)                                                   \
+  X(linalg_gemm_f32, 180)                                                     \
+  X(linalg_gemm_f64_tc, 180)                                                  \
+  X(linalg_gemm_tc_pipelined, 180)                                            \
   X(linalg_gemm_errors, 60)                                                   \
   X(linalg_cli_gemm, 120)                                                     \
   X(linalg_cli_gemm_numpy, 180)                                               \
@@ -133,10 +136,71 @@
   X(linalg_cholesky_errors, 60)                                               \
   X(linalg_cholesky_nvrtc, 300)                                               \
   /* ---- qr tests ---- */                                                    \
+  X(linalg_qr_small, 240)                                                     \
+  X(linalg_qr_batched, 240)                                                   \
+  X(linalg_qr_tall_skinny, 240)                                               \
+  X(linalg_qr_paths, 240)                                                     \
+  X(linalg_qr_strided, 240)                                                   \
+  X(linalg_qr_ill_conditioned, 240)                                           \
+  X(linalg_qr_empty, 60)                                                      \
+  X(linalg_qr_errors, 60)                                                     \
+  X(linalg_qr_tsqr_panel, 120)                                                \
+  X(linalg_qr_nvrtc, 600)                                                     \
+  /* qr blocked */                                                            \
+  X(linalg_qr_blocked_square, 240)                                            \
+  X(linalg_qr_blocked_tall_wide, 240)                                         \
+  X(linalg_qr_blocked_batched, 240)                                           \
+  X(linalg_qr_blocked_panels, 240)                                            \
+  X(linalg_qr_blocked_small, 240)                                             \
+  X(linalg_qr_blocked_empty, 60)                                              \
+  X(linalg_qr_blocked_ill_conditioned, 240)                                   \
+  X(linalg_qr_blocked_strided, 240)                                           \
+  X(linalg_qr_blocked_nan, 60)                                                \
+  X(linalg_qr_blocked_errors, 60)                                             \
+  X(linalg_qr_blocked_public, 240)                                            \
+  X(linalg_qr_blocked_nvrtc, 300)                                             \
   /* ---- triangular tests ---- */                                            \
+  X(linalg_triangular_cases, 240)                                             \
+  X(linalg_triangular_rhs, 240)                                               \
+  X(linalg_triangular_batched, 240)                                           \
+  X(linalg_triangular_strided, 240)                                           \
+  X(linalg_triangular_ill_conditioned, 240)                                   \
+  X(linalg_triangular_trsm, 240)                                              \
+  X(linalg_triangular_tri_inv, 240)                                           \
+  X(linalg_triangular_cholesky_inv, 240)                                      \
+  X(linalg_triangular_singular, 240)                                          \
+  X(linalg_triangular_errors, 60)                                             \
+  X(linalg_triangular_nvrtc, 600)                                             \
   /* ---- lu tests ---- */                                                    \
+  X(linalg_lu_factor_shapes, 240)                                             \
+  X(linalg_lu_factor_batched, 240)                                            \
+  X(linalg_lu_factor_paths, 300)                                              \
+  X(linalg_lu_strided, 240)                                                   \
+  X(linalg_lu_ill_conditioned, 240)                                           \
+  X(linalg_lu_solve, 240)                                                     \
+  X(linalg_lu_solve_hard, 240)                                                \
+  X(linalg_lu_inv, 240)                                                       \
+  X(linalg_lu_det, 240)                                                       \
+  X(linalg_lu_singular, 240)                                                  \
+  X(linalg_lu_nonfinite, 120)                                                 \
+  X(linalg_lu_errors, 120)                                                    \
+  X(linalg_lu_nvrtc, 600)                                                     \
   /* ---- norm tests ---- */                                                  \
+  X(linalg_norm_vectors, 120)                                                 \
+  X(linalg_norm_matrices, 120)                                                \
+  X(linalg_norm_paths, 120)                                                   \
+  X(linalg_norm_strided, 120)                                                 \
+  X(linalg_norm_extremes, 120)                                                \
+  X(linalg_norm_empty, 60)                                                    \
+  X(linalg_norm_errors, 60)                                                   \
+  X(linalg_norm_nvrtc, 300)                                                   \
   /* ---- linalg cli tests ---- */                                            \
+  X(linalg_cli_qr, 180)                                                       \
+  X(linalg_cli_solve_triangular, 180)                                         \
+  X(linalg_cli_lu, 180)                                                       \
+  X(linalg_cli_solve_inv_det, 180)                                            \
+  X(linalg_cli_numpy, 240)                                                    \
+  X(linalg_cli_op_errors, 180)                                                \
   X(linalg_cli_cholesky, 180)                                                 \
   X(linalg_cli_cholesky_numpy, 180)                                           \
   X(linalg_cli_cholesky_errors, 120)                                          \

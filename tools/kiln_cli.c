@@ -2,7 +2,8 @@
  * The `kiln` command-line tool: runs an MLX-style Metal kernel on .npy
  * files, runs kiln's linear algebra on them (`kiln linalg`) and describes
  * the devices kiln sees. It uses only the public header
- * (kiln.h) and npy.h, like any other program built on kiln.
+ * (kiln.h) and npy.h, like any other program built on kiln. `kiln linalg`
+ * lives in cli_linalg.c; the helpers both files share are in cli.h.
  *
  * Exit status: 0 on success, 2 for a usage error (bad or missing flags),
  * 1 for a runtime error (unreadable files, a kernel that fails to compile or
@@ -24,10 +25,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "kiln.h"
 #include "npy.h"
-
-enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 /* ---- messages ------------------------------------------------------------ */
 
@@ -35,10 +35,7 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 static const char *g_command = "kiln";
 
 /* Prints a usage error with a pointer to the help and returns EXIT_USAGE. */
-static int usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...) {
+int usage_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "%s: ", g_command);
@@ -52,10 +49,7 @@ static int usage_error(const char *fmt, ...) {
 }
 
 /* Prints a runtime error and returns EXIT_RUNTIME. */
-static int runtime_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-
-static int runtime_error(const char *fmt, ...) {
+int runtime_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "%s: ", g_command);
@@ -66,10 +60,7 @@ static int runtime_error(const char *fmt, ...) {
 }
 
 /* Prints "<what>: <the library's message>" for a failed kiln call. */
-static int library_error(kiln_status status, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int library_error(kiln_status status, const char *fmt, ...) {
+int library_error(kiln_status status, const char *fmt, ...) {
   const char *detail = kiln_last_error();
   va_list ap;
   va_start(ap, fmt);
@@ -120,7 +111,7 @@ static bool parse_i64(const char *s, int64_t min, int64_t max, int64_t *out) {
 
 /* A floating-point number as strtod reads it ("1.5", "-inf", "nan"), with
  * nothing else around it. */
-static bool parse_double(const char *s, double *out) {
+bool parse_double(const char *s, double *out) {
   if (!s[0] || s[0] == ' ' || s[0] == '\t')
     return false;
   char *end;
@@ -578,7 +569,7 @@ static size_t edit_distance(const char *a, const char *b) {
 }
 
 /* The closest of `names` to `word`, or NULL if none is close. */
-static const char *closest(const char *word, const char *const *names,
+const char *closest(const char *word, const char *const *names,
                            size_t count) {
   const char *best = NULL;
   size_t best_d = 3; /* suggest only within two edits */
@@ -603,7 +594,7 @@ static int unknown_flag(const char *arg, const flag_def *flags, size_t n) {
 }
 
 /* Sets a flag that may be given once. */
-static int set_once(const char **slot, const char *flag, const char *value) {
+int set_once(const char **slot, const char *flag, const char *value) {
   if (*slot)
     return usage_error("%s is given twice ('%s' and '%s').", flag, *slot,
                        value);
@@ -613,7 +604,7 @@ static int set_once(const char **slot, const char *flag, const char *value) {
   return 0;
 }
 
-static bool valid_device_spec(const char *s) {
+bool valid_device_spec(const char *s) {
   if (!strcmp(s, "cpu") || !strcmp(s, "gpu"))
     return true;
   uint64_t n;
@@ -843,7 +834,7 @@ static int read_text(const char *flag, const char *path, char **out) {
   return 0;
 }
 
-static int check_out_dir(const char *dir) {
+int check_out_dir(const char *dir) {
   struct stat st;
   if (stat(dir, &st) != 0)
     return runtime_error("cannot use --out-dir '%s': %s.", dir,
@@ -871,7 +862,7 @@ static char *join_file(const char *dir, const char *prefix, const char *name,
 }
 
 /* "DIR/NAME.npy", or with a prefix/suffix for temporaries; malloc'ed. */
-static char *join_path(const char *dir, const char *prefix, const char *name,
+char *join_path(const char *dir, const char *prefix, const char *name,
                        const char *suffix) {
   return join_file(dir, prefix, name, "npy", suffix);
 }
@@ -905,7 +896,7 @@ static int create_temp(const char *dir, const char *name, const char *ext,
 }
 
 /* Creates a temporary next to the final file and writes the array. */
-static int write_temp(const char *dir, const char *name, kiln_dtype dtype,
+int write_temp(const char *dir, const char *name, kiln_dtype dtype,
                       int ndim, const int64_t *shape, const void *data,
                       char **tmp_out) {
   char *tmp = NULL;
@@ -971,7 +962,7 @@ static void run_state_free(run_state *s) {
 }
 
 /* The --device SPEC, or the default device when SPEC is NULL. */
-static int open_device(const char *spec, kiln_device **device) {
+int open_device(const char *spec, kiln_device **device) {
   if (!spec) {
     *device = kiln_device_default();
     if (!*device)
@@ -1143,7 +1134,7 @@ static int write_outputs(run_state *s, const char *dir) {
   return 0;
 }
 
-static void format_shape(char *out, size_t cap, const kiln_output_spec *sp) {
+void format_shape(char *out, size_t cap, const kiln_output_spec *sp) {
   size_t n = 0;
   out[0] = '\0';
   if (sp->ndim == 0)
@@ -1590,586 +1581,6 @@ static int cmd_info(int argc, char **argv) {
   return 0;
 }
 
-/* ---- kiln linalg --------------------------------------------------------- */
-
-/* Every operation of the linalg interface; gemm and cholesky are
- * implemented in this version, the others are refused with a message
- * saying so. */
-static const char *const linalg_ops[] = {
-    "gemm", "qr", "cholesky", "solve-triangular", "lu", "solve", "inv", "det",
-};
-#define NUM_LINALG_OPS (sizeof linalg_ops / sizeof linalg_ops[0])
-#define LINALG_AVAILABLE "gemm, cholesky"
-
-typedef enum linalg_flag_id {
-  LF_DEVICE, LF_OUT_DIR, LF_DTYPE, LF_TRANS_A, LF_TRANS_B, LF_ALPHA,
-  LF_UPPER, LF_HELP
-} linalg_flag_id;
-
-typedef struct linalg_flag {
-  const char *name;
-  linalg_flag_id id;
-  bool takes_value;
-} linalg_flag;
-
-static const linalg_flag linalg_flags[] = {
-    {"--device", LF_DEVICE, true},   {"--out-dir", LF_OUT_DIR, true},
-    {"--dtype", LF_DTYPE, true},     {"--trans-a", LF_TRANS_A, false},
-    {"--trans-b", LF_TRANS_B, false}, {"--alpha", LF_ALPHA, true},
-    {"--upper", LF_UPPER, false},    {"--help", LF_HELP, false},
-};
-#define NUM_LINALG_FLAGS (sizeof linalg_flags / sizeof linalg_flags[0])
-
-/* The parsed command line of `kiln linalg`. */
-typedef struct linalg_opts {
-  const char *op;
-  const char *device;
-  const char *out_dir;
-  const char *dtype_text;
-  kiln_dtype dtype; /* with dtype_text */
-  bool trans_a, trans_b;
-  bool has_alpha;
-  double alpha;
-  bool upper; /* cholesky */
-  const char **inputs; /* the .npy paths, in order (pointers into argv) */
-  int num_inputs;
-} linalg_opts;
-
-/* Everything `kiln linalg OP` holds, released in one place. */
-typedef struct linalg_state {
-  linalg_opts o;
-  npy_array in[2];
-  kiln_dtype dtype; /* the dtype the operation is computed in */
-  int c_ndim;       /* the result's shape */
-  int64_t c_shape[KILN_MAX_NDIM];
-  kiln_device *device;
-  kiln_array *a, *b, *c; /* c: the result (C, L or U) */
-  char *tmp_path; /* the temporary result file, not yet renamed */
-} linalg_state;
-
-static void linalg_state_free(linalg_state *s) {
-  if (s->tmp_path)
-    unlink(s->tmp_path);
-  free(s->tmp_path);
-  kiln_array_destroy(s->a);
-  kiln_array_destroy(s->b);
-  kiln_array_destroy(s->c);
-  for (int i = 0; i < 2; i++)
-    npy_array_free(&s->in[i]);
-  free(s->o.inputs);
-}
-
-static void print_linalg_help(FILE *f) {
-  fputs(
-      "usage: kiln linalg OP [--device cpu|gpu|gpu:N] [--out-dir DIR]\n"
-      "                      [--dtype float32|float64] [options] "
-      "INPUT.npy...\n"
-      "\n"
-      "Linear algebra on .npy files, on any device. Inputs may have leading\n"
-      "batch dimensions (...xMxN): the operation runs on every matrix of "
-      "the\n"
-      "batch. The batch dimensions of the inputs must be equal, or an input\n"
-      "may have none (it is then used for every batch entry).\n"
-      "\n"
-      "operations:\n"
-      "  gemm A.npy B.npy [--trans-a] [--trans-b] [--alpha F]\n"
-      "                     C = alpha * op(A) @ op(B), written to DIR/C.npy;\n"
-      "                     op(X) is X, or with --trans-a / --trans-b the\n"
-      "                     transpose of its last two dimensions\n"
-      "  cholesky A.npy [--upper]\n"
-      "                     A = L @ L^T for symmetric positive definite A,\n"
-      "                     L written to DIR/L.npy; with --upper A = U^T @ "
-      "U,\n"
-      "                     U written to DIR/U.npy. Only that triangle of A\n"
-      "                     is read; the other triangle of the result is 0\n"
-      "  qr, solve-triangular, lu, solve, inv, det\n"
-      "                     not implemented yet\n"
-      "\n"
-      "options:\n"
-      "  --device SPEC      cpu, gpu or gpu:N (default: the best device)\n"
-      "  --out-dir DIR      where results are written (default: .)\n"
-      "  --dtype DTYPE      float32 or float64: convert every input to it "
-      "on\n"
-      "                     the host first (default: keep the inputs' own\n"
-      "                     float16, float32 or float64, which must agree;\n"
-      "                     cholesky takes float32 or float64 only)\n"
-      "  --trans-a          gemm: use the transpose of A\n"
-      "  --trans-b          gemm: use the transpose of B\n"
-      "  --alpha F          gemm: scale the product by F (default 1)\n"
-      "  --upper            cholesky: compute U (A = U^T @ U) instead of L\n"
-      "\n"
-      "float16 products are accumulated in float32. No output file is "
-      "written\n"
-      "unless the whole operation succeeds.\n"
-      "Exit status: 0 on success, 1 if the operation failed (for "
-      "cholesky, a\n"
-      "matrix that is not positive definite: the message names its batch "
-      "entry\n"
-      "and leading minor), 2 for bad options or an operation that is not\n"
-      "available.\n"
-      "\n"
-      "examples:\n"
-      "  kiln linalg gemm a.npy b.npy --trans-b --alpha 0.5 --out-dir out\n"
-      "  kiln linalg cholesky a.npy --upper --dtype float64\n",
-      f);
-}
-
-static const linalg_flag *find_linalg_flag(const char *arg, size_t len) {
-  for (size_t k = 0; k < NUM_LINALG_FLAGS; k++)
-    if (strlen(linalg_flags[k].name) == len &&
-        !strncmp(linalg_flags[k].name, arg, len))
-      return &linalg_flags[k];
-  return NULL;
-}
-
-static int unknown_linalg_flag(const char *word) {
-  const char *names[NUM_LINALG_FLAGS];
-  for (size_t k = 0; k < NUM_LINALG_FLAGS; k++)
-    names[k] = linalg_flags[k].name;
-  const char *hint = closest(word, names, NUM_LINALG_FLAGS);
-  if (hint)
-    return usage_error("unknown option '%s'; did you mean '%s'?", word, hint);
-  return usage_error("unknown option '%s'.", word);
-}
-
-static int apply_linalg_flag(linalg_opts *o, const linalg_flag *f,
-                             const char *v) {
-  int rc;
-  switch (f->id) {
-  case LF_OUT_DIR: return set_once(&o->out_dir, f->name, v);
-  case LF_DEVICE:
-    if ((rc = set_once(&o->device, f->name, v)) != 0)
-      return rc;
-    if (!valid_device_spec(v))
-      return usage_error("--device '%s' is not cpu, gpu or gpu:N.", v);
-    return 0;
-  case LF_DTYPE:
-    if ((rc = set_once(&o->dtype_text, f->name, v)) != 0)
-      return rc;
-    /* Only the dtypes the operations compute in are offered. */
-    if (!strcmp(v, "float32"))
-      o->dtype = KILN_FLOAT32;
-    else if (!strcmp(v, "float64"))
-      o->dtype = KILN_FLOAT64;
-    else
-      return usage_error("--dtype '%s' is not float32 or float64.", v);
-    return 0;
-  case LF_TRANS_A: o->trans_a = true; return 0;
-  case LF_TRANS_B: o->trans_b = true; return 0;
-  case LF_UPPER: o->upper = true; return 0;
-  case LF_ALPHA:
-    if (o->has_alpha)
-      return usage_error("--alpha is given twice.");
-    o->has_alpha = true;
-    if (!parse_double(v, &o->alpha) || !isfinite(o->alpha))
-      return usage_error("--alpha '%s' is not a finite number.", v);
-    return 0;
-  case LF_HELP: return 0;
-  }
-  return 0;
-}
-
-/* Parses the flags and inputs after the operation's name; returns 0, an
- * exit status, or -1 when --help was printed. */
-static int parse_linalg_args(int argc, char **argv, linalg_opts *o) {
-  o->inputs = calloc((size_t)argc + 1, sizeof *o->inputs);
-  if (!o->inputs)
-    return runtime_error("out of memory.");
-  bool only_inputs = false; /* after "--", for names that start with -- */
-  for (int i = 0; i < argc; i++) {
-    const char *arg = argv[i];
-    if (only_inputs || strncmp(arg, "--", 2) != 0) {
-      o->inputs[o->num_inputs++] = arg;
-      continue;
-    }
-    if (!arg[2]) {
-      only_inputs = true;
-      continue;
-    }
-    /* Both "--flag value" and "--flag=value" are accepted. */
-    const char *eq = strchr(arg, '=');
-    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
-    const linalg_flag *f = find_linalg_flag(arg, len);
-    if (!f) {
-      char word[64];
-      snprintf(word, sizeof word, "%.*s", (int)len, arg);
-      return unknown_linalg_flag(word);
-    }
-    if (f->id == LF_HELP) {
-      print_linalg_help(stdout);
-      return -1;
-    }
-    const char *value = NULL;
-    if (f->takes_value) {
-      /* A value may start with '-' (--alpha -2) but not with "--". */
-      if (eq)
-        value = eq + 1;
-      else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
-        value = argv[++i];
-      else
-        return usage_error("%s needs a value.", f->name);
-    } else if (eq) {
-      return usage_error("%s takes no value.", f->name);
-    }
-    int rc = apply_linalg_flag(o, f, value);
-    if (rc)
-      return rc;
-  }
-  return 0;
-}
-
-/* Checks OP: unknown names get a suggestion, known ones that this version
- * lacks are refused as unavailable (both usage errors, exit 2). */
-static int check_linalg_op(const char *op) {
-  for (size_t i = 0; i < NUM_LINALG_OPS; i++) {
-    if (strcmp(op, linalg_ops[i]) != 0)
-      continue;
-    if (!strcmp(op, "gemm") || !strcmp(op, "cholesky"))
-      return 0;
-    return usage_error("the operation '%s' is not implemented yet in this "
-                       "version of kiln; the available operations are "
-                       LINALG_AVAILABLE ".", op);
-  }
-  const char *hint = closest(op, linalg_ops, NUM_LINALG_OPS);
-  if (hint)
-    return usage_error("unknown operation '%s'; did you mean '%s'?", op,
-                       hint);
-  return usage_error("unknown operation '%s' (operations: gemm, qr, "
-                     "cholesky, solve-triangular, lu, solve, inv, det; "
-                     "available now: " LINALG_AVAILABLE ").", op);
-}
-
-/* A flag given to an operation that does not take it. */
-static int foreign_flag(const char *flag, const char *owner,
-                        const char *op) {
-  return usage_error("%s is an option of %s; %s does not take it.", flag,
-                     owner, op);
-}
-
-/* gemm multiplies exactly two inputs. */
-static int check_gemm_args(const linalg_opts *o) {
-  if (o->upper)
-    return foreign_flag("--upper", "cholesky", "gemm");
-  if (o->num_inputs != 2)
-    return usage_error("gemm takes two inputs, A.npy and B.npy; %d %s "
-                       "given.", o->num_inputs,
-                       o->num_inputs == 1 ? "was" : "were");
-  return 0;
-}
-
-/* cholesky factors exactly one input. */
-static int check_cholesky_args(const linalg_opts *o) {
-  if (o->trans_a || o->trans_b || o->has_alpha)
-    return foreign_flag(o->trans_a   ? "--trans-a"
-                        : o->trans_b ? "--trans-b"
-                                     : "--alpha",
-                        "gemm", "cholesky");
-  if (o->num_inputs != 1)
-    return usage_error("cholesky takes one input, A.npy; %d %s given.",
-                       o->num_inputs, o->num_inputs == 1 ? "was" : "were");
-  return 0;
-}
-
-/* Decodes an IEEE binary16 value. */
-static double half_value(uint16_t h) {
-  int e = (h >> 10) & 0x1f;
-  double m = h & 0x3ff;
-  double v;
-  if (e == 0)
-    v = ldexp(m, -24);
-  else if (e == 31)
-    v = m != 0 ? NAN : INFINITY;
-  else
-    v = ldexp(m + 1024, e - 25);
-  return (h & 0x8000) ? -v : v;
-}
-
-/* Element i of a .npy buffer of `dt`, as a double (bfloat16 never comes
- * from a .npy file). */
-static double npy_element(kiln_dtype dt, const void *data, size_t i) {
-  const unsigned char *p = (const unsigned char *)data +
-                           i * kiln_dtype_size(dt);
-  union {
-    int8_t i8; int16_t i16; int32_t i32; int64_t i64;
-    uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
-    float f32; double f64;
-  } u;
-  memcpy(&u, p, kiln_dtype_size(dt));
-  switch (dt) {
-  case KILN_BOOL: return u.u8 != 0;
-  case KILN_INT8: return u.i8;
-  case KILN_INT16: return u.i16;
-  case KILN_INT32: return u.i32;
-  case KILN_INT64: return (double)u.i64;
-  case KILN_UINT8: return u.u8;
-  case KILN_UINT16: return u.u16;
-  case KILN_UINT32: return u.u32;
-  case KILN_UINT64: return (double)u.u64;
-  case KILN_FLOAT16: return half_value(u.u16);
-  case KILN_FLOAT32: return u.f32;
-  case KILN_FLOAT64: return u.f64;
-  default: return NAN;
-  }
-}
-
-/* Converts an input to float32 or float64 in place (--dtype). */
-static int convert_input(npy_array *a, kiln_dtype to, const char *what) {
-  if (a->dtype == to)
-    return 0;
-  size_t n = a->nbytes / kiln_dtype_size(a->dtype);
-  size_t size = kiln_dtype_size(to);
-  void *out = malloc(n ? n * size : 1);
-  if (!out)
-    return runtime_error("out of memory converting input %s to %s.", what,
-                         kiln_dtype_name(to));
-  for (size_t i = 0; i < n; i++) {
-    double v = npy_element(a->dtype, a->data, i);
-    if (to == KILN_FLOAT32)
-      ((float *)out)[i] = (float)v;
-    else
-      ((double *)out)[i] = v;
-  }
-  free(a->data);
-  a->data = out;
-  a->nbytes = n * size;
-  a->dtype = to;
-  return 0;
-}
-
-/* The dtypes an operation computes in without --dtype: gemm also takes
- * float16 (accumulated in float32), cholesky does not. */
-static bool linalg_float(const char *op, kiln_dtype dt) {
-  bool half = strcmp(op, "cholesky") != 0;
-  return (half && dt == KILN_FLOAT16) || dt == KILN_FLOAT32 ||
-         dt == KILN_FLOAT64;
-}
-
-/* Reads the inputs and settles the dtype: --dtype converts, otherwise the
- * inputs' own float16/float32/float64 is kept and must agree. */
-static int load_linalg_inputs(linalg_state *s, const char *const *names) {
-  for (int i = 0; i < s->o.num_inputs; i++) {
-    char err[512];
-    if (npy_read(s->o.inputs[i], &s->in[i], err, sizeof err) != 0)
-      return runtime_error("cannot read input %s: %s.", names[i], err);
-  }
-  if (s->o.dtype_text) {
-    s->dtype = s->o.dtype;
-    for (int i = 0; i < s->o.num_inputs; i++) {
-      int rc = convert_input(&s->in[i], s->dtype, names[i]);
-      if (rc)
-        return rc;
-    }
-    return 0;
-  }
-  for (int i = 0; i < s->o.num_inputs; i++)
-    if (!linalg_float(s->o.op, s->in[i].dtype))
-      return runtime_error("input %s ('%s') holds %s values; %s works on "
-                           "%s (give --dtype float32 or --dtype float64 to "
-                           "convert it).", names[i], s->o.inputs[i],
-                           kiln_dtype_name(s->in[i].dtype), s->o.op,
-                           linalg_float(s->o.op, KILN_FLOAT16)
-                               ? "float16, float32 or float64"
-                               : "float32 or float64");
-  for (int i = 1; i < s->o.num_inputs; i++)
-    if (s->in[i].dtype != s->in[0].dtype)
-      return runtime_error("input %s is %s but input %s is %s; give "
-                           "--dtype float32 or --dtype float64 to convert "
-                           "both.", names[0],
-                           kiln_dtype_name(s->in[0].dtype), names[i],
-                           kiln_dtype_name(s->in[i].dtype));
-  s->dtype = s->in[0].dtype;
-  return 0;
-}
-
-/* "2x3x4" for messages. */
-static void shape_text(const npy_array *a, char *out, size_t cap) {
-  kiln_output_spec sp;
-  sp.ndim = a->ndim;
-  memcpy(sp.shape, a->shape, sizeof sp.shape);
-  format_shape(out, cap, &sp);
-}
-
-/* C's shape from op(A) (...xMxK) and op(B) (...xKxN), with the checks the
- * library makes too, phrased in terms of the files. */
-static int gemm_shape(linalg_state *s) {
-  const npy_array *a = &s->in[0], *b = &s->in[1];
-  char sa[400], sb[400];
-  shape_text(a, sa, sizeof sa);
-  shape_text(b, sb, sizeof sb);
-  const char *names[2] = {"A", "B"};
-  for (int i = 0; i < 2; i++)
-    if (s->in[i].ndim < 2) {
-      char sh[400];
-      shape_text(&s->in[i], sh, sizeof sh);
-      return runtime_error("input %s ('%s') has shape %s; gemm needs "
-                           "matrices (at least 2 dimensions).", names[i],
-                           s->o.inputs[i], sh);
-    }
-  int64_t m = a->shape[a->ndim - (s->o.trans_a ? 1 : 2)];
-  int64_t ka = a->shape[a->ndim - (s->o.trans_a ? 2 : 1)];
-  int64_t kb = b->shape[b->ndim - (s->o.trans_b ? 1 : 2)];
-  int64_t n = b->shape[b->ndim - (s->o.trans_b ? 2 : 1)];
-  if (ka != kb)
-    return runtime_error("the shapes of A (%s) and B (%s) do not chain: "
-                         "op(A) has %lld columns but op(B) has %lld rows.",
-                         sa, sb, (long long)ka, (long long)kb);
-  const npy_array *batch = a->ndim > 2 ? a : b;
-  if (a->ndim > 2 && b->ndim > 2) {
-    bool same = a->ndim == b->ndim;
-    for (int d = 0; same && d < a->ndim - 2; d++)
-      same = a->shape[d] == b->shape[d];
-    if (!same)
-      return runtime_error("the batch dimensions of A (%s) and B (%s) "
-                           "differ; they must be equal, or one input must "
-                           "have none.", sa, sb);
-  }
-  s->c_ndim = batch->ndim;
-  memcpy(s->c_shape, batch->shape, sizeof s->c_shape);
-  s->c_shape[s->c_ndim - 2] = m;
-  s->c_shape[s->c_ndim - 1] = n;
-  return 0;
-}
-
-/* cholesky's A: ...xNxN; the result has A's shape. */
-static int cholesky_shape(linalg_state *s) {
-  const npy_array *a = &s->in[0];
-  char sa[400];
-  shape_text(a, sa, sizeof sa);
-  if (a->ndim < 2)
-    return runtime_error("input A ('%s') has shape %s; cholesky needs "
-                         "matrices (at least 2 dimensions).", s->o.inputs[0],
-                         sa);
-  if (a->shape[a->ndim - 2] != a->shape[a->ndim - 1])
-    return runtime_error("input A ('%s') has shape %s; cholesky needs "
-                         "square matrices (...xNxN).", s->o.inputs[0], sa);
-  s->c_ndim = a->ndim;
-  memcpy(s->c_shape, a->shape, sizeof s->c_shape);
-  return 0;
-}
-
-/* Uploads A and B, makes C and enqueues the product; waits for it so that
- * an asynchronous failure is reported before anything is written. */
-static int run_gemm(linalg_state *s) {
-  kiln_status st = kiln_array_from_host(s->device, s->dtype, s->in[0].ndim,
-                                        s->in[0].shape, s->in[0].data, &s->a);
-  if (st == KILN_OK)
-    st = kiln_array_from_host(s->device, s->dtype, s->in[1].ndim,
-                              s->in[1].shape, s->in[1].data, &s->b);
-  if (st == KILN_OK)
-    st = kiln_array_create(s->device, s->dtype, s->c_ndim, s->c_shape,
-                           &s->c);
-  if (st != KILN_OK)
-    return library_error(st, "cannot place the matrices on the device");
-  kiln_linalg_opts lo;
-  kiln_linalg_opts_init(&lo);
-  lo.stream = kiln_default_stream(s->device);
-  double alpha = s->o.has_alpha ? s->o.alpha : 1.0;
-  /* beta = 0: C's uninitialised contents are never read. */
-  st = kiln_gemm_ex(s->o.trans_a, s->o.trans_b, alpha, s->a, s->b, 0.0, s->c,
-                    &lo);
-  if (st != KILN_OK)
-    return library_error(st, "gemm failed");
-  st = kiln_stream_synchronize(lo.stream);
-  if (st != KILN_OK)
-    return library_error(st, "gemm failed while running");
-  return 0;
-}
-
-/* Uploads A and factors it; kiln_cholesky_ex waits for the factorization
- * and fails, naming the batch entry and the minor, if a matrix is not
- * positive definite. */
-static int run_cholesky(linalg_state *s) {
-  kiln_status st = kiln_array_from_host(s->device, s->dtype, s->in[0].ndim,
-                                        s->in[0].shape, s->in[0].data, &s->a);
-  if (st != KILN_OK)
-    return library_error(st, "cannot place the matrix on the device");
-  kiln_linalg_opts lo;
-  kiln_linalg_opts_init(&lo);
-  lo.stream = kiln_default_stream(s->device);
-  st = kiln_cholesky_ex(s->a, s->o.upper, &lo, &s->c);
-  if (st != KILN_OK)
-    return library_error(st, "cholesky failed");
-  st = kiln_stream_synchronize(lo.stream);
-  if (st != KILN_OK)
-    return library_error(st, "cholesky failed while running");
-  return 0;
-}
-
-/* Copies the result to a temporary DIR/.NAME.npy.tmp-..., then renames
- * it to DIR/NAME.npy. */
-static int write_linalg_result(linalg_state *s, const char *dir,
-                               const char *name) {
-  size_t nbytes = kiln_array_nbytes_dense(s->c);
-  void *host = malloc(nbytes ? nbytes : 1);
-  if (!host)
-    return runtime_error("out of memory copying %s (%zu bytes).", name,
-                         nbytes);
-  kiln_status st = kiln_array_to_host(s->c, host, nbytes);
-  int rc = st != KILN_OK
-               ? library_error(st, "cannot read the result %s", name)
-               : write_temp(dir, name, s->dtype, s->c_ndim, s->c_shape, host,
-                            &s->tmp_path);
-  free(host);
-  if (rc)
-    return rc;
-  char *final = join_path(dir, "", name, "");
-  if (!final)
-    return runtime_error("out of memory.");
-  if (rename(s->tmp_path, final) != 0) {
-    int e = errno;
-    rc = runtime_error("cannot write '%s': %s.", final, strerror(e));
-  } else {
-    free(s->tmp_path);
-    s->tmp_path = NULL;
-  }
-  free(final);
-  return rc;
-}
-
-/* `kiln linalg OP ...`: each step prints its own error. */
-static int cmd_linalg(int argc, char **argv) {
-  if (argc == 0)
-    return usage_error("missing the operation (available: "
-                       LINALG_AVAILABLE ").");
-  /* --help anywhere wins, even after an operation that is not there yet. */
-  for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
-    if (!strcmp(argv[i], "--help")) {
-      print_linalg_help(stdout);
-      return 0;
-    }
-  if (!strncmp(argv[0], "--", 2))
-    return usage_error("the operation must come first, as in 'kiln linalg "
-                       "gemm A.npy B.npy' (available: " LINALG_AVAILABLE
-                       ").");
-  int rc = check_linalg_op(argv[0]);
-  if (rc)
-    return rc;
-  linalg_state s;
-  memset(&s, 0, sizeof s);
-  s.o.op = argv[0];
-  rc = parse_linalg_args(argc - 1, argv + 1, &s.o);
-  static const char *const names[2] = {"A", "B"};
-  const char *dir = s.o.out_dir ? s.o.out_dir : ".";
-  bool chol = !strcmp(s.o.op, "cholesky");
-  if (!rc)
-    rc = chol ? check_cholesky_args(&s.o) : check_gemm_args(&s.o);
-  if (!rc)
-    rc = check_out_dir(dir);
-  if (!rc)
-    rc = load_linalg_inputs(&s, names);
-  if (!rc)
-    rc = chol ? cholesky_shape(&s) : gemm_shape(&s);
-  if (!rc)
-    rc = open_device(s.o.device, &s.device);
-  if (!rc)
-    rc = chol ? run_cholesky(&s) : run_gemm(&s);
-  if (!rc)
-    rc = write_linalg_result(&s, dir,
-                             !chol ? "C" : s.o.upper ? "U" : "L");
-  linalg_state_free(&s);
-  return rc;
-}
-
 /* ---- help and the command table ------------------------------------------ */
 
 static void print_run_help(FILE *f) {
@@ -2281,8 +1692,7 @@ static const command commands[] = {
     {"compile", cmd_compile,
      "compile a kernel for a target (cpu, sm_90a) without running it"},
     {"linalg", cmd_linalg,
-     "linear algebra on .npy files (gemm, cholesky; qr and more to "
-     "come)"},
+     "linear algebra on .npy files (gemm, qr, cholesky, solve, ...)"},
     {"help", cmd_help, "show help for a command"},
 };
 #define NUM_COMMANDS (sizeof commands / sizeof commands[0])

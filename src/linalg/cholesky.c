@@ -1,7 +1,7 @@
 /*
  * Cholesky factorization on any device: A = L L^T (lower) or A = U^T U
  * (upper), batched, float32 and float64, with kiln's own kernels
- * (kernels/cholesky.metal) and GEMM for the trailing updates.
+ * (kernels/cholesky.metal) and GEMM for the large updates.
  *
  * Order of work, as in every linalg driver: check the arguments, return an
  * empty result when there is nothing to factor, pick a path, launch, then
@@ -11,13 +11,28 @@
  * failure anywhere only has to destroy it.
  *
  * Paths (kiln_linalg_opts.path for kiln_cholesky_ex):
- *   0  auto: small when n fits a threadgroup (NMAX), else blocked;
- *   1  small: one threadgroup per matrix, the matrix in threadgroup memory
- *      (n <= 64 for float32, 48 for float64);
- *   2  blocked right-looking: per diagonal block of NMAX columns, factor it
- *      (the small kernel), solve the panel below it (chol_trsm), and update
- *      the trailing matrix with GEMM.
- * Upper factors run the same kernels on mirrored indices (see the .metal).
+ *   0  auto: small for n <= 128, else blocked;
+ *   1  small, n <= 128, one launch for the whole batch: a warp per matrix
+ *      for n <= 32 (chol_warp, rows in lanes), else a threadgroup of 256
+ *      threads per matrix holding it in registers (chol_small, capacity
+ *      64 or 128). A batch of 1000 128 x 128 float32 matrices is 1000
+ *      threadgroups, seven or eight per SM of an H100 (two resident at a
+ *      time at 96 registers a thread), reading and writing each matrix
+ *      once.
+ *   2  blocked right-looking, by block columns of NB = 256: each is
+ *      factored as PW = 128-column panels (chol_panel: one launch factors
+ *      the panel's diagonal block, redundantly in each threadgroup, and
+ *      solves RCH rows below it per threadgroup, so the panel solve is
+ *      spread over the card without a separate triangular solve), with a
+ *      GEMM between the two panels; then the trailing matrix gets the
+ *      lower-only update A22 -= L21 L21^T as a handful of GEMMs (see
+ *      trailing_update). chol_copy starts it, chol_finish ends it.
+ *      Launches for n = 8192: 32 block steps of 2 panels, 1 GEMM between
+ *      them and 1 to 6 trailing GEMMs, 253 in all (64-column blocks with
+ *      a separate panel solve took 385 and updated the whole trailing
+ *      square, twice the work).
+ * Upper factors run the same kernels on mirrored indices (see the .metal)
+ * and the same GEMMs on the transposed blocks.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -29,14 +44,26 @@
 #define CHOL_PATH_SMALL 1
 #define CHOL_PATH_BLOCKED 2
 
-/* Threadgroup capacity (and block size) per dtype: 64 x 65 float32 and
- * 48 x 49 float64 stay well under 48 KiB with chol_trsm's row tile. */
-#define CHOL_NMAX_F32 64
-#define CHOL_NMAX_F64 48
+/* The small path's largest order (chol_small's largest capacity). */
+#define CHOL_SMALL_MAX 128
+/* The panel width of the blocked path and its block column (a multiple of
+ * it): 256 columns make the trailing GEMMs 256 deep, enough to run them
+ * near full speed, at two panel launches per step. */
+#define CHOL_PW 128
+#define CHOL_NB 256
+/* Panel rows per threadgroup of chol_panel: what fits its registers next
+ * to the diagonal block (checked with kiln compile for sm_90a). */
+#define CHOL_RCH_F32 64
+#define CHOL_RCH_F64 32
+/* The trailing update splits its lower triangle down to squares of at
+ * most this order, which GEMM then updates whole. */
+#define CHOL_LEAF 256
 
-/* Matrices per small-kernel launch (grid.x = threads * matrices must fit
- * 32 bits) and per grid.y of the other kernels (CUDA's limit). */
-#define CHOL_SMALL_CHUNK (1 << 20)
+#define CHOL_THREADS 256u    /* chol_small and chol_panel */
+#define CHOL_WARP_THREADS 64 /* chol_warp: two warps per threadgroup */
+/* Matrices per launch along grid.x (chol_warp; grid.x counts threads and
+ * must fit 32 bits) and along grid.y (the other kernels; CUDA's limit). */
+#define CHOL_X_CHUNK (1 << 20)
 #define CHOL_Y_CHUNK 65535
 
 /* One checked factorization and what the checks worked out. */
@@ -44,11 +71,12 @@ typedef struct chol_problem {
   kiln_array *a;
   bool upper;
   int64_t n, batch;
-  int nmax; /* the dtype's threadgroup capacity */
   kiln_stream *stream;
   kiln_linalg_opts opts;
   kiln_array *w;    /* the result being built */
+  kiln_array *w3;   /* W as batch x n x n (the blocked path's views) */
   kiln_array *info; /* int32, one per matrix */
+  kiln_array *dg;   /* blocked: the panels' diagonals, batch x n */
 } chol_problem;
 
 /* ---- checks -------------------------------------------------------------- */
@@ -73,7 +101,6 @@ static kiln_status check_problem(chol_problem *p) {
     return kiln__error(KILN_ERROR_UNSUPPORTED,
                        "A is %lld x %lld; Cholesky supports n up to 65535.",
                        (long long)rows, (long long)cols);
-  p->nmax = a->dtype == KILN_FLOAT64 ? CHOL_NMAX_F64 : CHOL_NMAX_F32;
   return kiln__linalg_stream(&p->opts, &p->a, 1, &p->stream);
 }
 
@@ -84,14 +111,14 @@ static kiln_status choose_path(const chol_problem *p, int *path) {
                        "opts->path is %d; Cholesky knows 0 (auto), 1 (small) "
                        "and 2 (blocked).",
                        want);
-  if (want == CHOL_PATH_SMALL && p->n > p->nmax)
+  if (want == CHOL_PATH_SMALL && p->n > CHOL_SMALL_MAX)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "opts->path 1 (small) holds matrices up to %d x %d "
-                       "in %s, but A is %lld x %lld.",
-                       p->nmax, p->nmax, kiln_dtype_name(p->a->dtype),
-                       (long long)p->n, (long long)p->n);
+                       "opts->path 1 (small) holds matrices up to %d x %d, "
+                       "but A is %lld x %lld.",
+                       CHOL_SMALL_MAX, CHOL_SMALL_MAX, (long long)p->n,
+                       (long long)p->n);
   if (want == CHOL_PATH_AUTO)
-    want = p->n <= p->nmax ? CHOL_PATH_SMALL : CHOL_PATH_BLOCKED;
+    want = p->n <= CHOL_SMALL_MAX ? CHOL_PATH_SMALL : CHOL_PATH_BLOCKED;
   *path = want;
   return KILN_OK;
 }
@@ -104,175 +131,316 @@ static kiln_status int_scalar(const chol_problem *p, int64_t value,
   return kiln__linalg_scalar(p->stream, KILN_INT32, (double)value, out);
 }
 
-/* The small kernel's threadgroup: a warp per 16 rows, at least one. */
-static uint32_t small_threads(int nmax) {
-  return nmax <= 16 ? 32u : (uint32_t)(nmax * 2);
-}
-
-/* The capacity class for the small path: the smallest of 16, 32 and the
- * dtype's NMAX that holds n, so small matrices use little memory. */
-static int small_class(const chol_problem *p) {
-  if (p->n <= 16)
-    return 16;
-  return p->n <= 32 ? 32 : p->nmax;
+static kiln_status chol_kernel(const char *name, const char *inputs,
+                               const char *outputs, kiln_kernel **k) {
+  return kiln__library_kernel("cholesky", name, inputs, outputs,
+                              KILN__LIB_NO_ROW_CONTIG, k);
 }
 
 /*
- * chol_small over every matrix: the diagonal block at k0 of the source
- * `src` (A itself on the small path, W on the blocked one), written into
- * W and info.
+ * Launches `k` over the batch in chunks of CHOL_Y_CHUNK matrices along
+ * grid.y: inputs `in` (nin of them) followed by the chunk's batch0, the
+ * outputs written in place into `into`, grid.x = gx threads in groups of
+ * tg.
  */
-static kiln_status launch_small(const chol_problem *p, kiln_array *src,
-                                int nmax, int64_t k0) {
-  kiln_kernel *k = NULL;
-  kiln_status st = kiln__library_kernel("cholesky", "chol_small",
-                                        "A,k0,batch0", "L,info",
-                                        KILN__LIB_NO_ROW_CONTIG, &k);
-  kiln_array *k0s = NULL, *b0 = NULL;
-  if (st == KILN_OK)
-    st = int_scalar(p, k0, &k0s);
-  kiln_template_arg t[3];
-  kiln__targ_dtype(&t[0], "T", p->a->dtype);
-  kiln__targ_int(&t[1], "NMAX", nmax);
-  kiln__targ_bool(&t[2], "UPPER", p->upper);
-  kiln_output_spec spec[2];
-  kiln__linalg_out_spec(&spec[0], p->w);
-  kiln__linalg_out_spec(&spec[1], p->info);
-  kiln_array *into[2] = {p->w, p->info};
-  uint32_t nt = small_threads(nmax);
-  for (int64_t first = 0; st == KILN_OK && first < p->batch;
-       first += CHOL_SMALL_CHUNK) {
-    int64_t count = p->batch - first;
-    if (count > CHOL_SMALL_CHUNK)
-      count = CHOL_SMALL_CHUNK;
-    st = int_scalar(p, first, &b0);
-    if (st != KILN_OK)
-      break;
-    kiln_launch L;
-    kiln__linalg_launch_init(&L, p->stream);
-    kiln_array *in[3] = {src, k0s, b0};
-    L.inputs = in;
-    L.num_inputs = 3;
-    L.outputs = spec;
-    L.num_outputs = 2;
-    L.template_args = t;
-    L.num_template_args = 3;
-    L.grid[0] = nt * (uint32_t)count;
-    L.threadgroup[0] = nt;
-    st = kiln__kernel_launch_into(k, &L, into);
-    kiln__array_destroy(b0);
-    b0 = NULL;
-  }
-  kiln__array_destroy(k0s);
-  return st;
-}
-
-/*
- * Launches `kernel` (chol_copy or chol_trsm: inputs X, [k0,] batch0, output
- * L = W) with grid.x = `gx` threads in groups of `tg`, batch entries along
- * grid.y in chunks.
- */
-static kiln_status launch_rows(const chol_problem *p, kiln_kernel *kernel,
-                               kiln_array *x, kiln_array *k0s,
-                               const kiln_template_arg *t, int nt,
-                               uint32_t gx, uint32_t tg) {
-  kiln_output_spec spec;
-  kiln__linalg_out_spec(&spec, p->w);
+static kiln_status launch_over_batch(const chol_problem *p, kiln_kernel *k,
+                                     kiln_array *const *in, int nin,
+                                     kiln_array **into, int nout,
+                                     const kiln_template_arg *t, int nt,
+                                     uint32_t gx, uint32_t tg) {
+  kiln_output_spec spec[3];
+  for (int i = 0; i < nout; i++)
+    kiln__linalg_out_spec(&spec[i], into[i]);
+  kiln_array *inputs[4];
+  for (int i = 0; i < nin; i++)
+    inputs[i] = in[i];
   kiln_status st = KILN_OK;
   for (int64_t first = 0; st == KILN_OK && first < p->batch;
        first += CHOL_Y_CHUNK) {
     int64_t count = p->batch - first;
     if (count > CHOL_Y_CHUNK)
       count = CHOL_Y_CHUNK;
-    kiln_array *b0 = NULL;
-    st = int_scalar(p, first, &b0);
+    st = int_scalar(p, first, &inputs[nin]);
     if (st != KILN_OK)
       break;
     kiln_launch L;
     kiln__linalg_launch_init(&L, p->stream);
-    kiln_array *in[3] = {x, k0s != NULL ? k0s : b0, b0};
-    L.inputs = in;
-    L.num_inputs = k0s != NULL ? 3 : 2;
-    L.outputs = &spec;
-    L.num_outputs = 1;
+    L.inputs = inputs;
+    L.num_inputs = nin + 1;
+    L.outputs = spec;
+    L.num_outputs = nout;
     L.template_args = t;
     L.num_template_args = nt;
     L.grid[0] = gx;
     L.grid[1] = (uint32_t)count;
     L.threadgroup[0] = tg;
-    st = kiln__kernel_launch_into(kernel, &L, &p->w);
-    kiln__array_destroy(b0);
+    st = kiln__kernel_launch_into(k, &L, into);
+    kiln__array_destroy(inputs[nin]);
   }
   return st;
+}
+
+/* chol_warp over every matrix (n <= w, w = 16 or 32): a warp per matrix,
+ * two per warp for w = 16; chunks along grid.x. */
+static kiln_status launch_warp(const chol_problem *p, int w) {
+  kiln_kernel *k = NULL;
+  kiln_status st = chol_kernel("chol_warp", "A,batch0,count", "L,info", &k);
+  kiln_template_arg t[3];
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_int(&t[1], "W", w);
+  kiln__targ_bool(&t[2], "UPPER", p->upper);
+  kiln_output_spec spec[2];
+  kiln__linalg_out_spec(&spec[0], p->w);
+  kiln__linalg_out_spec(&spec[1], p->info);
+  kiln_array *into[2] = {p->w, p->info};
+  int64_t per_group = (CHOL_WARP_THREADS / 32) * (32 / w);
+  for (int64_t first = 0; st == KILN_OK && first < p->batch;
+       first += CHOL_X_CHUNK) {
+    int64_t count = p->batch - first;
+    if (count > CHOL_X_CHUNK)
+      count = CHOL_X_CHUNK;
+    kiln_array *in[3] = {p->a, NULL, NULL};
+    st = int_scalar(p, first, &in[1]);
+    if (st == KILN_OK)
+      st = int_scalar(p, count, &in[2]);
+    if (st == KILN_OK) {
+      kiln_launch L;
+      kiln__linalg_launch_init(&L, p->stream);
+      L.inputs = in;
+      L.num_inputs = 3;
+      L.outputs = spec;
+      L.num_outputs = 2;
+      L.template_args = t;
+      L.num_template_args = 3;
+      L.grid[0] = (uint32_t)((count + per_group - 1) / per_group *
+                             CHOL_WARP_THREADS);
+      L.threadgroup[0] = CHOL_WARP_THREADS;
+      st = kiln__kernel_launch_into(k, &L, into);
+    }
+    kiln__array_destroy(in[1]);
+    kiln__array_destroy(in[2]);
+  }
+  return st;
+}
+
+/* chol_small over every matrix: a threadgroup per matrix, capacity pw. */
+static kiln_status launch_small(const chol_problem *p, int pw) {
+  kiln_kernel *k = NULL;
+  kiln_status st = chol_kernel("chol_small", "A,batch0", "L,info", &k);
+  if (st != KILN_OK)
+    return st;
+  kiln_template_arg t[3];
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_int(&t[1], "PW", pw);
+  kiln__targ_bool(&t[2], "UPPER", p->upper);
+  kiln_array *into[2] = {p->w, p->info};
+  return launch_over_batch(p, k, &p->a, 1, into, 2, t, 3, CHOL_THREADS,
+                           CHOL_THREADS);
+}
+
+/* The small path: the cheapest kernel whose capacity holds n. */
+static kiln_status run_small(const chol_problem *p) {
+  if (p->n <= 32)
+    return launch_warp(p, p->n <= 16 ? 16 : 32);
+  return launch_small(p, p->n <= 64 ? 64 : 128);
+}
+
+/* Threads for one per element of a matrix, rounded up to the group. */
+static uint32_t element_threads(const chol_problem *p) {
+  uint64_t elems = (uint64_t)p->n * (uint64_t)p->n;
+  return (uint32_t)((elems + 255) / 256 * 256);
 }
 
 /* W = the logical lower triangle of A (the blocked path's start). */
 static kiln_status launch_copy(const chol_problem *p) {
   kiln_kernel *k = NULL;
-  kiln_status st = kiln__library_kernel("cholesky", "chol_copy", "A,batch0",
-                                        "L", KILN__LIB_NO_ROW_CONTIG, &k);
+  kiln_status st = chol_kernel("chol_copy", "A,batch0", "L", &k);
   if (st != KILN_OK)
     return st;
   kiln_template_arg t[2];
   kiln__targ_dtype(&t[0], "T", p->a->dtype);
   kiln__targ_bool(&t[1], "UPPER", p->upper);
-  uint64_t elems = (uint64_t)p->n * (uint64_t)p->n;
-  uint32_t gx = (uint32_t)((elems + 255) / 256 * 256);
-  return launch_rows(p, k, p->a, NULL, t, 2, gx, 256);
+  kiln_array *into[1] = {p->w};
+  return launch_over_batch(p, k, &p->a, 1, into, 1, t, 2, element_threads(p),
+                           256);
 }
 
-/* The panel below the diagonal block at k0. */
-static kiln_status launch_trsm(const chol_problem *p, int64_t k0) {
+static int panel_rows(const chol_problem *p) {
+  return p->a->dtype == KILN_FLOAT64 ? CHOL_RCH_F64 : CHOL_RCH_F32;
+}
+
+/* chol_panel on the panel whose diagonal block starts at p0. */
+static kiln_status launch_panel(const chol_problem *p, int64_t p0) {
   kiln_kernel *k = NULL;
-  kiln_status st = kiln__library_kernel("cholesky", "chol_trsm",
-                                        "Win,k0,batch0", "L",
-                                        KILN__LIB_NO_ROW_CONTIG, &k);
-  kiln_array *k0s = NULL;
+  kiln_status st =
+      chol_kernel("chol_panel", "Win,k0,batch0", "L,info,Dg", &k);
+  kiln_array *in[2] = {p->w, NULL};
   if (st == KILN_OK)
-    st = int_scalar(p, k0, &k0s);
+    st = int_scalar(p, p0, &in[1]);
+  if (st != KILN_OK)
+    return st;
+  int rch = panel_rows(p);
+  kiln_template_arg t[4];
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_int(&t[1], "PW", CHOL_PW);
+  kiln__targ_int(&t[2], "RCH", rch);
+  kiln__targ_bool(&t[3], "UPPER", p->upper);
+  int64_t below = p->n - p0 - CHOL_PW;
+  int64_t groups = below > 0 ? (below + rch - 1) / rch : 1;
+  kiln_array *into[3] = {p->w, p->info, p->dg};
+  st = launch_over_batch(p, k, in, 2, into, 3, t, 4,
+                         (uint32_t)groups * CHOL_THREADS, CHOL_THREADS);
+  kiln__array_destroy(in[1]);
+  return st;
+}
+
+/* chol_finish: the panels' diagonal blocks home, zeros above. */
+static kiln_status launch_finish(const chol_problem *p) {
+  kiln_kernel *k = NULL;
+  kiln_status st = chol_kernel("chol_finish", "Win,Dg,batch0", "L", &k);
   if (st != KILN_OK)
     return st;
   kiln_template_arg t[3];
   kiln__targ_dtype(&t[0], "T", p->a->dtype);
-  kiln__targ_int(&t[1], "NB", p->nmax);
+  kiln__targ_int(&t[1], "PW", CHOL_PW);
   kiln__targ_bool(&t[2], "UPPER", p->upper);
-  int64_t rows = p->n - k0 - p->nmax;
-  uint32_t gx = (uint32_t)((rows + 31) / 32 * 32);
-  st = launch_rows(p, k, p->w, k0s, t, 3, gx, 32);
-  kiln__array_destroy(k0s);
+  kiln_array *in[2] = {p->w, p->dg};
+  kiln_array *into[1] = {p->w};
+  return launch_over_batch(p, k, in, 2, into, 1, t, 3, element_threads(p),
+                           256);
+}
+
+/* ---- the GEMM updates ---------------------------------------------------- */
+
+/* C -= A op B on views of W, op = ^T for lower, A^T B for upper (the
+ * views are then the transposed blocks). */
+static kiln_status update(const chol_problem *p, kiln_array *a,
+                          kiln_array *b, kiln_array *c) {
+  kiln_status st = a != NULL && b != NULL && c != NULL
+                       ? kiln__linalg_gemm(p->stream, p->upper, !p->upper,
+                                           -1.0, a, b, 1.0, c)
+                       : KILN_OK;
+  kiln__array_destroy(a);
+  kiln__array_destroy(b);
+  kiln__array_destroy(c);
   return st;
+}
+
+/* A view of W3's block (r, c) of rows x cols (memory coordinates), or,
+ * with cnt > 0, of cnt such blocks `step` elements apart (a batch
+ * dimension after W's own, for one GEMM over all of them). */
+static kiln_status block(const chol_problem *p, int64_t r, int64_t c,
+                         int64_t rows, int64_t cols, int64_t cnt,
+                         int64_t step, kiln_array **out) {
+  if (cnt == 0)
+    return kiln__linalg_block(p->w3, r, c, rows, cols, out);
+  int64_t n = p->n;
+  int64_t shape[4] = {p->batch, cnt, rows, cols};
+  int64_t strides[4] = {n * n, step, n, 1};
+  /* kiln_array_view is public and renames the API for messages. */
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_view(p->w3, 4, shape, strides, r * n + c, out);
+  kiln__api_enter(api);
+  return st;
+}
+
+/* C -= L21 L21^T restricted to blocks (logical rows x columns of the
+ * lower triangle); memory coordinates swap for the upper factor. The
+ * logical block (r, c) of rows x cols, cnt of them `dr`, `dc` apart
+ * (cnt 0: one, no extra batch dimension), against the panel columns
+ * [k0, k1) of rows r.. and c.. */
+static kiln_status update_blocks(const chol_problem *p, int64_t k0,
+                                 int64_t k1, int64_t r, int64_t c,
+                                 int64_t rows, int64_t cols, int64_t cnt,
+                                 int64_t dr, int64_t dc) {
+  int64_t n = p->n, kw = k1 - k0;
+  kiln_array *va = NULL, *vb = NULL, *vc = NULL;
+  kiln_status st;
+  if (!p->upper) {
+    st = block(p, r, c, rows, cols, cnt, dr * n + dc, &vc);
+    if (st == KILN_OK)
+      st = block(p, r, k0, rows, kw, cnt, dr * n, &va);
+    if (st == KILN_OK)
+      st = block(p, c, k0, cols, kw, cnt, dc * n, &vb);
+  } else {
+    st = block(p, c, r, cols, rows, cnt, dc * n + dr, &vc);
+    if (st == KILN_OK)
+      st = block(p, k0, c, kw, cols, cnt, dc, &va);
+    if (st == KILN_OK)
+      st = block(p, k0, r, kw, rows, cnt, dr, &vb);
+  }
+  if (st != KILN_OK) {
+    kiln__array_destroy(va);
+    kiln__array_destroy(vb);
+    kiln__array_destroy(vc);
+    return st;
+  }
+  /* upper: C(mem) = U(:, c)^T U(:, r), the transpose of the lower C */
+  return update(p, va, vb, vc);
 }
 
 /*
- * The trailing update after the block at k0: A22 -= L21 L21^T (lower), or
- * A22 -= U12^T U12 (upper), with kiln's GEMM on views of W. GEMM updates
- * the whole square; the part above the diagonal is cleared by chol_trsm
- * (the mirrored panel) and chol_small (the diagonal blocks) later.
+ * The trailing update after the block column [k0, k1): A22 -= L21 L21^T on
+ * the lower triangle only (the part above the diagonal is never read, and
+ * chol_finish clears it). The m2 trailing rows are cut into 2^D squares of
+ * order B = floor(m2 / 2^D) <= CHOL_LEAF, plus fewer than 2^D rows left
+ * over at the bottom. The triangle is then, level by level, the squares
+ * just below the diagonal of a recursive halving: level d holds 2^(d-1)
+ * squares of order B 2^(D-d), equally spaced, so each level is one GEMM
+ * over a batch of views; the 2^D diagonal leaves are one more GEMM (whole
+ * squares), and the left-over rows one more. D + 2 GEMMs at most, doing
+ * 1 + 2^-D more than the exact work (e.g. n = 8192: 6 GEMMs per step).
  */
-static kiln_status trailing_update(const chol_problem *p, int64_t k0) {
-  int64_t nb = p->nmax, k1 = k0 + nb, m2 = p->n - k1;
-  kiln_array *panel = NULL, *a22 = NULL;
-  kiln_status st = p->upper ? kiln__linalg_block(p->w, k0, k1, nb, m2, &panel)
-                            : kiln__linalg_block(p->w, k1, k0, m2, nb, &panel);
+static kiln_status trailing_update(const chol_problem *p, int64_t k0,
+                                   int64_t k1) {
+  int64_t m2 = p->n - k1;
+  int levels = 0;
+  while ((m2 >> levels) > CHOL_LEAF)
+    levels++;
+  int64_t b = m2 >> levels, covered = b << levels;
+  kiln_status st = KILN_OK;
+  for (int d = 1; st == KILN_OK && d <= levels; d++) {
+    int64_t s = b << (levels - d), cnt = (int64_t)1 << (d - 1);
+    st = update_blocks(p, k0, k1, k1 + s, k1, s, s, cnt, 2 * s, 2 * s);
+  }
   if (st == KILN_OK)
-    st = kiln__linalg_block(p->w, k1, k1, m2, m2, &a22);
-  if (st == KILN_OK)
-    st = kiln__linalg_gemm(p->stream, p->upper, !p->upper, -1.0, panel, panel,
-                           1.0, a22);
-  kiln__array_destroy(panel);
-  kiln__array_destroy(a22);
+    st = update_blocks(p, k0, k1, k1, k1, b, b, (int64_t)1 << levels, b, b);
+  if (st == KILN_OK && covered < m2)
+    st = update_blocks(p, k0, k1, k1 + covered, k1, m2 - covered, m2, 0, 0,
+                       0);
   return st;
 }
 
-static kiln_status run_blocked(const chol_problem *p) {
-  kiln_status st = launch_copy(p);
-  for (int64_t k0 = 0; st == KILN_OK && k0 < p->n; k0 += p->nmax) {
-    st = launch_small(p, p->w, p->nmax, k0);
-    if (st == KILN_OK && k0 + p->nmax < p->n)
-      st = launch_trsm(p, k0);
-    if (st == KILN_OK && k0 + p->nmax < p->n)
-      st = trailing_update(p, k0);
+/* Inside the block column: the panel at p0 done, update the columns of
+ * the block right of it, [p1, k1), every row below p1. */
+static kiln_status panel_update(const chol_problem *p, int64_t p0,
+                                int64_t p1, int64_t k1) {
+  return update_blocks(p, p0, p1, p1, p1, p->n - p1, k1 - p1, 0, 0, 0);
+}
+
+static kiln_status run_blocked(chol_problem *p) {
+  int64_t n = p->n, len[2] = {p->batch, n};
+  int64_t shape3[3] = {p->batch, n, n}, strides3[3] = {n * n, n, 1};
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_view(p->w, 3, shape3, strides3, 0, &p->w3);
+  kiln__api_enter(api);
+  if (st == KILN_OK)
+    st = kiln__array_create(p->stream->device, p->a->dtype, 2, len, &p->dg);
+  if (st == KILN_OK)
+    st = launch_copy(p);
+  for (int64_t k0 = 0; st == KILN_OK && k0 < n; k0 += CHOL_NB) {
+    int64_t k1 = k0 + CHOL_NB < n ? k0 + CHOL_NB : n;
+    for (int64_t p0 = k0; st == KILN_OK && p0 < k1; p0 += CHOL_PW) {
+      int64_t p1 = p0 + CHOL_PW < k1 ? p0 + CHOL_PW : k1;
+      st = launch_panel(p, p0);
+      if (st == KILN_OK && p1 < k1)
+        st = panel_update(p, p0, p1, k1);
+    }
+    if (st == KILN_OK && k1 < n)
+      st = trailing_update(p, k0, k1);
   }
+  if (st == KILN_OK)
+    st = launch_finish(p);
   return st;
 }
 
@@ -306,8 +474,7 @@ static kiln_status factor(chol_problem *p) {
   if (st == KILN_OK)
     st = kiln__array_fill(p->info, 0.0, p->stream);
   if (st == KILN_OK)
-    st = path == CHOL_PATH_SMALL ? launch_small(p, p->a, small_class(p), 0)
-                                 : run_blocked(p);
+    st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)
     st = check_info(p);
   return st;
@@ -332,6 +499,8 @@ static kiln_status cholesky(kiln_array *a, bool upper,
   if (st == KILN_OK && p.batch > 0 && p.n > 0)
     st = factor(&p);
   kiln__array_destroy(p.info);
+  kiln__array_destroy(p.dg);
+  kiln__array_destroy(p.w3);
   if (st != KILN_OK) {
     kiln__array_destroy(p.w);
     return st;

@@ -8,21 +8,48 @@
  * shape and device, and launch it. Nothing is enqueued unless every check
  * passed.
  *
+ * Kernels (kernels/gemm.metal), each chosen because it suits the machine:
+ *   gemm_f32   float32 on 128 x 128 tiles, 8 x 8 per thread, float4
+ *              shared-memory reads, double-buffered slices, float4 global
+ *              loads where the layout allows, ~128 registers (2 groups per
+ *              SM). The float32 workhorse when the tiles fill the device.
+ *   gemm_simt  the portable register-blocked kernel, every dtype, 32, 64
+ *              or 128 square tiles: small problems, float64 off CUDA,
+ *              float16/bfloat16 on path 1.
+ *   gemm_dmma  float64 on tensor cores (DMMA, CUDA sm_80+), 128 x 128
+ *              tiles, a 3-stage cp.async pipeline; elsewhere its own SIMT
+ *              fallback.
+ *   gemm_tc2   float16/bfloat16 on tensor cores (mma.sync, ldmatrix, a
+ *              3-stage cp.async pipeline, swizzled shared memory) when
+ *              both operands allow 16-byte vectors.
+ *   gemm_tc    the first tensor-core kernel (one stage, staged through
+ *              registers): float32 rounded to TF32 or bf16, and operands
+ *              that allow no 16-byte vectors.
+ *   gemm_scale C = beta C for k == 0 or alpha == 0.
+ *
  * Paths (kiln_linalg_opts.path for kiln_gemm_ex and kiln_matmul_ex):
  *   0  auto: tensor cores for float16/bfloat16 (and float32 with precision
- *      TF32 or BF16) when both m and n are at least 64, else SIMT;
- *   1  SIMT: the portable register-blocked kernel, every dtype, with a
- *      tile size picked by shape (32, 64 or 128 square tiles);
- *   2  tensor cores: warp-level mma.sync on CUDA sm_80+; float16,
- *      bfloat16, or float32 with precision TF32 or BF16. On a device
- *      without them (the CPU) the same kernel runs its SIMT fallback in
- *      float32, so the CPU suite covers the path's launch logic.
+ *      TF32 or BF16), and for float64 on a CUDA device with DMMA, when
+ *      both m and n are at least 64; else SIMT;
+ *   1  SIMT: gemm_f32 for float32 when 128-square tiles fill the device,
+ *      else gemm_simt with a tile size picked by shape;
+ *   2  tensor cores: float16, bfloat16, float32 with precision TF32 or
+ *      BF16 (gemm_tc2 or gemm_tc), float64 (gemm_dmma). On a device
+ *      without them (the CPU) the same kernels run their SIMT fallbacks,
+ *      so the CPU suite covers the path's launch logic;
+ *   3  the first-generation kernels (gemm_simt, gemm_tc), kept selectable
+ *      so that benchmarks can compare;
+ *   4  gemm_f32 at any size (float32 with default precision only).
  *
+ * Transposes travel as views: op(A) and op(B) are handed to the kernels
+ * as strided views with their last two dimensions swapped, so no kernel
+ * needs transpose variants (the NVRTC test compiles every configuration).
  * The operands are read as strided views (no copies); the kernels receive
  * alpha and beta as 0-d arrays in the accumulation dtype (float64 for
  * float64, else float32), filled in stream order so the call never waits.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "linalg/linalg.h"
@@ -30,6 +57,8 @@
 #define GEMM_PATH_AUTO 0
 #define GEMM_PATH_SIMT 1
 #define GEMM_PATH_TC 2
+#define GEMM_PATH_FIRST 3
+#define GEMM_PATH_F32 4
 
 /* CUDA's limit on grid.y blocks; the batch runs in chunks of this many. */
 #define GEMM_MAX_BATCH_CHUNK 65535
@@ -62,6 +91,8 @@ static const simt_config k_simt_large = {128, 128, 16, 8, 8}; /* 256 */
 #define GEMM_TC_TILE 128
 #define GEMM_TC_THREADS 256
 #define GEMM_SCALE_THREADS 256
+#define GEMM_F32_THREADS 256
+#define GEMM_DMMA_THREADS 512
 
 /* float64 accumulates in float64, everything else in float32. */
 static kiln_dtype acc_dtype(kiln_dtype d) {
@@ -175,24 +206,45 @@ static int tc_mma_kind(const gemm_problem *p) {
   return mma_kind_of(p->c->dtype, p->opts.precision);
 }
 
+/* Whether the device has float64 tensor cores (DMMA: sm_80 and newer). */
+static bool has_dmma(const kiln_device *dev) {
+  int sm = 0;
+  if (strcmp(dev->info.backend, "cuda") != 0 ||
+      sscanf(dev->info.arch, "sm_%d", &sm) != 1)
+    return false;
+  return sm >= 80;
+}
+
 static kiln_status choose_path(const gemm_problem *p, int *path) {
   int want = p->opts.path, mma = tc_mma_kind(p);
-  if (want < GEMM_PATH_AUTO || want > GEMM_PATH_TC)
+  bool f64 = p->c->dtype == KILN_FLOAT64;
+  if (want < GEMM_PATH_AUTO || want > GEMM_PATH_F32)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "opts->path is %d; GEMM knows 0 (auto), 1 (SIMT) and "
-                       "2 (tensor cores).",
+                       "opts->path is %d; GEMM knows 0 (auto), 1 (SIMT), "
+                       "2 (tensor cores), 3 (the first-generation kernels) "
+                       "and 4 (float32 on 128-square SIMT tiles).",
                        want);
-  if (want == GEMM_PATH_TC && mma < 0)
+  if (want == GEMM_PATH_F32 && (p->c->dtype != KILN_FLOAT32 || mma >= 0))
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "opts->path 2 (tensor cores) needs float16 or "
-                       "bfloat16 operands, or float32 with opts->precision "
-                       "TF32 or BF16, but the operands are %s%s.",
+                       "opts->path 4 (float32 SIMT tiles) needs float32 "
+                       "operands with default precision, but they are "
+                       "%s%s.",
+                       kiln_dtype_name(p->c->dtype),
+                       mma >= 0 ? " with TF32 or BF16 precision" : "");
+  if (want == GEMM_PATH_TC && mma < 0 && !f64)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "opts->path 2 (tensor cores) needs float16, "
+                       "bfloat16 or float64 operands, or float32 with "
+                       "opts->precision TF32 or BF16, but the operands are "
+                       "%s%s.",
                        kiln_dtype_name(p->c->dtype),
                        p->c->dtype == KILN_FLOAT32 ? " with default precision"
                                                    : "");
-  if (want == GEMM_PATH_AUTO)
-    want = mma >= 0 && p->m >= 64 && p->n >= 64 ? GEMM_PATH_TC
-                                                 : GEMM_PATH_SIMT;
+  if (want == GEMM_PATH_AUTO) {
+    bool big = p->m >= 64 && p->n >= 64;
+    bool dmma = f64 && has_dmma(p->stream->device);
+    want = (mma >= 0 || dmma) && big ? GEMM_PATH_TC : GEMM_PATH_SIMT;
+  }
   *path = want;
   return KILN_OK;
 }
@@ -202,17 +254,22 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /* float64 stops at 64-square tiles (twice the registers per value). */
 static bool simt_large_ok(kiln_dtype acc) { return acc != KILN_FLOAT64; }
 
-/* Small tiles for small matrices; 128-square tiles only when they still
- * give every compute unit a couple of threadgroups. */
+/* Whether 128-square tiles still give every compute unit a couple of
+ * threadgroups. */
+static bool large_tiles_fill(const gemm_problem *p) {
+  int units = p->c->buffer->device->info.compute_units;
+  int64_t tiles = p->batch * ceil_div(p->m, 128) * ceil_div(p->n, 128);
+  return tiles >= 2 * (int64_t)(units > 0 ? units : 1);
+}
+
+/* Small tiles for small matrices; 128-square tiles only when they fill
+ * the device. */
 static simt_config choose_simt(const gemm_problem *p) {
   if (p->m <= 32 || p->n <= 32)
     return k_simt_small;
   if (!simt_large_ok(p->acc))
     return k_simt_medium;
-  int units = p->c->buffer->device->info.compute_units;
-  int64_t tiles = p->batch * ceil_div(p->m, 128) * ceil_div(p->n, 128);
-  return tiles >= 2 * (int64_t)(units > 0 ? units : 1) ? k_simt_large
-                                                       : k_simt_medium;
+  return large_tiles_fill(p) ? k_simt_large : k_simt_medium;
 }
 
 /* ---- strides ----------------------------------------------------------- */
@@ -257,60 +314,25 @@ static int tc_vector_mode(const kiln_array *x, int64_t srow, int64_t sk,
 
 /* ---- launches ---------------------------------------------------------- */
 
-static void targ_dtype(kiln_template_arg *t, const char *name, kiln_dtype d) {
-  t->name = name;
-  t->kind = KILN_TEMPLATE_DTYPE;
-  t->dtype = d;
-  t->value = 0;
-}
-
-static void targ_int(kiln_template_arg *t, const char *name, int64_t v,
-                     bool is_bool) {
-  t->name = name;
-  t->kind = is_bool ? KILN_TEMPLATE_BOOL : KILN_TEMPLATE_INT;
-  t->dtype = KILN_INT32;
-  t->value = v;
-}
-
-/* A 0-d array holding `value`, filled in stream order (no host wait). */
-static kiln_status make_scalar(const gemm_problem *p, kiln_dtype dtype,
-                               double value, kiln_array **out) {
-  int64_t none = 0;
-  kiln_array *s = NULL;
-  kiln_status st =
-      kiln__array_create(p->stream->device, dtype, 0, &none, &s);
-  if (st == KILN_OK)
-    st = kiln__array_fill(s, value, p->stream);
-  if (st != KILN_OK) {
-    kiln__array_destroy(s);
-    return st;
-  }
-  *out = s;
-  return KILN_OK;
-}
-
 /* The launch fields every GEMM kernel shares; inputs set by the caller. */
 static void init_launch(const gemm_problem *p, kiln_launch *L,
                         kiln_output_spec *spec) {
-  kiln_launch_init(L);
-  spec->dtype = p->c->dtype;
-  spec->ndim = p->c->ndim;
-  memset(spec->shape, 0, sizeof spec->shape);
-  memcpy(spec->shape, p->c->shape, (size_t)p->c->ndim * sizeof(int64_t));
+  kiln__linalg_launch_init(L, p->stream);
+  kiln__linalg_out_spec(spec, p->c);
   L->outputs = spec;
   L->num_outputs = 1;
-  L->stream = p->stream;
-  L->device = p->stream->device;
 }
 
 /*
- * Launches a tiled kernel over every batch entry: one threadgroup of `nt`
- * threads per tile, `tiles` tiles per entry, batch entries along grid.y in
- * chunks (each chunk's first entry travels as the 0-d batch0). All scalars
- * are made before the first launch, so an allocation failure enqueues
+ * Launches a tiled kernel over every batch entry with operands `a` and `b`
+ * (p's own, or views of op(A) and op(B)): one threadgroup of `nt` threads
+ * per tile, `tiles` tiles per entry, batch entries along grid.y in chunks
+ * (each chunk's first entry travels as the 0-d batch0). All scalars are
+ * made before the first launch, so an allocation failure enqueues
  * nothing.
  */
-static kiln_status launch_tiles(const gemm_problem *p, kiln_kernel *kernel,
+static kiln_status launch_tiles(const gemm_problem *p, kiln_array *a,
+                                kiln_array *b, kiln_kernel *kernel,
                                 const kiln_template_arg *targs, int ntargs,
                                 int nt, int64_t tiles) {
   if (tiles > (int64_t)(UINT32_MAX / (uint32_t)nt))
@@ -322,16 +344,16 @@ static kiln_status launch_tiles(const gemm_problem *p, kiln_kernel *kernel,
   kiln_array **scal = kiln__calloc((size_t)chunks + 2, sizeof *scal);
   if (scal == NULL)
     return kiln__oom("preparing a matrix product");
-  kiln_status st = make_scalar(p, p->acc, p->alpha, &scal[0]);
+  kiln_status st = kiln__linalg_scalar(p->stream, p->acc, p->alpha, &scal[0]);
   if (st == KILN_OK)
-    st = make_scalar(p, p->acc, p->beta, &scal[1]);
+    st = kiln__linalg_scalar(p->stream, p->acc, p->beta, &scal[1]);
   for (int64_t i = 0; st == KILN_OK && i < chunks; i++)
-    st = make_scalar(p, KILN_INT32, (double)(i * GEMM_MAX_BATCH_CHUNK),
-                     &scal[2 + i]);
+    st = kiln__linalg_scalar(p->stream, KILN_INT32,
+                             (double)(i * GEMM_MAX_BATCH_CHUNK), &scal[2 + i]);
   kiln_launch L;
   kiln_output_spec spec;
   init_launch(p, &L, &spec);
-  kiln_array *in[6] = {p->a, p->b, p->c, scal[0], scal[1], NULL};
+  kiln_array *in[6] = {a, b, p->c, scal[0], scal[1], NULL};
   L.inputs = in;
   L.num_inputs = 6;
   L.template_args = targs;
@@ -351,85 +373,198 @@ static kiln_status launch_tiles(const gemm_problem *p, kiln_kernel *kernel,
   return st;
 }
 
+/* *out = op(x) as a view (x itself when not transposed; then *owned is
+ * NULL, else the view to destroy), so that kernels after the first
+ * generation need no transpose flags. */
+static kiln_status op_view(kiln_array *x, bool t, kiln_array **out,
+                           kiln_array **owned) {
+  *owned = NULL;
+  *out = x;
+  if (!t)
+    return KILN_OK;
+  int64_t shape[KILN_MAX_NDIM], strides[KILN_MAX_NDIM];
+  int nd = x->ndim;
+  memcpy(shape, x->shape, (size_t)nd * sizeof *shape);
+  memcpy(strides, x->strides, (size_t)nd * sizeof *strides);
+  shape[nd - 2] = x->shape[nd - 1];
+  shape[nd - 1] = x->shape[nd - 2];
+  strides[nd - 2] = x->strides[nd - 1];
+  strides[nd - 1] = x->strides[nd - 2];
+  /* kiln_array_view is public and renames the API for messages. */
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_view(x, nd, shape, strides, 0, owned);
+  kiln__api_enter(api);
+  if (st == KILN_OK)
+    *out = *owned;
+  return st;
+}
+
+/* Launches `name` on views of op(A) and op(B) (see launch_tiles). */
+static kiln_status launch_op_views(const gemm_problem *p, const char *name,
+                                   const kiln_template_arg *targs,
+                                   int ntargs, int nt, int64_t tiles) {
+  kiln_kernel *k = NULL;
+  kiln_array *a, *b, *va = NULL, *vb = NULL;
+  kiln_status st = kiln__library_kernel("gemm", name, GEMM_INPUTS, "C",
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  if (st == KILN_OK)
+    st = op_view(p->a, p->ta, &a, &va);
+  if (st == KILN_OK)
+    st = op_view(p->b, p->tb, &b, &vb);
+  if (st == KILN_OK)
+    st = launch_tiles(p, a, b, k, targs, ntargs, nt, tiles);
+  kiln__array_destroy(va);
+  kiln__array_destroy(vb);
+  return st;
+}
+
 /* The SIMT kernel's template arguments (12); la/lb: whether A's/B's tile
  * rows run along m/n (rows_contiguous). */
 static void simt_targs(kiln_template_arg *t, kiln_dtype dtype, bool ta,
                        bool tb, bool beta0, simt_config cfg, bool la,
                        bool lb) {
-  targ_dtype(&t[0], "T", dtype);
-  targ_dtype(&t[1], "ACC", acc_dtype(dtype));
-  targ_int(&t[2], "TA", ta, true);
-  targ_int(&t[3], "TB", tb, true);
-  targ_int(&t[4], "BETA0", beta0, true);
-  targ_int(&t[5], "BM", cfg.bm, false);
-  targ_int(&t[6], "BN", cfg.bn, false);
-  targ_int(&t[7], "BK", cfg.bk, false);
-  targ_int(&t[8], "TM", cfg.tm, false);
-  targ_int(&t[9], "TN", cfg.tn, false);
-  targ_int(&t[10], "LA", la, true);
-  targ_int(&t[11], "LB", lb, true);
+  kiln__targ_dtype(&t[0], "T", dtype);
+  kiln__targ_dtype(&t[1], "ACC", acc_dtype(dtype));
+  kiln__targ_bool(&t[2], "TA", ta);
+  kiln__targ_bool(&t[3], "TB", tb);
+  kiln__targ_bool(&t[4], "BETA0", beta0);
+  kiln__targ_int(&t[5], "BM", cfg.bm);
+  kiln__targ_int(&t[6], "BN", cfg.bn);
+  kiln__targ_int(&t[7], "BK", cfg.bk);
+  kiln__targ_int(&t[8], "TM", cfg.tm);
+  kiln__targ_int(&t[9], "TN", cfg.tn);
+  kiln__targ_bool(&t[10], "LA", la);
+  kiln__targ_bool(&t[11], "LB", lb);
 }
 
 static int simt_threads(simt_config cfg) {
   return (cfg.bm / cfg.tm) * (cfg.bn / cfg.tn);
 }
 
-static kiln_status run_simt(const gemm_problem *p) {
+/* Whether x's batch strides and start are multiples of `vw` elements. */
+static bool batch_aligned(const kiln_array *x, int64_t vw) {
+  for (int d = 0; d < x->ndim - 2; d++)
+    if (x->strides[d] % vw != 0)
+      return false;
+  return (uintptr_t)kiln__array_data(x) % (uintptr_t)(vw * 4) == 0;
+}
+
+/*
+ * gemm_f32's operand mode for operand x (rows r = m for A, n for B, with
+ * element strides sr and sk of op(x)): 0 / 1, scalar loads along k / along
+ * the rows (whichever is contiguous); +2 for float4 loads, where that
+ * dimension has stride 1 and everything else is 16-byte aligned.
+ */
+static int f32_mode(const kiln_array *x, int64_t sr, int64_t sk) {
+  bool rows = rows_contiguous(sr, sk);
+  bool vec = rows ? sr == 1 && sk % 4 == 0 : sk == 1 && sr % 4 == 0;
+  return (rows ? 1 : 0) + (vec && batch_aligned(x, 4) ? 2 : 0);
+}
+
+static void f32_targs(kiln_template_arg *t, bool beta0, int ma, int mb) {
+  kiln__targ_bool(&t[0], "BETA0", beta0);
+  kiln__targ_int(&t[1], "MA", ma);
+  kiln__targ_int(&t[2], "MB", mb);
+}
+
+/* float32 on 128-square tiles: gemm_f32 on views of op(A) and op(B). */
+static kiln_status run_f32(const gemm_problem *p) {
+  int64_t sam, sak, sbk, sbn;
+  op_strides(p->a, p->ta, &sam, &sak);
+  op_strides(p->b, p->tb, &sbk, &sbn);
+  kiln_template_arg t[3];
+  f32_targs(t, p->beta == 0.0, f32_mode(p->a, sam, sak),
+            f32_mode(p->b, sbn, sbk));
+  int64_t tiles = ceil_div(p->m, 128) * ceil_div(p->n, 128);
+  return launch_op_views(p, "gemm_f32", t, 3, GEMM_F32_THREADS, tiles);
+}
+
+static void dmma_targs(kiln_template_arg *t, bool beta0, bool ka, bool kb) {
+  kiln__targ_bool(&t[0], "BETA0", beta0);
+  kiln__targ_bool(&t[1], "KA", ka);
+  kiln__targ_bool(&t[2], "KB", kb);
+}
+
+/* float64 on tensor cores (gemm_dmma, 128-square tiles; its SIMT fallback
+ * on devices without them), on views of op(A) and op(B); each operand is
+ * staged k-major or row-major, whichever its memory is contiguous in. */
+static kiln_status run_dmma(const gemm_problem *p) {
+  int64_t sam, sak, sbk, sbn;
+  op_strides(p->a, p->ta, &sam, &sak);
+  op_strides(p->b, p->tb, &sbk, &sbn);
+  kiln_template_arg t[3];
+  dmma_targs(t, p->beta == 0.0, !rows_contiguous(sam, sak),
+             !rows_contiguous(sbn, sbk));
+  int64_t tiles = ceil_div(p->m, 128) * ceil_div(p->n, 128);
+  return launch_op_views(p, "gemm_dmma", t, 3, GEMM_DMMA_THREADS, tiles);
+}
+
+/* The SIMT kernels; `first`: the first generation only (opts->path 3). */
+static kiln_status run_simt(const gemm_problem *p, bool first) {
   simt_config cfg = choose_simt(p);
+  if (!first && p->c->dtype == KILN_FLOAT32 && cfg.bm == 128)
+    return run_f32(p);
   int64_t sam, sak, sbk, sbn;
   op_strides(p->a, p->ta, &sam, &sak);
   op_strides(p->b, p->tb, &sbk, &sbn);
   kiln_template_arg t[12];
-  simt_targs(t, p->c->dtype, p->ta, p->tb, p->beta == 0.0, cfg,
+  simt_targs(t, p->c->dtype, false, false, p->beta == 0.0, cfg,
              rows_contiguous(sam, sak), rows_contiguous(sbn, sbk));
-  kiln_kernel *k = NULL;
-  kiln_status st = kiln__library_kernel("gemm", "gemm_simt", GEMM_INPUTS,
-                                        "C", KILN__LIB_NO_ROW_CONTIG, &k);
-  if (st != KILN_OK)
-    return st;
   int64_t tiles = ceil_div(p->m, cfg.bm) * ceil_div(p->n, cfg.bn);
-  return launch_tiles(p, k, t, 12, simt_threads(cfg), tiles);
+  return launch_op_views(p, "gemm_simt", t, 12, simt_threads(cfg), tiles);
 }
 
 /* The tensor-core kernel's template arguments (9); va/vb from
  * tc_vector_mode, ka/kb: !rows_contiguous. */
 static void tc_targs(kiln_template_arg *t, kiln_dtype dtype, int mma, bool ta,
                      bool tb, bool beta0, int va, int vb, bool ka, bool kb) {
-  targ_dtype(&t[0], "T", dtype);
-  targ_int(&t[1], "MMA", mma, false);
-  targ_int(&t[2], "TA", ta, true);
-  targ_int(&t[3], "TB", tb, true);
-  targ_int(&t[4], "BETA0", beta0, true);
-  targ_int(&t[5], "VA", va, false);
-  targ_int(&t[6], "VB", vb, false);
-  targ_int(&t[7], "KA", ka, true);
-  targ_int(&t[8], "KB", kb, true);
+  kiln__targ_dtype(&t[0], "T", dtype);
+  kiln__targ_int(&t[1], "MMA", mma);
+  kiln__targ_bool(&t[2], "TA", ta);
+  kiln__targ_bool(&t[3], "TB", tb);
+  kiln__targ_bool(&t[4], "BETA0", beta0);
+  kiln__targ_int(&t[5], "VA", va);
+  kiln__targ_int(&t[6], "VB", vb);
+  kiln__targ_bool(&t[7], "KA", ka);
+  kiln__targ_bool(&t[8], "KB", kb);
 }
 
-static kiln_status run_tc(const gemm_problem *p) {
+static void tc2_targs(kiln_template_arg *t, kiln_dtype dtype, bool beta0,
+                      int va, int vb) {
+  kiln__targ_dtype(&t[0], "T", dtype);
+  kiln__targ_int(&t[1], "MMA", dtype == KILN_FLOAT16 ? 0 : 1);
+  kiln__targ_bool(&t[2], "BETA0", beta0);
+  kiln__targ_int(&t[3], "VA", va);
+  kiln__targ_int(&t[4], "VB", vb);
+}
+
+/* The tensor-core kernels: gemm_tc2 (pipelined) for float16 / bfloat16
+ * operands that both allow 16-byte vectors, unless `first`; gemm_tc for
+ * everything else (scalar loads, float32 inputs rounded to TF32 / bf16). */
+static kiln_status run_tc(const gemm_problem *p, bool first) {
   int64_t sam, sak, sbk, sbn;
   op_strides(p->a, p->ta, &sam, &sak);
   op_strides(p->b, p->tb, &sbk, &sbn);
   size_t elem = kiln_dtype_size(p->c->dtype);
   int va = tc_vector_mode(p->a, sam, sak, p->m, p->k, elem);
   int vb = tc_vector_mode(p->b, sbn, sbk, p->n, p->k, elem);
-  kiln_template_arg t[9];
-  tc_targs(t, p->c->dtype, tc_mma_kind(p), p->ta, p->tb, p->beta == 0.0, va,
-           vb, !rows_contiguous(sam, sak), !rows_contiguous(sbn, sbk));
-  kiln_kernel *k = NULL;
-  kiln_status st = kiln__library_kernel("gemm", "gemm_tc", GEMM_INPUTS, "C",
-                                        KILN__LIB_NO_ROW_CONTIG, &k);
-  if (st != KILN_OK)
-    return st;
   int64_t tiles =
       ceil_div(p->m, GEMM_TC_TILE) * ceil_div(p->n, GEMM_TC_TILE);
-  return launch_tiles(p, k, t, 9, GEMM_TC_THREADS, tiles);
+  if (!first && p->c->dtype != KILN_FLOAT32 && va != 0 && vb != 0) {
+    kiln_template_arg t[5];
+    tc2_targs(t, p->c->dtype, p->beta == 0.0, va, vb);
+    return launch_op_views(p, "gemm_tc2", t, 5, GEMM_TC_THREADS, tiles);
+  }
+  kiln_template_arg t[9];
+  tc_targs(t, p->c->dtype, tc_mma_kind(p), false, false, p->beta == 0.0, va,
+           vb, !rows_contiguous(sam, sak), !rows_contiguous(sbn, sbk));
+  return launch_op_views(p, "gemm_tc", t, 9, GEMM_TC_THREADS, tiles);
 }
 
 static void scale_targs(kiln_template_arg *t, kiln_dtype dtype, bool beta0) {
-  targ_dtype(&t[0], "T", dtype);
-  targ_dtype(&t[1], "ACC", acc_dtype(dtype));
-  targ_int(&t[2], "BETA0", beta0, true);
+  kiln__targ_dtype(&t[0], "T", dtype);
+  kiln__targ_dtype(&t[1], "ACC", acc_dtype(dtype));
+  kiln__targ_bool(&t[2], "BETA0", beta0);
 }
 
 /* C = beta * C, for k == 0 or alpha == 0 (BLAS: A and B are not read). */
@@ -448,9 +583,9 @@ static kiln_status run_scale(const gemm_problem *p) {
                                         KILN__LIB_NO_ROW_CONTIG, &k);
   kiln_array *beta = NULL, *n = NULL;
   if (st == KILN_OK)
-    st = make_scalar(p, p->acc, p->beta, &beta);
+    st = kiln__linalg_scalar(p->stream, p->acc, p->beta, &beta);
   if (st == KILN_OK)
-    st = make_scalar(p, KILN_INT32, (double)count, &n);
+    st = kiln__linalg_scalar(p->stream, KILN_INT32, (double)count, &n);
   if (st == KILN_OK) {
     kiln_launch L;
     kiln_output_spec spec;
@@ -468,6 +603,22 @@ static kiln_status run_scale(const gemm_problem *p) {
   kiln__array_destroy(beta);
   kiln__array_destroy(n);
   return st;
+}
+
+/* Runs the kernel of `path` (choose_path's answer) for a non-trivial
+ * problem. */
+static kiln_status run_path(const gemm_problem *p, int path) {
+  bool tc_shape = tc_mma_kind(p) >= 0 && p->m >= 64 && p->n >= 64;
+  switch (path) {
+  case GEMM_PATH_TC:
+    return p->c->dtype == KILN_FLOAT64 ? run_dmma(p) : run_tc(p, false);
+  case GEMM_PATH_FIRST:
+    return tc_shape ? run_tc(p, true) : run_simt(p, true);
+  case GEMM_PATH_F32:
+    return run_f32(p);
+  default:
+    return run_simt(p, false);
+  }
 }
 
 /* ---- every configuration, for tests ------------------------------------ */
@@ -522,7 +673,8 @@ static kiln_status each_scale(kiln_dtype dt, kiln__gemm_config_fn fn,
   return st;
 }
 
-/* Bits of `flags`: TA, TB, BETA0, LA, LB. */
+/* Bits of `f`: BETA0, LA, LB (the driver passes op(A) and op(B) as views,
+ * so TA and TB are always false). */
 static kiln_status each_simt(kiln_dtype dt, kiln__gemm_config_fn fn,
                              void *user) {
   const simt_config *tiles[3] = {&k_simt_small, &k_simt_medium,
@@ -531,13 +683,64 @@ static kiln_status each_simt(kiln_dtype dt, kiln__gemm_config_fn fn,
   kiln__gemm_config c;
   kiln_status st = KILN_OK;
   for (int t = 0; t < count; t++)
-    for (unsigned f = 0; st == KILN_OK && f < 32; f++) {
+    for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
       config_init(&c, "gemm_simt", dt, simt_threads(*tiles[t]));
-      simt_targs(c.template_args, dt, f & 1, f & 2, f & 4, *tiles[t], f & 8,
-                 f & 16);
+      simt_targs(c.template_args, dt, false, false, f & 1, *tiles[t], f & 2,
+                 f & 4);
       c.num_template_args = 12;
       st = fn(&c, user);
     }
+  return st;
+}
+
+/* gemm_f32 (float32 only): BETA0 x the operand modes of A and B. */
+static kiln_status each_f32(kiln_dtype dt, kiln__gemm_config_fn fn,
+                            void *user) {
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  if (dt != KILN_FLOAT32)
+    return KILN_OK;
+  for (unsigned f = 0; st == KILN_OK && f < 32; f++) {
+    config_init(&c, "gemm_f32", dt, GEMM_F32_THREADS);
+    f32_targs(c.template_args, f & 1, (int)(f >> 1) & 3, (int)(f >> 3));
+    c.num_template_args = 3;
+    st = fn(&c, user);
+  }
+  return st;
+}
+
+/* gemm_tc2 (float16 and bfloat16): BETA0 x the vector modes 1, 2 of A
+ * and B. */
+static kiln_status each_tc2(kiln_dtype dt, kiln__gemm_config_fn fn,
+                            void *user) {
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  if (dt != KILN_FLOAT16 && dt != KILN_BFLOAT16)
+    return KILN_OK;
+  for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
+    config_init(&c, "gemm_tc2", dt, GEMM_TC_THREADS);
+    tc2_targs(c.template_args, dt, f & 1, 1 + (int)((f >> 1) & 1),
+              1 + (int)(f >> 2));
+    c.num_template_args = 5;
+    c.mma = dt == KILN_FLOAT16 ? 0 : 1;
+    st = fn(&c, user);
+  }
+  return st;
+}
+
+/* gemm_dmma (float64 only): BETA0, KA, KB. */
+static kiln_status each_dmma(kiln_dtype dt, kiln__gemm_config_fn fn,
+                             void *user) {
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  if (dt != KILN_FLOAT64)
+    return KILN_OK;
+  for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
+    config_init(&c, "gemm_dmma", dt, GEMM_DMMA_THREADS);
+    dmma_targs(c.template_args, f & 1, f & 2, f & 4);
+    c.num_template_args = 3;
+    st = fn(&c, user);
+  }
   return st;
 }
 
@@ -555,11 +758,11 @@ static kiln_status each_tc(kiln_dtype dt, kiln__gemm_config_fn fn,
     if (mma < 0 || seen[mma])
       continue;
     seen[mma] = true;
-    for (unsigned f = 0; f < 8; f++)
+    for (int beta0 = 0; beta0 < 2; beta0++)
       for (int a = 0; a < NMODES; a++)
         for (int b = 0; st == KILN_OK && b < NMODES; b++) {
           config_init(&c, "gemm_tc", dt, GEMM_TC_THREADS);
-          tc_targs(c.template_args, dt, mma, f & 1, f & 2, f & 4,
+          tc_targs(c.template_args, dt, mma, false, false, beta0,
                    k_tc_operand_modes[a].vector, k_tc_operand_modes[b].vector,
                    k_tc_operand_modes[a].k_major,
                    k_tc_operand_modes[b].k_major);
@@ -580,6 +783,12 @@ kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user) {
     st = each_scale(dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_simt(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_f32(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_dmma(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_tc2(dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_tc(dtypes[d], fn, user);
   }
@@ -614,7 +823,7 @@ static kiln_status gemm(bool ta, bool tb, double alpha, kiln_array *a,
     return st;
   if (p.k == 0 || alpha == 0.0)
     return run_scale(&p);
-  return path == GEMM_PATH_TC ? run_tc(&p) : run_simt(&p);
+  return run_path(&p, path);
 }
 
 /* Public: see kiln.h. */

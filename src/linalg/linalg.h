@@ -106,10 +106,11 @@ kiln_status kiln__trsm(kiln_stream *s, kiln_array *a, bool upper, bool trans,
 
 /*
  * TSQR (src/linalg/qr.c), the tall-skinny path of kiln_qr, usable by other
- * drivers as a panel factorization: A ...×m×n (m >= n, n <= 128; read, not
- * modified; may be a strided view) into q (...×m×n reduced Q, contiguous,
- * or NULL for R only) and r (...×n×n, contiguous), R's diagonal made
- * non-negative. Asynchronous, on s.
+ * drivers as a panel factorization: A ...×m×n (m >= n; n <= 128 in
+ * float32, n <= 64 in float64, else an error; read, not modified; may be
+ * a strided view) into q (...×m×n reduced Q, contiguous, or NULL for R
+ * only) and r (...×n×n, contiguous), R's diagonal made non-negative.
+ * Asynchronous, on s.
  */
 kiln_status kiln__qr_tsqr(kiln_stream *s, kiln_array *a, kiln_array *q,
                           kiln_array *r);
@@ -123,6 +124,17 @@ kiln_status kiln__qr_tsqr(kiln_stream *s, kiln_array *a, kiln_array *q,
  */
 kiln_status kiln__qr_blocked(kiln_stream *s, kiln_array *a, kiln_qr_mode mode,
                              kiln_array *q, kiln_array *r);
+
+/* kiln__qr_blocked with its panel factorization forced (tests, benches):
+ * AUTO picks by the panel's height, ONE is one threadgroup per matrix
+ * through the panel's columns, TSQR is kiln__qr_tsqr followed by
+ * Householder reconstruction. */
+#define KILN__QRB_PANEL_AUTO 0
+#define KILN__QRB_PANEL_ONE 1
+#define KILN__QRB_PANEL_TSQR 2
+kiln_status kiln__qr_blocked_ex(kiln_stream *s, kiln_array *a,
+                                kiln_qr_mode mode, kiln_array *q,
+                                kiln_array *r, int panel);
 
 /*
  * One kernel configuration the GEMM driver (src/linalg/gemm.c) can launch:
@@ -153,5 +165,50 @@ typedef kiln_status (*kiln__gemm_config_fn)(const kiln__gemm_config *config,
  * it tells apart); stops at and returns the first status other than
  * KILN_OK. For tests that compile them all for a target. */
 kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user);
+
+/* ---- LU (src/linalg/lu.c), shared with src/linalg/lu_solve.c ----------- */
+
+/* One LU factorization: W the packed factors (...×m×n, contiguous), piv
+ * the pivot rows (int32 ...×k, from 0), info one int32 per matrix (see
+ * kernels/lu.metal). */
+typedef struct kiln__lu {
+  kiln_array *w, *piv, *info;
+  int64_t m, n, k, batch;
+} kiln__lu;
+
+/* Options, the checks of A (dtype, rank, `square`, size; `what` names the
+ * operation in messages) and the stream. */
+kiln_status kiln__lu_prepare(kiln_array *a, const kiln_linalg_opts *opts,
+                             const char *what, bool square,
+                             kiln_linalg_opts *o, kiln_stream **s);
+kiln_status kiln__lu_check(kiln_array *a, const char *what, bool square,
+                           int64_t *batch);
+
+/* Factors A (checked) on s through `path` (kiln_linalg_opts.path). With
+ * `check` it waits and turns a failed matrix into an error naming it and
+ * its pivot; without, it stays asynchronous. On success *out owns new
+ * arrays (kiln__lu_free). */
+kiln_status kiln__lu_run(kiln_stream *s, kiln_array *a, int path, bool check,
+                         kiln__lu *out);
+void kiln__lu_free(kiln__lu *f);
+
+/* The row permutation (int32 ...×m): A[perm] = L U. */
+kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
+                          kiln_array **out);
+
+/* L (...×m×k, unit lower) and U (...×k×n) into the new arrays l and u. */
+kiln_status kiln__lu_unpack(kiln_stream *s, const kiln__lu *f, kiln_array *l,
+                            kiln_array *u);
+
+/* x (contiguous, `batch` matrices of b's last two dimensions) = the rows
+ * of b in the order of perm (...×n or n), or with `ident` the rows of the
+ * identity (b then only gives the shape). */
+kiln_status kiln__lu_gather(kiln_stream *s, kiln_array *perm, kiln_array *b,
+                            bool ident, int64_t batch, kiln_array *x);
+
+/* Determinants from a square factorization: d = det, or with `log` d =
+ * log|det| and sign; both of the batch's size. Asynchronous. */
+kiln_status kiln__lu_det(kiln_stream *s, const kiln__lu *f, bool log,
+                         kiln_array *d, kiln_array *sign);
 
 #endif /* KILN_LINALG_H */

@@ -1,103 +1,659 @@
-/* PLACEHOLDER (being written): LU and what is built on it. */
+/*
+ * LU factorization with partial pivoting (LAPACK's getrf) on any device,
+ * batched, float32 and float64, with kiln's own kernels (kernels/lu.metal),
+ * kiln__trsm and GEMM: kiln_lu_factor and kiln_lu here, and kiln__lu_run,
+ * the factorization that kiln_solve, kiln_inv, kiln_det and kiln_slogdet
+ * (lu_solve.c) share.
+ *
+ * Order of work, as in every linalg driver: check the arguments, return
+ * empty results when there is nothing to factor, pick a path, launch, then
+ * (for the checked calls) read back the per-matrix info and either hand
+ * over the results or refuse them. Results are new arrays nobody sees
+ * until success, so a failure anywhere only has to destroy them.
+ *
+ * Paths (kiln_linalg_opts.path):
+ *   0  auto: small when m and n fit a threadgroup (LU_NMAX), else blocked;
+ *   1  small: one threadgroup per matrix, the matrix in threadgroup memory
+ *      (m, n <= 64 in float32 and float64): many small systems at once;
+ *   2  blocked right-looking: per panel of NB columns, the panel is
+ *      factored a strip of WS = 32 columns at a time by lu_panel, one
+ *      threadgroup per matrix that keeps the strip's rows in registers and
+ *      spends one barrier per column (the pivot search, interchange, scale
+ *      and update of a column are fused), and the rest of the panel is
+ *      updated by GEMM after each strip; then one lu_laswp launch applies
+ *      the panel's interchanges to every other column, kiln__trsm solves
+ *      the block row U12 = L11^-1 A12 and GEMM updates the trailing
+ *      matrix, A22 -= L21 U12. Launches per panel: 2 NB/WS + 3.
+ *
+ * Why strips inside panels: the GEMM updates want a deep k (NB = 256 for
+ * large matrices) to run near GEMM speed, while the column-by-column work
+ * runs on one threadgroup per matrix (a grid-wide barrier per column would
+ * cost more than the column), whose registers hold only m x (32 / R)
+ * values. Strips of 32 keep that single-threadgroup work to a rank-32
+ * update per strip; the panel's rank-NB work goes through GEMM.
+ *
+ * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
+ * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
+ * fills nothing.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "linalg/linalg.h"
 
-kiln_status kiln_lu_factor(kiln_array *a, kiln_array **lu, kiln_array **pivots) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)lu;
-  (void)pivots;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+#define LU_PATH_AUTO 0
+#define LU_PATH_SMALL 1
+#define LU_PATH_BLOCKED 2
+
+/* The small path's capacity: 64 x 65 float64 is 33 KiB of threadgroup
+ * memory. */
+#define LU_NMAX 64
+
+/* Strip width, and the panel kernel's threadgroup. */
+#define LU_WS 32
+#define LU_NT 512
+
+/* Register values per thread in lu_panel (R rows x MW columns): 32 float32
+ * or 16 float64 leaves room in the 128 registers a 512-thread group
+ * allows. Rows beyond LU_NT * cap go to lu_panel_global. */
+#define LU_CAP_F32 32
+#define LU_CAP_F64 16
+
+/* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
+ * and per grid.y of the other kernels (CUDA's limit). */
+#define LU_X_CHUNK (1 << 20)
+#define LU_Y_CHUNK 65535
+
+/* info values (see kernels/lu.metal) and lu_perm's threadgroup capacity. */
+#define LU_INFO_NONFINITE (-1073741824)
+#define LU_PERM_MAX 12288
+
+/* ---- checks -------------------------------------------------------------- */
+
+/* See linalg.h. */
+kiln_status kiln__lu_check(kiln_array *a, const char *what, bool square,
+                           int64_t *batch) {
+  static const char *const names[1] = {"A"};
+  if (a->dtype != KILN_FLOAT32 && a->dtype != KILN_FLOAT64)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "A is %s; %s supports float32 and float64.",
+                       kiln_dtype_name(a->dtype), what);
+  kiln_status st = kiln__linalg_batch(&a, 1, names, batch);
+  if (st != KILN_OK)
+    return st;
+  int64_t m = a->shape[a->ndim - 2], n = a->shape[a->ndim - 1];
+  if (square && m != n)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "A is %lld x %lld; %s needs square matrices.",
+                       (long long)m, (long long)n, what);
+  if (m > INT32_MAX / (n > 0 ? n : 1))
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "A is %lld x %lld; %s supports matrices of up to "
+                       "2^31 - 1 elements.",
+                       (long long)m, (long long)n, what);
+  return KILN_OK;
 }
 
-kiln_status kiln_lu_factor_ex(kiln_array *a, const kiln_linalg_opts *opts, kiln_array **lu, kiln_array **pivots) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)opts;
-  (void)lu;
-  (void)pivots;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* The path to run: opts->path checked against the shape. */
+static kiln_status choose_path(const kiln__lu *f, int want, int *path) {
+  if (want < LU_PATH_AUTO || want > LU_PATH_BLOCKED)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "opts->path is %d; LU knows 0 (auto), 1 (small) and "
+                       "2 (blocked).",
+                       want);
+  bool fits = f->m <= LU_NMAX && f->n <= LU_NMAX;
+  if (want == LU_PATH_SMALL && !fits)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "opts->path 1 (small) holds matrices up to %d x %d, "
+                       "but A is %lld x %lld.",
+                       LU_NMAX, LU_NMAX, (long long)f->m, (long long)f->n);
+  if (want == LU_PATH_AUTO)
+    want = fits ? LU_PATH_SMALL : LU_PATH_BLOCKED;
+  *path = want;
+  return KILN_OK;
 }
 
-kiln_status kiln_lu(kiln_array *a, kiln_array **perm, kiln_array **l, kiln_array **u) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)perm;
-  (void)l;
-  (void)u;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* ---- launch helpers ------------------------------------------------------ */
+
+/* One factorization being run. */
+typedef struct lu_run {
+  kiln__lu *f;
+  kiln_array *a;
+  kiln_stream *s;
+  kiln_array *idx; /* int32 0, 1, 2, ...: the scalars' storage */
+} lu_run;
+
+/* idx = 0 .. len-1, so that any scalar the launches need is a view. */
+static kiln_status make_index(lu_run *r, int64_t len) {
+  kiln_kernel *k = NULL;
+  kiln_array *count = NULL;
+  kiln_status st = kiln__library_kernel("lu", "lu_iota", "count", "idx", 0, &k);
+  if (st == KILN_OK)
+    st = kiln__array_create(r->s->device, KILN_INT32, 1, &len, &r->idx);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(r->s, KILN_INT32, (double)len, &count);
+  if (st == KILN_OK) {
+    kiln_output_spec spec;
+    kiln__linalg_out_spec(&spec, r->idx);
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, r->s);
+    L.inputs = &count;
+    L.num_inputs = 1;
+    L.outputs = &spec;
+    L.num_outputs = 1;
+    L.grid[0] = (uint32_t)((len + 255) / 256 * 256);
+    L.threadgroup[0] = 256;
+    st = kiln__kernel_launch_into(k, &L, &r->idx);
+  }
+  kiln__array_destroy(count);
+  return st;
 }
 
-kiln_status kiln_lu_ex(kiln_array *a, const kiln_linalg_opts *opts, kiln_array **perm, kiln_array **l, kiln_array **u) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)opts;
-  (void)perm;
-  (void)l;
-  (void)u;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* A 0-d int32 view holding `value` (< idx's length). */
+static kiln_status scalar(const lu_run *r, int64_t value, kiln_array **out) {
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_view(r->idx, 0, NULL, NULL, value, out);
+  kiln__api_enter(api);
+  return st;
 }
 
-kiln_status kiln_solve(kiln_array *a, kiln_array *b, kiln_array **x) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)b;
-  (void)x;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* One launch of `kernel` with scalar inputs appended after `arrays`:
+ * scalars[i] are their values. */
+typedef struct lu_launch {
+  kiln_kernel *kernel;
+  kiln_array *arrays[4];
+  int num_arrays;
+  int64_t scalars[4];
+  int num_scalars;
+  kiln_array *outs[3];
+  int num_outs;
+  kiln_template_arg targs[6];
+  int num_targs;
+  uint32_t grid[2], tg;
+} lu_launch;
+
+static kiln_status launch(const lu_run *r, const lu_launch *l) {
+  kiln_array *in[8] = {NULL};
+  int nin = l->num_arrays;
+  memcpy(in, l->arrays, (size_t)nin * sizeof *in);
+  kiln_status st = KILN_OK;
+  for (int i = 0; st == KILN_OK && i < l->num_scalars; i++)
+    st = scalar(r, l->scalars[i], &in[nin++]);
+  kiln_output_spec spec[3];
+  for (int i = 0; i < l->num_outs; i++)
+    kiln__linalg_out_spec(&spec[i], l->outs[i]);
+  if (st == KILN_OK) {
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, r->s);
+    L.inputs = in;
+    L.num_inputs = nin;
+    L.outputs = spec;
+    L.num_outputs = l->num_outs;
+    L.template_args = l->targs;
+    L.num_template_args = l->num_targs;
+    L.grid[0] = l->grid[0];
+    L.grid[1] = l->grid[1];
+    L.threadgroup[0] = l->tg;
+    st = kiln__kernel_launch_into(l->kernel, &L, l->outs);
+  }
+  for (int i = l->num_arrays; i < nin; i++)
+    kiln__array_destroy(in[i]);
+  return st;
 }
 
-kiln_status kiln_solve_ex(kiln_array *a, kiln_array *b, const kiln_linalg_opts *opts, kiln_array **x) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)b;
-  (void)opts;
-  (void)x;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* Runs `l` once per chunk of matrices: one threadgroup of l->tg threads
+ * per matrix along grid.x (per_matrix), else the batch along grid.y. The
+ * chunk's first matrix is the last scalar. */
+static kiln_status launch_batched(const lu_run *r, lu_launch *l,
+                                  bool per_matrix) {
+  int64_t chunk = per_matrix ? LU_X_CHUNK : LU_Y_CHUNK;
+  int last = l->num_scalars++;
+  kiln_status st = KILN_OK;
+  for (int64_t first = 0; st == KILN_OK && first < r->f->batch;
+       first += chunk) {
+    int64_t count = r->f->batch - first < chunk ? r->f->batch - first : chunk;
+    l->scalars[last] = first;
+    if (per_matrix)
+      l->grid[0] = l->tg * (uint32_t)count;
+    else
+      l->grid[1] = (uint32_t)count;
+    st = launch(r, l);
+  }
+  l->num_scalars--;
+  return st;
 }
 
-kiln_status kiln_inv(kiln_array *a, kiln_array **out) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)out;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+static kiln_status lu_kernel(const char *name, const char *inputs,
+                             const char *outputs, lu_launch *l) {
+  memset(l, 0, sizeof *l);
+  l->grid[0] = l->grid[1] = 1;
+  return kiln__library_kernel("lu", name, inputs, outputs,
+                              KILN__LIB_NO_ROW_CONTIG, &l->kernel);
 }
 
-kiln_status kiln_inv_ex(kiln_array *a, const kiln_linalg_opts *opts, kiln_array **out) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)opts;
-  (void)out;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* ---- the small path ------------------------------------------------------ */
+
+/* The capacity class: the smallest of 16, 32 and 64 holding m and n. */
+static int small_class(const kiln__lu *f) {
+  int64_t d = f->m > f->n ? f->m : f->n;
+  return d <= 16 ? 16 : d <= 32 ? 32 : LU_NMAX;
 }
 
-kiln_status kiln_det(kiln_array *a, kiln_array **out) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)out;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+static kiln_status run_small(const lu_run *r) {
+  lu_launch l;
+  kiln_status st = lu_kernel("lu_small", "A,batch0", "W,piv,info", &l);
+  if (st != KILN_OK)
+    return st;
+  int nmax = small_class(r->f);
+  l.arrays[0] = r->a;
+  l.num_arrays = 1;
+  l.outs[0] = r->f->w;
+  l.outs[1] = r->f->piv;
+  l.outs[2] = r->f->info;
+  l.num_outs = 3;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  kiln__targ_int(&l.targs[1], "NMAX", nmax);
+  l.num_targs = 2;
+  l.tg = nmax <= 16 ? 32u : (uint32_t)(nmax * 2);
+  return launch_batched(r, &l, true);
 }
 
-kiln_status kiln_det_ex(kiln_array *a, const kiln_linalg_opts *opts, kiln_array **out) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)opts;
-  (void)out;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* ---- the blocked path ---------------------------------------------------- */
+
+/* Panel width: deep enough for GEMM on large matrices, small enough that
+ * panel work stays a small share on the others. */
+static int64_t panel_width(const kiln__lu *f) {
+  return f->k >= 2048 ? 256 : 64;
 }
 
-kiln_status kiln_slogdet(kiln_array *a, kiln_array **sign, kiln_array **logabsdet) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)sign;
-  (void)logabsdet;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* W = A, noting non-finite inputs in info. */
+static kiln_status launch_copy(const lu_run *r) {
+  lu_launch l;
+  kiln_status st = lu_kernel("lu_copy", "A,batch0", "W,info", &l);
+  if (st != KILN_OK)
+    return st;
+  l.arrays[0] = r->a;
+  l.num_arrays = 1;
+  l.outs[0] = r->f->w;
+  l.outs[1] = r->f->info;
+  l.num_outs = 2;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  l.num_targs = 1;
+  uint64_t elems = (uint64_t)r->f->m * (uint64_t)r->f->n;
+  l.grid[0] = (uint32_t)((elems + 255) / 256 * 256);
+  l.tg = 256;
+  return launch_batched(r, &l, false);
 }
 
-kiln_status kiln_slogdet_ex(kiln_array *a, const kiln_linalg_opts *opts, kiln_array **sign, kiln_array **logabsdet) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)opts;
-  (void)sign;
-  (void)logabsdet;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/*
+ * The register shape of lu_panel for `rows` rows: R rows per thread (a
+ * power of two) and MW columns, R * MW = the dtype's cap. Returns false
+ * when the rows do not fit (lu_panel_global then).
+ */
+static bool panel_shape(kiln_dtype dt, int64_t rows, int *rr, int *mw) {
+  int cap = dt == KILN_FLOAT64 ? LU_CAP_F64 : LU_CAP_F32;
+  int r = 1;
+  while ((int64_t)r * LU_NT < rows && r < cap)
+    r *= 2;
+  if ((int64_t)r * LU_NT < rows)
+    return false;
+  *rr = r;
+  *mw = cap / r < LU_WS ? cap / r : LU_WS;
+  return true;
 }
 
+/* Factors the strip at c0 of the panel [p0, pe) (see lu_panel). */
+static kiln_status launch_panel(const lu_run *r, int64_t c0, int64_t p0,
+                                int64_t pe) {
+  int rr = 0, mw = 0;
+  bool regs = panel_shape(r->a->dtype, r->f->m - c0, &rr, &mw);
+  lu_launch l;
+  kiln_status st = lu_kernel(regs ? "lu_panel" : "lu_panel_global",
+                             "Win,c0,p0,pe,batch0", "W,piv,info", &l);
+  if (st != KILN_OK)
+    return st;
+  l.arrays[0] = r->f->w;
+  l.num_arrays = 1;
+  l.scalars[0] = c0;
+  l.scalars[1] = p0;
+  l.scalars[2] = pe;
+  l.num_scalars = 3;
+  l.outs[0] = r->f->w;
+  l.outs[1] = r->f->piv;
+  l.outs[2] = r->f->info;
+  l.num_outs = 3;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  kiln__targ_int(&l.targs[1], "NT", LU_NT);
+  kiln__targ_int(&l.targs[2], "WS", LU_WS);
+  l.num_targs = 3;
+  if (regs) {
+    kiln__targ_int(&l.targs[3], "R", rr);
+    kiln__targ_int(&l.targs[4], "MW", mw);
+    l.num_targs = 5;
+  }
+  l.tg = LU_NT;
+  return launch_batched(r, &l, true);
+}
+
+/* lu_laswp's geometry: NB (64 or 256) and the columns per group, so that
+ * its 2 NB rows fit 32 KiB of threadgroup memory. */
+static void laswp_shape(kiln_dtype dt, int64_t np, int *nb, int *cw) {
+  *nb = np <= 64 ? 64 : 256;
+  int bytes = dt == KILN_FLOAT64 ? 8 : 4;
+  *cw = 32768 / (2 * *nb * bytes);
+  if (*cw > 32)
+    *cw = 32;
+}
+
+/* The panel's interchanges on every column outside [p0, pe). */
+static kiln_status launch_laswp(const lu_run *r, int64_t p0, int64_t pe) {
+  int64_t outside = r->f->n - (pe - p0);
+  if (outside <= 0)
+    return KILN_OK;
+  int nb = 0, cw = 0;
+  laswp_shape(r->a->dtype, pe - p0, &nb, &cw);
+  lu_launch l;
+  kiln_status st = lu_kernel("lu_laswp", "Win,piv,p0,pe,batch0", "W", &l);
+  if (st != KILN_OK)
+    return st;
+  l.arrays[0] = r->f->w;
+  l.arrays[1] = r->f->piv;
+  l.num_arrays = 2;
+  l.scalars[0] = p0;
+  l.scalars[1] = pe;
+  l.num_scalars = 2;
+  l.outs[0] = r->f->w;
+  l.num_outs = 1;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  kiln__targ_int(&l.targs[1], "NB", nb);
+  kiln__targ_int(&l.targs[2], "CW", cw);
+  l.num_targs = 3;
+  l.tg = 128;
+  l.grid[0] = (uint32_t)((outside + cw - 1) / cw) * l.tg;
+  return launch_batched(r, &l, false);
+}
+
+/* C -= A B on blocks of W: C = (r1, c1) of rows x cols, A = (r1, k0) of
+ * rows x depth, B = (k0, c1) of depth x cols. */
+static kiln_status update(const lu_run *r, int64_t r1, int64_t c1, int64_t k0,
+                          int64_t rows, int64_t cols, int64_t depth) {
+  if (rows <= 0 || cols <= 0 || depth <= 0)
+    return KILN_OK;
+  kiln_array *a = NULL, *b = NULL, *c = NULL;
+  kiln_status st = kiln__linalg_block(r->f->w, r1, k0, rows, depth, &a);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->f->w, k0, c1, depth, cols, &b);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->f->w, r1, c1, rows, cols, &c);
+  if (st == KILN_OK)
+    st = kiln__linalg_gemm(r->s, false, false, -1.0, a, b, 1.0, c);
+  kiln__array_destroy(a);
+  kiln__array_destroy(b);
+  kiln__array_destroy(c);
+  return st;
+}
+
+/* U12 = L11^-1 A12 for the block row of the panel [p0, pe). */
+static kiln_status block_row(const lu_run *r, int64_t p0, int64_t pe) {
+  int64_t n = r->f->n;
+  if (pe >= n)
+    return KILN_OK;
+  kiln_array *l11 = NULL, *a12 = NULL;
+  kiln_status st = kiln__linalg_block(r->f->w, p0, p0, pe - p0, pe - p0, &l11);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->f->w, p0, pe, pe - p0, n - pe, &a12);
+  if (st == KILN_OK)
+    st = kiln__trsm(r->s, l11, false, false, true, 1.0, a12);
+  kiln__array_destroy(l11);
+  kiln__array_destroy(a12);
+  return st;
+}
+
+static kiln_status run_blocked(const lu_run *r) {
+  const kiln__lu *f = r->f;
+  int64_t nb = panel_width(f);
+  kiln_status st = launch_copy(r);
+  for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
+    int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
+    for (int64_t c0 = p0; st == KILN_OK && c0 < pe; c0 += LU_WS) {
+      int64_t c1 = c0 + LU_WS < pe ? c0 + LU_WS : pe;
+      st = launch_panel(r, c0, p0, pe);
+      if (st == KILN_OK)
+        st = update(r, c1, c1, c0, f->m - c1, pe - c1, c1 - c0);
+    }
+    if (st == KILN_OK)
+      st = launch_laswp(r, p0, pe);
+    if (st == KILN_OK)
+      st = block_row(r, p0, pe);
+    if (st == KILN_OK)
+      st = update(r, pe, pe, p0, f->m - pe, f->n - pe, pe - p0);
+  }
+  return st;
+}
+
+/* ---- the factorization --------------------------------------------------- */
+
+/* See linalg.h. */
+void kiln__lu_free(kiln__lu *f) {
+  kiln__array_destroy(f->w);
+  kiln__array_destroy(f->piv);
+  kiln__array_destroy(f->info);
+  memset(f, 0, sizeof *f);
+}
+
+/* The arrays of a factorization of A: W like A, piv ...×k, info batch. */
+static kiln_status make_arrays(kiln_array *a, kiln_stream *s, kiln__lu *f) {
+  int nd = a->ndim;
+  int64_t shape[KILN_MAX_NDIM];
+  memcpy(shape, a->shape, (size_t)nd * sizeof *shape);
+  shape[nd - 2] = f->k;
+  kiln_status st = kiln__array_create(s->device, a->dtype, nd, a->shape, &f->w);
+  if (st == KILN_OK)
+    st = kiln__array_create(s->device, KILN_INT32, nd - 1, shape, &f->piv);
+  if (st == KILN_OK)
+    st = kiln__array_create(s->device, KILN_INT32, 1, &f->batch, &f->info);
+  return st;
+}
+
+/* Names the first failed matrix and its pivot (the info read back). */
+static kiln_status info_error(kiln_array *a, int64_t first, int32_t value,
+                              int64_t failed) {
+  char which[128];
+  kiln__linalg_which(which, sizeof which, "A", a, first, failed);
+  if (value == LU_INFO_NONFINITE)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "%s contains NaN or infinity; LU needs finite "
+                       "values.",
+                       which);
+  if (value < 0)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "pivot %d (LAPACK's info, from 1) of %s is not "
+                       "finite: the factorization overflowed.",
+                       (int)-value, which);
+  return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "%s is singular: its pivot %d (LAPACK's info, from 1) "
+                     "is exactly zero.",
+                     which, (int)value);
+}
+
+/* See linalg.h. */
+kiln_status kiln__lu_run(kiln_stream *s, kiln_array *a, int path, bool check,
+                         kiln__lu *out) {
+  kiln__lu f;
+  memset(&f, 0, sizeof f);
+  kiln_status st =
+      kiln__linalg_batch(&a, 1, (const char *const[]){"A"}, &f.batch);
+  f.m = a->shape[a->ndim - 2];
+  f.n = a->shape[a->ndim - 1];
+  f.k = f.m < f.n ? f.m : f.n;
+  if (st == KILN_OK)
+    st = choose_path(&f, path, &path);
+  if (st == KILN_OK)
+    st = make_arrays(a, s, &f);
+  lu_run r = {&f, a, s, NULL};
+  bool work = f.batch > 0 && f.k > 0;
+  if (st == KILN_OK && work)
+    st = kiln__array_fill(f.info, 0.0, s);
+  if (st == KILN_OK && work) {
+    int64_t len = f.m > f.n ? f.m : f.n;
+    st = make_index(&r, (len > f.batch ? len : f.batch) + 1);
+  }
+  if (st == KILN_OK && work)
+    st = path == LU_PATH_SMALL ? run_small(&r) : run_blocked(&r);
+  kiln__array_destroy(r.idx);
+  if (st == KILN_OK && work && check) {
+    int64_t first = -1, failed = 0;
+    int32_t value = 0;
+    st = kiln__linalg_read_info(f.info, f.batch, &first, &value, &failed);
+    if (st == KILN_OK && first >= 0)
+      st = info_error(a, first, value, failed);
+  }
+  if (st != KILN_OK) {
+    kiln__lu_free(&f);
+    return st;
+  }
+  *out = f;
+  return KILN_OK;
+}
+
+/* See linalg.h. */
+kiln_status kiln__lu_prepare(kiln_array *a, const kiln_linalg_opts *opts,
+                             const char *what, bool square, kiln_linalg_opts *o,
+                             kiln_stream **s) {
+  int64_t batch = 0;
+  kiln_status st = kiln__linalg_opts(opts, o);
+  if (st == KILN_OK)
+    st = kiln__lu_check(a, what, square, &batch);
+  if (st == KILN_OK)
+    st = kiln__linalg_stream(o, &a, 1, s);
+  return st;
+}
+
+/* ---- permutation and unpacking ------------------------------------------- */
+
+/* See linalg.h. */
+kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f, kiln_array **out) {
+  int nd = f->w->ndim;
+  int64_t shape[KILN_MAX_NDIM];
+  memcpy(shape, f->w->shape, (size_t)nd * sizeof *shape);
+  kiln_array *perm = NULL;
+  kiln_status st =
+      kiln__array_create(s->device, KILN_INT32, nd - 1, shape, &perm);
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL};
+  if (st == KILN_OK && f->batch > 0 && f->m > 0)
+    st = make_index(&r, f->batch + 1);
+  lu_launch l;
+  if (st == KILN_OK && f->batch > 0 && f->m > 0)
+    st = lu_kernel("lu_perm", "W,piv,batch0", "perm", &l);
+  if (st == KILN_OK && f->batch > 0 && f->m > 0) {
+    l.arrays[0] = f->w;
+    l.arrays[1] = f->piv;
+    l.num_arrays = 2;
+    l.outs[0] = perm;
+    l.num_outs = 1;
+    kiln__targ_bool(&l.targs[0], "SHARED", f->m <= LU_PERM_MAX);
+    l.num_targs = 1;
+    l.tg = 256;
+    st = launch_batched(&r, &l, true);
+  }
+  kiln__array_destroy(r.idx);
+  if (st != KILN_OK) {
+    kiln__array_destroy(perm);
+    return st;
+  }
+  *out = perm;
+  return KILN_OK;
+}
+
+/* See linalg.h. */
+kiln_status kiln__lu_unpack(kiln_stream *s, const kiln__lu *f, kiln_array *l,
+                            kiln_array *u) {
+  if (f->batch == 0 || f->k == 0)
+    return KILN_OK;
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL};
+  lu_launch ll;
+  kiln_status st = make_index(&r, f->batch + 1);
+  if (st == KILN_OK)
+    st = lu_kernel("lu_unpack", "W,batch0", "L,U", &ll);
+  if (st == KILN_OK) {
+    ll.arrays[0] = f->w;
+    ll.num_arrays = 1;
+    ll.outs[0] = l;
+    ll.outs[1] = u;
+    ll.num_outs = 2;
+    kiln__targ_dtype(&ll.targs[0], "T", f->w->dtype);
+    ll.num_targs = 1;
+    uint64_t big = (uint64_t)f->k * (uint64_t)(f->m > f->n ? f->m : f->n);
+    ll.grid[0] = (uint32_t)((big + 255) / 256 * 256);
+    ll.tg = 256;
+    st = launch_batched(&r, &ll, false);
+  }
+  kiln__array_destroy(r.idx);
+  return st;
+}
+
+/* ---- right-hand sides and determinants ----------------------------------- */
+
+/* See linalg.h. */
+kiln_status kiln__lu_gather(kiln_stream *s, kiln_array *perm, kiln_array *b,
+                            bool ident, int64_t batch, kiln_array *x) {
+  int64_t n = b->shape[b->ndim - 2], kc = b->shape[b->ndim - 1];
+  if (batch == 0 || n == 0 || kc == 0)
+    return KILN_OK;
+  kiln__lu f;
+  memset(&f, 0, sizeof f);
+  f.batch = batch;
+  lu_run r = {&f, NULL, s, NULL};
+  lu_launch l;
+  kiln_status st = make_index(&r, batch + 1);
+  if (st == KILN_OK)
+    st = lu_kernel("lu_gather", "B,perm,batch0", "X", &l);
+  if (st == KILN_OK) {
+    l.arrays[0] = b;
+    l.arrays[1] = perm;
+    l.num_arrays = 2;
+    l.outs[0] = x;
+    l.num_outs = 1;
+    kiln__targ_dtype(&l.targs[0], "T", x->dtype);
+    kiln__targ_bool(&l.targs[1], "IDENT", ident);
+    l.num_targs = 2;
+    uint64_t elems = (uint64_t)n * (uint64_t)kc;
+    l.grid[0] = (uint32_t)((elems + 255) / 256 * 256);
+    l.tg = 256;
+    st = launch_batched(&r, &l, false);
+  }
+  kiln__array_destroy(r.idx);
+  return st;
+}
+
+/* See linalg.h. */
+kiln_status kiln__lu_det(kiln_stream *s, const kiln__lu *f, bool log,
+                         kiln_array *d, kiln_array *sign) {
+  if (f->batch == 0)
+    return KILN_OK;
+  if (f->n == 0) { /* the empty product */
+    kiln_status st = kiln__array_fill(d, log ? 0.0 : 1.0, s);
+    return st == KILN_OK ? kiln__array_fill(sign, 1.0, s) : st;
+  }
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL};
+  lu_launch l;
+  kiln_status st = make_index(&r, f->batch + 1);
+  if (st == KILN_OK)
+    st = lu_kernel("lu_det", "W,piv,batch0", "D,S", &l);
+  if (st == KILN_OK) {
+    l.arrays[0] = f->w;
+    l.arrays[1] = f->piv;
+    l.num_arrays = 2;
+    l.outs[0] = d;
+    l.outs[1] = sign;
+    l.num_outs = 2;
+    kiln__targ_dtype(&l.targs[0], "T", f->w->dtype);
+    kiln__targ_bool(&l.targs[1], "LOG", log);
+    l.num_targs = 2;
+    l.tg = f->n >= 4096 ? 1024 : f->n >= 256 ? 256 : 32;
+    st = launch_batched(&r, &l, true);
+  }
+  kiln__array_destroy(r.idx);
+  return st;
+}

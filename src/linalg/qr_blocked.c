@@ -1,11 +1,585 @@
-/* PLACEHOLDER (being written): blocked Householder QR. */
+/*
+ * The blocked Householder QR (kiln_qr's general path, path 3): LAPACK's
+ * geqrf and orgqr structure, every step a kernel launch or a GEMM that
+ * covers the whole batch, no host round trips.
+ *
+ *   W = A                      qrb_copy (A may be a strided view)
+ *   for each panel of NB columns at j0 (jb = min(NB, k - j0)):
+ *     factor the panel         its reflectors V (into Y), its triangular T
+ *                              (into Tm) and R's rows of the panel (in W)
+ *     A2 -= V (T^T (V^T A2))   GEMMs on the trailing columns A2 =
+ *                              W[j0:m, j0+jb:n] (compact WY)
+ *   R = D triu(W)              qrb_r, D = the signs of W's diagonal
+ *   Q = E D                    qrb_qinit (E the first columns of I)
+ *   for each panel, last first:
+ *     Q2 -= V (T (V^T Q2))     GEMMs, Q2 = Q[j0:m, j0:cols]
+ *
+ * Backward accumulation (orgqr) applies the reflectors to Q's trailing
+ * block only, since in rows j0.. the columns before j0 are still zero when
+ * panel j0 is applied; starting from E D makes Q's column i carry the sign
+ * that R's row i was given, so R's diagonal is non-negative for free.
+ *
+ * Two panel factorizations (kiln__qr_blocked_ex forces one):
+ *   one group  qrb_panel: one threadgroup per matrix works through the
+ *              panel's columns (block-wide reductions, T formed on the
+ *              way). One launch per panel, but one SM per matrix, which
+ *              per column reads the rows below the pivot twice and writes
+ *              them once: about 3 NB / 2 passes over the panel, 3 NB^2
+ *              rows / 2 element transfers (6 MB for float32 256 x 64),
+ *              from L1/L2. Used for panels under QRB_TSQR_MIN_ROWS rows.
+ *   TSQR       kiln__qr_tsqr (src/linalg/qr.c) factors the panel on every
+ *              SM (about four passes over it, ~log_{256/jb}(rows) + 1 tree
+ *              levels, two launches each), then Householder reconstruction
+ *              (qrb_recon, one small launch: an LU without pivoting of the
+ *              jb x jb top of Q - S, T and S U^-1) and one GEMM for the
+ *              vectors below the top, Y2 = -Q2 S U^-1.
+ *
+ * V^T C has few output tiles (jb x cols) and a long k (the panel's rows):
+ * alone it would run on a handful of SMs, so it is split over row slices
+ * (split-K: one GEMM over a slice batch dimension, then qrb_sum) whenever
+ * that gets it near two waves of tiles (split_count).
+ *
+ * NB is 64 for float32 and 32 for float64 (qrb_panel's threadgroup memory:
+ * T and the per-warp partial sums). Workspaces, all contiguous and 3-D
+ * (batch x rows x cols, the caller's batch dimensions flattened): W (m x
+ * n), Y (m x k, the vectors with their unit diagonal and zeros above, so
+ * GEMMs take views of it), Tm (one NB x NB block per panel), two GEMM
+ * products of NB x max(n, cols), the split-K partial products, and for
+ * TSQR panels its Q (m x NB), R and S U^-1 (NB x NB).
+ */
+#include <stdint.h>
+#include <string.h>
+
 #include "linalg/linalg.h"
 
-kiln_status kiln__qr_blocked(kiln_stream *s, kiln_array *a, kiln_qr_mode mode, kiln_array *q, kiln_array *r) {
-  (void)s;
-  (void)a;
-  (void)mode;
-  (void)q;
-  (void)r;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+#define QRB_NB_F32 64
+#define QRB_NB_F64 32
+
+/* CUDA's limit on grid.y; the batch runs in chunks of this many. */
+#define QRB_Y_CHUNK 65535
+/* Threads of the element-wise kernels, and their most groups per matrix
+ * (a grid-stride loop covers the rest). */
+#define QRB_EW_THREADS 256
+#define QRB_EW_GROUPS 4096
+
+/* Split-K of V^T C: slices of at least this many rows, at most this many
+ * slices, and enough of them for this many GEMM tiles (two waves on an
+ * H100's 132 SMs). The GEMM's own tiles are taken as 64 x 64. */
+#define QRB_SPLIT_ROWS 256
+#define QRB_SPLIT_MAX 32
+#define QRB_TARGET_TILES 264
+/* Panels of at least this many rows go through TSQR (auto). */
+#define QRB_TSQR_MIN_ROWS 256
+/* Threads of the reconstruction kernel. */
+#define QRB_RECON_THREADS 256
+
+/* One blocked QR and its workspaces. */
+typedef struct qrb_problem {
+  kiln_stream *s;
+  kiln_array *a;
+  kiln_qr_mode mode;
+  kiln_dtype dt;
+  int64_t m, n, k, batch;
+  int64_t qcols, rrows; /* Q's columns, R's rows */
+  int nb, panels;
+  int panel;   /* forced panel factorization, QRB_PANEL_* (0: by size) */
+  int splits;  /* most row slices of a split V^T C (1: never split) */
+  kiln_array *q3, *r3;              /* 3-D views of the caller's q and r */
+  kiln_array *w, *y, *tm, *p1, *p2; /* workspaces */
+  kiln_array *parts;                /* split-K partial products */
+  kiln_array *qp, *rp, *ui;         /* the TSQR panel's factors */
+} qrb_problem;
+
+/* ---- choices ------------------------------------------------------------ */
+
+/* Whether a panel of `rows` rows is factored by TSQR and reconstruction
+ * rather than by one threadgroup per matrix. One threadgroup reads the
+ * panel about NB times from L2 on a single SM; TSQR spreads two or three
+ * passes over every SM, which pays once the panel is tall. */
+static bool uses_tsqr(const qrb_problem *p, int64_t rows) {
+  if (p->panel != KILN__QRB_PANEL_AUTO)
+    return p->panel == KILN__QRB_PANEL_TSQR;
+  return rows >= QRB_TSQR_MIN_ROWS;
+}
+
+/* Row slices for V^T C (jb x cols, summed over `rows`): a product this
+ * small in tiles but long in k would run on a few SMs, so it is cut into
+ * slices whose partial products are summed after (split-K). */
+static int split_count(const qrb_problem *p, int64_t rows, int64_t jb,
+                       int64_t cols) {
+  int64_t tiles = ((jb + 63) / 64) * ((cols + 63) / 64) * p->batch;
+  int64_t want = (QRB_TARGET_TILES + tiles - 1) / tiles;
+  if (want > rows / QRB_SPLIT_ROWS)
+    want = rows / QRB_SPLIT_ROWS;
+  if (want > QRB_SPLIT_MAX)
+    want = QRB_SPLIT_MAX;
+  return want < 2 ? 1 : (int)want;
+}
+
+/* The most slices any product of this problem takes (fewest tiles, most
+ * rows), which sizes the partial-product workspace. */
+static int max_splits(const qrb_problem *p) {
+  return split_count(p, p->m, 1, 1);
+}
+
+/* ---- arrays ------------------------------------------------------------- */
+
+/* kiln_array_view for the driver (keeps the caller's name in messages). */
+static kiln_status view_of(kiln_array *x, int nd, const int64_t *shape,
+                           const int64_t *strides, int64_t offset,
+                           kiln_array **out) {
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_view(x, nd, shape, strides, offset, out);
+  kiln__api_enter(api);
+  return st;
+}
+
+static kiln_status new3(const qrb_problem *p, int64_t rows, int64_t cols,
+                        kiln_array **out) {
+  int64_t shape[3] = {p->batch, rows, cols};
+  return kiln__array_create(p->s->device, p->dt, 3, shape, out);
+}
+
+/* A 3-D view (batch x rows x cols) of a contiguous caller array. */
+static kiln_status view3(const qrb_problem *p, kiln_array *x, int64_t rows,
+                         int64_t cols, kiln_array **out) {
+  int64_t shape[3] = {p->batch, rows, cols};
+  int64_t strides[3] = {rows * cols, cols, 1};
+  return view_of(x, 3, shape, strides, 0, out);
+}
+
+/* Checks what the caller (kiln_qr) promises, since a mistake here would
+ * write out of bounds: dtypes, and q and r contiguous of the mode's shape
+ * with A's batch. */
+static kiln_status check_out(const qrb_problem *p, kiln_array *x,
+                             const char *name, int64_t rows, int64_t cols) {
+  bool ok = x->dtype == p->dt && x->ndim == p->a->ndim &&
+            kiln__array_is_contiguous(x) &&
+            x->shape[x->ndim - 2] == rows && x->shape[x->ndim - 1] == cols;
+  for (int d = 0; ok && d < x->ndim - 2; d++)
+    ok = x->shape[d] == p->a->shape[d];
+  if (!ok)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "blocked QR: %s is not a contiguous %s array of "
+                       "A's batch x %lld x %lld.",
+                       name, kiln_dtype_name(p->dt), (long long)rows,
+                       (long long)cols);
+  return KILN_OK;
+}
+
+static kiln_status setup(qrb_problem *p, kiln_array *q, kiln_array *r) {
+  kiln_array *a = p->a;
+  if (a->dtype != KILN_FLOAT32 && a->dtype != KILN_FLOAT64)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "A is %s; QR supports float32 and float64.",
+                       kiln_dtype_name(a->dtype));
+  if (a->ndim < 2 || (p->mode == KILN_QR_R) != (q == NULL) || r == NULL ||
+      p->mode < KILN_QR_REDUCED || p->mode > KILN_QR_R)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "blocked QR called with bad arguments.");
+  p->dt = a->dtype;
+  p->m = a->shape[a->ndim - 2];
+  p->n = a->shape[a->ndim - 1];
+  p->k = p->m < p->n ? p->m : p->n;
+  p->batch = 1;
+  for (int d = 0; d < a->ndim - 2; d++)
+    p->batch *= a->shape[d];
+  p->nb = p->dt == KILN_FLOAT64 ? QRB_NB_F64 : QRB_NB_F32;
+  p->panels = (int)((p->k + p->nb - 1) / p->nb);
+  bool complete = p->mode == KILN_QR_COMPLETE;
+  p->qcols = complete ? p->m : p->k;
+  p->rrows = complete ? p->m : p->k;
+  if (p->m > INT32_MAX / (p->n > 0 ? p->n : 1) ||
+      p->m > INT32_MAX / (p->qcols > 0 ? p->qcols : 1))
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "A is %lld x %lld; the blocked QR takes matrices of "
+                       "up to 2^31 elements (and Q too).",
+                       (long long)p->m, (long long)p->n);
+  kiln_status st = check_out(p, r, "R", p->rrows, p->n);
+  if (st == KILN_OK && q != NULL)
+    st = check_out(p, q, "Q", p->m, p->qcols);
+  if (st == KILN_OK)
+    st = view3(p, r, p->rrows, p->n, &p->r3);
+  if (st == KILN_OK && q != NULL)
+    st = view3(p, q, p->m, p->qcols, &p->q3);
+  return st;
+}
+
+static kiln_status make_workspaces(qrb_problem *p) {
+  int64_t wide = p->n > p->qcols ? p->n : p->qcols;
+  kiln_status st = new3(p, p->m, p->n, &p->w);
+  if (st == KILN_OK)
+    st = new3(p, p->m, p->k, &p->y);
+  if (st == KILN_OK)
+    st = new3(p, (int64_t)p->panels * p->nb, p->nb, &p->tm);
+  if (st == KILN_OK)
+    st = new3(p, p->nb, wide, &p->p1);
+  if (st == KILN_OK)
+    st = new3(p, p->nb, wide, &p->p2);
+  p->splits = max_splits(p);
+  if (st == KILN_OK && p->splits > 1)
+    st = new3(p, (int64_t)(p->splits + 1) * p->nb, wide, &p->parts);
+  if (st == KILN_OK && uses_tsqr(p, p->m)) {
+    st = new3(p, p->m, p->nb, &p->qp);
+    if (st == KILN_OK)
+      st = new3(p, p->nb, p->nb, &p->rp);
+    if (st == KILN_OK)
+      st = new3(p, p->nb, p->nb, &p->ui);
+  }
+  return st;
+}
+
+static void destroy_all(qrb_problem *p) {
+  kiln_array *all[11] = {p->w,  p->y,     p->tm, p->p1, p->p2, p->q3,
+                         p->r3, p->parts, p->qp, p->rp, p->ui};
+  for (int i = 0; i < 11; i++)
+    kiln__array_destroy(all[i]);
+}
+
+/* ---- launches ----------------------------------------------------------- */
+
+/*
+ * Launches `kernel` over the batch in chunks of grid.y: inputs `in` (the
+ * last one is replaced by each chunk's batch0 scalar), outputs `into`,
+ * template argument T, grid.x threads in groups of `tg`.
+ */
+static kiln_status launch_batched(const qrb_problem *p, kiln_kernel *kernel,
+                                  kiln_array **in, int num_in,
+                                  kiln_array *const *into, int num_out,
+                                  const kiln_template_arg *t, int nt,
+                                  uint32_t gx, uint32_t tg) {
+  kiln_output_spec spec[4];
+  for (int i = 0; i < num_out; i++)
+    kiln__linalg_out_spec(&spec[i], into[i]);
+  kiln_status st = KILN_OK;
+  for (int64_t first = 0; st == KILN_OK && first < p->batch;
+       first += QRB_Y_CHUNK) {
+    int64_t count = p->batch - first;
+    if (count > QRB_Y_CHUNK)
+      count = QRB_Y_CHUNK;
+    kiln_array *b0 = NULL;
+    st = kiln__linalg_scalar(p->s, KILN_INT32, (double)first, &b0);
+    if (st != KILN_OK)
+      break;
+    in[num_in - 1] = b0;
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, p->s);
+    L.inputs = in;
+    L.num_inputs = num_in;
+    L.outputs = spec;
+    L.num_outputs = num_out;
+    L.template_args = t;
+    L.num_template_args = nt;
+    L.grid[0] = gx;
+    L.grid[1] = (uint32_t)count;
+    L.threadgroup[0] = tg;
+    st = kiln__kernel_launch_into(kernel, &L, into);
+    kiln__array_destroy(b0);
+    in[num_in - 1] = NULL;
+  }
+  return st;
+}
+
+/* grid.x for an element-wise kernel over `elems` elements per matrix. */
+static uint32_t ew_grid(int64_t elems) {
+  int64_t groups = (elems + QRB_EW_THREADS - 1) / QRB_EW_THREADS;
+  if (groups > QRB_EW_GROUPS)
+    groups = QRB_EW_GROUPS;
+  if (groups < 1)
+    groups = 1;
+  return (uint32_t)(groups * QRB_EW_THREADS);
+}
+
+/* An element-wise kernel (qrb_copy, qrb_r, qrb_qinit): input `src`, an
+ * optional int scalar `extra`, batch0; output `dst`. */
+static kiln_status launch_ew(const qrb_problem *p, const char *name,
+                             const char *inputs, const char *output,
+                             kiln_array *src, int64_t extra, bool has_extra,
+                             kiln_array *dst, int64_t elems) {
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("qr_blocked", name, inputs, output,
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  kiln_array *ex = NULL;
+  if (st == KILN_OK && has_extra)
+    st = kiln__linalg_scalar(p->s, KILN_INT32, (double)extra, &ex);
+  if (st != KILN_OK)
+    return st;
+  kiln_template_arg t[1];
+  kiln__targ_dtype(&t[0], "T", p->dt);
+  kiln_array *in[3] = {src, ex, NULL};
+  int num_in = has_extra ? 3 : 2;
+  st = launch_batched(p, k, in, num_in, &dst, 1, t, 1, ew_grid(elems),
+                      QRB_EW_THREADS);
+  kiln__array_destroy(ex);
+  return st;
+}
+
+/* The panel kernel's threadgroup: a warp per 8 rows, 1 to 32 warps. */
+static uint32_t panel_threads(int64_t rows) {
+  int64_t warps = (rows + 7) / 8;
+  if (warps > 32)
+    warps = 32;
+  if (warps < 1)
+    warps = 1;
+  return (uint32_t)(32 * warps);
+}
+
+static kiln_status launch_panel(const qrb_problem *p, int64_t j0) {
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("qr_blocked", "qrb_panel",
+                                        "Win,j0,batch0", "W,Y,Tm",
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  kiln_array *j0s = NULL;
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(p->s, KILN_INT32, (double)j0, &j0s);
+  if (st != KILN_OK)
+    return st;
+  kiln_template_arg t[2];
+  kiln__targ_dtype(&t[0], "T", p->dt);
+  kiln__targ_int(&t[1], "NB", p->nb);
+  kiln_array *in[3] = {p->w, j0s, NULL};
+  kiln_array *into[3] = {p->w, p->y, p->tm};
+  uint32_t nt = panel_threads(p->m - j0);
+  st = launch_batched(p, k, in, 3, into, 3, t, 2, nt, nt);
+  kiln__array_destroy(j0s);
+  return st;
+}
+
+/*
+ * The panel at j0 by TSQR and Householder reconstruction: kiln__qr_tsqr
+ * gives the panel's Q (rows x jb, into qp) and R (into rp); qrb_recon
+ * turns the top of Q into Y's top rows, T, R's rows (into W) and S U^-1;
+ * one GEMM gives the rest of Y, Y2 = -Q2 S U^-1.
+ */
+static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
+  int64_t rows = p->m - j0;
+  int64_t qs[3] = {p->batch, rows, jb}, qst[3] = {rows * jb, jb, 1};
+  int64_t rs[3] = {p->batch, jb, jb}, rst[3] = {jb * jb, jb, 1};
+  kiln_array *panel = NULL, *qv = NULL, *rv = NULL, *j0s = NULL;
+  kiln_array *q2 = NULL, *y2 = NULL, *uiv = NULL;
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__linalg_block(p->w, j0, j0, rows, jb, &panel);
+  if (st == KILN_OK)
+    st = view_of(p->qp, 3, qs, qst, 0, &qv);
+  if (st == KILN_OK)
+    st = view_of(p->rp, 3, rs, rst, 0, &rv);
+  if (st == KILN_OK)
+    st = kiln__qr_tsqr(p->s, panel, qv, rv);
+  if (st == KILN_OK)
+    st = kiln__library_kernel("qr_blocked", "qrb_recon",
+                              "Qp,Rp,Win,j0,batch0", "W,Y,Tm,Ui",
+                              KILN__LIB_NO_ROW_CONTIG, &k);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(p->s, KILN_INT32, (double)j0, &j0s);
+  if (st == KILN_OK) {
+    kiln_template_arg t[2];
+    kiln__targ_dtype(&t[0], "T", p->dt);
+    kiln__targ_int(&t[1], "NB", p->nb);
+    kiln_array *in[5] = {qv, rv, p->w, j0s, NULL};
+    kiln_array *into[4] = {p->w, p->y, p->tm, p->ui};
+    st = launch_batched(p, k, in, 5, into, 4, t, 2, QRB_RECON_THREADS,
+                        QRB_RECON_THREADS);
+  }
+  if (st == KILN_OK && rows > jb) {
+    st = kiln__linalg_block(qv, jb, 0, rows - jb, jb, &q2);
+    if (st == KILN_OK)
+      st = kiln__linalg_block(p->y, j0 + jb, j0, rows - jb, jb, &y2);
+    if (st == KILN_OK)
+      st = kiln__linalg_block(p->ui, 0, 0, jb, jb, &uiv);
+    if (st == KILN_OK)
+      st = kiln__linalg_gemm(p->s, false, false, -1.0, q2, uiv, 0.0, y2);
+  }
+  kiln_array *all[7] = {panel, qv, rv, j0s, q2, y2, uiv};
+  for (int i = 0; i < 7; i++)
+    kiln__array_destroy(all[i]);
+  return st;
+}
+
+/* ---- compact-WY applications with GEMM ---------------------------------- */
+
+/* qrb_sum: X1 (the leading jb x cols of p1) = the sum of the slices of
+ * `parts` (batch x slices x jb x cols). */
+static kiln_status launch_sum(const qrb_problem *p, kiln_array *parts,
+                              int64_t elems) {
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("qr_blocked", "qrb_sum",
+                                        "P,Xin,batch0", "X",
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  if (st != KILN_OK)
+    return st;
+  kiln_template_arg t[1];
+  kiln__targ_dtype(&t[0], "T", p->dt);
+  kiln_array *in[3] = {parts, p->p1, NULL};
+  return launch_batched(p, k, in, 3, &p->p1, 1, t, 1, ew_grid(elems),
+                        QRB_EW_THREADS);
+}
+
+/*
+ * X1 = V^T C (jb x cols, V and C of `rows` rows). Split-K when that pays
+ * (split_count): the first sp * h rows as sp slices of h rows, viewed as
+ * one more batch dimension so a single GEMM computes every slice's
+ * product, the remaining rows as one more product, then qrb_sum.
+ */
+static kiln_status vt_c(const qrb_problem *p, kiln_array *v, kiln_array *c,
+                        int64_t jb, int64_t cols, kiln_array *x1) {
+  int64_t rows = v->shape[1];
+  int sp = p->parts != NULL ? split_count(p, rows, jb, cols) : 1;
+  if (sp <= 1)
+    return kiln__linalg_gemm(p->s, true, false, 1.0, v, c, 0.0, x1);
+  int64_t h = rows / sp, rem = rows - h * sp;
+  int64_t wide = p->p1->shape[2], ps = p->parts->strides[0];
+  int64_t vs[4] = {p->batch, sp, h, jb};
+  int64_t vst[4] = {v->strides[0], h * v->strides[1], v->strides[1],
+                    v->strides[2]};
+  int64_t cs[4] = {p->batch, sp, h, cols};
+  int64_t cst[4] = {c->strides[0], h * c->strides[1], c->strides[1],
+                    c->strides[2]};
+  int64_t ts[4] = {p->batch, sp + (rem > 0), jb, cols};
+  int64_t tst[4] = {ps, p->nb * wide, wide, 1};
+  int64_t rs[3] = {p->batch, jb, cols}, rst[3] = {ps, wide, 1};
+  kiln_array *v4 = NULL, *c4 = NULL, *t4 = NULL, *vr = NULL, *cr = NULL;
+  kiln_array *tr = NULL;
+  kiln_status st = view_of(v, 4, vs, vst, 0, &v4);
+  if (st == KILN_OK)
+    st = view_of(c, 4, cs, cst, 0, &c4);
+  if (st == KILN_OK)
+    st = view_of(p->parts, 4, ts, tst, 0, &t4);
+  if (st == KILN_OK) { /* the slices: t4's first sp entries */
+    kiln_array *head = NULL;
+    ts[1] = sp;
+    st = view_of(p->parts, 4, ts, tst, 0, &head);
+    if (st == KILN_OK)
+      st = kiln__linalg_gemm(p->s, true, false, 1.0, v4, c4, 0.0, head);
+    kiln__array_destroy(head);
+  }
+  if (st == KILN_OK && rem > 0) {
+    st = kiln__linalg_block(v, h * sp, 0, rem, jb, &vr);
+    if (st == KILN_OK)
+      st = kiln__linalg_block(c, h * sp, 0, rem, cols, &cr);
+    if (st == KILN_OK)
+      st = view_of(p->parts, 3, rs, rst, (int64_t)sp * p->nb * wide, &tr);
+    if (st == KILN_OK)
+      st = kiln__linalg_gemm(p->s, true, false, 1.0, vr, cr, 0.0, tr);
+  }
+  if (st == KILN_OK)
+    st = launch_sum(p, t4, jb * cols);
+  /* x1 is the leading block of p1, which qrb_sum wrote */
+  kiln_array *all[6] = {v4, c4, t4, vr, cr, tr};
+  for (int i = 0; i < 6; i++)
+    kiln__array_destroy(all[i]);
+  return st;
+}
+
+/*
+ * C -= V (op(T) (V^T C)) for panel `pi` at column j0 of jb columns: the
+ * block reflector (I - V T V^T)^T = I - V T^T V^T when `trans` (the
+ * factorization's trailing update), I - V T V^T when not (Q's backward
+ * accumulation). C is rows j0.. of the target, `cols` columns.
+ */
+static kiln_status apply_block(const qrb_problem *p, int pi, int64_t j0,
+                               int64_t jb, bool trans, kiln_array *c,
+                               int64_t cols) {
+  int64_t rows = p->m - j0;
+  kiln_array *v = NULL, *t = NULL, *x1 = NULL, *x2 = NULL;
+  kiln_status st = kiln__linalg_block(p->y, j0, j0, rows, jb, &v);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(p->tm, (int64_t)pi * p->nb, 0, jb, jb, &t);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(p->p1, 0, 0, jb, cols, &x1);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(p->p2, 0, 0, jb, cols, &x2);
+  if (st == KILN_OK) /* X1 = V^T C */
+    st = vt_c(p, v, c, jb, cols, x1);
+  if (st == KILN_OK) /* X2 = op(T) X1 */
+    st = kiln__linalg_gemm(p->s, trans, false, 1.0, t, x1, 0.0, x2);
+  if (st == KILN_OK) /* C -= V X2 */
+    st = kiln__linalg_gemm(p->s, false, false, -1.0, v, x2, 1.0, c);
+  kiln__array_destroy(v);
+  kiln__array_destroy(t);
+  kiln__array_destroy(x1);
+  kiln__array_destroy(x2);
+  return st;
+}
+
+/* Panels and trailing updates: R in W's upper triangle, V in Y, T in Tm. */
+static kiln_status factor(const qrb_problem *p) {
+  kiln_status st = KILN_OK;
+  for (int pi = 0; st == KILN_OK && pi < p->panels; pi++) {
+    int64_t j0 = (int64_t)pi * p->nb;
+    int64_t jb = p->k - j0 < p->nb ? p->k - j0 : p->nb;
+    st = uses_tsqr(p, p->m - j0) ? panel_tsqr(p, j0, jb)
+                                 : launch_panel(p, j0);
+    int64_t cols = p->n - j0 - jb;
+    if (st != KILN_OK || cols == 0)
+      continue;
+    kiln_array *a2 = NULL;
+    st = kiln__linalg_block(p->w, j0, j0 + jb, p->m - j0, cols, &a2);
+    if (st == KILN_OK)
+      st = apply_block(p, pi, j0, jb, true, a2, cols);
+    kiln__array_destroy(a2);
+  }
+  return st;
+}
+
+/* Q = H_0 H_1 ... E D, the panels applied last first. */
+static kiln_status form_q(const qrb_problem *p) {
+  kiln_status st = launch_ew(p, "qrb_qinit", "Win,cols,batch0", "Q", p->w,
+                             p->qcols, true, p->q3, p->m * p->qcols);
+  for (int pi = p->panels - 1; st == KILN_OK && pi >= 0; pi--) {
+    int64_t j0 = (int64_t)pi * p->nb;
+    int64_t jb = p->k - j0 < p->nb ? p->k - j0 : p->nb;
+    int64_t cols = p->qcols - j0;
+    kiln_array *q2 = NULL;
+    st = kiln__linalg_block(p->q3, j0, j0, p->m - j0, cols, &q2);
+    if (st == KILN_OK)
+      st = apply_block(p, pi, j0, jb, false, q2, cols);
+    kiln__array_destroy(q2);
+  }
+  return st;
+}
+
+static kiln_status run(qrb_problem *p) {
+  kiln_status st = make_workspaces(p);
+  if (st == KILN_OK)
+    st = launch_ew(p, "qrb_copy", "A,batch0", "W", p->a, 0, false, p->w,
+                   p->m * p->n);
+  if (st == KILN_OK)
+    st = factor(p);
+  if (st == KILN_OK)
+    st = launch_ew(p, "qrb_r", "Win,rows,batch0", "R", p->w, p->rrows, true,
+                   p->r3, p->rrows * p->n);
+  if (st == KILN_OK && p->q3 != NULL)
+    st = form_q(p);
+  return st;
+}
+
+/*
+ * See linalg.h. q and r are the caller's new contiguous arrays; on an
+ * error they may hold partial results (the caller discards them). Empty
+ * problems write what the mode defines: a complete Q of an m x 0 matrix
+ * is the identity, everything else empty.
+ */
+kiln_status kiln__qr_blocked(kiln_stream *s, kiln_array *a, kiln_qr_mode mode,
+                             kiln_array *q, kiln_array *r) {
+  return kiln__qr_blocked_ex(s, a, mode, q, r, KILN__QRB_PANEL_AUTO);
+}
+
+/* See linalg.h. */
+kiln_status kiln__qr_blocked_ex(kiln_stream *s, kiln_array *a,
+                                kiln_qr_mode mode, kiln_array *q,
+                                kiln_array *r, int panel) {
+  if (panel < KILN__QRB_PANEL_AUTO || panel > KILN__QRB_PANEL_TSQR)
+    return kiln__error(KILN_ERROR_INTERNAL,
+                       "blocked QR: panel %d is not a panel choice.", panel);
+  qrb_problem p;
+  memset(&p, 0, sizeof p);
+  p.s = s;
+  p.a = a;
+  p.mode = mode;
+  p.panel = panel;
+  kiln_status st = setup(&p, q, r);
+  if (st == KILN_OK && p.batch > 0 && p.m > 0)
+    st = run(&p);
+  destroy_all(&p);
+  return st;
 }

@@ -1,72 +1,881 @@
-/* PLACEHOLDER (being written): triangular solves and inverses. */
+/*
+ * Triangular solves and inverses on any device: kiln__trsm (the solve
+ * every driver shares), kiln_solve_triangular, kiln_tri_inv and
+ * kiln_cholesky_inv, with kiln's own kernels (kernels/triangular.metal)
+ * and GEMM.
+ *
+ * The solve, op(A) X = alpha B in place, works on the effective lower
+ * matrix M (op(A), with both indices reversed when it is upper; see the
+ * .metal), so every (upper, trans) case is a forward substitution over
+ * "effective rows". Paths (kiln_linalg_opts.path of the public calls):
+ *   0  auto: blocked, fused steps when B has few columns, GEMM steps
+ *      otherwise;
+ *   1  substitution: one thread per right-hand side (trsm_subst); no
+ *      threadgroup memory, the reference the others are tested against;
+ *   2  blocked, fused steps: the NB x NB diagonal blocks of M are inverted
+ *      once (trsm_diag_inv, one launch for all), then one launch per step
+ *      of SUB blocks (trsm_step) solves the step's rows in every
+ *      threadgroup (B_s -= M_st X_t, X_s = inv(M_ss) B_s) and updates a
+ *      band of the remaining rows; the X land in a scratch array copied
+ *      back at the end. With few right-hand sides a step is a few
+ *      microseconds of work, so the step count (n / (SUB NB)) and one
+ *      launch each is what the time is made of: SUB NB (128 rows) is as
+ *      large as threadgroup memory allows;
+ *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
+ *      (trsm_apply), then B_rest -= M[rest, j] X_j with kiln's GEMM, which
+ *      wins once B is wide (its tiles reuse each element of M and X_j).
+ * Multiplying by inverted diagonal blocks instead of substituting is what
+ * makes every step parallel; its backward error grows with the condition
+ * of the NB x NB diagonal blocks only (Du Croz and Higham), which the tests
+ * probe with ill-conditioned matrices.
+ *
+ * kiln_tri_inv solves against the identity with the GEMM steps restricted
+ * to the columns that can be non-zero (half the work of a full solve, and
+ * the other triangle is never written, so it stays exactly zero).
+ * kiln_cholesky_inv computes F^-1 that way, then one GEMM (F^-T F^-1 or
+ * F^-1 F^-T) and a mirror of its lower triangle, so the result is exactly
+ * symmetric.
+ *
+ * The public calls check their arguments, return empty results without
+ * launching, enqueue the work on a new result array, then read back a
+ * per-matrix info (the first zero on the diagonal, LAPACK's trtrs info)
+ * and hand the result over or destroy it.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "linalg/linalg.h"
 
-kiln_status kiln_solve_triangular(kiln_array *a, kiln_array *b, bool upper, bool trans, bool unit_diagonal, kiln_array **x) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)b;
-  (void)upper;
-  (void)trans;
-  (void)unit_diagonal;
-  (void)x;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+#define TRI_PATH_AUTO 0
+#define TRI_PATH_SUBST 1
+#define TRI_PATH_FUSED 2
+#define TRI_PATH_GEMM 3
+
+/* Diagonal block sizes: the fused step holds an NB x NB inverse, an RB x
+ * NB band of M, an NB x KT tile of B and the SUB * NB x KT solutions of a
+ * step in threadgroup memory, under 48 KiB: NB 64 and SUB 2 for float32
+ * (44.5 KiB), NB 32 and SUB 4 for float64 (44.8 KiB). */
+#define TRI_NB_F32 64
+#define TRI_NB_F64 32
+#define TRI_RB 64       /* band rows per fused-step threadgroup */
+#define TRI_SUB_F32 2   /* diagonal blocks per fused step: 128 rows */
+#define TRI_SUB_F64 4   /* 128 rows too */
+#define TRI_KT_STEP 16  /* right-hand sides per fused-step threadgroup */
+#define TRI_THREADS 256 /* every blocked kernel's threadgroup */
+/* Up to this many right-hand sides the auto path fuses each step; beyond,
+ * the fused step's repeated X_j products per band cost more than the
+ * extra GEMM launch. */
+#define TRI_FUSED_MAX_K 128
+
+/* CUDA's limit on grid.y and grid.z; batches run in chunks of this. */
+#define TRI_Y_CHUNK 65535
+#define TRI_MAX_N 65535
+
+/* ---- small helpers --------------------------------------------------- */
+
+static int block_size(kiln_dtype dt) {
+  return dt == KILN_FLOAT64 ? TRI_NB_F64 : TRI_NB_F32;
 }
 
-kiln_status kiln_solve_triangular_ex(kiln_array *a, kiln_array *b, bool upper, bool trans, bool unit_diagonal, const kiln_linalg_opts *opts, kiln_array **x) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)b;
-  (void)upper;
-  (void)trans;
-  (void)unit_diagonal;
-  (void)opts;
-  (void)x;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* Columns of B per trsm_apply threadgroup: NB x KT of B beside the NB x NB
+ * inverse. */
+static int apply_cols(kiln_dtype dt) {
+  return dt == KILN_FLOAT64 ? 32 : 64;
 }
 
-kiln_status kiln_tri_inv(kiln_array *a, bool upper, bool unit_diagonal, kiln_array **out) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)upper;
-  (void)unit_diagonal;
-  (void)out;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+static int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
 }
 
-kiln_status kiln_tri_inv_ex(kiln_array *a, bool upper, bool unit_diagonal, const kiln_linalg_opts *opts, kiln_array **out) {
-  KILN_API_ENTER();
-  (void)a;
-  (void)upper;
-  (void)unit_diagonal;
-  (void)opts;
-  (void)out;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+/* The batch entries of x: the product of all but its last two dims. */
+static int64_t batch_of(const kiln_array *x) {
+  int64_t b = 1;
+  for (int d = 0; d < x->ndim - 2; d++)
+    b *= x->shape[d];
+  return b;
 }
 
+/* The batch-start scalars of a launch over `batch` entries, one per chunk
+ * of TRI_Y_CHUNK, made up front so a failure enqueues no kernel. */
+typedef struct tri_chunks {
+  int64_t count;
+  kiln_array **first;
+} tri_chunks;
+
+static void chunks_free(tri_chunks *c) {
+  for (int64_t i = 0; c->first != NULL && i < c->count; i++)
+    kiln__array_destroy(c->first[i]);
+  kiln__free(c->first);
+  c->first = NULL;
+}
+
+static kiln_status chunks_make(kiln_stream *s, int64_t batch, tri_chunks *c) {
+  c->count = ceil_div(batch, TRI_Y_CHUNK);
+  c->first =
+      kiln__calloc((size_t)(c->count > 0 ? c->count : 1), sizeof *c->first);
+  if (c->first == NULL)
+    return kiln__oom("preparing a triangular solve");
+  kiln_status st = KILN_OK;
+  for (int64_t i = 0; st == KILN_OK && i < c->count; i++)
+    st = kiln__linalg_scalar(s, KILN_INT32, (double)(i * TRI_Y_CHUNK),
+                             &c->first[i]);
+  if (st != KILN_OK)
+    chunks_free(c);
+  return st;
+}
+
+/*
+ * One kernel launch repeated over the batch: `in` holds the inputs with
+ * the last one left for batch0, which each chunk fills in; grid.y is the
+ * chunk's entry count, grid.x / grid.z and the threadgroup as given.
+ */
+typedef struct tri_launch {
+  kiln_kernel *kernel;
+  kiln_array *in[8];
+  int num_in;
+  kiln_array *into[2];
+  int num_out;
+  kiln_template_arg t[8];
+  int num_t;
+  uint32_t gx, gz, tx;
+} tri_launch;
+
+static kiln_status launch_batched(kiln_stream *s, tri_launch *tl, int64_t batch,
+                                  const tri_chunks *c) {
+  kiln_output_spec spec[2];
+  for (int i = 0; i < tl->num_out; i++)
+    kiln__linalg_out_spec(&spec[i], tl->into[i]);
+  kiln_status st = KILN_OK;
+  for (int64_t i = 0; st == KILN_OK && i < c->count; i++) {
+    int64_t rest = batch - i * TRI_Y_CHUNK;
+    tl->in[tl->num_in - 1] = c->first[i];
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, s);
+    L.inputs = tl->in;
+    L.num_inputs = tl->num_in;
+    L.outputs = spec;
+    L.num_outputs = tl->num_out;
+    L.template_args = tl->t;
+    L.num_template_args = tl->num_t;
+    L.grid[0] = tl->gx;
+    L.grid[1] = (uint32_t)(rest < TRI_Y_CHUNK ? rest : TRI_Y_CHUNK);
+    L.grid[2] = tl->gz;
+    L.threadgroup[0] = tl->tx;
+    st = kiln__kernel_launch_into(tl->kernel, &L, tl->into);
+  }
+  return st;
+}
+
+static kiln_status get_kernel(const char *name, const char *inputs,
+                              const char *outputs, kiln_kernel **k) {
+  return kiln__library_kernel("triangular", name, inputs, outputs,
+                              KILN__LIB_NO_ROW_CONTIG, k);
+}
+
+/* An element-wise kernel of the family (tri_copy, tri_eye, tri_mirror)
+ * over every matrix of `dst` (rows x cols), batch along grid.y. */
+static kiln_status launch_elementwise(kiln_stream *s, const char *name,
+                                      const char *inputs, kiln_array *src,
+                                      kiln_array *dst) {
+  int nd = dst->ndim;
+  int64_t rows = dst->shape[nd - 2], cols = dst->shape[nd - 1];
+  int64_t batch = batch_of(dst);
+  if (rows == 0 || cols == 0 || batch == 0)
+    return KILN_OK;
+  tri_launch tl;
+  memset(&tl, 0, sizeof tl);
+  const char *out = strcmp(name, "tri_copy") == 0 ? "Dst" : "X";
+  kiln_status st = get_kernel(name, inputs, out, &tl.kernel);
+  tri_chunks c = {0, NULL};
+  if (st == KILN_OK)
+    st = chunks_make(s, batch, &c);
+  if (st != KILN_OK)
+    return st;
+  int i = 0;
+  if (src != NULL)
+    tl.in[i++] = src;
+  tl.in[i++] = dst;
+  tl.num_in = i + 1;
+  tl.into[0] = dst;
+  tl.num_out = 1;
+  kiln__targ_dtype(&tl.t[0], "T", dst->dtype);
+  tl.num_t = 1;
+  tl.gx = (uint32_t)cols;
+  tl.gz = (uint32_t)rows;
+  tl.tx = cols >= 128 ? 128 : (uint32_t)ceil_div(cols, 32) * 32;
+  st = launch_batched(s, &tl, batch, &c);
+  chunks_free(&c);
+  return st;
+}
+
+/* ---- the solve ------------------------------------------------------- */
+
+/* One solve, op(A) X = alpha B in place, as kiln__trsm takes it. */
+typedef struct trsm_problem {
+  kiln_stream *s;
+  kiln_array *a, *b;
+  bool upper, trans, unit;
+  double alpha;
+  int64_t n, k, batch, a_batch;
+  int nb; /* the diagonal block size */
+  /* Only for kiln_tri_inv: B starts as the identity and the solve is
+   * lower (or upper) with trans false, so at each step only the columns
+   * at and before (after) the block can be non-zero. */
+  bool identity;
+} trsm_problem;
+
+static kiln_status check_trsm(trsm_problem *p) {
+  kiln_array *a = p->a, *b = p->b;
+  if (a->dtype != b->dtype ||
+      (a->dtype != KILN_FLOAT32 && a->dtype != KILN_FLOAT64))
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "A is %s and B is %s; a triangular solve needs both "
+                       "float32 or both float64.",
+                       kiln_dtype_name(a->dtype), kiln_dtype_name(b->dtype));
+  if (a->ndim < 2 || b->ndim < 2)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "%s has fewer than 2 dimensions; a triangular solve "
+                       "needs matrices.",
+                       a->ndim < 2 ? "A" : "B");
+  p->n = b->shape[b->ndim - 2];
+  p->k = b->shape[b->ndim - 1];
+  if (a->shape[a->ndim - 2] != p->n || a->shape[a->ndim - 1] != p->n)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "A is %lld x %lld but B has %lld rows; A must be "
+                       "square with B's row count.",
+                       (long long)a->shape[a->ndim - 2],
+                       (long long)a->shape[a->ndim - 1], (long long)p->n);
+  bool same = a->ndim == 2 || a->ndim == b->ndim;
+  for (int d = 0; same && a->ndim > 2 && d < a->ndim - 2; d++)
+    same = a->shape[d] == b->shape[d];
+  if (!same)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "the batch dimensions of A and B differ; A must have "
+                       "B's or none.");
+  if (p->n > TRI_MAX_N)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "A is %lld x %lld; triangular solves support n up to "
+                       "%d.",
+                       (long long)p->n, (long long)p->n, TRI_MAX_N);
+  if (a->buffer->device != p->s->device || b->buffer->device != p->s->device)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "A and B must live on the stream's device.");
+  p->batch = batch_of(b);
+  p->a_batch = batch_of(a);
+  p->nb = block_size(a->dtype);
+  return KILN_OK;
+}
+
+/* trsm_subst over every column and batch entry. */
+static kiln_status run_subst(const trsm_problem *p) {
+  tri_launch tl;
+  memset(&tl, 0, sizeof tl);
+  kiln_status st =
+      get_kernel("trsm_subst", "A,Bin,alpha,batch0", "B", &tl.kernel);
+  kiln_array *alpha = NULL;
+  tri_chunks c = {0, NULL};
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(p->s, p->a->dtype, p->alpha, &alpha);
+  if (st == KILN_OK)
+    st = chunks_make(p->s, p->batch, &c);
+  if (st == KILN_OK) {
+    tl.in[0] = p->a;
+    tl.in[1] = p->b;
+    tl.in[2] = alpha;
+    tl.num_in = 4;
+    tl.into[0] = p->b;
+    tl.num_out = 1;
+    kiln__targ_dtype(&tl.t[0], "T", p->a->dtype);
+    kiln__targ_bool(&tl.t[1], "UPPER", p->upper);
+    kiln__targ_bool(&tl.t[2], "TRANS", p->trans);
+    kiln__targ_bool(&tl.t[3], "UNIT", p->unit);
+    tl.num_t = 4;
+    tl.gx = (uint32_t)p->k;
+    tl.gz = 1;
+    tl.tx = p->k >= 64 ? 64 : (uint32_t)ceil_div(p->k, 32) * 32;
+    st = launch_batched(p->s, &tl, p->batch, &c);
+  }
+  chunks_free(&c);
+  kiln__array_destroy(alpha);
+  return st;
+}
+
+/* The workspace and scalars of the blocked paths. */
+typedef struct blocked_ws {
+  int64_t steps;
+  kiln_array *w;    /* a_batch x steps x NB x NB inverses */
+  kiln_array *iota; /* int32 0 .. steps-1, viewed as each step's index */
+  kiln_array *alpha, *one;
+  tri_chunks a_chunks, b_chunks;
+} blocked_ws;
+
+static void ws_free(blocked_ws *ws) {
+  kiln__array_destroy(ws->w);
+  kiln__array_destroy(ws->iota);
+  kiln__array_destroy(ws->alpha);
+  kiln__array_destroy(ws->one);
+  chunks_free(&ws->a_chunks);
+  chunks_free(&ws->b_chunks);
+}
+
+/* The 0-d view of step j's index. */
+static kiln_status step_scalar(const blocked_ws *ws, int64_t j,
+                               kiln_array **out) {
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_view(ws->iota, 0, NULL, NULL, j, out);
+  kiln__api_enter(api);
+  return st;
+}
+
+static kiln_status ws_make(const trsm_problem *p, blocked_ws *ws) {
+  memset(ws, 0, sizeof *ws);
+  ws->steps = ceil_div(p->n, p->nb);
+  int64_t wshape[4] = {p->a_batch, ws->steps, p->nb, p->nb};
+  kiln_status st =
+      kiln__array_create(p->s->device, p->a->dtype, 4, wshape, &ws->w);
+  if (st == KILN_OK)
+    st = kiln__array_create(p->s->device, KILN_INT32, 1, &ws->steps, &ws->iota);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(p->s, p->a->dtype, p->alpha, &ws->alpha);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(p->s, p->a->dtype, 1.0, &ws->one);
+  if (st == KILN_OK)
+    st = chunks_make(p->s, p->a_batch, &ws->a_chunks);
+  if (st == KILN_OK)
+    st = chunks_make(p->s, p->batch, &ws->b_chunks);
+  kiln_kernel *k = NULL;
+  if (st == KILN_OK)
+    st = get_kernel("tri_iota", "", "steps", &k);
+  if (st == KILN_OK) {
+    kiln_output_spec spec;
+    kiln__linalg_out_spec(&spec, ws->iota);
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, p->s);
+    L.outputs = &spec;
+    L.num_outputs = 1;
+    L.grid[0] = (uint32_t)ws->steps;
+    L.threadgroup[0] = 64;
+    st = kiln__kernel_launch_into(k, &L, &ws->iota);
+  }
+  if (st != KILN_OK)
+    ws_free(ws);
+  return st;
+}
+
+static void blocked_targs(const trsm_problem *p, kiln_template_arg *t) {
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_int(&t[1], "NB", p->nb);
+  kiln__targ_bool(&t[2], "UPPER", p->upper);
+  kiln__targ_bool(&t[3], "TRANS", p->trans);
+}
+
+/* Inverts every diagonal block of M into ws->w. */
+static kiln_status run_diag_inv(const trsm_problem *p, blocked_ws *ws) {
+  tri_launch tl;
+  memset(&tl, 0, sizeof tl);
+  kiln_status st = get_kernel("trsm_diag_inv", "A,batch0", "W", &tl.kernel);
+  if (st != KILN_OK)
+    return st;
+  tl.in[0] = p->a;
+  tl.num_in = 2;
+  tl.into[0] = ws->w;
+  tl.num_out = 1;
+  blocked_targs(p, tl.t);
+  kiln__targ_bool(&tl.t[4], "UNIT", p->unit);
+  tl.num_t = 5;
+  tl.gx = (uint32_t)(TRI_THREADS * ws->steps);
+  tl.gz = 1;
+  tl.tx = TRI_THREADS;
+  return launch_batched(p->s, &tl, p->a_batch, &ws->a_chunks);
+}
+
+/* Diagonal blocks per fused step: as many as threadgroup memory holds
+ * solutions of (SUB * NB rows x KT columns beside the other tiles). */
+static int fused_sub(kiln_dtype dt) {
+  return dt == KILN_FLOAT64 ? TRI_SUB_F64 : TRI_SUB_F32;
+}
+
+/* Fused steps (path 2): one trsm_step launch per SUB diagonal blocks, the
+ * X_j gathered in a scratch array and copied into B at the end. */
+static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
+  kiln_kernel *k = NULL;
+  kiln_array *xs = NULL;
+  kiln_status st =
+      get_kernel("trsm_step", "A,W,Bin,scale,step,batch0", "B,Xs", &k);
+  int64_t xshape[3] = {p->batch, p->n, p->k};
+  if (st == KILN_OK)
+    st = kiln__array_create(p->s->device, p->a->dtype, 3, xshape, &xs);
+  int sub = fused_sub(p->a->dtype);
+  int64_t rows = (int64_t)sub * p->nb; /* rows per step */
+  tri_launch tl;
+  memset(&tl, 0, sizeof tl);
+  tl.kernel = k;
+  tl.in[0] = p->a;
+  tl.in[1] = ws->w;
+  tl.in[2] = p->b;
+  tl.num_in = 6;
+  tl.into[0] = p->b;
+  tl.into[1] = xs;
+  tl.num_out = 2;
+  blocked_targs(p, tl.t);
+  kiln__targ_int(&tl.t[4], "SUB", sub);
+  kiln__targ_int(&tl.t[5], "RB", TRI_RB);
+  kiln__targ_int(&tl.t[6], "KT", TRI_KT_STEP);
+  kiln__targ_bool(&tl.t[7], "ABATCH", p->a->ndim > 2);
+  tl.num_t = 8;
+  tl.gz = (uint32_t)ceil_div(p->k, TRI_KT_STEP);
+  tl.tx = TRI_THREADS;
+  for (int64_t j = 0; st == KILN_OK && j * rows < p->n; j++) {
+    int64_t rest = p->n - (j + 1) * rows;
+    int64_t bands = rest > 0 ? ceil_div(rest, TRI_RB) : 1;
+    kiln_array *step = NULL;
+    st = step_scalar(ws, j, &step);
+    if (st != KILN_OK)
+      break;
+    tl.in[3] = j == 0 ? ws->alpha : ws->one;
+    tl.in[4] = step;
+    tl.gx = (uint32_t)(TRI_THREADS * bands);
+    st = launch_batched(p->s, &tl, p->batch, &ws->b_chunks);
+    kiln__array_destroy(step);
+  }
+  if (st == KILN_OK)
+    st = launch_elementwise(p->s, "tri_copy", "Src,Dstin,batch0", xs, p->b);
+  kiln__array_destroy(xs);
+  return st;
+}
+
+/*
+ * The update of GEMM step j: B[rest] = beta B[rest] - op(A)[rest, blk]
+ * X_blk over the columns [c0, c0 + cols), in B's real row order: for a
+ * forward solve the block is rows [e0, e1) and the rest follows it; for a
+ * reversed one the block is rows [n - e1, n - e0) and the rest precedes.
+ */
+static kiln_status gemm_update(const trsm_problem *p, int64_t e0, int64_t e1,
+                               double beta, int64_t c0, int64_t cols) {
+  bool rev = p->upper != p->trans;
+  int64_t n = p->n, nb = e1 - e0, nr = n - e1;
+  int64_t r0 = rev ? n - e1 : e0; /* the block's first real row */
+  int64_t t0 = rev ? 0 : e1;      /* the rest's first real row */
+  kiln_array *ma = NULL, *xb = NULL, *rest = NULL;
+  /* op(A)[rest, blk] is A[rest, blk], or A[blk, rest]^T */
+  kiln_status st = p->trans ? kiln__linalg_block(p->a, r0, t0, nb, nr, &ma)
+                            : kiln__linalg_block(p->a, t0, r0, nr, nb, &ma);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(p->b, r0, c0, nb, cols, &xb);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(p->b, t0, c0, nr, cols, &rest);
+  if (st == KILN_OK)
+    st = kiln__linalg_gemm(p->s, p->trans, false, -1.0, ma, xb, beta, rest);
+  kiln__array_destroy(ma);
+  kiln__array_destroy(xb);
+  kiln__array_destroy(rest);
+  return st;
+}
+
+/* GEMM steps (path 3): per block, trsm_apply then the GEMM update. */
+static kiln_status run_gemm_steps(const trsm_problem *p, blocked_ws *ws) {
+  kiln_kernel *k = NULL;
+  kiln_status st = get_kernel("trsm_apply", "W,Bin,scale,step,batch0", "B", &k);
+  int kt = apply_cols(p->a->dtype);
+  bool rev = p->upper != p->trans;
+  for (int64_t j = 0; st == KILN_OK && j < ws->steps; j++) {
+    int64_t e0 = j * p->nb, e1 = e0 + p->nb < p->n ? e0 + p->nb : p->n;
+    /* The identity's solve: the columns that can be non-zero so far. */
+    int64_t c0 = 0, cols = p->k;
+    if (p->identity) {
+      c0 = rev ? p->n - e1 : 0;
+      cols = rev ? p->n - c0 : e1;
+    }
+    kiln_array *step = NULL, *bv = NULL;
+    st = step_scalar(ws, j, &step);
+    if (st == KILN_OK)
+      st = kiln__linalg_block(p->b, 0, c0, p->n, cols, &bv);
+    if (st == KILN_OK) {
+      tri_launch tl;
+      memset(&tl, 0, sizeof tl);
+      tl.kernel = k;
+      tl.in[0] = ws->w;
+      tl.in[1] = bv;
+      tl.in[2] = j == 0 ? ws->alpha : ws->one;
+      tl.in[3] = step;
+      tl.num_in = 5;
+      tl.into[0] = bv;
+      tl.num_out = 1;
+      blocked_targs(p, tl.t);
+      kiln__targ_int(&tl.t[4], "KT", kt);
+      kiln__targ_bool(&tl.t[5], "ABATCH", p->a->ndim > 2);
+      tl.num_t = 6;
+      tl.gx = (uint32_t)(TRI_THREADS * ceil_div(cols, kt));
+      tl.gz = 1;
+      tl.tx = TRI_THREADS;
+      st = launch_batched(p->s, &tl, p->batch, &ws->b_chunks);
+    }
+    if (st == KILN_OK && e1 < p->n)
+      st = gemm_update(p, e0, e1, j == 0 ? p->alpha : 1.0, c0, cols);
+    kiln__array_destroy(step);
+    kiln__array_destroy(bv);
+  }
+  return st;
+}
+
+static kiln_status run_blocked(const trsm_problem *p, int path) {
+  blocked_ws ws;
+  kiln_status st = ws_make(p, &ws);
+  if (st != KILN_OK)
+    return st;
+  st = run_diag_inv(p, &ws);
+  if (st == KILN_OK)
+    st = path == TRI_PATH_FUSED ? run_fused(p, &ws) : run_gemm_steps(p, &ws);
+  ws_free(&ws);
+  return st;
+}
+
+/* The solve on a checked problem through `path` (0: auto). */
+static kiln_status trsm_path(trsm_problem *p, int path) {
+  if (p->n == 0 || p->k == 0 || p->batch == 0)
+    return KILN_OK;
+  if (path == TRI_PATH_AUTO)
+    path = p->k <= TRI_FUSED_MAX_K && !p->identity ? TRI_PATH_FUSED
+                                                   : TRI_PATH_GEMM;
+  if (path == TRI_PATH_SUBST)
+    return run_subst(p);
+  if (path == TRI_PATH_FUSED && ceil_div(p->k, TRI_KT_STEP) > TRI_Y_CHUNK)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "B has %lld columns; the fused steps (path 2) take "
+                       "up to %lld, path 3 any number.",
+                       (long long)p->k, (long long)TRI_KT_STEP * TRI_Y_CHUNK);
+  return run_blocked(p, path);
+}
+
+static kiln_status trsm_checked(kiln_stream *s, kiln_array *a, bool upper,
+                                bool trans, bool unit, double alpha,
+                                kiln_array *b, int path, bool identity) {
+  trsm_problem p;
+  memset(&p, 0, sizeof p);
+  p.s = s;
+  p.a = a;
+  p.b = b;
+  p.upper = upper;
+  p.trans = trans;
+  p.unit = unit;
+  p.alpha = alpha;
+  p.identity = identity;
+  kiln_status st = check_trsm(&p);
+  if (st == KILN_OK)
+    st = trsm_path(&p, path);
+  return st;
+}
+
+/* See linalg.h. */
+kiln_status kiln__trsm(kiln_stream *s, kiln_array *a, bool upper, bool trans,
+                       bool unit, double alpha, kiln_array *b) {
+  if (s == NULL || a == NULL || b == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "kiln__trsm: stream, A or B is NULL.");
+  return trsm_checked(s, a, upper, trans, unit, alpha, b, TRI_PATH_AUTO, false);
+}
+
+/* ---- the public calls ------------------------------------------------ */
+
+/* What the public calls share: the checked operands, the result, info. */
+typedef struct tri_call {
+  kiln_array *a, *b; /* b: NULL for the inverses */
+  const char *a_name;
+  kiln_linalg_opts opts;
+  kiln_stream *stream;
+  int64_t n, k, batch, a_batch;
+  int out_ndim;
+  int64_t out_shape[KILN_MAX_NDIM];
+  kiln_array *x;    /* the result being built */
+  kiln_array *info; /* int32, one per matrix of A */
+} tri_call;
+
+static kiln_status check_dtype(const kiln_array *x, const char *name) {
+  if (x->dtype != KILN_FLOAT32 && x->dtype != KILN_FLOAT64)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "%s is %s; only float32 and float64 are supported.",
+                       name, kiln_dtype_name(x->dtype));
+  return KILN_OK;
+}
+
+/* Checks A (square, dtype, batch with B), B (rows, dtype), the path and
+ * the devices, and works out the result's shape. */
+static kiln_status check_call(tri_call *c) {
+  kiln_array *ops[2] = {c->a, c->b};
+  const char *names[2] = {c->a_name, "B"};
+  int count = c->b != NULL ? 2 : 1;
+  for (int i = 0; i < count; i++) {
+    kiln_status st = check_dtype(ops[i], names[i]);
+    if (st != KILN_OK)
+      return st;
+  }
+  if (c->b != NULL && c->b->dtype != c->a->dtype)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "A is %s but B is %s; they must have one dtype.",
+                       kiln_dtype_name(c->a->dtype),
+                       kiln_dtype_name(c->b->dtype));
+  kiln_status st = kiln__linalg_batch(ops, count, names, &c->batch);
+  if (st != KILN_OK)
+    return st;
+  kiln_array *a = c->a;
+  int64_t rows = a->shape[a->ndim - 2], cols = a->shape[a->ndim - 1];
+  if (rows != cols)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "%s is %lld x %lld; it must be square.", c->a_name,
+                       (long long)rows, (long long)cols);
+  c->n = rows;
+  c->k = rows;
+  if (c->b != NULL) {
+    int64_t brows = c->b->shape[c->b->ndim - 2];
+    c->k = c->b->shape[c->b->ndim - 1];
+    if (brows != c->n)
+      return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                         "B is %lld x %lld but A is %lld x %lld; B must have "
+                         "as many rows as A.",
+                         (long long)brows, (long long)c->k, (long long)c->n,
+                         (long long)c->n);
+  }
+  if (c->n > TRI_MAX_N)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "%s is %lld x %lld; n up to %d is supported.", c->a_name,
+                       (long long)c->n, (long long)c->n, TRI_MAX_N);
+  if (c->opts.path < TRI_PATH_AUTO || c->opts.path > TRI_PATH_GEMM)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "opts->path is %d; triangular solves know 0 (auto), "
+                       "1 (substitution), 2 (blocked, fused steps) and 3 "
+                       "(blocked, GEMM steps).",
+                       c->opts.path);
+  /* the result: the batch dimensions of whichever operand has them */
+  kiln_array *lead = count == 2 && c->b->ndim > a->ndim ? c->b : a;
+  c->out_ndim = lead->ndim;
+  memcpy(c->out_shape, lead->shape, (size_t)lead->ndim * sizeof(int64_t));
+  c->out_shape[c->out_ndim - 2] = c->n;
+  c->out_shape[c->out_ndim - 1] = c->k;
+  c->a_batch = batch_of(a);
+  return kiln__linalg_stream(&c->opts, ops, count, &c->stream);
+}
+
+/* Enqueues the zero-diagonal check of A into c->info. */
+static kiln_status launch_diag_check(tri_call *c) {
+  int64_t len = c->a_batch;
+  kiln_status st =
+      kiln__array_create(c->stream->device, KILN_INT32, 1, &len, &c->info);
+  tri_launch tl;
+  memset(&tl, 0, sizeof tl);
+  if (st == KILN_OK)
+    st = get_kernel("tri_diag_check", "A,batch0", "info", &tl.kernel);
+  tri_chunks ch = {0, NULL};
+  if (st == KILN_OK)
+    st = chunks_make(c->stream, c->a_batch, &ch);
+  if (st != KILN_OK)
+    return st;
+  tl.in[0] = c->a;
+  tl.num_in = 2;
+  tl.into[0] = c->info;
+  tl.num_out = 1;
+  kiln__targ_dtype(&tl.t[0], "T", c->a->dtype);
+  tl.num_t = 1;
+  tl.gx = 32;
+  tl.gz = 1;
+  tl.tx = 32;
+  st = launch_batched(c->stream, &tl, c->a_batch, &ch);
+  chunks_free(&ch);
+  return st;
+}
+
+/* Waits for the work by reading info back; a zero on the diagonal of any
+ * matrix fails the call, naming the first such matrix and element. */
+static kiln_status check_info(const tri_call *c, const char *what) {
+  int64_t first, failed;
+  int32_t index;
+  kiln_status st =
+      kiln__linalg_read_info(c->info, c->a_batch, &first, &index, &failed);
+  if (st != KILN_OK || first < 0)
+    return st;
+  char which[128];
+  kiln__linalg_which(which, sizeof which, c->a_name, c->a, first, failed);
+  return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "diagonal element %d (from 1) of %s is exactly zero, so "
+                     "%s is singular; %s.",
+                     (int)index, which, c->a_name, what);
+}
+
+/* The shared front of the public calls: NULLs, options, checks, the
+ * result array; *empty says whether there is nothing to compute. */
+static kiln_status begin_call(tri_call *c, kiln_array *a, kiln_array *b,
+                              const char *a_name, const kiln_linalg_opts *opts,
+                              bool *empty) {
+  memset(c, 0, sizeof *c);
+  c->a = a;
+  c->b = b;
+  c->a_name = a_name;
+  kiln_status st = kiln__linalg_opts(opts, &c->opts);
+  if (st == KILN_OK)
+    st = check_call(c);
+  if (st == KILN_OK)
+    st = kiln__array_create(c->stream->device, a->dtype, c->out_ndim,
+                            c->out_shape, &c->x);
+  *empty = c->n == 0 || c->k == 0 || c->batch == 0;
+  return st;
+}
+
+/* The end of a public call: on success the result goes to *out, else it
+ * is destroyed; info always. */
+static kiln_status end_call(tri_call *c, kiln_status st, kiln_array **out) {
+  kiln__array_destroy(c->info);
+  if (st != KILN_OK) {
+    kiln__array_destroy(c->x);
+    return st;
+  }
+  *out = c->x;
+  return KILN_OK;
+}
+
+static kiln_status solve_triangular(kiln_array *a, kiln_array *b, bool upper,
+                                    bool trans, bool unit,
+                                    const kiln_linalg_opts *opts,
+                                    kiln_array **x) {
+  if (a == NULL || b == NULL || x == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
+                       a == NULL   ? "A"
+                       : b == NULL ? "B"
+                                   : "x");
+  tri_call c;
+  bool empty = false;
+  kiln_status st = begin_call(&c, a, b, "A", opts, &empty);
+  if (st == KILN_OK && !empty) {
+    if (!unit)
+      st = launch_diag_check(&c);
+    if (st == KILN_OK)
+      st = launch_elementwise(c.stream, "tri_copy", "Src,Dstin,batch0", b, c.x);
+    if (st == KILN_OK)
+      st = trsm_checked(c.stream, a, upper, trans, unit, 1.0, c.x, c.opts.path,
+                        false);
+    if (st == KILN_OK && !unit)
+      st = check_info(&c, "the system has no unique solution");
+  }
+  return end_call(&c, st, x);
+}
+
+/* F^-1 into c->x (the identity, solved against), with the zero-diagonal
+ * check of F enqueued first. */
+static kiln_status invert_into(tri_call *c, bool upper, bool unit) {
+  kiln_status st = unit ? KILN_OK : launch_diag_check(c);
+  if (st == KILN_OK)
+    st = launch_elementwise(c->stream, "tri_eye", "Xin,batch0", NULL, c->x);
+  if (st == KILN_OK) {
+    /* The identity restriction needs the GEMM steps; the substitution
+     * path writes only what it must too, and the fused one would scan
+     * every column (it is refused for the inverses). */
+    int path = c->opts.path == TRI_PATH_SUBST ? TRI_PATH_SUBST : TRI_PATH_GEMM;
+    st = trsm_checked(c->stream, c->a, upper, false, unit, 1.0, c->x, path,
+                      true);
+  }
+  return st;
+}
+
+static kiln_status tri_inv(kiln_array *a, bool upper, bool unit,
+                           const kiln_linalg_opts *opts, kiln_array **out) {
+  if (a == NULL || out == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
+                       a == NULL ? "A" : "out");
+  tri_call c;
+  bool empty = false;
+  kiln_status st = begin_call(&c, a, NULL, "A", opts, &empty);
+  if (st == KILN_OK && !empty && c.opts.path == TRI_PATH_FUSED)
+    st = kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "opts->path 2 (fused steps) is for solves with few "
+                     "right-hand sides; inverses take 0, 1 or 3.");
+  if (st == KILN_OK && !empty)
+    st = invert_into(&c, upper, unit);
+  if (st == KILN_OK && !empty && !unit)
+    st = check_info(&c, "it has no inverse");
+  return end_call(&c, st, out);
+}
+
+/* A^-1 = F^-T F^-1 (lower F) or F^-1 F^-T (upper): F^-1 into c->x, one
+ * GEMM into a second array, then its lower triangle mirrored onto the
+ * upper one. c->x ends as the result (destroyed by end_call on failure). */
+static kiln_status cholesky_inv_into(tri_call *c, bool upper) {
+  kiln_array *result = NULL;
+  kiln_status st = kiln__array_create(c->stream->device, c->a->dtype,
+                                      c->out_ndim, c->out_shape, &result);
+  if (st == KILN_OK)
+    st = invert_into(c, upper, false);
+  if (st == KILN_OK)
+    st = kiln__linalg_gemm(c->stream, !upper, upper, 1.0, c->x, c->x, 0.0,
+                           result);
+  if (st == KILN_OK)
+    st =
+        launch_elementwise(c->stream, "tri_mirror", "Xin,batch0", NULL, result);
+  kiln__array_destroy(c->x);
+  c->x = result;
+  return st;
+}
+
+static kiln_status cholesky_inv(kiln_array *f, bool upper,
+                                const kiln_linalg_opts *opts,
+                                kiln_array **out) {
+  if (f == NULL || out == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
+                       f == NULL ? "F" : "out");
+  tri_call c;
+  bool empty = false;
+  kiln_status st = begin_call(&c, f, NULL, "F", opts, &empty);
+  if (st == KILN_OK && !empty && c.opts.path == TRI_PATH_FUSED)
+    st = kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "opts->path 2 (fused steps) is for solves with few "
+                     "right-hand sides; inverses take 0, 1 or 3.");
+  if (st == KILN_OK && !empty)
+    st = cholesky_inv_into(&c, upper);
+  if (st == KILN_OK && !empty)
+    st = check_info(&c, "it is not a Cholesky factor of a positive "
+                        "definite matrix");
+  return end_call(&c, st, out);
+}
+
+/* Public: see kiln.h; opts->path is documented at the top of this file. */
+kiln_status kiln_solve_triangular(kiln_array *a, kiln_array *b, bool upper,
+                                  bool trans, bool unit_diagonal,
+                                  kiln_array **x) {
+  KILN_API_ENTER();
+  return solve_triangular(a, b, upper, trans, unit_diagonal, NULL, x);
+}
+
+/* Public: see kiln.h. */
+kiln_status kiln_solve_triangular_ex(kiln_array *a, kiln_array *b, bool upper,
+                                     bool trans, bool unit_diagonal,
+                                     const kiln_linalg_opts *opts,
+                                     kiln_array **x) {
+  KILN_API_ENTER();
+  return solve_triangular(a, b, upper, trans, unit_diagonal, opts, x);
+}
+
+/* Public: see kiln.h. */
+kiln_status kiln_tri_inv(kiln_array *a, bool upper, bool unit_diagonal,
+                         kiln_array **out) {
+  KILN_API_ENTER();
+  return tri_inv(a, upper, unit_diagonal, NULL, out);
+}
+
+/* Public: see kiln.h. */
+kiln_status kiln_tri_inv_ex(kiln_array *a, bool upper, bool unit_diagonal,
+                            const kiln_linalg_opts *opts, kiln_array **out) {
+  KILN_API_ENTER();
+  return tri_inv(a, upper, unit_diagonal, opts, out);
+}
+
+/* Public: see kiln.h. */
 kiln_status kiln_cholesky_inv(kiln_array *f, bool upper, kiln_array **out) {
   KILN_API_ENTER();
-  (void)f;
-  (void)upper;
-  (void)out;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+  return cholesky_inv(f, upper, NULL, out);
 }
 
-kiln_status kiln_cholesky_inv_ex(kiln_array *f, bool upper, const kiln_linalg_opts *opts, kiln_array **out) {
+/* Public: see kiln.h. */
+kiln_status kiln_cholesky_inv_ex(kiln_array *f, bool upper,
+                                 const kiln_linalg_opts *opts,
+                                 kiln_array **out) {
   KILN_API_ENTER();
-  (void)f;
-  (void)upper;
-  (void)opts;
-  (void)out;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
-}
-
-kiln_status kiln__trsm(kiln_stream *s, kiln_array *a, bool upper, bool trans, bool unit, double alpha, kiln_array *b) {
-  (void)s;
-  (void)a;
-  (void)upper;
-  (void)trans;
-  (void)unit;
-  (void)alpha;
-  (void)b;
-  return kiln__error(KILN_ERROR_UNSUPPORTED, "not implemented yet.");
+  return cholesky_inv(f, upper, opts, out);
 }

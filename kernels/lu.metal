@@ -1,0 +1,720 @@
+// kiln's LU kernels (drivers: src/linalg/lu.c and lu_solve.c): LAPACK's
+// getrf with partial pivoting, and what solve, inv, det and slogdet build
+// on it.
+//
+// The factorization is built in W, the contiguous result (...×m×n), which
+// the kernels take as their output W; a kernel that also needs W's shape
+// binds it a second time as the input Win. piv (int32, ...×k, k = min(m,
+// n)) receives the pivot rows (from 0, LAPACK's ipiv - 1). info (int32, one
+// per matrix) receives the first failure: j + 1 for an exact zero pivot in
+// column j (LAPACK's info), -(j + 1) for a pivot that is not finite, and
+// LU_INFO_NONFINITE for a non-finite input value; the driver fills it with
+// 0 first, and kernels only ever replace a 0 (the first failure wins). The
+// factorization carries on past a failure, as getrf does, so that det can
+// run the same code and report 0.
+//
+// Pivot choice: the largest |a| of the column, the first on ties (LAPACK's
+// idamax), with NaN counted as the largest so that it becomes the pivot and
+// is reported rather than skipped.
+//
+// Paths:
+//   small    lu_small: one threadgroup per matrix, the matrix in threadgroup
+//            memory (m, n <= NMAX).
+//   blocked  lu_copy (A into W, non-finite inputs noted), then per panel of
+//            NB columns: per strip of WS columns lu_panel (or
+//            lu_panel_global when the rows do not fit in registers) and a
+//            GEMM on the rest of the panel; then lu_laswp (the panel's row
+//            interchanges on every column outside it), the triangular solve
+//            of the block row (kiln__trsm) and the trailing GEMM.
+#include <metal_stdlib>
+using namespace metal;
+
+#if KILN_BACKEND_CUDA
+#define LU_UNROLL _Pragma("unroll")
+#else
+#define LU_UNROLL
+#endif
+
+#define LU_INFO_NONFINITE (-1073741824)
+#define LU_NO_ROW 0x7fffffff
+// The longest permutation lu_perm builds in threadgroup memory (48 KiB).
+#define LU_PERM_MAX 12288
+
+// Offset of batch entry `b` in a view: its leading dimensions walk the
+// batch in C order; a plain matrix (ndim 2) is shared by every entry.
+inline int64_t lu_batch_offset(uint b, const constant int* shape,
+                               const constant int64_t* strides, int ndim) {
+  int64_t off = 0;
+  for (int d = ndim - 3; d >= 0; --d) {
+    uint n = (uint)shape[d];
+    off += (int64_t)(b % n) * strides[d];
+    b /= n;
+  }
+  return off;
+}
+
+// The key a pivot search maximises: |a|, NaN counted as infinite.
+template <typename T>
+inline T lu_key(T a) {
+  return isnan(a) ? T(INFINITY) : fabs(a);
+}
+
+// (key, row) pairs: the larger key wins, the smaller row on ties.
+template <typename T>
+inline bool lu_better(T k1, int r1, T k2, int r2) {
+  return k1 > k2 || (k1 == k2 && r1 < r2);
+}
+
+// The warp's best (key, row), in every lane.
+template <typename T>
+inline void lu_warp_argmax(thread T& key, thread int& row) {
+  for (ushort off = 16; off > 0; off >>= 1) {
+    T k2 = simd_shuffle_xor(key, off);
+    int r2 = simd_shuffle_xor(row, off);
+    if (lu_better(k2, r2, key, row)) {
+      key = k2;
+      row = r2;
+    }
+  }
+}
+
+// What a pivot does to info: 0 fine, j + 1 for an exact zero, -(j + 1)
+// for a value that is not finite.
+template <typename T>
+inline int lu_pivot_status(T p, int j) {
+  if (!isfinite(p))
+    return -(j + 1);
+  return p == T(0) ? j + 1 : 0;
+}
+
+// U12 = L11^-1 A12 for the rows r0 .. r0 + ws - 1 and the columns [c1, c2)
+// of w (row stride n), L11 the unit lower triangle of the ws x ws block at
+// (r0, r0), staged in `l11` (WS x (WS + 1)). The block row goes through
+// `tile` (WS x CT) CT columns at a time, a thread per column: a register
+// array per thread would need the whole column unrolled, which spills.
+template <typename T, int WS, int CT>
+inline void lu_block_row_solve(device T* w, int n, int r0, int ws, int c1,
+                               int c2, threadgroup T* l11, threadgroup T* tile,
+                               int tid, int nt) {
+  constexpr int P = WS + 1;
+  for (int e = tid; e < ws * ws; e += nt) {
+    int i = e / ws, j = e % ws;
+    l11[i * P + j] = j < i ? w[(int64_t)(r0 + i) * n + r0 + j] : T(0);
+  }
+  for (int t0 = c1; t0 < c2; t0 += CT) {
+    const int cols = min(CT, c2 - t0);
+    for (int e = tid; e < ws * cols; e += nt) {
+      int i = e / cols, c = e % cols;
+      tile[i * CT + c] = w[(int64_t)(r0 + i) * n + t0 + c];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (tid < cols)
+      for (int i = 1; i < ws; ++i) {
+        T s = tile[i * CT + tid];
+        for (int p = 0; p < i; ++p)
+          s = fma(-l11[i * P + p], tile[p * CT + tid], s);
+        tile[i * CT + tid] = s;
+      }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (int e = tid; e < ws * cols; e += nt) {
+      int i = e / cols, c = e % cols;
+      w[(int64_t)(r0 + i) * n + t0 + c] = tile[i * CT + c];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+  }
+}
+
+// Applies the interchanges of rows j and pv[j], j = j0 .. j1 - 1 in order,
+// to the columns [c1, c2) of w except [x1, x2); a thread per column.
+template <typename T>
+inline void lu_swap_columns(device T* w, int n, const threadgroup int* pv,
+                            int j0, int j1, int c1, int c2, int x1, int x2,
+                            int tid, int nt) {
+  for (int c = c1 + tid; c < c2; c += nt) {
+    if (c >= x1 && c < x2)
+      continue;
+    for (int j = j0; j < j1; ++j) {
+      int p = pv[j - j0];
+      if (p != j) {
+        T t = w[(int64_t)j * n + c];
+        w[(int64_t)j * n + c] = w[(int64_t)p * n + c];
+        w[(int64_t)p * n + c] = t;
+      }
+    }
+  }
+}
+
+//@kernel lu_small
+// Factors each whole matrix (m, n <= NMAX) of the view A into W, piv and
+// info. Template: T, NMAX. One threadgroup per matrix (grid.x = threads *
+// matrices in this launch, batch0 the first), threads a multiple of 32.
+//
+// Right-looking, one column at a time in threadgroup memory (rows padded
+// to NMAX + 1 so column reads fall in distinct banks): warp 0 finds the
+// pivot, then the threads swap, scale and update the trailing block, a row
+// per warp and columns across lanes.
+threadgroup T S[NMAX * (NMAX + 1)];
+threadgroup int pivot_row;
+threadgroup int nonfinite;
+constexpr int P = NMAX + 1;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
+const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
+const int k = min(m, n);
+const int64_t ar = A_strides[A_ndim - 2], ac = A_strides[A_ndim - 1];
+const device T* a = A + lu_batch_offset(b, A_shape, A_strides, A_ndim);
+const int tid = (int)thread_index_in_threadgroup;
+const int nt = (int)threads_per_threadgroup.x;
+const int lane = tid % 32, warp = tid / 32, warps = nt / 32;
+if (tid == 0)
+  nonfinite = 0;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+for (int e = tid; e < m * n; e += nt) {
+  int i = e / n, j = e % n;
+  T x = a[(int64_t)i * ar + (int64_t)j * ac];
+  S[i * P + j] = x;
+  if (!isfinite(x))
+    nonfinite = 1; // every writer stores the same value
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+int bad = nonfinite != 0 ? LU_INFO_NONFINITE : 0;
+for (int j = 0; j < k; ++j) {
+  if (warp == 0) {
+    T key = T(-1);
+    int row = LU_NO_ROW;
+    for (int i = j + lane; i < m; i += 32) {
+      T x = lu_key(S[i * P + j]);
+      if (lu_better(x, i, key, row)) {
+        key = x;
+        row = i;
+      }
+    }
+    lu_warp_argmax(key, row);
+    if (lane == 0)
+      pivot_row = row;
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const int p = pivot_row;
+  if (tid == 0)
+    piv[(int64_t)b * k + j] = p;
+  if (p != j)
+    for (int c = tid; c < n; c += nt) {
+      T t = S[j * P + c];
+      S[j * P + c] = S[p * P + c];
+      S[p * P + c] = t;
+    }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const T d = S[j * P + j];
+  if (bad == 0)
+    bad = lu_pivot_status(d, j);
+  if (d != T(0))
+    for (int i = j + 1 + tid; i < m; i += nt)
+      S[i * P + j] = S[i * P + j] / d;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int i = j + 1 + warp; i < m; i += warps) {
+    T l = S[i * P + j];
+    for (int c = j + 1 + lane; c < n; c += 32)
+      S[i * P + c] = fma(-l, S[j * P + c], S[i * P + c]);
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+device T* w = W + (int64_t)b * m * n;
+for (int e = tid; e < m * n; e += nt)
+  w[e] = S[(e / n) * P + e % n];
+if (tid == 0)
+  info[b] = bad;
+
+//@kernel lu_copy
+// W = A (the start of the blocked path), noting a non-finite input value
+// in info. Template: T. One thread per element of a matrix (grid.x >= m *
+// n), batch entries along grid.y from batch0.
+const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
+const uint e = thread_position_in_grid.x;
+if (e >= (uint)m * (uint)n)
+  return;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int i = (int)(e / (uint)n), j = (int)(e % (uint)n);
+const device T* a = A + lu_batch_offset(b, A_shape, A_strides, A_ndim);
+T x = a[(int64_t)i * A_strides[A_ndim - 2] +
+        (int64_t)j * A_strides[A_ndim - 1]];
+W[(int64_t)b * m * n + e] = x;
+if (!isfinite(x))
+  info[b] = LU_INFO_NONFINITE; // every writer stores the same value
+
+//@kernel lu_panel
+// Factors the strip of ws = min(WS, k - c0) columns at (c0, c0) of each
+// matrix of W, rows c0 .. m-1, applies its row interchanges to the other
+// columns of the panel [p0, pe), and solves the strip's block row of the
+// panel, U12 = L11^-1 A12 for the columns [c0 + ws, pe). The driver then
+// updates the panel's trailing block with GEMM.
+// Template: T, NT (threads), R (rows per thread), MW (columns held in
+// registers), WS. One threadgroup of NT threads per matrix (grid.x = NT *
+// matrices, batch0 the first); needs m - c0 <= NT * R.
+//
+// The strip is walked in micro-strips of MW columns, left-looking: a
+// micro-strip is loaded into registers (thread t holds rows c0 + t + r NT),
+// brought up to date with the strip's earlier columns (its U rows by a
+// forward substitution, its lower rows by one pass over their L values),
+// then factored a column at a time. Each column costs one barrier: every
+// warp publishes its best candidate row (key, index and the micro-strip's
+// values of that row) and the owner of row j publishes row j, in slots
+// alternating by column parity, so that after the barrier every thread
+// knows the pivot, the pivot row and the row it displaces.
+threadgroup T cand_key[2 * (NT / 32)];
+threadgroup int cand_row[2 * (NT / 32)];
+threadgroup T cand_val[2 * (NT / 32) * MW];
+threadgroup T row_j[2 * MW];
+threadgroup T ush[WS * MW];
+threadgroup int pv_strip[WS];
+threadgroup T l11[WS * (WS + 1)];
+threadgroup T tile[WS * 64];
+constexpr int NW = NT / 32;
+const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
+const int k = min(m, n);
+const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
+device T* w = W + (int64_t)b * m * n;
+const int tid = (int)thread_index_in_threadgroup;
+const int lane = tid % 32, warp = tid / 32;
+const int s0 = c0, ws = min(WS, k - s0);
+int bad = 0;
+for (int cs = s0; cs < s0 + ws; cs += MW) {
+  const int mw = min(MW, s0 + ws - cs), nu = cs - s0;
+  // The micro-strip's U rows s0 .. cs-1: forward substitution with the
+  // strip's L11, one lane per column.
+  if (warp == 0 && lane < mw) {
+    for (int i = 0; i < nu; ++i) {
+      T s = w[(int64_t)(s0 + i) * n + cs + lane];
+      for (int p = 0; p < i; ++p)
+        s = fma(-w[(int64_t)(s0 + i) * n + s0 + p], ush[p * MW + lane], s);
+      ush[i * MW + lane] = s;
+      w[(int64_t)(s0 + i) * n + cs + lane] = s;
+    }
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // Rows cs .. m-1 into registers, minus L(row, s0:cs) U(s0:cs, micro).
+  T v[R][MW];
+  // Thread tid's rows are s0 + tid + r NT: one base and one step.
+  device T* mine = w + (int64_t)(s0 + tid) * n;
+  const int64_t step = (int64_t)NT * n;
+  LU_UNROLL
+  for (int r = 0; r < R; ++r) {
+    const int row = s0 + tid + r * NT;
+    const bool live = row >= cs && row < m;
+    device T* wr = mine + r * step;
+    LU_UNROLL
+    for (int q = 0; q < MW; ++q)
+      v[r][q] = live && q < mw ? wr[cs + q] : T(0);
+    if (live)
+      for (int p = 0; p < nu; ++p) {
+        T l = wr[s0 + p];
+        LU_UNROLL
+        for (int q = 0; q < MW; ++q)
+          v[r][q] = fma(-l, ush[p * MW + q], v[r][q]);
+      }
+  }
+  LU_UNROLL
+  for (int q = 0; q < MW; ++q) {
+    if (q >= mw)
+      break;
+    const int j = cs + q, slot = j & 1;
+    T key = T(-1);
+    int best = LU_NO_ROW, best_r = 0;
+    LU_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const int row = s0 + tid + r * NT;
+      if (row >= j && row < m) {
+        T x = lu_key(v[r][q]);
+        if (x > key) { // rows rise with r: the first wins ties
+          key = x;
+          best = row;
+          best_r = r;
+        }
+      }
+    }
+    T wkey = key;
+    int wrow = best;
+    lu_warp_argmax(wkey, wrow);
+    if (lane == 0) {
+      cand_key[slot * NW + warp] = wkey;
+      cand_row[slot * NW + warp] = wrow;
+    }
+    if (best == wrow && best != LU_NO_ROW) {
+      LU_UNROLL
+      for (int r = 0; r < R; ++r)
+        if (r == best_r)
+          LU_UNROLL
+          for (int q2 = 0; q2 < MW; ++q2)
+            cand_val[(slot * NW + warp) * MW + q2] = v[r][q2];
+    }
+    const int jo = (j - s0) % NT, jr = (j - s0) / NT;
+    if (tid == jo)
+      LU_UNROLL
+      for (int r = 0; r < R; ++r)
+        if (r == jr)
+          LU_UNROLL
+          for (int q2 = 0; q2 < MW; ++q2)
+            row_j[slot * MW + q2] = v[r][q2];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    T pkey = cand_key[slot * NW];
+    int p = cand_row[slot * NW], pw = 0;
+    for (int x = 1; x < NW; ++x) {
+      T k2 = cand_key[slot * NW + x];
+      int r2 = cand_row[slot * NW + x];
+      if (lu_better(k2, r2, pkey, p)) {
+        pkey = k2;
+        p = r2;
+        pw = x;
+      }
+    }
+    T prow[MW];
+    LU_UNROLL
+    for (int q2 = 0; q2 < MW; ++q2)
+      prow[q2] = cand_val[(slot * NW + pw) * MW + q2];
+    const T d = prow[q];
+    if (bad == 0)
+      bad = lu_pivot_status(d, j);
+    if (tid == 0)
+      pv_strip[j - s0] = p;
+    const int po = (p - s0) % NT, pr = (p - s0) / NT;
+    LU_UNROLL
+    for (int r = 0; r < R; ++r) {
+      if (p != j && tid == jo && r == jr)
+        LU_UNROLL
+        for (int q2 = 0; q2 < MW; ++q2)
+          v[r][q2] = prow[q2];
+      else if (p != j && tid == po && r == pr)
+        LU_UNROLL
+        for (int q2 = 0; q2 < MW; ++q2)
+          v[r][q2] = row_j[slot * MW + q2];
+    }
+    LU_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const int row = s0 + tid + r * NT;
+      if (row > j && row < m) {
+        if (d != T(0))
+          v[r][q] = v[r][q] / d;
+        const T l = v[r][q];
+        LU_UNROLL
+        for (int q2 = 0; q2 < MW; ++q2)
+          if (q2 > q)
+            v[r][q2] = fma(-l, prow[q2], v[r][q2]);
+      }
+    }
+  }
+  LU_UNROLL
+  for (int r = 0; r < R; ++r) {
+    const int row = s0 + tid + r * NT;
+    if (row >= cs && row < m)
+      LU_UNROLL
+      for (int q = 0; q < MW; ++q)
+        if (q < mw)
+          mine[r * step + cs + q] = v[r][q];
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // This micro-strip's interchanges on the panel's other columns.
+  lu_swap_columns(w, n, pv_strip + nu, cs, cs + mw, p0, pe, cs, cs + mw,
+                  tid, NT);
+  threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+}
+for (int j = tid; j < ws; j += NT)
+  piv[(int64_t)b * k + s0 + j] = pv_strip[j];
+if (tid == 0 && bad != 0 && info[b] == 0)
+  info[b] = bad;
+lu_block_row_solve<T, WS, 64>(w, n, s0, ws, s0 + ws, pe, l11, tile, tid,
+                              NT);
+
+//@kernel lu_panel_global
+// lu_panel for strips whose rows do not fit in registers (m - c0 > NT *
+// R): the same work, a column at a time, right-looking on the strip in
+// device memory. Template: T, NT, WS. Same inputs, outputs and launch.
+threadgroup T cand_key[NT / 32];
+threadgroup int cand_row[NT / 32];
+threadgroup int pv_strip[WS];
+threadgroup T l11[WS * (WS + 1)];
+threadgroup T tile[WS * 64];
+constexpr int NW = NT / 32;
+const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
+const int k = min(m, n);
+const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
+device T* w = W + (int64_t)b * m * n;
+const int tid = (int)thread_index_in_threadgroup;
+const int lane = tid % 32, warp = tid / 32;
+const int s0 = c0, ws = min(WS, k - s0);
+int bad = 0;
+for (int j = s0; j < s0 + ws; ++j) {
+  T key = T(-1);
+  int row = LU_NO_ROW;
+  for (int i = j + tid; i < m; i += NT) {
+    T x = lu_key(w[(int64_t)i * n + j]);
+    if (x > key) {
+      key = x;
+      row = i;
+    }
+  }
+  lu_warp_argmax(key, row);
+  if (lane == 0) {
+    cand_key[warp] = key;
+    cand_row[warp] = row;
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  T pkey = cand_key[0];
+  int p = cand_row[0];
+  for (int x = 1; x < NW; ++x)
+    if (lu_better(cand_key[x], cand_row[x], pkey, p)) {
+      pkey = cand_key[x];
+      p = cand_row[x];
+    }
+  if (tid == 0)
+    pv_strip[j - s0] = p;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // The interchange across the whole panel, this column included.
+  lu_swap_columns(w, n, pv_strip + (j - s0), j, j + 1, p0, pe, 0, 0, tid,
+                  NT);
+  threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+  const T d = w[(int64_t)j * n + j];
+  if (bad == 0)
+    bad = lu_pivot_status(d, j);
+  for (int i = j + 1 + tid; i < m; i += NT) {
+    T l = w[(int64_t)i * n + j];
+    if (d != T(0))
+      l = l / d;
+    w[(int64_t)i * n + j] = l;
+    for (int c = j + 1; c < s0 + ws; ++c)
+      w[(int64_t)i * n + c] = fma(-l, w[(int64_t)j * n + c],
+                                  w[(int64_t)i * n + c]);
+  }
+  threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+}
+for (int j = tid; j < ws; j += NT)
+  piv[(int64_t)b * k + s0 + j] = pv_strip[j];
+if (tid == 0 && bad != 0 && info[b] == 0)
+  info[b] = bad;
+lu_block_row_solve<T, WS, 64>(w, n, s0, ws, s0 + ws, pe, l11, tile, tid,
+                              NT);
+
+//@kernel lu_laswp
+// The interchanges of the panel's pivots p0 .. pe-1 (in order) on every
+// column outside the panel [p0, pe). Template: T, NB (largest panel), CW
+// (columns per threadgroup). Threadgroups of any size, CW columns each
+// (grid.x = threads * groups), batch entries along grid.y from batch0.
+//
+// The rows the interchanges touch (the panel's rows and the pivot rows
+// below them, at most 2 NB) are staged in threadgroup memory, permuted
+// there, and written back: the sequential chain of swaps then runs at
+// threadgroup-memory latency. Slot s < NB holds row p0 + s; slot NB + f
+// holds the pivot row of pivot p0 + f when f is its first use.
+threadgroup T buf[2 * NB * CW];
+threadgroup int slot[NB];
+const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
+const int k = min(m, n);
+const int np = pe - p0;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+device T* w = W + (int64_t)b * m * n;
+const device int* pv = piv + (int64_t)b * k + p0;
+const int tid = (int)thread_index_in_threadgroup;
+const int nt = (int)threads_per_threadgroup.x;
+const int oc = (int)threadgroup_position_in_grid.x * CW;
+for (int i = tid; i < np; i += nt) {
+  int t = pv[i];
+  int s = t - p0;
+  if (t >= pe) {
+    int f = i;
+    for (int i2 = 0; i2 < i; ++i2)
+      if (pv[i2] == t) {
+        f = i2;
+        break;
+      }
+    s = NB + f;
+  }
+  slot[i] = s;
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+for (int e = tid; e < 2 * NB * CW; e += nt) {
+  int s = e / CW, c = oc + e % CW;
+  int row = -1;
+  if (s < np)
+    row = p0 + s;
+  else if (s >= NB && s - NB < np && slot[s - NB] == s)
+    row = pv[s - NB];
+  if (c < n - np && row >= 0) {
+    int col = c < p0 ? c : c + np;
+    buf[e] = w[(int64_t)row * n + col];
+  }
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid < CW && oc + tid < n - np)
+  for (int i = 0; i < np; ++i) {
+    int s = slot[i];
+    T t = buf[i * CW + tid];
+    buf[i * CW + tid] = buf[s * CW + tid];
+    buf[s * CW + tid] = t;
+  }
+threadgroup_barrier(mem_flags::mem_threadgroup);
+for (int e = tid; e < 2 * NB * CW; e += nt) {
+  int s = e / CW, c = oc + e % CW;
+  int row = -1;
+  if (s < np)
+    row = p0 + s;
+  else if (s >= NB && s - NB < np && slot[s - NB] == s)
+    row = pv[s - NB];
+  if (c < n - np && row >= 0) {
+    int col = c < p0 ? c : c + np;
+    w[(int64_t)row * n + col] = buf[e];
+  }
+}
+
+//@kernel lu_perm
+// The row permutation of each factorization: perm[i] = the row of A that
+// ends at row i, the pivots applied in order to 0 .. m-1. Template:
+// SHARED (the permutation fits the LU_PERM_MAX entries of threadgroup
+// memory; else it is built in perm itself, slowly). One threadgroup per
+// matrix (grid.x = threads * matrices), batch0 the first. W is the
+// factored matrix.
+threadgroup int P[SHARED ? LU_PERM_MAX : 1];
+const int m = W_shape[W_ndim - 2], n = W_shape[W_ndim - 1];
+const int k = min(m, n);
+const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
+const device int* pv = piv + (int64_t)b * k;
+device int* out = perm + (int64_t)b * m;
+const int tid = (int)thread_index_in_threadgroup;
+const int nt = (int)threads_per_threadgroup.x;
+if (SHARED) {
+  for (int i = tid; i < m; i += nt)
+    P[i] = i;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (tid == 0)
+    for (int j = 0; j < k; ++j) {
+      int p = pv[j], t = P[j];
+      P[j] = P[p];
+      P[p] = t;
+    }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int i = tid; i < m; i += nt)
+    out[i] = P[i];
+} else {
+  for (int i = tid; i < m; i += nt)
+    out[i] = i;
+  threadgroup_barrier(mem_flags::mem_device);
+  if (tid == 0)
+    for (int j = 0; j < k; ++j) {
+      int p = pv[j], t = out[j];
+      out[j] = out[p];
+      out[p] = t;
+    }
+}
+
+//@kernel lu_unpack
+// L (unit lower, m x k) and U (upper, k x n) from the packed factors.
+// Template: T. One thread per element of the larger of L and U (grid.x),
+// batch entries along grid.y from batch0.
+const int m = W_shape[W_ndim - 2], n = W_shape[W_ndim - 1];
+const int k = min(m, n);
+const uint e = thread_position_in_grid.x;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const device T* w = W + (int64_t)b * m * n;
+if (e < (uint)m * (uint)k) {
+  int i = (int)(e / (uint)k), j = (int)(e % (uint)k);
+  L[(int64_t)b * m * k + e] =
+      i > j ? w[(int64_t)i * n + j] : (i == j ? T(1) : T(0));
+}
+if (e < (uint)k * (uint)n) {
+  int i = (int)(e / (uint)n), j = (int)(e % (uint)n);
+  U[(int64_t)b * k * n + e] = j >= i ? w[(int64_t)i * n + j] : T(0);
+}
+
+//@kernel lu_gather
+// X = P B, the right-hand sides in pivot order: X[i][c] = B[perm[i]][c],
+// or with IDENT the permuted identity, X[i][c] = (perm[i] == c). B is a
+// view (...×n×kc, or n×kc shared by every batch entry; with IDENT any
+// array of that shape, not read); perm is ...×n or n. Template: T, IDENT.
+// One thread per element (grid.x >= n * kc), batch entries along grid.y
+// from batch0; X is contiguous.
+const int n = B_shape[B_ndim - 2], kc = B_shape[B_ndim - 1];
+const uint e = thread_position_in_grid.x;
+if (e >= (uint)n * (uint)kc)
+  return;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int i = (int)(e / (uint)kc), c = (int)(e % (uint)kc);
+const int src = perm[(perm_ndim > 1 ? (int64_t)b * n : 0) + i];
+T x;
+if (IDENT) {
+  x = src == c ? T(1) : T(0);
+} else {
+  const device T* bb = B + lu_batch_offset(b, B_shape, B_strides, B_ndim);
+  x = bb[(int64_t)src * B_strides[B_ndim - 2] +
+         (int64_t)c * B_strides[B_ndim - 1]];
+}
+X[(int64_t)b * n * kc + e] = x;
+
+//@kernel lu_det
+// det = (-1)^(interchanges) * prod u_ii of each factorization, or with LOG
+// the sign and log|det|: sign 0 and -inf for a zero pivot, NaN for NaN.
+// Outputs: D (det, or log|det| with LOG) and S (the sign; not written
+// without LOG). Template: T, LOG. One threadgroup per matrix (grid.x =
+// threads * matrices, threads a power of two up to 1024), batch0 the
+// first.
+threadgroup T red_a[1024];
+threadgroup int red_b[1024];
+const int m = W_shape[W_ndim - 2], n = W_shape[W_ndim - 1];
+const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
+const device T* w = W + (int64_t)b * m * n;
+const device int* pv = piv + (int64_t)b * n;
+const int tid = (int)thread_index_in_threadgroup;
+const int nt = (int)threads_per_threadgroup.x;
+// a: the product (det) or the sum of log|u_ii|; flips: the parity of the
+// interchanges and of the negative u_ii (bit 0), a zero (bit 1), NaN (2).
+T acc = LOG ? T(0) : T(1);
+int flags = 0;
+for (int i = tid; i < n; i += nt) {
+  T u = w[(int64_t)i * n + i];
+  if (pv[i] != i)
+    flags ^= 1;
+  if (LOG) {
+    if (u < T(0))
+      flags ^= 1;
+    if (u == T(0))
+      flags |= 2;
+    if (isnan(u))
+      flags |= 4;
+    acc += log(fabs(u));
+  } else {
+    acc *= u;
+  }
+}
+red_a[tid] = acc;
+red_b[tid] = flags;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+for (int s = nt / 2; s > 0; s >>= 1) {
+  if (tid < s) {
+    red_a[tid] = LOG ? red_a[tid] + red_a[tid + s]
+                     : red_a[tid] * red_a[tid + s];
+    int f1 = red_b[tid], f2 = red_b[tid + s];
+    red_b[tid] = ((f1 ^ f2) & 1) | ((f1 | f2) & 6);
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+if (tid == 0) {
+  T a = red_a[0];
+  int f = red_b[0];
+  T sign = (f & 1) ? T(-1) : T(1);
+  if (LOG) {
+    if (f & 4) {
+      S[b] = T(NAN);
+      D[b] = T(NAN);
+    } else if (f & 2) {
+      S[b] = T(0);
+      D[b] = -T(INFINITY);
+    } else {
+      S[b] = sign;
+      D[b] = a;
+    }
+  } else {
+    D[b] = sign * a;
+  }
+}
+
+//@kernel lu_iota
+// idx[i] = i for i < count: the storage of the drivers' scalar arguments
+// (0-d views into it). grid.x >= count.
+const uint i = thread_position_in_grid.x;
+if (i < (uint)count)
+  idx[i] = (int)i;

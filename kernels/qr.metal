@@ -1,0 +1,381 @@
+// kiln's QR kernels (driver: src/linalg/qr.c): Householder QR of matrices
+// or row blocks that fit one threadgroup, held in registers, and the
+// multiply that TSQR's way back applies to each level's Q.
+//
+// qr_small / qr_small_r factor one matrix (or one row block of one, with
+// BLOCKED) per threadgroup, LAPACK's geqr2 in exact arithmetic: for
+// j = 0 .. K-1 a reflector H_j = I - tau_j v_j v_j^T (dlarfg, v_j(j) = 1)
+// zeroes column j below the diagonal and is applied to the columns right
+// of it. qr_small then forms Q = H_0 ... H_{K-1} [I; 0] by backward
+// accumulation (dorg2r), in the same launch. Finally the rows i of R with
+// a negative diagonal and the matching columns of Q change sign, so R's
+// diagonal is non-negative (negation is exact: the factors stay as
+// accurate as LAPACK's).
+//
+// Layout. The matrix (MMAX x NC capacity, zero-padded) lives in
+// registers: thread t owns column c = t / SEGS and, with s = t % SEGS,
+// the rows s, s + SEGS, s + 2 SEGS, ... (RPT = MMAX / SEGS of them, loops
+// fully unrolled over compile-time counts so the arrays stay in
+// registers). A column's SEGS owners are neighbouring lanes of one SIMD
+// group, so every column reduction (v^T a) is a few lane shuffles, and a
+// warp's global loads and stores touch SEGS rows x 32 / SEGS neighbouring
+// columns. Threadgroup memory holds only the current Householder vector
+// (double-buffered, so one barrier per step suffices), the taus and the
+// signs. While Q is formed, the vectors wait in Q's own storage (its
+// columns below the diagonal, which nobody else reads or writes) and the
+// next one is fetched while the current one is applied.
+//
+// Outputs are contiguous: Q is batch x m x qc, R batch x (P kr) x n. With
+// BLOCKED the rows of each matrix are cut into P blocks of MMAX rows (the
+// last may be short; missing rows count as zeros), each factored on its
+// own into its rows of Q (qc = n) and an n x n R stacked at rows p n: the
+// first level of TSQR. Without it the whole m x n matrix (m, n <= MMAX) is
+// factored: qc = kr = min(m, n) (reduced), or m (COMPLETE).
+#include <metal_stdlib>
+using namespace metal;
+
+#if KILN_BACKEND_CUDA
+#define QR_UNROLL _Pragma("unroll")
+#else
+#define QR_UNROLL
+#endif
+
+// Rows per threadgroup of qr_apply (a thread per row).
+#define QR_APPLY_ROWS 128
+
+// Offset of batch entry `b` in a view: its leading dimensions walk the
+// batch in C order.
+inline int64_t qr_batch_offset(uint b, const constant int* shape,
+                               const constant int64_t* strides, int ndim) {
+  int64_t off = 0;
+  for (int d = ndim - 3; d >= 0; --d) {
+    uint n = (uint)shape[d];
+    off += (int64_t)(b % n) * strides[d];
+    b /= n;
+  }
+  return off;
+}
+
+// Sum over the SEGS owners of a column (aligned groups of SEGS lanes).
+// The butterfly gives every lane the bitwise same sum, so every owner
+// takes the same decisions. Callers keep whole warps converged.
+template <typename T, int SEGS>
+inline T qr_seg_sum(T x) {
+  QR_UNROLL
+  for (int o = 1; o < SEGS; o <<= 1) {
+#if KILN_BACKEND_CUDA
+    x += __shfl_xor_sync(0xffffffffu, x, o);
+#else
+    x += simd_shuffle_xor(x, (ushort)o);
+#endif
+  }
+  return x;
+}
+
+template <typename T, int SEGS>
+inline T qr_seg_max(T x) {
+  QR_UNROLL
+  for (int o = 1; o < SEGS; o <<= 1) {
+#if KILN_BACKEND_CUDA
+    x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));
+#else
+    x = fmax(x, simd_shuffle_xor(x, (ushort)o));
+#endif
+  }
+  return x;
+}
+
+// The 2-norm of the owners' rows below `j` of their column, without
+// overflow or loss to underflow: the plain sum of squares, and only when
+// that left the safe range (warp-uniform), a second pass scaled by the
+// largest magnitude. js = j - s: row s + SEGS i is below j when
+// SEGS i > js (a compile-time constant against one value).
+template <typename T, int SEGS, int RPT>
+inline T qr_col_norm(thread const T* x, int js) {
+  T ss = T(0);
+  QR_UNROLL
+  for (int i = 0; i < RPT; ++i)
+    if (SEGS * i > js)
+      ss = fma(x[i], x[i], ss);
+  ss = qr_seg_sum<T, SEGS>(ss);
+  const T tiny = numeric_limits<T>::min() / numeric_limits<T>::epsilon();
+  if (ss < numeric_limits<T>::max() && (ss >= tiny || ss == T(0)))
+    return sqrt(ss);
+  T mx = T(0);
+  QR_UNROLL
+  for (int i = 0; i < RPT; ++i)
+    if (SEGS * i > js)
+      mx = fmax(mx, fabs(x[i]));
+  mx = qr_seg_max<T, SEGS>(mx);
+  if (mx == T(0) || isinf(mx))
+    return mx;
+  ss = T(0);
+  QR_UNROLL
+  for (int i = 0; i < RPT; ++i)
+    if (SEGS * i > js) {
+      T y = x[i] / mx;
+      ss = fma(y, y, ss);
+    }
+  ss = qr_seg_sum<T, SEGS>(ss);
+  return mx * sqrt(ss);
+}
+
+// x -= tau (v^T x) v over a column (the owners' rows), v the thread's
+// view of the Householder vector (v[SEGS i] is its row of v). Every thread
+// computes the sum, keeping warps converged; `apply` says whether it
+// updates its column. v is read twice rather than kept in registers.
+template <typename T, int SEGS, int RPT>
+inline void qr_reflect(thread T* x, const threadgroup T* v, T tau,
+                       bool apply) {
+  T w = T(0);
+  QR_UNROLL
+  for (int i = 0; i < RPT; ++i)
+    w = fma(v[SEGS * i], x[i], w);
+  w = qr_seg_sum<T, SEGS>(w);
+  if (apply) {
+    T tw = tau * w;
+    const volatile threadgroup T* vv = v;
+    QR_UNROLL
+    for (int i = 0; i < RPT; ++i)
+      x[i] = fma(-tw, T(vv[SEGS * i]), x[i]);
+  }
+}
+
+// One threadgroup's QR (see the top of the file). vbuf: 2 * MMAX, taus:
+// NC, sgn: MMAX + NC elements of threadgroup memory, dims: 2 ints.
+//
+// Row tests are written as SEGS * i against (bound - s), with i a
+// compile-time constant after unrolling: the compiler then keeps no
+// per-row values alive across the loops, only x[] itself.
+template <typename T, int MMAX, int NC, int SEGS, bool BLOCKED, bool COMPLETE,
+          bool WANT_Q>
+inline void qr_house(const device T* A, const constant int* A_shape,
+                     const constant int64_t* A_strides, int A_ndim,
+                     device T* Q, device T* R, uint group, uint tid,
+                     threadgroup T* vbuf, threadgroup T* taus,
+                     threadgroup T* sgn, threadgroup int* dims) {
+  constexpr int RPT = MMAX / SEGS;
+  static_assert(RPT * SEGS == MMAX, "SEGS must divide MMAX");
+  static_assert(NC * SEGS >= MMAX, "a thread per Householder vector row");
+  static_assert(32 % SEGS == 0, "a column's owners share a warp");
+  const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
+  const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
+  const int P = BLOCKED ? (m + MMAX - 1) / MMAX : 1;
+  const uint bi = group / (uint)P, pi = group % (uint)P;
+  const int row0 = (int)pi * MMAX;
+  const int mb = BLOCKED ? min(MMAX, m - row0) : m; // rows of this block
+  const int K = min(mb, n);                          // reflectors
+  const int kr = BLOCKED ? n : (COMPLETE ? m : K);   // R rows = Q columns
+  const int qc = kr;
+  const int c = (int)tid / SEGS, s = (int)tid % SEGS;
+  const int warp = (int)tid / 32;
+  // The output strides again after the long loops, read back from
+  // threadgroup memory: the compiler cannot then keep every thread's
+  // RPT store addresses alive across the loops (which spilled).
+  if (tid == 0) {
+    dims[0] = n;
+    dims[1] = qc;
+  }
+
+  T x[RPT];
+  {
+    const device T* a = A + qr_batch_offset(bi, A_shape, A_strides, A_ndim) +
+                        (row0 + s) * rs + c * cs;
+    const int64_t step = SEGS * rs;
+    QR_UNROLL
+    for (int i = 0; i < RPT; ++i)
+      x[i] = SEGS * i < mb - s && c < n ? a[i * step] : T(0);
+  }
+
+  // ---- factorization: one reflector per step, one barrier per step
+  for (int j = 0; j < K; ++j) {
+    threadgroup T* v = vbuf + (j & 1) * MMAX;
+    const int js = j - s;
+    if (warp == j * SEGS / 32) { // the warp that owns column j
+      T xnorm = qr_col_norm<T, SEGS, RPT>(x, js);
+      T alpha = T(0);
+      QR_UNROLL
+      for (int i = 0; i < RPT; ++i)
+        if (SEGS * i == js)
+          alpha = x[i];
+      alpha = qr_seg_sum<T, SEGS>(alpha); // one owner holds it
+      if (c == j) {
+        T beta = alpha, tau = T(0), div = T(1);
+        if (xnorm != T(0)) { // else H_j = I (LAPACK's dlarfg)
+          T big = max(fabs(alpha), xnorm), sml = min(fabs(alpha), xnorm);
+          T q2 = sml / big;
+          beta = -copysign(big * sqrt(fma(q2, q2, T(1))), alpha);
+          tau = (beta - alpha) / beta;
+          div = alpha - beta;
+        }
+        const T rdiv = T(1) / div;
+        QR_UNROLL
+        for (int i = 0; i < RPT; ++i) {
+          T vi = SEGS * i > js ? x[i] * rdiv
+                               : (SEGS * i == js ? T(1) : T(0));
+          v[s + SEGS * i] = vi;
+          x[i] = SEGS * i > js ? vi : (SEGS * i == js ? beta : x[i]);
+        }
+        if (s == 0) {
+          taus[j] = tau;
+          sgn[j] = beta < T(0) ? T(-1) : T(1);
+        }
+      }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // the columns right of j take the reflection
+    qr_reflect<T, SEGS, RPT>(x, v + s, taus[j], c > j);
+  }
+
+  // ---- R: the upper triangle, row i times sgn[i]
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  {
+    const int rn = dims[0];
+    device T* r = R + ((int64_t)bi * P + pi) * kr * rn + s * rn + c;
+    QR_UNROLL
+    for (int i = 0; i < RPT; ++i) {
+      if (SEGS * i < kr - s && c < n) {
+        T val = SEGS * i <= c - s ? x[i] : T(0);
+        r[i * SEGS * rn] =
+            SEGS * i < K - s ? val * sgn[s + SEGS * i] : val;
+      }
+    }
+  }
+  if (!WANT_Q)
+    return;
+
+  // ---- Q: park the vectors in Q's columns (below the diagonal)
+  device T* q = Q + ((int64_t)bi * m + row0) * qc;
+  {
+    device T* qp = q + s * qc + c;
+    QR_UNROLL
+    for (int i = 0; i < RPT; ++i)
+      if (c < K && SEGS * i > c - s && SEGS * i < mb - s)
+        qp[i * SEGS * qc] = x[i];
+  }
+  QR_UNROLL
+  for (int i = 0; i < RPT; ++i)
+    x[i] = SEGS * i == c - s && c < qc ? T(1) : T(0);
+  threadgroup_barrier(mem_flags::mem_device);
+  const int t = (int)tid;
+  if (K > 0 && t < MMAX)
+    vbuf[t] = t < K - 1 ? T(0)
+              : t == K - 1 ? T(1)
+              : t < mb    ? q[(int64_t)t * qc + K - 1]
+                          : T(0);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // Q = H_j Q for j = K-1 .. 0; H_j only changes rows >= j of columns >= j
+  for (int j = K - 1; j >= 0; --j) {
+    const int cur = (K - 1 - j) & 1;
+    T next = T(0); // v_{j-1}, fetched while v_j is applied
+    if (j > 0 && t >= j && t < mb)
+      next = q[(int64_t)t * qc + j - 1];
+    else if (j > 0 && t == j - 1)
+      next = T(1);
+    qr_reflect<T, SEGS, RPT>(x, vbuf + cur * MMAX + s, taus[j], c >= j);
+    if (j > 0 && t < MMAX)
+      vbuf[(cur ^ 1) * MMAX + t] = next;
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+  }
+  {
+    const int qs = dims[1];
+    device T* qp = Q + ((int64_t)bi * m + row0) * qs + s * qs + c;
+    const T sg = c < K ? sgn[c] : T(1);
+    QR_UNROLL
+    for (int i = 0; i < RPT; ++i)
+      if (SEGS * i < mb - s && c < qc)
+        qp[i * SEGS * qs] = x[i] * sg;
+  }
+}
+
+//@kernel qr_small
+// Q and R of one matrix (or, with BLOCKED, one row block) per threadgroup.
+// Inputs: A (a strided view), g0 (the first group of this launch).
+// Template: T, MMAX, NC, SEGS, BLOCKED, COMPLETE. Threadgroups of
+// NC * SEGS threads, grid.x = threads * groups.
+threadgroup T vbuf[2 * MMAX];
+threadgroup T taus[NC];
+threadgroup T sgn[MMAX + NC];
+threadgroup int dims[2];
+qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, true>(
+    A, A_shape, A_strides, A_ndim, Q, R,
+    (uint)g0 + threadgroup_position_in_grid.x, thread_index_in_threadgroup,
+    vbuf, taus, sgn, dims);
+
+//@kernel qr_small_r
+// R only, as qr_small without Q.
+threadgroup T vbuf[2 * MMAX];
+threadgroup T taus[NC];
+threadgroup T sgn[MMAX + NC];
+threadgroup int dims[2];
+qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
+    A, A_shape, A_strides, A_ndim, R, R,
+    (uint)g0 + threadgroup_position_in_grid.x, thread_index_in_threadgroup,
+    vbuf, taus, sgn, dims);
+
+//@kernel qr_apply
+// TSQR's way back: X (batch x m x n, contiguous, in place) is a stack of
+// row blocks of BR rows, block p an explicit Q_p; each becomes Q_p S_p,
+// S_p the n x n rows p n .. p n + n - 1 of S (the level above's Q, batch x
+// mu x n). Template: T, NB (n's capacity), BR. A thread per row of X
+// (QR_APPLY_ROWS per threadgroup, grid.x = QR_APPLY_ROWS * groups): it
+// holds its row in registers, so it may overwrite the row in place, and
+// S_p passes through threadgroup memory in column tiles that every lane
+// reads at one address (broadcast). Xin is X, bound for its shape.
+constexpr int TC = NB * NB * (int)sizeof(T) <= 32768
+                       ? NB
+                       : 32768 / (NB * (int)sizeof(T));
+threadgroup T St[NB * TC];
+const int m = Xin_shape[Xin_ndim - 2], n = Xin_shape[Xin_ndim - 1];
+const int mu = S_shape[S_ndim - 2];
+const int groups = (m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS;
+const uint g = (uint)g0 + threadgroup_position_in_grid.x;
+const uint bi = g / (uint)groups;
+const int first = (int)(g % (uint)groups) * QR_APPLY_ROWS;
+const int tid = (int)thread_index_in_threadgroup;
+const int row = first + tid;
+const int blk = first / BR;
+device T* x = X + ((int64_t)bi * m + row) * n;
+const device T* sp = S + ((int64_t)bi * mu + (int64_t)blk * n) * n;
+T xr[NB];
+QR_UNROLL
+for (int k = 0; k < NB; ++k)
+  xr[k] = row < m && k < n ? x[k] : T(0);
+for (int c0 = 0; c0 < n; c0 += TC) {
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int e = tid; e < NB * TC; e += QR_APPLY_ROWS) {
+    int k = e / TC, cc = c0 + e % TC;
+    St[e] = k < n && cc < n ? sp[(int64_t)k * n + cc] : T(0);
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (row < m) {
+    for (int cc = 0; cc < TC && c0 + cc < n; cc += 4) {
+      T a0 = T(0), a1 = T(0), a2 = T(0), a3 = T(0);
+      QR_UNROLL
+      for (int k = 0; k < NB; ++k) {
+        a0 = fma(xr[k], St[k * TC + cc], a0);
+        a1 = fma(xr[k], St[k * TC + cc + 1], a1);
+        a2 = fma(xr[k], St[k * TC + cc + 2], a2);
+        a3 = fma(xr[k], St[k * TC + cc + 3], a3);
+      }
+      int c = c0 + cc;
+      x[c] = a0;
+      if (c + 1 < n)
+        x[c + 1] = a1;
+      if (c + 2 < n)
+        x[c + 2] = a2;
+      if (c + 3 < n)
+        x[c + 3] = a3;
+    }
+  }
+}
+
+//@kernel qr_eye
+// The diagonal of Q = I for every matrix of Q (batch x m x m, already
+// zero): complete Q of an m x 0 matrix. A thread per diagonal element
+// (grid.x = m), batch entries along grid.y from g0. Qin is Q, bound for
+// its shape.
+const int m = Qin_shape[Qin_ndim - 1];
+const uint e = thread_position_in_grid.x;
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+Q[((int64_t)b * m + e) * m + e] = T(1);

@@ -1,0 +1,415 @@
+// kiln's triangular-solve kernels (driver: src/linalg/triangular.c).
+//
+// Every solve kernel works on the *effective lower* matrix: op(A) = A or
+// A^T is lower triangular when UPPER == TRANS and is solved by forward
+// substitution; otherwise it is upper triangular, and reversing both of its
+// indices (i -> n-1-i, with negative strides) together with the rows of B
+// makes it lower again. So one forward-substitution code path serves all
+// four (UPPER, TRANS) cases, reading A in place through its strides. In the
+// comments, M is that effective lower matrix and "effective rows" count in
+// its order. Only the named triangle of A is read; with UNIT the diagonal
+// is taken as ones and never read.
+//
+// Paths (see the driver for when each runs):
+//   subst    trsm_subst: one thread per right-hand side, plain substitution
+//            through global memory (small or forced problems).
+//   blocked  trsm_diag_inv inverts every NB x NB diagonal block of M into a
+//            workspace W (one launch for all blocks). Then per block step j:
+//            few right-hand sides: trsm_step, one launch that computes
+//            X_j = W_j B_j in every threadgroup and applies the update
+//            B_rest -= M[rest, j] X_j to its band of rows (X_j goes to a
+//            scratch array, copied to B at the end with tri_copy);
+//            many: trsm_apply (X_j = W_j B_j in place) and the driver's
+//            GEMM for the update.
+// Batch entries run along grid.y from batch0 (the driver splits larger
+// batches over several launches); a 2-D A serves every entry of B.
+#include <metal_stdlib>
+using namespace metal;
+
+// Offset of batch entry `b` in a view: its leading dimensions walk the
+// batch in C order; a plain matrix (ndim 2) is shared by every entry.
+inline int64_t tri_batch_offset(uint b, const constant int* shape,
+                                const constant int64_t* strides, int ndim) {
+  int64_t off = 0;
+  for (int d = ndim - 3; d >= 0; --d) {
+    uint n = (uint)shape[d];
+    off += (int64_t)(b % n) * strides[d];
+    b /= n;
+  }
+  return off;
+}
+
+// The effective lower matrix M of one n x n view: element (i, j) of M is
+// at base + i * r + j * c (base relative to the matrix's first element).
+struct tri_eff {
+  int64_t base, r, c;
+};
+
+inline tri_eff tri_effective(int n, int64_t row_stride, int64_t col_stride,
+                             bool upper, bool trans) {
+  tri_eff m;
+  m.r = trans ? col_stride : row_stride;
+  m.c = trans ? row_stride : col_stride;
+  m.base = 0;
+  if (upper != trans) { // op(A) is upper: reverse both indices
+    m.base = (int64_t)(n - 1) * (m.r + m.c);
+    m.r = -m.r;
+    m.c = -m.c;
+  }
+  return m;
+}
+
+//@kernel trsm_subst
+// op(A) X = alpha B in place, one thread per column of B (grid.x >= k),
+// batch entries along grid.y from batch0. Inputs A, Bin (B bound for its
+// strides), alpha (0-d T), batch0; output B (the same memory as Bin).
+// Template: T, UPPER, TRANS, UNIT.
+const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
+const int col = (int)thread_position_in_grid.x;
+if (col >= k)
+  return;
+const uint b = (uint)batch0 + thread_position_in_grid.y;
+tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
+                          UPPER, TRANS);
+int64_t br = Bin_strides[Bin_ndim - 2];
+int64_t b0 = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim) +
+             (int64_t)col * Bin_strides[Bin_ndim - 1];
+if (UPPER != TRANS) {
+  b0 += (int64_t)(n - 1) * br;
+  br = -br;
+}
+const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
+                    m.base;
+device T* x = B + b0;
+for (int i = 0; i < n; ++i) {
+  T s = alpha * x[i * br];
+  for (int p = 0; p < i; ++p)
+    s = fma(-a[i * m.r + p * m.c], x[p * br], s);
+  x[i * br] = UNIT ? s : s / a[i * (m.r + m.c)];
+}
+
+//@kernel trsm_diag_inv
+// W = the inverses of M's diagonal blocks: block j (effective rows
+// j*NB .. j*NB+nb-1, nb = min(NB, n - j*NB)) inverted into
+// W[entry][j] (NB x NB, row-major, lower triangular, zeros elsewhere).
+// One threadgroup of 256 threads per (block, A batch entry): grid.x = 256 *
+// blocks, grid.y = A's batch entries from batch0. Inputs A, batch0;
+// output W.
+// Template: T, NB (32 or 64), UPPER, TRANS, UNIT.
+//
+// Each warp inverts whole columns: column c of M^-1 solves M x = e_c by
+// column-oriented substitution, the lanes holding rows (NB / 32 rows each,
+// in registers), the pivot value passed by a shuffle; the block itself
+// sits in threadgroup memory (rows padded to NB + 1, so a column read hits
+// distinct banks). The result is staged in threadgroup memory too, so the
+// writes to W are coalesced.
+constexpr int P = NB + 1;
+constexpr int R = NB / 32;
+threadgroup T S[NB * P];
+threadgroup T Xi[NB * P];
+const int n = A_shape[A_ndim - 1];
+const int blk = (int)threadgroup_position_in_grid.x;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int e0 = blk * NB, nb = min(NB, n - e0);
+tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
+                          UPPER, TRANS);
+const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
+                    m.base + (int64_t)e0 * (m.r + m.c);
+const int tid = (int)thread_index_in_threadgroup;
+const int lane = tid % 32, warp = tid / 32;
+// Threads run along whichever index of A is contiguous in memory.
+const bool along_cols = abs(m.c) <= abs(m.r);
+for (int e = tid; e < NB * NB; e += 256) {
+  int i = along_cols ? e / NB : e % NB, j = along_cols ? e % NB : e / NB;
+  T v = T(0);
+  if (i < nb && j < nb) {
+    if (j < i)
+      v = a[(int64_t)i * m.r + (int64_t)j * m.c];
+    else if (j == i)
+      v = UNIT ? T(1) : a[(int64_t)i * (m.r + m.c)];
+  } else if (i == j) {
+    v = T(1); // padding: the identity keeps the block invertible
+  }
+  S[i * P + j] = v;
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+for (int c = warp; c < NB; c += 8) {
+  T x[R];
+  for (int r = 0; r < R; ++r)
+    x[r] = lane + 32 * r == c ? T(1) : T(0);
+  for (int p = c; p < NB; ++p) {
+    T xp = x[0];
+    for (int r = 1; r < R; ++r)
+      if (p / 32 == r)
+        xp = x[r];
+    xp = simd_shuffle(xp, (ushort)(p % 32));
+    if (!UNIT)
+      xp = xp / S[p * P + p];
+    for (int r = 0; r < R; ++r) {
+      int i = lane + 32 * r;
+      if (i > p)
+        x[r] = fma(-S[i * P + p], xp, x[r]);
+      else if (i == p)
+        x[r] = xp;
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    Xi[(lane + 32 * r) * P + c] = x[r];
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+device T* w = W + ((int64_t)b * ((n + NB - 1) / NB) + blk) * (NB * NB);
+for (int e = tid; e < NB * NB; e += 256) {
+  int i = e / NB, j = e % NB;
+  w[e] = i < nb && j < nb ? Xi[i * P + j] : T(0);
+}
+
+//@kernel trsm_step
+// One step of the blocked solve for few right-hand sides, fused into one
+// launch. A step covers SUB consecutive diagonal blocks of NB rows
+// (effective rows e0 = step*SUB*NB .. e1-1); the rows after them ("the
+// rest", effective rows e1 .. n-1) are split into bands of RB rows, one
+// band and KT columns of B per threadgroup (grid.x = 256 * bands, grid.y =
+// batch entries from batch0, grid.z = column tiles).
+//
+// Every threadgroup first solves the step's rows for its columns, in
+// threadgroup memory: for each block s, B_s -= M[s, t] X_t for the blocks
+// t < s, then X_s = W_s B_s (W_s the inverted diagonal block). That work is
+// repeated by every band, which is cheap next to a launch: SUB blocks per
+// launch divide the launch count by SUB. Then it writes
+// B_band = scale B_band - sum_t M[band, t] X_t in place; the threadgroups
+// of band 0 also store the X_s into Xs (the contiguous scratch, in B's row
+// order), since B's step rows are still being read by the others. scale is
+// alpha on step 0 (which touches every row of B once) and 1 after.
+// Inputs A, W, Bin, scale (0-d T), step (0-d int), batch0; outputs B
+// (Bin's memory), Xs. Template: T, NB, SUB, RB, KT, UPPER, TRANS, ABATCH
+// (A has batch dimensions).
+constexpr int P = NB + 1;
+constexpr int LANES = 256 / KT; // threads per column
+threadgroup T Ws[NB * P];
+threadgroup T Bs[NB * KT];
+threadgroup T Xt[SUB * NB * KT];
+threadgroup T Mb[RB * P];
+const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
+const int nblk = (n + NB - 1) / NB;
+const int e0 = step * SUB * NB, e1 = min(n, e0 + SUB * NB);
+const int band = (int)threadgroup_position_in_grid.x;
+const int t0 = e1 + band * RB; // first effective row of the band
+const int c0 = (int)threadgroup_position_in_grid.z * KT;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int tid = (int)thread_index_in_threadgroup;
+const int c = tid % KT, i0 = tid / KT;
+tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
+                          UPPER, TRANS);
+const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
+                    m.base;
+const bool along_cols = abs(m.c) <= abs(m.r);
+int64_t br = Bin_strides[Bin_ndim - 2];
+const int64_t bc = Bin_strides[Bin_ndim - 1];
+int64_t boff = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim);
+int64_t xr = k; // Xs row stride, reversed like B's
+int64_t xoff = (int64_t)b * n * k;
+if (UPPER != TRANS) {
+  boff += (int64_t)(n - 1) * br;
+  br = -br;
+  xoff += (int64_t)(n - 1) * k;
+  xr = -xr;
+}
+device T* bm = B + boff;
+const device T* wa = W + (ABATCH ? (int64_t)b : 0) * nblk * (NB * NB);
+for (int s = 0; s < SUB; ++s) {
+  const int s0 = e0 + s * NB; // the block's first effective row
+  if (s0 >= n)
+    break; // uniform: past the matrix's last block
+  const int nb = min(NB, n - s0);
+  const device T* wj = wa + (int64_t)(step * SUB + s) * (NB * NB);
+  for (int e = tid; e < NB * NB; e += 256)
+    Ws[(e / NB) * P + e % NB] = wj[e];
+  for (int e = tid; e < NB * KT; e += 256) {
+    int i = e / KT, cc = e % KT;
+    Bs[e] = i < nb && c0 + cc < k
+                ? scale * bm[(int64_t)(s0 + i) * br + (int64_t)(c0 + cc) * bc]
+                : T(0);
+  }
+  // B_s -= M[s, t] X_t for the earlier blocks of this step
+  for (int t = 0; t < s; ++t) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    const int q0 = e0 + t * NB;
+    for (int e = tid; e < NB * NB; e += 256) {
+      int i = along_cols ? e / NB : e % NB, p = along_cols ? e % NB : e / NB;
+      Mb[i * P + p] = i < nb
+                          ? a[(int64_t)(s0 + i) * m.r + (int64_t)(q0 + p) * m.c]
+                          : T(0);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (int r = 0; r < NB / LANES; ++r) {
+      int i = i0 + r * LANES;
+      T acc = Bs[i * KT + c];
+      for (int p = 0; p < NB; ++p)
+        acc = fma(-Mb[i * P + p], Xt[(t * NB + p) * KT + c], acc);
+      Bs[i * KT + c] = acc;
+    }
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int r = 0; r < NB / LANES; ++r) {
+    int i = i0 + r * LANES;
+    T acc = T(0);
+    for (int p = 0; p <= i; ++p)
+      acc = fma(Ws[i * P + p], Bs[p * KT + c], acc);
+    Xt[(s * NB + i) * KT + c] = acc;
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+if (band == 0 && c0 + c < k)
+  for (int i = i0; i < e1 - e0; i += LANES)
+    Xs[xoff + (int64_t)(e0 + i) * xr + c0 + c] = Xt[i * KT + c];
+// The band: acc = scale B_band - sum_t M[band, t] X_t, a block t at a time
+// through Mb.
+T acc[RB / LANES];
+for (int r = 0; r < RB / LANES; ++r) {
+  int i = i0 + r * LANES;
+  acc[r] = t0 + i < n && c0 + c < k
+               ? scale * bm[(int64_t)(t0 + i) * br + (int64_t)(c0 + c) * bc]
+               : T(0);
+}
+if (t0 >= n)
+  return; // uniform: the last step has no rest
+for (int t = 0; t < SUB && e0 + t * NB < n; ++t) {
+  const int q0 = e0 + t * NB, nq = min(NB, n - q0);
+  if (t > 0)
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int e = tid; e < RB * NB; e += 256) {
+    int i = along_cols ? e / NB : e % RB, p = along_cols ? e % NB : e / RB;
+    Mb[i * P + p] = t0 + i < n && p < nq
+                        ? a[(int64_t)(t0 + i) * m.r + (int64_t)(q0 + p) * m.c]
+                        : T(0);
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int r = 0; r < RB / LANES; ++r) {
+    int i = i0 + r * LANES;
+    for (int p = 0; p < NB; ++p)
+      acc[r] = fma(-Mb[i * P + p], Xt[(t * NB + p) * KT + c], acc[r]);
+  }
+}
+if (c0 + c < k)
+  for (int r = 0; r < RB / LANES; ++r) {
+    int i = i0 + r * LANES;
+    if (t0 + i < n)
+      bm[(int64_t)(t0 + i) * br + (int64_t)(c0 + c) * bc] = acc[r];
+  }
+
+//@kernel trsm_apply
+// X_j = W_j (scale B_j) in place on the rows of block step j (effective
+// rows step*NB ..), for the many-right-hand-side path, whose update is a
+// GEMM. One threadgroup of 256 threads per KT columns of B (grid.x = 256 *
+// column tiles), batch entries along grid.y from batch0. Inputs W, Bin,
+// scale (0-d T), step (0-d int), batch0; output B (Bin's memory).
+// Template: T, NB, KT, UPPER, TRANS, ABATCH.
+constexpr int P = NB + 1;
+threadgroup T Ws[NB * P];
+threadgroup T Bs[NB * KT];
+const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
+const int e0 = step * NB, nb = min(NB, n - e0);
+const int c0 = (int)threadgroup_position_in_grid.x * KT;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int tid = (int)thread_index_in_threadgroup;
+int64_t br = Bin_strides[Bin_ndim - 2];
+const int64_t bc = Bin_strides[Bin_ndim - 1];
+int64_t boff = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim);
+if (UPPER != TRANS) {
+  boff += (int64_t)(n - 1) * br;
+  br = -br;
+}
+device T* bm = B + boff;
+const device T* wj = W + ((ABATCH ? (int64_t)b : 0) * ((n + NB - 1) / NB) +
+                          step) * (NB * NB);
+for (int e = tid; e < NB * NB; e += 256)
+  Ws[(e / NB) * P + e % NB] = wj[e];
+for (int e = tid; e < NB * KT; e += 256) {
+  int i = e / KT, c = e % KT;
+  Bs[e] = i < nb && c0 + c < k
+              ? scale * bm[(int64_t)(e0 + i) * br + (int64_t)(c0 + c) * bc]
+              : T(0);
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+const int c = tid % KT, i0 = tid / KT;
+if (c0 + c >= k)
+  return;
+for (int r = 0; r < NB / (256 / KT); ++r) {
+  int i = i0 + r * (256 / KT);
+  if (i >= nb)
+    break;
+  T s = T(0);
+  for (int p = 0; p <= i; ++p)
+    s = fma(Ws[i * P + p], Bs[p * KT + c], s);
+  bm[(int64_t)(e0 + i) * br + (int64_t)(c0 + c) * bc] = s;
+}
+
+//@kernel tri_copy
+// Dst = Src, matrix by matrix (Src may be 2-D: the same matrix for every
+// batch entry of Dst). Either may be a strided view. One thread per
+// element: grid.x over columns, grid.y batch entries from batch0, grid.z
+// over rows. Inputs Src, Dstin (Dst, for its strides), batch0; output Dst.
+// Template: T.
+const int cols = Dstin_shape[Dstin_ndim - 1];
+const int j = (int)thread_position_in_grid.x;
+if (j >= cols)
+  return;
+const int i = (int)thread_position_in_grid.z;
+const uint b = (uint)batch0 + thread_position_in_grid.y;
+const int64_t s = tri_batch_offset(b, Src_shape, Src_strides, Src_ndim) +
+                  (int64_t)i * Src_strides[Src_ndim - 2] +
+                  (int64_t)j * Src_strides[Src_ndim - 1];
+const int64_t d = tri_batch_offset(b, Dstin_shape, Dstin_strides,
+                                   Dstin_ndim) +
+                  (int64_t)i * Dstin_strides[Dstin_ndim - 2] +
+                  (int64_t)j * Dstin_strides[Dstin_ndim - 1];
+Dst[d] = Src[s];
+
+//@kernel tri_eye
+// X = the identity, every matrix of the contiguous X (n x n). Grid as
+// tri_copy. Inputs Xin (X, for its shape), batch0; output X. Template: T.
+const int n = Xin_shape[Xin_ndim - 1];
+const int j = (int)thread_position_in_grid.x;
+if (j >= n)
+  return;
+const int i = (int)thread_position_in_grid.z;
+const uint b = (uint)batch0 + thread_position_in_grid.y;
+X[((int64_t)b * n + i) * n + j] = i == j ? T(1) : T(0);
+
+//@kernel tri_mirror
+// Makes every matrix of the contiguous X exactly symmetric by copying its
+// lower triangle onto the upper one (each thread writes an element above
+// the diagonal and reads only below it, so in place is safe). Grid as
+// tri_copy. Inputs Xin, batch0; output X. Template: T.
+const int n = Xin_shape[Xin_ndim - 1];
+const int j = (int)thread_position_in_grid.x;
+const int i = (int)thread_position_in_grid.z;
+if (j >= n || j <= i)
+  return;
+const uint b = (uint)batch0 + thread_position_in_grid.y;
+device T* x = X + (int64_t)b * n * n;
+x[(int64_t)i * n + j] = x[(int64_t)j * n + i];
+
+//@kernel tri_diag_check
+// info[b] = 1 + the first index i with A[i][i] == 0 in matrix b, or 0
+// (LAPACK's trtrs info). One warp per matrix: grid.x = 32, grid.y = A's
+// batch entries from batch0. Inputs A, batch0; output info. Template: T.
+const int n = A_shape[A_ndim - 1];
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int lane = (int)thread_index_in_simdgroup;
+const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim);
+const int64_t d = A_strides[A_ndim - 2] + A_strides[A_ndim - 1];
+int first = n;
+for (int i = lane; i < n; i += 32)
+  if (a[(int64_t)i * d] == T(0)) {
+    first = i;
+    break;
+  }
+first = simd_min(first);
+if (lane == 0)
+  info[b] = first < n ? first + 1 : 0;
+
+//@kernel tri_iota
+// steps[i] = i: the block-step indices, passed to the step kernels as 0-d
+// views (so no scalar needs filling per step). Grid.x = the length.
+steps[thread_position_in_grid.x] = (int)thread_position_in_grid.x;

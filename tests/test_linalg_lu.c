@@ -1,0 +1,1077 @@
+/*
+ * LU and what is built on it (kiln_lu_factor, kiln_lu, kiln_solve,
+ * kiln_inv, kiln_det, kiln_slogdet) on the device under test.
+ *
+ * Inputs are fresh random matrices (uniform in [-1, 1]) or, for the
+ * ill-conditioned cases, U diag(s) V with U, V products of random
+ * Householder reflectors and s spread log-evenly over the condition
+ * number. Every factorization is checked by its backward error,
+ * ||A[perm] - L U||_F / (||A||_F n eps), by |L| <= 1 (partial pivoting
+ * divides by the column's largest element) and by valid pivots; solves by
+ * their residual ||A X - B||_F / (||A||_F ||X||_F n eps) and against a
+ * float64 host solve, with the forward error allowed cond(A) times the
+ * backward error; det and slogdet against a float64 host LU. The host
+ * reference is a textbook LU with partial pivoting written here.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "linalg/linalg.h"
+
+/* Backward errors below this many units of n eps pass. */
+#define LT_THRESHOLD 10.0
+
+static const kiln_dtype lt_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
+
+static double *lt_alloc(int64_t n) {
+  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+  CHECK(p != NULL, "out of host memory");
+  return p;
+}
+
+static void lt_random(double *a, int64_t count) {
+  for (int64_t i = 0; i < count; i++)
+    a[i] = kt_uniform(-1, 1);
+}
+
+/* q (n x n) = a product of three random Householder reflectors. */
+static void lt_orthogonal(int64_t n, double *q) {
+  double *v = lt_alloc(n);
+  memset(q, 0, (size_t)(n * n) * sizeof *q);
+  for (int64_t i = 0; i < n; i++)
+    q[i * n + i] = 1.0;
+  for (int r = 0; r < 3; r++) {
+    double vv = 0;
+    for (int64_t i = 0; i < n; i++) {
+      v[i] = kt_uniform(-1, 1);
+      vv += v[i] * v[i];
+    }
+    for (int64_t i = 0; i < n; i++) {
+      double d = 0;
+      for (int64_t k = 0; k < n; k++)
+        d += q[i * n + k] * v[k];
+      for (int64_t k = 0; k < n; k++)
+        q[i * n + k] -= 2.0 * d * v[k] / vv;
+    }
+  }
+  free(v);
+}
+
+/* a = U diag(s) V, s from 1 down to 1/cond log-evenly (n x n). */
+static void lt_ill(int64_t n, double cond, double *a) {
+  double *u = lt_alloc(n * n), *v = lt_alloc(n * n);
+  lt_orthogonal(n, u);
+  lt_orthogonal(n, v);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int64_t k = 0; k < n; k++)
+        s += u[i * n + k] *
+             pow(cond, -(double)k / (double)(n > 1 ? n - 1 : 1)) * v[k * n + j];
+      a[i * n + j] = s;
+    }
+  free(u);
+  free(v);
+}
+
+/* The values rounded to `dt`, as kiln will see them, and a device array. */
+static kiln_array *lt_array(kiln_dtype dt, int ndim, const int64_t *shape,
+                            double *v) {
+  int64_t count = 1;
+  for (int d = 0; d < ndim; d++)
+    count *= shape[d];
+  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
+  CHECK(buf != NULL, "out of host memory");
+  for (int64_t i = 0; i < count; i++) {
+    kt_set(dt, buf, (size_t)i, v[i]);
+    v[i] = kt_get(dt, buf, (size_t)i);
+  }
+  kiln_array *a = kt_array(dt, ndim, shape, buf);
+  free(buf);
+  return a;
+}
+
+static kiln_linalg_opts lt_opts(int path) {
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = path;
+  return o;
+}
+
+/* ---- the host reference -------------------------------------------------- */
+
+/* In-place LU with partial pivoting of the n x n matrix a (float64):
+ * piv[j] the pivot row of column j; returns det. */
+static double lt_host_lu(int64_t n, double *a, int64_t *piv) {
+  double det = 1;
+  for (int64_t j = 0; j < n; j++) {
+    int64_t p = j;
+    for (int64_t i = j + 1; i < n; i++)
+      if (fabs(a[i * n + j]) > fabs(a[p * n + j]))
+        p = i;
+    piv[j] = p;
+    if (p != j) {
+      det = -det;
+      for (int64_t c = 0; c < n; c++) {
+        double t = a[j * n + c];
+        a[j * n + c] = a[p * n + c];
+        a[p * n + c] = t;
+      }
+    }
+    det *= a[j * n + j];
+    if (a[j * n + j] == 0)
+      continue;
+    for (int64_t i = j + 1; i < n; i++) {
+      double l = a[i * n + j] /= a[j * n + j];
+      for (int64_t c = j + 1; c < n; c++)
+        a[i * n + c] -= l * a[j * n + c];
+    }
+  }
+  return det;
+}
+
+/* x (n x k) = A^-1 b with the host LU; returns det(A). */
+static double lt_host_solve(int64_t n, int64_t k, const double *a,
+                            const double *b, double *x) {
+  double *f = lt_alloc(n * n);
+  int64_t *piv = calloc((size_t)(n > 0 ? n : 1), sizeof *piv);
+  CHECK(piv != NULL, "out of host memory");
+  memcpy(f, a, (size_t)(n * n) * sizeof *f);
+  double det = lt_host_lu(n, f, piv);
+  memcpy(x, b, (size_t)(n * k) * sizeof *x);
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t c = 0; c < k; c++) {
+      double t = x[j * k + c];
+      x[j * k + c] = x[piv[j] * k + c];
+      x[piv[j] * k + c] = t;
+    }
+  for (int64_t c = 0; c < k; c++) {
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t p = 0; p < i; p++)
+        x[i * k + c] -= f[i * n + p] * x[p * k + c];
+    for (int64_t i = n - 1; i >= 0; i--) {
+      for (int64_t p = i + 1; p < n; p++)
+        x[i * k + c] -= f[i * n + p] * x[p * k + c];
+      x[i * k + c] /= f[i * n + i];
+    }
+  }
+  free(f);
+  free(piv);
+  return det;
+}
+
+static double lt_fro(const double *a, int64_t count) {
+  double s = 0;
+  for (int64_t i = 0; i < count; i++)
+    s += a[i] * a[i];
+  return sqrt(s);
+}
+
+/* cond_F(A) = ||A||_F ||A^-1||_F through the host solve. */
+static double lt_cond(int64_t n, const double *a) {
+  double *id = lt_alloc(n * n), *inv = lt_alloc(n * n);
+  for (int64_t i = 0; i < n; i++)
+    id[i * n + i] = 1;
+  lt_host_solve(n, n, a, id, inv);
+  double c = lt_fro(a, n * n) * lt_fro(inv, n * n);
+  free(id);
+  free(inv);
+  return c;
+}
+
+/* ---- factorization checks ------------------------------------------------ */
+
+/* Checks one packed factorization (m x n) of a: pivots, |L| <= 1 and the
+ * backward error; builds perm (m) from the pivots. */
+static void lt_check_packed(const char *what, int64_t entry, kiln_dtype dt,
+                            int64_t m, int64_t n, const double *a,
+                            const double *lu, const int32_t *piv) {
+  int64_t k = m < n ? m : n;
+  int64_t *perm = calloc((size_t)(m > 0 ? m : 1), sizeof *perm);
+  CHECK(perm != NULL, "out of host memory");
+  for (int64_t i = 0; i < m; i++)
+    perm[i] = i;
+  for (int64_t j = 0; j < k; j++) {
+    CHECK(piv[j] >= j && piv[j] < m,
+          "%s, matrix %lld: pivot %lld is %d, "
+          "outside [%lld, %lld)",
+          what, (long long)entry, (long long)j, piv[j], (long long)j,
+          (long long)m);
+    int64_t t = perm[j];
+    perm[j] = perm[piv[j]];
+    perm[piv[j]] = t;
+  }
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      if (j < i && j < k)
+        CHECK(fabs(lu[i * n + j]) <= 1.0,
+              "%s, matrix %lld: |L[%lld][%lld]| "
+              "= %g > 1",
+              what, (long long)entry, (long long)i, (long long)j,
+              fabs(lu[i * n + j]));
+      double s = 0;
+      for (int64_t p = 0; p <= (i < j ? i : j) && p < k; p++) {
+        double l = p == i ? 1.0 : lu[i * n + p];
+        s += l * lu[p * n + j];
+      }
+      double r = a[perm[i] * n + j];
+      num += (s - r) * (s - r);
+      den += r * r;
+    }
+  double err =
+      den > 0 ? sqrt(num) / (sqrt(den) * (double)(n > 0 ? n : 1) * kt_eps(dt))
+              : sqrt(num);
+  CHECK(err < LT_THRESHOLD,
+        "%s, matrix %lld: backward error %.3g n eps "
+        "(threshold %g)",
+        what, (long long)entry, err, LT_THRESHOLD);
+  free(perm);
+}
+
+/* kiln_lu_factor_ex of arr (values a, batch x m x n) checked. */
+static void lt_factor_check(const char *what, kiln_array *arr, const double *a,
+                            int64_t batch, int64_t m, int64_t n, int path) {
+  kiln_linalg_opts o = lt_opts(path);
+  kiln_array *lu = NULL, *piv = NULL;
+  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &piv));
+  int nd = kiln_array_ndim(arr);
+  int64_t k = m < n ? m : n;
+  CHECK(kiln_array_ndim(lu) == nd && kiln_array_ndim(piv) == nd - 1 &&
+            kiln_array_dtype(piv) == KILN_INT32 &&
+            kiln_array_dtype(lu) == kiln_array_dtype(arr),
+        "%s: result ranks or dtypes", what);
+  for (int d = 0; d < nd; d++)
+    CHECK(kiln_array_shape(lu)[d] == kiln_array_shape(arr)[d], "%s: shape",
+          what);
+  CHECK(kiln_array_shape(piv)[nd - 2] == k, "%s: pivots' length", what);
+  double *f = kt_read_f64(lu);
+  int32_t *p = kt_read(piv);
+  for (int64_t b = 0; b < batch; b++)
+    lt_check_packed(what, b, kiln_array_dtype(arr), m, n, a + b * m * n,
+                    f + b * m * n, p + b * k);
+  free(f);
+  free(p);
+  kiln_array_destroy(lu);
+  kiln_array_destroy(piv);
+}
+
+/* kiln_lu_ex of arr: A[perm] = L U with L unit lower (|L| <= 1), U upper,
+ * every element of the outputs checked (they are new arrays). */
+static void lt_unpacked_check(const char *what, kiln_array *arr,
+                              const double *a, int64_t batch, int64_t m,
+                              int64_t n, int path) {
+  kiln_linalg_opts o = lt_opts(path);
+  kiln_array *perm = NULL, *l = NULL, *u = NULL;
+  CHECK_OK(kiln_lu_ex(arr, &o, &perm, &l, &u));
+  int64_t k = m < n ? m : n;
+  int nd = kiln_array_ndim(arr);
+  CHECK(kiln_array_shape(l)[nd - 2] == m && kiln_array_shape(l)[nd - 1] == k &&
+            kiln_array_shape(u)[nd - 2] == k &&
+            kiln_array_shape(u)[nd - 1] == n &&
+            kiln_array_shape(perm)[nd - 2] == m &&
+            kiln_array_dtype(perm) == KILN_INT32,
+        "%s: the shapes of perm, L and U", what);
+  double *lv = kt_read_f64(l), *uv = kt_read_f64(u);
+  int32_t *pv = kt_read(perm);
+  char *seen = calloc((size_t)(m > 0 ? m : 1), 1);
+  CHECK(seen != NULL, "out of host memory");
+  for (int64_t b = 0; b < batch; b++) {
+    const double *lb = lv + b * m * k, *ub = uv + b * k * n,
+                 *ab = a + b * m * n;
+    const int32_t *pb = pv + b * m;
+    memset(seen, 0, (size_t)(m > 0 ? m : 1));
+    for (int64_t i = 0; i < m; i++) {
+      CHECK(pb[i] >= 0 && pb[i] < m && !seen[pb[i]],
+            "%s, matrix %lld: perm "
+            "is not a permutation",
+            what, (long long)b);
+      seen[pb[i]] = 1;
+    }
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < k; j++) {
+        double x = lb[i * k + j];
+        CHECK(j > i    ? x == 0
+              : j == i ? x == 1
+                       : fabs(x) <= 1,
+              "%s, matrix "
+              "%lld: L[%lld][%lld] = %g",
+              what, (long long)b, (long long)i, (long long)j, x);
+      }
+    for (int64_t i = 0; i < k; i++)
+      for (int64_t j = 0; j < i && j < n; j++)
+        CHECK(ub[i * n + j] == 0, "%s, matrix %lld: U[%lld][%lld] is not 0",
+              what, (long long)b, (long long)i, (long long)j);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double s = 0;
+        for (int64_t p = 0; p < k; p++)
+          s += lb[i * k + p] * ub[p * n + j];
+        double r = ab[pb[i] * n + j];
+        num += (s - r) * (s - r);
+        den += r * r;
+      }
+    double err =
+        sqrt(num) / (sqrt(den) * (double)n * kt_eps(kiln_array_dtype(arr)));
+    CHECK(err < LT_THRESHOLD,
+          "%s, matrix %lld: ||A[perm] - LU|| is %.3g n "
+          "eps",
+          what, (long long)b, err);
+  }
+  free(seen);
+  free(lv);
+  free(uv);
+  free(pv);
+  kiln_array_destroy(perm);
+  kiln_array_destroy(l);
+  kiln_array_destroy(u);
+}
+
+/* batch random m x n matrices, factored (packed and unpacked) and checked
+ * through `path`. */
+static void lt_random_case(kiln_dtype dt, int64_t batch, int64_t m, int64_t n,
+                           int path, bool unpacked) {
+  double *a = lt_alloc(batch * m * n);
+  lt_random(a, batch * m * n);
+  int64_t shape[3] = {batch, m, n};
+  int nd = batch == 1 ? 2 : 3;
+  kiln_array *arr = lt_array(dt, nd, nd == 2 ? shape + 1 : shape, a);
+  char what[128];
+  snprintf(what, sizeof what, "%s %lld x %lld x %lld path %d",
+           kiln_dtype_name(dt), (long long)batch, (long long)m, (long long)n,
+           path);
+  lt_factor_check(what, arr, a, batch, m, n, path);
+  if (unpacked)
+    lt_unpacked_check(what, arr, a, batch, m, n, path);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+void test_linalg_lu_factor_shapes(void) {
+  static const int64_t sq[] = {1, 2, 7, 33, 64, 65, 150};
+  for (int d = 0; d < 2; d++) {
+    for (size_t i = 0; i < sizeof sq / sizeof *sq; i++)
+      lt_random_case(lt_dtypes[d], 1, sq[i], sq[i], 0, true);
+    lt_random_case(lt_dtypes[d], 1, 40, 13, 0, true); /* tall, small */
+    lt_random_case(lt_dtypes[d], 1, 13, 40, 0, true); /* wide, small */
+    lt_random_case(lt_dtypes[d], 1, 1, 5, 0, true);
+    lt_random_case(lt_dtypes[d], 1, 5, 1, 0, true);
+    lt_random_case(lt_dtypes[d], 1, 300, 70, 0, true); /* tall, blocked */
+    lt_random_case(lt_dtypes[d], 1, 70, 300, 0, true); /* wide, blocked */
+  }
+}
+
+/* Batches, small and blocked, and two batch dimensions. */
+void test_linalg_lu_factor_batched(void) {
+  for (int d = 0; d < 2; d++) {
+    lt_random_case(lt_dtypes[d], 200, 12, 12, 0, true);
+    lt_random_case(lt_dtypes[d], 5, 50, 30, 0, false);
+    lt_random_case(lt_dtypes[d], 3, 100, 100, 0, true);
+  }
+  int64_t shape[4] = {2, 3, 9, 7};
+  double *a = lt_alloc(6 * 63);
+  lt_random(a, 6 * 63);
+  kiln_array *arr = lt_array(KILN_FLOAT64, 4, shape, a);
+  lt_factor_check("float64 2 x 3 x 9 x 7", arr, a, 6, 9, 7, 0);
+  lt_unpacked_check("float64 2 x 3 x 9 x 7", arr, a, 6, 9, 7, 0);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* Both paths where both apply; the blocked one on one strip, several
+ * strips and several panels; the register shapes of lu_panel (rows per
+ * thread 2, 4, 8) and lu_panel_global (rows beyond registers). */
+void test_linalg_lu_factor_paths(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_random_case(dt, 3, 20, 20, 1, false);
+    lt_random_case(dt, 3, 20, 20, 2, false);
+    lt_random_case(dt, 2, 64, 50, 1, false);
+    lt_random_case(dt, 2, 64, 50, 2, false);
+    lt_random_case(dt, 1, 5, 9, 2, false);
+    lt_random_case(dt, 1, 97, 97, 2, false);
+    lt_random_case(dt, 1, 1100, 45, 2, false);
+    lt_random_case(dt, 1, 2100, 9, 2, false);
+  }
+  lt_random_case(KILN_FLOAT32, 1, 4500, 5, 2, false);  /* R = 16 */
+  lt_random_case(KILN_FLOAT64, 1, 8300, 3, 2, false);  /* global */
+  lt_random_case(KILN_FLOAT32, 1, 16500, 3, 2, false); /* global */
+}
+
+/* A transposed view and a sliced view (every other row and column of a
+ * batch taken with a step). */
+void test_linalg_lu_strided(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    int64_t sizes[2] = {23, 90};
+    for (int s = 0; s < 2; s++) {
+      int64_t n = sizes[s], batch = 2;
+      int64_t total = 2 * batch * 2 * n * 2 * n;
+      double *base = lt_alloc(total), *a = lt_alloc(batch * n * n);
+      double *t = lt_alloc(batch * n * n);
+      lt_random(base, total);
+      int64_t bshape[3] = {2 * batch, 2 * n, 2 * n};
+      kiln_array *owner = lt_array(dt, 3, bshape, base);
+      for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < n; i++)
+          for (int64_t j = 0; j < n; j++) {
+            double x = base[(2 * b) * 4 * n * n + (2 * i) * 2 * n + 2 * j];
+            a[b * n * n + i * n + j] = x;
+            t[b * n * n + j * n + i] = x;
+          }
+      int64_t vshape[3] = {batch, n, n};
+      int64_t vstr[3] = {2 * 4 * n * n, 4 * n, 2};
+      int64_t tstr[3] = {2 * 4 * n * n, 2, 4 * n};
+      kiln_array *v = NULL, *tv = NULL;
+      CHECK_OK(kiln_array_view(owner, 3, vshape, vstr, 0, &v));
+      CHECK_OK(kiln_array_view(owner, 3, vshape, tstr, 0, &tv));
+      char what[96];
+      snprintf(what, sizeof what, "%s sliced view %lld", kiln_dtype_name(dt),
+               (long long)n);
+      lt_factor_check(what, v, a, batch, n, n, 0);
+      snprintf(what, sizeof what, "%s transposed view %lld",
+               kiln_dtype_name(dt), (long long)n);
+      lt_unpacked_check(what, tv, t, batch, n, n, 0);
+      kiln_array_destroy(v);
+      kiln_array_destroy(tv);
+      kiln_array_destroy(owner);
+      free(base);
+      free(a);
+      free(t);
+    }
+  }
+}
+
+/* Condition 1e6 in float32 and 1e12 in float64: the backward error stays
+ * small (partial pivoting is backward stable in practice). */
+void test_linalg_lu_ill_conditioned(void) {
+  static const int64_t sizes[] = {30, 130};
+  for (int d = 0; d < 2; d++)
+    for (int s = 0; s < 2; s++) {
+      kiln_dtype dt = lt_dtypes[d];
+      int64_t n = sizes[s];
+      double *a = lt_alloc(n * n);
+      lt_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      int64_t shape[2] = {n, n};
+      kiln_array *arr = lt_array(dt, 2, shape, a);
+      char what[96];
+      snprintf(what, sizeof what, "%s ill-conditioned %lld",
+               kiln_dtype_name(dt), (long long)n);
+      lt_factor_check(what, arr, a, 1, n, n, 0);
+      kiln_array_destroy(arr);
+      free(a);
+    }
+}
+
+/* ---- solve and inv ------------------------------------------------------- */
+
+/* Checks X (n x k, one matrix) against A and B: residual and forward
+ * error against the host solve. */
+static void lt_check_solution(const char *what, int64_t entry, kiln_dtype dt,
+                              int64_t n, int64_t k, const double *a,
+                              const double *b, const double *x) {
+  double *ref = lt_alloc(n * k), *r = lt_alloc(n * k);
+  lt_host_solve(n, k, a, b, ref);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t c = 0; c < k; c++) {
+      double s = -b[i * k + c];
+      for (int64_t p = 0; p < n; p++)
+        s += a[i * n + p] * x[p * k + c];
+      r[i * k + c] = s;
+    }
+  double eps = kt_eps(dt);
+  double res = lt_fro(r, n * k) /
+               (lt_fro(a, n * n) * lt_fro(x, n * k) * (double)n * eps);
+  CHECK(res < LT_THRESHOLD, "%s, matrix %lld: residual %.3g n eps", what,
+        (long long)entry, res);
+  for (int64_t i = 0; i < n * k; i++)
+    r[i] = x[i] - ref[i];
+  double cond = lt_cond(n, a);
+  double fwd = lt_fro(r, n * k) / lt_fro(ref, n * k);
+  CHECK(fwd <= LT_THRESHOLD * cond * (double)n * eps,
+        "%s, matrix %lld: "
+        "forward error %.3g, cond %.3g",
+        what, (long long)entry, fwd, cond);
+  free(ref);
+  free(r);
+}
+
+/* kiln_solve_ex with A batch_a x n x n (batch_a 0: a 2-D A) and B batch_b
+ * x n x k (0: 2-D; -1: 1-D of n, k must be 1). */
+static void lt_solve_case(kiln_dtype dt, int64_t batch_a, int64_t batch_b,
+                          int64_t n, int64_t k, int path) {
+  int64_t ba = batch_a > 0 ? batch_a : 1, bb = batch_b > 0 ? batch_b : 1;
+  int64_t batch = ba > bb ? ba : bb;
+  double *a = lt_alloc(ba * n * n), *b = lt_alloc(bb * n * k);
+  lt_random(a, ba * n * n);
+  lt_random(b, bb * n * k);
+  int64_t sa[3] = {batch_a, n, n}, sb[3] = {batch_b, n, k};
+  kiln_array *aa =
+      lt_array(dt, batch_a > 0 ? 3 : 2, batch_a > 0 ? sa : sa + 1, a);
+  kiln_array *barr = batch_b < 0 ? lt_array(dt, 1, sb + 1, b)
+                                 : lt_array(dt, batch_b > 0 ? 3 : 2,
+                                            batch_b > 0 ? sb : sb + 1, b);
+  kiln_linalg_opts o = lt_opts(path);
+  kiln_array *x = NULL;
+  CHECK_OK(kiln_solve_ex(aa, barr, &o, &x));
+  char what[128];
+  snprintf(what, sizeof what,
+           "solve %s A %lld x %lld^2, B %lld x %lld x "
+           "%lld, path %d",
+           kiln_dtype_name(dt), (long long)batch_a, (long long)n,
+           (long long)batch_b, (long long)n, (long long)k, path);
+  int want_nd = batch_b < 0 ? 1 : (batch_a > 0 || batch_b > 0) ? 3 : 2;
+  CHECK(kiln_array_ndim(x) == want_nd && kiln_array_size(x) == batch * n * k &&
+            kiln_array_dtype(x) == dt,
+        "%s: X has the wrong rank, size or dtype", what);
+  double *xv = kt_read_f64(x);
+  for (int64_t e = 0; e < batch; e++)
+    lt_check_solution(what, e, dt, n, k, a + (batch_a > 0 ? e : 0) * n * n,
+                      b + (batch_b > 0 ? e : 0) * n * k, xv + e * n * k);
+  free(xv);
+  kiln_array_destroy(x);
+  kiln_array_destroy(aa);
+  kiln_array_destroy(barr);
+  free(a);
+  free(b);
+}
+
+void test_linalg_lu_solve(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_solve_case(dt, 0, 0, 1, 1, 0);
+    lt_solve_case(dt, 0, 0, 10, 3, 0);
+    lt_solve_case(dt, 0, -1, 17, 1, 0);  /* 1-D B */
+    lt_solve_case(dt, 0, 0, 120, 16, 0); /* blocked */
+    lt_solve_case(dt, 40, 40, 8, 2, 0);  /* batched both */
+    lt_solve_case(dt, 0, 6, 30, 4, 0);   /* 2-D A, batched B */
+    lt_solve_case(dt, 5, 0, 30, 4, 0);   /* batched A, 2-D B */
+    lt_solve_case(dt, 3, 3, 70, 5, 2);   /* forced blocked */
+    lt_solve_case(dt, 3, 3, 40, 5, 1);   /* forced small */
+  }
+}
+
+/* A strided B (a transposed view) and an ill-conditioned A. */
+void test_linalg_lu_solve_hard(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    int64_t n = 50, k = 6;
+    double *a = lt_alloc(n * n), *bt = lt_alloc(k * n), *b = lt_alloc(n * k);
+    lt_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+    lt_random(bt, k * n);
+    int64_t sa[2] = {n, n}, sbt[2] = {k, n}, sb[2] = {n, k};
+    kiln_array *aa = lt_array(dt, 2, sa, a), *bo = lt_array(dt, 2, sbt, bt);
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t c = 0; c < k; c++)
+        b[i * k + c] = bt[c * n + i];
+    int64_t st[2] = {1, n};
+    kiln_array *bv = NULL, *x = NULL;
+    CHECK_OK(kiln_array_view(bo, 2, sb, st, 0, &bv));
+    CHECK_OK(kiln_solve(aa, bv, &x));
+    double *xv = kt_read_f64(x);
+    lt_check_solution(dt == KILN_FLOAT32 ? "float32 ill, strided B"
+                                         : "float64 ill, strided B",
+                      0, dt, n, k, a, b, xv);
+    free(xv);
+    kiln_array_destroy(x);
+    kiln_array_destroy(bv);
+    kiln_array_destroy(bo);
+    kiln_array_destroy(aa);
+    free(a);
+    free(b);
+    free(bt);
+  }
+}
+
+/* A Ainv = I: the inverse against the host's, batched and blocked. */
+static void lt_inv_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
+                        double cond) {
+  double *a = lt_alloc(batch * n * n), *id = lt_alloc(n * n);
+  for (int64_t b = 0; b < batch; b++)
+    if (cond > 0)
+      lt_ill(n, cond, a + b * n * n);
+    else
+      lt_random(a + b * n * n, n * n);
+  for (int64_t i = 0; i < n; i++)
+    id[i * n + i] = 1;
+  int64_t shape[3] = {batch, n, n};
+  kiln_array *arr =
+      lt_array(dt, batch > 1 ? 3 : 2, batch > 1 ? shape : shape + 1, a);
+  kiln_linalg_opts o = lt_opts(path);
+  kiln_array *x = NULL;
+  CHECK_OK(kiln_inv_ex(arr, &o, &x));
+  CHECK(kiln_array_size(x) == batch * n * n, "inv: size");
+  double *xv = kt_read_f64(x);
+  char what[96];
+  snprintf(what, sizeof what, "inv %s %lld x %lld^2 path %d cond %g",
+           kiln_dtype_name(dt), (long long)batch, (long long)n, path, cond);
+  for (int64_t b = 0; b < batch; b++)
+    lt_check_solution(what, b, dt, n, n, a + b * n * n, id, xv + b * n * n);
+  free(xv);
+  kiln_array_destroy(x);
+  kiln_array_destroy(arr);
+  free(a);
+  free(id);
+}
+
+void test_linalg_lu_inv(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_inv_case(dt, 1, 1, 0, 0);
+    lt_inv_case(dt, 30, 9, 0, 0);
+    lt_inv_case(dt, 1, 100, 0, 0);
+    lt_inv_case(dt, 2, 40, 2, 0);
+    lt_inv_case(dt, 1, 40, 0, dt == KILN_FLOAT32 ? 1e6 : 1e12);
+  }
+}
+
+/* ---- det and slogdet ----------------------------------------------------- */
+
+static void lt_det_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
+                        int singular_entry) {
+  double *a = lt_alloc(batch * n * n);
+  lt_random(a, batch * n * n);
+  /* variance e / n per entry keeps E[det^2] = n! (e / n)^n near
+   * sqrt(2 pi n): far from overflow in float32 */
+  for (int64_t i = 0; i < batch * n * n; i++)
+    a[i] *= sqrt(3.0 * exp(1.0) / (double)n);
+  if (singular_entry >= 0) /* an exactly zero column 1 */
+    for (int64_t i = 0; i < n; i++)
+      a[singular_entry * n * n + i * n + (n > 1 ? 1 : 0)] = 0;
+  int64_t shape[3] = {batch, n, n};
+  kiln_array *arr =
+      lt_array(dt, batch > 1 ? 3 : 2, batch > 1 ? shape : shape + 1, a);
+  kiln_linalg_opts o = lt_opts(path);
+  kiln_array *det = NULL, *sign = NULL, *lad = NULL;
+  CHECK_OK(kiln_det_ex(arr, &o, &det));
+  CHECK_OK(kiln_slogdet_ex(arr, &o, &sign, &lad));
+  int want_nd = batch > 1 ? 1 : 0;
+  CHECK(kiln_array_ndim(det) == want_nd && kiln_array_ndim(sign) == want_nd &&
+            kiln_array_ndim(lad) == want_nd && kiln_array_dtype(det) == dt &&
+            kiln_array_size(det) == batch,
+        "det: shape or dtype");
+  double *dv = kt_read_f64(det), *sv = kt_read_f64(sign),
+         *lv = kt_read_f64(lad);
+  for (int64_t b = 0; b < batch; b++) {
+    double *f = lt_alloc(n * n);
+    int64_t *piv = calloc((size_t)(n > 0 ? n : 1), sizeof *piv);
+    CHECK(piv != NULL, "out of host memory");
+    memcpy(f, a + b * n * n, (size_t)(n * n) * sizeof *f);
+    double ref = lt_host_lu(n, f, piv);
+    free(f);
+    free(piv);
+    if (b == singular_entry) {
+      CHECK(dv[b] == 0 && sv[b] == 0 && isinf(lv[b]) && lv[b] < 0,
+            "det of a singular matrix %lld: det %g, sign %g, log %g",
+            (long long)b, dv[b], sv[b], lv[b]);
+      continue;
+    }
+    double cond = lt_cond(n, a + b * n * n);
+    double tol = LT_THRESHOLD * (double)n * kt_eps(dt) * cond;
+    CHECK(fabs(dv[b] - ref) <= tol * fabs(ref),
+          "det %s n %lld matrix %lld: "
+          "%.17g vs %.17g",
+          kiln_dtype_name(dt), (long long)n, (long long)b, dv[b], ref);
+    CHECK(sv[b] == (ref > 0 ? 1.0 : -1.0), "slogdet sign %g, det %g", sv[b],
+          ref);
+    CHECK(fabs(lv[b] - log(fabs(ref))) <= tol, "slogdet log %.17g vs %.17g",
+          lv[b], log(fabs(ref)));
+  }
+  free(dv);
+  free(sv);
+  free(lv);
+  kiln_array_destroy(det);
+  kiln_array_destroy(sign);
+  kiln_array_destroy(lad);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+void test_linalg_lu_det(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_det_case(dt, 1, 1, 0, -1);
+    lt_det_case(dt, 1, 6, 0, -1);
+    lt_det_case(dt, 20, 7, 0, 3);
+    lt_det_case(dt, 1, 80, 0, -1);
+    lt_det_case(dt, 4, 70, 2, 2);
+    lt_det_case(dt, 4, 30, 1, 0);
+  }
+  /* empty matrices: det 1, slogdet (1, 0); NaN propagates */
+  int64_t s300[3] = {3, 0, 0};
+  kiln_array *e = NULL, *d = NULL, *sg = NULL, *ld = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 3, s300, &e));
+  CHECK_OK(kiln_det(e, &d));
+  CHECK_OK(kiln_slogdet(e, &sg, &ld));
+  double *dv = kt_read_f64(d), *sv = kt_read_f64(sg), *lv = kt_read_f64(ld);
+  for (int i = 0; i < 3; i++)
+    CHECK(dv[i] == 1 && sv[i] == 1 && lv[i] == 0, "det of a 0 x 0 matrix");
+  free(dv);
+  free(sv);
+  free(lv);
+  kiln_array_destroy(d);
+  kiln_array_destroy(sg);
+  kiln_array_destroy(ld);
+  kiln_array_destroy(e);
+  double nan4[4] = {1, NAN, 2, 3};
+  int64_t s22[2] = {2, 2};
+  kiln_array *na = lt_array(KILN_FLOAT64, 2, s22, nan4);
+  CHECK_OK(kiln_det(na, &d));
+  dv = kt_read_f64(d);
+  CHECK(isnan(dv[0]), "det of a matrix with NaN is NaN, got %g", dv[0]);
+  free(dv);
+  kiln_array_destroy(d);
+  kiln_array_destroy(na);
+}
+
+/* ---- failures ------------------------------------------------------------ */
+
+/* A batch whose entry `bad` has an exactly zero column `col`: lu, solve and
+ * inv fail naming the entry and pivot col + 1; outputs untouched. */
+static void lt_singular_case(kiln_dtype dt, int64_t batch, int64_t n,
+                             int64_t bad, int64_t col, int path) {
+  double *a = lt_alloc(batch * n * n), *b = lt_alloc(batch * n);
+  lt_random(a, batch * n * n);
+  lt_random(b, batch * n);
+  for (int64_t i = 0; i < n; i++)
+    a[bad * n * n + i * n + col] = 0;
+  int64_t shape[3] = {batch, n, n}, bs[3] = {batch, n, 1};
+  kiln_array *arr = lt_array(dt, 3, shape, a), *barr = lt_array(dt, 3, bs, b);
+  kiln_linalg_opts o = lt_opts(path);
+  kiln_array *sentinel = (kiln_array *)&o, *x1 = sentinel, *x2 = sentinel;
+  kiln_array *x3 = sentinel;
+  char want[96];
+  snprintf(want, sizeof want,
+           "matrix %lld (batch index, from 0) of A is "
+           "singular: its pivot %lld ",
+           (long long)bad, (long long)col + 1);
+  CHECK_STATUS(kiln_lu_factor_ex(arr, &o, &x1, &x2),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS(want);
+  CHECK_ERR_HAS("[kiln_lu_factor_ex]");
+  CHECK_STATUS(kiln_lu_ex(arr, &o, &x1, &x2, &x3), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS(want);
+  CHECK_STATUS(kiln_solve_ex(arr, barr, &o, &x1), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS(want);
+  CHECK_ERR_HAS("[kiln_solve_ex]");
+  CHECK_STATUS(kiln_inv_ex(arr, &o, &x1), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS(want);
+  CHECK(x1 == sentinel && x2 == sentinel && x3 == sentinel,
+        "an output was written on failure");
+  kiln_array_destroy(arr);
+  kiln_array_destroy(barr);
+  free(a);
+  free(b);
+}
+
+void test_linalg_lu_singular(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_singular_case(dt, 5, 8, 3, 2, 0);
+    lt_singular_case(dt, 5, 8, 3, 0, 2);
+    lt_singular_case(dt, 2, 100, 1, 77, 0); /* blocked, second panel */
+    lt_singular_case(dt, 2, 40, 0, 39, 1);
+  }
+  /* a plain matrix is named A; several failures name the first */
+  double a[9] = {1, 2, 3, 2, 4, 6, 1, 0, 1};
+  int64_t s33[2] = {3, 3};
+  kiln_array *arr = lt_array(KILN_FLOAT64, 2, s33, a), *x = NULL;
+  CHECK_STATUS(kiln_inv(arr, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("A is singular: its pivot");
+  CHECK_ERR_HAS("[kiln_inv]");
+  CHECK(x == NULL, "*out was written on failure");
+  kiln_array_destroy(arr);
+  double z[3 * 4] = {1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1};
+  int64_t s322[3] = {3, 2, 2};
+  arr = lt_array(KILN_FLOAT32, 3, s322, z);
+  kiln_array *piv = NULL;
+  CHECK_STATUS(kiln_lu_factor(arr, &x, &piv), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("matrix 1 (batch index, from 0) of A (and 1 more matrix) is "
+                "singular: its pivot 1 ");
+  kiln_array_destroy(arr);
+}
+
+/* NaN or infinity in A: lu, solve and inv refuse it, on both paths. */
+void test_linalg_lu_nonfinite(void) {
+  for (int path = 1; path <= 2; path++)
+    for (int d = 0; d < 2; d++) {
+      int64_t n = 20, shape[3] = {2, 20, 20};
+      double *a = lt_alloc(2 * n * n);
+      lt_random(a, 2 * n * n);
+      a[n * n + 7 * n + 19] = d == 0 ? NAN : INFINITY;
+      kiln_array *arr = lt_array(lt_dtypes[d], 3, shape, a);
+      kiln_linalg_opts o = lt_opts(path);
+      kiln_array *x = NULL, *p = NULL;
+      CHECK_STATUS(kiln_lu_factor_ex(arr, &o, &x, &p),
+                   KILN_ERROR_INVALID_ARGUMENT);
+      CHECK_ERR_HAS("matrix 1 (batch index, from 0) of A contains NaN or "
+                    "infinity");
+      CHECK_STATUS(kiln_solve_ex(arr, arr, &o, &x),
+                   KILN_ERROR_INVALID_ARGUMENT);
+      CHECK_ERR_HAS("NaN or infinity");
+      CHECK_STATUS(kiln_inv_ex(arr, &o, &x), KILN_ERROR_INVALID_ARGUMENT);
+      CHECK_ERR_HAS("NaN or infinity");
+      CHECK(x == NULL && p == NULL, "an output was written on failure");
+      kiln_array_destroy(arr);
+      free(a);
+    }
+}
+
+/* Empty shapes give empty results; bad arguments are clear errors. */
+void test_linalg_lu_errors(void) {
+  int64_t s00[2] = {0, 0}, s055[3] = {0, 5, 5}, s50[2] = {5, 0};
+  kiln_array *e = NULL, *lu = NULL, *piv = NULL, *perm = NULL, *l = NULL;
+  kiln_array *u = NULL, *x = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s00, &e));
+  CHECK_OK(kiln_lu_factor(e, &lu, &piv));
+  CHECK(kiln_array_size(lu) == 0 && kiln_array_size(piv) == 0, "0 x 0");
+  kiln_array_destroy(lu);
+  kiln_array_destroy(piv);
+  CHECK_OK(kiln_inv(e, &x));
+  CHECK(kiln_array_size(x) == 0 && kiln_array_ndim(x) == 2, "inv 0 x 0");
+  kiln_array_destroy(x);
+  kiln_array_destroy(e);
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, s055, &e));
+  CHECK_OK(kiln_lu(e, &perm, &l, &u));
+  CHECK(kiln_array_size(perm) == 0 && kiln_array_ndim(perm) == 2 &&
+            kiln_array_size(l) == 0 && kiln_array_size(u) == 0,
+        "0 x 5 x 5");
+  kiln_array_destroy(perm);
+  kiln_array_destroy(l);
+  kiln_array_destroy(u);
+  CHECK_OK(kiln_solve(e, e, &x));
+  CHECK(kiln_array_size(x) == 0 && kiln_array_ndim(x) == 3, "solve empty");
+  kiln_array_destroy(x);
+  kiln_array_destroy(e);
+  /* 5 x 0: no pivots, perm the identity, L 5 x 0, U 0 x 0 */
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s50, &e));
+  CHECK_OK(kiln_lu(e, &perm, &l, &u));
+  int32_t *pv = kt_read(perm);
+  for (int i = 0; i < 5; i++)
+    CHECK(pv[i] == i, "perm of a 5 x 0 matrix is the identity");
+  free(pv);
+  CHECK(kiln_array_shape(l)[0] == 5 && kiln_array_shape(l)[1] == 0 &&
+            kiln_array_size(u) == 0,
+        "L and U of a 5 x 0 matrix");
+  kiln_array_destroy(perm);
+  kiln_array_destroy(l);
+  kiln_array_destroy(u);
+  kiln_array_destroy(e);
+
+  int64_t s34[2] = {3, 4}, s4[1] = {4}, s44[2] = {4, 4}, s3[1] = {3};
+  int64_t s244[3] = {2, 4, 4}, s342[3] = {3, 4, 2};
+  kiln_array *rect = NULL, *vec = NULL, *ints = NULL, *sq = NULL;
+  kiln_array *sq32 = NULL, *v3 = NULL, *b2 = NULL, *b3 = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s34, &rect));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 1, s4, &vec));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 2, s44, &ints));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 2, s44, &sq));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s44, &sq32));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 1, s3, &v3));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, s244, &b2));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, s342, &b3));
+  CHECK_OK(kiln_array_fill(sq, 1.0, NULL));
+  x = NULL;
+  lu = piv = NULL;
+  CHECK_STATUS(kiln_lu_factor(NULL, &lu, &piv), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("A is NULL");
+  CHECK_STATUS(kiln_lu_factor(sq, NULL, &piv), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("lu is NULL");
+  CHECK_STATUS(kiln_lu(sq, &perm, &l, NULL), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("u is NULL");
+  CHECK_STATUS(kiln_lu_factor(vec, &lu, &piv), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("dimension");
+  CHECK_STATUS(kiln_lu_factor(ints, &lu, &piv), KILN_ERROR_UNSUPPORTED);
+  CHECK_ERR_HAS("int32");
+  CHECK_STATUS(kiln_inv(rect, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("3 x 4");
+  CHECK_ERR_HAS("square");
+  CHECK_STATUS(kiln_det(rect, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("square");
+  CHECK_STATUS(kiln_solve(sq, sq32, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("B is float32 but A is float64");
+  CHECK_STATUS(kiln_solve(sq, v3, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("B has 3 rows but A is 4 x 4");
+  CHECK_STATUS(kiln_solve(b2, v3, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("B is 1-D");
+  CHECK_STATUS(kiln_solve(b2, b3, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("batch dimensions of A and B differ");
+  CHECK_STATUS(kiln_solve(sq, NULL, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("B is NULL");
+  kiln_linalg_opts o = lt_opts(3);
+  CHECK_STATUS(kiln_lu_factor_ex(sq, &o, &lu, &piv),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("opts->path is 3");
+  int64_t s6565[2] = {65, 65};
+  kiln_array *big = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s6565, &big));
+  o.path = 1;
+  CHECK_STATUS(kiln_solve_ex(big, big, &o, &x), KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("64 x 64");
+  CHECK_ERR_HAS("65 x 65");
+  CHECK(x == NULL && lu == NULL && piv == NULL, "outputs written on failure");
+  kiln_array *arrays[9] = {rect, vec, ints, sq, sq32, v3, b2, b3, big};
+  for (int i = 0; i < 9; i++)
+    kiln_array_destroy(arrays[i]);
+}
+
+/* ---- every kernel the drivers launch, compiled for a CUDA target --------- */
+
+typedef struct lt_cfg {
+  const char *name, *inputs, *outputs;
+  int in_ndim[6];
+  kiln_dtype in_dt[6];
+  int num_inputs;
+  kiln_dtype out_dt[3];
+  int out_ndim[3];
+  int num_outputs;
+  kiln_template_arg t[6];
+  int nt;
+} lt_cfg;
+
+static void lt_targ(kiln_template_arg *t, const char *name,
+                    kiln_template_kind kind, int64_t v, kiln_dtype d) {
+  t->name = name;
+  t->kind = kind;
+  t->dtype = d;
+  t->value = v;
+}
+
+static void lt_compile(const lt_cfg *c, const char *target) {
+  kiln_kernel *k = NULL;
+  CHECK_OK(kiln__library_kernel("lu", c->name, c->inputs, c->outputs,
+                                KILN__LIB_NO_ROW_CONTIG, &k));
+  kiln_array_spec in[6];
+  memset(in, 0, sizeof in);
+  for (int i = 0; i < c->num_inputs; i++) {
+    in[i].dtype = c->in_dt[i];
+    in[i].ndim = c->in_ndim[i];
+  }
+  kiln_output_spec out[3];
+  memset(out, 0, sizeof out);
+  for (int i = 0; i < c->num_outputs; i++) {
+    out[i].dtype = c->out_dt[i];
+    out[i].ndim = c->out_ndim[i];
+  }
+  kiln_launch L;
+  kiln_launch_init(&L);
+  L.num_inputs = c->num_inputs;
+  L.outputs = out;
+  L.num_outputs = c->num_outputs;
+  L.template_args = c->t;
+  L.num_template_args = c->nt;
+  L.device = kt_device();
+  kiln_compile_report rep;
+  memset(&rep, 0, sizeof rep);
+  rep.struct_size = sizeof rep;
+  kiln_status st =
+      kiln_kernel_compile(k, &L, in, target, &rep, NULL, NULL, NULL);
+  CHECK(st == KILN_OK, "%s (%s) does not compile for %s", c->name,
+        kiln_dtype_name(c->t[0].dtype), target);
+  CHECK(rep.threadgroup_memory <= 48 * 1024,
+        "%s uses %llu bytes of "
+        "threadgroup memory",
+        c->name, (unsigned long long)rep.threadgroup_memory);
+}
+
+/* A configuration: inputs "name:ndim" with T for the matrix dtype. */
+static lt_cfg lt_make(const char *name, const char *inputs, const char *outputs,
+                      kiln_dtype dt, int rank, const char *in_kinds,
+                      const char *out_kinds) {
+  lt_cfg c;
+  memset(&c, 0, sizeof c);
+  c.name = name;
+  c.inputs = inputs;
+  c.outputs = outputs;
+  /* kinds: M matrix of dt (rank), P int32 (rank - 1), S int32 scalar,
+   * I int32 1-D, D dt (rank - 2) */
+  for (const char *p = in_kinds; *p; p++, c.num_inputs++) {
+    int i = c.num_inputs;
+    c.in_dt[i] = *p == 'M' ? dt : KILN_INT32;
+    c.in_ndim[i] = *p == 'M' ? rank : *p == 'P' ? rank - 1 : *p == 'I' ? 1 : 0;
+  }
+  for (const char *p = out_kinds; *p; p++, c.num_outputs++) {
+    int i = c.num_outputs;
+    c.out_dt[i] = *p == 'M' || *p == 'D' ? dt : KILN_INT32;
+    c.out_ndim[i] = *p == 'M'   ? rank
+                    : *p == 'P' ? rank - 1
+                    : *p == 'D' ? rank - 2
+                                : 1;
+  }
+  lt_targ(&c.t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+  c.nt = 1;
+  return c;
+}
+
+/* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
+ * the LU drivers can launch for that target; skipped otherwise. */
+void test_linalg_lu_nvrtc(void) {
+  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
+  if (target == NULL || *target == '\0')
+    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  lt_cfg c = lt_make("lu_iota", "count", "idx", KILN_INT32, 2, "S", "I");
+  c.nt = 0;
+  lt_compile(&c, target);
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    for (int rank = 2; rank <= 3; rank++) {
+      for (int nmax = 16; nmax <= 64; nmax *= 2) {
+        c = lt_make("lu_small", "A,batch0", "W,piv,info", dt, rank, "MS",
+                    "MPI");
+        lt_targ(&c.t[1], "NMAX", KILN_TEMPLATE_INT, nmax, KILN_INT32);
+        c.nt = 2;
+        lt_compile(&c, target);
+      }
+      c = lt_make("lu_copy", "A,batch0", "W,info", dt, rank, "MS", "MI");
+      lt_compile(&c, target);
+      int cap = dt == KILN_FLOAT64 ? 16 : 32;
+      for (int r = 1; r <= cap; r *= 2) {
+        c = lt_make("lu_panel", "Win,c0,p0,pe,batch0", "W,piv,info", dt, rank,
+                    "MSSSS", "MPI");
+        lt_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
+        lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 32, KILN_INT32);
+        lt_targ(&c.t[3], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
+        lt_targ(&c.t[4], "MW", KILN_TEMPLATE_INT, cap / r < 32 ? cap / r : 32,
+                KILN_INT32);
+        c.nt = 5;
+        lt_compile(&c, target);
+      }
+      c = lt_make("lu_panel_global", "Win,c0,p0,pe,batch0", "W,piv,info", dt,
+                  rank, "MSSSS", "MPI");
+      lt_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
+      lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 32, KILN_INT32);
+      c.nt = 3;
+      lt_compile(&c, target);
+      for (int nb = 64; nb <= 256; nb *= 4) {
+        c = lt_make("lu_laswp", "Win,piv,p0,pe,batch0", "W", dt, rank, "MPSSS",
+                    "M");
+        int cw = 32768 / (2 * nb * (int)kiln_dtype_size(dt));
+        lt_targ(&c.t[1], "NB", KILN_TEMPLATE_INT, nb, KILN_INT32);
+        lt_targ(&c.t[2], "CW", KILN_TEMPLATE_INT, cw > 32 ? 32 : cw,
+                KILN_INT32);
+        c.nt = 3;
+        lt_compile(&c, target);
+      }
+      for (int shared = 0; shared < 2; shared++) {
+        c = lt_make("lu_perm", "W,piv,batch0", "perm", dt, rank, "MPS", "P");
+        lt_targ(&c.t[0], "SHARED", KILN_TEMPLATE_BOOL, shared, KILN_INT32);
+        lt_compile(&c, target);
+      }
+      c = lt_make("lu_unpack", "W,batch0", "L,U", dt, rank, "MS", "MM");
+      lt_compile(&c, target);
+      for (int flag = 0; flag < 2; flag++) {
+        c = lt_make("lu_gather", "B,perm,batch0", "X", dt, rank, "MPS", "M");
+        lt_targ(&c.t[1], "IDENT", KILN_TEMPLATE_BOOL, flag, KILN_INT32);
+        c.nt = 2;
+        lt_compile(&c, target);
+        c = lt_make("lu_det", "W,piv,batch0", "D,S", dt, rank, "MPS", "DD");
+        lt_targ(&c.t[1], "LOG", KILN_TEMPLATE_BOOL, flag, KILN_INT32);
+        c.nt = 2;
+        lt_compile(&c, target);
+      }
+    }
+  }
+}

@@ -1,0 +1,774 @@
+/*
+ * QR (kiln_qr, kiln_qr_ex, and TSQR's kiln__qr_tsqr) on the device under
+ * test.
+ *
+ * Inputs are fresh random matrices, or, for the ill-conditioned cases,
+ * U diag(s) V^T with U, V products of random reflectors and s spread
+ * log-evenly down to 1/cond. Every factorization is checked by
+ *   - its backward error ||A - Q R||_F / (||A||_F max(m, n) eps),
+ *   - Q's orthogonality ||Q^T Q - I||_F / (max(m, n) eps),
+ *   - R's shape: exact zeros below the diagonal, a non-negative diagonal,
+ *   - R against a float64 host Householder QR written here (with a
+ *     non-negative diagonal, the QR of a full-rank matrix is unique), for
+ *     the well-conditioned inputs,
+ * with the result buffers poisoned (the device's allocator cache is filled
+ * with NaN blocks of the results' sizes first), so an element the kernels
+ * forgot to write shows up as NaN.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "linalg/linalg.h"
+
+/* Backward error and orthogonality below this many units of
+ * max(m, n) eps pass (Householder QR and TSQR give O(1)). */
+#define QT_THRESHOLD 10.0
+/* R against the float64 reference, relative to ||A||_F, in units of
+ * max(m, n) eps: R's sensitivity grows with the conditioning of the random
+ * inputs (square ones reach a few hundred), hence the margin. */
+#define QT_R_THRESHOLD 3000.0
+
+static const kiln_dtype qt_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
+
+static double *qt_alloc(int64_t n) {
+  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+  CHECK(p != NULL, "out of host memory");
+  return p;
+}
+
+static int64_t qt_max(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t qt_min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- inputs ------------------------------------------------------------ */
+
+/* a (m x n) = random values in [-1, 1]. */
+static void qt_random(int64_t m, int64_t n, double *a) {
+  for (int64_t i = 0; i < m * n; i++)
+    a[i] = kt_uniform(-1, 1);
+}
+
+/* X (rows x cols, row-major) = X H on the right (right = true) or H X,
+ * H = I - 2 v v^T / v^T v, for a random v of the matching length. */
+static void qt_reflect(double *x, int64_t rows, int64_t cols, bool right) {
+  int64_t len = right ? cols : rows;
+  double *v = qt_alloc(len), vv = 0;
+  for (int64_t i = 0; i < len; i++) {
+    v[i] = kt_uniform(-1, 1);
+    vv += v[i] * v[i];
+  }
+  if (right) {
+    for (int64_t i = 0; i < rows; i++) {
+      double d = 0;
+      for (int64_t k = 0; k < cols; k++)
+        d += x[i * cols + k] * v[k];
+      for (int64_t k = 0; k < cols; k++)
+        x[i * cols + k] -= 2.0 * d * v[k] / vv;
+    }
+  } else {
+    for (int64_t j = 0; j < cols; j++) {
+      double d = 0;
+      for (int64_t k = 0; k < rows; k++)
+        d += v[k] * x[k * cols + j];
+      for (int64_t k = 0; k < rows; k++)
+        x[k * cols + j] -= 2.0 * d * v[k] / vv;
+    }
+  }
+  free(v);
+}
+
+/* a (m x n) = U diag(s) V^T: U's columns the first k = min(m, n) columns
+ * of a product of reflectors, V likewise, s from 1 to 1/cond log-evenly. */
+static void qt_ill(int64_t m, int64_t n, double cond, double *a) {
+  int64_t k = qt_min(m, n);
+  double *b = qt_alloc(m * n);
+  for (int64_t i = 0; i < k; i++) /* diag(s), m x n */
+    b[i * n + i] = k > 1 ? pow(cond, -(double)i / (double)(k - 1)) : 1.0;
+  for (int r = 0; r < 3; r++) {
+    qt_reflect(b, m, n, false);
+    qt_reflect(b, m, n, true);
+  }
+  memcpy(a, b, (size_t)(m * n) * sizeof *a);
+  free(b);
+}
+
+/* The values rounded to `dt`, as kiln will see them, and a device array. */
+static kiln_array *qt_array(kiln_dtype dt, int ndim, const int64_t *shape,
+                            double *v) {
+  int64_t count = 1;
+  for (int d = 0; d < ndim; d++)
+    count *= shape[d];
+  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
+  CHECK(buf != NULL, "out of host memory");
+  for (int64_t i = 0; i < count; i++) {
+    kt_set(dt, buf, (size_t)i, v[i]);
+    v[i] = kt_get(dt, buf, (size_t)i);
+  }
+  kiln_array *a = kt_array(dt, ndim, shape, buf);
+  free(buf);
+  return a;
+}
+
+/* Fills the device's allocator cache with NaN blocks of `count` elements
+ * each, so that the next arrays of those sizes start poisoned. */
+static void qt_poison(kiln_dtype dt, int64_t count1, int64_t count2) {
+  int64_t counts[2] = {count1, count2};
+  kiln_array *p[2] = {NULL, NULL};
+  for (int i = 0; i < 2; i++) {
+    if (counts[i] <= 0)
+      continue;
+    int64_t shape[1] = {counts[i]};
+    CHECK_OK(kiln_array_create(kt_device(), dt, 1, shape, &p[i]));
+    CHECK_OK(kiln_array_fill(p[i], NAN, NULL));
+  }
+  CHECK_OK(kiln_stream_synchronize(kt_stream()));
+  kt_destroy_all(p, 2);
+}
+
+/* ---- the reference and the checks ---------------------------------------- */
+
+/*
+ * R of a (m x n) by Householder QR in double (LAPACK's geqr2 without the
+ * vectors), rows made non-negative on the diagonal: k x n into r.
+ */
+static void qt_ref_r(int64_t m, int64_t n, const double *a, double *r) {
+  double *w = qt_alloc(m * n), *v = qt_alloc(m);
+  memcpy(w, a, (size_t)(m * n) * sizeof *w);
+  int64_t k = qt_min(m, n);
+  for (int64_t j = 0; j < k; j++) {
+    double norm = 0;
+    for (int64_t i = j; i < m; i++)
+      norm = hypot(norm, w[i * n + j]);
+    if (norm == 0)
+      continue;
+    double alpha = w[j * n + j];
+    double beta = alpha > 0 ? -norm : norm;
+    for (int64_t i = j; i < m; i++)
+      v[i] = w[i * n + j];
+    v[j] -= beta; /* v = x - beta e1, H = I - 2 v v^T / v^T v */
+    double vv = 0;
+    for (int64_t i = j; i < m; i++)
+      vv += v[i] * v[i];
+    for (int64_t c = j; c < n; c++) {
+      double d = 0;
+      for (int64_t i = j; i < m; i++)
+        d += v[i] * w[i * n + c];
+      for (int64_t i = j; i < m; i++)
+        w[i * n + c] -= 2.0 * d * v[i] / vv;
+    }
+  }
+  for (int64_t i = 0; i < k; i++) {
+    double sg = w[i * n + i] < 0 ? -1.0 : 1.0;
+    for (int64_t c = 0; c < n; c++)
+      r[i * n + c] = c < i ? 0.0 : sg * w[i * n + c];
+  }
+  free(w);
+  free(v);
+}
+
+/* What one factorization is checked against. */
+typedef struct qt_case {
+  const char *what;
+  kiln_dtype dt;
+  kiln_qr_mode mode;
+  int64_t m, n;
+  bool compare_r; /* against the host reference (well conditioned) */
+} qt_case;
+
+/* Checks one matrix: a (m x n), q (m x qc, or NULL), r (rr x n). */
+static void qt_check_one(const qt_case *c, int64_t entry, const double *a,
+                         const double *q, const double *r) {
+  int64_t m = c->m, n = c->n, k = qt_min(m, n);
+  bool complete = c->mode == KILN_QR_COMPLETE;
+  int64_t qc = complete ? m : k, rr = complete ? m : k;
+  double eps = kt_eps(c->dt), scale = (double)qt_max(qt_max(m, n), 1) * eps;
+  for (int64_t i = 0; i < rr; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double x = r[i * n + j];
+      CHECK(isfinite(x), "%s, matrix %lld: R(%lld, %lld) is %g", c->what,
+            (long long)entry, (long long)i, (long long)j, x);
+      CHECK(j >= i || x == 0.0, "%s, matrix %lld: R(%lld, %lld) = %g below "
+            "the diagonal", c->what, (long long)entry, (long long)i,
+            (long long)j, x);
+      CHECK(j != i || x >= 0.0, "%s, matrix %lld: R's diagonal %lld is %g",
+            c->what, (long long)entry, (long long)i, x);
+    }
+  double anorm = 0;
+  for (int64_t i = 0; i < m * n; i++)
+    anorm += a[i] * a[i];
+  anorm = sqrt(anorm);
+  if (q != NULL) {
+    for (int64_t i = 0; i < m * qc; i++)
+      CHECK(isfinite(q[i]), "%s, matrix %lld: Q element %lld is %g",
+            c->what, (long long)entry, (long long)i, q[i]);
+    double res = 0, orth = 0;
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double s = 0;
+        for (int64_t p = 0; p < qt_min(qc, rr); p++)
+          s += q[i * qc + p] * r[p * n + j];
+        res += (s - a[i * n + j]) * (s - a[i * n + j]);
+      }
+    for (int64_t i = 0; i < qc; i++)
+      for (int64_t j = 0; j < qc; j++) {
+        double s = i == j ? -1.0 : 0.0;
+        for (int64_t p = 0; p < m; p++)
+          s += q[p * qc + i] * q[p * qc + j];
+        orth += s * s;
+      }
+    double e_res = anorm > 0 ? sqrt(res) / (anorm * scale) : sqrt(res);
+    double e_orth = sqrt(orth) / scale;
+    CHECK(e_res < QT_THRESHOLD, "%s, matrix %lld: ||A - QR|| is %.3g "
+          "max(m,n) eps ||A|| (threshold %g)", c->what, (long long)entry,
+          e_res, QT_THRESHOLD);
+    CHECK(e_orth < QT_THRESHOLD, "%s, matrix %lld: ||Q^T Q - I|| is %.3g "
+          "max(m,n) eps (threshold %g)", c->what, (long long)entry, e_orth,
+          QT_THRESHOLD);
+  }
+  if (!c->compare_r || k == 0)
+    return;
+  double *ref = qt_alloc(k * n), diff = 0;
+  qt_ref_r(m, n, a, ref);
+  for (int64_t i = 0; i < k * n; i++)
+    diff += (r[i] - ref[i]) * (r[i] - ref[i]);
+  for (int64_t i = k * n; i < rr * n; i++) /* complete: zero rows */
+    CHECK(r[i] == 0.0, "%s, matrix %lld: R row %lld is not zero", c->what,
+          (long long)entry, (long long)(i / n));
+  double e_r = sqrt(diff) / (anorm * scale);
+  CHECK(e_r < QT_R_THRESHOLD, "%s, matrix %lld: R differs from the float64 "
+        "reference by %.3g max(m,n) eps ||A|| (threshold %g)", c->what,
+        (long long)entry, e_r, QT_R_THRESHOLD);
+  free(ref);
+}
+
+/* Checks the shapes of the results against A's (batch dims + m x n). */
+static void qt_check_shapes(const qt_case *c, kiln_array *arr, kiln_array *q,
+                            kiln_array *r) {
+  int nd = kiln_array_ndim(arr);
+  const int64_t *as = kiln_array_shape(arr);
+  int64_t k = qt_min(c->m, c->n);
+  bool complete = c->mode == KILN_QR_COMPLETE;
+  kiln_array *outs[2] = {q, r};
+  int64_t last[2][2] = {{c->m, complete ? c->m : k},
+                        {complete ? c->m : k, c->n}};
+  for (int o = 0; o < 2; o++) {
+    if (outs[o] == NULL)
+      continue;
+    CHECK(kiln_array_ndim(outs[o]) == nd &&
+              kiln_array_dtype(outs[o]) == c->dt,
+          "%s: %s has the wrong rank or dtype", c->what, o ? "R" : "Q");
+    const int64_t *s = kiln_array_shape(outs[o]);
+    for (int d = 0; d < nd - 2; d++)
+      CHECK(s[d] == as[d], "%s: %s's batch dimension %d is %lld", c->what,
+            o ? "R" : "Q", d, (long long)s[d]);
+    CHECK(s[nd - 2] == last[o][0] && s[nd - 1] == last[o][1],
+          "%s: %s is %lld x %lld, expected %lld x %lld", c->what,
+          o ? "R" : "Q", (long long)s[nd - 2], (long long)s[nd - 1],
+          (long long)last[o][0], (long long)last[o][1]);
+  }
+}
+
+/*
+ * Factors `arr` (logical values `a`: batch matrices of m x n) with kiln_qr_ex
+ * and checks every matrix.
+ */
+static void qt_factor_check(const qt_case *c, kiln_array *arr,
+                            const double *a, int64_t batch, int path) {
+  int64_t m = c->m, n = c->n, k = qt_min(m, n);
+  bool complete = c->mode == KILN_QR_COMPLETE;
+  int64_t qc = complete ? m : k, rr = complete ? m : k;
+  bool want_q = c->mode != KILN_QR_R;
+  qt_poison(c->dt, want_q ? batch * m * qc : 0, batch * rr * n);
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = path;
+  kiln_array *q = NULL, *r = NULL;
+  CHECK_OK(kiln_qr_ex(arr, c->mode, &o, want_q ? &q : NULL, &r));
+  CHECK(r != NULL && (q != NULL) == want_q, "%s: missing results", c->what);
+  qt_check_shapes(c, arr, q, r);
+  double *qv = want_q ? kt_read_f64(q) : NULL, *rv = kt_read_f64(r);
+  for (int64_t b = 0; b < batch; b++)
+    qt_check_one(c, b, a + b * m * n, qv ? qv + b * m * qc : NULL,
+                 rv + b * rr * n);
+  free(qv);
+  free(rv);
+  kiln_array_destroy(q);
+  kiln_array_destroy(r);
+}
+
+static const char *qt_mode_name(kiln_qr_mode mode) {
+  return mode == KILN_QR_REDUCED ? "reduced"
+         : mode == KILN_QR_COMPLETE ? "complete"
+                                    : "R only";
+}
+
+/* batch random m x n matrices (ndim 2 when batch == 1), every mode given
+ * in `modes` (bit i: mode i), through `path`. */
+static void qt_random_case(kiln_dtype dt, int64_t batch, int64_t m,
+                           int64_t n, unsigned modes, int path) {
+  double *a = qt_alloc(batch * m * n);
+  qt_random(batch * m, n, a);
+  int64_t shape[3] = {batch, m, n};
+  int ndim = batch == 1 ? 2 : 3;
+  kiln_array *arr = qt_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  for (int mode = 0; mode < 3; mode++) {
+    if (!(modes >> mode & 1u))
+      continue;
+    char what[128];
+    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s path %d",
+             kiln_dtype_name(dt), (long long)batch, (long long)m,
+             (long long)n, qt_mode_name((kiln_qr_mode)mode), path);
+    qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, true};
+    qt_factor_check(&c, arr, a, batch, path);
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+#define QT_ALL_MODES 7u
+
+/* ---- tests ------------------------------------------------------------- */
+
+/* The small path on single matrices of every class: square, tall, wide,
+ * 1 x 1, 1 x n, m x 1, in every mode. */
+void test_linalg_qr_small(void) {
+  static const int64_t shapes[][2] = {{1, 1},  {1, 5},   {7, 1},  {5, 5},
+                                      {17, 13}, {13, 17}, {32, 32}, {40, 64},
+                                      {64, 9},  {100, 128}, {128, 128},
+                                      {128, 70}};
+  for (int d = 0; d < 2; d++)
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+      qt_random_case(qt_dtypes[d], 1, shapes[s][0], shapes[s][1],
+                     QT_ALL_MODES, 0);
+}
+
+/* Batches on the small path: many small matrices, leading dimensions
+ * 2 x 3, and enough 32 x 32 matrices to spread over every worker. */
+void test_linalg_qr_batched(void) {
+  for (int d = 0; d < 2; d++) {
+    qt_random_case(qt_dtypes[d], 50, 17, 13, QT_ALL_MODES, 0);
+    qt_random_case(qt_dtypes[d], 7, 6, 11, QT_ALL_MODES, 0);
+    qt_random_case(qt_dtypes[d], 200, 32, 32, 1u << KILN_QR_REDUCED, 0);
+  }
+  /* two batch dimensions */
+  int64_t shape[4] = {2, 3, 9, 6};
+  double *a = qt_alloc(6 * 54);
+  qt_random(6 * 9, 6, a);
+  kiln_array *arr = qt_array(KILN_FLOAT64, 4, shape, a);
+  for (int mode = 0; mode < 3; mode++) {
+    qt_case c = {"float64 2 x 3 x 9 x 6", KILN_FLOAT64, (kiln_qr_mode)mode,
+                 9, 6, true};
+    qt_factor_check(&c, arr, a, 6, 0);
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* The tall-skinny path: several TSQR levels, ragged last blocks, batches,
+ * and the widest float32 class. */
+void test_linalg_qr_tall_skinny(void) {
+  unsigned rq = 1u << KILN_QR_REDUCED | 1u << KILN_QR_R;
+  for (int d = 0; d < 2; d++) {
+    qt_random_case(qt_dtypes[d], 1, 5000, 8, rq, 0);   /* 3 levels */
+    qt_random_case(qt_dtypes[d], 1, 3000, 33, rq, 0);  /* ragged */
+    qt_random_case(qt_dtypes[d], 3, 700, 20, rq, 2);   /* batched */
+    qt_random_case(qt_dtypes[d], 1, 600, 64, rq, 0);
+    qt_random_case(qt_dtypes[d], 1, 129, 1, rq, 0);    /* m x 1 */
+    qt_random_case(qt_dtypes[d], 1, 256, 64, rq, 2);   /* one block */
+    qt_random_case(qt_dtypes[d], 1, 40, 40, rq, 2);    /* square */
+  }
+  qt_random_case(KILN_FLOAT32, 1, 1000, 100, rq, 0); /* 128 columns */
+}
+
+/* Every forced path on the same shapes, and the shapes a forced path
+ * refuses (the blocked path is kiln__qr_blocked's). */
+void test_linalg_qr_paths(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qt_dtypes[d];
+    qt_random_case(dt, 2, 20, 12, QT_ALL_MODES, 1);
+    qt_random_case(dt, 2, 20, 12, 1u << KILN_QR_REDUCED | 1u << KILN_QR_R,
+                   2);
+    qt_random_case(dt, 1, 300, 20, QT_ALL_MODES, 3);
+    qt_random_case(dt, 1, 300, 20, 1u << KILN_QR_REDUCED, 2);
+  }
+  int64_t s129[2] = {129, 5}, s5129[2] = {5, 129}, s57[2] = {5, 7};
+  int64_t s300[2] = {300, 65}, s1000[2] = {1000, 129};
+  kiln_array *a129 = NULL, *a5129 = NULL, *a57 = NULL, *a300 = NULL;
+  kiln_array *a1000 = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s129, &a129));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s5129, &a5129));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s57, &a57));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 2, s300, &a300));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s1000, &a1000));
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  kiln_array *sentinel = (kiln_array *)&o, *q = sentinel, *r = sentinel;
+  struct {
+    kiln_array *a;
+    int path;
+    kiln_qr_mode mode;
+    const char *msg1, *msg2;
+  } bad[] = {
+      {a129, 1, KILN_QR_REDUCED, "path 1 (small)", "129 x 5"},
+      {a5129, 1, KILN_QR_R, "up to 128 x 128", "5 x 129"},
+      {a57, 2, KILN_QR_REDUCED, "path 2 (tall-skinny)", "5 x 7"},
+      {a129, 2, KILN_QR_COMPLETE, "complete Q", "path 0, 1 or 3"},
+      {a300, 2, KILN_QR_REDUCED, "up to 64 columns in float64",
+       "300 x 65"},
+      {a1000, 2, KILN_QR_R, "up to 128 columns in float32", "1000 x 129"},
+      {a57, 4, KILN_QR_REDUCED, "opts->path is 4", "3 (blocked)"},
+      {a57, -1, KILN_QR_REDUCED, "opts->path is -1", "0 (auto)"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    o.path = bad[i].path;
+    CHECK_STATUS(kiln_qr_ex(bad[i].a, bad[i].mode, &o, &q, &r),
+                 KILN_ERROR_INVALID_ARGUMENT);
+    CHECK_ERR_HAS("[kiln_qr_ex]");
+    CHECK_ERR_HAS(bad[i].msg1);
+    CHECK_ERR_HAS(bad[i].msg2);
+    CHECK(q == sentinel && r == sentinel, "results written on failure");
+  }
+  kiln_array *all[5] = {a129, a5129, a57, a300, a1000};
+  kt_destroy_all(all, 5);
+}
+
+/* Strided inputs read in place: a transposed view, every other column of
+ * a wider matrix, a batch taken with a step; small and tall-skinny. */
+void test_linalg_qr_strided(void) {
+  static const int64_t sizes[][2] = {{23, 17}, {12, 30}, {900, 10}};
+  for (int d = 0; d < 2; d++)
+    for (int s = 0; s < 3; s++) {
+      kiln_dtype dt = qt_dtypes[d];
+      int64_t m = sizes[s][0], n = sizes[s][1], batch = 2;
+      /* base: (2 batch) x m x 2n; the matrices sit in even entries and
+       * even columns, garbage elsewhere. */
+      int64_t bcount = 2 * batch * m * 2 * n;
+      double *base = qt_alloc(bcount), *a = qt_alloc(batch * m * n);
+      for (int64_t i = 0; i < bcount; i++)
+        base[i] = kt_uniform(-50, 50);
+      int64_t bshape[3] = {2 * batch, m, 2 * n};
+      kiln_array *owner = qt_array(dt, 3, bshape, base);
+      for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < m; i++)
+          for (int64_t j = 0; j < n; j++)
+            a[(b * m + i) * n + j] = base[((2 * b) * m + i) * 2 * n + 2 * j];
+      int64_t vshape[3] = {batch, m, n};
+      int64_t vstr[3] = {2 * m * 2 * n, 2 * n, 2};
+      kiln_array *v = NULL;
+      CHECK_OK(kiln_array_view(owner, 3, vshape, vstr, 0, &v));
+      char what[96];
+      snprintf(what, sizeof what, "%s sliced view %lld x %lld",
+               kiln_dtype_name(dt), (long long)m, (long long)n);
+      for (int mode = 0; mode < 3; mode++) {
+        qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, true};
+        if (m <= 128 || mode != KILN_QR_COMPLETE)
+          qt_factor_check(&c, v, a, batch, 0);
+      }
+      kiln_array_destroy(v);
+      kiln_array_destroy(owner);
+      /* a transposed view: A = B^T for a contiguous n x m matrix B */
+      double *bt = qt_alloc(m * n), *at = qt_alloc(m * n);
+      qt_random(n, m, bt);
+      int64_t tshape[2] = {n, m};
+      kiln_array *bo = qt_array(dt, 2, tshape, bt);
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+          at[i * n + j] = bt[j * m + i];
+      int64_t ashape[2] = {m, n}, astr[2] = {1, m};
+      kiln_array *t = NULL;
+      CHECK_OK(kiln_array_view(bo, 2, ashape, astr, 0, &t));
+      snprintf(what, sizeof what, "%s transposed view %lld x %lld",
+               kiln_dtype_name(dt), (long long)m, (long long)n);
+      qt_case c = {what, dt, KILN_QR_REDUCED, m, n, true};
+      qt_factor_check(&c, t, at, 1, 0);
+      kiln_array_destroy(t);
+      kiln_array_destroy(bo);
+      free(bt);
+      free(at);
+      free(base);
+      free(a);
+    }
+}
+
+/* Condition 1e6 in float32 and 1e12 in float64: Q stays orthogonal and
+ * the backward error small on the small and the tall-skinny paths. */
+void test_linalg_qr_ill_conditioned(void) {
+  static const int64_t shapes[][3] = {
+      {60, 60, 1}, {128, 100, 1}, {4000, 24, 2}, {2000, 64, 2}};
+  for (int d = 0; d < 2; d++)
+    for (int s = 0; s < 4; s++) {
+      kiln_dtype dt = qt_dtypes[d];
+      int64_t m = shapes[s][0], n = shapes[s][1];
+      double *a = qt_alloc(m * n);
+      qt_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      int64_t shape[2] = {m, n};
+      kiln_array *arr = qt_array(dt, 2, shape, a);
+      char what[96];
+      snprintf(what, sizeof what, "%s ill-conditioned %lld x %lld",
+               kiln_dtype_name(dt), (long long)m, (long long)n);
+      qt_case c = {what, dt, KILN_QR_REDUCED, m, n, false};
+      qt_factor_check(&c, arr, a, 1, (int)shapes[s][2]);
+      kiln_array_destroy(arr);
+      free(a);
+    }
+}
+
+/* Empty shapes give empty results of the right shapes; the complete Q of
+ * an m x 0 matrix is the identity. */
+void test_linalg_qr_empty(void) {
+  static const int64_t shapes[][3] = {{1, 0, 5}, {1, 4, 0}, {1, 0, 0},
+                                      {0, 3, 3}, {2, 6, 0}, {1, 300, 0}};
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+    for (int mode = 0; mode < 3; mode++) {
+      int64_t batch = shapes[s][0], m = shapes[s][1], n = shapes[s][2];
+      int64_t shape[3] = {batch, m, n};
+      int nd = batch == 1 ? 2 : 3;
+      kiln_array *e = NULL, *q = NULL, *r = NULL;
+      CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, nd,
+                                 nd == 2 ? shape + 1 : shape, &e));
+      char what[96];
+      snprintf(what, sizeof what, "empty %lld x %lld x %lld %s",
+               (long long)batch, (long long)m, (long long)n,
+               qt_mode_name((kiln_qr_mode)mode));
+      qt_case c = {what, KILN_FLOAT32, (kiln_qr_mode)mode, m, n, false};
+      bool complete = mode == KILN_QR_COMPLETE;
+      qt_poison(KILN_FLOAT32, batch * m * m, 1);
+      CHECK_OK(kiln_qr(e, (kiln_qr_mode)mode, mode == KILN_QR_R ? NULL : &q,
+                       &r));
+      qt_check_shapes(&c, e, q, r);
+      if (complete && batch * m > 0) {
+        double *qv = kt_read_f64(q);
+        for (int64_t b = 0; b < batch; b++)
+          for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < m; j++)
+              CHECK(qv[(b * m + i) * m + j] == (i == j ? 1.0 : 0.0),
+                    "%s: Q(%lld, %lld) of matrix %lld is %g, not I's",
+                    what, (long long)i, (long long)j, (long long)b,
+                    qv[(b * m + i) * m + j]);
+        free(qv);
+      } else {
+        CHECK(q == NULL || kiln_array_size(q) == 0, "%s: Q not empty", what);
+      }
+      CHECK(kiln_array_size(r) == 0, "%s: R not empty", what);
+      kiln_array_destroy(q);
+      kiln_array_destroy(r);
+      kiln_array_destroy(e);
+    }
+}
+
+/* Bad arguments: clear errors, the results untouched. */
+void test_linalg_qr_errors(void) {
+  int64_t s4[1] = {4}, s44[2] = {4, 4};
+  kiln_array *vec = NULL, *ints = NULL, *sq = NULL, *half = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 1, s4, &vec));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 2, s44, &ints));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT16, 2, s44, &half));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 2, s44, &sq));
+  kiln_array *sentinel = (kiln_array *)&s4, *q = sentinel, *r = sentinel;
+  CHECK_STATUS(kiln_qr(vec, KILN_QR_REDUCED, &q, &r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("A has 1 dimension");
+  CHECK_ERR_HAS("[kiln_qr]");
+  CHECK_STATUS(kiln_qr(ints, KILN_QR_REDUCED, &q, &r),
+               KILN_ERROR_UNSUPPORTED);
+  CHECK_ERR_HAS("A is int32");
+  CHECK_STATUS(kiln_qr(half, KILN_QR_R, NULL, &r), KILN_ERROR_UNSUPPORTED);
+  CHECK_ERR_HAS("float16");
+  CHECK_STATUS(kiln_qr(NULL, KILN_QR_REDUCED, &q, &r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("A is NULL");
+  CHECK_STATUS(kiln_qr(sq, KILN_QR_REDUCED, &q, NULL),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("r is NULL");
+  CHECK_STATUS(kiln_qr(sq, KILN_QR_COMPLETE, NULL, &r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("q is NULL");
+  CHECK_ERR_HAS("KILN_QR_R");
+  CHECK_STATUS(kiln_qr(sq, (kiln_qr_mode)3, &q, &r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("mode is 3");
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.struct_size = 3;
+  CHECK_STATUS(kiln_qr_ex(sq, KILN_QR_REDUCED, &o, &q, &r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("struct_size");
+  CHECK(q == sentinel && r == sentinel, "results written on failure");
+  /* R only leaves q alone even when given */
+  CHECK_OK(kiln_qr(sq, KILN_QR_R, &q, &r));
+  CHECK(q == sentinel && r != sentinel, "mode R wrote q or not r");
+  kiln_array_destroy(r);
+  kiln_array *all[4] = {vec, ints, half, sq};
+  kt_destroy_all(all, 4);
+}
+
+/* kiln__qr_tsqr as other drivers call it (a panel of a larger matrix, a
+ * strided view), and its refusals. */
+void test_linalg_qr_tsqr_panel(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qt_dtypes[d];
+    int64_t M = 1500, N = 50, r0 = 100, c0 = 10, m = M - r0, n = 32;
+    double *base = qt_alloc(M * N), *a = qt_alloc(m * n);
+    qt_random(M, N, base);
+    int64_t bshape[2] = {M, N};
+    kiln_array *owner = qt_array(dt, 2, bshape, base);
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++)
+        a[i * n + j] = base[(r0 + i) * N + c0 + j];
+    kiln_array *panel = NULL, *q = NULL, *r = NULL;
+    CHECK_OK(kiln__linalg_block(owner, r0, c0, m, n, &panel));
+    int64_t qs[2] = {m, n}, rs[2] = {n, n};
+    CHECK_OK(kiln_array_create(kt_device(), dt, 2, qs, &q));
+    CHECK_OK(kiln_array_create(kt_device(), dt, 2, rs, &r));
+    CHECK_OK(kiln__qr_tsqr(kt_stream(), panel, q, r));
+    double *qv = kt_read_f64(q), *rv = kt_read_f64(r);
+    qt_case c = {"kiln__qr_tsqr on a panel", dt, KILN_QR_REDUCED, m, n,
+                 true};
+    qt_check_one(&c, 0, a, qv, rv);
+    free(qv);
+    free(rv);
+    /* R only */
+    CHECK_OK(kiln__qr_tsqr(kt_stream(), panel, NULL, r));
+    rv = kt_read_f64(r);
+    c.what = "kiln__qr_tsqr on a panel, R only";
+    qt_check_one(&c, 0, a, NULL, rv);
+    free(rv);
+    kiln_array *all[4] = {panel, q, r, owner};
+    kt_destroy_all(all, 4);
+    free(base);
+    free(a);
+  }
+  int64_t wide[2] = {5, 9};
+  kiln_array *w = NULL, *r = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, wide, &w));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, wide, &r));
+  CHECK_STATUS(kiln__qr_tsqr(kt_stream(), w, NULL, r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("m >= n");
+  kiln_array_destroy(w);
+  kiln_array_destroy(r);
+}
+
+/* ---- every kernel the driver launches, compiled for a CUDA target ------- */
+
+static void qt_targ(kiln_template_arg *t, const char *name,
+                    kiln_template_kind kind, int64_t v, kiln_dtype d) {
+  t->name = name;
+  t->kind = kind;
+  t->dtype = d;
+  t->value = v;
+}
+
+/* Compiles kernel `name` of kernels/qr.metal for `target` with the given
+ * inputs (A of rank `rank`, then scalars) and outputs, and checks that
+ * `threads` threads fit the register file without spills. */
+static void qt_compile(const char *name, const char *inputs,
+                       const char *outputs, kiln_dtype dt, int rank,
+                       int num_in, int num_out, const kiln_template_arg *t,
+                       int nt, int threads, const char *target) {
+  kiln_kernel *k = NULL;
+  CHECK_OK(kiln__library_kernel("qr", name, inputs, outputs,
+                                KILN__LIB_NO_ROW_CONTIG, &k));
+  kiln_array_spec in[3];
+  memset(in, 0, sizeof in);
+  for (int i = 0; i < num_in; i++) {
+    in[i].dtype = dt;
+    in[i].ndim = rank;
+  }
+  in[num_in - 1].dtype = KILN_INT32; /* g0 */
+  in[num_in - 1].ndim = 0;
+  kiln_output_spec out[2];
+  memset(out, 0, sizeof out);
+  for (int o = 0; o < num_out; o++) {
+    out[o].dtype = dt;
+    out[o].ndim = rank;
+  }
+  kiln_launch L;
+  kiln_launch_init(&L);
+  L.num_inputs = num_in;
+  L.outputs = out;
+  L.num_outputs = num_out;
+  L.template_args = t;
+  L.num_template_args = nt;
+  L.device = kt_device();
+  kiln_compile_report rep;
+  memset(&rep, 0, sizeof rep);
+  rep.struct_size = sizeof rep;
+  kiln_status st = kiln_kernel_compile(k, &L, in, target, &rep, NULL, NULL,
+                                       NULL);
+  CHECK(st == KILN_OK, "%s (%s, rank %d) does not compile for %s", name,
+        kiln_dtype_name(dt), rank, target);
+  CHECK(rep.threadgroup_memory <= 48 * 1024, "%s uses %llu bytes of "
+        "threadgroup memory", name,
+        (unsigned long long)rep.threadgroup_memory);
+  printf("  %s %s rank %d, %d threads: registers %d, spills %llu/%llu, "
+         "local %llu\n", name, kiln_dtype_name(dt), rank, threads,
+         rep.registers,
+         (unsigned long long)rep.spill_store_bytes,
+         (unsigned long long)rep.spill_load_bytes,
+         (unsigned long long)rep.local_memory);
+  /* Registers are reported without __launch_bounds__; a kernel whose
+   * count does not fit `threads` is compiled again at launch with the
+   * bound (kernel.c), where ptxas trims it (a few bytes of spills at
+   * most for the 512-thread classes, outside the inner loops). */
+  CHECK(rep.spill_store_bytes == 0 && rep.spill_load_bytes == 0,
+        "%s (%s) spills registers", name, kiln_dtype_name(dt));
+}
+
+/* One qr_small configuration (both outputs and R only). */
+static void qt_compile_house(kiln_dtype dt, int mmax, int nc, int segs,
+                             bool blocked, bool complete, int rank,
+                             const char *target) {
+  kiln_template_arg t[6];
+  qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+  qt_targ(&t[1], "MMAX", KILN_TEMPLATE_INT, mmax, KILN_INT32);
+  qt_targ(&t[2], "NC", KILN_TEMPLATE_INT, nc, KILN_INT32);
+  qt_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, segs, KILN_INT32);
+  qt_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, blocked, KILN_INT32);
+  qt_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, complete, KILN_INT32);
+  printf("MMAX %d NC %d SEGS %d BLOCKED %d COMPLETE %d\n", mmax, nc, segs,
+         blocked, complete);
+  qt_compile("qr_small", "A,g0", "Q,R", dt, rank, 2, 2, t, 6, nc * segs,
+             target);
+  if (!complete)
+    qt_compile("qr_small_r", "A,g0", "R", dt, rank, 2, 1, t, 6, nc * segs,
+               target);
+}
+
+/* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
+ * the driver can launch for that target (src/linalg/qr.c: small_config,
+ * tsqr_config) and checks registers and spills; skipped otherwise. */
+void test_linalg_qr_nvrtc(void) {
+  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
+  if (target == NULL || *target == '\0')
+    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  static const int small[4][2] = {{16, 4}, {32, 4}, {64, 4}, {128, 8}};
+  static const int tsqr[3] = {32, 64, 128};
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qt_dtypes[d];
+    for (int rank = 2; rank <= 3; rank++) {
+      for (int c = 0; c < 4; c++) {
+        int segs = c == 3 && dt == KILN_FLOAT64 ? 4 : small[c][1];
+        for (int complete = 0; complete < 2; complete++)
+          qt_compile_house(dt, small[c][0], small[c][0], segs, false,
+                           complete, rank, target);
+      }
+      for (int c = 0; c < (dt == KILN_FLOAT64 ? 2 : 3); c++)
+        qt_compile_house(dt, 256, tsqr[c], c == 2 ? 4 : 8, true, false,
+                         rank, target);
+    }
+    for (int c = 0; c < (dt == KILN_FLOAT64 ? 2 : 3); c++) {
+      kiln_template_arg t[3];
+      qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+      qt_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
+      qt_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
+      qt_compile("qr_apply", "Xin,S,g0", "X", dt, 3, 3, 1, t, 3, 128,
+                 target);
+    }
+    kiln_template_arg t[1];
+    qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+    for (int rank = 2; rank <= 3; rank++)
+      qt_compile("qr_eye", "Qin,g0", "Q", dt, rank, 2, 1, t, 1, 256, target);
+  }
+}
