@@ -735,6 +735,9 @@ KILN_API kiln_status kiln_cholesky_inv_ex(kiln_array *f, bool upper,
  * i was interchanged with row pivots[i] (from 0, in order i = 0, 1, ...).
  * Checks and waits: a zero pivot (a singular matrix) or a non-finite
  * value met while factoring is an error naming the matrix and the pivot.
+ * _ex paths (also for kiln_lu, kiln_solve, kiln_inv, kiln_det and
+ * kiln_slogdet): 0 auto, 1 small (one threadgroup per matrix, m and n up
+ * to 64), 2 blocked.
  */
 KILN_API kiln_status kiln_lu_factor(kiln_array *a, kiln_array **lu,
                                     kiln_array **pivots);
