@@ -4,12 +4,14 @@
 #
 #   scripts/run-tests.sh [--nvrtc TARGET] DIR...
 #
-# With --nvrtc (make test uses sm_90a), the conformance, doc and linalg tests
-# of the first DIR run once more with KILN_TEST_NVRTC_TARGET=TARGET: every
-# kernel they launch through the test helpers (and every Cholesky and GEMM
-# kernel configuration, by linalg_cholesky_nvrtc and linalg_gemm_nvrtc) is
-# also generated and compiled by NVRTC for that CUDA target,
-# without a GPU, so a dialect regression on CUDA fails CI. Skipped, with a
+# With --nvrtc (make test uses sm_90a), the conformance and doc tests of the
+# first DIR run once more with KILN_TEST_NVRTC_TARGET=TARGET (every kernel
+# they launch through the test helpers is also generated and compiled by
+# NVRTC for that CUDA target, without a GPU), and so do the *_nvrtc tests,
+# which compile every kernel configuration each linalg driver can launch;
+# a dialect or library-kernel regression on CUDA fails CI. (The other linalg
+# tests launch their kernels inside the library, where the helpers cannot
+# see them, so running them again would only repeat the CPU run.) Skipped, with a
 # note, when NVRTC is not installed.
 set -u
 total_pass=0
@@ -82,7 +84,7 @@ done
 
 if [ -n "$nvrtc_target" ] && [ -n "$first" ]; then
   if note=$(nvrtc_works "$first"); then
-    for filter in conf_ doc_ linalg_; do
+    for filter in conf_ doc_ _nvrtc; do
       KILN_TEST_NVRTC_TARGET=$nvrtc_target run_suite \
         "$first, $filter* also compiled by NVRTC for $nvrtc_target" \
         "$first/kiln_tests" "$first/test-log-nvrtc-$filter.txt" "$filter"

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "linalg_check.h"
 #include "linalg/linalg.h"
 
 #ifndef KILN_CLI_PATH
@@ -25,15 +25,9 @@
 /* Backward errors below this many units of n eps pass. */
 #define CH_THRESHOLD 8.0
 
-static double *ch_alloc(int64_t n) {
-  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-  CHECK(p != NULL, "out of host memory");
-  return p;
-}
-
 /* A = M M^T + n I into a (n x n), in double. */
 static void ch_spd(int64_t n, double *a) {
-  double *m = ch_alloc(n * n);
+  double *m = kt_la_alloc(n * n);
   for (int64_t i = 0; i < n * n; i++)
     m[i] = kt_uniform(-1, 1);
   for (int64_t i = 0; i < n; i++)
@@ -49,23 +43,8 @@ static void ch_spd(int64_t n, double *a) {
 /* A = Q diag(s) Q^T, Q a product of random Householder reflectors and s
  * from 1 down to 1/cond, log-evenly. */
 static void ch_ill(int64_t n, double cond, double *a) {
-  double *q = ch_alloc(n * n), *v = ch_alloc(n);
-  for (int64_t i = 0; i < n; i++)
-    q[i * n + i] = 1.0;
-  for (int r = 0; r < 3; r++) {
-    double vv = 0;
-    for (int64_t i = 0; i < n; i++) {
-      v[i] = kt_uniform(-1, 1);
-      vv += v[i] * v[i];
-    }
-    for (int64_t i = 0; i < n; i++) { /* Q = Q (I - 2 v v^T / v^T v) */
-      double d = 0;
-      for (int64_t k = 0; k < n; k++)
-        d += q[i * n + k] * v[k];
-      for (int64_t k = 0; k < n; k++)
-        q[i * n + k] -= 2.0 * d * v[k] / vv;
-    }
-  }
+  double *q = kt_la_alloc(n * n);
+  kt_la_orthogonal(n, q);
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j <= i; j++) {
       double s = 0;
@@ -76,24 +55,6 @@ static void ch_ill(int64_t n, double cond, double *a) {
       a[i * n + j] = a[j * n + i] = s;
     }
   free(q);
-  free(v);
-}
-
-/* The values rounded to `dt`, as kiln will see them, and a device array. */
-static kiln_array *ch_array(kiln_dtype dt, int ndim, const int64_t *shape,
-                            double *v) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; d++)
-    count *= shape[d];
-  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
-  CHECK(buf != NULL, "out of host memory");
-  for (int64_t i = 0; i < count; i++) {
-    kt_set(dt, buf, (size_t)i, v[i]);
-    v[i] = kt_get(dt, buf, (size_t)i);
-  }
-  kiln_array *a = kt_array(dt, ndim, shape, buf);
-  free(buf);
-  return a;
 }
 
 /* Checks one factor f of a (both n x n): triangle, diagonal, residual. */
@@ -149,12 +110,12 @@ static void ch_factor_check(const char *what, kiln_array *arr,
  * triangles, through `path`. */
 static void ch_random_case(kiln_dtype dt, int64_t batch, int64_t n,
                            int path) {
-  double *a = ch_alloc(batch * n * n);
+  double *a = kt_la_alloc(batch * n * n);
   for (int64_t b = 0; b < batch; b++)
     ch_spd(n, a + b * n * n);
   int64_t shape[3] = {batch, n, n};
   int ndim = batch == 1 ? 2 : 3;
-  kiln_array *arr = ch_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = path;
@@ -195,10 +156,10 @@ void test_linalg_cholesky_batched(void) {
   }
   /* two batch dimensions */
   int64_t shape[4] = {2, 3, 6, 6};
-  double *a = ch_alloc(6 * 36);
+  double *a = kt_la_alloc(6 * 36);
   for (int b = 0; b < 6; b++)
     ch_spd(6, a + b * 36);
-  kiln_array *arr = ch_array(KILN_FLOAT64, 4, shape, a);
+  kiln_array *arr = kt_la_array(KILN_FLOAT64, 4, shape, a);
   ch_factor_check("float64 2 x 3 x 6 x 6", arr, a, 6, 6, false, NULL);
   kiln_array_destroy(arr);
   free(a);
@@ -235,8 +196,8 @@ void test_linalg_cholesky_strided(void) {
       int64_t n = sizes[s], batch = 3;
       /* base: (2 batch) x n x 2n, the matrices in even batch entries and
        * even columns; odd places hold garbage. */
-      double *base = ch_alloc(2 * batch * n * 2 * n);
-      double *a = ch_alloc(batch * n * n);
+      double *base = kt_la_alloc(2 * batch * n * 2 * n);
+      double *a = kt_la_alloc(batch * n * n);
       for (int64_t i = 0; i < 2 * batch * n * 2 * n; i++)
         base[i] = kt_uniform(-50, 50);
       for (int64_t b = 0; b < batch; b++) {
@@ -247,7 +208,7 @@ void test_linalg_cholesky_strided(void) {
                 a[b * n * n + i * n + j];
       }
       int64_t bshape[3] = {2 * batch, n, 2 * n};
-      kiln_array *owner = ch_array(dt, 3, bshape, base);
+      kiln_array *owner = kt_la_array(dt, 3, bshape, base);
       for (int64_t b = 0; b < batch; b++) /* the rounded values */
         for (int64_t i = 0; i < n; i++)
           for (int64_t j = 0; j < n; j++)
@@ -285,10 +246,10 @@ void test_linalg_cholesky_ill_conditioned(void) {
     for (int s = 0; s < 4; s++) {
       kiln_dtype dt = ch_dtypes[d];
       int64_t n = sizes[s];
-      double *a = ch_alloc(n * n);
+      double *a = kt_la_alloc(n * n);
       ch_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
       int64_t shape[2] = {n, n};
-      kiln_array *arr = ch_array(dt, 2, shape, a);
+      kiln_array *arr = kt_la_array(dt, 2, shape, a);
       for (int upper = 0; upper < 2; upper++) {
         char what[96];
         snprintf(what, sizeof what, "%s ill-conditioned %lld %s",
@@ -307,12 +268,12 @@ void test_linalg_cholesky_ill_conditioned(void) {
 static void ch_not_pd_case(kiln_dtype dt, int64_t batch, int64_t n,
                            int64_t bad, int64_t order, bool upper,
                            int path) {
-  double *a = ch_alloc(batch * n * n);
+  double *a = kt_la_alloc(batch * n * n);
   for (int64_t b = 0; b < batch; b++)
     ch_spd(n, a + b * n * n);
   a[bad * n * n + (order - 1) * (n + 1)] = -1e3 * (double)n;
   int64_t shape[3] = {batch, n, n};
-  kiln_array *arr = ch_array(dt, 3, shape, a);
+  kiln_array *arr = kt_la_array(dt, 3, shape, a);
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = path;
@@ -353,7 +314,7 @@ void test_linalg_cholesky_not_pd(void) {
   double a[16];
   ch_spd(n, a);
   a[2 * 4 + 2] = NAN;
-  kiln_array *arr = ch_array(KILN_FLOAT32, 2, shape, a);
+  kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
   kiln_array *out = NULL;
   CHECK_STATUS(kiln_cholesky(arr, false, &out), KILN_ERROR_INVALID_ARGUMENT);
   CHECK(out == NULL, "*out was written on failure");
@@ -367,7 +328,7 @@ void test_linalg_cholesky_not_pd(void) {
   b[16 + 0] = -1;
   b[32 + 5] = -1;
   int64_t s3[3] = {3, 4, 4};
-  arr = ch_array(KILN_FLOAT64, 3, s3, b);
+  arr = kt_la_array(KILN_FLOAT64, 3, s3, b);
   CHECK_STATUS(kiln_cholesky(arr, true, &out), KILN_ERROR_INVALID_ARGUMENT);
   CHECK_ERR_HAS("order 1 of matrix 1 ");
   CHECK_ERR_HAS("1 more matrix");
@@ -439,9 +400,6 @@ static void ch_compile(const char *name, const char *inputs,
                        const char *outputs, kiln_dtype dt, int a_ndim,
                        const kiln_template_arg *t, int nt,
                        const char *target) {
-  kiln_kernel *k = NULL;
-  CHECK_OK(kiln__library_kernel("cholesky", name, inputs, outputs,
-                                KILN__LIB_NO_ROW_CONTIG, &k));
   kiln_array_spec in[3];
   memset(in, 0, sizeof in);
   in[0].dtype = dt;
@@ -467,89 +425,46 @@ static void ch_compile(const char *name, const char *inputs,
   out[1].ndim = 1;
   out[2].dtype = dt; /* Dg */
   out[2].ndim = a_ndim - 1;
-  kiln_launch L;
-  kiln_launch_init(&L);
-  L.num_inputs = nin;
-  L.outputs = out;
-  L.num_outputs = nout;
-  L.template_args = t;
-  L.num_template_args = nt;
-  L.device = kt_device();
-  kiln_compile_report rep;
-  memset(&rep, 0, sizeof rep);
-  rep.struct_size = sizeof rep;
-  kiln_status st = kiln_kernel_compile(k, &L, in, target, &rep, NULL, NULL,
-                                       NULL);
-  CHECK(st == KILN_OK, "%s (%s, rank %d) does not compile for %s: %s",
-        name, kiln_dtype_name(dt), a_ndim, target, kiln_last_error());
-  char targs[128] = "";
-  for (int i = 1; i < nt; i++) {
-    size_t len = strlen(targs);
-    snprintf(targs + len, sizeof targs - len, " %s=%lld", t[i].name,
-             (long long)t[i].value);
-  }
-  if (getenv("KILN_TEST_REPORT") != NULL)
-    fprintf(stderr, "%s %s%s rank %d: %d registers, %llu B shared, %llu B "
-            "local, spills %llu/%llu B\n", name, kiln_dtype_name(dt), targs,
-            a_ndim, rep.registers,
-            (unsigned long long)rep.threadgroup_memory,
-            (unsigned long long)rep.local_memory,
-            (unsigned long long)rep.spill_store_bytes,
-            (unsigned long long)rep.spill_load_bytes);
-  CHECK(rep.threadgroup_memory <= 48 * 1024, "%s%s uses %llu bytes of "
-        "threadgroup memory", name, targs,
-        (unsigned long long)rep.threadgroup_memory);
-  CHECK(rep.spill_store_bytes == 0 && rep.spill_load_bytes == 0,
-        "%s (%s%s) spills %llu bytes of registers", name,
-        kiln_dtype_name(dt), targs,
-        (unsigned long long)rep.spill_store_bytes);
-}
-
-static void ch_targ(kiln_template_arg *t, const char *name,
-                    kiln_template_kind kind, int64_t v, kiln_dtype d) {
-  t->name = name;
-  t->kind = kind;
-  t->dtype = d;
-  t->value = v;
+  kt_la_kernel k = {"cholesky", name, inputs, outputs,
+                    KILN__LIB_NO_ROW_CONTIG, nin, nout, in, out, t, nt};
+  kt_la_compile(&k, target);
 }
 
 /* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
  * the driver can launch for that target (the panel sizes as cholesky.c
  * sets them); skipped otherwise. */
 void test_linalg_cholesky_nvrtc(void) {
-  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
-  if (target == NULL || *target == '\0')
-    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  const char *target = kt_la_nvrtc_target();
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = ch_dtypes[d];
     int rch = dt == KILN_FLOAT64 ? 32 : 64;
     for (int upper = 0; upper < 2; upper++)
       for (int rank = 2; rank <= 3; rank++) {
         kiln_template_arg t[4];
-        ch_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+        kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
         for (int w = 16; w <= 32; w *= 2) {
-          ch_targ(&t[1], "W", KILN_TEMPLATE_INT, w, KILN_INT32);
-          ch_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
+          kt_la_targ(&t[1], "W", KILN_TEMPLATE_INT, w, KILN_INT32);
+          kt_la_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
           ch_compile("chol_warp", "A,batch0,count", "L,info", dt, rank, t, 3,
                      target);
         }
         for (int pw = 64; pw <= 128; pw *= 2) {
-          ch_targ(&t[1], "PW", KILN_TEMPLATE_INT, pw, KILN_INT32);
+          kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, pw, KILN_INT32);
           ch_compile("chol_small", "A,batch0", "L,info", dt, rank, t, 3,
                      target);
         }
         kiln_template_arg tc[2] = {t[0], t[0]};
-        ch_targ(&tc[1], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
+        kt_la_targ(&tc[1], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
         ch_compile("chol_copy", "A,batch0", "L", dt, rank, tc, 2, target);
         /* the other blocked kernels take W, always batch x n x n */
         if (rank != 3)
           continue;
-        ch_targ(&t[1], "PW", KILN_TEMPLATE_INT, 128, KILN_INT32);
-        ch_targ(&t[2], "RCH", KILN_TEMPLATE_INT, rch, KILN_INT32);
-        ch_targ(&t[3], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
+        kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, 128, KILN_INT32);
+        kt_la_targ(&t[2], "RCH", KILN_TEMPLATE_INT, rch, KILN_INT32);
+        kt_la_targ(&t[3], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
         ch_compile("chol_panel", "Win,k0,batch0", "L,info,Dg", dt, rank, t,
                    4, target);
-        ch_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
+        kt_la_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
         ch_compile("chol_finish", "Win,Dg,batch0", "L", dt, rank, t, 3,
                    target);
       }
@@ -612,7 +527,7 @@ void test_linalg_cli_cholesky(void) {
   snprintf(od, sizeof od, "%s/out", dir);
   CHECK(mkdir(od, 0700) == 0, "mkdir %s", od);
   int64_t n = 9, batch = 6, shape[4] = {2, 3, 9, 9};
-  double *a = ch_alloc(batch * n * n);
+  double *a = kt_la_alloc(batch * n * n);
   for (int64_t b = 0; b < batch; b++)
     ch_spd(n, a + b * n * n);
   ch_cli_input(dir, "a.npy", KILN_FLOAT32, 4, shape, a, batch * n * n, pa,
@@ -628,7 +543,7 @@ void test_linalg_cli_cholesky(void) {
                 batch, n, "(2, 3, 9, 9)", KILN_FLOAT64, true, "float64");
   /* a plain float64 matrix, large enough for the blocked path */
   int64_t m = 80, ms[2] = {80, 80};
-  double *b = ch_alloc(m * m);
+  double *b = kt_la_alloc(m * m);
   ch_spd(m, b);
   ch_cli_input(dir, "m.npy", KILN_FLOAT64, 2, ms, b, m * m, pm, sizeof pm);
   ch_cli_factor("kiln linalg cholesky float64 80 x 80", pm, od, b, 1, m,

@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "linalg_check.h"
 
 #ifndef KILN_CLI_PATH
 #define KILN_CLI_PATH "kiln"
@@ -25,12 +25,6 @@
 
 /* Residuals below this many units of n eps pass. */
 #define LC_THRESHOLD 10.0
-
-static double *lc_alloc(int64_t n) {
-  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-  CHECK(p != NULL, "out of host memory");
-  return p;
-}
 
 /* numpy's shape text: "(2, 3)", "(5,)", "()". */
 static void lc_shape_text(int ndim, const int64_t *shape, char *out,
@@ -138,7 +132,7 @@ static void lc_dominant(int64_t count, int64_t n, double *a) {
 
 /* det(A) of an n x n matrix by LU with partial pivoting, in double. */
 static double lc_det(const double *a, int64_t n) {
-  double *w = lc_alloc(n * n);
+  double *w = kt_la_alloc(n * n);
   memcpy(w, a, (size_t)(n * n) * sizeof *w);
   double det = 1;
   for (int64_t k = 0; k < n; k++) {
@@ -287,7 +281,7 @@ void test_linalg_cli_qr(void) {
   snprintf(od, sizeof od, "%s/out", dir);
   CHECK(mkdir(od, 0700) == 0, "mkdir %s", od);
   int64_t sa[4] = {2, 3, 12, 5};
-  double *a = lc_alloc(lc_count(4, sa));
+  double *a = kt_la_alloc(lc_count(4, sa));
   for (int64_t i = 0; i < lc_count(4, sa); i++)
     a[i] = kt_uniform(-1, 1);
   lc_write(dir, "a.npy", KILN_FLOAT32, 4, sa, a, pa, sizeof pa);
@@ -357,8 +351,8 @@ static void lc_triangular_case(const char *what, const char *dir,
                                int64_t batch, int64_t n, int64_t k,
                                bool upper, bool unit) {
   int64_t ab = a_ndim > 2 ? batch : 1;
-  double *a = lc_alloc(ab * n * n), *used = lc_alloc(ab * n * n);
-  double *b = lc_alloc(batch * n * k);
+  double *a = kt_la_alloc(ab * n * n), *used = kt_la_alloc(ab * n * n);
+  double *b = kt_la_alloc(batch * n * k);
   lc_triangular(ab, n, upper, unit, a);
   for (int64_t i = 0; i < batch * n * k; i++)
     b[i] = kt_uniform(-1, 1);
@@ -423,7 +417,7 @@ static void lc_lu_case(const char *what, const char *dir, const char *od,
                        kiln_dtype dt, int ndim, const int64_t *shape) {
   int64_t m = shape[ndim - 2], n = shape[ndim - 1], k = m < n ? m : n;
   int64_t batch = lc_count(ndim - 2, shape);
-  double *a = lc_alloc(batch * m * n);
+  double *a = kt_la_alloc(batch * m * n);
   for (int64_t i = 0; i < batch * m * n; i++)
     a[i] = kt_uniform(-1, 1);
   char pa[4200];
@@ -517,7 +511,7 @@ void test_linalg_cli_solve_inv_det(void) {
     kiln_dtype dt = d ? KILN_FLOAT64 : KILN_FLOAT32;
     int64_t n = 8, k = 3, batch = 6;
     int64_t sa[4] = {2, 3, 8, 8}, sb[4] = {2, 3, 8, 3}, sv[1] = {8};
-    double *a = lc_alloc(batch * n * n), *b = lc_alloc(batch * n * k);
+    double *a = kt_la_alloc(batch * n * n), *b = kt_la_alloc(batch * n * k);
     double v[8];
     lc_dominant(batch, n, a);
     for (int64_t i = 0; i < batch * n * k; i++)
@@ -556,7 +550,7 @@ void test_linalg_cli_solve_inv_det(void) {
                  kt_kiln("linalg", "inv", pa, "--out-dir", od, "--device",
                          dev, NULL));
     double *ai = lc_read(od, "Ainv", dt, 4, sa);
-    double *eye = lc_alloc(n * n);
+    double *eye = kt_la_alloc(n * n);
     for (int64_t i = 0; i < n; i++)
       eye[i * n + i] = 1;
     for (int64_t e = 0; e < batch; e++) {

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "linalg_check.h"
 #include "linalg/linalg.h"
 
 static const kiln_dtype nm_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
@@ -26,12 +26,6 @@ static int64_t nm_count(int ndim, const int64_t *shape) {
   for (int d = 0; d < ndim; d++)
     n *= shape[d];
   return n;
-}
-
-static double *nm_alloc(int64_t n) {
-  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-  CHECK(p != NULL, "out of host memory");
-  return p;
 }
 
 /* sqrt(sum x^2) of n values at stride `st`, scaled by the largest so it
@@ -128,7 +122,7 @@ static void nm_check(const char *what, kiln_array *arr, const double *x,
           "result is %lld, not %lld", what, d,
           (long long)kiln_array_shape(out)[d], (long long)shape[d]);
   double *got = kt_read_f64(out);
-  double *ref = nm_alloc(batch);
+  double *ref = kt_la_alloc(batch);
   nm_reference(x, ndim, shape, type, vectors, ref);
   /* the reference rounded to the result's dtype, as kiln returns it */
   unsigned char buf[8];
@@ -150,7 +144,7 @@ static kiln_array *nm_random(kiln_dtype dt, int ndim, const int64_t *shape,
                              double scale, double **x) {
   int64_t n = nm_count(ndim, shape);
   unsigned char *buf = malloc((size_t)(n > 0 ? n : 1) * 8);
-  double *v = nm_alloc(n);
+  double *v = kt_la_alloc(n);
   CHECK(buf != NULL, "out of host memory");
   for (int64_t i = 0; i < n; i++) {
     kt_set(dt, buf, (size_t)i, kt_uniform(-scale, scale));
@@ -282,7 +276,7 @@ void test_linalg_norm_strided(void) {
       CHECK_OK(kiln_array_view(base, 3, shape, strides, off, &view));
       CHECK(!kiln_array_is_contiguous(view), "%s is a strided view", name);
       int64_t n = nm_count(3, shape);
-      double *lx = nm_alloc(n);
+      double *lx = kt_la_alloc(n);
       for (int64_t b = 0, e = 0; b < shape[0]; b++)
         for (int64_t i = 0; i < shape[1]; i++)
           for (int64_t j = 0; j < shape[2]; j++)
@@ -528,33 +522,15 @@ static void nm_compile(const char *name, const char *inputs,
                        const kiln_output_spec *out,
                        const kiln_template_arg *t, int nt,
                        const char *target) {
-  kiln_kernel *k = NULL;
-  CHECK_OK(kiln__library_kernel("norm", name, inputs, outputs, flags, &k));
-  kiln_launch L;
-  kiln_launch_init(&L);
-  L.num_inputs = 1;
-  L.outputs = out;
-  L.num_outputs = 1;
-  L.template_args = t;
-  L.num_template_args = nt;
-  L.device = kt_device();
-  kiln_compile_report rep;
-  memset(&rep, 0, sizeof rep);
-  rep.struct_size = sizeof rep;
-  kiln_status st = kiln_kernel_compile(k, &L, in, target, &rep, NULL, NULL,
-                                       NULL);
-  CHECK(st == KILN_OK, "%s (%s) does not compile for %s", name,
-        kiln_dtype_name(t[0].dtype), target);
-  CHECK(rep.spill_store_bytes == 0, "%s spills %llu bytes", name,
-        (unsigned long long)rep.spill_store_bytes);
+  kt_la_kernel k = {"norm", name, inputs, outputs, flags, 1, 1, in, out,
+                    t, nt};
+  kt_la_compile(&k, target);
 }
 
 /* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
  * the driver can launch for that target; skipped otherwise. */
 void test_linalg_norm_nvrtc(void) {
-  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
-  if (target == NULL || *target == '\0')
-    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  const char *target = kt_la_nvrtc_target();
   /* (OP, VEC, SWAP, WARP_LINES) as norm.c chooses them */
   static const int cfg[][4] = {{0, 1, 0, 0}, {0, 0, 0, 0}, {1, 1, 0, 0},
                                {2, 1, 0, 0}, {2, 0, 0, 0}, {2, 0, 0, 1},

@@ -17,19 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "linalg_check.h"
 #include "linalg/linalg.h"
 
 /* Backward errors below this many units of n eps pass. */
 #define TR_THRESHOLD 8.0
 
 static const kiln_dtype tr_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
-
-static double *tr_alloc(int64_t n) {
-  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-  CHECK(p != NULL, "out of host memory");
-  return p;
-}
 
 /* A triangular n x n matrix into a: the diagonal of magnitude d_i (1 for
  * `cond` 1) times [1, 2] with a random sign, the named triangle random in
@@ -56,23 +50,6 @@ static void tr_matrix(int64_t n, bool upper, double cond, double *a) {
         a[i * n + j] = kt_uniform(-1e3, 1e3);
     }
   }
-}
-
-/* The values rounded to `dt`, as kiln will see them, and a device array. */
-static kiln_array *tr_array(kiln_dtype dt, int ndim, const int64_t *shape,
-                            double *v) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; d++)
-    count *= shape[d];
-  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
-  CHECK(buf != NULL, "out of host memory");
-  for (int64_t i = 0; i < count; i++) {
-    kt_set(dt, buf, (size_t)i, v[i]);
-    v[i] = kt_get(dt, buf, (size_t)i);
-  }
-  kiln_array *a = kt_array(dt, ndim, shape, buf);
-  free(buf);
-  return a;
 }
 
 /* op(A)[i][j] of a logical triangular A (the other triangle zero, the
@@ -164,13 +141,13 @@ static void tr_solve_case(kiln_dtype dt, int64_t a_batch, int64_t b_batch,
                           int only) {
   int64_t ab = a_batch > 0 ? a_batch : 1, bb = b_batch > 0 ? b_batch : 1;
   int64_t batch = ab > bb ? ab : bb;
-  double *a = tr_alloc(ab * n * n), *b = tr_alloc(bb * n * k);
+  double *a = kt_la_alloc(ab * n * n), *b = kt_la_alloc(bb * n * k);
   for (int64_t i = 0; i < bb * n * k; i++)
     b[i] = kt_uniform(-1, 1);
   kiln_array *barr = NULL;
   int64_t bshape[3] = {b_batch, n, k};
   barr =
-      b_batch > 0 ? tr_array(dt, 3, bshape, b) : tr_array(dt, 2, bshape + 1, b);
+      b_batch > 0 ? kt_la_array(dt, 3, bshape, b) : kt_la_array(dt, 2, bshape + 1, b);
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = path;
@@ -178,8 +155,8 @@ static void tr_solve_case(kiln_dtype dt, int64_t a_batch, int64_t b_batch,
     for (int64_t e = 0; e < ab; e++)
       tr_matrix(n, upper, cond, a + e * n * n);
     int64_t ashape[3] = {a_batch, n, n};
-    kiln_array *aarr = a_batch > 0 ? tr_array(dt, 3, ashape, a)
-                                   : tr_array(dt, 2, ashape + 1, a);
+    kiln_array *aarr = a_batch > 0 ? kt_la_array(dt, 3, ashape, a)
+                                   : kt_la_array(dt, 2, ashape + 1, a);
     for (int trans = 0; trans < 2; trans++)
       for (int unit = 0; unit < 2; unit++) {
         if (only >= 0 && only != (upper | trans << 1 | unit << 2))
@@ -252,13 +229,13 @@ void test_linalg_triangular_batched(void) {
   }
   /* two batch dimensions: A 2 x 3 x n x n, B 2 x 3 x n x k */
   int64_t n = 9, k = 4, as[4] = {2, 3, 9, 9}, bs[4] = {2, 3, 9, 4};
-  double *a = tr_alloc(6 * n * n), *b = tr_alloc(6 * n * k);
+  double *a = kt_la_alloc(6 * n * n), *b = kt_la_alloc(6 * n * k);
   for (int e = 0; e < 6; e++)
     tr_matrix(n, true, 1, a + e * n * n);
   for (int64_t i = 0; i < 6 * n * k; i++)
     b[i] = kt_uniform(-1, 1);
-  kiln_array *aa = tr_array(KILN_FLOAT64, 4, as, a);
-  kiln_array *ba = tr_array(KILN_FLOAT64, 4, bs, b);
+  kiln_array *aa = kt_la_array(KILN_FLOAT64, 4, as, a);
+  kiln_array *ba = kt_la_array(KILN_FLOAT64, 4, bs, b);
   kiln_array *x = NULL;
   CHECK_OK(kiln_solve_triangular(aa, ba, true, true, false, &x));
   CHECK(kiln_array_ndim(x) == 4 && kiln_array_shape(x)[1] == 3,
@@ -296,9 +273,9 @@ void test_linalg_triangular_strided(void) {
       kiln_dtype dt = tr_dtypes[d];
       int64_t n = path == 1 ? 20 : 75, k = 6, batch = 2;
       /* base A: batch x n x 2n, the matrix at even columns */
-      double *abase = tr_alloc(batch * n * 2 * n), *a = tr_alloc(batch * n * n);
-      double *bbase = tr_alloc(2 * batch * n * 3 * k);
-      double *b = tr_alloc(batch * n * k);
+      double *abase = kt_la_alloc(batch * n * 2 * n), *a = kt_la_alloc(batch * n * n);
+      double *bbase = kt_la_alloc(2 * batch * n * 3 * k);
+      double *b = kt_la_alloc(batch * n * k);
       for (int64_t i = 0; i < batch * n * 2 * n; i++)
         abase[i] = kt_uniform(-1e3, 1e3);
       for (int64_t i = 0; i < 2 * batch * n * 3 * k; i++)
@@ -315,8 +292,8 @@ void test_linalg_triangular_strided(void) {
                 abase[e * n * 2 * n + j * 2 * n + 2 * i] =
                     a[e * n * n + i * n + j];
           }
-          kiln_array *ao = tr_array(dt, 3, ash, abase);
-          kiln_array *bo = tr_array(dt, 3, bsh, bbase);
+          kiln_array *ao = kt_la_array(dt, 3, ash, abase);
+          kiln_array *bo = kt_la_array(dt, 3, bsh, bbase);
           for (int64_t e = 0; e < batch; e++)
             for (int64_t i = 0; i < n; i++) {
               for (int64_t j = 0; j < n; j++)
@@ -389,19 +366,19 @@ void test_linalg_triangular_trsm(void) {
           int64_t n = ns[s], k = ks[kk], batch = 2, w = k + 5;
           bool trans = (s + kk + upper) % 2 == 1;
           double alpha = -2.5;
-          double *a = tr_alloc(n * n), *base = tr_alloc(batch * n * w);
+          double *a = kt_la_alloc(n * n), *base = kt_la_alloc(batch * n * w);
           tr_matrix(n, upper, 1, a);
           for (int64_t i = 0; i < batch * n * w; i++)
             base[i] = kt_uniform(-1, 1);
           int64_t ash[2] = {n, n}, bsh[3] = {batch, n, w};
-          kiln_array *aa = tr_array(dt, 2, ash, a);
-          kiln_array *bo = tr_array(dt, 3, bsh, base);
+          kiln_array *aa = kt_la_array(dt, 2, ash, a);
+          kiln_array *bo = kt_la_array(dt, 3, bsh, base);
           int64_t vs[3] = {batch, n, k}, vst[3] = {n * w, w, 1};
           kiln_array *bv = NULL;
           CHECK_OK(kiln_array_view(bo, 3, vs, vst, 2, &bv));
           CHECK_OK(kiln__trsm(kt_stream(), aa, upper, trans, false, alpha, bv));
-          double *after = kt_read_f64(bo), *b = tr_alloc(n * k);
-          double *x = tr_alloc(n * k);
+          double *after = kt_read_f64(bo), *b = kt_la_alloc(n * k);
+          double *x = kt_la_alloc(n * k);
           char what[96];
           snprintf(what, sizeof what, "kiln__trsm %s n %lld k %lld %s%s",
                    kiln_dtype_name(dt), (long long)n, (long long)k,
@@ -455,7 +432,7 @@ static double tr_inverse_error(const double *at, const double *inv, int64_t n,
 
 static void tr_inv_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
                         double cond) {
-  double *a = tr_alloc(batch * n * n), *at = tr_alloc(n * n);
+  double *a = kt_la_alloc(batch * n * n), *at = kt_la_alloc(n * n);
   int64_t shape[3] = {batch, n, n};
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
@@ -464,7 +441,7 @@ static void tr_inv_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
     for (int unit = 0; unit < 2; unit++) {
       for (int64_t e = 0; e < batch; e++)
         tr_matrix(n, upper, cond, a + e * n * n);
-      kiln_array *arr = tr_array(dt, 3, shape, a), *inv = NULL;
+      kiln_array *arr = kt_la_array(dt, 3, shape, a), *inv = NULL;
       CHECK_OK(kiln_tri_inv_ex(arr, upper, unit, &o, &inv));
       double *iv = kt_read_f64(inv);
       for (int64_t e = 0; e < batch; e++) {
@@ -516,7 +493,7 @@ void test_linalg_triangular_tri_inv(void) {
  * Ainv exactly symmetric. */
 static void tr_chol_inv_case(kiln_dtype dt, int64_t batch, int64_t n,
                              int path) {
-  double *f = tr_alloc(batch * n * n), *a = tr_alloc(n * n);
+  double *f = kt_la_alloc(batch * n * n), *a = kt_la_alloc(n * n);
   int64_t shape[3] = {batch, n, n};
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
@@ -528,7 +505,7 @@ static void tr_chol_inv_case(kiln_dtype dt, int64_t batch, int64_t n,
       for (int64_t i = 0; i < n; i++)
         fe[i * n + i] = fabs(fe[i * n + i]);
     }
-    kiln_array *arr = tr_array(dt, 3, shape, f), *inv = NULL;
+    kiln_array *arr = kt_la_array(dt, 3, shape, f), *inv = NULL;
     CHECK_OK(kiln_cholesky_inv_ex(arr, upper, &o, &inv));
     double *iv = kt_read_f64(inv);
     for (int64_t e = 0; e < batch; e++) {
@@ -571,7 +548,7 @@ void test_linalg_triangular_cholesky_inv(void) {
   }
   /* kiln_cholesky's factor in, the inverse of the original out */
   int64_t n = 40, shape[2] = {40, 40};
-  double *m = tr_alloc(n * n), *a = tr_alloc(n * n);
+  double *m = kt_la_alloc(n * n), *a = kt_la_alloc(n * n);
   for (int64_t i = 0; i < n * n; i++)
     m[i] = kt_uniform(-1, 1);
   for (int64_t i = 0; i < n; i++)
@@ -581,7 +558,7 @@ void test_linalg_triangular_cholesky_inv(void) {
         s += m[i * n + p] * m[j * n + p];
       a[i * n + j] = s;
     }
-  kiln_array *arr = tr_array(KILN_FLOAT64, 2, shape, a);
+  kiln_array *arr = kt_la_array(KILN_FLOAT64, 2, shape, a);
   for (int upper = 0; upper < 2; upper++) {
     kiln_array *fac = NULL, *inv = NULL;
     CHECK_OK(kiln_cholesky(arr, upper, &fac));
@@ -608,14 +585,14 @@ void test_linalg_triangular_cholesky_inv(void) {
  * diagonal forms ignore it. */
 static void tr_zero_case(kiln_dtype dt, int64_t batch, int64_t n, int64_t bad,
                          int64_t at, int path) {
-  double *a = tr_alloc(batch * n * n), *b = tr_alloc(batch * n * 2);
+  double *a = kt_la_alloc(batch * n * n), *b = kt_la_alloc(batch * n * 2);
   for (int64_t e = 0; e < batch; e++)
     tr_matrix(n, false, 1, a + e * n * n);
   a[bad * n * n + at * (n + 1)] = 0.0;
   for (int64_t i = 0; i < batch * n * 2; i++)
     b[i] = kt_uniform(-1, 1);
   int64_t as[3] = {batch, n, n}, bs[3] = {batch, n, 2};
-  kiln_array *aa = tr_array(dt, 3, as, a), *ba = tr_array(dt, 3, bs, b);
+  kiln_array *aa = kt_la_array(dt, 3, as, a), *ba = kt_la_array(dt, 3, bs, b);
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = path;
@@ -666,7 +643,7 @@ void test_linalg_triangular_singular(void) {
   for (int e = 0; e < 3; e++)
     tr_matrix(n, true, 1, a + 25 * e);
   a[0] = 0.0;
-  kiln_array *aa = tr_array(KILN_FLOAT32, 2, s2, a), *out = NULL;
+  kiln_array *aa = kt_la_array(KILN_FLOAT32, 2, s2, a), *out = NULL;
   CHECK_STATUS(kiln_tri_inv(aa, true, false, &out),
                KILN_ERROR_INVALID_ARGUMENT);
   CHECK(out == NULL, "*out was written on failure");
@@ -675,7 +652,7 @@ void test_linalg_triangular_singular(void) {
   kiln_array_destroy(aa);
   a[25 + 6] = 0.0;
   a[50 + 24] = 0.0;
-  aa = tr_array(KILN_FLOAT64, 3, s3, a);
+  aa = kt_la_array(KILN_FLOAT64, 3, s3, a);
   CHECK_STATUS(kiln_tri_inv(aa, true, false, &out),
                KILN_ERROR_INVALID_ARGUMENT);
   CHECK_ERR_HAS("diagonal element 1 (from 1) of matrix 0 ");
@@ -805,14 +782,6 @@ void test_linalg_triangular_errors(void) {
 
 /* ---- every kernel the driver launches, compiled for a CUDA target ------- */
 
-static void tr_targ(kiln_template_arg *t, const char *name,
-                    kiln_template_kind kind, int64_t v, kiln_dtype d) {
-  t->name = name;
-  t->kind = kind;
-  t->dtype = d;
-  t->value = v;
-}
-
 /* Compiles kernel `name` for `target`: inputs of `dtypes` (rank `ranks`,
  * 0 for scalars), outputs likewise. */
 static void tr_compile(const char *name, const char *inputs,
@@ -820,9 +789,6 @@ static void tr_compile(const char *name, const char *inputs,
                        const int *irank, int nout, const kiln_dtype *odt,
                        const int *orank, const kiln_template_arg *t, int nt,
                        const char *target) {
-  kiln_kernel *k = NULL;
-  CHECK_OK(kiln__library_kernel("triangular", name, inputs, outputs,
-                                KILN__LIB_NO_ROW_CONTIG, &k));
   kiln_array_spec in[8];
   memset(in, 0, sizeof in);
   for (int i = 0; i < nin; i++) {
@@ -835,40 +801,15 @@ static void tr_compile(const char *name, const char *inputs,
     out[i].dtype = odt[i];
     out[i].ndim = orank[i];
   }
-  kiln_launch L;
-  kiln_launch_init(&L);
-  L.num_inputs = nin;
-  L.outputs = out;
-  L.num_outputs = nout;
-  L.template_args = t;
-  L.num_template_args = nt;
-  L.device = kt_device();
-  kiln_compile_report rep;
-  memset(&rep, 0, sizeof rep);
-  rep.struct_size = sizeof rep;
-  kiln_status st =
-      kiln_kernel_compile(k, &L, in, target, &rep, NULL, NULL, NULL);
-  CHECK(st == KILN_OK, "%s (%s) does not compile for %s", name,
-        kiln_dtype_name(idt[0]), target);
-  CHECK(rep.threadgroup_memory <= 48 * 1024,
-        "%s uses %llu bytes of threadgroup memory", name,
-        (unsigned long long)rep.threadgroup_memory);
-  CHECK(rep.spill_store_bytes == 0 && rep.spill_load_bytes == 0,
-        "%s (%s) spills %llu / %llu bytes of registers", name,
-        kiln_dtype_name(idt[0]), (unsigned long long)rep.spill_store_bytes,
-        (unsigned long long)rep.spill_load_bytes);
-  if (getenv("KILN_TEST_VERBOSE") != NULL)
-    fprintf(stderr, "%s %s: %d registers, %llu bytes threadgroup\n", name,
-            kiln_dtype_name(idt[0]), rep.registers,
-            (unsigned long long)rep.threadgroup_memory);
+  kt_la_kernel k = {"triangular", name, inputs, outputs,
+                    KILN__LIB_NO_ROW_CONTIG, nin, nout, in, out, t, nt};
+  kt_la_compile(&k, target);
 }
 
 /* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
  * the driver can launch for that target; skipped otherwise. */
 void test_linalg_triangular_nvrtc(void) {
-  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
-  if (target == NULL || *target == '\0')
-    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  const char *target = kt_la_nvrtc_target();
   const kiln_dtype I = KILN_INT32;
   for (int d = 0; d < 2; d++) {
     kiln_dtype T = tr_dtypes[d];
@@ -876,7 +817,7 @@ void test_linalg_triangular_nvrtc(void) {
     int sub = T == KILN_FLOAT64 ? 4 : 2;
     for (int rank = 2; rank <= 3; rank++) {
       kiln_template_arg t[8];
-      tr_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, T);
+      kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, T);
       /* element-wise kernels and the check */
       kiln_dtype d2[3] = {T, T, I}, d1[2] = {T, I}, di[1] = {I};
       int r2[3] = {rank, 3, 0}, r1[2] = {rank, 0}, ro[1] = {rank};
@@ -893,20 +834,20 @@ void test_linalg_triangular_nvrtc(void) {
                  t, 1, target);
       for (int flags = 0; flags < 8; flags++) {
         bool upper = flags & 1, trans = flags & 2, unit = flags & 4;
-        tr_targ(&t[1], "UPPER", KILN_TEMPLATE_BOOL, upper, I);
-        tr_targ(&t[2], "TRANS", KILN_TEMPLATE_BOOL, trans, I);
-        tr_targ(&t[3], "UNIT", KILN_TEMPLATE_BOOL, unit, I);
+        kt_la_targ(&t[1], "UPPER", KILN_TEMPLATE_BOOL, upper, I);
+        kt_la_targ(&t[2], "TRANS", KILN_TEMPLATE_BOOL, trans, I);
+        kt_la_targ(&t[3], "UNIT", KILN_TEMPLATE_BOOL, unit, I);
         kiln_dtype ds[4] = {T, T, T, I};
         int rs[4] = {rank, rank, 0, 0};
         tr_compile("trsm_subst", "A,Bin,alpha,batch0", "B", 4, ds, rs, 1, ds,
                    rs + 1, t, 4, target);
         /* the blocked kernels: T, NB, UPPER, TRANS, then their own */
         kiln_template_arg u[8];
-        tr_targ(&u[0], "T", KILN_TEMPLATE_DTYPE, 0, T);
-        tr_targ(&u[1], "NB", KILN_TEMPLATE_INT, nb, I);
-        tr_targ(&u[2], "UPPER", KILN_TEMPLATE_BOOL, upper, I);
-        tr_targ(&u[3], "TRANS", KILN_TEMPLATE_BOOL, trans, I);
-        tr_targ(&u[4], "UNIT", KILN_TEMPLATE_BOOL, unit, I);
+        kt_la_targ(&u[0], "T", KILN_TEMPLATE_DTYPE, 0, T);
+        kt_la_targ(&u[1], "NB", KILN_TEMPLATE_INT, nb, I);
+        kt_la_targ(&u[2], "UPPER", KILN_TEMPLATE_BOOL, upper, I);
+        kt_la_targ(&u[3], "TRANS", KILN_TEMPLATE_BOOL, trans, I);
+        kt_la_targ(&u[4], "UNIT", KILN_TEMPLATE_BOOL, unit, I);
         int rw[1] = {4};
         tr_compile("trsm_diag_inv", "A,batch0", "W", 2, d1, r1, 1, d1, rw, u, 5,
                    target);
@@ -916,16 +857,16 @@ void test_linalg_triangular_nvrtc(void) {
           if (ab && rank == 2)
             continue; /* ABATCH needs a batched A, hence B */
           int arank = ab ? rank : 2;
-          tr_targ(&u[4], "SUB", KILN_TEMPLATE_INT, sub, I);
-          tr_targ(&u[5], "RB", KILN_TEMPLATE_INT, 64, I);
-          tr_targ(&u[6], "KT", KILN_TEMPLATE_INT, 16, I);
-          tr_targ(&u[7], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
+          kt_la_targ(&u[4], "SUB", KILN_TEMPLATE_INT, sub, I);
+          kt_la_targ(&u[5], "RB", KILN_TEMPLATE_INT, 64, I);
+          kt_la_targ(&u[6], "KT", KILN_TEMPLATE_INT, 16, I);
+          kt_la_targ(&u[7], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
           kiln_dtype dst[6] = {T, T, T, T, I, I}, dso[2] = {T, T};
           int rst[6] = {arank, 4, rank, 0, 0, 0}, rso[2] = {rank, 3};
           tr_compile("trsm_step", "A,W,Bin,scale,step,batch0", "B,Xs", 6, dst,
                      rst, 2, dso, rso, u, 8, target);
-          tr_targ(&u[4], "KT", KILN_TEMPLATE_INT, kt, I);
-          tr_targ(&u[5], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
+          kt_la_targ(&u[4], "KT", KILN_TEMPLATE_INT, kt, I);
+          kt_la_targ(&u[5], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
           kiln_dtype dap[5] = {T, T, T, I, I};
           int rap[5] = {4, rank, 0, 0, 0};
           tr_compile("trsm_apply", "W,Bin,scale,step,batch0", "B", 5, dap, rap,

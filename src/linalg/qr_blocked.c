@@ -90,6 +90,33 @@ typedef struct qrb_problem {
   kiln_array *qp, *rp, *ui;         /* the TSQR panel's factors */
 } qrb_problem;
 
+#ifdef KILN_QRB_PROFILE /* temporary phase timing (qrb2 probe) */
+#include <time.h>
+int kiln__qrb_prof_on;
+double kiln__qrb_prof[16];
+static double prof_last;
+static double prof_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static void prof(const qrb_problem *p, int slot) {
+  if (!kiln__qrb_prof_on)
+    return;
+  kiln_stream_synchronize(p->s);
+  double t = prof_now();
+  if (slot >= 0)
+    kiln__qrb_prof[slot] += t - prof_last;
+  prof_last = t;
+}
+#define PROF(p, slot) prof(p, slot)
+int kiln__qrb_knob[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+#define KNOB(i, def) (kiln__qrb_knob[i] >= 0 ? kiln__qrb_knob[i] : (def))
+#else
+#define PROF(p, slot) ((void)0)
+#define KNOB(i, def) (def)
+#endif
+
 /* ---- choices ------------------------------------------------------------ */
 
 /* Whether a panel of `rows` rows is factored by TSQR and reconstruction
@@ -99,7 +126,7 @@ typedef struct qrb_problem {
 static bool uses_tsqr(const qrb_problem *p, int64_t rows) {
   if (p->panel != KILN__QRB_PANEL_AUTO)
     return p->panel == KILN__QRB_PANEL_TSQR;
-  return rows >= QRB_TSQR_MIN_ROWS;
+  return rows >= KNOB(1, QRB_TSQR_MIN_ROWS);
 }
 
 /* Row slices for V^T C (jb x cols, summed over `rows`): a product this
@@ -108,7 +135,7 @@ static bool uses_tsqr(const qrb_problem *p, int64_t rows) {
 static int split_count(const qrb_problem *p, int64_t rows, int64_t jb,
                        int64_t cols) {
   int64_t tiles = ((jb + 63) / 64) * ((cols + 63) / 64) * p->batch;
-  int64_t want = (QRB_TARGET_TILES + tiles - 1) / tiles;
+  int64_t want = (KNOB(0, QRB_TARGET_TILES) + tiles - 1) / tiles;
   if (want > rows / QRB_SPLIT_ROWS)
     want = rows / QRB_SPLIT_ROWS;
   if (want > QRB_SPLIT_MAX)
@@ -363,8 +390,10 @@ static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
     st = view_of(p->qp, 3, qs, qst, 0, &qv);
   if (st == KILN_OK)
     st = view_of(p->rp, 3, rs, rst, 0, &rv);
+  PROF(p, -1);
   if (st == KILN_OK)
     st = kiln__qr_tsqr(p->s, panel, qv, rv);
+  PROF(p, 0);
   if (st == KILN_OK)
     st = kiln__library_kernel("qr_blocked", "qrb_recon",
                               "Qp,Rp,Win,j0,batch0", "W,Y,Tm,Ui",
@@ -380,6 +409,7 @@ static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
     st = launch_batched(p, k, in, 5, into, 4, t, 2, QRB_RECON_THREADS,
                         QRB_RECON_THREADS);
   }
+  PROF(p, 1);
   if (st == KILN_OK && rows > jb) {
     st = kiln__linalg_block(qv, jb, 0, rows - jb, jb, &q2);
     if (st == KILN_OK)
@@ -389,6 +419,7 @@ static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
     if (st == KILN_OK)
       st = kiln__linalg_gemm(p->s, false, false, -1.0, q2, uiv, 0.0, y2);
   }
+  PROF(p, 2);
   kiln_array *all[7] = {panel, qv, rv, j0s, q2, y2, uiv};
   for (int i = 0; i < 7; i++)
     kiln__array_destroy(all[i]);
@@ -488,12 +519,18 @@ static kiln_status apply_block(const qrb_problem *p, int pi, int64_t j0,
     st = kiln__linalg_block(p->p1, 0, 0, jb, cols, &x1);
   if (st == KILN_OK)
     st = kiln__linalg_block(p->p2, 0, 0, jb, cols, &x2);
+  int o = trans ? 0 : 3;
+  PROF(p, -1);
   if (st == KILN_OK) /* X1 = V^T C */
     st = vt_c(p, v, c, jb, cols, x1);
+  PROF(p, 3 + o);
   if (st == KILN_OK) /* X2 = op(T) X1 */
     st = kiln__linalg_gemm(p->s, trans, false, 1.0, t, x1, 0.0, x2);
+  PROF(p, 4 + o);
   if (st == KILN_OK) /* C -= V X2 */
     st = kiln__linalg_gemm(p->s, false, false, -1.0, v, x2, 1.0, c);
+  PROF(p, 5 + o);
+  (void)o;
   kiln__array_destroy(v);
   kiln__array_destroy(t);
   kiln__array_destroy(x1);
@@ -507,8 +544,10 @@ static kiln_status factor(const qrb_problem *p) {
   for (int pi = 0; st == KILN_OK && pi < p->panels; pi++) {
     int64_t j0 = (int64_t)pi * p->nb;
     int64_t jb = p->k - j0 < p->nb ? p->k - j0 : p->nb;
+    PROF(p, -1);
     st = uses_tsqr(p, p->m - j0) ? panel_tsqr(p, j0, jb)
                                  : launch_panel(p, j0);
+    PROF(p, 9);
     int64_t cols = p->n - j0 - jb;
     if (st != KILN_OK || cols == 0)
       continue;
@@ -539,17 +578,21 @@ static kiln_status form_q(const qrb_problem *p) {
 }
 
 static kiln_status run(qrb_problem *p) {
+  PROF(p, -1);
   kiln_status st = make_workspaces(p);
   if (st == KILN_OK)
     st = launch_ew(p, "qrb_copy", "A,batch0", "W", p->a, 0, false, p->w,
                    p->m * p->n);
+  PROF(p, 10);
   if (st == KILN_OK)
     st = factor(p);
   if (st == KILN_OK)
     st = launch_ew(p, "qrb_r", "Win,rows,batch0", "R", p->w, p->rrows, true,
                    p->r3, p->rrows * p->n);
+  PROF(p, -1);
   if (st == KILN_OK && p->q3 != NULL)
     st = form_q(p);
+  PROF(p, 11);
   return st;
 }
 

@@ -1,0 +1,143 @@
+/* Helpers shared by the linear-algebra tests: see linalg_check.h. */
+#include "linalg_check.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "linalg/linalg.h"
+
+double *kt_la_alloc(int64_t n) {
+  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+  CHECK(p != NULL, "out of host memory");
+  return p;
+}
+
+kiln_array *kt_la_array(kiln_dtype dt, int ndim, const int64_t *shape,
+                        double *v) {
+  int64_t count = 1;
+  for (int d = 0; d < ndim; d++)
+    count *= shape[d];
+  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
+  CHECK(buf != NULL, "out of host memory");
+  for (int64_t i = 0; i < count; i++) {
+    kt_set(dt, buf, (size_t)i, v[i]);
+    v[i] = kt_get(dt, buf, (size_t)i);
+  }
+  kiln_array *a = kt_array(dt, ndim, shape, buf);
+  free(buf);
+  return a;
+}
+
+void kt_la_targ(kiln_template_arg *t, const char *name,
+                kiln_template_kind kind, int64_t v, kiln_dtype d) {
+  t->name = name;
+  t->kind = kind;
+  t->dtype = d;
+  t->value = v;
+}
+
+void kt_la_orthogonal(int64_t n, double *q) {
+  double *v = kt_la_alloc(n);
+  memset(q, 0, (size_t)(n * n) * sizeof *q);
+  for (int64_t i = 0; i < n; i++)
+    q[i * n + i] = 1.0;
+  /* Three reflectors mix every row with every other; more add nothing a
+   * test could see. */
+  for (int r = 0; r < 3; r++) {
+    double vv = 0;
+    for (int64_t i = 0; i < n; i++) {
+      v[i] = kt_uniform(-1, 1);
+      vv += v[i] * v[i];
+    }
+    for (int64_t i = 0; i < n && vv > 0; i++) { /* Q = Q (I - 2vv^T/v^Tv) */
+      double d = 0;
+      for (int64_t k = 0; k < n; k++)
+        d += q[i * n + k] * v[k];
+      for (int64_t k = 0; k < n; k++)
+        q[i * n + k] -= 2.0 * d * v[k] / vv;
+    }
+  }
+  free(v);
+}
+
+void kt_la_ill(int64_t m, int64_t n, double cond, double *a) {
+  int64_t k = m < n ? m : n;
+  double *u = kt_la_alloc(m * m), *v = kt_la_alloc(n * n);
+  kt_la_orthogonal(m, u);
+  kt_la_orthogonal(n, v);
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int64_t p = 0; p < k; p++)
+        s += u[i * m + p] *
+             pow(cond, -(double)p / (double)(k > 1 ? k - 1 : 1)) *
+             v[p * n + j];
+      a[i * n + j] = s;
+    }
+  free(u);
+  free(v);
+}
+
+double kt_la_fro(const double *a, int64_t count) {
+  double s = 0;
+  for (int64_t i = 0; i < count; i++)
+    s += a[i] * a[i];
+  return sqrt(s);
+}
+
+void kt_la_compile(const kt_la_kernel *k, const char *target) {
+  kiln_kernel *kernel = NULL;
+  CHECK_OK(kiln__library_kernel(k->family, k->name, k->inputs, k->outputs,
+                                k->flags, &kernel));
+  kiln_launch L;
+  kiln_launch_init(&L);
+  L.num_inputs = k->num_inputs;
+  L.outputs = k->out;
+  L.num_outputs = k->num_outputs;
+  L.template_args = k->targs;
+  L.num_template_args = k->num_targs;
+  L.device = kt_device();
+  kiln_compile_report rep;
+  memset(&rep, 0, sizeof rep);
+  rep.struct_size = sizeof rep;
+  /* The configuration named by its non-dtype template arguments. */
+  char cfg[160] = "";
+  for (int i = 0; i < k->num_targs; i++) {
+    size_t len = strlen(cfg);
+    const kiln_template_arg *t = &k->targs[i];
+    if (t->kind == KILN_TEMPLATE_DTYPE)
+      snprintf(cfg + len, sizeof cfg - len, " %s=%s", t->name,
+               kiln_dtype_name(t->dtype));
+    else
+      snprintf(cfg + len, sizeof cfg - len, " %s=%lld", t->name,
+               (long long)t->value);
+  }
+  int rank = k->num_inputs > 0 ? k->in[0].ndim : 0;
+  kiln_status st =
+      kiln_kernel_compile(kernel, &L, k->in, target, &rep, NULL, NULL, NULL);
+  CHECK(st == KILN_OK, "%s/%s (%s, rank %d) does not compile for %s: %s",
+        k->family, k->name, cfg, rank, target, kiln_last_error());
+  if (getenv("KILN_TEST_REPORT") != NULL)
+    fprintf(stderr, "%s/%s%s rank %d: %d registers, %llu B shared, %llu B "
+            "local, spills %llu/%llu B\n", k->family, k->name, cfg, rank,
+            rep.registers, (unsigned long long)rep.threadgroup_memory,
+            (unsigned long long)rep.local_memory,
+            (unsigned long long)rep.spill_store_bytes,
+            (unsigned long long)rep.spill_load_bytes);
+  CHECK(rep.threadgroup_memory <= 48 * 1024,
+        "%s/%s%s uses %llu bytes of threadgroup memory", k->family, k->name,
+        cfg, (unsigned long long)rep.threadgroup_memory);
+  CHECK(rep.spill_store_bytes == 0 && rep.spill_load_bytes == 0,
+        "%s/%s%s spills %llu / %llu bytes of registers", k->family, k->name,
+        cfg, (unsigned long long)rep.spill_store_bytes,
+        (unsigned long long)rep.spill_load_bytes);
+}
+
+const char *kt_la_nvrtc_target(void) {
+  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
+  if (target == NULL || *target == '\0')
+    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  return target;
+}

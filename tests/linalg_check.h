@@ -1,0 +1,57 @@
+/*
+ * Helpers shared by the linear-algebra tests (tests/test_linalg_*.c): host
+ * matrices in double, device arrays of them rounded as kiln sees them,
+ * random orthogonal and ill-conditioned matrices, and the NVRTC compile
+ * check every linalg_*_nvrtc test runs on each kernel configuration.
+ */
+#ifndef KILN_TESTS_LINALG_CHECK_H
+#define KILN_TESTS_LINALG_CHECK_H
+
+#include "check.h"
+
+/* n doubles, zeroed (at least one), or the test fails. */
+double *kt_la_alloc(int64_t n);
+
+/* A device array of `dt` holding v (row-major, shape's element count),
+ * and v rounded in place to what the array holds, so host references
+ * compute with exactly kiln's inputs. */
+kiln_array *kt_la_array(kiln_dtype dt, int ndim, const int64_t *shape,
+                        double *v);
+
+/* A template argument. */
+void kt_la_targ(kiln_template_arg *t, const char *name,
+                kiln_template_kind kind, int64_t v, kiln_dtype d);
+
+/* A random orthogonal n x n matrix (a product of Householder reflectors
+ * of random vectors), row-major. */
+void kt_la_orthogonal(int64_t n, double *q);
+
+/* a (m x n) = U diag(s) V with random orthogonal U (m x m) and V (n x n)
+ * and s from 1 down to 1/cond, log-evenly (min(m, n) values): a matrix of
+ * 2-norm condition number `cond`. */
+void kt_la_ill(int64_t m, int64_t n, double cond, double *a);
+
+/* The Frobenius norm of count values. */
+double kt_la_fro(const double *a, int64_t count);
+
+/* One library-kernel configuration to compile for a CUDA target. */
+typedef struct kt_la_kernel {
+  const char *family, *name, *inputs, *outputs;
+  unsigned flags; /* kiln__library_kernel flags */
+  int num_inputs, num_outputs;
+  const kiln_array_spec *in;
+  const kiln_output_spec *out;
+  const kiln_template_arg *targs;
+  int num_targs;
+} kt_la_kernel;
+
+/* Compiles k for `target` (NVRTC, no GPU needed) and fails the test when
+ * it does not compile, spills registers or needs more than 48 KiB of
+ * threadgroup memory. With KILN_TEST_REPORT set, prints its resources. */
+void kt_la_compile(const kt_la_kernel *k, const char *target);
+
+/* The NVRTC target of the *_nvrtc tests (KILN_TEST_NVRTC_TARGET); skips
+ * the test when it is not set. */
+const char *kt_la_nvrtc_target(void);
+
+#endif /* KILN_TESTS_LINALG_CHECK_H */
