@@ -6,10 +6,12 @@
  *   1. GEMM 8192^3 float32 with float32 arithmetic (no TF32);
  *   2. GEMM 8192^3 bfloat16 (float32 accumulation);
  *   3. GEMM 4096^3 float32 with TF32 tensor cores (opt-in for both);
+ *   4. GEMM 8192^3 float64 (kiln's DMMA kernel; cublasGemmEx in float64,
+ *      which is cublasDgemm);
  * and against cuSOLVER (dlopen; issue anchors on an H100 in brackets):
- *   4. Cholesky 8192^2 float32 (cusolverDnSpotrf, 9.17 ms);
- *   5. Cholesky 8192^2 float64 (cusolverDnDpotrf, 8.82 ms);
- *   6. Cholesky of 1000 matrices 128^2, float32 (cusolverDnSpotrfBatched,
+ *   5. Cholesky 8192^2 float32 (cusolverDnSpotrf, 9.17 ms);
+ *   6. Cholesky 8192^2 float64 (cusolverDnDpotrf, 8.82 ms);
+ *   7. Cholesky of 1000 matrices 128^2, float32 (cusolverDnSpotrfBatched,
  *      0.53 ms).
  * Each line prints kiln's median time, the baseline's, the ratio (baseline
  * time / kiln time: above 1 means kiln is faster) and both TFLOP/s (GEMM:
@@ -70,6 +72,8 @@ typedef struct problem {
 static double elem(const problem *p, const void *x, size_t i) {
   if (p->dtype == KILN_BFLOAT16)
     return from_bf16(((const uint16_t *)x)[i]);
+  if (p->dtype == KILN_FLOAT64)
+    return ((const double *)x)[i];
   return ((const float *)x)[i];
 }
 
@@ -82,9 +86,12 @@ static void *random_matrix(const problem *p, uint64_t *seed) {
     exit(1);
   }
   for (size_t i = 0; i < count; i++) {
-    float v = (float)rnd(seed);
+    double d = rnd(seed);
+    float v = (float)d;
     if (p->dtype == KILN_BFLOAT16)
       ((uint16_t *)x)[i] = to_bf16(v);
+    else if (p->dtype == KILN_FLOAT64)
+      ((double *)x)[i] = d;
     else
       ((float *)x)[i] = v;
   }
@@ -178,12 +185,24 @@ static double time_kiln(kiln_device *dev, const problem *p,
 
 /* ---- cuBLAS (bench/baseline.h loads it) -------------------------------- */
 
+/* cudaDataType and cublasComputeType_t values for float64 (NVIDIA's
+ * library_types.h and cublas_api.h); baseline.h declares only the ones
+ * the other programs use. */
+#define BENCH_CUDA_R_64F 1
+#define BENCH_CUBLAS_COMPUTE_64F 70
+
 /* One cuBLAS call of C = A @ B, row-major, as the column-major
  * C^T = B^T A^T. */
 static int cublas_gemm(const problem *p, bool tf32, void *a, void *b,
                        void *c) {
   int n = p->n;
   float one = 1.0f, zero = 0.0f;
+  double done = 1.0, dzero = 0.0;
+  if (p->dtype == KILN_FLOAT64) /* cublasDgemm through cublasGemmEx */
+    return cb.gemm_ex(cb.handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &done,
+                      b, BENCH_CUDA_R_64F, n, a, BENCH_CUDA_R_64F, n,
+                      &dzero, c, BENCH_CUDA_R_64F, n,
+                      BENCH_CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT);
   if (p->dtype == KILN_BFLOAT16)
     return cb.gemm_ex(cb.handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b,
                       CUDA_R_16BF, n, a, CUDA_R_16BF, n, &zero, c,
@@ -679,6 +698,8 @@ int main(void) {
            KILN_PRECISION_DEFAULT, 2e-2, BENCH_PEAK_BF16_TFLOPS);
   gpu_line(dev, have_cublas, "GEMM 4096^3 float32, TF32", 4096, KILN_FLOAT32,
            KILN_PRECISION_TF32, 1e-2, BENCH_PEAK_TF32_TFLOPS);
+  gpu_line(dev, have_cublas, "GEMM 8192^3 float64", 8192, KILN_FLOAT64,
+           KILN_PRECISION_DEFAULT, 1e-12, BENCH_PEAK_FP64_TFLOPS);
   chol_lines(dev);
   return 0;
 }

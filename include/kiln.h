@@ -679,8 +679,12 @@ typedef enum kiln_qr_mode {
  * Asynchronous; NaN in A propagates. kiln_qr_ex paths: 0 auto, 1 small
  * (one threadgroup per matrix, m and n up to 128), 2 tall-skinny
  * (TSQR, m >= n, n up to 128 in float32 and 64 in float64; reduced Q or
- * R only), 3 blocked Householder (compact WY). A forced path that cannot
- * take the shape or mode is an error (KILN_ERROR_INVALID_ARGUMENT).
+ * R only), 3 blocked Householder (compact WY), 4 tall-skinny shifted
+ * CholeskyQR3 (m >= n, n up to 64; reduced Q or R only; matrices where it
+ * breaks down, e.g. rank-deficient ones, are redone by TSQR on the device,
+ * so the result is as reliable as path 2's). Auto takes 4 for m >= 4n and
+ * n <= 64 beyond the small path's sizes. A forced path that cannot take
+ * the shape or mode is an error (KILN_ERROR_INVALID_ARGUMENT).
  */
 KILN_API kiln_status kiln_qr(kiln_array *a, kiln_qr_mode mode,
                              kiln_array **q, kiln_array **r);

@@ -212,8 +212,14 @@ inline void gemm_simt_tile(const device T* A, const device T* B,
 // padded by 4 floats so the transposing stores of k-contiguous operands
 // hit 32 banks), double-buffered: the next BK = 8 slice is loaded from
 // global memory into registers while the current one is multiplied, then
-// stored into the other buffer, with one barrier per slice. About 100
-// registers, so two threadgroups (16 warps) share an SM.
+// stored into the other buffer, with one barrier per slice. 128
+// registers (sm_90a), so two threadgroups (16 warps) share an SM: 45.8
+// TFLOP/s at 8192^3 on an H100, 0.89x cuBLAS. Layouts whose modes are
+// both 1 or both 3 take 130-141 and so get one group per SM (A
+// transposed ran at 38.9 TFLOP/s): the dialect cannot yet ask for two
+// groups per SM. BK = 16 needs 155 registers (one group per SM) and ran
+// at 41.8; running pointers instead of recomputing each slice's
+// addresses need 139 (not timed, same problem).
 //
 // Operand modes (MA for A, MB for B; rows are m for A, n for B): 0 / 1,
 // scalar loads with neighbouring threads along k (0) or along the rows
@@ -228,20 +234,30 @@ inline void gemm_simt_tile(const device T* A, const device T* B,
 #define GEMM_F32_P 132
 
 // This thread's four elements of a 128 x 8 operand slice at (r0, k0): one
-// row and four k (modes 0, 2), or four rows and one k (modes 1, 3).
+// row and four k (modes 0, 2), or four rows and one k (modes 1, 3), into
+// v[0..3]. Plain floats rather than a float4 variable: the dialect's vec
+// copy *assignment* (CUDA) is a byte-blob copy, which NVVM splits into
+// byte shuffles of the loaded registers; those shuffles consumed the
+// prefetched values at once and so waited out the whole global-memory
+// latency every slice (gemm_f32 ran at 30 TFLOP/s on an H100). A float4
+// *initialised* from memory is one LDG.128 and stays untouched until the
+// store after the FMAs.
 template <int MODE>
-inline float4 gemm_f32_fetch(const device float* X, int64_t sr, int64_t sk,
-                             int r0, int rows, int k0, int K, uint tid,
-                             bool check) {
+inline void gemm_f32_fetch(const device float* X, int64_t sr, int64_t sk,
+                           int r0, int rows, int k0, int K, uint tid,
+                           bool check, thread float* v) {
   constexpr bool KV = MODE == 0 || MODE == 2;
   const int r = KV ? (int)tid / 2 : ((int)tid % 32) * 4;
   const int k = KV ? ((int)tid % 2) * 4 : (int)tid / 32;
   const device float* p =
       X + (int64_t)(r0 + r) * sr + (int64_t)(k0 + k) * sk;
-  float4 v;
   if (MODE >= 2 && !check) {
-    v = *(const device float4*)p;
-    return v;
+    const float4 t = *(const device float4*)p;
+    v[0] = t.x;
+    v[1] = t.y;
+    v[2] = t.z;
+    v[3] = t.w;
+    return;
   }
   const int64_t step = KV ? sk : sr;
   GEMM_UNROLL
@@ -250,12 +266,30 @@ inline float4 gemm_f32_fetch(const device float* X, int64_t sr, int64_t sk,
                             : r0 + r + i < rows && k0 + k < K);
     v[i] = in ? p[i * step] : 0.0f;
   }
-  return v;
+}
+
+// Four consecutive floats into threadgroup memory (16-byte aligned): one
+// st.shared.v4 on CUDA (see gemm_f32_fetch for why not a float4 store).
+inline void gemm_f32_st4(threadgroup float* s, const thread float* v) {
+#if KILN_BACKEND_CUDA
+  uint a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }"
+      : "=r"(a)
+      : "l"(s));
+  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};"
+               :
+               : "r"(a), "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3])
+               : "memory");
+#else
+  for (int i = 0; i < 4; ++i)
+    s[i] = v[i];
+#endif
 }
 
 // Stores what gemm_f32_fetch loaded into the k-major slice `s`.
 template <int MODE>
-inline void gemm_f32_put(float4 v, uint tid, threadgroup float* s) {
+inline void gemm_f32_put(const thread float* v, uint tid,
+                         threadgroup float* s) {
   constexpr bool KV = MODE == 0 || MODE == 2;
   const int r = KV ? (int)tid / 2 : ((int)tid % 32) * 4;
   const int k = KV ? ((int)tid % 2) * 4 : (int)tid / 32;
@@ -264,7 +298,7 @@ inline void gemm_f32_put(float4 v, uint tid, threadgroup float* s) {
     for (int i = 0; i < 4; ++i)
       s[(k + i) * GEMM_F32_P + r] = v[i];
   } else {
-    *(threadgroup float4*)(s + k * GEMM_F32_P + r) = v;
+    gemm_f32_st4(s + k * GEMM_F32_P + r, v);
   }
 }
 
@@ -285,10 +319,9 @@ inline void gemm_f32_tile(const device float* A, const device float* B,
     for (int j = 0; j < 8; ++j)
       acc[i][j] = 0.0f;
   bool check = !inner || BK > g.K;
-  float4 ra = gemm_f32_fetch<MA>(A, g.sam, g.sak, row0, g.M, 0, g.K, tid,
-                                 check);
-  float4 rb = gemm_f32_fetch<MB>(B, g.sbn, g.sbk, col0, g.N, 0, g.K, tid,
-                                 check);
+  float ra[4], rb[4];
+  gemm_f32_fetch<MA>(A, g.sam, g.sak, row0, g.M, 0, g.K, tid, check, ra);
+  gemm_f32_fetch<MB>(B, g.sbn, g.sbk, col0, g.N, 0, g.K, tid, check, rb);
   gemm_f32_put<MA>(ra, tid, As);
   gemm_f32_put<MB>(rb, tid, Bs);
   threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -298,15 +331,19 @@ inline void gemm_f32_tile(const device float* A, const device float* B,
     if (more) { // in flight while this slice is multiplied
       int k0 = (s + 1) * BK;
       check = !inner || k0 + BK > g.K;
-      ra = gemm_f32_fetch<MA>(A, g.sam, g.sak, row0, g.M, k0, g.K, tid,
-                              check);
-      rb = gemm_f32_fetch<MB>(B, g.sbn, g.sbk, col0, g.N, k0, g.K, tid,
-                              check);
+      gemm_f32_fetch<MA>(A, g.sam, g.sak, row0, g.M, k0, g.K, tid, check,
+                         ra);
+      gemm_f32_fetch<MB>(B, g.sbn, g.sbk, col0, g.N, k0, g.K, tid, check,
+                         rb);
     }
+    // One base per operand, so each k's float4 reads are immediate offsets
+    // (addresses recomputed per k cost 2 instructions each, 3% of the loop).
+    const threadgroup float* as = As + cur + ty * 4;
+    const threadgroup float* bs = Bs + cur + tx * 4;
     GEMM_UNROLL
     for (int k = 0; k < BK; ++k) {
-      const threadgroup float* a = As + cur + k * P + ty * 4;
-      const threadgroup float* b = Bs + cur + k * P + tx * 4;
+      const threadgroup float* a = as + k * P;
+      const threadgroup float* b = bs + k * P;
       float4 a0 = *(const threadgroup float4*)a;
       float4 a1 = *(const threadgroup float4*)(a + 64);
       float4 b0 = *(const threadgroup float4*)b;
@@ -811,19 +848,21 @@ inline void gemm_tc2_tile(const device T* A, const device T* B,
 
 // ---- float64 on tensor cores (CUDA, sm_80+: DMMA) ----------------------
 //
-// mma.sync m8n8k4 in float64 (each product and sum an IEEE float64
-// operation, as a float64 FMA; only the order of the k-sum differs from
-// the SIMT kernel). 128 x 128 tiles, 512 threads = 16 warps in a 4 x 4
-// grid, each warp 32 x 32 of C as 4 x 4 tiles of 8 x 8 (32 doubles of
-// accumulator per thread, ~100 registers: one threadgroup and 16 warps per
-// SM). Slices of BK = 8 of both operands travel global -> shared memory
-// by cp.async (8 bytes each, zero-filled out of range, so edges need no
-// branches), three stages in flight, one barrier per slice: 3 x 2 x 128 x
-// 8 doubles = 48 KiB, the static limit. Each operand sits in the layout
-// its global loads are coalesced in: [row][k] where k is contiguous (KA /
-// KB), else [k][row], with an XOR swizzle that makes a warp's fragment
-// reads (8 rows x 4 k) hit every bank pair exactly twice (two wavefronts,
-// the minimum for 32 doubles), and keeps the cp.async stores conflict-free.
+// mma.sync m8n8k4 in float64, m16n8k4 on sm_90 (each product and sum an
+// IEEE float64 operation, as a float64 FMA; only the order of the k-sum
+// differs from the SIMT kernel). 8192^3 on an H100: 39 TFLOP/s, 0.67x
+// cublasDgemm (25 with m8n8k4). 128 x 128 tiles, 512 threads = 16 warps
+// in a 4 x 4 grid, each warp 32 x 32 of C as 4 x 4 tiles of 8 x 8 (32
+// doubles of accumulator per thread, 128 registers: one threadgroup and
+// 16 warps per SM). Slices of BK = 8 of both operands travel global ->
+// shared memory by cp.async (8 bytes each, zero-filled out of range, so
+// edges need no branches), three stages in flight, one barrier per slice:
+// 3 x 2 x 128 x 8 doubles = 48 KiB, the static limit. Each operand sits
+// in the layout its global loads are coalesced in: [row][k] where k is
+// contiguous (KA / KB), else [k][row], with an XOR swizzle that makes a
+// warp's fragment reads (8 rows x 4 k) hit every bank pair exactly twice
+// (two wavefronts, the minimum for 32 doubles), and keeps the cp.async
+// stores conflict-free.
 #define GEMM_DMMA_BK 8
 #define GEMM_DMMA_STAGES 3
 #define GEMM_DMMA_SLICE (128 * GEMM_DMMA_BK)
@@ -873,6 +912,19 @@ inline void gemm_dmma(thread double* c, double a, double b) {
       "{%3}, {%0,%1};"
       : "+d"(c[0]), "+d"(c[1])
       : "d"(a), "d"(b));
+}
+
+// sm_90's m16n8k4: the 8 x 8 tiles (i, j) and (i + 1, j) in one
+// instruction. Its fragments are exactly those of the two m8n8k4 (A rows
+// r and r + 8, the same B column, C rows r and r + 8), but the H100 runs
+// the 8 x 8 shape at about half its float64 tensor rate (gemm_dmma gave
+// 25 TFLOP/s at 8192^3 against cuBLAS's 56).
+inline void gemm_dmma16(thread double* c0, thread double* c1, double a0,
+                        double a1, double b) {
+  asm("mma.sync.aligned.m16n8k4.row.col.f64.f64.f64.f64 {%0,%1,%2,%3}, "
+      "{%4,%5}, {%6}, {%0,%1,%2,%3};"
+      : "+d"(c0[0]), "+d"(c0[1]), "+d"(c1[0]), "+d"(c1[1])
+      : "d"(a0), "d"(a1), "d"(b));
 }
 
 template <bool BETA0, bool KA, bool KB>
@@ -925,11 +977,19 @@ inline void gemm_dmma_tile(const device double* A, const device double* B,
       GEMM_UNROLL
       for (int j = 0; j < 4; ++j)
         b[j] = bs[gemm_dmma_at<KB>(wn + 8 * j + r, kk + q)];
+#if __CUDA_ARCH__ >= 900
+      GEMM_UNROLL
+      for (int i = 0; i < 4; i += 2)
+        GEMM_UNROLL
+        for (int j = 0; j < 4; ++j)
+          gemm_dmma16(acc[i][j], acc[i + 1][j], a[i], a[i + 1], b[j]);
+#else
       GEMM_UNROLL
       for (int i = 0; i < 4; ++i)
         GEMM_UNROLL
         for (int j = 0; j < 4; ++j)
           gemm_dmma(acc[i][j], a[i], b[j]);
+#endif
     }
   }
   gemm_cp_wait<0>();

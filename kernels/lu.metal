@@ -241,186 +241,210 @@ if (!isfinite(x))
   info[b] = LU_INFO_NONFINITE; // every writer stores the same value
 
 //@kernel lu_panel
-// Factors the strip of ws = min(WS, k - c0) columns at (c0, c0) of each
+// Factors the strip of ws = min(WS, pe - c0) columns at (c0, c0) of each
 // matrix of W, rows c0 .. m-1, applies its row interchanges to the other
 // columns of the panel [p0, pe), and solves the strip's block row of the
 // panel, U12 = L11^-1 A12 for the columns [c0 + ws, pe). The driver then
 // updates the panel's trailing block with GEMM.
-// Template: T, NT (threads), R (rows per thread), MW (columns held in
-// registers), WS. One threadgroup of NT threads per matrix (grid.x = NT *
-// matrices, batch0 the first); needs m - c0 <= NT * R.
+// Template: T, NT (threads), R (rows per thread), WS (strip width). One
+// threadgroup of NT threads per matrix (grid.x = NT * matrices, batch0 the
+// first); needs m - c0 <= NT * R.
 //
-// The strip is walked in micro-strips of MW columns, left-looking: a
-// micro-strip is loaded into registers (thread t holds rows c0 + t + r NT),
-// brought up to date with the strip's earlier columns (its U rows by a
-// forward substitution, its lower rows by one pass over their L values),
-// then factored a column at a time. Each column costs one barrier: every
-// warp publishes its best candidate row (key, index and the micro-strip's
-// values of that row) and the owner of row j publishes row j, in slots
-// alternating by column parity, so that after the barrier every thread
-// knows the pivot, the pivot row and the row it displaces.
-threadgroup T cand_key[2 * (NT / 32)];
-threadgroup int cand_row[2 * (NT / 32)];
-threadgroup T cand_val[2 * (NT / 32) * MW];
-threadgroup T row_j[2 * MW];
-threadgroup T ush[WS * MW];
-threadgroup int pv_strip[WS];
-threadgroup T l11[WS * (WS + 1)];
-threadgroup T tile[WS * 64];
+// The whole strip lives in registers (the driver picks R * WS to fit):
+// thread t holds rows c0 + t + r NT, r < R, so loads and stores walk
+// consecutive rows across a warp; it is read once and written once. Row
+// c0 + q, the diagonal row of column q, is thread q's register row 0.
+// Each column costs one barrier: every warp publishes its best candidate
+// row (key, index and the row's WS values) and thread q publishes row j,
+// in slots alternating by column parity (a thread writing column q + 2
+// has passed barrier q + 1, so nobody still reads slot q); after the
+// barrier every warp reduces the candidates by shuffles, so every thread
+// knows the pivot, its row and the row it displaces, and swaps, scales
+// and updates its own rows in registers.
+//
+// Then one pass over the panel's other columns, a thread per column: the
+// strip's interchanges are composed into at most 2 WS moves (row src to
+// row dst), all loaded before any is stored (one memory round trip
+// instead of a chain of swaps), and right of the strip the block row is
+// solved in the same registers before the store.
 constexpr int NW = NT / 32;
+threadgroup T cand_key[2 * NW];
+threadgroup int cand_row[2 * NW];
+threadgroup T cand_val[2 * NW * WS];
+threadgroup T row_j[2 * WS];
+threadgroup T l11[WS * WS];
+threadgroup int mv_src[2 * WS];
+threadgroup int mv_dst[2 * WS];
+threadgroup int mv_count;
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const int k = min(m, n);
 const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
 device T* w = W + (int64_t)b * m * n;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
-const int s0 = c0, ws = min(WS, k - s0);
+const int s0 = c0, ws = min(WS, pe - s0);
 int bad = 0;
-for (int cs = s0; cs < s0 + ws; cs += MW) {
-  const int mw = min(MW, s0 + ws - cs), nu = cs - s0;
-  // The micro-strip's U rows s0 .. cs-1: forward substitution with the
-  // strip's L11, one lane per column.
-  if (warp == 0 && lane < mw) {
-    for (int i = 0; i < nu; ++i) {
-      T s = w[(int64_t)(s0 + i) * n + cs + lane];
-      for (int p = 0; p < i; ++p)
-        s = fma(-w[(int64_t)(s0 + i) * n + s0 + p], ush[p * MW + lane], s);
-      ush[i * MW + lane] = s;
-      w[(int64_t)(s0 + i) * n + cs + lane] = s;
-    }
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  // Rows cs .. m-1 into registers, minus L(row, s0:cs) U(s0:cs, micro).
-  T v[R][MW];
-  // Thread tid's rows are s0 + tid + r NT: one base and one step.
-  device T* mine = w + (int64_t)(s0 + tid) * n;
-  const int64_t step = (int64_t)NT * n;
+T v[R][WS];
+int pv[WS];
+// Thread tid's rows are s0 + tid + r NT: one base and one step.
+device T* mine = w + (int64_t)(s0 + tid) * n + s0;
+const int64_t step = (int64_t)NT * n;
+LU_UNROLL
+for (int r = 0; r < R; ++r) {
+  const bool live = s0 + tid + r * NT < m;
+  LU_UNROLL
+  for (int q = 0; q < WS; ++q)
+    v[r][q] = live && q < ws ? mine[r * step + q] : T(0);
+}
+LU_UNROLL
+for (int q = 0; q < WS; ++q) {
+  pv[q] = s0 + q;
+  if (q >= ws)
+    break;
+  const int j = s0 + q, slot = q & 1;
+  // This thread's best row for column j: rows >= j (only register row 0
+  // can lie above j) and < m; rows rise with r, so the first wins ties.
+  T key = T(-1);
+  int best = LU_NO_ROW, best_r = 0;
   LU_UNROLL
   for (int r = 0; r < R; ++r) {
     const int row = s0 + tid + r * NT;
-    const bool live = row >= cs && row < m;
-    device T* wr = mine + r * step;
-    LU_UNROLL
-    for (int q = 0; q < MW; ++q)
-      v[r][q] = live && q < mw ? wr[cs + q] : T(0);
-    if (live)
-      for (int p = 0; p < nu; ++p) {
-        T l = wr[s0 + p];
-        LU_UNROLL
-        for (int q = 0; q < MW; ++q)
-          v[r][q] = fma(-l, ush[p * MW + q], v[r][q]);
+    if ((r > 0 || tid >= q) && row < m) {
+      const T x = lu_key(v[r][q]);
+      if (x > key) {
+        key = x;
+        best = row;
+        best_r = r;
       }
+    }
   }
+  T wkey = key;
+  int wrow = best;
+  lu_warp_argmax(wkey, wrow);
+  if (lane == 0) {
+    cand_key[slot * NW + warp] = wkey;
+    cand_row[slot * NW + warp] = wrow;
+  }
+  if (best == wrow && best != LU_NO_ROW)
+    LU_UNROLL
+    for (int r = 0; r < R; ++r)
+      if (r == best_r)
+        LU_UNROLL
+        for (int q2 = 0; q2 < WS; ++q2)
+          cand_val[(slot * NW + warp) * WS + q2] = v[r][q2];
+  if (tid == q)
+    LU_UNROLL
+    for (int q2 = 0; q2 < WS; ++q2)
+      row_j[slot * WS + q2] = v[0][q2];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // Every warp reduces the NW candidates by shuffles.
+  T pkey = lane < NW ? cand_key[slot * NW + lane] : T(-1);
+  int p = lane < NW ? cand_row[slot * NW + lane] : LU_NO_ROW;
+  lu_warp_argmax(pkey, p);
+  const int po = (p - s0) % NT, pr = (p - s0) / NT, pw = po / 32;
+  T prow[WS];
   LU_UNROLL
-  for (int q = 0; q < MW; ++q) {
-    if (q >= mw)
-      break;
-    const int j = cs + q, slot = j & 1;
-    T key = T(-1);
-    int best = LU_NO_ROW, best_r = 0;
+  for (int q2 = 0; q2 < WS; ++q2)
+    prow[q2] = cand_val[(slot * NW + pw) * WS + q2];
+  const T d = prow[q];
+  if (bad == 0)
+    bad = lu_pivot_status(d, j);
+  pv[q] = p;
+  if (p != j) {
     LU_UNROLL
     for (int r = 0; r < R; ++r) {
-      const int row = s0 + tid + r * NT;
-      if (row >= j && row < m) {
-        T x = lu_key(v[r][q]);
-        if (x > key) { // rows rise with r: the first wins ties
-          key = x;
-          best = row;
-          best_r = r;
-        }
-      }
-    }
-    T wkey = key;
-    int wrow = best;
-    lu_warp_argmax(wkey, wrow);
-    if (lane == 0) {
-      cand_key[slot * NW + warp] = wkey;
-      cand_row[slot * NW + warp] = wrow;
-    }
-    if (best == wrow && best != LU_NO_ROW) {
-      LU_UNROLL
-      for (int r = 0; r < R; ++r)
-        if (r == best_r)
-          LU_UNROLL
-          for (int q2 = 0; q2 < MW; ++q2)
-            cand_val[(slot * NW + warp) * MW + q2] = v[r][q2];
-    }
-    const int jo = (j - s0) % NT, jr = (j - s0) / NT;
-    if (tid == jo)
-      LU_UNROLL
-      for (int r = 0; r < R; ++r)
-        if (r == jr)
-          LU_UNROLL
-          for (int q2 = 0; q2 < MW; ++q2)
-            row_j[slot * MW + q2] = v[r][q2];
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    T pkey = cand_key[slot * NW];
-    int p = cand_row[slot * NW], pw = 0;
-    for (int x = 1; x < NW; ++x) {
-      T k2 = cand_key[slot * NW + x];
-      int r2 = cand_row[slot * NW + x];
-      if (lu_better(k2, r2, pkey, p)) {
-        pkey = k2;
-        p = r2;
-        pw = x;
-      }
-    }
-    T prow[MW];
-    LU_UNROLL
-    for (int q2 = 0; q2 < MW; ++q2)
-      prow[q2] = cand_val[(slot * NW + pw) * MW + q2];
-    const T d = prow[q];
-    if (bad == 0)
-      bad = lu_pivot_status(d, j);
-    if (tid == 0)
-      pv_strip[j - s0] = p;
-    const int po = (p - s0) % NT, pr = (p - s0) / NT;
-    LU_UNROLL
-    for (int r = 0; r < R; ++r) {
-      if (p != j && tid == jo && r == jr)
+      if (tid == q && r == 0)
         LU_UNROLL
-        for (int q2 = 0; q2 < MW; ++q2)
+        for (int q2 = 0; q2 < WS; ++q2)
           v[r][q2] = prow[q2];
-      else if (p != j && tid == po && r == pr)
+      else if (tid == po && r == pr)
         LU_UNROLL
-        for (int q2 = 0; q2 < MW; ++q2)
-          v[r][q2] = row_j[slot * MW + q2];
+        for (int q2 = 0; q2 < WS; ++q2)
+          v[r][q2] = row_j[slot * WS + q2];
     }
+  }
+  // Scale by the reciprocal (as LAPACK does where it is finite), else by
+  // division; a zero pivot leaves the column as it is.
+  const T rd = T(1) / d;
+  const bool recip = isfinite(rd);
+  if (d != T(0))
     LU_UNROLL
     for (int r = 0; r < R; ++r) {
-      const int row = s0 + tid + r * NT;
-      if (row > j && row < m) {
-        if (d != T(0))
-          v[r][q] = v[r][q] / d;
+      if (r > 0 || tid > q) {
+        v[r][q] = recip ? v[r][q] * rd : v[r][q] / d;
         const T l = v[r][q];
         LU_UNROLL
-        for (int q2 = 0; q2 < MW; ++q2)
-          if (q2 > q)
-            v[r][q2] = fma(-l, prow[q2], v[r][q2]);
+        for (int q2 = q + 1; q2 < WS; ++q2)
+          v[r][q2] = fma(-l, prow[q2], v[r][q2]);
+      }
+    }
+}
+LU_UNROLL
+for (int r = 0; r < R; ++r) {
+  if (s0 + tid + r * NT < m)
+    LU_UNROLL
+    for (int q = 0; q < WS; ++q)
+      if (q < ws)
+        mine[r * step + q] = v[r][q];
+}
+if (tid < ws)
+  LU_UNROLL
+  for (int q = 0; q < WS; ++q)
+    l11[tid * WS + q] = v[0][q];
+// The strip's interchanges composed: mv_src[e] is the original row that
+// ends at row mv_dst[e]; entries < ws are the strip's rows.
+if (tid == 0) {
+  int cnt = ws;
+  for (int e = 0; e < ws; ++e)
+    mv_src[e] = mv_dst[e] = s0 + e;
+  LU_UNROLL
+  for (int q = 0; q < WS; ++q) {
+    const int p = pv[q];
+    if (q < ws) {
+      piv[(int64_t)b * k + s0 + q] = p;
+      if (p != s0 + q) {
+        int e = p - s0;
+        if (e >= ws) {
+          e = cnt;
+          for (int f = ws; f < cnt; ++f)
+            if (mv_dst[f] == p)
+              e = f;
+          if (e == cnt) {
+            mv_src[cnt] = mv_dst[cnt] = p;
+            ++cnt;
+          }
+        }
+        const int t = mv_src[q];
+        mv_src[q] = mv_src[e];
+        mv_src[e] = t;
       }
     }
   }
-  LU_UNROLL
-  for (int r = 0; r < R; ++r) {
-    const int row = s0 + tid + r * NT;
-    if (row >= cs && row < m)
-      LU_UNROLL
-      for (int q = 0; q < MW; ++q)
-        if (q < mw)
-          mine[r * step + cs + q] = v[r][q];
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  // This micro-strip's interchanges on the panel's other columns.
-  lu_swap_columns(w, n, pv_strip + nu, cs, cs + mw, p0, pe, cs, cs + mw,
-                  tid, NT);
-  threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+  mv_count = cnt;
+  if (bad != 0 && info[b] == 0)
+    info[b] = bad;
 }
-for (int j = tid; j < ws; j += NT)
-  piv[(int64_t)b * k + s0 + j] = pv_strip[j];
-if (tid == 0 && bad != 0 && info[b] == 0)
-  info[b] = bad;
-lu_block_row_solve<T, WS, 64>(w, n, s0, ws, s0 + ws, pe, l11, tile, tid,
-                              NT);
+threadgroup_barrier(mem_flags::mem_threadgroup);
+const int cnt = mv_count;
+for (int c = p0 + tid; c < pe; c += NT) {
+  if (c >= s0 && c < s0 + ws)
+    continue;
+  T x[2 * WS];
+  LU_UNROLL
+  for (int e = 0; e < 2 * WS; ++e)
+    x[e] = e < cnt ? w[(int64_t)mv_src[e] * n + c] : T(0);
+  if (c >= s0 + ws)
+    LU_UNROLL
+    for (int i = 1; i < WS; ++i)
+      if (i < ws) // entries >= ws are rows below the strip
+        LU_UNROLL
+        for (int q = 0; q < i; ++q)
+          x[i] = fma(-l11[i * WS + q], x[q], x[i]);
+  LU_UNROLL
+  for (int e = 0; e < 2 * WS; ++e)
+    if (e < cnt)
+      w[(int64_t)mv_dst[e] * n + c] = x[e];
+}
 
 //@kernel lu_panel_global
 // lu_panel for strips whose rows do not fit in registers (m - c0 > NT *
@@ -438,7 +462,7 @@ const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
 device T* w = W + (int64_t)b * m * n;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
-const int s0 = c0, ws = min(WS, k - s0);
+const int s0 = c0, ws = min(WS, pe - s0);
 int bad = 0;
 for (int j = s0; j < s0 + ws; ++j) {
   T key = T(-1);

@@ -288,6 +288,76 @@ inline void qr_house(const device T* A, const constant int* A_shape,
   }
 }
 
+// Row blocks per matrix of qr_house's launches: P with BLOCKED, else 1.
+template <int MMAX, bool BLOCKED>
+inline uint qr_blocks(int m) {
+  return BLOCKED ? (uint)((m + MMAX - 1) / MMAX) : 1u;
+}
+
+// Columns of S per tile of qr_apply (all of them while NB x NB fits 32 KB).
+template <typename T, int NB>
+constexpr int qr_apply_tc() {
+  return NB * NB * (int)sizeof(T) <= 32768 ? NB
+                                           : 32768 / (NB * (int)sizeof(T));
+}
+
+// qr_apply for threadgroup g (see the kernel): it holds its row in
+// registers, so it may overwrite the row in place, and S_p passes through
+// threadgroup memory (St) in column tiles that every lane reads at one
+// address (broadcast). With a flag array, a group whose matrix has flag 0
+// returns at once.
+template <typename T, int NB, int BR>
+inline void qr_apply_rows(device T* X, const constant int* Xin_shape,
+                          int Xin_ndim, const device T* S,
+                          const constant int* S_shape, int S_ndim, uint g,
+                          int tid, threadgroup T* St,
+                          const device int* flag) {
+  constexpr int TC = qr_apply_tc<T, NB>();
+  const int m = Xin_shape[Xin_ndim - 2], n = Xin_shape[Xin_ndim - 1];
+  const int mu = S_shape[S_ndim - 2];
+  const int groups = (m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS;
+  const uint bi = g / (uint)groups;
+  if (flag != nullptr && flag[bi] == 0)
+    return;
+  const int first = (int)(g % (uint)groups) * QR_APPLY_ROWS;
+  const int row = first + tid;
+  const int blk = first / BR;
+  device T* x = X + ((int64_t)bi * m + row) * n;
+  const device T* sp = S + ((int64_t)bi * mu + (int64_t)blk * n) * n;
+  T xr[NB];
+  QR_UNROLL
+  for (int k = 0; k < NB; ++k)
+    xr[k] = row < m && k < n ? x[k] : T(0);
+  for (int c0 = 0; c0 < n; c0 += TC) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (int e = tid; e < NB * TC; e += QR_APPLY_ROWS) {
+      int k = e / TC, cc = c0 + e % TC;
+      St[e] = k < n && cc < n ? sp[(int64_t)k * n + cc] : T(0);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (row < m) {
+      for (int cc = 0; cc < TC && c0 + cc < n; cc += 4) {
+        T a0 = T(0), a1 = T(0), a2 = T(0), a3 = T(0);
+        QR_UNROLL
+        for (int k = 0; k < NB; ++k) {
+          a0 = fma(xr[k], St[k * TC + cc], a0);
+          a1 = fma(xr[k], St[k * TC + cc + 1], a1);
+          a2 = fma(xr[k], St[k * TC + cc + 2], a2);
+          a3 = fma(xr[k], St[k * TC + cc + 3], a3);
+        }
+        int c = c0 + cc;
+        x[c] = a0;
+        if (c + 1 < n)
+          x[c + 1] = a1;
+        if (c + 2 < n)
+          x[c + 2] = a2;
+        if (c + 3 < n)
+          x[c + 3] = a3;
+      }
+    }
+  }
+}
+
 //@kernel qr_small
 // Q and R of one matrix (or, with BLOCKED, one row block) per threadgroup.
 // Inputs: A (a strided view), g0 (the first group of this launch).
@@ -313,62 +383,54 @@ qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
     (uint)g0 + threadgroup_position_in_grid.x, thread_index_in_threadgroup,
     vbuf, taus, sgn, dims);
 
+//@kernel qr_small_g
+// qr_small behind a per-matrix flag (int32, one per batch entry): a
+// threadgroup whose matrix has flag 0 returns at once. TSQR runs this way
+// after CholeskyQR (src/linalg/cholqr.c), redoing only the matrices where
+// that broke down, without a host round trip.
+threadgroup T vbuf[2 * MMAX];
+threadgroup T taus[NC];
+threadgroup T sgn[MMAX + NC];
+threadgroup int dims[2];
+const uint grp = (uint)g0 + threadgroup_position_in_grid.x;
+if (flag[grp / qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2])] == 0)
+  return;
+qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, true>(
+    A, A_shape, A_strides, A_ndim, Q, R, grp, thread_index_in_threadgroup,
+    vbuf, taus, sgn, dims);
+
+//@kernel qr_small_rg
+// qr_small_r behind a per-matrix flag, as qr_small_g.
+threadgroup T vbuf[2 * MMAX];
+threadgroup T taus[NC];
+threadgroup T sgn[MMAX + NC];
+threadgroup int dims[2];
+const uint grp = (uint)g0 + threadgroup_position_in_grid.x;
+if (flag[grp / qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2])] == 0)
+  return;
+qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
+    A, A_shape, A_strides, A_ndim, R, R, grp, thread_index_in_threadgroup,
+    vbuf, taus, sgn, dims);
+
 //@kernel qr_apply
 // TSQR's way back: X (batch x m x n, contiguous, in place) is a stack of
 // row blocks of BR rows, block p an explicit Q_p; each becomes Q_p S_p,
 // S_p the n x n rows p n .. p n + n - 1 of S (the level above's Q, batch x
 // mu x n). Template: T, NB (n's capacity), BR. A thread per row of X
-// (QR_APPLY_ROWS per threadgroup, grid.x = QR_APPLY_ROWS * groups): it
-// holds its row in registers, so it may overwrite the row in place, and
-// S_p passes through threadgroup memory in column tiles that every lane
-// reads at one address (broadcast). Xin is X, bound for its shape.
-constexpr int TC = NB * NB * (int)sizeof(T) <= 32768
-                       ? NB
-                       : 32768 / (NB * (int)sizeof(T));
-threadgroup T St[NB * TC];
-const int m = Xin_shape[Xin_ndim - 2], n = Xin_shape[Xin_ndim - 1];
-const int mu = S_shape[S_ndim - 2];
-const int groups = (m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS;
-const uint g = (uint)g0 + threadgroup_position_in_grid.x;
-const uint bi = g / (uint)groups;
-const int first = (int)(g % (uint)groups) * QR_APPLY_ROWS;
-const int tid = (int)thread_index_in_threadgroup;
-const int row = first + tid;
-const int blk = first / BR;
-device T* x = X + ((int64_t)bi * m + row) * n;
-const device T* sp = S + ((int64_t)bi * mu + (int64_t)blk * n) * n;
-T xr[NB];
-QR_UNROLL
-for (int k = 0; k < NB; ++k)
-  xr[k] = row < m && k < n ? x[k] : T(0);
-for (int c0 = 0; c0 < n; c0 += TC) {
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  for (int e = tid; e < NB * TC; e += QR_APPLY_ROWS) {
-    int k = e / TC, cc = c0 + e % TC;
-    St[e] = k < n && cc < n ? sp[(int64_t)k * n + cc] : T(0);
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  if (row < m) {
-    for (int cc = 0; cc < TC && c0 + cc < n; cc += 4) {
-      T a0 = T(0), a1 = T(0), a2 = T(0), a3 = T(0);
-      QR_UNROLL
-      for (int k = 0; k < NB; ++k) {
-        a0 = fma(xr[k], St[k * TC + cc], a0);
-        a1 = fma(xr[k], St[k * TC + cc + 1], a1);
-        a2 = fma(xr[k], St[k * TC + cc + 2], a2);
-        a3 = fma(xr[k], St[k * TC + cc + 3], a3);
-      }
-      int c = c0 + cc;
-      x[c] = a0;
-      if (c + 1 < n)
-        x[c + 1] = a1;
-      if (c + 2 < n)
-        x[c + 2] = a2;
-      if (c + 3 < n)
-        x[c + 3] = a3;
-    }
-  }
-}
+// (QR_APPLY_ROWS per threadgroup, grid.x = QR_APPLY_ROWS * groups); see
+// qr_apply_rows. Xin is X, bound for its shape.
+threadgroup T St[NB * qr_apply_tc<T, NB>()];
+qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim,
+                         (uint)g0 + threadgroup_position_in_grid.x,
+                         (int)thread_index_in_threadgroup, St,
+                         (const device int*)nullptr);
+
+//@kernel qr_apply_g
+// qr_apply behind a per-matrix flag (see qr_small_g).
+threadgroup T St[NB * qr_apply_tc<T, NB>()];
+qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim,
+                         (uint)g0 + threadgroup_position_in_grid.x,
+                         (int)thread_index_in_threadgroup, St, flag);
 
 //@kernel qr_eye
 // The diagonal of Q = I for every matrix of Q (batch x m x m, already

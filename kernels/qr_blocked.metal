@@ -13,10 +13,12 @@
 // kernels do.
 //
 // Order of work: qrb_copy (A into W), then per panel of NB columns
-// qrb_panel (V, T and R's rows of the panel) and three GEMMs on the
-// trailing columns; then qrb_r (R with a non-negative diagonal) and, for
-// Q, qrb_qinit (Q = E D, D the signs of R's diagonal) followed by the
-// backward accumulation of the panels with GEMMs. Starting the backward
+// qrb_panel or TSQR + qrb_recon (V, T and R's rows of the panel) and three
+// GEMMs on the rest of its outer block (4 panels); per outer block
+// qrb_tinit and GEMMs form its T (To), and three GEMMs update the trailing
+// columns; then qrb_r (R with a non-negative diagonal) and, for Q,
+// qrb_qinit (Q = E D, D the signs of R's diagonal) followed by the
+// backward accumulation of the outer blocks with GEMMs. Starting the backward
 // accumulation from E D instead of E flips exactly the columns of Q whose
 // row of R is flipped, at no extra cost.
 #include <metal_stdlib>
@@ -279,6 +281,29 @@ for (int64_t e = thread_position_in_grid.x; e < total;
   q[e] = v;
 }
 
+//@kernel qrb_tinit
+// The start of an outer block's T (To's NBO x NBO block at row j0, the
+// block's first column): its panels' T's (NB x NB blocks of Tm) on the
+// diagonal, zeros elsewhere; the driver fills the blocks above the
+// diagonal with GEMMs. Template: T. Inputs: Tmin (Tm, batch x P*NB x NB),
+// Toin (To, bound for its shape), j0, batch0. A grid-stride loop over the
+// block along x, batch entries along grid.y from batch0.
+const int nb = Tmin_shape[Tmin_ndim - 1], tp = Tmin_shape[Tmin_ndim - 2];
+const int nbo = Toin_shape[Toin_ndim - 1];
+const int tor = Toin_shape[Toin_ndim - 2];
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const device T* tm = Tmin + (int64_t)b * tp * nb;
+device T* to = To + ((int64_t)b * tor + j0) * nbo;
+const int64_t total = (int64_t)nbo * nbo;
+for (int64_t e = thread_position_in_grid.x; e < total;
+     e += (int64_t)threads_per_grid.x) {
+  int i = (int)(e / nbo), j = (int)(e % nbo);
+  T v = T(0);
+  if (i / nb == j / nb && j0 + i < tp)
+    v = tm[(int64_t)(j0 + i) * nb + j % nb];
+  to[e] = v;
+}
+
 //@kernel qrb_sum
 // The split-K reduction of V^T C: X's leading rows x cols block = the sum
 // over s of P[b, s] (P a view: batch x S x rows x cols partial products).
@@ -322,6 +347,7 @@ for (int64_t e = thread_position_in_grid.x; e < total;
 // when every s_c is known.
 constexpr int P = NB + 1;
 threadgroup T M[NB * P];
+threadgroup T S[NB * P];
 threadgroup T sg[NB];
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const int k = min(m, n);
@@ -369,32 +395,43 @@ for (int e = tid; e < jb * jb; e += nt) {
     M[i * P + c] *= sg[c];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
+// T and Ui at once, in threadgroup memory (each substitution is a chain
+// of dependent steps, so its operands must be near): thread i < NB forms
+// T's row i, thread NB + c Ui's column c. They share S, T in its upper
+// triangle, Ui transposed in the rest: Ui(r, c) at S[c][r - 1] (r >= 1)
+// and S[c][NB] (r = 0).
 // T's row i: T(i, :) Y1^T = U(i, :), forward substitution with the unit
-// lower Y1 (zero left of the diagonal); each thread reads back only what
-// it wrote.
-for (int i = tid; i < NB; i += nt) {
-  for (int c = 0; c < NB; ++c) {
-    T x = T(0);
-    if (i < jb && c >= i && c < jb) {
-      x = M[i * P + c];
-      for (int j = i; j < c; ++j)
-        x = fma(-M[c * P + j], tm[i * NB + j], x);
+// lower Y1 (zero left of the diagonal).
+if (tid < jb) {
+  const int i = tid;
+  for (int c = i; c < jb; ++c) {
+    T x = M[i * P + c], x2 = T(0);
+    int j = i;
+    for (; j + 1 < c; j += 2) {
+      x = fma(-M[c * P + j], S[i * P + j], x);
+      x2 = fma(-M[c * P + j + 1], S[i * P + j + 1], x2);
     }
-    tm[i * NB + c] = x;
+    if (j < c)
+      x = fma(-M[c * P + j], S[i * P + j], x);
+    S[i * P + c] = x + x2;
   }
-}
-// Ui's column c: U x = e_c by back substitution, stored as s_r x_r (each
-// thread reads back its own column, unscaling with s_r again).
-for (int c = tid; c < jb; c += nt) {
+} else if (tid >= NB && tid < NB + jb) {
+  // Ui's column c: U x = e_c by back substitution, stored as s_r x_r.
+  const int c = tid - NB;
   for (int r = c; r >= 0; --r) {
     T x = r == c ? T(1) : T(0);
     for (int j = r + 1; j <= c; ++j)
-      x = fma(-M[r * P + j], ui[j * NB + c] * sg[j], x);
+      x = fma(-M[r * P + j], S[c * P + j - 1], x);
     x /= M[r * P + r];
-    ui[r * NB + c] = sg[r] * x;
+    S[c * P + (r == 0 ? NB : r - 1)] = x;
   }
-  for (int r = c + 1; r < jb; ++r)
-    ui[r * NB + c] = T(0);
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+for (int e = tid; e < NB * NB; e += nt) {
+  int i = e / NB, c = e % NB;
+  bool in = i < jb && c < jb && c >= i;
+  tm[e] = in ? S[i * P + c] : T(0);
+  ui[e] = in ? sg[i] * S[c * P + (i == 0 ? NB : i - 1)] : T(0);
 }
 // Y's top rows (Y1, unit lower) and R's rows of the panel, S Rp.
 for (int e = tid; e < jb * jb; e += nt) {

@@ -146,6 +146,12 @@
   X(linalg_qr_errors, 60)                                                     \
   X(linalg_qr_tsqr_panel, 120)                                                \
   X(linalg_qr_nvrtc, 600)                                                     \
+  X(linalg_qr_cholqr, 240)                                                    \
+  X(linalg_qr_cholqr_ill_conditioned, 240)                                    \
+  X(linalg_qr_cholqr_fallback, 240)                                           \
+  X(linalg_qr_cholqr_strided, 240)                                            \
+  X(linalg_qr_cholqr_errors, 60)                                              \
+  X(linalg_qr_cholqr_nvrtc, 600)                                              \
   /* qr blocked */                                                            \
   X(linalg_qr_blocked_square, 240)                                            \
   X(linalg_qr_blocked_tall_wide, 240)                                         \

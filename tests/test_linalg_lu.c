@@ -383,7 +383,8 @@ void test_linalg_lu_factor_batched(void) {
 
 /* Both paths where both apply; the blocked one on one strip, several
  * strips and several panels; the register shapes of lu_panel (rows per
- * thread 2, 4, 8) and lu_panel_global (rows beyond registers). */
+ * thread 1 to 32, strips of 8 down to 1 column) and lu_panel_global (rows
+ * beyond registers). */
 void test_linalg_lu_factor_paths(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = lt_dtypes[d];
@@ -396,8 +397,10 @@ void test_linalg_lu_factor_paths(void) {
     lt_random_case(dt, 1, 1100, 45, 2, false);
     lt_random_case(dt, 1, 2100, 9, 2, false);
   }
-  lt_random_case(KILN_FLOAT32, 1, 4500, 5, 2, false);  /* R = 16 */
-  lt_random_case(KILN_FLOAT64, 1, 8300, 3, 2, false);  /* global */
+  lt_random_case(KILN_FLOAT32, 1, 4500, 13, 2, false); /* R 16, WS 4 */
+  lt_random_case(KILN_FLOAT64, 1, 4500, 7, 2, false);  /* R 16, WS 2 */
+  lt_random_case(KILN_FLOAT32, 1, 8300, 3, 2, false);  /* R 32, WS 1 */
+  lt_random_case(KILN_FLOAT64, 1, 16500, 3, 2, false); /* global */
   lt_random_case(KILN_FLOAT32, 1, 16500, 3, 2, false); /* global */
 }
 
@@ -1027,22 +1030,22 @@ void test_linalg_lu_nvrtc(void) {
       }
       c = lt_make("lu_copy", "A,batch0", "W,info", dt, rank, "MS", "MI");
       lt_compile(&c, target);
-      int cap = dt == KILN_FLOAT64 ? 16 : 32;
-      for (int r = 1; r <= cap; r *= 2) {
+      for (int r = 1; r <= 32; r *= 2) {
+        /* lu.c's strip_width */
+        int ws = dt == KILN_FLOAT64 ? (r <= 8 ? 4 : r == 16 ? 2 : 1)
+                                    : (r <= 8 ? 8 : r == 16 ? 4 : 1);
         c = lt_make("lu_panel", "Win,c0,p0,pe,batch0", "W,piv,info", dt, rank,
                     "MSSSS", "MPI");
         lt_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
-        lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 32, KILN_INT32);
+        lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, ws, KILN_INT32);
         lt_targ(&c.t[3], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
-        lt_targ(&c.t[4], "MW", KILN_TEMPLATE_INT, cap / r < 32 ? cap / r : 32,
-                KILN_INT32);
-        c.nt = 5;
+        c.nt = 4;
         lt_compile(&c, target);
       }
       c = lt_make("lu_panel_global", "Win,c0,p0,pe,batch0", "W,piv,info", dt,
                   rank, "MSSSS", "MPI");
       lt_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
-      lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 32, KILN_INT32);
+      lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 8, KILN_INT32);
       c.nt = 3;
       lt_compile(&c, target);
       for (int nb = 64; nb <= 256; nb *= 4) {

@@ -20,7 +20,9 @@
 #include <string.h>
 
 #include "check.h"
+#include "linalg/cholqr.h"
 #include "linalg/linalg.h"
+#include "linalg_check.h"
 
 /* Backward error and orthogonality below this many units of
  * max(m, n) eps pass (Householder QR and TSQR give O(1)). */
@@ -417,7 +419,7 @@ void test_linalg_qr_paths(void) {
       {a300, 2, KILN_QR_REDUCED, "up to 64 columns in float64",
        "300 x 65"},
       {a1000, 2, KILN_QR_R, "up to 128 columns in float32", "1000 x 129"},
-      {a57, 4, KILN_QR_REDUCED, "opts->path is 4", "3 (blocked)"},
+      {a57, 5, KILN_QR_REDUCED, "opts->path is 5", "4 (CholeskyQR)"},
       {a57, -1, KILN_QR_REDUCED, "opts->path is -1", "0 (auto)"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -770,5 +772,396 @@ void test_linalg_qr_nvrtc(void) {
     qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
     for (int rank = 2; rank <= 3; rank++)
       qt_compile("qr_eye", "Qin,g0", "Q", dt, rank, 2, 1, t, 1, 256, target);
+  }
+}
+
+/* ---- CholeskyQR (path 4) ----------------------------------------------- */
+
+#define QT_RQ (1u << KILN_QR_REDUCED | 1u << KILN_QR_R)
+
+/*
+ * kiln__qr_cholqr itself on `arr` (logical values a: batch matrices of m x
+ * n): checks every matrix as qt_check_one does and that its breakdown
+ * flag is 0 (CholeskyQR succeeded), or, with `flags`, as flags[b] says:
+ * 0 success, 1 a reported breakdown, -1 either (rounding decides whether
+ * a rank-deficient matrix looks deficient). Results are checked wherever
+ * the flag says success: a success must be a valid factorization.
+ */
+static void qt_cholqr_direct(const qt_case *c, kiln_array *arr,
+                             const double *a, int64_t batch,
+                             const int *flags) {
+  int64_t m = c->m, n = c->n;
+  kiln_dtype dt = c->dt;
+  bool want_q = c->mode != KILN_QR_R;
+  int nd = kiln_array_ndim(arr);
+  int64_t qs[KILN_MAX_NDIM], rs[KILN_MAX_NDIM], fs[1] = {batch};
+  memcpy(qs, kiln_array_shape(arr), (size_t)nd * sizeof *qs);
+  memcpy(rs, qs, sizeof rs);
+  rs[nd - 2] = n;
+  qt_poison(dt, want_q ? batch * m * n : 0, batch * n * n);
+  kiln_array *q = NULL, *r = NULL, *flag = NULL;
+  if (want_q)
+    CHECK_OK(kiln_array_create(kt_device(), dt, nd, qs, &q));
+  CHECK_OK(kiln_array_create(kt_device(), dt, nd, rs, &r));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 1, fs, &flag));
+  CHECK_OK(kiln_array_fill(flag, -7, NULL)); /* every entry must be set */
+  CHECK_OK(kiln__qr_cholqr(kt_stream(), arr, q, r, flag));
+  double *qv = want_q ? kt_read_f64(q) : NULL, *rv = kt_read_f64(r);
+  double *fv = kt_read_f64(flag);
+  for (int64_t b = 0; b < batch; b++) {
+    int want = flags != NULL ? flags[b] : 0;
+    CHECK(fv[b] != -7, "%s, matrix %lld: flag not written", c->what,
+          (long long)b);
+    CHECK(want < 0 || (fv[b] != 0) == (want != 0), "%s, matrix %lld: "
+          "CholeskyQR's "
+          "breakdown flag is %g, expected %s", c->what, (long long)b, fv[b],
+          want ? "non-zero" : "0");
+    if (fv[b] == 0)
+      qt_check_one(c, b, a + b * m * n, qv ? qv + b * m * n : NULL,
+                   rv + b * n * n);
+  }
+  free(qv);
+  free(rv);
+  free(fv);
+  kiln_array_destroy(q);
+  kiln_array_destroy(r);
+  kiln_array_destroy(flag);
+}
+
+/* A random batch of m x n through kiln__qr_cholqr (flags 0) and through
+ * kiln_qr_ex path 4, in the modes of `modes`. */
+static void qt_cholqr_case(kiln_dtype dt, int64_t batch, int64_t m,
+                           int64_t n, unsigned modes) {
+  double *a = qt_alloc(batch * m * n);
+  qt_random(batch * m, n, a);
+  int64_t shape[3] = {batch, m, n};
+  int ndim = batch == 1 ? 2 : 3;
+  kiln_array *arr = qt_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  for (int mode = 0; mode < 3; mode++) {
+    if (!(modes >> mode & 1u))
+      continue;
+    char what[128];
+    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s CholeskyQR",
+             kiln_dtype_name(dt), (long long)batch, (long long)m,
+             (long long)n, qt_mode_name((kiln_qr_mode)mode));
+    qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, true};
+    qt_cholqr_direct(&c, arr, a, batch, NULL);
+    qt_factor_check(&c, arr, a, batch, 4);
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* Path 4 on random matrices: every column class (16, 32, 64), ragged
+ * tiles, m x 1, square, batches (one and two leading dimensions), and
+ * auto choosing it. */
+void test_linalg_qr_cholqr(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qt_dtypes[d];
+    qt_cholqr_case(dt, 1, 3000, 8, QT_RQ);
+    qt_cholqr_case(dt, 1, 1001, 33, QT_RQ); /* ragged last tile */
+    qt_cholqr_case(dt, 1, 700, 64, QT_RQ);
+    qt_cholqr_case(dt, 1, 129, 1, QT_RQ);
+    qt_cholqr_case(dt, 1, 40, 40, 1u << KILN_QR_REDUCED);
+    qt_cholqr_case(dt, 5, 300, 20, QT_RQ);
+  }
+  /* two batch dimensions, auto (m >= 4n, m > 128 picks path 4) */
+  int64_t shape[4] = {2, 3, 260, 12};
+  double *a = qt_alloc(6 * 260 * 12);
+  qt_random(6 * 260, 12, a);
+  kiln_array *arr = qt_array(KILN_FLOAT32, 4, shape, a);
+  qt_case c = {"float32 2 x 3 x 260 x 12 auto", KILN_FLOAT32,
+               KILN_QR_REDUCED, 260, 12, true};
+  qt_factor_check(&c, arr, a, 6, 0);
+  qt_cholqr_direct(&c, arr, a, 6, NULL);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* Condition 1e6 in float32 and 1e12 in float64: CholeskyQR itself (flag
+ * 0, no fallback) keeps Q orthogonal and the backward error small. */
+void test_linalg_qr_cholqr_ill_conditioned(void) {
+  static const int64_t shapes[][2] = {{4000, 24}, {2000, 64}, {600, 5}};
+  for (int d = 0; d < 2; d++)
+    for (int s = 0; s < 3; s++) {
+      kiln_dtype dt = qt_dtypes[d];
+      int64_t m = shapes[s][0], n = shapes[s][1];
+      double *a = qt_alloc(m * n);
+      kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      int64_t shape[2] = {m, n};
+      kiln_array *arr = qt_array(dt, 2, shape, a);
+      char what[96];
+      snprintf(what, sizeof what, "%s ill-conditioned %lld x %lld "
+               "CholeskyQR", kiln_dtype_name(dt), (long long)m,
+               (long long)n);
+      for (int mode = 0; mode < 3; mode += 2) {
+        qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, false};
+        qt_cholqr_direct(&c, arr, a, 1, NULL);
+        qt_factor_check(&c, arr, a, 1, 4);
+      }
+      kiln_array_destroy(arr);
+      free(a);
+    }
+}
+
+/* Rank-deficient matrices, where CholeskyQR must break down and TSQR take
+ * over: an exactly zero column, a rank-1 matrix, a zero matrix, and a
+ * batch where only the middle matrix is deficient (the others must keep
+ * CholeskyQR's results). Q stays orthonormal and A = Q R. */
+void test_linalg_qr_cholqr_fallback(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qt_dtypes[d];
+    int64_t m = 900, n = 20, batch = 3;
+    double *a = qt_alloc(batch * m * n);
+    for (int kind = 0; kind < 3; kind++) {
+      qt_random(batch * m, n, a);
+      double *mid = a + m * n; /* matrix 1 */
+      double *u = qt_alloc(m), *v = qt_alloc(n);
+      qt_random(m, 1, u);
+      qt_random(n, 1, v);
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+          if (kind == 0 && j == 7)
+            mid[i * n + j] = 0.0; /* a zero column */
+          else if (kind == 1)
+            mid[i * n + j] = u[i] * v[j]; /* rank 1 */
+          else if (kind == 2)
+            mid[i * n + j] = 0.0; /* zero */
+        }
+      free(u);
+      free(v);
+      static const char *const kinds[3] = {"a zero column", "rank 1",
+                                           "zero"};
+      int64_t shape[3] = {batch, m, n};
+      kiln_array *arr = qt_array(dt, 3, shape, a);
+      char what[96];
+      snprintf(what, sizeof what, "%s batch with %s", kiln_dtype_name(dt),
+               kinds[kind]);
+      /* a zero column or matrix is exactly singular in every pass; a
+       * rank-1 matrix's other columns are rounding noise that CholeskyQR
+       * may well orthonormalize (then its result is checked) */
+      int flags[3] = {0, kind == 1 ? -1 : 1, 0};
+      for (int mode = 0; mode < 3; mode += 2) {
+        qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, false};
+        qt_cholqr_direct(&c, arr, a, batch, flags);
+        qt_factor_check(&c, arr, a, batch, 4);
+      }
+      kiln_array_destroy(arr);
+      /* the deficient matrix alone, 2-D, with a long TSQR (3 levels) */
+      int64_t ml = 3000;
+      double *al = qt_alloc(ml * n);
+      qt_random(ml, n, al);
+      double *ul = qt_alloc(ml);
+      qt_random(ml, 1, ul);
+      for (int64_t i = 0; i < ml; i++)
+        for (int64_t j = 0; j < n; j++) {
+          if (kind == 0 && j == 3)
+            al[i * n + j] = 0.0;
+          else if (kind == 1)
+            al[i * n + j] = ul[i] * (double)(j + 1) / (double)n;
+          else if (kind == 2)
+            al[i * n + j] = 0.0;
+        }
+      free(ul);
+      int64_t s2[2] = {ml, n};
+      kiln_array *a2 = qt_array(dt, 2, s2, al);
+      qt_case c2 = {what, dt, KILN_QR_REDUCED, ml, n, false};
+      qt_factor_check(&c2, a2, al, 1, 4);
+      kiln_array_destroy(a2);
+      free(al);
+    }
+    free(a);
+  }
+}
+
+/* Strided inputs read in place on path 4: every other column of every
+ * other matrix of a wider array, and a transposed view. */
+void test_linalg_qr_cholqr_strided(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qt_dtypes[d];
+    int64_t m = 700, n = 17, batch = 2;
+    int64_t bcount = 2 * batch * m * 2 * n;
+    double *base = qt_alloc(bcount), *a = qt_alloc(batch * m * n);
+    for (int64_t i = 0; i < bcount; i++)
+      base[i] = kt_uniform(-50, 50);
+    int64_t bshape[3] = {2 * batch, m, 2 * n};
+    kiln_array *owner = qt_array(dt, 3, bshape, base);
+    for (int64_t b = 0; b < batch; b++)
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+          a[(b * m + i) * n + j] = base[((2 * b) * m + i) * 2 * n + 2 * j];
+    int64_t vshape[3] = {batch, m, n};
+    int64_t vstr[3] = {2 * m * 2 * n, 2 * n, 2};
+    kiln_array *v = NULL;
+    CHECK_OK(kiln_array_view(owner, 3, vshape, vstr, 0, &v));
+    for (int mode = 0; mode < 3; mode += 2) {
+      qt_case c = {"sliced view CholeskyQR", dt, (kiln_qr_mode)mode, m, n,
+                   true};
+      qt_cholqr_direct(&c, v, a, batch, NULL);
+      qt_factor_check(&c, v, a, batch, 4);
+    }
+    kiln_array_destroy(v);
+    kiln_array_destroy(owner);
+    double *bt = qt_alloc(m * n), *at = qt_alloc(m * n);
+    qt_random(n, m, bt);
+    int64_t tshape[2] = {n, m};
+    kiln_array *bo = qt_array(dt, 2, tshape, bt);
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++)
+        at[i * n + j] = bt[j * m + i];
+    int64_t ashape[2] = {m, n}, astr[2] = {1, m};
+    kiln_array *t = NULL;
+    CHECK_OK(kiln_array_view(bo, 2, ashape, astr, 0, &t));
+    qt_case c = {"transposed view CholeskyQR", dt, KILN_QR_REDUCED, m, n,
+                 true};
+    qt_cholqr_direct(&c, t, at, 1, NULL);
+    qt_factor_check(&c, t, at, 1, 4);
+    kiln_array_destroy(t);
+    kiln_array_destroy(bo);
+    free(bt);
+    free(at);
+    free(base);
+    free(a);
+  }
+}
+
+/* What path 4 refuses, with the results untouched; empty problems. */
+void test_linalg_qr_cholqr_errors(void) {
+  int64_t s1[2] = {300, 65}, s2[2] = {5, 7}, s3[2] = {300, 20};
+  kiln_array *wide = NULL, *flat = NULL, *ok = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s1, &wide));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 2, s2, &flat));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s3, &ok));
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = 4;
+  kiln_array *sentinel = (kiln_array *)&o, *q = sentinel, *r = sentinel;
+  CHECK_STATUS(kiln_qr_ex(wide, KILN_QR_REDUCED, &o, &q, &r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("[kiln_qr_ex]");
+  CHECK_ERR_HAS("path 4 (CholeskyQR) takes up to 64 columns");
+  CHECK_ERR_HAS("300 x 65");
+  CHECK_STATUS(kiln_qr_ex(flat, KILN_QR_R, &o, &q, &r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("at least as many rows as columns");
+  CHECK_ERR_HAS("5 x 7");
+  CHECK_STATUS(kiln_qr_ex(ok, KILN_QR_COMPLETE, &o, &q, &r),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("path 4 (CholeskyQR) gives a reduced Q or R only");
+  CHECK(q == sentinel && r == sentinel, "results written on failure");
+  /* empty: 0 x 0 and a batch of none */
+  int64_t e1[2] = {0, 0}, e2[3] = {0, 300, 20};
+  kiln_array *z1 = NULL, *z2 = NULL;
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, e1, &z1));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 3, e2, &z2));
+  kiln_array *zs[2] = {z1, z2};
+  for (int i = 0; i < 2; i++) {
+    q = r = NULL;
+    CHECK_OK(kiln_qr_ex(zs[i], KILN_QR_REDUCED, &o, &q, &r));
+    CHECK(kiln_array_size(q) == 0 && kiln_array_size(r) == 0,
+          "empty A %d gave non-empty results", i);
+    kiln_array_destroy(q);
+    kiln_array_destroy(r);
+  }
+  kiln_array *all[5] = {wide, flat, ok, z1, z2};
+  kt_destroy_all(all, 5);
+}
+
+/* Compiles one cholqr configuration (kiln__cholqr_for_each_config) for
+ * the target, with A of rank 2 and 3. */
+static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
+                                     void *user) {
+  const char *target = user;
+  bool takes_a = strncmp(cfg->inputs, "A,", 2) == 0;
+  for (int rank = 2; rank <= (takes_a ? 3 : 2); rank++) {
+    kiln_array_spec in[5];
+    kiln_output_spec out[4];
+    memset(in, 0, sizeof in);
+    memset(out, 0, sizeof out);
+    kiln_template_arg t[3];
+    int nt = 0, nin = 0, nout = 0;
+    if (strcmp(cfg->name, "cq_reduce") == 0) {
+      in[0] = (kiln_array_spec){KILN_FLOAT64, 3, {0}};
+      in[1] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      out[0] = (kiln_output_spec){KILN_FLOAT64, 2, {1, 16}};
+      nin = 2;
+      nout = 1;
+    } else {
+      kt_la_targ(&t[nt++], "T", KILN_TEMPLATE_DTYPE, 0, cfg->dtype);
+      kt_la_targ(&t[nt++], "NC", KILN_TEMPLATE_INT, cfg->nc, KILN_INT32);
+      if (cfg->ns >= 0)
+        kt_la_targ(&t[nt++], "NS", KILN_TEMPLATE_INT, cfg->ns, KILN_INT32);
+      if (cfg->pass >= 0)
+        kt_la_targ(&t[nt++], "PASS", KILN_TEMPLATE_INT, cfg->pass,
+                   KILN_INT32);
+    }
+    if (takes_a) { /* A, Rt, g0 -> Part or Q */
+      in[0] = (kiln_array_spec){cfg->dtype, rank, {0}};
+      in[1] = (kiln_array_spec){cfg->dtype, 4, {0}};
+      in[2] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      nin = 3;
+      bool q = strcmp(cfg->outputs, "Q") == 0;
+      out[0] = (kiln_output_spec){q ? cfg->dtype : KILN_FLOAT64,
+                                  q ? rank : 3, {1, 1, 1}};
+      nout = 1;
+    } else if (cfg->pass >= 0) { /* G, Rin, shift, g0, Rsh -> Rt, ... */
+      in[0] = (kiln_array_spec){KILN_FLOAT64, 2, {0}};
+      in[1] = (kiln_array_spec){KILN_FLOAT64, 3, {0}};
+      in[2] = (kiln_array_spec){KILN_FLOAT64, 0, {0}};
+      in[3] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      in[4] = (kiln_array_spec){cfg->dtype, 3, {0}};
+      out[0] = (kiln_output_spec){cfg->dtype, 4, {1, 3, 1, 1}};
+      out[1] = (kiln_output_spec){KILN_FLOAT64, 3, {1, 1, 1}};
+      out[2] = (kiln_output_spec){KILN_INT32, 1, {1}};
+      out[3] = (kiln_output_spec){cfg->dtype, 3, {1, 1, 1}};
+      nin = 5;
+      nout = 4;
+    }
+    kt_la_kernel k = {"cholqr", cfg->name, cfg->inputs, cfg->outputs,
+                      KILN__LIB_NO_ROW_CONTIG, nin, nout, in, out, t, nt};
+    printf("%s %s NC %d NS %d PASS %d rank %d\n", cfg->name,
+           kiln_dtype_name(cfg->dtype), cfg->nc, cfg->ns, cfg->pass, rank);
+    kt_la_compile(&k, target);
+  }
+  return KILN_OK;
+}
+
+/* With KILN_TEST_NVRTC_TARGET, compiles every configuration of the
+ * CholeskyQR path and of TSQR's guarded kernels (its fallback). */
+void test_linalg_qr_cholqr_nvrtc(void) {
+  const char *target = kt_la_nvrtc_target();
+  CHECK_OK(kiln__cholqr_for_each_config(qt_cholqr_compile, (void *)target));
+  static const int tsqr[2] = {32, 64};
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qt_dtypes[d];
+    for (int rank = 2; rank <= 3; rank++)
+      for (int c = 0; c < 2; c++) {
+        kiln_template_arg t[6];
+        qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+        qt_targ(&t[1], "MMAX", KILN_TEMPLATE_INT, 256, KILN_INT32);
+        qt_targ(&t[2], "NC", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
+        qt_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, 8, KILN_INT32);
+        qt_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, 1, KILN_INT32);
+        qt_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, 0, KILN_INT32);
+        kiln_array_spec in[3] = {{dt, rank, {0}}, {KILN_INT32, 0, {0}},
+                                 {KILN_INT32, 1, {0}}};
+        kiln_output_spec out[2] = {{dt, 3, {1, 1, 1}}, {dt, 3, {1, 1, 1}}};
+        kt_la_kernel k = {"qr", "qr_small_g", "A,g0,flag", "Q,R",
+                          KILN__LIB_NO_ROW_CONTIG, 3, 2, in, out, t, 6};
+        kt_la_compile(&k, target);
+        kt_la_kernel kr = {"qr", "qr_small_rg", "A,g0,flag", "R",
+                           KILN__LIB_NO_ROW_CONTIG, 3, 1, in, out + 1, t, 6};
+        kt_la_compile(&kr, target);
+        if (rank == 3) {
+          qt_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
+          qt_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
+          kiln_array_spec ain[4] = {{dt, 3, {0}}, {dt, 3, {0}},
+                                    {KILN_INT32, 0, {0}},
+                                    {KILN_INT32, 1, {0}}};
+          kt_la_kernel ka = {"qr", "qr_apply_g", "Xin,S,g0,flag", "X",
+                             KILN__LIB_NO_ROW_CONTIG, 4, 1, ain, out, t, 3};
+          kt_la_compile(&ka, target);
+        }
+      }
   }
 }

@@ -385,7 +385,8 @@ void test_linalg_qr_blocked_small(void) {
 /* Both panel factorizations forced on the same shapes: one threadgroup
  * per matrix, and TSQR with Householder reconstruction (auto takes it
  * from 256 rows), including panels as tall as they are wide (wide
- * matrices' last panels), split-K products (600 rows) and a batch. */
+ * matrices' last panels), split-K products (600 rows), a batch, and
+ * outer blocks (NB * QRB_NBO_MULT columns) of one panel and of several. */
 void test_linalg_qr_blocked_panels(void) {
   int64_t b2[1] = {2};
   for (int panel = 1; panel <= 2; panel++) {
@@ -395,6 +396,8 @@ void test_linalg_qr_blocked_panels(void) {
       qb_random_case(qb_dtypes[d], 0, NULL, 70, 150, QB_ALL);
       qb_random_case(qb_dtypes[d], 1, b2, 130, 97, QB_COMPLETE | QB_RONLY);
     }
+    /* two outer blocks in float32 (NBO 256), the second of two panels */
+    qb_random_case(KILN_FLOAT32, 0, NULL, 340, 330, QB_REDUCED);
     for (int d = 0; d < 2; d++) { /* ill-conditioned panels */
       kiln_dtype dt = qb_dtypes[d];
       int64_t m = 300, n = 80, shape[2] = {300, 80};
@@ -676,12 +679,14 @@ void test_linalg_qr_blocked_nvrtc(void) {
       qb_compile("qrb_copy", "A,batch0", "W", dt, r, t, 1, target);
     }
     static const int w3[3] = {3, 0, 0}, sum[3] = {4, 3, 0};
-    static const int recon[5] = {3, 3, 3, 0, 0};
+    static const int recon[5] = {3, 3, 3, 0, 0}, tinit[4] = {3, 3, 0, 0};
     qb_compile("qrb_panel", "Win,j0,batch0", "W,Y,Tm", dt, w3, t, 2, target);
     qb_compile("qrb_r", "Win,rows,batch0", "R", dt, w3, t, 1, target);
     qb_compile("qrb_qinit", "Win,cols,batch0", "Q", dt, w3, t, 1, target);
     qb_compile("qrb_sum", "P,Xin,batch0", "X", dt, sum, t, 1, target);
     qb_compile("qrb_recon", "Qp,Rp,Win,j0,batch0", "W,Y,Tm,Ui", dt, recon,
                t, 2, target);
+    qb_compile("qrb_tinit", "Tmin,Toin,j0,batch0", "To", dt, tinit, t, 1,
+               target);
   }
 }

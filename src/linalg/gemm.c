@@ -11,14 +11,16 @@
  * Kernels (kernels/gemm.metal), each chosen because it suits the machine:
  *   gemm_f32   float32 on 128 x 128 tiles, 8 x 8 per thread, float4
  *              shared-memory reads, double-buffered slices, float4 global
- *              loads where the layout allows, ~128 registers (2 groups per
- *              SM). The float32 workhorse when the tiles fill the device.
+ *              loads where the layout allows, 128 registers (2 groups per
+ *              SM). The float32 workhorse when the tiles fill the device
+ *              (H100, 8192^3: 45.8 TFLOP/s, 0.89x cuBLAS).
  *   gemm_simt  the portable register-blocked kernel, every dtype, 32, 64
  *              or 128 square tiles: small problems, float64 off CUDA,
  *              float16/bfloat16 on path 1.
- *   gemm_dmma  float64 on tensor cores (DMMA, CUDA sm_80+), 128 x 128
- *              tiles, a 3-stage cp.async pipeline; elsewhere its own SIMT
- *              fallback.
+ *   gemm_dmma  float64 on tensor cores (DMMA, CUDA sm_80+; the m16n8k4
+ *              shape on sm_90), 128 x 128 tiles, a 3-stage cp.async
+ *              pipeline; elsewhere its own SIMT fallback (H100, 8192^3:
+ *              39 TFLOP/s, 0.67-0.69x cuBLAS).
  *   gemm_tc2   float16/bfloat16 on tensor cores (mma.sync, ldmatrix, a
  *              3-stage cp.async pipeline, swizzled shared memory) when
  *              both operands allow 16-byte vectors.

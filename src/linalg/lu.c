@@ -16,7 +16,7 @@
  *   1  small: one threadgroup per matrix, the matrix in threadgroup memory
  *      (m, n <= 64 in float32 and float64): many small systems at once;
  *   2  blocked right-looking: per panel of NB columns, the panel is
- *      factored a strip of WS = 32 columns at a time by lu_panel, one
+ *      factored a strip of WS = 8 columns at a time by lu_panel, one
  *      threadgroup per matrix that keeps the strip's rows in registers and
  *      spends one barrier per column (the pivot search, interchange, scale
  *      and update of a column are fused), and the rest of the panel is
@@ -29,8 +29,13 @@
  * large matrices) to run near GEMM speed, while the column-by-column work
  * runs on one threadgroup per matrix (a grid-wide barrier per column would
  * cost more than the column), whose registers hold only m x (32 / R)
- * values. Strips of 32 keep that single-threadgroup work to a rank-32
- * update per strip; the panel's rank-NB work goes through GEMM.
+ * values. Narrow strips keep that single-threadgroup work small; the
+ * panel's rank-NB work goes through GEMM. Measured on an H100 (LU of
+ * 8192^2 float32): strips of 32, 16 and 8 took 219, 159 and 135 ms in
+ * all, the panel kernels most of it (the rest, GEMM, trsm and laswp, is
+ * about 20 ms): the panel's cost grows with its micro-strips (each a
+ * pass over the strip's rows, see lu_panel), so narrow strips win despite
+ * the extra GEMM launches. The panel is still the bottleneck.
  *
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
@@ -39,6 +44,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h> /* LU3PROBE */
 
 #include "linalg/linalg.h"
 
@@ -50,15 +56,13 @@
  * memory. */
 #define LU_NMAX 64
 
-/* Strip width, and the panel kernel's threadgroup. */
-#define LU_WS 32
+/* The widest strip, and the panel kernel's threadgroup. */
+#define LU_WS 8
 #define LU_NT 512
 
-/* Register values per thread in lu_panel (R rows x MW columns): 32 float32
- * or 16 float64 leaves room in the 128 registers a 512-thread group
- * allows. Rows beyond LU_NT * cap go to lu_panel_global. */
-#define LU_CAP_F32 32
-#define LU_CAP_F64 16
+/* lu_panel keeps up to LU_RMAX rows per thread in registers; rows beyond
+ * LU_NT * LU_RMAX go to lu_panel_global. */
+#define LU_RMAX 32
 
 /* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
  * and per grid.y of the other kernels (CUDA's limit). */
@@ -264,6 +268,8 @@ static kiln_status run_small(const lu_run *r) {
 /* Panel width: deep enough for GEMM on large matrices, small enough that
  * panel work stays a small share on the others. */
 static int64_t panel_width(const kiln__lu *f) {
+  if (getenv("KILN_LU3_NB")) /* LU3PROBE */
+    return atoi(getenv("KILN_LU3_NB")); /* LU3PROBE */
   return f->k >= 2048 ? 256 : 64;
 }
 
@@ -287,27 +293,45 @@ static kiln_status launch_copy(const lu_run *r) {
 }
 
 /*
- * The register shape of lu_panel for `rows` rows: R rows per thread (a
- * power of two) and MW columns, R * MW = the dtype's cap. Returns false
- * when the rows do not fit (lu_panel_global then).
+ * The strip width lu_panel holds with R rows per thread: R * WS values of
+ * the strip per thread, 64 float32 or 32 float64 registers at most, and
+ * fewer where more spill under the 128 registers of a 512-thread group
+ * (measured with ptxas for sm_90a: float32 R 32 x WS 2 and float64 R 4 x
+ * WS 8 spill; the shapes below do not, but for 8 to 16 bytes).
  */
-static bool panel_shape(kiln_dtype dt, int64_t rows, int *rr, int *mw) {
-  int cap = dt == KILN_FLOAT64 ? LU_CAP_F64 : LU_CAP_F32;
+static int strip_width(kiln_dtype dt, int r) {
+  if (dt == KILN_FLOAT64)
+    return r <= 8 ? 4 : r == 16 ? 2 : 1;
+  return r <= 8 ? LU_WS : r == 16 ? 4 : 1;
+}
+
+/*
+ * The register shape of lu_panel for `rows` rows: R rows per thread (a
+ * power of two) and the strip width WS. Returns false when the rows do
+ * not fit (lu_panel_global then, WS = LU_WS).
+ */
+static bool panel_shape(kiln_dtype dt, int64_t rows, int *rr, int *ws) {
   int r = 1;
-  while ((int64_t)r * LU_NT < rows && r < cap)
+  while ((int64_t)r * LU_NT < rows && r < LU_RMAX)
     r *= 2;
+  *rr = r;
+  *ws = LU_WS;
   if ((int64_t)r * LU_NT < rows)
     return false;
-  *rr = r;
-  *mw = cap / r < LU_WS ? cap / r : LU_WS;
+  *ws = strip_width(dt, r);
   return true;
 }
 
-/* Factors the strip at c0 of the panel [p0, pe) (see lu_panel). */
+/* Factors the strip at c0 of the panel [p0, pe) (see lu_panel); *ws
+ * receives the strip's width. */
 static kiln_status launch_panel(const lu_run *r, int64_t c0, int64_t p0,
-                                int64_t pe) {
-  int rr = 0, mw = 0;
-  bool regs = panel_shape(r->a->dtype, r->f->m - c0, &rr, &mw);
+                                int64_t pe, int64_t *width) {
+  int rr = 0, ws = 0;
+  bool regs = panel_shape(r->a->dtype, r->f->m - c0, &rr, &ws);
+  if (getenv("KILN_LU3_SKIP")) { /* LU3PROBE */
+    *width = pe - c0 < ws ? pe - c0 : ws; /* LU3PROBE */
+    return KILN_OK; /* LU3PROBE */
+  } /* LU3PROBE */
   lu_launch l;
   kiln_status st = lu_kernel(regs ? "lu_panel" : "lu_panel_global",
                              "Win,c0,p0,pe,batch0", "W,piv,info", &l);
@@ -325,14 +349,14 @@ static kiln_status launch_panel(const lu_run *r, int64_t c0, int64_t p0,
   l.num_outs = 3;
   kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
   kiln__targ_int(&l.targs[1], "NT", LU_NT);
-  kiln__targ_int(&l.targs[2], "WS", LU_WS);
+  kiln__targ_int(&l.targs[2], "WS", ws);
   l.num_targs = 3;
   if (regs) {
     kiln__targ_int(&l.targs[3], "R", rr);
-    kiln__targ_int(&l.targs[4], "MW", mw);
-    l.num_targs = 5;
+    l.num_targs = 4;
   }
   l.tg = LU_NT;
+  *width = pe - c0 < ws ? pe - c0 : ws;
   return launch_batched(r, &l, true);
 }
 
@@ -410,30 +434,23 @@ static kiln_status block_row(const lu_run *r, int64_t p0, int64_t pe) {
   return st;
 }
 
-#include <stdlib.h> /* PROBE */
-static unsigned probe_mask(void) { /* PROBE */
-  const char *e = getenv("KILN_LU_PROBE");
-  return e ? (unsigned)strtoul(e, NULL, 0) : 0u;
-}
 static kiln_status run_blocked(const lu_run *r) {
   const kiln__lu *f = r->f;
-  unsigned pm = probe_mask();
   int64_t nb = panel_width(f);
   kiln_status st = launch_copy(r);
   for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
     int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
-    for (int64_t c0 = p0; st == KILN_OK && c0 < pe; c0 += LU_WS) {
-      int64_t c1 = c0 + LU_WS < pe ? c0 + LU_WS : pe;
-      if (!(pm & 1))
-        st = launch_panel(r, c0, p0, pe);
-      if (st == KILN_OK && !(pm & 2))
-        st = update(r, c1, c1, c0, f->m - c1, pe - c1, c1 - c0);
+    for (int64_t c0 = p0, ws = 0; st == KILN_OK && c0 < pe; c0 += ws) {
+      st = launch_panel(r, c0, p0, pe, &ws);
+      if (st == KILN_OK)
+        st = update(r, c0 + ws, c0 + ws, c0, f->m - c0 - ws, pe - c0 - ws,
+                    ws);
     }
-    if (st == KILN_OK && !(pm & 5))
+    if (st == KILN_OK && !getenv("KILN_LU3_SKIP")) /* LU3PROBE */
       st = launch_laswp(r, p0, pe);
-    if (st == KILN_OK && !(pm & 8))
+    if (st == KILN_OK)
       st = block_row(r, p0, pe);
-    if (st == KILN_OK && !(pm & 16))
+    if (st == KILN_OK)
       st = update(r, pe, pe, p0, f->m - pe, f->n - pe, pe - p0);
   }
   return st;

@@ -10,8 +10,9 @@
  * diagonal), so the call stays asynchronous.
  *
  * Paths (kiln_linalg_opts.path for kiln_qr_ex):
- *   0  auto: small when m, n <= 128; tall-skinny when m >= 2n, n fits it
- *      and Q is not complete; blocked otherwise.
+ *   0  auto: small when m, n <= 128; else, when Q is not complete,
+ *      CholeskyQR when m >= 4n and n <= 64, TSQR when m >= 2n and n fits
+ *      it; blocked otherwise.
  *   1  small: one threadgroup per matrix, Householder QR (geqr2) with the
  *      matrix held in registers across the group, then Q by backward
  *      accumulation (org2r) in the same launch. Size classes 16, 32, 64
@@ -29,6 +30,14 @@
  *      Q is orthogonal to working precision for any conditioning.
  *   3  blocked Householder with compact-WY updates (kiln__qr_blocked,
  *      src/linalg/qr_blocked.c): large and wide matrices, complete Q.
+ *   4  tall-skinny, shifted CholeskyQR3 (kiln__qr_cholqr,
+ *      src/linalg/cholqr.c): m >= n, n <= 64, reduced Q or R only. Three
+ *      Gram/Cholesky passes that stream over A (four reads of A and one
+ *      write of Q in all), so it runs at memory speed; stable up to
+ *      cond(A) ~ 1/u, but it cannot orthogonalize a numerically
+ *      rank-deficient matrix, so TSQR's kernels follow it behind a
+ *      per-matrix breakdown flag (cholqr_with_fallback) and redo exactly
+ *      the matrices where it broke down.
  * Every path makes R's diagonal non-negative (flipping the signs of a row
  * of R and the matching column of Q), so the factorization of a full-rank
  * matrix is unique and results agree across paths and devices.
@@ -37,12 +46,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "linalg/cholqr.h"
 #include "linalg/linalg.h"
 
 #define QR_PATH_AUTO 0
 #define QR_PATH_SMALL 1
 #define QR_PATH_TSQR 2
 #define QR_PATH_BLOCKED 3
+#define QR_PATH_CHOLQR 4
 
 /* The small path's capacity (rows and columns). */
 #define QR_SMALL_MAX 128
@@ -119,11 +130,13 @@ static int64_t batch_of(const kiln_array *a) {
 static kiln_status launch_house(kiln_stream *s, const qr_config *cfg,
                                 kiln_array *a, bool blocked, bool complete,
                                 kiln_array *q, kiln_array *r,
-                                int64_t groups) {
+                                int64_t groups, kiln_array *flag) {
   kiln_kernel *k = NULL;
+  const char *name = q != NULL ? (flag ? "qr_small_g" : "qr_small")
+                               : (flag ? "qr_small_rg" : "qr_small_r");
   kiln_status st = kiln__library_kernel(
-      "qr", q != NULL ? "qr_small" : "qr_small_r", "A,g0",
-      q != NULL ? "Q,R" : "R", KILN__LIB_NO_ROW_CONTIG, &k);
+      "qr", name, flag ? "A,g0,flag" : "A,g0", q != NULL ? "Q,R" : "R",
+      KILN__LIB_NO_ROW_CONTIG, &k);
   kiln_template_arg t[6];
   kiln__targ_dtype(&t[0], "T", a->dtype);
   kiln__targ_int(&t[1], "MMAX", cfg->mmax);
@@ -152,9 +165,9 @@ static kiln_status launch_house(kiln_stream *s, const qr_config *cfg,
       break;
     kiln_launch L;
     kiln__linalg_launch_init(&L, s);
-    kiln_array *in[2] = {a, g0};
+    kiln_array *in[3] = {a, g0, flag};
     L.inputs = in;
-    L.num_inputs = 2;
+    L.num_inputs = flag != NULL ? 3 : 2;
     L.outputs = spec;
     L.num_outputs = nout;
     L.template_args = t;
@@ -168,12 +181,15 @@ static kiln_status launch_house(kiln_stream *s, const qr_config *cfg,
 }
 
 /* x = x (block by block) @ the matching n x n pieces of `up` (the level
- * above's Q): TSQR's way back, in place (see qr_apply). */
+ * above's Q): TSQR's way back, in place (see qr_apply); with `flag`, only
+ * for the matrices whose flag is non-zero. */
 static kiln_status launch_apply(kiln_stream *s, const qr_config *cfg,
-                                kiln_array *x, kiln_array *up) {
+                                kiln_array *x, kiln_array *up,
+                                kiln_array *flag) {
   kiln_kernel *k = NULL;
-  kiln_status st = kiln__library_kernel("qr", "qr_apply", "Xin,S,g0", "X",
-                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  kiln_status st = kiln__library_kernel(
+      "qr", flag ? "qr_apply_g" : "qr_apply",
+      flag ? "Xin,S,g0,flag" : "Xin,S,g0", "X", KILN__LIB_NO_ROW_CONTIG, &k);
   kiln_template_arg t[3];
   kiln__targ_dtype(&t[0], "T", x->dtype);
   kiln__targ_int(&t[1], "NB", cfg->nc);
@@ -193,9 +209,9 @@ static kiln_status launch_apply(kiln_stream *s, const qr_config *cfg,
       break;
     kiln_launch L;
     kiln__linalg_launch_init(&L, s);
-    kiln_array *in[3] = {x, up, g0};
+    kiln_array *in[4] = {x, up, g0, flag};
     L.inputs = in;
-    L.num_inputs = 3;
+    L.num_inputs = flag != NULL ? 4 : 3;
     L.outputs = &spec;
     L.num_outputs = 1;
     L.template_args = t;
@@ -268,7 +284,7 @@ static kiln_status tsqr_work(kiln_stream *s, const kiln_array *a,
  */
 static kiln_status tsqr_up(kiln_stream *s, const qr_config *cfg,
                            kiln_array *a, kiln_array *q, kiln_array *r,
-                           kiln_array **qs, int *levels) {
+                           kiln_array *flag, kiln_array **qs, int *levels) {
   int64_t rows = a->shape[a->ndim - 2], n = a->shape[a->ndim - 1];
   int64_t batch = batch_of(a);
   kiln_array *cur = a;
@@ -288,7 +304,7 @@ static kiln_status tsqr_up(kiln_stream *s, const qr_config *cfg,
       st = tsqr_work(s, a, batch, rows, n, &qs[l]);
     if (st == KILN_OK)
       st = launch_house(s, cfg, cur, true, false, q != NULL ? qs[l] : NULL,
-                        rout, batch * blocks);
+                        rout, batch * blocks, flag);
     *levels = l + 1;
     if (cur != a)
       kiln__array_destroy(cur);
@@ -304,12 +320,13 @@ static kiln_status tsqr_up(kiln_stream *s, const qr_config *cfg,
 }
 
 /*
- * See linalg.h. The way up (tsqr_up), then the way back: from the top
- * down, each Q_l's blocks are multiplied in place by their n x n pieces
- * of Q_{l+1}, which leaves Q_0 = q holding the Q of A.
+ * TSQR: the way up (tsqr_up), then the way back: from the top down, each
+ * Q_l's blocks are multiplied in place by their n x n pieces of Q_{l+1},
+ * which leaves Q_0 = q holding the Q of A. With `flag` (int32 per matrix)
+ * every kernel skips the matrices whose flag is 0 (CholeskyQR's fallback).
  */
-kiln_status kiln__qr_tsqr(kiln_stream *s, kiln_array *a, kiln_array *q,
-                          kiln_array *r) {
+static kiln_status tsqr_run(kiln_stream *s, kiln_array *a, kiln_array *q,
+                            kiln_array *r, kiln_array *flag) {
   int64_t m = a->shape[a->ndim - 2], n = a->shape[a->ndim - 1];
   if (m < n || n > tsqr_nmax(a->dtype))
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
@@ -323,11 +340,38 @@ kiln_status kiln__qr_tsqr(kiln_stream *s, kiln_array *a, kiln_array *q,
   kiln_array *qs[QR_MAX_LEVELS];
   memset(qs, 0, sizeof qs);
   int levels = 0;
-  kiln_status st = tsqr_up(s, &cfg, a, q, r, qs, &levels);
+  kiln_status st = tsqr_up(s, &cfg, a, q, r, flag, qs, &levels);
   for (int l = levels - 2; q != NULL && st == KILN_OK && l >= 0; l--)
-    st = launch_apply(s, &cfg, qs[l], qs[l + 1]);
+    st = launch_apply(s, &cfg, qs[l], qs[l + 1], flag);
   for (int l = 1; l < levels; l++)
     kiln__array_destroy(qs[l]);
+  return st;
+}
+
+/* See linalg.h. */
+kiln_status kiln__qr_tsqr(kiln_stream *s, kiln_array *a, kiln_array *q,
+                          kiln_array *r) {
+  return tsqr_run(s, a, q, r, NULL);
+}
+
+/*
+ * CholeskyQR3 (src/linalg/cholqr.c), then TSQR behind its per-matrix
+ * breakdown flag: TSQR's kernels are all enqueued, but each threadgroup
+ * reads its matrix's flag first and returns at once where CholeskyQR
+ * succeeded, so the result is always right and nothing is read back; the
+ * price of a success is a handful of near-empty launches.
+ */
+static kiln_status cholqr_with_fallback(kiln_stream *s, kiln_array *a,
+                                        kiln_array *q, kiln_array *r,
+                                        int64_t batch) {
+  int64_t shape[1] = {batch};
+  kiln_array *flag = NULL;
+  kiln_status st = kiln__array_create(s->device, KILN_INT32, 1, shape, &flag);
+  if (st == KILN_OK)
+    st = kiln__qr_cholqr(s, a, q, r, flag);
+  if (st == KILN_OK)
+    st = tsqr_run(s, a, q, r, flag);
+  kiln__array_destroy(flag);
   return st;
 }
 
@@ -379,32 +423,36 @@ static kiln_status check_forced(const qr_problem *p, int want) {
                        "opts->path 1 (small) holds matrices up to %d x %d, "
                        "but A is %lld x %lld.",
                        QR_SMALL_MAX, QR_SMALL_MAX, m, n);
-  if (want != QR_PATH_TSQR)
+  if (want != QR_PATH_TSQR && want != QR_PATH_CHOLQR)
     return KILN_OK;
+  const char *what = want == QR_PATH_TSQR ? "2 (tall-skinny)"
+                                          : "4 (CholeskyQR)";
+  int nmax = want == QR_PATH_TSQR ? tsqr_nmax(p->a->dtype)
+                                  : KILN__CHOLQR_NMAX;
   if (p->mode == KILN_QR_COMPLETE)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "opts->path 2 (tall-skinny) gives a reduced Q or R "
-                       "only; complete Q needs path 0, 1 or 3.");
+                       "opts->path %s gives a reduced Q or R only; "
+                       "complete Q needs path 0, 1 or 3.",
+                       what);
   if (m < n)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "opts->path 2 (tall-skinny) needs at least as many "
-                       "rows as columns, but A is %lld x %lld.",
-                       m, n);
-  if (n > tsqr_nmax(p->a->dtype))
+                       "opts->path %s needs at least as many rows as "
+                       "columns, but A is %lld x %lld.",
+                       what, m, n);
+  if (n > nmax)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "opts->path 2 (tall-skinny) takes up to %d columns "
-                       "in %s, but A is %lld x %lld.",
-                       tsqr_nmax(p->a->dtype), kiln_dtype_name(p->a->dtype),
-                       m, n);
+                       "opts->path %s takes up to %d columns in %s, but A "
+                       "is %lld x %lld.",
+                       what, nmax, kiln_dtype_name(p->a->dtype), m, n);
   return KILN_OK;
 }
 
 static kiln_status choose_path(qr_problem *p) {
   int want = p->opts.path;
-  if (want < QR_PATH_AUTO || want > QR_PATH_BLOCKED)
+  if (want < QR_PATH_AUTO || want > QR_PATH_CHOLQR)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
                        "opts->path is %d; QR knows 0 (auto), 1 (small), "
-                       "2 (tall-skinny) and 3 (blocked).",
+                       "2 (tall-skinny), 3 (blocked) and 4 (CholeskyQR).",
                        want);
   kiln_status st = check_forced(p, want);
   if (st != KILN_OK)
@@ -412,6 +460,9 @@ static kiln_status choose_path(qr_problem *p) {
   if (want == QR_PATH_AUTO) {
     if (p->m <= QR_SMALL_MAX && p->n <= QR_SMALL_MAX)
       want = QR_PATH_SMALL;
+    else if (p->mode != KILN_QR_COMPLETE && p->m >= 4 * p->n &&
+             p->n <= KILN__CHOLQR_NMAX)
+      want = QR_PATH_CHOLQR;
     else if (p->mode != KILN_QR_COMPLETE && p->m >= 2 * p->n &&
              p->n <= tsqr_nmax(p->a->dtype))
       want = QR_PATH_TSQR;
@@ -455,10 +506,12 @@ static kiln_status factor(qr_problem *p) {
     int64_t size = p->m > p->n ? p->m : p->n;
     qr_config cfg = small_config(p->a->dtype, size);
     return launch_house(p->stream, &cfg, p->a, false, complete, p->q, p->r,
-                        p->batch);
+                        p->batch, NULL);
   }
   case QR_PATH_TSQR:
     return kiln__qr_tsqr(p->stream, p->a, p->q, p->r);
+  case QR_PATH_CHOLQR:
+    return cholqr_with_fallback(p->stream, p->a, p->q, p->r, p->batch);
   default:
     return kiln__qr_blocked(p->stream, p->a, p->mode, p->q, p->r);
   }

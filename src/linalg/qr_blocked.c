@@ -4,15 +4,28 @@
  * covers the whole batch, no host round trips.
  *
  *   W = A                      qrb_copy (A may be a strided view)
- *   for each panel of NB columns at j0 (jb = min(NB, k - j0)):
- *     factor the panel         its reflectors V (into Y), its triangular T
+ *   for each outer block of NBO = 4 NB columns at J0:
+ *     for each panel of NB columns at j0 (jb = min(NB, k - j0)):
+ *       factor the panel       its reflectors V (into Y), its triangular T
  *                              (into Tm) and R's rows of the panel (in W)
- *     A2 -= V (T^T (V^T A2))   GEMMs on the trailing columns A2 =
- *                              W[j0:m, j0+jb:n] (compact WY)
+ *       A2 -= V (T^T (V^T A2)) GEMMs on the rest of the outer block,
+ *                              A2 = W[j0:m, j0+jb:J0+NBO] (compact WY)
+ *     the block's T (into To)  qrb_tinit (the panels' T's on its
+ *                              diagonal), G = V^T V, and the blocks above
+ *                              the diagonal merged by doubling widths,
+ *                              T_ab = -T_aa G_ab T_bb (small GEMMs)
+ *     A2 -= V (T^T (V^T A2))   the trailing columns, W[J0:m, J0+NBO:n],
+ *                              with k = NBO
  *   R = D triu(W)              qrb_r, D = the signs of W's diagonal
  *   Q = E D                    qrb_qinit (E the first columns of I)
- *   for each panel, last first:
- *     Q2 -= V (T (V^T Q2))     GEMMs, Q2 = Q[j0:m, j0:cols]
+ *   for each outer block, last first:
+ *     Q2 -= V (T (V^T Q2))     GEMMs, Q2 = Q[J0:m, J0:cols], k = NBO
+ *
+ * Why outer blocks: with k = NB = 64 the big GEMMs of the updates and of
+ * Q's accumulation reread C for little work (C -= V X) and give V^T C few
+ * output tiles; k = 256 made them ~1.6x faster on an H100 (8192^2: 199
+ * to 167 ms in all), for ~10 small launches per outer block to build T.
+ * Y is zeroed first, so an outer block's V is one view of it.
  *
  * Backward accumulation (orgqr) applies the reflectors to Q's trailing
  * block only, since in rows j0.. the columns before j0 are still zero when
@@ -43,8 +56,9 @@
  * T and the per-warp partial sums). Workspaces, all contiguous and 3-D
  * (batch x rows x cols, the caller's batch dimensions flattened): W (m x
  * n), Y (m x k, the vectors with their unit diagonal and zeros above, so
- * GEMMs take views of it), Tm (one NB x NB block per panel), two GEMM
- * products of NB x max(n, cols), the split-K partial products, and for
+ * GEMMs take views of it), Tm (one NB x NB block per panel), To (one
+ * NBO x NBO block per outer block), two GEMM products of NBO x max(n,
+ * cols), the split-K partial products, and for
  * TSQR panels its Q (m x NB), R and S U^-1 (NB x NB).
  */
 #include <stdint.h>
@@ -54,6 +68,9 @@
 
 #define QRB_NB_F32 64
 #define QRB_NB_F64 32
+/* Panels per outer block: the trailing update and Q's accumulation apply
+ * NBO = NB * QRB_NBO_MULT reflectors at once (GEMMs with k = NBO). */
+#define QRB_NBO_MULT 4
 
 /* CUDA's limit on grid.y; the batch runs in chunks of this many. */
 #define QRB_Y_CHUNK 65535
@@ -63,11 +80,12 @@
 #define QRB_EW_GROUPS 4096
 
 /* Split-K of V^T C: slices of at least this many rows, at most this many
- * slices, and enough of them for this many GEMM tiles (two waves on an
- * H100's 132 SMs). The GEMM's own tiles are taken as 64 x 64. */
+ * slices, and enough of them for this many GEMM tiles (four waves on an
+ * H100's 132 SMs: measured 3% faster than two at 8192^2). The GEMM's own
+ * tiles are taken as 64 x 64. */
 #define QRB_SPLIT_ROWS 256
 #define QRB_SPLIT_MAX 32
-#define QRB_TARGET_TILES 264
+#define QRB_TARGET_TILES 528
 /* Panels of at least this many rows go through TSQR (auto). */
 #define QRB_TSQR_MIN_ROWS 256
 /* Threads of the reconstruction kernel. */
@@ -82,40 +100,16 @@ typedef struct qrb_problem {
   int64_t m, n, k, batch;
   int64_t qcols, rrows; /* Q's columns, R's rows */
   int nb, panels;
+  int nbo, outers; /* outer blocks: NBO_MULT panels, one trailing update */
   int panel;   /* forced panel factorization, QRB_PANEL_* (0: by size) */
   int splits;  /* most row slices of a split V^T C (1: never split) */
   kiln_array *q3, *r3;              /* 3-D views of the caller's q and r */
   kiln_array *w, *y, *tm, *p1, *p2; /* workspaces */
+  kiln_array *to;                   /* the outer blocks' T */
   kiln_array *parts;                /* split-K partial products */
   kiln_array *qp, *rp, *ui;         /* the TSQR panel's factors */
 } qrb_problem;
 
-#ifdef KILN_QRB_PROFILE /* temporary phase timing (qrb2 probe) */
-#include <time.h>
-int kiln__qrb_prof_on;
-double kiln__qrb_prof[16];
-static double prof_last;
-static double prof_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-static void prof(const qrb_problem *p, int slot) {
-  if (!kiln__qrb_prof_on)
-    return;
-  kiln_stream_synchronize(p->s);
-  double t = prof_now();
-  if (slot >= 0)
-    kiln__qrb_prof[slot] += t - prof_last;
-  prof_last = t;
-}
-#define PROF(p, slot) prof(p, slot)
-int kiln__qrb_knob[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
-#define KNOB(i, def) (kiln__qrb_knob[i] >= 0 ? kiln__qrb_knob[i] : (def))
-#else
-#define PROF(p, slot) ((void)0)
-#define KNOB(i, def) (def)
-#endif
 
 /* ---- choices ------------------------------------------------------------ */
 
@@ -126,7 +120,7 @@ int kiln__qrb_knob[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
 static bool uses_tsqr(const qrb_problem *p, int64_t rows) {
   if (p->panel != KILN__QRB_PANEL_AUTO)
     return p->panel == KILN__QRB_PANEL_TSQR;
-  return rows >= KNOB(1, QRB_TSQR_MIN_ROWS);
+  return rows >= QRB_TSQR_MIN_ROWS;
 }
 
 /* Row slices for V^T C (jb x cols, summed over `rows`): a product this
@@ -135,7 +129,7 @@ static bool uses_tsqr(const qrb_problem *p, int64_t rows) {
 static int split_count(const qrb_problem *p, int64_t rows, int64_t jb,
                        int64_t cols) {
   int64_t tiles = ((jb + 63) / 64) * ((cols + 63) / 64) * p->batch;
-  int64_t want = (KNOB(0, QRB_TARGET_TILES) + tiles - 1) / tiles;
+  int64_t want = (QRB_TARGET_TILES + tiles - 1) / tiles;
   if (want > rows / QRB_SPLIT_ROWS)
     want = rows / QRB_SPLIT_ROWS;
   if (want > QRB_SPLIT_MAX)
@@ -213,6 +207,8 @@ static kiln_status setup(qrb_problem *p, kiln_array *q, kiln_array *r) {
     p->batch *= a->shape[d];
   p->nb = p->dt == KILN_FLOAT64 ? QRB_NB_F64 : QRB_NB_F32;
   p->panels = (int)((p->k + p->nb - 1) / p->nb);
+  p->nbo = p->nb * QRB_NBO_MULT;
+  p->outers = (int)((p->k + p->nbo - 1) / p->nbo);
   bool complete = p->mode == KILN_QR_COMPLETE;
   p->qcols = complete ? p->m : p->k;
   p->rrows = complete ? p->m : p->k;
@@ -239,13 +235,19 @@ static kiln_status make_workspaces(qrb_problem *p) {
     st = new3(p, p->m, p->k, &p->y);
   if (st == KILN_OK)
     st = new3(p, (int64_t)p->panels * p->nb, p->nb, &p->tm);
+  if (st == KILN_OK && p->nbo > p->nb)
+    st = new3(p, (int64_t)p->outers * p->nbo, p->nbo, &p->to);
   if (st == KILN_OK)
-    st = new3(p, p->nb, wide, &p->p1);
+    st = new3(p, p->nbo, wide, &p->p1);
   if (st == KILN_OK)
-    st = new3(p, p->nb, wide, &p->p2);
+    st = new3(p, p->nbo, wide, &p->p2);
   p->splits = max_splits(p);
   if (st == KILN_OK && p->splits > 1)
-    st = new3(p, (int64_t)(p->splits + 1) * p->nb, wide, &p->parts);
+    st = new3(p, (int64_t)(p->splits + 1) * p->nbo, wide, &p->parts);
+  /* Y's zeros above each panel's diagonal block (the panel kernels write
+   * rows j0.. only) make an outer block's V one view of Y. */
+  if (st == KILN_OK)
+    st = kiln__array_fill(p->y, 0.0, p->s);
   if (st == KILN_OK && uses_tsqr(p, p->m)) {
     st = new3(p, p->m, p->nb, &p->qp);
     if (st == KILN_OK)
@@ -257,9 +259,9 @@ static kiln_status make_workspaces(qrb_problem *p) {
 }
 
 static void destroy_all(qrb_problem *p) {
-  kiln_array *all[11] = {p->w,  p->y,     p->tm, p->p1, p->p2, p->q3,
-                         p->r3, p->parts, p->qp, p->rp, p->ui};
-  for (int i = 0; i < 11; i++)
+  kiln_array *all[12] = {p->w,  p->y,     p->tm, p->p1, p->p2, p->q3,
+                         p->r3, p->parts, p->qp, p->rp, p->ui, p->to};
+  for (int i = 0; i < 12; i++)
     kiln__array_destroy(all[i]);
 }
 
@@ -390,10 +392,8 @@ static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
     st = view_of(p->qp, 3, qs, qst, 0, &qv);
   if (st == KILN_OK)
     st = view_of(p->rp, 3, rs, rst, 0, &rv);
-  PROF(p, -1);
   if (st == KILN_OK)
     st = kiln__qr_tsqr(p->s, panel, qv, rv);
-  PROF(p, 0);
   if (st == KILN_OK)
     st = kiln__library_kernel("qr_blocked", "qrb_recon",
                               "Qp,Rp,Win,j0,batch0", "W,Y,Tm,Ui",
@@ -409,7 +409,6 @@ static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
     st = launch_batched(p, k, in, 5, into, 4, t, 2, QRB_RECON_THREADS,
                         QRB_RECON_THREADS);
   }
-  PROF(p, 1);
   if (st == KILN_OK && rows > jb) {
     st = kiln__linalg_block(qv, jb, 0, rows - jb, jb, &q2);
     if (st == KILN_OK)
@@ -419,7 +418,6 @@ static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
     if (st == KILN_OK)
       st = kiln__linalg_gemm(p->s, false, false, -1.0, q2, uiv, 0.0, y2);
   }
-  PROF(p, 2);
   kiln_array *all[7] = {panel, qv, rv, j0s, q2, y2, uiv};
   for (int i = 0; i < 7; i++)
     kiln__array_destroy(all[i]);
@@ -466,7 +464,7 @@ static kiln_status vt_c(const qrb_problem *p, kiln_array *v, kiln_array *c,
   int64_t cst[4] = {c->strides[0], h * c->strides[1], c->strides[1],
                     c->strides[2]};
   int64_t ts[4] = {p->batch, sp + (rem > 0), jb, cols};
-  int64_t tst[4] = {ps, p->nb * wide, wide, 1};
+  int64_t tst[4] = {ps, p->nbo * wide, wide, 1};
   int64_t rs[3] = {p->batch, jb, cols}, rst[3] = {ps, wide, 1};
   kiln_array *v4 = NULL, *c4 = NULL, *t4 = NULL, *vr = NULL, *cr = NULL;
   kiln_array *tr = NULL;
@@ -488,7 +486,7 @@ static kiln_status vt_c(const qrb_problem *p, kiln_array *v, kiln_array *c,
     if (st == KILN_OK)
       st = kiln__linalg_block(c, h * sp, 0, rem, cols, &cr);
     if (st == KILN_OK)
-      st = view_of(p->parts, 3, rs, rst, (int64_t)sp * p->nb * wide, &tr);
+      st = view_of(p->parts, 3, rs, rst, (int64_t)sp * p->nbo * wide, &tr);
     if (st == KILN_OK)
       st = kiln__linalg_gemm(p->s, true, false, 1.0, vr, cr, 0.0, tr);
   }
@@ -502,97 +500,211 @@ static kiln_status vt_c(const qrb_problem *p, kiln_array *v, kiln_array *c,
 }
 
 /*
- * C -= V (op(T) (V^T C)) for panel `pi` at column j0 of jb columns: the
- * block reflector (I - V T V^T)^T = I - V T^T V^T when `trans` (the
- * factorization's trailing update), I - V T V^T when not (Q's backward
- * accumulation). C is rows j0.. of the target, `cols` columns.
+ * C -= V (op(T) (V^T C)) with the block reflector of V (rows x jb, a view
+ * of Y) and T (jb x jb): (I - V T V^T)^T = I - V T^T V^T when `trans`
+ * (the factorization's trailing update), I - V T V^T when not (Q's
+ * backward accumulation). C has V's rows and `cols` columns.
  */
-static kiln_status apply_block(const qrb_problem *p, int pi, int64_t j0,
-                               int64_t jb, bool trans, kiln_array *c,
-                               int64_t cols) {
-  int64_t rows = p->m - j0;
-  kiln_array *v = NULL, *t = NULL, *x1 = NULL, *x2 = NULL;
-  kiln_status st = kiln__linalg_block(p->y, j0, j0, rows, jb, &v);
-  if (st == KILN_OK)
-    st = kiln__linalg_block(p->tm, (int64_t)pi * p->nb, 0, jb, jb, &t);
-  if (st == KILN_OK)
-    st = kiln__linalg_block(p->p1, 0, 0, jb, cols, &x1);
+static kiln_status apply_wy(const qrb_problem *p, kiln_array *v,
+                            kiln_array *t, int64_t jb, bool trans,
+                            kiln_array *c, int64_t cols) {
+  kiln_array *x1 = NULL, *x2 = NULL;
+  kiln_status st = kiln__linalg_block(p->p1, 0, 0, jb, cols, &x1);
   if (st == KILN_OK)
     st = kiln__linalg_block(p->p2, 0, 0, jb, cols, &x2);
-  int o = trans ? 0 : 3;
-  PROF(p, -1);
   if (st == KILN_OK) /* X1 = V^T C */
     st = vt_c(p, v, c, jb, cols, x1);
-  PROF(p, 3 + o);
   if (st == KILN_OK) /* X2 = op(T) X1 */
     st = kiln__linalg_gemm(p->s, trans, false, 1.0, t, x1, 0.0, x2);
-  PROF(p, 4 + o);
   if (st == KILN_OK) /* C -= V X2 */
     st = kiln__linalg_gemm(p->s, false, false, -1.0, v, x2, 1.0, c);
-  PROF(p, 5 + o);
-  (void)o;
-  kiln__array_destroy(v);
-  kiln__array_destroy(t);
   kiln__array_destroy(x1);
   kiln__array_destroy(x2);
   return st;
 }
 
-/* Panels and trailing updates: R in W's upper triangle, V in Y, T in Tm. */
+/* Columns j0.. of the block at j0, jb wide: V = Y[j0:m, j0:j0+jb]. */
+static kiln_status v_view(const qrb_problem *p, int64_t j0, int64_t jb,
+                          kiln_array **v) {
+  return kiln__linalg_block(p->y, j0, j0, p->m - j0, jb, v);
+}
+
+/* The T of the outer block `oi` (jo columns): a view of `to`, or of Tm
+ * when outer blocks are single panels. */
+static kiln_status t_outer_view(const qrb_problem *p, int oi, int64_t jo,
+                                kiln_array **t) {
+  if (p->to == NULL)
+    return kiln__linalg_block(p->tm, (int64_t)oi * p->nb, 0, jo, jo, t);
+  return kiln__linalg_block(p->to, (int64_t)oi * p->nbo, 0, jo, jo, t);
+}
+
+/* qrb_tinit: the panels' T's of the outer block at J0 onto To's diagonal,
+ * zeros around them. */
+static kiln_status launch_tinit(const qrb_problem *p, int64_t J0) {
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("qr_blocked", "qrb_tinit",
+                                        "Tmin,Toin,j0,batch0", "To",
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  kiln_array *j0s = NULL;
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(p->s, KILN_INT32, (double)J0, &j0s);
+  if (st != KILN_OK)
+    return st;
+  kiln_template_arg t[1];
+  kiln__targ_dtype(&t[0], "T", p->dt);
+  kiln_array *in[4] = {p->tm, p->to, j0s, NULL};
+  st = launch_batched(p, k, in, 4, &p->to, 1, t, 1,
+                      ew_grid((int64_t)p->nbo * p->nbo), QRB_EW_THREADS);
+  kiln__array_destroy(j0s);
+  return st;
+}
+
+/*
+ * The T of outer block `oi` at column J0 (jo columns, its panels' T's in
+ * Tm): qrb_tinit places the panels' T's on the diagonal (zeros elsewhere),
+ * G = V^T V (one GEMM, split-K), then adjacent blocks of doubling width
+ * are merged, T_ab = -T_aa G_ab T_bb (Schreiber and Van Loan's
+ * recursive compact WY), two small GEMMs each.
+ */
+static kiln_status build_t_outer(const qrb_problem *p, int oi, int64_t J0,
+                                 int64_t jo) {
+  kiln_status st = launch_tinit(p, J0);
+  kiln_array *v = NULL, *g = NULL;
+  if (st == KILN_OK)
+    st = v_view(p, J0, jo, &v);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(p->p1, 0, 0, jo, jo, &g);
+  if (st == KILN_OK)
+    st = vt_c(p, v, v, jo, jo, g);
+  int64_t base = (int64_t)oi * p->nbo;
+  for (int64_t w = p->nb; st == KILN_OK && w < jo; w *= 2) {
+    for (int64_t a = 0; st == KILN_OK && a + w < jo; a += 2 * w) {
+      int64_t b = a + w, wb = jo - b < w ? jo - b : w;
+      kiln_array *gab = NULL, *tbb = NULL, *taa = NULL, *tab = NULL;
+      kiln_array *x = NULL;
+      st = kiln__linalg_block(p->p1, a, b, w, wb, &gab);
+      if (st == KILN_OK)
+        st = kiln__linalg_block(p->to, base + b, b, wb, wb, &tbb);
+      if (st == KILN_OK)
+        st = kiln__linalg_block(p->to, base + a, a, w, w, &taa);
+      if (st == KILN_OK)
+        st = kiln__linalg_block(p->to, base + a, b, w, wb, &tab);
+      if (st == KILN_OK)
+        st = kiln__linalg_block(p->p2, 0, 0, w, wb, &x);
+      if (st == KILN_OK)
+        st = kiln__linalg_gemm(p->s, false, false, 1.0, gab, tbb, 0.0, x);
+      if (st == KILN_OK)
+        st = kiln__linalg_gemm(p->s, false, false, -1.0, taa, x, 0.0, tab);
+      kiln_array *all[5] = {gab, tbb, taa, tab, x};
+      for (int i = 0; i < 5; i++)
+        kiln__array_destroy(all[i]);
+    }
+  }
+  kiln__array_destroy(v);
+  kiln__array_destroy(g);
+  return st;
+}
+
+/* Applies panel j0's reflectors (T from Tm) to W's columns c0 .. c0+cols-1
+ * (rows j0..). */
+static kiln_status update_panel(const qrb_problem *p, int64_t j0, int64_t jb,
+                                int64_t c0, int64_t cols) {
+  kiln_array *v = NULL, *t = NULL, *c = NULL;
+  kiln_status st = v_view(p, j0, jb, &v);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(p->tm, j0, 0, jb, jb, &t);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(p->w, j0, c0, p->m - j0, cols, &c);
+  if (st == KILN_OK)
+    st = apply_wy(p, v, t, jb, true, c, cols);
+  kiln__array_destroy(v);
+  kiln__array_destroy(t);
+  kiln__array_destroy(c);
+  return st;
+}
+
+/*
+ * Applies outer block oi (J0, jo columns) to `c` (rows J0.. of W or Q,
+ * `cols` columns), transposed for the factorization.
+ */
+static kiln_status update_outer(const qrb_problem *p, int oi, int64_t J0,
+                                int64_t jo, bool trans, kiln_array *c,
+                                int64_t cols) {
+  kiln_array *v = NULL, *t = NULL;
+  kiln_status st = v_view(p, J0, jo, &v);
+  if (st == KILN_OK)
+    st = t_outer_view(p, oi, jo, &t);
+  if (st == KILN_OK)
+    st = apply_wy(p, v, t, jo, trans, c, cols);
+  kiln__array_destroy(v);
+  kiln__array_destroy(t);
+  return st;
+}
+
+/*
+ * Panels and trailing updates: R in W's upper triangle, V in Y, T's in Tm
+ * (and the outer blocks' in To). Each panel updates the rest of its outer
+ * block (GEMMs with k = NB), each outer block the columns after it (k =
+ * NBO, which keeps the big GEMMs efficient).
+ */
 static kiln_status factor(const qrb_problem *p) {
   kiln_status st = KILN_OK;
-  for (int pi = 0; st == KILN_OK && pi < p->panels; pi++) {
-    int64_t j0 = (int64_t)pi * p->nb;
-    int64_t jb = p->k - j0 < p->nb ? p->k - j0 : p->nb;
-    PROF(p, -1);
-    st = uses_tsqr(p, p->m - j0) ? panel_tsqr(p, j0, jb)
-                                 : launch_panel(p, j0);
-    PROF(p, 9);
-    int64_t cols = p->n - j0 - jb;
+  for (int oi = 0; st == KILN_OK && oi < p->outers; oi++) {
+    int64_t J0 = (int64_t)oi * p->nbo;
+    int64_t jo = p->k - J0 < p->nbo ? p->k - J0 : p->nbo;
+    for (int64_t j0 = J0; st == KILN_OK && j0 < J0 + jo; j0 += p->nb) {
+      int64_t jb = J0 + jo - j0 < p->nb ? J0 + jo - j0 : p->nb;
+      st = uses_tsqr(p, p->m - j0) ? panel_tsqr(p, j0, jb)
+                                   : launch_panel(p, j0);
+      int64_t inner = J0 + jo - (j0 + jb);
+      if (st == KILN_OK && inner > 0)
+        st = update_panel(p, j0, jb, j0 + jb, inner);
+    }
+    int64_t cols = p->n - J0 - jo;
+    bool need_t = cols > 0 || p->q3 != NULL;
+    if (st == KILN_OK && p->to != NULL && need_t) {
+      st = build_t_outer(p, oi, J0, jo);
+    }
     if (st != KILN_OK || cols == 0)
       continue;
     kiln_array *a2 = NULL;
-    st = kiln__linalg_block(p->w, j0, j0 + jb, p->m - j0, cols, &a2);
+    st = kiln__linalg_block(p->w, J0, J0 + jo, p->m - J0, cols, &a2);
     if (st == KILN_OK)
-      st = apply_block(p, pi, j0, jb, true, a2, cols);
+      st = update_outer(p, oi, J0, jo, true, a2, cols);
     kiln__array_destroy(a2);
   }
   return st;
 }
 
-/* Q = H_0 H_1 ... E D, the panels applied last first. */
+/* Q = H_0 H_1 ... E D, the outer blocks applied last first. */
 static kiln_status form_q(const qrb_problem *p) {
   kiln_status st = launch_ew(p, "qrb_qinit", "Win,cols,batch0", "Q", p->w,
                              p->qcols, true, p->q3, p->m * p->qcols);
-  for (int pi = p->panels - 1; st == KILN_OK && pi >= 0; pi--) {
-    int64_t j0 = (int64_t)pi * p->nb;
-    int64_t jb = p->k - j0 < p->nb ? p->k - j0 : p->nb;
-    int64_t cols = p->qcols - j0;
+  for (int oi = p->outers - 1; st == KILN_OK && oi >= 0; oi--) {
+    int64_t J0 = (int64_t)oi * p->nbo;
+    int64_t jo = p->k - J0 < p->nbo ? p->k - J0 : p->nbo;
+    int64_t cols = p->qcols - J0;
     kiln_array *q2 = NULL;
-    st = kiln__linalg_block(p->q3, j0, j0, p->m - j0, cols, &q2);
+    st = kiln__linalg_block(p->q3, J0, J0, p->m - J0, cols, &q2);
     if (st == KILN_OK)
-      st = apply_block(p, pi, j0, jb, false, q2, cols);
+      st = update_outer(p, oi, J0, jo, false, q2, cols);
     kiln__array_destroy(q2);
   }
   return st;
 }
 
 static kiln_status run(qrb_problem *p) {
-  PROF(p, -1);
   kiln_status st = make_workspaces(p);
   if (st == KILN_OK)
     st = launch_ew(p, "qrb_copy", "A,batch0", "W", p->a, 0, false, p->w,
                    p->m * p->n);
-  PROF(p, 10);
   if (st == KILN_OK)
     st = factor(p);
   if (st == KILN_OK)
     st = launch_ew(p, "qrb_r", "Win,rows,batch0", "R", p->w, p->rrows, true,
                    p->r3, p->rrows * p->n);
-  PROF(p, -1);
   if (st == KILN_OK && p->q3 != NULL)
     st = form_q(p);
-  PROF(p, 11);
   return st;
 }
 

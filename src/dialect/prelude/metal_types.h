@@ -678,10 +678,13 @@ template <class T, int N> struct vec : kiln_vbase<T, N> {
     /* One aligned whole-vector copy: NVVM keeps a component loop as four
      * scalar loads and stores (a float4 copy kernel ran at 40% of the
      * copy bandwidth on an H200); an aligned aggregate becomes one
-     * ld/st.v4. may_alias keeps the type pun within the rules. */
+     * ld/st.v4. The aggregate holds T, not bytes: a byte array made NVVM
+     * split vectors living in registers into bytes and shuffle them back
+     * (~50 instructions per float4 assignment in the GEMM's inner loop,
+     * which then waited on every load). may_alias keeps the pun legal. */
     struct __attribute__((may_alias)) alignas(alignof(kiln_vbase<T, N>))
         kiln_blob {
-      unsigned char b[sizeof(kiln_vbase<T, N>)];
+      T b[sizeof(kiln_vbase<T, N>) / sizeof(T)];
     };
     *reinterpret_cast<kiln_blob *>(this) =
         *reinterpret_cast<const kiln_blob *>(&o);

@@ -1,0 +1,253 @@
+/*
+ * Shifted CholeskyQR3: tall-skinny QR at the speed of memory (kiln_qr's
+ * path 4; kernels in kernels/cholqr.metal).
+ *
+ * CholeskyQR factors A through its Gram matrix: R = chol(A^T A), Q =
+ * A R^-1. One pass is fast (a reduction and a row-parallel solve, both
+ * streaming over A) but loses orthogonality like cond(A)^2 and breaks down
+ * once the Gram is numerically singular. Repeating it on Q (CholeskyQR2)
+ * restores orthogonality when the first Q is not too ill-conditioned, and
+ * a shift in the first pass (chol(A^T A + s I)) keeps the first Cholesky
+ * from breaking down, at the price of a worse first Q that the two later
+ * passes repair (Fukaya, Kannan, Nakatsukasa, Yamamoto and Yanagisawa,
+ * 2020). Their shift is s = 11 (m n + n (n + 1)) u ||A||^2, u the unit
+ * roundoff of the Gram's arithmetic, which bounds the rounding errors of
+ * forming and factoring the Gram; we use ||A||_F^2 = trace(A^T A) (an
+ * upper bound of ||A||_2^2, free from the Gram itself) and u = 2^-53,
+ * since every Gram and Cholesky here is float64: float32 products are
+ * exact in float64, so the float32 path's Gram carries only float64
+ * rounding and the shift stays tiny (for cond(A) = 1e6 in float32 the
+ * shifted pass hardly differs from an exact one); float64 input gets the
+ * paper's algorithm as published.
+ *
+ * Work per pass k = 1, 2, 3: cq_gram (each threadgroup: a run of row
+ * tiles, the k-1 factors solved in from A again, their Gram partial in
+ * float64), cq_reduce (the partials summed in a fixed order), cq_chol (one
+ * threadgroup per matrix: the Cholesky, the factor for the next solves,
+ * R_k ... R_1, the breakdown flag); then cq_q writes Q. The rows between
+ * passes are recomputed from A rather than stored, which makes the whole
+ * factorization four reads of A and one write of Q (three reads for R
+ * only) and needs no m x n workspace.
+ *
+ * Breakdown: CholeskyQR cannot give an orthonormal Q for a numerically
+ * rank-deficient A (an exactly dependent column makes a later Gram
+ * singular). cq_chol records, per matrix, a non-positive or non-finite
+ * pivot, a non-finite ||A||_F, or a last Gram too far from I to be
+ * finished by one pass; the caller then factors the flagged matrices
+ * another way, without a host round trip (see qr.c).
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "linalg/cholqr.h"
+
+/* Threads per group of every cholqr kernel (CQ_THREADS). */
+#define CQ_THREADS 256
+/* Gram threadgroups to aim for across a batch: a few per SM of a large
+ * GPU, so the partials (one per group) stay cheap to sum. */
+#define CQ_GRAM_GROUPS 512
+/* Threadgroups per matrix of cq_q at most (grid.x must fit 32 bits). */
+#define CQ_Q_GROUPS 65536
+/* Batch entries per launch along grid.y (CUDA's limit). */
+#define CQ_Y_CHUNK 65535
+
+/* The column capacity class of n columns. */
+static int cq_nc(int64_t n) { return n <= 16 ? 16 : (n <= 32 ? 32 : 64); }
+
+/* Rows per tile (cq_tile_rows in kernels/cholqr.metal). */
+static int64_t cq_tile_rows(int nc) {
+  return nc <= 16 ? 256 : (nc <= 32 ? 128 : 64);
+}
+
+/* Gram entries stored per matrix: the upper 4 x 4 blocks. */
+static int64_t cq_entries(int nc) {
+  int nb = nc / 4;
+  return (int64_t)nb * (nb + 1) / 2 * 16;
+}
+
+static int64_t cq_batch(const kiln_array *a) {
+  int64_t b = 1;
+  for (int d = 0; d < a->ndim - 2; d++)
+    b *= a->shape[d];
+  return b;
+}
+
+/* Everything one factorization launches with. */
+typedef struct cq_job {
+  kiln_stream *s;
+  kiln_array *a, *q, *r, *flag;
+  kiln_dtype dt;
+  int64_t m, n, batch;
+  int nc;
+  int64_t p_gram, p_q; /* threadgroups per matrix */
+  kiln_array *part, *g, *rt, *racc[2], *shift;
+} cq_job;
+
+static void cq_job_free(cq_job *j) {
+  kiln_array *all[7] = {j->part, j->g,     j->rt,   j->racc[0],
+                        j->racc[1], j->shift, NULL};
+  for (int i = 0; i < 6; i++)
+    kiln__array_destroy(all[i]);
+}
+
+/* The work arrays: partials, the summed Gram, the factors, the running
+ * product (two, used in turn), the shift's constant. */
+static kiln_status cq_job_init(cq_job *j) {
+  int64_t e = cq_entries(j->nc), nc = j->nc;
+  int64_t tiles = (j->m + cq_tile_rows(j->nc) - 1) / cq_tile_rows(j->nc);
+  int64_t want = (CQ_GRAM_GROUPS + j->batch - 1) / j->batch;
+  j->p_gram = tiles < want ? tiles : want;
+  j->p_q = tiles < CQ_Q_GROUPS ? tiles : CQ_Q_GROUPS;
+  kiln_device *dev = j->s->device;
+  int64_t sp[3] = {j->batch, j->p_gram, e}, sg[2] = {j->batch, e};
+  int64_t srt[4] = {j->batch, 3, nc, nc}, sr[3] = {j->batch, nc, nc};
+  kiln_status st = kiln__array_create(dev, KILN_FLOAT64, 3, sp, &j->part);
+  if (st == KILN_OK)
+    st = kiln__array_create(dev, KILN_FLOAT64, 2, sg, &j->g);
+  if (st == KILN_OK)
+    st = kiln__array_create(dev, j->dt, 4, srt, &j->rt);
+  for (int i = 0; i < 2 && st == KILN_OK; i++)
+    st = kiln__array_create(dev, KILN_FLOAT64, 3, sr, &j->racc[i]);
+  /* 11 (m n + n (n + 1)) u, u = 2^-53: times trace(G) in cq_chol */
+  double mn = (double)j->m * (double)j->n + (double)j->n * (double)(j->n + 1);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(j->s, KILN_FLOAT64, 11.0 * mn * 0x1p-53,
+                             &j->shift);
+  return st;
+}
+
+/* Launches kernel `name` over `groups` threadgroups per matrix for the
+ * batch entries [first, first + count). */
+static kiln_status cq_launch(cq_job *j, const char *name, const char *inputs,
+                             const char *outputs, kiln_array **in, int nin,
+                             kiln_array **out, int nout,
+                             const kiln_template_arg *t, int nt,
+                             int64_t groups, int64_t count) {
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("cholqr", name, inputs, outputs,
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
+  if (st != KILN_OK)
+    return st;
+  kiln_output_spec spec[4];
+  for (int i = 0; i < nout; i++)
+    kiln__linalg_out_spec(&spec[i], out[i]);
+  kiln_launch L;
+  kiln__linalg_launch_init(&L, j->s);
+  L.inputs = in;
+  L.num_inputs = nin;
+  L.outputs = spec;
+  L.num_outputs = nout;
+  L.template_args = t;
+  L.num_template_args = nt;
+  L.grid[0] = (uint32_t)(CQ_THREADS * groups);
+  L.grid[1] = (uint32_t)count;
+  L.threadgroup[0] = CQ_THREADS;
+  return kiln__kernel_launch_into(k, &L, out);
+}
+
+/* Pass `pass` (1..3) for the batch entries [first, first + count); g0
+ * holds `first`. */
+static kiln_status cq_pass(cq_job *j, int pass, kiln_array *g0,
+                           int64_t count) {
+  kiln_template_arg t[3];
+  kiln__targ_dtype(&t[0], "T", j->dt);
+  kiln__targ_int(&t[1], "NC", j->nc);
+  kiln__targ_int(&t[2], "NS", pass - 1);
+  kiln_array *gin[3] = {j->a, j->rt, g0};
+  kiln_status st = cq_launch(j, "cq_gram", "A,Rt,g0", "Part", gin, 3,
+                             &j->part, 1, t, 3, j->p_gram, count);
+  kiln_array *rin[2] = {j->part, g0};
+  int64_t e = cq_entries(j->nc);
+  if (st == KILN_OK)
+    st = cq_launch(j, "cq_reduce", "Part,g0", "G", rin, 2, &j->g, 1, NULL,
+                   0, (e + 31) / 32, count);
+  kiln__targ_int(&t[2], "PASS", pass);
+  /* pass k reads the product so far from racc[k % 2] and writes the
+   * next one into racc[(k + 1) % 2] (pass 1 reads nothing) */
+  kiln_array *cin[5] = {j->g, j->racc[pass % 2], j->shift, g0, j->r};
+  kiln_array *cout[4] = {j->rt, j->racc[(pass + 1) % 2], j->flag, j->r};
+  if (st == KILN_OK)
+    st = cq_launch(j, "cq_chol", "G,Rin,shift,g0,Rsh", "Rt,Rout,flag,R",
+                   cin, 5, cout, 4, t, 3, 1, count);
+  return st;
+}
+
+/* The three passes and Q for the batch entries [first, first + count). */
+static kiln_status cq_chunk(cq_job *j, int64_t first, int64_t count) {
+  kiln_array *g0 = NULL;
+  kiln_status st = kiln__linalg_scalar(j->s, KILN_INT32, (double)first, &g0);
+  for (int pass = 1; pass <= 3 && st == KILN_OK; pass++)
+    st = cq_pass(j, pass, g0, count);
+  if (st == KILN_OK && j->q != NULL) {
+    kiln_template_arg t[2];
+    kiln__targ_dtype(&t[0], "T", j->dt);
+    kiln__targ_int(&t[1], "NC", j->nc);
+    kiln_array *in[3] = {j->a, j->rt, g0};
+    st = cq_launch(j, "cq_q", "A,Rt,g0", "Q", in, 3, &j->q, 1, t, 2,
+                   j->p_q, count);
+  }
+  kiln__array_destroy(g0);
+  return st;
+}
+
+/* See cholqr.h. */
+kiln_status kiln__qr_cholqr(kiln_stream *s, kiln_array *a, kiln_array *q,
+                            kiln_array *r, kiln_array *flag) {
+  cq_job j;
+  memset(&j, 0, sizeof j);
+  j.s = s;
+  j.a = a;
+  j.q = q;
+  j.r = r;
+  j.flag = flag;
+  j.dt = a->dtype;
+  j.m = a->shape[a->ndim - 2];
+  j.n = a->shape[a->ndim - 1];
+  j.batch = cq_batch(a);
+  if (j.m < j.n || j.n < 1 || j.n > KILN__CHOLQR_NMAX)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "A is %lld x %lld; CholeskyQR takes m >= n and n "
+                       "from 1 to %d.",
+                       (long long)j.m, (long long)j.n, KILN__CHOLQR_NMAX);
+  if (j.batch == 0)
+    return KILN_OK;
+  j.nc = cq_nc(j.n);
+  kiln_status st = cq_job_init(&j);
+  for (int64_t first = 0; st == KILN_OK && first < j.batch;
+       first += CQ_Y_CHUNK) {
+    int64_t count = j.batch - first;
+    st = cq_chunk(&j, first, count < CQ_Y_CHUNK ? count : CQ_Y_CHUNK);
+  }
+  cq_job_free(&j);
+  return st;
+}
+
+/* See cholqr.h. */
+kiln_status kiln__cholqr_for_each_config(kiln__cholqr_config_fn fn,
+                                         void *user) {
+  static const kiln_dtype dts[2] = {KILN_FLOAT32, KILN_FLOAT64};
+  static const int ncs[3] = {16, 32, 64};
+  kiln_status st = KILN_OK;
+  kiln__cholqr_config reduce = {"cq_reduce", "Part,g0", "G", KILN_FLOAT64,
+                                -1, -1, -1};
+  st = fn(&reduce, user);
+  for (int d = 0; d < 2 && st == KILN_OK; d++)
+    for (int c = 0; c < 3 && st == KILN_OK; c++) {
+      for (int ns = 0; ns < 3 && st == KILN_OK; ns++) {
+        kiln__cholqr_config g = {"cq_gram", "A,Rt,g0", "Part", dts[d],
+                                 ncs[c], ns, -1};
+        st = fn(&g, user);
+      }
+      for (int pass = 1; pass <= 3 && st == KILN_OK; pass++) {
+        kiln__cholqr_config ch = {"cq_chol", "G,Rin,shift,g0,Rsh",
+                                  "Rt,Rout,flag,R", dts[d], ncs[c], -1,
+                                  pass};
+        st = fn(&ch, user);
+      }
+      kiln__cholqr_config qc = {"cq_q", "A,Rt,g0", "Q", dts[d], ncs[c], -1,
+                                -1};
+      if (st == KILN_OK)
+        st = fn(&qc, user);
+    }
+  return st;
+}
