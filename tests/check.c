@@ -790,3 +790,13 @@ void kt_cli_expect_error_line(const char *what, const char *out_dir,
   CHECK(kt_dir_count(out_dir) == 0, "%s: an output file was written", what);
   kt_cli_free(&r);
 }
+
+/* See check.h. */
+void kt_python_check(const char *dir, const char *script, const char *what) {
+  char path[4300], cmd[9000];
+  snprintf(path, sizeof path, "%s/check.py", dir);
+  CHECK(kt_write_file(path, script, strlen(script)), "write %s", path);
+  snprintf(cmd, sizeof cmd, "python3 %s %s %s %s", path, dir, KILN_CLI_PATH,
+           kt_device_name());
+  CHECK(system(cmd) == 0, "the numpy check of %s failed (see above)", what);
+}

@@ -238,4 +238,9 @@ void kt_cli_expect_error_line(const char *what, const char *out_dir,
                               const char *mention, const char *mention2,
                               kt_cli r);
 
+/* Writes `script` to DIR/check.py and runs `python3 DIR/check.py DIR CLI
+ * DEVICE` (the kiln CLI's path and kt_device_name()): the numpy cross-check
+ * of a CLI test; fails the test, naming `what`, when the script fails. */
+void kt_python_check(const char *dir, const char *script, const char *what);
+
 #endif /* KILN_TESTS_CHECK_H */

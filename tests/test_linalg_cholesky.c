@@ -561,7 +561,7 @@ void test_linalg_cli_cholesky_numpy(void) {
   if (system("python3 -c 'import numpy' >/dev/null 2>&1") != 0)
     kt_skip("python3 with numpy is not available");
   char *dir = kt_tempdir("chnp");
-  char script[8192], path[4200], cmd[8600];
+  char script[8192];
   snprintf(script, sizeof script,
            "import numpy as np, subprocess, sys, os\n"
            "d, kiln, dev = sys.argv[1], sys.argv[2], sys.argv[3]\n"
@@ -615,12 +615,7 @@ void test_linalg_cli_cholesky_numpy(void) {
            "e = run(np.zeros((0, 5, 5), np.float32))\n"
            "assert e.shape == (0, 5, 5) and e.dtype == np.float32\n",
            (unsigned long long)kt_seed);
-  snprintf(path, sizeof path, "%s/check.py", dir);
-  CHECK(kt_write_file(path, script, strlen(script)), "write %s", path);
-  snprintf(cmd, sizeof cmd, "python3 %s %s %s %s", path, dir, KILN_CLI_PATH,
-           kt_device_name());
-  CHECK(system(cmd) == 0, "the numpy check of kiln linalg cholesky failed "
-        "(see above)");
+  kt_python_check(dir, script, "kiln linalg cholesky");
   kt_rmtree(dir);
   free(dir);
 }

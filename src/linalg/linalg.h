@@ -116,6 +116,16 @@ kiln_status kiln__qr_tsqr(kiln_stream *s, kiln_array *a, kiln_array *q,
                           kiln_array *r);
 
 /*
+ * The fastest robust tall-skinny QR (src/linalg/qr.c): shifted CholeskyQR3
+ * with TSQR redoing, on the device, exactly the matrices where it broke
+ * down. A ...×m×n with m >= n, n <= 64 (KILN__CHOLQR_NMAX); q reduced
+ * (...×m×n, contiguous; NULL for R only), r ...×n×n contiguous with a
+ * positive diagonal. Asynchronous, on s. For panels of other drivers.
+ */
+kiln_status kiln__qr_tall(kiln_stream *s, kiln_array *a, kiln_array *q,
+                          kiln_array *r);
+
+/*
  * The blocked Householder QR (src/linalg/qr_blocked.c), the general path
  * of kiln_qr: A ...×m×n (read, not modified), results into the new
  * contiguous arrays q (...×m×m for complete, ...×m×k reduced; NULL for R
@@ -128,10 +138,12 @@ kiln_status kiln__qr_blocked(kiln_stream *s, kiln_array *a, kiln_qr_mode mode,
 /* kiln__qr_blocked with its panel factorization forced (tests, benches):
  * AUTO picks by the panel's height, ONE is one threadgroup per matrix
  * through the panel's columns, TSQR is kiln__qr_tsqr followed by
- * Householder reconstruction. */
+ * Householder reconstruction, CHOLQR kiln__qr_tall (CholeskyQR3 with its
+ * TSQR fallback) followed by the same reconstruction. */
 #define KILN__QRB_PANEL_AUTO 0
 #define KILN__QRB_PANEL_ONE 1
 #define KILN__QRB_PANEL_TSQR 2
+#define KILN__QRB_PANEL_CHOLQR 3
 kiln_status kiln__qr_blocked_ex(kiln_stream *s, kiln_array *a,
                                 kiln_qr_mode mode, kiln_array *q,
                                 kiln_array *r, int panel);

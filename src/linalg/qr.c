@@ -375,6 +375,12 @@ static kiln_status cholqr_with_fallback(kiln_stream *s, kiln_array *a,
   return st;
 }
 
+/* See linalg.h. */
+kiln_status kiln__qr_tall(kiln_stream *s, kiln_array *a, kiln_array *q,
+                          kiln_array *r) {
+  return cholqr_with_fallback(s, a, q, r, batch_of(a));
+}
+
 /* ---- the driver ---------------------------------------------------------- */
 
 /* One checked factorization and what the checks worked out. */
