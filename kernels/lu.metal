@@ -21,11 +21,13 @@
 //   small    lu_small: one threadgroup per matrix, the matrix in threadgroup
 //            memory (m, n <= NMAX).
 //   blocked  lu_copy (A into W, non-finite inputs noted), then per panel of
-//            NB columns: per strip of WS columns lu_panel (or
+//            NB columns: lu_transpose copies the panel into PT transposed
+//            (its columns contiguous); per strip of WS columns lu_panel (or
 //            lu_panel_global when the rows do not fit in registers) and a
-//            GEMM on the rest of the panel; then lu_laswp (the panel's row
-//            interchanges on every column outside it), the triangular solve
-//            of the block row (kiln__trsm) and the trailing GEMM.
+//            GEMM on the rest of the panel, both on PT; lu_transpose copies
+//            it back; then lu_laswp (the panel's row interchanges on every
+//            column outside it), the triangular solve of the block row
+//            (kiln__trsm) and the trailing GEMM.
 #include <metal_stdlib>
 using namespace metal;
 
@@ -87,25 +89,29 @@ inline int lu_pivot_status(T p, int j) {
   return p == T(0) ? j + 1 : 0;
 }
 
+// Element (i, c) of a panel held transposed (see lu_panel): column c is
+// the contiguous row c - p0 of pt, indexed by the matrix row i.
+#define LU_PT(i, c) pt[(int64_t)((c) - p0) * m + (i)]
+
 // U12 = L11^-1 A12 for the rows r0 .. r0 + ws - 1 and the columns [c1, c2)
-// of w (row stride n), L11 the unit lower triangle of the ws x ws block at
-// (r0, r0), staged in `l11` (WS x (WS + 1)). The block row goes through
-// `tile` (WS x CT) CT columns at a time, a thread per column: a register
-// array per thread would need the whole column unrolled, which spills.
+// of the transposed panel pt (columns from p0, length m), L11 the unit
+// lower triangle of the ws x ws block at (r0, r0), staged in `l11` (WS x
+// (WS + 1)). The block row goes through `tile` (WS x CT) CT columns at a
+// time, a thread per column.
 template <typename T, int WS, int CT>
-inline void lu_block_row_solve(device T* w, int n, int r0, int ws, int c1,
-                               int c2, threadgroup T* l11, threadgroup T* tile,
-                               int tid, int nt) {
+inline void lu_block_row_solve(device T* pt, int m, int p0, int r0, int ws,
+                               int c1, int c2, threadgroup T* l11,
+                               threadgroup T* tile, int tid, int nt) {
   constexpr int P = WS + 1;
   for (int e = tid; e < ws * ws; e += nt) {
     int i = e / ws, j = e % ws;
-    l11[i * P + j] = j < i ? w[(int64_t)(r0 + i) * n + r0 + j] : T(0);
+    l11[i * P + j] = j < i ? LU_PT(r0 + i, r0 + j) : T(0);
   }
   for (int t0 = c1; t0 < c2; t0 += CT) {
     const int cols = min(CT, c2 - t0);
     for (int e = tid; e < ws * cols; e += nt) {
-      int i = e / cols, c = e % cols;
-      tile[i * CT + c] = w[(int64_t)(r0 + i) * n + t0 + c];
+      int i = e % ws, c = e / ws;
+      tile[i * CT + c] = LU_PT(r0 + i, t0 + c);
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (tid < cols)
@@ -117,28 +123,29 @@ inline void lu_block_row_solve(device T* w, int n, int r0, int ws, int c1,
       }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     for (int e = tid; e < ws * cols; e += nt) {
-      int i = e / cols, c = e % cols;
-      w[(int64_t)(r0 + i) * n + t0 + c] = tile[i * CT + c];
+      int i = e % ws, c = e / ws;
+      LU_PT(r0 + i, t0 + c) = tile[i * CT + c];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
   }
 }
 
 // Applies the interchanges of rows j and pv[j], j = j0 .. j1 - 1 in order,
-// to the columns [c1, c2) of w except [x1, x2); a thread per column.
+// to the columns [c1, c2) of the transposed panel pt except [x1, x2); a
+// thread per column.
 template <typename T>
-inline void lu_swap_columns(device T* w, int n, const threadgroup int* pv,
-                            int j0, int j1, int c1, int c2, int x1, int x2,
-                            int tid, int nt) {
+inline void lu_swap_columns(device T* pt, int m, int p0,
+                            const threadgroup int* pv, int j0, int j1, int c1,
+                            int c2, int x1, int x2, int tid, int nt) {
   for (int c = c1 + tid; c < c2; c += nt) {
     if (c >= x1 && c < x2)
       continue;
     for (int j = j0; j < j1; ++j) {
       int p = pv[j - j0];
       if (p != j) {
-        T t = w[(int64_t)j * n + c];
-        w[(int64_t)j * n + c] = w[(int64_t)p * n + c];
-        w[(int64_t)p * n + c] = t;
+        T t = LU_PT(j, c);
+        LU_PT(j, c) = LU_PT(p, c);
+        LU_PT(p, c) = t;
       }
     }
   }
@@ -240,27 +247,65 @@ W[(int64_t)b * m * n + e] = x;
 if (!isfinite(x))
   info[b] = LU_INFO_NONFINITE; // every writer stores the same value
 
+//@kernel lu_transpose
+// Copies the panel [p0, pe) of each matrix of W, rows p0 .. m-1, into PT
+// transposed (PT[b][c - p0][i] = W[b][i][c], PT ...×NB×m), or with BACK
+// from PT back into W. Win is W (its shape only), nbp PT's NB. Template:
+// T, BACK. 256 threads per threadgroup, a 32 x 32 tile each (grid.x = 256
+// * tiles), batch entries along grid.y from batch0. Both sides are read and written a row of 32 at a time,
+// through threadgroup memory (rows padded to 33 against bank conflicts).
+threadgroup T tile[32 * 33];
+const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+device T* w = W + (int64_t)b * m * n;
+device T* pt = PT + (int64_t)b * nbp * m;
+const int tcs = (pe - p0 + 31) / 32;
+const int tg = (int)threadgroup_position_in_grid.x;
+const int i0 = p0 + (tg / tcs) * 32, k0 = p0 + (tg % tcs) * 32;
+const int tid = (int)thread_index_in_threadgroup;
+const int tx = tid % 32, ty = tid / 32;
+if (!BACK) {
+  for (int y = ty; y < 32; y += 8)
+    if (i0 + y < m && k0 + tx < pe)
+      tile[y * 33 + tx] = w[(int64_t)(i0 + y) * n + k0 + tx];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int y = ty; y < 32; y += 8)
+    if (k0 + y < pe && i0 + tx < m)
+      LU_PT(i0 + tx, k0 + y) = tile[tx * 33 + y];
+} else {
+  for (int y = ty; y < 32; y += 8)
+    if (k0 + y < pe && i0 + tx < m)
+      tile[tx * 33 + y] = LU_PT(i0 + tx, k0 + y);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int y = ty; y < 32; y += 8)
+    if (i0 + y < m && k0 + tx < pe)
+      w[(int64_t)(i0 + y) * n + k0 + tx] = tile[y * 33 + tx];
+}
+
 //@kernel lu_panel
 // Factors the strip of ws = min(WS, pe - c0) columns at (c0, c0) of each
-// matrix of W, rows c0 .. m-1, applies its row interchanges to the other
+// matrix, rows c0 .. m-1, applies its row interchanges to the other
 // columns of the panel [p0, pe), and solves the strip's block row of the
-// panel, U12 = L11^-1 A12 for the columns [c0 + ws, pe). The driver then
-// updates the panel's trailing block with GEMM.
-// Template: T, NT (threads), R (rows per thread), WS (strip width). One
-// threadgroup of NT threads per matrix (grid.x = NT * matrices, batch0 the
-// first); needs m - c0 <= NT * R.
+// panel, U12 = L11^-1 A12 for the columns [c0 + ws, pe). The panel is
+// held transposed in PT (...×NB×m, see lu_transpose), so that a column
+// is contiguous; the driver then updates the panel's trailing block with
+// GEMM on PT. Win is W (its shape only), nbp PT's NB. Template: T, NT
+// (threads), R (rows per thread), WS (strip width). One threadgroup of NT
+// threads per matrix (grid.x = NT * matrices, batch0 the first); needs
+// m - c0 <= NT * R.
 //
 // The whole strip lives in registers (the driver picks R * WS to fit):
-// thread t holds rows c0 + t + r NT, r < R, so loads and stores walk
-// consecutive rows across a warp; it is read once and written once. Row
-// c0 + q, the diagonal row of column q, is thread q's register row 0.
-// Each column costs one barrier: every warp publishes its best candidate
-// row (key, index and the row's WS values) and thread q publishes row j,
-// in slots alternating by column parity (a thread writing column q + 2
-// has passed barrier q + 1, so nobody still reads slot q); after the
-// barrier every warp reduces the candidates by shuffles, so every thread
-// knows the pivot, its row and the row it displaces, and swaps, scales
-// and updates its own rows in registers.
+// thread t holds rows c0 + t + r NT, r < R, so a warp reads and writes
+// 32 consecutive values of a column (one 128-byte line in float32); it
+// is read once and written once. Row c0 + q, the diagonal row of column
+// q, is thread q's register row 0. Each column costs one barrier: every
+// warp publishes its best candidate row (key, index and the row's WS
+// values) and thread q publishes row j, in slots alternating by column
+// parity (a thread writing column q + 2 has passed barrier q + 1, so
+// nobody still reads slot q); after the barrier every warp reduces the
+// candidates by shuffles, so every thread knows the pivot, its row and
+// the row it displaces, and swaps, scales and updates its own rows in
+// registers.
 //
 // Then one pass over the panel's other columns, a thread per column: the
 // strip's interchanges are composed into at most 2 WS moves (row src to
@@ -276,25 +321,25 @@ threadgroup T l11[WS * WS];
 threadgroup int mv_src[2 * WS];
 threadgroup int mv_dst[2 * WS];
 threadgroup int mv_count;
-const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
-const int k = min(m, n);
+const int m = Win_shape[Win_ndim - 2];
+const int k = min(m, Win_shape[Win_ndim - 1]);
 const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
-device T* w = W + (int64_t)b * m * n;
+device T* pt = PT + (int64_t)b * nbp * m;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
 const int s0 = c0, ws = min(WS, pe - s0);
 int bad = 0;
 T v[R][WS];
 int pv[WS];
-// Thread tid's rows are s0 + tid + r NT: one base and one step.
-device T* mine = w + (int64_t)(s0 + tid) * n + s0;
-const int64_t step = (int64_t)NT * n;
+// Thread tid's rows are s0 + tid + r NT: column q of them at mine[q * m +
+// r * NT].
+device T* mine = pt + (int64_t)(s0 - p0) * m + s0 + tid;
 LU_UNROLL
 for (int r = 0; r < R; ++r) {
   const bool live = s0 + tid + r * NT < m;
   LU_UNROLL
   for (int q = 0; q < WS; ++q)
-    v[r][q] = live && q < ws ? mine[r * step + q] : T(0);
+    v[r][q] = live && q < ws ? mine[(int64_t)q * m + r * NT] : T(0);
 }
 LU_UNROLL
 for (int q = 0; q < WS; ++q) {
@@ -385,7 +430,7 @@ for (int r = 0; r < R; ++r) {
     LU_UNROLL
     for (int q = 0; q < WS; ++q)
       if (q < ws)
-        mine[r * step + q] = v[r][q];
+        mine[(int64_t)q * m + r * NT] = v[r][q];
 }
 if (tid < ws)
   LU_UNROLL
@@ -432,7 +477,7 @@ for (int c = p0 + tid; c < pe; c += NT) {
   T x[2 * WS];
   LU_UNROLL
   for (int e = 0; e < 2 * WS; ++e)
-    x[e] = e < cnt ? w[(int64_t)mv_src[e] * n + c] : T(0);
+    x[e] = e < cnt ? LU_PT(mv_src[e], c) : T(0);
   if (c >= s0 + ws)
     LU_UNROLL
     for (int i = 1; i < WS; ++i)
@@ -443,23 +488,24 @@ for (int c = p0 + tid; c < pe; c += NT) {
   LU_UNROLL
   for (int e = 0; e < 2 * WS; ++e)
     if (e < cnt)
-      w[(int64_t)mv_dst[e] * n + c] = x[e];
+      LU_PT(mv_dst[e], c) = x[e];
 }
 
 //@kernel lu_panel_global
 // lu_panel for strips whose rows do not fit in registers (m - c0 > NT *
-// R): the same work, a column at a time, right-looking on the strip in
-// device memory. Template: T, NT, WS. Same inputs, outputs and launch.
+// R): the same work, a column at a time, right-looking on the transposed
+// panel in device memory. Template: T, NT, WS. Same inputs, outputs and
+// launch.
 threadgroup T cand_key[NT / 32];
 threadgroup int cand_row[NT / 32];
 threadgroup int pv_strip[WS];
 threadgroup T l11[WS * (WS + 1)];
 threadgroup T tile[WS * 64];
 constexpr int NW = NT / 32;
-const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
-const int k = min(m, n);
+const int m = Win_shape[Win_ndim - 2];
+const int k = min(m, Win_shape[Win_ndim - 1]);
 const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
-device T* w = W + (int64_t)b * m * n;
+device T* pt = PT + (int64_t)b * nbp * m;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
 const int s0 = c0, ws = min(WS, pe - s0);
@@ -468,7 +514,7 @@ for (int j = s0; j < s0 + ws; ++j) {
   T key = T(-1);
   int row = LU_NO_ROW;
   for (int i = j + tid; i < m; i += NT) {
-    T x = lu_key(w[(int64_t)i * n + j]);
+    T x = lu_key(LU_PT(i, j));
     if (x > key) {
       key = x;
       row = i;
@@ -491,20 +537,19 @@ for (int j = s0; j < s0 + ws; ++j) {
     pv_strip[j - s0] = p;
   threadgroup_barrier(mem_flags::mem_threadgroup);
   // The interchange across the whole panel, this column included.
-  lu_swap_columns(w, n, pv_strip + (j - s0), j, j + 1, p0, pe, 0, 0, tid,
-                  NT);
+  lu_swap_columns(pt, m, p0, pv_strip + (j - s0), j, j + 1, p0, pe, 0, 0,
+                  tid, NT);
   threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
-  const T d = w[(int64_t)j * n + j];
+  const T d = LU_PT(j, j);
   if (bad == 0)
     bad = lu_pivot_status(d, j);
   for (int i = j + 1 + tid; i < m; i += NT) {
-    T l = w[(int64_t)i * n + j];
+    T l = LU_PT(i, j);
     if (d != T(0))
       l = l / d;
-    w[(int64_t)i * n + j] = l;
+    LU_PT(i, j) = l;
     for (int c = j + 1; c < s0 + ws; ++c)
-      w[(int64_t)i * n + c] = fma(-l, w[(int64_t)j * n + c],
-                                  w[(int64_t)i * n + c]);
+      LU_PT(i, c) = fma(-l, LU_PT(j, c), LU_PT(i, c));
   }
   threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
 }
@@ -512,8 +557,8 @@ for (int j = tid; j < ws; j += NT)
   piv[(int64_t)b * k + s0 + j] = pv_strip[j];
 if (tid == 0 && bad != 0 && info[b] == 0)
   info[b] = bad;
-lu_block_row_solve<T, WS, 64>(w, n, s0, ws, s0 + ws, pe, l11, tile, tid,
-                              NT);
+lu_block_row_solve<T, WS, 64>(pt, m, p0, s0, ws, s0 + ws, pe, l11, tile,
+                              tid, NT);
 
 //@kernel lu_laswp
 // The interchanges of the panel's pivots p0 .. pe-1 (in order) on every

@@ -990,7 +990,7 @@ static lt_cfg lt_make(const char *name, const char *inputs, const char *outputs,
   c.inputs = inputs;
   c.outputs = outputs;
   /* kinds: M matrix of dt (rank), P int32 (rank - 1), S int32 scalar,
-   * I int32 1-D, D dt (rank - 2) */
+   * I int32 1-D, D dt (rank - 2), Q dt 3-D (the transposed panel) */
   for (const char *p = in_kinds; *p; p++, c.num_inputs++) {
     int i = c.num_inputs;
     c.in_dt[i] = *p == 'M' ? dt : KILN_INT32;
@@ -998,15 +998,23 @@ static lt_cfg lt_make(const char *name, const char *inputs, const char *outputs,
   }
   for (const char *p = out_kinds; *p; p++, c.num_outputs++) {
     int i = c.num_outputs;
-    c.out_dt[i] = *p == 'M' || *p == 'D' ? dt : KILN_INT32;
+    c.out_dt[i] = *p == 'M' || *p == 'D' || *p == 'Q' ? dt : KILN_INT32;
     c.out_ndim[i] = *p == 'M'   ? rank
                     : *p == 'P' ? rank - 1
                     : *p == 'D' ? rank - 2
+                    : *p == 'Q' ? 3
                                 : 1;
   }
   lt_targ(&c.t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
   c.nt = 1;
   return c;
+}
+
+/* lu.c's strip_width: lu_panel's columns with r rows per thread. */
+static int lt_strip_width(kiln_dtype dt, int r) {
+  if (dt == KILN_FLOAT64)
+    return r <= 8 ? 4 : r == 16 ? 2 : 1;
+  return r <= 8 ? 8 : r == 16 ? 4 : 1;
 }
 
 /* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
@@ -1031,23 +1039,28 @@ void test_linalg_lu_nvrtc(void) {
       c = lt_make("lu_copy", "A,batch0", "W,info", dt, rank, "MS", "MI");
       lt_compile(&c, target);
       for (int r = 1; r <= 32; r *= 2) {
-        /* lu.c's strip_width */
-        int ws = dt == KILN_FLOAT64 ? (r <= 8 ? 4 : r == 16 ? 2 : 1)
-                                    : (r <= 8 ? 8 : r == 16 ? 4 : 1);
-        c = lt_make("lu_panel", "Win,c0,p0,pe,batch0", "W,piv,info", dt, rank,
-                    "MSSSS", "MPI");
+        int ws = lt_strip_width(dt, r);
+        c = lt_make("lu_panel", "Win,c0,p0,pe,nbp,batch0", "PT,piv,info", dt,
+                    rank, "MSSSSS", "QPI");
         lt_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
         lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, ws, KILN_INT32);
         lt_targ(&c.t[3], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
         c.nt = 4;
         lt_compile(&c, target);
       }
-      c = lt_make("lu_panel_global", "Win,c0,p0,pe,batch0", "W,piv,info", dt,
-                  rank, "MSSSS", "MPI");
+      c = lt_make("lu_panel_global", "Win,c0,p0,pe,nbp,batch0", "PT,piv,info",
+                  dt, rank, "MSSSSS", "QPI");
       lt_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
       lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 8, KILN_INT32);
       c.nt = 3;
       lt_compile(&c, target);
+      for (int back = 0; back < 2; back++) {
+        c = lt_make("lu_transpose", "Win,p0,pe,nbp,batch0", "W,PT", dt, rank,
+                    "MSSSS", "MQ");
+        lt_targ(&c.t[1], "BACK", KILN_TEMPLATE_BOOL, back, KILN_INT32);
+        c.nt = 2;
+        lt_compile(&c, target);
+      }
       for (int nb = 64; nb <= 256; nb *= 4) {
         c = lt_make("lu_laswp", "Win,piv,p0,pe,batch0", "W", dt, rank, "MPSSS",
                     "M");

@@ -15,27 +15,41 @@
  *   0  auto: small when m and n fit a threadgroup (LU_NMAX), else blocked;
  *   1  small: one threadgroup per matrix, the matrix in threadgroup memory
  *      (m, n <= 64 in float32 and float64): many small systems at once;
- *   2  blocked right-looking: per panel of NB columns, the panel is
- *      factored a strip of WS = 8 columns at a time by lu_panel, one
- *      threadgroup per matrix that keeps the strip's rows in registers and
- *      spends one barrier per column (the pivot search, interchange, scale
- *      and update of a column are fused), and the rest of the panel is
- *      updated by GEMM after each strip; then one lu_laswp launch applies
- *      the panel's interchanges to every other column, kiln__trsm solves
- *      the block row U12 = L11^-1 A12 and GEMM updates the trailing
- *      matrix, A22 -= L21 U12. Launches per panel: 2 NB/WS + 3.
+ *   2  blocked right-looking: per panel of NB columns, lu_transpose
+ *      copies the panel (rows p0 .. m-1) into the scratch PT transposed,
+ *      so that each column is contiguous; there it is factored a strip at
+ *      a time by lu_panel, one threadgroup per matrix that loads the whole
+ *      strip into registers once (R rows x WS columns per thread, WS = 8,
+ *      or 4 when the rows need R = 16, see strip_width), spends one
+ *      barrier per column (pivot search, interchange, scale and update
+ *      fused), stores it once, then applies the strip's interchanges to
+ *      the panel's other columns and solves its block row in one pass;
+ *      a GEMM on PT updates the rest of the panel after each strip.
+ *      lu_transpose copies the panel back, one lu_laswp launch applies the
+ *      panel's interchanges to every other column, kiln__trsm solves the
+ *      block row U12 = L11^-1 A12 and GEMM updates the trailing matrix,
+ *      A22 -= L21 U12. Launches per panel: 2 NB/WS + 5.
  *
  * Why strips inside panels: the GEMM updates want a deep k (NB = 256 for
  * large matrices) to run near GEMM speed, while the column-by-column work
  * runs on one threadgroup per matrix (a grid-wide barrier per column would
- * cost more than the column), whose registers hold only m x (32 / R)
- * values. Narrow strips keep that single-threadgroup work small; the
- * panel's rank-NB work goes through GEMM. Measured on an H100 (LU of
- * 8192^2 float32): strips of 32, 16 and 8 took 219, 159 and 135 ms in
- * all, the panel kernels most of it (the rest, GEMM, trsm and laswp, is
- * about 20 ms): the panel's cost grows with its micro-strips (each a
- * pass over the strip's rows, see lu_panel), so narrow strips win despite
- * the extra GEMM launches. The panel is still the bottleneck.
+ * cost more than the column), whose registers hold the strip only up to
+ * R x WS = 64 float32 values per thread. Narrow strips keep that
+ * single-threadgroup work small; the panel's rank-NB work goes through
+ * GEMM.
+ *
+ * Why PT: in W (row-major) a strip's rows are n apart, so each warp load
+ * of one column touches 32 cache lines; an H100 SM's L1 handles about
+ * one line per clock, which made loading and storing an 8192-row strip
+ * cost ~40 us whatever the arithmetic. In PT a warp reads 32 consecutive
+ * values of a column, one line. Measured on an H100, LU of 8192^2
+ * float32 (cuSOLVER getrf: 35.5 ms): the previous micro-strip kernel on W
+ * 136 ms; a whole strip in registers on W 108 ms (of which the panel
+ * kernels ~73 ms, ~46 us per strip at both WS = 4 and 8: the uncoalesced
+ * load and store); on PT 69 ms. Without the panel kernels the rest takes
+ * ~35 ms: trailing GEMMs, trsm and copies ~16.5 ms, and the in-panel
+ * GEMMs (one per strip, k = WS) ~18.5 ms, now as large a share as the
+ * panel kernels.
  *
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
@@ -44,7 +58,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <stdlib.h> /* LU3PROBE */
 
 #include "linalg/linalg.h"
 
@@ -126,6 +139,7 @@ typedef struct lu_run {
   kiln_array *a;
   kiln_stream *s;
   kiln_array *idx; /* int32 0, 1, 2, ...: the scalars' storage */
+  kiln_array *pt;  /* the blocked path's panel, transposed: batch×NB×m */
 } lu_run;
 
 /* idx = 0 .. len-1, so that any scalar the launches need is a view. */
@@ -168,7 +182,7 @@ typedef struct lu_launch {
   kiln_kernel *kernel;
   kiln_array *arrays[4];
   int num_arrays;
-  int64_t scalars[4];
+  int64_t scalars[6];
   int num_scalars;
   kiln_array *outs[3];
   int num_outs;
@@ -268,8 +282,6 @@ static kiln_status run_small(const lu_run *r) {
 /* Panel width: deep enough for GEMM on large matrices, small enough that
  * panel work stays a small share on the others. */
 static int64_t panel_width(const kiln__lu *f) {
-  if (getenv("KILN_LU3_NB")) /* LU3PROBE */
-    return atoi(getenv("KILN_LU3_NB")); /* LU3PROBE */
   return f->k >= 2048 ? 256 : 64;
 }
 
@@ -328,13 +340,9 @@ static kiln_status launch_panel(const lu_run *r, int64_t c0, int64_t p0,
                                 int64_t pe, int64_t *width) {
   int rr = 0, ws = 0;
   bool regs = panel_shape(r->a->dtype, r->f->m - c0, &rr, &ws);
-  if (getenv("KILN_LU3_SKIP")) { /* LU3PROBE */
-    *width = pe - c0 < ws ? pe - c0 : ws; /* LU3PROBE */
-    return KILN_OK; /* LU3PROBE */
-  } /* LU3PROBE */
   lu_launch l;
   kiln_status st = lu_kernel(regs ? "lu_panel" : "lu_panel_global",
-                             "Win,c0,p0,pe,batch0", "W,piv,info", &l);
+                             "Win,c0,p0,pe,nbp,batch0", "PT,piv,info", &l);
   if (st != KILN_OK)
     return st;
   l.arrays[0] = r->f->w;
@@ -342,8 +350,9 @@ static kiln_status launch_panel(const lu_run *r, int64_t c0, int64_t p0,
   l.scalars[0] = c0;
   l.scalars[1] = p0;
   l.scalars[2] = pe;
-  l.num_scalars = 3;
-  l.outs[0] = r->f->w;
+  l.scalars[3] = r->pt->shape[1];
+  l.num_scalars = 4;
+  l.outs[0] = r->pt;
   l.outs[1] = r->f->piv;
   l.outs[2] = r->f->info;
   l.num_outs = 3;
@@ -358,6 +367,56 @@ static kiln_status launch_panel(const lu_run *r, int64_t c0, int64_t p0,
   l.tg = LU_NT;
   *width = pe - c0 < ws ? pe - c0 : ws;
   return launch_batched(r, &l, true);
+}
+
+/* Copies the panel [p0, pe) of W into PT transposed, or back. */
+static kiln_status launch_transpose(const lu_run *r, int64_t p0, int64_t pe,
+                                    bool back) {
+  lu_launch l;
+  kiln_status st =
+      lu_kernel("lu_transpose", "Win,p0,pe,nbp,batch0", "W,PT", &l);
+  if (st != KILN_OK)
+    return st;
+  l.arrays[0] = r->f->w;
+  l.num_arrays = 1;
+  l.scalars[0] = p0;
+  l.scalars[1] = pe;
+  l.scalars[2] = r->pt->shape[1];
+  l.num_scalars = 3;
+  l.outs[0] = r->f->w;
+  l.outs[1] = r->pt;
+  l.num_outs = 2;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  kiln__targ_bool(&l.targs[1], "BACK", back);
+  l.num_targs = 2;
+  l.tg = 256;
+  uint64_t tiles =
+      (uint64_t)((r->f->m - p0 + 31) / 32) * (uint64_t)((pe - p0 + 31) / 32);
+  l.grid[0] = (uint32_t)(tiles * l.tg);
+  return launch_batched(r, &l, false);
+}
+
+/* The panel's trailing block after the strip [c0, c1) of the panel [p0,
+ * pe), on PT: columns [c1, pe), rows c1 .. m-1, minus L21 U12, which in
+ * PT's transposed terms is C -= A B with C = PT(c1 - p0, c1), A = PT(c1 -
+ * p0, c0) and B = PT(c0 - p0, c1). */
+static kiln_status update_panel(const lu_run *r, int64_t p0, int64_t pe,
+                                int64_t c0, int64_t c1) {
+  int64_t cols = pe - c1, rows = r->f->m - c1, depth = c1 - c0;
+  if (rows <= 0 || cols <= 0 || depth <= 0)
+    return KILN_OK;
+  kiln_array *a = NULL, *b = NULL, *c = NULL;
+  kiln_status st = kiln__linalg_block(r->pt, c1 - p0, c0, cols, depth, &a);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->pt, c0 - p0, c1, depth, rows, &b);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->pt, c1 - p0, c1, cols, rows, &c);
+  if (st == KILN_OK)
+    st = kiln__linalg_gemm(r->s, false, false, -1.0, a, b, 1.0, c);
+  kiln__array_destroy(a);
+  kiln__array_destroy(b);
+  kiln__array_destroy(c);
+  return st;
 }
 
 /* lu_laswp's geometry: NB (64 or 256) and the columns per group, so that
@@ -434,25 +493,47 @@ static kiln_status block_row(const lu_run *r, int64_t p0, int64_t pe) {
   return st;
 }
 
-static kiln_status run_blocked(const lu_run *r) {
+/* The panels: per panel, its columns transposed into PT, its strips
+ * (lu_panel and a GEMM each) there, back into W, then the interchanges
+ * outside it, the block row and the trailing update. */
+static kiln_status run_panels(const lu_run *r) {
   const kiln__lu *f = r->f;
   int64_t nb = panel_width(f);
-  kiln_status st = launch_copy(r);
+  kiln_status st = KILN_OK;
   for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
     int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
+    st = launch_transpose(r, p0, pe, false);
     for (int64_t c0 = p0, ws = 0; st == KILN_OK && c0 < pe; c0 += ws) {
       st = launch_panel(r, c0, p0, pe, &ws);
       if (st == KILN_OK)
-        st = update(r, c0 + ws, c0 + ws, c0, f->m - c0 - ws, pe - c0 - ws,
-                    ws);
+        st = update_panel(r, p0, pe, c0, c0 + ws);
     }
-    if (st == KILN_OK && !getenv("KILN_LU3_SKIP")) /* LU3PROBE */
+    if (st == KILN_OK)
+      st = launch_transpose(r, p0, pe, true);
+    if (st == KILN_OK)
       st = launch_laswp(r, p0, pe);
     if (st == KILN_OK)
       st = block_row(r, p0, pe);
     if (st == KILN_OK)
       st = update(r, pe, pe, p0, f->m - pe, f->n - pe, pe - p0);
   }
+  return st;
+}
+
+/* The blocked path: W = A, then the panels with PT (batch×NB×m) as their
+ * scratch. */
+static kiln_status run_blocked(lu_run *r) {
+  const kiln__lu *f = r->f;
+  int64_t nb = panel_width(f);
+  int64_t shape[3] = {f->batch, nb < f->k ? nb : f->k, f->m};
+  kiln_status st =
+      kiln__array_create(r->s->device, r->a->dtype, 3, shape, &r->pt);
+  if (st == KILN_OK)
+    st = launch_copy(r);
+  if (st == KILN_OK)
+    st = run_panels(r);
+  kiln__array_destroy(r->pt);
+  r->pt = NULL;
   return st;
 }
 
@@ -515,7 +596,7 @@ kiln_status kiln__lu_run(kiln_stream *s, kiln_array *a, int path, bool check,
     st = choose_path(&f, path, &path);
   if (st == KILN_OK)
     st = make_arrays(a, s, &f);
-  lu_run r = {&f, a, s, NULL};
+  lu_run r = {&f, a, s, NULL, NULL};
   bool work = f.batch > 0 && f.k > 0;
   if (st == KILN_OK && work)
     st = kiln__array_fill(f.info, 0.0, s);
@@ -564,7 +645,7 @@ kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f, kiln_array **out) {
   kiln_array *perm = NULL;
   kiln_status st =
       kiln__array_create(s->device, KILN_INT32, nd - 1, shape, &perm);
-  lu_run r = {(kiln__lu *)f, NULL, s, NULL};
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL};
   if (st == KILN_OK && f->batch > 0 && f->m > 0)
     st = make_index(&r, f->batch + 1);
   lu_launch l;
@@ -595,7 +676,7 @@ kiln_status kiln__lu_unpack(kiln_stream *s, const kiln__lu *f, kiln_array *l,
                             kiln_array *u) {
   if (f->batch == 0 || f->k == 0)
     return KILN_OK;
-  lu_run r = {(kiln__lu *)f, NULL, s, NULL};
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL};
   lu_launch ll;
   kiln_status st = make_index(&r, f->batch + 1);
   if (st == KILN_OK)
@@ -628,7 +709,7 @@ kiln_status kiln__lu_gather(kiln_stream *s, kiln_array *perm, kiln_array *b,
   kiln__lu f;
   memset(&f, 0, sizeof f);
   f.batch = batch;
-  lu_run r = {&f, NULL, s, NULL};
+  lu_run r = {&f, NULL, s, NULL, NULL};
   lu_launch l;
   kiln_status st = make_index(&r, batch + 1);
   if (st == KILN_OK)
@@ -660,7 +741,7 @@ kiln_status kiln__lu_det(kiln_stream *s, const kiln__lu *f, bool log,
     kiln_status st = kiln__array_fill(d, log ? 0.0 : 1.0, s);
     return st == KILN_OK ? kiln__array_fill(sign, 1.0, s) : st;
   }
-  lu_run r = {(kiln__lu *)f, NULL, s, NULL};
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL};
   lu_launch l;
   kiln_status st = make_index(&r, f->batch + 1);
   if (st == KILN_OK)
