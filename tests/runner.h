@@ -160,6 +160,7 @@
   X(linalg_qr_blocked_small, 240)                                             \
   X(linalg_qr_blocked_empty, 60)                                              \
   X(linalg_qr_blocked_ill_conditioned, 240)                                   \
+  X(linalg_qr_blocked_rank_deficient, 240)                                    \
   X(linalg_qr_blocked_strided, 240)                                           \
   X(linalg_qr_blocked_nan, 60)                                                \
   X(linalg_qr_blocked_errors, 60)                                             \

@@ -382,14 +382,17 @@ void test_linalg_qr_blocked_small(void) {
                      QB_ALL);
 }
 
-/* Both panel factorizations forced on the same shapes: one threadgroup
- * per matrix, and TSQR with Householder reconstruction (auto takes it
- * from 256 rows), including panels as tall as they are wide (wide
- * matrices' last panels), split-K products (600 rows), a batch, and
+/* Every panel factorization forced on the same shapes: one threadgroup
+ * per matrix, TSQR and CholeskyQR (auto takes it from 256 rows), both with
+ * Householder reconstruction, including panels as tall as they are wide
+ * (wide matrices' last panels), split-K products (600 rows), a batch, and
  * outer blocks (NB * QRB_NBO_MULT columns) of one panel and of several. */
 void test_linalg_qr_blocked_panels(void) {
+  static const char *ill[4] = {"", "ill-conditioned, one-group panel",
+                               "ill-conditioned, TSQR panel",
+                               "ill-conditioned, CholeskyQR panel"};
   int64_t b2[1] = {2};
-  for (int panel = 1; panel <= 2; panel++) {
+  for (int panel = 1; panel <= 3; panel++) {
     qb_panel = panel;
     for (int d = 0; d < 2; d++) {
       qb_random_case(qb_dtypes[d], 0, NULL, 600, 100, QB_REDUCED);
@@ -405,9 +408,7 @@ void test_linalg_qr_blocked_panels(void) {
       qb_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
       kiln_array *arr = qb_array(dt, 2, shape, a);
       qb_expect e = {dt, m, n, KILN_QR_REDUCED, 0};
-      qb_factor_check(panel == 1 ? "ill-conditioned, one-group panel"
-                                 : "ill-conditioned, TSQR panel",
-                      arr, a, 1, &e);
+      qb_factor_check(ill[panel], arr, a, 1, &e);
       kiln_array_destroy(arr);
       free(a);
     }
@@ -472,6 +473,65 @@ void test_linalg_qr_blocked_ill_conditioned(void) {
       kiln_array_destroy(arr);
       free(a);
     }
+}
+
+/* A = B C (m x n) with B m x rank and C rank x n random: rank-deficient
+ * with every column nonzero. */
+static void qb_low_rank(int64_t m, int64_t n, int64_t rank, double *a) {
+  double *b = qb_alloc(m * rank), *c = qb_alloc(rank * n);
+  qb_random(m * rank, b);
+  qb_random(rank * n, c);
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int64_t l = 0; l < rank; l++)
+        s += b[i * rank + l] * c[l * n + j];
+      a[i * n + j] = s;
+    }
+  free(b);
+  free(c);
+}
+
+/* Rank-deficient matrices, where CholeskyQR breaks down on the later
+ * panels (numerically or exactly zero after the first ones) and its TSQR
+ * fallback must take over on the device: rank 20 of 150 columns, and a
+ * matrix whose columns 64 to 127 are zero (an exactly zero panel) and
+ * whose column 130 repeats column 3. Q must still be orthonormal and A =
+ * QR; R is not compared (the trailing rows are rounding noise). Every
+ * panel choice, auto included. */
+void test_linalg_qr_blocked_rank_deficient(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qb_dtypes[d];
+    int64_t m = 320, n = 150, shape[2] = {320, 150};
+    double *lr = qb_alloc(m * n), *z = qb_alloc(m * n);
+    qb_low_rank(m, n, 20, lr);
+    qb_random(m * n, z);
+    for (int64_t i = 0; i < m; i++) {
+      for (int64_t j = 64; j < 128; j++)
+        z[i * n + j] = 0;
+      z[i * n + 130] = z[i * n + 3];
+    }
+    kiln_array *alr = qb_array(dt, 2, shape, lr);
+    kiln_array *az = qb_array(dt, 2, shape, z);
+    for (int panel = 0; panel <= 3; panel++) {
+      qb_panel = panel;
+      for (int mode = 0; mode < 3; mode += 2) {
+        qb_expect e = {dt, m, n, (kiln_qr_mode)mode, 0};
+        char what[128];
+        snprintf(what, sizeof what, "%s rank 20, panel %d, %s",
+                 kiln_dtype_name(dt), panel, qb_mode_name(e.mode));
+        qb_factor_check(what, alr, lr, 1, &e);
+        snprintf(what, sizeof what, "%s zero panel, panel %d, %s",
+                 kiln_dtype_name(dt), panel, qb_mode_name(e.mode));
+        qb_factor_check(what, az, z, 1, &e);
+      }
+    }
+    qb_panel = KILN__QRB_PANEL_AUTO;
+    kiln_array_destroy(alr);
+    kiln_array_destroy(az);
+    free(lr);
+    free(z);
+  }
 }
 
 /* Strided views: every other column of a wider matrix in every other
@@ -572,9 +632,9 @@ void test_linalg_qr_blocked_errors(void) {
   CHECK_ERR_HAS("Q is not");
   CHECK_STATUS(kiln__qr_blocked(kt_stream(), a, KILN_QR_R, q, r),
                KILN_ERROR_INTERNAL);
-  CHECK_STATUS(kiln__qr_blocked_ex(kt_stream(), a, KILN_QR_REDUCED, q, r, 3),
+  CHECK_STATUS(kiln__qr_blocked_ex(kt_stream(), a, KILN_QR_REDUCED, q, r, 4),
                KILN_ERROR_INTERNAL);
-  CHECK_ERR_HAS("panel 3");
+  CHECK_ERR_HAS("panel 4");
   CHECK_OK(kiln__qr_blocked(kt_stream(), a, KILN_QR_REDUCED, q, r));
   kiln_array_destroy(ints);
   kiln_array_destroy(a);
@@ -660,6 +720,12 @@ static void qb_compile(const char *name, const char *inputs,
   CHECK(rep.threadgroup_memory <= 48 * 1024, "%s uses %llu bytes of "
         "threadgroup memory", name,
         (unsigned long long)rep.threadgroup_memory);
+  /* registers only: a dynamically indexed per-thread array (qrb_recon
+   * keeps three in registers) would land in local memory */
+  CHECK(rep.local_memory == 0 && rep.spill_store_bytes == 0,
+        "%s (%s) uses %llu bytes of local memory and spills %llu", name,
+        kiln_dtype_name(dt), (unsigned long long)rep.local_memory,
+        (unsigned long long)rep.spill_store_bytes);
 }
 
 /* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration

@@ -32,25 +32,33 @@
  * panel j0 is applied; starting from E D makes Q's column i carry the sign
  * that R's row i was given, so R's diagonal is non-negative for free.
  *
- * Two panel factorizations (kiln__qr_blocked_ex forces one):
+ * Three panel factorizations (kiln__qr_blocked_ex forces one):
  *   one group  qrb_panel: one threadgroup per matrix works through the
  *              panel's columns (block-wide reductions, T formed on the
  *              way). One launch per panel, but one SM per matrix, which
  *              per column reads the rows below the pivot twice and writes
  *              them once: about 3 NB / 2 passes over the panel, 3 NB^2
  *              rows / 2 element transfers (6 MB for float32 256 x 64),
- *              from L1/L2. Used for panels under QRB_TSQR_MIN_ROWS rows.
- *   TSQR       kiln__qr_tsqr (src/linalg/qr.c) factors the panel on every
- *              SM (about four passes over it, ~log_{256/jb}(rows) + 1 tree
- *              levels, two launches each), then Householder reconstruction
+ *              from L1/L2. Used for panels under QRB_TALL_MIN_ROWS rows.
+ *   CholeskyQR kiln__qr_tall (src/linalg/qr.c: shifted CholeskyQR3, a few
+ *              launches that stream over the panel on every SM, with
+ *              TSQR redoing on the device exactly the panels where it
+ *              broke down, e.g. rank-deficient ones) gives the panel's
+ *              explicit Q and R; then Householder reconstruction
  *              (qrb_recon, one small launch: an LU without pivoting of the
  *              jb x jb top of Q - S, T and S U^-1) and one GEMM for the
- *              vectors below the top, Y2 = -Q2 S U^-1.
+ *              vectors below the top, Y2 = -Q2 S U^-1. Auto's choice for
+ *              panels of QRB_TALL_MIN_ROWS rows or more.
+ *   TSQR       the same with kiln__qr_tsqr for the panel's QR (about four
+ *              passes, ~log_{256/jb}(rows) + 1 tree levels of two
+ *              latency-bound launches each): forced only (tests, benches).
  *
  * V^T C has few output tiles (jb x cols) and a long k (the panel's rows):
  * alone it would run on a handful of SMs, so it is split over row slices
  * (split-K: one GEMM over a slice batch dimension, then qrb_sum) whenever
- * that gets it near two waves of tiles (split_count).
+ * that gets it near eight waves of tiles (split_count): alone, the
+ * 256 x 7936 product of 8192 rows ran at 19 TFLOP/s on an H100, where
+ * C -= V X (8192 x 7936, k = 256) ran at 36.
  *
  * NB is 64 for float32 and 32 for float64 (qrb_panel's threadgroup memory:
  * T and the per-warp partial sums). Workspaces, all contiguous and 3-D
@@ -59,7 +67,7 @@
  * GEMMs take views of it), Tm (one NB x NB block per panel), To (one
  * NBO x NBO block per outer block), two GEMM products of NBO x max(n,
  * cols), the split-K partial products, and for
- * TSQR panels its Q (m x NB), R and S U^-1 (NB x NB).
+ * reconstructed panels their Q (m x NB), R and S U^-1 (NB x NB).
  */
 #include <stdint.h>
 #include <string.h>
@@ -80,14 +88,16 @@
 #define QRB_EW_GROUPS 4096
 
 /* Split-K of V^T C: slices of at least this many rows, at most this many
- * slices, and enough of them for this many GEMM tiles (four waves on an
- * H100's 132 SMs: measured 3% faster than two at 8192^2). The GEMM's own
- * tiles are taken as 64 x 64. */
+ * slices, and enough of them for this many GEMM tiles (eight waves on an
+ * H100's 132 SMs; measured on an H100 with CholeskyQR panels: 136 ms
+ * at 8192^2 against 154 ms with four waves and 159 ms with two, 16384 x
+ * 1024 16.3 against 16.9 ms, 4096^2 51.5 against 54.3 ms; sixteen waves
+ * gave the same as eight). The GEMM's own tiles are taken as 64 x 64. */
 #define QRB_SPLIT_ROWS 256
 #define QRB_SPLIT_MAX 32
-#define QRB_TARGET_TILES 528
-/* Panels of at least this many rows go through TSQR (auto). */
-#define QRB_TSQR_MIN_ROWS 256
+#define QRB_TARGET_TILES 1056
+/* Panels of at least this many rows go through CholeskyQR (auto). */
+#define QRB_TALL_MIN_ROWS 256
 /* Threads of the reconstruction kernel. */
 #define QRB_RECON_THREADS 256
 
@@ -107,20 +117,32 @@ typedef struct qrb_problem {
   kiln_array *w, *y, *tm, *p1, *p2; /* workspaces */
   kiln_array *to;                   /* the outer blocks' T */
   kiln_array *parts;                /* split-K partial products */
-  kiln_array *qp, *rp, *ui;         /* the TSQR panel's factors */
+  kiln_array *qp, *rp, *ui;         /* a reconstructed panel's factors */
 } qrb_problem;
 
 
 /* ---- choices ------------------------------------------------------------ */
 
-/* Whether a panel of `rows` rows is factored by TSQR and reconstruction
- * rather than by one threadgroup per matrix. One threadgroup reads the
- * panel about NB times from L2 on a single SM; TSQR spreads two or three
- * passes over every SM, which pays once the panel is tall. */
-static bool uses_tsqr(const qrb_problem *p, int64_t rows) {
+/* How a panel of `rows` rows is factored (KILN__QRB_PANEL_ONE, _TSQR or
+ * _CHOLQR). One threadgroup reads the panel about NB times from L2 on a
+ * single SM; a tall-skinny QR spreads a few passes over every SM, which
+ * pays once the panel is tall. Auto takes CholeskyQR (kiln__qr_tall): a
+ * few streaming launches where TSQR's tree has ~4 levels of two
+ * latency-bound launches each, and its TSQR fallback keeps rank-deficient
+ * panels right. On an H100 (CholeskyQR as of 0c5e945) an 8192 x 64 panel
+ * took 0.49 ms against TSQR's 0.67, and the QR of 8192^2 153 ms against
+ * 162, of 16384 x 1024 16.8 against 18.5 (4096^2: 53.3 against 51.2). */
+static int panel_kind(const qrb_problem *p, int64_t rows) {
   if (p->panel != KILN__QRB_PANEL_AUTO)
-    return p->panel == KILN__QRB_PANEL_TSQR;
-  return rows >= QRB_TSQR_MIN_ROWS;
+    return p->panel;
+  return rows >= QRB_TALL_MIN_ROWS ? KILN__QRB_PANEL_CHOLQR
+                                   : KILN__QRB_PANEL_ONE;
+}
+
+/* Whether a panel of `rows` rows goes through a tall-skinny QR and
+ * Householder reconstruction. */
+static bool uses_recon(const qrb_problem *p, int64_t rows) {
+  return panel_kind(p, rows) != KILN__QRB_PANEL_ONE;
 }
 
 /* Row slices for V^T C (jb x cols, summed over `rows`): a product this
@@ -248,7 +270,7 @@ static kiln_status make_workspaces(qrb_problem *p) {
    * rows j0.. only) make an outer block's V one view of Y. */
   if (st == KILN_OK)
     st = kiln__array_fill(p->y, 0.0, p->s);
-  if (st == KILN_OK && uses_tsqr(p, p->m)) {
+  if (st == KILN_OK && uses_recon(p, p->m)) {
     st = new3(p, p->m, p->nb, &p->qp);
     if (st == KILN_OK)
       st = new3(p, p->nb, p->nb, &p->rp);
@@ -375,12 +397,14 @@ static kiln_status launch_panel(const qrb_problem *p, int64_t j0) {
 }
 
 /*
- * The panel at j0 by TSQR and Householder reconstruction: kiln__qr_tsqr
- * gives the panel's Q (rows x jb, into qp) and R (into rp); qrb_recon
- * turns the top of Q into Y's top rows, T, R's rows (into W) and S U^-1;
- * one GEMM gives the rest of Y, Y2 = -Q2 S U^-1.
+ * The panel at j0 by a tall-skinny QR and Householder reconstruction:
+ * kiln__qr_tall (or kiln__qr_tsqr, `kind`) gives the panel's explicit Q
+ * (rows x jb, orthonormal columns, into qp) and R (positive diagonal, into
+ * rp); qrb_recon turns the top of Q into Y's top rows, T, R's rows (into
+ * W) and S U^-1; one GEMM gives the rest of Y, Y2 = -Q2 S U^-1.
  */
-static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
+static kiln_status panel_recon(const qrb_problem *p, int kind, int64_t j0,
+                               int64_t jb) {
   int64_t rows = p->m - j0;
   int64_t qs[3] = {p->batch, rows, jb}, qst[3] = {rows * jb, jb, 1};
   int64_t rs[3] = {p->batch, jb, jb}, rst[3] = {jb * jb, jb, 1};
@@ -393,7 +417,8 @@ static kiln_status panel_tsqr(const qrb_problem *p, int64_t j0, int64_t jb) {
   if (st == KILN_OK)
     st = view_of(p->rp, 3, rs, rst, 0, &rv);
   if (st == KILN_OK)
-    st = kiln__qr_tsqr(p->s, panel, qv, rv);
+    st = kind == KILN__QRB_PANEL_TSQR ? kiln__qr_tsqr(p->s, panel, qv, rv)
+                                      : kiln__qr_tall(p->s, panel, qv, rv);
   if (st == KILN_OK)
     st = kiln__library_kernel("qr_blocked", "qrb_recon",
                               "Qp,Rp,Win,j0,batch0", "W,Y,Tm,Ui",
@@ -654,8 +679,9 @@ static kiln_status factor(const qrb_problem *p) {
     int64_t jo = p->k - J0 < p->nbo ? p->k - J0 : p->nbo;
     for (int64_t j0 = J0; st == KILN_OK && j0 < J0 + jo; j0 += p->nb) {
       int64_t jb = J0 + jo - j0 < p->nb ? J0 + jo - j0 : p->nb;
-      st = uses_tsqr(p, p->m - j0) ? panel_tsqr(p, j0, jb)
-                                   : launch_panel(p, j0);
+      int kind = panel_kind(p, p->m - j0);
+      st = kind == KILN__QRB_PANEL_ONE ? launch_panel(p, j0)
+                                       : panel_recon(p, kind, j0, jb);
       int64_t inner = J0 + jo - (j0 + jb);
       if (st == KILN_OK && inner > 0)
         st = update_panel(p, j0, jb, j0 + jb, inner);
@@ -723,7 +749,7 @@ kiln_status kiln__qr_blocked(kiln_stream *s, kiln_array *a, kiln_qr_mode mode,
 kiln_status kiln__qr_blocked_ex(kiln_stream *s, kiln_array *a,
                                 kiln_qr_mode mode, kiln_array *q,
                                 kiln_array *r, int panel) {
-  if (panel < KILN__QRB_PANEL_AUTO || panel > KILN__QRB_PANEL_TSQR)
+  if (panel < KILN__QRB_PANEL_AUTO || panel > KILN__QRB_PANEL_CHOLQR)
     return kiln__error(KILN_ERROR_INTERNAL,
                        "blocked QR: panel %d is not a panel choice.", panel);
   qrb_problem p;
