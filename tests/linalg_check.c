@@ -129,10 +129,15 @@ void kt_la_compile(const kt_la_kernel *k, const char *target) {
   CHECK(rep.threadgroup_memory <= 48 * 1024,
         "%s/%s%s uses %llu bytes of threadgroup memory", k->family, k->name,
         cfg, (unsigned long long)rep.threadgroup_memory);
-  CHECK(rep.spill_store_bytes == 0 && rep.spill_load_bytes == 0,
+  CHECK(k->allow_spills ||
+            (rep.spill_store_bytes == 0 && rep.spill_load_bytes == 0),
         "%s/%s%s spills %llu / %llu bytes of registers", k->family, k->name,
         cfg, (unsigned long long)rep.spill_store_bytes,
         (unsigned long long)rep.spill_load_bytes);
+  CHECK(!k->forbid_local || rep.local_memory == 0,
+        "%s/%s%s uses %llu bytes of local memory (its per-thread arrays "
+        "should stay in registers)", k->family, k->name, cfg,
+        (unsigned long long)rep.local_memory);
 }
 
 const char *kt_la_nvrtc_target(void) {

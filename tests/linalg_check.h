@@ -43,11 +43,15 @@ typedef struct kt_la_kernel {
   const kiln_output_spec *out;
   const kiln_template_arg *targs;
   int num_targs;
+  bool allow_spills; /* a few bytes of spills are known and accepted */
+  bool forbid_local; /* no local memory at all (arrays meant to stay in
+                        registers) */
 } kt_la_kernel;
 
 /* Compiles k for `target` (NVRTC, no GPU needed) and fails the test when
- * it does not compile, spills registers or needs more than 48 KiB of
- * threadgroup memory. With KILN_TEST_REPORT set, prints its resources. */
+ * it does not compile, spills registers (unless allowed) or needs more
+ * than 48 KiB of threadgroup memory. With KILN_TEST_REPORT set, prints its
+ * resources. */
 void kt_la_compile(const kt_la_kernel *k, const char *target);
 
 /* The NVRTC target of the *_nvrtc tests (KILN_TEST_NVRTC_TARGET); skips

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "linalg_check.h"
 #include "linalg/linalg.h"
 
 /* Backward errors below this many units of n eps pass. */
@@ -25,72 +25,9 @@
 
 static const kiln_dtype lt_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
 
-static double *lt_alloc(int64_t n) {
-  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-  CHECK(p != NULL, "out of host memory");
-  return p;
-}
-
 static void lt_random(double *a, int64_t count) {
   for (int64_t i = 0; i < count; i++)
     a[i] = kt_uniform(-1, 1);
-}
-
-/* q (n x n) = a product of three random Householder reflectors. */
-static void lt_orthogonal(int64_t n, double *q) {
-  double *v = lt_alloc(n);
-  memset(q, 0, (size_t)(n * n) * sizeof *q);
-  for (int64_t i = 0; i < n; i++)
-    q[i * n + i] = 1.0;
-  for (int r = 0; r < 3; r++) {
-    double vv = 0;
-    for (int64_t i = 0; i < n; i++) {
-      v[i] = kt_uniform(-1, 1);
-      vv += v[i] * v[i];
-    }
-    for (int64_t i = 0; i < n; i++) {
-      double d = 0;
-      for (int64_t k = 0; k < n; k++)
-        d += q[i * n + k] * v[k];
-      for (int64_t k = 0; k < n; k++)
-        q[i * n + k] -= 2.0 * d * v[k] / vv;
-    }
-  }
-  free(v);
-}
-
-/* a = U diag(s) V, s from 1 down to 1/cond log-evenly (n x n). */
-static void lt_ill(int64_t n, double cond, double *a) {
-  double *u = lt_alloc(n * n), *v = lt_alloc(n * n);
-  lt_orthogonal(n, u);
-  lt_orthogonal(n, v);
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = 0; j < n; j++) {
-      double s = 0;
-      for (int64_t k = 0; k < n; k++)
-        s += u[i * n + k] *
-             pow(cond, -(double)k / (double)(n > 1 ? n - 1 : 1)) * v[k * n + j];
-      a[i * n + j] = s;
-    }
-  free(u);
-  free(v);
-}
-
-/* The values rounded to `dt`, as kiln will see them, and a device array. */
-static kiln_array *lt_array(kiln_dtype dt, int ndim, const int64_t *shape,
-                            double *v) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; d++)
-    count *= shape[d];
-  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
-  CHECK(buf != NULL, "out of host memory");
-  for (int64_t i = 0; i < count; i++) {
-    kt_set(dt, buf, (size_t)i, v[i]);
-    v[i] = kt_get(dt, buf, (size_t)i);
-  }
-  kiln_array *a = kt_array(dt, ndim, shape, buf);
-  free(buf);
-  return a;
 }
 
 static kiln_linalg_opts lt_opts(int path) {
@@ -135,7 +72,7 @@ static double lt_host_lu(int64_t n, double *a, int64_t *piv) {
 /* x (n x k) = A^-1 b with the host LU; returns det(A). */
 static double lt_host_solve(int64_t n, int64_t k, const double *a,
                             const double *b, double *x) {
-  double *f = lt_alloc(n * n);
+  double *f = kt_la_alloc(n * n);
   int64_t *piv = calloc((size_t)(n > 0 ? n : 1), sizeof *piv);
   CHECK(piv != NULL, "out of host memory");
   memcpy(f, a, (size_t)(n * n) * sizeof *f);
@@ -171,7 +108,7 @@ static double lt_fro(const double *a, int64_t count) {
 
 /* cond_F(A) = ||A||_F ||A^-1||_F through the host solve. */
 static double lt_cond(int64_t n, const double *a) {
-  double *id = lt_alloc(n * n), *inv = lt_alloc(n * n);
+  double *id = kt_la_alloc(n * n), *inv = kt_la_alloc(n * n);
   for (int64_t i = 0; i < n; i++)
     id[i * n + i] = 1;
   lt_host_solve(n, n, a, id, inv);
@@ -334,11 +271,11 @@ static void lt_unpacked_check(const char *what, kiln_array *arr,
  * through `path`. */
 static void lt_random_case(kiln_dtype dt, int64_t batch, int64_t m, int64_t n,
                            int path, bool unpacked) {
-  double *a = lt_alloc(batch * m * n);
+  double *a = kt_la_alloc(batch * m * n);
   lt_random(a, batch * m * n);
   int64_t shape[3] = {batch, m, n};
   int nd = batch == 1 ? 2 : 3;
-  kiln_array *arr = lt_array(dt, nd, nd == 2 ? shape + 1 : shape, a);
+  kiln_array *arr = kt_la_array(dt, nd, nd == 2 ? shape + 1 : shape, a);
   char what[128];
   snprintf(what, sizeof what, "%s %lld x %lld x %lld path %d",
            kiln_dtype_name(dt), (long long)batch, (long long)m, (long long)n,
@@ -372,9 +309,9 @@ void test_linalg_lu_factor_batched(void) {
     lt_random_case(lt_dtypes[d], 3, 100, 100, 0, true);
   }
   int64_t shape[4] = {2, 3, 9, 7};
-  double *a = lt_alloc(6 * 63);
+  double *a = kt_la_alloc(6 * 63);
   lt_random(a, 6 * 63);
-  kiln_array *arr = lt_array(KILN_FLOAT64, 4, shape, a);
+  kiln_array *arr = kt_la_array(KILN_FLOAT64, 4, shape, a);
   lt_factor_check("float64 2 x 3 x 9 x 7", arr, a, 6, 9, 7, 0);
   lt_unpacked_check("float64 2 x 3 x 9 x 7", arr, a, 6, 9, 7, 0);
   kiln_array_destroy(arr);
@@ -413,11 +350,11 @@ void test_linalg_lu_strided(void) {
     for (int s = 0; s < 2; s++) {
       int64_t n = sizes[s], batch = 2;
       int64_t total = 2 * batch * 2 * n * 2 * n;
-      double *base = lt_alloc(total), *a = lt_alloc(batch * n * n);
-      double *t = lt_alloc(batch * n * n);
+      double *base = kt_la_alloc(total), *a = kt_la_alloc(batch * n * n);
+      double *t = kt_la_alloc(batch * n * n);
       lt_random(base, total);
       int64_t bshape[3] = {2 * batch, 2 * n, 2 * n};
-      kiln_array *owner = lt_array(dt, 3, bshape, base);
+      kiln_array *owner = kt_la_array(dt, 3, bshape, base);
       for (int64_t b = 0; b < batch; b++)
         for (int64_t i = 0; i < n; i++)
           for (int64_t j = 0; j < n; j++) {
@@ -456,10 +393,10 @@ void test_linalg_lu_ill_conditioned(void) {
     for (int s = 0; s < 2; s++) {
       kiln_dtype dt = lt_dtypes[d];
       int64_t n = sizes[s];
-      double *a = lt_alloc(n * n);
-      lt_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      double *a = kt_la_alloc(n * n);
+      kt_la_ill(n, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
       int64_t shape[2] = {n, n};
-      kiln_array *arr = lt_array(dt, 2, shape, a);
+      kiln_array *arr = kt_la_array(dt, 2, shape, a);
       char what[96];
       snprintf(what, sizeof what, "%s ill-conditioned %lld",
                kiln_dtype_name(dt), (long long)n);
@@ -476,7 +413,7 @@ void test_linalg_lu_ill_conditioned(void) {
 static void lt_check_solution(const char *what, int64_t entry, kiln_dtype dt,
                               int64_t n, int64_t k, const double *a,
                               const double *b, const double *x) {
-  double *ref = lt_alloc(n * k), *r = lt_alloc(n * k);
+  double *ref = kt_la_alloc(n * k), *r = kt_la_alloc(n * k);
   lt_host_solve(n, k, a, b, ref);
   for (int64_t i = 0; i < n; i++)
     for (int64_t c = 0; c < k; c++) {
@@ -508,14 +445,14 @@ static void lt_solve_case(kiln_dtype dt, int64_t batch_a, int64_t batch_b,
                           int64_t n, int64_t k, int path) {
   int64_t ba = batch_a > 0 ? batch_a : 1, bb = batch_b > 0 ? batch_b : 1;
   int64_t batch = ba > bb ? ba : bb;
-  double *a = lt_alloc(ba * n * n), *b = lt_alloc(bb * n * k);
+  double *a = kt_la_alloc(ba * n * n), *b = kt_la_alloc(bb * n * k);
   lt_random(a, ba * n * n);
   lt_random(b, bb * n * k);
   int64_t sa[3] = {batch_a, n, n}, sb[3] = {batch_b, n, k};
   kiln_array *aa =
-      lt_array(dt, batch_a > 0 ? 3 : 2, batch_a > 0 ? sa : sa + 1, a);
-  kiln_array *barr = batch_b < 0 ? lt_array(dt, 1, sb + 1, b)
-                                 : lt_array(dt, batch_b > 0 ? 3 : 2,
+      kt_la_array(dt, batch_a > 0 ? 3 : 2, batch_a > 0 ? sa : sa + 1, a);
+  kiln_array *barr = batch_b < 0 ? kt_la_array(dt, 1, sb + 1, b)
+                                 : kt_la_array(dt, batch_b > 0 ? 3 : 2,
                                             batch_b > 0 ? sb : sb + 1, b);
   kiln_linalg_opts o = lt_opts(path);
   kiln_array *x = NULL;
@@ -562,11 +499,11 @@ void test_linalg_lu_solve_hard(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = lt_dtypes[d];
     int64_t n = 50, k = 6;
-    double *a = lt_alloc(n * n), *bt = lt_alloc(k * n), *b = lt_alloc(n * k);
-    lt_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+    double *a = kt_la_alloc(n * n), *bt = kt_la_alloc(k * n), *b = kt_la_alloc(n * k);
+    kt_la_ill(n, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
     lt_random(bt, k * n);
     int64_t sa[2] = {n, n}, sbt[2] = {k, n}, sb[2] = {n, k};
-    kiln_array *aa = lt_array(dt, 2, sa, a), *bo = lt_array(dt, 2, sbt, bt);
+    kiln_array *aa = kt_la_array(dt, 2, sa, a), *bo = kt_la_array(dt, 2, sbt, bt);
     for (int64_t i = 0; i < n; i++)
       for (int64_t c = 0; c < k; c++)
         b[i * k + c] = bt[c * n + i];
@@ -592,17 +529,17 @@ void test_linalg_lu_solve_hard(void) {
 /* A Ainv = I: the inverse against the host's, batched and blocked. */
 static void lt_inv_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
                         double cond) {
-  double *a = lt_alloc(batch * n * n), *id = lt_alloc(n * n);
+  double *a = kt_la_alloc(batch * n * n), *id = kt_la_alloc(n * n);
   for (int64_t b = 0; b < batch; b++)
     if (cond > 0)
-      lt_ill(n, cond, a + b * n * n);
+      kt_la_ill(n, n, cond, a + b * n * n);
     else
       lt_random(a + b * n * n, n * n);
   for (int64_t i = 0; i < n; i++)
     id[i * n + i] = 1;
   int64_t shape[3] = {batch, n, n};
   kiln_array *arr =
-      lt_array(dt, batch > 1 ? 3 : 2, batch > 1 ? shape : shape + 1, a);
+      kt_la_array(dt, batch > 1 ? 3 : 2, batch > 1 ? shape : shape + 1, a);
   kiln_linalg_opts o = lt_opts(path);
   kiln_array *x = NULL;
   CHECK_OK(kiln_inv_ex(arr, &o, &x));
@@ -635,7 +572,7 @@ void test_linalg_lu_inv(void) {
 
 static void lt_det_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
                         int singular_entry) {
-  double *a = lt_alloc(batch * n * n);
+  double *a = kt_la_alloc(batch * n * n);
   lt_random(a, batch * n * n);
   /* variance e / n per entry keeps E[det^2] = n! (e / n)^n near
    * sqrt(2 pi n): far from overflow in float32 */
@@ -646,7 +583,7 @@ static void lt_det_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
       a[singular_entry * n * n + i * n + (n > 1 ? 1 : 0)] = 0;
   int64_t shape[3] = {batch, n, n};
   kiln_array *arr =
-      lt_array(dt, batch > 1 ? 3 : 2, batch > 1 ? shape : shape + 1, a);
+      kt_la_array(dt, batch > 1 ? 3 : 2, batch > 1 ? shape : shape + 1, a);
   kiln_linalg_opts o = lt_opts(path);
   kiln_array *det = NULL, *sign = NULL, *lad = NULL;
   CHECK_OK(kiln_det_ex(arr, &o, &det));
@@ -659,7 +596,7 @@ static void lt_det_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
   double *dv = kt_read_f64(det), *sv = kt_read_f64(sign),
          *lv = kt_read_f64(lad);
   for (int64_t b = 0; b < batch; b++) {
-    double *f = lt_alloc(n * n);
+    double *f = kt_la_alloc(n * n);
     int64_t *piv = calloc((size_t)(n > 0 ? n : 1), sizeof *piv);
     CHECK(piv != NULL, "out of host memory");
     memcpy(f, a + b * n * n, (size_t)(n * n) * sizeof *f);
@@ -721,7 +658,7 @@ void test_linalg_lu_det(void) {
   kiln_array_destroy(e);
   double nan4[4] = {1, NAN, 2, 3};
   int64_t s22[2] = {2, 2};
-  kiln_array *na = lt_array(KILN_FLOAT64, 2, s22, nan4);
+  kiln_array *na = kt_la_array(KILN_FLOAT64, 2, s22, nan4);
   CHECK_OK(kiln_det(na, &d));
   dv = kt_read_f64(d);
   CHECK(isnan(dv[0]), "det of a matrix with NaN is NaN, got %g", dv[0]);
@@ -736,13 +673,13 @@ void test_linalg_lu_det(void) {
  * inv fail naming the entry and pivot col + 1; outputs untouched. */
 static void lt_singular_case(kiln_dtype dt, int64_t batch, int64_t n,
                              int64_t bad, int64_t col, int path) {
-  double *a = lt_alloc(batch * n * n), *b = lt_alloc(batch * n);
+  double *a = kt_la_alloc(batch * n * n), *b = kt_la_alloc(batch * n);
   lt_random(a, batch * n * n);
   lt_random(b, batch * n);
   for (int64_t i = 0; i < n; i++)
     a[bad * n * n + i * n + col] = 0;
   int64_t shape[3] = {batch, n, n}, bs[3] = {batch, n, 1};
-  kiln_array *arr = lt_array(dt, 3, shape, a), *barr = lt_array(dt, 3, bs, b);
+  kiln_array *arr = kt_la_array(dt, 3, shape, a), *barr = kt_la_array(dt, 3, bs, b);
   kiln_linalg_opts o = lt_opts(path);
   kiln_array *sentinel = (kiln_array *)&o, *x1 = sentinel, *x2 = sentinel;
   kiln_array *x3 = sentinel;
@@ -781,7 +718,7 @@ void test_linalg_lu_singular(void) {
   /* a plain matrix is named A; several failures name the first */
   double a[9] = {1, 2, 3, 2, 4, 6, 1, 0, 1};
   int64_t s33[2] = {3, 3};
-  kiln_array *arr = lt_array(KILN_FLOAT64, 2, s33, a), *x = NULL;
+  kiln_array *arr = kt_la_array(KILN_FLOAT64, 2, s33, a), *x = NULL;
   CHECK_STATUS(kiln_inv(arr, &x), KILN_ERROR_INVALID_ARGUMENT);
   CHECK_ERR_HAS("A is singular: its pivot");
   CHECK_ERR_HAS("[kiln_inv]");
@@ -789,7 +726,7 @@ void test_linalg_lu_singular(void) {
   kiln_array_destroy(arr);
   double z[3 * 4] = {1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1};
   int64_t s322[3] = {3, 2, 2};
-  arr = lt_array(KILN_FLOAT32, 3, s322, z);
+  arr = kt_la_array(KILN_FLOAT32, 3, s322, z);
   kiln_array *piv = NULL;
   CHECK_STATUS(kiln_lu_factor(arr, &x, &piv), KILN_ERROR_INVALID_ARGUMENT);
   CHECK_ERR_HAS("matrix 1 (batch index, from 0) of A (and 1 more matrix) is "
@@ -802,10 +739,10 @@ void test_linalg_lu_nonfinite(void) {
   for (int path = 1; path <= 2; path++)
     for (int d = 0; d < 2; d++) {
       int64_t n = 20, shape[3] = {2, 20, 20};
-      double *a = lt_alloc(2 * n * n);
+      double *a = kt_la_alloc(2 * n * n);
       lt_random(a, 2 * n * n);
       a[n * n + 7 * n + 19] = d == 0 ? NAN : INFINITY;
-      kiln_array *arr = lt_array(lt_dtypes[d], 3, shape, a);
+      kiln_array *arr = kt_la_array(lt_dtypes[d], 3, shape, a);
       kiln_linalg_opts o = lt_opts(path);
       kiln_array *x = NULL, *p = NULL;
       CHECK_STATUS(kiln_lu_factor_ex(arr, &o, &x, &p),
@@ -935,18 +872,7 @@ typedef struct lt_cfg {
   int nt;
 } lt_cfg;
 
-static void lt_targ(kiln_template_arg *t, const char *name,
-                    kiln_template_kind kind, int64_t v, kiln_dtype d) {
-  t->name = name;
-  t->kind = kind;
-  t->dtype = d;
-  t->value = v;
-}
-
 static void lt_compile(const lt_cfg *c, const char *target) {
-  kiln_kernel *k = NULL;
-  CHECK_OK(kiln__library_kernel("lu", c->name, c->inputs, c->outputs,
-                                KILN__LIB_NO_ROW_CONTIG, &k));
   kiln_array_spec in[6];
   memset(in, 0, sizeof in);
   for (int i = 0; i < c->num_inputs; i++) {
@@ -959,25 +885,12 @@ static void lt_compile(const lt_cfg *c, const char *target) {
     out[i].dtype = c->out_dt[i];
     out[i].ndim = c->out_ndim[i];
   }
-  kiln_launch L;
-  kiln_launch_init(&L);
-  L.num_inputs = c->num_inputs;
-  L.outputs = out;
-  L.num_outputs = c->num_outputs;
-  L.template_args = c->t;
-  L.num_template_args = c->nt;
-  L.device = kt_device();
-  kiln_compile_report rep;
-  memset(&rep, 0, sizeof rep);
-  rep.struct_size = sizeof rep;
-  kiln_status st =
-      kiln_kernel_compile(k, &L, in, target, &rep, NULL, NULL, NULL);
-  CHECK(st == KILN_OK, "%s (%s) does not compile for %s", c->name,
-        kiln_dtype_name(c->t[0].dtype), target);
-  CHECK(rep.threadgroup_memory <= 48 * 1024,
-        "%s uses %llu bytes of "
-        "threadgroup memory",
-        c->name, (unsigned long long)rep.threadgroup_memory);
+  /* A few register layouts of lu_panel spill a few bytes under its
+   * 512-thread bound (measured acceptable; see lu.c). */
+  kt_la_kernel k = {"lu", c->name, c->inputs, c->outputs,
+                    KILN__LIB_NO_ROW_CONTIG, c->num_inputs, c->num_outputs,
+                    in, out, c->t, c->nt, true};
+  kt_la_compile(&k, target);
 }
 
 /* A configuration: inputs "name:ndim" with T for the matrix dtype. */
@@ -1005,7 +918,7 @@ static lt_cfg lt_make(const char *name, const char *inputs, const char *outputs,
                     : *p == 'Q' ? 3
                                 : 1;
   }
-  lt_targ(&c.t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+  kt_la_targ(&c.t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
   c.nt = 1;
   return c;
 }
@@ -1020,9 +933,7 @@ static int lt_strip_width(kiln_dtype dt, int r) {
 /* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
  * the LU drivers can launch for that target; skipped otherwise. */
 void test_linalg_lu_nvrtc(void) {
-  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
-  if (target == NULL || *target == '\0')
-    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  const char *target = kt_la_nvrtc_target();
   lt_cfg c = lt_make("lu_iota", "count", "idx", KILN_INT32, 2, "S", "I");
   c.nt = 0;
   lt_compile(&c, target);
@@ -1032,7 +943,7 @@ void test_linalg_lu_nvrtc(void) {
       for (int nmax = 16; nmax <= 64; nmax *= 2) {
         c = lt_make("lu_small", "A,batch0", "W,piv,info", dt, rank, "MS",
                     "MPI");
-        lt_targ(&c.t[1], "NMAX", KILN_TEMPLATE_INT, nmax, KILN_INT32);
+        kt_la_targ(&c.t[1], "NMAX", KILN_TEMPLATE_INT, nmax, KILN_INT32);
         c.nt = 2;
         lt_compile(&c, target);
       }
@@ -1042,22 +953,22 @@ void test_linalg_lu_nvrtc(void) {
         int ws = lt_strip_width(dt, r);
         c = lt_make("lu_panel", "Win,c0,p0,pe,nbp,batch0", "PT,piv,info", dt,
                     rank, "MSSSSS", "QPI");
-        lt_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
-        lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, ws, KILN_INT32);
-        lt_targ(&c.t[3], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
+        kt_la_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
+        kt_la_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, ws, KILN_INT32);
+        kt_la_targ(&c.t[3], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
         c.nt = 4;
         lt_compile(&c, target);
       }
       c = lt_make("lu_panel_global", "Win,c0,p0,pe,nbp,batch0", "PT,piv,info",
                   dt, rank, "MSSSSS", "QPI");
-      lt_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
-      lt_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 8, KILN_INT32);
+      kt_la_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
+      kt_la_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 8, KILN_INT32);
       c.nt = 3;
       lt_compile(&c, target);
       for (int back = 0; back < 2; back++) {
         c = lt_make("lu_transpose", "Win,p0,pe,nbp,batch0", "W,PT", dt, rank,
                     "MSSSS", "MQ");
-        lt_targ(&c.t[1], "BACK", KILN_TEMPLATE_BOOL, back, KILN_INT32);
+        kt_la_targ(&c.t[1], "BACK", KILN_TEMPLATE_BOOL, back, KILN_INT32);
         c.nt = 2;
         lt_compile(&c, target);
       }
@@ -1065,26 +976,26 @@ void test_linalg_lu_nvrtc(void) {
         c = lt_make("lu_laswp", "Win,piv,p0,pe,batch0", "W", dt, rank, "MPSSS",
                     "M");
         int cw = 32768 / (2 * nb * (int)kiln_dtype_size(dt));
-        lt_targ(&c.t[1], "NB", KILN_TEMPLATE_INT, nb, KILN_INT32);
-        lt_targ(&c.t[2], "CW", KILN_TEMPLATE_INT, cw > 32 ? 32 : cw,
+        kt_la_targ(&c.t[1], "NB", KILN_TEMPLATE_INT, nb, KILN_INT32);
+        kt_la_targ(&c.t[2], "CW", KILN_TEMPLATE_INT, cw > 32 ? 32 : cw,
                 KILN_INT32);
         c.nt = 3;
         lt_compile(&c, target);
       }
       for (int shared = 0; shared < 2; shared++) {
         c = lt_make("lu_perm", "W,piv,batch0", "perm", dt, rank, "MPS", "P");
-        lt_targ(&c.t[0], "SHARED", KILN_TEMPLATE_BOOL, shared, KILN_INT32);
+        kt_la_targ(&c.t[0], "SHARED", KILN_TEMPLATE_BOOL, shared, KILN_INT32);
         lt_compile(&c, target);
       }
       c = lt_make("lu_unpack", "W,batch0", "L,U", dt, rank, "MS", "MM");
       lt_compile(&c, target);
       for (int flag = 0; flag < 2; flag++) {
         c = lt_make("lu_gather", "B,perm,batch0", "X", dt, rank, "MPS", "M");
-        lt_targ(&c.t[1], "IDENT", KILN_TEMPLATE_BOOL, flag, KILN_INT32);
+        kt_la_targ(&c.t[1], "IDENT", KILN_TEMPLATE_BOOL, flag, KILN_INT32);
         c.nt = 2;
         lt_compile(&c, target);
         c = lt_make("lu_det", "W,piv,batch0", "D,S", dt, rank, "MPS", "DD");
-        lt_targ(&c.t[1], "LOG", KILN_TEMPLATE_BOOL, flag, KILN_INT32);
+        kt_la_targ(&c.t[1], "LOG", KILN_TEMPLATE_BOOL, flag, KILN_INT32);
         c.nt = 2;
         lt_compile(&c, target);
       }

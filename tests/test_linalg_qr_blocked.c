@@ -17,19 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "linalg_check.h"
 #include "linalg/linalg.h"
 
 /* Residual and orthogonality in units of max(m, n) eps. */
 #define QB_THRESHOLD 10.0
 
 static const kiln_dtype qb_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
-
-static double *qb_alloc(int64_t n) {
-  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-  CHECK(p != NULL, "out of host memory");
-  return p;
-}
 
 static const char *qb_mode_name(kiln_qr_mode mode) {
   return mode == KILN_QR_REDUCED ? "reduced"
@@ -44,67 +38,6 @@ static void qb_random(int64_t count, double *a) {
     a[i] = kt_uniform(-1, 1);
 }
 
-/* Applies 3 random reflectors to the rows of the n x cols matrix x:
- * x = H3 H2 H1 x, an orthogonal change that mixes every row. */
-static void qb_mix_rows(int64_t n, int64_t cols, double *x) {
-  double *v = qb_alloc(n);
-  for (int rep = 0; rep < 3; rep++) {
-    double vv = 0;
-    for (int64_t i = 0; i < n; i++) {
-      v[i] = kt_uniform(-1, 1);
-      vv += v[i] * v[i];
-    }
-    for (int64_t j = 0; j < cols; j++) {
-      double d = 0;
-      for (int64_t i = 0; i < n; i++)
-        d += v[i] * x[i * cols + j];
-      for (int64_t i = 0; i < n; i++)
-        x[i * cols + j] -= 2.0 * d * v[i] / vv;
-    }
-  }
-  free(v);
-}
-
-/* A = U diag(s) W^T (m x n) with singular values s from 1 to 1/cond. */
-static void qb_ill(int64_t m, int64_t n, double cond, double *a) {
-  int64_t k = m < n ? m : n;
-  double *u = qb_alloc(m * k), *w = qb_alloc(n * k);
-  for (int64_t i = 0; i < k; i++) {
-    u[i * k + i] = 1;
-    w[i * k + i] = 1;
-  }
-  qb_mix_rows(m, k, u);
-  qb_mix_rows(n, k, w);
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      double s = 0;
-      for (int64_t l = 0; l < k; l++) {
-        double sl = k > 1 ? pow(cond, -(double)l / (double)(k - 1)) : 1.0;
-        s += u[i * k + l] * sl * w[j * k + l];
-      }
-      a[i * n + j] = s;
-    }
-  free(u);
-  free(w);
-}
-
-/* The values rounded to `dt`, as kiln sees them, and a device array. */
-static kiln_array *qb_array(kiln_dtype dt, int ndim, const int64_t *shape,
-                            double *v) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; d++)
-    count *= shape[d];
-  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
-  CHECK(buf != NULL, "out of host memory");
-  for (int64_t i = 0; i < count; i++) {
-    kt_set(dt, buf, (size_t)i, v[i]);
-    v[i] = kt_get(dt, buf, (size_t)i);
-  }
-  kiln_array *a = kt_array(dt, ndim, shape, buf);
-  free(buf);
-  return a;
-}
-
 /* ---- the float64 reference ----------------------------------------------- */
 
 /* R (k x n, k = min(m, n)) of the m x n matrix a by textbook Householder
@@ -112,7 +45,7 @@ static kiln_array *qb_array(kiln_dtype dt, int ndim, const int64_t *shape,
 static void qb_reference_r(int64_t m, int64_t n, const double *a,
                            double *r) {
   int64_t k = m < n ? m : n;
-  double *x = qb_alloc(m * n), *v = qb_alloc(m);
+  double *x = kt_la_alloc(m * n), *v = kt_la_alloc(m);
   memcpy(x, a, (size_t)(m * n) * sizeof *x);
   for (int64_t j = 0; j < k; j++) {
     double norm = 0;
@@ -179,7 +112,7 @@ static void qb_check_r(const char *what, int64_t entry, const qb_expect *e,
     }
   if (e->r_tol <= 0 || k == 0)
     return;
-  double *ref = qb_alloc(k * n);
+  double *ref = kt_la_alloc(k * n);
   qb_reference_r(m, n, a, ref);
   double worst = 0, na = qb_fro(m * n, a);
   for (int64_t i = 0; i < k * n; i++)
@@ -319,9 +252,9 @@ static void qb_random_case(kiln_dtype dt, int nb, const int64_t *bdims,
   }
   shape[nb] = m;
   shape[nb + 1] = n;
-  double *a = qb_alloc(batch * m * n);
+  double *a = kt_la_alloc(batch * m * n);
   qb_random(batch * m * n, a);
-  kiln_array *arr = qb_array(dt, nb + 2, shape, a);
+  kiln_array *arr = kt_la_array(dt, nb + 2, shape, a);
   for (int mode = 0; mode < 3; mode++) {
     if (!(modes & (1u << mode)))
       continue;
@@ -404,9 +337,9 @@ void test_linalg_qr_blocked_panels(void) {
     for (int d = 0; d < 2; d++) { /* ill-conditioned panels */
       kiln_dtype dt = qb_dtypes[d];
       int64_t m = 300, n = 80, shape[2] = {300, 80};
-      double *a = qb_alloc(m * n);
-      qb_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
-      kiln_array *arr = qb_array(dt, 2, shape, a);
+      double *a = kt_la_alloc(m * n);
+      kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      kiln_array *arr = kt_la_array(dt, 2, shape, a);
       qb_expect e = {dt, m, n, KILN_QR_REDUCED, 0};
       qb_factor_check(ill[panel], arr, a, 1, &e);
       kiln_array_destroy(arr);
@@ -459,9 +392,9 @@ void test_linalg_qr_blocked_ill_conditioned(void) {
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
       kiln_dtype dt = qb_dtypes[d];
       int64_t m = shapes[s][0], n = shapes[s][1], shape[2] = {m, n};
-      double *a = qb_alloc(m * n);
-      qb_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
-      kiln_array *arr = qb_array(dt, 2, shape, a);
+      double *a = kt_la_alloc(m * n);
+      kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      kiln_array *arr = kt_la_array(dt, 2, shape, a);
       for (int mode = 0; mode < 3; mode++) {
         qb_expect e = {dt, m, n, (kiln_qr_mode)mode, 0};
         char what[128];
@@ -478,7 +411,7 @@ void test_linalg_qr_blocked_ill_conditioned(void) {
 /* A = B C (m x n) with B m x rank and C rank x n random: rank-deficient
  * with every column nonzero. */
 static void qb_low_rank(int64_t m, int64_t n, int64_t rank, double *a) {
-  double *b = qb_alloc(m * rank), *c = qb_alloc(rank * n);
+  double *b = kt_la_alloc(m * rank), *c = kt_la_alloc(rank * n);
   qb_random(m * rank, b);
   qb_random(rank * n, c);
   for (int64_t i = 0; i < m; i++)
@@ -503,7 +436,7 @@ void test_linalg_qr_blocked_rank_deficient(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = qb_dtypes[d];
     int64_t m = 320, n = 150, shape[2] = {320, 150};
-    double *lr = qb_alloc(m * n), *z = qb_alloc(m * n);
+    double *lr = kt_la_alloc(m * n), *z = kt_la_alloc(m * n);
     qb_low_rank(m, n, 20, lr);
     qb_random(m * n, z);
     for (int64_t i = 0; i < m; i++) {
@@ -511,8 +444,8 @@ void test_linalg_qr_blocked_rank_deficient(void) {
         z[i * n + j] = 0;
       z[i * n + 130] = z[i * n + 3];
     }
-    kiln_array *alr = qb_array(dt, 2, shape, lr);
-    kiln_array *az = qb_array(dt, 2, shape, z);
+    kiln_array *alr = kt_la_array(dt, 2, shape, lr);
+    kiln_array *az = kt_la_array(dt, 2, shape, z);
     for (int panel = 0; panel <= 3; panel++) {
       qb_panel = panel;
       for (int mode = 0; mode < 3; mode += 2) {
@@ -542,10 +475,10 @@ void test_linalg_qr_blocked_strided(void) {
     int64_t m = 90, n = 70, batch = 2;
     /* base: (2 batch) x m x 2n, and for the transposed view an n x m. */
     int64_t bshape[3] = {2 * batch, m, 2 * n};
-    double *base = qb_alloc(2 * batch * m * 2 * n);
+    double *base = kt_la_alloc(2 * batch * m * 2 * n);
     qb_random(2 * batch * m * 2 * n, base);
-    kiln_array *owner = qb_array(dt, 3, bshape, base);
-    double *a = qb_alloc(batch * m * n);
+    kiln_array *owner = kt_la_array(dt, 3, bshape, base);
+    double *a = kt_la_alloc(batch * m * n);
     int64_t vshape[3] = {batch, m, n};
     int64_t vstr[3] = {2 * m * 2 * n, 2 * n, 2};
     kiln_array *v = NULL;
@@ -565,9 +498,9 @@ void test_linalg_qr_blocked_strided(void) {
     }
     /* the transpose of a stored 70 x 90 matrix is a 90 x 70 view */
     int64_t tshape[2] = {n, m};
-    double *t = qb_alloc(n * m), *at = qb_alloc(m * n);
+    double *t = kt_la_alloc(n * m), *at = kt_la_alloc(m * n);
     qb_random(n * m, t);
-    kiln_array *tarr = qb_array(dt, 2, tshape, t);
+    kiln_array *tarr = kt_la_array(dt, 2, tshape, t);
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = 0; j < n; j++)
         at[i * n + j] = t[j * m + i];
@@ -592,10 +525,10 @@ void test_linalg_qr_blocked_strided(void) {
 /* A NaN in A propagates to the results instead of being hidden. */
 void test_linalg_qr_blocked_nan(void) {
   int64_t m = 80, n = 70, shape[2] = {80, 70};
-  double *a = qb_alloc(m * n);
+  double *a = kt_la_alloc(m * n);
   qb_random(m * n, a);
   a[5 * n + 3] = NAN;
-  kiln_array *arr = qb_array(KILN_FLOAT32, 2, shape, a);
+  kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
   kiln_array *q = NULL, *r = NULL;
   qb_outputs(arr, KILN_QR_REDUCED, &q, &r);
   CHECK_OK(kiln__qr_blocked(kt_stream(), arr, KILN_QR_REDUCED, q, r));
@@ -647,9 +580,9 @@ void test_linalg_qr_blocked_errors(void) {
  * here: a batch of wide matrices and a tall one in every mode. */
 void test_linalg_qr_blocked_public(void) {
   int64_t m = 50, n = 120, batch = 2, shape[3] = {2, 50, 120};
-  double *a = qb_alloc(batch * m * n);
+  double *a = kt_la_alloc(batch * m * n);
   qb_random(batch * m * n, a);
-  kiln_array *arr = qb_array(KILN_FLOAT32, 3, shape, a);
+  kiln_array *arr = kt_la_array(KILN_FLOAT32, 3, shape, a);
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = 3;
@@ -682,9 +615,6 @@ static void qb_compile(const char *name, const char *inputs,
                        const char *outputs, kiln_dtype dt, const int *ranks,
                        const kiln_template_arg *t, int nt,
                        const char *target) {
-  kiln_kernel *k = NULL;
-  CHECK_OK(kiln__library_kernel("qr_blocked", name, inputs, outputs,
-                                KILN__LIB_NO_ROW_CONTIG, &k));
   int num_in = 1, num_out = 1;
   for (const char *c = inputs; *c; c++)
     num_in += *c == ',';
@@ -702,38 +632,18 @@ static void qb_compile(const char *name, const char *inputs,
     out[i].dtype = dt;
     out[i].ndim = 3;
   }
-  kiln_launch L;
-  kiln_launch_init(&L);
-  L.num_inputs = num_in;
-  L.outputs = out;
-  L.num_outputs = num_out;
-  L.template_args = t;
-  L.num_template_args = nt;
-  L.device = kt_device();
-  kiln_compile_report rep;
-  memset(&rep, 0, sizeof rep);
-  rep.struct_size = sizeof rep;
-  kiln_status st = kiln_kernel_compile(k, &L, in, target, &rep, NULL, NULL,
-                                       NULL);
-  CHECK(st == KILN_OK, "%s (%s, input rank %d) does not compile for %s",
-        name, kiln_dtype_name(dt), ranks[0], target);
-  CHECK(rep.threadgroup_memory <= 48 * 1024, "%s uses %llu bytes of "
-        "threadgroup memory", name,
-        (unsigned long long)rep.threadgroup_memory);
   /* registers only: a dynamically indexed per-thread array (qrb_recon
    * keeps three in registers) would land in local memory */
-  CHECK(rep.local_memory == 0 && rep.spill_store_bytes == 0,
-        "%s (%s) uses %llu bytes of local memory and spills %llu", name,
-        kiln_dtype_name(dt), (unsigned long long)rep.local_memory,
-        (unsigned long long)rep.spill_store_bytes);
+  kt_la_kernel k = {"qr_blocked", name, inputs, outputs,
+                    KILN__LIB_NO_ROW_CONTIG, num_in, num_out, in, out, t, nt,
+                    false, true};
+  kt_la_compile(&k, target);
 }
 
 /* With KILN_TEST_NVRTC_TARGET (e.g. sm_90a), compiles every configuration
  * the driver can launch for that target; skipped otherwise. */
 void test_linalg_qr_blocked_nvrtc(void) {
-  const char *target = getenv("KILN_TEST_NVRTC_TARGET");
-  if (target == NULL || *target == '\0')
-    kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
+  const char *target = kt_la_nvrtc_target();
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = qb_dtypes[d];
     kiln_template_arg t[2];
