@@ -6,23 +6,22 @@
 // ill-conditioned A (Fukaya et al., 2020); the next two are plain
 // CholeskyQR2 and restore orthogonality. R = R3 R2 R1.
 //
-// The m x n rows are never written between passes: pass k reads A again
-// and recomputes X_k = ((A R1^-1) R2^-1) ... from it in registers (row by
-// row forward substitution), the same code in every kernel, with explicit
-// fma, so each recomputation is bitwise the one the previous pass saw.
-// That trades a few flops for memory traffic: 4 reads of A and 1 write of
-// Q in all (3 reads for R only).
+// The rows between passes are stored (in Q, or the driver's workspace for
+// R only), each row pass reading the previous rows once and writing the
+// next ones in place, with the next Gram fused in.
 //
 // Kernels:
-//   cq_gram   every threadgroup takes a run of row tiles of one matrix,
-//             solves NS factors into each tile's rows and accumulates
-//             their Gram partial in float64; one partial per threadgroup.
+//   cq_gram   pass 1: every threadgroup takes a run of row tiles of A and
+//             accumulates their Gram partial in float64.
+//   cq_first  pass 2: X_1 = A R_1^-1 row by row, written to Q, and its
+//             Gram partials.
+//   cq_next   pass 3: X_2 = X_1 R_2^-1 in place in Q, and its partials.
+//   cq_last   Q = X_2 R_3^-1 in place.
 //   cq_reduce sums the partials of each matrix (in a fixed order, so the
 //             result does not depend on scheduling).
 //   cq_chol   one threadgroup per matrix: Cholesky of the n x n Gram in
 //             float64 (pass 1 with the shift), the factor for the next
 //             solves, the product R_k ... R_1, and the breakdown flag.
-//   cq_q      the final rows Q = X_3, written.
 //
 // Gram precision: products of float32 values are exact in float64, so the
 // float32 path's Gram carries only float64 rounding; the float64 path
@@ -85,7 +84,7 @@ inline void cq_block(int blk, int NB, thread int& bi, thread int& bj) {
 // x = x R^-1 in place (forward substitution on a row): rt holds R by
 // columns, rt[j NC + l] = R(l, j) for l < j, and rt[j NC + j] = 1 / R(j, j)
 // (0 past n, which keeps the padding zero). Two partial sums shorten the
-// dependency chain; the order is fixed, so every kernel gets the same bits.
+// dependency chain.
 template <typename T, int NC>
 inline void cq_solve(thread T* x, const device T* rt) {
   CQ_UNROLL
@@ -109,13 +108,15 @@ inline void cq_solve(thread T* x, const device T* rt) {
 }
 
 // One threadgroup's share of a pass (see the top of the file): row tiles
-// [t0, t1) of matrix b; NS solves (factors 0 .. NS-1 of Rt); with GRAM the
-// Gram partial p of b into Part, with WRITE the rows into Q. smem: the
-// tile, reused for the slices' sum at the end.
-template <typename T, int NC, int NS, bool GRAM, bool WRITE>
-inline void cq_pass(const device T* A, const constant int* A_shape,
-                    const constant int64_t* A_strides, int A_ndim,
-                    const device T* Rt, device double* Part, device T* Q,
+// [t0, t1) of matrix b of X (A, or Q itself, read in place); with SOLVE
+// the factor rt solved into every row, with GRAM the Gram partial p of b
+// into Part, with WRITE the rows into Q. smem: the tile, reused for the
+// slices' sum at the end. Each tile is read whole before any of its rows
+// is written, and only this threadgroup touches its tiles, so X may be Q.
+template <typename T, int NC, bool SOLVE, bool GRAM, bool WRITE>
+inline void cq_pass(const device T* X, const constant int* X_shape,
+                    const constant int64_t* X_strides, int X_ndim,
+                    const device T* rt, device double* Part, device T* Q,
                     uint b, uint p, uint P, int tid, threadgroup double* smem) {
   constexpr int TR = cq_tile_rows<NC>();
   constexpr int LD = NC + 1;
@@ -127,10 +128,9 @@ inline void cq_pass(const device T* A, const constant int* A_shape,
   constexpr int LPT = TR * NC / CQ_THREADS;
   static_assert(NSL >= 1 && LPT * CQ_THREADS == TR * NC, "tile shape");
   static_assert(TR <= CQ_THREADS, "a thread per tile row");
-  const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
-  const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
-  const device T* a = A + cq_batch_offset(b, A_shape, A_strides, A_ndim);
-  const device T* rt = Rt + (int64_t)b * 3 * NC * NC;
+  const int m = X_shape[X_ndim - 2], n = X_shape[X_ndim - 1];
+  const int64_t rs = X_strides[X_ndim - 2], cs = X_strides[X_ndim - 1];
+  const device T* a = X + cq_batch_offset(b, X_shape, X_strides, X_ndim);
   const int tiles = (m + TR - 1) / TR;
   const int per = (tiles + (int)P - 1) / (int)P;
   const int t0 = (int)p * per, t1 = min(tiles, t0 + per);
@@ -154,15 +154,13 @@ inline void cq_pass(const device T* A, const constant int* A_shape,
           row < m && lc < n ? (double)a[(int64_t)row * rs + lc * cs] : 0.0;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    if (NS > 0) {
+    if (SOLVE) {
       if (tid < TR) {
         T x[NC];
         CQ_UNROLL
         for (int c = 0; c < NC; ++c)
           x[c] = T(smem[tid * LD + c]);
-        CQ_UNROLL
-        for (int k = 0; k < NS; ++k)
-          cq_solve<T, NC>(x, rt + k * NC * NC);
+        cq_solve<T, NC>(x, rt);
         CQ_UNROLL
         for (int c = 0; c < NC; ++c)
           smem[tid * LD + c] = (double)x[c];
@@ -211,25 +209,55 @@ inline void cq_pass(const device T* A, const constant int* A_shape,
     part[e] = smem[e];
 }
 
+// Factor k of matrix b in Rt (batch x 3 x NC x NC).
+template <typename T, int NC>
+inline const device T* cq_factor(const device T* Rt, uint b, int k) {
+  return Rt + ((int64_t)b * 3 + k) * NC * NC;
+}
+
 //@kernel cq_gram
-// The Gram partials of X_NS (A with NS factors solved in) for every
-// threadgroup: Part is batch x P x E (E = NBLK * 16), P = the threadgroups
-// per matrix (grid.x = 256 P), matrices along grid.y from g0. Rt: batch x
-// 3 x NC x NC (see cq_solve). Template: T, NC (16, 32, 64), NS (0..2).
+// Pass 1's Gram partials, of A itself, for every threadgroup: Part is
+// batch x P x E (E = NBLK * 16), P = the threadgroups per matrix (grid.x
+// = 256 P), matrices along grid.y from g0. Template: T, NC (16, 32, 64).
 threadgroup double smem[cq_tile_rows<NC>() * (NC + 1)];
-cq_pass<T, NC, NS, true, false>(
-    A, A_shape, A_strides, A_ndim, Rt, Part, (device T*)nullptr,
-    (uint)g0 + threadgroup_position_in_grid.y, threadgroup_position_in_grid.x,
+cq_pass<T, NC, false, true, false>(
+    A, A_shape, A_strides, A_ndim, (const device T*)nullptr, Part,
+    (device T*)nullptr, (uint)g0 + threadgroup_position_in_grid.y,
+    threadgroup_position_in_grid.x, threadgroups_per_grid.x,
+    (int)thread_index_in_threadgroup, smem);
+
+//@kernel cq_first
+// Pass 2's rows: Q = X_1 = A R_1^-1 (factor 0 of Rt, batch x 3 x NC x NC,
+// see cq_solve), written, and the Gram partials of X_1 into Part (the
+// layout of cq_gram). Template: T, NC.
+threadgroup double smem[cq_tile_rows<NC>() * (NC + 1)];
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+cq_pass<T, NC, true, true, true>(
+    A, A_shape, A_strides, A_ndim, cq_factor<T, NC>(Rt, b, 0), Part, Q, b,
+    threadgroup_position_in_grid.x, threadgroups_per_grid.x,
+    (int)thread_index_in_threadgroup, smem);
+
+//@kernel cq_next
+// Pass 3's rows: Q = X_2 = X_1 R_2^-1 in place (factor 1 of Rt; Qin is Q,
+// bound for its shape), and the Gram partials of X_2 into Part.
+// Template: T, NC.
+threadgroup double smem[cq_tile_rows<NC>() * (NC + 1)];
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+cq_pass<T, NC, true, true, true>(
+    (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
+    cq_factor<T, NC>(Rt, b, 1), Part, Q, b, threadgroup_position_in_grid.x,
     threadgroups_per_grid.x, (int)thread_index_in_threadgroup, smem);
 
-//@kernel cq_q
-// Q = X_3 (A with the three factors solved in), batch x m x n contiguous;
-// the layout of cq_gram. Template: T, NC.
+//@kernel cq_last
+// The result: Q = X_3 = X_2 R_3^-1 in place (factor 2 of Rt; Qin is Q,
+// bound for its shape). Template: T, NC.
 threadgroup double smem[cq_tile_rows<NC>() * (NC + 1)];
-cq_pass<T, NC, 3, false, true>(
-    A, A_shape, A_strides, A_ndim, Rt, (device double*)nullptr, Q,
-    (uint)g0 + threadgroup_position_in_grid.y, threadgroup_position_in_grid.x,
-    threadgroups_per_grid.x, (int)thread_index_in_threadgroup, smem);
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+cq_pass<T, NC, true, false, true>(
+    (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
+    cq_factor<T, NC>(Rt, b, 2), (device double*)nullptr, Q, b,
+    threadgroup_position_in_grid.x, threadgroups_per_grid.x,
+    (int)thread_index_in_threadgroup, smem);
 
 //@kernel cq_reduce
 // G (batch x E) = the sum over p of Part (batch x P x E), p in order. A
@@ -271,13 +299,23 @@ if (slice == 0 && e < E) {
 // when the last Gram is far from I (||G_3 - I||_F > 1/2, pass 3: X_2 was
 // not orthogonal enough for one more pass to finish the job). Rin is not
 // read in pass 1. Rsh is R, bound for its shape.
-threadgroup double Gs[NC * (NC + 1)];
-threadgroup double red[CQ_THREADS];
-threadgroup double sq[NC];
+//
+// Thread (ti, tk) of a 16 x 16 grid keeps the BS x BS block (BS = NC /
+// 16) at rows BS ti, columns BS tk of the matrix in registers, so a step
+// of the right-looking Cholesky is one barrier and BS^2 FMAs a thread:
+// the owners of pivot row j publish it (double-buffered, so one barrier a
+// step suffices), and everyone updates its block with it.
 constexpr int LD = NC + 1, NB = NC / 4, E = NB * (NB + 1) / 2 * 16;
+constexpr int BS = NC / 16;
+static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
+threadgroup double Gs[NC * LD];
+threadgroup double srow[2 * NC];
+threadgroup double sq[NC];
+threadgroup double red[CQ_THREADS / 32];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int n = Rsh_shape[Rsh_ndim - 1];
+const int ti = tid / 16, tk = tid % 16;
 const device double* g = G + (int64_t)b * E;
 for (int e = tid; e < E; e += CQ_THREADS) {
   int bi = 0, bj = 0;
@@ -287,6 +325,14 @@ for (int e = tid; e < E; e += CQ_THREADS) {
     Gs[i * LD + j] = g[e];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
+double gr[BS][BS];
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v) {
+    const int i = BS * ti + u, k = BS * tk + v;
+    gr[u][v] = i <= k && k < n ? Gs[i * LD + k] : 0.0;
+  }
 int fail = 0;
 if (PASS == 1) {
   double tr = 0.0;
@@ -294,63 +340,97 @@ if (PASS == 1) {
     tr += Gs[j * LD + j];
   if (!(tr > 0.0) || !isfinite(tr))
     fail = PASS * 1000;
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  if (tid < n)
-    Gs[tid * LD + tid] += shift * tr;
+  CQ_UNROLL
+  for (int u = 0; u < BS; ++u)
+    if (ti == tk && BS * ti + u < n)
+      gr[u][u] += shift * tr;
 } else if (PASS == 3) {
   double d2 = 0.0;
-  for (int e = tid; e < NC * NC; e += CQ_THREADS) {
-    const int i = e / NC, j = e % NC;
-    if (i <= j && j < n) {
-      const double v = Gs[i * LD + j] - (i == j ? 1.0 : 0.0);
-      d2 += (i == j ? 1.0 : 2.0) * v * v;
+  CQ_UNROLL
+  for (int u = 0; u < BS; ++u)
+    CQ_UNROLL
+    for (int v = 0; v < BS; ++v) {
+      const int i = BS * ti + u, k = BS * tk + v;
+      if (i <= k && k < n) {
+        const double w = gr[u][v] - (i == k ? 1.0 : 0.0);
+        d2 += (i == k ? 1.0 : 2.0) * w * w;
+      }
     }
-  }
-  red[tid] = d2;
+  d2 = simd_sum(d2);
+  if (tid % 32 == 0)
+    red[tid / 32] = d2;
   threadgroup_barrier(mem_flags::mem_threadgroup);
   double tot = 0.0;
-  for (int k = 0; k < CQ_THREADS; ++k)
+  for (int k = 0; k < CQ_THREADS / 32; ++k)
     tot += red[k];
   if (!(tot <= 0.25))
     fail = PASS * 1000;
 }
-threadgroup_barrier(mem_flags::mem_threadgroup);
 // Right-looking, one barrier per column: step j updates the rows below j
 // with row j (unscaled) over the pivot d = G(j, j); row j itself is only
-// read, and scaled once at the end.
-for (int j = 0; j < n && fail == 0; ++j) {
-  const double d = Gs[j * LD + j];
-  if (!(d > 0.0) || !isfinite(d)) {
-    fail = PASS * 1000 + j + 1;
-    break;
+// read, and scaled once at the end by sqrt(d) (d kept in sq, its square
+// root taken after the loop: the steps are a chain of latencies, so each
+// keeps only what the next one needs). The steps run in blocks of BS so
+// that the pivot row's registers are indexed by constants.
+bool done = fail != 0;
+for (int jb = 0; jb < 16 && !done; ++jb) {
+  CQ_UNROLL
+  for (int jj = 0; jj < BS; ++jj) {
+    const int j = BS * jb + jj;
+    if (done || j >= n) {
+      done = true;
+      break;
+    }
+    threadgroup double* row = srow + (j % 2) * NC;
+    if (ti == jb)
+      CQ_UNROLL
+      for (int v = 0; v < BS; ++v)
+        row[BS * tk + v] = gr[jj][v];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    const double d = row[j];
+    if (!(d > 0.0) || !isfinite(d)) {
+      fail = PASS * 1000 + j + 1;
+      done = true;
+      break;
+    }
+    if (tid == 0)
+      sq[j] = d;
+    const double inv = 1.0 / d;
+    double ri[BS], rk[BS];
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u) {
+      ri[u] = row[BS * ti + u] * inv;
+      rk[u] = row[BS * tk + u];
+    }
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      if (BS * ti + u > j)
+        CQ_UNROLL
+        for (int v = 0; v < BS; ++v)
+          gr[u][v] = fma(-ri[u], rk[v], gr[u][v]);
   }
-  const double inv = 1.0 / d;
-  for (int e = tid; e < NC * NC; e += CQ_THREADS) {
-    const int i = e / NC, k = e % NC;
-    if (i > j && k >= i && k < n)
-      Gs[i * LD + k] = fma(-Gs[j * LD + i] * inv, Gs[j * LD + k],
-                           Gs[i * LD + k]);
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
 }
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid < n && fail == 0)
+  sq[tid] = sqrt(sq[tid]);
+threadgroup_barrier(mem_flags::mem_threadgroup);
 // R_k: R(i, k) = G(i, k) / sqrt(pivot i), rounded to T (the values the
 // solves use) and kept in Gs as float64 for the product; factor PASS-1 of
 // Rt by columns. A failed matrix gets the identity (harmless: the
 // fallback redoes it).
-if (tid < NC)
-  sq[tid] = tid < n && fail == 0 ? sqrt(Gs[tid * LD + tid]) : 1.0;
-threadgroup_barrier(mem_flags::mem_threadgroup);
 device T* rt = Rt + ((int64_t)b * 3 + (PASS - 1)) * NC * NC;
-for (int e = tid; e < NC * NC; e += CQ_THREADS) {
-  const int i = e / NC, k = e % NC;
-  double v = 0.0;
-  if (i <= k && k < n)
-    v = fail != 0 ? (i == k ? 1.0 : 0.0)
-                  : (double)T(Gs[i * LD + k] / sq[i]);
-  Gs[i * LD + k] = v;
-  // rt[k NC + i] = R(i, k) above the diagonal, 1 / R(k, k) on it
-  rt[k * NC + i] = i < k ? T(v) : (i == k && k < n ? T(1.0 / v) : T(0));
-}
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v) {
+    const int i = BS * ti + u, k = BS * tk + v;
+    double w = 0.0;
+    if (i <= k && k < n)
+      w = fail != 0 ? (i == k ? 1.0 : 0.0) : (double)T(gr[u][v] / sq[i]);
+    Gs[i * LD + k] = w;
+    // rt[k NC + i] = R(i, k) above the diagonal, 1 / R(k, k) on it
+    rt[k * NC + i] = i < k ? T(w) : (i == k && k < n ? T(1.0 / w) : T(0));
+  }
 threadgroup_barrier(mem_flags::mem_threadgroup);
 if (tid == 0) {
   if (PASS == 1)
@@ -358,21 +438,39 @@ if (tid == 0) {
   else if (flag[b] == 0)
     flag[b] = fail;
 }
-// The product R_PASS Rin (upper triangular times upper triangular).
+// The product R_PASS Rin (upper triangular times upper triangular): each
+// thread its block, R's rows from Gs, Rin's columns from memory.
 const device double* rin = Rin + (int64_t)b * NC * NC;
-for (int e = tid; e < NC * NC; e += CQ_THREADS) {
-  const int i = e / NC, k = e % NC;
-  double v = 0.0;
-  if (i <= k && k < n) {
-    if (PASS == 1) {
-      v = Gs[i * LD + k];
-    } else {
-      for (int l = i; l <= k; ++l)
-        v = fma(Gs[i * LD + l], rin[l * NC + k], v);
-    }
+double pr[BS][BS];
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v)
+    pr[u][v] = PASS == 1 ? Gs[(BS * ti + u) * LD + BS * tk + v] : 0.0;
+if (PASS > 1 && ti <= tk) {
+  for (int l = BS * ti; l < min(n, BS * tk + BS); ++l) {
+    double rl[BS], ri[BS];
+    CQ_UNROLL
+    for (int v = 0; v < BS; ++v)
+      rl[v] = rin[l * NC + BS * tk + v];
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      ri[u] = Gs[(BS * ti + u) * LD + l];
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      CQ_UNROLL
+      for (int v = 0; v < BS; ++v)
+        pr[u][v] = fma(ri[u], rl[v], pr[u][v]);
   }
-  if (PASS < 3)
-    Rout[(int64_t)b * NC * NC + e] = v;
-  else if (i < n && k < n)
-    R[((int64_t)b * n + i) * n + k] = T(v);
 }
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v) {
+    const int i = BS * ti + u, k = BS * tk + v;
+    const double w = i <= k && k < n ? pr[u][v] : 0.0;
+    if (PASS < 3)
+      Rout[((int64_t)b * NC + i) * NC + k] = w;
+    else if (i < n && k < n)
+      R[((int64_t)b * n + i) * n + k] = T(w);
+  }

@@ -887,9 +887,11 @@ static void lt_compile(const lt_cfg *c, const char *target) {
   }
   /* A few register layouts of lu_panel spill a few bytes under its
    * 512-thread bound (measured acceptable; see lu.c). */
-  kt_la_kernel k = {"lu", c->name, c->inputs, c->outputs,
-                    KILN__LIB_NO_ROW_CONTIG, c->num_inputs, c->num_outputs,
-                    in, out, c->t, c->nt, true};
+  kt_la_kernel k = {.family = "lu", .name = c->name, .inputs = c->inputs,
+                    .outputs = c->outputs, .flags = KILN__LIB_NO_ROW_CONTIG,
+                    .num_inputs = c->num_inputs,
+                    .num_outputs = c->num_outputs, .in = in, .out = out,
+                    .targs = c->t, .num_targs = c->nt, .allow_spills = true};
   kt_la_compile(&k, target);
 }
 

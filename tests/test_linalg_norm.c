@@ -522,8 +522,10 @@ static void nm_compile(const char *name, const char *inputs,
                        const kiln_output_spec *out,
                        const kiln_template_arg *t, int nt,
                        const char *target) {
-  kt_la_kernel k = {"norm", name, inputs, outputs, flags, 1, 1, in, out,
-                    t, nt};
+  kt_la_kernel k = {.family = "norm", .name = name, .inputs = inputs,
+                    .outputs = outputs, .flags = flags, .num_inputs = 1,
+                    .num_outputs = 1, .in = in, .out = out, .targs = t,
+                    .num_targs = nt};
   kt_la_compile(&k, target);
 }
 

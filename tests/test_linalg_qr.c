@@ -1072,8 +1072,11 @@ void test_linalg_qr_cholqr_errors(void) {
 static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
                                      void *user) {
   const char *target = user;
-  bool takes_a = strncmp(cfg->inputs, "A,", 2) == 0;
-  for (int rank = 2; rank <= (takes_a ? 3 : 2); rank++) {
+  /* the rows kernels read A (of rank 2 or 3) or Q (Qin, rank 3 as the
+   * driver binds it, or 2) */
+  bool rows = strncmp(cfg->inputs, "A,", 2) == 0 ||
+              strncmp(cfg->inputs, "Qin,", 4) == 0;
+  for (int rank = 2; rank <= (rows ? 3 : 2); rank++) {
     kiln_array_spec in[5];
     kiln_output_spec out[4];
     memset(in, 0, sizeof in);
@@ -1089,21 +1092,20 @@ static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
     } else {
       kt_la_targ(&t[nt++], "T", KILN_TEMPLATE_DTYPE, 0, cfg->dtype);
       kt_la_targ(&t[nt++], "NC", KILN_TEMPLATE_INT, cfg->nc, KILN_INT32);
-      if (cfg->ns >= 0)
-        kt_la_targ(&t[nt++], "NS", KILN_TEMPLATE_INT, cfg->ns, KILN_INT32);
       if (cfg->pass >= 0)
         kt_la_targ(&t[nt++], "PASS", KILN_TEMPLATE_INT, cfg->pass,
                    KILN_INT32);
     }
-    if (takes_a) { /* A, Rt, g0 -> Part or Q */
-      in[0] = (kiln_array_spec){cfg->dtype, rank, {0}};
-      in[1] = (kiln_array_spec){cfg->dtype, 4, {0}};
-      in[2] = (kiln_array_spec){KILN_INT32, 0, {0}};
-      nin = 3;
-      bool q = strcmp(cfg->outputs, "Q") == 0;
-      out[0] = (kiln_output_spec){q ? cfg->dtype : KILN_FLOAT64,
-                                  q ? rank : 3, {1, 1, 1}};
-      nout = 1;
+    if (rows) { /* A or Qin, [Rt,] g0 -> [Q,] [Part] */
+      bool solve = strstr(cfg->inputs, "Rt") != NULL;
+      in[nin++] = (kiln_array_spec){cfg->dtype, rank, {0}};
+      if (solve)
+        in[nin++] = (kiln_array_spec){cfg->dtype, 4, {0}};
+      in[nin++] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      if (strncmp(cfg->outputs, "Q", 1) == 0)
+        out[nout++] = (kiln_output_spec){cfg->dtype, rank, {1, 1, 1}};
+      if (strstr(cfg->outputs, "Part") != NULL)
+        out[nout++] = (kiln_output_spec){KILN_FLOAT64, 3, {1, 1, 1}};
     } else if (cfg->pass >= 0) { /* G, Rin, shift, g0, Rsh -> Rt, ... */
       in[0] = (kiln_array_spec){KILN_FLOAT64, 2, {0}};
       in[1] = (kiln_array_spec){KILN_FLOAT64, 3, {0}};
@@ -1117,10 +1119,13 @@ static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
       nin = 5;
       nout = 4;
     }
-    kt_la_kernel k = {"cholqr", cfg->name, cfg->inputs, cfg->outputs,
-                      KILN__LIB_NO_ROW_CONTIG, nin, nout, in, out, t, nt};
-    printf("%s %s NC %d NS %d PASS %d rank %d\n", cfg->name,
-           kiln_dtype_name(cfg->dtype), cfg->nc, cfg->ns, cfg->pass, rank);
+    kt_la_kernel k = {.family = "cholqr", .name = cfg->name,
+                      .inputs = cfg->inputs, .outputs = cfg->outputs,
+                      .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = nin,
+                      .num_outputs = nout, .in = in, .out = out, .targs = t,
+                      .num_targs = nt, .forbid_local = true};
+    printf("%s %s NC %d PASS %d rank %d\n", cfg->name,
+           kiln_dtype_name(cfg->dtype), cfg->nc, cfg->pass, rank);
     kt_la_compile(&k, target);
   }
   return KILN_OK;
@@ -1146,11 +1151,17 @@ void test_linalg_qr_cholqr_nvrtc(void) {
         kiln_array_spec in[3] = {{dt, rank, {0}}, {KILN_INT32, 0, {0}},
                                  {KILN_INT32, 1, {0}}};
         kiln_output_spec out[2] = {{dt, 3, {1, 1, 1}}, {dt, 3, {1, 1, 1}}};
-        kt_la_kernel k = {"qr", "qr_small_g", "A,g0,flag", "Q,R",
-                          KILN__LIB_NO_ROW_CONTIG, 3, 2, in, out, t, 6};
+        kt_la_kernel k = {.family = "qr", .name = "qr_small_g",
+                          .inputs = "A,g0,flag", .outputs = "Q,R",
+                          .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 3,
+                          .num_outputs = 2, .in = in, .out = out,
+                          .targs = t, .num_targs = 6};
         kt_la_compile(&k, target);
-        kt_la_kernel kr = {"qr", "qr_small_rg", "A,g0,flag", "R",
-                           KILN__LIB_NO_ROW_CONTIG, 3, 1, in, out + 1, t, 6};
+        kt_la_kernel kr = {.family = "qr", .name = "qr_small_rg",
+                           .inputs = "A,g0,flag", .outputs = "R",
+                           .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 3,
+                           .num_outputs = 1, .in = in, .out = out + 1,
+                           .targs = t, .num_targs = 6};
         kt_la_compile(&kr, target);
         if (rank == 3) {
           qt_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
@@ -1158,8 +1169,11 @@ void test_linalg_qr_cholqr_nvrtc(void) {
           kiln_array_spec ain[4] = {{dt, 3, {0}}, {dt, 3, {0}},
                                     {KILN_INT32, 0, {0}},
                                     {KILN_INT32, 1, {0}}};
-          kt_la_kernel ka = {"qr", "qr_apply_g", "Xin,S,g0,flag", "X",
-                             KILN__LIB_NO_ROW_CONTIG, 4, 1, ain, out, t, 3};
+          kt_la_kernel ka = {.family = "qr", .name = "qr_apply_g",
+                             .inputs = "Xin,S,g0,flag", .outputs = "X",
+                             .flags = KILN__LIB_NO_ROW_CONTIG,
+                             .num_inputs = 4, .num_outputs = 1, .in = ain,
+                             .out = out, .targs = t, .num_targs = 3};
           kt_la_compile(&ka, target);
         }
       }

@@ -634,9 +634,11 @@ static void qb_compile(const char *name, const char *inputs,
   }
   /* registers only: a dynamically indexed per-thread array (qrb_recon
    * keeps three in registers) would land in local memory */
-  kt_la_kernel k = {"qr_blocked", name, inputs, outputs,
-                    KILN__LIB_NO_ROW_CONTIG, num_in, num_out, in, out, t, nt,
-                    false, true};
+  kt_la_kernel k = {.family = "qr_blocked", .name = name, .inputs = inputs,
+                    .outputs = outputs, .flags = KILN__LIB_NO_ROW_CONTIG,
+                    .num_inputs = num_in, .num_outputs = num_out, .in = in,
+                    .out = out, .targs = t, .num_targs = nt,
+                    .forbid_local = true};
   kt_la_compile(&k, target);
 }
 

@@ -801,8 +801,10 @@ static void tr_compile(const char *name, const char *inputs,
     out[i].dtype = odt[i];
     out[i].ndim = orank[i];
   }
-  kt_la_kernel k = {"triangular", name, inputs, outputs,
-                    KILN__LIB_NO_ROW_CONTIG, nin, nout, in, out, t, nt};
+  kt_la_kernel k = {.family = "triangular", .name = name, .inputs = inputs,
+                    .outputs = outputs, .flags = KILN__LIB_NO_ROW_CONTIG,
+                    .num_inputs = nin, .num_outputs = nout, .in = in,
+                    .out = out, .targs = t, .num_targs = nt};
   kt_la_compile(&k, target);
 }
 

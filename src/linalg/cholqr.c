@@ -18,16 +18,34 @@
  * exact in float64, so the float32 path's Gram carries only float64
  * rounding and the shift stays tiny (for cond(A) = 1e6 in float32 the
  * shifted pass hardly differs from an exact one); float64 input gets the
- * paper's algorithm as published.
+ * paper's algorithm as published. (A float32 Gram would need u = 2^-24
+ * in the shift, and then the shifted Q_1 of a 1e6-conditioned A would be
+ * too ill-conditioned for the two unshifted passes: the first Gram at
+ * least must be float64.)
  *
- * Work per pass k = 1, 2, 3: cq_gram (each threadgroup: a run of row
- * tiles, the k-1 factors solved in from A again, their Gram partial in
- * float64), cq_reduce (the partials summed in a fixed order), cq_chol (one
- * threadgroup per matrix: the Cholesky, the factor for the next solves,
- * R_k ... R_1, the breakdown flag); then cq_q writes Q. The rows between
- * passes are recomputed from A rather than stored, which makes the whole
- * factorization four reads of A and one write of Q (three reads for R
- * only) and needs no m x n workspace.
+ * Passes, each streaming over the m x n rows once (kernels in
+ * kernels/cholqr.metal): cq_gram reads A for its Gram partials; cq_first
+ * solves R_1 into A's rows, writes them (Q_1) into Q and sums their Gram
+ * in the same pass; cq_next does the same with R_2, in place in Q;
+ * cq_last solves R_3 in place, leaving the result. Between the row
+ * passes, cq_reduce sums the partials (a fixed order) and cq_chol (one
+ * threadgroup per matrix) factors the Gram, writes the factor the next
+ * row pass solves with, the product R_k ... R_1 and the breakdown flag.
+ * Memory traffic: A read twice, Q written three times and read twice,
+ * seven passes over m x n in all. The intermediate rows are stored rather
+ * than recomputed from A (the earlier design re-solved every earlier
+ * factor into every row in each pass, which made the passes bound by
+ * arithmetic instead of memory); R only stores them in a workspace.
+ *
+ * Row solves are triangular solves in T (forward substitution with the
+ * factor rounded to T, backward stable row by row), not products with an
+ * explicit inverse: for the 1e6-conditioned first factor, x R^-1 through
+ * a rounded inverse would leave a residual ~ u cond(A) ||A||, while the
+ * solve leaves ~ u ||A||; R's product uses the same rounded factors, so
+ * A = Q R holds to working precision.
+ *
+ * Threadgroups per matrix for the Gram passes come from the device's
+ * compute units (CQ_GROUPS_PER_UNIT): whole waves, one partial each.
  *
  * Breakdown: CholeskyQR cannot give an orthonormal Q for a numerically
  * rank-deficient A (an exactly dependent column makes a later Gram
@@ -43,9 +61,13 @@
 
 /* Threads per group of every cholqr kernel (CQ_THREADS). */
 #define CQ_THREADS 256
-/* Gram threadgroups to aim for across a batch: a few per SM of a large
- * GPU, so the partials (one per group) stay cheap to sum. */
-#define CQ_GRAM_GROUPS 512
+/* Gram threadgroups to aim for across a batch, per compute unit: whole
+ * waves on an H100, where cq_gram keeps 3 groups on an SM and cq_first /
+ * cq_next 2 (NC 32; measured: 512 groups made 1.3 waves of cq_gram, the
+ * last one a third full), so 6 a unit fill both evenly; NC 64 (cq_first 1
+ * an SM) takes 3, since its partials are 4 times as large to sum. */
+#define CQ_GROUPS_PER_UNIT 6
+#define CQ_GROUPS_PER_UNIT_64 3
 /* Threadgroups per matrix of cq_q at most (grid.x must fit 32 bits). */
 #define CQ_Q_GROUPS 65536
 /* Batch entries per launch along grid.y (CUDA's limit). */
@@ -81,13 +103,19 @@ typedef struct cq_job {
   int nc;
   int64_t p_gram, p_q; /* threadgroups per matrix */
   kiln_array *part, *g, *rt, *racc[2], *shift;
+  kiln_array *work; /* the rows between passes for R only (else q) */
 } cq_job;
 
 static void cq_job_free(cq_job *j) {
-  kiln_array *all[7] = {j->part, j->g,     j->rt,   j->racc[0],
-                        j->racc[1], j->shift, NULL};
-  for (int i = 0; i < 6; i++)
+  kiln_array *all[7] = {j->part,      j->g,     j->rt,  j->racc[0],
+                        j->racc[1], j->shift, j->work};
+  for (int i = 0; i < 7; i++)
     kiln__array_destroy(all[i]);
+}
+
+/* Where the rows go between passes: q, or the workspace for R only. */
+static kiln_array *cq_rows(const cq_job *j) {
+  return j->q != NULL ? j->q : j->work;
 }
 
 /* The work arrays: partials, the summed Gram, the factors, the running
@@ -95,7 +123,11 @@ static void cq_job_free(cq_job *j) {
 static kiln_status cq_job_init(cq_job *j) {
   int64_t e = cq_entries(j->nc), nc = j->nc;
   int64_t tiles = (j->m + cq_tile_rows(j->nc) - 1) / cq_tile_rows(j->nc);
-  int64_t want = (CQ_GRAM_GROUPS + j->batch - 1) / j->batch;
+  int64_t units = j->s->device->info.compute_units;
+  units *= j->nc == 64 ? CQ_GROUPS_PER_UNIT_64 : CQ_GROUPS_PER_UNIT;
+  if (units < 1)
+    units = 1;
+  int64_t want = (units + j->batch - 1) / j->batch;
   j->p_gram = tiles < want ? tiles : want;
   j->p_q = tiles < CQ_Q_GROUPS ? tiles : CQ_Q_GROUPS;
   kiln_device *dev = j->s->device;
@@ -113,6 +145,9 @@ static kiln_status cq_job_init(cq_job *j) {
   if (st == KILN_OK)
     st = kiln__linalg_scalar(j->s, KILN_FLOAT64, 11.0 * mn * 0x1p-53,
                              &j->shift);
+  int64_t sw[3] = {j->batch, j->m, j->n};
+  if (st == KILN_OK && j->q == NULL)
+    st = kiln__array_create(dev, j->dt, 3, sw, &j->work);
   return st;
 }
 
@@ -145,6 +180,35 @@ static kiln_status cq_launch(cq_job *j, const char *name, const char *inputs,
   return kiln__kernel_launch_into(k, &L, out);
 }
 
+/* The rows kernel of pass `pass` (1..3; 4: the last solve, which writes
+ * the result): pass 1 reads A for its Gram; pass 2 solves R_1 into A's
+ * rows, writing them and their Gram; pass 3 does the same with R_2 in
+ * place; pass 4 solves R_3 in place. */
+static kiln_status cq_rows_launch(cq_job *j, int pass, kiln_array *g0,
+                                  int64_t count) {
+  kiln_template_arg t[2];
+  kiln__targ_dtype(&t[0], "T", j->dt);
+  kiln__targ_int(&t[1], "NC", j->nc);
+  kiln_array *rows = cq_rows(j);
+  kiln_array *out[2] = {rows, j->part};
+  if (pass == 1) {
+    kiln_array *in[2] = {j->a, g0};
+    return cq_launch(j, "cq_gram", "A,g0", "Part", in, 2, &j->part, 1, t, 2,
+                     j->p_gram, count);
+  }
+  if (pass == 2) {
+    kiln_array *in[3] = {j->a, j->rt, g0};
+    return cq_launch(j, "cq_first", "A,Rt,g0", "Q,Part", in, 3, out, 2, t,
+                     2, j->p_gram, count);
+  }
+  kiln_array *in[3] = {rows, j->rt, g0};
+  if (pass == 3)
+    return cq_launch(j, "cq_next", "Qin,Rt,g0", "Q,Part", in, 3, out, 2, t,
+                     2, j->p_gram, count);
+  return cq_launch(j, "cq_last", "Qin,Rt,g0", "Q", in, 3, out, 1, t, 2,
+                   j->p_q, count);
+}
+
 /* Pass `pass` (1..3) for the batch entries [first, first + count); g0
  * holds `first`. */
 static kiln_status cq_pass(cq_job *j, int pass, kiln_array *g0,
@@ -152,10 +216,7 @@ static kiln_status cq_pass(cq_job *j, int pass, kiln_array *g0,
   kiln_template_arg t[3];
   kiln__targ_dtype(&t[0], "T", j->dt);
   kiln__targ_int(&t[1], "NC", j->nc);
-  kiln__targ_int(&t[2], "NS", pass - 1);
-  kiln_array *gin[3] = {j->a, j->rt, g0};
-  kiln_status st = cq_launch(j, "cq_gram", "A,Rt,g0", "Part", gin, 3,
-                             &j->part, 1, t, 3, j->p_gram, count);
+  kiln_status st = cq_rows_launch(j, pass, g0, count);
   kiln_array *rin[2] = {j->part, g0};
   int64_t e = cq_entries(j->nc);
   if (st == KILN_OK)
@@ -178,14 +239,8 @@ static kiln_status cq_chunk(cq_job *j, int64_t first, int64_t count) {
   kiln_status st = kiln__linalg_scalar(j->s, KILN_INT32, (double)first, &g0);
   for (int pass = 1; pass <= 3 && st == KILN_OK; pass++)
     st = cq_pass(j, pass, g0, count);
-  if (st == KILN_OK && j->q != NULL) {
-    kiln_template_arg t[2];
-    kiln__targ_dtype(&t[0], "T", j->dt);
-    kiln__targ_int(&t[1], "NC", j->nc);
-    kiln_array *in[3] = {j->a, j->rt, g0};
-    st = cq_launch(j, "cq_q", "A,Rt,g0", "Q", in, 3, &j->q, 1, t, 2,
-                   j->p_q, count);
-  }
+  if (st == KILN_OK && j->q != NULL)
+    st = cq_rows_launch(j, 4, g0, count);
   kiln__array_destroy(g0);
   return st;
 }
@@ -229,25 +284,25 @@ kiln_status kiln__cholqr_for_each_config(kiln__cholqr_config_fn fn,
   static const int ncs[3] = {16, 32, 64};
   kiln_status st = KILN_OK;
   kiln__cholqr_config reduce = {"cq_reduce", "Part,g0", "G", KILN_FLOAT64,
-                                -1, -1, -1};
+                                -1, -1};
   st = fn(&reduce, user);
   for (int d = 0; d < 2 && st == KILN_OK; d++)
     for (int c = 0; c < 3 && st == KILN_OK; c++) {
-      for (int ns = 0; ns < 3 && st == KILN_OK; ns++) {
-        kiln__cholqr_config g = {"cq_gram", "A,Rt,g0", "Part", dts[d],
-                                 ncs[c], ns, -1};
+      static const char *const rows[4][3] = {
+          {"cq_gram", "A,g0", "Part"},
+          {"cq_first", "A,Rt,g0", "Q,Part"},
+          {"cq_next", "Qin,Rt,g0", "Q,Part"},
+          {"cq_last", "Qin,Rt,g0", "Q"}};
+      for (int k = 0; k < 4 && st == KILN_OK; k++) {
+        kiln__cholqr_config g = {rows[k][0], rows[k][1], rows[k][2],
+                                 dts[d], ncs[c], -1};
         st = fn(&g, user);
       }
       for (int pass = 1; pass <= 3 && st == KILN_OK; pass++) {
         kiln__cholqr_config ch = {"cq_chol", "G,Rin,shift,g0,Rsh",
-                                  "Rt,Rout,flag,R", dts[d], ncs[c], -1,
-                                  pass};
+                                  "Rt,Rout,flag,R", dts[d], ncs[c], pass};
         st = fn(&ch, user);
       }
-      kiln__cholqr_config qc = {"cq_q", "A,Rt,g0", "Q", dts[d], ncs[c], -1,
-                                -1};
-      if (st == KILN_OK)
-        st = fn(&qc, user);
     }
   return st;
 }

@@ -19,18 +19,20 @@
  * non-zero code where it broke down (a numerically rank-deficient matrix,
  * non-finite values, a Gram that overflowed): that matrix's q and r then
  * hold garbage and the caller must factor it another way (kiln_qr runs
- * TSQR behind the flag). Asynchronous, on s; nothing is read back.
+ * TSQR behind the flag). q also holds the rows between passes; R only
+ * allocates a batch x m x n workspace for them instead. Asynchronous, on
+ * s; nothing is read back.
  */
 kiln_status kiln__qr_cholqr(kiln_stream *s, kiln_array *a, kiln_array *q,
                             kiln_array *r, kiln_array *flag);
 
 /* One kernel configuration kiln__qr_cholqr can launch (kernels/cholqr.metal):
- * kernel name, inputs, outputs, the dtype and NC/NS/PASS template values
- * (NS and PASS -1 where the kernel has none). */
+ * kernel name, inputs, outputs, the dtype and NC/PASS template values
+ * (PASS -1 where the kernel has none, NC -1 for cq_reduce). */
 typedef struct kiln__cholqr_config {
   const char *name, *inputs, *outputs;
   kiln_dtype dtype;
-  int nc, ns, pass;
+  int nc, pass;
 } kiln__cholqr_config;
 
 typedef kiln_status (*kiln__cholqr_config_fn)(

@@ -32,12 +32,13 @@
  *      src/linalg/qr_blocked.c): large and wide matrices, complete Q.
  *   4  tall-skinny, shifted CholeskyQR3 (kiln__qr_cholqr,
  *      src/linalg/cholqr.c): m >= n, n <= 64, reduced Q or R only. Three
- *      Gram/Cholesky passes that stream over A (four reads of A and one
- *      write of Q in all), so it runs at memory speed; stable up to
- *      cond(A) ~ 1/u, but it cannot orthogonalize a numerically
- *      rank-deficient matrix, so TSQR's kernels follow it behind a
- *      per-matrix breakdown flag (cholqr_with_fallback) and redo exactly
- *      the matrices where it broke down.
+ *      Gram/Cholesky passes that stream over the rows (seven passes over
+ *      m x n in all: A read twice, the rows between passes stored in Q,
+ *      or in a workspace for R only), so it runs near memory speed;
+ *      stable up to cond(A) ~ 1/u, but it cannot orthogonalize a
+ *      numerically rank-deficient matrix, so TSQR's kernels follow it
+ *      behind a per-matrix breakdown flag (cholqr_with_fallback) and redo
+ *      exactly the matrices where it broke down.
  * Every path makes R's diagonal non-negative (flipping the signs of a row
  * of R and the matching column of Q), so the factorization of a full-rank
  * matrix is unique and results agree across paths and devices.
