@@ -425,8 +425,10 @@ static void ch_compile(const char *name, const char *inputs,
   out[1].ndim = 1;
   out[2].dtype = dt; /* Dg */
   out[2].ndim = a_ndim - 1;
-  kt_la_kernel k = {"cholesky", name, inputs, outputs,
-                    KILN__LIB_NO_ROW_CONTIG, nin, nout, in, out, t, nt};
+  kt_la_kernel k = {.family = "cholesky", .name = name, .inputs = inputs,
+                    .outputs = outputs, .flags = KILN__LIB_NO_ROW_CONTIG,
+                    .num_inputs = nin, .num_outputs = nout, .in = in,
+                    .out = out, .targs = t, .num_targs = nt};
   kt_la_compile(&k, target);
 }
 
