@@ -15,11 +15,11 @@
 //            n <= 16), a row per lane in registers, columns eliminated by
 //            shuffles; n <= 128: chol_small, a threadgroup per matrix with
 //            the matrix in registers (chol_run below).
-//   blocked  chol_copy (A's lower triangle into W); per block column of
-//            the driver's NB columns: chol_panel on each PW-column panel
-//            (factors the diagonal block and solves every row below it),
-//            the driver's GEMMs between the panels and on the lower
-//            trailing matrix; chol_finish at the end.
+//   blocked  chol_copy (A's lower triangle into W); chol_panel on each
+//            PW-column panel (factors the diagonal block and solves every
+//            row below it), in the order of the driver's recursive column
+//            splits, with its GEMM updates between them; chol_finish at
+//            the end.
 //
 // The heart of both threadgroup kernels is chol_run: 256 threads hold a
 // (PW + RCH) x PW block in registers, 16 x 16 threads each owning the

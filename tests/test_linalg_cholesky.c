@@ -179,11 +179,14 @@ void test_linalg_cholesky_paths(void) {
     ch_random_case(ch_dtypes[d], 2, 128, 2);
     ch_random_case(ch_dtypes[d], 2, 140, 2);
   }
-  /* The blocked path where the trailing update has two levels of halving
-   * (batched GEMMs over views), rows left over below its squares, and a
-   * last block column of 6 (1030 = 4 x 256 + 6). */
+  /* The blocked path on several levels of column splits, with a last
+   * panel of 6 columns (1030 = 16 x 64 + 6); path 3 halves its updates
+   * into batched GEMMs over views (three levels at the top split, the
+   * rows left over below the squares), as path 2 does at n >= ~2100. */
   ch_random_case(KILN_FLOAT64, 1, 1030, 2);
   ch_random_case(KILN_FLOAT32, 1, 1030, 2);
+  ch_random_case(KILN_FLOAT64, 1, 1030, 3);
+  ch_random_case(KILN_FLOAT32, 1, 1030, 3);
 }
 
 /* Strided views: every other column of a wider matrix, a transposed view
@@ -371,7 +374,7 @@ void test_linalg_cholesky_errors(void) {
   CHECK_ERR_HAS("out is NULL");
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
-  o.path = 3;
+  o.path = 4;
   CHECK_STATUS(kiln_cholesky_ex(sq, false, &o, &out),
                KILN_ERROR_INVALID_ARGUMENT);
   CHECK_ERR_HAS("path");
@@ -425,10 +428,20 @@ static void ch_compile(const char *name, const char *inputs,
   out[1].ndim = 1;
   out[2].dtype = dt; /* Dg */
   out[2].ndim = a_ndim - 1;
-  kt_la_kernel k = {.family = "cholesky", .name = name, .inputs = inputs,
-                    .outputs = outputs, .flags = KILN__LIB_NO_ROW_CONTIG,
-                    .num_inputs = nin, .num_outputs = nout, .in = in,
-                    .out = out, .targs = t, .num_targs = nt};
+  /* By field: tests/linalg_check.h may grow options (zero: off). */
+  kt_la_kernel k;
+  memset(&k, 0, sizeof k);
+  k.family = "cholesky";
+  k.name = name;
+  k.inputs = inputs;
+  k.outputs = outputs;
+  k.flags = KILN__LIB_NO_ROW_CONTIG;
+  k.num_inputs = nin;
+  k.num_outputs = nout;
+  k.in = in;
+  k.out = out;
+  k.targs = t;
+  k.num_targs = nt;
   kt_la_compile(&k, target);
 }
 
@@ -439,7 +452,7 @@ void test_linalg_cholesky_nvrtc(void) {
   const char *target = kt_la_nvrtc_target();
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = ch_dtypes[d];
-    int rch = dt == KILN_FLOAT64 ? 32 : 64;
+    int pw = 64, rch = 64; /* CHOL_PW, CHOL_RCH */
     for (int upper = 0; upper < 2; upper++)
       for (int rank = 2; rank <= 3; rank++) {
         kiln_template_arg t[4];
@@ -450,8 +463,8 @@ void test_linalg_cholesky_nvrtc(void) {
           ch_compile("chol_warp", "A,batch0,count", "L,info", dt, rank, t, 3,
                      target);
         }
-        for (int pw = 64; pw <= 128; pw *= 2) {
-          kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, pw, KILN_INT32);
+        for (int cap = 64; cap <= 128; cap *= 2) {
+          kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, cap, KILN_INT32);
           ch_compile("chol_small", "A,batch0", "L,info", dt, rank, t, 3,
                      target);
         }
@@ -461,7 +474,7 @@ void test_linalg_cholesky_nvrtc(void) {
         /* the other blocked kernels take W, always batch x n x n */
         if (rank != 3)
           continue;
-        kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, 128, KILN_INT32);
+        kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, pw, KILN_INT32);
         kt_la_targ(&t[2], "RCH", KILN_TEMPLATE_INT, rch, KILN_INT32);
         kt_la_targ(&t[3], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
         ch_compile("chol_panel", "Win,k0,batch0", "L,info,Dg", dt, rank, t,

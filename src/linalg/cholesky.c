@@ -19,18 +19,26 @@
  *      threadgroups, seven or eight per SM of an H100 (two resident at a
  *      time at 96 registers a thread), reading and writing each matrix
  *      once.
- *   2  blocked right-looking, by block columns of NB = 256: each is
- *      factored as PW = 128-column panels (chol_panel: one launch factors
- *      the panel's diagonal block, redundantly in each threadgroup, and
- *      solves RCH rows below it per threadgroup, so the panel solve is
- *      spread over the card without a separate triangular solve), with a
- *      GEMM between the two panels; then the trailing matrix gets the
- *      lower-only update A22 -= L21 L21^T as a handful of GEMMs (see
- *      trailing_update). chol_copy starts it, chol_finish ends it.
- *      Launches for n = 8192: 32 block steps of 2 panels, 1 GEMM between
- *      them and 1 to 6 trailing GEMMs, 253 in all (64-column blocks with
- *      a separate panel solve took 385 and updated the whole trailing
- *      square, twice the work).
+ *   2  blocked, recursive by columns: the columns [c0, c1) are factored
+ *      as their left half, then the update of the right half (every row
+ *      below) by it, then the right half (factor_columns); one panel of
+ *      PW = 64 columns is chol_panel (one launch factors the panel's
+ *      diagonal block, redundantly in each threadgroup, and solves RCH
+ *      rows below it per threadgroup, so the panel solve is spread over
+ *      the card without a separate triangular solve). An update at a
+ *      split of width w is w / 2 deep, so most of the work (the top
+ *      splits: n / 2 deep for the first) is deep GEMMs, near the GEMM's
+ *      full speed; the lower-triangle part of an update is cut into a
+ *      few batched GEMMs (column_update). chol_copy starts it,
+ *      chol_finish ends it. Measured on an H100 at n = 8192: a
+ *      right-looking loop over 256-column blocks (every update 256 deep)
+ *      took 16.2 ms in float32 and 20.2 ms in float64, this 12.9 and
+ *      13.3 ms (cuSOLVER potrf 13.2 and 14.6 ms in the same runs). The
+ *      panels are what is left to gain: with 128-column panels ncu put
+ *      them at 4.4 ms (float32) and 6.6 ms (float64).
+ *   3  blocked, with the triangular updates halved down to squares of
+ *      64 (for tests: the batched GEMMs that only n in the thousands
+ *      reach under path 2, on matrices a CPU factors in a moment).
  * Upper factors run the same kernels on mirrored indices (see the .metal)
  * and the same GEMMs on the transposed blocks.
  */
@@ -43,21 +51,26 @@
 #define CHOL_PATH_AUTO 0
 #define CHOL_PATH_SMALL 1
 #define CHOL_PATH_BLOCKED 2
+#define CHOL_PATH_FINE 3
 
 /* The small path's largest order (chol_small's largest capacity). */
 #define CHOL_SMALL_MAX 128
-/* The panel width of the blocked path and its block column (a multiple of
- * it): 256 columns make the trailing GEMMs 256 deep, enough to run them
- * near full speed, at two panel launches per step. */
-#define CHOL_PW 128
-#define CHOL_NB 256
-/* Panel rows per threadgroup of chol_panel: what fits its registers next
- * to the diagonal block (checked with kiln compile for sm_90a). */
-#define CHOL_RCH_F32 64
-#define CHOL_RCH_F64 32
-/* The trailing update splits its lower triangle down to squares of at
- * most this order, which GEMM then updates whole. */
-#define CHOL_LEAF 256
+/* The panel width of the blocked path, and the panel rows per threadgroup
+ * of chol_panel: 64 x 64 leaves room in the registers for 64 rows in
+ * float64 too, so that an 8192-row panel is one wave of 127 groups (an
+ * H100 holds one per SM); measured on an H100 (8192^2), 64 columns beat
+ * 128 (with 32 float64 rows: two waves) by 1 ms in float64 and tie in
+ * float32. */
+#define CHOL_PW 64
+#define CHOL_RCH 64
+/* The triangular updates stop halving once the diagonal squares left,
+ * updated whole, are at most this many 128 x 128 GEMM tiles: about two
+ * waves of the GEMM on an H100 (float32 tiles run two per SM, float64
+ * one). Deep updates on smaller squares would leave most SMs idle. */
+#define CHOL_LEAF_TILES_F32 528
+#define CHOL_LEAF_TILES_F64 264
+/* ... and never below squares of this order. */
+#define CHOL_LEAF_MIN 256
 
 #define CHOL_THREADS 256u    /* chol_small and chol_panel */
 #define CHOL_WARP_THREADS 64 /* chol_warp: two warps per threadgroup */
@@ -77,6 +90,7 @@ typedef struct chol_problem {
   kiln_array *w3;   /* W as batch x n x n (the blocked path's views) */
   kiln_array *info; /* int32, one per matrix */
   kiln_array *dg;   /* blocked: the panels' diagonals, batch x n */
+  bool fine;        /* path 3: the updates halved down to small leaves */
 } chol_problem;
 
 /* ---- checks -------------------------------------------------------------- */
@@ -106,10 +120,10 @@ static kiln_status check_problem(chol_problem *p) {
 
 static kiln_status choose_path(const chol_problem *p, int *path) {
   int want = p->opts.path;
-  if (want < CHOL_PATH_AUTO || want > CHOL_PATH_BLOCKED)
+  if (want < CHOL_PATH_AUTO || want > CHOL_PATH_FINE)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
-                       "opts->path is %d; Cholesky knows 0 (auto), 1 (small) "
-                       "and 2 (blocked).",
+                       "opts->path is %d; Cholesky knows 0 (auto), 1 (small), "
+                       "2 (blocked) and 3 (blocked, fine updates).",
                        want);
   if (want == CHOL_PATH_SMALL && p->n > CHOL_SMALL_MAX)
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
@@ -265,10 +279,6 @@ static kiln_status launch_copy(const chol_problem *p) {
                            256);
 }
 
-static int panel_rows(const chol_problem *p) {
-  return p->a->dtype == KILN_FLOAT64 ? CHOL_RCH_F64 : CHOL_RCH_F32;
-}
-
 /* chol_panel on the panel whose diagonal block starts at p0. */
 static kiln_status launch_panel(const chol_problem *p, int64_t p0) {
   kiln_kernel *k = NULL;
@@ -279,7 +289,7 @@ static kiln_status launch_panel(const chol_problem *p, int64_t p0) {
     st = int_scalar(p, p0, &in[1]);
   if (st != KILN_OK)
     return st;
-  int rch = panel_rows(p);
+  int rch = CHOL_RCH;
   kiln_template_arg t[4];
   kiln__targ_dtype(&t[0], "T", p->a->dtype);
   kiln__targ_int(&t[1], "PW", CHOL_PW);
@@ -380,42 +390,70 @@ static kiln_status update_blocks(const chol_problem *p, int64_t k0,
 }
 
 /*
- * The trailing update after the block column [k0, k1): A22 -= L21 L21^T on
- * the lower triangle only (the part above the diagonal is never read, and
- * chol_finish clears it). The m2 trailing rows are cut into 2^D squares of
- * order B = floor(m2 / 2^D) <= CHOL_LEAF, plus fewer than 2^D rows left
- * over at the bottom. The triangle is then, level by level, the squares
- * just below the diagonal of a recursive halving: level d holds 2^(d-1)
- * squares of order B 2^(D-d), equally spaced, so each level is one GEMM
- * over a batch of views; the 2^D diagonal leaves are one more GEMM (whole
- * squares), and the left-over rows one more. D + 2 GEMMs at most, doing
- * 1 + 2^-D more than the exact work (e.g. n = 8192: 6 GEMMs per step).
+ * The update of the columns [s0, s0 + m) by the factored columns [k0, k1)
+ * (k1 <= s0), every row from s0 down: A -= L L^T on the lower triangle of
+ * the square [s0, s0 + m)^2 and all of the rows below it. The part above
+ * the square's diagonal is never read (it belongs to panels not yet
+ * factored, whose diagonal blocks chol_panel and chol_finish rewrite), so
+ * small squares are updated whole. A larger square of order m is cut
+ * into 2^D squares of order B = floor(m / 2^D); its lower triangle is
+ * then, level by level, the squares just below the diagonal of a
+ * recursive halving: level d holds 2^(d-1) squares of order B 2^(D-d),
+ * equally spaced, so each level is one GEMM over a batch of views; the
+ * 2^D diagonal leaves are one more GEMM (whole squares), and one last
+ * GEMM takes the rows left over below them together with every
+ * row under the square. D is the least that leaves the leaves at most
+ * CHOL_LEAF_TILES GEMM tiles (or squares of CHOL_LEAF_MIN): these updates
+ * are deep, so what counts is the number of GEMM waves, and a level
+ * of fewer tiles than the card has SMs costs a full wave.
+ * row under the square. D + 2 GEMMs at most.
  */
-static kiln_status trailing_update(const chol_problem *p, int64_t k0,
-                                   int64_t k1) {
-  int64_t m2 = p->n - k1;
+static kiln_status column_update(const chol_problem *p, int64_t k0,
+                                 int64_t k1, int64_t s0, int64_t m) {
+  int64_t t = (m + 127) / 128, tiles = t * t;
+  int64_t most = p->a->dtype == KILN_FLOAT64 ? CHOL_LEAF_TILES_F64
+                                              : CHOL_LEAF_TILES_F32;
+  int64_t least = CHOL_LEAF_MIN;
+  if (p->fine) /* path 3: every GEMM shape of a large n on a small one */
+    most = 1, least = 64;
   int levels = 0;
-  while ((m2 >> levels) > CHOL_LEAF)
+  while ((m >> levels) > least && (tiles >> levels) > most)
     levels++;
-  int64_t b = m2 >> levels, covered = b << levels;
+  int64_t b = m >> levels, covered = levels > 0 ? b << levels : 0;
   kiln_status st = KILN_OK;
   for (int d = 1; st == KILN_OK && d <= levels; d++) {
     int64_t s = b << (levels - d), cnt = (int64_t)1 << (d - 1);
-    st = update_blocks(p, k0, k1, k1 + s, k1, s, s, cnt, 2 * s, 2 * s);
+    st = update_blocks(p, k0, k1, s0 + s, s0, s, s, cnt, 2 * s, 2 * s);
   }
-  if (st == KILN_OK)
-    st = update_blocks(p, k0, k1, k1, k1, b, b, (int64_t)1 << levels, b, b);
-  if (st == KILN_OK && covered < m2)
-    st = update_blocks(p, k0, k1, k1 + covered, k1, m2 - covered, m2, 0, 0,
-                       0);
+  if (st == KILN_OK && levels > 0)
+    st = update_blocks(p, k0, k1, s0, s0, b, b, (int64_t)1 << levels, b, b);
+  if (st == KILN_OK && s0 + covered < p->n)
+    st = update_blocks(p, k0, k1, s0 + covered, s0, p->n - s0 - covered, m,
+                       0, 0, 0);
   return st;
 }
 
-/* Inside the block column: the panel at p0 done, update the columns of
- * the block right of it, [p1, k1), every row below p1. */
-static kiln_status panel_update(const chol_problem *p, int64_t p0,
-                                int64_t p1, int64_t k1) {
-  return update_blocks(p, p0, p1, p1, p1, p->n - p1, k1 - p1, 0, 0, 0);
+/*
+ * Factors the columns [c0, c1) (every row from c0 down), all of whose
+ * updates by the columns left of c0 are done: recursively, the left half
+ * (a whole number of panels), the update of the right half by it, the
+ * right half; one panel is chol_panel. The update at a split of width w
+ * is w / 2 deep, so most of the work (the top splits) runs as deep GEMMs,
+ * near the GEMM's full speed; a right-looking loop over fixed block
+ * columns makes every update only as deep as one block column.
+ */
+static kiln_status factor_columns(const chol_problem *p, int64_t c0,
+                                  int64_t c1) {
+  int64_t pw = CHOL_PW, panels = (c1 - c0 + pw - 1) / pw;
+  if (panels <= 1)
+    return launch_panel(p, c0);
+  int64_t mid = c0 + panels / 2 * pw;
+  kiln_status st = factor_columns(p, c0, mid);
+  if (st == KILN_OK)
+    st = column_update(p, c0, mid, mid, c1 - mid);
+  if (st == KILN_OK)
+    st = factor_columns(p, mid, c1);
+  return st;
 }
 
 static kiln_status run_blocked(chol_problem *p) {
@@ -428,17 +466,8 @@ static kiln_status run_blocked(chol_problem *p) {
     st = kiln__array_create(p->stream->device, p->a->dtype, 2, len, &p->dg);
   if (st == KILN_OK)
     st = launch_copy(p);
-  for (int64_t k0 = 0; st == KILN_OK && k0 < n; k0 += CHOL_NB) {
-    int64_t k1 = k0 + CHOL_NB < n ? k0 + CHOL_NB : n;
-    for (int64_t p0 = k0; st == KILN_OK && p0 < k1; p0 += CHOL_PW) {
-      int64_t p1 = p0 + CHOL_PW < k1 ? p0 + CHOL_PW : k1;
-      st = launch_panel(p, p0);
-      if (st == KILN_OK && p1 < k1)
-        st = panel_update(p, p0, p1, k1);
-    }
-    if (st == KILN_OK && k1 < n)
-      st = trailing_update(p, k0, k1);
-  }
+  if (st == KILN_OK)
+    st = factor_columns(p, 0, n);
   if (st == KILN_OK)
     st = launch_finish(p);
   return st;
@@ -473,6 +502,7 @@ static kiln_status factor(chol_problem *p) {
                             &p->info);
   if (st == KILN_OK)
     st = kiln__array_fill(p->info, 0.0, p->stream);
+  p->fine = path == CHOL_PATH_FINE;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)
