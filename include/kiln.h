@@ -139,6 +139,16 @@ KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
  */
 KILN_API kiln_status kiln_dtype_from_name(const char *name, kiln_dtype *out);
 
+/* One element of `dtype` at `element` (any alignment) as a double: exact
+ * for every dtype but the 64-bit integers beyond 2^53 (rounded); 0 for an
+ * invalid dtype. For host-side conversion of data kiln did not make. */
+KILN_API double kiln_dtype_read(kiln_dtype dtype, const void *element);
+
+/* Writes `value` converted to `dtype` at `element` (any alignment): round
+ * to nearest even for the floating types; integers truncated toward zero
+ * and saturated to the type's range, NaN as 0; bool is value != 0. */
+KILN_API void kiln_dtype_write(kiln_dtype dtype, double value, void *element);
+
 /* ------------------------------------------------------------------------ */
 /* Devices                                                                  */
 /* ------------------------------------------------------------------------ */

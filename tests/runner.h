@@ -19,6 +19,7 @@
   X(dtype_sizes_names, 10)                                                    \
   X(dtype_from_name, 10)                                                      \
   X(dtype_bad_names, 10)                                                      \
+  X(dtype_read_write, 10)                                                     \
   X(device_info, 10)                                                          \
   X(array_roundtrip_all_dtypes, 20)                                           \
   X(array_scalar, 10)                                                         \

@@ -1,4 +1,5 @@
 /* Dtype sizes, names and parsing (numpy and Metal spellings). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -119,4 +120,36 @@ void test_device_info(void) {
     CHECK(kiln_device_default() == cpu, "default is the CPU without GPUs");
   }
   CHECK(bad == NULL, "out untouched on failure");
+}
+
+/* kiln_dtype_read / kiln_dtype_write: exact round trips of representable
+ * values, round to nearest even, saturation and NaN for integers, values
+ * at odd addresses. */
+void test_dtype_read_write(void) {
+  unsigned char buf[16];
+  static const kiln_dtype floats[] = {KILN_FLOAT16, KILN_BFLOAT16,
+                                      KILN_FLOAT32, KILN_FLOAT64};
+  for (int i = 0; i < 4; i++) {
+    kiln_dtype_write(floats[i], -1.5, buf + 1);
+    CHECK(kiln_dtype_read(floats[i], buf + 1) == -1.5, "%s: -1.5",
+          kiln_dtype_name(floats[i]));
+  }
+  /* 1 + 2^-11 lies halfway between two float16 values: even wins (1). */
+  kiln_dtype_write(KILN_FLOAT16, 1.0 + 0x1p-11, buf);
+  CHECK(kiln_dtype_read(KILN_FLOAT16, buf) == 1.0, "float16 ties to even");
+  kiln_dtype_write(KILN_FLOAT16, 1.0 + 0x1p-10, buf);
+  CHECK(kiln_dtype_read(KILN_FLOAT16, buf) == 1.0 + 0x1p-10,
+        "float16 keeps its last bit");
+  kiln_dtype_write(KILN_INT8, 300.7, buf + 3);
+  CHECK(kiln_dtype_read(KILN_INT8, buf + 3) == 127, "int8 saturates");
+  kiln_dtype_write(KILN_INT8, -7.9, buf + 3);
+  CHECK(kiln_dtype_read(KILN_INT8, buf + 3) == -7, "int8 truncates");
+  kiln_dtype_write(KILN_UINT16, -5, buf);
+  CHECK(kiln_dtype_read(KILN_UINT16, buf) == 0, "uint16 saturates at 0");
+  kiln_dtype_write(KILN_INT32, NAN, buf);
+  CHECK(kiln_dtype_read(KILN_INT32, buf) == 0, "NaN to int32 is 0");
+  kiln_dtype_write(KILN_BOOL, 0.25, buf);
+  CHECK(kiln_dtype_read(KILN_BOOL, buf) == 1, "bool is value != 0");
+  kiln_dtype_write(KILN_INT64, 4e15, buf + 5);
+  CHECK(kiln_dtype_read(KILN_INT64, buf + 5) == 4e15, "int64");
 }

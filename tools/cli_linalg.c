@@ -646,48 +646,6 @@ static int check_linalg_args(const linalg_state *s) {
 
 /* ---- inputs and results -------------------------------------------------- */
 
-/* Decodes an IEEE binary16 value. */
-static double half_value(uint16_t h) {
-  int e = (h >> 10) & 0x1f;
-  double m = h & 0x3ff;
-  double v;
-  if (e == 0)
-    v = ldexp(m, -24);
-  else if (e == 31)
-    v = m != 0 ? NAN : INFINITY;
-  else
-    v = ldexp(m + 1024, e - 25);
-  return (h & 0x8000) ? -v : v;
-}
-
-/* Element i of a .npy buffer of `dt`, as a double (bfloat16 never comes
- * from a .npy file). */
-static double npy_element(kiln_dtype dt, const void *data, size_t i) {
-  const unsigned char *p = (const unsigned char *)data +
-                           i * kiln_dtype_size(dt);
-  union {
-    int8_t i8; int16_t i16; int32_t i32; int64_t i64;
-    uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
-    float f32; double f64;
-  } u;
-  memcpy(&u, p, kiln_dtype_size(dt));
-  switch (dt) {
-  case KILN_BOOL: return u.u8 != 0;
-  case KILN_INT8: return u.i8;
-  case KILN_INT16: return u.i16;
-  case KILN_INT32: return u.i32;
-  case KILN_INT64: return (double)u.i64;
-  case KILN_UINT8: return u.u8;
-  case KILN_UINT16: return u.u16;
-  case KILN_UINT32: return u.u32;
-  case KILN_UINT64: return (double)u.u64;
-  case KILN_FLOAT16: return half_value(u.u16);
-  case KILN_FLOAT32: return u.f32;
-  case KILN_FLOAT64: return u.f64;
-  default: return NAN;
-  }
-}
-
 /* Converts an input to float32 or float64 in place (--dtype). */
 static int convert_input(npy_array *a, kiln_dtype to, const char *what) {
   if (a->dtype == to)
@@ -699,11 +657,10 @@ static int convert_input(npy_array *a, kiln_dtype to, const char *what) {
     return runtime_error("out of memory converting input %s to %s.", what,
                          kiln_dtype_name(to));
   for (size_t i = 0; i < n; i++) {
-    double v = npy_element(a->dtype, a->data, i);
-    if (to == KILN_FLOAT32)
-      ((float *)out)[i] = (float)v;
-    else
-      ((double *)out)[i] = v;
+    const unsigned char *in = (const unsigned char *)a->data;
+    kiln_dtype_write(to, kiln_dtype_read(a->dtype, in + i * kiln_dtype_size(
+                                                      a->dtype)),
+                     (unsigned char *)out + i * size);
   }
   free(a->data);
   a->data = out;

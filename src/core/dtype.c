@@ -303,3 +303,13 @@ double kiln__dtype_to_double(kiln_dtype dtype, const void *in) {
   default: return 0;
   }
 }
+
+/* Public: see kiln.h. */
+double kiln_dtype_read(kiln_dtype dtype, const void *element) {
+  return kiln__dtype_to_double(dtype, element);
+}
+
+/* Public: see kiln.h. */
+void kiln_dtype_write(kiln_dtype dtype, double value, void *element) {
+  kiln__dtype_from_double(dtype, value, element);
+}
