@@ -42,12 +42,25 @@ using namespace metal;
 // Threads of cq_gram, cq_q and cq_chol groups.
 #define CQ_THREADS 256
 
-// Rows of a tile: the tile is held in float64 (converted once on load, so
-// that the Gram's inner loop converts nothing), NC + 1 doubles a row
-// (odd, so a thread per row reads without bank conflicts), about 34 KB.
-template <int NC>
+// Rows of a tile held in TT, NC + 1 values a row (odd, so a thread per
+// row reads without bank conflicts), at most about 34 KB. cq_gram keeps
+// its tile in float64 (converted once on load, so that the Gram's inner
+// loop converts nothing); the row passes keep theirs in T, so that a
+// float32 tile has a row for every thread of the group (the solves are
+// latency-bound chains, one row a thread: with a float64 tile only half
+// (NC 32) or a quarter (NC 64) of the threads had a row), at the price of
+// converting the Gram's operands as they are read.
+template <int NC, typename TT>
 constexpr int cq_tile_rows() {
-  return NC <= 16 ? 256 : (NC <= 32 ? 128 : 64);
+  return sizeof(TT) == 4 ? (NC <= 32 ? 256 : 128)
+                         : (NC <= 16 ? 256 : (NC <= 32 ? 128 : 64));
+}
+
+// Doubles of a group's threadgroup buffer: the tile, which also holds the
+// slices' Gram sums at the end (E <= the tile's size for every NC).
+template <int NC, typename TT>
+constexpr int cq_smem_doubles() {
+  return (cq_tile_rows<NC, TT>() * (NC + 1) * (int)sizeof(TT) + 7) / 8;
 }
 
 // Four values loaded at once (a 16-byte load for float; two for double).
@@ -113,12 +126,13 @@ inline void cq_solve(thread T* x, const device T* rt) {
 // into Part, with WRITE the rows into Q. smem: the tile, reused for the
 // slices' sum at the end. Each tile is read whole before any of its rows
 // is written, and only this threadgroup touches its tiles, so X may be Q.
-template <typename T, int NC, bool SOLVE, bool GRAM, bool WRITE>
+template <typename T, typename TT, int NC, bool SOLVE, bool GRAM,
+          bool WRITE>
 inline void cq_pass(const device T* X, const constant int* X_shape,
                     const constant int64_t* X_strides, int X_ndim,
                     const device T* rt, device double* Part, device T* Q,
                     uint b, uint p, uint P, int tid, threadgroup double* smem) {
-  constexpr int TR = cq_tile_rows<NC>();
+  constexpr int TR = cq_tile_rows<NC, TT>();
   constexpr int LD = NC + 1;
   constexpr int NB = NC / 4;
   constexpr int NBLK = NB * (NB + 1) / 2;
@@ -128,6 +142,8 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
   constexpr int LPT = TR * NC / CQ_THREADS;
   static_assert(NSL >= 1 && LPT * CQ_THREADS == TR * NC, "tile shape");
   static_assert(TR <= CQ_THREADS, "a thread per tile row");
+  static_assert(NBLK * 16 <= cq_smem_doubles<NC, TT>(), "sums fit");
+  threadgroup TT* tile = (threadgroup TT*)smem;
   const int m = X_shape[X_ndim - 2], n = X_shape[X_ndim - 1];
   const int64_t rs = X_strides[X_ndim - 2], cs = X_strides[X_ndim - 1];
   const device T* a = X + cq_batch_offset(b, X_shape, X_strides, X_ndim);
@@ -150,8 +166,8 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
     CQ_UNROLL
     for (int k = 0; k < LPT; ++k) {
       const int row = r0 + lr + k * RSTEP;
-      smem[(lr + k * RSTEP) * LD + lc] =
-          row < m && lc < n ? (double)a[(int64_t)row * rs + lc * cs] : 0.0;
+      tile[(lr + k * RSTEP) * LD + lc] =
+          row < m && lc < n ? (TT)a[(int64_t)row * rs + lc * cs] : TT(0);
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (SOLVE) {
@@ -159,22 +175,22 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
         T x[NC];
         CQ_UNROLL
         for (int c = 0; c < NC; ++c)
-          x[c] = T(smem[tid * LD + c]);
+          x[c] = T(tile[tid * LD + c]);
         cq_solve<T, NC>(x, rt);
         CQ_UNROLL
         for (int c = 0; c < NC; ++c)
-          smem[tid * LD + c] = (double)x[c];
+          tile[tid * LD + c] = (TT)x[c];
       }
       threadgroup_barrier(mem_flags::mem_threadgroup);
     }
     if (GRAM && sl < NSL) {
       for (int r = sl; r < TR; r += NSL) {
-        const threadgroup double* row = smem + r * LD;
+        const threadgroup TT* row = tile + r * LD;
         double xi[4], xj[4];
         CQ_UNROLL
         for (int e = 0; e < 4; ++e) {
-          xi[e] = row[4 * bi + e];
-          xj[e] = row[4 * bj + e];
+          xi[e] = (double)row[4 * bi + e];
+          xj[e] = (double)row[4 * bj + e];
         }
         CQ_UNROLL
         for (int u = 0; u < 4; ++u)
@@ -189,7 +205,7 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
         const int row = r0 + lr + k * RSTEP;
         if (row < m && lc < n)
           Q[((int64_t)b * m + row) * n + lc] =
-              T(smem[(lr + k * RSTEP) * LD + lc]);
+              T(tile[(lr + k * RSTEP) * LD + lc]);
       }
     }
   }
@@ -219,8 +235,8 @@ inline const device T* cq_factor(const device T* Rt, uint b, int k) {
 // Pass 1's Gram partials, of A itself, for every threadgroup: Part is
 // batch x P x E (E = NBLK * 16), P = the threadgroups per matrix (grid.x
 // = 256 P), matrices along grid.y from g0. Template: T, NC (16, 32, 64).
-threadgroup double smem[cq_tile_rows<NC>() * (NC + 1)];
-cq_pass<T, NC, false, true, false>(
+threadgroup double smem[cq_smem_doubles<NC, double>()];
+cq_pass<T, double, NC, false, true, false>(
     A, A_shape, A_strides, A_ndim, (const device T*)nullptr, Part,
     (device T*)nullptr, (uint)g0 + threadgroup_position_in_grid.y,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,
@@ -230,9 +246,9 @@ cq_pass<T, NC, false, true, false>(
 // Pass 2's rows: Q = X_1 = A R_1^-1 (factor 0 of Rt, batch x 3 x NC x NC,
 // see cq_solve), written, and the Gram partials of X_1 into Part (the
 // layout of cq_gram). Template: T, NC.
-threadgroup double smem[cq_tile_rows<NC>() * (NC + 1)];
+threadgroup double smem[cq_smem_doubles<NC, T>()];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
-cq_pass<T, NC, true, true, true>(
+cq_pass<T, T, NC, true, true, true>(
     A, A_shape, A_strides, A_ndim, cq_factor<T, NC>(Rt, b, 0), Part, Q, b,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,
     (int)thread_index_in_threadgroup, smem);
@@ -241,9 +257,9 @@ cq_pass<T, NC, true, true, true>(
 // Pass 3's rows: Q = X_2 = X_1 R_2^-1 in place (factor 1 of Rt; Qin is Q,
 // bound for its shape), and the Gram partials of X_2 into Part.
 // Template: T, NC.
-threadgroup double smem[cq_tile_rows<NC>() * (NC + 1)];
+threadgroup double smem[cq_smem_doubles<NC, T>()];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
-cq_pass<T, NC, true, true, true>(
+cq_pass<T, T, NC, true, true, true>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
     cq_factor<T, NC>(Rt, b, 1), Part, Q, b, threadgroup_position_in_grid.x,
     threadgroups_per_grid.x, (int)thread_index_in_threadgroup, smem);
@@ -251,9 +267,9 @@ cq_pass<T, NC, true, true, true>(
 //@kernel cq_last
 // The result: Q = X_3 = X_2 R_3^-1 in place (factor 2 of Rt; Qin is Q,
 // bound for its shape). Template: T, NC.
-threadgroup double smem[cq_tile_rows<NC>() * (NC + 1)];
+threadgroup double smem[cq_smem_doubles<NC, T>()];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
-cq_pass<T, NC, true, false, true>(
+cq_pass<T, T, NC, true, false, true>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
     cq_factor<T, NC>(Rt, b, 2), (device double*)nullptr, Q, b,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,

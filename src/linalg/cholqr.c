@@ -76,8 +76,12 @@
 /* The column capacity class of n columns. */
 static int cq_nc(int64_t n) { return n <= 16 ? 16 : (n <= 32 ? 32 : 64); }
 
-/* Rows per tile (cq_tile_rows in kernels/cholqr.metal). */
-static int64_t cq_tile_rows(int nc) {
+/* Rows per tile of a tile held in dtype tt (cq_tile_rows in
+ * kernels/cholqr.metal): cq_gram's tile is float64, the row passes' tile
+ * is the input's dtype. */
+static int64_t cq_tile_rows(int nc, kiln_dtype tt) {
+  if (tt == KILN_FLOAT32)
+    return nc <= 32 ? 256 : 128;
   return nc <= 16 ? 256 : (nc <= 32 ? 128 : 64);
 }
 
@@ -122,14 +126,20 @@ static kiln_array *cq_rows(const cq_job *j) {
  * product (two, used in turn), the shift's constant. */
 static kiln_status cq_job_init(cq_job *j) {
   int64_t e = cq_entries(j->nc), nc = j->nc;
-  int64_t tiles = (j->m + cq_tile_rows(j->nc) - 1) / cq_tile_rows(j->nc);
+  /* cq_gram's float64 tiles are the smaller, so the more numerous: a
+   * row pass with fewer tiles than groups leaves the extra groups empty
+   * (zero partials) */
+  int64_t tr = cq_tile_rows(j->nc, KILN_FLOAT64);
+  int64_t tiles = (j->m + tr - 1) / tr;
+  int64_t trq = cq_tile_rows(j->nc, j->dt);
+  int64_t tiles_q = (j->m + trq - 1) / trq;
   int64_t units = j->s->device->info.compute_units;
   units *= j->nc == 64 ? CQ_GROUPS_PER_UNIT_64 : CQ_GROUPS_PER_UNIT;
   if (units < 1)
     units = 1;
   int64_t want = (units + j->batch - 1) / j->batch;
   j->p_gram = tiles < want ? tiles : want;
-  j->p_q = tiles < CQ_Q_GROUPS ? tiles : CQ_Q_GROUPS;
+  j->p_q = tiles_q < CQ_Q_GROUPS ? tiles_q : CQ_Q_GROUPS;
   kiln_device *dev = j->s->device;
   int64_t sp[3] = {j->batch, j->p_gram, e}, sg[2] = {j->batch, e};
   int64_t srt[4] = {j->batch, 3, nc, nc}, sr[3] = {j->batch, nc, nc};
