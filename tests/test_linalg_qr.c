@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
 #include "linalg/cholqr.h"
 #include "linalg/linalg.h"
 #include "linalg_check.h"
@@ -34,12 +33,6 @@
 
 static const kiln_dtype qt_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
 
-static double *qt_alloc(int64_t n) {
-  double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-  CHECK(p != NULL, "out of host memory");
-  return p;
-}
-
 static int64_t qt_max(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t qt_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -49,67 +42,6 @@ static int64_t qt_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static void qt_random(int64_t m, int64_t n, double *a) {
   for (int64_t i = 0; i < m * n; i++)
     a[i] = kt_uniform(-1, 1);
-}
-
-/* X (rows x cols, row-major) = X H on the right (right = true) or H X,
- * H = I - 2 v v^T / v^T v, for a random v of the matching length. */
-static void qt_reflect(double *x, int64_t rows, int64_t cols, bool right) {
-  int64_t len = right ? cols : rows;
-  double *v = qt_alloc(len), vv = 0;
-  for (int64_t i = 0; i < len; i++) {
-    v[i] = kt_uniform(-1, 1);
-    vv += v[i] * v[i];
-  }
-  if (right) {
-    for (int64_t i = 0; i < rows; i++) {
-      double d = 0;
-      for (int64_t k = 0; k < cols; k++)
-        d += x[i * cols + k] * v[k];
-      for (int64_t k = 0; k < cols; k++)
-        x[i * cols + k] -= 2.0 * d * v[k] / vv;
-    }
-  } else {
-    for (int64_t j = 0; j < cols; j++) {
-      double d = 0;
-      for (int64_t k = 0; k < rows; k++)
-        d += v[k] * x[k * cols + j];
-      for (int64_t k = 0; k < rows; k++)
-        x[k * cols + j] -= 2.0 * d * v[k] / vv;
-    }
-  }
-  free(v);
-}
-
-/* a (m x n) = U diag(s) V^T: U's columns the first k = min(m, n) columns
- * of a product of reflectors, V likewise, s from 1 to 1/cond log-evenly. */
-static void qt_ill(int64_t m, int64_t n, double cond, double *a) {
-  int64_t k = qt_min(m, n);
-  double *b = qt_alloc(m * n);
-  for (int64_t i = 0; i < k; i++) /* diag(s), m x n */
-    b[i * n + i] = k > 1 ? pow(cond, -(double)i / (double)(k - 1)) : 1.0;
-  for (int r = 0; r < 3; r++) {
-    qt_reflect(b, m, n, false);
-    qt_reflect(b, m, n, true);
-  }
-  memcpy(a, b, (size_t)(m * n) * sizeof *a);
-  free(b);
-}
-
-/* The values rounded to `dt`, as kiln will see them, and a device array. */
-static kiln_array *qt_array(kiln_dtype dt, int ndim, const int64_t *shape,
-                            double *v) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; d++)
-    count *= shape[d];
-  unsigned char *buf = malloc((size_t)(count > 0 ? count : 1) * 8);
-  CHECK(buf != NULL, "out of host memory");
-  for (int64_t i = 0; i < count; i++) {
-    kt_set(dt, buf, (size_t)i, v[i]);
-    v[i] = kt_get(dt, buf, (size_t)i);
-  }
-  kiln_array *a = kt_array(dt, ndim, shape, buf);
-  free(buf);
-  return a;
 }
 
 /* Fills the device's allocator cache with NaN blocks of `count` elements
@@ -135,7 +67,7 @@ static void qt_poison(kiln_dtype dt, int64_t count1, int64_t count2) {
  * vectors), rows made non-negative on the diagonal: k x n into r.
  */
 static void qt_ref_r(int64_t m, int64_t n, const double *a, double *r) {
-  double *w = qt_alloc(m * n), *v = qt_alloc(m);
+  double *w = kt_la_alloc(m * n), *v = kt_la_alloc(m);
   memcpy(w, a, (size_t)(m * n) * sizeof *w);
   int64_t k = qt_min(m, n);
   for (int64_t j = 0; j < k; j++) {
@@ -230,7 +162,7 @@ static void qt_check_one(const qt_case *c, int64_t entry, const double *a,
   }
   if (!c->compare_r || k == 0)
     return;
-  double *ref = qt_alloc(k * n), diff = 0;
+  double *ref = kt_la_alloc(k * n), diff = 0;
   qt_ref_r(m, n, a, ref);
   for (int64_t i = 0; i < k * n; i++)
     diff += (r[i] - ref[i]) * (r[i] - ref[i]);
@@ -309,11 +241,11 @@ static const char *qt_mode_name(kiln_qr_mode mode) {
  * in `modes` (bit i: mode i), through `path`. */
 static void qt_random_case(kiln_dtype dt, int64_t batch, int64_t m,
                            int64_t n, unsigned modes, int path) {
-  double *a = qt_alloc(batch * m * n);
+  double *a = kt_la_alloc(batch * m * n);
   qt_random(batch * m, n, a);
   int64_t shape[3] = {batch, m, n};
   int ndim = batch == 1 ? 2 : 3;
-  kiln_array *arr = qt_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
   for (int mode = 0; mode < 3; mode++) {
     if (!(modes >> mode & 1u))
       continue;
@@ -355,9 +287,9 @@ void test_linalg_qr_batched(void) {
   }
   /* two batch dimensions */
   int64_t shape[4] = {2, 3, 9, 6};
-  double *a = qt_alloc(6 * 54);
+  double *a = kt_la_alloc(6 * 54);
   qt_random(6 * 9, 6, a);
-  kiln_array *arr = qt_array(KILN_FLOAT64, 4, shape, a);
+  kiln_array *arr = kt_la_array(KILN_FLOAT64, 4, shape, a);
   for (int mode = 0; mode < 3; mode++) {
     qt_case c = {"float64 2 x 3 x 9 x 6", KILN_FLOAT64, (kiln_qr_mode)mode,
                  9, 6, true};
@@ -446,11 +378,11 @@ void test_linalg_qr_strided(void) {
       /* base: (2 batch) x m x 2n; the matrices sit in even entries and
        * even columns, garbage elsewhere. */
       int64_t bcount = 2 * batch * m * 2 * n;
-      double *base = qt_alloc(bcount), *a = qt_alloc(batch * m * n);
+      double *base = kt_la_alloc(bcount), *a = kt_la_alloc(batch * m * n);
       for (int64_t i = 0; i < bcount; i++)
         base[i] = kt_uniform(-50, 50);
       int64_t bshape[3] = {2 * batch, m, 2 * n};
-      kiln_array *owner = qt_array(dt, 3, bshape, base);
+      kiln_array *owner = kt_la_array(dt, 3, bshape, base);
       for (int64_t b = 0; b < batch; b++)
         for (int64_t i = 0; i < m; i++)
           for (int64_t j = 0; j < n; j++)
@@ -470,10 +402,10 @@ void test_linalg_qr_strided(void) {
       kiln_array_destroy(v);
       kiln_array_destroy(owner);
       /* a transposed view: A = B^T for a contiguous n x m matrix B */
-      double *bt = qt_alloc(m * n), *at = qt_alloc(m * n);
+      double *bt = kt_la_alloc(m * n), *at = kt_la_alloc(m * n);
       qt_random(n, m, bt);
       int64_t tshape[2] = {n, m};
-      kiln_array *bo = qt_array(dt, 2, tshape, bt);
+      kiln_array *bo = kt_la_array(dt, 2, tshape, bt);
       for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++)
           at[i * n + j] = bt[j * m + i];
@@ -502,10 +434,10 @@ void test_linalg_qr_ill_conditioned(void) {
     for (int s = 0; s < 4; s++) {
       kiln_dtype dt = qt_dtypes[d];
       int64_t m = shapes[s][0], n = shapes[s][1];
-      double *a = qt_alloc(m * n);
-      qt_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      double *a = kt_la_alloc(m * n);
+      kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
       int64_t shape[2] = {m, n};
-      kiln_array *arr = qt_array(dt, 2, shape, a);
+      kiln_array *arr = kt_la_array(dt, 2, shape, a);
       char what[96];
       snprintf(what, sizeof what, "%s ill-conditioned %lld x %lld",
                kiln_dtype_name(dt), (long long)m, (long long)n);
@@ -611,10 +543,10 @@ void test_linalg_qr_tsqr_panel(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = qt_dtypes[d];
     int64_t M = 1500, N = 50, r0 = 100, c0 = 10, m = M - r0, n = 32;
-    double *base = qt_alloc(M * N), *a = qt_alloc(m * n);
+    double *base = kt_la_alloc(M * N), *a = kt_la_alloc(m * n);
     qt_random(M, N, base);
     int64_t bshape[2] = {M, N};
-    kiln_array *owner = qt_array(dt, 2, bshape, base);
+    kiln_array *owner = kt_la_array(dt, 2, bshape, base);
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = 0; j < n; j++)
         a[i * n + j] = base[(r0 + i) * N + c0 + j];
@@ -653,14 +585,6 @@ void test_linalg_qr_tsqr_panel(void) {
 }
 
 /* ---- every kernel the driver launches, compiled for a CUDA target ------- */
-
-static void qt_targ(kiln_template_arg *t, const char *name,
-                    kiln_template_kind kind, int64_t v, kiln_dtype d) {
-  t->name = name;
-  t->kind = kind;
-  t->dtype = d;
-  t->value = v;
-}
 
 /* Compiles kernel `name` of kernels/qr.metal for `target` with the given
  * inputs (A of rank `rank`, then scalars) and outputs, and checks that
@@ -723,12 +647,12 @@ static void qt_compile_house(kiln_dtype dt, int mmax, int nc, int segs,
                              bool blocked, bool complete, int rank,
                              const char *target) {
   kiln_template_arg t[6];
-  qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
-  qt_targ(&t[1], "MMAX", KILN_TEMPLATE_INT, mmax, KILN_INT32);
-  qt_targ(&t[2], "NC", KILN_TEMPLATE_INT, nc, KILN_INT32);
-  qt_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, segs, KILN_INT32);
-  qt_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, blocked, KILN_INT32);
-  qt_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, complete, KILN_INT32);
+  kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+  kt_la_targ(&t[1], "MMAX", KILN_TEMPLATE_INT, mmax, KILN_INT32);
+  kt_la_targ(&t[2], "NC", KILN_TEMPLATE_INT, nc, KILN_INT32);
+  kt_la_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, segs, KILN_INT32);
+  kt_la_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, blocked, KILN_INT32);
+  kt_la_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, complete, KILN_INT32);
   printf("MMAX %d NC %d SEGS %d BLOCKED %d COMPLETE %d\n", mmax, nc, segs,
          blocked, complete);
   qt_compile("qr_small", "A,g0", "Q,R", dt, rank, 2, 2, t, 6, nc * segs,
@@ -762,14 +686,14 @@ void test_linalg_qr_nvrtc(void) {
     }
     for (int c = 0; c < (dt == KILN_FLOAT64 ? 2 : 3); c++) {
       kiln_template_arg t[3];
-      qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
-      qt_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
-      qt_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
+      kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+      kt_la_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
+      kt_la_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
       qt_compile("qr_apply", "Xin,S,g0", "X", dt, 3, 3, 1, t, 3, 128,
                  target);
     }
     kiln_template_arg t[1];
-    qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+    kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
     for (int rank = 2; rank <= 3; rank++)
       qt_compile("qr_eye", "Qin,g0", "Q", dt, rank, 2, 1, t, 1, 256, target);
   }
@@ -832,11 +756,11 @@ static void qt_cholqr_direct(const qt_case *c, kiln_array *arr,
  * kiln_qr_ex path 4, in the modes of `modes`. */
 static void qt_cholqr_case(kiln_dtype dt, int64_t batch, int64_t m,
                            int64_t n, unsigned modes) {
-  double *a = qt_alloc(batch * m * n);
+  double *a = kt_la_alloc(batch * m * n);
   qt_random(batch * m, n, a);
   int64_t shape[3] = {batch, m, n};
   int ndim = batch == 1 ? 2 : 3;
-  kiln_array *arr = qt_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
   for (int mode = 0; mode < 3; mode++) {
     if (!(modes >> mode & 1u))
       continue;
@@ -867,9 +791,9 @@ void test_linalg_qr_cholqr(void) {
   }
   /* two batch dimensions, auto (m >= 4n, m > 128 picks path 4) */
   int64_t shape[4] = {2, 3, 260, 12};
-  double *a = qt_alloc(6 * 260 * 12);
+  double *a = kt_la_alloc(6 * 260 * 12);
   qt_random(6 * 260, 12, a);
-  kiln_array *arr = qt_array(KILN_FLOAT32, 4, shape, a);
+  kiln_array *arr = kt_la_array(KILN_FLOAT32, 4, shape, a);
   qt_case c = {"float32 2 x 3 x 260 x 12 auto", KILN_FLOAT32,
                KILN_QR_REDUCED, 260, 12, true};
   qt_factor_check(&c, arr, a, 6, 0);
@@ -886,10 +810,10 @@ void test_linalg_qr_cholqr_ill_conditioned(void) {
     for (int s = 0; s < 3; s++) {
       kiln_dtype dt = qt_dtypes[d];
       int64_t m = shapes[s][0], n = shapes[s][1];
-      double *a = qt_alloc(m * n);
+      double *a = kt_la_alloc(m * n);
       kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
       int64_t shape[2] = {m, n};
-      kiln_array *arr = qt_array(dt, 2, shape, a);
+      kiln_array *arr = kt_la_array(dt, 2, shape, a);
       char what[96];
       snprintf(what, sizeof what, "%s ill-conditioned %lld x %lld "
                "CholeskyQR", kiln_dtype_name(dt), (long long)m,
@@ -912,11 +836,11 @@ void test_linalg_qr_cholqr_fallback(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = qt_dtypes[d];
     int64_t m = 900, n = 20, batch = 3;
-    double *a = qt_alloc(batch * m * n);
+    double *a = kt_la_alloc(batch * m * n);
     for (int kind = 0; kind < 3; kind++) {
       qt_random(batch * m, n, a);
       double *mid = a + m * n; /* matrix 1 */
-      double *u = qt_alloc(m), *v = qt_alloc(n);
+      double *u = kt_la_alloc(m), *v = kt_la_alloc(n);
       qt_random(m, 1, u);
       qt_random(n, 1, v);
       for (int64_t i = 0; i < m; i++)
@@ -933,7 +857,7 @@ void test_linalg_qr_cholqr_fallback(void) {
       static const char *const kinds[3] = {"a zero column", "rank 1",
                                            "zero"};
       int64_t shape[3] = {batch, m, n};
-      kiln_array *arr = qt_array(dt, 3, shape, a);
+      kiln_array *arr = kt_la_array(dt, 3, shape, a);
       char what[96];
       snprintf(what, sizeof what, "%s batch with %s", kiln_dtype_name(dt),
                kinds[kind]);
@@ -949,9 +873,9 @@ void test_linalg_qr_cholqr_fallback(void) {
       kiln_array_destroy(arr);
       /* the deficient matrix alone, 2-D, with a long TSQR (3 levels) */
       int64_t ml = 3000;
-      double *al = qt_alloc(ml * n);
+      double *al = kt_la_alloc(ml * n);
       qt_random(ml, n, al);
-      double *ul = qt_alloc(ml);
+      double *ul = kt_la_alloc(ml);
       qt_random(ml, 1, ul);
       for (int64_t i = 0; i < ml; i++)
         for (int64_t j = 0; j < n; j++) {
@@ -964,7 +888,7 @@ void test_linalg_qr_cholqr_fallback(void) {
         }
       free(ul);
       int64_t s2[2] = {ml, n};
-      kiln_array *a2 = qt_array(dt, 2, s2, al);
+      kiln_array *a2 = kt_la_array(dt, 2, s2, al);
       qt_case c2 = {what, dt, KILN_QR_REDUCED, ml, n, false};
       qt_factor_check(&c2, a2, al, 1, 4);
       kiln_array_destroy(a2);
@@ -981,11 +905,11 @@ void test_linalg_qr_cholqr_strided(void) {
     kiln_dtype dt = qt_dtypes[d];
     int64_t m = 700, n = 17, batch = 2;
     int64_t bcount = 2 * batch * m * 2 * n;
-    double *base = qt_alloc(bcount), *a = qt_alloc(batch * m * n);
+    double *base = kt_la_alloc(bcount), *a = kt_la_alloc(batch * m * n);
     for (int64_t i = 0; i < bcount; i++)
       base[i] = kt_uniform(-50, 50);
     int64_t bshape[3] = {2 * batch, m, 2 * n};
-    kiln_array *owner = qt_array(dt, 3, bshape, base);
+    kiln_array *owner = kt_la_array(dt, 3, bshape, base);
     for (int64_t b = 0; b < batch; b++)
       for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++)
@@ -1002,10 +926,10 @@ void test_linalg_qr_cholqr_strided(void) {
     }
     kiln_array_destroy(v);
     kiln_array_destroy(owner);
-    double *bt = qt_alloc(m * n), *at = qt_alloc(m * n);
+    double *bt = kt_la_alloc(m * n), *at = kt_la_alloc(m * n);
     qt_random(n, m, bt);
     int64_t tshape[2] = {n, m};
-    kiln_array *bo = qt_array(dt, 2, tshape, bt);
+    kiln_array *bo = kt_la_array(dt, 2, tshape, bt);
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = 0; j < n; j++)
         at[i * n + j] = bt[j * m + i];
@@ -1142,12 +1066,12 @@ void test_linalg_qr_cholqr_nvrtc(void) {
     for (int rank = 2; rank <= 3; rank++)
       for (int c = 0; c < 2; c++) {
         kiln_template_arg t[6];
-        qt_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
-        qt_targ(&t[1], "MMAX", KILN_TEMPLATE_INT, 256, KILN_INT32);
-        qt_targ(&t[2], "NC", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
-        qt_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, 8, KILN_INT32);
-        qt_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, 1, KILN_INT32);
-        qt_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, 0, KILN_INT32);
+        kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
+        kt_la_targ(&t[1], "MMAX", KILN_TEMPLATE_INT, 256, KILN_INT32);
+        kt_la_targ(&t[2], "NC", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
+        kt_la_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, 8, KILN_INT32);
+        kt_la_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, 1, KILN_INT32);
+        kt_la_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, 0, KILN_INT32);
         kiln_array_spec in[3] = {{dt, rank, {0}}, {KILN_INT32, 0, {0}},
                                  {KILN_INT32, 1, {0}}};
         kiln_output_spec out[2] = {{dt, 3, {1, 1, 1}}, {dt, 3, {1, 1, 1}}};
@@ -1164,8 +1088,8 @@ void test_linalg_qr_cholqr_nvrtc(void) {
                            .targs = t, .num_targs = 6};
         kt_la_compile(&kr, target);
         if (rank == 3) {
-          qt_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
-          qt_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
+          kt_la_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
+          kt_la_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
           kiln_array_spec ain[4] = {{dt, 3, {0}}, {dt, 3, {0}},
                                     {KILN_INT32, 0, {0}},
                                     {KILN_INT32, 1, {0}}};
