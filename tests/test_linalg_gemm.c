@@ -807,13 +807,17 @@ void test_linalg_gemm_paths(void) {
  * sizes modulo 4 pick them), interior tiles with whole and ragged last
  * k-slices, edge tiles in m and n, k below one slice, beta == 0 over NaN
  * and beta != 0, a batch with a broadcast 2-D operand, and views that
- * rule the vector loads out (an unaligned start, a sliced view). */
+ * rule the vector loads out (an unaligned start, a sliced view); the
+ * kernel's unchecked loop (EXACT: m, n multiples of 128, k of 8) in every
+ * operand mode too. */
 void test_linalg_gemm_f32(void) {
   static const int64_t shapes[][3] = {
       {136, 260, 44}, /* m, n, k multiples of 4: vector loads */
       {137, 131, 45}, /* nothing a multiple of 4: scalar loads */
       {128, 132, 9},  /* whole tiles in m, ragged last slice */
       {129, 256, 5},  /* k below one slice */
+      {256, 128, 40}, /* EXACT: whole tiles, whole slices (unchecked loop) */
+      {128, 128, 8},  /* EXACT with a single slice */
   };
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
@@ -845,6 +849,18 @@ void test_linalg_gemm_f32(void) {
   c = lg_poisoned(KILN_FLOAT32, 2, sc, 1.0);
   lg_gemm_check("auto path, unaligned A view, sliced B", false, false, 1.0,
                 &a, &b, 1.0, &c, NULL);
+  lg_free(&a);
+  lg_free(&b);
+  lg_free(&c);
+  /* scalar loads in the unchecked loop: EXACT shapes, the same views */
+  int64_t sa2[2] = {128, 25}, va2[2] = {128, 24}, str2[2] = {25, 1};
+  a = lg_view(lg_random(KILN_FLOAT32, 2, sa2), 2, va2, str2, 1);
+  int64_t sb2[2] = {24, 2 * 128}, vb2[2] = {24, 128}, bstr2[2] = {256, 2};
+  b = lg_view(lg_random(KILN_FLOAT32, 2, sb2), 2, vb2, bstr2, 0);
+  int64_t sc2[2] = {128, 128};
+  c = lg_poisoned(KILN_FLOAT32, 2, sc2, 0.5);
+  lg_gemm_check("gemm_f32 EXACT, unaligned A view, sliced B", false, false,
+                1.0, &a, &b, 0.5, &c, &o);
   lg_free(&a);
   lg_free(&b);
   lg_free(&c);
@@ -1054,14 +1070,14 @@ void test_linalg_gemm_errors(void) {
  * gemm.c enumerates: 4 dtypes x BETA0 scale kernels; SIMT 3 tiles (2 for
  * float64) x BETA0, LA, LB; the first tensor-core kernel 4 (dtype, MMA)
  * families x BETA0 x 4 x 4 operand modes; gemm_f32 BETA0 x 4 x 4 operand
- * modes; gemm_dmma BETA0, KA, KB; gemm_tc2 2 dtypes x BETA0 x 2 x 2
+ * modes x EXACT; gemm_dmma BETA0, KA, KB; gemm_tc2 2 dtypes x BETA0 x 2 x 2
  * vector modes (transposes travel as views, so no kernel has TA/TB
  * variants). */
 #define LG_KERNELS 6
 static const char *const lg_kernel_names[LG_KERNELS] = {
     "gemm_scale", "gemm_simt", "gemm_tc", "gemm_f32", "gemm_dmma",
     "gemm_tc2"};
-static const int lg_kernel_configs[LG_KERNELS] = {8, 88, 128, 32, 8, 16};
+static const int lg_kernel_configs[LG_KERNELS] = {8, 88, 128, 64, 8, 16};
 
 /* The configurations gemm.c enumerates, compiled by a few threads (one
  * NVRTC compile of a GEMM kernel takes a good fraction of a second). A
