@@ -87,9 +87,15 @@ inline T qr_seg_max(T x) {
 
 // The 2-norm of the owners' rows below `j` of their column, without
 // overflow or loss to underflow: the plain sum of squares, and only when
-// that left the safe range (warp-uniform), a second pass scaled by the
-// largest magnitude. js = j - s: row s + SEGS i is below j when
-// SEGS i > js (a compile-time constant against one value).
+// that left the safe range, a second pass scaled by the largest magnitude.
+// js = j - s: row s + SEGS i is below j when SEGS i > js (a compile-time
+// constant against one value).
+//
+// A warp holds 32 / SEGS columns and runs the column sums with full-mask
+// shuffles, which every lane must reach: so the choice of the second pass
+// is made for the whole warp (simd_all), and no lane returns between
+// shuffles. (Deciding per column hung the GPU when one column of a warp
+// underflowed and its neighbours did not: a rank-1 float32 matrix.)
 template <typename T, int SEGS, int RPT>
 inline T qr_col_norm(thread const T* x, int js) {
   T ss = T(0);
@@ -99,7 +105,9 @@ inline T qr_col_norm(thread const T* x, int js) {
       ss = fma(x[i], x[i], ss);
   ss = qr_seg_sum<T, SEGS>(ss);
   const T tiny = numeric_limits<T>::min() / numeric_limits<T>::epsilon();
-  if (ss < numeric_limits<T>::max() && (ss >= tiny || ss == T(0)))
+  const bool plain =
+      ss < numeric_limits<T>::max() && (ss >= tiny || ss == T(0));
+  if (simd_all(plain))
     return sqrt(ss);
   T mx = T(0);
   QR_UNROLL
@@ -107,17 +115,18 @@ inline T qr_col_norm(thread const T* x, int js) {
     if (SEGS * i > js)
       mx = fmax(mx, fabs(x[i]));
   mx = qr_seg_max<T, SEGS>(mx);
-  if (mx == T(0) || isinf(mx))
-    return mx;
-  ss = T(0);
+  const bool degenerate = mx == T(0) || isinf(mx);
+  T ss2 = T(0);
   QR_UNROLL
   for (int i = 0; i < RPT; ++i)
-    if (SEGS * i > js) {
+    if (SEGS * i > js && !degenerate) {
       T y = x[i] / mx;
-      ss = fma(y, y, ss);
+      ss2 = fma(y, y, ss2);
     }
-  ss = qr_seg_sum<T, SEGS>(ss);
-  return mx * sqrt(ss);
+  ss2 = qr_seg_sum<T, SEGS>(ss2);
+  if (plain)
+    return sqrt(ss);
+  return degenerate ? mx : mx * sqrt(ss2);
 }
 
 // x -= tau (v^T x) v over a column (the owners' rows), v the thread's
