@@ -316,9 +316,19 @@ if (fail != 0 && thread_index_in_threadgroup == 0)
 // W, bound for its shape; Dg (...×n) receives the diagonal.
 threadgroup T Pn[2 * (PW + RCH) * 17];
 threadgroup T Pd[16 * 17];
+threadgroup int failed;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
-if (info[b] != 0)
-  return; // an earlier panel of this matrix failed: leave it
+// An earlier panel of this matrix failed: leave it. One thread reads info
+// and the group decides together: the other groups of this launch write
+// info[b] when this panel fails (each factors the same diagonal block), so
+// threads reading it themselves could see different values; warps that
+// returned would then leave the rest of the group to run chol_run with
+// holes in its staged columns, and to store a wrong order into info.
+if (thread_index_in_threadgroup == 0)
+  failed = info[b];
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (failed != 0)
+  return;
 const int n = Win_shape[Win_ndim - 1];
 const int p0 = k0, pw = min(PW, n - p0);
 const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;

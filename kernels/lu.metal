@@ -252,8 +252,9 @@ if (!isfinite(x))
 // transposed (PT[b][c - p0][i] = W[b][i][c], PT ...×NB×m), or with BACK
 // from PT back into W. Win is W (its shape only), nbp PT's NB. Template:
 // T, BACK. 256 threads per threadgroup, a 32 x 32 tile each (grid.x = 256
-// * tiles), batch entries along grid.y from batch0. Both sides are read and written a row of 32 at a time,
-// through threadgroup memory (rows padded to 33 against bank conflicts).
+// * tiles), batch entries along grid.y from batch0. Both sides are read
+// and written a row of 32 at a time, through threadgroup memory (rows
+// padded to 33 against bank conflicts).
 threadgroup T tile[32 * 33];
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;

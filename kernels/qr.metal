@@ -72,6 +72,21 @@ inline T qr_seg_sum(T x) {
   return x;
 }
 
+// Whether `p` holds in every lane of the warp. On CUDA a full-mask vote,
+// like the full-mask shuffles of qr_seg_sum: simd_all votes among the lanes
+// of __activemask(), which only promises the lanes that happen to be
+// converged at that instant. Were some lanes of the warp not yet there,
+// each part would decide on its own, and a part that went on to the
+// second pass would wait in its full-mask shuffles for lanes that had
+// returned: the per-column hang of qr_col_norm again, in another guise.
+// Callers keep whole warps converged (the warp that owns a column takes
+// the branch as a whole), so the full mask is always right.
+#if KILN_BACKEND_CUDA
+#define QR_WARP_ALL(p) (__all_sync(0xffffffffu, (p)) != 0)
+#else
+#define QR_WARP_ALL(p) simd_all(p)
+#endif
+
 template <typename T, int SEGS>
 inline T qr_seg_max(T x) {
   QR_UNROLL
@@ -93,9 +108,10 @@ inline T qr_seg_max(T x) {
 //
 // A warp holds 32 / SEGS columns and runs the column sums with full-mask
 // shuffles, which every lane must reach: so the choice of the second pass
-// is made for the whole warp (simd_all), and no lane returns between
-// shuffles. (Deciding per column hung the GPU when one column of a warp
-// underflowed and its neighbours did not: a rank-1 float32 matrix.)
+// is made for the whole warp (QR_WARP_ALL, a full-mask vote on CUDA), and
+// no lane returns between shuffles. (Deciding per column hung the GPU when
+// one column of a warp underflowed and its neighbours did not: a rank-1
+// float32 matrix.)
 template <typename T, int SEGS, int RPT>
 inline T qr_col_norm(thread const T* x, int js) {
   T ss = T(0);
@@ -107,7 +123,7 @@ inline T qr_col_norm(thread const T* x, int js) {
   const T tiny = numeric_limits<T>::min() / numeric_limits<T>::epsilon();
   const bool plain =
       ss < numeric_limits<T>::max() && (ss >= tiny || ss == T(0));
-  if (simd_all(plain))
+  if (QR_WARP_ALL(plain))
     return sqrt(ss);
   T mx = T(0);
   QR_UNROLL
