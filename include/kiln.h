@@ -653,8 +653,9 @@ KILN_API kiln_status kiln_matmul_ex(kiln_array *a, kiln_array *b,
  * kiln_cholesky_ex: opts->path 0 auto (small up to n = 128, else
  * blocked), 1 small (the whole batch in one launch, a warp or a
  * threadgroup per matrix; n up to 128 in both dtypes), 2 blocked
- * (right-looking, with GEMM updates); opts->stream as for every linalg
- * call.
+ * (right-looking, with GEMM updates), 3 blocked with the lower-triangle
+ * updates split down to small squares (the shape path 2 takes only for
+ * large n, for tests); opts->stream as for every linalg call.
  */
 KILN_API kiln_status kiln_cholesky(kiln_array *a, bool upper,
                                    kiln_array **out);
