@@ -80,6 +80,20 @@ void kt_la_ill(int64_t m, int64_t n, double cond, double *a) {
   free(v);
 }
 
+void kt_la_transposed(kiln_dtype dt, int64_t m, int64_t n, double *a,
+                      kiln_array **base, kiln_array **view) {
+  double *b = kt_la_alloc(n * m); /* the stored n x m matrix */
+  for (int64_t i = 0; i < n * m; i++)
+    b[i] = kt_uniform(-1, 1);
+  int64_t bshape[2] = {n, m}, vshape[2] = {m, n}, vstr[2] = {1, m};
+  *base = kt_la_array(dt, 2, bshape, b);
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++)
+      a[i * n + j] = b[j * m + i];
+  CHECK_OK(kiln_array_view(*base, 2, vshape, vstr, 0, view));
+  free(b);
+}
+
 double kt_la_fro(const double *a, int64_t count) {
   double s = 0;
   for (int64_t i = 0; i < count; i++)

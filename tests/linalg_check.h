@@ -31,6 +31,13 @@ void kt_la_orthogonal(int64_t n, double *q);
  * 2-norm condition number `cond`. */
 void kt_la_ill(int64_t m, int64_t n, double cond, double *a);
 
+/* A random m x n matrix (values in [-1, 1]) held as the transposed view of
+ * a stored n x m array: *view is the m x n view (strides 1, m), *base the
+ * stored array (destroy both), and a (m x n, row-major) receives the
+ * view's values as kiln sees them. */
+void kt_la_transposed(kiln_dtype dt, int64_t m, int64_t n, double *a,
+                      kiln_array **base, kiln_array **view);
+
 /* The Frobenius norm of count values. */
 double kt_la_fro(const double *a, int64_t count);
 

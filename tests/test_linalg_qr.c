@@ -402,23 +402,15 @@ void test_linalg_qr_strided(void) {
       kiln_array_destroy(v);
       kiln_array_destroy(owner);
       /* a transposed view: A = B^T for a contiguous n x m matrix B */
-      double *bt = kt_la_alloc(m * n), *at = kt_la_alloc(m * n);
-      qt_random(n, m, bt);
-      int64_t tshape[2] = {n, m};
-      kiln_array *bo = kt_la_array(dt, 2, tshape, bt);
-      for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++)
-          at[i * n + j] = bt[j * m + i];
-      int64_t ashape[2] = {m, n}, astr[2] = {1, m};
-      kiln_array *t = NULL;
-      CHECK_OK(kiln_array_view(bo, 2, ashape, astr, 0, &t));
+      double *at = kt_la_alloc(m * n);
+      kiln_array *bo = NULL, *t = NULL;
+      kt_la_transposed(dt, m, n, at, &bo, &t);
       snprintf(what, sizeof what, "%s transposed view %lld x %lld",
                kiln_dtype_name(dt), (long long)m, (long long)n);
       qt_case c = {what, dt, KILN_QR_REDUCED, m, n, true};
       qt_factor_check(&c, t, at, 1, 0);
       kiln_array_destroy(t);
       kiln_array_destroy(bo);
-      free(bt);
       free(at);
       free(base);
       free(a);
@@ -926,23 +918,15 @@ void test_linalg_qr_cholqr_strided(void) {
     }
     kiln_array_destroy(v);
     kiln_array_destroy(owner);
-    double *bt = kt_la_alloc(m * n), *at = kt_la_alloc(m * n);
-    qt_random(n, m, bt);
-    int64_t tshape[2] = {n, m};
-    kiln_array *bo = kt_la_array(dt, 2, tshape, bt);
-    for (int64_t i = 0; i < m; i++)
-      for (int64_t j = 0; j < n; j++)
-        at[i * n + j] = bt[j * m + i];
-    int64_t ashape[2] = {m, n}, astr[2] = {1, m};
-    kiln_array *t = NULL;
-    CHECK_OK(kiln_array_view(bo, 2, ashape, astr, 0, &t));
+    double *at = kt_la_alloc(m * n);
+    kiln_array *bo = NULL, *t = NULL;
+    kt_la_transposed(dt, m, n, at, &bo, &t);
     qt_case c = {"transposed view CholeskyQR", dt, KILN_QR_REDUCED, m, n,
                  true};
     qt_cholqr_direct(&c, t, at, 1, NULL);
     qt_factor_check(&c, t, at, 1, 4);
     kiln_array_destroy(t);
     kiln_array_destroy(bo);
-    free(bt);
     free(at);
     free(base);
     free(a);
