@@ -94,6 +94,23 @@ void kt_la_transposed(kiln_dtype dt, int64_t m, int64_t n, double *a,
   free(b);
 }
 
+void kt_la_sliced(kiln_dtype dt, int64_t batch, int64_t m, int64_t n,
+                  int col0, double *a, kiln_array **base, kiln_array **view) {
+  int64_t count = 2 * batch * m * 2 * n;
+  double *b = kt_la_alloc(count);
+  for (int64_t i = 0; i < count; i++)
+    b[i] = kt_uniform(-50, 50);
+  int64_t bshape[3] = {2 * batch, m, 2 * n}, vshape[3] = {batch, m, n};
+  int64_t vstr[3] = {2 * m * 2 * n, 2 * n, 2};
+  *base = kt_la_array(dt, 3, bshape, b);
+  for (int64_t e = 0; e < batch; e++)
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++)
+        a[(e * m + i) * n + j] = b[((2 * e) * m + i) * 2 * n + 2 * j + col0];
+  CHECK_OK(kiln_array_view(*base, 3, vshape, vstr, col0, view));
+  free(b);
+}
+
 double kt_la_fro(const double *a, int64_t count) {
   double s = 0;
   for (int64_t i = 0; i < count; i++)
@@ -152,6 +169,13 @@ void kt_la_compile(const kt_la_kernel *k, const char *target) {
         "%s/%s%s uses %llu bytes of local memory (its per-thread arrays "
         "should stay in registers)", k->family, k->name, cfg,
         (unsigned long long)rep.local_memory);
+}
+
+void kt_la_cli_expect_error(const char *what, const char *od, int want,
+                            const char *mention, const char *mention2,
+                            kt_cli r) {
+  kt_cli_expect_error_line(what, od, want, "kiln linalg: ", mention,
+                           mention2, r);
 }
 
 const char *kt_la_nvrtc_target(void) {

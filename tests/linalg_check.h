@@ -38,6 +38,15 @@ void kt_la_ill(int64_t m, int64_t n, double cond, double *a);
 void kt_la_transposed(kiln_dtype dt, int64_t m, int64_t n, double *a,
                       kiln_array **base, kiln_array **view);
 
+/* A strided batch of `batch` random m x n matrices read in place: every
+ * other column (from column `col0`, 0 or 1) of every other matrix of a
+ * stored (2 batch) x m x 2n array whose other elements are garbage. *view
+ * is the batch x m x n view, *base the stored array (destroy both), and
+ * a (batch x m x n, row-major) receives the view's values as kiln sees
+ * them. */
+void kt_la_sliced(kiln_dtype dt, int64_t batch, int64_t m, int64_t n,
+                  int col0, double *a, kiln_array **base, kiln_array **view);
+
 /* The Frobenius norm of count values. */
 double kt_la_fro(const double *a, int64_t count);
 
@@ -60,6 +69,13 @@ typedef struct kt_la_kernel {
  * than 48 KiB of threadgroup memory. With KILN_TEST_REPORT set, prints its
  * resources. */
 void kt_la_compile(const kt_la_kernel *k, const char *target);
+
+/* A `kiln linalg` error: exit status `want` (any failure for 0), one line
+ * on stderr starting "kiln linalg: ", mentioning `mention` (and
+ * `mention2` unless NULL), nothing written to `od`. */
+void kt_la_cli_expect_error(const char *what, const char *od, int want,
+                            const char *mention, const char *mention2,
+                            kt_cli r);
 
 /* The NVRTC target of the *_nvrtc tests (KILN_TEST_NVRTC_TARGET); skips
  * the test when it is not set. */

@@ -635,15 +635,6 @@ void test_linalg_cli_cholesky_numpy(void) {
   free(dir);
 }
 
-/* An error: exit status `want`, one line on stderr starting "kiln
- * linalg: ", mentioning `mention` (and `mention2`), nothing written. */
-static void ch_cli_expect_error(const char *what, const char *od, int want,
-                                const char *mention, const char *mention2,
-                                kt_cli r) {
-  kt_cli_expect_error_line(what, od, want, "kiln linalg: ", mention,
-                           mention2, r);
-}
-
 /* Not positive definite: exit 1 with kiln's message naming the batch
  * entry and the minor, nothing written. Bad inputs exit 1, bad usage 2. */
 void test_linalg_cli_cholesky_errors(void) {
@@ -662,13 +653,13 @@ void test_linalg_cli_cholesky_errors(void) {
   ch_cli_input(dir, "bad.npy", KILN_FLOAT32, 4, sb, a, 6 * 64, pb,
                sizeof pb);
   for (int upper = 0; upper < 2; upper++)
-    ch_cli_expect_error(upper ? "not PD, --upper" : "not PD", od, 1,
+    kt_la_cli_expect_error(upper ? "not PD, --upper" : "not PD", od, 1,
                         "leading minor of order 3 of matrix 4 ",
                         "not positive definite",
                         kt_kiln("linalg", "cholesky", pb, "--out-dir", od,
                                 "--device", dev, upper ? "--upper" : NULL,
                                 NULL));
-  ch_cli_expect_error("not PD, --dtype float64", od, 1,
+  kt_la_cli_expect_error("not PD, --dtype float64", od, 1,
                       "leading minor of order 3 of matrix 4 ", NULL,
                       kt_kiln("linalg", "cholesky", pb, "--dtype",
                               "float64", "--out-dir", od, "--device", dev,
@@ -678,7 +669,7 @@ void test_linalg_cli_cholesky_errors(void) {
   m[0] = -1;
   int64_t s2[2] = {8, 8};
   ch_cli_input(dir, "m.npy", KILN_FLOAT64, 2, s2, m, 64, pm, sizeof pm);
-  ch_cli_expect_error("not PD, plain matrix", od, 1,
+  kt_la_cli_expect_error("not PD, plain matrix", od, 1,
                       "leading minor of order 1 of A ",
                       "not positive definite",
                       kt_kiln("linalg", "cholesky", pm, "--out-dir", od,
@@ -690,45 +681,45 @@ void test_linalg_cli_cholesky_errors(void) {
   ch_cli_input(dir, "r.npy", KILN_FLOAT32, 2, s34, r12, 12, pr, sizeof pr);
   ch_cli_input(dir, "v.npy", KILN_FLOAT32, 1, s4, v4, 4, pv, sizeof pv);
   ch_cli_input(dir, "h.npy", KILN_FLOAT16, 2, s33, h9, 9, ph, sizeof ph);
-  ch_cli_expect_error("non-square", od, 1, "square", "3x4",
+  kt_la_cli_expect_error("non-square", od, 1, "square", "3x4",
                       kt_kiln("linalg", "cholesky", pr, "--out-dir", od,
                               NULL));
-  ch_cli_expect_error("1-D input", od, 1, "dimensions", NULL,
+  kt_la_cli_expect_error("1-D input", od, 1, "dimensions", NULL,
                       kt_kiln("linalg", "cholesky", pv, "--out-dir", od,
                               NULL));
-  ch_cli_expect_error("float16 without --dtype", od, 1, "float16",
+  kt_la_cli_expect_error("float16 without --dtype", od, 1, "float16",
                       "--dtype",
                       kt_kiln("linalg", "cholesky", ph, "--out-dir", od,
                               NULL));
-  ch_cli_expect_error("missing input file", od, 1, "nope.npy", NULL,
+  kt_la_cli_expect_error("missing input file", od, 1, "nope.npy", NULL,
                       kt_kiln("linalg", "cholesky", "/nonexistent/nope.npy",
                               "--out-dir", od, NULL));
   /* usage errors: exit 2 */
   const char *pa = pm;
-  ch_cli_expect_error("no input", od, 2, "one input", NULL,
+  kt_la_cli_expect_error("no input", od, 2, "one input", NULL,
                       kt_kiln("linalg", "cholesky", "--out-dir", od, NULL));
-  ch_cli_expect_error("two inputs", od, 2, "one input", NULL,
+  kt_la_cli_expect_error("two inputs", od, 2, "one input", NULL,
                       kt_kiln("linalg", "cholesky", pa, pa, "--out-dir", od,
                               NULL));
-  ch_cli_expect_error("--trans-a", od, 2, "--trans-a", NULL,
+  kt_la_cli_expect_error("--trans-a", od, 2, "--trans-a", NULL,
                       kt_kiln("linalg", "cholesky", pa, "--trans-a",
                               "--out-dir", od, NULL));
-  ch_cli_expect_error("--alpha", od, 2, "--alpha", NULL,
+  kt_la_cli_expect_error("--alpha", od, 2, "--alpha", NULL,
                       kt_kiln("linalg", "cholesky", pa, "--alpha", "2",
                               "--out-dir", od, NULL));
-  ch_cli_expect_error("--upper=yes", od, 2, "--upper", NULL,
+  kt_la_cli_expect_error("--upper=yes", od, 2, "--upper", NULL,
                       kt_kiln("linalg", "cholesky", pa, "--upper=yes",
                               "--out-dir", od, NULL));
-  ch_cli_expect_error("--lower", od, 2, "--lower", NULL,
+  kt_la_cli_expect_error("--lower", od, 2, "--lower", NULL,
                       kt_kiln("linalg", "cholesky", pa, "--lower",
                               "--out-dir", od, NULL));
-  ch_cli_expect_error("--dtype float16", od, 2, "--dtype", NULL,
+  kt_la_cli_expect_error("--dtype float16", od, 2, "--dtype", NULL,
                       kt_kiln("linalg", "cholesky", pa, "--dtype",
                               "float16", "--out-dir", od, NULL));
-  ch_cli_expect_error("bad device", od, 2, "--device", NULL,
+  kt_la_cli_expect_error("bad device", od, 2, "--device", NULL,
                       kt_kiln("linalg", "cholesky", pa, "--device", "tpu",
                               "--out-dir", od, NULL));
-  ch_cli_expect_error("--upper for gemm", od, 2, "--upper", NULL,
+  kt_la_cli_expect_error("--upper for gemm", od, 2, "--upper", NULL,
                       kt_kiln("linalg", "gemm", pa, pa, "--upper",
                               "--out-dir", od, NULL));
   /* `kiln help linalg` describes cholesky as available */

@@ -684,13 +684,6 @@ void test_linalg_cli_numpy(void) {
 
 /* ---- errors -------------------------------------------------------------- */
 
-static void lc_expect_error(const char *what, const char *od, int want,
-                            const char *mention, const char *mention2,
-                            kt_cli r) {
-  kt_cli_expect_error_line(what, od, want, "kiln linalg: ", mention,
-                           mention2, r);
-}
-
 /* Usage errors (exit 2), unsuitable inputs and failing operations (exit
  * 1): one line on stderr, nothing written. */
 void test_linalg_cli_op_errors(void) {
@@ -734,100 +727,100 @@ void test_linalg_cli_op_errors(void) {
   /* wrong input counts: usage errors naming the inputs */
   static const char *const one[] = {"qr", "lu", "inv", "det"};
   for (size_t i = 0; i < sizeof one / sizeof one[0]; i++) {
-    lc_expect_error(one[i], od, 2, "takes one input, A.npy", "2 were given",
+    kt_la_cli_expect_error(one[i], od, 2, "takes one input, A.npy", "2 were given",
                     kt_kiln("linalg", one[i], pa, pa, "--out-dir", od,
                             NULL));
-    lc_expect_error(one[i], od, 2, "takes one input", "0 were given",
+    kt_la_cli_expect_error(one[i], od, 2, "takes one input", "0 were given",
                     kt_kiln("linalg", one[i], "--out-dir", od, NULL));
   }
   static const char *const two[] = {"solve", "solve-triangular"};
   for (size_t i = 0; i < 2; i++)
-    lc_expect_error(two[i], od, 2, "takes two inputs, A.npy and B.npy",
+    kt_la_cli_expect_error(two[i], od, 2, "takes two inputs, A.npy and B.npy",
                     "1 was given",
                     kt_kiln("linalg", two[i], pa, "--out-dir", od, NULL));
   /* options of other operations and unknown ones */
-  lc_expect_error("--upper for qr", od, 2,
+  kt_la_cli_expect_error("--upper for qr", od, 2,
                   "--upper is an option of cholesky and solve-triangular",
                   "qr does not take it",
                   kt_kiln("linalg", "qr", pa, "--upper", "--out-dir", od,
                           NULL));
-  lc_expect_error("--mode for lu", od, 2, "--mode is an option of qr",
+  kt_la_cli_expect_error("--mode for lu", od, 2, "--mode is an option of qr",
                   "lu does not take it",
                   kt_kiln("linalg", "lu", pa, "--mode", "r", "--out-dir", od,
                           NULL));
-  lc_expect_error("--unit-diagonal for cholesky", od, 2,
+  kt_la_cli_expect_error("--unit-diagonal for cholesky", od, 2,
                   "--unit-diagonal is an option of solve-triangular",
                   "cholesky",
                   kt_kiln("linalg", "cholesky", pa, "--unit-diagonal",
                           "--out-dir", od, NULL));
-  lc_expect_error("--alpha for solve", od, 2, "--alpha is an option of gemm",
+  kt_la_cli_expect_error("--alpha for solve", od, 2, "--alpha is an option of gemm",
                   NULL,
                   kt_kiln("linalg", "solve", pa, pb, "--alpha", "2",
                           "--out-dir", od, NULL));
-  lc_expect_error("--upper for det", od, 2, "--upper", "det",
+  kt_la_cli_expect_error("--upper for det", od, 2, "--upper", "det",
                   kt_kiln("linalg", "det", pa, "--upper", "--out-dir", od,
                           NULL));
-  lc_expect_error("unknown --lower", od, 2, "unknown option '--lower'", NULL,
+  kt_la_cli_expect_error("unknown --lower", od, 2, "unknown option '--lower'", NULL,
                   kt_kiln("linalg", "solve-triangular", pa, pb, "--lower",
                           "--out-dir", od, NULL));
-  lc_expect_error("a typo of --unit-diagonal", od, 2,
+  kt_la_cli_expect_error("a typo of --unit-diagonal", od, 2,
                   "did you mean '--unit-diagonal'", NULL,
                   kt_kiln("linalg", "solve-triangular", pa, pb,
                           "--unit-diagonl", "--out-dir", od, NULL));
-  lc_expect_error("--mode full", od, 2, "--mode 'full'",
+  kt_la_cli_expect_error("--mode full", od, 2, "--mode 'full'",
                   "reduced, complete or r",
                   kt_kiln("linalg", "qr", pa, "--mode", "full", "--out-dir",
                           od, NULL));
-  lc_expect_error("--mode twice", od, 2, "--mode is given twice", NULL,
+  kt_la_cli_expect_error("--mode twice", od, 2, "--mode is given twice", NULL,
                   kt_kiln("linalg", "qr", pa, "--mode", "r", "--mode=r",
                           "--out-dir", od, NULL));
-  lc_expect_error("--mode without a value", od, 2, "--mode needs a value",
+  kt_la_cli_expect_error("--mode without a value", od, 2, "--mode needs a value",
                   NULL,
                   kt_kiln("linalg", "qr", pa, "--out-dir", od, "--mode",
                           NULL));
-  lc_expect_error("unknown operation", od, 2, "did you mean 'solve'", NULL,
+  kt_la_cli_expect_error("unknown operation", od, 2, "did you mean 'solve'", NULL,
                   kt_kiln("linalg", "slove", pa, pb, "--out-dir", od, NULL));
   /* inputs that do not fit: exit 1 */
-  lc_expect_error("solve, B rows", od, 1, "has 3 rows but A", "4x4",
+  kt_la_cli_expect_error("solve, B rows", od, 1, "has 3 rows but A", "4x4",
                   kt_kiln("linalg", "solve", pa, pr, "--out-dir", od,
                           "--device", dev, NULL));
-  lc_expect_error("solve-triangular, B rows", od, 1, "has 3 rows", NULL,
+  kt_la_cli_expect_error("solve-triangular, B rows", od, 1, "has 3 rows", NULL,
                   kt_kiln("linalg", "solve-triangular", pa, pr, "--out-dir",
                           od, NULL));
-  lc_expect_error("solve, batch dimensions", od, 1, "batch dimensions",
+  kt_la_cli_expect_error("solve, batch dimensions", od, 1, "batch dimensions",
                   NULL,
                   kt_kiln("linalg", "solve", ps, p2b, "--out-dir", od,
                           NULL));
-  lc_expect_error("inv of 4x3", od, 1, "square", "4x3",
+  kt_la_cli_expect_error("inv of 4x3", od, 1, "square", "4x3",
                   kt_kiln("linalg", "inv", pb, "--out-dir", od, NULL));
-  lc_expect_error("det of 4x3", od, 1, "square", NULL,
+  kt_la_cli_expect_error("det of 4x3", od, 1, "square", NULL,
                   kt_kiln("linalg", "det", pb, "--out-dir", od, NULL));
-  lc_expect_error("solve with a 4x3 A", od, 1, "square", NULL,
+  kt_la_cli_expect_error("solve with a 4x3 A", od, 1, "square", NULL,
                   kt_kiln("linalg", "solve", pb, pa, "--out-dir", od, NULL));
-  lc_expect_error("qr of a vector", od, 1, "matrices", "at least 2",
+  kt_la_cli_expect_error("qr of a vector", od, 1, "matrices", "at least 2",
                   kt_kiln("linalg", "qr", pv, "--out-dir", od, NULL));
-  lc_expect_error("lu of a vector", od, 1, "matrices", NULL,
+  kt_la_cli_expect_error("lu of a vector", od, 1, "matrices", NULL,
                   kt_kiln("linalg", "lu", pv, "--out-dir", od, NULL));
-  lc_expect_error("solve, a vector for a batch", od, 1, "vector", NULL,
+  kt_la_cli_expect_error("solve, a vector for a batch", od, 1, "vector", NULL,
                   kt_kiln("linalg", "solve", ps, pv, "--out-dir", od, NULL));
-  lc_expect_error("float64 with float32", od, 1, "--dtype", "float32",
+  kt_la_cli_expect_error("float64 with float32", od, 1, "--dtype", "float32",
                   kt_kiln("linalg", "solve", pa, p3, "--out-dir", od, NULL));
-  lc_expect_error("int32 without --dtype", od, 1, "int32", "--dtype",
+  kt_la_cli_expect_error("int32 without --dtype", od, 1, "int32", "--dtype",
                   kt_kiln("linalg", "inv", pi, "--out-dir", od, NULL));
-  lc_expect_error("missing file", od, 1, "nope.npy", NULL,
+  kt_la_cli_expect_error("missing file", od, 1, "nope.npy", NULL,
                   kt_kiln("linalg", "det", "/nonexistent/nope.npy",
                           "--out-dir", od, NULL));
-  lc_expect_error("missing out-dir", od, 1, "--out-dir", NULL,
+  kt_la_cli_expect_error("missing out-dir", od, 1, "--out-dir", NULL,
                   kt_kiln("linalg", "det", pa, "--out-dir",
                           "/nonexistent/dir", NULL));
   /* a singular matrix: the library's error names the matrix and pivot */
-  lc_expect_error("solve, singular entry 1", od, 1, "matrix 1 ", "pivot",
+  kt_la_cli_expect_error("solve, singular entry 1", od, 1, "matrix 1 ", "pivot",
                   kt_kiln("linalg", "solve", ps, ps, "--out-dir", od,
                           "--device", dev, NULL));
-  lc_expect_error("inv, singular entry 1", od, 1, "matrix 1 ", "pivot",
+  kt_la_cli_expect_error("inv, singular entry 1", od, 1, "matrix 1 ", "pivot",
                   kt_kiln("linalg", "inv", ps, "--out-dir", od, "--device",
                           dev, NULL));
-  lc_expect_error("lu, singular entry 1", od, 1, "matrix 1 ", "pivot",
+  kt_la_cli_expect_error("lu, singular entry 1", od, 1, "matrix 1 ", "pivot",
                   kt_kiln("linalg", "lu", ps, "--out-dir", od, "--device",
                           dev, NULL));
   /* det of a singular matrix is 0, not an error */

@@ -377,20 +377,9 @@ void test_linalg_qr_strided(void) {
       int64_t m = sizes[s][0], n = sizes[s][1], batch = 2;
       /* base: (2 batch) x m x 2n; the matrices sit in even entries and
        * even columns, garbage elsewhere. */
-      int64_t bcount = 2 * batch * m * 2 * n;
-      double *base = kt_la_alloc(bcount), *a = kt_la_alloc(batch * m * n);
-      for (int64_t i = 0; i < bcount; i++)
-        base[i] = kt_uniform(-50, 50);
-      int64_t bshape[3] = {2 * batch, m, 2 * n};
-      kiln_array *owner = kt_la_array(dt, 3, bshape, base);
-      for (int64_t b = 0; b < batch; b++)
-        for (int64_t i = 0; i < m; i++)
-          for (int64_t j = 0; j < n; j++)
-            a[(b * m + i) * n + j] = base[((2 * b) * m + i) * 2 * n + 2 * j];
-      int64_t vshape[3] = {batch, m, n};
-      int64_t vstr[3] = {2 * m * 2 * n, 2 * n, 2};
-      kiln_array *v = NULL;
-      CHECK_OK(kiln_array_view(owner, 3, vshape, vstr, 0, &v));
+      double *a = kt_la_alloc(batch * m * n);
+      kiln_array *owner = NULL, *v = NULL;
+      kt_la_sliced(dt, batch, m, n, 0, a, &owner, &v);
       char what[96];
       snprintf(what, sizeof what, "%s sliced view %lld x %lld",
                kiln_dtype_name(dt), (long long)m, (long long)n);
@@ -412,7 +401,6 @@ void test_linalg_qr_strided(void) {
       kiln_array_destroy(t);
       kiln_array_destroy(bo);
       free(at);
-      free(base);
       free(a);
     }
 }
@@ -896,20 +884,9 @@ void test_linalg_qr_cholqr_strided(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = qt_dtypes[d];
     int64_t m = 700, n = 17, batch = 2;
-    int64_t bcount = 2 * batch * m * 2 * n;
-    double *base = kt_la_alloc(bcount), *a = kt_la_alloc(batch * m * n);
-    for (int64_t i = 0; i < bcount; i++)
-      base[i] = kt_uniform(-50, 50);
-    int64_t bshape[3] = {2 * batch, m, 2 * n};
-    kiln_array *owner = kt_la_array(dt, 3, bshape, base);
-    for (int64_t b = 0; b < batch; b++)
-      for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++)
-          a[(b * m + i) * n + j] = base[((2 * b) * m + i) * 2 * n + 2 * j];
-    int64_t vshape[3] = {batch, m, n};
-    int64_t vstr[3] = {2 * m * 2 * n, 2 * n, 2};
-    kiln_array *v = NULL;
-    CHECK_OK(kiln_array_view(owner, 3, vshape, vstr, 0, &v));
+    double *a = kt_la_alloc(batch * m * n);
+    kiln_array *owner = NULL, *v = NULL;
+    kt_la_sliced(dt, batch, m, n, 0, a, &owner, &v);
     for (int mode = 0; mode < 3; mode += 2) {
       qt_case c = {"sliced view CholeskyQR", dt, (kiln_qr_mode)mode, m, n,
                    true};
@@ -928,7 +905,6 @@ void test_linalg_qr_cholqr_strided(void) {
     kiln_array_destroy(t);
     kiln_array_destroy(bo);
     free(at);
-    free(base);
     free(a);
   }
 }
