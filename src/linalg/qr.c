@@ -124,6 +124,37 @@ static int64_t batch_of(const kiln_array *a) {
 /* ---- launches ------------------------------------------------------------ */
 
 /*
+ * Launches kernel k over `groups` threadgroups of `nt` threads, at most
+ * QR_GROUP_CHUNK per launch (grid.x must fit 32 bits): L carries every
+ * field but the inputs' g0 and the grid; in[g0_at] receives each chunk's
+ * first group as a 0-d int32.
+ */
+static kiln_status launch_chunks(kiln_stream *s, kiln_kernel *k,
+                                 kiln_launch *L, kiln_array **in, int g0_at,
+                                 kiln_array **into, int64_t groups,
+                                 uint32_t nt) {
+  kiln_status st = KILN_OK;
+  for (int64_t first = 0; st == KILN_OK && first < groups;
+       first += QR_GROUP_CHUNK) {
+    int64_t count = groups - first;
+    if (count > QR_GROUP_CHUNK)
+      count = QR_GROUP_CHUNK;
+    kiln_array *g0 = NULL;
+    st = kiln__linalg_scalar(s, KILN_INT32, (double)first, &g0);
+    if (st != KILN_OK)
+      break;
+    in[g0_at] = g0;
+    L->inputs = in;
+    L->grid[0] = nt * (uint32_t)count;
+    L->threadgroup[0] = nt;
+    st = kiln__kernel_launch_into(k, L, into);
+    kiln__array_destroy(g0);
+    in[g0_at] = NULL;
+  }
+  return st;
+}
+
+/*
  * qr_small (or qr_small_r when q is NULL) over `groups` threadgroups: each
  * matrix of `a` (blocked: each block of cfg->mmax rows of each matrix),
  * into the contiguous q and r laid out as the kernel's comment says.
@@ -154,30 +185,17 @@ static kiln_status launch_house(kiln_stream *s, const qr_config *cfg,
   }
   kiln__linalg_out_spec(&spec[nout], r);
   into[nout++] = r;
-  uint32_t nt = (uint32_t)(cfg->nc * cfg->segs);
-  for (int64_t first = 0; st == KILN_OK && first < groups;
-       first += QR_GROUP_CHUNK) {
-    int64_t count = groups - first;
-    if (count > QR_GROUP_CHUNK)
-      count = QR_GROUP_CHUNK;
-    kiln_array *g0 = NULL;
-    st = kiln__linalg_scalar(s, KILN_INT32, (double)first, &g0);
-    if (st != KILN_OK)
-      break;
-    kiln_launch L;
-    kiln__linalg_launch_init(&L, s);
-    kiln_array *in[3] = {a, g0, flag};
-    L.inputs = in;
-    L.num_inputs = flag != NULL ? 3 : 2;
-    L.outputs = spec;
-    L.num_outputs = nout;
-    L.template_args = t;
-    L.num_template_args = 6;
-    L.grid[0] = nt * (uint32_t)count;
-    L.threadgroup[0] = nt;
-    st = kiln__kernel_launch_into(k, &L, into);
-    kiln__array_destroy(g0);
-  }
+  kiln_launch L;
+  kiln__linalg_launch_init(&L, s);
+  kiln_array *in[3] = {a, NULL, flag};
+  L.num_inputs = flag != NULL ? 3 : 2;
+  L.outputs = spec;
+  L.num_outputs = nout;
+  L.template_args = t;
+  L.num_template_args = 6;
+  if (st == KILN_OK)
+    st = launch_chunks(s, k, &L, in, 1, into, groups,
+                       (uint32_t)(cfg->nc * cfg->segs));
   return st;
 }
 
@@ -199,29 +217,16 @@ static kiln_status launch_apply(kiln_stream *s, const qr_config *cfg,
   kiln__linalg_out_spec(&spec, x);
   int64_t m = x->shape[x->ndim - 2];
   int64_t groups = batch_of(x) * ((m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS);
-  for (int64_t first = 0; st == KILN_OK && first < groups;
-       first += QR_GROUP_CHUNK) {
-    int64_t count = groups - first;
-    if (count > QR_GROUP_CHUNK)
-      count = QR_GROUP_CHUNK;
-    kiln_array *g0 = NULL;
-    st = kiln__linalg_scalar(s, KILN_INT32, (double)first, &g0);
-    if (st != KILN_OK)
-      break;
-    kiln_launch L;
-    kiln__linalg_launch_init(&L, s);
-    kiln_array *in[4] = {x, up, g0, flag};
-    L.inputs = in;
-    L.num_inputs = flag != NULL ? 4 : 3;
-    L.outputs = &spec;
-    L.num_outputs = 1;
-    L.template_args = t;
-    L.num_template_args = 3;
-    L.grid[0] = QR_APPLY_ROWS * (uint32_t)count;
-    L.threadgroup[0] = QR_APPLY_ROWS;
-    st = kiln__kernel_launch_into(k, &L, &x);
-    kiln__array_destroy(g0);
-  }
+  kiln_launch L;
+  kiln__linalg_launch_init(&L, s);
+  kiln_array *in[4] = {x, up, NULL, flag};
+  L.num_inputs = flag != NULL ? 4 : 3;
+  L.outputs = &spec;
+  L.num_outputs = 1;
+  L.template_args = t;
+  L.num_template_args = 3;
+  if (st == KILN_OK)
+    st = launch_chunks(s, k, &L, in, 2, &x, groups, QR_APPLY_ROWS);
   return st;
 }
 
