@@ -151,6 +151,32 @@ inline void lu_swap_columns(device T* pt, int m, int p0,
   }
 }
 
+// The first column whose update of the block row of the strip at s0 is
+// still owed to column c (see lu.c, "recursive panel"): the strips of the
+// panel [p0, pe), WS columns each, form an implicit binary tree, and the
+// strips left of s0 in the left half of the node where s0's strip i and
+// c's strip j part (the highest bit of i ^ j) have not updated column c
+// yet: that node's GEMM comes after its whole left half. Rows at and below
+// s0 of column c all lack exactly those strips, so interchanges among them
+// stay consistent, and the strip's rows of c get them here, left-looking,
+// just before the strip's block row is solved.
+//
+// Groups of G strips have no GEMM inside (the driver leaves their nodes'
+// updates to the strip kernels, left-looking): a column of the strip's
+// own group owes every strip of the group before s0.
+inline int lu_owed_from(int p0, int WS, int G, int s0, int c) {
+  const int si = (s0 - p0) / WS, sj = (c - p0) / WS;
+  if (si / G == sj / G)
+    return p0 + (si / G) * G * WS;
+  int h = 0;
+  while (((si ^ sj) >> (h + 1)) != 0)
+    ++h;
+  return p0 + ((si >> (h + 1)) << (h + 1)) * WS;
+}
+
+// The most such columns: the widest panel (lu.c's panel_width).
+#define LU_OWED_MAX 256
+
 //@kernel lu_small
 // Factors each whole matrix (m, n <= NMAX) of the view A into W, piv and
 // info. Template: T, NMAX. One threadgroup per matrix (grid.x = threads *
@@ -287,13 +313,15 @@ if (!BACK) {
 // Factors the strip of ws = min(WS, pe - c0) columns at (c0, c0) of each
 // matrix, rows c0 .. m-1, applies its row interchanges to the other
 // columns of the panel [p0, pe), and solves the strip's block row of the
-// panel, U12 = L11^-1 A12 for the columns [c0 + ws, pe). The panel is
-// held transposed in PT (...×NB×m, see lu_transpose), so that a column
-// is contiguous; the driver then updates the panel's trailing block with
-// GEMM on PT. Win is W (its shape only), nbp PT's NB. Template: T, NT
-// (threads), R (rows per thread), WS (strip width). One threadgroup of NT
-// threads per matrix (grid.x = NT * matrices, batch0 the first); needs
-// m - c0 <= NT * R.
+// panel for the columns [c0 + ws, pe). The panel is held transposed in PT
+// (...×NB×m, see lu_transpose), so that a column is contiguous; it is
+// factored recursively (lu.c's run_panel): the strip first subtracts what
+// its rows owe the earlier strips of its group of G, and its block row
+// what it owes the strips before it (lu_owed_from); the driver's GEMMs on
+// PT do the rest. Win is W (its shape only), nbp PT's NB. Template: T, NT
+// (threads), R (rows per thread), WS (strip width), G (strips per group).
+// One threadgroup of NT threads per matrix (grid.x = NT * matrices,
+// batch0 the first); needs m - c0 <= NT * R.
 //
 // The whole strip lives in registers (the driver picks R * WS to fit):
 // thread t holds rows c0 + t + r NT, r < R, so a warp reads and writes
@@ -308,11 +336,13 @@ if (!BACK) {
 // the row it displaces, and swaps, scales and updates its own rows in
 // registers.
 //
-// Then one pass over the panel's other columns, a thread per column: the
-// strip's interchanges are composed into at most 2 WS moves (row src to
-// row dst), all loaded before any is stored (one memory round trip
-// instead of a chain of swaps), and right of the strip the block row is
-// solved in the same registers before the store.
+// Then the panel's other columns, a thread per column: the strip's
+// interchanges are composed into at most 2 WS moves (row src to row dst),
+// all loaded before any is stored (one memory round trip instead of a
+// chain of swaps); left of the strip that is all, and those rows of L,
+// final now, are staged for the columns right of the strip, whose block
+// row gets its owed updates and is solved in the same registers before
+// the store.
 constexpr int NW = NT / 32;
 threadgroup T cand_key[2 * NW];
 threadgroup int cand_row[2 * NW];
@@ -322,6 +352,7 @@ threadgroup T l11[WS * WS];
 threadgroup int mv_src[2 * WS];
 threadgroup int mv_dst[2 * WS];
 threadgroup int mv_count;
+threadgroup T owed_l[LU_OWED_MAX * WS];
 const int m = Win_shape[Win_ndim - 2];
 const int k = min(m, Win_shape[Win_ndim - 1]);
 const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
@@ -341,6 +372,22 @@ for (int r = 0; r < R; ++r) {
   LU_UNROLL
   for (int q = 0; q < WS; ++q)
     v[r][q] = live && q < ws ? mine[(int64_t)q * m + r * NT] : T(0);
+}
+// What the strip's rows owe to the strips before it in its group (their
+// L below s0 times their U rows of the strip's columns), left-looking.
+for (int t = lu_owed_from(p0, WS, G, s0, s0); t < s0; ++t) {
+  T u[WS];
+  LU_UNROLL
+  for (int q = 0; q < WS; ++q)
+    u[q] = q < ws ? LU_PT(t, s0 + q) : T(0);
+  LU_UNROLL
+  for (int r = 0; r < R; ++r) {
+    const int row = s0 + tid + r * NT;
+    const T l = row < m ? LU_PT(row, t) : T(0);
+    LU_UNROLL
+    for (int q = 0; q < WS; ++q)
+      v[r][q] = fma(-l, u[q], v[r][q]);
+  }
 }
 LU_UNROLL
 for (int q = 0; q < WS; ++q) {
@@ -472,20 +519,44 @@ if (tid == 0) {
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
 const int cnt = mv_count;
-for (int c = p0 + tid; c < pe; c += NT) {
-  if (c >= s0 && c < s0 + ws)
-    continue;
+// The interchanges on the columns left of the strip first: their rows
+// s0 .. s0 + ws - 1 (L, final now) are what the block row owes.
+for (int c = p0 + tid; c < s0; c += NT) {
   T x[2 * WS];
   LU_UNROLL
   for (int e = 0; e < 2 * WS; ++e)
     x[e] = e < cnt ? LU_PT(mv_src[e], c) : T(0);
-  if (c >= s0 + ws)
+  LU_UNROLL
+  for (int e = 0; e < 2 * WS; ++e)
+    if (e < cnt)
+      LU_PT(mv_dst[e], c) = x[e];
+}
+threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+const int o0 = max(p0, s0 - LU_OWED_MAX);
+for (int e = tid; e < ws * (s0 - o0); e += NT) {
+  const int q = e % ws, c = o0 + e / ws;
+  owed_l[(c - o0) * WS + q] = LU_PT(s0 + q, c);
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+// Right of the strip: interchanges, the owed updates of the strip's rows
+// (L of the strip's rows times the final U rows above), the solve.
+for (int c = s0 + ws + tid; c < pe; c += NT) {
+  T x[2 * WS];
+  LU_UNROLL
+  for (int e = 0; e < 2 * WS; ++e)
+    x[e] = e < cnt ? LU_PT(mv_src[e], c) : T(0);
+  for (int t = lu_owed_from(p0, WS, G, s0, c); t < s0; ++t) {
+    const T u = LU_PT(t, c);
     LU_UNROLL
-    for (int i = 1; i < WS; ++i)
-      if (i < ws) // entries >= ws are rows below the strip
-        LU_UNROLL
-        for (int q = 0; q < i; ++q)
-          x[i] = fma(-l11[i * WS + q], x[q], x[i]);
+    for (int q = 0; q < WS; ++q)
+      x[q] = fma(-owed_l[(t - o0) * WS + q], u, x[q]);
+  }
+  LU_UNROLL
+  for (int i = 1; i < WS; ++i)
+    if (i < ws) // entries >= ws are rows below the strip
+      LU_UNROLL
+      for (int q = 0; q < i; ++q)
+        x[i] = fma(-l11[i * WS + q], x[q], x[i]);
   LU_UNROLL
   for (int e = 0; e < 2 * WS; ++e)
     if (e < cnt)
@@ -495,8 +566,8 @@ for (int c = p0 + tid; c < pe; c += NT) {
 //@kernel lu_panel_global
 // lu_panel for strips whose rows do not fit in registers (m - c0 > NT *
 // R): the same work, a column at a time, right-looking on the transposed
-// panel in device memory. Template: T, NT, WS. Same inputs, outputs and
-// launch.
+// panel in device memory. Template: T, NT, WS, G. Same inputs, outputs
+// and launch.
 threadgroup T cand_key[NT / 32];
 threadgroup int cand_row[NT / 32];
 threadgroup int pv_strip[WS];
@@ -511,6 +582,12 @@ const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
 const int s0 = c0, ws = min(WS, pe - s0);
 int bad = 0;
+// What the strip's rows owe to the strips before it in its group.
+for (int i = s0 + tid; i < m; i += NT)
+  for (int t = lu_owed_from(p0, WS, G, s0, s0); t < s0; ++t)
+    for (int c = s0; c < s0 + ws; ++c)
+      LU_PT(i, c) = fma(-LU_PT(i, t), LU_PT(t, c), LU_PT(i, c));
+threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
 for (int j = s0; j < s0 + ws; ++j) {
   T key = T(-1);
   int row = LU_NO_ROW;
@@ -558,6 +635,12 @@ for (int j = tid; j < ws; j += NT)
   piv[(int64_t)b * k + s0 + j] = pv_strip[j];
 if (tid == 0 && bad != 0 && info[b] == 0)
   info[b] = bad;
+// The block row's owed updates (see lu_owed_from), then its solve.
+for (int c = s0 + ws + tid; c < pe; c += NT)
+  for (int t = lu_owed_from(p0, WS, G, s0, c); t < s0; ++t)
+    for (int q = 0; q < ws; ++q)
+      LU_PT(s0 + q, c) = fma(-LU_PT(s0 + q, t), LU_PT(t, c), LU_PT(s0 + q, c));
+threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
 lu_block_row_solve<T, WS, 64>(pt, m, p0, s0, ws, s0 + ws, pe, l11, tile,
                               tid, NT);
 

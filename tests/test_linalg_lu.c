@@ -319,9 +319,9 @@ void test_linalg_lu_factor_batched(void) {
 }
 
 /* Both paths where both apply; the blocked one on one strip, several
- * strips and several panels; the register shapes of lu_panel (rows per
- * thread 1 to 32, strips of 8 down to 1 column) and lu_panel_global (rows
- * beyond registers). */
+ * strips (recursion trees of every depth) and several panels; the
+ * register shapes of lu_panel (rows per thread 1 to 32, strips of 8 down
+ * to 1 column) and lu_panel_global (rows beyond registers). */
 void test_linalg_lu_factor_paths(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = lt_dtypes[d];
@@ -338,6 +338,13 @@ void test_linalg_lu_factor_paths(void) {
   lt_random_case(KILN_FLOAT64, 1, 4500, 7, 2, false);  /* R 16, WS 2 */
   lt_random_case(KILN_FLOAT32, 1, 8300, 3, 2, false);  /* R 32, WS 1 */
   lt_random_case(KILN_FLOAT64, 1, 16500, 3, 2, false); /* global */
+  /* Deep recursion trees over a panel's strips (lu.c's run_panel): 16,
+   * 32 and 40 (not a power of two) strips, so that the owed block-row
+   * updates (lu_owed_from) span many strips and every tree level. */
+  lt_random_case(KILN_FLOAT32, 1, 4500, 64, 2, false); /* WS 4 */
+  lt_random_case(KILN_FLOAT64, 1, 4500, 64, 2, false); /* WS 2 */
+  lt_random_case(KILN_FLOAT32, 1, 8300, 40, 2, false); /* WS 1 */
+  lt_random_case(KILN_FLOAT64, 1, 16500, 21, 2, false); /* global, 3 */
   lt_random_case(KILN_FLOAT32, 1, 16500, 3, 2, false); /* global */
 }
 
@@ -957,15 +964,17 @@ void test_linalg_lu_nvrtc(void) {
                     rank, "MSSSSS", "QPI");
         kt_la_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
         kt_la_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, ws, KILN_INT32);
-        kt_la_targ(&c.t[3], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
-        c.nt = 4;
+        kt_la_targ(&c.t[3], "G", KILN_TEMPLATE_INT, 2, KILN_INT32);
+        kt_la_targ(&c.t[4], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
+        c.nt = 5;
         lt_compile(&c, target);
       }
       c = lt_make("lu_panel_global", "Win,c0,p0,pe,nbp,batch0", "PT,piv,info",
                   dt, rank, "MSSSSS", "QPI");
       kt_la_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
       kt_la_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 8, KILN_INT32);
-      c.nt = 3;
+      kt_la_targ(&c.t[3], "G", KILN_TEMPLATE_INT, 2, KILN_INT32);
+      c.nt = 4;
       lt_compile(&c, target);
       for (int back = 0; back < 2; back++) {
         c = lt_make("lu_transpose", "Win,p0,pe,nbp,batch0", "W,PT", dt, rank,

@@ -23,12 +23,15 @@
  *      or 4 when the rows need R = 16, see strip_width), spends one
  *      barrier per column (pivot search, interchange, scale and update
  *      fused), stores it once, then applies the strip's interchanges to
- *      the panel's other columns and solves its block row in one pass;
- *      a GEMM on PT updates the rest of the panel after each strip.
+ *      the panel's other columns and solves its block row in one pass.
+ *      The strips are ordered recursively (run_panel): GEMMs on PT update
+ *      halves of the panel, groups of LU_GROUP strips update each other
+ *      left-looking inside lu_panel.
  *      lu_transpose copies the panel back, one lu_laswp launch applies the
  *      panel's interchanges to every other column, kiln__trsm solves the
  *      block row U12 = L11^-1 A12 and GEMM updates the trailing matrix,
- *      A22 -= L21 U12. Launches per panel: 2 NB/WS + 5.
+ *      A22 -= L21 U12. Launches per panel: about (1 + 1 / LU_GROUP)
+ *      NB/WS + 5.
  *
  * Why strips inside panels: the GEMM updates want a deep k (NB = 256 for
  * large matrices) to run near GEMM speed, while the column-by-column work
@@ -49,7 +52,15 @@
  * load and store); on PT 69 ms. Without the panel kernels the rest takes
  * ~35 ms: trailing GEMMs, trsm and copies ~16.5 ms, and the in-panel
  * GEMMs (one per strip, k = WS) ~18.5 ms, now as large a share as the
- * panel kernels.
+ * panel kernels. Their recursive order (run_panel) moves far less data
+ * but has not made them cheaper: with it, LU of 8192^2 float32 takes
+ * 64.7 ms (right-looking: 65.8 ms, same call), of which the panels'
+ * chain (strip kernels, in-panel GEMMs, transposes) is ~50 ms and the
+ * trailing work ~17 ms. Nsight Compute on that run, mid-factorization
+ * (rows ~5000, WS 4): lu_panel takes 26-36 us of GPU time per strip (the
+ * second of a group 4-5 us more, its owed columns), an in-panel GEMM
+ * 8-11 us: the strip kernel's own time, not launch gaps, is the chain,
+ * and is what a faster panel must cut.
  *
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
@@ -76,6 +87,10 @@
 /* lu_panel keeps up to LU_RMAX rows per thread in registers; rows beyond
  * LU_NT * LU_RMAX go to lu_panel_global. */
 #define LU_RMAX 32
+
+/* Strips per group of a panel's recursion (see run_panel): inside a
+ * group, lu_panel applies the updates itself, left-looking. */
+#define LU_GROUP 2
 
 /* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
  * and per grid.y of the other kernels (CUDA's limit). */
@@ -282,6 +297,7 @@ static kiln_status run_small(const lu_run *r) {
 /* Panel width: deep enough for GEMM on large matrices, small enough that
  * panel work stays a small share on the others. */
 static int64_t panel_width(const kiln__lu *f) {
+  /* At most 256: lu_panel stages NB / 2 owed columns (LU_OWED_MAX). */
   return f->k >= 2048 ? 256 : 64;
 }
 
@@ -334,14 +350,18 @@ static bool panel_shape(kiln_dtype dt, int64_t rows, int *rr, int *ws) {
   return true;
 }
 
-/* Factors the strip at c0 of the panel [p0, pe) (see lu_panel); *ws
- * receives the strip's width. */
-static kiln_status launch_panel(const lu_run *r, int64_t c0, int64_t p0,
-                                int64_t pe, int64_t *width) {
-  int rr = 0, ws = 0;
-  bool regs = panel_shape(r->a->dtype, r->f->m - c0, &rr, &ws);
+/* The register shape of one panel's strips: every strip of a panel has
+ * the same width, which the recursion's tree (lu_owed_from) assumes. */
+typedef struct strip_shape {
+  bool regs; /* lu_panel, else lu_panel_global */
+  int r, ws, group;
+} strip_shape;
+
+/* Factors the strip at c0 of the panel [p0, pe) (see lu_panel). */
+static kiln_status launch_panel(const lu_run *r, const strip_shape *sh,
+                                int64_t c0, int64_t p0, int64_t pe) {
   lu_launch l;
-  kiln_status st = lu_kernel(regs ? "lu_panel" : "lu_panel_global",
+  kiln_status st = lu_kernel(sh->regs ? "lu_panel" : "lu_panel_global",
                              "Win,c0,p0,pe,nbp,batch0", "PT,piv,info", &l);
   if (st != KILN_OK)
     return st;
@@ -358,14 +378,14 @@ static kiln_status launch_panel(const lu_run *r, int64_t c0, int64_t p0,
   l.num_outs = 3;
   kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
   kiln__targ_int(&l.targs[1], "NT", LU_NT);
-  kiln__targ_int(&l.targs[2], "WS", ws);
-  l.num_targs = 3;
-  if (regs) {
-    kiln__targ_int(&l.targs[3], "R", rr);
-    l.num_targs = 4;
+  kiln__targ_int(&l.targs[2], "WS", sh->ws);
+  kiln__targ_int(&l.targs[3], "G", sh->group);
+  l.num_targs = 4;
+  if (sh->regs) {
+    kiln__targ_int(&l.targs[4], "R", sh->r);
+    l.num_targs = 5;
   }
   l.tg = LU_NT;
-  *width = pe - c0 < ws ? pe - c0 : ws;
   return launch_batched(r, &l, true);
 }
 
@@ -396,13 +416,14 @@ static kiln_status launch_transpose(const lu_run *r, int64_t p0, int64_t pe,
   return launch_batched(r, &l, false);
 }
 
-/* The panel's trailing block after the strip [c0, c1) of the panel [p0,
- * pe), on PT: columns [c1, pe), rows c1 .. m-1, minus L21 U12, which in
- * PT's transposed terms is C -= A B with C = PT(c1 - p0, c1), A = PT(c1 -
- * p0, c0) and B = PT(c0 - p0, c1). */
-static kiln_status update_panel(const lu_run *r, int64_t p0, int64_t pe,
-                                int64_t c0, int64_t c1) {
-  int64_t cols = pe - c1, rows = r->f->m - c1, depth = c1 - c0;
+/* A node of the panel's recursion (see run_panel): its columns [c0, ce)
+ * split at c1, the left half factored, the right half's rows above c1
+ * (its U12) final; what is left is A22 -= L21 U12, rows c1 .. m-1 of the
+ * columns [c1, ce), which in PT's transposed terms is C -= A B with C =
+ * PT(c1 - p0, c1), A = PT(c1 - p0, c0) and B = PT(c0 - p0, c1). */
+static kiln_status update_node(const lu_run *r, int64_t p0, int64_t c0,
+                               int64_t c1, int64_t ce) {
+  int64_t cols = ce - c1, rows = r->f->m - c1, depth = c1 - c0;
   if (rows <= 0 || cols <= 0 || depth <= 0)
     return KILN_OK;
   kiln_array *a = NULL, *b = NULL, *c = NULL;
@@ -417,6 +438,71 @@ static kiln_status update_panel(const lu_run *r, int64_t p0, int64_t pe,
   kiln__array_destroy(b);
   kiln__array_destroy(c);
   return st;
+}
+
+/* One panel being factored on PT: its columns [p0, pe), its strips'
+ * shape and count. */
+typedef struct lu_panel_job {
+  const lu_run *r;
+  strip_shape sh;
+  int64_t p0, pe, strips;
+} lu_panel_job;
+
+/* The node of 2^level strips from strip i0 (see run_panel): its left
+ * half, its GEMM, its right half. */
+static kiln_status run_node(const lu_panel_job *j, int64_t i0, int64_t size) {
+  if (i0 >= j->strips)
+    return KILN_OK;
+  int64_t ws = j->sh.ws;
+  kiln_status st = KILN_OK;
+  if (size <= j->sh.group) {
+    for (int64_t i = i0; st == KILN_OK && i < i0 + size && i < j->strips;
+         i++)
+      st = launch_panel(j->r, &j->sh, j->p0 + i * ws, j->p0, j->pe);
+    return st;
+  }
+  int64_t half = size / 2, mid = i0 + half;
+  st = run_node(j, i0, half);
+  if (st == KILN_OK && mid < j->strips) {
+    int64_t ce = j->p0 + (i0 + size) * ws;
+    st = update_node(j->r, j->p0, j->p0 + i0 * ws, j->p0 + mid * ws,
+                     ce < j->pe ? ce : j->pe);
+  }
+  if (st == KILN_OK)
+    st = run_node(j, mid, half);
+  return st;
+}
+
+/*
+ * The panel [p0, pe) on PT, recursively (Toledo's recursive LU over the
+ * panel's strips, as a binary tree of aligned power-of-two groups of
+ * strips): a node factors its left half, updates its right half below
+ * the split with one GEMM (k = half the node's width), then factors its
+ * right half. The right half's rows above the split (the node's U12, a
+ * triangular solve with the left half's L) are left to the strip
+ * kernels: each solves its own block row after subtracting, left-looking,
+ * the updates that block row still owes to the strips before it in the
+ * same half (lu_owed_from, at most NB / 2 - WS columns). Eager updates of
+ * those rows would be wrong: a later strip's interchanges move rows
+ * across the split, between rows updated and rows not. Against one GEMM
+ * per strip over the whole rest of the panel (right-looking), the same
+ * number of launches moves log2(strips) / (strips / 2) of the data.
+ * Data turned out not to be the cost on an H100 (LU of 8192^2 float32:
+ * 68 ms recursive against 66 ms right-looking, the same ~3000 launches).
+ * Groups of LU_GROUP strips get no GEMM inside: each strip kernel first
+ * subtracts what its rows owe the group's earlier strips, left-looking,
+ * reading their L once at one SM's ~100 GB/s from L2. Measured (same
+ * H100, same call): groups of 2 64.7 ms, 4 66.7, 8 75.4, 16 96.4; the
+ * saved GEMM launches pay for one strip's L, not for more.
+ */
+static kiln_status run_panel(const lu_run *r, int64_t p0, int64_t pe) {
+  lu_panel_job j = {r, {false, 0, 0, LU_GROUP}, p0, pe, 0};
+  j.sh.regs = panel_shape(r->a->dtype, r->f->m - p0, &j.sh.r, &j.sh.ws);
+  j.strips = (pe - p0 + j.sh.ws - 1) / j.sh.ws;
+  int64_t size = 1;
+  while (size < j.strips)
+    size *= 2;
+  return run_node(&j, 0, size);
 }
 
 /* lu_laswp's geometry: NB (64 or 256) and the columns per group, so that
@@ -503,11 +589,8 @@ static kiln_status run_panels(const lu_run *r) {
   for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
     int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
     st = launch_transpose(r, p0, pe, false);
-    for (int64_t c0 = p0, ws = 0; st == KILN_OK && c0 < pe; c0 += ws) {
-      st = launch_panel(r, c0, p0, pe, &ws);
-      if (st == KILN_OK)
-        st = update_panel(r, p0, pe, c0, c0 + ws);
-    }
+    if (st == KILN_OK)
+      st = run_panel(r, p0, pe);
     if (st == KILN_OK)
       st = launch_transpose(r, p0, pe, true);
     if (st == KILN_OK)
