@@ -349,6 +349,29 @@ void test_linalg_qr_blocked_panels(void) {
   qb_panel = KILN__QRB_PANEL_AUTO;
 }
 
+/* Two or three outer blocks (float32 NBO 256, float64 128): trailing
+ * updates by whole outer blocks and Q accumulated over several, square
+ * with a partial last block, wide with columns beyond the last block, a
+ * batch, and ill-conditioned matrices. */
+void test_linalg_qr_blocked_outer(void) {
+  int64_t b2[1] = {2};
+  qb_random_case(KILN_FLOAT32, 0, NULL, 600, 600, QB_REDUCED | QB_RONLY);
+  qb_random_case(KILN_FLOAT64, 0, NULL, 300, 300, QB_ALL);
+  qb_random_case(KILN_FLOAT64, 0, NULL, 200, 450, QB_ALL);
+  qb_random_case(KILN_FLOAT64, 1, b2, 290, 270, QB_REDUCED);
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qb_dtypes[d];
+    int64_t m = 420, n = 300, shape[2] = {420, 300};
+    double *a = kt_la_alloc(m * n);
+    kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+    kiln_array *arr = kt_la_array(dt, 2, shape, a);
+    qb_expect e = {dt, m, n, KILN_QR_REDUCED, 0};
+    qb_factor_check("ill-conditioned, outer blocks", arr, a, 1, &e);
+    kiln_array_destroy(arr);
+    free(a);
+  }
+}
+
 /* Empty shapes: nothing to factor, but a complete Q of an m x 0 matrix is
  * the identity, and every output is fully written. */
 void test_linalg_qr_blocked_empty(void) {

@@ -53,6 +53,22 @@
  *              passes, ~log_{256/jb}(rows) + 1 tree levels of two
  *              latency-bound launches each): forced only (tests, benches).
  *
+ * Where the time goes (H100, float32, probe with a synchronize after
+ * each phase): at 4096^2 the panels' tall-skinny QRs take ~23 of 35 ms
+ * (0.37 ms each, a chain of ~20 small launches, the GPU mostly idle), the
+ * reconstruction and its GEMM ~0.1 ms a panel, the trailing updates ~4
+ * ms, Q ~4 ms; at 8192^2 the panels ~56 of 99 ms, the trailing updates
+ * ~22 and Q ~23 ms. The host enqueues the whole call in ~23 / ~71 ms.
+ * Tried and measured slower, so not done: look-ahead (the next outer
+ * block factored on a second stream, on aliases of W, Y and To, while
+ * the main stream applies the current one to the columns after it): 37.4
+ * against 35.0 ms at 4096^2 and 105.4 against 99.5 at 8192^2, since the
+ * panels' chain is the critical path and its GPU-wide launches (the Gram
+ * and row passes) then wait behind the GEMM's tiles; outer blocks of 128
+ * or 512 columns (36.7 / 106.4 and 35.0 / 99.8 ms); one-group panels up
+ * to 1024 or 2048 rows (39.5 and 73.2 ms at 4096^2); split-K counts
+ * chosen for whole waves of 128-square tiles (no change).
+ *
  * V^T C has few output tiles (jb x cols) and a long k (the panel's rows):
  * alone it would run on a handful of SMs, so it is split over row slices
  * (split-K: one GEMM over a slice batch dimension, then qrb_sum) whenever
@@ -667,37 +683,58 @@ static kiln_status update_outer(const qrb_problem *p, int oi, int64_t J0,
 }
 
 /*
- * Panels and trailing updates: R in W's upper triangle, V in Y, T's in Tm
- * (and the outer blocks' in To). Each panel updates the rest of its outer
- * block (GEMMs with k = NB), each outer block the columns after it (k =
- * NBO, which keeps the big GEMMs efficient).
+ * The panels of outer block oi: each panel is factored and updates the
+ * rest of the block (GEMMs with k = NB); then the block's T, when a
+ * trailing update or Q will need it.
  */
+static kiln_status factor_block(const qrb_problem *q, int oi) {
+  int64_t J0 = (int64_t)oi * q->nbo;
+  int64_t jo = q->k - J0 < q->nbo ? q->k - J0 : q->nbo;
+  kiln_status st = KILN_OK;
+  for (int64_t j0 = J0; st == KILN_OK && j0 < J0 + jo; j0 += q->nb) {
+    int64_t jb = J0 + jo - j0 < q->nb ? J0 + jo - j0 : q->nb;
+    int kind = panel_kind(q, q->m - j0);
+    st = kind == KILN__QRB_PANEL_ONE ? launch_panel(q, j0)
+                                     : panel_recon(q, kind, j0, jb);
+    int64_t inner = J0 + jo - (j0 + jb);
+    if (st == KILN_OK && inner > 0)
+      st = update_panel(q, j0, jb, j0 + jb, inner);
+  }
+  bool need_t = q->n > J0 + jo || q->q3 != NULL;
+  if (st == KILN_OK && q->to != NULL && need_t)
+    st = build_t_outer(q, oi, J0, jo);
+  return st;
+}
+
+/* Applies outer block oi to W's columns c0 .. c0+cols-1 (rows J0..), the
+ * trailing update (k = NBO, which keeps the big GEMMs efficient). */
+static kiln_status trail_update(const qrb_problem *p, int oi, int64_t c0,
+                                int64_t cols) {
+  int64_t J0 = (int64_t)oi * p->nbo;
+  int64_t jo = p->k - J0 < p->nbo ? p->k - J0 : p->nbo;
+  kiln_array *a2 = NULL;
+  kiln_status st = kiln__linalg_block(p->w, J0, c0, p->m - J0, cols, &a2);
+  if (st == KILN_OK)
+    st = update_outer(p, oi, J0, jo, true, a2, cols);
+  kiln__array_destroy(a2);
+  return st;
+}
+
+/* The first column after outer block oi. */
+static int64_t block_end(const qrb_problem *p, int oi) {
+  int64_t end = (int64_t)(oi + 1) * p->nbo;
+  return end < p->k ? end : p->k;
+}
+
+/* Panels and trailing updates: R in W's upper triangle, V in Y, T's in Tm
+ * (and the outer blocks' in To). */
 static kiln_status factor(const qrb_problem *p) {
   kiln_status st = KILN_OK;
   for (int oi = 0; st == KILN_OK && oi < p->outers; oi++) {
-    int64_t J0 = (int64_t)oi * p->nbo;
-    int64_t jo = p->k - J0 < p->nbo ? p->k - J0 : p->nbo;
-    for (int64_t j0 = J0; st == KILN_OK && j0 < J0 + jo; j0 += p->nb) {
-      int64_t jb = J0 + jo - j0 < p->nb ? J0 + jo - j0 : p->nb;
-      int kind = panel_kind(p, p->m - j0);
-      st = kind == KILN__QRB_PANEL_ONE ? launch_panel(p, j0)
-                                       : panel_recon(p, kind, j0, jb);
-      int64_t inner = J0 + jo - (j0 + jb);
-      if (st == KILN_OK && inner > 0)
-        st = update_panel(p, j0, jb, j0 + jb, inner);
-    }
-    int64_t cols = p->n - J0 - jo;
-    bool need_t = cols > 0 || p->q3 != NULL;
-    if (st == KILN_OK && p->to != NULL && need_t) {
-      st = build_t_outer(p, oi, J0, jo);
-    }
-    if (st != KILN_OK || cols == 0)
-      continue;
-    kiln_array *a2 = NULL;
-    st = kiln__linalg_block(p->w, J0, J0 + jo, p->m - J0, cols, &a2);
-    if (st == KILN_OK)
-      st = update_outer(p, oi, J0, jo, true, a2, cols);
-    kiln__array_destroy(a2);
+    int64_t c0 = block_end(p, oi);
+    st = factor_block(p, oi);
+    if (st == KILN_OK && p->n > c0)
+      st = trail_update(p, oi, c0, p->n - c0);
   }
   return st;
 }
