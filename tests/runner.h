@@ -166,6 +166,7 @@
   X(linalg_qr_blocked_nan, 60)                                                \
   X(linalg_qr_blocked_errors, 60)                                             \
   X(linalg_qr_blocked_public, 240)                                            \
+  X(linalg_qr_blocked_outer , 240)                                            \
   X(linalg_qr_blocked_nvrtc, 300)                                             \
   /* ---- triangular tests ---- */                                            \
   X(linalg_triangular_cases, 240)                                             \
