@@ -601,7 +601,9 @@ typedef struct kiln_linalg_opts {
                                without them run the same tiles in SIMT
                                code), 3 the first-generation kernels (for
                                comparisons), 4 float32 SIMT on 128-square
-                               tiles at any size */
+                               tiles at any size, 5 float16/bfloat16 on
+                               Hopper's warpgroup MMA (other devices run
+                               its fallbacks) */
 } kiln_linalg_opts;
 
 KILN_API void kiln_linalg_opts_init(kiln_linalg_opts *opts);

@@ -37,6 +37,13 @@ using namespace metal;
 #define GEMM_HAS_MMA 0
 #endif
 
+// Warpgroup MMA (wgmma) needs the architecture-specific sm_90a target.
+#if KILN_BACKEND_CUDA && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define GEMM_HAS_WGMMA 1
+#else
+#define GEMM_HAS_WGMMA 0
+#endif
+
 #define GEMM_BAND 8
 
 // Sizes and element strides of op(A) (M x K), op(B) (K x N) and C (M x N),
@@ -1080,6 +1087,330 @@ inline void gemm_dmma_tile(const device double* A, const device double* B,
       }
   }
 }
+
+// ---- float16 / bfloat16 on Hopper's warpgroup MMA (CUDA sm_90a) -------
+//
+// gemm_wg: 128 x 256 tiles of C, 256 threads = two warpgroups (4
+// consecutive warps each, the unit wgmma runs on), each computing 64 x
+// 256 of C with wgmma.mma_async m64n256k16: one instruction multiplies a
+// 64 x 16 slab of A by a 16 x 256 slab of B, both read by the tensor
+// cores straight from shared memory, into 128 float32 accumulators per
+// thread (registers). Against gemm_tc2 (mma.sync), no fragment goes
+// through registers and one instruction does 32x the work, which is what
+// lets an H100 get near its bf16 peak.
+//
+// Data flow. BK = 64 slices (128 bytes of k per row) of both operands go
+// global -> shared memory by cp.async in 16-byte chunks, four stages in
+// flight (4 x 48 KiB = 192 KiB: dynamic shared memory, see gemm.c's
+// KILN__LIB_SHARED_KIB), prefetching two slices ahead while one slice's
+// wgmma batch runs asynchronously behind the current one. Per slice: wait
+// for this thread's copies of slice s (cp.async.wait_group), make them
+// visible to the tensor cores (fence.proxy.async: cp.async writes through
+// the ordinary "generic" path, wgmma reads through the "async proxy"), a
+// barrier (everyone's copies landed; every warpgroup finished the wgmma
+// of slice s - 2, whose stage the next copies overwrite), issue slice s +
+// 2, issue slice s's four wgmma (k = 0, 16, 32, 48) as one group
+// (wgmma.commit_group) and wait until at most that group is pending
+// (wgmma.wait_group 1): slice s - 1's products are then done. H100,
+// 8192^3 bf16: 1.77 ms, 621 TFLOP/s, 0.79x cuBLAS (1.84 ms before the
+// epilogue stored pairs and the copies asked for whole L2 lines). Tried
+// without gain: three slices of copies ahead, which needs a second
+// barrier per slice (after the wait, before the copies into slice s -
+// 1's stage) and 188 registers: 1.95 ms.
+//
+// Shared-memory layout: the 128-byte swizzle wgmma understands. An
+// operand stored k-contiguous (VA/VB 1, "K-major") keeps each row's 64 k
+// as one 128-byte line, 8 lines per 1024-byte atom, consecutive atoms
+// along the rows; one stored row-contiguous (VA/VB 2, "MN-major") keeps
+// 64 rows of one k as a 128-byte line, 8 k per atom, a column of BK / 8
+// atoms per 64 rows. Within an atom, 16-byte chunk c of line l sits at
+// chunk c ^ l: the hardware undoes that XOR from the address bits, and
+// it makes both the cp.async writes of a warp and the tensor cores' reads
+// hit every bank group. A matrix descriptor (64 bits) tells wgmma the
+// start address, the swizzle and two strides: SBO, from one group of 8
+// lines to the next (1024 bytes here); LBO, for MN-major only, from one
+// 64-row block to the next (BK * 128 bytes). K steps of 16 move the start
+// by 32 bytes inside a K-major line, or by two atoms (2048 bytes) for
+// MN-major; the stage bases are 1024-byte aligned, as the swizzle needs.
+//
+// Edges: as gemm_tc2, the driver picks this kernel only where both
+// operands allow 16-byte vectors, so each chunk is wholly inside or
+// outside the matrix; cp.async writes zeros for chunks outside.
+// Elsewhere the kernel runs gemm_tc2 (CUDA sm_80+) or the SIMT tile
+// (the CPU) on the two 128 x 128 halves of its tile.
+
+#define GEMM_WG_BK 64
+#define GEMM_WG_STAGES 4
+#define GEMM_WG_A_BYTES (128 * GEMM_WG_BK * 2)
+#define GEMM_WG_STAGE_BYTES (384 * GEMM_WG_BK * 2)
+
+#if GEMM_HAS_WGMMA
+// The 128 accumulator operands of one m64n256k16 wgmma, in order.
+#define GEMM_WG_D(d) \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), \
+  "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
+  "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), \
+  "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), \
+  "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
+  "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), \
+  "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), \
+  "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
+  "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), \
+  "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), \
+  "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
+  "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), \
+  "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), \
+  "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), \
+  "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), \
+  "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), \
+  "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), \
+  "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), \
+  "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), \
+  "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), \
+  "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), \
+  "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), \
+  "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
+  "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), \
+  "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+#define GEMM_WG_REGS \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, " \
+  "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, " \
+  "%26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, " \
+  "%50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, " \
+  "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, " \
+  "%74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, " \
+  "%86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, " \
+  "%98, %99, %100, %101, %102, %103, %104, %105, %106, %107, " \
+  "%108, %109, %110, %111, %112, %113, %114, %115, %116, %117, " \
+  "%118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+
+// The matrix descriptor of a 128-byte-swizzled operand at shared address
+// `addr`: bits 0-13 address / 16, 16-29 LBO / 16, 32-45 SBO / 16, 62-63
+// the swizzle mode (1: 128 bytes).
+inline uint64_t gemm_wg_desc(uint addr, uint lbo, uint sbo) {
+  return (uint64_t)((addr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) |
+         ((uint64_t)(sbo >> 4) << 32) | (1ull << 62);
+}
+
+// d += A * B for one m64n256k16 (float32 accumulators). TA / TB: the
+// operand is MN-major (imm-trans 1). The scale-d predicate is true: the
+// accumulators start at zero and always accumulate.
+template <int MMA, bool TA, bool TB>
+inline void gemm_wg_mma(float* d, uint64_t da, uint64_t db) {
+  if (MMA == 0)
+    asm volatile("{ .reg .pred p; setp.ne.b32 p, %130, 0; "
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+                 GEMM_WG_REGS "%128, %129, p, 1, 1, %131, %132; }"
+                 : GEMM_WG_D(d)
+                 : "l"(da), "l"(db), "r"(1), "n"(TA ? 1 : 0),
+                   "n"(TB ? 1 : 0));
+  else
+    asm volatile("{ .reg .pred p; setp.ne.b32 p, %130, 0; "
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+                 GEMM_WG_REGS "%128, %129, p, 1, 1, %131, %132; }"
+                 : GEMM_WG_D(d)
+                 : "l"(da), "l"(db), "r"(1), "n"(TA ? 1 : 0),
+                   "n"(TB ? 1 : 0));
+}
+
+// Ties the accumulators to this point of the program, so the compiler
+// neither reads them before a wgmma.wait_group nor moves them across a
+// wgmma (they are written asynchronously, which it cannot see).
+inline void gemm_wg_pin(float* d) {
+  GEMM_UNROLL
+  for (int i = 0; i < 128; ++i)
+    asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// wgmma.fence orders this warpgroup's earlier register and shared-memory
+// accesses before the wgmma that follow; commit_group closes the wgmma
+// issued so far into one group; wait_group N waits until at most N groups
+// of this warpgroup are pending.
+inline void gemm_wg_fence() {
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+inline void gemm_wg_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int N> inline void gemm_wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+inline void gemm_wg_proxy_fence() {
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+// gemm_cp_async16 with a hint to fetch the whole 128-byte line into L2
+// (the neighbouring chunks are other threads' next copies).
+inline void gemm_wg_cp16(uint dst, const void* src, bool in) {
+  asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %1; "
+               "cp.async.cg.shared.global.L2::128B [%0], [g], 16, %2; }"
+               :
+               : "r"(dst), "l"(src), "r"(in ? 16 : 0)
+               : "memory");
+}
+
+// One thread's chunks of each BK-slice of an operand with R rows (m or n)
+// per tile: R / 32 chunks, a fixed stride apart both in global memory and
+// in the stage. KC: K-major (k contiguous), chunk c = tid % 8 of rows
+// tid / 8 + 32 i; else MN-major, chunk tid % (R / 8) of the rows, k =
+// tid / (R / 8) + (2048 / R) i. Consecutive threads copy consecutive 16
+// bytes of global memory either way.
+template <bool KC, int R> struct gemm_wg_loader {
+  static constexpr int NI = R / 32;
+  static constexpr int KSTR = 2048 / R; // MN-major: k between chunks
+  const device ushort* base; // read by nothing: the address of a zero fill
+  const device ushort* src;  // chunk 0 of slice 0
+  int64_t istep, kstep;      // elements between chunks, between slices
+  uint dst, dstep;           // bytes into the stage, between chunks
+  int rlim, kfirst;          // rows left below this thread's first row
+  bool rok;                  // MN-major: the chunk's rows are inside
+  inline void init(const device ushort* X, int64_t sr, int64_t sk, int r0,
+                   int rows, uint tid) {
+    base = X;
+    kstep = (int64_t)GEMM_WG_BK * sk;
+    if (KC) {
+      int r = (int)tid / 8, c = (int)tid % 8;
+      kfirst = c * 8;
+      rlim = rows - (r0 + r);
+      rok = true;
+      src = X + (int64_t)(rlim > 0 ? r0 + r : 0) * sr + kfirst;
+      istep = 32 * sr;
+      dst = (uint)(r * 128 + ((c ^ (r & 7)) << 4));
+      dstep = 32 * 128;
+    } else {
+      int nc = (int)tid % (R / 8), k = (int)tid / (R / 8);
+      int nb = nc / 8, c = nc % 8;
+      kfirst = k;
+      rlim = 0;
+      rok = r0 + nc * 8 < rows;
+      src = X + (int64_t)k * sk + (rok ? r0 + nc * 8 : 0);
+      istep = KSTR * sk;
+      dst = (uint)(nb * GEMM_WG_BK * 128 + k * 128 + ((c ^ (k & 7)) << 4));
+      dstep = KSTR * 128;
+    }
+  }
+  inline void issue(int slice, int K, uint stage) {
+    const int k0 = slice * GEMM_WG_BK + kfirst;
+    GEMM_UNROLL
+    for (int i = 0; i < NI; ++i) {
+      bool in = KC ? 32 * i < rlim && k0 < K : rok && k0 + KSTR * i < K;
+      const device ushort* p =
+          in ? src + (int64_t)slice * kstep + (int64_t)i * istep : base;
+      gemm_wg_cp16(stage + dst + (uint)i * dstep, p, in);
+    }
+  }
+};
+
+// Issues slice s's four k-steps for this warpgroup (rows 64 wg.. of the
+// tile) from the stage at shared address `st`.
+template <int MMA, bool KA, bool KB>
+inline void gemm_wg_slice(float* acc, uint st, int wg) {
+  const uint a = st + (uint)wg * 64 * 128, b = st + GEMM_WG_A_BYTES;
+  constexpr uint LBO = GEMM_WG_BK * 128, SBO = 1024;
+  constexpr uint ASTEP = KA ? 32 : 2048, BSTEP = KB ? 32 : 2048;
+  gemm_wg_fence();
+  GEMM_UNROLL
+  for (int kk = 0; kk < GEMM_WG_BK / 16; ++kk)
+    gemm_wg_mma<MMA, !KA, !KB>(
+        acc, gemm_wg_desc(a + kk * ASTEP, KA ? 16 : LBO, SBO),
+        gemm_wg_desc(b + kk * BSTEP, KB ? 16 : LBO, SBO));
+  gemm_wg_commit();
+}
+
+// gemm_store of two neighbouring columns at `off` and `off + scn`: one
+// 32-bit store of both rounded values where scn is 1 and the pair is
+// 4-byte aligned, else two stores.
+template <typename T, bool BETA0>
+inline void gemm_wg_store2(device T* C, const device T* Cin, int64_t off,
+                           int64_t scn, float a0, float a1, float alpha,
+                           float beta) {
+  if (scn != 1 || ((ulong)(C + off) & 3u) != 0) {
+    gemm_store<T, float, BETA0>(C, Cin, off, a0, alpha, beta);
+    gemm_store<T, float, BETA0>(C, Cin, off + scn, a1, alpha, beta);
+    return;
+  }
+  float r0 = alpha * a0, r1 = alpha * a1;
+  if (!BETA0) {
+    r0 = fma(beta, (float)Cin[off], r0);
+    r1 = fma(beta, (float)Cin[off + 1], r1);
+  }
+  *(device uint*)(C + off) = (uint)T(r0).bits | ((uint)T(r1).bits << 16);
+}
+
+template <typename T, int MMA, bool BETA0, int VA, int VB>
+inline void gemm_wg_tile(const device T* A, const device T* B,
+                         const device T* Cin, device T* C, gemm_geom g,
+                         float alpha, float beta, int row0, int col0,
+                         uint tid, uint smem) {
+  constexpr int S = GEMM_WG_STAGES;
+  constexpr uint SB = GEMM_WG_STAGE_BYTES;
+  constexpr bool KA = VA == 1, KB = VB == 1;
+  const int wg = (int)tid / 128, warp = ((int)tid / 32) % 4;
+  const int lane = (int)tid % 32, gr = lane / 4, tq = lane % 4;
+  gemm_wg_loader<KA, 128> la;
+  gemm_wg_loader<KB, 256> lb;
+  la.init((const device ushort*)A, g.sam, g.sak, row0, g.M, tid);
+  lb.init((const device ushort*)B, g.sbn, g.sbk, col0, g.N, tid);
+  const int slices = (g.K + GEMM_WG_BK - 1) / GEMM_WG_BK;
+  float acc[128];
+  GEMM_UNROLL
+  for (int i = 0; i < 128; ++i)
+    acc[i] = 0.0f;
+  GEMM_UNROLL
+  for (int s = 0; s < S - 2; ++s) {
+    if (s < slices) {
+      la.issue(s, g.K, smem + s * SB);
+      lb.issue(s, g.K, smem + s * SB + GEMM_WG_A_BYTES);
+    }
+    gemm_cp_commit(); // empty groups keep the count of groups uniform
+  }
+  for (int s = 0; s < slices; ++s) {
+    gemm_cp_wait<S - 3>();
+    gemm_wg_proxy_fence();
+    __syncthreads();
+    int next = s + S - 2;
+    if (next < slices) {
+      uint st = smem + (uint)(next % S) * SB;
+      la.issue(next, g.K, st);
+      lb.issue(next, g.K, st + GEMM_WG_A_BYTES);
+    }
+    gemm_cp_commit();
+    gemm_wg_pin(acc);
+    gemm_wg_slice<MMA, KA, KB>(acc, smem + (uint)(s % S) * SB, wg);
+    gemm_wg_wait<1>();
+    gemm_wg_pin(acc);
+  }
+  gemm_wg_wait<0>();
+  gemm_wg_pin(acc);
+  gemm_cp_wait<0>();
+  // Accumulator j of a thread: column 8 (j / 4) + 2 tq + j % 2, row gr +
+  // 8 ((j / 2) % 2) of its warp's 16 rows (the mma.sync C layout, repeated
+  // along n). Each pair (j, j + 1) is two neighbouring columns: one 4-byte
+  // store where C's rows are contiguous and the pair is aligned.
+  const int m0 = row0 + wg * 64 + warp * 16 + gr;
+  GEMM_UNROLL
+  for (int j = 0; j < 128; j += 2) {
+    int m = m0 + ((j / 2) % 2) * 8, n = col0 + (j / 4) * 8 + 2 * tq;
+    if (m >= g.M || n >= g.N)
+      continue;
+    int64_t off = (int64_t)m * g.scm + (int64_t)n * g.scn;
+    if (n + 1 < g.N)
+      gemm_wg_store2<T, BETA0>(C, Cin, off, g.scn, acc[j], acc[j + 1],
+                               alpha, beta);
+    else
+      gemm_store<T, float, BETA0>(C, Cin, off, acc[j], alpha, beta);
+  }
+}
+#endif // GEMM_HAS_WGMMA
+
 #endif
 
 //@kernel gemm_simt
@@ -1170,6 +1501,50 @@ threadgroup float Bs[16 * 132];
 gemm_simt_tile<T, float, false, false, BETA0, 128, 128, 16, 8, 8, VA == 2,
                VB == 2>(a0, b0, Cin + oc, C + oc, g, alpha, beta, t.x * 128,
                         t.y * 128, thread_index_in_threadgroup, As, Bs);
+#endif
+
+//@kernel gemm_wg
+// Template: T (float16 or bfloat16), MMA (0 or 1, as T), BETA0, VA, VB (1
+// or 2; see gemm_wg_tile); op(A) and op(B) passed as views. 128 x 256
+// tiles, 256 threads, GEMM_WG_STAGES * GEMM_WG_STAGE_BYTES (+ 1 KiB for
+// alignment) of dynamic shared memory on CUDA. Without wgmma, the two
+// 128 x 128 halves of the tile one after the other on gemm_tc2's code
+// (CUDA sm_80+) or the SIMT code in float32.
+gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
+                                           B_shape, B_strides, B_ndim,
+                                           Cin_strides, Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 255) / 256;
+int2 t = gemm_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+const device T* a0 = A + gemm_batch_offset(b, A_shape, A_strides, A_ndim);
+const device T* b0 = B + gemm_batch_offset(b, B_shape, B_strides, B_ndim);
+const uint tid = thread_index_in_threadgroup;
+#if GEMM_HAS_MMA
+extern __shared__ __align__(1024) uint gemm_wg_dyn[];
+#endif
+#if GEMM_HAS_WGMMA
+// The dynamic block's start is not promised 1024-byte alignment: round.
+uint sbase = (gemm_smem_addr(gemm_wg_dyn) + 1023u) & ~1023u;
+gemm_wg_tile<T, MMA, BETA0, VA, VB>(a0, b0, Cin + oc, C + oc, g, alpha,
+                                    beta, t.x * 128, t.y * 256, tid, sbase);
+#elif GEMM_HAS_MMA
+for (int h = 0; h < 2; ++h) {
+  __syncthreads(); // the first half's last reads of the stages are done
+  gemm_tc2_tile<T, MMA, BETA0, VA, VB>(a0, b0, Cin + oc, C + oc, g, alpha,
+                                       beta, t.x * 128, t.y * 256 + h * 128,
+                                       tid, gemm_wg_dyn);
+}
+#else
+threadgroup float As[16 * 132];
+threadgroup float Bs[16 * 132];
+for (int h = 0; h < 2; ++h) {
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  gemm_simt_tile<T, float, false, false, BETA0, 128, 128, 16, 8, 8,
+                 VA == 2, VB == 2>(a0, b0, Cin + oc, C + oc, g, alpha, beta,
+                                   t.x * 128, t.y * 256 + h * 128, tid, As,
+                                   Bs);
+}
 #endif
 
 //@kernel gemm_tc

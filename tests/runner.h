@@ -124,6 +124,7 @@
   X(linalg_gemm_f32, 180)                                                     \
   X(linalg_gemm_f64_tc, 180)                                                  \
   X(linalg_gemm_tc_pipelined, 180)                                            \
+  X(linalg_gemm_wg, 180)                                                      \
   X(linalg_gemm_errors, 60)                                                   \
   X(linalg_cli_gemm, 120)                                                     \
   X(linalg_cli_gemm_numpy, 180)                                               \
@@ -166,7 +167,7 @@
   X(linalg_qr_blocked_nan, 60)                                                \
   X(linalg_qr_blocked_errors, 60)                                             \
   X(linalg_qr_blocked_public, 240)                                            \
-  X(linalg_qr_blocked_outer , 240)                                            \
+  X(linalg_qr_blocked_outer, 240)                                             \
   X(linalg_qr_blocked_nvrtc, 300)                                             \
   /* ---- triangular tests ---- */                                            \
   X(linalg_triangular_cases, 240)                                             \

@@ -932,6 +932,39 @@ void test_linalg_gemm_tc_pipelined(void) {
           LG_BA | LG_BC, NULL);
 }
 
+/* The Hopper kernel (gemm_wg, 128 x 256 tiles, a 4-stage pipeline of
+ * BK = 64 slices), forced with opts->path 5 so that every device runs it
+ * (its SIMT fallback on the CPU, gemm_tc2's code on CUDA before sm_90a):
+ * float16 and bfloat16, every transpose (K-major and MN-major operands
+ * in shared memory), edge tiles in m and n, k over several turns of the
+ * stage ring with a ragged last slice and k under one slice, beta == 0
+ * over NaN and beta != 0, a batch with a broadcast operand, and operands
+ * that allow no 16-byte vectors (they fall back to gemm_tc). */
+void test_linalg_gemm_wg(void) {
+  static const int64_t shapes[][3] = {
+      {136, 264, 328}, {128, 256, 64}, {8, 16, 8}, {200, 72, 520},
+  };
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = 5;
+  kiln_dtype dts[2] = {KILN_FLOAT16, KILN_BFLOAT16};
+  for (int d = 0; d < 2; d++)
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+      for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        double beta = (s + (size_t)t) % 2 ? 0.0 : 0.5;
+        lg_case(dts[d], ta, tb, shapes[s][0], shapes[s][1], shapes[s][2],
+                t == 3 ? -0.5 : 1.0, beta, 0, NULL, 0, &o);
+      }
+  int64_t batch[2] = {2, 2};
+  lg_case(KILN_BFLOAT16, false, false, 72, 300, 136, 0.5, 0.0, 2, batch,
+          LG_BA | LG_BB | LG_BC, &o);
+  lg_case(KILN_FLOAT16, true, false, 72, 136, 48, 1.0, -1.0, 2, batch,
+          LG_BB | LG_BC, &o);
+  lg_case(KILN_BFLOAT16, false, false, 130, 260, 33, 1.0, 0.0, 0, NULL, 0,
+          &o);
+}
+
 /* ---- errors -------------------------------------------------------------- */
 
 /* A failed gemm must leave C exactly as it was. */
@@ -1036,8 +1069,11 @@ void test_linalg_gemm_errors(void) {
   lg_expect_gemm_error("path 4 with TF32", false, false, a, b, c, &o,
                        "path 4", "TF32");
   kiln_linalg_opts_init(&o);
-  o.path = 5;
-  lg_expect_gemm_error("path 5", false, false, a, b, c, &o, "path", NULL);
+  o.path = 5; /* warpgroup MMA: float16 / bfloat16 only */
+  lg_expect_gemm_error("path 5 for float32", false, false, a, b, c, &o,
+                       "path 5", "float32");
+  o.path = 6;
+  lg_expect_gemm_error("path 6", false, false, a, b, c, &o, "path", NULL);
   o.path = -1;
   lg_expect_gemm_error("path -1", false, false, a, b, c, &o, "path", NULL);
   /* Operands on two devices need two devices: not testable with one. */
@@ -1073,11 +1109,11 @@ void test_linalg_gemm_errors(void) {
  * modes x EXACT; gemm_dmma BETA0, KA, KB; gemm_tc2 2 dtypes x BETA0 x 2 x 2
  * vector modes (transposes travel as views, so no kernel has TA/TB
  * variants). */
-#define LG_KERNELS 6
+#define LG_KERNELS 7
 static const char *const lg_kernel_names[LG_KERNELS] = {
     "gemm_scale", "gemm_simt", "gemm_tc", "gemm_f32", "gemm_dmma",
-    "gemm_tc2"};
-static const int lg_kernel_configs[LG_KERNELS] = {8, 88, 128, 64, 8, 16};
+    "gemm_tc2", "gemm_wg"};
+static const int lg_kernel_configs[LG_KERNELS] = {8, 88, 128, 64, 8, 16, 16};
 
 /* The configurations gemm.c enumerates, compiled by a few threads (one
  * NVRTC compile of a GEMM kernel takes a good fraction of a second). A
@@ -1194,7 +1230,8 @@ static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
    * registers to local memory. */
   else if ((strcmp(c->name, "gemm_f32") == 0 ||
             strcmp(c->name, "gemm_dmma") == 0 ||
-            strcmp(c->name, "gemm_tc2") == 0) &&
+            strcmp(c->name, "gemm_tc2") == 0 ||
+            strcmp(c->name, "gemm_wg") == 0) &&
            rep.spill_store_bytes + rep.spill_load_bytes > 0)
     snprintf(why, cap, "%s spills registers for %s (%llu bytes stored, "
              "%llu loaded)", what, n->target,
@@ -1203,6 +1240,15 @@ static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
   /* Without a disassembler, the shared-memory size tells which branch of
    * a tensor-core kernel was compiled: on sm_80+ it must be the mma.sync
    * one. */
+  /* gemm_wg's stages are dynamic shared memory in every CUDA branch; its
+   * wgmma branch (sm_90a) holds 128 float32 accumulators per thread, far
+   * more registers than the gemm_tc2 fallback's 64. */
+  else if (strcmp(c->name, "gemm_wg") == 0 &&
+           strcmp(n->target, "sm_90a") == 0 && rep.registers >= 0 &&
+           rep.registers < 160)
+    snprintf(why, cap, "%s for sm_90a uses %d registers per thread, too "
+             "few for its wgmma branch's 128 accumulators: was "
+             "GEMM_HAS_WGMMA off?", what, rep.registers);
   else if (lg_tc_smem(c) != 0 && n->arch >= 80 &&
            rep.threadgroup_memory != lg_tc_smem(c))
     snprintf(why, cap, "%s for %s uses %llu bytes of threadgroup memory, "

@@ -43,6 +43,11 @@ typedef struct kiln__launch_params {
   uint32_t tg[3];          /* threadgroup, already clipped to the grid */
   const kiln__arg *args;
   int num_args;
+  /* Bytes of dynamic threadgroup memory (CUDA's extern __shared__) per
+   * group, beyond the kernel's static arrays; 0 for almost every kernel.
+   * Backends without it (the CPU) ignore it. Set from the kernel
+   * (kiln__kernel_set_dynamic_shared). */
+  uint32_t dynamic_shared;
 } kiln__launch_params;
 
 /* A strided view of bytes in device memory, for copies. */

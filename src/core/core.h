@@ -166,6 +166,14 @@ kiln_status kiln__kernel_launch_into(kiln_kernel *kernel,
                                      const kiln_launch *launch,
                                      kiln_array *const *into);
 
+/* Gives every CUDA launch of `kernel` `bytes` of dynamic shared memory
+ * (the body declares it as an `extern __shared__` array under
+ * KILN_BACKEND_CUDA), beyond the 48 KiB static limit; the backend raises
+ * the function's limit to match. For library kernels
+ * (KILN__LIB_SHARED_KIB); call it before the kernel is first launched or
+ * shared. Other backends ignore it. */
+void kiln__kernel_set_dynamic_shared(kiln_kernel *kernel, uint32_t bytes);
+
 /* ---- dtypes -------------------------------------------------------------- */
 
 bool kiln__dtype_valid(kiln_dtype dtype);

@@ -49,6 +49,7 @@ struct kiln_kernel {
   kiln_math_mode math_mode;
   kiln__scan scan;
   bool scanned;
+  uint32_t dynamic_shared; /* kiln__kernel_set_dynamic_shared */
   /* table_lock guards the table and is held only briefly; build_lock
    * serializes misses, so one specialisation compiles once while launches
    * of cached ones go on. */
@@ -1164,6 +1165,11 @@ static kiln_status fill_outputs(const launch_plan *p, launch_work *w,
   return KILN_OK;
 }
 
+/* See core.h. Set once, before the kernel is shared between threads. */
+void kiln__kernel_set_dynamic_shared(kiln_kernel *kernel, uint32_t bytes) {
+  kernel->dynamic_shared = bytes;
+}
+
 /* Step 6, under the stream's submit lock: order after other streams,
  * fill, launch, record, and keep every buffer alive until the stream gets
  * here. If work went in but a later step failed, the buffers are still
@@ -1177,6 +1183,7 @@ static kiln_status submit(const kiln_kernel *k, const launch_plan *p,
   memcpy(lp.tg, p->tg, sizeof lp.tg);
   lp.args = w->args;
   lp.num_args = s->num_params;
+  lp.dynamic_shared = k->dynamic_shared;
   bool enqueued = false;
   pthread_mutex_lock(&p->stream->submit_lock);
   kiln_status st =

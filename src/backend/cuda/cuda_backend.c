@@ -1787,6 +1787,28 @@ static kiln_status drain_parts(cuda_stream *s, kiln_status st, int failed,
   return st;
 }
 
+/* A kernel with dynamic shared memory (kiln__launch_params.dynamic_shared)
+ * may use more than the default 48 KiB only after its function's limit is
+ * raised. Setting the attribute on every such launch costs one driver call
+ * and needs no state shared between threads; the call is idempotent. */
+static kiln_status allow_dynamic_shared(kiln__cuda_device *d,
+                                        const kiln__cuda_module *m,
+                                        const kiln__launch_params *p,
+                                        const char *name) {
+  if (p->dynamic_shared == 0)
+    return KILN_OK;
+  CUresult r = KILN__CU(d->cu, cuFuncSetAttribute, m->function,
+                        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        (int)p->dynamic_shared);
+  if (r == CUDA_SUCCESS)
+    return KILN_OK;
+  return kiln__cu_error(KILN_ERROR_LAUNCH,
+                        "kernel '%s' needs %u bytes of dynamic shared "
+                        "memory per threadgroup, more than " GPU_FMT
+                        " allows",
+                        name, p->dynamic_shared, d->ordinal);
+}
+
 /* Launches every region with `params` (whose last entry is &dims), after
  * checking them all. If a later region still fails, drain_parts waits for
  * the earlier ones. The kernel's name is noted once a part went in. */
@@ -1798,6 +1820,8 @@ static kiln_status launch_all(cuda_stream *s, const kiln__cuda_module *m,
   launch_region regions[8];
   int count = launch_regions(p, blocks, regions);
   kiln_status st = check_regions(d, m, regions, count, name);
+  if (st == KILN_OK)
+    st = allow_dynamic_shared(d, m, p, name);
   if (st != KILN_OK)
     return st;
   for (int i = 0; i < count; i++) {
@@ -1805,7 +1829,8 @@ static kiln_status launch_all(cuda_stream *s, const kiln__cuda_module *m,
     memcpy(dims->group_offset, g->first, sizeof dims->group_offset);
     CUresult r = KILN__CU(d->cu, cuLaunchKernel, m->function, g->blocks[0],
                           g->blocks[1], g->blocks[2], g->size[0], g->size[1],
-                          g->size[2], 0, s->handle, params, NULL);
+                          g->size[2], p->dynamic_shared, s->handle, params,
+                          NULL);
     if (r != CUDA_SUCCESS) {
       /* A sticky error here is an earlier launch's fault, blamed on the
        * last kernel noted: this one's name is noted only on success. */

@@ -73,6 +73,7 @@ typedef void (*CUhostFn)(void *user_data);
 #define CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES 1
 #define CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES 3
 #define CU_FUNC_ATTRIBUTE_NUM_REGS 4
+#define CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
 
 /* Flags. */
 #define CU_STREAM_NON_BLOCKING 0x1u
@@ -149,7 +150,9 @@ typedef struct _nvrtcProgram *nvrtcProgram;
   XX(cuModuleGetFunction, "cuModuleGetFunction",                              \
      (CUfunction * f, CUmodule m, const char *name))                          \
   XX(cuFuncGetAttribute, "cuFuncGetAttribute",                                \
-     (int *value, int attrib, CUfunction f))
+     (int *value, int attrib, CUfunction f))                                  \
+  XX(cuFuncSetAttribute, "cuFuncSetAttribute",                                \
+     (CUfunction f, int attrib, int value))
 
 #define KILN__NVRTC_FUNCS(XX)                                                 \
   XX(nvrtcVersion, "nvrtcVersion", (int *major, int *minor))                  \
