@@ -11,10 +11,11 @@
 // next ones in place, with the next Gram fused in.
 //
 // Kernels:
-//   cq_gram   pass 1: every threadgroup takes a run of row tiles of A and
-//             accumulates their Gram partial in float64.
+//   cq_gram   pass 1: every warp streams runs of 16 rows of A from memory
+//             and sums their Gram in float64 (cq_gram_rows); each group
+//             stores one partial.
 //   cq_first  pass 2: X_1 = A R_1^-1 row by row, written to Q, and its
-//             Gram partials.
+//             Gram partials (the solved tile summed by warps).
 //   cq_next   pass 3: X_2 = X_1 R_2^-1 in place in Q, and its partials.
 //   cq_last   Q = X_2 R_3^-1 in place.
 //   cq_reduce sums the partials of each matrix (in a fixed order, so the
@@ -25,11 +26,11 @@
 //
 // Gram precision: products of float32 values are exact in float64, so the
 // float32 path's Gram carries only float64 rounding; the float64 path
-// relies on the shift alone. Gram blocks: thread `blk` of a slice owns the
-// 4 x 4 block (bi, bj), bi <= bj, of the upper triangle (NBLK blocks), and
-// the slices of a threadgroup take turns over the tile's rows. A Gram
-// (partial or summed) is stored by blocks: entry blk * 16 + 4 a + c is
-// G(4 bi + a, 4 bj + c).
+// relies on the shift alone. Gram layout: the upper triangle's 8 x 8
+// blocks (bi, bj), bi <= bj, numbered row by row (cq_block); a Gram
+// (partial or summed) stores entry blk * 64 + 8 a + c = G(8 bi + a,
+// 8 bj + c), which is the float64 tensor cores' accumulator layout (lane
+// 4 a + c / 2 holds entries c, c + 1 of row a; see cq_gram_step).
 #include <metal_stdlib>
 using namespace metal;
 
@@ -39,8 +40,16 @@ using namespace metal;
 #define CQ_UNROLL
 #endif
 
-// Threads of cq_gram, cq_q and cq_chol groups.
+// Threads of the row passes' and cq_chol's groups.
 #define CQ_THREADS 256
+// Threads of cq_reduce's groups: 32 entries x 32 slices of the partials.
+#define CQ_RED_THREADS 1024
+// Entries of a Gram (partial or summed) of NC columns: the upper
+// triangle's 8 x 8 blocks (see cq_gram_step).
+template <int NC>
+constexpr int cq_entries() {
+  return (NC / 8) * (NC / 8 + 1) / 2 * 64;
+}
 
 // Rows of a tile held in TT, NC + 1 values a row (odd, so a thread per
 // row reads without bank conflicts), at most about 34 KB. cq_gram keeps
@@ -82,7 +91,7 @@ inline int64_t cq_batch_offset(uint b, const constant int* shape,
   return off;
 }
 
-// The 4 x 4 block (bi, bj), bi <= bj, of the upper triangle numbered
+// The block (bi, bj), bi <= bj, of the upper triangle numbered
 // `blk` row by row (NB blocks a side).
 inline void cq_block(int blk, int NB, thread int& bi, thread int& bj) {
   int i = 0;
@@ -120,29 +129,217 @@ inline void cq_solve(thread T* x, const device T* rt) {
   }
 }
 
+// Warps per block set of the Gram (see below): NC 64 splits its blocks.
+template <int NC>
+constexpr int cq_gram_h() {
+  return NC == 64 ? 2 : 1;
+}
+
+// ---- the Gram, a warp at a time ------------------------------------------
+//
+// Every Gram is summed by warps, each over its own rows, as the 8 x 8
+// blocks of the upper triangle, in the layout of the float64 tensor cores'
+// m8n8k4 (mma.sync, sm_80+): for rows k of a step of 4, the fragment of
+// column block c is f_c = X(r0 + q, 8 c + r) (r = lane / 4, q = lane % 4)
+// and serves as both A = X^T and B = X operand, and a lane holds
+// G(8 bi + r, 8 bj + 2 q + i), i = 0, 1, of block (bi, bj): entries
+// blk * 64 + 2 lane + i of the block layout. The tensor cores run these
+// float64 products at twice the FMA pipe's rate with no conversions or
+// shared-memory reads beyond one per operand (the earlier 4 x 4 register
+// blocks were bound by both). cq_gram needs no tile at all: each warp
+// streams its runs of 16 rows of A straight from memory (no barriers, few
+// registers, so many warps keep many loads in flight); the row passes sum
+// their solved tile from threadgroup memory. NC 64's 36 blocks are split
+// between the two warps of a pair (H = 2), 72 accumulators a lane being
+// too many. The portable path (CPU) computes the same lane entries with
+// scalar FMAs.
+
+// Accumulator doubles a lane keeps.
+template <int NC>
+constexpr int cq_gram_acc() {
+  return 2 * (((NC / 8) * (NC / 8 + 1) / 2 + cq_gram_h<NC>() - 1) /
+              cq_gram_h<NC>());
+}
+
+// Accumulates one step of 4 rows whose fragments are f (NB of them) into
+// the blocks blk with blk % H == HH (acc[2 (blk / H) + i]).
+template <int NB, int H, int HH>
+inline void cq_gram_step(thread double* acc, const thread double* f,
+                         int lane, const thread double* fr4) {
+#if KILN_BACKEND_CUDA && __CUDA_ARCH__ >= 800
+  (void)lane;
+  (void)fr4;
+  int blk = 0;
+  CQ_UNROLL
+  for (int bi = 0; bi < NB; ++bi)
+    CQ_UNROLL
+    for (int bj = bi; bj < NB; ++bj, ++blk)
+      if (blk % H == HH)
+        asm("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, "
+            "{%2}, {%3}, {%0,%1};"
+            : "+d"(acc[2 * (blk / H)]), "+d"(acc[2 * (blk / H) + 1])
+            : "d"(f[bi]), "d"(f[bj]));
+#else
+  // fr4[k * NC + c]: the 4 rows of the step, as the lanes' loads saw them
+  (void)f;
+  const int r = lane / 4, q = lane % 4;
+  int blk = 0;
+  for (int bi = 0; bi < NB; ++bi)
+    for (int bj = bi; bj < NB; ++bj, ++blk)
+      for (int k = 0; blk % H == HH && k < 4; ++k) {
+        const int at = 2 * (blk / H);
+        const double x = fr4[k * NB * 8 + 8 * bi + r];
+        acc[at] = fma(x, fr4[k * NB * 8 + 8 * bj + 2 * q], acc[at]);
+        acc[at + 1] = fma(x, fr4[k * NB * 8 + 8 * bj + 2 * q + 1], acc[at + 1]);
+      }
+#endif
+}
+
+// Warp `w` of W (over the whole grid's groups for matrix b) sums the runs
+// of 16 rows w, w + W, ... of A into acc: the blocks blk % H == HH (see
+// cq_gram_step).
+template <typename T, int NC, int H, int HH>
+inline void cq_gram_rows(const device T* a, int m, int n, int64_t rs,
+                         int64_t cs, int w, int W, int lane,
+                         thread double* acc) {
+  constexpr int NB = NC / 8;
+  // steps of 4 rows loaded at once: all 4 of a run, NC 64 one
+  constexpr int KU = NC == 64 ? 1 : 4;
+  const int r = lane / 4, q = lane % 4;
+  for (int r0 = w * 16; r0 < m; r0 += W * 16) {
+#if KILN_BACKEND_CUDA && __CUDA_ARCH__ >= 800
+    for (int k0 = 0; k0 < 4; k0 += KU) {
+      T v[KU][NB];
+      CQ_UNROLL
+      for (int k = 0; k < KU; ++k) {
+        const int row = r0 + 4 * (k0 + k) + q;
+        const device T* rp = a + (int64_t)row * rs;
+        CQ_UNROLL
+        for (int c = 0; c < NB; ++c) {
+          const int col = 8 * c + r;
+          v[k][c] = row < m && col < n ? rp[col * cs] : T(0);
+        }
+      }
+      CQ_UNROLL
+      for (int k = 0; k < KU; ++k) {
+        double f[NB];
+        CQ_UNROLL
+        for (int c = 0; c < NB; ++c)
+          f[c] = (double)v[k][c];
+        cq_gram_step<NB, H, HH>(acc, f, lane,
+                                (const thread double*)nullptr);
+      }
+    }
+#else
+    // The portable path reads the whole 4-row step itself.
+    (void)r;
+    (void)q;
+    CQ_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      double fr4[4 * NC];
+      for (int kk = 0; kk < 4; ++kk)
+        for (int c = 0; c < NC; ++c) {
+          const int row = r0 + 4 * k + kk;
+          fr4[kk * NC + c] = row < m && c < n
+                                 ? (double)a[(int64_t)row * rs + c * cs]
+                                 : 0.0;
+        }
+      cq_gram_step<NB, H, HH>(acc, (const thread double*)nullptr, lane,
+                              fr4);
+    }
+#endif
+  }
+}
+
+// The row passes' Gram of a tile (TR rows in threadgroup memory, row
+// stride LD, zeros past the matrix): walker `w` of W takes the steps of 4
+// rows w, w + W, ...
+template <typename TT, int NC, int TR, int LD, int H, int HH>
+inline void cq_gram_tile(const threadgroup TT* tile, int w, int W,
+                         int lane, thread double* acc) {
+  constexpr int NB = NC / 8;
+  const int r = lane / 4, q = lane % 4;
+  for (int k = w; k < TR / 4; k += W) {
+#if KILN_BACKEND_CUDA && __CUDA_ARCH__ >= 800
+    double f[NB];
+    CQ_UNROLL
+    for (int c = 0; c < NB; ++c)
+      f[c] = (double)tile[(4 * k + q) * LD + 8 * c + r];
+    cq_gram_step<NB, H, HH>(acc, f, lane, (const thread double*)nullptr);
+#else
+    (void)r;
+    (void)q;
+    double fr4[4 * NC];
+    for (int kk = 0; kk < 4; ++kk)
+      for (int c = 0; c < NC; ++c)
+        fr4[kk * NC + c] = (double)tile[(4 * k + kk) * LD + c];
+    cq_gram_step<NB, H, HH>(acc, (const thread double*)nullptr, lane, fr4);
+#endif
+  }
+}
+
+// The group's partial: its warps' accumulators added in warp order (the
+// result does not depend on scheduling) into sum (E doubles of threadgroup
+// memory), then stored as partial p of matrix b.
+template <int NC>
+inline void cq_gram_store(const thread double* acc, threadgroup double* sum,
+                          device double* Part, uint b, int p, int P,
+                          int tid) {
+  constexpr int H = cq_gram_h<NC>(), NB = NC / 8;
+  constexpr int NBLK = NB * (NB + 1) / 2, E = NBLK * 64;
+  const int lane = tid % 32, warp = tid / 32, half = warp % H;
+  for (int v = 0; v < CQ_THREADS / 32; ++v) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (warp == v)
+      CQ_UNROLL
+      for (int blk = 0; blk < NBLK; ++blk)
+        if (blk % H == half)
+          CQ_UNROLL
+          for (int i = 0; i < 2; ++i) {
+            const int e = blk * 64 + 2 * lane + i;
+            const double x = acc[2 * (blk / H) + i];
+            sum[e] = v < H ? x : sum[e] + x;
+          }
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  device double* part = Part + ((int64_t)b * P + p) * E;
+  for (int e = tid; e < E; e += CQ_THREADS)
+    part[e] = sum[e];
+}
+
+// A thread's LPT values of a tile whose thread-row lr0 is `row0`
+// (column lc, rows row0 + k RSTEP), zero past the matrix.
+template <typename T, int NC, int LPT, int RSTEP>
+inline void cq_load_tile(thread T* v, const device T* a, int row0, int lc,
+                         int m, int n, int64_t rs, int64_t cs) {
+  CQ_UNROLL
+  for (int k = 0; k < LPT; ++k) {
+    const int row = row0 + k * RSTEP;
+    v[k] = row < m && lc < n ? a[(int64_t)row * rs + lc * cs] : T(0);
+  }
+}
+
 // One threadgroup's share of a pass (see the top of the file): row tiles
 // [t0, t1) of matrix b of X (A, or Q itself, read in place); with SOLVE
 // the factor rt solved into every row, with GRAM the Gram partial p of b
-// into Part, with WRITE the rows into Q. smem: the tile, reused for the
-// slices' sum at the end. Each tile is read whole before any of its rows
-// is written, and only this threadgroup touches its tiles, so X may be Q.
+// into Part (cq_gram_tile), with WRITE the rows into Q. smem: the tile,
+// reused for the warps' sum at the end. Each tile is read whole before
+// any of its rows is written, and only this threadgroup touches its
+// tiles, so X may be Q.
 template <typename T, typename TT, int NC, bool SOLVE, bool GRAM,
-          bool WRITE>
+          bool WRITE, bool PF>
 inline void cq_pass(const device T* X, const constant int* X_shape,
                     const constant int64_t* X_strides, int X_ndim,
                     const device T* rt, device double* Part, device T* Q,
                     uint b, uint p, uint P, int tid, threadgroup double* smem) {
   constexpr int TR = cq_tile_rows<NC, TT>();
   constexpr int LD = NC + 1;
-  constexpr int NB = NC / 4;
-  constexpr int NBLK = NB * (NB + 1) / 2;
-  constexpr int NSL = CQ_THREADS / NBLK;
-  constexpr int E = NBLK * 16;
   constexpr int RSTEP = CQ_THREADS / NC;
   constexpr int LPT = TR * NC / CQ_THREADS;
-  static_assert(NSL >= 1 && LPT * CQ_THREADS == TR * NC, "tile shape");
+  constexpr int H = cq_gram_h<NC>();
+  static_assert(LPT * CQ_THREADS == TR * NC, "tile shape");
   static_assert(TR <= CQ_THREADS, "a thread per tile row");
-  static_assert(NBLK * 16 <= cq_smem_doubles<NC, TT>(), "sums fit");
+  static_assert(cq_entries<NC>() <= cq_smem_doubles<NC, TT>(), "sums fit");
   threadgroup TT* tile = (threadgroup TT*)smem;
   const int m = X_shape[X_ndim - 2], n = X_shape[X_ndim - 1];
   const int64_t rs = X_strides[X_ndim - 2], cs = X_strides[X_ndim - 1];
@@ -150,24 +347,37 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
   const int tiles = (m + TR - 1) / TR;
   const int per = (tiles + (int)P - 1) / (int)P;
   const int t0 = (int)p * per, t1 = min(tiles, t0 + per);
-  const int sl = tid / NBLK, blk = tid % NBLK;
-  int bi = 0, bj = 0;
-  cq_block(blk, NB, bi, bj);
   const int lc = tid % NC, lr = tid / NC;
+  const int lane = tid % 32, warp = tid / 32;
 
-  double acc[16];
+  double acc[cq_gram_acc<NC>()];
   CQ_UNROLL
-  for (int e = 0; e < 16; ++e)
+  for (int e = 0; e < cq_gram_acc<NC>(); ++e)
     acc[e] = 0.0;
 
+  // With PF the next tile's values are loaded into registers while this
+  // one is worked on (a group that is alone on its SM would otherwise
+  // wait out each tile's memory latency with nothing to do).
+  T pf[PF ? LPT : 1];
+  if (PF && t0 < t1)
+    cq_load_tile<T, NC, LPT, RSTEP>(pf, a, t0 * TR + lr, lc, m, n, rs, cs);
   for (int t = t0; t < t1; ++t) {
     const int r0 = t * TR;
     threadgroup_barrier(mem_flags::mem_threadgroup); // tile free again
-    CQ_UNROLL
-    for (int k = 0; k < LPT; ++k) {
-      const int row = r0 + lr + k * RSTEP;
-      tile[(lr + k * RSTEP) * LD + lc] =
-          row < m && lc < n ? (TT)a[(int64_t)row * rs + lc * cs] : TT(0);
+    if (PF) {
+      CQ_UNROLL
+      for (int k = 0; k < LPT; ++k)
+        tile[(lr + k * RSTEP) * LD + lc] = (TT)pf[k];
+      if (t + 1 < t1)
+        cq_load_tile<T, NC, LPT, RSTEP>(pf, a, r0 + TR + lr, lc, m, n, rs,
+                                        cs);
+    } else {
+      CQ_UNROLL
+      for (int k = 0; k < LPT; ++k) {
+        const int row = r0 + lr + k * RSTEP;
+        tile[(lr + k * RSTEP) * LD + lc] =
+            row < m && lc < n ? (TT)a[(int64_t)row * rs + lc * cs] : TT(0);
+      }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (SOLVE) {
@@ -183,21 +393,13 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
       }
       threadgroup_barrier(mem_flags::mem_threadgroup);
     }
-    if (GRAM && sl < NSL) {
-      for (int r = sl; r < TR; r += NSL) {
-        const threadgroup TT* row = tile + r * LD;
-        double xi[4], xj[4];
-        CQ_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          xi[e] = (double)row[4 * bi + e];
-          xj[e] = (double)row[4 * bj + e];
-        }
-        CQ_UNROLL
-        for (int u = 0; u < 4; ++u)
-          CQ_UNROLL
-          for (int v = 0; v < 4; ++v)
-            acc[4 * u + v] = fma(xi[u], xj[v], acc[4 * u + v]);
-      }
+    if (GRAM) {
+      constexpr int W = CQ_THREADS / 32 / H;
+      if (warp % H == 0)
+        cq_gram_tile<TT, NC, TR, LD, H, 0>(tile, warp / H, W, lane, acc);
+      else
+        cq_gram_tile<TT, NC, TR, LD, H, H - 1>(tile, warp / H, W, lane,
+                                               acc);
     }
     if (WRITE) {
       CQ_UNROLL
@@ -209,20 +411,15 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
       }
     }
   }
-  if (!GRAM)
-    return;
-  // The slices' sums, added in slice order (deterministic), then stored.
-  for (int s = 0; s < NSL; ++s) {
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    if (sl == s)
-      CQ_UNROLL
-      for (int e = 0; e < 16; ++e)
-        smem[blk * 16 + e] = s == 0 ? acc[e] : smem[blk * 16 + e] + acc[e];
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  device double* part = Part + ((int64_t)b * P + p) * E;
-  for (int e = tid; e < E; e += CQ_THREADS)
-    part[e] = smem[e];
+  if (GRAM)
+    cq_gram_store<NC>(acc, smem, Part, b, (int)p, (int)P, tid);
+}
+
+// Whether cq_first / cq_next prefetch: where their registers keep them
+// alone on an SM anyway (float32 NC 64; float64 NC 64 would spill).
+template <typename T, int NC>
+constexpr bool cq_first_pf() {
+  return NC == 64 && sizeof(T) == 4;
 }
 
 // Factor k of matrix b in Rt (batch x 3 x NC x NC).
@@ -232,15 +429,32 @@ inline const device T* cq_factor(const device T* Rt, uint b, int k) {
 }
 
 //@kernel cq_gram
-// Pass 1's Gram partials, of A itself, for every threadgroup: Part is
-// batch x P x E (E = NBLK * 16), P = the threadgroups per matrix (grid.x
-// = 256 P), matrices along grid.y from g0. Template: T, NC (16, 32, 64).
-threadgroup double smem[cq_smem_doubles<NC, double>()];
-cq_pass<T, double, NC, false, true, false>(
-    A, A_shape, A_strides, A_ndim, (const device T*)nullptr, Part,
-    (device T*)nullptr, (uint)g0 + threadgroup_position_in_grid.y,
-    threadgroup_position_in_grid.x, threadgroups_per_grid.x,
-    (int)thread_index_in_threadgroup, smem);
+// Pass 1's Gram partials, of A itself, one per threadgroup: Part is batch
+// x P x E (cq_entries, the 8 x 8 block layout), P = the threadgroups per
+// matrix (grid.x = 256 P), matrices along grid.y from g0. Each warp sums
+// its runs of rows straight from memory (cq_gram_rows), then the group
+// adds its warps' sums (cq_gram_store). Template: T, NC (16, 32, 64).
+constexpr int H = cq_gram_h<NC>();
+constexpr int WG = CQ_THREADS / 32 / H; // row walkers per group
+threadgroup double sum[cq_entries<NC>()];
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+const int tid = (int)thread_index_in_threadgroup;
+const int lane = tid % 32, warp = tid / 32;
+const int P = (int)threadgroups_per_grid.x;
+const int p = (int)threadgroup_position_in_grid.x;
+const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
+const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
+const device T* a = A + cq_batch_offset(b, A_shape, A_strides, A_ndim);
+const int w = p * WG + warp / H, W = P * WG;
+double acc[cq_gram_acc<NC>()];
+CQ_UNROLL
+for (int e = 0; e < cq_gram_acc<NC>(); ++e)
+  acc[e] = 0.0;
+if (warp % H == 0)
+  cq_gram_rows<T, NC, H, 0>(a, m, n, rs, cs, w, W, lane, acc);
+else
+  cq_gram_rows<T, NC, H, H - 1>(a, m, n, rs, cs, w, W, lane, acc);
+cq_gram_store<NC>(acc, sum, Part, b, p, P, tid);
 
 //@kernel cq_first
 // Pass 2's rows: Q = X_1 = A R_1^-1 (factor 0 of Rt, batch x 3 x NC x NC,
@@ -248,7 +462,7 @@ cq_pass<T, double, NC, false, true, false>(
 // layout of cq_gram). Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
-cq_pass<T, T, NC, true, true, true>(
+cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
     A, A_shape, A_strides, A_ndim, cq_factor<T, NC>(Rt, b, 0), Part, Q, b,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,
     (int)thread_index_in_threadgroup, smem);
@@ -259,7 +473,7 @@ cq_pass<T, T, NC, true, true, true>(
 // Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
-cq_pass<T, T, NC, true, true, true>(
+cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
     cq_factor<T, NC>(Rt, b, 1), Part, Q, b, threadgroup_position_in_grid.x,
     threadgroups_per_grid.x, (int)thread_index_in_threadgroup, smem);
@@ -269,7 +483,7 @@ cq_pass<T, T, NC, true, true, true>(
 // bound for its shape). Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
-cq_pass<T, T, NC, true, false, true>(
+cq_pass<T, T, NC, true, false, true, true>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
     cq_factor<T, NC>(Rt, b, 2), (device double*)nullptr, Q, b,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,
@@ -277,10 +491,12 @@ cq_pass<T, T, NC, true, false, true>(
 
 //@kernel cq_reduce
 // G (batch x E) = the sum over p of Part (batch x P x E), p in order. A
-// threadgroup of 256 sums 32 entries: lane = entry, 8 warps = 8 slices of
-// the partials, whose sums are added in slice order. grid.x = 256 *
-// ceil(E / 32), matrices along grid.y from g0.
-threadgroup double red[256];
+// threadgroup of 1024 sums 32 entries: lane = entry (coalesced), 32 warps
+// = 32 slices of the partials, whose sums are added in slice order. Many
+// slices keep each thread's chain of dependent loads short (P is several
+// hundred). grid.x = 1024 * ceil(E / 32), matrices along grid.y from g0.
+threadgroup double red[CQ_RED_THREADS];
+constexpr int NSL = CQ_RED_THREADS / 32;
 const int P = Part_shape[1], E = Part_shape[2];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
@@ -289,14 +505,14 @@ const int slice = tid / 32;
 double s = 0.0;
 if (e < E) {
   const device double* src = Part + (int64_t)b * P * E + e;
-  for (int p = slice; p < P; p += 8)
+  for (int p = slice; p < P; p += NSL)
     s += src[(int64_t)p * E];
 }
 red[tid] = s;
 threadgroup_barrier(mem_flags::mem_threadgroup);
 if (slice == 0 && e < E) {
   double t = red[tid];
-  for (int k = 1; k < 8; ++k)
+  for (int k = 1; k < NSL; ++k)
     t += red[tid + 32 * k];
   G[(int64_t)b * E + e] = t;
 }
@@ -321,13 +537,16 @@ if (slice == 0 && e < E) {
 // of the right-looking Cholesky is one barrier and BS^2 FMAs a thread:
 // the owners of pivot row j publish it (double-buffered, so one barrier a
 // step suffices), and everyone updates its block with it.
-constexpr int LD = NC + 1, NB = NC / 4, E = NB * (NB + 1) / 2 * 16;
+constexpr int CQ_GB = 8;
+constexpr int LD = NC + 1, NB = NC / CQ_GB;
+constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();
 constexpr int BS = NC / 16;
 static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
 threadgroup double Gs[NC * LD];
 threadgroup double srow[2 * NC];
 threadgroup double sq[NC];
 threadgroup double red[CQ_THREADS / 32];
+threadgroup double rc[16 * NC]; // 16 rows of Rin at a time
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int n = Rsh_shape[Rsh_ndim - 1];
@@ -335,8 +554,8 @@ const int ti = tid / 16, tk = tid % 16;
 const device double* g = G + (int64_t)b * E;
 for (int e = tid; e < E; e += CQ_THREADS) {
   int bi = 0, bj = 0;
-  cq_block(e / 16, NB, bi, bj);
-  const int i = 4 * bi + (e % 16) / 4, j = 4 * bj + e % 4;
+  cq_block(e / BB, NB, bi, bj);
+  const int i = CQ_GB * bi + (e % BB) / CQ_GB, j = CQ_GB * bj + e % CQ_GB;
   if (i <= j)
     Gs[i * LD + j] = g[e];
 }
@@ -351,9 +570,19 @@ for (int u = 0; u < BS; ++u)
   }
 int fail = 0;
 if (PASS == 1) {
+  // trace(G): the diagonal owners' sums, then the warps' in order
   double tr = 0.0;
-  for (int j = 0; j < n; ++j)
-    tr += Gs[j * LD + j];
+  CQ_UNROLL
+  for (int u = 0; u < BS; ++u)
+    if (ti == tk)
+      tr += gr[u][u];
+  tr = simd_sum(tr);
+  if (tid % 32 == 0)
+    red[tid / 32] = tr;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  tr = 0.0;
+  for (int k = 0; k < CQ_THREADS / 32; ++k)
+    tr += red[k];
   if (!(tr > 0.0) || !isfinite(tr))
     fail = PASS * 1000;
   CQ_UNROLL
@@ -455,7 +684,9 @@ if (tid == 0) {
     flag[b] = fail;
 }
 // The product R_PASS Rin (upper triangular times upper triangular): each
-// thread its block, R's rows from Gs, Rin's columns from memory.
+// thread its block, R's rows from Gs, Rin's rows through rc, 16 at a
+// time (loaded by the whole group at once: one memory latency per 16
+// rows, where reading Rin from memory inside the loop cost one per row).
 const device double* rin = Rin + (int64_t)b * NC * NC;
 double pr[BS][BS];
 CQ_UNROLL
@@ -463,12 +694,17 @@ for (int u = 0; u < BS; ++u)
   CQ_UNROLL
   for (int v = 0; v < BS; ++v)
     pr[u][v] = PASS == 1 ? Gs[(BS * ti + u) * LD + BS * tk + v] : 0.0;
-if (PASS > 1 && ti <= tk) {
-  for (int l = BS * ti; l < min(n, BS * tk + BS); ++l) {
+for (int l0 = 0; PASS > 1 && l0 < n; l0 += 16) {
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int e = tid; e < 16 * NC; e += CQ_THREADS)
+    rc[e] = l0 + e / NC < NC ? rin[l0 * NC + e] : 0.0;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const int lend = min(min(n, BS * tk + BS), l0 + 16);
+  for (int l = max(BS * ti, l0); ti <= tk && l < lend; ++l) {
     double rl[BS], ri[BS];
     CQ_UNROLL
     for (int v = 0; v < BS; ++v)
-      rl[v] = rin[l * NC + BS * tk + v];
+      rl[v] = rc[(l - l0) * NC + BS * tk + v];
     CQ_UNROLL
     for (int u = 0; u < BS; ++u)
       ri[u] = Gs[(BS * ti + u) * LD + l];

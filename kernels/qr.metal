@@ -313,6 +313,14 @@ inline void qr_house(const device T* A, const constant int* A_shape,
   }
 }
 
+// Matrices in a batch: the product of the leading dimensions.
+inline uint qr_batch_count(const constant int* shape, int ndim) {
+  uint b = 1;
+  for (int d = 0; d < ndim - 2; ++d)
+    b *= (uint)shape[d];
+  return b;
+}
+
 // Row blocks per matrix of qr_house's launches: P with BLOCKED, else 1.
 template <int MMAX, bool BLOCKED>
 inline uint qr_blocks(int m) {
@@ -409,20 +417,28 @@ qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
     vbuf, taus, sgn, dims);
 
 //@kernel qr_small_g
-// qr_small behind a per-matrix flag (int32, one per batch entry): a
-// threadgroup whose matrix has flag 0 returns at once. TSQR runs this way
-// after CholeskyQR (src/linalg/cholqr.c), redoing only the matrices where
-// that broke down, without a host round trip.
+// qr_small behind a per-matrix flag (int32, one per batch entry): TSQR
+// runs this way after CholeskyQR (src/linalg/cholqr.c), redoing only the
+// matrices where that broke down, without a host round trip. The grid is
+// small and fixed (the driver caps it): each threadgroup walks the blocks
+// g = its index, + the groups of the grid, ..., and skips those whose
+// matrix has flag 0, so when nothing broke down the launch costs a few
+// flag reads. Inputs: A, flag (no g0: one launch covers every block).
 threadgroup T vbuf[2 * MMAX];
 threadgroup T taus[NC];
 threadgroup T sgn[MMAX + NC];
 threadgroup int dims[2];
-const uint grp = (uint)g0 + threadgroup_position_in_grid.x;
-if (flag[grp / qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2])] == 0)
-  return;
-qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, true>(
-    A, A_shape, A_strides, A_ndim, Q, R, grp, thread_index_in_threadgroup,
-    vbuf, taus, sgn, dims);
+const uint blocks = qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2]);
+const uint total = qr_batch_count(A_shape, A_ndim) * blocks;
+for (uint grp = threadgroup_position_in_grid.x; grp < total;
+     grp += threadgroups_per_grid.x) {
+  if (flag[grp / blocks] == 0)
+    continue;
+  threadgroup_barrier(mem_flags::mem_threadgroup); // buffers free again
+  qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, true>(
+      A, A_shape, A_strides, A_ndim, Q, R, grp, thread_index_in_threadgroup,
+      vbuf, taus, sgn, dims);
+}
 
 //@kernel qr_small_rg
 // qr_small_r behind a per-matrix flag, as qr_small_g.
@@ -430,12 +446,17 @@ threadgroup T vbuf[2 * MMAX];
 threadgroup T taus[NC];
 threadgroup T sgn[MMAX + NC];
 threadgroup int dims[2];
-const uint grp = (uint)g0 + threadgroup_position_in_grid.x;
-if (flag[grp / qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2])] == 0)
-  return;
-qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
-    A, A_shape, A_strides, A_ndim, R, R, grp, thread_index_in_threadgroup,
-    vbuf, taus, sgn, dims);
+const uint blocks = qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2]);
+const uint total = qr_batch_count(A_shape, A_ndim) * blocks;
+for (uint grp = threadgroup_position_in_grid.x; grp < total;
+     grp += threadgroups_per_grid.x) {
+  if (flag[grp / blocks] == 0)
+    continue;
+  threadgroup_barrier(mem_flags::mem_threadgroup); // buffers free again
+  qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
+      A, A_shape, A_strides, A_ndim, R, R, grp, thread_index_in_threadgroup,
+      vbuf, taus, sgn, dims);
+}
 
 //@kernel qr_apply
 // TSQR's way back: X (batch x m x n, contiguous, in place) is a stack of
@@ -451,11 +472,16 @@ qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim,
                          (const device int*)nullptr);
 
 //@kernel qr_apply_g
-// qr_apply behind a per-matrix flag (see qr_small_g).
+// qr_apply behind a per-matrix flag, walking its groups as qr_small_g
+// does (inputs Xin, S, flag: no g0).
 threadgroup T St[NB * qr_apply_tc<T, NB>()];
-qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim,
-                         (uint)g0 + threadgroup_position_in_grid.x,
-                         (int)thread_index_in_threadgroup, St, flag);
+const int xm = Xin_shape[Xin_ndim - 2];
+const uint total = qr_batch_count(Xin_shape, Xin_ndim) *
+                   (uint)((xm + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS);
+for (uint g = threadgroup_position_in_grid.x; g < total;
+     g += threadgroups_per_grid.x)
+  qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim, g,
+                           (int)thread_index_in_threadgroup, St, flag);
 
 //@kernel qr_eye
 // The diagonal of Q = I for every matrix of Q (batch x m x m, already

@@ -808,6 +808,28 @@ void test_linalg_qr_cholqr_ill_conditioned(void) {
     }
 }
 
+/* The fallback's guarded kernels run on a grid capped at a few groups per
+ * compute unit (qr.c, launch_flagged) and walk their blocks in a loop:
+ * a deficient matrix with more 256-row blocks (and 128-row apply groups)
+ * than the cap on any device up to 4 x 132 compute units, so that the loop
+ * wraps everywhere; a zero column makes CholeskyQR break down. */
+static void qt_fallback_many_blocks(void) {
+  int64_t m = 1056 * 256 + 300, n = 3;
+  double *a = kt_la_alloc(m * n);
+  qt_random(m, n, a);
+  for (int64_t i = 0; i < m; i++)
+    a[i * n + 1] = 0.0;
+  int64_t shape[2] = {m, n};
+  kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
+  qt_case c = {"float32 deficient 270636 x 3 (fallback loops)",
+               KILN_FLOAT32, KILN_QR_REDUCED, m, n, false};
+  int flags[1] = {1};
+  qt_cholqr_direct(&c, arr, a, 1, flags);
+  qt_factor_check(&c, arr, a, 1, 4);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
 /* Rank-deficient matrices, where CholeskyQR must break down and TSQR take
  * over: an exactly zero column, a rank-1 matrix, a zero matrix, and a
  * batch where only the middle matrix is deficient (the others must keep
@@ -876,6 +898,7 @@ void test_linalg_qr_cholqr_fallback(void) {
     }
     free(a);
   }
+  qt_fallback_many_blocks();
 }
 
 /* Strided inputs read in place on path 4: every other column of every
@@ -1032,31 +1055,29 @@ void test_linalg_qr_cholqr_nvrtc(void) {
         kt_la_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, 8, KILN_INT32);
         kt_la_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, 1, KILN_INT32);
         kt_la_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, 0, KILN_INT32);
-        kiln_array_spec in[3] = {{dt, rank, {0}}, {KILN_INT32, 0, {0}},
-                                 {KILN_INT32, 1, {0}}};
+        kiln_array_spec in[2] = {{dt, rank, {0}}, {KILN_INT32, 1, {0}}};
         kiln_output_spec out[2] = {{dt, 3, {1, 1, 1}}, {dt, 3, {1, 1, 1}}};
         kt_la_kernel k = {.family = "qr", .name = "qr_small_g",
-                          .inputs = "A,g0,flag", .outputs = "Q,R",
-                          .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 3,
+                          .inputs = "A,flag", .outputs = "Q,R",
+                          .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 2,
                           .num_outputs = 2, .in = in, .out = out,
                           .targs = t, .num_targs = 6};
         kt_la_compile(&k, target);
         kt_la_kernel kr = {.family = "qr", .name = "qr_small_rg",
-                           .inputs = "A,g0,flag", .outputs = "R",
-                           .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 3,
+                           .inputs = "A,flag", .outputs = "R",
+                           .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 2,
                            .num_outputs = 1, .in = in, .out = out + 1,
                            .targs = t, .num_targs = 6};
         kt_la_compile(&kr, target);
         if (rank == 3) {
           kt_la_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
           kt_la_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
-          kiln_array_spec ain[4] = {{dt, 3, {0}}, {dt, 3, {0}},
-                                    {KILN_INT32, 0, {0}},
+          kiln_array_spec ain[3] = {{dt, 3, {0}}, {dt, 3, {0}},
                                     {KILN_INT32, 1, {0}}};
           kt_la_kernel ka = {.family = "qr", .name = "qr_apply_g",
-                             .inputs = "Xin,S,g0,flag", .outputs = "X",
+                             .inputs = "Xin,S,flag", .outputs = "X",
                              .flags = KILN__LIB_NO_ROW_CONTIG,
-                             .num_inputs = 4, .num_outputs = 1, .in = ain,
+                             .num_inputs = 3, .num_outputs = 1, .in = ain,
                              .out = out, .targs = t, .num_targs = 3};
           kt_la_compile(&ka, target);
         }

@@ -32,10 +32,45 @@
  * threadgroup per matrix) factors the Gram, writes the factor the next
  * row pass solves with, the product R_k ... R_1 and the breakdown flag.
  * Memory traffic: A read twice, Q written three times and read twice,
- * seven passes over m x n in all. The intermediate rows are stored rather
- * than recomputed from A (the earlier design re-solved every earlier
- * factor into every row in each pass, which made the passes bound by
- * arithmetic instead of memory); R only stores them in a workspace.
+ * seven passes over m x n in all (0.9 GB for 1e6 x 32 float32, ~0.3 ms at
+ * 3 TB/s). The intermediate rows are stored rather than recomputed from A
+ * (the earlier design re-solved every earlier factor into every row in
+ * each pass, which made the passes bound by arithmetic instead of
+ * memory); R only stores them in a workspace.
+ *
+ * What each kernel does about its cost (H100, Nsight Compute, 1e6 x 32
+ * float32; "before" is the register-blocked Gram, "after" this design):
+ *  - Gram: every Gram is summed in float64 by warps on the float64 tensor
+ *    cores (mma.sync m8n8k4, sm_80+; a portable path elsewhere), a warp
+ *    owning the 8 x 8 blocks of the upper triangle over its own rows. The
+ *    4 x 4 register blocks before were bound by shared-memory reads and
+ *    float-to-double conversions (one per two FMAs). cq_gram has no tile
+ *    at all: its warps stream runs of 16 rows straight from memory, with
+ *    no barrier until the final sum and few registers, so many warps keep
+ *    loads in flight (the tiled version held one group on an SM and
+ *    waited out each tile's load): 190 -> 61 us (2.1 TB/s). In cq_first /
+ *    cq_next the Gram of the solved tile went from ~70 us to ~20.
+ *  - Row passes: a group alone on its SM (float32 NC 64, and cq_last)
+ *    loads the next tile into registers while it works on this one.
+ *  - cq_reduce: 32 slices of the partials a group (1024 threads), so each
+ *    thread's chain of dependent loads is a few partials long (4.6 us).
+ *  - cq_chol: R_k Rin reads Rin through threadgroup memory, 16 rows at a
+ *    time, where it read one row of global memory per step; the trace is
+ *    a reduction rather than a loop of n reads.
+ * Where the time is now (0.766 ms for the whole call, cuSOLVER 5.47):
+ * cq_first 174 us, cq_next 248, cq_last 155: each tile's triangular
+ * solves (a thread per row, a chain of n dependent steps) run the FMA
+ * pipe at ~10%, and cq_next's 130 registers (128 fit two groups an SM)
+ * halve its occupancy against cq_first's; cq_chol takes 10-14 us a pass
+ * (27-32 at n = 64), bound by the chain of 2n float64 square roots and
+ * divisions (a blocked variant with BS-row panels and two barriers a
+ * panel measured no faster, 14-17 / 29-35 us); the TSQR fallback's
+ * launches ~38 us. At 1e5 x 64 (~0.45 ms) the three row passes take
+ * ~97 us each and the Choleskys ~90.
+ *
+ * The partial's layout is that of the tensor cores' accumulators: entry
+ * blk * 64 + 2 lane + i holds G(8 bi + lane / 4, 8 bj + 2 (lane % 4) + i)
+ * of the block blk = (bi, bj), bi <= bj, numbered row by row.
  *
  * Row solves are triangular solves in T (forward substitution with the
  * factor rounded to T, backward stable row by row), not products with an
@@ -45,7 +80,7 @@
  * A = Q R holds to working precision.
  *
  * Threadgroups per matrix for the Gram passes come from the device's
- * compute units (CQ_GROUPS_PER_UNIT): whole waves, one partial each.
+ * compute units (CQ_GROUPS_PER_UNIT): one wave, one partial each.
  *
  * Breakdown: CholeskyQR cannot give an orthonormal Q for a numerically
  * rank-deficient A (an exactly dependent column makes a later Gram
@@ -59,15 +94,18 @@
 
 #include "linalg/cholqr.h"
 
-/* Threads per group of every cholqr kernel (CQ_THREADS). */
+/* Threads per group of the row passes and cq_chol (CQ_THREADS), and of
+ * cq_reduce (CQ_RED_THREADS, 32 entries a group). */
 #define CQ_THREADS 256
-/* Gram threadgroups to aim for across a batch, per compute unit: whole
- * waves on an H100, where cq_gram keeps 3 groups on an SM and cq_first /
- * cq_next 2 (NC 32; measured: 512 groups made 1.3 waves of cq_gram, the
- * last one a third full), so 6 a unit fill both evenly; NC 64 (cq_first 1
- * an SM) takes 3, since its partials are 4 times as large to sum. */
-#define CQ_GROUPS_PER_UNIT 6
-#define CQ_GROUPS_PER_UNIT_64 3
+#define CQ_RED_THREADS 1024
+/* Gram-pass threadgroups to aim for across a batch, per compute unit:
+ * one wave of the row passes. On an H100 cq_gram (about 200 registers)
+ * keeps one group on an SM and cq_first / cq_next two (NC <= 32) or one
+ * (NC 64); each group streams its share of the tiles, prefetching the
+ * next one where it is alone on its SM, so more groups would only add
+ * partials to sum. */
+#define CQ_GROUPS_PER_UNIT 2
+#define CQ_GROUPS_PER_UNIT_64 1
 /* Threadgroups per matrix of cq_q at most (grid.x must fit 32 bits). */
 #define CQ_Q_GROUPS 65536
 /* Batch entries per launch along grid.y (CUDA's limit). */
@@ -85,10 +123,10 @@ static int64_t cq_tile_rows(int nc, kiln_dtype tt) {
   return nc <= 16 ? 256 : (nc <= 32 ? 128 : 64);
 }
 
-/* Gram entries stored per matrix: the upper 4 x 4 blocks. */
+/* Gram entries stored per matrix: the upper triangle's 8 x 8 blocks. */
 static int64_t cq_entries(int nc) {
-  int nb = nc / 4;
-  return (int64_t)nb * (nb + 1) / 2 * 16;
+  int nb = nc / 8;
+  return (int64_t)nb * (nb + 1) / 2 * 64;
 }
 
 static int64_t cq_batch(const kiln_array *a) {
@@ -161,13 +199,14 @@ static kiln_status cq_job_init(cq_job *j) {
   return st;
 }
 
-/* Launches kernel `name` over `groups` threadgroups per matrix for the
- * batch entries [first, first + count). */
+/* Launches kernel `name` over `groups` threadgroups of `threads` per
+ * matrix for the batch entries [first, first + count). */
 static kiln_status cq_launch(cq_job *j, const char *name, const char *inputs,
                              const char *outputs, kiln_array **in, int nin,
                              kiln_array **out, int nout,
                              const kiln_template_arg *t, int nt,
-                             int64_t groups, int64_t count) {
+                             uint32_t threads, int64_t groups,
+                             int64_t count) {
   kiln_kernel *k = NULL;
   kiln_status st = kiln__library_kernel("cholqr", name, inputs, outputs,
                                         KILN__LIB_NO_ROW_CONTIG, &k);
@@ -184,9 +223,9 @@ static kiln_status cq_launch(cq_job *j, const char *name, const char *inputs,
   L.num_outputs = nout;
   L.template_args = t;
   L.num_template_args = nt;
-  L.grid[0] = (uint32_t)(CQ_THREADS * groups);
+  L.grid[0] = (uint32_t)(threads * groups);
   L.grid[1] = (uint32_t)count;
-  L.threadgroup[0] = CQ_THREADS;
+  L.threadgroup[0] = threads;
   return kiln__kernel_launch_into(k, &L, out);
 }
 
@@ -204,19 +243,19 @@ static kiln_status cq_rows_launch(cq_job *j, int pass, kiln_array *g0,
   if (pass == 1) {
     kiln_array *in[2] = {j->a, g0};
     return cq_launch(j, "cq_gram", "A,g0", "Part", in, 2, &j->part, 1, t, 2,
-                     j->p_gram, count);
+                     CQ_THREADS, j->p_gram, count);
   }
   if (pass == 2) {
     kiln_array *in[3] = {j->a, j->rt, g0};
     return cq_launch(j, "cq_first", "A,Rt,g0", "Q,Part", in, 3, out, 2, t,
-                     2, j->p_gram, count);
+                     2, CQ_THREADS, j->p_gram, count);
   }
   kiln_array *in[3] = {rows, j->rt, g0};
   if (pass == 3)
     return cq_launch(j, "cq_next", "Qin,Rt,g0", "Q,Part", in, 3, out, 2, t,
-                     2, j->p_gram, count);
+                     2, CQ_THREADS, j->p_gram, count);
   return cq_launch(j, "cq_last", "Qin,Rt,g0", "Q", in, 3, out, 1, t, 2,
-                   j->p_q, count);
+                   CQ_THREADS, j->p_q, count);
 }
 
 /* Pass `pass` (1..3) for the batch entries [first, first + count); g0
@@ -231,7 +270,7 @@ static kiln_status cq_pass(cq_job *j, int pass, kiln_array *g0,
   int64_t e = cq_entries(j->nc);
   if (st == KILN_OK)
     st = cq_launch(j, "cq_reduce", "Part,g0", "G", rin, 2, &j->g, 1, NULL,
-                   0, (e + 31) / 32, count);
+                   0, CQ_RED_THREADS, (e + 31) / 32, count);
   kiln__targ_int(&t[2], "PASS", pass);
   /* pass k reads the product so far from racc[k % 2] and writes the
    * next one into racc[(k + 1) % 2] (pass 1 reads nothing) */
@@ -239,7 +278,7 @@ static kiln_status cq_pass(cq_job *j, int pass, kiln_array *g0,
   kiln_array *cout[4] = {j->rt, j->racc[(pass + 1) % 2], j->flag, j->r};
   if (st == KILN_OK)
     st = cq_launch(j, "cq_chol", "G,Rin,shift,g0,Rsh", "Rt,Rout,flag,R",
-                   cin, 5, cout, 4, t, 3, 1, count);
+                   cin, 5, cout, 4, t, 3, CQ_THREADS, 1, count);
   return st;
 }
 
