@@ -10,6 +10,10 @@
  * directory that only its owner can write. Files are written atomically
  * (temporary name, then rename) and every field is checked on the way
  * back in: a torn, foreign or corrupted file is rebuilt, never loaded.
+ *
+ * The miss path (generate, key, disk lookup, compile, write, load) feeds
+ * the stage clock declared in kcache.h, so that a slow first launch can
+ * be taken apart (bench_cuda prints it).
  */
 #include "core/kcache.h"
 
@@ -67,6 +71,38 @@ kiln_status kiln_cache_get_stats(kiln_cache_stats *stats) {
       stats->struct_size < sizeof full ? stats->struct_size : sizeof full;
   memcpy(stats, &full, n);
   return KILN_OK;
+}
+
+/* ---- the stage clock ----------------------------------------------------- */
+
+/* Per thread, so that concurrent launches do not mix their stages and no
+ * lock or atomic is needed. */
+static _Thread_local uint64_t stage_ns[KILN__STAGE_COUNT];
+
+static const char *const stage_names[KILN__STAGE_COUNT] = {
+    "generate", "key",        "disk read", "compile",
+    "nvrtc",    "disk write", "load",      "warm-up"};
+
+void kiln__stage_add(kiln__stage stage, uint64_t ns) {
+  if ((unsigned)stage < KILN__STAGE_COUNT)
+    stage_ns[stage] += ns;
+}
+
+int kiln__stage_times(double *ms, int n, bool reset) {
+  for (int i = 0; i < n; i++)
+    ms[i] = i < KILN__STAGE_COUNT ? (double)stage_ns[i] * 1e-6 : 0.0;
+  if (reset)
+    memset(stage_ns, 0, sizeof stage_ns);
+  return KILN__STAGE_COUNT;
+}
+
+const char *kiln__stage_name(int stage) {
+  return stage >= 0 && stage < KILN__STAGE_COUNT ? stage_names[stage] : NULL;
+}
+
+/* Adds the time since `t0` (from kiln__now_ns) to `stage`. */
+static void stage_since(kiln__stage stage, uint64_t t0) {
+  kiln__stage_add(stage, kiln__now_ns() - t0);
 }
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -671,10 +707,14 @@ static kiln_status load_from_disk(kiln_device *dev, const char *dir,
   kiln__binary bin = {NULL, 0};
   bool found = false;
   *loaded = false;
+  uint64_t t0 = kiln__now_ns();
   kiln_status st = kiln__kcache_read(dir, key, dev->ops->name, &bin, &found);
+  stage_since(KILN__STAGE_DISK_READ, t0);
   if (st != KILN_OK || !found)
     return st;
+  t0 = kiln__now_ns();
   st = dev->ops->load(dev, bin.data, bin.size, module, info);
+  stage_since(KILN__STAGE_LOAD, t0);
   kiln__free(bin.data);
   if (st == KILN_ERROR_OUT_OF_MEMORY)
     return st;
@@ -710,8 +750,10 @@ static kiln_status build(kiln_device *dev, const char *dir,
                          void **module, kiln__module_info *info) {
   kiln__binary bin = {NULL, 0};
   char *log = NULL;
+  uint64_t t0 = kiln__now_ns();
   kiln_status st =
       dev->ops->compile(dev, source, math, kernel_name, &bin, &log);
+  stage_since(KILN__STAGE_COMPILE, t0);
   if (st == KILN_ERROR_COMPILE)
     st = kiln__kcache_compile_error(kernel_name, log);
   kiln__free(log);
@@ -720,9 +762,13 @@ static kiln_status build(kiln_device *dev, const char *dir,
     return st;
   }
   kiln__kcache_count(KILN__KCACHE_COMPILES);
+  t0 = kiln__now_ns();
   if (dir != NULL)
     (void)kiln__kcache_write(dir, key, dev->ops->name, bin.data, bin.size);
+  stage_since(KILN__STAGE_DISK_WRITE, t0);
+  t0 = kiln__now_ns();
   st = dev->ops->load(dev, bin.data, bin.size, module, info);
+  stage_since(KILN__STAGE_LOAD, t0);
   kiln__free(bin.data);
   return st;
 }
@@ -737,7 +783,9 @@ kiln_status kiln__kcache_obtain(kiln_device *dev, const char *source,
                                 kiln_math_mode math, const char *kernel_name,
                                 kiln__kmodule **out) {
   uint8_t key[32];
+  uint64_t t0 = kiln__now_ns();
   kiln_status st = kiln__kcache_key(dev, source, math, key);
+  stage_since(KILN__STAGE_KEY, t0);
   if (st != KILN_OK)
     return st;
   kiln__kmodule *m = memory_find(dev, key);
@@ -746,8 +794,10 @@ kiln_status kiln__kcache_obtain(kiln_device *dev, const char *source,
     *out = m;
     return KILN_OK;
   }
+  t0 = kiln__now_ns();
   const char *dir = NULL;
   st = kiln__kcache_dir(&dir);
+  stage_since(KILN__STAGE_DISK_READ, t0);
   if (st != KILN_OK)
     return st;
   void *module = NULL;

@@ -88,4 +88,38 @@ kiln_status kiln__kcache_write(const char *dir, const uint8_t key[32],
                                const char *backend, const void *data,
                                size_t size);
 
+/*
+ * The stage clock: where a kernel's first launch spends its time. Each
+ * stage of the miss path adds its wall time here, per thread, so that a
+ * benchmark can say which stage a slow cold launch lost its time in
+ * (bench_cuda prints it). Stages nest where noted: NVRTC is part of
+ * COMPILE. WARM_UP is the NVRTC warm-up at context creation, before any
+ * launch. Costs two clock reads per stage, on the miss path only.
+ */
+typedef enum kiln__stage {
+  KILN__STAGE_GENERATE = 0, /* codegen: the generated source */
+  KILN__STAGE_KEY,          /* the cache key (build id, hashing) */
+  KILN__STAGE_DISK_READ,    /* cache directory check and disk lookup */
+  KILN__STAGE_COMPILE,      /* the backend's compile call, whole */
+  KILN__STAGE_NVRTC,        /* nvrtcCompileProgram alone (in COMPILE) */
+  KILN__STAGE_DISK_WRITE,   /* the cache file's write and rename */
+  KILN__STAGE_LOAD,         /* loading the module (cuModuleLoadData) */
+  KILN__STAGE_WARM_UP,      /* the NVRTC warm-up at context creation */
+  KILN__STAGE_COUNT
+} kiln__stage;
+
+/* Adds `ns` nanoseconds to this thread's total for `stage`. */
+void kiln__stage_add(kiln__stage stage, uint64_t ns);
+
+/*
+ * Copies this thread's totals, in milliseconds, into ms[0 .. n-1] (stages
+ * in kiln__stage order; n may be smaller or larger than
+ * KILN__STAGE_COUNT, extra entries get 0) and, with `reset`, zeroes them.
+ * Returns KILN__STAGE_COUNT. For benchmarks: kiln.h does not export it.
+ */
+int kiln__stage_times(double *ms, int n, bool reset);
+
+/* The stage's name ("generate", "nvrtc", ...), or NULL past the last. */
+const char *kiln__stage_name(int stage);
+
 #endif /* KILN_CORE_KCACHE_H */

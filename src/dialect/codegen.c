@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/kcache.h"
 #include "dialect/dialect.h"
 
 /* Longest user name: leaves room for the "_strides" suffix and the NUL in
@@ -548,7 +549,9 @@ static const char *const need_names[KILN__NEED_COUNT] = {
  * KILN_NEEDS_KNOWN, then KILN_NEED_<SECTION> for each one that the body
  * or header names (scan.c) or the signature needs (atomic outputs). The
  * prelude leaves the others out, which saves NVRTC and the C++ compiler
- * their parsing. Nothing is written when the scan could not see every
+ * their parsing. Within MATH, KILN_MATH_SOME and KILN_USE_<name> name the
+ * functions the kernel spells, and metal_math.h declares only those (and
+ * what they use). Nothing is written when the scan could not see every
  * name; the prelude then declares every section.
  */
 static void emit_need_defines(kiln__strbuf *sb, const kiln__signature *sig) {
@@ -564,6 +567,13 @@ static void emit_need_defines(kiln__strbuf *sb, const kiln__signature *sig) {
   for (int k = 0; k < KILN__NEED_COUNT; k++)
     if (needs & (1u << k))
       kiln__sb_appendf(sb, "#define KILN_NEED_%s 1\n", need_names[k]);
+  if (needs & (KILN__NEED(SIMD) | KILN__NEED(ATOMIC)) ||
+      !(needs & KILN__NEED(MATH)))
+    return; /* SIMD and atomics use math functions of their own */
+  kiln__sb_append(sb, "#define KILN_MATH_SOME 1\n");
+  for (int k = 0; kiln__math_name(k) != NULL; k++)
+    if (sig->scan->math_used & ((uint64_t)1 << k))
+      kiln__sb_appendf(sb, "#define KILN_USE_%s 1\n", kiln__math_name(k));
 }
 
 /* Everything before the entry glue: the section and swizzle lists,
@@ -967,10 +977,12 @@ kiln_status kiln__dialect_generate(const kiln__signature *sig,
     return kiln__error(KILN_ERROR_UNSUPPORTED,
                        "kernel '%s': the %s backend is not built yet.", kernel,
                        target == KILN__TARGET_CUDA ? "CUDA" : tg->name);
+  uint64_t t0 = kiln__now_ns(); /* for the stage clock (kcache.h) */
   kiln__strbuf sb;
   kiln__sb_init(&sb);
   emit_common(&sb, sig, prelude, tg->body_qualifiers);
   tg->emit_glue(&sb, sig);
+  kiln__stage_add(KILN__STAGE_GENERATE, kiln__now_ns() - t0);
   if (sb.failed) {
     kiln__sb_free(&sb);
     return kiln__error(KILN_ERROR_OUT_OF_MEMORY,

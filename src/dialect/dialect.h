@@ -83,7 +83,15 @@ typedef struct kiln__scan {
    * cannot see every name; the prelude then declares every section. */
   unsigned needs;
   bool needs_all;
+  /* Which math library names (kiln__math_name) the body and header
+   * spell, one bit each, so that the prelude declares only those
+   * functions of the MATH section. */
+  uint64_t math_used;
 } kiln__scan;
+
+/* The name of math library entry `k` (0 <= k < 64), the identifiers that
+ * pull in the MATH section, or NULL past the last. */
+const char *kiln__math_name(int k);
 
 /* The prelude sections that codegen.c may leave out, as bits of
  * kiln__scan.needs; each is `#if defined(KILN_NEED_<name>)` in the

@@ -702,9 +702,19 @@ static bool contains(const char *s, size_t len, const char *word) {
   return false;
 }
 
-/* The KILN__NEED bits that one identifier asks for. Loose on purpose:
- * a name that might reach a section pulls it in. */
-static unsigned needs_of(const char *s, size_t len) {
+#define NUM_MATH_IDENTS (sizeof math_idents / sizeof math_idents[0])
+_Static_assert(NUM_MATH_IDENTS <= 64, "kiln__scan.math_used has 64 bits");
+
+/* The math library's name number `k`, for codegen.c's KILN_USE_<name>
+ * defines; NULL past the last. */
+const char *kiln__math_name(int k) {
+  return k >= 0 && (size_t)k < NUM_MATH_IDENTS ? math_idents[k] : NULL;
+}
+
+/* The KILN__NEED bits that one identifier asks for, and in *math the bit
+ * of the math library name it is. Loose on purpose: a name that might
+ * reach a section pulls it in. */
+static unsigned needs_of(const char *s, size_t len, uint64_t *math) {
   unsigned bits = 0;
   if (has_prefix(s, len, "simd") || has_prefix(s, len, "quad"))
     bits |= KILN__NEED(SIMD);
@@ -712,9 +722,10 @@ static unsigned needs_of(const char *s, size_t len) {
     bits |= KILN__NEED(ATOMIC);
   if (ident_is(s, len, "numeric_limits"))
     bits |= KILN__NEED(LIMITS);
-  for (size_t k = 0; k < sizeof math_idents / sizeof math_idents[0]; k++)
+  for (size_t k = 0; k < NUM_MATH_IDENTS; k++)
     if (ident_is(s, len, math_idents[k])) {
       bits |= KILN__NEED(MATH);
+      *math |= (uint64_t)1 << k;
       break;
     }
   return bits;
@@ -730,7 +741,7 @@ static void collect_needs(const lexed *lx, kiln__scan *scan) {
     if (is_token_paste(lx, k))
       scan->needs_all = true;
     else if (tk->kind == TOK_IDENT)
-      scan->needs |= needs_of(lx->text + tk->off, tk->len);
+      scan->needs |= needs_of(lx->text + tk->off, tk->len, &scan->math_used);
   }
 }
 

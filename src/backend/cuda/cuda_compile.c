@@ -7,23 +7,35 @@
  *
  * Options. -std=c++17 and -default-device (the prelude's helpers need no
  * __device__ markers); safe math is IEEE with no contraction
- * (--fmad=false), fast math is --use_fast_math. NVRTC's automatic
- * precompiled headers (--pch) only cover #included headers, and kiln's
- * prelude is inline text, so they are not used. --minimal (NVRTC 12.4+)
+ * (--fmad=false), fast math is --use_fast_math. --minimal (NVRTC 12.4+)
  * leaves out the CUDA runtime's device-side declarations (textures,
  * device launches, cudaMalloc), which kiln's source never uses: the
  * cubin is byte-identical and a compile takes about 15% less time.
  *
+ * What a small kernel's compile costs (NVRTC 13, --time): an empty
+ * kernel with no prelude takes ~17 ms (front end 4, NVVM 5, ptxas 6);
+ * kiln's prelude sections that every kernel gets and the entry glue add
+ * ~8 (bench_cuda's kernel: ~25 ms). No option cuts the floor: -std
+ * levels, --builtin-move-forward/-initializer-list=false and
+ * --Ofast-compile (which also slows the code) gain at most 1-2 ms.
+ * Precompiled headers (--pch, --use-pch) do not help: a PCH file is
+ * refused by any other process ("incompatible PCH heap allocation
+ * address"), so a disk cache of them cannot serve a cold start, #line
+ * directives (kiln's error mapping) disable their creation, and within
+ * one process they saved ~2 ms of a 25 ms compile.
+ *
  * Warm-up. A process's first compile pays for loading NVRTC (a ~100 MB
  * library) and for NVRTC's own first-use set-up (its builtins library,
  * first touch of its code, the growth of the thread's malloc arena):
- * ~15-20 ms on top of the compile. The CUDA backend opens its first
- * context (~100 ms of driver work) on a short-lived thread while the
- * calling thread warms NVRTC up with a small program that includes the
- * prelude (see kiln__cuda_warm_up), so the user's first kernel finds the
- * compiler warm. Both finish before the call returns: NVRTC crashes if a
- * thread is still loading it when the process exits, so it never runs in
- * the background.
+ * ~15-20 ms on top of the compile, and more on a machine that has just
+ * started, where the first touch of each page of NVRTC's code reads it
+ * from disk. The CUDA backend opens its first context (~100 ms of driver
+ * work) on a short-lived thread while the calling thread warms NVRTC up
+ * with a representative generated kernel (see warm_body), so the user's
+ * first kernel finds the compiler, and the pages of it that it needs,
+ * warm. Both finish before the call returns: NVRTC crashes if a thread is
+ * still loading it when the process exits, so it never runs in the
+ * background.
  */
 #include <elf.h>
 #include <stdio.h>
@@ -31,7 +43,9 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_internal.h"
+#include "core/kcache.h"
 #include "core/util.h"
+#include "dialect/dialect.h"
 
 #ifndef EM_CUDA
 #define EM_CUDA 190
@@ -400,7 +414,9 @@ static kiln_status run_program(const kiln__nvrtc_api *nv, nvrtcProgram prog,
   char arch_opt[64];
   const char *opts[MAX_OPTIONS];
   int n = build_options(job, minimal, arch_opt, sizeof arch_opt, opts);
+  uint64_t t0 = kiln__now_ns();
   nvrtcResult r = KILN__NVRTC(nv, nvrtcCompileProgram, prog, n, opts);
+  kiln__stage_add(KILN__STAGE_NVRTC, kiln__now_ns() - t0);
   if (r == NVRTC_ERROR_INVALID_OPTION && minimal) {
     *refused = true;
     return KILN_ERROR_COMPILE;
@@ -443,16 +459,65 @@ static kiln_status run_program(const kiln__nvrtc_api *nv, nvrtcProgram prog,
  * compile has begun, so a warm-up would come too late. */
 static atomic_bool g_warm_claimed, g_compiled;
 
-/* The warm-up program: the prelude, as an #included header (so no copy
- * of it is made), with no swizzle members, and one small kernel. */
-static const char warm_source[] =
-    "#define KILN_SWIZZLES_USED_2(X)\n"
-    "#define KILN_SWIZZLES_USED_3(X)\n"
-    "#define KILN_SWIZZLES_USED_4(X)\n"
-    "#include \"kiln_prelude.h\"\n"
-    "extern \"C\" __global__ void kiln_warm_up(float *p) {\n"
-    "  p[threadIdx.x] = p[threadIdx.x] * 2.0f + 1.0f;\n"
-    "}\n";
+/*
+ * The warm-up kernel's body. NVRTC is ~100 MB of code, and on a machine
+ * that has just started, every page of it that a compile touches for the
+ * first time is read from disk. So the warm-up compiles what a user's
+ * first kernel is likely to need: it goes through codegen.c like any
+ * kernel (the same prelude sections and entry glue) and holds a loop,
+ * threadgroup memory, barriers and a vector swizzle. Measured with
+ * NVRTC 13 (the process's RSS of libnvrtc): after it, a small body-only
+ * kernel touches no new page of NVRTC, and kernels with loops, SIMD
+ * functions, atomics or math 64-324 KB, against 0.8-2 MB after a
+ * warm-up of the whole prelude with a one-line kernel; it takes ~50 ms
+ * (~40 before), hidden behind the context's creation.
+ */
+static const char warm_body[] =
+    "threadgroup float tile[64];\n"
+    "uint i = thread_position_in_grid.x;\n"
+    "uint t = thread_index_in_threadgroup;\n"
+    "float acc = 0.0f;\n"
+    "for (int k0 = 0; k0 < n; k0 += 64) {\n"
+    "  tile[t % 64] = a[(i + k0) % n];\n"
+    "  threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+    "  for (int k = 0; k < 64; ++k) acc += tile[k] * 2.0f;\n"
+    "  threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+    "}\n"
+    "float4 v = float4(acc, acc * 2.0f, acc + 1.0f, 1.0f);\n"
+    "out[i] = (v * v.wzyx).x + a[i] * 2.0f + 1.0f;\n";
+
+/* The warm-up program: codegen.c's source for warm_body with inputs
+ * a (float32[]) and n (int32 scalar), output out (float32), 256 threads
+ * per threadgroup. kiln__malloc'ed; NULL if generation failed. */
+static char *warm_up_source(void) {
+  static const char *const in_names[] = {"a", "n"};
+  static const kiln_dtype in_dtypes[] = {KILN_FLOAT32, KILN_INT32};
+  static const int in_ndims[] = {1, 0};
+  static const char *const out_names[] = {"out"};
+  static const kiln_dtype out_dtypes[] = {KILN_FLOAT32};
+  kiln__scan scan;
+  if (kiln__dialect_scan("kiln_warm_up", "", warm_body, &scan) != KILN_OK)
+    return NULL;
+  kiln__signature sig;
+  kiln__strbuf sb;
+  kiln__sb_init(&sb);
+  bool ok = kiln__dialect_build_signature(
+                "kiln_warm_up", &scan, in_names, in_dtypes, in_ndims, 2,
+                out_names, out_dtypes, 1, false, NULL, 0, &sig) == KILN_OK;
+  if (ok) {
+    sig.max_threads = 256;
+    ok = kiln__dialect_generate(&sig, KILN__TARGET_CUDA,
+                                kiln__prelude_cuda_text, &sb) == KILN_OK &&
+         !sb.failed && sb.len > 0;
+    kiln__signature_free(&sig);
+  }
+  kiln__scan_free(&scan);
+  if (!ok) {
+    kiln__sb_free(&sb);
+    return NULL;
+  }
+  return kiln__sb_take(&sb);
+}
 
 /* Whether the caller should warm NVRTC up: true once per process, and
  * only before any compile. */
@@ -462,22 +527,21 @@ bool kiln__cuda_warm_up_claim(void) {
   return !atomic_exchange(&g_warm_claimed, true);
 }
 
-/*
- * Loads NVRTC and compiles the warm-up program for `arch`, throwing the
- * result away. Best effort and silent: without NVRTC, or if the compile
- * fails, it just returns, and a real compile reports the problem.
- */
-void kiln__cuda_warm_up(const char *arch) {
+/* Loads NVRTC and compiles the warm-up program for `arch` (see
+ * kiln__cuda_warm_up). */
+static void warm_up(const char *arch) {
   const kiln__nvrtc_api *nv = kiln__nvrtc_load(NULL);
   if (nv == NULL || parse_target(arch) < 0)
     return;
-  static const char *const header_names[] = {"kiln_prelude.h"};
-  const char *headers[] = {kiln__prelude_cuda_text};
+  char *source = warm_up_source();
   nvrtcProgram prog = NULL;
-  if (nv->nvrtcCreateProgram(&prog, warm_source, "kiln-warm-up.cu", 1,
-                             headers, header_names) != NVRTC_SUCCESS)
+  if (source == NULL ||
+      nv->nvrtcCreateProgram(&prog, source, PROGRAM_NAME, 0, NULL, NULL) !=
+          NVRTC_SUCCESS) {
+    kiln__free(source);
     return;
-  kiln__nvrtc_job job = {arch, warm_source, "kiln warm-up", KILN_MATH_SAFE,
+  }
+  kiln__nvrtc_job job = {arch, source, "kiln warm-up", KILN_MATH_SAFE,
                          false};
   char arch_opt[64];
   const char *opts[MAX_OPTIONS];
@@ -485,8 +549,21 @@ void kiln__cuda_warm_up(const char *arch) {
   int n = build_options(&job, minimal, arch_opt, sizeof arch_opt, opts);
   nvrtcResult r = nv->nvrtcCompileProgram(prog, n, opts);
   (void)nv->nvrtcDestroyProgram(&prog);
+  kiln__free(source);
   if (r == NVRTC_ERROR_INVALID_OPTION && minimal)
     atomic_store_explicit(&g_minimal_ok, false, memory_order_relaxed);
+}
+
+/*
+ * Loads NVRTC and compiles the warm-up program for `arch`, throwing the
+ * result away. Best effort and silent: without NVRTC, or if the compile
+ * fails, it just returns, and a real compile reports the problem. Its
+ * time goes to the stage clock (bench_cuda prints it).
+ */
+void kiln__cuda_warm_up(const char *arch) {
+  uint64_t t0 = kiln__now_ns();
+  warm_up(arch);
+  kiln__stage_add(KILN__STAGE_WARM_UP, kiln__now_ns() - t0);
 }
 
 /* One NVRTC program, from creation to destruction. */

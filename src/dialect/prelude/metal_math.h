@@ -159,6 +159,51 @@ KILN_LIMITS_H16(bfloat, 8, 0x0080, 0x7f7f, 0x3c00, 0x7f80, 0x7fc0, 0x0001)
 #endif /* KILN_NEED_LIMITS */
 
 #if defined(KILN_NEED_MATH) || !defined(KILN_NEEDS_KNOWN)
+/*
+ * Functions a kernel does not name are left out too: with KILN_MATH_SOME,
+ * codegen.c defines KILN_USE_<name> for each math name the kernel spells
+ * (scan.c's math_idents), and the library declares only those and what
+ * they are built from (below); without it, everything. A front end parses
+ * the whole section in ~5 ms of a small kernel's NVRTC compile.
+ */
+#ifdef KILN_MATH_SOME
+#if defined(KILN_USE_distance) && !defined(KILN_USE_length)
+#define KILN_USE_length 1
+#endif
+#if (defined(KILN_USE_length) || defined(KILN_USE_normalize)) &&             \
+    !defined(KILN_USE_sqrt)
+#define KILN_USE_sqrt 1
+#endif
+#if defined(KILN_USE_length_squared) && !defined(KILN_USE_dot)
+#define KILN_USE_dot 1
+#endif
+#if defined(KILN_USE_sincos)
+#ifndef KILN_USE_sin
+#define KILN_USE_sin 1
+#endif
+#ifndef KILN_USE_cos
+#define KILN_USE_cos 1
+#endif
+#endif
+#if defined(KILN_USE_smoothstep) && !defined(KILN_USE_clamp)
+#define KILN_USE_clamp 1
+#endif
+#if defined(KILN_USE_clamp)
+#ifndef KILN_USE_min
+#define KILN_USE_min 1
+#endif
+#ifndef KILN_USE_max
+#define KILN_USE_max 1
+#endif
+#endif
+#if defined(KILN_USE_sign) && !defined(KILN_USE_isnan)
+#define KILN_USE_isnan 1
+#endif
+#if defined(KILN_USE_abs) && !defined(KILN_USE_fabs)
+#define KILN_USE_fabs 1
+#endif
+#endif /* KILN_MATH_SOME */
+
 /* ---- scalar kernels ----------------------------------------------------- */
 
 /* kiln_fl<G>: floating functions of integer arguments compute in float. */
@@ -263,57 +308,130 @@ KILN_FN typename kiln_if<kiln_is_h16<H>::value, bool>::type signbit(H x) {
   return x.bits >> 15;
 }
 
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fabs)
 KILN_S1B(fabs)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_floor)
 KILN_S1B(floor)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_ceil)
 KILN_S1B(ceil)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_round)
 KILN_S1B(round) /* halfway cases away from zero, as Metal's round */
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_rint)
 KILN_S1B(rint)  /* halfway cases to even */
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_trunc)
 KILN_S1B(trunc)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sqrt)
 KILN_S1B(sqrt)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_exp)
 KILN_S1B(exp)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_exp2)
 KILN_S1B(exp2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_log)
 KILN_S1B(log)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_log2)
 KILN_S1B(log2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_log10)
 KILN_S1B(log10)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sin)
 KILN_S1B(sin)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_cos)
 KILN_S1B(cos)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_tan)
 KILN_S1B(tan)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_asin)
 KILN_S1B(asin)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_acos)
 KILN_S1B(acos)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_atan)
 KILN_S1B(atan)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sinh)
 KILN_S1B(sinh)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_cosh)
 KILN_S1B(cosh)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_tanh)
 KILN_S1B(tanh)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_rsqrt)
 KILN_S1(rsqrt, 1.0f / KILN_MF(sqrt)(x), 1.0 / KILN_MD(sqrt)(x))
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_exp10)
 KILN_S1(exp10, KILN_MF(pow)(10.0f, x), KILN_MD(pow)(10.0, x))
+#endif
 /* Metal: fract(x) = fmin(x - floor(x), the largest value below 1). */
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fract)
 KILN_S1(fract, KILN_MF(fmin)(x - KILN_MF(floor)(x), 0x1.fffffep-1f),
         KILN_MD(fmin)(x - KILN_MD(floor)(x), 0x1.fffffffffffffp-1))
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_saturate)
 KILN_S1(saturate, KILN_MF(fmin)(KILN_MF(fmax)(x, 0.0f), 1.0f),
         KILN_MD(fmin)(KILN_MD(fmax)(x, 0.0), 1.0))
+#endif
 /* Metal: 1 or -1 by sign, a signed zero for zero, 0 for NaN. */
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sign)
 KILN_S1(sign, x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : isnan(x) ? 0.0f : x,
         x > 0.0 ? 1.0 : x < 0.0 ? -1.0 : isnan(x) ? 0.0 : x)
+#endif
 
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fmin)
 KILN_S2B(fmin)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fmax)
 KILN_S2B(fmax)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fmod)
 KILN_S2B(fmod)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_pow)
 KILN_S2B(pow)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_atan2)
 KILN_S2B(atan2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_copysign)
 KILN_S2B(copysign)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_powr)
 KILN_S2(powr, KILN_MF(pow)(x, y), KILN_MD(pow)(x, y))
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_step)
 KILN_S2(step, y < x ? 0.0f : 1.0f, y < x ? 0.0 : 1.0) /* step(edge, x) */
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_divide)
 KILN_S2(divide, x / y, x / y)
+#endif
 
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_ldexp)
 KILN_FN float ldexp(float x, int k) { return KILN_MF(ldexp)(x, k); }
 KILN_FN double ldexp(double x, int k) { return KILN_MD(ldexp)(x, k); }
 template <class H>
 KILN_FN typename kiln_if<kiln_is_h16<H>::value, H>::type ldexp(H x, int k) {
   return H(ldexp((float)x, k));
 }
+#endif
 
 /* abs, min, max and clamp serve integers too; for floating types min and
  * max are fmin and fmax, as in Metal. */
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_abs)
 KILN_FN float abs(float x) { return fabs(x); }
 KILN_FN double abs(double x) { return fabs(x); }
 KILN_FN half abs(half x) { return half(kiln_raw(), (ushort)(x.bits & 0x7fff)); }
@@ -330,28 +448,49 @@ KILN_FN typename kiln_if<kiln_is_int<T>::value, T>::type abs(T x) {
   else
     return x;
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_min)
 KILN_S2(min, KILN_MF(fmin)(x, y), KILN_MD(fmin)(x, y))
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_max)
 KILN_S2(max, KILN_MF(fmax)(x, y), KILN_MD(fmax)(x, y))
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_min)
 template <class T>
 KILN_FN typename kiln_if<kiln_is_int<T>::value, T>::type min(T x, T y) {
   return y < x ? y : x;
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_max)
 template <class T>
 KILN_FN typename kiln_if<kiln_is_int<T>::value, T>::type max(T x, T y) {
   return x < y ? y : x;
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_clamp)
 template <class T> KILN_FN T clamp(T x, T lo, T hi) {
   return min(max(x, lo), hi);
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_smoothstep)
 template <class T> KILN_FN T kiln_smooth(T e0, T e1, T x) {
   T t = clamp((x - e0) / (e1 - e0), T(0), T(1));
   return t * t * (T(3) - T(2) * t);
 }
+#endif
 
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fma)
 KILN_S3(fma, KILN_MF(fma)(x, y, z), KILN_MD(fma)(x, y, z))
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_mad)
 KILN_S3(mad, x * y + z, x * y + z)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_mix)
 KILN_S3(mix, x + (y - x) * z, x + (y - x) * z)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_smoothstep)
 KILN_S3(smoothstep, kiln_smooth(x, y, z), kiln_smooth(x, y, z))
+#endif
 
 /* Bit counts over the type's own width: clz(0) and ctz(0) give it. */
 template <class T> KILN_FN T popcount(T x) {
@@ -473,59 +612,162 @@ KILN_FN R kiln_map3(const A &a, const B &b, const C &c) {
     return kiln_map3<kiln_op_##name, RT(A, B, C)>(a, b, c);                   \
   }
 
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fabs)
 KILN_DEF1(fabs, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_floor)
 KILN_DEF1(floor, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_ceil)
 KILN_DEF1(ceil, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_round)
 KILN_DEF1(round, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_rint)
 KILN_DEF1(rint, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_trunc)
 KILN_DEF1(trunc, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fract)
 KILN_DEF1(fract, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sqrt)
 KILN_DEF1(sqrt, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_rsqrt)
 KILN_DEF1(rsqrt, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_exp)
 KILN_DEF1(exp, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_exp2)
 KILN_DEF1(exp2, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_exp10)
 KILN_DEF1(exp10, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_log)
 KILN_DEF1(log, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_log2)
 KILN_DEF1(log2, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_log10)
 KILN_DEF1(log10, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sin)
 KILN_DEF1(sin, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_cos)
 KILN_DEF1(cos, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_tan)
 KILN_DEF1(tan, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_asin)
 KILN_DEF1(asin, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_acos)
 KILN_DEF1(acos, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_atan)
 KILN_DEF1(atan, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sinh)
 KILN_DEF1(sinh, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_cosh)
 KILN_DEF1(cosh, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_tanh)
 KILN_DEF1(tanh, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_saturate)
 KILN_DEF1(saturate, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sign)
 KILN_DEF1(sign, KILN_F1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_abs)
 KILN_DEF1(abs, KILN_G1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_popcount)
 KILN_DEF1(popcount, KILN_G1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_clz)
 KILN_DEF1(clz, KILN_G1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_ctz)
 KILN_DEF1(ctz, KILN_G1)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_isnan)
 KILN_DEFP(isnan)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_isinf)
 KILN_DEFP(isinf)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_isfinite)
 KILN_DEFP(isfinite)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_signbit)
 KILN_DEFP(signbit)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fmin)
 KILN_DEF2(fmin, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fmax)
 KILN_DEF2(fmax, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fmod)
 KILN_DEF2(fmod, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_pow)
 KILN_DEF2(pow, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_powr)
 KILN_DEF2(powr, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_atan2)
 KILN_DEF2(atan2, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_copysign)
 KILN_DEF2(copysign, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_step)
 KILN_DEF2(step, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_divide)
 KILN_DEF2(divide, KILN_F2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_min)
 KILN_DEF2(min, KILN_G2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_max)
 KILN_DEF2(max, KILN_G2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_mulhi)
 KILN_DEF2(mulhi, KILN_G2)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_fma)
 KILN_DEF3(fma, KILN_F3)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_mad)
 KILN_DEF3(mad, KILN_F3)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_mix)
 KILN_DEF3(mix, KILN_F3)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_smoothstep)
 KILN_DEF3(smoothstep, KILN_F3)
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_clamp)
 KILN_DEF3(clamp, KILN_G3)
+#endif
 
 /* sincos returns the sine and stores the cosine. */
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_sincos)
 template <class X, class Y>
 KILN_FN KILN_F1(X) sincos(const X &x, Y &cosval) {
   typedef KILN_F1(X) R;
@@ -538,8 +780,10 @@ KILN_FN KILN_F1(X) sincos(const X &x, Y &cosval) {
   cosval = c;
   return s;
 }
+#endif
 
 /* ldexp(x, k): x * 2^k, with k an int or an int vector. */
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_ldexp)
 template <class X, class K>
 KILN_FN KILN_F1(X) ldexp(const X &x, const K &k) {
   typedef KILN_F1(X) R;
@@ -551,6 +795,7 @@ KILN_FN KILN_F1(X) ldexp(const X &x, const K &k) {
                                          kiln_ln<KI>::at(e, i));
   return r;
 }
+#endif
 
 /* ---- geometric functions (vectors only) --------------------------------- */
 
@@ -571,26 +816,35 @@ template <class V> struct kiln_geo {
 };
 #define KILN_GEO_T(A, B) typename kiln_vt<KILN_G2(A, B)>::elem
 
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_dot)
 template <class A, class B>
 KILN_FN KILN_GEO_T(A, B) dot(const A &a, const B &b) {
   typedef KILN_G2(A, B) V;
   return KILN_GEO_T(A, B)(
       kiln_geo<V>::dot(kiln_ln<V>::cvt(a), kiln_ln<V>::cvt(b)));
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_length_squared)
 template <class X>
 KILN_FN typename kiln_vt<X>::elem length_squared(const X &x) {
   return dot(x, x);
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_length)
 template <class X> KILN_FN typename kiln_vt<X>::elem length(const X &x) {
   typedef typename kiln_vt<X>::type V;
   V v = kiln_ln<V>::cvt(x);
   return typename kiln_vt<X>::elem(kiln_s::sqrt(kiln_geo<V>::dot(v, v)));
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_distance)
 template <class A, class B>
 KILN_FN KILN_GEO_T(A, B) distance(const A &a, const B &b) {
   typedef KILN_G2(A, B) V;
   return length(kiln_ln<V>::cvt(a) - kiln_ln<V>::cvt(b));
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_normalize)
 template <class X> KILN_FN typename kiln_vt<X>::type normalize(const X &x) {
   typedef typename kiln_vt<X>::type V;
   typedef typename kiln_geo<V>::A Acc;
@@ -600,6 +854,8 @@ template <class X> KILN_FN typename kiln_vt<X>::type normalize(const X &x) {
     v.v[i] = typename kiln_vt<V>::elem(Acc(v.v[i]) / len);
   return v;
 }
+#endif
+#if !defined(KILN_MATH_SOME) || defined(KILN_USE_cross)
 template <class A, class B>
 KILN_FN typename kiln_if<kiln_vt<KILN_G2(A, B)>::n == 3, KILN_G2(A, B)>::type
 cross(const A &a, const B &b) {
@@ -608,6 +864,7 @@ cross(const A &a, const B &b) {
   return V(x.v[1] * y.v[2] - x.v[2] * y.v[1], x.v[2] * y.v[0] - x.v[0] * y.v[2],
            x.v[0] * y.v[1] - x.v[1] * y.v[0]);
 }
+#endif
 
 /* metal::precise:: and metal::fast:: name the same functions; the math
  * mode of the compilation (IEEE or -ffast-math) sets their speed. */
