@@ -174,8 +174,45 @@ inline int lu_owed_from(int p0, int WS, int G, int s0, int c) {
   return p0 + ((si >> (h + 1)) << (h + 1)) * WS;
 }
 
-// The most such columns: the widest panel (lu.c's panel_width).
-#define LU_OWED_MAX 256
+// The most such columns: half the widest panel (lu.c's panel_width), a
+// node's left half less one strip.
+#define LU_OWED_MAX 128
+
+// Columns of the block row a warp of lu_panel takes at once: as many as
+// keep CB * WS <= 32 owed sums (one per lane after lu_reduce_scatter),
+// at most 8.
+constexpr int lu_block_cols(int ws) { return 32 / ws < 8 ? 32 / ws : 8; }
+
+constexpr int lu_log2(int n) { return n <= 1 ? 0 : 1 + lu_log2(n / 2); }
+
+// Sums a[i] (N of them, N a power of two up to 32) over the warp's lanes
+// and leaves sum i in lane i mod N: at each level a lane keeps the half of
+// its values its lane bit selects and adds its partner's copy of that half
+// (N - 1 shuffles in all, against 5 N for a butterfly per value); above N
+// lanes a plain butterfly finishes. (Both loops have compile-time trip
+// counts, so that NVRTC unrolls them fully and `a` stays in registers:
+// with an inner bound of o, the offset of a shifted outer loop, `a` went
+// to local memory.)
+template <typename T, int N>
+inline T lu_reduce_scatter(thread T* a, int lane) {
+  LU_UNROLL
+  for (int level = 0; level < lu_log2(N); ++level) {
+    const int o = N >> (level + 1);
+    const bool hi = (lane & o) != 0;
+    LU_UNROLL
+    for (int j = 0; j < N / 2; ++j)
+      if (j < o) {
+        const T send = hi ? a[j] : a[j + o];
+        const T keep = hi ? a[j + o] : a[j];
+        a[j] = keep + simd_shuffle_xor(send, (ushort)o);
+      }
+  }
+  T x = a[0];
+  LU_UNROLL
+  for (int level = lu_log2(N); level < 5; ++level)
+    x += simd_shuffle_xor(x, (ushort)(1 << level));
+  return x;
+}
 
 //@kernel lu_small
 // Factors each whole matrix (m, n <= NMAX) of the view A into W, piv and
@@ -310,23 +347,27 @@ if (!BACK) {
 }
 
 //@kernel lu_panel
-// Factors the strip of ws = min(WS, pe - c0) columns at (c0, c0) of each
-// matrix, rows c0 .. m-1, applies its row interchanges to the other
+// Factors GL strips (1 or the group's G) from column c0 of each matrix,
+// one after the other; per strip s0 (ws = min(WS, pe - s0) columns at
+// (s0, s0), rows s0 .. m-1), applies its row interchanges to the other
 // columns of the panel [p0, pe), and solves the strip's block row of the
-// panel for the columns [c0 + ws, pe). The panel is held transposed in PT
+// panel for the columns [s0 + ws, pe). The panel is held transposed in PT
 // (...×NB×m, see lu_transpose), so that a column is contiguous; it is
 // factored recursively (lu.c's run_panel): the strip first subtracts what
 // its rows owe the earlier strips of its group of G, and its block row
 // what it owes the strips before it (lu_owed_from); the driver's GEMMs on
-// PT do the rest. Win is W (its shape only), nbp PT's NB. Template: T, NT
-// (threads), R (rows per thread), WS (strip width), G (strips per group).
-// One threadgroup of NT threads per matrix (grid.x = NT * matrices,
-// batch0 the first); needs m - c0 <= NT * R.
+// PT do the rest. Scalars: first = c0, pstart = p0, pend = pe, nrows =
+// m, npiv = k = min(m, n), nbp PT's NB (not W's shape: the kernel
+// touches only PT, piv and info, and so is not ordered after the work on
+// W, which a look-ahead on a second stream would need). Template: T, NT
+// (threads), R (rows per thread), WS (strip width), G (strips per group),
+// GL (strips per launch). One threadgroup of NT threads per matrix
+// (grid.x = NT * matrices, batch0 the first); needs m - c0 <= NT * R.
 //
 // The whole strip lives in registers (the driver picks R * WS to fit):
-// thread t holds rows c0 + t + r NT, r < R, so a warp reads and writes
+// thread t holds rows s0 + t + r NT, r < R, so a warp reads and writes
 // 32 consecutive values of a column (one 128-byte line in float32); it
-// is read once and written once. Row c0 + q, the diagonal row of column
+// is read once and written once. Row s0 + q, the diagonal row of column
 // q, is thread q's register row 0. Each column costs one barrier: every
 // warp publishes its best candidate row (key, index and the row's WS
 // values) and thread q publishes row j, in slots alternating by column
@@ -336,13 +377,21 @@ if (!BACK) {
 // the row it displaces, and swaps, scales and updates its own rows in
 // registers.
 //
-// Then the panel's other columns, a thread per column: the strip's
-// interchanges are composed into at most 2 WS moves (row src to row dst),
-// all loaded before any is stored (one memory round trip instead of a
-// chain of swaps); left of the strip that is all, and those rows of L,
-// final now, are staged for the columns right of the strip, whose block
-// row gets its owed updates and is solved in the same registers before
-// the store.
+// Then the panel's other columns: the strip's interchanges are composed
+// into at most 2 WS moves (row src to row dst), all loaded before any is
+// stored (one memory round trip instead of a chain of swaps). Left of the
+// strip, a thread per column, that is all, and the rows of L it lands in
+// the strip's rows (final now) are staged in threadgroup memory for the
+// block row. Right of the strip, a warp per column, CB columns at once:
+// the block row's owed updates are dot products along rows t < s0 of a
+// column, contiguous in PT, so the lanes split t (one line per warp load,
+// every load of the CB columns in flight together) and lu_reduce_scatter
+// leaves one (column, row) sum per lane, which the lanes of a column then
+// solve with L11 by shuffles. (A thread per column walking t, as before,
+// read one line per element and waited an L2 round trip per owed
+// column.) Every load of the kernel goes to a valid address, clamped,
+// and its value is selected afterwards, and the scalars are copied to
+// registers first, so that loads overlap (see lu.c's header).
 constexpr int NW = NT / 32;
 threadgroup T cand_key[2 * NW];
 threadgroup int cand_row[2 * NW];
@@ -352,297 +401,380 @@ threadgroup T l11[WS * WS];
 threadgroup int mv_src[2 * WS];
 threadgroup int mv_dst[2 * WS];
 threadgroup int mv_count;
-threadgroup T owed_l[LU_OWED_MAX * WS];
-const int m = Win_shape[Win_ndim - 2];
-const int k = min(m, Win_shape[Win_ndim - 1]);
+// owed_l[q][t - o0]: row s0 + q of L in column t (< s0); own_u[t - t0][q]:
+// the U rows of the strip's group (see below).
+threadgroup T owed_l[WS * LU_OWED_MAX];
+constexpr int GO = (G - 1) * WS > 0 ? (G - 1) * WS : 1;
+threadgroup T own_u[GO * WS];
+// The scalars arrive as 0-d arrays in device memory, which the compiler
+// reads again after every store it cannot tell apart from them (and
+// then waits on before it can form an address): copied once here.
+const int c0 = first, p0 = pstart, pe = pend, m = nrows, k = npiv;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
 device T* pt = PT + (int64_t)b * nbp * m;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
-const int s0 = c0, ws = min(WS, pe - s0);
-int bad = 0;
-T v[R][WS];
-int pv[WS];
-// Thread tid's rows are s0 + tid + r NT: column q of them at mine[q * m +
-// r * NT].
-device T* mine = pt + (int64_t)(s0 - p0) * m + s0 + tid;
-LU_UNROLL
-for (int r = 0; r < R; ++r) {
-  const bool live = s0 + tid + r * NT < m;
-  LU_UNROLL
-  for (int q = 0; q < WS; ++q)
-    v[r][q] = live && q < ws ? mine[(int64_t)q * m + r * NT] : T(0);
-}
-// What the strip's rows owe to the strips before it in its group (their
-// L below s0 times their U rows of the strip's columns), left-looking.
-for (int t = lu_owed_from(p0, WS, G, s0, s0); t < s0; ++t) {
-  T u[WS];
-  LU_UNROLL
-  for (int q = 0; q < WS; ++q)
-    u[q] = q < ws ? LU_PT(t, s0 + q) : T(0);
-  LU_UNROLL
-  for (int r = 0; r < R; ++r) {
-    const int row = s0 + tid + r * NT;
-    const T l = row < m ? LU_PT(row, t) : T(0);
-    LU_UNROLL
-    for (int q = 0; q < WS; ++q)
-      v[r][q] = fma(-l, u[q], v[r][q]);
-  }
-}
-LU_UNROLL
-for (int q = 0; q < WS; ++q) {
-  pv[q] = s0 + q;
-  if (q >= ws)
+// GL strips from c0 one after the other (GL launches in one: the next
+// strip's rows read this one's results after a barrier).
+for (int gs = 0; gs < GL; ++gs) {
+  const int s0 = c0 + gs * WS;
+  if (s0 >= pe) // the same for every thread
     break;
-  const int j = s0 + q, slot = q & 1;
-  // This thread's best row for column j: rows >= j (only register row 0
-  // can lie above j) and < m; rows rise with r, so the first wins ties.
-  T key = T(-1);
-  int best = LU_NO_ROW, best_r = 0;
+  const int ws = min(WS, pe - s0);
+  int bad = 0;
+  T v[R][WS];
+  int pv[WS];
+  // Thread tid's rows are s0 + tid + r NT: column q of them at
+  // mine[q * m + r * NT].
+  device T* mine = pt + (int64_t)(s0 - p0) * m + s0 + tid;
+  // (Every load here and below has a valid address, clamped, and its
+  // value is selected afterwards: a load under a branch waits for the
+  // branch, so that loads never overlap; clamped ones all go out at once.)
   LU_UNROLL
   for (int r = 0; r < R; ++r) {
-    const int row = s0 + tid + r * NT;
-    if ((r > 0 || tid >= q) && row < m) {
-      const T x = lu_key(v[r][q]);
-      if (x > key) {
-        key = x;
-        best = row;
-        best_r = r;
+    const bool live = s0 + tid + r * NT < m;
+    const int rc = live ? r * NT : m - 1 - s0 - tid;
+    LU_UNROLL
+    for (int q = 0; q < WS; ++q) {
+      const T x = mine[(int64_t)min(q, ws - 1) * m + rc];
+      v[r][q] = live && q < ws ? x : T(0);
+    }
+  }
+  // What the strip's rows owe to the strips before it in its group (their
+  // L below s0 times their U rows of the strip's columns), left-looking:
+  // at most (G - 1) WS columns, a compile-time bound, so that the loads of
+  // all of them can be in flight together rather than one column per L2
+  // round trip. The U rows go through threadgroup memory.
+  const int t0 = lu_owed_from(p0, WS, G, s0, s0);
+  if (t0 < s0) { // the same for every thread
+    for (int e = tid; e < GO * WS; e += NT) {
+      const int t = t0 + e / WS, q = e % WS;
+      own_u[e] = q < ws && t < s0 ? LU_PT(t, s0 + q) : T(0);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // A column at a time, its R loads in flight together (all the columns'
+    // at once would not fit in registers next to v).
+    for (int t = t0; t < s0; ++t) {
+      T l[R];
+      LU_UNROLL
+      for (int r = 0; r < R; ++r)
+        l[r] = LU_PT(min(s0 + tid + r * NT, m - 1), t);
+      LU_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const T lr = s0 + tid + r * NT < m ? l[r] : T(0);
+        LU_UNROLL
+        for (int q = 0; q < WS; ++q)
+          v[r][q] = fma(-lr, own_u[(t - t0) * WS + q], v[r][q]);
       }
     }
   }
-  T wkey = key;
-  int wrow = best;
-  lu_warp_argmax(wkey, wrow);
-  if (lane == 0) {
-    cand_key[slot * NW + warp] = wkey;
-    cand_row[slot * NW + warp] = wrow;
-  }
-  if (best == wrow && best != LU_NO_ROW)
-    LU_UNROLL
-    for (int r = 0; r < R; ++r)
-      if (r == best_r)
-        LU_UNROLL
-        for (int q2 = 0; q2 < WS; ++q2)
-          cand_val[(slot * NW + warp) * WS + q2] = v[r][q2];
-  if (tid == q)
-    LU_UNROLL
-    for (int q2 = 0; q2 < WS; ++q2)
-      row_j[slot * WS + q2] = v[0][q2];
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  // Every warp reduces the NW candidates by shuffles.
-  T pkey = lane < NW ? cand_key[slot * NW + lane] : T(-1);
-  int p = lane < NW ? cand_row[slot * NW + lane] : LU_NO_ROW;
-  lu_warp_argmax(pkey, p);
-  const int po = (p - s0) % NT, pr = (p - s0) / NT, pw = po / 32;
-  T prow[WS];
-  LU_UNROLL
-  for (int q2 = 0; q2 < WS; ++q2)
-    prow[q2] = cand_val[(slot * NW + pw) * WS + q2];
-  const T d = prow[q];
-  if (bad == 0)
-    bad = lu_pivot_status(d, j);
-  pv[q] = p;
-  if (p != j) {
-    LU_UNROLL
-    for (int r = 0; r < R; ++r) {
-      if (tid == q && r == 0)
-        LU_UNROLL
-        for (int q2 = 0; q2 < WS; ++q2)
-          v[r][q2] = prow[q2];
-      else if (tid == po && r == pr)
-        LU_UNROLL
-        for (int q2 = 0; q2 < WS; ++q2)
-          v[r][q2] = row_j[slot * WS + q2];
-    }
-  }
-  // Scale by the reciprocal (as LAPACK does where it is finite), else by
-  // division; a zero pivot leaves the column as it is.
-  const T rd = T(1) / d;
-  const bool recip = isfinite(rd);
-  if (d != T(0))
-    LU_UNROLL
-    for (int r = 0; r < R; ++r) {
-      if (r > 0 || tid > q) {
-        v[r][q] = recip ? v[r][q] * rd : v[r][q] / d;
-        const T l = v[r][q];
-        LU_UNROLL
-        for (int q2 = q + 1; q2 < WS; ++q2)
-          v[r][q2] = fma(-l, prow[q2], v[r][q2]);
-      }
-    }
-}
-LU_UNROLL
-for (int r = 0; r < R; ++r) {
-  if (s0 + tid + r * NT < m)
-    LU_UNROLL
-    for (int q = 0; q < WS; ++q)
-      if (q < ws)
-        mine[(int64_t)q * m + r * NT] = v[r][q];
-}
-if (tid < ws)
-  LU_UNROLL
-  for (int q = 0; q < WS; ++q)
-    l11[tid * WS + q] = v[0][q];
-// The strip's interchanges composed: mv_src[e] is the original row that
-// ends at row mv_dst[e]; entries < ws are the strip's rows.
-if (tid == 0) {
-  int cnt = ws;
-  for (int e = 0; e < ws; ++e)
-    mv_src[e] = mv_dst[e] = s0 + e;
   LU_UNROLL
   for (int q = 0; q < WS; ++q) {
-    const int p = pv[q];
-    if (q < ws) {
-      piv[(int64_t)b * k + s0 + q] = p;
-      if (p != s0 + q) {
-        int e = p - s0;
-        if (e >= ws) {
-          e = cnt;
-          for (int f = ws; f < cnt; ++f)
-            if (mv_dst[f] == p)
-              e = f;
-          if (e == cnt) {
-            mv_src[cnt] = mv_dst[cnt] = p;
-            ++cnt;
-          }
+    pv[q] = s0 + q;
+    if (q >= ws)
+      break;
+    const int j = s0 + q, slot = q & 1;
+    // This thread's best row for column j: rows >= j (only register row 0
+    // can lie above j) and < m; rows rise with r, so the first wins ties.
+    T key = T(-1);
+    int best = LU_NO_ROW, best_r = 0;
+    LU_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const int row = s0 + tid + r * NT;
+      if ((r > 0 || tid >= q) && row < m) {
+        const T x = lu_key(v[r][q]);
+        if (x > key) {
+          key = x;
+          best = row;
+          best_r = r;
         }
-        const int t = mv_src[q];
-        mv_src[q] = mv_src[e];
-        mv_src[e] = t;
       }
     }
+    T wkey = key;
+    int wrow = best;
+    lu_warp_argmax(wkey, wrow);
+    if (lane == 0) {
+      cand_key[slot * NW + warp] = wkey;
+      cand_row[slot * NW + warp] = wrow;
+    }
+    if (best == wrow && best != LU_NO_ROW)
+      LU_UNROLL
+      for (int r = 0; r < R; ++r)
+        if (r == best_r)
+          LU_UNROLL
+          for (int q2 = 0; q2 < WS; ++q2)
+            cand_val[(slot * NW + warp) * WS + q2] = v[r][q2];
+    if (tid == q)
+      LU_UNROLL
+      for (int q2 = 0; q2 < WS; ++q2)
+        row_j[slot * WS + q2] = v[0][q2];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // Every warp reduces the NW candidates by shuffles.
+    T pkey = lane < NW ? cand_key[slot * NW + lane] : T(-1);
+    int p = lane < NW ? cand_row[slot * NW + lane] : LU_NO_ROW;
+    lu_warp_argmax(pkey, p);
+    const int po = (p - s0) % NT, pr = (p - s0) / NT, pw = po / 32;
+    T prow[WS];
+    LU_UNROLL
+    for (int q2 = 0; q2 < WS; ++q2)
+      prow[q2] = cand_val[(slot * NW + pw) * WS + q2];
+    const T d = prow[q];
+    if (bad == 0)
+      bad = lu_pivot_status(d, j);
+    pv[q] = p;
+    if (p != j) {
+      LU_UNROLL
+      for (int r = 0; r < R; ++r) {
+        if (tid == q && r == 0)
+          LU_UNROLL
+          for (int q2 = 0; q2 < WS; ++q2)
+            v[r][q2] = prow[q2];
+        else if (tid == po && r == pr)
+          LU_UNROLL
+          for (int q2 = 0; q2 < WS; ++q2)
+            v[r][q2] = row_j[slot * WS + q2];
+      }
+    }
+    // Scale by the reciprocal (as LAPACK does where it is finite), else by
+    // division; a zero pivot leaves the column as it is.
+    const T rd = T(1) / d;
+    const bool recip = isfinite(rd);
+    if (d != T(0))
+      LU_UNROLL
+      for (int r = 0; r < R; ++r) {
+        if (r > 0 || tid > q) {
+          v[r][q] = recip ? v[r][q] * rd : v[r][q] / d;
+          const T l = v[r][q];
+          LU_UNROLL
+          for (int q2 = q + 1; q2 < WS; ++q2)
+            v[r][q2] = fma(-l, prow[q2], v[r][q2]);
+        }
+      }
   }
-  mv_count = cnt;
-  if (bad != 0 && info[b] == 0)
-    info[b] = bad;
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-const int cnt = mv_count;
-// The interchanges on the columns left of the strip first: their rows
-// s0 .. s0 + ws - 1 (L, final now) are what the block row owes.
-for (int c = p0 + tid; c < s0; c += NT) {
-  T x[2 * WS];
   LU_UNROLL
-  for (int e = 0; e < 2 * WS; ++e)
-    x[e] = e < cnt ? LU_PT(mv_src[e], c) : T(0);
-  LU_UNROLL
-  for (int e = 0; e < 2 * WS; ++e)
-    if (e < cnt)
-      LU_PT(mv_dst[e], c) = x[e];
-}
-threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
-const int o0 = max(p0, s0 - LU_OWED_MAX);
-for (int e = tid; e < ws * (s0 - o0); e += NT) {
-  const int q = e % ws, c = o0 + e / ws;
-  owed_l[(c - o0) * WS + q] = LU_PT(s0 + q, c);
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-// Right of the strip: interchanges, the owed updates of the strip's rows
-// (L of the strip's rows times the final U rows above), the solve.
-for (int c = s0 + ws + tid; c < pe; c += NT) {
-  T x[2 * WS];
-  LU_UNROLL
-  for (int e = 0; e < 2 * WS; ++e)
-    x[e] = e < cnt ? LU_PT(mv_src[e], c) : T(0);
-  for (int t = lu_owed_from(p0, WS, G, s0, c); t < s0; ++t) {
-    const T u = LU_PT(t, c);
+  for (int r = 0; r < R; ++r) {
+    if (s0 + tid + r * NT < m)
+      LU_UNROLL
+      for (int q = 0; q < WS; ++q)
+        if (q < ws)
+          mine[(int64_t)q * m + r * NT] = v[r][q];
+  }
+  if (tid < ws)
     LU_UNROLL
     for (int q = 0; q < WS; ++q)
-      x[q] = fma(-owed_l[(t - o0) * WS + q], u, x[q]);
+      l11[tid * WS + q] = v[0][q];
+  // The strip's interchanges composed: mv_src[e] is the original row that
+  // ends at row mv_dst[e]; entries < ws are the strip's rows.
+  if (tid == 0) {
+    int cnt = ws;
+    for (int e = 0; e < ws; ++e)
+      mv_src[e] = mv_dst[e] = s0 + e;
+    LU_UNROLL
+    for (int q = 0; q < WS; ++q) {
+      const int p = pv[q];
+      if (q < ws) {
+        piv[(int64_t)b * k + s0 + q] = p;
+        if (p != s0 + q) {
+          int e = p - s0;
+          if (e >= ws) {
+            e = cnt;
+            for (int f = ws; f < cnt; ++f)
+              if (mv_dst[f] == p)
+                e = f;
+            if (e == cnt) {
+              mv_src[cnt] = mv_dst[cnt] = p;
+              ++cnt;
+            }
+          }
+          const int t = mv_src[q];
+          mv_src[q] = mv_src[e];
+          mv_src[e] = t;
+        }
+      }
+    }
+    mv_count = cnt;
+    for (int e = cnt; e < 2 * WS; ++e) // valid rows for unused slots
+      mv_src[e] = mv_dst[e] = s0;
+    if (bad != 0 && info[b] == 0)
+      info[b] = bad;
   }
-  LU_UNROLL
-  for (int i = 1; i < WS; ++i)
-    if (i < ws) // entries >= ws are rows below the strip
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const int cnt = mv_count;
+  // Left of the strip: the interchanges; the rows they land in s0 .. s0 +
+  // ws - 1 (L, final now) are what the block row owes.
+  const int o0 = max(p0, s0 - LU_OWED_MAX);
+  for (int c = p0 + tid; c < s0; c += NT) {
+    T x[2 * WS];
+    LU_UNROLL
+    for (int e = 0; e < 2 * WS; ++e)
+      x[e] = LU_PT(mv_src[e], c);
+    LU_UNROLL
+    for (int e = 0; e < 2 * WS; ++e)
+      if (e < cnt)
+        LU_PT(mv_dst[e], c) = x[e];
+    if (c >= o0)
       LU_UNROLL
-      for (int q = 0; q < i; ++q)
-        x[i] = fma(-l11[i * WS + q], x[q], x[i]);
-  LU_UNROLL
-  for (int e = 0; e < 2 * WS; ++e)
-    if (e < cnt)
-      LU_PT(mv_dst[e], c) = x[e];
+      for (int q = 0; q < WS; ++q)
+        if (q < ws)
+          owed_l[q * LU_OWED_MAX + c - o0] = x[q];
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // Right of the strip, a warp per column, CB columns at a time: x (lane e
+  // < cnt holds move e's value), the owed sums along t split over the lanes,
+  // reduced to one per lane (column ci = lane / WS, row qi = lane % WS),
+  // the solve with L11 among a column's WS lanes, the stores.
+  constexpr int CB = lu_block_cols(WS);
+  constexpr int N = CB * WS;
+  const int ci = (lane % N) / WS, qi = lane % WS;
+  constexpr int NH = LU_OWED_MAX / 32;
+  const int src = mv_src[min(lane, 2 * WS - 1)];
+  for (int cb = s0 + ws + warp * CB; cb < pe; cb += NW * CB) {
+    // The columns' owed ranges first, then every load, then the sums.
+    int from[CB];
+    LU_UNROLL
+    for (int i = 0; i < CB; ++i)
+      from[i] = cb + i < pe ? lu_owed_from(p0, WS, G, s0, cb + i) : s0;
+    T x[CB];
+    T u[CB][NH];
+    LU_UNROLL
+    for (int i = 0; i < CB; ++i) {
+      const int c = min(cb + i, pe - 1);
+      x[i] = LU_PT(src, c);
+      LU_UNROLL
+      for (int h = 0; h < NH; ++h)
+        u[i][h] = LU_PT(min(from[i] + h * 32 + lane, s0), c);
+    }
+    T acc[N];
+    LU_UNROLL
+    for (int i = 0; i < CB; ++i) {
+      LU_UNROLL
+      for (int q = 0; q < WS; ++q)
+        acc[i * WS + q] = T(0);
+      LU_UNROLL
+      for (int h = 0; h < NH; ++h) {
+        const int t = from[i] + h * 32 + lane;
+        const int ti = min(max(t - o0, 0), LU_OWED_MAX - 1);
+        LU_UNROLL
+        for (int q = 0; q < WS; ++q) {
+          const T y = fma(owed_l[q * LU_OWED_MAX + ti], u[i][h],
+                          acc[i * WS + q]);
+          acc[i * WS + q] = t < s0 ? y : acc[i * WS + q];
+        }
+      }
+    }
+    const T owed = lu_reduce_scatter<T, N>(acc, lane);
+    T y = T(0);
+    LU_UNROLL
+    for (int i = 0; i < CB; ++i) {
+      const T xi = simd_shuffle(x[i], (ushort)qi);
+      if (i == ci)
+        y = xi - owed;
+    }
+    // Forward substitution with the unit L11: y_p is final once the steps
+    // before p are done, and every lane of the column takes it then.
+    LU_UNROLL
+    for (int p = 0; p + 1 < WS; ++p) {
+      const T yp = simd_shuffle(y, (ushort)(lane - qi + p));
+      if (qi > p)
+        y = fma(-l11[qi * WS + p], yp, y);
+    }
+    if (lane < N && qi < ws && cb + ci < pe)
+      LU_PT(s0 + qi, cb + ci) = y;
+    // The strip's original rows that move below it owe nothing here.
+    LU_UNROLL
+    for (int i = 0; i < CB; ++i)
+      if (cb + i < pe && lane >= ws && lane < cnt)
+        LU_PT(mv_dst[lane], cb + i) = x[i];
+  }
+  threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
 }
 
 //@kernel lu_panel_global
 // lu_panel for strips whose rows do not fit in registers (m - c0 > NT *
-// R): the same work, a column at a time, right-looking on the transposed
-// panel in device memory. Template: T, NT, WS, G. Same inputs, outputs
-// and launch.
+// R): the same work (GL strips from c0), a column at a time,
+// right-looking on the transposed panel in device memory. Template: T,
+// NT, WS, G, GL. Same inputs, outputs and launch.
 threadgroup T cand_key[NT / 32];
 threadgroup int cand_row[NT / 32];
 threadgroup int pv_strip[WS];
 threadgroup T l11[WS * (WS + 1)];
 threadgroup T tile[WS * 64];
 constexpr int NW = NT / 32;
-const int m = Win_shape[Win_ndim - 2];
-const int k = min(m, Win_shape[Win_ndim - 1]);
+const int c0 = first, p0 = pstart, pe = pend, m = nrows, k = npiv;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
 device T* pt = PT + (int64_t)b * nbp * m;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
-const int s0 = c0, ws = min(WS, pe - s0);
-int bad = 0;
-// What the strip's rows owe to the strips before it in its group.
-for (int i = s0 + tid; i < m; i += NT)
-  for (int t = lu_owed_from(p0, WS, G, s0, s0); t < s0; ++t)
-    for (int c = s0; c < s0 + ws; ++c)
-      LU_PT(i, c) = fma(-LU_PT(i, t), LU_PT(t, c), LU_PT(i, c));
-threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
-for (int j = s0; j < s0 + ws; ++j) {
-  T key = T(-1);
-  int row = LU_NO_ROW;
-  for (int i = j + tid; i < m; i += NT) {
-    T x = lu_key(LU_PT(i, j));
-    if (x > key) {
-      key = x;
-      row = i;
-    }
-  }
-  lu_warp_argmax(key, row);
-  if (lane == 0) {
-    cand_key[warp] = key;
-    cand_row[warp] = row;
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  T pkey = cand_key[0];
-  int p = cand_row[0];
-  for (int x = 1; x < NW; ++x)
-    if (lu_better(cand_key[x], cand_row[x], pkey, p)) {
-      pkey = cand_key[x];
-      p = cand_row[x];
-    }
-  if (tid == 0)
-    pv_strip[j - s0] = p;
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  // The interchange across the whole panel, this column included.
-  lu_swap_columns(pt, m, p0, pv_strip + (j - s0), j, j + 1, p0, pe, 0, 0,
-                  tid, NT);
+for (int gs = 0; gs < GL; ++gs) {
+  const int s0 = c0 + gs * WS;
+  if (s0 >= pe) // the same for every thread
+    break;
+  const int ws = min(WS, pe - s0);
+  int bad = 0;
+  // What the strip's rows owe to the strips before it in its group.
+  for (int i = s0 + tid; i < m; i += NT)
+    for (int t = lu_owed_from(p0, WS, G, s0, s0); t < s0; ++t)
+      for (int c = s0; c < s0 + ws; ++c)
+        LU_PT(i, c) = fma(-LU_PT(i, t), LU_PT(t, c), LU_PT(i, c));
   threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
-  const T d = LU_PT(j, j);
-  if (bad == 0)
-    bad = lu_pivot_status(d, j);
-  for (int i = j + 1 + tid; i < m; i += NT) {
-    T l = LU_PT(i, j);
-    if (d != T(0))
-      l = l / d;
-    LU_PT(i, j) = l;
-    for (int c = j + 1; c < s0 + ws; ++c)
-      LU_PT(i, c) = fma(-l, LU_PT(j, c), LU_PT(i, c));
+  for (int j = s0; j < s0 + ws; ++j) {
+    T key = T(-1);
+    int row = LU_NO_ROW;
+    for (int i = j + tid; i < m; i += NT) {
+      T x = lu_key(LU_PT(i, j));
+      if (x > key) {
+        key = x;
+        row = i;
+      }
+    }
+    lu_warp_argmax(key, row);
+    if (lane == 0) {
+      cand_key[warp] = key;
+      cand_row[warp] = row;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    T pkey = cand_key[0];
+    int p = cand_row[0];
+    for (int x = 1; x < NW; ++x)
+      if (lu_better(cand_key[x], cand_row[x], pkey, p)) {
+        pkey = cand_key[x];
+        p = cand_row[x];
+      }
+    if (tid == 0)
+      pv_strip[j - s0] = p;
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // The interchange across the whole panel, this column included.
+    lu_swap_columns(pt, m, p0, pv_strip + (j - s0), j, j + 1, p0, pe, 0, 0,
+                    tid, NT);
+    threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+    const T d = LU_PT(j, j);
+    if (bad == 0)
+      bad = lu_pivot_status(d, j);
+    for (int i = j + 1 + tid; i < m; i += NT) {
+      T l = LU_PT(i, j);
+      if (d != T(0))
+        l = l / d;
+      LU_PT(i, j) = l;
+      for (int c = j + 1; c < s0 + ws; ++c)
+        LU_PT(i, c) = fma(-l, LU_PT(j, c), LU_PT(i, c));
+    }
+    threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
   }
+  for (int j = tid; j < ws; j += NT)
+    piv[(int64_t)b * k + s0 + j] = pv_strip[j];
+  if (tid == 0 && bad != 0 && info[b] == 0)
+    info[b] = bad;
+  // The block row's owed updates (see lu_owed_from), then its solve.
+  for (int c = s0 + ws + tid; c < pe; c += NT)
+    for (int t = lu_owed_from(p0, WS, G, s0, c); t < s0; ++t)
+      for (int q = 0; q < ws; ++q)
+        LU_PT(s0 + q, c) =
+            fma(-LU_PT(s0 + q, t), LU_PT(t, c), LU_PT(s0 + q, c));
+  threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+  lu_block_row_solve<T, WS, 64>(pt, m, p0, s0, ws, s0 + ws, pe, l11, tile,
+                                tid, NT);
   threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
 }
-for (int j = tid; j < ws; j += NT)
-  piv[(int64_t)b * k + s0 + j] = pv_strip[j];
-if (tid == 0 && bad != 0 && info[b] == 0)
-  info[b] = bad;
-// The block row's owed updates (see lu_owed_from), then its solve.
-for (int c = s0 + ws + tid; c < pe; c += NT)
-  for (int t = lu_owed_from(p0, WS, G, s0, c); t < s0; ++t)
-    for (int q = 0; q < ws; ++q)
-      LU_PT(s0 + q, c) = fma(-LU_PT(s0 + q, t), LU_PT(t, c), LU_PT(s0 + q, c));
-threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
-lu_block_row_solve<T, WS, 64>(pt, m, p0, s0, ws, s0 + ws, pe, l11, tile,
-                              tid, NT);
 
 //@kernel lu_laswp
 // The interchanges of the panel's pivots p0 .. pe-1 (in order) on every

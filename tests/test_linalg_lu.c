@@ -346,6 +346,9 @@ void test_linalg_lu_factor_paths(void) {
   lt_random_case(KILN_FLOAT32, 1, 8300, 40, 2, false); /* WS 1 */
   lt_random_case(KILN_FLOAT64, 1, 16500, 21, 2, false); /* global, 3 */
   lt_random_case(KILN_FLOAT32, 1, 16500, 3, 2, false); /* global */
+  /* Panels of 256 (k >= 2048): block rows that owe up to 124 columns, so
+   * that lu_panel's warps split them into several chunks of 32. */
+  lt_random_case(KILN_FLOAT32, 1, 2048, 2048, 2, false);
 }
 
 /* A transposed view and a sliced view (every other row and column of a
@@ -869,8 +872,8 @@ void test_linalg_lu_errors(void) {
 
 typedef struct lt_cfg {
   const char *name, *inputs, *outputs;
-  int in_ndim[6];
-  kiln_dtype in_dt[6];
+  int in_ndim[8];
+  kiln_dtype in_dt[8];
   int num_inputs;
   kiln_dtype out_dt[3];
   int out_ndim[3];
@@ -880,7 +883,7 @@ typedef struct lt_cfg {
 } lt_cfg;
 
 static void lt_compile(const lt_cfg *c, const char *target) {
-  kiln_array_spec in[6];
+  kiln_array_spec in[8];
   memset(in, 0, sizeof in);
   for (int i = 0; i < c->num_inputs; i++) {
     in[i].dtype = c->in_dt[i];
@@ -960,21 +963,24 @@ void test_linalg_lu_nvrtc(void) {
       lt_compile(&c, target);
       for (int r = 1; r <= 32; r *= 2) {
         int ws = lt_strip_width(dt, r);
-        c = lt_make("lu_panel", "Win,c0,p0,pe,nbp,batch0", "PT,piv,info", dt,
-                    rank, "MSSSSS", "QPI");
+        c = lt_make("lu_panel", "first,pstart,pend,nbp,nrows,npiv,batch0",
+                    "PT,piv,info", dt, rank, "SSSSSSS", "QPI");
         kt_la_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
         kt_la_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, ws, KILN_INT32);
         kt_la_targ(&c.t[3], "G", KILN_TEMPLATE_INT, 2, KILN_INT32);
-        kt_la_targ(&c.t[4], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
-        c.nt = 5;
+        kt_la_targ(&c.t[4], "GL", KILN_TEMPLATE_INT, 2, KILN_INT32);
+        kt_la_targ(&c.t[5], "R", KILN_TEMPLATE_INT, r, KILN_INT32);
+        c.nt = 6;
         lt_compile(&c, target);
       }
-      c = lt_make("lu_panel_global", "Win,c0,p0,pe,nbp,batch0", "PT,piv,info",
-                  dt, rank, "MSSSSS", "QPI");
+      c = lt_make("lu_panel_global",
+                  "first,pstart,pend,nbp,nrows,npiv,batch0", "PT,piv,info",
+                  dt, rank, "SSSSSSS", "QPI");
       kt_la_targ(&c.t[1], "NT", KILN_TEMPLATE_INT, 512, KILN_INT32);
       kt_la_targ(&c.t[2], "WS", KILN_TEMPLATE_INT, 8, KILN_INT32);
       kt_la_targ(&c.t[3], "G", KILN_TEMPLATE_INT, 2, KILN_INT32);
-      c.nt = 4;
+      kt_la_targ(&c.t[4], "GL", KILN_TEMPLATE_INT, 2, KILN_INT32);
+      c.nt = 5;
       lt_compile(&c, target);
       for (int back = 0; back < 2; back++) {
         c = lt_make("lu_transpose", "Win,p0,pe,nbp,batch0", "W,PT", dt, rank,

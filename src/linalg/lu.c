@@ -23,15 +23,15 @@
  *      or 4 when the rows need R = 16, see strip_width), spends one
  *      barrier per column (pivot search, interchange, scale and update
  *      fused), stores it once, then applies the strip's interchanges to
- *      the panel's other columns and solves its block row in one pass.
- *      The strips are ordered recursively (run_panel): GEMMs on PT update
- *      halves of the panel, groups of LU_GROUP strips update each other
- *      left-looking inside lu_panel.
+ *      the panel's other columns and solves its block row in one pass
+ *      (a warp per column there, its lanes splitting the owed sums: see
+ *      lu_panel). The strips are ordered recursively (run_panel): GEMMs
+ *      on PT update halves of the panel, groups of LU_GROUP strips update
+ *      each other left-looking inside lu_panel, one launch per group.
  *      lu_transpose copies the panel back, one lu_laswp launch applies the
  *      panel's interchanges to every other column, kiln__trsm solves the
  *      block row U12 = L11^-1 A12 and GEMM updates the trailing matrix,
- *      A22 -= L21 U12. Launches per panel: about (1 + 1 / LU_GROUP)
- *      NB/WS + 5.
+ *      A22 -= L21 U12. Launches per panel: about 2 NB / (WS LU_GROUP) + 5.
  *
  * Why strips inside panels: the GEMM updates want a deep k (NB = 256 for
  * large matrices) to run near GEMM speed, while the column-by-column work
@@ -62,6 +62,24 @@
  * 8-11 us: the strip kernel's own time, not launch gaps, is the chain,
  * and is what a faster panel must cut.
  *
+ * Where the strip kernel's time went: its loads did not overlap. The
+ * kernel's scalars (p0, pe, ...) are 0-d arrays in device memory, which
+ * the compiler reads again after any store it cannot tell apart from
+ * them, so an address waited on one L2 round trip before its load took
+ * another; and a load under a branch (`if (t < s0) ...`) waits for the
+ * branch, so a run of guarded loads went out one at a time. A rewrite
+ * with a warp per block-row column (lanes along t, coalesced) but such
+ * guarded loads measured worse on an H100 (same call, cuSOLVER getrf
+ * 35.6 ms): LU of 8192^2 float32 78.4 ms; one panel of 8192 x 256, 2.46
+ * ms, and 3.35 ms with groups of 4 strips, whose extra ~4096 serialized
+ * loads per thread put one at ~0.25 us. Hence, in lu_panel: the scalars
+ * copied to registers once, every load at a clamped (valid) address with
+ * its value selected afterwards, and the SASS (nvdisasm, sm_90a) checked
+ * to issue each batch together: the strip's R x WS values, a column's R
+ * rows of the group's owed updates, the 5 CB loads of a block-row pass.
+ * Expected from that: a strip in a few L2 round trips (~5-8 us) instead
+ * of ~30 us; not yet measured.
+ *
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
  * fills nothing.
@@ -89,8 +107,17 @@
 #define LU_RMAX 32
 
 /* Strips per group of a panel's recursion (see run_panel): inside a
- * group, lu_panel applies the updates itself, left-looking. */
+ * group, lu_panel applies the updates itself, left-looking. (A build may
+ * set it, to measure another.) */
+#ifndef LU_GROUP
 #define LU_GROUP 2
+#endif
+
+/* Strips per lu_panel launch: 1, or the group's (one launch per group,
+ * the kernel walking its strips in order). */
+#ifndef LU_LAUNCH_STRIPS
+#define LU_LAUNCH_STRIPS LU_GROUP
+#endif
 
 /* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
  * and per grid.y of the other kernels (CUDA's limit). */
@@ -197,7 +224,7 @@ typedef struct lu_launch {
   kiln_kernel *kernel;
   kiln_array *arrays[4];
   int num_arrays;
-  int64_t scalars[6];
+  int64_t scalars[7];
   int num_scalars;
   kiln_array *outs[3];
   int num_outs;
@@ -357,21 +384,23 @@ typedef struct strip_shape {
   int r, ws, group;
 } strip_shape;
 
-/* Factors the strip at c0 of the panel [p0, pe) (see lu_panel). */
+/* Factors the group of strips at c0 of the panel [p0, pe) (see
+ * lu_panel). */
 static kiln_status launch_panel(const lu_run *r, const strip_shape *sh,
                                 int64_t c0, int64_t p0, int64_t pe) {
   lu_launch l;
-  kiln_status st = lu_kernel(sh->regs ? "lu_panel" : "lu_panel_global",
-                             "Win,c0,p0,pe,nbp,batch0", "PT,piv,info", &l);
+  kiln_status st =
+      lu_kernel(sh->regs ? "lu_panel" : "lu_panel_global",
+                "first,pstart,pend,nbp,nrows,npiv,batch0", "PT,piv,info", &l);
   if (st != KILN_OK)
     return st;
-  l.arrays[0] = r->f->w;
-  l.num_arrays = 1;
   l.scalars[0] = c0;
   l.scalars[1] = p0;
   l.scalars[2] = pe;
   l.scalars[3] = r->pt->shape[1];
-  l.num_scalars = 4;
+  l.scalars[4] = r->f->m;
+  l.scalars[5] = r->f->k;
+  l.num_scalars = 6;
   l.outs[0] = r->pt;
   l.outs[1] = r->f->piv;
   l.outs[2] = r->f->info;
@@ -380,10 +409,11 @@ static kiln_status launch_panel(const lu_run *r, const strip_shape *sh,
   kiln__targ_int(&l.targs[1], "NT", LU_NT);
   kiln__targ_int(&l.targs[2], "WS", sh->ws);
   kiln__targ_int(&l.targs[3], "G", sh->group);
-  l.num_targs = 4;
+  kiln__targ_int(&l.targs[4], "GL", LU_LAUNCH_STRIPS);
+  l.num_targs = 5;
   if (sh->regs) {
-    kiln__targ_int(&l.targs[4], "R", sh->r);
-    l.num_targs = 5;
+    kiln__targ_int(&l.targs[5], "R", sh->r);
+    l.num_targs = 6;
   }
   l.tg = LU_NT;
   return launch_batched(r, &l, true);
@@ -457,7 +487,7 @@ static kiln_status run_node(const lu_panel_job *j, int64_t i0, int64_t size) {
   kiln_status st = KILN_OK;
   if (size <= j->sh.group) {
     for (int64_t i = i0; st == KILN_OK && i < i0 + size && i < j->strips;
-         i++)
+         i += LU_LAUNCH_STRIPS)
       st = launch_panel(j->r, &j->sh, j->p0 + i * ws, j->p0, j->pe);
     return st;
   }
@@ -493,7 +523,9 @@ static kiln_status run_node(const lu_panel_job *j, int64_t i0, int64_t size) {
  * subtracts what its rows owe the group's earlier strips, left-looking,
  * reading their L once at one SM's ~100 GB/s from L2. Measured (same
  * H100, same call): groups of 2 64.7 ms, 4 66.7, 8 75.4, 16 96.4; the
- * saved GEMM launches pay for one strip's L, not for more.
+ * saved GEMM launches pay for one strip's L, not for more. (Those owed
+ * loads now overlap, a column's R rows at once, which may move the
+ * balance towards 4: a build with -DLU_GROUP=4 measures it.)
  */
 static kiln_status run_panel(const lu_run *r, int64_t p0, int64_t pe) {
   lu_panel_job j = {r, {false, 0, 0, LU_GROUP}, p0, pe, 0};
