@@ -754,7 +754,7 @@ KILN_API kiln_status kiln_cholesky_inv_ex(kiln_array *f, bool upper,
  * value met while factoring is an error naming the matrix and the pivot.
  * _ex paths (also for kiln_lu, kiln_solve, kiln_inv, kiln_det and
  * kiln_slogdet): 0 auto, 1 small (one threadgroup per matrix, m and n up
- * to 64), 2 blocked.
+ * to 128), 2 blocked.
  */
 KILN_API kiln_status kiln_lu_factor(kiln_array *a, kiln_array **lu,
                                     kiln_array **pivots);

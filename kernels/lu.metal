@@ -18,8 +18,10 @@
 // is reported rather than skipped.
 //
 // Paths:
-//   small    lu_small: one threadgroup per matrix, the matrix in threadgroup
-//            memory (m, n <= NMAX).
+//   small    one threadgroup per matrix: lu_small, the matrix in
+//            threadgroup memory (m, n <= NMAX <= 64), or lu_small_reg, the
+//            matrix in registers, a row per thread of each column class
+//            (m, n <= 128).
 //   blocked  lu_copy (A into W, non-finite inputs noted), then per panel of
 //            NB columns: lu_transpose copies the panel into PT transposed
 //            (its columns contiguous); per strip of WS columns lu_panel (or
@@ -290,6 +292,147 @@ for (int j = 0; j < k; ++j) {
 device T* w = W + (int64_t)b * m * n;
 for (int e = tid; e < m * n; e += nt)
   w[e] = S[(e / n) * P + e % n];
+if (tid == 0)
+  info[b] = bad;
+
+//@kernel lu_small_reg
+// Factors each whole matrix (m <= NR, n <= NC) of the view A into W, piv
+// and info, the matrix held in registers: the small path beyond what
+// lu_small's threadgroup memory holds. Template: T, NR (row capacity, a
+// multiple of 32), NC (column capacity, a multiple of CB), CB (column
+// classes). One threadgroup of NR * CB threads per matrix (grid.x =
+// threads * matrices in this launch, batch0 the first).
+//
+// Thread t holds row i = t % NR, the columns c = t / NR + CB q (q < NC /
+// CB) of it: the rows stay with their threads for the whole
+// factorization (an interchange swaps two threads' values), and the
+// columns are dealt cyclically so that every class keeps its share of the
+// shrinking trailing block. A warp is 32 rows of one class, so that the
+// pivot search of column j runs in the NR / 32 warps of class j % CB:
+// shuffles, then one candidate per warp in threadgroup memory. Per column
+// two barriers: (1) after the candidates; every thread then picks the
+// pivot row p, the rows p and j put their values out (urow, xrow) and the
+// owners of column j their multipliers (lcol); (2) after that, rows j and
+// p take each other's values, and every row below j updates its columns
+// right of j in registers (urow read as a broadcast: a warp shares its
+// columns). The loop over q is unrolled so that each register index is a
+// constant (no local memory on CUDA); the semantics are lu_small's.
+threadgroup T cand_key[NR / 32];
+threadgroup int cand_row[NR / 32];
+threadgroup T cand_val[NR / 32];
+threadgroup T urow[NC];
+threadgroup T xrow[NC];
+threadgroup T lcol[NR];
+threadgroup int pivots[NC]; // stored at the end: fewer live registers
+threadgroup int nonfinite;
+constexpr int R = NC / CB;
+constexpr int NW = NR / 32;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
+const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
+const int k = min(m, n);
+const int64_t ar = A_strides[A_ndim - 2], ac = A_strides[A_ndim - 1];
+const device T* a = A + lu_batch_offset(b, A_shape, A_strides, A_ndim);
+const int tid = (int)thread_index_in_threadgroup;
+const int i = tid % NR, cb = tid / NR, lane = tid % 32;
+T x[R];
+if (tid == 0)
+  nonfinite = 0;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+bool bad_in = false;
+LU_UNROLL
+for (int q = 0; q < R; ++q) {
+  const int c = cb + CB * q;
+  T v = T(0);
+  if (i < m && c < n) {
+    v = a[(int64_t)i * ar + (int64_t)c * ac];
+    bad_in = bad_in || !isfinite(v);
+  }
+  x[q] = v;
+}
+if (bad_in)
+  nonfinite = 1; // every writer stores the same value
+threadgroup_barrier(mem_flags::mem_threadgroup);
+int bad = nonfinite != 0 ? LU_INFO_NONFINITE : 0;
+LU_UNROLL
+for (int q = 0; q < R; ++q) {
+  for (int cj = 0; cj < CB; ++cj) {
+    const int j = cj + CB * q;
+    if (j >= k) // the same for every thread
+      break;
+    if (cb == cj) { // whole warps: the owners of column j
+      const bool live = i >= j && i < m;
+      T key = live ? lu_key(x[q]) : T(-1);
+      int row = live ? i : LU_NO_ROW;
+      lu_warp_argmax(key, row);
+      const T val = simd_shuffle(x[q], (ushort)(row & 31));
+      if (lane == 0) {
+        cand_key[i / 32] = key;
+        cand_row[i / 32] = row;
+        cand_val[i / 32] = val;
+      }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    T pkey = cand_key[0];
+    int p = cand_row[0];
+    T d = cand_val[0];
+    for (int w = 1; w < NW; ++w)
+      if (lu_better(cand_key[w], cand_row[w], pkey, p)) {
+        pkey = cand_key[w];
+        p = cand_row[w];
+        d = cand_val[w];
+      }
+    if (tid == 0) {
+      pivots[j] = p;
+      if (bad == 0)
+        bad = lu_pivot_status(d, j);
+    }
+    if (i == p || (i == j && p != j)) {
+      threadgroup T* out = i == p ? urow : xrow;
+      LU_UNROLL
+      for (int r = 0; r < R; ++r)
+        out[cb + CB * r] = x[r];
+    }
+    // The multiplier of the row that sits at i after the interchange:
+    // row p takes row j's value, which row j's thread hands over.
+    if (cb == cj && i >= j && i < m && (i != p || p == j)) {
+      const T l = d != T(0) ? x[q] / d : x[q];
+      if (i == j) {
+        if (p != j)
+          lcol[p] = l;
+      } else {
+        lcol[i] = l;
+      }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (p != j && (i == j || i == p)) {
+      const threadgroup T* in = i == j ? urow : xrow;
+      LU_UNROLL
+      for (int r = 0; r < R; ++r)
+        x[r] = in[cb + CB * r];
+    }
+    if (i > j && i < m) {
+      const T l = lcol[i];
+      LU_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const int c = cb + CB * r;
+        if (c == j)
+          x[r] = l;
+        else if (c > j)
+          x[r] = fma(-l, urow[c], x[r]);
+      }
+    }
+  }
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+device T* w = W + (int64_t)b * m * n;
+LU_UNROLL
+for (int q = 0; q < R; ++q) {
+  const int c = cb + CB * q;
+  if (i < m && c < n)
+    w[(int64_t)i * n + c] = x[q];
+}
+for (int e = tid; e < k; e += NR * CB)
+  piv[(int64_t)b * k + e] = pivots[e];
 if (tid == 0)
   info[b] = bad;
 

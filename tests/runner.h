@@ -194,6 +194,8 @@
   X(linalg_lu_singular, 240)                                                  \
   X(linalg_lu_nonfinite, 120)                                                 \
   X(linalg_lu_errors, 120)                                                    \
+  X(linalg_lu_small_reg, 240)                                                 \
+  X(linalg_lu_small_reg_semantics, 120)                                       \
   X(linalg_lu_nvrtc, 600)                                                     \
   /* ---- norm tests ---- */                                                  \
   X(linalg_norm_vectors, 120)                                                 \

@@ -23,6 +23,9 @@
 /* Backward errors below this many units of n eps pass. */
 #define LT_THRESHOLD 10.0
 
+/* info for a non-finite input (kernels/lu.metal). */
+#define LU_INFO_NONFINITE (-1073741824)
+
 static const kiln_dtype lt_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
 
 static void lt_random(double *a, int64_t count) {
@@ -495,7 +498,7 @@ void test_linalg_lu_solve(void) {
     lt_solve_case(dt, 0, 0, 1, 1, 0);
     lt_solve_case(dt, 0, 0, 10, 3, 0);
     lt_solve_case(dt, 0, -1, 17, 1, 0);  /* 1-D B */
-    lt_solve_case(dt, 0, 0, 120, 16, 0); /* blocked */
+    lt_solve_case(dt, 0, 0, 120, 16, 2); /* blocked */
     lt_solve_case(dt, 40, 40, 8, 2, 0);  /* batched both */
     lt_solve_case(dt, 0, 6, 30, 4, 0);   /* 2-D A, batched B */
     lt_solve_case(dt, 5, 0, 30, 4, 0);   /* batched A, 2-D B */
@@ -722,7 +725,7 @@ void test_linalg_lu_singular(void) {
     kiln_dtype dt = lt_dtypes[d];
     lt_singular_case(dt, 5, 8, 3, 2, 0);
     lt_singular_case(dt, 5, 8, 3, 0, 2);
-    lt_singular_case(dt, 2, 100, 1, 77, 0); /* blocked, second panel */
+    lt_singular_case(dt, 2, 100, 1, 77, 2); /* blocked, second panel */
     lt_singular_case(dt, 2, 40, 0, 39, 1);
   }
   /* a plain matrix is named A; several failures name the first */
@@ -855,17 +858,275 @@ void test_linalg_lu_errors(void) {
   CHECK_STATUS(kiln_lu_factor_ex(sq, &o, &lu, &piv),
                KILN_ERROR_INVALID_ARGUMENT);
   CHECK_ERR_HAS("opts->path is 3");
-  int64_t s6565[2] = {65, 65};
+  int64_t s129[2] = {129, 129};
   kiln_array *big = NULL;
-  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s6565, &big));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, s129, &big));
   o.path = 1;
   CHECK_STATUS(kiln_solve_ex(big, big, &o, &x), KILN_ERROR_INVALID_ARGUMENT);
-  CHECK_ERR_HAS("64 x 64");
-  CHECK_ERR_HAS("65 x 65");
+  CHECK_ERR_HAS("128 x 128");
+  CHECK_ERR_HAS("129 x 129");
   CHECK(x == NULL && lu == NULL && piv == NULL, "outputs written on failure");
   kiln_array *arrays[9] = {rect, vec, ints, sq, sq32, v3, b2, b3, big};
   for (int i = 0; i < 9; i++)
     kiln_array_destroy(arrays[i]);
+}
+
+/* ---- the small path past 64 (lu_small_reg) ------------------------------- */
+
+/* Replays the device's pivots piv (k of them) on a (m x n) in float64 and
+ * checks that each is the column's largest |a| below the diagonal: the
+ * first of the largest exactly when the runner-up is further than the
+ * rounding of the device's elimination can move it (tol, absolute),
+ * within tol of the largest otherwise. */
+static void lt_check_gepp(const char *what, int64_t entry, kiln_dtype dt,
+                          int64_t m, int64_t n, const double *a,
+                          const int32_t *piv) {
+  int64_t k = m < n ? m : n;
+  double *h = kt_la_alloc(m * n);
+  memcpy(h, a, (size_t)(m * n) * sizeof *h);
+  double amax = 0;
+  for (int64_t e = 0; e < m * n; e++)
+    amax = fmax(amax, fabs(a[e]));
+  double tol = 64.0 * (double)(m > n ? m : n) * kt_eps(dt) * amax;
+  for (int64_t j = 0; j < k; j++) {
+    int64_t best = j;
+    for (int64_t i = j + 1; i < m; i++)
+      if (fabs(h[i * n + j]) > fabs(h[best * n + j]))
+        best = i;
+    double top = fabs(h[best * n + j]), second = 0;
+    for (int64_t i = j; i < m; i++)
+      if (i != best)
+        second = fmax(second, fabs(h[i * n + j]));
+    int64_t p = piv[j];
+    CHECK(p >= j && p < m, "%s, matrix %lld: pivot %lld is %lld", what,
+          (long long)entry, (long long)j, (long long)p);
+    CHECK(top - second <= tol ? fabs(h[p * n + j]) >= top - tol : p == best,
+          "%s, matrix %lld: pivot %lld is row %lld (|a| %g), GEPP's is row "
+          "%lld (|a| %g)",
+          what, (long long)entry, (long long)j, (long long)p,
+          fabs(h[p * n + j]), (long long)best, top);
+    for (int64_t c = 0; c < n; c++) {
+      double t = h[j * n + c];
+      h[j * n + c] = h[p * n + c];
+      h[p * n + c] = t;
+    }
+    double d = h[j * n + j];
+    for (int64_t i = j + 1; d != 0 && i < m; i++) {
+      double l = h[i * n + j] /= d;
+      for (int64_t c = j + 1; c < n; c++)
+        h[i * n + c] -= l * h[j * n + c];
+    }
+  }
+  free(h);
+}
+
+/* Factors arr (values a, batch x m x n) through `path` without the
+ * check: the packed factors and pivots checked (backward error, |L| <= 1,
+ * GEPP's pivots), info returned (batch values, the caller frees). */
+static int32_t *lt_factor_raw(const char *what, kiln_array *arr,
+                              const double *a, int64_t batch, int64_t m,
+                              int64_t n, int path) {
+  kiln_linalg_opts o = lt_opts(path), oo;
+  kiln_stream *s = NULL;
+  kiln__lu f;
+  CHECK_OK(kiln__lu_prepare(arr, &o, "LU", false, &oo, &s));
+  CHECK_OK(kiln__lu_run(s, arr, path, false, &f));
+  int64_t k = m < n ? m : n;
+  double *w = kt_read_f64(f.w);
+  int32_t *p = kt_read(f.piv), *info = kt_read(f.info);
+  for (int64_t b = 0; b < batch; b++) {
+    lt_check_packed(what, b, kiln_array_dtype(arr), m, n, a + b * m * n,
+                    w + b * m * n, p + b * k);
+    lt_check_gepp(what, b, kiln_array_dtype(arr), m, n, a + b * m * n,
+                  p + b * k);
+  }
+  free(w);
+  free(p);
+  kiln__lu_free(&f);
+  return info;
+}
+
+/* batch random (or, with cond > 0, ill-conditioned) m x n matrices of
+ * shape {lead0, lead1, m, n} (lead0 = 0: a plain matrix; lead1 = 0: one
+ * batch dimension) factored through `path`: the checked call
+ * (lt_factor_check) and the unchecked one with GEPP's pivots. */
+static void lt_small_case(kiln_dtype dt, int64_t lead0, int64_t lead1,
+                          int64_t m, int64_t n, int path, double cond) {
+  int64_t batch = (lead0 > 0 ? lead0 : 1) * (lead1 > 0 ? lead1 : 1);
+  double *a = kt_la_alloc(batch * m * n);
+  if (cond > 0)
+    for (int64_t b = 0; b < batch; b++)
+      kt_la_ill(m, n, cond, a + b * m * n);
+  else
+    lt_random(a, batch * m * n);
+  int64_t shape[4] = {lead0, lead1, m, n};
+  int nd = lead0 == 0 ? 2 : lead1 == 0 ? 3 : 4;
+  const int64_t *sh = nd == 2 ? shape + 2 : shape;
+  if (nd == 3)
+    shape[1] = m, shape[2] = n;
+  kiln_array *arr = kt_la_array(dt, nd, sh, a);
+  char what[128];
+  snprintf(what, sizeof what, "%s %lld x %lld x %lld path %d cond %g",
+           kiln_dtype_name(dt), (long long)batch, (long long)m, (long long)n,
+           path, cond);
+  lt_factor_check(what, arr, a, batch, m, n, path);
+  int32_t *info = lt_factor_raw(what, arr, a, batch, m, n, path);
+  for (int64_t b = 0; b < batch; b++)
+    CHECK(info[b] == 0, "%s, matrix %lld: info %d", what, (long long)b,
+          info[b]);
+  free(info);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* Shapes past lu_small's 64 (register classes 64 and 128 of rows and of
+ * columns, each side up to 128), square, tall and wide, batched with
+ * leading dimensions, forced and automatic, random and ill-conditioned;
+ * the other paths' inputs (views, solve, inv, det) at those sizes. */
+void test_linalg_lu_small_reg(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_small_case(dt, 0, 0, 65, 65, 1, 0);
+    lt_small_case(dt, 0, 0, 128, 128, 0, 0);
+    lt_small_case(dt, 0, 0, 128, 70, 1, 0);  /* tall */
+    lt_small_case(dt, 0, 0, 100, 33, 0, 0);  /* tall, 64 columns */
+    lt_small_case(dt, 0, 0, 40, 128, 1, 0);  /* wide, 64 rows */
+    lt_small_case(dt, 0, 0, 90, 128, 0, 0);  /* wide */
+    lt_small_case(dt, 0, 0, 1, 128, 1, 0);
+    lt_small_case(dt, 0, 0, 128, 1, 1, 0);
+    lt_small_case(dt, 0, 0, 5, 5, 1, 0);     /* lu_small, for contrast */
+    lt_small_case(dt, 2, 3, 80, 75, 0, 0);   /* leading batch dims */
+    lt_small_case(dt, 5, 0, 97, 97, 1, 0);
+    lt_small_case(dt, 0, 0, 120, 120, 0, dt == KILN_FLOAT32 ? 1e6 : 1e12);
+    lt_small_case(dt, 2, 0, 128, 100, 1, dt == KILN_FLOAT32 ? 1e6 : 1e12);
+    lt_solve_case(dt, 0, 4, 100, 3, 1); /* 2-D A, batched B */
+    lt_solve_case(dt, 2, 2, 128, 2, 0);
+    lt_inv_case(dt, 2, 77, 1, 0);
+    lt_det_case(dt, 3, 110, 1, 1);
+    lt_singular_case(dt, 3, 100, 2, 70, 1);
+    lt_singular_case(dt, 2, 128, 1, 0, 0);
+    lt_singular_case(dt, 2, 90, 0, 89, 0);
+  }
+  for (int d = 0; d < 2; d++) { /* views */
+    kiln_dtype dt = lt_dtypes[d];
+    kiln_array *base = NULL, *view = NULL;
+    double *a = kt_la_alloc(2 * 100 * 90);
+    kt_la_transposed(dt, 100, 90, a, &base, &view);
+    lt_factor_check("transposed view 100 x 90", view, a, 1, 100, 90, 1);
+    kiln_array_destroy(view);
+    kiln_array_destroy(base);
+    kt_la_sliced(dt, 2, 70, 110, 1, a, &base, &view);
+    lt_factor_check("sliced view 2 x 70 x 110", view, a, 2, 70, 110, 1);
+    int32_t *info = lt_factor_raw("sliced view 2 x 70 x 110", view, a, 2,
+                                  70, 110, 1);
+    free(info);
+    kiln_array_destroy(view);
+    kiln_array_destroy(base);
+    free(a);
+  }
+}
+
+/* LAPACK's getrf on the register path, case by case: ties go to the first
+ * largest, NaN is the largest, an exact zero pivot gives info j + 1 and
+ * the factorization carries on, an overflowed pivot -(j + 1), a
+ * non-finite input LU_INFO_NONFINITE; the path's limit and empty
+ * shapes. */
+void test_linalg_lu_small_reg_semantics(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    int64_t m = 100, n = 90, shape[3] = {4, m, n};
+    double *a = kt_la_alloc(4 * m * n);
+    lt_random(a, 4 * m * n);
+    double *a0 = a, *a1 = a + m * n, *a2 = a + 2 * m * n, *a3 = a + 3 * m * n;
+    /* 0: a tie for column 0 between rows 40, 50 and 80 (-2, 2, 2): across
+     * warps (rows 40 and 80) and inside one (40 and 50) */
+    a0[40 * n] = -2;
+    a0[50 * n] = 2;
+    a0[80 * n] = 2;
+    /* 1: column 33 exactly zero: pivot 34 zero, info 34, then onwards */
+    for (int64_t i = 0; i < m; i++)
+      a1[i * n + 33] = 0;
+    /* 2: row 1 overflows in column 1 after the first step (pivot 2) */
+    double big = 0.9 * (dt == KILN_FLOAT32 ? 3.4028234663852886e38
+                                           : 1.7976931348623157e308);
+    for (int64_t e = 0; e < m * n; e++)
+      a2[e] *= 1e-3;
+    a2[0] = 1;
+    a2[n] = 0.5;
+    a2[1] = big;
+    a2[n + 1] = -big;
+    /* 3: NaN at (60, 0), infinity at (99, 89) */
+    a3[60 * n] = NAN;
+    a3[99 * n + 89] = INFINITY;
+    kiln_array *arr = kt_la_array(dt, 3, shape, a);
+    kiln_linalg_opts o = lt_opts(1), oo;
+    kiln_stream *s = NULL;
+    kiln__lu f;
+    CHECK_OK(kiln__lu_prepare(arr, &o, "LU", false, &oo, &s));
+    CHECK_OK(kiln__lu_run(s, arr, 1, false, &f));
+    double *w = kt_read_f64(f.w);
+    int32_t *p = kt_read(f.piv), *info = kt_read(f.info);
+    const char *dn = kiln_dtype_name(dt);
+    CHECK(p[0] == 40 && info[0] == 0, "%s tie: pivot 0 is %d, info %d", dn,
+          p[0], info[0]);
+    lt_check_packed("tie", 0, dt, m, n, a0, w, p);
+    CHECK(info[1] == 34, "%s zero column 33: info %d", dn, info[1]);
+    lt_check_packed("zero column", 1, dt, m, n, a1, w + m * n, p + n);
+    lt_check_gepp("zero column", 1, dt, m, n, a1, p + n);
+    CHECK(info[2] == -2 && p[2 * n] == 0 && p[2 * n + 1] == 1,
+          "%s overflow: info %d, pivots %d %d", dn, info[2], p[2 * n],
+          p[2 * n + 1]);
+    CHECK(isinf(w[2 * m * n + n + 1]), "%s overflow: U[1][1] is %g", dn,
+          w[2 * m * n + n + 1]);
+    for (int64_t j = 0; j < n; j++)
+      CHECK(p[2 * n + j] >= j && p[2 * n + j] < m,
+            "%s overflow: pivot %lld is %d", dn, (long long)j,
+            p[2 * n + j]);
+    CHECK(info[3] == LU_INFO_NONFINITE && p[3 * n] == 60,
+          "%s NaN: info %d, pivot 0 is %d", dn, info[3], p[3 * n]);
+    free(w);
+    free(p);
+    free(info);
+    kiln__lu_free(&f);
+    /* the checked calls name the matrix and pivot; outputs untouched */
+    kiln_array *x = NULL, *pv = NULL;
+    CHECK_STATUS(kiln_lu_factor_ex(arr, &o, &x, &pv),
+                 KILN_ERROR_INVALID_ARGUMENT);
+    CHECK_ERR_HAS("matrix 1 (batch index, from 0) of A (and 2 more "
+                  "matrices) is singular: its pivot 34 ");
+    CHECK(x == NULL && pv == NULL, "an output was written on failure");
+    kiln_array_destroy(arr);
+    free(a);
+  }
+  /* the limit: 128 in each dimension; empty shapes */
+  int64_t big1[2] = {129, 129}, big2[2] = {5, 129}, e1[2] = {0, 100};
+  int64_t e2[2] = {100, 0}, e3[3] = {0, 100, 100};
+  kiln_array *b1 = NULL, *b2 = NULL, *x = NULL, *pv = NULL;
+  kiln_linalg_opts o = lt_opts(1);
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT32, 2, big1, &b1));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 2, big2, &b2));
+  CHECK_STATUS(kiln_lu_factor_ex(b1, &o, &x, &pv),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("opts->path 1 (small) holds matrices up to 128 x 128, but "
+                "A is 129 x 129.");
+  CHECK_STATUS(kiln_lu_factor_ex(b2, &o, &x, &pv),
+               KILN_ERROR_INVALID_ARGUMENT);
+  CHECK_ERR_HAS("A is 5 x 129");
+  CHECK(x == NULL && pv == NULL, "an output was written on failure");
+  kiln_array_destroy(b1);
+  kiln_array_destroy(b2);
+  const int64_t *es[3] = {e1, e2, e3};
+  for (int i = 0; i < 3; i++) {
+    kiln_array *e = NULL;
+    CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, i == 2 ? 3 : 2,
+                               es[i], &e));
+    CHECK_OK(kiln_lu_factor_ex(e, &o, &x, &pv));
+    CHECK(kiln_array_size(x) == 0 && kiln_array_size(pv) == 0,
+          "empty shape %d: results not empty", i);
+    kiln_array_destroy(x);
+    kiln_array_destroy(pv);
+    kiln_array_destroy(e);
+  }
 }
 
 /* ---- every kernel the drivers launch, compiled for a CUDA target --------- */
@@ -959,6 +1220,17 @@ void test_linalg_lu_nvrtc(void) {
         c.nt = 2;
         lt_compile(&c, target);
       }
+      for (int nr = 64; nr <= 128; nr *= 2)
+        for (int nc = 64; nc <= 128; nc *= 2) { /* lu.c's run_small_reg */
+          c = lt_make("lu_small_reg", "A,batch0", "W,piv,info", dt, rank,
+                      "MS", "MPI");
+          kt_la_targ(&c.t[1], "NR", KILN_TEMPLATE_INT, nr, KILN_INT32);
+          kt_la_targ(&c.t[2], "NC", KILN_TEMPLATE_INT, nc, KILN_INT32);
+          kt_la_targ(&c.t[3], "CB", KILN_TEMPLATE_INT,
+                     dt == KILN_FLOAT64 ? 4 : 8, KILN_INT32);
+          c.nt = 4;
+          lt_compile(&c, target);
+        }
       c = lt_make("lu_copy", "A,batch0", "W,info", dt, rank, "MS", "MI");
       lt_compile(&c, target);
       for (int r = 1; r <= 32; r *= 2) {

@@ -13,8 +13,10 @@
  *
  * Paths (kiln_linalg_opts.path):
  *   0  auto: small when m and n fit a threadgroup (LU_NMAX), else blocked;
- *   1  small: one threadgroup per matrix, the matrix in threadgroup memory
- *      (m, n <= 64 in float32 and float64): many small systems at once;
+ *   1  small: one threadgroup per matrix (m, n <= 128 in float32 and
+ *      float64), many small systems at once: up to 64 x 64 lu_small, the
+ *      matrix in threadgroup memory; beyond, lu_small_reg, the matrix in
+ *      registers (see run_small);
  *   2  blocked right-looking: per panel of NB columns, lu_transpose
  *      copies the panel (rows p0 .. m-1) into the scratch PT transposed,
  *      so that each column is contiguous; there it is factored a strip at
@@ -94,9 +96,14 @@
 #define LU_PATH_SMALL 1
 #define LU_PATH_BLOCKED 2
 
-/* The small path's capacity: 64 x 65 float64 is 33 KiB of threadgroup
- * memory. */
-#define LU_NMAX 64
+/* The small path's capacity, and lu_small's (64 x 65 float64 is 33 KiB
+ * of threadgroup memory); lu_small_reg takes the rest. (A build may set
+ * LU_SMEM_NMAX to 32, 16 or 0, to measure lu_small_reg on the sizes
+ * lu_small takes now: see run_small_reg.) */
+#define LU_NMAX 128
+#ifndef LU_SMEM_NMAX
+#define LU_SMEM_NMAX 64
+#endif
 
 /* The widest strip, and the panel kernel's threadgroup. */
 #define LU_WS 8
@@ -294,18 +301,61 @@ static kiln_status lu_kernel(const char *name, const char *inputs,
 
 /* ---- the small path ------------------------------------------------------ */
 
-/* The capacity class: the smallest of 16, 32 and 64 holding m and n. */
+/* The capacity class: the smallest of 16, 32, 64 and 128 holding m and
+ * n. */
 static int small_class(const kiln__lu *f) {
   int64_t d = f->m > f->n ? f->m : f->n;
-  return d <= 16 ? 16 : d <= 32 ? 32 : LU_NMAX;
+  return d <= 16 ? 16 : d <= 32 ? 32 : d <= 64 ? 64 : LU_NMAX;
 }
 
+/*
+ * lu_small_reg, for matrices past lu_small's 64 x 64: NR x NC capacity
+ * (64 or 128 each), a row per thread in each of CB column classes, NC /
+ * CB values per thread in registers. float32 takes CB = 8 (1024 threads
+ * and 16 values at 128 x 128, under the 64 registers a thread may have
+ * then); float64 CB = 4 (512 threads, 32 values). ptxas for sm_90a,
+ * unbounded: float32 65 registers at 128 x 128, float64 146; under the
+ * launch bound kiln compiles again with (1024, 512 threads) float32 64
+ * and no spill, float64 128 and 16 bytes spilled, none in the column
+ * loop's FMAs. Per column: two barriers and, per thread, NC / CB
+ * updates in registers with one broadcast read of threadgroup memory
+ * each, where lu_small streams the trailing block through threadgroup
+ * memory (about four accesses per element) behind four barriers. Not
+ * measured on a GPU yet; by that count lu_small_reg may win at 64 too
+ * (about 4x less threadgroup-memory traffic, against fewer matrices per
+ * SM): LU_SMEM_NMAX moves the boundary for a measurement.
+ */
+static kiln_status run_small_reg(const lu_run *r) {
+  lu_launch l;
+  kiln_status st = lu_kernel("lu_small_reg", "A,batch0", "W,piv,info", &l);
+  if (st != KILN_OK)
+    return st;
+  int nr = r->f->m <= 64 ? 64 : 128, nc = r->f->n <= 64 ? 64 : 128;
+  int cb = r->a->dtype == KILN_FLOAT64 ? 4 : 8;
+  l.arrays[0] = r->a;
+  l.num_arrays = 1;
+  l.outs[0] = r->f->w;
+  l.outs[1] = r->f->piv;
+  l.outs[2] = r->f->info;
+  l.num_outs = 3;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  kiln__targ_int(&l.targs[1], "NR", nr);
+  kiln__targ_int(&l.targs[2], "NC", nc);
+  kiln__targ_int(&l.targs[3], "CB", cb);
+  l.num_targs = 4;
+  l.tg = (uint32_t)(nr * cb);
+  return launch_batched(r, &l, true);
+}
+
+/* The small path: lu_small up to 64 x 64, lu_small_reg beyond. */
 static kiln_status run_small(const lu_run *r) {
+  int nmax = small_class(r->f);
+  if (nmax > LU_SMEM_NMAX)
+    return run_small_reg(r);
   lu_launch l;
   kiln_status st = lu_kernel("lu_small", "A,batch0", "W,piv,info", &l);
   if (st != KILN_OK)
     return st;
-  int nmax = small_class(r->f);
   l.arrays[0] = r->a;
   l.num_arrays = 1;
   l.outs[0] = r->f->w;
