@@ -10,19 +10,19 @@
 // R only), each row pass reading the previous rows once and writing the
 // next ones in place, with the next Gram fused in.
 //
-// Kernels (each group of 256 threads; matrices along grid.y and z):
+// Kernels:
 //   cq_gram   pass 1: every warp streams runs of 16 rows of A from memory
 //             and sums their Gram in float64 (cq_gram_rows); each group
 //             stores one partial.
 //   cq_first  pass 2: X_1 = A R_1^-1 row by row, written to Q, and its
 //             Gram partials (the solved tile summed by warps).
 //   cq_next   pass 3: X_2 = X_1 R_2^-1 in place in Q, and its partials.
-//   cq_last   Q = X_2 R_3^-1 in place, a product with the inverse.
-// The first three end in a tail (cq_tail_sum, cq_chol_factor): the last
-// group of a matrix to finish sums the partials (in a fixed order, so the
-// result does not depend on scheduling) and factors the Gram in float64
-// (pass 1 with the shift): the factor for the next pass, the product
-// R_k ... R_1, and the breakdown flag.
+//   cq_last   Q = X_2 R_3^-1 in place.
+//   cq_reduce sums the partials of each matrix (in a fixed order, so the
+//             result does not depend on scheduling).
+//   cq_chol   one threadgroup per matrix: Cholesky of the n x n Gram in
+//             float64 (pass 1 with the shift), the factor for the next
+//             solves, the product R_k ... R_1, and the breakdown flag.
 //
 // Gram precision: products of float32 values are exact in float64, so the
 // float32 path's Gram carries only float64 rounding; the float64 path
@@ -40,8 +40,10 @@ using namespace metal;
 #define CQ_UNROLL
 #endif
 
-// Threads of every group.
+// Threads of the row passes' and cq_chol's groups.
 #define CQ_THREADS 256
+// Threads of cq_reduce's groups: 32 entries x 32 slices of the partials.
+#define CQ_RED_THREADS 1024
 // Entries of a Gram (partial or summed) of NC columns: the upper
 // triangle's 8 x 8 blocks (see cq_gram_step).
 template <int NC>
@@ -124,35 +126,6 @@ inline void cq_solve(thread T* x, const device T* rt) {
         }
     }
     x[j] = (s0 + s1) * col[j];
-  }
-}
-
-// x = x R^-1 in place through R's explicit inverse (the last pass only,
-// where R is well conditioned: see cq_chol_factor): ri holds R^-1 by
-// columns,
-// ri[j NC + l] = R^-1(l, j) for l <= j, zeros elsewhere. The columns' dot
-// products are independent (a solve is a chain of n dependent steps), and
-// are formed from the last column down, so that each overwrites a value
-// no later column reads.
-template <typename T, int NC>
-inline void cq_mul_inv(thread T* x, const device T* ri) {
-  CQ_UNROLL
-  for (int j = NC - 1; j >= 0; --j) {
-    const device T* col = ri + j * NC;
-    T s0 = T(0), s1 = T(0);
-    CQ_UNROLL
-    for (int l = 0; l <= j; l += 4) {
-      const cq_v4<T> v = *(const device cq_v4<T>*)(col + l);
-      CQ_UNROLL
-      for (int e = 0; e < 4; ++e)
-        if (l + e <= j) {
-          if (e % 2 == 0)
-            s0 = fma(x[l + e], v.v[e], s0);
-          else
-            s1 = fma(x[l + e], v.v[e], s1);
-        }
-    }
-    x[j] = s0 + s1;
   }
 }
 
@@ -349,17 +322,12 @@ inline void cq_load_tile(thread T* v, const device T* a, int row0, int lc,
 // One threadgroup's share of a pass (see the top of the file): row tiles
 // [t0, t1) of matrix b of X (A, or Q itself, read in place); with SOLVE
 // the factor rt solved into every row, with GRAM the Gram partial p of b
-// into Part (cq_gram_tile), with WRITE the rows into Q; INV: rt is the
-// factor's explicit inverse (cq_mul_inv) rather than the factor; CONTIG:
-// X is contiguous (Q, which the previous pass wrote), so its batch offset
-// and column stride are known (fewer registers: float32 NC 32's cq_next
-// fits 128, two groups an SM; knowing the row stride too let the
-// compiler hoist more loads and took it to 181). smem: the tile, reused
-// for the warps' sum at the end. Each tile is read whole before
+// into Part (cq_gram_tile), with WRITE the rows into Q. smem: the tile,
+// reused for the warps' sum at the end. Each tile is read whole before
 // any of its rows is written, and only this threadgroup touches its
 // tiles, so X may be Q.
 template <typename T, typename TT, int NC, bool SOLVE, bool GRAM,
-          bool WRITE, bool PF, bool INV = false, bool CONTIG = false>
+          bool WRITE, bool PF>
 inline void cq_pass(const device T* X, const constant int* X_shape,
                     const constant int64_t* X_strides, int X_ndim,
                     const device T* rt, device double* Part, device T* Q,
@@ -374,11 +342,8 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
   static_assert(cq_entries<NC>() <= cq_smem_doubles<NC, TT>(), "sums fit");
   threadgroup TT* tile = (threadgroup TT*)smem;
   const int m = X_shape[X_ndim - 2], n = X_shape[X_ndim - 1];
-  const int64_t rs = X_strides[X_ndim - 2];
-  const int64_t cs = CONTIG ? 1 : X_strides[X_ndim - 1];
-  const device T* a =
-      X + (CONTIG ? (int64_t)b * m * n
-                  : cq_batch_offset(b, X_shape, X_strides, X_ndim));
+  const int64_t rs = X_strides[X_ndim - 2], cs = X_strides[X_ndim - 1];
+  const device T* a = X + cq_batch_offset(b, X_shape, X_strides, X_ndim);
   const int tiles = (m + TR - 1) / TR;
   const int per = (tiles + (int)P - 1) / (int)P;
   const int t0 = (int)p * per, t1 = min(tiles, t0 + per);
@@ -421,10 +386,7 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
         CQ_UNROLL
         for (int c = 0; c < NC; ++c)
           x[c] = T(tile[tid * LD + c]);
-        if (INV)
-          cq_mul_inv<T, NC>(x, rt);
-        else
-          cq_solve<T, NC>(x, rt);
+        cq_solve<T, NC>(x, rt);
         CQ_UNROLL
         for (int c = 0; c < NC; ++c)
           tile[tid * LD + c] = (TT)x[c];
@@ -466,466 +428,16 @@ inline const device T* cq_factor(const device T* Rt, uint b, int k) {
   return Rt + ((int64_t)b * 3 + k) * NC * NC;
 }
 
-// ---- the Cholesky of a pass, in the tails of cq_gram, cq_first and
-// cq_next -------------------------------------------------------------
-
-// Doubles of threadgroup memory cq_chol_factor works in: Gs (NC x LD),
-// the pivot rows (2 NC), the pivots (NC), the warps' sums (8) and 16 rows
-// of Rin (16 NC).
-template <int NC>
-constexpr int cq_chol_doubles() {
-  return NC * (NC + 1) + 2 * NC + NC + CQ_THREADS / 32 + 16 * NC;
-}
-
-// Whether pass 3's inverse (in cq_chol_factor) keeps its rows in
-// threadgroup memory past the Cholesky's, NC x (NC + 1) T, rather than in
-// registers: float32 NC 32 only, where registers decide cq_next's
-// occupancy and its tile leaves the room (see cq_fused_doubles).
-template <typename T, int NC>
-constexpr bool cq_inv_smem() {
-  return sizeof(T) == 4 && NC == 32;
-}
-
-// Pass PASS (1..3) of matrix b, in the tail of the pass's row kernel
-// (256 threads, the Gram in Gs: the upper triangle, row stride NC + 1, at
-// sm, every thread past a barrier): Cholesky of the Gram in float64, with
-// pass 1 adding shift * trace(G) to the diagonal (shift = 11 (m n + n (n
-// + 1)) u, u float64's unit roundoff, and trace(G) = ||A||_F^2). Writes
-// factor PASS-1 of Rt (rounded to T, by columns as cq_solve takes it),
-// Rout = R_PASS Rin (float64, NC x NC; pass 1: R_1) and, in pass 3, R =
-// R_3 R_2 R_1 (T, batch x n x n, zeros below the diagonal; its diagonal
-// is positive). flag (int32 per matrix): pass 1 sets it, later passes
-// only turn 0 into non-zero: PASS * 1000 + j + 1 when pivot j is not
-// positive and finite, PASS * 1000 when the trace is not (pass 1) or when
-// the last Gram is far from I (||G_3 - I||_F > 1/2, pass 3: X_2 was not
-// orthogonal enough for one more pass to finish the job). Rin is not read
-// in pass 1. Pass 3 writes R_3^-1 as factor 2 (by columns, for
-// cq_mul_inv) rather than R_3: its Gram was checked close to I, so R_3 is
-// well conditioned (cond <= sqrt(3)) and a product with its rounded
-// inverse is as accurate as a solve; the earlier factors, up to cond(A),
-// stay solves.
-//
-// Thread (ti, tk) of a 16 x 16 grid keeps the BS x BS block (BS = NC /
-// 16) at rows BS ti, columns BS tk of the matrix in registers, so a step
-// of the right-looking Cholesky is one barrier and BS^2 FMAs a thread:
-// the owners of pivot row j publish it (double-buffered, so one barrier a
-// step suffices), and everyone updates its block with it.
-template <typename T, int NC, int PASS>
-inline void cq_chol_factor(threadgroup double* sm, const device double* Rin,
-                           double shift, device T* Rt, device double* Rout,
-                           device int* flag, device T* R, uint b, int n,
-                           int tid) {
-  constexpr int LD = NC + 1;
-  constexpr int BS = NC / 16;
-  static_assert(BS * 16 == NC && CQ_THREADS == 256, "a 16 x 16 grid");
-  threadgroup double* Gs = sm;
-  threadgroup double* srow = Gs + NC * LD;
-  threadgroup double* sq = srow + 2 * NC;
-  threadgroup double* red = sq + NC;
-  threadgroup double* rc = red + CQ_THREADS / 32; // 16 rows of Rin
-  const int ti = tid / 16, tk = tid % 16;
-  double gr[BS][BS];
-  CQ_UNROLL
-  for (int u = 0; u < BS; ++u)
-    CQ_UNROLL
-    for (int v = 0; v < BS; ++v) {
-      const int i = BS * ti + u, k = BS * tk + v;
-      gr[u][v] = i <= k && k < n ? Gs[i * LD + k] : 0.0;
-    }
-  int fail = 0;
-  if (PASS == 1) {
-    // trace(G): the diagonal owners' sums, then the warps' in order
-    double tr = 0.0;
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      if (ti == tk)
-        tr += gr[u][u];
-    tr = simd_sum(tr);
-    if (tid % 32 == 0)
-      red[tid / 32] = tr;
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    tr = 0.0;
-    for (int k = 0; k < CQ_THREADS / 32; ++k)
-      tr += red[k];
-    if (!(tr > 0.0) || !isfinite(tr))
-      fail = PASS * 1000;
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      if (ti == tk && BS * ti + u < n)
-        gr[u][u] += shift * tr;
-  } else if (PASS == 3) {
-    double d2 = 0.0;
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v) {
-        const int i = BS * ti + u, k = BS * tk + v;
-        if (i <= k && k < n) {
-          const double w = gr[u][v] - (i == k ? 1.0 : 0.0);
-          d2 += (i == k ? 1.0 : 2.0) * w * w;
-        }
-      }
-    d2 = simd_sum(d2);
-    if (tid % 32 == 0)
-      red[tid / 32] = d2;
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    double tot = 0.0;
-    for (int k = 0; k < CQ_THREADS / 32; ++k)
-      tot += red[k];
-    if (!(tot <= 0.25))
-      fail = PASS * 1000;
-  }
-  // Right-looking, one barrier per column: step j updates the rows below j
-  // with row j (unscaled) over the pivot d = G(j, j); row j itself is only
-  // read, and scaled once at the end by sqrt(d) (d kept in sq, its square
-  // root taken after the loop: the steps are a chain of latencies, so each
-  // keeps only what the next one needs). The steps run in blocks of BS so
-  // that the pivot row's registers are indexed by constants.
-  bool done = fail != 0;
-  for (int jb = 0; jb < 16 && !done; ++jb) {
-    CQ_UNROLL
-    for (int jj = 0; jj < BS; ++jj) {
-      const int j = BS * jb + jj;
-      if (done || j >= n) {
-        done = true;
-        break;
-      }
-      threadgroup double* row = srow + (j % 2) * NC;
-      if (ti == jb)
-        CQ_UNROLL
-        for (int v = 0; v < BS; ++v)
-          row[BS * tk + v] = gr[jj][v];
-      threadgroup_barrier(mem_flags::mem_threadgroup);
-      const double d = row[j];
-      if (!(d > 0.0) || !isfinite(d)) {
-        fail = PASS * 1000 + j + 1;
-        done = true;
-        break;
-      }
-      if (tid == 0)
-        sq[j] = d;
-      const double inv = 1.0 / d;
-      double ri[BS], rk[BS];
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u) {
-        ri[u] = row[BS * ti + u] * inv;
-        rk[u] = row[BS * tk + u];
-      }
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        if (BS * ti + u > j)
-          CQ_UNROLL
-          for (int v = 0; v < BS; ++v)
-            gr[u][v] = fma(-ri[u], rk[v], gr[u][v]);
-    }
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  if (tid < n && fail == 0)
-    sq[tid] = sqrt(sq[tid]);
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  // R_k: R(i, k) = G(i, k) / sqrt(pivot i), rounded to T (the values the
-  // solves use) and kept in Gs as float64 for the product; factor PASS-1 of
-  // Rt by columns. A failed matrix gets the identity (harmless: the
-  // fallback redoes it).
-  device T* rt = Rt + ((int64_t)b * 3 + (PASS - 1)) * NC * NC;
-  CQ_UNROLL
-  for (int u = 0; u < BS; ++u)
-    CQ_UNROLL
-    for (int v = 0; v < BS; ++v) {
-      const int i = BS * ti + u, k = BS * tk + v;
-      double w = 0.0;
-      if (i <= k && k < n)
-        w = fail != 0 ? (i == k ? 1.0 : 0.0) : (double)T(gr[u][v] / sq[i]);
-      Gs[i * LD + k] = w;
-      // rt[k NC + i] = R(i, k) above the diagonal, 1 / R(k, k) on it
-      if (PASS < 3)
-        rt[k * NC + i] = i < k ? T(w) : (i == k && k < n ? T(1.0 / w) : T(0));
-    }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  if (PASS == 3 && tid < NC) {
-    // row tid of R_3^-1 (zero past n), e_tid R_3^-1 by forward
-    // substitution from the rounded factor in Gs, a thread a row, in T:
-    // as accurate as the solves it replaces (R_3 is well conditioned)
-    if (cq_inv_smem<T, NC>()) {
-      // the row in threadgroup memory past the Cholesky's (the tile's room in
-      // cq_next), loops kept rolled: in registers, this loop would lift
-      // float32 NC 32's cq_next past 128 registers (one group an SM)
-      threadgroup T* xr = (threadgroup T*)(sm + cq_chol_doubles<NC>()) +
-                          tid * (NC + 1);
-      for (int j = 0; j < NC; ++j) {
-        T s0 = j == tid ? T(1) : T(0), s1 = T(0);
-        for (int l = 0; l + 1 < j; l += 2) {
-          s0 = fma(-xr[l], T(Gs[l * LD + j]), s0);
-          s1 = fma(-xr[l + 1], T(Gs[(l + 1) * LD + j]), s1);
-        }
-        if (j % 2 == 1)
-          s0 = fma(-xr[j - 1], T(Gs[(j - 1) * LD + j]), s0);
-        const T v = j < n && tid < n ? (s0 + s1) / T(Gs[j * LD + j]) : T(0);
-        xr[j] = v;
-        rt[j * NC + tid] = v;
-      }
-    } else {
-      T x[NC];
-      CQ_UNROLL
-      for (int j = 0; j < NC; ++j) {
-        T s0 = j == tid ? T(1) : T(0), s1 = T(0);
-        CQ_UNROLL
-        for (int l = 0; l < j; ++l) {
-          if (l % 2 == 0)
-            s0 = fma(-x[l], T(Gs[l * LD + j]), s0);
-          else
-            s1 = fma(-x[l], T(Gs[l * LD + j]), s1);
-        }
-        x[j] = j < n && tid < n ? (s0 + s1) / T(Gs[j * LD + j]) : T(0);
-      }
-      CQ_UNROLL
-      for (int j = 0; j < NC; ++j)
-        rt[j * NC + tid] = x[j];
-    }
-  }
-  if (tid == 0) {
-    if (PASS == 1)
-      flag[b] = fail;
-    else if (flag[b] == 0)
-      flag[b] = fail;
-  }
-  // The product R_PASS Rin (upper triangular times upper triangular): each
-  // thread its block, R's rows from Gs, Rin's rows through rc, 16 at a
-  // time (loaded by the whole group at once: one memory latency per 16
-  // rows, where reading Rin from memory inside the loop cost one per row).
-  const device double* rin = Rin + (int64_t)b * NC * NC;
-  double pr[BS][BS];
-  CQ_UNROLL
-  for (int u = 0; u < BS; ++u)
-    CQ_UNROLL
-    for (int v = 0; v < BS; ++v)
-      pr[u][v] = PASS == 1 ? Gs[(BS * ti + u) * LD + BS * tk + v] : 0.0;
-  for (int l0 = 0; PASS > 1 && l0 < n; l0 += 16) {
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (int e = tid; e < 16 * NC; e += CQ_THREADS)
-      rc[e] = l0 + e / NC < NC ? rin[l0 * NC + e] : 0.0;
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    const int lend = min(min(n, BS * tk + BS), l0 + 16);
-    for (int l = max(BS * ti, l0); ti <= tk && l < lend; ++l) {
-      double rl[BS], ri[BS];
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        rl[v] = rc[(l - l0) * NC + BS * tk + v];
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        ri[u] = Gs[(BS * ti + u) * LD + l];
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        CQ_UNROLL
-        for (int v = 0; v < BS; ++v)
-          pr[u][v] = fma(ri[u], rl[v], pr[u][v]);
-    }
-  }
-  CQ_UNROLL
-  for (int u = 0; u < BS; ++u)
-    CQ_UNROLL
-    for (int v = 0; v < BS; ++v) {
-      const int i = BS * ti + u, k = BS * tk + v;
-      const double w = i <= k && k < n ? pr[u][v] : 0.0;
-      if (PASS < 3)
-        Rout[((int64_t)b * NC + i) * NC + k] = w;
-      else if (i < n && k < n)
-        R[((int64_t)b * n + i) * n + k] = T(w);
-    }
-}
-
-// ---- pass tails: the Gram's sum and the Cholesky without a launch --------
-//
-// cq_first and cq_next finish their pass themselves: the group that
-// completes a count of groups (the "last block" pattern: every group adds
-// one to a counter after storing its partial, and the one that brings it
-// to the total carries on) sums and factors, where two more launches
-// (cq_reduce, cq_chol) did before. The sum runs in two stages so that no
-// group reads every partial: the last of each cluster of L consecutive
-// groups sums its cluster's partials (in order) into CP, and the last
-// cluster to finish sums the clusters' sums (in order) into the Gram; the
-// order is fixed, so the result does not depend on scheduling. L =
-// ceil(sqrt(P)) (at most CQ_CLUSTER_MAX) balances the two stages: each
-// thread's chain of loads is about sqrt(P) long in both (P = 264 on an
-// H100: clusters of 17). Counters (Tc, int32): per matrix and pass, one
-// per cluster and one for the clusters, zero before the launch (the
-// driver fills them).
-
-#define CQ_CLUSTER_MAX 32
-// Rows of partials a thread loads at once in the sums (cq_sum_rows).
-#define CQ_CLUSTER_LOADS 8
-
-// Groups per cluster of P groups (cq_cluster in src/linalg/cholqr.c).
-inline int cq_cluster(int P) {
-  int l = 1;
-  while (l * l < P && l < CQ_CLUSTER_MAX)
-    ++l;
-  return l;
-}
-
-// Clusters of P groups.
-inline int cq_clusters(int P) {
-  const int l = cq_cluster(P);
-  return (P + l - 1) / l;
-}
-
-// Whether this group completed the count of `total` on counter cnt: the
-// group's earlier writes (all threads, past the barrier) are visible to
-// the group that completes it, which sees all of them after.
-inline bool cq_arrive(device int* cnt, int total, int tid,
-                      threadgroup int* last) {
-  threadgroup_barrier(mem_flags::mem_device);
-  if (tid == 0) {
-#if KILN_BACKEND_CUDA
-    __threadfence(); // the group's writes before the count
-#endif
-    const int old = atomic_fetch_add_explicit((device atomic_int*)cnt, 1,
-                                              memory_order_acq_rel);
-#if KILN_BACKEND_CUDA
-    __threadfence(); // the other groups' writes after it
-#endif
-    *last = old == total - 1 ? 1 : 0;
-  }
-  threadgroup_barrier(mem_flags::mem_device);
-  return *last != 0;
-}
-
-// Entry e (block layout) of a summed Gram into Gs (row stride NC + 1),
-// the upper triangle only.
-template <int NC>
-inline void cq_gs_put(threadgroup double* Gs, int e, double v) {
-  int bi = 0, bj = 0;
-  cq_block(e / 64, NC / 8, bi, bj);
-  const int i = 8 * bi + (e % 64) / 8, j = 8 * bj + e % 8;
-  if (i <= j)
-    Gs[i * (NC + 1) + j] = v;
-}
-
-// Sums `count` rows of E entries of src (row stride E), each entry over
-// the rows in order, into dst (E doubles of device memory) or, where dst
-// is null, into Gs (cq_gs_put). A thread keeps EU entries x
-// CQ_CLUSTER_LOADS rows of loads in flight: one group reads all of it, so
-// the loads must overlap (NC 64's 2304 entries are 9 a thread; its
-// kernels have the registers to spare).
-template <int NC>
-inline void cq_sum_rows(const device double* src, int count, int tid,
-                        device double* dst, threadgroup double* Gs) {
-  constexpr int E = cq_entries<NC>();
-  constexpr int EU = NC == 64 ? 3 : 1;
-  constexpr int QL = CQ_CLUSTER_LOADS;
-  for (int e0 = tid; e0 < E; e0 += EU * CQ_THREADS) {
-    double sum[EU];
-    CQ_UNROLL
-    for (int u = 0; u < EU; ++u)
-      sum[u] = 0.0;
-    for (int q0 = 0; q0 < count; q0 += QL) {
-      double v[EU][QL];
-      CQ_UNROLL
-      for (int u = 0; u < EU; ++u)
-        CQ_UNROLL
-        for (int q = 0; q < QL; ++q) {
-          const int e = e0 + u * CQ_THREADS;
-          v[u][q] = q0 + q < count && e < E
-                        ? src[(int64_t)(q0 + q) * E + e]
-                        : 0.0;
-        }
-      CQ_UNROLL
-      for (int u = 0; u < EU; ++u)
-        CQ_UNROLL
-        for (int q = 0; q < QL; ++q)
-          sum[u] += v[u][q];
-    }
-    CQ_UNROLL
-    for (int u = 0; u < EU; ++u) {
-      const int e = e0 + u * CQ_THREADS;
-      if (e < E && dst != nullptr)
-        dst[e] = sum[u];
-      else if (e < E)
-        cq_gs_put<NC>(Gs, e, sum[u]);
-    }
-  }
-}
-
-// The tail's sum for group p of P of matrix b (see above), after the
-// group stored its partial: true for the one group that carries on, with
-// the Gram in Gs (past a barrier). tc: this matrix's and pass's counters.
-template <int NC>
-inline bool cq_tail_sum(const device double* Part, device double* CP,
-                        device int* tc, uint b, int p, int P, int tid,
-                        threadgroup double* Gs, threadgroup int* last) {
-  constexpr int E = cq_entries<NC>();
-  const int L = cq_cluster(P), K = (P + L - 1) / L, c = p / L;
-  const int first = c * L, members = min(L, P - first);
-  if (!cq_arrive(tc + c, members, tid, last))
-    return false;
-  // one cluster: its sum is the Gram
-  cq_sum_rows<NC>(Part + ((int64_t)b * P + first) * E, members, tid,
-                  K == 1 ? (device double*)nullptr
-                         : CP + ((int64_t)b * K + c) * E,
-                  Gs);
-  if (K > 1) {
-    if (!cq_arrive(tc + K, K, tid, last))
-      return false;
-    cq_sum_rows<NC>(CP + (int64_t)b * K * E, K, tid,
-                    (device double*)nullptr, Gs);
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  return true;
-}
-
-// Doubles of threadgroup memory of cq_first / cq_next: the tile, then the
-// tail's Cholesky in the same memory.
-template <int NC, typename T>
-constexpr int cq_fused_doubles() {
-  constexpr int chol =
-      cq_chol_doubles<NC>() +
-      (cq_inv_smem<T, NC>() ? (NC * (NC + 1) * (int)sizeof(T) + 7) / 8 : 0);
-  return cq_smem_doubles<NC, T>() > chol ? cq_smem_doubles<NC, T>() : chol;
-}
-
-// The matrix of this threadgroup: the batch runs along grid.y and, past
-// CUDA's 65535, grid.z (b = y + Y z); groups past the batch (the last z
-// may be partial) have nothing to do. The launch needs no scalar for it.
-inline uint cq_matrix(uint3 tg, uint3 ntg) { return tg.y + ntg.y * tg.z; }
-
-// Matrices in a batch: the product of the leading dimensions.
-inline uint cq_batch_count(const constant int* shape, int ndim) {
-  uint b = 1;
-  for (int d = 0; d < ndim - 2; ++d)
-    b *= (uint)shape[d];
-  return b;
-}
-
-// Counters of matrix b for pass PASS (1..3) of P groups: the last 3 (K +
-// 1) of row b of Tc (batch x C, C = Tsh_shape[1]; the row's first ones
-// belong to the caller: the fallback's, src/linalg/qr.c).
-template <int PASS>
-inline device int* cq_tail_counters(device int* Tc, int C, uint b, int P) {
-  const int K1 = cq_clusters(P) + 1;
-  return Tc + (int64_t)b * C + C - 3 * K1 + (PASS - 1) * K1;
-}
-
 //@kernel cq_gram
-// Pass 1: the Gram partials of A itself, one per threadgroup (Part, batch
-// x P x E: cq_entries, the 8 x 8 block layout; P = the threadgroups per
-// matrix, grid.x = 256 P; matrices along grid.y and z, cq_matrix): each
-// warp sums
+// Pass 1's Gram partials, of A itself, one per threadgroup: Part is batch
+// x P x E (cq_entries, the 8 x 8 block layout), P = the threadgroups per
+// matrix (grid.x = 256 P), matrices along grid.y from g0. Each warp sums
 // its runs of rows straight from memory (cq_gram_rows), then the group
-// adds its warps' sums (cq_gram_store). Then the tail (cq_tail_sum: CP,
-// batch x K x E; counters in Tc, zero, Tsh is Tc bound for its shape)
-// and, in the group that finishes last, pass 1's Cholesky with the shift
-// (cq_chol_factor: factor 0 of Rt, Rout = R_1, flag). Template: T, NC
-// (16, 32, 64).
+// adds its warps' sums (cq_gram_store). Template: T, NC (16, 32, 64).
 constexpr int H = cq_gram_h<NC>();
 constexpr int WG = CQ_THREADS / 32 / H; // row walkers per group
-threadgroup double smem[cq_entries<NC>() > cq_chol_doubles<NC>()
-                            ? cq_entries<NC>()
-                            : cq_chol_doubles<NC>()];
-threadgroup int last;
-const uint b =
-    cq_matrix(threadgroup_position_in_grid, threadgroups_per_grid);
-if (b >= cq_batch_count(A_shape, A_ndim))
-  return;
+threadgroup double sum[cq_entries<NC>()];
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
 const int P = (int)threadgroups_per_grid.x;
@@ -942,74 +454,275 @@ if (warp % H == 0)
   cq_gram_rows<T, NC, H, 0>(a, m, n, rs, cs, w, W, lane, acc);
 else
   cq_gram_rows<T, NC, H, H - 1>(a, m, n, rs, cs, w, W, lane, acc);
-cq_gram_store<NC>(acc, smem, Part, b, p, P, tid);
-if (cq_tail_sum<NC>(Part, CP,
-                    cq_tail_counters<1>(Tc, Tsh_shape[Tsh_ndim - 1], b, P),
-                    b, p, P, tid, smem, &last)) {
-  // the shift's constant, 11 (m n + n (n + 1)) u (see cq_chol_factor)
-  const double mn = (double)m * (double)n + (double)n * (double)(n + 1);
-  cq_chol_factor<T, NC, 1>(smem, (const device double*)nullptr,
-                           11.0 * mn * 0x1p-53, Rt, Rout, flag, R, b, n,
-                           tid);
-}
+cq_gram_store<NC>(acc, sum, Part, b, p, P, tid);
 
 //@kernel cq_first
-// Pass 2: Q = X_1 = A R_1^-1 (factor 0 of Rt, batch x 3 x NC x NC, see
-// cq_solve), written, and the Gram partials of X_1 into Part; then the
-// tail as in cq_gram, with pass 2's Cholesky (factor 1 of Rt, Rout = R_2
-// Rin, flag). Template: T, NC.
-threadgroup double smem[cq_fused_doubles<NC, T>()];
-threadgroup int last;
-const uint b =
-    cq_matrix(threadgroup_position_in_grid, threadgroups_per_grid);
-if (b >= cq_batch_count(A_shape, A_ndim))
-  return;
-const int tid = (int)thread_index_in_threadgroup;
-const int p = (int)threadgroup_position_in_grid.x;
-const int P = (int)threadgroups_per_grid.x;
+// Pass 2's rows: Q = X_1 = A R_1^-1 (factor 0 of Rt, batch x 3 x NC x NC,
+// see cq_solve), written, and the Gram partials of X_1 into Part (the
+// layout of cq_gram). Template: T, NC.
+threadgroup double smem[cq_smem_doubles<NC, T>()];
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
     A, A_shape, A_strides, A_ndim, cq_factor<T, NC>(Rt, b, 0), Part, Q, b,
-    (uint)p, (uint)P, tid, smem);
-if (cq_tail_sum<NC>(Part, CP,
-                    cq_tail_counters<2>(Tc, Tsh_shape[Tsh_ndim - 1], b, P),
-                    b, p, P, tid, smem, &last))
-  cq_chol_factor<T, NC, 2>(smem, Rin, 0.0, Rt, Rout, flag, R, b,
-                           A_shape[A_ndim - 1], tid);
+    threadgroup_position_in_grid.x, threadgroups_per_grid.x,
+    (int)thread_index_in_threadgroup, smem);
 
 //@kernel cq_next
-// Pass 3: Q = X_2 = X_1 R_2^-1 in place (factor 1 of Rt; Qin is Q, bound
-// for its shape), the Gram partials of X_2 into Part, and the tail as in
-// cq_gram, with pass 3's Cholesky (factor 2 of Rt: R_3^-1; R = R_3 Rin;
-// flag). Template: T, NC.
-threadgroup double smem[cq_fused_doubles<NC, T>()];
-threadgroup int last;
-const uint b =
-    cq_matrix(threadgroup_position_in_grid, threadgroups_per_grid);
-if (b >= cq_batch_count(Qin_shape, Qin_ndim))
-  return;
-const int tid = (int)thread_index_in_threadgroup;
-const int p = (int)threadgroup_position_in_grid.x;
-const int P = (int)threadgroups_per_grid.x;
-cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>(), false, true>(
-    (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
-    cq_factor<T, NC>(Rt, b, 1), Part, Q, b, (uint)p, (uint)P, tid, smem);
-if (cq_tail_sum<NC>(Part, CP,
-                    cq_tail_counters<3>(Tc, Tsh_shape[Tsh_ndim - 1], b, P),
-                    b, p, P, tid, smem, &last))
-  cq_chol_factor<T, NC, 3>(smem, Rin, 0.0, Rt, Rout, flag, R, b,
-                           Qin_shape[Qin_ndim - 1], tid);
-
-//@kernel cq_last
-// The result: Q = X_3 = X_2 R_3^-1 in place (factor 2 of Rt, which holds
-// R_3^-1 itself, see cq_chol_factor; Qin is Q, bound for its shape).
+// Pass 3's rows: Q = X_2 = X_1 R_2^-1 in place (factor 1 of Rt; Qin is Q,
+// bound for its shape), and the Gram partials of X_2 into Part.
 // Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
-const uint b =
-    cq_matrix(threadgroup_position_in_grid, threadgroups_per_grid);
-if (b >= cq_batch_count(Qin_shape, Qin_ndim))
-  return;
-cq_pass<T, T, NC, true, false, true, true, true, true>(
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
+    (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
+    cq_factor<T, NC>(Rt, b, 1), Part, Q, b, threadgroup_position_in_grid.x,
+    threadgroups_per_grid.x, (int)thread_index_in_threadgroup, smem);
+
+//@kernel cq_last
+// The result: Q = X_3 = X_2 R_3^-1 in place (factor 2 of Rt; Qin is Q,
+// bound for its shape). Template: T, NC.
+threadgroup double smem[cq_smem_doubles<NC, T>()];
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+cq_pass<T, T, NC, true, false, true, true>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
     cq_factor<T, NC>(Rt, b, 2), (device double*)nullptr, Q, b,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,
     (int)thread_index_in_threadgroup, smem);
+
+//@kernel cq_reduce
+// G (batch x E) = the sum over p of Part (batch x P x E), p in order. A
+// threadgroup of 1024 sums 32 entries: lane = entry (coalesced), 32 warps
+// = 32 slices of the partials, whose sums are added in slice order. Many
+// slices keep each thread's chain of dependent loads short (P is several
+// hundred). grid.x = 1024 * ceil(E / 32), matrices along grid.y from g0.
+threadgroup double red[CQ_RED_THREADS];
+constexpr int NSL = CQ_RED_THREADS / 32;
+const int P = Part_shape[1], E = Part_shape[2];
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+const int tid = (int)thread_index_in_threadgroup;
+const int e = (int)threadgroup_position_in_grid.x * 32 + tid % 32;
+const int slice = tid / 32;
+double s = 0.0;
+if (e < E) {
+  const device double* src = Part + (int64_t)b * P * E + e;
+  for (int p = slice; p < P; p += NSL)
+    s += src[(int64_t)p * E];
+}
+red[tid] = s;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (slice == 0 && e < E) {
+  double t = red[tid];
+  for (int k = 1; k < NSL; ++k)
+    t += red[tid + 32 * k];
+  G[(int64_t)b * E + e] = t;
+}
+
+//@kernel cq_chol
+// Pass PASS (1..3) for one matrix per threadgroup (256 threads, matrices
+// along grid.y from g0): Cholesky of the Gram G (batch x E, by blocks) in
+// float64, with pass 1 adding shift * trace(G) to the diagonal (shift =
+// 11 (m n + n (n + 1)) u, u float64's unit roundoff, and trace(G) =
+// ||A||_F^2). Writes factor PASS-1 of Rt (rounded to T, as cq_solve takes
+// it), Rout = R_PASS Rin (float64, NC x NC; pass 1: R_1) and, in pass 3,
+// R = R_3 R_2 R_1 (T, batch x n x n, zeros below the diagonal; its
+// diagonal is positive). flag (int32 per matrix): pass 1 sets it, later
+// passes only turn 0 into non-zero: PASS * 1000 + j + 1 when pivot j is
+// not positive and finite, PASS * 1000 when the trace is not (pass 1) or
+// when the last Gram is far from I (||G_3 - I||_F > 1/2, pass 3: X_2 was
+// not orthogonal enough for one more pass to finish the job). Rin is not
+// read in pass 1. Rsh is R, bound for its shape.
+//
+// Thread (ti, tk) of a 16 x 16 grid keeps the BS x BS block (BS = NC /
+// 16) at rows BS ti, columns BS tk of the matrix in registers, so a step
+// of the right-looking Cholesky is one barrier and BS^2 FMAs a thread:
+// the owners of pivot row j publish it (double-buffered, so one barrier a
+// step suffices), and everyone updates its block with it.
+constexpr int CQ_GB = 8;
+constexpr int LD = NC + 1, NB = NC / CQ_GB;
+constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();
+constexpr int BS = NC / 16;
+static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
+threadgroup double Gs[NC * LD];
+threadgroup double srow[2 * NC];
+threadgroup double sq[NC];
+threadgroup double red[CQ_THREADS / 32];
+threadgroup double rc[16 * NC]; // 16 rows of Rin at a time
+const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+const int tid = (int)thread_index_in_threadgroup;
+const int n = Rsh_shape[Rsh_ndim - 1];
+const int ti = tid / 16, tk = tid % 16;
+const device double* g = G + (int64_t)b * E;
+for (int e = tid; e < E; e += CQ_THREADS) {
+  int bi = 0, bj = 0;
+  cq_block(e / BB, NB, bi, bj);
+  const int i = CQ_GB * bi + (e % BB) / CQ_GB, j = CQ_GB * bj + e % CQ_GB;
+  if (i <= j)
+    Gs[i * LD + j] = g[e];
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+double gr[BS][BS];
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v) {
+    const int i = BS * ti + u, k = BS * tk + v;
+    gr[u][v] = i <= k && k < n ? Gs[i * LD + k] : 0.0;
+  }
+int fail = 0;
+if (PASS == 1) {
+  // trace(G): the diagonal owners' sums, then the warps' in order
+  double tr = 0.0;
+  CQ_UNROLL
+  for (int u = 0; u < BS; ++u)
+    if (ti == tk)
+      tr += gr[u][u];
+  tr = simd_sum(tr);
+  if (tid % 32 == 0)
+    red[tid / 32] = tr;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  tr = 0.0;
+  for (int k = 0; k < CQ_THREADS / 32; ++k)
+    tr += red[k];
+  if (!(tr > 0.0) || !isfinite(tr))
+    fail = PASS * 1000;
+  CQ_UNROLL
+  for (int u = 0; u < BS; ++u)
+    if (ti == tk && BS * ti + u < n)
+      gr[u][u] += shift * tr;
+} else if (PASS == 3) {
+  double d2 = 0.0;
+  CQ_UNROLL
+  for (int u = 0; u < BS; ++u)
+    CQ_UNROLL
+    for (int v = 0; v < BS; ++v) {
+      const int i = BS * ti + u, k = BS * tk + v;
+      if (i <= k && k < n) {
+        const double w = gr[u][v] - (i == k ? 1.0 : 0.0);
+        d2 += (i == k ? 1.0 : 2.0) * w * w;
+      }
+    }
+  d2 = simd_sum(d2);
+  if (tid % 32 == 0)
+    red[tid / 32] = d2;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  double tot = 0.0;
+  for (int k = 0; k < CQ_THREADS / 32; ++k)
+    tot += red[k];
+  if (!(tot <= 0.25))
+    fail = PASS * 1000;
+}
+// Right-looking, one barrier per column: step j updates the rows below j
+// with row j (unscaled) over the pivot d = G(j, j); row j itself is only
+// read, and scaled once at the end by sqrt(d) (d kept in sq, its square
+// root taken after the loop: the steps are a chain of latencies, so each
+// keeps only what the next one needs). The steps run in blocks of BS so
+// that the pivot row's registers are indexed by constants.
+bool done = fail != 0;
+for (int jb = 0; jb < 16 && !done; ++jb) {
+  CQ_UNROLL
+  for (int jj = 0; jj < BS; ++jj) {
+    const int j = BS * jb + jj;
+    if (done || j >= n) {
+      done = true;
+      break;
+    }
+    threadgroup double* row = srow + (j % 2) * NC;
+    if (ti == jb)
+      CQ_UNROLL
+      for (int v = 0; v < BS; ++v)
+        row[BS * tk + v] = gr[jj][v];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    const double d = row[j];
+    if (!(d > 0.0) || !isfinite(d)) {
+      fail = PASS * 1000 + j + 1;
+      done = true;
+      break;
+    }
+    if (tid == 0)
+      sq[j] = d;
+    const double inv = 1.0 / d;
+    double ri[BS], rk[BS];
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u) {
+      ri[u] = row[BS * ti + u] * inv;
+      rk[u] = row[BS * tk + u];
+    }
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      if (BS * ti + u > j)
+        CQ_UNROLL
+        for (int v = 0; v < BS; ++v)
+          gr[u][v] = fma(-ri[u], rk[v], gr[u][v]);
+  }
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid < n && fail == 0)
+  sq[tid] = sqrt(sq[tid]);
+threadgroup_barrier(mem_flags::mem_threadgroup);
+// R_k: R(i, k) = G(i, k) / sqrt(pivot i), rounded to T (the values the
+// solves use) and kept in Gs as float64 for the product; factor PASS-1 of
+// Rt by columns. A failed matrix gets the identity (harmless: the
+// fallback redoes it).
+device T* rt = Rt + ((int64_t)b * 3 + (PASS - 1)) * NC * NC;
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v) {
+    const int i = BS * ti + u, k = BS * tk + v;
+    double w = 0.0;
+    if (i <= k && k < n)
+      w = fail != 0 ? (i == k ? 1.0 : 0.0) : (double)T(gr[u][v] / sq[i]);
+    Gs[i * LD + k] = w;
+    // rt[k NC + i] = R(i, k) above the diagonal, 1 / R(k, k) on it
+    rt[k * NC + i] = i < k ? T(w) : (i == k && k < n ? T(1.0 / w) : T(0));
+  }
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid == 0) {
+  if (PASS == 1)
+    flag[b] = fail;
+  else if (flag[b] == 0)
+    flag[b] = fail;
+}
+// The product R_PASS Rin (upper triangular times upper triangular): each
+// thread its block, R's rows from Gs, Rin's rows through rc, 16 at a
+// time (loaded by the whole group at once: one memory latency per 16
+// rows, where reading Rin from memory inside the loop cost one per row).
+const device double* rin = Rin + (int64_t)b * NC * NC;
+double pr[BS][BS];
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v)
+    pr[u][v] = PASS == 1 ? Gs[(BS * ti + u) * LD + BS * tk + v] : 0.0;
+for (int l0 = 0; PASS > 1 && l0 < n; l0 += 16) {
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int e = tid; e < 16 * NC; e += CQ_THREADS)
+    rc[e] = l0 + e / NC < NC ? rin[l0 * NC + e] : 0.0;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const int lend = min(min(n, BS * tk + BS), l0 + 16);
+  for (int l = max(BS * ti, l0); ti <= tk && l < lend; ++l) {
+    double rl[BS], ri[BS];
+    CQ_UNROLL
+    for (int v = 0; v < BS; ++v)
+      rl[v] = rc[(l - l0) * NC + BS * tk + v];
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      ri[u] = Gs[(BS * ti + u) * LD + l];
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      CQ_UNROLL
+      for (int v = 0; v < BS; ++v)
+        pr[u][v] = fma(ri[u], rl[v], pr[u][v]);
+  }
+}
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v) {
+    const int i = BS * ti + u, k = BS * tk + v;
+    const double w = i <= k && k < n ? pr[u][v] : 0.0;
+    if (PASS < 3)
+      Rout[((int64_t)b * NC + i) * NC + k] = w;
+    else if (i < n && k < n)
+      R[((int64_t)b * n + i) * n + k] = T(w);
+  }

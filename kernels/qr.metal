@@ -166,28 +166,32 @@ inline void qr_reflect(thread T* x, const threadgroup T* v, T tau,
   }
 }
 
-// One threadgroup's QR of one block (see the top of the file): the mb x n
-// block at `a` (row stride rs, column stride cs), mb <= MMAX, into its kr
-// rows of R at `r` (row stride n) and, with WANT_Q, its mb x kr Q at `q`
-// (row stride kr). vbuf: 2 * MMAX, taus: NC, sgn: MMAX + NC elements of
-// threadgroup memory, dims: 2 ints. The block of qr_house below, and a
-// node of TSQR's tree (qr_tree_g).
+// One threadgroup's QR (see the top of the file). vbuf: 2 * MMAX, taus:
+// NC, sgn: MMAX + NC elements of threadgroup memory, dims: 2 ints.
 //
 // Row tests are written as SEGS * i against (bound - s), with i a
 // compile-time constant after unrolling: the compiler then keeps no
 // per-row values alive across the loops, only x[] itself.
-template <typename T, int MMAX, int NC, int SEGS, bool WANT_Q>
-inline void qr_house_block(const device T* a, int64_t rs, int64_t cs,
-                           int mb, int n, int kr, device T* Q, device T* R,
-                           uint tid, threadgroup T* vbuf,
-                           threadgroup T* taus, threadgroup T* sgn,
-                           threadgroup int* dims) {
+template <typename T, int MMAX, int NC, int SEGS, bool BLOCKED, bool COMPLETE,
+          bool WANT_Q>
+inline void qr_house(const device T* A, const constant int* A_shape,
+                     const constant int64_t* A_strides, int A_ndim,
+                     device T* Q, device T* R, uint group, uint tid,
+                     threadgroup T* vbuf, threadgroup T* taus,
+                     threadgroup T* sgn, threadgroup int* dims) {
   constexpr int RPT = MMAX / SEGS;
   static_assert(RPT * SEGS == MMAX, "SEGS must divide MMAX");
   static_assert(NC * SEGS >= MMAX, "a thread per Householder vector row");
   static_assert(32 % SEGS == 0, "a column's owners share a warp");
-  const int K = min(mb, n); // reflectors
-  const int qc = kr;        // Q columns = R rows
+  const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
+  const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
+  const int P = BLOCKED ? (m + MMAX - 1) / MMAX : 1;
+  const uint bi = group / (uint)P, pi = group % (uint)P;
+  const int row0 = (int)pi * MMAX;
+  const int mb = BLOCKED ? min(MMAX, m - row0) : m; // rows of this block
+  const int K = min(mb, n);                          // reflectors
+  const int kr = BLOCKED ? n : (COMPLETE ? m : K);   // R rows = Q columns
+  const int qc = kr;
   const int c = (int)tid / SEGS, s = (int)tid % SEGS;
   const int warp = (int)tid / 32;
   // The output strides again after the long loops, read back from
@@ -200,11 +204,12 @@ inline void qr_house_block(const device T* a, int64_t rs, int64_t cs,
 
   T x[RPT];
   {
-    const device T* ap = a + s * rs + c * cs;
+    const device T* a = A + qr_batch_offset(bi, A_shape, A_strides, A_ndim) +
+                        (row0 + s) * rs + c * cs;
     const int64_t step = SEGS * rs;
     QR_UNROLL
     for (int i = 0; i < RPT; ++i)
-      x[i] = SEGS * i < mb - s && c < n ? ap[i * step] : T(0);
+      x[i] = SEGS * i < mb - s && c < n ? a[i * step] : T(0);
   }
 
   // ---- factorization: one reflector per step, one barrier per step
@@ -251,12 +256,12 @@ inline void qr_house_block(const device T* a, int64_t rs, int64_t cs,
   threadgroup_barrier(mem_flags::mem_threadgroup);
   {
     const int rn = dims[0];
-    device T* rp = R + s * rn + c;
+    device T* r = R + ((int64_t)bi * P + pi) * kr * rn + s * rn + c;
     QR_UNROLL
     for (int i = 0; i < RPT; ++i) {
       if (SEGS * i < kr - s && c < n) {
         T val = SEGS * i <= c - s ? x[i] : T(0);
-        rp[i * SEGS * rn] =
+        r[i * SEGS * rn] =
             SEGS * i < K - s ? val * sgn[s + SEGS * i] : val;
       }
     }
@@ -265,7 +270,7 @@ inline void qr_house_block(const device T* a, int64_t rs, int64_t cs,
     return;
 
   // ---- Q: park the vectors in Q's columns (below the diagonal)
-  device T* q = Q;
+  device T* q = Q + ((int64_t)bi * m + row0) * qc;
   {
     device T* qp = q + s * qc + c;
     QR_UNROLL
@@ -299,38 +304,13 @@ inline void qr_house_block(const device T* a, int64_t rs, int64_t cs,
   }
   {
     const int qs = dims[1];
-    device T* qp = Q + s * qs + c;
+    device T* qp = Q + ((int64_t)bi * m + row0) * qs + s * qs + c;
     const T sg = c < K ? sgn[c] : T(1);
     QR_UNROLL
     for (int i = 0; i < RPT; ++i)
       if (SEGS * i < mb - s && c < qc)
         qp[i * SEGS * qs] = x[i] * sg;
   }
-}
-
-// One threadgroup's QR (see the top of the file): matrix (or, with
-// BLOCKED, row block) `group` of A into Q and R, laid out as the top of
-// the file says.
-template <typename T, int MMAX, int NC, int SEGS, bool BLOCKED, bool COMPLETE,
-          bool WANT_Q>
-inline void qr_house(const device T* A, const constant int* A_shape,
-                     const constant int64_t* A_strides, int A_ndim,
-                     device T* Q, device T* R, uint group, uint tid,
-                     threadgroup T* vbuf, threadgroup T* taus,
-                     threadgroup T* sgn, threadgroup int* dims) {
-  const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
-  const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
-  const int P = BLOCKED ? (m + MMAX - 1) / MMAX : 1;
-  const uint bi = group / (uint)P, pi = group % (uint)P;
-  const int row0 = (int)pi * MMAX;
-  const int mb = BLOCKED ? min(MMAX, m - row0) : m; // rows of this block
-  const int K = min(mb, n);
-  const int kr = BLOCKED ? n : (COMPLETE ? m : K); // R rows = Q columns
-  const device T* a =
-      A + qr_batch_offset(bi, A_shape, A_strides, A_ndim) + row0 * rs;
-  qr_house_block<T, MMAX, NC, SEGS, WANT_Q>(
-      a, rs, cs, mb, n, kr, Q + ((int64_t)bi * m + row0) * kr,
-      R + ((int64_t)bi * P + pi) * kr * n, tid, vbuf, taus, sgn, dims);
 }
 
 // Matrices in a batch: the product of the leading dimensions.
@@ -411,171 +391,6 @@ inline void qr_apply_rows(device T* X, const constant int* Xin_shape,
   }
 }
 
-// ---- TSQR's tree in one launch (CholeskyQR's fallback) -------------------
-//
-// Level 0 of the tree is the matrix's N_0 = ceil(m / MMAX) row blocks (the
-// leaves); level l + 1 has N_{l+1} = ceil(N_l / F) nodes, F = MMAX / n,
-// node k factoring the stack of the R's of its children kF .. kF + F - 1
-// (at most MMAX rows); the level with one node (the root) writes R. The
-// stacks of levels 1, 2, ... lie one after another in S (batch x Srows x
-// n, the level-l stack N_{l-1} n rows, node k at its rows k F n), their Q's
-// at the same rows of QS, and each node of a level >= 1 has a counter in
-// Cnt (batch x C, C the row stride: level after level from the first of
-// each row, zero before the launch). A group that has written a node's R
-// adds one to its parent's counter; the group that completes the count
-// factors the parent (the "last block" pattern), so
-// the whole tree runs in one launch without any group waiting for
-// another. The way back is one launch too (qr_chain_g): every row of a
-// leaf's Q is multiplied by the n x n pieces of the Q's of its ancestors,
-// from level 1 up.
-
-// What a loop over i, i + G, ... adds to i (besides its own G) to reach
-// its first value >= next: a walk over the blocks of all matrices skips a
-// matrix whose flag is 0 in one step rather than block by block.
-inline uint qr_skip(uint i, uint next, uint G) {
-  return i >= next ? 0u : (next - i + G - 1) / G * G - G;
-}
-
-// Children per node of the tree: F = MMAX / n (at least 2 when n <=
-// MMAX / 2; the driver keeps n <= 64 and MMAX 256).
-template <int MMAX>
-inline int qr_tree_fan(int n) {
-  return MMAX / n;
-}
-
-// Whether this group completed the count of counter `cnt` (of `total`
-// children): every thread's writes before are made visible to the group
-// that completes it, and that group sees all of them after.
-inline bool qr_tree_last(device int* cnt, int total, uint tid,
-                         threadgroup int* last) {
-  threadgroup_barrier(mem_flags::mem_device);
-  if (tid == 0) {
-#if KILN_BACKEND_CUDA
-    __threadfence(); // the group's R and Q before the count
-#endif
-    const int old = atomic_fetch_add_explicit((device atomic_int*)cnt, 1,
-                                              memory_order_acq_rel);
-#if KILN_BACKEND_CUDA
-    __threadfence(); // the children's results after it
-#endif
-    *last = old == total - 1 ? 1 : 0;
-  }
-  threadgroup_barrier(mem_flags::mem_device);
-  return *last != 0;
-}
-
-// The whole tree for the matrices whose flag is non-zero (see above):
-// the groups walk the leaves of all matrices, grp = their index, + the
-// grid's groups, ...; after a leaf, a group climbs as long as it completes
-// the parent's count. A matrix of one leaf writes Q and R directly.
-template <typename T, int MMAX, int NC, int SEGS, bool WANT_Q>
-inline void qr_tree(const device T* A, const constant int* A_shape,
-                    const constant int64_t* A_strides, int A_ndim,
-                    const device int* flag, device T* Q, device T* R,
-                    device T* S, device T* QS, device int* Cnt, int Srows,
-                    int C, uint tid, uint g0, uint G, threadgroup T* vbuf,
-                    threadgroup T* taus, threadgroup T* sgn,
-                    threadgroup int* dims, threadgroup int* last) {
-  const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
-  const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
-  const int N0 = (m + MMAX - 1) / MMAX, F = qr_tree_fan<MMAX>(n);
-  const uint total = qr_batch_count(A_shape, A_ndim) * (uint)N0;
-  for (uint grp = g0; grp < total; grp += G) {
-    const uint b = grp / (uint)N0;
-    if (flag[b] == 0) { // on to this group's first leaf of matrix b + 1
-      grp += qr_skip(grp, (b + 1) * (uint)N0, G);
-      continue;
-    }
-    const int leaf = (int)(grp % (uint)N0);
-    const int row0 = leaf * MMAX;
-    device T* s = S + (int64_t)b * Srows * n;
-    device T* qs = QS + (int64_t)b * Srows * n;
-    device T* rb = R + (int64_t)b * n * n;
-    threadgroup_barrier(mem_flags::mem_threadgroup); // buffers free again
-    qr_house_block<T, MMAX, NC, SEGS, WANT_Q>(
-        A + qr_batch_offset(b, A_shape, A_strides, A_ndim) + row0 * rs, rs,
-        cs, min(MMAX, m - row0), n, n, Q + ((int64_t)b * m + row0) * n,
-        N0 == 1 ? rb : s + (int64_t)leaf * n * n, tid, vbuf, taus, sgn,
-        dims);
-    // climb: (N, k) the level's node count and this node; off the row of
-    // the level's R stack in S, coff the next level's first counter
-    int N = N0, k = leaf, off = 0, coff = 0;
-    while (N > 1) {
-      const int parent = k / F, Nn = (N + F - 1) / F;
-      const int kids = min(F, N - parent * F);
-      if (!qr_tree_last(Cnt + (int64_t)b * C + coff + parent, kids, tid,
-                        last))
-        break;
-      const int in0 = off + parent * F * n, next = off + N * n;
-      threadgroup_barrier(mem_flags::mem_threadgroup);
-      qr_house_block<T, MMAX, NC, SEGS, WANT_Q>(
-          s + (int64_t)in0 * n, n, 1, kids * n, n, n, qs + (int64_t)in0 * n,
-          Nn == 1 ? rb : s + ((int64_t)next + parent * n) * n, tid, vbuf,
-          taus, sgn, dims);
-      coff += Nn;
-      off = next;
-      N = Nn;
-      k = parent;
-    }
-  }
-}
-
-// Rows per threadgroup of qr_chain_g (a thread per row).
-#define QR_CHAIN_ROWS 128
-
-// The way back of qr_tree for the rows of the matrices whose flag is non-
-// zero: each row of Q (leaf Q, in place) times the n x n piece of QS of its
-// leaf's ancestor at every level from 1 to the root (the piece of child i
-// of a level's node is the rows i n .. i n + n - 1 of that level's QS).
-// Each product goes through memory (the row's thread reads it back), and
-// the pieces through threadgroup memory (St, NB x TC) in column tiles.
-template <typename T, int NB, int MMAX>
-inline void qr_chain(device T* X, const constant int* Xin_shape, int Xin_ndim,
-                     const device T* QS, int Srows, const device int* flag,
-                     int tid, uint g0, uint G, threadgroup T* St) {
-  constexpr int TC = qr_apply_tc<T, NB>();
-  const int m = Xin_shape[Xin_ndim - 2], n = Xin_shape[Xin_ndim - 1];
-  const int N0 = (m + MMAX - 1) / MMAX, F = qr_tree_fan<MMAX>(n);
-  const int groups = (m + QR_CHAIN_ROWS - 1) / QR_CHAIN_ROWS;
-  const uint total = qr_batch_count(Xin_shape, Xin_ndim) * (uint)groups;
-  for (uint g = g0; g < total; g += G) {
-    const uint b = g / (uint)groups;
-    if (flag[b] == 0 || N0 == 1) { // on to matrix b + 1
-      g += qr_skip(g, (b + 1) * (uint)groups, G);
-      continue;
-    }
-    const int first = (int)(g % (uint)groups) * QR_CHAIN_ROWS;
-    const int row = first + tid;
-    device T* x = X + ((int64_t)b * m + row) * n;
-    int N = N0, i = first / MMAX, off = 0;
-    while (N > 1) {
-      const device T* sp = QS + ((int64_t)b * Srows + off + i * n) * n;
-      T xr[NB];
-      QR_UNROLL
-      for (int k = 0; k < NB; ++k)
-        xr[k] = row < m && k < n ? x[k] : T(0);
-      for (int c0 = 0; c0 < n; c0 += TC) {
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        for (int e = tid; e < NB * TC; e += QR_CHAIN_ROWS) {
-          const int k = e / TC, cc = c0 + e % TC;
-          St[e] = k < n && cc < n ? sp[(int64_t)k * n + cc] : T(0);
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        for (int cc = 0; row < m && cc < TC && c0 + cc < n; ++cc) {
-          T acc = T(0);
-          QR_UNROLL
-          for (int k = 0; k < NB; ++k)
-            acc = fma(xr[k], St[k * TC + cc], acc);
-          x[c0 + cc] = acc;
-        }
-      }
-      off += N * n;
-      N = (N + F - 1) / F;
-      i /= F;
-    }
-  }
-}
-
 //@kernel qr_small
 // Q and R of one matrix (or, with BLOCKED, one row block) per threadgroup.
 // Inputs: A (a strided view), g0 (the first group of this launch).
@@ -601,6 +416,48 @@ qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
     (uint)g0 + threadgroup_position_in_grid.x, thread_index_in_threadgroup,
     vbuf, taus, sgn, dims);
 
+//@kernel qr_small_g
+// qr_small behind a per-matrix flag (int32, one per batch entry): TSQR
+// runs this way after CholeskyQR (src/linalg/cholqr.c), redoing only the
+// matrices where that broke down, without a host round trip. The grid is
+// small and fixed (the driver caps it): each threadgroup walks the blocks
+// g = its index, + the groups of the grid, ..., and skips those whose
+// matrix has flag 0, so when nothing broke down the launch costs a few
+// flag reads. Inputs: A, flag (no g0: one launch covers every block).
+threadgroup T vbuf[2 * MMAX];
+threadgroup T taus[NC];
+threadgroup T sgn[MMAX + NC];
+threadgroup int dims[2];
+const uint blocks = qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2]);
+const uint total = qr_batch_count(A_shape, A_ndim) * blocks;
+for (uint grp = threadgroup_position_in_grid.x; grp < total;
+     grp += threadgroups_per_grid.x) {
+  if (flag[grp / blocks] == 0)
+    continue;
+  threadgroup_barrier(mem_flags::mem_threadgroup); // buffers free again
+  qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, true>(
+      A, A_shape, A_strides, A_ndim, Q, R, grp, thread_index_in_threadgroup,
+      vbuf, taus, sgn, dims);
+}
+
+//@kernel qr_small_rg
+// qr_small_r behind a per-matrix flag, as qr_small_g.
+threadgroup T vbuf[2 * MMAX];
+threadgroup T taus[NC];
+threadgroup T sgn[MMAX + NC];
+threadgroup int dims[2];
+const uint blocks = qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2]);
+const uint total = qr_batch_count(A_shape, A_ndim) * blocks;
+for (uint grp = threadgroup_position_in_grid.x; grp < total;
+     grp += threadgroups_per_grid.x) {
+  if (flag[grp / blocks] == 0)
+    continue;
+  threadgroup_barrier(mem_flags::mem_threadgroup); // buffers free again
+  qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
+      A, A_shape, A_strides, A_ndim, R, R, grp, thread_index_in_threadgroup,
+      vbuf, taus, sgn, dims);
+}
+
 //@kernel qr_apply
 // TSQR's way back: X (batch x m x n, contiguous, in place) is a stack of
 // row blocks of BR rows, block p an explicit Q_p; each becomes Q_p S_p,
@@ -614,49 +471,17 @@ qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim,
                          (int)thread_index_in_threadgroup, St,
                          (const device int*)nullptr);
 
-//@kernel qr_tree_g
-// TSQR's whole tree (qr_tree) behind a per-matrix flag, CholeskyQR's
-// fallback (src/linalg/cholqr.c): only the matrices whose flag is non-zero
-// are factored, so when nothing broke down the launch costs a few flag
-// reads. Inputs: A (a strided view), flag (int32 per matrix), Ssh (S, for
-// its shape), Csh (Cnt, for its shape); outputs Q (batch x m x n), R
-// (batch x n x n), S and QS (the stacks and their Q's, batch x Srows x n),
-// Cnt (int32 counters, batch x C, zero). Template: T, MMAX, NC, SEGS.
-// Threadgroups of NC * SEGS threads on a small fixed grid.
-threadgroup T vbuf[2 * MMAX];
-threadgroup T taus[NC];
-threadgroup T sgn[MMAX + NC];
-threadgroup int dims[2];
-threadgroup int last;
-qr_tree<T, MMAX, NC, SEGS, true>(
-    A, A_shape, A_strides, A_ndim, flag, Q, R, S, QS, Cnt,
-    Ssh_shape[Ssh_ndim - 2], Csh_shape[Csh_ndim - 1],
-    thread_index_in_threadgroup, threadgroup_position_in_grid.x,
-    threadgroups_per_grid.x, vbuf, taus, sgn, dims, &last);
-
-//@kernel qr_tree_rg
-// R only, as qr_tree_g without Q and QS (outputs R, S, Cnt).
-threadgroup T vbuf[2 * MMAX];
-threadgroup T taus[NC];
-threadgroup T sgn[MMAX + NC];
-threadgroup int dims[2];
-threadgroup int last;
-qr_tree<T, MMAX, NC, SEGS, false>(
-    A, A_shape, A_strides, A_ndim, flag, R, R, S, S, Cnt,
-    Ssh_shape[Ssh_ndim - 2], Csh_shape[Csh_ndim - 1],
-    thread_index_in_threadgroup, threadgroup_position_in_grid.x,
-    threadgroups_per_grid.x, vbuf, taus, sgn, dims, &last);
-
-//@kernel qr_chain_g
-// qr_tree_g's way back (qr_chain), behind the same flag: X (batch x m x n,
-// the leaves' Q, in place; Xin is X, bound for its shape) times its
-// ancestors' pieces of QS (batch x Srows x n). Template: T, NB (n's
-// capacity), MMAX. QR_CHAIN_ROWS threads a group, on a small fixed grid.
+//@kernel qr_apply_g
+// qr_apply behind a per-matrix flag, walking its groups as qr_small_g
+// does (inputs Xin, S, flag: no g0).
 threadgroup T St[NB * qr_apply_tc<T, NB>()];
-qr_chain<T, NB, MMAX>(X, Xin_shape, Xin_ndim, QS, QS_shape[QS_ndim - 2],
-                      flag, (int)thread_index_in_threadgroup,
-                      threadgroup_position_in_grid.x,
-                      threadgroups_per_grid.x, St);
+const int xm = Xin_shape[Xin_ndim - 2];
+const uint total = qr_batch_count(Xin_shape, Xin_ndim) *
+                   (uint)((xm + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS);
+for (uint g = threadgroup_position_in_grid.x; g < total;
+     g += threadgroups_per_grid.x)
+  qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim, g,
+                           (int)thread_index_in_threadgroup, St, flag);
 
 //@kernel qr_eye
 // The diagonal of Q = I for every matrix of Q (batch x m x m, already

@@ -709,7 +709,7 @@ static void qt_cholqr_direct(const qt_case *c, kiln_array *arr,
   CHECK_OK(kiln_array_create(kt_device(), dt, nd, rs, &r));
   CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 1, fs, &flag));
   CHECK_OK(kiln_array_fill(flag, -7, NULL)); /* every entry must be set */
-  CHECK_OK(kiln__qr_cholqr(kt_stream(), arr, q, r, flag, NULL));
+  CHECK_OK(kiln__qr_cholqr(kt_stream(), arr, q, r, flag));
   double *qv = want_q ? kt_read_f64(q) : NULL, *rv = kt_read_f64(r);
   double *fv = kt_read_f64(flag);
   for (int64_t b = 0; b < batch; b++) {
@@ -757,8 +757,8 @@ static void qt_cholqr_case(kiln_dtype dt, int64_t batch, int64_t m,
 }
 
 /* Path 4 on random matrices: every column class (16, 32, 64), ragged
- * tiles, m x 1, square, batches (one and two leading dimensions, and one
- * past grid.y's 65535), and auto choosing it. */
+ * tiles, m x 1, square, batches (one and two leading dimensions), and
+ * auto choosing it. */
 void test_linalg_qr_cholqr(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = qt_dtypes[d];
@@ -768,18 +768,6 @@ void test_linalg_qr_cholqr(void) {
     qt_cholqr_case(dt, 1, 129, 1, QT_RQ);
     qt_cholqr_case(dt, 1, 40, 40, 1u << KILN_QR_REDUCED);
     qt_cholqr_case(dt, 5, 300, 20, QT_RQ);
-  }
-  /* more matrices than grid.y holds (65535): the rest along grid.z */
-  {
-    int64_t nb = 65539, s3[3] = {nb, 4, 1};
-    double *ab = kt_la_alloc(nb * 4);
-    qt_random(nb * 4, 1, ab);
-    kiln_array *big = kt_la_array(KILN_FLOAT32, 3, s3, ab);
-    qt_case cb = {"float32 65539 x 4 x 1 R CholeskyQR", KILN_FLOAT32,
-                  KILN_QR_R, 4, 1, true};
-    qt_cholqr_direct(&cb, big, ab, nb, NULL);
-    kiln_array_destroy(big);
-    free(ab);
   }
   /* two batch dimensions, auto (m >= 4n, m > 128 picks path 4) */
   int64_t shape[4] = {2, 3, 260, 12};
@@ -840,40 +828,6 @@ static void qt_fallback_many_blocks(void) {
   qt_factor_check(&c, arr, a, 1, 4);
   kiln_array_destroy(arr);
   free(a);
-}
-
-/* The fallback's tree (qr_tree_g in kernels/qr.metal) several levels
- * deep in both column classes: 32 columns fan in 8 to a node and 64 fan
- * in 4, so 65 and 17 leaves of 256 rows make four levels with ragged
- * last nodes. A batch of two deficient matrices (zero columns, a copied
- * column),
- * so that each matrix's counters are its own, and a full-rank one in
- * between that keeps CholeskyQR's result; R only as well. */
-static void qt_fallback_deep(kiln_dtype dt) {
-  static const int64_t shapes[2][2] = {{65 * 256 - 40, 32}, {17 * 256, 64}};
-  for (int s = 0; s < 2; s++) {
-    int64_t m = shapes[s][0], n = shapes[s][1], batch = 3;
-    double *a = kt_la_alloc(batch * m * n);
-    qt_random(batch * m, n, a);
-    for (int64_t i = 0; i < m; i++) {
-      a[i * n + 5] = 0.0;                 /* matrix 0: a zero column */
-      a[(2 * m + i) * n + n - 1] = 0.0;   /* matrix 2: the last one */
-      a[(2 * m + i) * n + 2] = a[(2 * m + i) * n + 1]; /* and a copy */
-    }
-    int64_t shape[3] = {batch, m, n};
-    kiln_array *arr = kt_la_array(dt, 3, shape, a);
-    char what[96];
-    snprintf(what, sizeof what, "%s deficient 3 x %lld x %lld (deep tree)",
-             kiln_dtype_name(dt), (long long)m, (long long)n);
-    int flags[3] = {1, 0, 1};
-    for (int mode = 0; mode < 3; mode += 2) {
-      qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, false};
-      qt_cholqr_direct(&c, arr, a, batch, flags);
-      qt_factor_check(&c, arr, a, batch, 4);
-    }
-    kiln_array_destroy(arr);
-    free(a);
-  }
 }
 
 /* Rank-deficient matrices, where CholeskyQR must break down and TSQR take
@@ -945,8 +899,6 @@ void test_linalg_qr_cholqr_fallback(void) {
     free(a);
   }
   qt_fallback_many_blocks();
-  qt_fallback_deep(KILN_FLOAT32);
-  qt_fallback_deep(KILN_FLOAT64);
 }
 
 /* Strided inputs read in place on path 4: every other column of every
@@ -1022,65 +974,58 @@ void test_linalg_qr_cholqr_errors(void) {
   kt_destroy_all(all, 5);
 }
 
-/* The spec of the cholqr kernels' argument `name` (dtype dt, rows of
- * rank `rank`), as the driver binds it. */
-static kiln_array_spec qt_cholqr_spec(const char *name, kiln_dtype dt,
-                                      int rank) {
-  static const struct {
-    const char *name;
-    int kind, ndim; /* kind 0: dt, 1: float64, 2: int32 */
-  } specs[] = {{"A", 0, -1},   {"Qin", 0, -1}, {"Q", 0, -1},
-               {"g0", 2, 0},   {"Rt", 0, 4},   {"Rin", 1, 3},
-               {"Rout", 1, 3}, {"Part", 1, 3}, {"CP", 1, 3},
-               {"R", 0, 3},    {"Tsh", 2, 2},  {"Tc", 2, 2},
-               {"flag", 2, 1}};
-  for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
-    if (strcmp(specs[i].name, name) == 0) {
-      kiln_dtype t = specs[i].kind == 0   ? dt
-                     : specs[i].kind == 1 ? KILN_FLOAT64
-                                          : KILN_INT32;
-      int nd = specs[i].ndim < 0 ? rank : specs[i].ndim;
-      kiln_array_spec sp = {t, nd, {0}};
-      for (int d = 0; d < nd; d++)
-        sp.shape[d] = 1;
-      return sp;
-    }
-  CHECK(false, "no spec for cholqr argument %s", name);
-  return (kiln_array_spec){dt, 0, {0}};
-}
-
-/* Splits a comma-separated list of names into specs; returns the count. */
-static int qt_cholqr_specs(const char *list, kiln_dtype dt, int rank,
-                           kiln_array_spec *out, int max) {
-  int n = 0;
-  char buf[128];
-  snprintf(buf, sizeof buf, "%s", list);
-  for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && n < max;
-       t = strtok_r(NULL, ",", &save))
-    out[n++] = qt_cholqr_spec(t, dt, rank);
-  return n;
-}
-
 /* Compiles one cholqr configuration (kiln__cholqr_for_each_config) for
- * the target, with the rows (A or Qin) of rank 2 and 3. */
+ * the target, with A of rank 2 and 3. */
 static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
                                      void *user) {
   const char *target = user;
+  /* the rows kernels read A (of rank 2 or 3) or Q (Qin, rank 3 as the
+   * driver binds it, or 2) */
   bool rows = strncmp(cfg->inputs, "A,", 2) == 0 ||
               strncmp(cfg->inputs, "Qin,", 4) == 0;
   for (int rank = 2; rank <= (rows ? 3 : 2); rank++) {
-    kiln_array_spec in[8], out[8]; /* the same struct as output specs */
-    int nin = qt_cholqr_specs(cfg->inputs, cfg->dtype, rank, in, 8);
-    int nout = qt_cholqr_specs(cfg->outputs, cfg->dtype, rank, out, 8);
+    kiln_array_spec in[5];
+    kiln_output_spec out[4];
+    memset(in, 0, sizeof in);
+    memset(out, 0, sizeof out);
     kiln_template_arg t[3];
-    int nt = 0;
-    if (cfg->nc >= 0) {
+    int nt = 0, nin = 0, nout = 0;
+    if (strcmp(cfg->name, "cq_reduce") == 0) {
+      in[0] = (kiln_array_spec){KILN_FLOAT64, 3, {0}};
+      in[1] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      out[0] = (kiln_output_spec){KILN_FLOAT64, 2, {1, 16}};
+      nin = 2;
+      nout = 1;
+    } else {
       kt_la_targ(&t[nt++], "T", KILN_TEMPLATE_DTYPE, 0, cfg->dtype);
       kt_la_targ(&t[nt++], "NC", KILN_TEMPLATE_INT, cfg->nc, KILN_INT32);
+      if (cfg->pass >= 0)
+        kt_la_targ(&t[nt++], "PASS", KILN_TEMPLATE_INT, cfg->pass,
+                   KILN_INT32);
     }
-    if (cfg->pass >= 0)
-      kt_la_targ(&t[nt++], "PASS", KILN_TEMPLATE_INT, cfg->pass,
-                 KILN_INT32);
+    if (rows) { /* A or Qin, [Rt,] g0 -> [Q,] [Part] */
+      bool solve = strstr(cfg->inputs, "Rt") != NULL;
+      in[nin++] = (kiln_array_spec){cfg->dtype, rank, {0}};
+      if (solve)
+        in[nin++] = (kiln_array_spec){cfg->dtype, 4, {0}};
+      in[nin++] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      if (strncmp(cfg->outputs, "Q", 1) == 0)
+        out[nout++] = (kiln_output_spec){cfg->dtype, rank, {1, 1, 1}};
+      if (strstr(cfg->outputs, "Part") != NULL)
+        out[nout++] = (kiln_output_spec){KILN_FLOAT64, 3, {1, 1, 1}};
+    } else if (cfg->pass >= 0) { /* G, Rin, shift, g0, Rsh -> Rt, ... */
+      in[0] = (kiln_array_spec){KILN_FLOAT64, 2, {0}};
+      in[1] = (kiln_array_spec){KILN_FLOAT64, 3, {0}};
+      in[2] = (kiln_array_spec){KILN_FLOAT64, 0, {0}};
+      in[3] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      in[4] = (kiln_array_spec){cfg->dtype, 3, {0}};
+      out[0] = (kiln_output_spec){cfg->dtype, 4, {1, 3, 1, 1}};
+      out[1] = (kiln_output_spec){KILN_FLOAT64, 3, {1, 1, 1}};
+      out[2] = (kiln_output_spec){KILN_INT32, 1, {1}};
+      out[3] = (kiln_output_spec){cfg->dtype, 3, {1, 1, 1}};
+      nin = 5;
+      nout = 4;
+    }
     kt_la_kernel k = {.family = "cholqr", .name = cfg->name,
                       .inputs = cfg->inputs, .outputs = cfg->outputs,
                       .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = nin,
@@ -1103,47 +1048,37 @@ void test_linalg_qr_cholqr_nvrtc(void) {
     kiln_dtype dt = qt_dtypes[d];
     for (int rank = 2; rank <= 3; rank++)
       for (int c = 0; c < 2; c++) {
-        kiln_template_arg t[4];
+        kiln_template_arg t[6];
         kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
         kt_la_targ(&t[1], "MMAX", KILN_TEMPLATE_INT, 256, KILN_INT32);
         kt_la_targ(&t[2], "NC", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
         kt_la_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, 8, KILN_INT32);
-        kiln_array_spec in[4] = {{dt, rank, {0}},
-                                 {KILN_INT32, 1, {0}},
-                                 {dt, 3, {0}},
-                                 {KILN_INT32, 2, {0}}};
-        kiln_output_spec out[5] = {{dt, 3, {1, 1, 1}},
-                                   {dt, 3, {1, 1, 1}},
-                                   {dt, 3, {1, 1, 1}},
-                                   {dt, 3, {1, 1, 1}},
-                                   {KILN_INT32, 2, {1, 1}}};
-        printf("qr_tree_g %s NC %d rank %d\n", kiln_dtype_name(dt),
-               tsqr[c], rank);
-        kt_la_kernel k = {.family = "qr", .name = "qr_tree_g",
-                          .inputs = "A,flag,Ssh,Csh",
-                          .outputs = "Q,R,S,QS,Cnt",
-                          .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 4,
-                          .num_outputs = 5, .in = in, .out = out,
-                          .targs = t, .num_targs = 4};
+        kt_la_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, 1, KILN_INT32);
+        kt_la_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, 0, KILN_INT32);
+        kiln_array_spec in[2] = {{dt, rank, {0}}, {KILN_INT32, 1, {0}}};
+        kiln_output_spec out[2] = {{dt, 3, {1, 1, 1}}, {dt, 3, {1, 1, 1}}};
+        kt_la_kernel k = {.family = "qr", .name = "qr_small_g",
+                          .inputs = "A,flag", .outputs = "Q,R",
+                          .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 2,
+                          .num_outputs = 2, .in = in, .out = out,
+                          .targs = t, .num_targs = 6};
         kt_la_compile(&k, target);
-        kiln_output_spec rout[3] = {out[1], out[2], out[4]};
-        kt_la_kernel kr = {.family = "qr", .name = "qr_tree_rg",
-                           .inputs = "A,flag,Ssh,Csh", .outputs = "R,S,Cnt",
-                           .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 4,
-                           .num_outputs = 3, .in = in, .out = rout,
-                           .targs = t, .num_targs = 4};
+        kt_la_kernel kr = {.family = "qr", .name = "qr_small_rg",
+                           .inputs = "A,flag", .outputs = "R",
+                           .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 2,
+                           .num_outputs = 1, .in = in, .out = out + 1,
+                           .targs = t, .num_targs = 6};
         kt_la_compile(&kr, target);
         if (rank == 3) {
           kt_la_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
-          kt_la_targ(&t[2], "MMAX", KILN_TEMPLATE_INT, 256, KILN_INT32);
+          kt_la_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
           kiln_array_spec ain[3] = {{dt, 3, {0}}, {dt, 3, {0}},
                                     {KILN_INT32, 1, {0}}};
-          kt_la_kernel ka = {.family = "qr", .name = "qr_chain_g",
-                             .inputs = "Xin,QS,flag", .outputs = "X",
+          kt_la_kernel ka = {.family = "qr", .name = "qr_apply_g",
+                             .inputs = "Xin,S,flag", .outputs = "X",
                              .flags = KILN__LIB_NO_ROW_CONTIG,
                              .num_inputs = 3, .num_outputs = 1, .in = ain,
-                             .out = out, .targs = t, .num_targs = 3,
-                             .forbid_local = true};
+                             .out = out, .targs = t, .num_targs = 3};
           kt_la_compile(&ka, target);
         }
       }

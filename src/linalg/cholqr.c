@@ -27,21 +27,16 @@
  * kernels/cholqr.metal): cq_gram reads A for its Gram partials; cq_first
  * solves R_1 into A's rows, writes them (Q_1) into Q and sums their Gram
  * in the same pass; cq_next does the same with R_2, in place in Q;
- * cq_last multiplies by R_3^-1 in place, leaving the result. Each of the
- * first three passes finishes itself in its tail: the last threadgroup to
- * store its partial (an atomic counter, the "last block" pattern) sums
- * the partials (a fixed order: clusters of ~sqrt(P) groups, then the
- * clusters) and factors the Gram (cq_chol_factor: the factor the next row
- * pass applies, the product R_k ... R_1 and the breakdown flag). A call
- * is five operations: one fill of the counters (shared with the caller's
- * fallback, see cholqr.h) and the four row kernels; the batch runs along
- * grid.y and z, so no launch needs a scalar. Memory traffic: A read
- * twice, Q written three times and read twice, seven passes over m x n
- * in all (0.9 GB for 1e6 x 32 float32, ~0.3 ms at 3 TB/s). The
- * intermediate rows are stored rather than recomputed from A (the earlier
- * design re-solved every earlier factor into every row in each pass,
- * which made the passes bound by arithmetic instead of memory); R only
- * stores them in a workspace.
+ * cq_last solves R_3 in place, leaving the result. Between the row
+ * passes, cq_reduce sums the partials (a fixed order) and cq_chol (one
+ * threadgroup per matrix) factors the Gram, writes the factor the next
+ * row pass solves with, the product R_k ... R_1 and the breakdown flag.
+ * Memory traffic: A read twice, Q written three times and read twice,
+ * seven passes over m x n in all (0.9 GB for 1e6 x 32 float32, ~0.3 ms at
+ * 3 TB/s). The intermediate rows are stored rather than recomputed from A
+ * (the earlier design re-solved every earlier factor into every row in
+ * each pass, which made the passes bound by arithmetic instead of
+ * memory); R only stores them in a workspace.
  *
  * What each kernel does about its cost (H100, Nsight Compute, 1e6 x 32
  * float32; "before" is the register-blocked Gram, "after" this design):
@@ -57,44 +52,39 @@
  *    cq_next the Gram of the solved tile went from ~70 us to ~20.
  *  - Row passes: a group alone on its SM (float32 NC 64, and cq_last)
  *    loads the next tile into registers while it works on this one.
- *    cq_next reads Q with its column stride and batch offset known
- *    (CONTIG), which keeps float32 NC 32 at 128 registers (two groups an
- *    SM; it had 130, one group, and took 248 us against cq_first's 174).
- *  - Sums and Choleskys: in the tails, where cq_reduce and cq_chol were
- *    two launches a pass (4.6 and 10-14 us, 27-32 at n = 64, plus the
- *    launch gaps); the tail's Cholesky is the former cq_chol's (a 16 x 16
- *    thread grid with BS x BS blocks in registers, one barrier a column,
- *    R_k Rin through threadgroup memory 16 rows at a time).
- *  - cq_last: a product with R_3^-1 (n independent dot products a row)
- *    rather than a solve (a chain of n dependent steps); pass 3's tail
- *    forms the inverse.
- * Measured before this design of the tails (0.766 ms for the whole call,
- * cuSOLVER 5.47): cq_first 174 us, cq_next 248, cq_last 155, each
- * tile's triangular solves (a thread per row) running the FMA pipe at
- * ~10%; the reductions and Choleskys ~60 us with their launches, the TSQR
- * fallback's 9-11 launches ~38 us. At 1e5 x 64 (~0.45 ms) the three row
- * passes took ~97 us each and the Choleskys ~90.
+ *  - cq_reduce: 32 slices of the partials a group (1024 threads), so each
+ *    thread's chain of dependent loads is a few partials long (4.6 us).
+ *  - cq_chol: R_k Rin reads Rin through threadgroup memory, 16 rows at a
+ *    time, where it read one row of global memory per step; the trace is
+ *    a reduction rather than a loop of n reads.
+ * Where the time is now (0.766 ms for the whole call, cuSOLVER 5.47):
+ * cq_first 174 us, cq_next 248, cq_last 155: each tile's triangular
+ * solves (a thread per row, a chain of n dependent steps) run the FMA
+ * pipe at ~10%, and cq_next's 130 registers (128 fit two groups an SM)
+ * halve its occupancy against cq_first's; cq_chol takes 10-14 us a pass
+ * (27-32 at n = 64), bound by the chain of 2n float64 square roots and
+ * divisions (a blocked variant with BS-row panels and two barriers a
+ * panel measured no faster, 14-17 / 29-35 us); the TSQR fallback's
+ * launches ~38 us. At 1e5 x 64 (~0.45 ms) the three row passes take
+ * ~97 us each and the Choleskys ~90.
  *
  * The partial's layout is that of the tensor cores' accumulators: entry
  * blk * 64 + 2 lane + i holds G(8 bi + lane / 4, 8 bj + 2 (lane % 4) + i)
  * of the block blk = (bi, bj), bi <= bj, numbered row by row.
  *
- * The first two row passes apply their factor by triangular solves in T
- * (forward substitution with the factor rounded to T, backward stable row
- * by row), not products with an explicit inverse: for the 1e6-conditioned
- * first factor, x R^-1 through a rounded inverse would leave a residual
- * ~ u cond(A) ||A||, while the solve leaves ~ u ||A||; R's product uses
- * the same rounded factors, so A = Q R holds to working precision. The
- * last factor is different: pass 3 flags any Gram with ||G_3 - I||_F >
- * 1/2, so R_3's condition number is at most sqrt(3) and its rounded
- * inverse is as good as a solve.
+ * Row solves are triangular solves in T (forward substitution with the
+ * factor rounded to T, backward stable row by row), not products with an
+ * explicit inverse: for the 1e6-conditioned first factor, x R^-1 through
+ * a rounded inverse would leave a residual ~ u cond(A) ||A||, while the
+ * solve leaves ~ u ||A||; R's product uses the same rounded factors, so
+ * A = Q R holds to working precision.
  *
  * Threadgroups per matrix for the Gram passes come from the device's
  * compute units (CQ_GROUPS_PER_UNIT): one wave, one partial each.
  *
  * Breakdown: CholeskyQR cannot give an orthonormal Q for a numerically
  * rank-deficient A (an exactly dependent column makes a later Gram
- * singular). The tails record, per matrix, a non-positive or non-finite
+ * singular). cq_chol records, per matrix, a non-positive or non-finite
  * pivot, a non-finite ||A||_F, or a last Gram too far from I to be
  * finished by one pass; the caller then factors the flagged matrices
  * another way, without a host round trip (see qr.c).
@@ -104,39 +94,22 @@
 
 #include "linalg/cholqr.h"
 
-/* Threads per group of every kernel (CQ_THREADS in kernels/cholqr.metal). */
+/* Threads per group of the row passes and cq_chol (CQ_THREADS), and of
+ * cq_reduce (CQ_RED_THREADS, 32 entries a group). */
 #define CQ_THREADS 256
-/* The most groups per cluster of the tails' sums (CQ_CLUSTER_MAX in
- * kernels/cholqr.metal). */
-#define CQ_CLUSTER_MAX 32
+#define CQ_RED_THREADS 1024
 /* Gram-pass threadgroups to aim for across a batch, per compute unit:
- * one wave of the row passes. On an H100 cq_first / cq_next keep two
- * groups on an SM (NC <= 32, float32) or one (NC 64); each group streams
- * its share of the tiles, prefetching the next one where it is alone on
- * its SM, so more groups would only add partials to sum. */
+ * one wave of the row passes. On an H100 cq_gram (about 200 registers)
+ * keeps one group on an SM and cq_first / cq_next two (NC <= 32) or one
+ * (NC 64); each group streams its share of the tiles, prefetching the
+ * next one where it is alone on its SM, so more groups would only add
+ * partials to sum. */
 #define CQ_GROUPS_PER_UNIT 2
 #define CQ_GROUPS_PER_UNIT_64 1
-/* Threadgroups per matrix of cq_last at most (grid.x must fit 32 bits). */
+/* Threadgroups per matrix of cq_q at most (grid.x must fit 32 bits). */
 #define CQ_Q_GROUPS 65536
-/* Batch entries along grid.y at most (CUDA's limit); more go along
- * grid.z (cq_matrix in kernels/cholqr.metal). */
-#define CQ_Y_MAX 65535
-
-/* Groups per cluster of the tails' sums for P groups a matrix:
- * ceil(sqrt(P)), at most CQ_CLUSTER_MAX (cq_cluster in
- * kernels/cholqr.metal, which must agree). */
-static int64_t cq_cluster(int64_t p) {
-  int64_t l = 1;
-  while (l * l < p && l < CQ_CLUSTER_MAX)
-    l++;
-  return l;
-}
-
-/* Clusters of P groups. */
-static int64_t cq_clusters(int64_t p) {
-  int64_t l = cq_cluster(p);
-  return (p + l - 1) / l;
-}
+/* Batch entries per launch along grid.y (CUDA's limit). */
+#define CQ_Y_CHUNK 65535
 
 /* The column capacity class of n columns. */
 static int cq_nc(int64_t n) { return n <= 16 ? 16 : (n <= 32 ? 32 : 64); }
@@ -163,48 +136,21 @@ static int64_t cq_batch(const kiln_array *a) {
   return b;
 }
 
-/* Threadgroups per matrix of the Gram passes for A (m rows, n columns,
- * `batch` matrices): one wave across the batch, at most one per float64
- * tile of cq_gram (the smaller, so the more numerous: a row pass with
- * fewer tiles than groups leaves the extra groups empty, zero
- * partials). */
-static int64_t cq_groups(const kiln_stream *s, int64_t m, int nc,
-                         int64_t batch) {
-  int64_t tr = cq_tile_rows(nc, KILN_FLOAT64);
-  int64_t tiles = (m + tr - 1) / tr;
-  int64_t units = s->device->info.compute_units;
-  units *= nc == 64 ? CQ_GROUPS_PER_UNIT_64 : CQ_GROUPS_PER_UNIT;
-  if (units < 1)
-    units = 1;
-  int64_t want = (units + batch - 1) / batch;
-  return tiles < want ? tiles : want;
-}
-
-/* See cholqr.h. */
-int64_t kiln__cholqr_counters(const kiln_stream *s, const kiln_array *a) {
-  int64_t m = a->shape[a->ndim - 2], n = a->shape[a->ndim - 1];
-  int64_t batch = cq_batch(a);
-  if (n < 1 || batch < 1)
-    return 3;
-  return 3 * (cq_clusters(cq_groups(s, m, cq_nc(n), batch)) + 1);
-}
-
 /* Everything one factorization launches with. */
 typedef struct cq_job {
   kiln_stream *s;
-  kiln_array *a, *q, *r, *flag, *cnt;
+  kiln_array *a, *q, *r, *flag;
   kiln_dtype dt;
   int64_t m, n, batch;
   int nc;
   int64_t p_gram, p_q; /* threadgroups per matrix */
-  kiln_array *part, *cp, *rt, *racc[2];
-  kiln_array *work;    /* the rows between passes for R only (else q) */
-  kiln_array *own_cnt; /* the counters when the caller has none */
+  kiln_array *part, *g, *rt, *racc[2], *shift;
+  kiln_array *work; /* the rows between passes for R only (else q) */
 } cq_job;
 
 static void cq_job_free(cq_job *j) {
-  kiln_array *all[7] = {j->part,      j->cp,   j->rt,     j->racc[0],
-                        j->racc[1], j->work, j->own_cnt};
+  kiln_array *all[7] = {j->part,      j->g,     j->rt,  j->racc[0],
+                        j->racc[1], j->shift, j->work};
   for (int i = 0; i < 7; i++)
     kiln__array_destroy(all[i]);
 }
@@ -214,54 +160,59 @@ static kiln_array *cq_rows(const cq_job *j) {
   return j->q != NULL ? j->q : j->work;
 }
 
-/* The work arrays: partials, the clusters' sums, the factors, the
- * running product (two, used in turn), and the counters (zeroed) where
- * the caller gave none. */
+/* The work arrays: partials, the summed Gram, the factors, the running
+ * product (two, used in turn), the shift's constant. */
 static kiln_status cq_job_init(cq_job *j) {
   int64_t e = cq_entries(j->nc), nc = j->nc;
+  /* cq_gram's float64 tiles are the smaller, so the more numerous: a
+   * row pass with fewer tiles than groups leaves the extra groups empty
+   * (zero partials) */
+  int64_t tr = cq_tile_rows(j->nc, KILN_FLOAT64);
+  int64_t tiles = (j->m + tr - 1) / tr;
   int64_t trq = cq_tile_rows(j->nc, j->dt);
   int64_t tiles_q = (j->m + trq - 1) / trq;
-  j->p_gram = cq_groups(j->s, j->m, j->nc, j->batch);
+  int64_t units = j->s->device->info.compute_units;
+  units *= j->nc == 64 ? CQ_GROUPS_PER_UNIT_64 : CQ_GROUPS_PER_UNIT;
+  if (units < 1)
+    units = 1;
+  int64_t want = (units + j->batch - 1) / j->batch;
+  j->p_gram = tiles < want ? tiles : want;
   j->p_q = tiles_q < CQ_Q_GROUPS ? tiles_q : CQ_Q_GROUPS;
   kiln_device *dev = j->s->device;
-  int64_t sp[3] = {j->batch, j->p_gram, e};
-  int64_t scp[3] = {j->batch, cq_clusters(j->p_gram), e};
+  int64_t sp[3] = {j->batch, j->p_gram, e}, sg[2] = {j->batch, e};
   int64_t srt[4] = {j->batch, 3, nc, nc}, sr[3] = {j->batch, nc, nc};
   kiln_status st = kiln__array_create(dev, KILN_FLOAT64, 3, sp, &j->part);
   if (st == KILN_OK)
-    st = kiln__array_create(dev, KILN_FLOAT64, 3, scp, &j->cp);
+    st = kiln__array_create(dev, KILN_FLOAT64, 2, sg, &j->g);
   if (st == KILN_OK)
     st = kiln__array_create(dev, j->dt, 4, srt, &j->rt);
   for (int i = 0; i < 2 && st == KILN_OK; i++)
     st = kiln__array_create(dev, KILN_FLOAT64, 3, sr, &j->racc[i]);
+  /* 11 (m n + n (n + 1)) u, u = 2^-53: times trace(G) in cq_chol */
+  double mn = (double)j->m * (double)j->n + (double)j->n * (double)(j->n + 1);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(j->s, KILN_FLOAT64, 11.0 * mn * 0x1p-53,
+                             &j->shift);
   int64_t sw[3] = {j->batch, j->m, j->n};
   if (st == KILN_OK && j->q == NULL)
     st = kiln__array_create(dev, j->dt, 3, sw, &j->work);
-  int64_t sc[2] = {j->batch, kiln__cholqr_counters(j->s, j->a)};
-  if (st == KILN_OK && j->cnt == NULL) {
-    st = kiln__array_create(dev, KILN_INT32, 2, sc, &j->own_cnt);
-    if (st == KILN_OK)
-      st = kiln__array_fill(j->own_cnt, 0.0, j->s);
-    j->cnt = j->own_cnt;
-  }
   return st;
 }
 
-/* Launches kernel `name` over `groups` threadgroups of CQ_THREADS per
- * matrix for the whole batch: matrices along grid.y, and past CQ_Y_MAX
- * along grid.z as well. */
+/* Launches kernel `name` over `groups` threadgroups of `threads` per
+ * matrix for the batch entries [first, first + count). */
 static kiln_status cq_launch(cq_job *j, const char *name, const char *inputs,
                              const char *outputs, kiln_array **in, int nin,
-                             kiln_array **out, int nout, int64_t groups) {
+                             kiln_array **out, int nout,
+                             const kiln_template_arg *t, int nt,
+                             uint32_t threads, int64_t groups,
+                             int64_t count) {
   kiln_kernel *k = NULL;
   kiln_status st = kiln__library_kernel("cholqr", name, inputs, outputs,
                                         KILN__LIB_NO_ROW_CONTIG, &k);
   if (st != KILN_OK)
     return st;
-  kiln_template_arg t[2];
-  kiln__targ_dtype(&t[0], "T", j->dt);
-  kiln__targ_int(&t[1], "NC", j->nc);
-  kiln_output_spec spec[8];
+  kiln_output_spec spec[4];
   for (int i = 0; i < nout; i++)
     kiln__linalg_out_spec(&spec[i], out[i]);
   kiln_launch L;
@@ -271,46 +222,81 @@ static kiln_status cq_launch(cq_job *j, const char *name, const char *inputs,
   L.outputs = spec;
   L.num_outputs = nout;
   L.template_args = t;
-  L.num_template_args = 2;
-  int64_t gy = j->batch < CQ_Y_MAX ? j->batch : CQ_Y_MAX;
-  L.grid[0] = (uint32_t)(CQ_THREADS * groups);
-  L.grid[1] = (uint32_t)gy;
-  L.grid[2] = (uint32_t)((j->batch + gy - 1) / gy);
-  L.threadgroup[0] = CQ_THREADS;
+  L.num_template_args = nt;
+  L.grid[0] = (uint32_t)(threads * groups);
+  L.grid[1] = (uint32_t)count;
+  L.threadgroup[0] = threads;
   return kiln__kernel_launch_into(k, &L, out);
 }
 
-/* Pass `pass` (1..3; 4: the last solve, which writes the result) for the
- * whole batch. Passes 1 to
- * 3 sum their Gram and factor it in their row kernel's tail: pass 1
- * (cq_gram) reads A for its Gram; pass 2 (cq_first) solves R_1 into A's
- * rows, writing them and their Gram; pass 3 (cq_next) does the same with
- * R_2 in place; pass 4 (cq_last) multiplies by R_3^-1 in place. Pass k
- * reads the product so far from racc[k % 2] and writes the next one into
- * racc[(k + 1) % 2]. */
-static kiln_status cq_pass(cq_job *j, int pass) {
+/* The rows kernel of pass `pass` (1..3; 4: the last solve, which writes
+ * the result): pass 1 reads A for its Gram; pass 2 solves R_1 into A's
+ * rows, writing them and their Gram; pass 3 does the same with R_2 in
+ * place; pass 4 solves R_3 in place. */
+static kiln_status cq_rows_launch(cq_job *j, int pass, kiln_array *g0,
+                                  int64_t count) {
+  kiln_template_arg t[2];
+  kiln__targ_dtype(&t[0], "T", j->dt);
+  kiln__targ_int(&t[1], "NC", j->nc);
   kiln_array *rows = cq_rows(j);
-  if (pass == 4) {
-    kiln_array *in[2] = {rows, j->rt};
-    return cq_launch(j, "cq_last", "Qin,Rt", "Q", in, 2, &rows, 1, j->p_q);
-  }
-  kiln_array *out[8] = {rows,  j->part, j->cp,   j->cnt,
-                        j->rt, j->racc[(pass + 1) % 2], j->flag, j->r};
+  kiln_array *out[2] = {rows, j->part};
   if (pass == 1) {
-    kiln_array *in[2] = {j->a, j->cnt};
-    return cq_launch(j, "cq_gram", "A,Tsh", "Part,CP,Tc,Rt,Rout,flag,R", in,
-                     2, out + 1, 7, j->p_gram);
+    kiln_array *in[2] = {j->a, g0};
+    return cq_launch(j, "cq_gram", "A,g0", "Part", in, 2, &j->part, 1, t, 2,
+                     CQ_THREADS, j->p_gram, count);
   }
-  kiln_array *in[3] = {pass == 2 ? j->a : rows, j->racc[pass % 2], j->cnt};
-  return cq_launch(j, pass == 2 ? "cq_first" : "cq_next",
-                   pass == 2 ? "A,Rin,Tsh" : "Qin,Rin,Tsh",
-                   "Q,Part,CP,Tc,Rt,Rout,flag,R", in, 3, out, 8, j->p_gram);
+  if (pass == 2) {
+    kiln_array *in[3] = {j->a, j->rt, g0};
+    return cq_launch(j, "cq_first", "A,Rt,g0", "Q,Part", in, 3, out, 2, t,
+                     2, CQ_THREADS, j->p_gram, count);
+  }
+  kiln_array *in[3] = {rows, j->rt, g0};
+  if (pass == 3)
+    return cq_launch(j, "cq_next", "Qin,Rt,g0", "Q,Part", in, 3, out, 2, t,
+                     2, CQ_THREADS, j->p_gram, count);
+  return cq_launch(j, "cq_last", "Qin,Rt,g0", "Q", in, 3, out, 1, t, 2,
+                   CQ_THREADS, j->p_q, count);
+}
+
+/* Pass `pass` (1..3) for the batch entries [first, first + count); g0
+ * holds `first`. */
+static kiln_status cq_pass(cq_job *j, int pass, kiln_array *g0,
+                           int64_t count) {
+  kiln_template_arg t[3];
+  kiln__targ_dtype(&t[0], "T", j->dt);
+  kiln__targ_int(&t[1], "NC", j->nc);
+  kiln_status st = cq_rows_launch(j, pass, g0, count);
+  kiln_array *rin[2] = {j->part, g0};
+  int64_t e = cq_entries(j->nc);
+  if (st == KILN_OK)
+    st = cq_launch(j, "cq_reduce", "Part,g0", "G", rin, 2, &j->g, 1, NULL,
+                   0, CQ_RED_THREADS, (e + 31) / 32, count);
+  kiln__targ_int(&t[2], "PASS", pass);
+  /* pass k reads the product so far from racc[k % 2] and writes the
+   * next one into racc[(k + 1) % 2] (pass 1 reads nothing) */
+  kiln_array *cin[5] = {j->g, j->racc[pass % 2], j->shift, g0, j->r};
+  kiln_array *cout[4] = {j->rt, j->racc[(pass + 1) % 2], j->flag, j->r};
+  if (st == KILN_OK)
+    st = cq_launch(j, "cq_chol", "G,Rin,shift,g0,Rsh", "Rt,Rout,flag,R",
+                   cin, 5, cout, 4, t, 3, CQ_THREADS, 1, count);
+  return st;
+}
+
+/* The three passes and Q for the batch entries [first, first + count). */
+static kiln_status cq_chunk(cq_job *j, int64_t first, int64_t count) {
+  kiln_array *g0 = NULL;
+  kiln_status st = kiln__linalg_scalar(j->s, KILN_INT32, (double)first, &g0);
+  for (int pass = 1; pass <= 3 && st == KILN_OK; pass++)
+    st = cq_pass(j, pass, g0, count);
+  if (st == KILN_OK && j->q != NULL)
+    st = cq_rows_launch(j, 4, g0, count);
+  kiln__array_destroy(g0);
+  return st;
 }
 
 /* See cholqr.h. */
 kiln_status kiln__qr_cholqr(kiln_stream *s, kiln_array *a, kiln_array *q,
-                            kiln_array *r, kiln_array *flag,
-                            kiln_array *cnt) {
+                            kiln_array *r, kiln_array *flag) {
   cq_job j;
   memset(&j, 0, sizeof j);
   j.s = s;
@@ -318,7 +304,6 @@ kiln_status kiln__qr_cholqr(kiln_stream *s, kiln_array *a, kiln_array *q,
   j.q = q;
   j.r = r;
   j.flag = flag;
-  j.cnt = cnt;
   j.dt = a->dtype;
   j.m = a->shape[a->ndim - 2];
   j.n = a->shape[a->ndim - 1];
@@ -332,10 +317,11 @@ kiln_status kiln__qr_cholqr(kiln_stream *s, kiln_array *a, kiln_array *q,
     return KILN_OK;
   j.nc = cq_nc(j.n);
   kiln_status st = cq_job_init(&j);
-  for (int pass = 1; pass <= 3 && st == KILN_OK; pass++)
-    st = cq_pass(&j, pass);
-  if (st == KILN_OK && j.q != NULL)
-    st = cq_pass(&j, 4);
+  for (int64_t first = 0; st == KILN_OK && first < j.batch;
+       first += CQ_Y_CHUNK) {
+    int64_t count = j.batch - first;
+    st = cq_chunk(&j, first, count < CQ_Y_CHUNK ? count : CQ_Y_CHUNK);
+  }
   cq_job_free(&j);
   return st;
 }
@@ -345,18 +331,27 @@ kiln_status kiln__cholqr_for_each_config(kiln__cholqr_config_fn fn,
                                          void *user) {
   static const kiln_dtype dts[2] = {KILN_FLOAT32, KILN_FLOAT64};
   static const int ncs[3] = {16, 32, 64};
-  static const char *const kernels[4][3] = {
-      {"cq_gram", "A,Tsh", "Part,CP,Tc,Rt,Rout,flag,R"},
-      {"cq_first", "A,Rin,Tsh", "Q,Part,CP,Tc,Rt,Rout,flag,R"},
-      {"cq_next", "Qin,Rin,Tsh", "Q,Part,CP,Tc,Rt,Rout,flag,R"},
-      {"cq_last", "Qin,Rt", "Q"}};
   kiln_status st = KILN_OK;
+  kiln__cholqr_config reduce = {"cq_reduce", "Part,g0", "G", KILN_FLOAT64,
+                                -1, -1};
+  st = fn(&reduce, user);
   for (int d = 0; d < 2 && st == KILN_OK; d++)
-    for (int c = 0; c < 3 && st == KILN_OK; c++)
+    for (int c = 0; c < 3 && st == KILN_OK; c++) {
+      static const char *const rows[4][3] = {
+          {"cq_gram", "A,g0", "Part"},
+          {"cq_first", "A,Rt,g0", "Q,Part"},
+          {"cq_next", "Qin,Rt,g0", "Q,Part"},
+          {"cq_last", "Qin,Rt,g0", "Q"}};
       for (int k = 0; k < 4 && st == KILN_OK; k++) {
-        kiln__cholqr_config g = {kernels[k][0], kernels[k][1],
-                                 kernels[k][2], dts[d], ncs[c], -1};
+        kiln__cholqr_config g = {rows[k][0], rows[k][1], rows[k][2],
+                                 dts[d], ncs[c], -1};
         st = fn(&g, user);
       }
+      for (int pass = 1; pass <= 3 && st == KILN_OK; pass++) {
+        kiln__cholqr_config ch = {"cq_chol", "G,Rin,shift,g0,Rsh",
+                                  "Rt,Rout,flag,R", dts[d], ncs[c], pass};
+        st = fn(&ch, user);
+      }
+    }
   return st;
 }

@@ -19,27 +19,16 @@
  * non-zero code where it broke down (a numerically rank-deficient matrix,
  * non-finite values, a Gram that overflowed): that matrix's q and r then
  * hold garbage and the caller must factor it another way (kiln_qr runs
- * TSQR behind the flag). cnt (int32, batch x C, contiguous, all zero; or
- * NULL) holds the counters of the kernels' "last group to finish" steps:
- * CholeskyQR uses the last kiln__cholqr_counters(s, a) of each row (C is
- * at least that) and does not touch the others, so that a caller with
- * counters of its own (kiln_qr's fallback) zeroes both with one fill. The
- * counters used are left non-zero. With NULL it allocates and zeroes its
- * own. q also holds the rows between passes; R only allocates a batch x
- * m x n workspace for them instead. Asynchronous, on s; nothing is read
- * back.
+ * TSQR behind the flag). q also holds the rows between passes; R only
+ * allocates a batch x m x n workspace for them instead. Asynchronous, on
+ * s; nothing is read back.
  */
 kiln_status kiln__qr_cholqr(kiln_stream *s, kiln_array *a, kiln_array *q,
-                            kiln_array *r, kiln_array *flag,
-                            kiln_array *cnt);
-
-/* Counters per matrix that kiln__qr_cholqr uses on stream s for A (see
- * there). */
-int64_t kiln__cholqr_counters(const kiln_stream *s, const kiln_array *a);
+                            kiln_array *r, kiln_array *flag);
 
 /* One kernel configuration kiln__qr_cholqr can launch (kernels/cholqr.metal):
  * kernel name, inputs, outputs, the dtype and NC/PASS template values
- * (-1 where the kernel has none). */
+ * (PASS -1 where the kernel has none, NC -1 for cq_reduce). */
 typedef struct kiln__cholqr_config {
   const char *name, *inputs, *outputs;
   kiln_dtype dtype;
