@@ -906,6 +906,22 @@ void test_linalg_gemm_f64_tc(void) {
   lg_free(&c);
 }
 
+/* The float16/bfloat16 sweep of the tensor-core kernel tests: every
+ * shape in both dtypes and all four transposes, beta alternating 0 and
+ * 0.5, alpha 1 except `alpha_tt` when both operands are transposed. */
+static void lg_sweep16(const int64_t (*shapes)[3], size_t count,
+                       double alpha_tt, const kiln_linalg_opts *o) {
+  static const kiln_dtype dts[2] = {KILN_FLOAT16, KILN_BFLOAT16};
+  for (int d = 0; d < 2; d++)
+    for (size_t s = 0; s < count; s++)
+      for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        double beta = (s + (size_t)t) % 2 ? 0.0 : 0.5;
+        lg_case(dts[d], ta, tb, shapes[s][0], shapes[s][1], shapes[s][2],
+                t == 3 ? alpha_tt : 1.0, beta, 0, NULL, 0, o);
+      }
+}
+
 /* The pipelined tensor-core kernel (gemm_tc2) takes float16 / bfloat16
  * operands whose rows or k are contiguous in 16-byte vectors (sizes that
  * are multiples of 8): every transpose picks one staging layout per
@@ -916,15 +932,7 @@ void test_linalg_gemm_tc_pipelined(void) {
   static const int64_t shapes[][3] = {
       {136, 264, 40}, {128, 128, 96}, {8, 16, 8},
   };
-  kiln_dtype dts[2] = {KILN_FLOAT16, KILN_BFLOAT16};
-  for (int d = 0; d < 2; d++)
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-      for (int t = 0; t < 4; t++) {
-        bool ta = t & 1, tb = t & 2;
-        double beta = (s + (size_t)t) % 2 ? 0.0 : 0.5;
-        lg_case(dts[d], ta, tb, shapes[s][0], shapes[s][1], shapes[s][2],
-                1.0, beta, 0, NULL, 0, NULL);
-      }
+  lg_sweep16(shapes, sizeof shapes / sizeof shapes[0], 1.0, NULL);
   int64_t batch[1] = {3};
   lg_case(KILN_BFLOAT16, false, false, 72, 136, 48, 0.5, 0.0, 1, batch,
           LG_BA | LG_BB | LG_BC, NULL);
@@ -947,15 +955,7 @@ void test_linalg_gemm_wg(void) {
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = 5;
-  kiln_dtype dts[2] = {KILN_FLOAT16, KILN_BFLOAT16};
-  for (int d = 0; d < 2; d++)
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-      for (int t = 0; t < 4; t++) {
-        bool ta = t & 1, tb = t & 2;
-        double beta = (s + (size_t)t) % 2 ? 0.0 : 0.5;
-        lg_case(dts[d], ta, tb, shapes[s][0], shapes[s][1], shapes[s][2],
-                t == 3 ? -0.5 : 1.0, beta, 0, NULL, 0, &o);
-      }
+  lg_sweep16(shapes, sizeof shapes / sizeof shapes[0], -0.5, &o);
   int64_t batch[2] = {2, 2};
   lg_case(KILN_BFLOAT16, false, false, 72, 300, 136, 0.5, 0.0, 2, batch,
           LG_BA | LG_BB | LG_BC, &o);

@@ -713,7 +713,7 @@ static void config_init(kiln__gemm_config *c, const char *name,
   c->name = name;
   c->inputs = scale ? GEMM_SCALE_INPUTS : GEMM_INPUTS;
   c->outputs = "C";
-  c->flags = KILN__LIB_NO_ROW_CONTIG;
+  c->flags = kernel_flags(name);
   c->num_inputs = scale ? 3 : 6;
   for (int i = 0; i < c->num_inputs; i++) {
     int rank = scale ? scale_ranks[i] : tile_ranks[i];
@@ -780,36 +780,17 @@ static kiln_status each_f32(kiln_dtype dt, kiln__gemm_config_fn fn,
   return st;
 }
 
-/* gemm_tc2 (float16 and bfloat16): BETA0 x the vector modes 1, 2 of A
- * and B. */
-static kiln_status each_tc2(kiln_dtype dt, kiln__gemm_config_fn fn,
-                            void *user) {
+/* gemm_tc2 and gemm_wg (float16 and bfloat16, the same template
+ * arguments): BETA0 x the vector modes 1, 2 of A and B. */
+static kiln_status each_tensor16(const char *name, int threads,
+                                 kiln_dtype dt, kiln__gemm_config_fn fn,
+                                 void *user) {
   kiln__gemm_config c;
   kiln_status st = KILN_OK;
   if (dt != KILN_FLOAT16 && dt != KILN_BFLOAT16)
     return KILN_OK;
   for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
-    config_init(&c, "gemm_tc2", dt, GEMM_TC_THREADS);
-    tc2_targs(c.template_args, dt, f & 1, 1 + (int)((f >> 1) & 1),
-              1 + (int)(f >> 2));
-    c.num_template_args = 5;
-    c.mma = dt == KILN_FLOAT16 ? 0 : 1;
-    st = fn(&c, user);
-  }
-  return st;
-}
-
-/* gemm_wg (float16 and bfloat16): BETA0 x the vector modes 1, 2 of A
- * and B, with its dynamic shared memory. */
-static kiln_status each_wg(kiln_dtype dt, kiln__gemm_config_fn fn,
-                           void *user) {
-  kiln__gemm_config c;
-  kiln_status st = KILN_OK;
-  if (dt != KILN_FLOAT16 && dt != KILN_BFLOAT16)
-    return KILN_OK;
-  for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
-    config_init(&c, "gemm_wg", dt, GEMM_WG_THREADS);
-    c.flags = kernel_flags("gemm_wg");
+    config_init(&c, name, dt, threads);
     tc2_targs(c.template_args, dt, f & 1, 1 + (int)((f >> 1) & 1),
               1 + (int)(f >> 2));
     c.num_template_args = 5;
@@ -879,9 +860,9 @@ kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user) {
     if (st == KILN_OK)
       st = each_dmma(dtypes[d], fn, user);
     if (st == KILN_OK)
-      st = each_tc2(dtypes[d], fn, user);
+      st = each_tensor16("gemm_tc2", GEMM_TC_THREADS, dtypes[d], fn, user);
     if (st == KILN_OK)
-      st = each_wg(dtypes[d], fn, user);
+      st = each_tensor16("gemm_wg", GEMM_WG_THREADS, dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_tc(dtypes[d], fn, user);
   }

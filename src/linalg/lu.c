@@ -308,6 +308,24 @@ static int small_class(const kiln__lu *f) {
   return d <= 16 ? 16 : d <= 32 ? 32 : d <= 64 ? 64 : LU_NMAX;
 }
 
+/* A small-path kernel's launch: A in; W, piv and info out; template
+ * argument 0 is T, A's dtype (the caller adds the rest). */
+static kiln_status small_kernel(const lu_run *r, const char *name,
+                                lu_launch *l) {
+  kiln_status st = lu_kernel(name, "A,batch0", "W,piv,info", l);
+  if (st != KILN_OK)
+    return st;
+  l->arrays[0] = r->a;
+  l->num_arrays = 1;
+  l->outs[0] = r->f->w;
+  l->outs[1] = r->f->piv;
+  l->outs[2] = r->f->info;
+  l->num_outs = 3;
+  kiln__targ_dtype(&l->targs[0], "T", r->a->dtype);
+  l->num_targs = 1;
+  return KILN_OK;
+}
+
 /*
  * lu_small_reg, for matrices past lu_small's 64 x 64: NR x NC capacity
  * (64 or 128 each), a row per thread in each of CB column classes, NC /
@@ -327,18 +345,11 @@ static int small_class(const kiln__lu *f) {
  */
 static kiln_status run_small_reg(const lu_run *r) {
   lu_launch l;
-  kiln_status st = lu_kernel("lu_small_reg", "A,batch0", "W,piv,info", &l);
+  kiln_status st = small_kernel(r, "lu_small_reg", &l);
   if (st != KILN_OK)
     return st;
   int nr = r->f->m <= 64 ? 64 : 128, nc = r->f->n <= 64 ? 64 : 128;
   int cb = r->a->dtype == KILN_FLOAT64 ? 4 : 8;
-  l.arrays[0] = r->a;
-  l.num_arrays = 1;
-  l.outs[0] = r->f->w;
-  l.outs[1] = r->f->piv;
-  l.outs[2] = r->f->info;
-  l.num_outs = 3;
-  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
   kiln__targ_int(&l.targs[1], "NR", nr);
   kiln__targ_int(&l.targs[2], "NC", nc);
   kiln__targ_int(&l.targs[3], "CB", cb);
@@ -353,16 +364,9 @@ static kiln_status run_small(const lu_run *r) {
   if (nmax > LU_SMEM_NMAX)
     return run_small_reg(r);
   lu_launch l;
-  kiln_status st = lu_kernel("lu_small", "A,batch0", "W,piv,info", &l);
+  kiln_status st = small_kernel(r, "lu_small", &l);
   if (st != KILN_OK)
     return st;
-  l.arrays[0] = r->a;
-  l.num_arrays = 1;
-  l.outs[0] = r->f->w;
-  l.outs[1] = r->f->piv;
-  l.outs[2] = r->f->info;
-  l.num_outs = 3;
-  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
   kiln__targ_int(&l.targs[1], "NMAX", nmax);
   l.num_targs = 2;
   l.tg = nmax <= 16 ? 32u : (uint32_t)(nmax * 2);
