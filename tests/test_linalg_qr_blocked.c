@@ -236,6 +236,27 @@ static void qb_factor_check(const char *what, kiln_array *arr,
   kiln_array_destroy(r);
 }
 
+/* An m x n matrix of condition 1e6 (float32) or 1e12 (float64), factored
+ * in each of the first `modes` QR modes (1: reduced only) and checked;
+ * `what` names the case, with the mode appended. */
+static void qb_ill_case(const char *what, kiln_dtype dt, int64_t m,
+                        int64_t n, int modes) {
+  int64_t shape[2] = {m, n};
+  double *a = kt_la_alloc(m * n);
+  kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+  kiln_array *arr = kt_la_array(dt, 2, shape, a);
+  for (int mode = 0; mode < modes; mode++) {
+    qb_expect e = {dt, m, n, (kiln_qr_mode)mode, 0};
+    char full[160];
+    snprintf(full, sizeof full, "%s %s ill-conditioned %lld x %lld %s", what,
+             kiln_dtype_name(dt), (long long)m, (long long)n,
+             qb_mode_name(e.mode));
+    qb_factor_check(full, arr, a, 1, &e);
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
 /* R's tolerance for random inputs, whose condition numbers stay modest:
  * 100 eps relative to ||A||_F (both paths and the reference agree to a few
  * eps in practice). */
@@ -321,9 +342,8 @@ void test_linalg_qr_blocked_small(void) {
  * (wide matrices' last panels), split-K products (600 rows), a batch, and
  * outer blocks (NB * QRB_NBO_MULT columns) of one panel and of several. */
 void test_linalg_qr_blocked_panels(void) {
-  static const char *ill[4] = {"", "ill-conditioned, one-group panel",
-                               "ill-conditioned, TSQR panel",
-                               "ill-conditioned, CholeskyQR panel"};
+  static const char *ill[4] = {"", "one-group panel:", "TSQR panel:",
+                               "CholeskyQR panel:"};
   int64_t b2[1] = {2};
   for (int panel = 1; panel <= 3; panel++) {
     qb_panel = panel;
@@ -334,17 +354,8 @@ void test_linalg_qr_blocked_panels(void) {
     }
     /* two outer blocks in float32 (NBO 256), the second of two panels */
     qb_random_case(KILN_FLOAT32, 0, NULL, 340, 330, QB_REDUCED);
-    for (int d = 0; d < 2; d++) { /* ill-conditioned panels */
-      kiln_dtype dt = qb_dtypes[d];
-      int64_t m = 300, n = 80, shape[2] = {300, 80};
-      double *a = kt_la_alloc(m * n);
-      kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
-      kiln_array *arr = kt_la_array(dt, 2, shape, a);
-      qb_expect e = {dt, m, n, KILN_QR_REDUCED, 0};
-      qb_factor_check(ill[panel], arr, a, 1, &e);
-      kiln_array_destroy(arr);
-      free(a);
-    }
+    for (int d = 0; d < 2; d++) /* ill-conditioned panels */
+      qb_ill_case(ill[panel], qb_dtypes[d], 300, 80, 1);
   }
   qb_panel = KILN__QRB_PANEL_AUTO;
 }
@@ -359,17 +370,8 @@ void test_linalg_qr_blocked_outer(void) {
   qb_random_case(KILN_FLOAT64, 0, NULL, 300, 300, QB_ALL);
   qb_random_case(KILN_FLOAT64, 0, NULL, 200, 450, QB_ALL);
   qb_random_case(KILN_FLOAT64, 1, b2, 290, 270, QB_REDUCED);
-  for (int d = 0; d < 2; d++) {
-    kiln_dtype dt = qb_dtypes[d];
-    int64_t m = 420, n = 300, shape[2] = {420, 300};
-    double *a = kt_la_alloc(m * n);
-    kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
-    kiln_array *arr = kt_la_array(dt, 2, shape, a);
-    qb_expect e = {dt, m, n, KILN_QR_REDUCED, 0};
-    qb_factor_check("ill-conditioned, outer blocks", arr, a, 1, &e);
-    kiln_array_destroy(arr);
-    free(a);
-  }
+  for (int d = 0; d < 2; d++)
+    qb_ill_case("outer blocks:", qb_dtypes[d], 420, 300, 1);
 }
 
 /* Empty shapes: nothing to factor, but a complete Q of an m x 0 matrix is
@@ -412,23 +414,8 @@ void test_linalg_qr_blocked_empty(void) {
 void test_linalg_qr_blocked_ill_conditioned(void) {
   static const int64_t shapes[][2] = {{160, 120}, {130, 130}, {90, 150}};
   for (int d = 0; d < 2; d++)
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-      kiln_dtype dt = qb_dtypes[d];
-      int64_t m = shapes[s][0], n = shapes[s][1], shape[2] = {m, n};
-      double *a = kt_la_alloc(m * n);
-      kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
-      kiln_array *arr = kt_la_array(dt, 2, shape, a);
-      for (int mode = 0; mode < 3; mode++) {
-        qb_expect e = {dt, m, n, (kiln_qr_mode)mode, 0};
-        char what[128];
-        snprintf(what, sizeof what, "%s ill-conditioned %lld x %lld %s",
-                 kiln_dtype_name(dt), (long long)m, (long long)n,
-                 qb_mode_name(e.mode));
-        qb_factor_check(what, arr, a, 1, &e);
-      }
-      kiln_array_destroy(arr);
-      free(a);
-    }
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+      qb_ill_case("", qb_dtypes[d], shapes[s][0], shapes[s][1], 3);
 }
 
 /* A = B C (m x n) with B m x rank and C rank x n random: rank-deficient
