@@ -422,6 +422,20 @@ done:
 
 /* ---- the host baseline: plain Householder QR, column-major --------------- */
 
+/* d -= tau v (v^T d) for the reflector v of column k (v[k] = 1 implied,
+ * v[k+1..m-1] = c[k+1..m-1]), on one column d of length m; the dot
+ * product in double. */
+static void host_reflect(int m, int k, const float *c, float tau,
+                         float *d) {
+  double w = d[k];
+  for (int i = k + 1; i < m; i++)
+    w += (double)c[i] * d[i];
+  w *= tau;
+  d[k] = (float)(d[k] - w);
+  for (int i = k + 1; i < m; i++)
+    d[i] = (float)(d[i] - w * c[i]);
+}
+
 /*
  * A column-major m x n matrix (leading dimension m) factored in place as
  * LAPACK's geqr2 does: for each column, the reflector H = I - tau v v^T
@@ -446,16 +460,8 @@ static void host_geqr2(int m, int n, float *a, float *tau) {
     for (int i = k + 1; i < m; i++)
       c[i] = (float)(c[i] * scale);
     c[k] = (float)beta;
-    for (int j = k + 1; j < n; j++) {
-      float *d = a + (size_t)j * m;
-      double w = d[k];
-      for (int i = k + 1; i < m; i++)
-        w += (double)c[i] * d[i];
-      w *= tau[k];
-      d[k] = (float)(d[k] - w);
-      for (int i = k + 1; i < m; i++)
-        d[i] = (float)(d[i] - w * c[i]);
-    }
+    for (int j = k + 1; j < n; j++)
+      host_reflect(m, k, c, tau[k], a + (size_t)j * m);
   }
 }
 
@@ -469,16 +475,8 @@ static void host_org2r(int m, int n, const float *v, const float *tau,
     q[(size_t)j * m + j] = 1;
   for (int k = n - 1; k >= 0; k--) {
     const float *c = v + (size_t)k * m;
-    for (int j = k; j < n; j++) {
-      float *d = q + (size_t)j * m;
-      double w = d[k];
-      for (int i = k + 1; i < m; i++)
-        w += (double)c[i] * d[i];
-      w *= tau[k];
-      d[k] = (float)(d[k] - w);
-      for (int i = k + 1; i < m; i++)
-        d[i] = (float)(d[i] - w * c[i]);
-    }
+    for (int j = k; j < n; j++)
+      host_reflect(m, k, c, tau[k], q + (size_t)j * m);
   }
 }
 

@@ -184,3 +184,11 @@ const char *kt_la_nvrtc_target(void) {
     kt_skip("set KILN_TEST_NVRTC_TARGET (e.g. sm_90a) to run it");
   return target;
 }
+
+/* See linalg_check.h. */
+char *kt_la_numpy_dir(const char *tag) {
+  kt_need_cli();
+  if (system("python3 -c 'import numpy' >/dev/null 2>&1") != 0)
+    kt_skip("python3 with numpy is not available");
+  return kt_tempdir(tag);
+}

@@ -81,4 +81,15 @@ void kt_la_cli_expect_error(const char *what, const char *od, int want,
  * the test when it is not set. */
 const char *kt_la_nvrtc_target(void);
 
+/* The start of a numpy-driven CLI test: skips it without the CLI or
+ * python3 with numpy, else returns a fresh temporary directory (the
+ * caller frees it after kt_rmtree). Its script begins with
+ * KT_LA_NUMPY_HEAD, which sets d, kiln and dev from argv (as
+ * kt_python_check passes them) and rng from the seed given for %llu. */
+char *kt_la_numpy_dir(const char *tag);
+#define KT_LA_NUMPY_HEAD                                                      \
+  "import numpy as np, subprocess, sys, os\n"                                 \
+  "d, kiln, dev = sys.argv[1], sys.argv[2], sys.argv[3]\n"                    \
+  "rng = np.random.default_rng(%llu)\n"
+
 #endif /* KILN_TESTS_LINALG_CHECK_H */

@@ -572,15 +572,10 @@ void test_linalg_cli_cholesky(void) {
 /* The same interface driven from numpy: factors against L @ L^T, the
  * triangles, numpy's own Cholesky and the dtypes. */
 void test_linalg_cli_cholesky_numpy(void) {
-  kt_need_cli();
-  if (system("python3 -c 'import numpy' >/dev/null 2>&1") != 0)
-    kt_skip("python3 with numpy is not available");
-  char *dir = kt_tempdir("chnp");
+  char *dir = kt_la_numpy_dir("chnp");
   char script[8192];
   snprintf(script, sizeof script,
-           "import numpy as np, subprocess, sys, os\n"
-           "d, kiln, dev = sys.argv[1], sys.argv[2], sys.argv[3]\n"
-           "rng = np.random.default_rng(%llu)\n"
+           KT_LA_NUMPY_HEAD
            "od = os.path.join(d, 'out')\n"
            "os.makedirs(od)\n"
            "def run(a, *flags):\n"

@@ -604,15 +604,10 @@ void test_linalg_cli_solve_inv_det(void) {
 
 /* The same operations driven from numpy, compared with numpy.linalg. */
 void test_linalg_cli_numpy(void) {
-  kt_need_cli();
-  if (system("python3 -c 'import numpy' >/dev/null 2>&1") != 0)
-    kt_skip("python3 with numpy is not available");
-  char *dir = kt_tempdir("lcnp");
+  char *dir = kt_la_numpy_dir("lcnp");
   char script[8192];
   snprintf(script, sizeof script,
-           "import numpy as np, subprocess, sys, os\n"
-           "d, kiln, dev = sys.argv[1], sys.argv[2], sys.argv[3]\n"
-           "rng = np.random.default_rng(%llu)\n"
+           KT_LA_NUMPY_HEAD
            "od = os.path.join(d, 'out')\n"
            "os.makedirs(od)\n"
            "def run(op, inputs, names, *flags):\n"

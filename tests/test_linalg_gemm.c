@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "linalg_check.h"
 #include "linalg/linalg.h"
 
 #ifndef KILN_CLI_PATH
@@ -1414,15 +1415,10 @@ void test_linalg_cli_gemm(void) {
 
 /* The same interface driven from numpy, as other tools will use it. */
 void test_linalg_cli_gemm_numpy(void) {
-  kt_need_cli();
-  if (system("python3 -c 'import numpy' >/dev/null 2>&1") != 0)
-    kt_skip("python3 with numpy is not available");
-  char *dir = kt_tempdir("lgnp");
+  char *dir = kt_la_numpy_dir("lgnp");
   char script[8192];
   snprintf(script, sizeof script,
-           "import numpy as np, subprocess, sys, os\n"
-           "d, kiln, dev = sys.argv[1], sys.argv[2], sys.argv[3]\n"
-           "rng = np.random.default_rng(%llu)\n"
+           KT_LA_NUMPY_HEAD
            "def run(a, b, *flags):\n"
            "    np.save(os.path.join(d, 'a.npy'), a)\n"
            "    np.save(os.path.join(d, 'b.npy'), b)\n"

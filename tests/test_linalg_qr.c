@@ -237,10 +237,16 @@ static const char *qt_mode_name(kiln_qr_mode mode) {
                                     : "R only";
 }
 
+static void qt_cholqr_direct(const qt_case *c, kiln_array *arr,
+                             const double *a, int64_t batch,
+                             const int *flags);
+
 /* batch random m x n matrices (ndim 2 when batch == 1), every mode given
- * in `modes` (bit i: mode i), through `path`. */
-static void qt_random_case(kiln_dtype dt, int64_t batch, int64_t m,
-                           int64_t n, unsigned modes, int path) {
+ * in `modes` (bit i: mode i), through `path`; with `direct` (path 4) also
+ * through kiln__qr_cholqr itself (qt_cholqr_direct). */
+static void qt_random_modes(kiln_dtype dt, int64_t batch, int64_t m,
+                            int64_t n, unsigned modes, int path,
+                            bool direct) {
   double *a = kt_la_alloc(batch * m * n);
   qt_random(batch * m, n, a);
   int64_t shape[3] = {batch, m, n};
@@ -249,15 +255,26 @@ static void qt_random_case(kiln_dtype dt, int64_t batch, int64_t m,
   for (int mode = 0; mode < 3; mode++) {
     if (!(modes >> mode & 1u))
       continue;
-    char what[128];
-    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s path %d",
+    char what[128], how[16];
+    if (direct)
+      snprintf(how, sizeof how, "CholeskyQR");
+    else
+      snprintf(how, sizeof how, "path %d", path);
+    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s %s",
              kiln_dtype_name(dt), (long long)batch, (long long)m,
-             (long long)n, qt_mode_name((kiln_qr_mode)mode), path);
+             (long long)n, qt_mode_name((kiln_qr_mode)mode), how);
     qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, true};
+    if (direct)
+      qt_cholqr_direct(&c, arr, a, batch, NULL);
     qt_factor_check(&c, arr, a, batch, path);
   }
   kiln_array_destroy(arr);
   free(a);
+}
+
+static void qt_random_case(kiln_dtype dt, int64_t batch, int64_t m,
+                           int64_t n, unsigned modes, int path) {
+  qt_random_modes(dt, batch, m, n, modes, path, false);
 }
 
 #define QT_ALL_MODES 7u
@@ -736,24 +753,7 @@ static void qt_cholqr_direct(const qt_case *c, kiln_array *arr,
  * kiln_qr_ex path 4, in the modes of `modes`. */
 static void qt_cholqr_case(kiln_dtype dt, int64_t batch, int64_t m,
                            int64_t n, unsigned modes) {
-  double *a = kt_la_alloc(batch * m * n);
-  qt_random(batch * m, n, a);
-  int64_t shape[3] = {batch, m, n};
-  int ndim = batch == 1 ? 2 : 3;
-  kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
-  for (int mode = 0; mode < 3; mode++) {
-    if (!(modes >> mode & 1u))
-      continue;
-    char what[128];
-    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s CholeskyQR",
-             kiln_dtype_name(dt), (long long)batch, (long long)m,
-             (long long)n, qt_mode_name((kiln_qr_mode)mode));
-    qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, true};
-    qt_cholqr_direct(&c, arr, a, batch, NULL);
-    qt_factor_check(&c, arr, a, batch, 4);
-  }
-  kiln_array_destroy(arr);
-  free(a);
+  qt_random_modes(dt, batch, m, n, modes, 4, true);
 }
 
 /* Path 4 on random matrices: every column class (16, 32, 64), ragged
