@@ -241,14 +241,20 @@ static void qt_cholqr_direct(const qt_case *c, kiln_array *arr,
                              const double *a, int64_t batch,
                              const int *flags);
 
-/* batch random m x n matrices (ndim 2 when batch == 1), every mode given
- * in `modes` (bit i: mode i), through `path`; with `direct` (path 4) also
- * through kiln__qr_cholqr itself (qt_cholqr_direct). */
-static void qt_random_modes(kiln_dtype dt, int64_t batch, int64_t m,
-                            int64_t n, unsigned modes, int path,
-                            bool direct) {
+/* batch m x n matrices (ndim 2 when batch == 1), random, or of condition
+ * number `cond` (one matrix, kt_la_ill) when cond > 0, every mode given in
+ * `modes` (bit i: mode i), through `path`; with `direct` (path 4) also
+ * through kiln__qr_cholqr itself (qt_cholqr_direct). R is compared with
+ * the host reference only for random matrices (an ill-conditioned R is
+ * only as well determined as A). */
+static void qt_modes_case(kiln_dtype dt, int64_t batch, int64_t m,
+                          int64_t n, unsigned modes, int path, bool direct,
+                          double cond) {
   double *a = kt_la_alloc(batch * m * n);
-  qt_random(batch * m, n, a);
+  if (cond > 0)
+    kt_la_ill(m, n, cond, a);
+  else
+    qt_random(batch * m, n, a);
   int64_t shape[3] = {batch, m, n};
   int ndim = batch == 1 ? 2 : 3;
   kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
@@ -260,10 +266,11 @@ static void qt_random_modes(kiln_dtype dt, int64_t batch, int64_t m,
       snprintf(how, sizeof how, "CholeskyQR");
     else
       snprintf(how, sizeof how, "path %d", path);
-    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s %s",
-             kiln_dtype_name(dt), (long long)batch, (long long)m,
-             (long long)n, qt_mode_name((kiln_qr_mode)mode), how);
-    qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, true};
+    snprintf(what, sizeof what, "%s%s %lld x %lld x %lld %s %s",
+             kiln_dtype_name(dt), cond > 0 ? " ill-conditioned" : "",
+             (long long)batch, (long long)m, (long long)n,
+             qt_mode_name((kiln_qr_mode)mode), how);
+    qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, cond <= 0};
     if (direct)
       qt_cholqr_direct(&c, arr, a, batch, NULL);
     qt_factor_check(&c, arr, a, batch, path);
@@ -274,7 +281,7 @@ static void qt_random_modes(kiln_dtype dt, int64_t batch, int64_t m,
 
 static void qt_random_case(kiln_dtype dt, int64_t batch, int64_t m,
                            int64_t n, unsigned modes, int path) {
-  qt_random_modes(dt, batch, m, n, modes, path, false);
+  qt_modes_case(dt, batch, m, n, modes, path, false, 0);
 }
 
 #define QT_ALL_MODES 7u
@@ -428,21 +435,10 @@ void test_linalg_qr_ill_conditioned(void) {
   static const int64_t shapes[][3] = {
       {60, 60, 1}, {128, 100, 1}, {4000, 24, 2}, {2000, 64, 2}};
   for (int d = 0; d < 2; d++)
-    for (int s = 0; s < 4; s++) {
-      kiln_dtype dt = qt_dtypes[d];
-      int64_t m = shapes[s][0], n = shapes[s][1];
-      double *a = kt_la_alloc(m * n);
-      kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
-      int64_t shape[2] = {m, n};
-      kiln_array *arr = kt_la_array(dt, 2, shape, a);
-      char what[96];
-      snprintf(what, sizeof what, "%s ill-conditioned %lld x %lld",
-               kiln_dtype_name(dt), (long long)m, (long long)n);
-      qt_case c = {what, dt, KILN_QR_REDUCED, m, n, false};
-      qt_factor_check(&c, arr, a, 1, (int)shapes[s][2]);
-      kiln_array_destroy(arr);
-      free(a);
-    }
+    for (int s = 0; s < 4; s++)
+      qt_modes_case(qt_dtypes[d], 1, shapes[s][0], shapes[s][1],
+                    1u << KILN_QR_REDUCED, (int)shapes[s][2], false,
+                    qt_dtypes[d] == KILN_FLOAT32 ? 1e6 : 1e12);
 }
 
 /* Empty shapes give empty results of the right shapes; the complete Q of
@@ -753,7 +749,7 @@ static void qt_cholqr_direct(const qt_case *c, kiln_array *arr,
  * kiln_qr_ex path 4, in the modes of `modes`. */
 static void qt_cholqr_case(kiln_dtype dt, int64_t batch, int64_t m,
                            int64_t n, unsigned modes) {
-  qt_random_modes(dt, batch, m, n, modes, 4, true);
+  qt_modes_case(dt, batch, m, n, modes, 4, true, 0);
 }
 
 /* Path 4 on random matrices: every column class (16, 32, 64), ragged
@@ -787,25 +783,10 @@ void test_linalg_qr_cholqr(void) {
 void test_linalg_qr_cholqr_ill_conditioned(void) {
   static const int64_t shapes[][2] = {{4000, 24}, {2000, 64}, {600, 5}};
   for (int d = 0; d < 2; d++)
-    for (int s = 0; s < 3; s++) {
-      kiln_dtype dt = qt_dtypes[d];
-      int64_t m = shapes[s][0], n = shapes[s][1];
-      double *a = kt_la_alloc(m * n);
-      kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
-      int64_t shape[2] = {m, n};
-      kiln_array *arr = kt_la_array(dt, 2, shape, a);
-      char what[96];
-      snprintf(what, sizeof what, "%s ill-conditioned %lld x %lld "
-               "CholeskyQR", kiln_dtype_name(dt), (long long)m,
-               (long long)n);
-      for (int mode = 0; mode < 3; mode += 2) {
-        qt_case c = {what, dt, (kiln_qr_mode)mode, m, n, false};
-        qt_cholqr_direct(&c, arr, a, 1, NULL);
-        qt_factor_check(&c, arr, a, 1, 4);
-      }
-      kiln_array_destroy(arr);
-      free(a);
-    }
+    for (int s = 0; s < 3; s++)
+      qt_modes_case(qt_dtypes[d], 1, shapes[s][0], shapes[s][1],
+                    1u << KILN_QR_REDUCED | 1u << KILN_QR_R, 4, true,
+                    qt_dtypes[d] == KILN_FLOAT32 ? 1e6 : 1e12);
 }
 
 /* The fallback's guarded kernels run on a grid capped at a few groups per
