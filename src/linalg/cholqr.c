@@ -57,7 +57,9 @@
  *  - cq_chol: R_k Rin reads Rin through threadgroup memory, 16 rows at a
  *    time, where it read one row of global memory per step; the trace is
  *    a reduction rather than a loop of n reads.
- * Where the time is now (0.766 ms for the whole call, cuSOLVER 5.47):
+ * Where the time is now (H100, whole call, cuSOLVER in the same call:
+ * 1e6 x 32 0.749 ms vs 5.47, 1e5 x 64 0.449 ms vs 2.97; the per-kernel
+ * figures are Nsight Compute's on a 0.766 ms build of this design):
  * cq_first 174 us, cq_next 248, cq_last 155: each tile's triangular
  * solves (a thread per row, a chain of n dependent steps) run the FMA
  * pipe at ~10%, and cq_next's 130 registers (128 fit two groups an SM)
@@ -65,8 +67,11 @@
  * (27-32 at n = 64), bound by the chain of 2n float64 square roots and
  * divisions (a blocked variant with BS-row panels and two barriers a
  * panel measured no faster, 14-17 / 29-35 us); the TSQR fallback's
- * launches ~38 us. At 1e5 x 64 (~0.45 ms) the three row passes take
- * ~97 us each and the Choleskys ~90.
+ * launches ~38 us. At 1e5 x 64 the three row passes take ~97 us each
+ * and the Choleskys ~90. Folding each reduction and Cholesky into the
+ * tail of its pass, a two-launch fallback and the last pass as a product
+ * with R_3's inverse (commit ffde205, reverted) won at 32 columns (0.698
+ * ms) and lost at 64 (0.540 ms, and 11% in the blocked QR's panels).
  *
  * The partial's layout is that of the tensor cores' accumulators: entry
  * blk * 64 + 2 lane + i holds G(8 bi + lane / 4, 8 bj + 2 (lane % 4) + i)
