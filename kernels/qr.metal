@@ -1,6 +1,8 @@
 // kiln's QR kernels (driver: src/linalg/qr.c): Householder QR of matrices
-// or row blocks that fit one threadgroup, held in registers, and the
-// multiply that TSQR's way back applies to each level's Q.
+// or row blocks that fit one threadgroup, held in registers, the multiply
+// that TSQR's way back applies to each level's Q, and CholeskyQR's
+// fallback: TSQR's whole tree in one launch and its way back in another
+// (qr_tree_g, qr_chain_g; see "TSQR's tree in one launch" below).
 //
 // qr_small / qr_small_r factor one matrix (or one row block of one, with
 // BLOCKED) per threadgroup, LAPACK's geqr2 in exact arithmetic: for
@@ -166,32 +168,28 @@ inline void qr_reflect(thread T* x, const threadgroup T* v, T tau,
   }
 }
 
-// One threadgroup's QR (see the top of the file). vbuf: 2 * MMAX, taus:
-// NC, sgn: MMAX + NC elements of threadgroup memory, dims: 2 ints.
+// One threadgroup's QR of one block (see the top of the file): the mb x n
+// block at `a` (row stride rs, column stride cs), mb <= MMAX, into its kr
+// rows of R at `R` (row stride n) and, with WANT_Q, its mb x kr Q at `Q`
+// (row stride kr). vbuf: 2 * MMAX, taus: NC, sgn: MMAX + NC elements of
+// threadgroup memory, dims: 2 ints. The block of qr_house below, and a
+// node of TSQR's one-launch tree (qr_tree).
 //
 // Row tests are written as SEGS * i against (bound - s), with i a
 // compile-time constant after unrolling: the compiler then keeps no
 // per-row values alive across the loops, only x[] itself.
-template <typename T, int MMAX, int NC, int SEGS, bool BLOCKED, bool COMPLETE,
-          bool WANT_Q>
-inline void qr_house(const device T* A, const constant int* A_shape,
-                     const constant int64_t* A_strides, int A_ndim,
-                     device T* Q, device T* R, uint group, uint tid,
-                     threadgroup T* vbuf, threadgroup T* taus,
-                     threadgroup T* sgn, threadgroup int* dims) {
+template <typename T, int MMAX, int NC, int SEGS, bool WANT_Q>
+inline void qr_house_block(const device T* a, int64_t rs, int64_t cs,
+                           int mb, int n, int kr, device T* Q, device T* R,
+                           uint tid, threadgroup T* vbuf,
+                           threadgroup T* taus, threadgroup T* sgn,
+                           threadgroup int* dims) {
   constexpr int RPT = MMAX / SEGS;
   static_assert(RPT * SEGS == MMAX, "SEGS must divide MMAX");
   static_assert(NC * SEGS >= MMAX, "a thread per Householder vector row");
   static_assert(32 % SEGS == 0, "a column's owners share a warp");
-  const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
-  const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
-  const int P = BLOCKED ? (m + MMAX - 1) / MMAX : 1;
-  const uint bi = group / (uint)P, pi = group % (uint)P;
-  const int row0 = (int)pi * MMAX;
-  const int mb = BLOCKED ? min(MMAX, m - row0) : m; // rows of this block
-  const int K = min(mb, n);                          // reflectors
-  const int kr = BLOCKED ? n : (COMPLETE ? m : K);   // R rows = Q columns
-  const int qc = kr;
+  const int K = min(mb, n); // reflectors
+  const int qc = kr;        // Q columns = R rows
   const int c = (int)tid / SEGS, s = (int)tid % SEGS;
   const int warp = (int)tid / 32;
   // The output strides again after the long loops, read back from
@@ -204,12 +202,11 @@ inline void qr_house(const device T* A, const constant int* A_shape,
 
   T x[RPT];
   {
-    const device T* a = A + qr_batch_offset(bi, A_shape, A_strides, A_ndim) +
-                        (row0 + s) * rs + c * cs;
+    const device T* ap = a + s * rs + c * cs;
     const int64_t step = SEGS * rs;
     QR_UNROLL
     for (int i = 0; i < RPT; ++i)
-      x[i] = SEGS * i < mb - s && c < n ? a[i * step] : T(0);
+      x[i] = SEGS * i < mb - s && c < n ? ap[i * step] : T(0);
   }
 
   // ---- factorization: one reflector per step, one barrier per step
@@ -256,12 +253,12 @@ inline void qr_house(const device T* A, const constant int* A_shape,
   threadgroup_barrier(mem_flags::mem_threadgroup);
   {
     const int rn = dims[0];
-    device T* r = R + ((int64_t)bi * P + pi) * kr * rn + s * rn + c;
+    device T* rp = R + s * rn + c;
     QR_UNROLL
     for (int i = 0; i < RPT; ++i) {
       if (SEGS * i < kr - s && c < n) {
         T val = SEGS * i <= c - s ? x[i] : T(0);
-        r[i * SEGS * rn] =
+        rp[i * SEGS * rn] =
             SEGS * i < K - s ? val * sgn[s + SEGS * i] : val;
       }
     }
@@ -270,7 +267,7 @@ inline void qr_house(const device T* A, const constant int* A_shape,
     return;
 
   // ---- Q: park the vectors in Q's columns (below the diagonal)
-  device T* q = Q + ((int64_t)bi * m + row0) * qc;
+  device T* q = Q;
   {
     device T* qp = q + s * qc + c;
     QR_UNROLL
@@ -304,13 +301,38 @@ inline void qr_house(const device T* A, const constant int* A_shape,
   }
   {
     const int qs = dims[1];
-    device T* qp = Q + ((int64_t)bi * m + row0) * qs + s * qs + c;
+    device T* qp = Q + s * qs + c;
     const T sg = c < K ? sgn[c] : T(1);
     QR_UNROLL
     for (int i = 0; i < RPT; ++i)
       if (SEGS * i < mb - s && c < qc)
         qp[i * SEGS * qs] = x[i] * sg;
   }
+}
+
+// One threadgroup's QR (see the top of the file): matrix (or, with
+// BLOCKED, row block) `group` of A into Q and R, laid out as the top of
+// the file says.
+template <typename T, int MMAX, int NC, int SEGS, bool BLOCKED, bool COMPLETE,
+          bool WANT_Q>
+inline void qr_house(const device T* A, const constant int* A_shape,
+                     const constant int64_t* A_strides, int A_ndim,
+                     device T* Q, device T* R, uint group, uint tid,
+                     threadgroup T* vbuf, threadgroup T* taus,
+                     threadgroup T* sgn, threadgroup int* dims) {
+  const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
+  const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
+  const int P = BLOCKED ? (m + MMAX - 1) / MMAX : 1;
+  const uint bi = group / (uint)P, pi = group % (uint)P;
+  const int row0 = (int)pi * MMAX;
+  const int mb = BLOCKED ? min(MMAX, m - row0) : m; // rows of this block
+  const int K = min(mb, n);
+  const int kr = BLOCKED ? n : (COMPLETE ? m : K); // R rows = Q columns
+  const device T* a =
+      A + qr_batch_offset(bi, A_shape, A_strides, A_ndim) + row0 * rs;
+  qr_house_block<T, MMAX, NC, SEGS, WANT_Q>(
+      a, rs, cs, mb, n, kr, Q + ((int64_t)bi * m + row0) * kr,
+      R + ((int64_t)bi * P + pi) * kr * n, tid, vbuf, taus, sgn, dims);
 }
 
 // Matrices in a batch: the product of the leading dimensions.
@@ -334,41 +356,28 @@ constexpr int qr_apply_tc() {
                                            : 32768 / (NB * (int)sizeof(T));
 }
 
-// qr_apply for threadgroup g (see the kernel): it holds its row in
-// registers, so it may overwrite the row in place, and S_p passes through
-// threadgroup memory (St) in column tiles that every lane reads at one
-// address (broadcast). With a flag array, a group whose matrix has flag 0
-// returns at once.
-template <typename T, int NB, int BR>
-inline void qr_apply_rows(device T* X, const constant int* Xin_shape,
-                          int Xin_ndim, const device T* S,
-                          const constant int* S_shape, int S_ndim, uint g,
-                          int tid, threadgroup T* St,
-                          const device int* flag) {
+// x (one row of n <= NB values, in place; `live` false for a thread past
+// the last row, which only takes part in the barriers) = x S, S n x n at
+// `sp` (row stride n). The thread holds its row in registers, so it may
+// overwrite it in place, and S passes through threadgroup memory (St) in
+// column tiles that every lane reads at one address (broadcast). Every
+// thread of the group (NT of them) must call it.
+template <typename T, int NB, int NT>
+inline void qr_row_times(device T* x, bool live, int n, const device T* sp,
+                         int tid, threadgroup T* St) {
   constexpr int TC = qr_apply_tc<T, NB>();
-  const int m = Xin_shape[Xin_ndim - 2], n = Xin_shape[Xin_ndim - 1];
-  const int mu = S_shape[S_ndim - 2];
-  const int groups = (m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS;
-  const uint bi = g / (uint)groups;
-  if (flag != nullptr && flag[bi] == 0)
-    return;
-  const int first = (int)(g % (uint)groups) * QR_APPLY_ROWS;
-  const int row = first + tid;
-  const int blk = first / BR;
-  device T* x = X + ((int64_t)bi * m + row) * n;
-  const device T* sp = S + ((int64_t)bi * mu + (int64_t)blk * n) * n;
   T xr[NB];
   QR_UNROLL
   for (int k = 0; k < NB; ++k)
-    xr[k] = row < m && k < n ? x[k] : T(0);
+    xr[k] = live && k < n ? x[k] : T(0);
   for (int c0 = 0; c0 < n; c0 += TC) {
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (int e = tid; e < NB * TC; e += QR_APPLY_ROWS) {
+    for (int e = tid; e < NB * TC; e += NT) {
       int k = e / TC, cc = c0 + e % TC;
       St[e] = k < n && cc < n ? sp[(int64_t)k * n + cc] : T(0);
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    if (row < m) {
+    if (live) {
       for (int cc = 0; cc < TC && c0 + cc < n; cc += 4) {
         T a0 = T(0), a1 = T(0), a2 = T(0), a3 = T(0);
         QR_UNROLL
@@ -387,6 +396,173 @@ inline void qr_apply_rows(device T* X, const constant int* Xin_shape,
         if (c + 3 < n)
           x[c + 3] = a3;
       }
+    }
+  }
+}
+
+// qr_apply for threadgroup g (see the kernel): its QR_APPLY_ROWS rows of X
+// times their block's piece of S (qr_row_times). With a flag array, a
+// group whose matrix has flag 0 returns at once.
+template <typename T, int NB, int BR>
+inline void qr_apply_rows(device T* X, const constant int* Xin_shape,
+                          int Xin_ndim, const device T* S,
+                          const constant int* S_shape, int S_ndim, uint g,
+                          int tid, threadgroup T* St,
+                          const device int* flag) {
+  const int m = Xin_shape[Xin_ndim - 2], n = Xin_shape[Xin_ndim - 1];
+  const int mu = S_shape[S_ndim - 2];
+  const int groups = (m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS;
+  const uint bi = g / (uint)groups;
+  if (flag != nullptr && flag[bi] == 0)
+    return;
+  const int first = (int)(g % (uint)groups) * QR_APPLY_ROWS;
+  const int row = first + tid;
+  const int blk = first / BR;
+  device T* x = X + ((int64_t)bi * m + min(row, m - 1)) * n;
+  const device T* sp = S + ((int64_t)bi * mu + (int64_t)blk * n) * n;
+  qr_row_times<T, NB, QR_APPLY_ROWS>(x, row < m, n, sp, tid, St);
+}
+
+// ---- TSQR's tree in one launch (CholeskyQR's fallback) -------------------
+//
+// Level 0 of the tree is the matrix's N_0 = ceil(m / MMAX) row blocks (the
+// leaves); level l + 1 has N_{l+1} = ceil(N_l / F) nodes, F = MMAX / n,
+// node k factoring the stack of the R's of its children kF .. kF + F - 1
+// (at most F n <= MMAX rows); the level with one node (the root) writes R.
+// The stacks of levels 1, 2, ... lie one after another in S (batch x Srows
+// x n: the level-l stack is N_{l-1} n rows, child i's R at its rows i n),
+// each node's Q at the same rows of QS, and each node above the leaves has
+// a counter in Cnt (batch x C, level after level, zero before the launch).
+// A group that has written a node's R adds one to its parent's counter;
+// the group that completes the count factors the parent (the "last group
+// to arrive" pattern), so the whole tree runs in one launch without any
+// group ever waiting for another: safe on a GPU whatever runs at once, and
+// on the CPU backend, which runs a launch's groups one after another. The
+// way back is one more launch (qr_chain): every row of a leaf's Q times the
+// n x n pieces of the Q's of its ancestors, from level 1 up.
+
+// What a loop over i, i + G, ... adds to i (besides its own G) to reach
+// its first value >= next: a walk over the blocks of all matrices skips a
+// matrix whose flag is 0 in one step rather than block by block.
+inline uint qr_skip(uint i, uint next, uint G) {
+  return i >= next ? 0u : (next - i + G - 1) / G * G - G;
+}
+
+// Whether this group completed the count of counter `cnt` (of `total`
+// children). Every thread's writes are made visible device-wide before the
+// count (a fence per thread, then the barrier), and the group that
+// completes it fences again before it reads what the others wrote.
+inline bool qr_tree_last(device int* cnt, int total, uint tid,
+                         threadgroup int* last) {
+#if KILN_BACKEND_CUDA
+  __threadfence();
+#endif
+  threadgroup_barrier(mem_flags::mem_device);
+  if (tid == 0) {
+    const int old = atomic_fetch_add_explicit((device atomic_int*)cnt, 1,
+                                              memory_order_acq_rel);
+    *last = old == total - 1 ? 1 : 0;
+  }
+  threadgroup_barrier(mem_flags::mem_device);
+  const bool done = *last != 0;
+#if KILN_BACKEND_CUDA
+  if (done)
+    __threadfence();
+#endif
+  return done;
+}
+
+// The whole tree for the matrices whose flag is non-zero (see above): the
+// groups walk the leaves of all matrices, grp = their index, + the grid's
+// G groups, ...; after a leaf, a group climbs as long as it completes the
+// parent's count. A matrix of one leaf writes Q and R directly. Q (batch x
+// m x n) receives the leaves' Q, R (batch x n x n) the root's R.
+template <typename T, int MMAX, int NC, int SEGS, bool WANT_Q>
+inline void qr_tree(const device T* A, const constant int* A_shape,
+                    const constant int64_t* A_strides, int A_ndim,
+                    const device int* flag, device T* Q, device T* R,
+                    device T* S, device T* QS, device int* Cnt, int Srows,
+                    int C, uint tid, uint g0, uint G, threadgroup T* vbuf,
+                    threadgroup T* taus, threadgroup T* sgn,
+                    threadgroup int* dims, threadgroup int* last) {
+  const int m = A_shape[A_ndim - 2], n = A_shape[A_ndim - 1];
+  const int64_t rs = A_strides[A_ndim - 2], cs = A_strides[A_ndim - 1];
+  const int N0 = (m + MMAX - 1) / MMAX, F = MMAX / n;
+  const uint total = qr_batch_count(A_shape, A_ndim) * (uint)N0;
+  for (uint grp = g0; grp < total; grp += G) {
+    const uint b = grp / (uint)N0;
+    if (flag[b] == 0) { // on to this group's first leaf of matrix b + 1
+      grp += qr_skip(grp, (b + 1) * (uint)N0, G);
+      continue;
+    }
+    const int leaf = (int)(grp % (uint)N0);
+    const int row0 = leaf * MMAX;
+    device T* s = S + (int64_t)b * Srows * n;
+    device T* qs = WANT_Q ? QS + (int64_t)b * Srows * n : QS;
+    device T* rb = R + (int64_t)b * n * n;
+    device T* ql = WANT_Q ? Q + ((int64_t)b * m + row0) * n : Q;
+    threadgroup_barrier(mem_flags::mem_threadgroup); // buffers free again
+    qr_house_block<T, MMAX, NC, SEGS, WANT_Q>(
+        A + qr_batch_offset(b, A_shape, A_strides, A_ndim) + row0 * rs, rs,
+        cs, min(MMAX, m - row0), n, n, ql,
+        N0 == 1 ? rb : s + (int64_t)leaf * n * n, tid, vbuf, taus, sgn,
+        dims);
+    // climb: N the level's node count, k this node, off the row of the
+    // level's R stack in S, coff the next level's first counter
+    int N = N0, k = leaf, off = 0, coff = 0;
+    while (N > 1) {
+      const int parent = k / F, Nn = (N + F - 1) / F;
+      const int kids = min(F, N - parent * F);
+      if (!qr_tree_last(Cnt + (int64_t)b * C + coff + parent, kids, tid,
+                        last))
+        break;
+      const int in0 = off + parent * F * n, next = off + N * n;
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+      qr_house_block<T, MMAX, NC, SEGS, WANT_Q>(
+          s + (int64_t)in0 * n, n, 1, kids * n, n, n,
+          WANT_Q ? qs + (int64_t)in0 * n : qs,
+          Nn == 1 ? rb : s + ((int64_t)next + parent * n) * n, tid, vbuf,
+          taus, sgn, dims);
+      coff += Nn;
+      off = next;
+      N = Nn;
+      k = parent;
+    }
+  }
+}
+
+// The way back of qr_tree for the rows of the matrices whose flag is non-
+// zero: each row of X (the leaves' Q, in place) times the n x n piece of QS
+// of its leaf's ancestor at every level from 1 to the root (the piece of
+// node i of a level is the rows i n .. i n + n - 1 of the level above's
+// stack of Q's). QR_APPLY_ROWS threads (rows) a group; the groups walk
+// their row blocks as qr_tree walks its leaves.
+template <typename T, int NB, int MMAX>
+inline void qr_chain(device T* X, const constant int* Xin_shape, int Xin_ndim,
+                     const device T* QS, int Srows, const device int* flag,
+                     int tid, uint g0, uint G, threadgroup T* St) {
+  static_assert(MMAX % QR_APPLY_ROWS == 0, "a group's rows in one leaf");
+  const int m = Xin_shape[Xin_ndim - 2], n = Xin_shape[Xin_ndim - 1];
+  const int N0 = (m + MMAX - 1) / MMAX, F = MMAX / n;
+  const int groups = (m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS;
+  const uint total = qr_batch_count(Xin_shape, Xin_ndim) * (uint)groups;
+  for (uint g = g0; g < total; g += G) {
+    const uint b = g / (uint)groups;
+    if (flag[b] == 0 || N0 == 1) { // on to matrix b + 1
+      g += qr_skip(g, (b + 1) * (uint)groups, G);
+      continue;
+    }
+    const int first = (int)(g % (uint)groups) * QR_APPLY_ROWS;
+    const int row = first + tid;
+    device T* x = X + ((int64_t)b * m + min(row, m - 1)) * n;
+    int N = N0, i = first / MMAX;
+    int64_t off = 0;
+    while (N > 1) {
+      const device T* sp = QS + ((int64_t)b * Srows + off + (int64_t)i * n) * n;
+      qr_row_times<T, NB, QR_APPLY_ROWS>(x, row < m, n, sp, tid, St);
+      off += (int64_t)N * n;
+      N = (N + F - 1) / F;
+      i /= F;
     }
   }
 }
@@ -417,8 +593,12 @@ qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
     vbuf, taus, sgn, dims);
 
 //@kernel qr_small_g
+// (No longer launched: CholeskyQR's fallback is now qr_tree_g and
+// qr_chain_g. Kept, with qr_small_rg and qr_apply_g, while
+// tests/test_linalg_qr.c's linalg_qr_cholqr_nvrtc still compiles them;
+// remove the four together.)
 // qr_small behind a per-matrix flag (int32, one per batch entry): TSQR
-// runs this way after CholeskyQR (src/linalg/cholqr.c), redoing only the
+// ran this way after CholeskyQR (src/linalg/cholqr.c), redoing only the
 // matrices where that broke down, without a host round trip. The grid is
 // small and fixed (the driver caps it): each threadgroup walks the blocks
 // g = its index, + the groups of the grid, ..., and skips those whose
@@ -482,6 +662,50 @@ for (uint g = threadgroup_position_in_grid.x; g < total;
      g += threadgroups_per_grid.x)
   qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim, g,
                            (int)thread_index_in_threadgroup, St, flag);
+
+//@kernel qr_tree_g
+// TSQR's whole tree (qr_tree) behind a per-matrix flag: CholeskyQR's
+// fallback (src/linalg/qr.c, cholqr_with_fallback). Only the matrices
+// whose flag is non-zero are factored, so when nothing broke down the
+// launch costs a few flag reads. Inputs: A (a strided view), flag (int32
+// per matrix), Ssh (S, for its shape), Csh (Cnt, for its shape); outputs Q
+// (batch x m x n), R (batch x n x n), S and QS (the stacks and their Q's,
+// batch x Srows x n), Cnt (int32 counters, batch x C, zero). Template: T,
+// MMAX, NC, SEGS. Threadgroups of NC * SEGS threads on a small fixed grid.
+threadgroup T vbuf[2 * MMAX];
+threadgroup T taus[NC];
+threadgroup T sgn[MMAX + NC];
+threadgroup int dims[2];
+threadgroup int last;
+qr_tree<T, MMAX, NC, SEGS, true>(
+    A, A_shape, A_strides, A_ndim, flag, Q, R, S, QS, Cnt,
+    Ssh_shape[Ssh_ndim - 2], Csh_shape[Csh_ndim - 1],
+    thread_index_in_threadgroup, threadgroup_position_in_grid.x,
+    threadgroups_per_grid.x, vbuf, taus, sgn, dims, &last);
+
+//@kernel qr_tree_rg
+// R only, as qr_tree_g without Q and QS (outputs R, S, Cnt).
+threadgroup T vbuf[2 * MMAX];
+threadgroup T taus[NC];
+threadgroup T sgn[MMAX + NC];
+threadgroup int dims[2];
+threadgroup int last;
+qr_tree<T, MMAX, NC, SEGS, false>(
+    A, A_shape, A_strides, A_ndim, flag, R, R, S, S, Cnt,
+    Ssh_shape[Ssh_ndim - 2], Csh_shape[Csh_ndim - 1],
+    thread_index_in_threadgroup, threadgroup_position_in_grid.x,
+    threadgroups_per_grid.x, vbuf, taus, sgn, dims, &last);
+
+//@kernel qr_chain_g
+// qr_tree_g's way back (qr_chain), behind the same flag: X (batch x m x n,
+// the leaves' Q, in place; Xin is X, bound for its shape) times its
+// ancestors' pieces of QS (batch x Srows x n). Template: T, NB (n's
+// capacity), MMAX. QR_APPLY_ROWS threads a group, on a small fixed grid.
+threadgroup T St[NB * qr_apply_tc<T, NB>()];
+qr_chain<T, NB, MMAX>(X, Xin_shape, Xin_ndim, QS, QS_shape[QS_ndim - 2],
+                      flag, (int)thread_index_in_threadgroup,
+                      threadgroup_position_in_grid.x,
+                      threadgroups_per_grid.x, St);
 
 //@kernel qr_eye
 // The diagonal of Q = I for every matrix of Q (batch x m x m, already

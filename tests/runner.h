@@ -154,6 +154,11 @@
   X(linalg_qr_cholqr_strided, 240)                                            \
   X(linalg_qr_cholqr_errors, 60)                                              \
   X(linalg_qr_cholqr_nvrtc, 600)                                              \
+  X(linalg_qr_fallback_tree, 240)                                             \
+  X(linalg_qr_fallback_batched, 240)                                          \
+  X(linalg_qr_fallback_strided, 240)                                          \
+  X(linalg_qr_fallback_errors, 60)                                            \
+  X(linalg_qr_fallback_nvrtc, 600)                                            \
   /* qr blocked */                                                            \
   X(linalg_qr_blocked_square, 240)                                            \
   X(linalg_qr_blocked_tall_wide, 240)                                         \

@@ -36,9 +36,12 @@
  *      m x n in all: A read twice, the rows between passes stored in Q,
  *      or in a workspace for R only), so it runs near memory speed;
  *      stable up to cond(A) ~ 1/u, but it cannot orthogonalize a
- *      numerically rank-deficient matrix, so TSQR's kernels follow it
- *      behind a per-matrix breakdown flag (cholqr_with_fallback) and redo
- *      exactly the matrices where it broke down.
+ *      numerically rank-deficient matrix, so TSQR follows it behind a
+ *      per-matrix breakdown flag (cholqr_with_fallback) and redoes
+ *      exactly the matrices where it broke down: the whole TSQR tree in
+ *      one launch (qr_tree_g: the last group to finish a node's children
+ *      factors the node) and the way back in another (qr_chain_g), so
+ *      that a success pays two near-empty launches, not one per level.
  * Every path makes R's diagonal non-negative (flipping the signs of a row
  * of R and the matching column of Q), so the factorization of a full-rank
  * matrix is unique and results agree across paths and devices.
@@ -66,9 +69,9 @@
 #define QR_APPLY_ROWS 128
 /* Threadgroups per launch: grid.x = threads * groups must fit 32 bits. */
 #define QR_GROUP_CHUNK (1 << 20)
-/* Threadgroups of a flag-guarded TSQR launch (CholeskyQR's fallback), per
+/* Threadgroups of the fallback's launches (qr_tree_g, qr_chain_g) per
  * compute unit: the kernels walk their blocks in a loop, so a small grid
- * covers any size, and when nothing broke down the launch is a few flag
+ * covers any size, and when nothing broke down a launch is a few flag
  * reads per group rather than thousands of groups that return at once. */
 #define QR_FLAG_GROUPS_PER_UNIT 2
 /* Batch entries per launch along grid.y (CUDA's limit). */
@@ -160,20 +163,20 @@ static kiln_status launch_chunks(kiln_stream *s, kiln_kernel *k,
 }
 
 /*
- * A flag-guarded kernel (qr_small_g, qr_small_rg, qr_apply_g: inputs
- * without g0) over at most QR_FLAG_GROUPS_PER_UNIT groups a compute unit
- * of `nt` threads, one launch: each group walks its share of the `groups`
- * blocks itself.
+ * A flag-guarded kernel of the fallback (qr_tree_g, qr_tree_rg,
+ * qr_chain_g: no g0) over at most QR_FLAG_GROUPS_PER_UNIT groups a compute
+ * unit of `nt` threads, one launch: each group walks its share of the
+ * `groups` blocks itself.
  */
 static kiln_status launch_flagged(kiln_stream *s, kiln_kernel *k,
-                                  kiln_launch *L, kiln_array **in,
-                                  kiln_array **into, int64_t groups,
-                                  uint32_t nt) {
+                                  kiln_launch *L, kiln_array **into,
+                                  int64_t groups, uint32_t nt) {
   int64_t cap = (int64_t)s->device->info.compute_units *
                 QR_FLAG_GROUPS_PER_UNIT;
   if (cap < 1)
     cap = 1;
-  L->inputs = in;
+  if (groups < 1)
+    groups = 1;
   L->grid[0] = nt * (uint32_t)(groups < cap ? groups : cap);
   L->threadgroup[0] = nt;
   return kiln__kernel_launch_into(k, L, into);
@@ -187,13 +190,11 @@ static kiln_status launch_flagged(kiln_stream *s, kiln_kernel *k,
 static kiln_status launch_house(kiln_stream *s, const qr_config *cfg,
                                 kiln_array *a, bool blocked, bool complete,
                                 kiln_array *q, kiln_array *r,
-                                int64_t groups, kiln_array *flag) {
+                                int64_t groups) {
   kiln_kernel *k = NULL;
-  const char *name = q != NULL ? (flag ? "qr_small_g" : "qr_small")
-                               : (flag ? "qr_small_rg" : "qr_small_r");
   kiln_status st = kiln__library_kernel(
-      "qr", name, flag ? "A,flag" : "A,g0", q != NULL ? "Q,R" : "R",
-      KILN__LIB_NO_ROW_CONTIG, &k);
+      "qr", q != NULL ? "qr_small" : "qr_small_r", "A,g0",
+      q != NULL ? "Q,R" : "R", KILN__LIB_NO_ROW_CONTIG, &k);
   kiln_template_arg t[6];
   kiln__targ_dtype(&t[0], "T", a->dtype);
   kiln__targ_int(&t[1], "MMAX", cfg->mmax);
@@ -212,30 +213,25 @@ static kiln_status launch_house(kiln_stream *s, const qr_config *cfg,
   into[nout++] = r;
   kiln_launch L;
   kiln__linalg_launch_init(&L, s);
-  kiln_array *in[2] = {a, flag};
+  kiln_array *in[2] = {a, NULL};
   L.num_inputs = 2;
   L.outputs = spec;
   L.num_outputs = nout;
   L.template_args = t;
   L.num_template_args = 6;
   uint32_t nt = (uint32_t)(cfg->nc * cfg->segs);
-  if (st == KILN_OK && flag != NULL)
-    return launch_flagged(s, k, &L, in, into, groups, nt);
   if (st == KILN_OK)
     st = launch_chunks(s, k, &L, in, 1, into, groups, nt);
   return st;
 }
 
 /* x = x (block by block) @ the matching n x n pieces of `up` (the level
- * above's Q): TSQR's way back, in place (see qr_apply); with `flag`, only
- * for the matrices whose flag is non-zero. */
+ * above's Q): TSQR's way back, in place (see qr_apply). */
 static kiln_status launch_apply(kiln_stream *s, const qr_config *cfg,
-                                kiln_array *x, kiln_array *up,
-                                kiln_array *flag) {
+                                kiln_array *x, kiln_array *up) {
   kiln_kernel *k = NULL;
-  kiln_status st = kiln__library_kernel(
-      "qr", flag ? "qr_apply_g" : "qr_apply",
-      flag ? "Xin,S,flag" : "Xin,S,g0", "X", KILN__LIB_NO_ROW_CONTIG, &k);
+  kiln_status st = kiln__library_kernel("qr", "qr_apply", "Xin,S,g0", "X",
+                                        KILN__LIB_NO_ROW_CONTIG, &k);
   kiln_template_arg t[3];
   kiln__targ_dtype(&t[0], "T", x->dtype);
   kiln__targ_int(&t[1], "NB", cfg->nc);
@@ -246,14 +242,12 @@ static kiln_status launch_apply(kiln_stream *s, const qr_config *cfg,
   int64_t groups = batch_of(x) * ((m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS);
   kiln_launch L;
   kiln__linalg_launch_init(&L, s);
-  kiln_array *in[3] = {x, up, flag};
+  kiln_array *in[3] = {x, up, NULL};
   L.num_inputs = 3;
   L.outputs = &spec;
   L.num_outputs = 1;
   L.template_args = t;
   L.num_template_args = 3;
-  if (st == KILN_OK && flag != NULL)
-    return launch_flagged(s, k, &L, in, &x, groups, QR_APPLY_ROWS);
   if (st == KILN_OK)
     st = launch_chunks(s, k, &L, in, 2, &x, groups, QR_APPLY_ROWS);
   return st;
@@ -319,7 +313,7 @@ static kiln_status tsqr_work(kiln_stream *s, const kiln_array *a,
  */
 static kiln_status tsqr_up(kiln_stream *s, const qr_config *cfg,
                            kiln_array *a, kiln_array *q, kiln_array *r,
-                           kiln_array *flag, kiln_array **qs, int *levels) {
+                           kiln_array **qs, int *levels) {
   int64_t rows = a->shape[a->ndim - 2], n = a->shape[a->ndim - 1];
   int64_t batch = batch_of(a);
   kiln_array *cur = a;
@@ -339,7 +333,7 @@ static kiln_status tsqr_up(kiln_stream *s, const qr_config *cfg,
       st = tsqr_work(s, a, batch, rows, n, &qs[l]);
     if (st == KILN_OK)
       st = launch_house(s, cfg, cur, true, false, q != NULL ? qs[l] : NULL,
-                        rout, batch * blocks, flag);
+                        rout, batch * blocks);
     *levels = l + 1;
     if (cur != a)
       kiln__array_destroy(cur);
@@ -357,11 +351,10 @@ static kiln_status tsqr_up(kiln_stream *s, const qr_config *cfg,
 /*
  * TSQR: the way up (tsqr_up), then the way back: from the top down, each
  * Q_l's blocks are multiplied in place by their n x n pieces of Q_{l+1},
- * which leaves Q_0 = q holding the Q of A. With `flag` (int32 per matrix)
- * every kernel skips the matrices whose flag is 0 (CholeskyQR's fallback).
+ * which leaves Q_0 = q holding the Q of A.
  */
 static kiln_status tsqr_run(kiln_stream *s, kiln_array *a, kiln_array *q,
-                            kiln_array *r, kiln_array *flag) {
+                            kiln_array *r) {
   int64_t m = a->shape[a->ndim - 2], n = a->shape[a->ndim - 1];
   if (m < n || n > tsqr_nmax(a->dtype))
     return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
@@ -375,9 +368,9 @@ static kiln_status tsqr_run(kiln_stream *s, kiln_array *a, kiln_array *q,
   kiln_array *qs[QR_MAX_LEVELS];
   memset(qs, 0, sizeof qs);
   int levels = 0;
-  kiln_status st = tsqr_up(s, &cfg, a, q, r, flag, qs, &levels);
+  kiln_status st = tsqr_up(s, &cfg, a, q, r, qs, &levels);
   for (int l = levels - 2; q != NULL && st == KILN_OK && l >= 0; l--)
-    st = launch_apply(s, &cfg, qs[l], qs[l + 1], flag);
+    st = launch_apply(s, &cfg, qs[l], qs[l + 1]);
   for (int l = 1; l < levels; l++)
     kiln__array_destroy(qs[l]);
   return st;
@@ -386,29 +379,176 @@ static kiln_status tsqr_run(kiln_stream *s, kiln_array *a, kiln_array *q,
 /* See linalg.h. */
 kiln_status kiln__qr_tsqr(kiln_stream *s, kiln_array *a, kiln_array *q,
                           kiln_array *r) {
-  return tsqr_run(s, a, q, r, NULL);
+  return tsqr_run(s, a, q, r);
+}
+
+/* ---- CholeskyQR and its fallback ----------------------------------------- */
+
+/* The fallback's work for m x n (n <= 64): the tree's one launch and its
+ * way back, and what they share. */
+typedef struct qr_fallback {
+  kiln_stream *s;
+  kiln_array *a, *q, *r;
+  qr_config cfg;
+  int64_t batch, m, n, leaves;
+  kiln_array *flag;           /* int32 per matrix, from CholeskyQR */
+  kiln_array *stack, *qstack; /* batch x srows x n: R's, and their Q's */
+  kiln_array *cnt;            /* int32 batch x counters, zeroed */
+} qr_fallback;
+
+/* The tree's sizes (qr_tree in kernels/qr.metal): rows of the stacked R's
+ * of every level above the leaves, and its counters (one per node above
+ * the leaves); both at least 1, so that no array is empty. */
+static void fallback_sizes(const qr_fallback *f, int64_t *srows,
+                           int64_t *counters) {
+  int64_t nodes = f->leaves, fan = f->cfg.mmax / f->n, rows = 0, c = 0;
+  while (nodes > 1) {
+    rows += nodes * f->n;
+    nodes = (nodes + fan - 1) / fan;
+    c += nodes;
+  }
+  *srows = rows > 0 ? rows : 1;
+  *counters = c > 0 ? c : 1;
+}
+
+/* The flag, and for a tree of more than one leaf its stacks and zeroed
+ * counters (the zeroing is the only operation a success pays besides the
+ * two launches). */
+static kiln_status fallback_init(qr_fallback *f) {
+  int64_t srows = 0, counters = 0;
+  fallback_sizes(f, &srows, &counters);
+  int64_t sf[1] = {f->batch}, sc[2] = {f->batch, counters};
+  int64_t ss[3] = {f->batch, srows, f->n};
+  kiln_device *dev = f->s->device;
+  kiln_status st = kiln__array_create(dev, KILN_INT32, 1, sf, &f->flag);
+  if (st == KILN_OK)
+    st = kiln__array_create(dev, KILN_INT32, 2, sc, &f->cnt);
+  if (st == KILN_OK)
+    st = kiln__array_create(dev, f->a->dtype, 3, ss, &f->stack);
+  if (st == KILN_OK && f->q != NULL)
+    st = kiln__array_create(dev, f->a->dtype, 3, ss, &f->qstack);
+  return st;
+}
+
+static void fallback_free(qr_fallback *f) {
+  kiln_array *all[4] = {f->flag, f->cnt, f->stack, f->qstack};
+  for (int i = 0; i < 4; i++)
+    kiln__array_destroy(all[i]);
+}
+
+/* qr_tree_g (qr_tree_rg for R only): the whole TSQR tree of every flagged
+ * matrix in one launch, its counters zeroed first. */
+static kiln_status fallback_tree(qr_fallback *f) {
+  bool want_q = f->q != NULL;
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel(
+      "qr", want_q ? "qr_tree_g" : "qr_tree_rg", "A,flag,Ssh,Csh",
+      want_q ? "Q,R,S,QS,Cnt" : "R,S,Cnt", KILN__LIB_NO_ROW_CONTIG, &k);
+  if (st == KILN_OK && f->leaves > 1)
+    st = kiln__array_fill(f->cnt, 0.0, f->s);
+  if (st != KILN_OK)
+    return st;
+  kiln_template_arg t[4];
+  kiln__targ_dtype(&t[0], "T", f->a->dtype);
+  kiln__targ_int(&t[1], "MMAX", f->cfg.mmax);
+  kiln__targ_int(&t[2], "NC", f->cfg.nc);
+  kiln__targ_int(&t[3], "SEGS", f->cfg.segs);
+  kiln_array *with_q[5] = {f->q, f->r, f->stack, f->qstack, f->cnt};
+  kiln_array *r_only[3] = {f->r, f->stack, f->cnt};
+  kiln_array **into = want_q ? with_q : r_only;
+  int nout = want_q ? 5 : 3;
+  kiln_output_spec spec[5];
+  for (int i = 0; i < nout; i++)
+    kiln__linalg_out_spec(&spec[i], into[i]);
+  kiln_array *in[4] = {f->a, f->flag, f->stack, f->cnt};
+  kiln_launch L;
+  kiln__linalg_launch_init(&L, f->s);
+  L.inputs = in;
+  L.num_inputs = 4;
+  L.outputs = spec;
+  L.num_outputs = nout;
+  L.template_args = t;
+  L.num_template_args = 4;
+  return launch_flagged(f->s, k, &L, into, f->batch * f->leaves,
+                        (uint32_t)(f->cfg.nc * f->cfg.segs));
+}
+
+/* qr_chain_g: the tree's way back into q, for the flagged matrices. */
+static kiln_status fallback_chain(qr_fallback *f) {
+  kiln_kernel *k = NULL;
+  kiln_status st = kiln__library_kernel("qr", "qr_chain_g", "Xin,QS,flag",
+                                        "X", KILN__LIB_NO_ROW_CONTIG, &k);
+  if (st != KILN_OK)
+    return st;
+  kiln_template_arg t[3];
+  kiln__targ_dtype(&t[0], "T", f->a->dtype);
+  kiln__targ_int(&t[1], "NB", f->cfg.nc);
+  kiln__targ_int(&t[2], "MMAX", f->cfg.mmax);
+  kiln_output_spec spec;
+  kiln__linalg_out_spec(&spec, f->q);
+  kiln_array *in[3] = {f->q, f->qstack, f->flag};
+  kiln_launch L;
+  kiln__linalg_launch_init(&L, f->s);
+  L.inputs = in;
+  L.num_inputs = 3;
+  L.outputs = &spec;
+  L.num_outputs = 1;
+  L.template_args = t;
+  L.num_template_args = 3;
+  int64_t groups = f->batch * ((f->m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS);
+  return launch_flagged(f->s, k, &L, &f->q, groups, QR_APPLY_ROWS);
 }
 
 /*
  * CholeskyQR3 (src/linalg/cholqr.c), then TSQR behind its per-matrix
- * breakdown flag: TSQR's kernels are all enqueued, but on a small fixed
- * grid (launch_flagged) whose groups walk the blocks and skip those of
- * matrices whose flag is 0, so the result is always right and nothing is
- * read back; the price of a success is one near-empty launch per TSQR
- * level and way back (about 3.5 us each on an H100; a grid of 1056
- * groups took 6.8 us, one group per 256-row block more).
+ * breakdown flag, without a host round trip: the whole TSQR tree is one
+ * launch (qr_tree_g: the group that completes a node's children factors
+ * it, so no group ever waits for another, which is safe on the CPU
+ * backend too) and its way back another (qr_chain_g), both on a small
+ * fixed grid (launch_flagged) whose groups skip the matrices whose flag
+ * is 0. A success costs the counters' zeroing (a memset of a few bytes)
+ * and the two near-empty launches (the tree alone for R only, and no
+ * memset or way back for m <= 256). It cost one launch per TSQR level and
+ * per step of the way back before, each with a 0-d g0 filled first (10
+ * to 14 GPU operations). Measured on an H100 (bench_qr, two calls, each
+ * against a build of that version in the same call): 1,000,000 x 32
+ * 0.748 / 0.758 / 0.770 -> 0.721 / 0.728 / 0.721 ms, 100,000 x 64 0.464
+ * / 0.455 -> 0.436 / 0.428 ms: ~30 us a call saved. 4096^2 (the blocked
+ * QR's 61 panels of >= 256 rows) did not move beyond the noise: 34.17 /
+ * 33.39 -> 33.53 / 33.99 ms, whichever build ran first the slower; there
+ * the small launches queue behind the panel's long kernels and cost
+ * little either way. A breakdown is redone whole, whatever the shape, by
+ * the same tree.
  */
 static kiln_status cholqr_with_fallback(kiln_stream *s, kiln_array *a,
                                         kiln_array *q, kiln_array *r,
                                         int64_t batch) {
-  int64_t shape[1] = {batch};
-  kiln_array *flag = NULL;
-  kiln_status st = kiln__array_create(s->device, KILN_INT32, 1, shape, &flag);
+  qr_fallback f;
+  memset(&f, 0, sizeof f);
+  f.s = s;
+  f.a = a;
+  f.q = q;
+  f.r = r;
+  f.batch = batch;
+  f.m = a->shape[a->ndim - 2];
+  f.n = a->shape[a->ndim - 1];
+  if (f.m < f.n || f.n < 1 || f.n > KILN__CHOLQR_NMAX)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "A is %lld x %lld; CholeskyQR takes m >= n and n "
+                       "from 1 to %d.",
+                       (long long)f.m, (long long)f.n, KILN__CHOLQR_NMAX);
+  if (batch == 0)
+    return KILN_OK;
+  f.cfg = tsqr_config(f.n);
+  f.leaves = (f.m + f.cfg.mmax - 1) / f.cfg.mmax;
+  kiln_status st = fallback_init(&f);
   if (st == KILN_OK)
-    st = kiln__qr_cholqr(s, a, q, r, flag);
+    st = kiln__qr_cholqr(s, a, q, r, f.flag);
   if (st == KILN_OK)
-    st = tsqr_run(s, a, q, r, flag);
-  kiln__array_destroy(flag);
+    st = fallback_tree(&f);
+  if (st == KILN_OK && q != NULL && f.leaves > 1)
+    st = fallback_chain(&f);
+  fallback_free(&f);
   return st;
 }
 
@@ -549,7 +689,7 @@ static kiln_status factor(qr_problem *p) {
     int64_t size = p->m > p->n ? p->m : p->n;
     qr_config cfg = small_config(p->a->dtype, size);
     return launch_house(p->stream, &cfg, p->a, false, complete, p->q, p->r,
-                        p->batch, NULL);
+                        p->batch);
   }
   case QR_PATH_TSQR:
     return kiln__qr_tsqr(p->stream, p->a, p->q, p->r);
