@@ -29,7 +29,9 @@
 //            GEMM on the rest of the panel, both on PT; lu_transpose copies
 //            it back; then lu_laswp (the panel's row interchanges on every
 //            column outside it), the triangular solve of the block row
-//            (kiln__trsm) and the trailing GEMM.
+//            (kiln__trsm) and the trailing GEMM. On CUDA, for one matrix
+//            with enough rows, lu_strip_grid factors strips of 64 (32)
+//            columns with the whole grid instead of lu_panel (lu.c).
 #include <metal_stdlib>
 using namespace metal;
 
@@ -41,6 +43,10 @@ using namespace metal;
 
 #define LU_INFO_NONFINITE (-1073741824)
 #define LU_NO_ROW 0x7fffffff
+// lu_strip_grid's most threadgroups (its exchange slots per column parity,
+// staged in threadgroup memory) and the offset of its counters in S.
+#define LU_GRID_PMAX 64
+#define LU_GRID_CTR (2 * LU_GRID_PMAX)
 // The longest permutation lu_perm builds in threadgroup memory (48 KiB).
 #define LU_PERM_MAX 12288
 
@@ -55,6 +61,89 @@ inline int64_t lu_batch_offset(uint b, const constant int* shape,
     b /= n;
   }
   return off;
+}
+
+// lu_strip_grid's grid barrier (see there). lu_grid_arrive adds n to the
+// counter, ordered after the calling thread's writes (and, after a
+// threadgroup barrier, its group's): on CUDA a release reduction, cheaper
+// than __threadfence (fence.sc) and then a relaxed add. lu_grid_wait holds
+// the group until the counter reaches target: thread 0 polls it with
+// acquire loads, the group's barrier passes that on (the pattern of
+// CUTLASS's grid barrier). LU_LDCG loads from L2 (ld.cg: L1 is not
+// coherent across SMs). The CPU backend runs the kernel only with one
+// threadgroup, whose threads may run one after another up to a barrier:
+// there the group's arrivals are all made before thread 0 looks.
+#if KILN_BACKEND_CUDA
+#define LU_LDCG(p) __ldcg(p)
+#else
+#define LU_LDCG(p) (*(p))
+#endif
+inline void lu_grid_arrive(device int* ctr, int n) {
+#if KILN_BACKEND_CUDA
+  asm volatile("red.release.gpu.add.s32 [%0], %1;" ::"l"(ctr), "r"(n)
+               : "memory");
+#else
+  atomic_fetch_add_explicit((device atomic_int*)ctr, n, memory_order_relaxed);
+#endif
+}
+inline void lu_grid_wait(device int* ctr, int target, int tid) {
+#if KILN_BACKEND_CUDA
+  if (tid == 0) {
+    int seen = 0;
+    do
+      asm volatile("ld.acquire.gpu.s32 %0, [%1];"
+                   : "=r"(seen)
+                   : "l"(ctr)
+                   : "memory");
+    while (seen < target);
+  }
+#else
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (tid == 0)
+    while (atomic_load_explicit((device atomic_int*)ctr,
+                                memory_order_relaxed) < target) {
+    }
+#endif
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+
+// 16 bytes from p (aligned) into d, from L2 (ld.cg: past L1, which is
+// not coherent across SMs): a quarter of the instructions of scalar
+// loads.
+#if KILN_BACKEND_CUDA
+inline void lu_ld16(const device float* p, thread float* d) {
+  asm("ld.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "l"(p));
+}
+inline void lu_ld16(const device double* p, thread double* d) {
+  asm("ld.cg.v2.f64 {%0, %1}, [%2];" : "=d"(d[0]), "=d"(d[1]) : "l"(p));
+}
+#endif
+// Copies count (a multiple of 4, at most CAP) values from src (16-byte
+// aligned) to st with NT threads: on CUDA every thread's 16-byte loads go
+// out together (a compile-time count, clamped addresses), then the
+// stores.
+template <typename T, int NT, int CAP>
+inline void lu_stage(const device T* src, int count, threadgroup T* st,
+                     int tid) {
+#if KILN_BACKEND_CUDA
+  constexpr int V = 16 / (int)sizeof(T);
+  constexpr int NV = (CAP / V + NT - 1) / NT;
+  T r[NV][V];
+  LU_UNROLL
+  for (int i = 0; i < NV; ++i)
+    lu_ld16(src + min((i * NT + tid) * V, count - V), r[i]);
+  LU_UNROLL
+  for (int i = 0; i < NV; ++i)
+    if ((i * NT + tid) * V < count)
+      LU_UNROLL
+      for (int u = 0; u < V; ++u)
+        st[(i * NT + tid) * V + u] = r[i][u];
+#else
+  for (int e = tid; e < count; e += NT)
+    st[e] = src[e];
+#endif
 }
 
 // The key a pivot search maximises: |a|, NaN counted as infinite.
@@ -917,6 +1006,254 @@ for (int gs = 0; gs < GL; ++gs) {
   lu_block_row_solve<T, WS, 64>(pt, m, p0, s0, ws, s0 + ws, pe, l11, tile,
                                 tid, NT);
   threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+}
+
+//@kernel lu_strip_grid
+// Factors the strip of ws = min(W, pe - s0) columns at (s0, s0) of one
+// matrix (rows s0 .. m-1) held transposed in PT (see lu_panel), with the
+// whole grid: P threadgroups of NT threads (grid.x = NT P, P <= the
+// device's multiprocessors, one group per SM fits, so all are resident at
+// once), row s0 + g NT + t in thread t of group g, its W values in
+// registers. Then the strip's interchanges on the panel's other columns
+// [p0, s0) and [s0 + ws, pe) and the block row solve U12 = L11^-1 A12 for
+// [s0 + ws, pe); the driver's GEMM updates the rest of the panel. Writes
+// piv and info as lu_panel does. Scalars: first = s0, pstart = p0, pend =
+// pe, nbp PT's NB, nrows = m, npiv = k. Outputs beside PT, piv and info:
+// X (T, 2 (P + 1) (W + 1) values: the exchange slots, W values each,
+// then their keys) and S (int32: the
+// slots' rows, LU_GRID_PMAX per parity, then one arrival counter per
+// strip, zeroed by the driver, at LU_GRID_CTR + s0 / W). Template: T, W,
+// NT. CUDA only: a grid-wide barrier needs every group resident, which
+// the CPU backend (groups one after another) does not give: the driver
+// launches it there only with P = 1 (tests, lu.c's kiln__lu_grid_test).
+//
+// Per column j = s0 + q, ONE grid barrier: each group finds its best
+// candidate row (warp shuffles, then the NW warps' bests through
+// threadgroup memory); the thread holding it publishes the row's W values,
+// its key and index in slot (q % 2, g), the thread holding row j (group 0,
+// thread q) publishes row j in slot (q % 2, P); each arrives on the strip's
+// counter once per row published (__threadfence first). The counter only
+// grows: column q is complete at (P + 1)(q + 1) arrivals, so no reset can
+// race a late reader, and a slot is rewritten two columns later, after a
+// barrier every reader has passed. After the barrier each group copies
+// all P + 1 slots into threadgroup memory (one round of L2 loads, ld.cg:
+// L1 is not coherent across SMs), every warp reduces the P candidates
+// itself (lu_better: largest |a|, first row on ties, NaN largest) and
+// takes the pivot row from there, and every thread swaps, scales and
+// updates its own row. (Staging every slot, rather than loading the
+// winner's row after the reduction, saves an L2 round trip per column for
+// P^2 W values of L2 traffic: fine up to the LU_GRID_PMAX groups.)
+constexpr int NW = NT / 32;
+constexpr int WH = W / 32;
+threadgroup T cand_key[2 * NW];
+threadgroup int cand_row[2 * NW];
+threadgroup int pv_s[W];
+threadgroup int slot_s[W];
+threadgroup int src_s[2 * W];
+threadgroup T l11[W * W];
+// Column q's exchange slots, staged: P + 1 rows of W values, P keys and
+// rows.
+threadgroup T stage[(LU_GRID_PMAX + 1) * W];
+threadgroup T skey[LU_GRID_PMAX];
+threadgroup int srow[LU_GRID_PMAX];
+const int s0 = first, p0 = pstart, pe = pend, m = nrows;
+const int P = (int)threadgroups_per_grid.x;
+const int g = (int)threadgroup_position_in_grid.x;
+const int tid = (int)thread_index_in_threadgroup;
+const int lane = tid % 32, warp = tid / 32;
+const int ws = min(W, pe - s0);
+device T* pt = PT;
+device int* ctr = S + LU_GRID_CTR + s0 / W;
+const int row = s0 + g * NT + tid;
+const bool live = row < m;
+T v[W];
+device T* mine = pt + (int64_t)(s0 - p0) * m + min(row, m - 1);
+LU_UNROLL
+for (int q = 0; q < W; ++q) {
+  const T x = mine[(int64_t)min(q, ws - 1) * m];
+  v[q] = live && q < ws ? x : T(0);
+}
+int bad = 0, target = 0;
+LU_UNROLL
+for (int q = 0; q < W; ++q) {
+  if (q >= ws)
+    break;
+  const int j = s0 + q, slot = q & 1;
+  device T* xs = X + (int64_t)slot * (P + 1) * W;
+  device T* ks = X + (int64_t)2 * (P + 1) * W + slot * (P + 1);
+  device int* rs = S + slot * LU_GRID_PMAX;
+  // The group's best candidate.
+  const bool cand = live && row >= j;
+  T wk = cand ? lu_key(v[q]) : T(-1);
+  int wr = cand ? row : LU_NO_ROW;
+  lu_warp_argmax(wk, wr);
+  if (lane == 0) {
+    cand_key[slot * NW + warp] = wk;
+    cand_row[slot * NW + warp] = wr;
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  T gk = lane < NW ? cand_key[slot * NW + lane] : T(-1);
+  int gr = lane < NW ? cand_row[slot * NW + lane] : LU_NO_ROW;
+  lu_warp_argmax(gk, gr);
+  // Publish it, and row j, then arrive.
+  int arrive = 0;
+  if (row == gr) {
+    device T* dst = xs + (int64_t)g * W;
+    LU_UNROLL
+    for (int q2 = 0; q2 < W; ++q2)
+      dst[q2] = v[q2];
+    ks[g] = gk;
+    rs[g] = gr;
+    arrive = 1;
+  }
+  if (row == j) {
+    device T* dst = xs + (int64_t)P * W;
+    LU_UNROLL
+    for (int q2 = 0; q2 < W; ++q2)
+      dst[q2] = v[q2];
+    ++arrive;
+  }
+  if (arrive > 0)
+    lu_grid_arrive(ctr, arrive);
+  target += P + 1;
+  lu_grid_wait(ctr, target, tid);
+  // Every slot of the column into threadgroup memory at once (one L2
+  // round trip, rather than the keys and then the winner's row).
+  lu_stage<T, NT, (LU_GRID_PMAX + 1) * W>(xs, (P + 1) * W, stage, tid);
+  if (tid < P) {
+    skey[tid] = LU_LDCG(ks + tid);
+    srow[tid] = LU_LDCG(rs + tid);
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // Every warp: the pivot among the P candidates, then its row.
+  T pk = T(-1);
+  int p = LU_NO_ROW;
+  for (int c = lane; c < P; c += 32)
+    if (lu_better(skey[c], srow[c], pk, p)) {
+      pk = skey[c];
+      p = srow[c];
+    }
+  lu_warp_argmax(pk, p);
+  T prow[W];
+  const threadgroup T* sp = stage + ((p - s0) / NT) * W;
+  LU_UNROLL
+  for (int q2 = 0; q2 < W; ++q2)
+    prow[q2] = sp[q2];
+  if (row == p && p != j) // takes row j
+    LU_UNROLL
+    for (int q2 = 0; q2 < W; ++q2)
+      v[q2] = stage[P * W + q2];
+  if (row == j)
+    LU_UNROLL
+    for (int q2 = 0; q2 < W; ++q2)
+      v[q2] = prow[q2];
+  if (tid == 0)
+    pv_s[q] = p;
+  const T d = prow[q];
+  if (bad == 0)
+    bad = lu_pivot_status(d, j);
+  // Scale by the reciprocal where it is finite (as LAPACK), else divide;
+  // a zero pivot leaves the column as it is.
+  const T rd = T(1) / d;
+  const bool recip = isfinite(rd);
+  if (d != T(0) && live && row > j) {
+    v[q] = recip ? v[q] * rd : v[q] / d;
+    const T l = v[q];
+    LU_UNROLL
+    for (int q2 = q + 1; q2 < W; ++q2)
+      v[q2] = fma(-l, prow[q2], v[q2]);
+  }
+}
+if (live)
+  LU_UNROLL
+  for (int q = 0; q < W; ++q)
+    if (q < ws)
+      mine[(int64_t)q * m] = v[q];
+// Everyone's rows stored before anyone reads L11 or other columns' rows.
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid == 0)
+  lu_grid_arrive(ctr, 1);
+target += P;
+lu_grid_wait(ctr, target, tid);
+if (g == 0 && tid < ws)
+  piv[s0 + tid] = pv_s[tid];
+if (g == 0 && tid == 0 && bad != 0 && info[0] == 0)
+  info[0] = bad;
+// The strip's interchanges composed (as lu_laswp): slot e < ws is row s0
+// + e, slot W + f the pivot row of column s0 + f at its first use; after
+// the chain of swaps src_s[e] is the original row that ends in slot e.
+if (tid < ws) {
+  const int pq = pv_s[tid];
+  int e = pq - s0;
+  if (pq >= s0 + ws) {
+    int f = tid;
+    for (int f2 = 0; f2 < tid; ++f2)
+      if (pv_s[f2] == pq) {
+        f = f2;
+        break;
+      }
+    e = W + f;
+  }
+  slot_s[tid] = e;
+}
+for (int e = tid; e < 2 * W; e += NT)
+  src_s[e] = e < ws ? s0 + e : e >= W && e - W < ws ? pv_s[e - W] : -1;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid == 0)
+  for (int q = 0; q < ws; ++q) {
+    const int e = slot_s[q], t = src_s[q];
+    src_s[q] = src_s[e];
+    src_s[e] = t;
+  }
+const int nleft = s0 - p0, nright = pe - s0 - ws;
+if (nright > 0)
+  for (int e = tid; e < W * W; e += NT) {
+    const int q = e / W, i = e % W; // L11[i][q], column-major
+    l11[e] = i < ws && q < ws && i > q ? LU_LDCG(pt + (int64_t)(s0 + q - p0) * m
+                                                 + s0 + i)
+                                       : T(0);
+  }
+threadgroup_barrier(mem_flags::mem_threadgroup);
+// A warp per column: the moves' sources loaded (lane e % 32 holds slot e),
+// the rows outside the strip stored, then left of the strip the strip's
+// rows as well, right of it those rows solved with L11 first.
+bool valid[2 * WH];
+int dstr[2 * WH], srcr[2 * WH];
+LU_UNROLL
+for (int h = 0; h < 2 * WH; ++h) {
+  const int e = h * 32 + lane;
+  valid[h] = e < ws || (e >= W && e - W < ws && slot_s[e - W] == e);
+  dstr[h] = e < W ? s0 + e : valid[h] ? pv_s[e - W] : s0;
+  srcr[h] = valid[h] ? src_s[e] : s0;
+}
+for (int ci = g * NW + warp; ci < nleft + nright; ci += P * NW) {
+  const int c = ci < nleft ? p0 + ci : s0 + ws + (ci - nleft);
+  device T* col = pt + (int64_t)(c - p0) * m;
+  T x[2 * WH];
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    x[h] = LU_LDCG(col + srcr[h]);
+  simdgroup_barrier(mem_flags::mem_device);
+  const bool right = ci >= nleft;
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    if (valid[h] && (h >= WH || !right))
+      col[dstr[h]] = x[h];
+  if (right) {
+    LU_UNROLL
+    for (int q = 0; q + 1 < W; ++q) {
+      if (q + 1 >= ws)
+        break;
+      const T yq = simd_shuffle(x[q / 32], (ushort)(q % 32));
+      LU_UNROLL
+      for (int h = 0; h < WH; ++h)
+        x[h] = fma(-l11[q * W + h * 32 + lane], yq, x[h]);
+    }
+    LU_UNROLL
+    for (int h = 0; h < WH; ++h)
+      if (h * 32 + lane < ws)
+        col[s0 + h * 32 + lane] = x[h];
+  }
 }
 
 //@kernel lu_laswp

@@ -1129,6 +1129,96 @@ void test_linalg_lu_small_reg_semantics(void) {
   }
 }
 
+/* ---- the grid-wide strip kernel (lu_strip_grid) ------------------------- */
+
+/* A single m x n matrix (no batch) with column `col` zeroed (col < 0: none)
+ * and, with nan, one NaN: factored through the blocked path, unchecked
+ * (packed factors, GEPP's pivots, info) and checked (the error naming the
+ * pivot or the NaN, outputs untouched). */
+static void lt_grid_case(kiln_dtype dt, int64_t m, int64_t n, int64_t col,
+                         bool nan) {
+  double *a = kt_la_alloc(m * n);
+  lt_random(a, m * n);
+  for (int64_t i = 0; col >= 0 && i < m; i++)
+    a[i * n + col] = 0;
+  if (nan)
+    a[(m - 3) * n + n / 2] = NAN;
+  int64_t shape[2] = {m, n};
+  kiln_array *arr = kt_la_array(dt, 2, shape, a);
+  char what[128];
+  snprintf(what, sizeof what, "%s %lld x %lld grid, zero column %lld%s",
+           kiln_dtype_name(dt), (long long)m, (long long)n, (long long)col,
+           nan ? ", NaN" : "");
+  kiln_linalg_opts o = lt_opts(2);
+  kiln_array *sentinel = (kiln_array *)&o, *x = sentinel, *pv = sentinel;
+  if (nan) {
+    CHECK_STATUS(kiln_lu_factor_ex(arr, &o, &x, &pv),
+                 KILN_ERROR_INVALID_ARGUMENT);
+    CHECK_ERR_HAS("A contains NaN or infinity; LU needs finite values.");
+    CHECK(x == sentinel && pv == sentinel, "%s: output written on failure",
+          what);
+  } else {
+    int32_t *info = lt_factor_raw(what, arr, a, 1, m, n, 2);
+    CHECK(info[0] == (col >= 0 ? (int32_t)col + 1 : 0), "%s: info %d", what,
+          info[0]);
+    free(info);
+    if (col >= 0) {
+      char want[96];
+      snprintf(want, sizeof want, "A is singular: its pivot %lld ",
+               (long long)col + 1);
+      CHECK_STATUS(kiln_lu_factor_ex(arr, &o, &x, &pv),
+                   KILN_ERROR_INVALID_ARGUMENT);
+      CHECK_ERR_HAS(want);
+      CHECK(x == sentinel && pv == sentinel, "%s: output written on failure",
+            what);
+    } else {
+      lt_factor_check(what, arr, a, 1, m, n, 2);
+    }
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/*
+ * Shapes that lu.c's blocked path gives to lu_strip_grid on a CUDA device
+ * (one matrix, at least LU_GRID_MIN_ROWS = 1024 rows below the panel; on
+ * the CPU they run lu_panel, and must agree all the same): strips of the
+ * full width (64 float32, 32 float64) and a narrower last one (panels of
+ * 64 up to k 2048: n = 100 leaves 36), panels where the rows fall below
+ * the threshold mid-factorization, tall and wide, ill-conditioned, an
+ * exactly zero pivot mid-strip (info, the error, carrying on past it),
+ * a NaN. Several strips per panel: 2 of 32 in float64 here, 4 of 64 in
+ * linalg_lu_factor_paths' 2048 x 2048 float32 (panels of 256).
+ */
+void test_linalg_lu_grid(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_grid_case(dt, 1100, 100, -1, false);
+    lt_grid_case(dt, 1100, 100, 70, false);
+    lt_grid_case(dt, 1100, 40, 5, false);
+    lt_grid_case(dt, 1100, 40, -1, true);
+    lt_small_case(dt, 0, 0, 1300, 96, 2, dt == KILN_FLOAT32 ? 1e6 : 1e12);
+  }
+  lt_grid_case(KILN_FLOAT32, 1030, 1100, -1, false); /* wide */
+  /* (Panels of 256, k >= 2048: linalg_lu_factor_paths' 2048 x 2048.) */
+  /* On every backend, lu_strip_grid with one threadgroup (strips of at
+   * most 256 rows): its pivots, interchanges, block rows and info; 300
+   * rows start on lu_panel and move to it at the second panel. */
+  kiln__lu_grid_test = true;
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_grid_case(dt, 200, 150, -1, false);
+    lt_grid_case(dt, 256, 256, -1, false);
+    lt_grid_case(dt, 250, 100, 70, false);
+    lt_grid_case(dt, 240, 40, 0, false);
+    lt_grid_case(dt, 130, 250, -1, false);
+    lt_grid_case(dt, 300, 120, -1, false);
+    lt_grid_case(dt, 100, 100, -1, true);
+    lt_small_case(dt, 0, 0, 180, 180, 2, dt == KILN_FLOAT32 ? 1e6 : 1e12);
+  }
+  kiln__lu_grid_test = false;
+}
+
 /* ---- every kernel the drivers launch, compiled for a CUDA target --------- */
 
 typedef struct lt_cfg {
@@ -1136,8 +1226,8 @@ typedef struct lt_cfg {
   int in_ndim[8];
   kiln_dtype in_dt[8];
   int num_inputs;
-  kiln_dtype out_dt[3];
-  int out_ndim[3];
+  kiln_dtype out_dt[5];
+  int out_ndim[5];
   int num_outputs;
   kiln_template_arg t[6];
   int nt;
@@ -1150,7 +1240,7 @@ static void lt_compile(const lt_cfg *c, const char *target) {
     in[i].dtype = c->in_dt[i];
     in[i].ndim = c->in_ndim[i];
   }
-  kiln_output_spec out[3];
+  kiln_output_spec out[5];
   memset(out, 0, sizeof out);
   for (int i = 0; i < c->num_outputs; i++) {
     out[i].dtype = c->out_dt[i];
@@ -1176,7 +1266,8 @@ static lt_cfg lt_make(const char *name, const char *inputs, const char *outputs,
   c.inputs = inputs;
   c.outputs = outputs;
   /* kinds: M matrix of dt (rank), P int32 (rank - 1), S int32 scalar,
-   * I int32 1-D, D dt (rank - 2), Q dt 3-D (the transposed panel) */
+   * I int32 1-D, D dt (rank - 2), Q dt 3-D (the transposed panel), V dt
+   * 1-D */
   for (const char *p = in_kinds; *p; p++, c.num_inputs++) {
     int i = c.num_inputs;
     c.in_dt[i] = *p == 'M' ? dt : KILN_INT32;
@@ -1184,7 +1275,9 @@ static lt_cfg lt_make(const char *name, const char *inputs, const char *outputs,
   }
   for (const char *p = out_kinds; *p; p++, c.num_outputs++) {
     int i = c.num_outputs;
-    c.out_dt[i] = *p == 'M' || *p == 'D' || *p == 'Q' ? dt : KILN_INT32;
+    c.out_dt[i] = *p == 'M' || *p == 'D' || *p == 'Q' || *p == 'V'
+                      ? dt
+                      : KILN_INT32;
     c.out_ndim[i] = *p == 'M'   ? rank
                     : *p == 'P' ? rank - 1
                     : *p == 'D' ? rank - 2
@@ -1253,6 +1346,14 @@ void test_linalg_lu_nvrtc(void) {
       kt_la_targ(&c.t[3], "G", KILN_TEMPLATE_INT, 2, KILN_INT32);
       kt_la_targ(&c.t[4], "GL", KILN_TEMPLATE_INT, 2, KILN_INT32);
       c.nt = 5;
+      lt_compile(&c, target);
+      /* lu.c's launch_grid: W 64 float32, 32 float64, 256 threads */
+      c = lt_make("lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv",
+                  "PT,piv,info,X,S", dt, rank, "SSSSSS", "QPIVI");
+      kt_la_targ(&c.t[1], "W", KILN_TEMPLATE_INT, dt == KILN_FLOAT64 ? 32 : 64,
+                 KILN_INT32);
+      kt_la_targ(&c.t[2], "NT", KILN_TEMPLATE_INT, 256, KILN_INT32);
+      c.nt = 3;
       lt_compile(&c, target);
       for (int back = 0; back < 2; back++) {
         c = lt_make("lu_transpose", "Win,p0,pe,nbp,batch0", "W,PT", dt, rank,

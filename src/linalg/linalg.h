@@ -208,6 +208,12 @@ kiln_status kiln__lu_run(kiln_stream *s, kiln_array *a, int path, bool check,
                          kiln__lu *out);
 void kiln__lu_free(kiln__lu *f);
 
+/* Tests only (not thread-safe): with it set, the blocked path also runs
+ * lu_strip_grid, on any backend, wherever a strip's rows fit its one
+ * threadgroup (the CPU backend cannot run its grid barrier across
+ * several), so that make test covers that kernel's logic. */
+extern bool kiln__lu_grid_test;
+
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
                           kiln_array **out);

@@ -34,6 +34,12 @@
  *      panel's interchanges to every other column, kiln__trsm solves the
  *      block row U12 = L11^-1 A12 and GEMM updates the trailing matrix,
  *      A22 -= L21 U12. Launches per panel: about 2 NB / (WS LU_GROUP) + 5.
+ *      On CUDA, for one matrix, a panel whose rows (m - p0) are at least
+ *      LU_GRID_MIN_ROWS and fit 64 threadgroups of 256 (one row per
+ *      thread, up to 16384 rows) runs on lu_strip_grid instead (see
+ *      run_panel_grid and below): strips of W = 64 columns (32 in
+ *      float64), each factored by the whole GPU, right-looking, one GEMM
+ *      per strip on the rest of the panel.
  *
  * Why strips inside panels: the GEMM updates want a deep k (NB = 256 for
  * large matrices) to run near GEMM speed, while the column-by-column work
@@ -85,6 +91,33 @@
  * the next step is an Nsight Compute profile of lu_panel (stall reasons),
  * not another guess.
  *
+ * The column work on many SMs (lu_strip_grid, CUDA only): P = (m - s0) /
+ * 256 threadgroups (32 at 8192 rows), a row per thread with its W values
+ * in registers, one grid-wide barrier per column (an arrival counter per
+ * strip, monotonic; a release reduction to arrive, acquire loads to
+ * poll): each group publishes its best candidate row with its values, and
+ * group 0 row j, in double-buffered global slots; after the barrier each
+ * group stages all P + 1 slots in threadgroup memory in one L2 round trip
+ * and every warp picks the same pivot (lu_better), so no second exchange
+ * is needed. After the strip, one more barrier, and the groups' warps
+ * apply the strip's composed interchanges to the panel's other columns
+ * and solve its block row (a warp per column). By count, a column costs
+ * a few L2 round trips (publish, arrive, poll, stage) and two group
+ * barriers, about 1.5-3 us, against lu_panel's ~30 us per strip of 4 to
+ * 8 columns at 8192 rows. Measured on an H100 (same call, cuSOLVER getrf
+ * 35.7 ms): LU of 8192^2 float32 54.7 ms with a first version (fences
+ * and a second, dependent load of the winner's row), against 65.7 ms for
+ * lu_panel alone: about 4.4 us per column, so the L2 round trips cost
+ * more than counted. The version here (release/acquire instead of
+ * __threadfence, the slots staged in one load) passes the GPU tests but
+ * was not timed yet. The CPU backend runs threadgroups one after
+ * another, so a grid barrier would never complete there: it keeps
+ * lu_panel, and tests run lu_strip_grid with one threadgroup on every
+ * backend through kiln__lu_grid_test. Batches keep lu_panel (one
+ * threadgroup per matrix already spreads them over the SMs), and so do
+ * strips of more than 16384 rows (the staged slots would outgrow
+ * threadgroup memory, and the traffic of staging grows as P^2).
+ *
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
  * fills nothing.
@@ -129,6 +162,19 @@
 #define LU_LAUNCH_STRIPS LU_GROUP
 #endif
 
+/* lu_strip_grid (see run_panel_grid): its threadgroup, the fewest rows
+ * that take it (a guess, not measured: below it lu_panel's strips are
+ * short, and a grid of 4 groups hardly spreads the work), and the layout
+ * of its int32 scratch S (kernels/lu.metal: LU_GRID_PMAX candidate rows
+ * per column parity, then the counters). A build may set
+ * LU_GRID_MIN_ROWS, to measure another. */
+#define LU_GRID_NT 256
+#ifndef LU_GRID_MIN_ROWS
+#define LU_GRID_MIN_ROWS 1024
+#endif
+#define LU_GRID_PMAX 64
+#define LU_GRID_CTR (2 * LU_GRID_PMAX)
+
 /* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
  * and per grid.y of the other kernels (CUDA's limit). */
 #define LU_X_CHUNK (1 << 20)
@@ -137,6 +183,9 @@
 /* info values (see kernels/lu.metal) and lu_perm's threadgroup capacity. */
 #define LU_INFO_NONFINITE (-1073741824)
 #define LU_PERM_MAX 12288
+
+/* See linalg.h. */
+bool kiln__lu_grid_test = false;
 
 /* ---- checks -------------------------------------------------------------- */
 
@@ -192,6 +241,8 @@ typedef struct lu_run {
   kiln_stream *s;
   kiln_array *idx; /* int32 0, 1, 2, ...: the scalars' storage */
   kiln_array *pt;  /* the blocked path's panel, transposed: batch×NB×m */
+  kiln_array *gx;  /* lu_strip_grid's exchange slots (T), or NULL */
+  kiln_array *gs;  /* its candidate rows and arrival counters (int32) */
 } lu_run;
 
 /* idx = 0 .. len-1, so that any scalar the launches need is a view. */
@@ -236,7 +287,7 @@ typedef struct lu_launch {
   int num_arrays;
   int64_t scalars[7];
   int num_scalars;
-  kiln_array *outs[3];
+  kiln_array *outs[5];
   int num_outs;
   kiln_template_arg targs[6];
   int num_targs;
@@ -250,7 +301,7 @@ static kiln_status launch(const lu_run *r, const lu_launch *l) {
   kiln_status st = KILN_OK;
   for (int i = 0; st == KILN_OK && i < l->num_scalars; i++)
     st = scalar(r, l->scalars[i], &in[nin++]);
-  kiln_output_spec spec[3];
+  kiln_output_spec spec[5];
   for (int i = 0; i < l->num_outs; i++)
     kiln__linalg_out_spec(&spec[i], l->outs[i]);
   if (st == KILN_OK) {
@@ -381,7 +432,12 @@ static kiln_status run_small(const lu_run *r) {
 /* Panel width: deep enough for GEMM on large matrices, small enough that
  * panel work stays a small share on the others. */
 static int64_t panel_width(const kiln__lu *f) {
-  /* At most 256: lu_panel stages NB / 2 owed columns (LU_OWED_MAX). */
+  /* At most 256: lu_panel stages NB / 2 owed columns (LU_OWED_MAX).
+   * (Tests of lu_strip_grid on one threadgroup, kiln__lu_grid_test, take
+   * 256 from k = 128, so that float32 strips of 64 share a panel there
+   * too.) */
+  if (kiln__lu_grid_test && f->k >= 128)
+    return 256;
   return f->k >= 2048 ? 256 : 64;
 }
 
@@ -503,6 +559,88 @@ static kiln_status launch_transpose(const lu_run *r, int64_t p0, int64_t pe,
   return launch_batched(r, &l, false);
 }
 
+/* ---- the grid-wide strip (CUDA) ------------------------------------------ */
+
+/* lu_strip_grid's strip width: 64 float32 or 32 float64 values of a row
+ * in registers, beside the pivot row's as many. */
+static int grid_width(kiln_dtype dt) { return dt == KILN_FLOAT64 ? 32 : 64; }
+
+/* Whether any panel of this factorization may run on lu_strip_grid: on
+ * CUDA only (the CPU backend runs threadgroups one after another, so its
+ * grid barrier would wait forever), for one matrix (a batch's matrices run
+ * side by side on lu_panel instead), with enough rows; or under
+ * kiln__lu_grid_test. */
+static bool grid_device(const lu_run *r) {
+  if (r->f->batch != 1)
+    return false;
+  return kiln__lu_grid_test ||
+         (strcmp(r->s->device->info.backend, "cuda") == 0 &&
+          r->f->m >= LU_GRID_MIN_ROWS);
+}
+
+/* Whether the panel at p0 does: its rows enough to beat lu_panel, one
+ * per thread on at most one group per multiprocessor (all resident at
+ * once, which the grid barrier needs) and LU_GRID_PMAX groups; under
+ * kiln__lu_grid_test also any rows one group holds. */
+static bool use_grid(const lu_run *r, int64_t p0) {
+  int64_t rows = r->f->m - p0;
+  int64_t groups = (rows + LU_GRID_NT - 1) / LU_GRID_NT;
+  int64_t units = r->s->device->info.compute_units;
+  if (kiln__lu_grid_test && groups <= 1)
+    return r->f->batch == 1;
+  return grid_device(r) && rows >= LU_GRID_MIN_ROWS && groups <= units &&
+         groups <= LU_GRID_PMAX;
+}
+
+/* lu_strip_grid's scratch, once per factorization: X for the most
+ * groups, S with its counters zeroed (one per strip, monotonic). */
+static kiln_status make_grid_scratch(lu_run *r) {
+  int64_t w = grid_width(r->a->dtype);
+  int64_t units = r->s->device->info.compute_units;
+  int64_t groups = units < LU_GRID_PMAX ? units : LU_GRID_PMAX;
+  int64_t xs = 2 * (groups + 1) * (w + 1);
+  int64_t ss = LU_GRID_CTR + r->f->k / w + 1;
+  kiln_status st =
+      kiln__array_create(r->s->device, r->a->dtype, 1, &xs, &r->gx);
+  if (st == KILN_OK)
+    st = kiln__array_create(r->s->device, KILN_INT32, 1, &ss, &r->gs);
+  if (st == KILN_OK)
+    st = kiln__array_fill(r->gs, 0.0, r->s);
+  return st;
+}
+
+/* One lu_strip_grid launch: the strip at s0 of the panel [p0, pe). */
+static kiln_status launch_grid(const lu_run *r, int64_t s0, int64_t p0,
+                               int64_t pe) {
+  lu_launch l;
+  kiln_status st =
+      lu_kernel("lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv",
+                "PT,piv,info,X,S", &l);
+  if (st != KILN_OK)
+    return st;
+  l.scalars[0] = s0;
+  l.scalars[1] = p0;
+  l.scalars[2] = pe;
+  l.scalars[3] = r->pt->shape[1];
+  l.scalars[4] = r->f->m;
+  l.scalars[5] = r->f->k;
+  l.num_scalars = 6;
+  l.outs[0] = r->pt;
+  l.outs[1] = r->f->piv;
+  l.outs[2] = r->f->info;
+  l.outs[3] = r->gx;
+  l.outs[4] = r->gs;
+  l.num_outs = 5;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  kiln__targ_int(&l.targs[1], "W", grid_width(r->a->dtype));
+  kiln__targ_int(&l.targs[2], "NT", LU_GRID_NT);
+  l.num_targs = 3;
+  l.tg = LU_GRID_NT;
+  int64_t groups = (r->f->m - s0 + LU_GRID_NT - 1) / LU_GRID_NT;
+  l.grid[0] = (uint32_t)(groups * LU_GRID_NT);
+  return launch(r, &l);
+}
+
 /* A node of the panel's recursion (see run_panel): its columns [c0, ce)
  * split at c1, the left half factored, the right half's rows above c1
  * (its U12) final; what is left is A22 -= L21 U12, rows c1 .. m-1 of the
@@ -560,6 +698,23 @@ static kiln_status run_node(const lu_panel_job *j, int64_t i0, int64_t size) {
   return st;
 }
 
+/* The panel [p0, pe) on PT with lu_strip_grid, right-looking: per strip
+ * of W columns the kernel (which also swaps the panel's other columns and
+ * solves the strip's block row), then one GEMM on the rest of the panel
+ * below the strip. No recursion: W = 64 (32 in float64) is already a deep
+ * enough k for the GEMM, and a 256-column panel has only 4 (8) strips. */
+static kiln_status run_panel_grid(const lu_run *r, int64_t p0, int64_t pe) {
+  int64_t w = grid_width(r->a->dtype);
+  kiln_status st = KILN_OK;
+  for (int64_t s0 = p0; st == KILN_OK && s0 < pe; s0 += w) {
+    int64_t s1 = s0 + w < pe ? s0 + w : pe;
+    st = launch_grid(r, s0, p0, pe);
+    if (st == KILN_OK)
+      st = update_node(r, p0, s0, s1, pe);
+  }
+  return st;
+}
+
 /*
  * The panel [p0, pe) on PT, recursively (Toledo's recursive LU over the
  * panel's strips, as a binary tree of aligned power-of-two groups of
@@ -585,6 +740,8 @@ static kiln_status run_node(const lu_panel_job *j, int64_t i0, int64_t size) {
  * balance towards 4: a build with -DLU_GROUP=4 measures it.)
  */
 static kiln_status run_panel(const lu_run *r, int64_t p0, int64_t pe) {
+  if (r->gx != NULL && use_grid(r, p0))
+    return run_panel_grid(r, p0, pe);
   lu_panel_job j = {r, {false, 0, 0, LU_GROUP}, p0, pe, 0};
   j.sh.regs = panel_shape(r->a->dtype, r->f->m - p0, &j.sh.r, &j.sh.ws);
   j.strips = (pe - p0 + j.sh.ws - 1) / j.sh.ws;
@@ -700,12 +857,16 @@ static kiln_status run_blocked(lu_run *r) {
   int64_t shape[3] = {f->batch, nb < f->k ? nb : f->k, f->m};
   kiln_status st =
       kiln__array_create(r->s->device, r->a->dtype, 3, shape, &r->pt);
+  if (st == KILN_OK && grid_device(r))
+    st = make_grid_scratch(r);
   if (st == KILN_OK)
     st = launch_copy(r);
   if (st == KILN_OK)
     st = run_panels(r);
   kiln__array_destroy(r->pt);
-  r->pt = NULL;
+  kiln__array_destroy(r->gx);
+  kiln__array_destroy(r->gs);
+  r->pt = r->gx = r->gs = NULL;
   return st;
 }
 
@@ -768,7 +929,7 @@ kiln_status kiln__lu_run(kiln_stream *s, kiln_array *a, int path, bool check,
     st = choose_path(&f, path, &path);
   if (st == KILN_OK)
     st = make_arrays(a, s, &f);
-  lu_run r = {&f, a, s, NULL, NULL};
+  lu_run r = {&f, a, s, NULL, NULL, NULL, NULL};
   bool work = f.batch > 0 && f.k > 0;
   if (st == KILN_OK && work)
     st = kiln__array_fill(f.info, 0.0, s);
@@ -817,7 +978,7 @@ kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f, kiln_array **out) {
   kiln_array *perm = NULL;
   kiln_status st =
       kiln__array_create(s->device, KILN_INT32, nd - 1, shape, &perm);
-  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL};
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL, NULL, NULL};
   if (st == KILN_OK && f->batch > 0 && f->m > 0)
     st = make_index(&r, f->batch + 1);
   lu_launch l;
@@ -848,7 +1009,7 @@ kiln_status kiln__lu_unpack(kiln_stream *s, const kiln__lu *f, kiln_array *l,
                             kiln_array *u) {
   if (f->batch == 0 || f->k == 0)
     return KILN_OK;
-  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL};
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL, NULL, NULL};
   lu_launch ll;
   kiln_status st = make_index(&r, f->batch + 1);
   if (st == KILN_OK)
@@ -881,7 +1042,7 @@ kiln_status kiln__lu_gather(kiln_stream *s, kiln_array *perm, kiln_array *b,
   kiln__lu f;
   memset(&f, 0, sizeof f);
   f.batch = batch;
-  lu_run r = {&f, NULL, s, NULL, NULL};
+  lu_run r = {&f, NULL, s, NULL, NULL, NULL, NULL};
   lu_launch l;
   kiln_status st = make_index(&r, batch + 1);
   if (st == KILN_OK)
@@ -913,7 +1074,7 @@ kiln_status kiln__lu_det(kiln_stream *s, const kiln__lu *f, bool log,
     kiln_status st = kiln__array_fill(d, log ? 0.0 : 1.0, s);
     return st == KILN_OK ? kiln__array_fill(sign, 1.0, s) : st;
   }
-  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL};
+  lu_run r = {(kiln__lu *)f, NULL, s, NULL, NULL, NULL, NULL};
   lu_launch l;
   kiln_status st = make_index(&r, f->batch + 1);
   if (st == KILN_OK)
