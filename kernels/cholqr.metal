@@ -129,6 +129,68 @@ inline void cq_solve(thread T* x, const device T* rt) {
   }
 }
 
+// The factor in threadgroup memory: the row passes' solves are chains of
+// dependent loads of R (a thread per row, every thread reading the same
+// column), and from device memory each of those loads stalled its chain
+// on the L1 latency (Nsight Compute: long-scoreboard stalls first in
+// cq_last). The group copies R into threadgroup memory once, its columns
+// packed: column j (R(0..j-1, j) and 1 / R(j, j)) padded to whole
+// 4-vectors, starting at vector cq_rs_col(j), so that the solve still
+// reads four values a load. Used where it fits beside the tile in 48 KB
+// (all but float64 NC 64, which reads R from device memory).
+template <int NC>
+constexpr int cq_rs_col(int j) {
+  return 2 * (j / 4) * (j / 4 + 1) + (j % 4) * (j / 4 + 1);
+}
+
+template <int NC>
+constexpr int cq_rs_vecs() {
+  return cq_rs_col<NC>(NC);
+}
+
+template <int NC, typename TT>
+constexpr bool cq_rs_fits() {
+  return cq_smem_doubles<NC, TT>() * 8 +
+             cq_rs_vecs<NC>() * 4 * (int)sizeof(TT) <=
+         48 * 1024;
+}
+
+// cq_solve with the packed factor rs (see cq_rs_col) in threadgroup
+// memory.
+template <typename T, int NC>
+inline void cq_solve_tg(thread T* x, const threadgroup cq_v4<T>* rs) {
+  CQ_UNROLL
+  for (int j = 0; j < NC; ++j) {
+    const threadgroup cq_v4<T>* col = rs + cq_rs_col<NC>(j);
+    T s0 = x[j], s1 = T(0);
+    CQ_UNROLL
+    for (int l = 0; l < j; l += 4) {
+      const cq_v4<T> v = col[l / 4];
+      CQ_UNROLL
+      for (int e = 0; e < 4; ++e)
+        if (l + e < j) {
+          if (e % 2 == 0)
+            s0 = fma(-x[l + e], v.v[e], s0);
+          else
+            s1 = fma(-x[l + e], v.v[e], s1);
+        }
+    }
+    x[j] = (s0 + s1) * col[j / 4].v[j % 4];
+  }
+}
+
+// Copies the factor rt (by columns, see cq_solve) into rs, packed.
+template <typename T, int NC>
+inline void cq_rs_load(threadgroup cq_v4<T>* rs, const device T* rt,
+                       int tid) {
+  threadgroup T* f = (threadgroup T*)rs;
+  for (int e = tid; e < NC * NC; e += CQ_THREADS) {
+    const int j = e / NC, l = e % NC;
+    if (l < 4 * (j / 4 + 1))
+      f[4 * cq_rs_col<NC>(j) + l] = rt[e];
+  }
+}
+
 // Warps per block set of the Gram (see below): NC 64 splits its blocks.
 template <int NC>
 constexpr int cq_gram_h() {
@@ -331,7 +393,8 @@ template <typename T, typename TT, int NC, bool SOLVE, bool GRAM,
 inline void cq_pass(const device T* X, const constant int* X_shape,
                     const constant int64_t* X_strides, int X_ndim,
                     const device T* rt, device double* Part, device T* Q,
-                    uint b, uint p, uint P, int tid, threadgroup double* smem) {
+                    uint b, uint p, uint P, int tid, threadgroup double* smem,
+                    threadgroup cq_v4<T>* rsm) {
   constexpr int TR = cq_tile_rows<NC, TT>();
   constexpr int LD = NC + 1;
   constexpr int RSTEP = CQ_THREADS / NC;
@@ -358,6 +421,9 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
   // With PF the next tile's values are loaded into registers while this
   // one is worked on (a group that is alone on its SM would otherwise
   // wait out each tile's memory latency with nothing to do).
+  constexpr bool RS = SOLVE && cq_rs_fits<NC, TT>();
+  if (RS)
+    cq_rs_load<T, NC>(rsm, rt, tid); // the loop's first barrier orders it
   T pf[PF ? LPT : 1];
   if (PF && t0 < t1)
     cq_load_tile<T, NC, LPT, RSTEP>(pf, a, t0 * TR + lr, lc, m, n, rs, cs);
@@ -386,7 +452,10 @@ inline void cq_pass(const device T* X, const constant int* X_shape,
         CQ_UNROLL
         for (int c = 0; c < NC; ++c)
           x[c] = T(tile[tid * LD + c]);
-        cq_solve<T, NC>(x, rt);
+        if (RS)
+          cq_solve_tg<T, NC>(x, rsm);
+        else
+          cq_solve<T, NC>(x, rt);
         CQ_UNROLL
         for (int c = 0; c < NC; ++c)
           tile[tid * LD + c] = (TT)x[c];
@@ -461,33 +530,36 @@ cq_gram_store<NC>(acc, sum, Part, b, p, P, tid);
 // see cq_solve), written, and the Gram partials of X_1 into Part (the
 // layout of cq_gram). Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
+threadgroup cq_v4<T> rs[cq_rs_fits<NC, T>() ? cq_rs_vecs<NC>() : 1];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
     A, A_shape, A_strides, A_ndim, cq_factor<T, NC>(Rt, b, 0), Part, Q, b,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,
-    (int)thread_index_in_threadgroup, smem);
+    (int)thread_index_in_threadgroup, smem, rs);
 
 //@kernel cq_next
 // Pass 3's rows: Q = X_2 = X_1 R_2^-1 in place (factor 1 of Rt; Qin is Q,
 // bound for its shape), and the Gram partials of X_2 into Part.
 // Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
+threadgroup cq_v4<T> rs[cq_rs_fits<NC, T>() ? cq_rs_vecs<NC>() : 1];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
     cq_factor<T, NC>(Rt, b, 1), Part, Q, b, threadgroup_position_in_grid.x,
-    threadgroups_per_grid.x, (int)thread_index_in_threadgroup, smem);
+    threadgroups_per_grid.x, (int)thread_index_in_threadgroup, smem, rs);
 
 //@kernel cq_last
 // The result: Q = X_3 = X_2 R_3^-1 in place (factor 2 of Rt; Qin is Q,
 // bound for its shape). Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
+threadgroup cq_v4<T> rs[cq_rs_fits<NC, T>() ? cq_rs_vecs<NC>() : 1];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 cq_pass<T, T, NC, true, false, true, true>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
     cq_factor<T, NC>(Rt, b, 2), (device double*)nullptr, Q, b,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,
-    (int)thread_index_in_threadgroup, smem);
+    (int)thread_index_in_threadgroup, smem, rs);
 
 //@kernel cq_reduce
 // G (batch x E) = the sum over p of Part (batch x P x E), p in order. A

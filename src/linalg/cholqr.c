@@ -51,27 +51,42 @@
  *    waited out each tile's load): 190 -> 61 us (2.1 TB/s). In cq_first /
  *    cq_next the Gram of the solved tile went from ~70 us to ~20.
  *  - Row passes: a group alone on its SM (float32 NC 64, and cq_last)
- *    loads the next tile into registers while it works on this one.
+ *    loads the next tile into registers while it works on this one. Each
+ *    group copies its factor once into threadgroup memory (columns packed
+ *    to whole 4-vectors; all but float64 NC 64, which does not fit beside
+ *    its tile in 48 KB): read from device memory, every step of the
+ *    solve's chain waited on a load (cq_last's first stall reason was
+ *    the long scoreboard). H100, 1e5 x 64 float32, per kernel: cq_first
+ *    and cq_next 96 -> 70 us, cq_last 98 -> 39 us.
  *  - cq_reduce: 32 slices of the partials a group (1024 threads), so each
  *    thread's chain of dependent loads is a few partials long (4.6 us).
  *  - cq_chol: R_k Rin reads Rin through threadgroup memory, 16 rows at a
  *    time, where it read one row of global memory per step; the trace is
  *    a reduction rather than a loop of n reads.
- * Where the time is now (H100, whole call, cuSOLVER in the same call:
- * 1e6 x 32 0.749 ms vs 5.47, 1e5 x 64 0.449 ms vs 2.97; the per-kernel
- * figures are Nsight Compute's on a 0.766 ms build of this design):
- * cq_first 174 us, cq_next 248, cq_last 155: each tile's triangular
- * solves (a thread per row, a chain of n dependent steps) run the FMA
- * pipe at ~10%, and cq_next's 130 registers (128 fit two groups an SM)
- * halve its occupancy against cq_first's; cq_chol takes 10-14 us a pass
- * (27-32 at n = 64), bound by the chain of 2n float64 square roots and
- * divisions (a blocked variant with BS-row panels and two barriers a
- * panel measured no faster, 14-17 / 29-35 us); the TSQR fallback's
- * launches ~38 us. At 1e5 x 64 the three row passes take ~97 us each
- * and the Choleskys ~90. Folding each reduction and Cholesky into the
- * tail of its pass, a two-launch fallback and the last pass as a product
- * with R_3's inverse (commit ffde205, reverted) won at 32 columns (0.698
- * ms) and lost at 64 (0.540 ms, and 11% in the blocked QR's panels).
+ * Where the time is now (H100, whole kiln_qr call, bench_qr with
+ * cuSOLVER in the same run, this design against the one before the
+ * threadgroup-memory factor in the same call): 1e6 x 32 0.592 ms (was
+ * 0.757; cuSOLVER 5.51), 1e5 x 64 0.378 ms (was 0.466; cuSOLVER 2.99),
+ * 4096^2 through the blocked QR's 64-column panels 31.96 ms (was 34.13;
+ * cuSOLVER 28.73). Per kernel at 1e5 x 64 (Nsight Compute): cq_gram 35
+ * us, cq_reduce 4.8 x 3, cq_chol 27 / 32 / 32 (bound by its chain of n
+ * steps, each a barrier, a float64 division and the pivot row's
+ * publication), cq_first and cq_next 70 each, cq_last 39, the TSQR
+ * fallback's guarded launches ~33 in all.
+ * Tried and lost (H100, same figures): cq_chol's elimination by one warp
+ * (a lane per column, warp barriers only) took 45-52 us a pass with the
+ * columns in registers and 98 with them in threadgroup memory, against
+ * the 16 x 16 grid's 27-32: one warp's float64 FMAs and loads are slower
+ * than the grid's barriers (and the register version's 64 unrolled
+ * steps are 254 registers and 2.3 s of NVRTC each); the solve in axpy
+ * form (x[k] -= x[j] R(j, k), 63 independent FMAs a step) with R from
+ * device memory made cq_last 98 -> 146 us (the whole row of R is needed
+ * before a step's FMAs, so the load latency is exposed every step), and
+ * cq_first / cq_next no faster. Folding each
+ * reduction and Cholesky into the tail of its pass, a two-launch
+ * fallback and the last pass as a product with R_3's inverse (commit
+ * ffde205, reverted) won at 32 columns (0.698 ms against 0.749) and lost
+ * at 64 (0.540 ms against 0.449, and 11% in the blocked QR's panels).
  *
  * The partial's layout is that of the tensor cores' accumulators: entry
  * blk * 64 + 2 lane + i holds G(8 bi + lane / 4, 8 bj + 2 (lane % 4) + i)
