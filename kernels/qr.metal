@@ -343,12 +343,6 @@ inline uint qr_batch_count(const constant int* shape, int ndim) {
   return b;
 }
 
-// Row blocks per matrix of qr_house's launches: P with BLOCKED, else 1.
-template <int MMAX, bool BLOCKED>
-inline uint qr_blocks(int m) {
-  return BLOCKED ? (uint)((m + MMAX - 1) / MMAX) : 1u;
-}
-
 // Columns of S per tile of qr_apply (all of them while NB x NB fits 32 KB).
 template <typename T, int NB>
 constexpr int qr_apply_tc() {
@@ -401,20 +395,16 @@ inline void qr_row_times(device T* x, bool live, int n, const device T* sp,
 }
 
 // qr_apply for threadgroup g (see the kernel): its QR_APPLY_ROWS rows of X
-// times their block's piece of S (qr_row_times). With a flag array, a
-// group whose matrix has flag 0 returns at once.
+// times their block's piece of S (qr_row_times).
 template <typename T, int NB, int BR>
 inline void qr_apply_rows(device T* X, const constant int* Xin_shape,
                           int Xin_ndim, const device T* S,
                           const constant int* S_shape, int S_ndim, uint g,
-                          int tid, threadgroup T* St,
-                          const device int* flag) {
+                          int tid, threadgroup T* St) {
   const int m = Xin_shape[Xin_ndim - 2], n = Xin_shape[Xin_ndim - 1];
   const int mu = S_shape[S_ndim - 2];
   const int groups = (m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS;
   const uint bi = g / (uint)groups;
-  if (flag != nullptr && flag[bi] == 0)
-    return;
   const int first = (int)(g % (uint)groups) * QR_APPLY_ROWS;
   const int row = first + tid;
   const int blk = first / BR;
@@ -592,52 +582,6 @@ qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
     (uint)g0 + threadgroup_position_in_grid.x, thread_index_in_threadgroup,
     vbuf, taus, sgn, dims);
 
-//@kernel qr_small_g
-// (No longer launched: CholeskyQR's fallback is now qr_tree_g and
-// qr_chain_g. Kept, with qr_small_rg and qr_apply_g, while
-// tests/test_linalg_qr.c's linalg_qr_cholqr_nvrtc still compiles them;
-// remove the four together.)
-// qr_small behind a per-matrix flag (int32, one per batch entry): TSQR
-// ran this way after CholeskyQR (src/linalg/cholqr.c), redoing only the
-// matrices where that broke down, without a host round trip. The grid is
-// small and fixed (the driver caps it): each threadgroup walks the blocks
-// g = its index, + the groups of the grid, ..., and skips those whose
-// matrix has flag 0, so when nothing broke down the launch costs a few
-// flag reads. Inputs: A, flag (no g0: one launch covers every block).
-threadgroup T vbuf[2 * MMAX];
-threadgroup T taus[NC];
-threadgroup T sgn[MMAX + NC];
-threadgroup int dims[2];
-const uint blocks = qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2]);
-const uint total = qr_batch_count(A_shape, A_ndim) * blocks;
-for (uint grp = threadgroup_position_in_grid.x; grp < total;
-     grp += threadgroups_per_grid.x) {
-  if (flag[grp / blocks] == 0)
-    continue;
-  threadgroup_barrier(mem_flags::mem_threadgroup); // buffers free again
-  qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, true>(
-      A, A_shape, A_strides, A_ndim, Q, R, grp, thread_index_in_threadgroup,
-      vbuf, taus, sgn, dims);
-}
-
-//@kernel qr_small_rg
-// qr_small_r behind a per-matrix flag, as qr_small_g.
-threadgroup T vbuf[2 * MMAX];
-threadgroup T taus[NC];
-threadgroup T sgn[MMAX + NC];
-threadgroup int dims[2];
-const uint blocks = qr_blocks<MMAX, BLOCKED>(A_shape[A_ndim - 2]);
-const uint total = qr_batch_count(A_shape, A_ndim) * blocks;
-for (uint grp = threadgroup_position_in_grid.x; grp < total;
-     grp += threadgroups_per_grid.x) {
-  if (flag[grp / blocks] == 0)
-    continue;
-  threadgroup_barrier(mem_flags::mem_threadgroup); // buffers free again
-  qr_house<T, MMAX, NC, SEGS, BLOCKED, COMPLETE, false>(
-      A, A_shape, A_strides, A_ndim, R, R, grp, thread_index_in_threadgroup,
-      vbuf, taus, sgn, dims);
-}
-
 //@kernel qr_apply
 // TSQR's way back: X (batch x m x n, contiguous, in place) is a stack of
 // row blocks of BR rows, block p an explicit Q_p; each becomes Q_p S_p,
@@ -648,20 +592,7 @@ for (uint grp = threadgroup_position_in_grid.x; grp < total;
 threadgroup T St[NB * qr_apply_tc<T, NB>()];
 qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim,
                          (uint)g0 + threadgroup_position_in_grid.x,
-                         (int)thread_index_in_threadgroup, St,
-                         (const device int*)nullptr);
-
-//@kernel qr_apply_g
-// qr_apply behind a per-matrix flag, walking its groups as qr_small_g
-// does (inputs Xin, S, flag: no g0).
-threadgroup T St[NB * qr_apply_tc<T, NB>()];
-const int xm = Xin_shape[Xin_ndim - 2];
-const uint total = qr_batch_count(Xin_shape, Xin_ndim) *
-                   (uint)((xm + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS);
-for (uint g = threadgroup_position_in_grid.x; g < total;
-     g += threadgroups_per_grid.x)
-  qr_apply_rows<T, NB, BR>(X, Xin_shape, Xin_ndim, S, S_shape, S_ndim, g,
-                           (int)thread_index_in_threadgroup, St, flag);
+                         (int)thread_index_in_threadgroup, St);
 
 //@kernel qr_tree_g
 // TSQR's whole tree (qr_tree) behind a per-matrix flag: CholeskyQR's

@@ -1020,48 +1020,8 @@ static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
 }
 
 /* With KILN_TEST_NVRTC_TARGET, compiles every configuration of the
- * CholeskyQR path and of TSQR's guarded kernels (its fallback). */
+ * CholeskyQR path (its fallback's kernels: linalg_qr_fallback_nvrtc). */
 void test_linalg_qr_cholqr_nvrtc(void) {
   const char *target = kt_la_nvrtc_target();
   CHECK_OK(kiln__cholqr_for_each_config(qt_cholqr_compile, (void *)target));
-  static const int tsqr[2] = {32, 64};
-  for (int d = 0; d < 2; d++) {
-    kiln_dtype dt = qt_dtypes[d];
-    for (int rank = 2; rank <= 3; rank++)
-      for (int c = 0; c < 2; c++) {
-        kiln_template_arg t[6];
-        kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, dt);
-        kt_la_targ(&t[1], "MMAX", KILN_TEMPLATE_INT, 256, KILN_INT32);
-        kt_la_targ(&t[2], "NC", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
-        kt_la_targ(&t[3], "SEGS", KILN_TEMPLATE_INT, 8, KILN_INT32);
-        kt_la_targ(&t[4], "BLOCKED", KILN_TEMPLATE_BOOL, 1, KILN_INT32);
-        kt_la_targ(&t[5], "COMPLETE", KILN_TEMPLATE_BOOL, 0, KILN_INT32);
-        kiln_array_spec in[2] = {{dt, rank, {0}}, {KILN_INT32, 1, {0}}};
-        kiln_output_spec out[2] = {{dt, 3, {1, 1, 1}}, {dt, 3, {1, 1, 1}}};
-        kt_la_kernel k = {.family = "qr", .name = "qr_small_g",
-                          .inputs = "A,flag", .outputs = "Q,R",
-                          .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 2,
-                          .num_outputs = 2, .in = in, .out = out,
-                          .targs = t, .num_targs = 6};
-        kt_la_compile(&k, target);
-        kt_la_kernel kr = {.family = "qr", .name = "qr_small_rg",
-                           .inputs = "A,flag", .outputs = "R",
-                           .flags = KILN__LIB_NO_ROW_CONTIG, .num_inputs = 2,
-                           .num_outputs = 1, .in = in, .out = out + 1,
-                           .targs = t, .num_targs = 6};
-        kt_la_compile(&kr, target);
-        if (rank == 3) {
-          kt_la_targ(&t[1], "NB", KILN_TEMPLATE_INT, tsqr[c], KILN_INT32);
-          kt_la_targ(&t[2], "BR", KILN_TEMPLATE_INT, 256, KILN_INT32);
-          kiln_array_spec ain[3] = {{dt, 3, {0}}, {dt, 3, {0}},
-                                    {KILN_INT32, 1, {0}}};
-          kt_la_kernel ka = {.family = "qr", .name = "qr_apply_g",
-                             .inputs = "Xin,S,flag", .outputs = "X",
-                             .flags = KILN__LIB_NO_ROW_CONTIG,
-                             .num_inputs = 3, .num_outputs = 1, .in = ain,
-                             .out = out, .targs = t, .num_targs = 3};
-          kt_la_compile(&ka, target);
-        }
-      }
-  }
 }
