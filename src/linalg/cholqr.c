@@ -72,7 +72,8 @@
  * us, cq_reduce 4.8 x 3, cq_chol 27 / 32 / 32 (bound by its chain of n
  * steps, each a barrier, a float64 division and the pivot row's
  * publication), cq_first and cq_next 70 each, cq_last 39, the TSQR
- * fallback's guarded launches ~33 in all.
+ * fallback's guarded launches ~33 in all (since 24e1cd7 a memset and two
+ * launches, about 30 us less per call: qr.c).
  * Tried and lost (H100, same figures): cq_chol's elimination by one warp
  * (a lane per column, warp barriers only) took 45-52 us a pass with the
  * columns in registers and 98 with them in threadgroup memory, against
