@@ -111,13 +111,20 @@ inline void lu_grid_wait(device int* ctr, int target, int tid) {
 // not coherent across SMs): a quarter of the instructions of scalar
 // loads.
 #if KILN_BACKEND_CUDA
+// (volatile, with a memory clobber: the same address is read again two
+// columns later, after other groups rewrote it, and a plain asm could be
+// merged with the earlier read.)
 inline void lu_ld16(const device float* p, thread float* d) {
-  asm("ld.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
-      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "l"(p));
+  asm volatile("ld.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+               : "l"(p)
+               : "memory");
 }
 inline void lu_ld16(const device double* p, thread double* d) {
-  asm("ld.cg.v2.f64 {%0, %1}, [%2];" : "=d"(d[0]), "=d"(d[1]) : "l"(p));
+  asm volatile("ld.cg.v2.f64 {%0, %1}, [%2];"
+               : "=d"(d[0]), "=d"(d[1])
+               : "l"(p)
+               : "memory");
 }
 #endif
 // Copies count (a multiple of 4, at most CAP) values from src (16-byte
@@ -1023,19 +1030,21 @@ for (int gs = 0; gs < GL; ++gs) {
 // then their keys) and S (int32: the
 // slots' rows, LU_GRID_PMAX per parity, then one arrival counter per
 // strip, zeroed by the driver, at LU_GRID_CTR + s0 / W). Template: T, W,
-// NT. CUDA only: a grid-wide barrier needs every group resident, which
-// the CPU backend (groups one after another) does not give: the driver
-// launches it there only with P = 1 (tests, lu.c's kiln__lu_grid_test).
+// NT. CUDA only: a grid-wide barrier needs every group resident, which a
+// cooperative launch gives there and the CPU backend does not promise:
+// the driver launches it there only with P = 1 (tests, lu.c's
+// kiln__lu_grid_test).
 //
 // Per column j = s0 + q, ONE grid barrier: each group finds its best
 // candidate row (warp shuffles, then the NW warps' bests through
 // threadgroup memory); the thread holding it publishes the row's W values,
 // its key and index in slot (q % 2, g), the thread holding row j (group 0,
 // thread q) publishes row j in slot (q % 2, P); each arrives on the strip's
-// counter once per row published (__threadfence first). The counter only
-// grows: column q is complete at (P + 1)(q + 1) arrivals, so no reset can
-// race a late reader, and a slot is rewritten two columns later, after a
-// barrier every reader has passed. After the barrier each group copies
+// counter once per row published (a release reduction: ordered after its
+// stores). The counter only grows: column q is complete at (P + 1)(q + 1)
+// arrivals, so no reset can race a late reader, and a slot is rewritten
+// two columns later, after a barrier every reader has passed. After the
+// barrier each group copies
 // all P + 1 slots into threadgroup memory (one round of L2 loads, ld.cg:
 // L1 is not coherent across SMs), every warp reduces the P candidates
 // itself (lu_better: largest |a|, first row on ties, NaN largest) and

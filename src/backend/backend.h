@@ -48,6 +48,13 @@ typedef struct kiln__launch_params {
    * Backends without it (the CPU) ignore it. Set from the kernel
    * (kiln__kernel_set_dynamic_shared). */
   uint32_t dynamic_shared;
+  /* Every threadgroup resident at once (CUDA: cuLaunchCooperativeKernel),
+   * for a kernel whose groups wait for each other (a grid-wide barrier);
+   * such a launch must fit the device in one part. Backends that run a
+   * launch's groups without that guarantee (the CPU) ignore it: the
+   * caller gives them one group. Set from the kernel
+   * (kiln__kernel_set_cooperative). */
+  bool cooperative;
 } kiln__launch_params;
 
 /* A strided view of bytes in device memory, for copies. */

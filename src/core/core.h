@@ -174,6 +174,13 @@ kiln_status kiln__kernel_launch_into(kiln_kernel *kernel,
  * shared. Other backends ignore it. */
 void kiln__kernel_set_dynamic_shared(kiln_kernel *kernel, uint32_t bytes);
 
+/* Makes every CUDA launch of `kernel` cooperative: all its threadgroups
+ * resident at once, or the launch fails (too many groups for the device)
+ * rather than waiting for groups that cannot be scheduled. For library
+ * kernels whose groups wait for each other (KILN__LIB_COOPERATIVE); call
+ * it before the kernel is first launched or shared. */
+void kiln__kernel_set_cooperative(kiln_kernel *kernel);
+
 /* ---- dtypes -------------------------------------------------------------- */
 
 bool kiln__dtype_valid(kiln_dtype dtype);

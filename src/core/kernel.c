@@ -50,6 +50,7 @@ struct kiln_kernel {
   kiln__scan scan;
   bool scanned;
   uint32_t dynamic_shared; /* kiln__kernel_set_dynamic_shared */
+  bool cooperative;        /* kiln__kernel_set_cooperative */
   /* table_lock guards the table and is held only briefly; build_lock
    * serializes misses, so one specialisation compiles once while launches
    * of cached ones go on. */
@@ -1170,6 +1171,11 @@ void kiln__kernel_set_dynamic_shared(kiln_kernel *kernel, uint32_t bytes) {
   kernel->dynamic_shared = bytes;
 }
 
+/* See core.h. Set once, before the kernel is shared between threads. */
+void kiln__kernel_set_cooperative(kiln_kernel *kernel) {
+  kernel->cooperative = true;
+}
+
 /* Step 6, under the stream's submit lock: order after other streams,
  * fill, launch, record, and keep every buffer alive until the stream gets
  * here. If work went in but a later step failed, the buffers are still
@@ -1184,6 +1190,7 @@ static kiln_status submit(const kiln_kernel *k, const launch_plan *p,
   lp.args = w->args;
   lp.num_args = s->num_params;
   lp.dynamic_shared = k->dynamic_shared;
+  lp.cooperative = k->cooperative;
   bool enqueued = false;
   pthread_mutex_lock(&p->stream->submit_lock);
   kiln_status st =

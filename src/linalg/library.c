@@ -125,8 +125,11 @@ static kiln_status make_kernel(const char *family, const char *name,
     const char *api = kiln__api_current();
     st = kiln_kernel_create(&d, out);
     kiln__api_enter(api);
-    if (st == KILN_OK) /* before the kernel is published in g_lib */
+    if (st == KILN_OK) { /* before the kernel is published in g_lib */
       kiln__kernel_set_dynamic_shared(*out, ((flags >> 8) & 0xffu) * 1024u);
+      if (flags & KILN__LIB_COOPERATIVE)
+        kiln__kernel_set_cooperative(*out);
+    }
   }
   kiln__free(header);
   kiln__free(body);

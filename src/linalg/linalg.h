@@ -17,6 +17,7 @@
 #define KILN__LIB_ATOMIC 1u         /* atomic_outputs */
 #define KILN__LIB_NO_ROW_CONTIG 2u  /* kernels read strided views in place */
 #define KILN__LIB_FAST_MATH 4u
+#define KILN__LIB_COOPERATIVE 8u /* groups wait for each other (CUDA) */
 /* Bits 8-15: KiB of dynamic shared memory for every CUDA launch of the
  * kernel (kiln__kernel_set_dynamic_shared), for bodies that declare an
  * `extern __shared__` array; 0 for static threadgroup memory only. */

@@ -110,13 +110,17 @@
  * lu_panel alone: about 4.4 us per column, so the L2 round trips cost
  * more than counted. The version here (release/acquire instead of
  * __threadfence, the slots staged in one load) passes the GPU tests but
- * was not timed yet. The CPU backend runs threadgroups one after
- * another, so a grid barrier would never complete there: it keeps
- * lu_panel, and tests run lu_strip_grid with one threadgroup on every
- * backend through kiln__lu_grid_test. Batches keep lu_panel (one
- * threadgroup per matrix already spreads them over the SMs), and so do
- * strips of more than 16384 rows (the staged slots would outgrow
- * threadgroup memory, and the traffic of staging grows as P^2).
+ * was not timed yet. The launch is cooperative (cuLaunchCooperativeKernel:
+ * every group resident before any starts, or an error), since groups that
+ * spin at the barrier could otherwise hold the SMs that a late group of
+ * the same launch needs (with other grid launches or persistent kernels
+ * on the device). The CPU backend's workers run a launch's groups
+ * without any promise that all run at once, so a grid barrier could
+ * wait forever there: it keeps lu_panel, and tests run lu_strip_grid with
+ * one threadgroup on every backend through kiln__lu_grid_test. Batches
+ * keep lu_panel (one threadgroup per matrix already spreads them over the
+ * SMs), and so do strips of more than 16384 rows (the staged slots would
+ * outgrow threadgroup memory, and the traffic of staging grows as P^2).
  *
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
@@ -345,12 +349,18 @@ static kiln_status launch_batched(const lu_run *r, lu_launch *l,
   return st;
 }
 
-static kiln_status lu_kernel(const char *name, const char *inputs,
-                             const char *outputs, lu_launch *l) {
+static kiln_status lu_kernel_flags(const char *name, const char *inputs,
+                                   const char *outputs, unsigned flags,
+                                   lu_launch *l) {
   memset(l, 0, sizeof *l);
   l->grid[0] = l->grid[1] = 1;
   return kiln__library_kernel("lu", name, inputs, outputs,
-                              KILN__LIB_NO_ROW_CONTIG, &l->kernel);
+                              KILN__LIB_NO_ROW_CONTIG | flags, &l->kernel);
+}
+
+static kiln_status lu_kernel(const char *name, const char *inputs,
+                             const char *outputs, lu_launch *l) {
+  return lu_kernel_flags(name, inputs, outputs, 0, l);
 }
 
 /* ---- the small path ------------------------------------------------------ */
@@ -565,31 +575,36 @@ static kiln_status launch_transpose(const lu_run *r, int64_t p0, int64_t pe,
  * in registers, beside the pivot row's as many. */
 static int grid_width(kiln_dtype dt) { return dt == KILN_FLOAT64 ? 32 : 64; }
 
+static bool on_cuda(const lu_run *r) {
+  return strcmp(r->s->device->info.backend, "cuda") == 0;
+}
+
 /* Whether any panel of this factorization may run on lu_strip_grid: on
- * CUDA only (the CPU backend runs threadgroups one after another, so its
- * grid barrier would wait forever), for one matrix (a batch's matrices run
- * side by side on lu_panel instead), with enough rows; or under
- * kiln__lu_grid_test. */
+ * CUDA only (the CPU backend does not promise that a launch's groups all
+ * run at once, so its grid barrier could wait forever), for one matrix (a
+ * batch's matrices run side by side on lu_panel instead), with enough
+ * rows; or under kiln__lu_grid_test. */
 static bool grid_device(const lu_run *r) {
   if (r->f->batch != 1)
     return false;
-  return kiln__lu_grid_test ||
-         (strcmp(r->s->device->info.backend, "cuda") == 0 &&
-          r->f->m >= LU_GRID_MIN_ROWS);
+  return kiln__lu_grid_test || (on_cuda(r) && r->f->m >= LU_GRID_MIN_ROWS);
 }
 
 /* Whether the panel at p0 does: its rows enough to beat lu_panel, one
  * per thread on at most one group per multiprocessor (all resident at
- * once, which the grid barrier needs) and LU_GRID_PMAX groups; under
- * kiln__lu_grid_test also any rows one group holds. */
+ * once, which the grid barrier needs: the launch is cooperative) and
+ * LU_GRID_PMAX groups, on CUDA only; under kiln__lu_grid_test also any
+ * rows one group holds, on any backend. (The CPU backend's workers may
+ * run a launch's groups at once, but nothing guarantees that all of them
+ * run together, so more than one group could wait there forever.) */
 static bool use_grid(const lu_run *r, int64_t p0) {
   int64_t rows = r->f->m - p0;
   int64_t groups = (rows + LU_GRID_NT - 1) / LU_GRID_NT;
   int64_t units = r->s->device->info.compute_units;
   if (kiln__lu_grid_test && groups <= 1)
     return r->f->batch == 1;
-  return grid_device(r) && rows >= LU_GRID_MIN_ROWS && groups <= units &&
-         groups <= LU_GRID_PMAX;
+  return on_cuda(r) && grid_device(r) && rows >= LU_GRID_MIN_ROWS &&
+         groups <= units && groups <= LU_GRID_PMAX;
 }
 
 /* lu_strip_grid's scratch, once per factorization: X for the most
@@ -613,9 +628,10 @@ static kiln_status make_grid_scratch(lu_run *r) {
 static kiln_status launch_grid(const lu_run *r, int64_t s0, int64_t p0,
                                int64_t pe) {
   lu_launch l;
-  kiln_status st =
-      lu_kernel("lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv",
-                "PT,piv,info,X,S", &l);
+  /* cooperative: its groups wait for each other (the grid barrier) */
+  kiln_status st = lu_kernel_flags(
+      "lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
+      KILN__LIB_COOPERATIVE, &l);
   if (st != KILN_OK)
     return st;
   l.scalars[0] = s0;

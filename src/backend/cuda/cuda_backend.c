@@ -1721,6 +1721,13 @@ static kiln_status launch_error(kiln__cuda_device *d, CUresult r,
                           "device has for that many threads; use smaller "
                           "threadgroups",
                           name, d->ordinal, p->tg[0], p->tg[1], p->tg[2]);
+  if (r == CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE)
+    return kiln__cu_error(KILN_ERROR_LAUNCH,
+                          "kernel '%s' needs all its %ux%ux%u threadgroups "
+                          "resident at once, more than " GPU_FMT " can hold "
+                          "(it may be shared with other work)",
+                          name, p->grid[0] / p->tg[0], p->grid[1] / p->tg[1],
+                          p->grid[2] / p->tg[2], d->ordinal);
   return kiln__cuda_fail(d, KILN_ERROR_LAUNCH,
                          "kernel '%s' could not be launched on " GPU_FMT,
                          name, d->ordinal);
@@ -1820,6 +1827,12 @@ static kiln_status launch_all(cuda_stream *s, const kiln__cuda_module *m,
   launch_region regions[8];
   int count = launch_regions(p, blocks, regions);
   kiln_status st = check_regions(d, m, regions, count, name);
+  if (st == KILN_OK && p->cooperative && count != 1)
+    st = kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                     "kernel '%s': its threadgroups wait for each other, so "
+                     "its launch cannot be split into %d parts as " GPU_FMT
+                     "'s grid limits require; nothing was launched",
+                     name, count, d->ordinal);
   if (st == KILN_OK)
     st = allow_dynamic_shared(d, m, p, name);
   if (st != KILN_OK)
@@ -1827,10 +1840,19 @@ static kiln_status launch_all(cuda_stream *s, const kiln__cuda_module *m,
   for (int i = 0; i < count; i++) {
     const launch_region *g = &regions[i];
     memcpy(dims->group_offset, g->first, sizeof dims->group_offset);
-    CUresult r = KILN__CU(d->cu, cuLaunchKernel, m->function, g->blocks[0],
-                          g->blocks[1], g->blocks[2], g->size[0], g->size[1],
-                          g->size[2], p->dynamic_shared, s->handle, params,
-                          NULL);
+    /* A cooperative launch starts only with every group resident (or
+     * fails), where a plain one could leave groups waiting on SMs that
+     * the spinning others hold. */
+    CUresult r =
+        p->cooperative
+            ? KILN__CU(d->cu, cuLaunchCooperativeKernel, m->function,
+                       g->blocks[0], g->blocks[1], g->blocks[2], g->size[0],
+                       g->size[1], g->size[2], p->dynamic_shared, s->handle,
+                       params)
+            : KILN__CU(d->cu, cuLaunchKernel, m->function, g->blocks[0],
+                       g->blocks[1], g->blocks[2], g->size[0], g->size[1],
+                       g->size[2], p->dynamic_shared, s->handle, params,
+                       NULL);
     if (r != CUDA_SUCCESS) {
       /* A sticky error here is an earlier launch's fault, blamed on the
        * last kernel noted: this one's name is noted only on success. */

@@ -51,6 +51,7 @@ typedef void (*CUhostFn)(void *user_data);
 #define CUDA_ERROR_INVALID_ADDRESS_SPACE 717
 #define CUDA_ERROR_INVALID_PC 718
 #define CUDA_ERROR_LAUNCH_FAILED 719
+#define CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE 720
 #define CUDA_ERROR_TENSOR_MEMORY_LEAK 721
 
 /* CUdevice_attribute values. */
@@ -143,6 +144,9 @@ typedef struct _nvrtcProgram *nvrtcProgram;
      (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,       \
       unsigned by, unsigned bz, unsigned shared, CUstream s, void **params,   \
       void **extra))                                                          \
+  XX(cuLaunchCooperativeKernel, "cuLaunchCooperativeKernel",                  \
+     (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,       \
+      unsigned by, unsigned bz, unsigned shared, CUstream s, void **params))  \
   XX(cuLaunchHostFunc, "cuLaunchHostFunc",                                    \
      (CUstream s, CUhostFn fn, void *user))                                   \
   XX(cuModuleLoadData, "cuModuleLoadData", (CUmodule * m, const void *image)) \
