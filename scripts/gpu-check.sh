@@ -2,6 +2,7 @@
 # One scripted GPU session (device time is scarce): build, the whole test
 # suite on the GPU, the benchmarks (CUDA and CPU), with full logs in $OUT.
 # Usage on the GPU machine: sh scripts/gpu-check.sh [test-filter]
+# (OUT: the log folder; BENCH_TIMEOUT, BENCHES: see below)
 set -u
 OUT=${OUT:-/tmp/kiln-gpu-out}
 mkdir -p "$OUT"
@@ -25,8 +26,9 @@ grep -E '^(FAIL|timeout)|passed, ' "$OUT/test-gpu.log"
 
 # The GPU benchmarks, each with its log and a time limit (a hung kiln call
 # must not eat the session); BENCH_TIMEOUT seconds each, 180 by default.
+# BENCHES names a subset (e.g. "bench_qr bench_solve").
 if [ -z "${1:-}" ]; then
-  for name in bench_cuda bench_linalg bench_qr bench_solve; do
+  for name in ${BENCHES:-bench_cuda bench_linalg bench_qr bench_solve}; do
     echo "== $name"
     timeout "${BENCH_TIMEOUT:-180}" "build-gpu/$name" >"$OUT/$name.txt" 2>&1
     rc=$?
