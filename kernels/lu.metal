@@ -44,7 +44,8 @@ using namespace metal;
 #define LU_INFO_NONFINITE (-1073741824)
 #define LU_NO_ROW 0x7fffffff
 // lu_strip_grid's most threadgroups (its exchange slots per column parity,
-// staged in threadgroup memory) and the offset of its counters in S.
+// staged in threadgroup memory) and the offset of its counters in S (the
+// rows before it are unused).
 #define LU_GRID_PMAX 64
 #define LU_GRID_CTR (2 * LU_GRID_PMAX)
 // The longest permutation lu_perm builds in threadgroup memory (48 KiB).
@@ -63,16 +64,17 @@ inline int64_t lu_batch_offset(uint b, const constant int* shape,
   return off;
 }
 
-// lu_strip_grid's grid barrier (see there). lu_grid_arrive adds n to the
-// counter, ordered after the calling thread's writes (and, after a
-// threadgroup barrier, its group's): on CUDA a release reduction, cheaper
-// than __threadfence (fence.sc) and then a relaxed add. lu_grid_wait holds
-// the group until the counter reaches target: thread 0 polls it with
-// acquire loads, the group's barrier passes that on (the pattern of
-// CUTLASS's grid barrier). LU_LDCG loads from L2 (ld.cg: L1 is not
-// coherent across SMs). The CPU backend runs the kernel only with one
-// threadgroup, whose threads may run one after another up to a barrier:
-// there the group's arrivals are all made before thread 0 looks.
+// lu_strip_grid's grid barrier after its columns (see there).
+// lu_grid_arrive adds n to the counter, ordered after the calling
+// thread's writes (and, after a threadgroup barrier, its group's): on CUDA
+// a release reduction, cheaper than __threadfence (fence.sc) and then a
+// relaxed add. lu_grid_wait holds the group until the counter reaches
+// target: thread 0 polls it with acquire loads, the group's barrier
+// passes that on (the pattern of CUTLASS's grid barrier). LU_LDCG loads
+// from L2 (ld.cg: L1 is not coherent across SMs). The CPU backend runs
+// the kernel only with one threadgroup, whose threads may run one after
+// another up to a barrier: there the group's arrivals are all made before
+// thread 0 looks.
 #if KILN_BACKEND_CUDA
 #define LU_LDCG(p) __ldcg(p)
 #else
@@ -107,49 +109,77 @@ inline void lu_grid_wait(device int* ctr, int target, int tid) {
   threadgroup_barrier(mem_flags::mem_threadgroup);
 }
 
-// 16 bytes from p (aligned) into d, from L2 (ld.cg: past L1, which is
-// not coherent across SMs): a quarter of the instructions of scalar
-// loads.
-#if KILN_BACKEND_CUDA
-// (volatile, with a memory clobber: the same address is read again two
-// columns later, after other groups rewrote it, and a plain asm could be
-// merged with the earlier read.)
-inline void lu_ld16(const device float* p, thread float* d) {
-  asm volatile("ld.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-               : "l"(p)
-               : "memory");
+// lu_strip_grid's exchange words (see there): a 32-bit piece of a
+// published value in the low half, the column's stamp in the high half,
+// written and read as whole aligned 64-bit words, so that a reader sees
+// either all of a word's old contents or all of its new ones (single-copy
+// atomicity: PTX's memory model for morally strong accesses, here
+// st.relaxed.gpu / ld.relaxed.gpu, which go to L2 past the SM's L1, not
+// coherent across SMs). A word carrying column j's stamp therefore holds
+// column j's piece, whatever the order in which the other words land: no
+// fence, no counter, no acquire round trip. Vector accesses (v2) are two
+// such words each.
+inline ulong lu_word(uint piece, uint stamp) {
+  return ((ulong)stamp << 32) | (ulong)piece;
 }
-inline void lu_ld16(const device double* p, thread double* d) {
-  asm volatile("ld.cg.v2.f64 {%0, %1}, [%2];"
-               : "=d"(d[0]), "=d"(d[1])
-               : "l"(p)
-               : "memory");
+inline bool lu_stamped(ulong w, uint stamp) { return (uint)(w >> 32) == stamp; }
+// The pieces of a value, low half first, and back.
+inline void lu_pieces(float x, thread uint* p) { p[0] = as_type<uint>(x); }
+inline void lu_pieces(double x, thread uint* p) {
+  const ulong b = as_type<ulong>(x);
+  p[0] = (uint)b;
+  p[1] = (uint)(b >> 32);
 }
-#endif
-// Copies count (a multiple of 4, at most CAP) values from src (16-byte
-// aligned) to st with NT threads: on CUDA every thread's 16-byte loads go
-// out together (a compile-time count, clamped addresses), then the
-// stores.
-template <typename T, int NT, int CAP>
-inline void lu_stage(const device T* src, int count, threadgroup T* st,
-                     int tid) {
+inline float lu_unpiece(const threadgroup uint* p, float) {
+  return as_type<float>(p[0]);
+}
+inline double lu_unpiece(const threadgroup uint* p, double) {
+  return as_type<double>(((ulong)p[1] << 32) | (ulong)p[0]);
+}
+// A staged row of W values (16-byte aligned pieces) into registers, 16
+// bytes per load: a quarter of the shared-memory instructions of one
+// piece at a time, which every thread of the group issues every column.
+template <int W>
+inline void lu_unstage(const threadgroup uint4* s, thread float* out) {
+  LU_UNROLL
+  for (int c = 0; c < W / 4; ++c) {
+    const uint4 u = s[c];
+    out[4 * c] = as_type<float>(u.x);
+    out[4 * c + 1] = as_type<float>(u.y);
+    out[4 * c + 2] = as_type<float>(u.z);
+    out[4 * c + 3] = as_type<float>(u.w);
+  }
+}
+template <int W>
+inline void lu_unstage(const threadgroup uint4* s, thread double* out) {
+  LU_UNROLL
+  for (int c = 0; c < W / 2; ++c) {
+    const uint4 u = s[c];
+    out[2 * c] = as_type<double>(((ulong)u.y << 32) | (ulong)u.x);
+    out[2 * c + 1] = as_type<double>(((ulong)u.w << 32) | (ulong)u.z);
+  }
+}
+// Two adjacent words (16-byte aligned) stored and loaded as one access.
+inline void lu_st_pair(device ulong* p, ulong a, ulong b) {
 #if KILN_BACKEND_CUDA
-  constexpr int V = 16 / (int)sizeof(T);
-  constexpr int NV = (CAP / V + NT - 1) / NT;
-  T r[NV][V];
-  LU_UNROLL
-  for (int i = 0; i < NV; ++i)
-    lu_ld16(src + min((i * NT + tid) * V, count - V), r[i]);
-  LU_UNROLL
-  for (int i = 0; i < NV; ++i)
-    if ((i * NT + tid) * V < count)
-      LU_UNROLL
-      for (int u = 0; u < V; ++u)
-        st[(i * NT + tid) * V + u] = r[i][u];
+  asm volatile("st.relaxed.gpu.v2.b64 [%0], {%1, %2};" ::"l"(p), "l"(a),
+               "l"(b)
+               : "memory");
 #else
-  for (int e = tid; e < count; e += NT)
-    st[e] = src[e];
+  p[0] = a;
+  p[1] = b;
+#endif
+}
+inline void lu_ld_pair(const device ulong* p, thread ulong& a,
+                       thread ulong& b) {
+#if KILN_BACKEND_CUDA
+  asm volatile("ld.relaxed.gpu.v2.b64 {%0, %1}, [%2];"
+               : "=l"(a), "=l"(b)
+               : "l"(p)
+               : "memory");
+#else
+  a = p[0];
+  b = p[1];
 #endif
 }
 
@@ -176,6 +206,29 @@ inline void lu_warp_argmax(thread T& key, thread int& row) {
       row = r2;
     }
   }
+}
+
+// lu_strip_grid's (key, row) argmax over the warp, in every lane, with
+// lu_better's order (the larger key, then the smaller row): a key >= 0's
+// bits ordered as unsigned integers (a negative key, "no candidate",
+// counts as 0 with its row LU_NO_ROW, behind every real row), reduced by
+// simd_max and simd_min, which on sm_80+ are single warp-reduce
+// instructions (redux.sync): 2 of them in float32, 3 in float64, against
+// lu_warp_argmax's 5 dependent shuffle steps. (The key returned for a
+// warp without candidates is 0 rather than -1, with row LU_NO_ROW.)
+inline void lu_redux_argmax(thread float& key, thread int& row) {
+  const uint kb = key > 0.0f ? as_type<uint>(key) : 0u;
+  const uint mk = simd_max(kb);
+  row = simd_min(kb == mk ? row : LU_NO_ROW);
+  key = as_type<float>(mk);
+}
+inline void lu_redux_argmax(thread double& key, thread int& row) {
+  const ulong kb = key > 0.0 ? as_type<ulong>(key) : (ulong)0;
+  const uint hi = (uint)(kb >> 32), lo = (uint)kb;
+  const uint mh = simd_max(hi);
+  const uint ml = simd_max(hi == mh ? lo : 0u);
+  row = simd_min(hi == mh && lo == ml ? row : LU_NO_ROW);
+  key = as_type<double>(((ulong)mh << 32) | (ulong)ml);
 }
 
 // What a pivot does to info: 0 fine, j + 1 for an exact zero, -(j + 1)
@@ -1026,45 +1079,82 @@ for (int gs = 0; gs < GL; ++gs) {
 // [s0 + ws, pe); the driver's GEMM updates the rest of the panel. Writes
 // piv and info as lu_panel does. Scalars: first = s0, pstart = p0, pend =
 // pe, nbp PT's NB, nrows = m, npiv = k. Outputs beside PT, piv and info:
-// X (T, 2 (P + 1) (W + 1) values: the exchange slots, W values each,
-// then their keys) and S (int32: the
-// slots' rows, LU_GRID_PMAX per parity, then one arrival counter per
-// strip, zeroed by the driver, at LU_GRID_CTR + s0 / W). Template: T, W,
-// NT. CUDA only: a grid-wide barrier needs every group resident, which a
-// cooperative launch gives there and the CPU backend does not promise:
-// the driver launches it there only with P = 1 (tests, lu.c's
-// kiln__lu_grid_test).
+// X (T, viewed as 64-bit words: 2 (P + 1) slots of SW words, see below,
+// zeroed by the driver once per factorization) and S (int32: one arrival
+// counter per strip at LU_GRID_CTR + s0 / W, zeroed by the driver).
+// Template: T, W, NT. CUDA only: a grid-wide exchange needs every group
+// resident, which a cooperative launch gives there and the CPU backend
+// does not promise: the driver launches it there only with P = 1 (tests,
+// lu.c's kiln__lu_grid_test).
 //
-// Per column j = s0 + q, ONE grid barrier: each group finds its best
-// candidate row (warp shuffles, then the NW warps' bests through
-// threadgroup memory); the thread holding it publishes the row's W values,
-// its key and index in slot (q % 2, g), the thread holding row j (group 0,
-// thread q) publishes row j in slot (q % 2, P); each arrives on the strip's
-// counter once per row published (a release reduction: ordered after its
-// stores). The counter only grows: column q is complete at (P + 1)(q + 1)
-// arrivals, so no reset can race a late reader, and a slot is rewritten
-// two columns later, after a barrier every reader has passed. After the
-// barrier each group copies
-// all P + 1 slots into threadgroup memory (one round of L2 loads, ld.cg:
-// L1 is not coherent across SMs), every warp reduces the P candidates
-// itself (lu_better: largest |a|, first row on ties, NaN largest) and
-// takes the pivot row from there, and every thread swaps, scales and
-// updates its own row. (Staging every slot, rather than loading the
-// winner's row after the reduction, saves an L2 round trip per column for
-// P^2 W values of L2 traffic: fine up to the LU_GRID_PMAX groups.)
+// Per column j = s0 + q, one grid-wide exchange, with stamped words (see
+// lu_word) in place of a barrier. The thread holding row j (group 0,
+// thread q) publishes its row in slot (q % 2, P) as soon as column q - 1
+// has updated it; each group finds its best candidate row (warp
+// reductions, then the NW warps' bests through threadgroup memory: group
+// barrier 1), and the thread holding it publishes the row's W values, its
+// key and its index in slot (q % 2, g). A value of a slot is 32-bit
+// pieces (two per float64), each in its own 64-bit word with the stamp
+// j + 1 (unique in the factorization: X starts zeroed, stamps start at
+// 1). Every thread of every group then loads its share of all P + 1
+// slots (16-byte relaxed loads from L2) and loads again each pair of
+// words until both carry the stamp, stores the pieces in threadgroup
+// memory (group barrier 2), and every warp reduces the P candidates
+// itself (lu_better: largest |a|, first row on ties, NaN largest), takes
+// the pivot row and row j from there, and every thread swaps, scales and
+// updates its own row.
+//
+// Why a reader never takes a stale value: a word with column j's stamp
+// was written for column j (stamps are unique, and a 64-bit word is read
+// whole), and a reader keeps loading until every word it needs has it.
+// Why it never waits forever: slot parity q % 2 is written again only for
+// column q + 2, by a thread that has seen every group's column q + 1
+// words, each published after its group's barrier 2 of column q + 1,
+// which its threads pass only once their column q loads have returned
+// with the stamp (the loop exit depends on them): so the overwrite is
+// causally after every read of column q (PTX's no-thin-air axiom, and in
+// hardware the loads completed before the stores that follow them could
+// be seen). Threadgroup memory is single-buffered across columns for the
+// same reason: column q + 1 writes it only after its barrier 1, which
+// every warp passes after its column q reads.
+//
+// The critical path of a column, counted (lu.c has it in time): the
+// group's argmax (2 warp-reduce instructions, 3 in float64: see
+// lu_redux_argmax), barrier 1, the NW warps' argmax (2 or 3), the
+// publisher's 16-byte stores reaching L2 (~half a round trip; no fence:
+// the stores need no order among themselves or with anything), the
+// readers' loads seeing them (they poll, so on average about a round trip
+// after they land), barrier 2, the P-way argmax (2 or 3), the pivot row
+// from threadgroup memory (16-byte loads) and one fma for the next
+// column's key: about 1.5 L2 round trips and 2 group barriers. The
+// version before had release stores (waiting for the slots to reach L2),
+// the arrival reduction, the acquire poll, a barrier, the staging round
+// trip, a barrier: about 3.5 round trips, 3 barriers and 15 shuffle steps.
+// The price: each group loads (P + 1) SW 8-byte words per column (~18 KiB
+// at P = 32), twice the bytes of the bare values, and loads again only
+// the pairs still unstamped.
 constexpr int NW = NT / 32;
 constexpr int WH = W / 32;
+// Words per value, per row; a slot: the row's pieces, then the key's,
+// then the row index, padded to 16 bytes; pairs of words in a candidate
+// slot and in row j's slot (no key, no index); pairs per thread.
+constexpr int KW = (int)sizeof(T) / 4;
+constexpr int RW = W * KW;
+constexpr int SW = RW + 4;
+constexpr int SP = SW / 2;
+constexpr int NPC = (RW + KW + 2) / 2;
+constexpr int NPJ = RW / 2;
+constexpr int NV = ((LU_GRID_PMAX + 1) * SP + NT - 1) / NT;
 threadgroup T cand_key[2 * NW];
 threadgroup int cand_row[2 * NW];
 threadgroup int pv_s[W];
 threadgroup int slot_s[W];
 threadgroup int src_s[2 * W];
 threadgroup T l11[W * W];
-// Column q's exchange slots, staged: P + 1 rows of W values, P keys and
-// rows.
-threadgroup T stage[(LU_GRID_PMAX + 1) * W];
-threadgroup T skey[LU_GRID_PMAX];
-threadgroup int srow[LU_GRID_PMAX];
+// Column q's exchange slots, staged: P + 1 slots of SW pieces (declared
+// as uint4 for 16-byte loads of a row; SW is a multiple of 4).
+threadgroup uint4 stage4[(LU_GRID_PMAX + 1) * SW / 4];
+threadgroup uint* stage = (threadgroup uint*)stage4;
 const int s0 = first, p0 = pstart, pe = pend, m = nrows;
 const int P = (int)threadgroups_per_grid.x;
 const int g = (int)threadgroup_position_in_grid.x;
@@ -1073,6 +1163,7 @@ const int lane = tid % 32, warp = tid / 32;
 const int ws = min(W, pe - s0);
 device T* pt = PT;
 device int* ctr = S + LU_GRID_CTR + s0 / W;
+device ulong* xw = (device ulong*)X;
 const int row = s0 + g * NT + tid;
 const bool live = row < m;
 T v[W];
@@ -1082,76 +1173,120 @@ for (int q = 0; q < W; ++q) {
   const T x = mine[(int64_t)min(q, ws - 1) * m];
   v[q] = live && q < ws ? x : T(0);
 }
-int bad = 0, target = 0;
+// This thread's pairs of the P + 1 slots, the same every column.
+const int npairs = (P + 1) * SP;
+uint need = 0;
+LU_UNROLL
+for (int i = 0; i < NV; ++i) {
+  const int e = i * NT + tid, sl = e / SP, w2 = e % SP;
+  if (e < npairs && w2 < (sl < P ? NPC : NPJ))
+    need |= 1u << i;
+}
+int bad = 0;
 LU_UNROLL
 for (int q = 0; q < W; ++q) {
   if (q >= ws)
     break;
   const int j = s0 + q, slot = q & 1;
-  device T* xs = X + (int64_t)slot * (P + 1) * W;
-  device T* ks = X + (int64_t)2 * (P + 1) * W + slot * (P + 1);
-  device int* rs = S + slot * LU_GRID_PMAX;
+  const uint stamp = (uint)(j + 1);
+  device ulong* xs = xw + (int64_t)slot * (P + 1) * SW;
+  // Row j, final since column q - 1: published first, off the path.
+  if (row == j) {
+    device ulong* dst = xs + (int64_t)P * SW;
+    LU_UNROLL
+    for (int q2 = 0; q2 < W; q2 += 2 / KW) {
+      uint pc[4]; // v[q2]'s pieces, then (float32) v[q2 + 1]'s
+      lu_pieces(v[q2], pc);
+      lu_pieces(v[min(q2 + 1, W - 1)], pc + KW);
+      lu_st_pair(dst + q2 * KW, lu_word(pc[0], stamp), lu_word(pc[1], stamp));
+    }
+  }
   // The group's best candidate.
   const bool cand = live && row >= j;
   T wk = cand ? lu_key(v[q]) : T(-1);
   int wr = cand ? row : LU_NO_ROW;
-  lu_warp_argmax(wk, wr);
+  lu_redux_argmax(wk, wr);
   if (lane == 0) {
     cand_key[slot * NW + warp] = wk;
     cand_row[slot * NW + warp] = wr;
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  T gk = lane < NW ? cand_key[slot * NW + lane] : T(-1);
-  int gr = lane < NW ? cand_row[slot * NW + lane] : LU_NO_ROW;
-  lu_warp_argmax(gk, gr);
-  // Publish it, and row j, then arrive.
-  int arrive = 0;
+  T gk = cand_key[slot * NW + lane % NW];
+  int gr = cand_row[slot * NW + lane % NW];
+  lu_redux_argmax(gk, gr);
+  // Publish it: its row's pieces, then the key's and the index.
   if (row == gr) {
-    device T* dst = xs + (int64_t)g * W;
+    device ulong* dst = xs + (int64_t)g * SW;
     LU_UNROLL
-    for (int q2 = 0; q2 < W; ++q2)
-      dst[q2] = v[q2];
-    ks[g] = gk;
-    rs[g] = gr;
-    arrive = 1;
+    for (int q2 = 0; q2 < W; q2 += 2 / KW) {
+      uint pc[4]; // v[q2]'s pieces, then (float32) v[q2 + 1]'s
+      lu_pieces(v[q2], pc);
+      lu_pieces(v[min(q2 + 1, W - 1)], pc + KW);
+      lu_st_pair(dst + q2 * KW, lu_word(pc[0], stamp), lu_word(pc[1], stamp));
+    }
+    uint kp[4] = {0, 0, 0, 0};
+    lu_pieces(gk, kp);
+    kp[KW] = (uint)gr;
+    lu_st_pair(dst + RW, lu_word(kp[0], stamp), lu_word(kp[1], stamp));
+    if (KW == 2)
+      lu_st_pair(dst + RW + 2, lu_word(kp[2], stamp), lu_word(kp[3], stamp));
   }
-  if (row == j) {
-    device T* dst = xs + (int64_t)P * W;
+#if !KILN_BACKEND_CUDA
+  // One group, its threads run one after another up to a barrier: every
+  // word is written before anyone reads.
+  threadgroup_barrier(mem_flags::mem_device);
+#endif
+  // Every slot of the column into threadgroup memory: all of this
+  // thread's pairs at once, then again those not yet stamped.
+  {
+    ulong a[NV], b[NV];
+    uint pending = need;
+    do {
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if ((pending >> i) & 1u)
+          lu_ld_pair(xs + 2 * (i * NT + tid), a[i], b[i]);
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
+            lu_stamped(b[i], stamp))
+          pending &= ~(1u << i);
+#if !KILN_BACKEND_CUDA
+      // Every word was written before the barrier above, so one pass
+      // must do: an unstamped word here is a bug, which all-ones pieces
+      // (NaN values, row -1) make the tests fail on rather than hang.
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if ((pending >> i) & 1u)
+          a[i] = b[i] = ~(ulong)0;
+      pending = 0;
+#endif
+    } while (pending != 0);
     LU_UNROLL
-    for (int q2 = 0; q2 < W; ++q2)
-      dst[q2] = v[q2];
-    ++arrive;
-  }
-  if (arrive > 0)
-    lu_grid_arrive(ctr, arrive);
-  target += P + 1;
-  lu_grid_wait(ctr, target, tid);
-  // Every slot of the column into threadgroup memory at once (one L2
-  // round trip, rather than the keys and then the winner's row).
-  lu_stage<T, NT, (LU_GRID_PMAX + 1) * W>(xs, (P + 1) * W, stage, tid);
-  if (tid < P) {
-    skey[tid] = LU_LDCG(ks + tid);
-    srow[tid] = LU_LDCG(rs + tid);
+    for (int i = 0; i < NV; ++i)
+      if ((need >> i) & 1u) {
+        const int e = i * NT + tid;
+        ((threadgroup uint2*)stage)[e] = uint2((uint)a[i], (uint)b[i]);
+      }
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
   // Every warp: the pivot among the P candidates, then its row.
   T pk = T(-1);
   int p = LU_NO_ROW;
-  for (int c = lane; c < P; c += 32)
-    if (lu_better(skey[c], srow[c], pk, p)) {
-      pk = skey[c];
-      p = srow[c];
+  for (int c = lane; c < P; c += 32) {
+    const T k2 = lu_unpiece(stage + c * SW + RW, T(0));
+    const int r2 = (int)stage[c * SW + RW + KW];
+    if (lu_better(k2, r2, pk, p)) {
+      pk = k2;
+      p = r2;
     }
-  lu_warp_argmax(pk, p);
+  }
+  lu_redux_argmax(pk, p);
   T prow[W];
-  const threadgroup T* sp = stage + ((p - s0) / NT) * W;
-  LU_UNROLL
-  for (int q2 = 0; q2 < W; ++q2)
-    prow[q2] = sp[q2];
+  // (Clamped: only a broken exchange could leave p outside the strip.)
+  lu_unstage<W>(stage4 + clamp((p - s0) / NT, 0, P - 1) * (SW / 4), prow);
   if (row == p && p != j) // takes row j
-    LU_UNROLL
-    for (int q2 = 0; q2 < W; ++q2)
-      v[q2] = stage[P * W + q2];
+    lu_unstage<W>(stage4 + P * (SW / 4), v);
   if (row == j)
     LU_UNROLL
     for (int q2 = 0; q2 < W; ++q2)
@@ -1182,8 +1317,7 @@ if (live)
 threadgroup_barrier(mem_flags::mem_threadgroup);
 if (tid == 0)
   lu_grid_arrive(ctr, 1);
-target += P;
-lu_grid_wait(ctr, target, tid);
+lu_grid_wait(ctr, P, tid);
 if (g == 0 && tid < ws)
   piv[s0 + tid] = pv_s[tid];
 if (g == 0 && tid == 0 && bad != 0 && info[0] == 0)

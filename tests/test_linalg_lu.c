@@ -1179,6 +1179,63 @@ static void lt_grid_case(kiln_dtype dt, int64_t m, int64_t n, int64_t col,
   free(a);
 }
 
+/* Exact ties through a strip: the first K columns hold, per column q, -2
+ * and +2 in two rows of their own (far apart: in different threadgroups
+ * of lu_strip_grid on a GPU) and 0 elsewhere, the other columns random.
+ * Elimination keeps those columns exact (a pivot row has no other
+ * nonzero among them, multipliers are 0 or -1), so every one of the K
+ * pivots is a tie, which the first row (in the order after the earlier
+ * interchanges) must win, as GEPP replayed here in float64 says. */
+static void lt_grid_ties(kiln_dtype dt, int64_t m, int64_t n) {
+  int64_t k = n < 24 ? n : 24;
+  double *a = kt_la_alloc(m * n), *h = kt_la_alloc(m * n);
+  lt_random(a, m * n);
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t q = 0; q < k; q++)
+      a[i * n + q] = 0;
+  for (int64_t q = 0; q < k; q++) { /* 37 is prime to m: distinct rows */
+    a[((37 * 2 * q + 11) % m) * n + q] = -2;
+    a[((37 * (2 * q + 1) + 11) % m) * n + q] = 2;
+  }
+  memcpy(h, a, (size_t)(m * n) * sizeof *h);
+  int64_t shape[2] = {m, n};
+  kiln_array *arr = kt_la_array(dt, 2, shape, a);
+  kiln_linalg_opts o = lt_opts(2);
+  kiln_array *lu = NULL, *piv = NULL;
+  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &piv));
+  int32_t *p = kt_read(piv);
+  double *f = kt_read_f64(lu);
+  char what[96];
+  snprintf(what, sizeof what, "%s %lld x %lld grid, ties",
+           kiln_dtype_name(dt), (long long)m, (long long)n);
+  lt_check_packed(what, 0, dt, m, n, a, f, p);
+  for (int64_t q = 0; q < k; q++) {
+    int64_t best = q;
+    for (int64_t i = q + 1; i < m; i++)
+      if (fabs(h[i * n + q]) > fabs(h[best * n + q]))
+        best = i;
+    CHECK(p[q] == best, "%s: pivot %lld is row %d, the first tie is %lld",
+          what, (long long)q, p[q], (long long)best);
+    for (int64_t c = 0; c < n; c++) {
+      double t = h[q * n + c];
+      h[q * n + c] = h[best * n + c];
+      h[best * n + c] = t;
+    }
+    for (int64_t i = q + 1; i < m; i++) {
+      double l = h[i * n + q] / h[q * n + q];
+      for (int64_t c = q; c < n; c++)
+        h[i * n + c] -= l * h[q * n + c];
+    }
+  }
+  free(p);
+  free(f);
+  kiln_array_destroy(lu);
+  kiln_array_destroy(piv);
+  kiln_array_destroy(arr);
+  free(a);
+  free(h);
+}
+
 /*
  * Shapes that lu.c's blocked path gives to lu_strip_grid on a CUDA device
  * (one matrix, at least LU_GRID_MIN_ROWS = 1024 rows below the panel; on
@@ -1198,6 +1255,7 @@ void test_linalg_lu_grid(void) {
     lt_grid_case(dt, 1100, 40, 5, false);
     lt_grid_case(dt, 1100, 40, -1, true);
     lt_small_case(dt, 0, 0, 1300, 96, 2, dt == KILN_FLOAT32 ? 1e6 : 1e12);
+    lt_grid_ties(dt, 1100, 40);
   }
   lt_grid_case(KILN_FLOAT32, 1030, 1100, -1, false); /* wide */
   /* (Panels of 256, k >= 2048: linalg_lu_factor_paths' 2048 x 2048.) */
@@ -1215,6 +1273,7 @@ void test_linalg_lu_grid(void) {
     lt_grid_case(dt, 300, 120, -1, false);
     lt_grid_case(dt, 100, 100, -1, true);
     lt_small_case(dt, 0, 0, 180, 180, 2, dt == KILN_FLOAT32 ? 1e6 : 1e12);
+    lt_grid_ties(dt, 250, 40);
   }
   kiln__lu_grid_test = false;
 }

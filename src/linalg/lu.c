@@ -93,32 +93,66 @@
  *
  * The column work on many SMs (lu_strip_grid, CUDA only): P = (m - s0) /
  * 256 threadgroups (32 at 8192 rows), a row per thread with its W values
- * in registers, one grid-wide barrier per column (an arrival counter per
- * strip, monotonic; a release reduction to arrive, acquire loads to
- * poll): each group publishes its best candidate row with its values, and
- * group 0 row j, in double-buffered global slots; after the barrier each
- * group stages all P + 1 slots in threadgroup memory in one L2 round trip
- * and every warp picks the same pivot (lu_better), so no second exchange
- * is needed. After the strip, one more barrier, and the groups' warps
- * apply the strip's composed interchanges to the panel's other columns
- * and solve its block row (a warp per column). By count, a column costs
- * a few L2 round trips (publish, arrive, poll, stage) and two group
- * barriers, about 1.5-3 us, against lu_panel's ~30 us per strip of 4 to
- * 8 columns at 8192 rows. Measured on an H100 (same call, cuSOLVER getrf
- * 35.7 ms): LU of 8192^2 float32 54.7 ms with a first version (fences
- * and a second, dependent load of the winner's row), against 65.7 ms for
- * lu_panel alone: about 4.4 us per column, so the L2 round trips cost
- * more than counted. The version here (release/acquire instead of
- * __threadfence, the slots staged in one load) passes the GPU tests but
- * was not timed yet. The launch is cooperative (cuLaunchCooperativeKernel:
- * every group resident before any starts, or an error), since groups that
- * spin at the barrier could otherwise hold the SMs that a late group of
- * the same launch needs (with other grid launches or persistent kernels
- * on the device). The CPU backend's workers run a launch's groups
- * without any promise that all run at once, so a grid barrier could
- * wait forever there: it keeps lu_panel, and tests run lu_strip_grid with
- * one threadgroup on every backend through kiln__lu_grid_test. Batches
- * keep lu_panel (one threadgroup per matrix already spreads them over the
+ * in registers, one grid-wide exchange per column: each group publishes
+ * its best candidate row with its values, and group 0 row j, in
+ * double-buffered global slots; every group loads all P + 1 slots into
+ * threadgroup memory and every warp picks the same pivot (lu_better), so
+ * no second exchange is needed. After the strip, one grid barrier (an
+ * arrival counter per strip), and the groups' warps apply the strip's
+ * composed interchanges to the panel's other columns and solve its block
+ * row (a warp per column). Measured on an H100 (same call, cuSOLVER
+ * getrf 35.7 ms): LU of 8192^2 float32 54.7 ms with a first version
+ * (__threadfence, a second, dependent load of the winner's row), against
+ * 65.7 ms for lu_panel alone: about 4.4 us per column, 36 ms of the 54.7.
+ *
+ * A column's critical path, with an L2 round trip (RT) at ~150-250 ns on
+ * an H100 (~260 cycles for a hit, more for the far partition), a group
+ * barrier at a few tens of ns and a dependent shuffle step at ~25 cycles.
+ * It was, with a grid barrier per column (an arrival counter, release
+ * reductions to arrive, acquire loads to poll): the group's argmax (5
+ * shuffle steps), barrier, the NW warps' argmax (5 steps); the winner's
+ * W values, key and row stored, then the release reduction, which first
+ * waits for those stores to reach L2 (1 RT) and then travels there itself
+ * (~0.5 RT); thread 0's acquire polls see the last arrival on average
+ * ~1 RT after it lands (each poll takes a round trip; the counter's 33
+ * reductions also serialise at its L2 slice); barrier; every slot staged
+ * with ld.cg (1 RT); barrier; the P-way argmax (5 steps); the pivot row
+ * from threadgroup memory. About 3.5 RT, 3 barriers, 15 shuffle steps:
+ * 1-1.5 us by count, 4.4 us measured with the first version's fences.
+ * It is now (kernels/lu.metal, lu_strip_grid): every published value
+ * travels in 64-bit words carrying the column's stamp (a 32-bit piece and
+ * the stamp, stored and loaded as whole words with relaxed gpu-scope
+ * accesses, single-copy atomic), so a reader needs no counter and no
+ * ordering: it loads all its words of the column's slots at once and
+ * loads again those without the stamp. Path: the group's argmax (2
+ * warp-reduce instructions, redux.sync; 3 in float64), barrier, the NW
+ * warps' argmax (2 or 3), the winner's 33 (34) 16-byte stores, no fence
+ * (landing ~0.5 RT later), the readers' polls seeing them ~1 RT after
+ * they land, barrier, the P-way argmax (2 or 3 reductions), the pivot
+ * row. About 1.5 RT, 2 barriers, 6 (9) warp reductions: expected 0.6-1
+ * us per column. The price is L2 traffic: each group loads (P + 1) x 68
+ * words of 8 bytes per column (18 KiB at P = 32, twice the bare values),
+ * about 0.2 us of one SM's L2 bandwidth, mostly while it waits anyway
+ * (only the words still unstamped are loaded again).
+ *
+ * Measured on an H100 in one call (cuSOLVER getrf 35.5 ms in each run):
+ * LU of 8192^2 float32 49.9 and 49.5 ms with the grid barrier per column
+ * (release/acquire, the slots staged in one load), 43.2 ms with the
+ * stamped words; solve 8192^2 with 16 right-hand sides 55.9 -> 48.4 ms
+ * (cuSOLVER getrf+getrs 41.6). 6.5 ms over 8192 columns is ~0.8 us a
+ * column saved: the count's 2 RT, at ~0.4 us each. What is left of the
+ * 43 ms: the trailing update (GEMM, trsm, laswp, ~17 ms), the in-panel
+ * GEMMs (one per strip), and the columns' own chain.
+ *
+ * The launch is cooperative (cuLaunchCooperativeKernel: every
+ * group resident before any starts, or an error), since groups that spin
+ * in the exchange could otherwise hold the SMs that a late group of the
+ * same launch needs (with other grid launches or persistent kernels on
+ * the device). The CPU backend's workers run a launch's groups without
+ * any promise that all run at once, so a grid exchange could wait
+ * forever there: it keeps lu_panel, and tests run lu_strip_grid with one
+ * threadgroup on every backend through kiln__lu_grid_test. Batches keep
+ * lu_panel (one threadgroup per matrix already spreads them over the
  * SMs), and so do strips of more than 16384 rows (the staged slots would
  * outgrow threadgroup memory, and the traffic of staging grows as P^2).
  *
@@ -178,6 +212,10 @@
 #endif
 #define LU_GRID_PMAX 64
 #define LU_GRID_CTR (2 * LU_GRID_PMAX)
+/* lu_strip_grid's exchange slot, in 64-bit words: a row of 64 32-bit
+ * pieces (64 float32 or 32 float64 values), then the key's and the row
+ * index, padded (kernels/lu.metal's SW). */
+#define LU_GRID_SW 68
 
 /* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
  * and per grid.y of the other kernels (CUDA's limit). */
@@ -245,7 +283,7 @@ typedef struct lu_run {
   kiln_stream *s;
   kiln_array *idx; /* int32 0, 1, 2, ...: the scalars' storage */
   kiln_array *pt;  /* the blocked path's panel, transposed: batch×NB×m */
-  kiln_array *gx;  /* lu_strip_grid's exchange slots (T), or NULL */
+  kiln_array *gx;  /* lu_strip_grid's exchange words (T), or NULL */
   kiln_array *gs;  /* its candidate rows and arrival counters (int32) */
 } lu_run;
 
@@ -608,15 +646,21 @@ static bool use_grid(const lu_run *r, int64_t p0) {
 }
 
 /* lu_strip_grid's scratch, once per factorization: X for the most
- * groups, S with its counters zeroed (one per strip, monotonic). */
+ * groups, zeroed (its exchange words carry a column's stamp, from 1, and
+ * must not start with one: see kernels/lu.metal), and S with its
+ * counters zeroed (one per strip, monotonic). X holds 2 (groups + 1)
+ * slots of LU_GRID_SW 64-bit words, counted here in T. */
 static kiln_status make_grid_scratch(lu_run *r) {
   int64_t w = grid_width(r->a->dtype);
   int64_t units = r->s->device->info.compute_units;
   int64_t groups = units < LU_GRID_PMAX ? units : LU_GRID_PMAX;
-  int64_t xs = 2 * (groups + 1) * (w + 1);
+  int64_t xs =
+      2 * (groups + 1) * LU_GRID_SW * 8 / (int64_t)kiln_dtype_size(r->a->dtype);
   int64_t ss = LU_GRID_CTR + r->f->k / w + 1;
   kiln_status st =
       kiln__array_create(r->s->device, r->a->dtype, 1, &xs, &r->gx);
+  if (st == KILN_OK)
+    st = kiln__array_fill(r->gx, 0.0, r->s);
   if (st == KILN_OK)
     st = kiln__array_create(r->s->device, KILN_INT32, 1, &ss, &r->gs);
   if (st == KILN_OK)
@@ -628,7 +672,8 @@ static kiln_status make_grid_scratch(lu_run *r) {
 static kiln_status launch_grid(const lu_run *r, int64_t s0, int64_t p0,
                                int64_t pe) {
   lu_launch l;
-  /* cooperative: its groups wait for each other (the grid barrier) */
+  /* cooperative: its groups wait for each other (the per-column
+   * exchange, the grid barrier) */
   kiln_status st = lu_kernel_flags(
       "lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
       KILN__LIB_COOPERATIVE, &l);
