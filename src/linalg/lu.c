@@ -545,6 +545,24 @@ typedef struct strip_shape {
   int r, ws, group;
 } strip_shape;
 
+/* What every strip kernel (lu_panel, lu_panel_global, lu_strip_grid)
+ * takes first: the scalars first = c0, pstart = p0, pend = pe, nbp,
+ * nrows, npiv, and the outputs PT, piv, info. */
+static void strip_args(const lu_run *r, int64_t c0, int64_t p0, int64_t pe,
+                       lu_launch *l) {
+  l->scalars[0] = c0;
+  l->scalars[1] = p0;
+  l->scalars[2] = pe;
+  l->scalars[3] = r->pt->shape[1];
+  l->scalars[4] = r->f->m;
+  l->scalars[5] = r->f->k;
+  l->num_scalars = 6;
+  l->outs[0] = r->pt;
+  l->outs[1] = r->f->piv;
+  l->outs[2] = r->f->info;
+  l->num_outs = 3;
+}
+
 /* Factors the group of strips at c0 of the panel [p0, pe) (see
  * lu_panel). */
 static kiln_status launch_panel(const lu_run *r, const strip_shape *sh,
@@ -555,17 +573,7 @@ static kiln_status launch_panel(const lu_run *r, const strip_shape *sh,
                 "first,pstart,pend,nbp,nrows,npiv,batch0", "PT,piv,info", &l);
   if (st != KILN_OK)
     return st;
-  l.scalars[0] = c0;
-  l.scalars[1] = p0;
-  l.scalars[2] = pe;
-  l.scalars[3] = r->pt->shape[1];
-  l.scalars[4] = r->f->m;
-  l.scalars[5] = r->f->k;
-  l.num_scalars = 6;
-  l.outs[0] = r->pt;
-  l.outs[1] = r->f->piv;
-  l.outs[2] = r->f->info;
-  l.num_outs = 3;
+  strip_args(r, c0, p0, pe, &l);
   kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
   kiln__targ_int(&l.targs[1], "NT", LU_NT);
   kiln__targ_int(&l.targs[2], "WS", sh->ws);
@@ -679,16 +687,7 @@ static kiln_status launch_grid(const lu_run *r, int64_t s0, int64_t p0,
       KILN__LIB_COOPERATIVE, &l);
   if (st != KILN_OK)
     return st;
-  l.scalars[0] = s0;
-  l.scalars[1] = p0;
-  l.scalars[2] = pe;
-  l.scalars[3] = r->pt->shape[1];
-  l.scalars[4] = r->f->m;
-  l.scalars[5] = r->f->k;
-  l.num_scalars = 6;
-  l.outs[0] = r->pt;
-  l.outs[1] = r->f->piv;
-  l.outs[2] = r->f->info;
+  strip_args(r, s0, p0, pe, &l);
   l.outs[3] = r->gx;
   l.outs[4] = r->gs;
   l.num_outs = 5;
