@@ -3,7 +3,11 @@
 # REV (a branch or commit) is exported into the folder ab_<name>/ at the
 # repository root (name: REV with '/' as '-'), which travels to the GPU
 # machine with the working tree (untracked); scripts/gpu-ab.sh builds and
-# runs them there. Remove them afterwards: sh scripts/ab-prepare.sh --clean
+# runs them there. AB_TESTS and AB_LINES set here (see gpu-ab.sh) are kept
+# in ab_<name>/.ab and apply to those candidates only, so that each runs
+# just the tests and bench lines of its area:
+#   AB_TESTS=linalg_lu AB_LINES="bench_solve:LU" sh scripts/ab-prepare.sh wip/x
+# Remove them afterwards: sh scripts/ab-prepare.sh --clean
 # Usage: sh scripts/ab-prepare.sh REV [REV...]
 set -eu
 cd "$(git rev-parse --show-toplevel)"
@@ -17,5 +21,9 @@ for rev in "$@"; do
   rm -rf "$dir"
   mkdir "$dir"
   git archive "$rev" | tar -x -C "$dir"
+  if [ -n "${AB_TESTS:-}${AB_LINES:-}" ]; then
+    printf "AB_TESTS='%s'\nAB_LINES='%s'\n" "${AB_TESTS:-}" "${AB_LINES:-}" \
+      >"$dir/.ab"
+  fi
   echo "$dir <- $(git rev-parse --short "$rev") ($rev)"
 done

@@ -6,6 +6,8 @@
 # AB_LINES), runs the GPU tests named by AB_TESTS (prefixes) and every
 # AB_LINES entry (program:label-filter), each right after the working
 # tree's own run of the same line, so both see the same machine state.
+# A candidate prepared with its own AB_TESTS / AB_LINES (ab-prepare.sh
+# keeps them in ab_<name>/.ab) runs those instead.
 # Example:
 #   AB_TESTS="linalg_lu linalg_qr" AB_LINES="bench_solve:LU bench_qr:100000" \
 #   BENCHES="bench_qr bench_solve" sh scripts/gpu-ab.sh
@@ -18,10 +20,20 @@ case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 OUT=${OUT:-/tmp/kiln-gpu-out}
 mkdir -p "$OUT"
 JOBS=$(nproc 2>/dev/null || echo 8)
-progs=$(for l in ${AB_LINES:-}; do echo "${l%%:*}"; done | sort -u)
+# The candidate's own AB_TESTS / AB_LINES (ab_<name>/.ab), else the
+# environment's.
+ab_settings() {
+  AB_TESTS=$G_TESTS
+  AB_LINES=$G_LINES
+  [ -f "$1/.ab" ] && . "./$1/.ab"
+}
+G_TESTS=${AB_TESTS:-}
+G_LINES=${AB_LINES:-}
 for d in ab_*/; do
   [ -d "$d" ] || continue
   n=${d%/}
+  ab_settings "$n"
+  progs=$(for l in $AB_LINES; do echo "${l%%:*}"; done | sort -u)
   (cmake -S "$n" -B "b_$n" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null 2>&1 &&
      cmake --build "b_$n" -j "$JOBS" --target kiln_tests $progs \
        >"$OUT/$n-build.log" 2>&1
@@ -35,12 +47,13 @@ for d in ab_*/; do
   n=${d%/}
   echo "== $n"
   tail -1 "$OUT/$n-build.log"
-  for t in ${AB_TESTS:-}; do
+  ab_settings "$n"
+  for t in $AB_TESTS; do
     KILN_TEST_DEVICE=${AB_DEVICE:-gpu} timeout 120 "b_$n/kiln_tests" -j 4 "$t" \
       >"$OUT/$n-test-$t.log" 2>&1
     echo "$n tests $t: $(grep -E '^(FAIL|timeout)|passed, ' "$OUT/$n-test-$t.log" | tr '\n' ' ')"
   done
-  for l in ${AB_LINES:-}; do
+  for l in $AB_LINES; do
     p=${l%%:*} f=${l#*:}
     echo "-- $p $f: working tree, then $n"
     timeout 120 "$BUILD/$p" "$f" 2>&1 | grep -v '^bench_'
