@@ -118,6 +118,21 @@ double kt_la_fro(const double *a, int64_t count) {
   return sqrt(s);
 }
 
+double kt_la_gram_diff(const double *a, const double *r, int64_t m,
+                       int64_t n, int64_t k) {
+  double d = 0;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int64_t l = 0; l < m; l++)
+        s += a[l * n + i] * a[l * n + j];
+      for (int64_t l = 0; l < k; l++)
+        s -= r[l * n + i] * r[l * n + j];
+      d += s * s;
+    }
+  return sqrt(d);
+}
+
 void kt_la_compile(const kt_la_kernel *k, const char *target) {
   kiln_kernel *kernel = NULL;
   CHECK_OK(kiln__library_kernel(k->family, k->name, k->inputs, k->outputs,

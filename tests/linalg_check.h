@@ -50,6 +50,11 @@ void kt_la_sliced(kiln_dtype dt, int64_t batch, int64_t m, int64_t n,
 /* The Frobenius norm of count values. */
 double kt_la_fro(const double *a, int64_t count);
 
+/* ||A^T A - R^T R||_F for A (m x n) and the first k rows of R (k x n),
+ * both row-major: the check of an R without Q (R^T R = A^T A). */
+double kt_la_gram_diff(const double *a, const double *r, int64_t m,
+                       int64_t n, int64_t k);
+
 /* One library-kernel configuration to compile for a CUDA target. */
 typedef struct kt_la_kernel {
   const char *family, *name, *inputs, *outputs;

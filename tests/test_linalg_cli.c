@@ -187,16 +187,7 @@ static void lc_check_qr(const char *what, int64_t entry, kiln_dtype dt,
     }
   double res = 0;
   if (q == NULL) { /* R only: R^T R against A^T A */
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t j = 0; j < n; j++) {
-        double s = 0, t = 0;
-        for (int64_t k = 0; k < qc; k++)
-          s += r[k * n + i] * r[k * n + j];
-        for (int64_t k = 0; k < m; k++)
-          t -= a[k * n + i] * a[k * n + j];
-        res += (s + t) * (s + t);
-      }
-    double e = sqrt(res) / (na * na * mn * eps);
+    double e = kt_la_gram_diff(a, r, m, n, qc) / (na * na * mn * eps);
     CHECK(e < LC_THRESHOLD, "%s, matrix %lld: ||R^T R - A^T A|| is %.3g "
           "||A||^2 n eps", what, (long long)entry, e);
     return;

@@ -86,13 +86,6 @@ typedef struct qb_expect {
   double r_tol; /* max |R - R_ref| / ||A||_F; 0: no comparison */
 } qb_expect;
 
-static double qb_fro(int64_t count, const double *x) {
-  double s = 0;
-  for (int64_t i = 0; i < count; i++)
-    s += x[i] * x[i];
-  return sqrt(s);
-}
-
 /* R: zeros below the diagonal (and in rows k and later), a non-negative
  * diagonal, every element finite; then against the reference. */
 static void qb_check_r(const char *what, int64_t entry, const qb_expect *e,
@@ -114,7 +107,7 @@ static void qb_check_r(const char *what, int64_t entry, const qb_expect *e,
     return;
   double *ref = kt_la_alloc(k * n);
   qb_reference_r(m, n, a, ref);
-  double worst = 0, na = qb_fro(m * n, a);
+  double worst = 0, na = kt_la_fro(a, m * n);
   for (int64_t i = 0; i < k * n; i++)
     worst = fmax(worst, fabs(r[i] - ref[i]));
   worst /= na > 0 ? na : 1;
@@ -139,7 +132,7 @@ static void qb_check_q(const char *what, int64_t entry, const qb_expect *e,
         s -= q[i * c + l] * r[l * n + j];
       num += s * s;
     }
-  double na = qb_fro(m * n, a);
+  double na = kt_la_fro(a, m * n);
   double res = sqrt(num) / ((na > 0 ? na : 1) * (double)big * eps);
   CHECK(res < QB_THRESHOLD, "%s, matrix %lld: ||A - QR|| is %.3g ||A|| "
         "max(m,n) eps (threshold %g)", what, (long long)entry, res,
@@ -163,18 +156,9 @@ static void qb_check_gram(const char *what, int64_t entry,
                           const qb_expect *e, const double *a,
                           const double *r) {
   int64_t m = e->m, n = e->n, k = m < n ? m : n, big = m > n ? m : n;
-  double num = 0, na = qb_fro(m * n, a);
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = 0; j < n; j++) {
-      double s = 0;
-      for (int64_t l = 0; l < m; l++)
-        s += a[l * n + i] * a[l * n + j];
-      for (int64_t l = 0; l < k; l++)
-        s -= r[l * n + i] * r[l * n + j];
-      num += s * s;
-    }
-  double err = sqrt(num) / ((na > 0 ? na * na : 1) * (double)big *
-                            kt_eps(e->dt));
+  double na = kt_la_fro(a, m * n);
+  double err = kt_la_gram_diff(a, r, m, n, k) /
+               ((na > 0 ? na * na : 1) * (double)big * kt_eps(e->dt));
   CHECK(err < QB_THRESHOLD, "%s, matrix %lld: ||A^T A - R^T R|| is %.3g "
         "||A||^2 max(m,n) eps (threshold %g)", what, (long long)entry, err,
         QB_THRESHOLD);

@@ -99,18 +99,7 @@ static void qf_check_one(const qf_case *c, int64_t b, const double *a,
   if (anorm == 0.0)
     anorm = 1.0; /* a zero matrix: absolute errors */
   if (q == NULL) {
-    /* ||A^T A - R^T R|| */
-    double d = 0;
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t j = 0; j < n; j++) {
-        double g = 0, h = 0;
-        for (int64_t k = 0; k < m; k++)
-          g += a[k * n + i] * a[k * n + j];
-        for (int64_t k = 0; k < n; k++)
-          h += r[k * n + i] * r[k * n + j];
-        d += (g - h) * (g - h);
-      }
-    double e = sqrt(d) / (anorm * anorm * scale);
+    double e = kt_la_gram_diff(a, r, m, n, n) / (anorm * anorm * scale);
     CHECK(e < QF_THRESHOLD,
           "%s, matrix %lld: ||A^T A - R^T R|| is %.3g ||A||^2 max(m,n) eps "
           "(threshold %g)",
