@@ -1073,41 +1073,51 @@ for (int gs = 0; gs < GL; ++gs) {
 // matrix (rows s0 .. m-1) held transposed in PT (see lu_panel), with the
 // whole grid: P threadgroups of NT threads (grid.x = NT P, P <= the
 // device's multiprocessors, one group per SM fits, so all are resident at
-// once), row s0 + g NT + t in thread t of group g, its W values in
+// once), row s0 + g NT + t loaded by thread t of group g, its W values in
 // registers. Then the strip's interchanges on the panel's other columns
 // [p0, s0) and [s0 + ws, pe) and the block row solve U12 = L11^-1 A12 for
 // [s0 + ws, pe); the driver's GEMM updates the rest of the panel. Writes
 // piv and info as lu_panel does. Scalars: first = s0, pstart = p0, pend =
 // pe, nbp PT's NB, nrows = m, npiv = k. Outputs beside PT, piv and info:
-// X (T, viewed as 64-bit words: 2 (P + 1) slots of SW words, see below,
-// zeroed by the driver once per factorization) and S (int32: one arrival
-// counter per strip at LU_GRID_CTR + s0 / W, zeroed by the driver).
-// Template: T, W, NT. CUDA only: a grid-wide exchange needs every group
-// resident, which a cooperative launch gives there and the CPU backend
-// does not promise: the driver launches it there only with P = 1 (tests,
-// lu.c's kiln__lu_grid_test).
+// X (T, viewed as 64-bit words: 2 P slots of SW words, see below, zeroed
+// by the driver once per factorization; the driver allocates 2 (P + 1))
+// and S (int32: one arrival counter per strip at LU_GRID_CTR + s0 / W,
+// zeroed by the driver). Template: T, W, NT. CUDA only: a grid-wide
+// exchange needs every group resident, which a cooperative launch gives
+// there and the CPU backend does not promise: the driver launches it
+// there only with P = 1 (tests, lu.c's kiln__lu_grid_test).
+//
+// Row labels: rows are interchanged by relabelling, not by moving values.
+// Each thread keeps the values it loaded and `lab`, the row of the matrix
+// (as interchanged so far) that they are; the pivot's thread takes label
+// j and is final, the thread labelled j takes the pivot's label and goes
+// on as a candidate. Candidates, ties and piv are all in labels, which is
+// LAPACK's order. At the end each thread stores its values in row `lab`.
 //
 // Per column j = s0 + q, one grid-wide exchange, with stamped words (see
-// lu_word) in place of a barrier. The thread holding row j (group 0,
-// thread q) publishes its row in slot (q % 2, P) as soon as column q - 1
-// has updated it; each group finds its best candidate row (warp
-// reductions, then the NW warps' bests through threadgroup memory: group
-// barrier 1), and the thread holding it publishes the row's W values, its
-// key and its index in slot (q % 2, g). A value of a slot is 32-bit
-// pieces (two per float64), each in its own 64-bit word with the stamp
-// j + 1 (unique in the factorization: X starts zeroed, stamps start at
-// 1). Every thread of every group then loads its share of all P + 1
+// lu_word) in place of a barrier. Each group finds its best candidate
+// (warp reductions, then the NW warps' bests through threadgroup memory:
+// group barrier 1), and the thread holding it publishes its W values, its
+// key and its label in slot (q % 2, g); a group without a candidate (its
+// few live rows all pivots already) publishes an empty one from thread 0
+// (key 0, label LU_NO_ROW, which every real row beats). A value of a slot
+// is 32-bit pieces (two per float64), each in its own 64-bit word with
+// the stamp j + 1 (unique in the factorization: X starts zeroed, stamps
+// start at 1). Every thread of every group then loads its share of all P
 // slots (16-byte relaxed loads from L2) and loads again each pair of
 // words until both carry the stamp, stores the pieces in threadgroup
 // memory (group barrier 2), and every warp reduces the P candidates
-// itself (lu_better: largest |a|, first row on ties, NaN largest), takes
-// the pivot row and row j from there, and every thread swaps, scales and
-// updates its own row.
+// itself (lu_better: largest |a|, first row on ties, NaN largest, on
+// label * LU_GRID_PMAX + slot, which orders as the label and names the
+// slot), takes the pivot row from there, and every thread relabels,
+// scales and updates its own row. Threads t < W also keep the pivot row's
+// L part (L11's row q) in threadgroup memory, for the block row solve.
 //
 // Why a reader never takes a stale value: a word with column j's stamp
 // was written for column j (stamps are unique, and a 64-bit word is read
 // whole), and a reader keeps loading until every word it needs has it.
-// Why it never waits forever: slot parity q % 2 is written again only for
+// Why it never waits forever: every group publishes a slot every column
+// (an empty one if need be); slot parity q % 2 is written again only for
 // column q + 2, by a thread that has seen every group's column q + 1
 // words, each published after its group's barrier 2 of column q + 1,
 // which its threads pass only once their column q loads have returned
@@ -1126,34 +1136,50 @@ for (int gs = 0; gs < GL; ++gs) {
 // readers' loads seeing them (they poll, so on average about a round trip
 // after they land), barrier 2, the P-way argmax (2 or 3), the pivot row
 // from threadgroup memory (16-byte loads) and one fma for the next
-// column's key: about 1.5 L2 round trips and 2 group barriers. The
-// version before had release stores (waiting for the slots to reach L2),
-// the arrival reduction, the acquire poll, a barrier, the staging round
-// trip, a barrier: about 3.5 round trips, 3 barriers and 15 shuffle steps.
-// The price: each group loads (P + 1) SW 8-byte words per column (~18 KiB
-// at P = 32), twice the bytes of the bare values, and loads again only
-// the pairs still unstamped.
+// column's key: about 1.5 L2 round trips and 2 group barriers. Before the
+// labels, row j travelled as one more slot: group 0's thread j stored its
+// RW / 2 16-byte words before its own argmax (~32-64 issue cycles ahead
+// of group 0's barrier 1, on every column's path, since every group waits
+// for group 0's candidate), every group loaded and polled its 32 pairs
+// too (P + 1 slots), and the pivot's thread unstaged it (16 shared loads)
+// before its next key. Not yet measured; by the count ~30-60 ns a column.
+// The price of the exchange: each group loads P SW 8-byte words per
+// column (~17 KiB at P = 32), twice the bytes of the bare values, and
+// loads again only the pairs still unstamped.
+//
+// After the columns (the strip's tail), nothing reads the strip's columns
+// from memory: L11 is in threadgroup memory, and the composed
+// interchanges come from piv by tracing each moved row back through the
+// swaps, a thread per row in parallel (~W dependent steps of a compare
+// and a select), where before one thread replayed the W swaps in
+// threadgroup memory (~65 cycles each, ~2.3 us a strip) after another
+// W-step search, and L11 came from L2 after the grid barrier (1 round
+// trip). The grid barrier is kept for one reason: a relabelled thread
+// stores its row in another thread's row, possibly another group's,
+// which that thread read at the start (a write after a read across
+// groups); the rows that stayed in place are stored at once, the
+// arrival made right after the columns, and the wait comes after the
+// other columns' pass, when every group has long arrived.
 constexpr int NW = NT / 32;
 constexpr int WH = W / 32;
 // Words per value, per row; a slot: the row's pieces, then the key's,
-// then the row index, padded to 16 bytes; pairs of words in a candidate
-// slot and in row j's slot (no key, no index); pairs per thread.
+// then the label, padded to 16 bytes; pairs of words in a slot and per
+// thread.
 constexpr int KW = (int)sizeof(T) / 4;
 constexpr int RW = W * KW;
 constexpr int SW = RW + 4;
 constexpr int SP = SW / 2;
 constexpr int NPC = (RW + KW + 2) / 2;
-constexpr int NPJ = RW / 2;
-constexpr int NV = ((LU_GRID_PMAX + 1) * SP + NT - 1) / NT;
+constexpr int NV = (LU_GRID_PMAX * SP + NT - 1) / NT;
 threadgroup T cand_key[2 * NW];
 threadgroup int cand_row[2 * NW];
 threadgroup int pv_s[W];
-threadgroup int slot_s[W];
 threadgroup int src_s[2 * W];
+threadgroup int dst_s[2 * W];
 threadgroup T l11[W * W];
-// Column q's exchange slots, staged: P + 1 slots of SW pieces (declared
-// as uint4 for 16-byte loads of a row; SW is a multiple of 4).
-threadgroup uint4 stage4[(LU_GRID_PMAX + 1) * SW / 4];
+// Column q's exchange slots, staged: P slots of SW pieces (declared as
+// uint4 for 16-byte loads of a row; SW is a multiple of 4).
+threadgroup uint4 stage4[LU_GRID_PMAX * SW / 4];
 threadgroup uint* stage = (threadgroup uint*)stage4;
 const int s0 = first, p0 = pstart, pe = pend, m = nrows;
 const int P = (int)threadgroups_per_grid.x;
@@ -1167,19 +1193,21 @@ device ulong* xw = (device ulong*)X;
 const int row = s0 + g * NT + tid;
 const bool live = row < m;
 T v[W];
-device T* mine = pt + (int64_t)(s0 - p0) * m + min(row, m - 1);
+device T* strip = pt + (int64_t)(s0 - p0) * m;
 LU_UNROLL
 for (int q = 0; q < W; ++q) {
-  const T x = mine[(int64_t)min(q, ws - 1) * m];
+  const T x = strip[(int64_t)min(q, ws - 1) * m + min(row, m - 1)];
   v[q] = live && q < ws ? x : T(0);
 }
-// This thread's pairs of the P + 1 slots, the same every column.
-const int npairs = (P + 1) * SP;
+// The row these values are, as interchanged so far (see above).
+int lab = row;
+// This thread's pairs of the P slots, the same every column.
+const int npairs = P * SP;
 uint need = 0;
 LU_UNROLL
 for (int i = 0; i < NV; ++i) {
-  const int e = i * NT + tid, sl = e / SP, w2 = e % SP;
-  if (e < npairs && w2 < (sl < P ? NPC : NPJ))
+  const int e = i * NT + tid;
+  if (e < npairs && e % SP < NPC)
     need |= 1u << i;
 }
 int bad = 0;
@@ -1189,22 +1217,11 @@ for (int q = 0; q < W; ++q) {
     break;
   const int j = s0 + q, slot = q & 1;
   const uint stamp = (uint)(j + 1);
-  device ulong* xs = xw + (int64_t)slot * (P + 1) * SW;
-  // Row j, final since column q - 1: published first, off the path.
-  if (row == j) {
-    device ulong* dst = xs + (int64_t)P * SW;
-    LU_UNROLL
-    for (int q2 = 0; q2 < W; q2 += 2 / KW) {
-      uint pc[4]; // v[q2]'s pieces, then (float32) v[q2 + 1]'s
-      lu_pieces(v[q2], pc);
-      lu_pieces(v[min(q2 + 1, W - 1)], pc + KW);
-      lu_st_pair(dst + q2 * KW, lu_word(pc[0], stamp), lu_word(pc[1], stamp));
-    }
-  }
+  device ulong* xs = xw + (int64_t)slot * P * SW;
   // The group's best candidate.
-  const bool cand = live && row >= j;
+  const bool cand = live && lab >= j;
   T wk = cand ? lu_key(v[q]) : T(-1);
-  int wr = cand ? row : LU_NO_ROW;
+  int wr = cand ? lab : LU_NO_ROW;
   lu_redux_argmax(wk, wr);
   if (lane == 0) {
     cand_key[slot * NW + warp] = wk;
@@ -1214,8 +1231,9 @@ for (int q = 0; q < W; ++q) {
   T gk = cand_key[slot * NW + lane % NW];
   int gr = cand_row[slot * NW + lane % NW];
   lu_redux_argmax(gk, gr);
-  // Publish it: its row's pieces, then the key's and the index.
-  if (row == gr) {
+  // Publish it: its row's pieces, then the key's and the label (an
+  // empty slot, key 0 and LU_NO_ROW, from thread 0 if there is none).
+  if (lab == gr || (gr == LU_NO_ROW && tid == 0)) {
     device ulong* dst = xs + (int64_t)g * SW;
     LU_UNROLL
     for (int q2 = 0; q2 < W; q2 += 2 / KW) {
@@ -1270,29 +1288,34 @@ for (int q = 0; q < W; ++q) {
       }
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  // Every warp: the pivot among the P candidates, then its row.
+  // Every warp: the pivot among the P candidates, then its row. The
+  // reduced index is label * LU_GRID_PMAX + slot (labels < 2^25: lu.c's
+  // use_grid), or LU_NO_ROW for an empty slot.
   T pk = T(-1);
-  int p = LU_NO_ROW;
+  int pi = LU_NO_ROW;
   for (int c = lane; c < P; c += 32) {
     const T k2 = lu_unpiece(stage + c * SW + RW, T(0));
     const int r2 = (int)stage[c * SW + RW + KW];
-    if (lu_better(k2, r2, pk, p)) {
+    const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
+    if (lu_better(k2, i2, pk, pi)) {
       pk = k2;
-      p = r2;
+      pi = i2;
     }
   }
-  lu_redux_argmax(pk, p);
+  lu_redux_argmax(pk, pi);
+  // (Clamped: only a broken exchange could leave the slot outside.)
+  const int pc = min(pi % LU_GRID_PMAX, P - 1), p = pi / LU_GRID_PMAX;
   T prow[W];
-  // (Clamped: only a broken exchange could leave p outside the strip.)
-  lu_unstage<W>(stage4 + clamp((p - s0) / NT, 0, P - 1) * (SW / 4), prow);
-  if (row == p && p != j) // takes row j
-    lu_unstage<W>(stage4 + P * (SW / 4), v);
-  if (row == j)
-    LU_UNROLL
-    for (int q2 = 0; q2 < W; ++q2)
-      v[q2] = prow[q2];
+  lu_unstage<W>(stage4 + pc * (SW / 4), prow);
+  if (tid < W) // L11's row q (zero from the diagonal on)
+    l11[tid * W + q] =
+        tid < q ? lu_unpiece(stage + pc * SW + tid * KW, T(0)) : T(0);
   if (tid == 0)
     pv_s[q] = p;
+  if (lab == p)
+    lab = j;
+  else if (lab == j)
+    lab = p;
   const T d = prow[q];
   if (bad == 0)
     bad = lu_pivot_status(d, j);
@@ -1300,7 +1323,7 @@ for (int q = 0; q < W; ++q) {
   // a zero pivot leaves the column as it is.
   const T rd = T(1) / d;
   const bool recip = isfinite(rd);
-  if (d != T(0) && live && row > j) {
+  if (d != T(0) && live && lab > j) {
     v[q] = recip ? v[q] * rd : v[q] / d;
     const T l = v[q];
     LU_UNROLL
@@ -1308,55 +1331,44 @@ for (int q = 0; q < W; ++q) {
       v[q2] = fma(-l, prow[q2], v[q2]);
   }
 }
-if (live)
+// Every thread's initial loads are before this barrier, and so (for the
+// relabelled rows' stores below) before the arrival; pv_s and l11 are
+// complete after it.
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid == 0)
+  lu_grid_arrive(ctr, 1);
+device T* mine = strip + (int64_t)min(lab, m - 1);
+if (live && lab == row)
   LU_UNROLL
   for (int q = 0; q < W; ++q)
     if (q < ws)
       mine[(int64_t)q * m] = v[q];
-// Everyone's rows stored before anyone reads L11 or other columns' rows.
-threadgroup_barrier(mem_flags::mem_threadgroup);
-if (tid == 0)
-  lu_grid_arrive(ctr, 1);
-lu_grid_wait(ctr, P, tid);
 if (g == 0 && tid < ws)
   piv[s0 + tid] = pv_s[tid];
 if (g == 0 && tid == 0 && bad != 0 && info[0] == 0)
   info[0] = bad;
 // The strip's interchanges composed (as lu_laswp): slot e < ws is row s0
-// + e, slot W + f the pivot row of column s0 + f at its first use; after
-// the chain of swaps src_s[e] is the original row that ends in slot e.
-if (tid < ws) {
-  const int pq = pv_s[tid];
-  int e = pq - s0;
-  if (pq >= s0 + ws) {
-    int f = tid;
-    for (int f2 = 0; f2 < tid; ++f2)
-      if (pv_s[f2] == pq) {
-        f = f2;
-        break;
-      }
-    e = W + f;
-  }
-  slot_s[tid] = e;
+// + e, slot W + f the pivot row of column s0 + f when outside the strip
+// (twice if a row is pivot twice: both slots then move the same value to
+// the same place); src_s[e] is the row whose value ends in dst_s[e],
+// found by undoing the swaps from the last.
+for (int e = tid; e < 2 * W; e += NT) {
+  int dst = -1;
+  if (e < ws)
+    dst = s0 + e;
+  else if (e >= W && e - W < ws && pv_s[e - W] >= s0 + ws)
+    dst = pv_s[e - W];
+  int pos = dst;
+  if (dst >= 0)
+    for (int q = ws - 1; q >= 0; --q) {
+      const int jq = s0 + q, pq = pv_s[q];
+      pos = pos == jq ? pq : pos == pq ? jq : pos;
+    }
+  dst_s[e] = dst;
+  src_s[e] = pos;
 }
-for (int e = tid; e < 2 * W; e += NT)
-  src_s[e] = e < ws ? s0 + e : e >= W && e - W < ws ? pv_s[e - W] : -1;
 threadgroup_barrier(mem_flags::mem_threadgroup);
-if (tid == 0)
-  for (int q = 0; q < ws; ++q) {
-    const int e = slot_s[q], t = src_s[q];
-    src_s[q] = src_s[e];
-    src_s[e] = t;
-  }
 const int nleft = s0 - p0, nright = pe - s0 - ws;
-if (nright > 0)
-  for (int e = tid; e < W * W; e += NT) {
-    const int q = e / W, i = e % W; // L11[i][q], column-major
-    l11[e] = i < ws && q < ws && i > q ? LU_LDCG(pt + (int64_t)(s0 + q - p0) * m
-                                                 + s0 + i)
-                                       : T(0);
-  }
-threadgroup_barrier(mem_flags::mem_threadgroup);
 // A warp per column: the moves' sources loaded (lane e % 32 holds slot e),
 // the rows outside the strip stored, then left of the strip the strip's
 // rows as well, right of it those rows solved with L11 first.
@@ -1365,8 +1377,8 @@ int dstr[2 * WH], srcr[2 * WH];
 LU_UNROLL
 for (int h = 0; h < 2 * WH; ++h) {
   const int e = h * 32 + lane;
-  valid[h] = e < ws || (e >= W && e - W < ws && slot_s[e - W] == e);
-  dstr[h] = e < W ? s0 + e : valid[h] ? pv_s[e - W] : s0;
+  valid[h] = dst_s[e] >= 0;
+  dstr[h] = e < W ? s0 + e : valid[h] ? dst_s[e] : s0;
   srcr[h] = valid[h] ? src_s[e] : s0;
 }
 for (int ci = g * NW + warp; ci < nleft + nright; ci += P * NW) {
@@ -1398,6 +1410,14 @@ for (int ci = g * NW + warp; ci < nleft + nright; ci += P * NW) {
         col[s0 + h * 32 + lane] = x[h];
   }
 }
+// The relabelled rows, into rows that other threads read at the start:
+// after every group's arrival.
+lu_grid_wait(ctr, P, tid);
+if (live && lab != row)
+  LU_UNROLL
+  for (int q = 0; q < W; ++q)
+    if (q < ws)
+      mine[(int64_t)q * m] = v[q];
 
 //@kernel lu_laswp
 // The interchanges of the panel's pivots p0 .. pe-1 (in order) on every

@@ -94,13 +94,17 @@
  * The column work on many SMs (lu_strip_grid, CUDA only): P = (m - s0) /
  * 256 threadgroups (32 at 8192 rows), a row per thread with its W values
  * in registers, one grid-wide exchange per column: each group publishes
- * its best candidate row with its values, and group 0 row j, in
- * double-buffered global slots; every group loads all P + 1 slots into
- * threadgroup memory and every warp picks the same pivot (lu_better), so
- * no second exchange is needed. After the strip, one grid barrier (an
- * arrival counter per strip), and the groups' warps apply the strip's
- * composed interchanges to the panel's other columns and solve its block
- * row (a warp per column). Measured on an H100 (same call, cuSOLVER
+ * its best candidate row with its values in double-buffered global
+ * slots; every group loads all P slots into threadgroup memory and every
+ * warp picks the same pivot (lu_better), so no second exchange is
+ * needed. Rows are interchanged by relabelling the threads that hold
+ * them, not by moving values (so row j need not travel). After the
+ * strip, the groups' warps apply the strip's composed interchanges to the
+ * panel's other columns and solve its block row (a warp per column, L11
+ * kept in threadgroup memory from the pivot rows), and a grid barrier (an
+ * arrival counter per strip) orders only the relabelled rows' stores.
+ * (Until a5724ad row j travelled as one more slot, and the tail began
+ * with the grid barrier.) Measured on an H100 (same call, cuSOLVER
  * getrf 35.7 ms): LU of 8192^2 float32 54.7 ms with a first version
  * (__threadfence, a second, dependent load of the winner's row), against
  * 65.7 ms for lu_panel alone: about 4.4 us per column, 36 ms of the 54.7.
@@ -143,6 +147,26 @@
  * column saved: the count's 2 RT, at ~0.4 us each. What is left of the
  * 43 ms: the trailing update (GEMM, trsm, laswp, ~17 ms), the in-panel
  * GEMMs (one per strip), and the columns' own chain.
+ *
+ * Cutting the chain further (after a5724ad; NOT YET MEASURED, a
+ * candidate to A/B against main on an H100). Per column: row j's slot
+ * is gone (rows relabelled instead, see kernels/lu.metal): group 0's
+ * thread j no longer stores RW / 2 = 32 16-byte words before its own
+ * argmax (~32-64 issue cycles ahead of group 0's barrier 1, which every
+ * group's readers wait for), the readers load and poll P slots instead
+ * of P + 1 (32 pairs less per group, ~3% of the bytes at P = 32), and
+ * the pivot's thread no longer unstages row j (16 shared loads) before
+ * its next key: by count ~30-60 ns a column, ~0.25-0.5 ms of the 8192
+ * columns at 8192^2. Per strip, the tail: the composed interchanges by
+ * a backward trace, a thread per moved row in parallel (~W steps of a
+ * compare and a select, ~0.3 us), where one thread replayed the W swaps
+ * in threadgroup memory (~65 cycles each, ~2.3 us) after a W-step
+ * search (~1 us); L11 from the pivot rows already staged in threadgroup
+ * memory, not from L2 after the grid barrier (1 round trip); the grid
+ * barrier's arrival right after the columns and its wait after the other
+ * columns' pass (off the path: ~2 round trips). By count ~4 us a strip,
+ * ~0.5 ms over the 128 strips of 8192^2 float32 (256 strips, more in
+ * float64). Together ~0.8-1 ms expected of the 43.2 ms.
  *
  * The launch is cooperative (cuLaunchCooperativeKernel: every
  * group resident before any starts, or an error), since groups that spin
@@ -647,6 +671,11 @@ static bool use_grid(const lu_run *r, int64_t p0) {
   int64_t rows = r->f->m - p0;
   int64_t groups = (rows + LU_GRID_NT - 1) / LU_GRID_NT;
   int64_t units = r->s->device->info.compute_units;
+  /* (The kernel reduces label * LU_GRID_PMAX + slot in 32 bits, so rows
+   * stay under 2^25; no matrix of 2^31 elements with a panel here comes
+   * near.) */
+  if (r->f->m >= (1 << 25))
+    return false;
   if (kiln__lu_grid_test && groups <= 1)
     return r->f->batch == 1;
   return on_cuda(r) && grid_device(r) && rows >= LU_GRID_MIN_ROWS &&
