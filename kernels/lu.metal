@@ -136,6 +136,11 @@ inline float lu_unpiece(const threadgroup uint* p, float) {
 inline double lu_unpiece(const threadgroup uint* p, double) {
   return as_type<double>(((ulong)p[1] << 32) | (ulong)p[0]);
 }
+// A key from its pieces in registers (the low one first).
+inline float lu_key_of(uint lo, uint, float) { return as_type<float>(lo); }
+inline double lu_key_of(uint lo, uint hi, double) {
+  return as_type<double>(((ulong)hi << 32) | (ulong)lo);
+}
 // A staged row of W values (16-byte aligned pieces) into registers, 16
 // bytes per load: a quarter of the shared-memory instructions of one
 // piece at a time, which every thread of the group issues every column.
@@ -1095,23 +1100,25 @@ for (int gs = 0; gs < GL; ++gs) {
 // LAPACK's order. At the end each thread stores its values in row `lab`.
 //
 // Per column j = s0 + q, one grid-wide exchange, with stamped words (see
-// lu_word) in place of a barrier. Each group finds its best candidate
-// (warp reductions, then the NW warps' bests through threadgroup memory:
-// group barrier 1), and the thread holding it publishes its W values, its
-// key and its label in slot (q % 2, g); a group without a candidate (its
-// few live rows all pivots already) publishes an empty one from thread 0
-// (key 0, label LU_NO_ROW, which every real row beats). A value of a slot
-// is 32-bit pieces (two per float64), each in its own 64-bit word with
-// the stamp j + 1 (unique in the factorization: X starts zeroed, stamps
-// start at 1). Every thread of every group then loads its share of all P
-// slots (16-byte relaxed loads from L2) and loads again each pair of
-// words until both carry the stamp, stores the pieces in threadgroup
-// memory (group barrier 2), and every warp reduces the P candidates
-// itself (lu_better: largest |a|, first row on ties, NaN largest, on
-// label * LU_GRID_PMAX + slot, which orders as the label and names the
-// slot), takes the pivot row from there, and every thread relabels,
-// scales and updates its own row. Threads t < W also keep the pivot row's
-// L part (L11's row q) in threadgroup memory, for the block row solve.
+// lu_word) in place of a barrier. Each group finds its best candidate (warp
+// reductions, then the NW warps' bests through threadgroup memory: group
+// barrier 1), and the thread holding it publishes its key and label, then its W
+// values, in slot (q % 2, g); a group without a candidate (its few live rows
+// all pivots already) publishes an empty one from thread 0 (key 0, label
+// LU_NO_ROW, which every real row beats). It cannot happen with P = 1, so the
+// CPU tests do not reach it. A value of a slot is 32-bit pieces (two per
+// float64), each in its own 64-bit word with the stamp j + 1 (unique in the
+// factorization: X starts zeroed, stamps start at 1). Every warp of every group
+// then loads its share of the P slots' rows (whole rows, 16-byte relaxed loads
+// from L2), and warp 0 the P keys (lane c slot c), and loads again each pair of
+// words until both carry the stamp; warp 0, as soon as its keys are in, reduces
+// the P candidates (lu_better: largest |a|, first row on ties, NaN largest, on
+// label * LU_GRID_PMAX + slot, which orders as the label and names the slot)
+// and leaves the result in threadgroup memory while the rows still land; the
+// rows go to threadgroup memory (group barrier 2), and every thread takes the
+// pivot row from there, relabels, scales and updates its own row. Threads t < W
+// also keep the pivot row's L part (L11's row q) in threadgroup memory, for the
+// block row solve.
 //
 // Why a reader never takes a stale value: a word with column j's stamp
 // was written for column j (stamps are unique, and a 64-bit word is read
@@ -1119,9 +1126,10 @@ for (int gs = 0; gs < GL; ++gs) {
 // Why it never waits forever: every group publishes a slot every column
 // (an empty one if need be); slot parity q % 2 is written again only for
 // column q + 2, by a thread that has seen every group's column q + 1
-// words, each published after its group's barrier 2 of column q + 1,
-// which its threads pass only once their column q loads have returned
-// with the stamp (the loop exit depends on them): so the overwrite is
+// words, each published after its group's barrier 1 of column q + 1,
+// which its threads pass only after their barrier 2 of column q, itself
+// only once their column q loads have returned with the stamp (the loop
+// exits depend on them): so the overwrite is
 // causally after every read of column q (PTX's no-thin-air axiom, and in
 // hardware the loads completed before the stores that follow them could
 // be seen). Threadgroup memory is single-buffered across columns for the
@@ -1134,9 +1142,16 @@ for (int gs = 0; gs < GL; ++gs) {
 // publisher's 16-byte stores reaching L2 (~half a round trip; no fence:
 // the stores need no order among themselves or with anything), the
 // readers' loads seeing them (they poll, so on average about a round trip
-// after they land), barrier 2, the P-way argmax (2 or 3), the pivot row
-// from threadgroup memory (16-byte loads) and one fma for the next
-// column's key: about 1.5 L2 round trips and 2 group barriers. Before the
+// after they land), barrier 2, the pivot's slot from threadgroup memory
+// (one broadcast load), the pivot row (16-byte loads) and one fma for
+// the next column's key: about 1.5 L2 round trips and 2 group barriers.
+// The P-way argmax was on that path, after barrier 2 in every warp (a
+// key and a label loaded from threadgroup memory, a compare, 2 or 3
+// reductions: ~70-90 cycles); it now runs in warp 0 before barrier 2,
+// after the keys land, which the publisher stores first (its 32 row
+// stores issue after them): ~40-60 cycles less a column by count, and
+// warps now load whole rows (512 contiguous bytes; 8 pairs a thread
+// instead of 9: 213 registers in float32, 232 in float64). Before the
 // labels, row j travelled as one more slot: group 0's thread j stored its
 // RW / 2 16-byte words before its own argmax (~32-64 issue cycles ahead
 // of group 0's barrier 1, on every column's path, since every group waits
@@ -1169,11 +1184,15 @@ constexpr int KW = (int)sizeof(T) / 4;
 constexpr int RW = W * KW;
 constexpr int SW = RW + 4;
 constexpr int SP = SW / 2;
-constexpr int NPC = (RW + KW + 2) / 2;
-constexpr int NV = (LU_GRID_PMAX * SP + NT - 1) / NT;
+constexpr int NPR = RW / 2;
+// (A warp loads a slot's row, a pair per lane.)
+static_assert(NPR == 32, "lu_strip_grid: a row is 32 pairs of words");
+constexpr int NK = (KW + 2) / 2;
+constexpr int NV = (LU_GRID_PMAX * NPR + NT - 1) / NT;
 threadgroup T cand_key[2 * NW];
 threadgroup int cand_row[2 * NW];
 threadgroup int pv_s[W];
+threadgroup int sel_s[2];
 threadgroup int src_s[2 * W];
 threadgroup int dst_s[2 * W];
 threadgroup T l11[W * W];
@@ -1201,15 +1220,19 @@ for (int q = 0; q < W; ++q) {
 }
 // The row these values are, as interchanged so far (see above).
 int lab = row;
-// This thread's pairs of the P slots, the same every column.
-const int npairs = P * SP;
-uint need = 0;
+// This thread's pairs of the P slots' rows, the same every column: a
+// warp takes whole rows (pair `lane` of slot i NW + warp), 512 contiguous
+// bytes a load; and warp 0's key pairs (slot lane + 32 u, pair RW / 2 +
+// k at bit u NK + k).
+uint need = 0, kneed = 0;
 LU_UNROLL
-for (int i = 0; i < NV; ++i) {
-  const int e = i * NT + tid;
-  if (e < npairs && e % SP < NPC)
+for (int i = 0; i < NV; ++i)
+  if (i * NW + warp < P)
     need |= 1u << i;
-}
+LU_UNROLL
+for (int u = 0; u < 2; ++u)
+  if (warp == 0 && lane + 32 * u < P)
+    kneed |= ((1u << NK) - 1) << (u * NK);
 int bad = 0;
 LU_UNROLL
 for (int q = 0; q < W; ++q) {
@@ -1233,8 +1256,16 @@ for (int q = 0; q < W; ++q) {
   lu_redux_argmax(gk, gr);
   // Publish it: its row's pieces, then the key's and the label (an
   // empty slot, key 0 and LU_NO_ROW, from thread 0 if there is none).
+  // The key first: warp 0's readers reduce the keys while the rows are
+  // still landing.
   if (lab == gr || (gr == LU_NO_ROW && tid == 0)) {
     device ulong* dst = xs + (int64_t)g * SW;
+    uint kp[4] = {0, 0, 0, 0};
+    lu_pieces(gk, kp);
+    kp[KW] = (uint)gr;
+    lu_st_pair(dst + RW, lu_word(kp[0], stamp), lu_word(kp[1], stamp));
+    if (KW == 2)
+      lu_st_pair(dst + RW + 2, lu_word(kp[2], stamp), lu_word(kp[3], stamp));
     LU_UNROLL
     for (int q2 = 0; q2 < W; q2 += 2 / KW) {
       uint pc[4]; // v[q2]'s pieces, then (float32) v[q2 + 1]'s
@@ -1242,33 +1273,44 @@ for (int q = 0; q < W; ++q) {
       lu_pieces(v[min(q2 + 1, W - 1)], pc + KW);
       lu_st_pair(dst + q2 * KW, lu_word(pc[0], stamp), lu_word(pc[1], stamp));
     }
-    uint kp[4] = {0, 0, 0, 0};
-    lu_pieces(gk, kp);
-    kp[KW] = (uint)gr;
-    lu_st_pair(dst + RW, lu_word(kp[0], stamp), lu_word(kp[1], stamp));
-    if (KW == 2)
-      lu_st_pair(dst + RW + 2, lu_word(kp[2], stamp), lu_word(kp[3], stamp));
   }
 #if !KILN_BACKEND_CUDA
   // One group, its threads run one after another up to a barrier: every
   // word is written before anyone reads.
   threadgroup_barrier(mem_flags::mem_device);
 #endif
-  // Every slot of the column into threadgroup memory: all of this
-  // thread's pairs at once, then again those not yet stamped.
+  // Every slot's row into threadgroup memory: all of this thread's
+  // pairs at once, then again those not yet stamped; warp 0 first polls
+  // until its keys are all in, picks the pivot (the same reduction every
+  // warp made after barrier 2 before: now off the path while the rows
+  // land) and leaves it in sel_s, then polls on for its rows.
   {
-    ulong a[NV], b[NV];
-    uint pending = need;
+    ulong a[NV], b[NV], ka[2 * NK], kb[2 * NK];
+    uint pending = need, kpending = kneed;
+    LU_UNROLL
+    for (int i = 0; i < 2 * NK; ++i) // (lanes past P read them unloaded)
+      ka[i] = kb[i] = 0;
+    device ulong* rows = xs + warp * SW + 2 * lane;
+    device ulong* keys = xs + lane * SW + RW;
     do {
       LU_UNROLL
       for (int i = 0; i < NV; ++i)
         if ((pending >> i) & 1u)
-          lu_ld_pair(xs + 2 * (i * NT + tid), a[i], b[i]);
+          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if ((kpending >> i) & 1u)
+          lu_ld_pair(keys + (i / NK) * 32 * SW + 2 * (i % NK), ka[i], kb[i]);
       LU_UNROLL
       for (int i = 0; i < NV; ++i)
         if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
             lu_stamped(b[i], stamp))
           pending &= ~(1u << i);
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if (((kpending >> i) & 1u) && lu_stamped(ka[i], stamp) &&
+            lu_stamped(kb[i], stamp))
+          kpending &= ~(1u << i);
 #if !KILN_BACKEND_CUDA
       // Every word was written before the barrier above, so one pass
       // must do: an unstamped word here is a bug, which all-ones pieces
@@ -1277,39 +1319,58 @@ for (int q = 0; q < W; ++q) {
       for (int i = 0; i < NV; ++i)
         if ((pending >> i) & 1u)
           a[i] = b[i] = ~(ulong)0;
-      pending = 0;
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if ((kpending >> i) & 1u)
+          ka[i] = kb[i] = ~(ulong)0;
+      pending = kpending = 0;
 #endif
-    } while (pending != 0);
+    } while (kpending != 0);
+    // Warp 0: the pivot among the P candidates, reduced on label *
+    // LU_GRID_PMAX + slot (labels < 2^25: lu.c's use_grid), or
+    // LU_NO_ROW for an empty slot.
+    if (warp == 0) {
+      T pk = T(-1);
+      int pi = LU_NO_ROW;
+      LU_UNROLL
+      for (int u = 0; u < 2; ++u) {
+        const int c = lane + 32 * u, i = u * NK;
+        const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
+        const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
+        const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
+        if (c < P && lu_better(k2, i2, pk, pi)) {
+          pk = k2;
+          pi = i2;
+        }
+      }
+      lu_redux_argmax(pk, pi);
+      if (lane == 0)
+        sel_s[slot] = pi;
+    }
+    while (pending != 0) {
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if ((pending >> i) & 1u)
+          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
+            lu_stamped(b[i], stamp))
+          pending &= ~(1u << i);
+    }
     LU_UNROLL
     for (int i = 0; i < NV; ++i)
-      if ((need >> i) & 1u) {
-        const int e = i * NT + tid;
-        ((threadgroup uint2*)stage)[e] = uint2((uint)a[i], (uint)b[i]);
-      }
+      if ((need >> i) & 1u)
+        ((threadgroup uint2*)stage)[(i * NW + warp) * SP + lane] =
+            uint2((uint)a[i], (uint)b[i]);
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  // Every warp: the pivot among the P candidates, then its row. The
-  // reduced index is label * LU_GRID_PMAX + slot (labels < 2^25: lu.c's
-  // use_grid), or LU_NO_ROW for an empty slot.
-  T pk = T(-1);
-  int pi = LU_NO_ROW;
-  for (int c = lane; c < P; c += 32) {
-    const T k2 = lu_unpiece(stage + c * SW + RW, T(0));
-    const int r2 = (int)stage[c * SW + RW + KW];
-    const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
-    if (lu_better(k2, i2, pk, pi)) {
-      pk = k2;
-      pi = i2;
-    }
-  }
-  lu_redux_argmax(pk, pi);
-  // (Clamped: only a broken exchange could leave the slot outside.)
+  // Every thread: the pivot and its row. (Clamped: only a broken
+  // exchange could leave the slot outside.)
+  const int pi = sel_s[slot];
   const int pc = min(pi % LU_GRID_PMAX, P - 1), p = pi / LU_GRID_PMAX;
   T prow[W];
   lu_unstage<W>(stage4 + pc * (SW / 4), prow);
-  if (tid < W) // L11's row q (zero from the diagonal on)
-    l11[tid * W + q] =
-        tid < q ? lu_unpiece(stage + pc * SW + tid * KW, T(0)) : T(0);
   if (tid == 0)
     pv_s[q] = p;
   if (lab == p)
@@ -1330,6 +1391,10 @@ for (int q = 0; q < W; ++q) {
     for (int q2 = q + 1; q2 < W; ++q2)
       v[q2] = fma(-l, prow[q2], v[q2]);
   }
+  // L11's row q (zero from the diagonal on), after the next key's work.
+  if (tid < W)
+    l11[tid * W + q] =
+        tid < q ? lu_unpiece(stage + pc * SW + tid * KW, T(0)) : T(0);
 }
 // Every thread's initial loads are before this barrier, and so (for the
 // relabelled rows' stores below) before the arrival; pv_s and l11 are

@@ -1236,6 +1236,45 @@ static void lt_grid_ties(kiln_dtype dt, int64_t m, int64_t n) {
   free(h);
 }
 
+/* One row the pivot again and again: row r wins column 0, then the rows
+ * that each swap sends to r win the next columns (their values there
+ * dominate), and once more at the first column of the second strip (w,
+ * the strip width): piv holds r four times. lu_strip_grid relabels rows
+ * rather than moving them, and composes the strip's interchanges for the
+ * panel's other columns by tracing them back, where a row that is pivot
+ * more than once is the case to get wrong. */
+static void lt_grid_repeat(kiln_dtype dt, int64_t m, int64_t n, int64_t w) {
+  const int64_t r = m - 7, cols[4] = {0, 1, 2, w};
+  double *a = kt_la_alloc(m * n);
+  lt_random(a, m * n);
+  a[r * n] = 50;      /* column 0: row r */
+  a[0 * n + 1] = 1e3; /* row 0, at r after column 0 */
+  a[1 * n + 2] = 1e5; /* row 1, at r after column 1 */
+  a[2 * n + w] = 1e7; /* row 2, at r after column 2, */
+  for (int64_t c = 3; c < w; c++) /* and no pivot before column w */
+    a[2 * n + c] *= 1e-3;
+  int64_t shape[2] = {m, n};
+  kiln_array *arr = kt_la_array(dt, 2, shape, a);
+  kiln_linalg_opts o = lt_opts(2);
+  kiln_array *lu = NULL, *piv = NULL;
+  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &piv));
+  int32_t *p = kt_read(piv);
+  double *f = kt_read_f64(lu);
+  char what[96];
+  snprintf(what, sizeof what, "%s %lld x %lld grid, repeated pivot",
+           kiln_dtype_name(dt), (long long)m, (long long)n);
+  lt_check_packed(what, 0, dt, m, n, a, f, p);
+  for (int i = 0; i < 4; i++)
+    CHECK(p[cols[i]] == r, "%s: pivot %lld is row %d, not %lld", what,
+          (long long)cols[i], p[cols[i]], (long long)r);
+  free(p);
+  free(f);
+  kiln_array_destroy(lu);
+  kiln_array_destroy(piv);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
 /*
  * Shapes that lu.c's blocked path gives to lu_strip_grid on a CUDA device
  * (one matrix, at least LU_GRID_MIN_ROWS = 1024 rows below the panel; on
@@ -1274,6 +1313,7 @@ void test_linalg_lu_grid(void) {
     lt_grid_case(dt, 100, 100, -1, true);
     lt_small_case(dt, 0, 0, 180, 180, 2, dt == KILN_FLOAT32 ? 1e6 : 1e12);
     lt_grid_ties(dt, 250, 40);
+    lt_grid_repeat(dt, 250, 200, dt == KILN_FLOAT64 ? 32 : 64);
   }
   kiln__lu_grid_test = false;
 }

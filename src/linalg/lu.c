@@ -148,25 +148,27 @@
  * 43 ms: the trailing update (GEMM, trsm, laswp, ~17 ms), the in-panel
  * GEMMs (one per strip), and the columns' own chain.
  *
- * Cutting the chain further (after a5724ad; NOT YET MEASURED, a
- * candidate to A/B against main on an H100). Per column: row j's slot
- * is gone (rows relabelled instead, see kernels/lu.metal): group 0's
- * thread j no longer stores RW / 2 = 32 16-byte words before its own
- * argmax (~32-64 issue cycles ahead of group 0's barrier 1, which every
- * group's readers wait for), the readers load and poll P slots instead
- * of P + 1 (32 pairs less per group, ~3% of the bytes at P = 32), and
- * the pivot's thread no longer unstages row j (16 shared loads) before
- * its next key: by count ~30-60 ns a column, ~0.25-0.5 ms of the 8192
- * columns at 8192^2. Per strip, the tail: the composed interchanges by
- * a backward trace, a thread per moved row in parallel (~W steps of a
- * compare and a select, ~0.3 us), where one thread replayed the W swaps
- * in threadgroup memory (~65 cycles each, ~2.3 us) after a W-step
- * search (~1 us); L11 from the pivot rows already staged in threadgroup
- * memory, not from L2 after the grid barrier (1 round trip); the grid
- * barrier's arrival right after the columns and its wait after the other
- * columns' pass (off the path: ~2 round trips). By count ~4 us a strip,
- * ~0.5 ms over the 128 strips of 8192^2 float32 (256 strips, more in
- * float64). Together ~0.8-1 ms expected of the 43.2 ms.
+ * Cutting the chain further (after a5724ad; NOT YET MEASURED, a candidate to
+ * A/B against main on an H100). Per column: row j's slot is gone (rows
+ * relabelled instead, see kernels/lu.metal): group 0's thread j no longer
+ * stores RW / 2 = 32 16-byte words before its own argmax (~32-64 issue cycles
+ * ahead of group 0's barrier 1, which every group's readers wait for), the
+ * readers load and poll P slots instead of P + 1 (32 pairs less per group, ~3%
+ * of the bytes at P = 32), and the pivot's thread no longer unstages row j (16
+ * shared loads) before its next key: by count ~30-60 ns a column, ~0.25-0.5 ms
+ * of the 8192 columns at 8192^2. The P-way argmax moved before barrier 2, into
+ * warp 0 as soon as the keys land (the publisher stores its key first): ~40-60
+ * cycles less a column after barrier 2, ~0.2 ms more; each warp loads whole
+ * slot rows (512 contiguous bytes). Per strip, the tail: the composed
+ * interchanges by a backward trace, a thread per moved row in parallel (~W
+ * steps of a compare and a select, ~0.3 us), where one thread replayed the W
+ * swaps in threadgroup memory (~65 cycles each, ~2.3 us) after a W-step search
+ * (~1 us); L11 from the pivot rows already staged in threadgroup memory, not
+ * from L2 after the grid barrier (1 round trip); the grid barrier's arrival
+ * right after the columns and its wait after the other columns' pass (off the
+ * path: ~2 round trips). By count ~4 us a strip, ~0.5 ms over the 128 strips of
+ * 8192^2 float32 (256 strips, more in float64). Together ~1-1.2 ms expected of
+ * the 43.2 ms.
  *
  * The launch is cooperative (cuLaunchCooperativeKernel: every
  * group resident before any starts, or an error), since groups that spin
