@@ -1326,6 +1326,13 @@ for (int q = 0; q < W; ++q) {
       pending = kpending = 0;
 #endif
     } while (kpending != 0);
+#if KILN_BACKEND_CUDA
+    // The lanes leave the polling loop at different times, and the warp
+    // reductions below act on __activemask(): reconverge the warp first
+    // (every lane of every warp gets here), or a part of warp 0 could
+    // pick its own pivot.
+    asm volatile("bar.warp.sync -1;" ::: "memory");
+#endif
     // Warp 0: the pivot among the P candidates, reduced on label *
     // LU_GRID_PMAX + slot (labels < 2^25: lu.c's use_grid), or
     // LU_NO_ROW for an empty slot.
