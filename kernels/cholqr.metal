@@ -40,6 +40,32 @@ using namespace metal;
 #define CQ_UNROLL
 #endif
 
+// The smallest pivot cq_chol accepts: float64's least normal number.
+// cq_rcp flushes a subnormal d to zero (1 / d would be infinite), so a
+// subnormal pivot is a breakdown like a zero one (the Gram of an A whose
+// entries are ~1e-154 or smaller, which the fallback then factors).
+#define CQ_PIVOT_MIN 2.2250738585072014e-308
+
+// 1 / d for cq_chol's pivots, on the chain of every column step. CUDA:
+// the hardware's approximation (rcp.approx.ftz.f64, MUFU.RCP64H, good to
+// about 2^-20 or better) and one cubic Newton step, e = 1 - d y, y + y (e
+// + e^2), whose error ~e^3 (< 2^-60) is below float64's rounding: a
+// MUFU and three dependent DFMAs, where the IEEE division is a MUFU, five
+// DFMAs and a test for a slow path (the call also kept the compiler from
+// issuing the row's loads before it). The result is within an ulp or so
+// of 1 / d, as LAPACK's scaling by a rounded reciprocal is. Elsewhere, or
+// for a subnormal d (never accepted as a pivot): 1.0 / d.
+inline double cq_rcp(double d) {
+#if KILN_BACKEND_CUDA
+  double y;
+  asm("rcp.approx.ftz.f64 %0, %1;" : "=d"(y) : "d"(d));
+  const double e = fma(-d, y, 1.0);
+  return fma(y, fma(e, e, e), y);
+#else
+  return 1.0 / d;
+#endif
+}
+
 // Threads of the row passes' and cq_chol's groups.
 #define CQ_THREADS 256
 // Threads of cq_reduce's groups: 32 entries x 32 slices of the partials.
@@ -616,7 +642,8 @@ constexpr int BS = NC / 16;
 static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
 threadgroup double Gs[NC * LD];
 threadgroup double srow[2 * NC];
-threadgroup double sq[NC];
+threadgroup double sq[NC];  // the pivots
+threadgroup double rsq[NC]; // 1 / sqrt(pivot)
 threadgroup double red[CQ_THREADS / 32];
 threadgroup double rc[16 * NC]; // 16 rows of Rin at a time
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
@@ -689,15 +716,34 @@ if (PASS == 1) {
 // root taken after the loop: the steps are a chain of latencies, so each
 // keeps only what the next one needs). The steps run in blocks of BS so
 // that the pivot row's registers are indexed by constants.
-bool done = fail != 0;
-for (int jb = 0; jb < 16 && !done; ++jb) {
+//
+// The chain of one step is: the owners' stores of row j, the barrier, the
+// loads of row j (d with it), 1 / d (cq_rcp), the scaling of the thread's
+// rows and the FMAs that give row j + 1, which its owners store next.
+// Nothing else sits on it: the pivots are only stored (sq) and tested
+// after the loop, which runs on through NaNs or infinities after a bad
+// one (the flag then discards the matrix), so there is no compare and no
+// branch out of the loop on the path; the padding past n is the identity,
+// so the last block's steps past n change nothing and need no test. SASS
+// (sm_90a, float32 NC 64, pass 1), per step after the barrier, before:
+// LDS d -> DSETP, BRA, DSETP, BRA -> MUFU.RCP64H and 5 dependent DFMAs
+// and a slow-path test (IEEE 1 / d) -> only then the LDS.128 of the row
+// (the slow path's CALL kept them below it) -> DMUL -> DFMA -> STS; now:
+// LDS d (the row's loads issue behind it) -> MUFU.RCP64H and 3 DFMAs ->
+// DMUL -> DFMA -> STS. Warps whose rows are all done skip the update
+// (busy), which halves each scheduler's FP64 issue in the second half.
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  if (ti == tk && BS * ti + u >= n)
+    gr[u][u] = 1.0;
+const int njb = (n + BS - 1) / BS;
+for (int jb = 0; jb < njb; ++jb) {
+  // warps whose rows are all at or above this block's steps have nothing
+  // left to update (a warp holds the thread rows 2 w and 2 w + 1)
+  const bool busy = (tid / 32) * 2 + 1 >= jb;
   CQ_UNROLL
   for (int jj = 0; jj < BS; ++jj) {
     const int j = BS * jb + jj;
-    if (done || j >= n) {
-      done = true;
-      break;
-    }
     threadgroup double* row = srow + (j % 2) * NC;
     if (ti == jb)
       CQ_UNROLL
@@ -705,36 +751,52 @@ for (int jb = 0; jb < 16 && !done; ++jb) {
         row[BS * tk + v] = gr[jj][v];
     threadgroup_barrier(mem_flags::mem_threadgroup);
     const double d = row[j];
-    if (!(d > 0.0) || !isfinite(d)) {
-      fail = PASS * 1000 + j + 1;
-      done = true;
-      break;
-    }
-    if (tid == 0)
-      sq[j] = d;
-    const double inv = 1.0 / d;
     double ri[BS], rk[BS];
     CQ_UNROLL
     for (int u = 0; u < BS; ++u) {
-      ri[u] = row[BS * ti + u] * inv;
+      ri[u] = row[BS * ti + u];
       rk[u] = row[BS * tk + u];
     }
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      if (BS * ti + u > j)
-        CQ_UNROLL
-        for (int v = 0; v < BS; ++v)
-          gr[u][v] = fma(-ri[u], rk[v], gr[u][v]);
+    if (busy) {
+      const double inv = cq_rcp(d);
+      // the row that is published next (jj + 1) first
+      CQ_UNROLL
+      for (int uu = 0; uu < BS; ++uu) {
+        const int u = (jj + 1 + uu) % BS;
+        if (BS * ti + u > j) {
+          const double s = ri[u] * inv;
+          CQ_UNROLL
+          for (int v = 0; v < BS; ++v)
+            gr[u][v] = fma(-s, rk[v], gr[u][v]);
+        }
+      }
+    }
+    if (tid == 0)
+      sq[j] = d; // tested after the loop
   }
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
+// The first bad pivot, unless an earlier test failed (fail is the same in
+// every thread): each warp reads all of them (two a lane at most) and
+// takes the least index, so no barrier is needed.
+if (fail == 0) {
+  int first = NC;
+  for (int j = tid % 32; j < n; j += 32)
+    if (!(sq[j] >= CQ_PIVOT_MIN && isfinite(sq[j])))
+      first = min(first, j);
+  first = simd_min(first);
+  if (first < n)
+    fail = PASS * 1000 + first + 1;
+}
+// 1 / sqrt(pivot): the rows are scaled by products, an IEEE division a
+// row here rather than one per entry below
 if (tid < n && fail == 0)
-  sq[tid] = sqrt(sq[tid]);
+  rsq[tid] = 1.0 / sqrt(sq[tid]);
 threadgroup_barrier(mem_flags::mem_threadgroup);
-// R_k: R(i, k) = G(i, k) / sqrt(pivot i), rounded to T (the values the
-// solves use) and kept in Gs as float64 for the product; factor PASS-1 of
-// Rt by columns. A failed matrix gets the identity (harmless: the
-// fallback redoes it).
+// R_k: R(i, k) = G(i, k) / sqrt(pivot i) (times rsq[i]), rounded to T
+// (the values the solves use) and kept in Gs as float64 for the product;
+// factor PASS-1 of Rt by columns. A failed matrix gets the identity
+// (harmless: the fallback redoes it).
 device T* rt = Rt + ((int64_t)b * 3 + (PASS - 1)) * NC * NC;
 CQ_UNROLL
 for (int u = 0; u < BS; ++u)
@@ -743,7 +805,7 @@ for (int u = 0; u < BS; ++u)
     const int i = BS * ti + u, k = BS * tk + v;
     double w = 0.0;
     if (i <= k && k < n)
-      w = fail != 0 ? (i == k ? 1.0 : 0.0) : (double)T(gr[u][v] / sq[i]);
+      w = fail != 0 ? (i == k ? 1.0 : 0.0) : (double)T(gr[u][v] * rsq[i]);
     Gs[i * LD + k] = w;
     // rt[k NC + i] = R(i, k) above the diagonal, 1 / R(k, k) on it
     rt[k * NC + i] = i < k ? T(w) : (i == k && k < n ? T(1.0 / w) : T(0));
