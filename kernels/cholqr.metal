@@ -650,13 +650,40 @@ const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int n = Rsh_shape[Rsh_ndim - 1];
 const int ti = tid / 16, tk = tid % 16;
+// Rin (passes 2 and 3) is loaded first, into registers (chunk c of 16
+// rows, BS values a thread), so that its memory latency passes during the
+// elimination; the product below stages it through rc. The Gram's
+// entries are loaded all at once too, then stored: a loop of load-store
+// pairs waited out one L2 latency per entry (9 a thread at NC 64, and 16
+// more for Rin in the product's chunks: ~25 latencies of ~300 cycles on
+// the path of a pass, now 2).
+constexpr int RCH = NC / 16; // chunks of Rin
+constexpr int GPT = (E + CQ_THREADS - 1) / CQ_THREADS;
+double rv[PASS > 1 ? RCH * BS : 1];
+if (PASS > 1) {
+  const device double* rin = Rin + (int64_t)b * NC * NC;
+  CQ_UNROLL
+  for (int c = 0; c < RCH; ++c)
+    CQ_UNROLL
+    for (int q = 0; q < BS; ++q)
+      rv[PASS > 1 ? c * BS + q : 0] =
+          rin[(c * BS + q) * CQ_THREADS + tid];
+}
 const device double* g = G + (int64_t)b * E;
-for (int e = tid; e < E; e += CQ_THREADS) {
+double gv[GPT];
+CQ_UNROLL
+for (int q = 0; q < GPT; ++q) {
+  const int e = q * CQ_THREADS + tid;
+  gv[q] = e < E ? g[e] : 0.0;
+}
+CQ_UNROLL
+for (int q = 0; q < GPT; ++q) {
+  const int e = q * CQ_THREADS + tid;
   int bi = 0, bj = 0;
   cq_block(e / BB, NB, bi, bj);
   const int i = CQ_GB * bi + (e % BB) / CQ_GB, j = CQ_GB * bj + e % CQ_GB;
-  if (i <= j)
-    Gs[i * LD + j] = g[e];
+  if (e < E && i <= j)
+    Gs[i * LD + j] = gv[q];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
 double gr[BS][BS];
@@ -819,34 +846,37 @@ if (tid == 0) {
 }
 // The product R_PASS Rin (upper triangular times upper triangular): each
 // thread its block, R's rows from Gs, Rin's rows through rc, 16 at a
-// time (loaded by the whole group at once: one memory latency per 16
-// rows, where reading Rin from memory inside the loop cost one per row).
-const device double* rin = Rin + (int64_t)b * NC * NC;
+// time, from the registers rv (loaded at the start).
 double pr[BS][BS];
 CQ_UNROLL
 for (int u = 0; u < BS; ++u)
   CQ_UNROLL
   for (int v = 0; v < BS; ++v)
     pr[u][v] = PASS == 1 ? Gs[(BS * ti + u) * LD + BS * tk + v] : 0.0;
-for (int l0 = 0; PASS > 1 && l0 < n; l0 += 16) {
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  for (int e = tid; e < 16 * NC; e += CQ_THREADS)
-    rc[e] = l0 + e / NC < NC ? rin[l0 * NC + e] : 0.0;
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  const int lend = min(min(n, BS * tk + BS), l0 + 16);
-  for (int l = max(BS * ti, l0); ti <= tk && l < lend; ++l) {
-    double rl[BS], ri[BS];
+CQ_UNROLL
+for (int c = 0; c < RCH; ++c) {
+  const int l0 = 16 * c;
+  if (PASS > 1 && l0 < n) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);
     CQ_UNROLL
-    for (int v = 0; v < BS; ++v)
-      rl[v] = rc[(l - l0) * NC + BS * tk + v];
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      ri[u] = Gs[(BS * ti + u) * LD + l];
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
+    for (int q = 0; q < BS; ++q)
+      rc[q * CQ_THREADS + tid] = rv[PASS > 1 ? c * BS + q : 0];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    const int lend = min(min(n, BS * tk + BS), l0 + 16);
+    for (int l = max(BS * ti, l0); ti <= tk && l < lend; ++l) {
+      double rl[BS], ri[BS];
       CQ_UNROLL
       for (int v = 0; v < BS; ++v)
-        pr[u][v] = fma(ri[u], rl[v], pr[u][v]);
+        rl[v] = rc[(l - l0) * NC + BS * tk + v];
+      CQ_UNROLL
+      for (int u = 0; u < BS; ++u)
+        ri[u] = Gs[(BS * ti + u) * LD + l];
+      CQ_UNROLL
+      for (int u = 0; u < BS; ++u)
+        CQ_UNROLL
+        for (int v = 0; v < BS; ++v)
+          pr[u][v] = fma(ri[u], rl[v], pr[u][v]);
+    }
   }
 }
 CQ_UNROLL
