@@ -811,11 +811,150 @@ static void qt_fallback_many_blocks(void) {
   free(a);
 }
 
+/* cq_chol (pass 2) launched by itself on crafted Grams, float64, n = 50 in
+ * the 64-column class (so the last block of 4 steps runs past n through
+ * the identity padding): the flag is PASS * 1000 + j + 1 for the FIRST
+ * bad pivot j (negative, zero, NaN, infinite, subnormal), though the
+ * elimination runs on past it, and a failed matrix gets R = I; an SPD
+ * Gram gets flag 0 and Rout = R Rin = R (Rin = I) with R^T R = G, zeros
+ * elsewhere (Rout is poisoned first), and the factor in Rt. */
+#define QT_CQ_NC 64
+#define QT_CQ_N 50
+#define QT_CQ_B 6
+static void qt_cholqr_chol_flags(void) {
+  enum { NC = QT_CQ_NC, N = QT_CQ_N, NB = NC / 8, B = QT_CQ_B };
+  const int64_t e = (int64_t)NB * (NB + 1) / 2 * 64;
+  /* the spoiled pivots (index, value) of matrices 1..5; 0 is SPD */
+  static const struct {
+    int j[2];
+    double v[2];
+    int want;
+  } bad[B] = {{{-1, -1}, {0, 0}, 0},
+              {{5, 9}, {-1.0, 0.0}, 2006},
+              {{40, 49}, {NAN, -1.0}, 2041},
+              {{33, -1}, {1e-310, 0}, 2034},
+              {{49, -1}, {0.0, 0}, 2050},
+              {{0, 20}, {INFINITY, -1.0}, 2001}};
+  double *g = kt_la_alloc(B * N * N), *gp = kt_la_alloc(B * e);
+  double *x = kt_la_alloc(80 * N);
+  qt_random(80, N, x);
+  for (int b = 0; b < B; b++)
+    for (int i = 0; i < N; i++)
+      for (int k = 0; k < N; k++) {
+        double v = i == k ? 1.0 : 0.0;
+        for (int r = 0; b == 0 && r < 80; r++)
+          v = r == 0 ? x[i] * x[k] : v + x[r * N + i] * x[r * N + k];
+        g[((int64_t)b * N + i) * N + k] = v;
+      }
+  for (int b = 1; b < B; b++)
+    for (int t = 0; t < 2; t++)
+      if (bad[b].j[t] >= 0)
+        g[((int64_t)b * N + bad[b].j[t]) * N + bad[b].j[t]] = bad[b].v[t];
+  /* the block layout: entry blk 64 + 8 a + c = G(8 bi + a, 8 bj + c) */
+  for (int b = 0; b < B; b++) {
+    int blk = 0;
+    for (int bi = 0; bi < NB; bi++)
+      for (int bj = bi; bj < NB; bj++, blk++)
+        for (int a = 0; a < 8; a++)
+          for (int c = 0; c < 8; c++) {
+            int i = 8 * bi + a, k = 8 * bj + c;
+            gp[b * e + blk * 64 + 8 * a + c] =
+                i < N && k < N ? g[((int64_t)b * N + i) * N + k] : 0.0;
+          }
+  }
+  double *eye = kt_la_alloc(B * NC * NC);
+  for (int b = 0; b < B; b++)
+    for (int i = 0; i < NC; i++)
+      eye[((int64_t)b * NC + i) * NC + i] = 1.0;
+  int64_t sg[2] = {B, e}, si[3] = {B, NC, NC}, sr[3] = {B, N, N};
+  int64_t st[4] = {B, 3, NC, NC}, sf[1] = {B};
+  kiln_array *all[9] = {NULL};
+  all[0] = kt_la_array(KILN_FLOAT64, 2, sg, gp);
+  all[1] = kt_la_array(KILN_FLOAT64, 3, si, eye);
+  CHECK_OK(kiln__linalg_scalar(kt_stream(), KILN_FLOAT64, 1e-12, &all[2]));
+  CHECK_OK(kiln__linalg_scalar(kt_stream(), KILN_INT32, 0, &all[3]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, sr, &all[4]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 4, st, &all[5]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, si, &all[6]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 1, sf, &all[7]));
+  CHECK_OK(kiln_array_fill(all[4], NAN, NULL));
+  CHECK_OK(kiln_array_fill(all[5], NAN, NULL));
+  CHECK_OK(kiln_array_fill(all[6], NAN, NULL)); /* must be written */
+  CHECK_OK(kiln_array_fill(all[7], 0, NULL));   /* pass 2 keeps non-zero */
+  kiln_kernel *k = NULL;
+  CHECK_OK(kiln__library_kernel("cholqr", "cq_chol", "G,Rin,shift,g0,Rsh",
+                                "Rt,Rout,flag,R", KILN__LIB_NO_ROW_CONTIG,
+                                &k));
+  kiln_template_arg t[3];
+  kiln__targ_dtype(&t[0], "T", KILN_FLOAT64);
+  kiln__targ_int(&t[1], "NC", NC);
+  kiln__targ_int(&t[2], "PASS", 2);
+  kiln_array *outs[4] = {all[5], all[6], all[7], all[4]};
+  kiln_output_spec spec[4];
+  for (int i = 0; i < 4; i++)
+    kiln__linalg_out_spec(&spec[i], outs[i]);
+  kiln_launch L;
+  kiln__linalg_launch_init(&L, kt_stream());
+  L.inputs = all;
+  L.num_inputs = 5;
+  L.outputs = spec;
+  L.num_outputs = 4;
+  L.template_args = t;
+  L.num_template_args = 3;
+  L.grid[0] = 256;
+  L.grid[1] = B;
+  L.threadgroup[0] = 256;
+  CHECK_OK(kiln__kernel_launch_into(k, &L, outs));
+  double *fv = kt_read_f64(all[7]), *ro = kt_read_f64(all[6]);
+  double *rt = kt_read_f64(all[5]);
+  double eps = kt_eps(KILN_FLOAT64);
+  for (int b = 0; b < B; b++) {
+    CHECK(fv[b] == bad[b].want, "cq_chol, matrix %d: flag %g, expected %d",
+          b, fv[b], bad[b].want);
+    const double *r = ro + (int64_t)b * NC * NC;
+    double worst = 0.0, gmax = 0.0;
+    for (int i = 0; i < NC; i++)
+      for (int kk = 0; kk < NC; kk++) {
+        double v = r[i * NC + kk];
+        bool zero = i > kk || kk >= N;
+        CHECK(zero ? v == 0.0 : isfinite(v), "cq_chol, matrix %d: Rout(%d, "
+              "%d) = %g", b, i, kk, v);
+        if (b > 0)
+          CHECK(v == (i == kk && i < N ? 1.0 : 0.0), "cq_chol, failed "
+                "matrix %d: Rout(%d, %d) = %g, not the identity", b, i, kk,
+                v);
+        if (b > 0 || zero)
+          continue;
+        double s = 0.0; /* (R^T R)(i, kk) */
+        for (int l = 0; l <= i && l <= kk; l++)
+          s += r[l * NC + i] * r[l * NC + kk];
+        double gv = g[(int64_t)i * N + kk];
+        worst = fmax(worst, fabs(s - gv));
+        gmax = fmax(gmax, fabs(gv));
+        /* Rt's factor 1: R(i, kk) above the diagonal, 1 / R on it */
+        double f = rt[((int64_t)(b * 3 + 1) * NC + kk) * NC + i];
+        CHECK(i == kk ? fabs(f * v - 1.0) < 8 * eps : f == v, "cq_chol: "
+              "Rt(%d, %d) = %g for R = %g", i, kk, f, v);
+      }
+    CHECK(b > 0 || worst <= 64.0 * N * eps * gmax, "cq_chol: |R^T R - G| "
+          "= %g, |G| = %g", worst, gmax);
+  }
+  free(fv);
+  free(ro);
+  free(rt);
+  free(g);
+  free(gp);
+  free(x);
+  free(eye);
+  kt_destroy_all(all, 8);
+}
+
 /* Rank-deficient matrices, where CholeskyQR must break down and TSQR take
  * over: an exactly zero column, a rank-1 matrix, a zero matrix, and a
  * batch where only the middle matrix is deficient (the others must keep
  * CholeskyQR's results). Q stays orthonormal and A = Q R. */
 void test_linalg_qr_cholqr_fallback(void) {
+  qt_cholqr_chol_flags();
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = qt_dtypes[d];
     int64_t m = 900, n = 20, batch = 3;
