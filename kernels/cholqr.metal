@@ -679,11 +679,13 @@ for (int q = 0; q < GPT; ++q) {
 CQ_UNROLL
 for (int q = 0; q < GPT; ++q) {
   const int e = q * CQ_THREADS + tid;
-  int bi = 0, bj = 0;
-  cq_block(e / BB, NB, bi, bj);
-  const int i = CQ_GB * bi + (e % BB) / CQ_GB, j = CQ_GB * bj + e % CQ_GB;
-  if (e < E && i <= j)
-    Gs[i * LD + j] = gv[q];
+  if (e < E) { // (cq_block does not end for a block past the triangle)
+    int bi = 0, bj = 0;
+    cq_block(e / BB, NB, bi, bj);
+    const int i = CQ_GB * bi + (e % BB) / CQ_GB, j = CQ_GB * bj + e % CQ_GB;
+    if (i <= j)
+      Gs[i * LD + j] = gv[q];
+  }
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
 double gr[BS][BS];
