@@ -669,6 +669,9 @@ if (PASS > 1) {
       rv[PASS > 1 ? c * BS + q : 0] =
           rin[(c * BS + q) * CQ_THREADS + tid];
 }
+// The earlier passes' flag, read now: read at the end, its latency fell
+// on warp 0, which then has the product's longest share.
+const int flag0 = PASS > 1 && tid == 0 ? flag[b] : 0;
 const device double* g = G + (int64_t)b * E;
 double gv[GPT];
 CQ_UNROLL
@@ -869,12 +872,8 @@ for (int u = 0; u < BS; ++u)
     rt[k * NC + i] = i < k ? T(w) : (i == k && k < n ? T(1.0 / w) : T(0));
   }
 threadgroup_barrier(mem_flags::mem_threadgroup);
-if (tid == 0) {
-  if (PASS == 1)
-    flag[b] = fail;
-  else if (flag[b] == 0)
-    flag[b] = fail;
-}
+if (tid == 0 && flag0 == 0)
+  flag[b] = fail;
 // The product R_PASS Rin (upper triangular times upper triangular): each
 // thread its block, R's rows from Gs, Rin's rows through rc, 16 at a
 // time, from the registers rv (loaded at the start).
