@@ -624,17 +624,21 @@ if (slice == 0 && e < E) {
 // it), Rout = R_PASS Rin (float64, NC x NC; pass 1: R_1) and, in pass 3,
 // R = R_3 R_2 R_1 (T, batch x n x n, zeros below the diagonal; its
 // diagonal is positive). flag (int32 per matrix): pass 1 sets it, later
-// passes only turn 0 into non-zero: PASS * 1000 + j + 1 when pivot j is
-// not positive and finite, PASS * 1000 when the trace is not (pass 1) or
-// when the last Gram is far from I (||G_3 - I||_F > 1/2, pass 3: X_2 was
-// not orthogonal enough for one more pass to finish the job). Rin is not
-// read in pass 1. Rsh is R, bound for its shape.
+// passes only turn 0 into non-zero: PASS * 1000 + j + 1 when pivot j (the
+// first such) is not finite or below float64's least normal number
+// (CQ_PIVOT_MIN), PASS * 1000 when the trace is not positive and finite
+// (pass 1) or when the last Gram is far from I (||G_3 - I||_F > 1/2,
+// pass 3: X_2 was not orthogonal enough for one more pass to finish the
+// job). Rin is not read in pass 1. Rsh is R, bound for its shape.
 //
 // Thread (ti, tk) of a 16 x 16 grid keeps the BS x BS block (BS = NC /
 // 16) at rows BS ti, columns BS tk of the matrix in registers, so a step
 // of the right-looking Cholesky is one barrier and BS^2 FMAs a thread:
 // the owners of pivot row j publish it (double-buffered, so one barrier a
-// step suffices), and everyone updates its block with it.
+// step suffices), and everyone updates its block with it (the row that is
+// published next at once, the others during the next step: see the
+// loop). A bad pivot (not positive and normal, or not finite) is found
+// after the loop, which runs on through it.
 constexpr int CQ_GB = 8;
 constexpr int LD = NC + 1, NB = NC / CQ_GB;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();

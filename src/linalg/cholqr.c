@@ -62,7 +62,25 @@
  *    thread's chain of dependent loads is a few partials long (4.6 us).
  *  - cq_chol: R_k Rin reads Rin through threadgroup memory, 16 rows at a
  *    time, where it read one row of global memory per step; the trace is
- *    a reduction rather than a loop of n reads.
+ *    a reduction rather than a loop of n reads. Its column steps are a
+ *    chain of latencies (publish row j, barrier, load it, 1 / d, the FMAs
+ *    that give row j + 1), so the kernel keeps everything else off that
+ *    chain (branch wip/cq11, NOT YET MEASURED; counts from the sm_90a
+ *    SASS, float32 NC 64): 1 / d is rcp.approx.ftz.f64 and one cubic
+ *    Newton step (MUFU + 3 DFMAs, where the IEEE division was MUFU + 5
+ *    DFMAs and a slow-path test whose call kept the row's loads behind
+ *    it); the pivots are tested after the loop (no compare and branch
+ *    per step; a subnormal pivot is now a breakdown too); a step updates
+ *    at once only the row published next and the rest at the start of
+ *    the next step, in the shadow of its loads and reciprocal (the
+ *    barrier waited for ~80 cycles of FP64 issue a scheduler, now ~20);
+ *    warps whose rows are done skip the update; the Gram, Rin and the
+ *    flag are loaded at the start, all at once (the loops of load-store
+ *    pairs waited out ~9 L2 latencies in pass 1 and ~25 in passes 2 and
+ *    3). Expected ~125-165 cycles less per column step (~5-6 us over
+ *    64 steps) and ~1.4 us (pass 1) or ~3 us (passes 2 and 3) less
+ *    outside the loop: 27 / 32 / 32 us -> roughly 21 / 24 / 24 at n = 64
+ *    (to be measured).
  * Where the time is now (H100, whole kiln_qr call, bench_qr with
  * cuSOLVER in the same run, this design against the one before the
  * threadgroup-memory factor in the same call): 1e6 x 32 0.592 ms (was
