@@ -879,8 +879,16 @@ threadgroup_barrier(mem_flags::mem_threadgroup);
 if (tid == 0 && flag0 == 0)
   flag[b] = fail;
 // The product R_PASS Rin (upper triangular times upper triangular): each
-// thread its block, R's rows from Gs, Rin's rows through rc, 16 at a
-// time, from the registers rv (loaded at the start).
+// thread on or above the diagonal its block (oi, ok) = (ti, tk), R's rows
+// from Gs, Rin's rows through rc, 16 at a time, from the registers rv
+// (loaded at the start). The block sums over l in [BS oi, BS ok + BS), so
+// the warps of low ti had all the work (warp 0 the whole of l) while the
+// threads below the diagonal idled: now the thread at (tk, ti) takes the
+// second half of each chunk's share of that range and hands its sum over
+// through Gs at the end. Count at NC 64: the busiest scheduler's steps of
+// l (16 DFMAs and 8 LDS a warp each), summed over the chunks, 96 -> 64.
+const bool up = ti <= tk;
+const int oi = up ? ti : tk, ok = up ? tk : ti;
 double pr[BS][BS];
 CQ_UNROLL
 for (int u = 0; u < BS; ++u)
@@ -896,15 +904,19 @@ for (int c = 0; c < RCH; ++c) {
     for (int q = 0; q < BS; ++q)
       rc[q * CQ_THREADS + tid] = rv[PASS > 1 ? c * BS + q : 0];
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    const int lend = min(min(n, BS * tk + BS), l0 + 16);
-    for (int l = max(BS * ti, l0); ti <= tk && l < lend; ++l) {
+    // this chunk's part [a, e) of the block's range, split at mid (a
+    // diagonal block has no partner); empty where e <= a
+    const int a = max(BS * oi, l0), e = min(min(n, BS * ok + BS), l0 + 16);
+    const int mid = oi == ok ? e : a + (e - a) / 2;
+    const int lend = up ? mid : e;
+    for (int l = up ? a : mid; l < lend; ++l) {
       double rl[BS], ri[BS];
       CQ_UNROLL
       for (int v = 0; v < BS; ++v)
-        rl[v] = rc[(l - l0) * NC + BS * tk + v];
+        rl[v] = rc[(l - l0) * NC + BS * ok + v];
       CQ_UNROLL
       for (int u = 0; u < BS; ++u)
-        ri[u] = Gs[(BS * ti + u) * LD + l];
+        ri[u] = Gs[(BS * oi + u) * LD + l];
       CQ_UNROLL
       for (int u = 0; u < BS; ++u)
         CQ_UNROLL
@@ -912,6 +924,23 @@ for (int c = 0; c < RCH; ++c) {
           pr[u][v] = fma(ri[u], rl[v], pr[u][v]);
     }
   }
+}
+if (PASS > 1) {
+  // the partners' sums, through Gs (read no more)
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (!up)
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      CQ_UNROLL
+      for (int v = 0; v < BS; ++v)
+        Gs[(BS * oi + u) * LD + BS * ok + v] = pr[u][v];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (up && oi != ok)
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      CQ_UNROLL
+      for (int v = 0; v < BS; ++v)
+        pr[u][v] += Gs[(BS * oi + u) * LD + BS * ok + v];
 }
 CQ_UNROLL
 for (int u = 0; u < BS; ++u)
