@@ -77,10 +77,12 @@
  *    warps whose rows are done skip the update; the Gram, Rin and the
  *    flag are loaded at the start, all at once (the loops of load-store
  *    pairs waited out ~9 L2 latencies in pass 1 and ~25 in passes 2 and
- *    3). Expected ~125-165 cycles less per column step (~5-6 us over
- *    64 steps) and ~1.4 us (pass 1) or ~3 us (passes 2 and 3) less
- *    outside the loop: 27 / 32 / 32 us -> roughly 21 / 24 / 24 at n = 64
- *    (to be measured).
+ *    3); the product R_k Rin is shared with the idle threads below the
+ *    diagonal (busiest scheduler: 96 -> 64 steps of 16 DFMAs). Expected
+ *    ~125-165 cycles less per column step (~5-6 us over 64 steps), ~1.4
+ *    us (pass 1) or ~3.5 us (passes 2 and 3) less outside the loop:
+ *    27 / 32 / 32 us -> roughly 21 / 23.5 / 23.5 at n = 64 (to be
+ *    measured).
  * Where the time is now (H100, whole kiln_qr call, bench_qr with
  * cuSOLVER in the same run, this design against the one before the
  * threadgroup-memory factor in the same call): 1e6 x 32 0.592 ms (was
