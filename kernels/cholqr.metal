@@ -766,8 +766,8 @@ if (PASS == 1) {
 // and a slow-path test (IEEE 1 / d) -> only then the LDS.128 of the row
 // (the slow path's CALL kept them below it) -> DMUL -> DFMA -> STS; now:
 // LDS d (the row's loads issue behind it) -> MUFU.RCP64H and 3 DFMAs ->
-// DMUL -> DFMA -> STS. Warps whose rows are all done skip the update
-// (busy), which halves each scheduler's FP64 issue in the second half.
+// DMUL -> DFMA -> STS. Warps whose rows are all done have the update
+// predicated off (busy).
 CQ_UNROLL
 for (int u = 0; u < BS; ++u)
   if (ti == tk && BS * ti + u >= n)
@@ -792,7 +792,12 @@ for (int u = 0; u < BS; ++u) {
 for (int jb = 0; jb < njb; ++jb) {
   // warps whose rows are all at or above this block's steps have nothing
   // left to update (a warp holds the thread rows 2 w and 2 w + 1); their
-  // pending update is for rows below the block, so none of theirs
+  // pending update is for rows below the block, so none of theirs. A
+  // predicate, not a branch around the step: with the branch ptxas sank
+  // the row's loads into it behind the pending FMAs (their latency then
+  // fell on the path); without it, it issues the loads with d, the
+  // publishing STS right after the next row's FMAs, and moves pending
+  // FMAs across the barrier (SASS, sm_90a, float32 NC 64)
   const bool busy = (tid / 32) * 2 + 1 >= jb;
   CQ_UNROLL
   for (int jj = 0; jj < BS; ++jj) {
@@ -810,31 +815,29 @@ for (int jb = 0; jb < njb; ++jb) {
       ri[u] = row[BS * ti + u];
       rk[u] = row[BS * tk + u];
     }
-    if (busy) {
-      // step j - 1's update of the rows it left pending (all but jj)
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        if (u != jj && BS * ti + u > j - 1) {
-          const double s = pi[u] * pv;
-          CQ_UNROLL
-          for (int v = 0; v < BS; ++v)
-            gr[u][v] = fma(-s, pk[v], gr[u][v]);
-        }
-      const double inv = cq_rcp(d);
-      const int u1 = (jj + 1) % BS; // the row published next
-      if (BS * ti + u1 > j) {
-        const double s = ri[u1] * inv;
+    // step j - 1's update of the rows it left pending (all but jj)
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
+      if (busy && u != jj && BS * ti + u > j - 1) {
+        const double s = pi[u] * pv;
         CQ_UNROLL
         for (int v = 0; v < BS; ++v)
-          gr[u1][v] = fma(-s, rk[v], gr[u1][v]);
+          gr[u][v] = fma(-s, pk[v], gr[u][v]);
       }
+    const double inv = cq_rcp(d);
+    const int u1 = (jj + 1) % BS; // the row published next
+    if (busy && BS * ti + u1 > j) {
+      const double s = ri[u1] * inv;
       CQ_UNROLL
-      for (int u = 0; u < BS; ++u) {
-        pi[u] = ri[u];
-        pk[u] = rk[u];
-      }
-      pv = inv;
+      for (int v = 0; v < BS; ++v)
+        gr[u1][v] = fma(-s, rk[v], gr[u1][v]);
     }
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u) {
+      pi[u] = ri[u];
+      pk[u] = rk[u];
+    }
+    pv = inv;
     if (tid == 0)
       sq[j] = d; // tested after the loop
   }

@@ -73,8 +73,9 @@
  *    per step; a subnormal pivot is now a breakdown too); a step updates
  *    at once only the row published next and the rest at the start of
  *    the next step, in the shadow of its loads and reciprocal (the
- *    barrier waited for ~80 cycles of FP64 issue a scheduler, now ~20);
- *    warps whose rows are done skip the update; the Gram, Rin and the
+ *    barrier waited for ~80 cycles of FP64 issue a scheduler, now ~20;
+ *    ptxas even moves the pending FMAs across the barrier); warps whose
+ *    rows are done have the update predicated off; the Gram, Rin and the
  *    flag are loaded at the start, all at once (the loops of load-store
  *    pairs waited out ~9 L2 latencies in pass 1 and ~25 in passes 2 and
  *    3); the product R_k Rin is shared with the idle threads below the
