@@ -45,6 +45,12 @@ using namespace metal;
 // subnormal pivot is a breakdown like a zero one (the Gram of an A whose
 // entries are ~1e-154 or smaller, which the fallback then factors).
 #define CQ_PIVOT_MIN 2.2250738585072014e-308
+// The largest: 1 / d must be a normal number too (above 2^1022 it is
+// subnormal, which rcp.approx.ftz flushes to zero, and the Newton step
+// cannot recover from 0: the column's elimination would silently vanish).
+// A Gram entry that large comes from columns of norm ~2^511; the fallback
+// factors those.
+#define CQ_PIVOT_MAX 0x1p1021
 
 // 1 / d for cq_chol's pivots, on the chain of every column step. CUDA:
 // the hardware's approximation (rcp.approx.ftz.f64, MUFU.RCP64H, good to
@@ -625,8 +631,8 @@ if (slice == 0 && e < E) {
 // R = R_3 R_2 R_1 (T, batch x n x n, zeros below the diagonal; its
 // diagonal is positive). flag (int32 per matrix): pass 1 sets it, later
 // passes only turn 0 into non-zero: PASS * 1000 + j + 1 when pivot j (the
-// first such) is not finite or below float64's least normal number
-// (CQ_PIVOT_MIN), PASS * 1000 when the trace is not positive and finite
+// first such) is not finite, below float64's least normal number
+// (CQ_PIVOT_MIN) or above 2^1021 (CQ_PIVOT_MAX), PASS * 1000 when the trace is not positive and finite
 // (pass 1) or when the last Gram is far from I (||G_3 - I||_F > 1/2,
 // pass 3: X_2 was not orthogonal enough for one more pass to finish the
 // job). Rin is not read in pass 1. Rsh is R, bound for its shape.
@@ -847,11 +853,16 @@ threadgroup_barrier(mem_flags::mem_threadgroup);
 // The first bad pivot, unless an earlier test failed (fail is the same in
 // every thread): each warp reads all of them (two a lane at most) and
 // takes the least index, so no barrier is needed.
+// (A compile-time trip count, the same in every lane, so that the warp
+// reaches simd_min together: it reduces over the active lanes.)
 if (fail == 0) {
   int first = NC;
-  for (int j = tid % 32; j < n; j += 32)
-    if (!(sq[j] >= CQ_PIVOT_MIN && isfinite(sq[j])))
+  CQ_UNROLL
+  for (int j0 = 0; j0 < NC; j0 += 32) {
+    const int j = j0 + tid % 32;
+    if (j < n && !(sq[j] >= CQ_PIVOT_MIN && sq[j] <= CQ_PIVOT_MAX))
       first = min(first, j);
+  }
   first = simd_min(first);
   if (first < n)
     fail = PASS * 1000 + first + 1;

@@ -814,17 +814,17 @@ static void qt_fallback_many_blocks(void) {
 /* cq_chol (pass 2) launched by itself on crafted Grams, float64, n = 50 in
  * the 64-column class (so the last block of 4 steps runs past n through
  * the identity padding): the flag is PASS * 1000 + j + 1 for the FIRST
- * bad pivot j (negative, zero, NaN, infinite, subnormal), though the
- * elimination runs on past it, and a failed matrix gets R = I; an SPD
- * Gram gets flag 0 and Rout = R Rin = R (Rin = I) with R^T R = G, zeros
- * elsewhere (Rout is poisoned first), and the factor in Rt. */
+ * bad pivot j (negative, zero, NaN, infinite, subnormal, above 2^1021),
+ * though the elimination runs on past it, and a failed matrix gets R = I;
+ * an SPD Gram gets flag 0 and Rout = R Rin = R (Rin = I) with R^T R = G,
+ * zeros elsewhere (Rout is poisoned first), and the factor in Rt. */
 #define QT_CQ_NC 64
 #define QT_CQ_N 50
-#define QT_CQ_B 6
+#define QT_CQ_B 7
 static void qt_cholqr_chol_flags(void) {
   enum { NC = QT_CQ_NC, N = QT_CQ_N, NB = NC / 8, B = QT_CQ_B };
   const int64_t e = (int64_t)NB * (NB + 1) / 2 * 64;
-  /* the spoiled pivots (index, value) of matrices 1..5; 0 is SPD */
+  /* the spoiled pivots (index, value) of matrices 1..6; 0 is SPD */
   static const struct {
     int j[2];
     double v[2];
@@ -834,7 +834,8 @@ static void qt_cholqr_chol_flags(void) {
               {{40, 49}, {NAN, -1.0}, 2041},
               {{33, -1}, {1e-310, 0}, 2034},
               {{49, -1}, {0.0, 0}, 2050},
-              {{0, 20}, {INFINITY, -1.0}, 2001}};
+              {{0, 20}, {INFINITY, -1.0}, 2001},
+              {{12, -1}, {0x1.8p1022, 0}, 2013}};
   double *g = kt_la_alloc(B * N * N), *gp = kt_la_alloc(B * e);
   double *x = kt_la_alloc(80 * N);
   qt_random(80, N, x);
