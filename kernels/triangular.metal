@@ -15,10 +15,10 @@
 //            through global memory (small or forced problems).
 //   blocked  trsm_diag_inv inverts every NB x NB diagonal block of M into a
 //            workspace W (one launch for all blocks). Then per block step j:
-//            few right-hand sides: trsm_step, one launch that computes
-//            X_j = W_j B_j in every threadgroup and applies the update
-//            B_rest -= M[rest, j] X_j to its band of rows (X_j goes to a
-//            scratch array, copied to B at the end with tri_copy);
+//            few right-hand sides, per step of SUB blocks: trsm_xsolve
+//            solves the step's rows once, in place (a few threadgroups),
+//            then trsm_update applies B_rest -= M[rest, step] X_step with
+//            many threadgroups streaming M (two short launches a step);
 //            many: trsm_apply (X_j = W_j B_j in place) and the driver's
 //            GEMM for the update.
 // Batch entries run along grid.y from batch0 (the driver splits larger
@@ -57,6 +57,36 @@ inline tri_eff tri_effective(int n, int64_t row_stride, int64_t col_stride,
     m.c = -m.c;
   }
   return m;
+}
+
+// Loads the NB x NB tile of M at effective rows r0 .., columns q0 ..
+// (rows from `rows` on and columns from `cols` on read as zeros) into
+// this thread's NB * NB / 256 registers; tri_tile_store puts them into
+// threadgroup memory. The 256 threads run along whichever index of M is
+// contiguous in memory, so the loads are coalesced either way.
+template <typename T, int NB>
+inline void tri_tile_load(thread T* v, const device T* a, tri_eff m,
+                          bool along_cols, int r0, int rows, int q0, int cols,
+                          int tid) {
+  for (int u = 0; u < NB * NB / 256; ++u) {
+    int e = tid + 256 * u;
+    int i = along_cols ? e / NB : e % NB, p = along_cols ? e % NB : e / NB;
+    v[u] = i < rows && p < cols
+               ? a[(int64_t)(r0 + i) * m.r + (int64_t)(q0 + p) * m.c]
+               : T(0);
+  }
+}
+
+// Stores a tile loaded by tri_tile_load (the same along_cols) as tile[i *
+// P + p].
+template <typename T, int NB, int P>
+inline void tri_tile_store(threadgroup T* tile, thread const T* v,
+                           bool along_cols, int tid) {
+  for (int u = 0; u < NB * NB / 256; ++u) {
+    int e = tid + 256 * u;
+    int i = along_cols ? e / NB : e % NB, p = along_cols ? e % NB : e / NB;
+    tile[i * P + p] = v[u];
+  }
 }
 
 //@kernel trsm_subst
@@ -163,38 +193,34 @@ for (int e = tid; e < NB * NB; e += 256) {
   w[e] = i < nb && j < nb ? Xi[i * P + j] : T(0);
 }
 
-//@kernel trsm_step
-// One step of the blocked solve for few right-hand sides, fused into one
-// launch. A step covers SUB consecutive diagonal blocks of NB rows
-// (effective rows e0 = step*SUB*NB .. e1-1); the rows after them ("the
-// rest", effective rows e1 .. n-1) are split into bands of RB rows, one
-// band and KT columns of B per threadgroup (grid.x = 256 * bands, grid.y =
-// batch entries from batch0, grid.z = column tiles).
-//
-// Every threadgroup first solves the step's rows for its columns, in
-// threadgroup memory: for each block s, B_s -= M[s, t] X_t for the blocks
-// t < s, then X_s = W_s B_s (W_s the inverted diagonal block). That work is
-// repeated by every band, which is cheap next to a launch: SUB blocks per
-// launch divide the launch count by SUB. Then it writes
-// B_band = scale B_band - sum_t M[band, t] X_t in place; the threadgroups
-// of band 0 also store the X_s into Xs (the contiguous scratch, in B's row
-// order), since B's step rows are still being read by the others. scale is
-// alpha on step 0 (which touches every row of B once) and 1 after.
-// Inputs A, W, Bin, scale (0-d T), step (0-d int), batch0; outputs B
-// (Bin's memory), Xs. Template: T, NB, SUB, RB, KT, UPPER, TRANS, ABATCH
-// (A has batch dimensions).
+//@kernel trsm_xsolve
+// The diagonal part of one step of the blocked solve for few right-hand
+// sides: X_step = the solution of the step's rows, in place in B. A step
+// covers SUB consecutive diagonal blocks of NB rows (effective rows e0 =
+// step*SUB*NB .. e1-1), whose rows of B already hold every earlier step's
+// update. One threadgroup of 256 threads per KT columns of B (grid.x = 256
+// * column tiles), batch entries along grid.y from batch0; the step's rows
+// are solved ONCE (the band updates are trsm_update's, a separate launch).
+// For each block s: B_s = scale B_s - M[s, t] X_t for the blocks t < s,
+// then X_s = W_s B_s (W_s the inverted diagonal block), stored into B.
+// The tiles (M[s, t] and W_s, NB x NB each, one at a time in Tl) come
+// through registers: the next tile's loads are issued before the current
+// one's products, so global latency overlaps the arithmetic instead of
+// adding to it. scale is alpha on step 0 and 1 after.
+// Inputs A, W, Bin, scale (0-d T), step (0-d int), batch0; output B (Bin's
+// memory). Template: T, NB, SUB, KT, UPPER, TRANS, ABATCH (A has batch
+// dimensions).
 constexpr int P = NB + 1;
 constexpr int LANES = 256 / KT; // threads per column
-threadgroup T Ws[NB * P];
+constexpr int PER = NB * NB / 256;
+threadgroup T Tl[NB * P];
 threadgroup T Bs[NB * KT];
 threadgroup T Xt[SUB * NB * KT];
-threadgroup T Mb[RB * P];
 const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
 const int nblk = (n + NB - 1) / NB;
-const int e0 = step * SUB * NB, e1 = min(n, e0 + SUB * NB);
-const int band = (int)threadgroup_position_in_grid.x;
-const int t0 = e1 + band * RB; // first effective row of the band
-const int c0 = (int)threadgroup_position_in_grid.z * KT;
+const int e0 = step * SUB * NB;
+const int nsub = min(SUB, (n - e0 + NB - 1) / NB); // blocks in this step
+const int c0 = (int)threadgroup_position_in_grid.x * KT;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int c = tid % KT, i0 = tid / KT;
@@ -206,96 +232,174 @@ const bool along_cols = abs(m.c) <= abs(m.r);
 int64_t br = Bin_strides[Bin_ndim - 2];
 const int64_t bc = Bin_strides[Bin_ndim - 1];
 int64_t boff = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim);
-int64_t xr = k; // Xs row stride, reversed like B's
-int64_t xoff = (int64_t)b * n * k;
 if (UPPER != TRANS) {
   boff += (int64_t)(n - 1) * br;
   br = -br;
-  xoff += (int64_t)(n - 1) * k;
-  xr = -xr;
 }
 device T* bm = B + boff;
-const device T* wa = W + (ABATCH ? (int64_t)b : 0) * nblk * (NB * NB);
-for (int s = 0; s < SUB; ++s) {
-  const int s0 = e0 + s * NB; // the block's first effective row
-  if (s0 >= n)
-    break; // uniform: past the matrix's last block
-  const int nb = min(NB, n - s0);
-  const device T* wj = wa + (int64_t)(step * SUB + s) * (NB * NB);
-  for (int e = tid; e < NB * NB; e += 256)
-    Ws[(e / NB) * P + e % NB] = wj[e];
-  for (int e = tid; e < NB * KT; e += 256) {
-    int i = e / KT, cc = e % KT;
-    Bs[e] = i < nb && c0 + cc < k
-                ? scale * bm[(int64_t)(s0 + i) * br + (int64_t)(c0 + cc) * bc]
-                : T(0);
-  }
-  // B_s -= M[s, t] X_t for the earlier blocks of this step
-  for (int t = 0; t < s; ++t) {
+const device T* wa = W + (ABATCH ? (int64_t)b : 0) * nblk * (NB * NB) +
+                     (int64_t)step * SUB * (NB * NB);
+tri_eff wm; // W_s as a tile: row-major NB x NB
+wm.base = 0;
+wm.r = NB;
+wm.c = 1;
+T v[PER];
+// stage (s, t): the tile M[s, t] for t < s, W_s for t == s
+tri_tile_load<T, NB>(v, wa, wm, true, 0, NB, 0, NB, tid);
+for (int s = 0; s < nsub; ++s) {
+  const int s0 = e0 + s * NB, nb = min(NB, n - s0);
+  for (int t = 0; t <= s; ++t) {
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    const int q0 = e0 + t * NB;
-    for (int e = tid; e < NB * NB; e += 256) {
-      int i = along_cols ? e / NB : e % NB, p = along_cols ? e % NB : e / NB;
-      Mb[i * P + p] = i < nb
-                          ? a[(int64_t)(s0 + i) * m.r + (int64_t)(q0 + p) * m.c]
-                          : T(0);
+    tri_tile_store<T, NB, P>(Tl, v, t < s ? along_cols : true, tid);
+    if (t == 0)
+      for (int e = tid; e < NB * KT; e += 256) {
+        int i = e / KT, cc = e % KT;
+        Bs[e] = i < nb && c0 + cc < k
+                    ? scale *
+                          bm[(int64_t)(s0 + i) * br + (int64_t)(c0 + cc) * bc]
+                    : T(0);
+      }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // issue the next stage's loads before this one's products
+    const int ns = t < s ? s : s + 1, nt = t < s ? t + 1 : 0;
+    if (ns < nsub) {
+      if (nt < ns)
+        tri_tile_load<T, NB>(v, a, m, along_cols, e0 + ns * NB,
+                             min(NB, n - e0 - ns * NB), e0 + nt * NB, NB, tid);
+      else
+        tri_tile_load<T, NB>(v, wa + (int64_t)ns * (NB * NB), wm, true, 0,
+                             NB, 0, NB, tid);
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (int r = 0; r < NB / LANES; ++r) {
-      int i = i0 + r * LANES;
-      T acc = Bs[i * KT + c];
-      for (int p = 0; p < NB; ++p)
-        acc = fma(-Mb[i * P + p], Xt[(t * NB + p) * KT + c], acc);
-      Bs[i * KT + c] = acc;
+    if (t < s) { // B_s -= M[s, t] X_t
+      for (int r = 0; r < NB / LANES; ++r) {
+        int i = i0 + r * LANES;
+        T acc = Bs[i * KT + c];
+        for (int p = 0; p < NB; ++p)
+          acc = fma(-Tl[i * P + p], Xt[(t * NB + p) * KT + c], acc);
+        Bs[i * KT + c] = acc;
+      }
+    } else { // X_s = W_s B_s, into Xt and B
+      for (int r = 0; r < NB / LANES; ++r) {
+        int i = i0 + r * LANES;
+        T acc = T(0);
+        for (int p = 0; p <= i; ++p)
+          acc = fma(Tl[i * P + p], Bs[p * KT + c], acc);
+        Xt[(s * NB + i) * KT + c] = acc;
+        if (i < nb && c0 + c < k)
+          bm[(int64_t)(s0 + i) * br + (int64_t)(c0 + c) * bc] = acc;
+      }
     }
   }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  for (int r = 0; r < NB / LANES; ++r) {
-    int i = i0 + r * LANES;
-    T acc = T(0);
-    for (int p = 0; p <= i; ++p)
-      acc = fma(Ws[i * P + p], Bs[p * KT + c], acc);
-    Xt[(s * NB + i) * KT + c] = acc;
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
 }
-if (band == 0 && c0 + c < k)
-  for (int i = i0; i < e1 - e0; i += LANES)
-    Xs[xoff + (int64_t)(e0 + i) * xr + c0 + c] = Xt[i * KT + c];
-// The band: acc = scale B_band - sum_t M[band, t] X_t, a block t at a time
-// through Mb.
-T acc[RB / LANES];
-for (int r = 0; r < RB / LANES; ++r) {
-  int i = i0 + r * LANES;
-  acc[r] = t0 + i < n && c0 + c < k
-               ? scale * bm[(int64_t)(t0 + i) * br + (int64_t)(c0 + c) * bc]
-               : T(0);
+
+//@kernel trsm_update
+// The band part of one step of the blocked solve for few right-hand
+// sides: B[band] = scale B[band] - M[band, step] X_step for the rows after
+// the step (effective rows e1 .. n-1, e1 = min(n, e0 + S), e0 = step * S),
+// X_step being the step's rows of B, which trsm_xsolve has solved. Each
+// threadgroup of 256 threads owns a band of 32 rows and 16 columns of B
+// (grid.x = 256 * bands, grid.y = batch entries from batch0, grid.z =
+// column tiles), so many threadgroups stream M[rest, step] at once: this
+// launch is bandwidth-bound, every element of M read once per column tile.
+// The step's columns go by in chunks of CH = 64: a chunk of M (32 x 64)
+// and of X (64 x 16) through registers into threadgroup memory, the next
+// chunk's loads issued before this one's products. The 8 warps split the
+// chunk's columns (8 each); a lane owns a 4 x 4 block of the band, so each
+// product reads 8 values of threadgroup memory for 16 FMAs. The warps'
+// partial sums are added in a fixed order at the end.
+// Inputs A, Bin, scale (0-d T), step (0-d int), batch0; output B (Bin's
+// memory). Template: T, S (rows per step), UPPER, TRANS.
+constexpr int RB = 32, KT = 16, CH = 64, PG = 8, CP = CH / PG;
+constexpr int MP = CH + 1;
+constexpr int SH = RB * MP + CH * KT > PG * RB * KT ? RB * MP + CH * KT
+                                                    : PG * RB * KT;
+constexpr int MPER = RB * CH / 256, XPER = CH * KT / 256;
+threadgroup T Sh[SH];
+threadgroup T* Mb = Sh;           // RB x CH chunk of M, rows padded
+threadgroup T* Xb = Sh + RB * MP; // CH x KT chunk of X
+const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
+const int e0 = step * S, e1 = min(n, e0 + S), sw = e1 - e0;
+const int t0 = e1 + (int)threadgroup_position_in_grid.x * RB;
+const int c0 = (int)threadgroup_position_in_grid.z * KT;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int tid = (int)thread_index_in_threadgroup;
+const int pg = tid / 32, lane = tid % 32, rq = lane / 4, cq = lane % 4;
+tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
+                          UPPER, TRANS);
+const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
+                    m.base;
+const bool along_cols = abs(m.c) <= abs(m.r);
+int64_t br = Bin_strides[Bin_ndim - 2];
+const int64_t bc = Bin_strides[Bin_ndim - 1];
+int64_t boff = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim);
+if (UPPER != TRANS) {
+  boff += (int64_t)(n - 1) * br;
+  br = -br;
 }
-if (t0 >= n)
-  return; // uniform: the last step has no rest
-for (int t = 0; t < SUB && e0 + t * NB < n; ++t) {
-  const int q0 = e0 + t * NB, nq = min(NB, n - q0);
-  if (t > 0)
+device T* bm = B + boff;
+T mv[MPER], xv[XPER];
+T acc[4][4];
+for (int r = 0; r < 4; ++r)
+  for (int q = 0; q < 4; ++q)
+    acc[r][q] = T(0);
+const int nch = (sw + CH - 1) / CH;
+for (int ch = 0; ch <= nch; ++ch) {
+  if (ch > 0) { // store the chunk loaded last round
     threadgroup_barrier(mem_flags::mem_threadgroup);
-  for (int e = tid; e < RB * NB; e += 256) {
-    int i = along_cols ? e / NB : e % RB, p = along_cols ? e % NB : e / RB;
-    Mb[i * P + p] = t0 + i < n && p < nq
-                        ? a[(int64_t)(t0 + i) * m.r + (int64_t)(q0 + p) * m.c]
-                        : T(0);
+    for (int u = 0; u < MPER; ++u) {
+      int e = tid + 256 * u;
+      int i = along_cols ? e / CH : e % RB, p = along_cols ? e % CH : e / RB;
+      Mb[i * MP + p] = mv[u];
+    }
+    for (int u = 0; u < XPER; ++u)
+      Xb[tid + 256 * u] = xv[u];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
   }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  for (int r = 0; r < RB / LANES; ++r) {
-    int i = i0 + r * LANES;
-    for (int p = 0; p < NB; ++p)
-      acc[r] = fma(-Mb[i * P + p], Xt[(t * NB + p) * KT + c], acc[r]);
+  if (ch < nch) { // the loads of chunk ch, in flight during the products
+    const int q0 = e0 + ch * CH;
+    for (int u = 0; u < MPER; ++u) {
+      int e = tid + 256 * u;
+      int i = along_cols ? e / CH : e % RB, p = along_cols ? e % CH : e / RB;
+      mv[u] = t0 + i < n && q0 + p < e1
+                  ? a[(int64_t)(t0 + i) * m.r + (int64_t)(q0 + p) * m.c]
+                  : T(0);
+    }
+    for (int u = 0; u < XPER; ++u) {
+      int e = tid + 256 * u, p = e / KT, cc = e % KT;
+      xv[u] = q0 + p < e1 && c0 + cc < k
+                  ? bm[(int64_t)(q0 + p) * br + (int64_t)(c0 + cc) * bc]
+                  : T(0);
+    }
   }
+  if (ch > 0)
+    for (int pp = 0; pp < CP; ++pp) {
+      const int p = pg * CP + pp;
+      T mr[4], xq[4];
+      for (int r = 0; r < 4; ++r)
+        mr[r] = Mb[(rq * 4 + r) * MP + p];
+      for (int q = 0; q < 4; ++q)
+        xq[q] = Xb[p * KT + cq * 4 + q];
+      for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < 4; ++q)
+          acc[r][q] = fma(mr[r], xq[q], acc[r][q]);
+    }
 }
-if (c0 + c < k)
-  for (int r = 0; r < RB / LANES; ++r) {
-    int i = i0 + r * LANES;
-    if (t0 + i < n)
-      bm[(int64_t)(t0 + i) * br + (int64_t)(c0 + c) * bc] = acc[r];
-  }
+// the warps' partial sums, added in warp order
+threadgroup_barrier(mem_flags::mem_threadgroup);
+for (int r = 0; r < 4; ++r)
+  for (int q = 0; q < 4; ++q)
+    Sh[pg * (RB * KT) + (rq * 4 + r) * KT + cq * 4 + q] = acc[r][q];
+threadgroup_barrier(mem_flags::mem_threadgroup);
+for (int e = tid; e < RB * KT; e += 256) {
+  const int i = e / KT, cc = e % KT;
+  if (t0 + i >= n || c0 + cc >= k)
+    continue;
+  T sum = T(0);
+  for (int g = 0; g < PG; ++g)
+    sum += Sh[g * (RB * KT) + e];
+  device T* y = bm + (int64_t)(t0 + i) * br + (int64_t)(c0 + cc) * bc;
+  *y = scale * *y - sum;
+}
 
 //@kernel trsm_apply
 // X_j = W_j (scale B_j) in place on the rows of block step j (effective

@@ -146,8 +146,8 @@ static void tr_solve_case(kiln_dtype dt, int64_t a_batch, int64_t b_batch,
     b[i] = kt_uniform(-1, 1);
   kiln_array *barr = NULL;
   int64_t bshape[3] = {b_batch, n, k};
-  barr =
-      b_batch > 0 ? kt_la_array(dt, 3, bshape, b) : kt_la_array(dt, 2, bshape + 1, b);
+  barr = b_batch > 0 ? kt_la_array(dt, 3, bshape, b)
+                     : kt_la_array(dt, 2, bshape + 1, b);
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = path;
@@ -215,6 +215,17 @@ void test_linalg_triangular_rhs(void) {
   /* more columns than one fused-step tile and one apply tile */
   tr_solve_case(KILN_FLOAT32, 0, 0, 64, 33, 2, 1, 1);
   tr_solve_case(KILN_FLOAT64, 0, 0, 96, 70, 3, 1, 2);
+  /* several fused steps (256 rows in float32, 128 in float64) with a
+   * partial last one, every (upper, trans, unit); column counts that fill
+   * the update's 16-column tiles and the solve's 4- or 8-column tiles
+   * exactly, partly, and beyond one tile */
+  tr_solve_case(KILN_FLOAT32, 0, 0, 600, 16, 2, 1, -1);
+  tr_solve_case(KILN_FLOAT32, 0, 0, 513, 21, 2, 1, 3);
+  tr_solve_case(KILN_FLOAT32, 0, 0, 300, 1, 0, 1, 5);
+  tr_solve_case(KILN_FLOAT64, 0, 0, 300, 16, 2, 1, -1);
+  tr_solve_case(KILN_FLOAT64, 0, 0, 257, 35, 2, 1, 6);
+  tr_solve_case(KILN_FLOAT32, 3, 3, 290, 5, 2, 1, 2);
+  tr_solve_case(KILN_FLOAT64, 0, 3, 270, 3, 2, 1, 1);
 }
 
 /* Batched A and B, a 2-D A for a batched B, a batched A for a 2-D B. */
@@ -271,9 +282,11 @@ void test_linalg_triangular_strided(void) {
   for (int d = 0; d < 2; d++)
     for (int path = 0; path <= 3; path++) {
       kiln_dtype dt = tr_dtypes[d];
-      int64_t n = path == 1 ? 20 : 75, k = 6, batch = 2;
+      /* path 2: several fused steps */
+      int64_t n = path == 1 ? 20 : path == 2 ? 290 : 75, k = 6, batch = 2;
       /* base A: batch x n x 2n, the matrix at even columns */
-      double *abase = kt_la_alloc(batch * n * 2 * n), *a = kt_la_alloc(batch * n * n);
+      double *abase = kt_la_alloc(batch * n * 2 * n);
+      double *a = kt_la_alloc(batch * n * n);
       double *bbase = kt_la_alloc(2 * batch * n * 3 * k);
       double *b = kt_la_alloc(batch * n * k);
       for (int64_t i = 0; i < batch * n * 2 * n; i++)
@@ -349,6 +362,9 @@ void test_linalg_triangular_ill_conditioned(void) {
       tr_solve_case(dt, 0, 0, 160, 16, path, cond, 3);
       tr_solve_case(dt, 0, 0, 100, 7, path, -0.5, path == 1 ? -1 : 6);
     }
+    /* several fused steps */
+    tr_solve_case(dt, 0, 0, dt == KILN_FLOAT32 ? 520 : 300, 16, 2, cond, 0);
+    tr_solve_case(dt, 0, 0, dt == KILN_FLOAT32 ? 520 : 300, 16, 2, cond, 3);
   }
 }
 
@@ -359,7 +375,7 @@ void test_linalg_triangular_ill_conditioned(void) {
 void test_linalg_triangular_trsm(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = tr_dtypes[d];
-    static const int64_t ns[2] = {5, 100}, ks[2] = {3, 140};
+    static const int64_t ns[2] = {5, 300}, ks[2] = {3, 140};
     for (int s = 0; s < 2; s++)
       for (int kk = 0; kk < 2; kk++)
         for (int upper = 0; upper < 2; upper++) {
@@ -816,7 +832,7 @@ void test_linalg_triangular_nvrtc(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype T = tr_dtypes[d];
     int nb = T == KILN_FLOAT64 ? 32 : 64, kt = T == KILN_FLOAT64 ? 32 : 64;
-    int sub = T == KILN_FLOAT64 ? 4 : 2;
+    int sub = 4, ktx = T == KILN_FLOAT64 ? 8 : 4;
     for (int rank = 2; rank <= 3; rank++) {
       kiln_template_arg t[8];
       kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, T);
@@ -860,13 +876,22 @@ void test_linalg_triangular_nvrtc(void) {
             continue; /* ABATCH needs a batched A, hence B */
           int arank = ab ? rank : 2;
           kt_la_targ(&u[4], "SUB", KILN_TEMPLATE_INT, sub, I);
-          kt_la_targ(&u[5], "RB", KILN_TEMPLATE_INT, 64, I);
-          kt_la_targ(&u[6], "KT", KILN_TEMPLATE_INT, 16, I);
-          kt_la_targ(&u[7], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
+          kt_la_targ(&u[5], "KT", KILN_TEMPLATE_INT, ktx, I);
+          kt_la_targ(&u[6], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
           kiln_dtype dst[6] = {T, T, T, T, I, I}, dso[2] = {T, T};
-          int rst[6] = {arank, 4, rank, 0, 0, 0}, rso[2] = {rank, 3};
-          tr_compile("trsm_step", "A,W,Bin,scale,step,batch0", "B,Xs", 6, dst,
-                     rst, 2, dso, rso, u, 8, target);
+          int rst[6] = {arank, 4, rank, 0, 0, 0};
+          tr_compile("trsm_xsolve", "A,W,Bin,scale,step,batch0", "B", 6, dst,
+                     rst, 1, dso, ro, u, 7, target);
+          if (!ab) { /* trsm_update: T, S, UPPER, TRANS; any A rank */
+            kiln_template_arg v[4] = {u[0], u[1], u[2], u[3]};
+            kt_la_targ(&v[1], "S", KILN_TEMPLATE_INT, sub * nb, I);
+            kiln_dtype dup[5] = {T, T, T, I, I};
+            for (int ar = 2; ar <= rank; ar++) {
+              int rup[5] = {ar, rank, 0, 0, 0};
+              tr_compile("trsm_update", "A,Bin,scale,step,batch0", "B", 5,
+                         dup, rup, 1, dso, ro, v, 4, target);
+            }
+          }
           kt_la_targ(&u[4], "KT", KILN_TEMPLATE_INT, kt, I);
           kt_la_targ(&u[5], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
           kiln_dtype dap[5] = {T, T, T, I, I};

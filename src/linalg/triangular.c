@@ -8,19 +8,34 @@
  * matrix M (op(A), with both indices reversed when it is upper; see the
  * .metal), so every (upper, trans) case is a forward substitution over
  * "effective rows". Paths (kiln_linalg_opts.path of the public calls):
- *   0  auto: blocked, fused steps when B has few columns, GEMM steps
- *      otherwise;
+ *   0  auto: blocked with path 2's steps when B has few columns, GEMM
+ *      steps otherwise;
  *   1  substitution: one thread per right-hand side (trsm_subst); no
  *      threadgroup memory, the reference the others are tested against;
- *   2  blocked, fused steps: the NB x NB diagonal blocks of M are inverted
- *      once (trsm_diag_inv, one launch for all), then one launch per step
- *      of SUB blocks (trsm_step) solves the step's rows in every
- *      threadgroup (B_s -= M_st X_t, X_s = inv(M_ss) B_s) and updates a
- *      band of the remaining rows; the X land in a scratch array copied
- *      back at the end. With few right-hand sides a step is a few
- *      microseconds of work, so the step count (n / (SUB NB)) and one
- *      launch each is what the time is made of: SUB NB (128 rows) is as
- *      large as threadgroup memory allows;
+ *   2  blocked, few right-hand sides: the NB x NB diagonal blocks of M
+ *      are inverted once (trsm_diag_inv, one launch for all); then per
+ *      step of SUB blocks (S = SUB NB rows) two launches: trsm_xsolve
+ *      solves the step's rows ONCE, in place in B (a few threadgroups,
+ *      KT = 4 or 8 columns each: B_s -= M_st X_t, X_s = inv(M_ss) B_s,
+ *      the next NB x NB tile's loads in flight during each product), and
+ *      trsm_update applies B_rest -= M[rest, step] X_step with a
+ *      threadgroup per 32 rows x 16 columns, a bandwidth-bound stream of
+ *      M[rest, step] (read once per 16 columns of B). No scratch copy:
+ *      X lands in B directly.
+ *      The count that predicts the gain (n = 8192, k = 16, float32, the
+ *      anchor of kiln_solve; NOT YET MEASURED on a GPU): before, 64
+ *      launches of a fused step (128 rows) in which each of up to 127
+ *      band threadgroups re-solved the step's rows (3 dependent tile
+ *      stages) then updated its band (2 more), ~38 us a step measured,
+ *      2.45 ms, plus a tri_copy of X. Now 32 steps of 256 rows, 64
+ *      launches: trsm_xsolve's chain is 10 tile stages (6 tiles of M, 4
+ *      inverses) of 64 FMAs a thread with the next tile prefetched,
+ *      ~0.6-0.8 us each, ~7 us; trsm_update streams (n - e1) x 256 x 4
+ *      bytes of M (8.1 MB at step 0, 4 MB on average, ~1.5 us at 3
+ *      TB/s) over up to 248 threadgroups, ~3 us with its launch. So ~10
+ *      us a step, ~0.3-0.45 ms a solve (~6x); the whole solve still
+ *      reads half of A once (134 MB). In float64 a step is 128 rows (NB
+ *      32, 4 blocks: 10 stages too, but of 32 x 32 tiles);
  *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
  *      (trsm_apply), then B_rest -= M[rest, j] X_j with kiln's GEMM, which
  *      wins once B is wide (its tiles reuse each element of M and X_j).
@@ -52,20 +67,22 @@
 #define TRI_PATH_FUSED 2
 #define TRI_PATH_GEMM 3
 
-/* Diagonal block sizes: the fused step holds an NB x NB inverse, an RB x
- * NB band of M, an NB x KT tile of B and the SUB * NB x KT solutions of a
- * step in threadgroup memory, under 48 KiB: NB 64 and SUB 2 for float32
- * (44.5 KiB), NB 32 and SUB 4 for float64 (44.8 KiB). */
+/* Diagonal block sizes: trsm_xsolve holds an NB x NB tile, an NB x KT
+ * tile of B and the SUB * NB x KT solutions of a step in threadgroup
+ * memory: 21.3 KiB for float32 (NB 64, SUB 4, KT 4), 18.3 KiB for
+ * float64 (NB 32, SUB 4, KT 8). */
 #define TRI_NB_F32 64
 #define TRI_NB_F64 32
-#define TRI_RB 64       /* band rows per fused-step threadgroup */
-#define TRI_SUB_F32 2   /* diagonal blocks per fused step: 128 rows */
-#define TRI_SUB_F64 4   /* 128 rows too */
-#define TRI_KT_STEP 16  /* right-hand sides per fused-step threadgroup */
+#define TRI_RB 32       /* band rows per trsm_update threadgroup */
+#define TRI_SUB_F32 4   /* diagonal blocks per fused step: 256 rows */
+#define TRI_SUB_F64 4   /* 128 rows: each block is a stage of the chain */
+#define TRI_KT_X_F32 4  /* right-hand sides per trsm_xsolve threadgroup */
+#define TRI_KT_X_F64 8
+#define TRI_KT_STEP 16  /* right-hand sides per trsm_update threadgroup */
 #define TRI_THREADS 256 /* every blocked kernel's threadgroup */
-/* Up to this many right-hand sides the auto path fuses each step; beyond,
- * the fused step's repeated X_j products per band cost more than the
- * extra GEMM launch. */
+/* Up to this many right-hand sides the auto path takes path 2; beyond,
+ * trsm_update's re-reads of M (once per 16 columns) cost more than the
+ * GEMM steps' launches, whose tiles reuse each element of M. */
 #define TRI_FUSED_MAX_K 128
 
 /* CUDA's limit on grid.y and grid.z; batches run in chunks of this. */
@@ -390,58 +407,75 @@ static kiln_status run_diag_inv(const trsm_problem *p, blocked_ws *ws) {
   return launch_batched(p->s, &tl, p->a_batch, &ws->a_chunks);
 }
 
-/* Diagonal blocks per fused step: as many as threadgroup memory holds
- * solutions of (SUB * NB rows x KT columns beside the other tiles). */
+/* Diagonal blocks per fused step (rows per step: SUB * NB). */
 static int fused_sub(kiln_dtype dt) {
   return dt == KILN_FLOAT64 ? TRI_SUB_F64 : TRI_SUB_F32;
 }
 
-/* Fused steps (path 2): one trsm_step launch per SUB diagonal blocks, the
- * X_j gathered in a scratch array and copied into B at the end. */
+/* Right-hand sides per trsm_xsolve threadgroup: few, so the k columns
+ * spread over several threadgroups (SMs) and each one's chain of tile
+ * products is short; NB / (256 / KT) must stay a whole number. */
+static int xsolve_cols(kiln_dtype dt) {
+  return dt == KILN_FLOAT64 ? TRI_KT_X_F64 : TRI_KT_X_F32;
+}
+
+/* Fused steps (path 2): per step, trsm_xsolve solves the step's rows in
+ * place, then trsm_update applies them to every later row (no launch on
+ * the last step). The two kernels' 0-d inputs are shared. */
 static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
-  kiln_kernel *k = NULL;
-  kiln_array *xs = NULL;
+  kiln_kernel *kx = NULL, *ku = NULL;
   kiln_status st =
-      get_kernel("trsm_step", "A,W,Bin,scale,step,batch0", "B,Xs", &k);
-  int64_t xshape[3] = {p->batch, p->n, p->k};
+      get_kernel("trsm_xsolve", "A,W,Bin,scale,step,batch0", "B", &kx);
   if (st == KILN_OK)
-    st = kiln__array_create(p->s->device, p->a->dtype, 3, xshape, &xs);
-  int sub = fused_sub(p->a->dtype);
+    st = get_kernel("trsm_update", "A,Bin,scale,step,batch0", "B", &ku);
+  int sub = fused_sub(p->a->dtype), ktx = xsolve_cols(p->a->dtype);
   int64_t rows = (int64_t)sub * p->nb; /* rows per step */
-  tri_launch tl;
-  memset(&tl, 0, sizeof tl);
-  tl.kernel = k;
-  tl.in[0] = p->a;
-  tl.in[1] = ws->w;
-  tl.in[2] = p->b;
-  tl.num_in = 6;
-  tl.into[0] = p->b;
-  tl.into[1] = xs;
-  tl.num_out = 2;
-  blocked_targs(p, tl.t);
-  kiln__targ_int(&tl.t[4], "SUB", sub);
-  kiln__targ_int(&tl.t[5], "RB", TRI_RB);
-  kiln__targ_int(&tl.t[6], "KT", TRI_KT_STEP);
-  kiln__targ_bool(&tl.t[7], "ABATCH", p->a->ndim > 2);
-  tl.num_t = 8;
-  tl.gz = (uint32_t)ceil_div(p->k, TRI_KT_STEP);
-  tl.tx = TRI_THREADS;
+  tri_launch x, u;
+  memset(&x, 0, sizeof x);
+  x.kernel = kx;
+  x.in[0] = p->a;
+  x.in[1] = ws->w;
+  x.in[2] = p->b;
+  x.num_in = 6;
+  x.into[0] = p->b;
+  x.num_out = 1;
+  blocked_targs(p, x.t);
+  kiln__targ_int(&x.t[4], "SUB", sub);
+  kiln__targ_int(&x.t[5], "KT", ktx);
+  kiln__targ_bool(&x.t[6], "ABATCH", p->a->ndim > 2);
+  x.num_t = 7;
+  x.gx = (uint32_t)(TRI_THREADS * ceil_div(p->k, ktx));
+  x.gz = 1;
+  x.tx = TRI_THREADS;
+  memset(&u, 0, sizeof u);
+  u.kernel = ku;
+  u.in[0] = p->a;
+  u.in[1] = p->b;
+  u.num_in = 5;
+  u.into[0] = p->b;
+  u.num_out = 1;
+  kiln__targ_dtype(&u.t[0], "T", p->a->dtype);
+  kiln__targ_int(&u.t[1], "S", (int)rows);
+  kiln__targ_bool(&u.t[2], "UPPER", p->upper);
+  kiln__targ_bool(&u.t[3], "TRANS", p->trans);
+  u.num_t = 4;
+  u.gz = (uint32_t)ceil_div(p->k, TRI_KT_STEP);
+  u.tx = TRI_THREADS;
   for (int64_t j = 0; st == KILN_OK && j * rows < p->n; j++) {
     int64_t rest = p->n - (j + 1) * rows;
-    int64_t bands = rest > 0 ? ceil_div(rest, TRI_RB) : 1;
     kiln_array *step = NULL;
     st = step_scalar(ws, j, &step);
     if (st != KILN_OK)
       break;
-    tl.in[3] = j == 0 ? ws->alpha : ws->one;
-    tl.in[4] = step;
-    tl.gx = (uint32_t)(TRI_THREADS * bands);
-    st = launch_batched(p->s, &tl, p->batch, &ws->b_chunks);
+    x.in[3] = u.in[2] = j == 0 ? ws->alpha : ws->one;
+    x.in[4] = u.in[3] = step;
+    st = launch_batched(p->s, &x, p->batch, &ws->b_chunks);
+    if (st == KILN_OK && rest > 0) {
+      u.gx = (uint32_t)(TRI_THREADS * ceil_div(rest, TRI_RB));
+      st = launch_batched(p->s, &u, p->batch, &ws->b_chunks);
+    }
     kiln__array_destroy(step);
   }
-  if (st == KILN_OK)
-    st = launch_elementwise(p->s, "tri_copy", "Src,Dstin,batch0", xs, p->b);
-  kiln__array_destroy(xs);
   return st;
 }
 
