@@ -206,12 +206,16 @@ for (int e = tid; e < NB * NB; e += 256) {
 // The tiles (M[s, t] and W_s, NB x NB each, one at a time in Tl) come
 // through registers: the next tile's loads are issued before the current
 // one's products, so global latency overlaps the arithmetic instead of
-// adding to it. scale is alpha on step 0 and 1 after.
+// adding to it. In a product, PQ = 256 / NB adjacent lanes share a row
+// (every PQ-th column of the tile each) and hold all KT columns of B, so a
+// lane reads one tile value per KT FMAs; their partial sums meet by
+// shuffles. Rows of Tl are padded to NB + PQ, which puts the 32 lanes'
+// tile reads on distinct banks. scale is alpha on step 0 and 1 after.
 // Inputs A, W, Bin, scale (0-d T), step (0-d int), batch0; output B (Bin's
 // memory). Template: T, NB, SUB, KT, UPPER, TRANS, ABATCH (A has batch
 // dimensions).
-constexpr int P = NB + 1;
-constexpr int LANES = 256 / KT; // threads per column
+constexpr int PQ = 256 / NB;  // lanes per row of a product
+constexpr int P = NB + PQ;     // Tl's row stride
 constexpr int PER = NB * NB / 256;
 threadgroup T Tl[NB * P];
 threadgroup T Bs[NB * KT];
@@ -223,7 +227,7 @@ const int nsub = min(SUB, (n - e0 + NB - 1) / NB); // blocks in this step
 const int c0 = (int)threadgroup_position_in_grid.x * KT;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
-const int c = tid % KT, i0 = tid / KT;
+const int ri = tid / PQ, pq = tid % PQ; // a product's row and part
 tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
                           UPPER, TRANS);
 const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
@@ -270,23 +274,31 @@ for (int s = 0; s < nsub; ++s) {
         tri_tile_load<T, NB>(v, wa + (int64_t)ns * (NB * NB), wm, true, 0,
                              NB, 0, NB, tid);
     }
-    if (t < s) { // B_s -= M[s, t] X_t
-      for (int r = 0; r < NB / LANES; ++r) {
-        int i = i0 + r * LANES;
-        T acc = Bs[i * KT + c];
-        for (int p = 0; p < NB; ++p)
-          acc = fma(-Tl[i * P + p], Xt[(t * NB + p) * KT + c], acc);
-        Bs[i * KT + c] = acc;
-      }
-    } else { // X_s = W_s B_s, into Xt and B
-      for (int r = 0; r < NB / LANES; ++r) {
-        int i = i0 + r * LANES;
-        T acc = T(0);
-        for (int p = 0; p <= i; ++p)
-          acc = fma(Tl[i * P + p], Bs[p * KT + c], acc);
-        Xt[(s * NB + i) * KT + c] = acc;
-        if (i < nb && c0 + c < k)
-          bm[(int64_t)(s0 + i) * br + (int64_t)(c0 + c) * bc] = acc;
+    // acc = Tl[ri, :] times B_s (t == s) or X_t (t < s), over this
+    // lane's columns of the tile, then summed over the PQ lanes
+    const threadgroup T* rhs = t < s ? Xt + t * NB * KT : Bs;
+    T acc[KT];
+    for (int cc = 0; cc < KT; ++cc)
+      acc[cc] = T(0);
+    for (int pp = 0; pp < NB / PQ; ++pp) {
+      const int p = pq + PQ * pp;
+      const T tv = Tl[ri * P + p];
+      for (int cc = 0; cc < KT; ++cc)
+        acc[cc] = fma(tv, rhs[p * KT + cc], acc[cc]);
+    }
+    for (int o = 1; o < PQ; o <<= 1)
+      for (int cc = 0; cc < KT; ++cc)
+        acc[cc] += simd_shuffle_xor(acc[cc], (ushort)o);
+    // lane pq keeps the columns cc with cc % PQ == pq
+    for (int cc = 0; cc < KT; ++cc) {
+      if (cc % PQ != pq)
+        continue;
+      if (t < s) { // B_s -= M[s, t] X_t
+        Bs[ri * KT + cc] -= acc[cc];
+      } else { // X_s = W_s B_s, into Xt and B
+        Xt[(s * NB + ri) * KT + cc] = acc[cc];
+        if (ri < nb && c0 + cc < k)
+          bm[(int64_t)(s0 + ri) * br + (int64_t)(c0 + cc) * bc] = acc[cc];
       }
     }
   }

@@ -29,13 +29,17 @@
  *      stages) then updated its band (2 more), ~38 us a step measured,
  *      2.45 ms, plus a tri_copy of X. Now 32 steps of 256 rows, 64
  *      launches: trsm_xsolve's chain is 10 tile stages (6 tiles of M, 4
- *      inverses) of 64 FMAs a thread with the next tile prefetched,
- *      ~0.6-0.8 us each, ~7 us; trsm_update streams (n - e1) x 256 x 4
- *      bytes of M (8.1 MB at step 0, 4 MB on average, ~1.5 us at 3
- *      TB/s) over up to 248 threadgroups, ~3 us with its launch. So ~10
- *      us a step, ~0.3-0.45 ms a solve (~6x); the whole solve still
- *      reads half of A once (134 MB). In float64 a step is 128 rows (NB
- *      32, 4 blocks: 10 stages too, but of 32 x 32 tiles);
+ *      inverses), each 16 tile reads and 64 FMAs a lane (4 lanes a row,
+ *      all 4 columns in registers; 2 threadgroup reads per 4 FMAs where
+ *      the old step had 2 per FMA) with the next tile prefetched, so
+ *      ~0.3-0.5 us a stage (global latency), ~4-5 us; trsm_update
+ *      streams (n - e1) x 256 x 4 bytes of M (8.1 MB at step 0, 4 MB on
+ *      average, ~1.5 us at 3 TB/s) over up to 248 threadgroups, ~3 us
+ *      with its launch. So ~7-8 us a step, ~0.25-0.35 ms a solve (7-10x)
+ *      if the host issues a launch in under ~4 us (measured 4.7 us for
+ *      a launch with a new output, so the host rate is the next limit);
+ *      the whole solve still reads half of A once (134 MB). In float64
+ *      a step is 128 rows (NB 32, 4 blocks: 10 stages of 32 x 32 tiles);
  *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
  *      (trsm_apply), then B_rest -= M[rest, j] X_j with kiln's GEMM, which
  *      wins once B is wide (its tiles reuse each element of M and X_j).
