@@ -218,7 +218,7 @@ constexpr int PQ = 256 / NB;  // lanes per row of a product
 constexpr int P = NB + PQ;     // Tl's row stride
 constexpr int PER = NB * NB / 256;
 threadgroup T Tl[NB * P];
-threadgroup T Bs[NB * KT];
+threadgroup T Bs[SUB * NB * KT]; // the step's rows of scale B
 threadgroup T Xt[SUB * NB * KT];
 const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
 const int nblk = (n + NB - 1) / NB;
@@ -250,19 +250,20 @@ wm.c = 1;
 T v[PER];
 // stage (s, t): the tile M[s, t] for t < s, W_s for t == s
 tri_tile_load<T, NB>(v, wa, wm, true, 0, NB, 0, NB, tid);
+// all of the step's rows of B at once (one latency, not one per block):
+// this threadgroup writes only their X, after reading them
+for (int e = tid; e < SUB * NB * KT; e += 256) {
+  int i = e / KT, cc = e % KT;
+  Bs[e] = e0 + i < n && c0 + cc < k
+              ? scale * bm[(int64_t)(e0 + i) * br + (int64_t)(c0 + cc) * bc]
+              : T(0);
+}
 for (int s = 0; s < nsub; ++s) {
   const int s0 = e0 + s * NB, nb = min(NB, n - s0);
+  threadgroup T* bs = Bs + s * NB * KT; // block s of Bs
   for (int t = 0; t <= s; ++t) {
     threadgroup_barrier(mem_flags::mem_threadgroup);
     tri_tile_store<T, NB, P>(Tl, v, t < s ? along_cols : true, tid);
-    if (t == 0)
-      for (int e = tid; e < NB * KT; e += 256) {
-        int i = e / KT, cc = e % KT;
-        Bs[e] = i < nb && c0 + cc < k
-                    ? scale *
-                          bm[(int64_t)(s0 + i) * br + (int64_t)(c0 + cc) * bc]
-                    : T(0);
-      }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     // issue the next stage's loads before this one's products
     const int ns = t < s ? s : s + 1, nt = t < s ? t + 1 : 0;
@@ -276,7 +277,7 @@ for (int s = 0; s < nsub; ++s) {
     }
     // acc = Tl[ri, :] times B_s (t == s) or X_t (t < s), over this
     // lane's columns of the tile, then summed over the PQ lanes
-    const threadgroup T* rhs = t < s ? Xt + t * NB * KT : Bs;
+    const threadgroup T* rhs = t < s ? Xt + t * NB * KT : bs;
     T acc[KT];
     for (int cc = 0; cc < KT; ++cc)
       acc[cc] = T(0);
@@ -294,7 +295,7 @@ for (int s = 0; s < nsub; ++s) {
       if (cc % PQ != pq)
         continue;
       if (t < s) { // B_s -= M[s, t] X_t
-        Bs[ri * KT + cc] -= acc[cc];
+        bs[ri * KT + cc] -= acc[cc];
       } else { // X_s = W_s B_s, into Xt and B
         Xt[(s * NB + ri) * KT + cc] = acc[cc];
         if (ri < nb && c0 + cc < k)
@@ -349,6 +350,15 @@ if (UPPER != TRANS) {
   br = -br;
 }
 device T* bm = B + boff;
+// this thread's elements of the band, read now so their latency
+// overlaps the chunks'
+T own[RB * KT / 256];
+for (int u = 0; u < RB * KT / 256; ++u) {
+  const int e = tid + 256 * u, i = e / KT, cc = e % KT;
+  own[u] = t0 + i < n && c0 + cc < k
+               ? bm[(int64_t)(t0 + i) * br + (int64_t)(c0 + cc) * bc]
+               : T(0);
+}
 T mv[MPER], xv[XPER];
 T acc[4][4];
 for (int r = 0; r < 4; ++r)
@@ -402,15 +412,14 @@ for (int r = 0; r < 4; ++r)
   for (int q = 0; q < 4; ++q)
     Sh[pg * (RB * KT) + (rq * 4 + r) * KT + cq * 4 + q] = acc[r][q];
 threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int e = tid; e < RB * KT; e += 256) {
-  const int i = e / KT, cc = e % KT;
+for (int u = 0; u < RB * KT / 256; ++u) {
+  const int e = tid + 256 * u, i = e / KT, cc = e % KT;
   if (t0 + i >= n || c0 + cc >= k)
     continue;
   T sum = T(0);
   for (int g = 0; g < PG; ++g)
     sum += Sh[g * (RB * KT) + e];
-  device T* y = bm + (int64_t)(t0 + i) * br + (int64_t)(c0 + cc) * bc;
-  *y = scale * *y - sum;
+  bm[(int64_t)(t0 + i) * br + (int64_t)(c0 + cc) * bc] = scale * own[u] - sum;
 }
 
 //@kernel trsm_apply

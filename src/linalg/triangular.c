@@ -71,10 +71,10 @@
 #define TRI_PATH_FUSED 2
 #define TRI_PATH_GEMM 3
 
-/* Diagonal block sizes: trsm_xsolve holds an NB x NB tile, an NB x KT
- * tile of B and the SUB * NB x KT solutions of a step in threadgroup
- * memory: 21.3 KiB for float32 (NB 64, SUB 4, KT 4), 18.3 KiB for
- * float64 (NB 32, SUB 4, KT 8). */
+/* Diagonal block sizes: trsm_xsolve holds an NB x NB tile and the
+ * step's SUB * NB x KT right-hand sides and solutions in threadgroup
+ * memory: 25 KiB for float32 (NB 64, SUB 4, KT 4), 26 KiB for float64
+ * (NB 32, SUB 4, KT 8). */
 #define TRI_NB_F32 64
 #define TRI_NB_F64 32
 #define TRI_RB 32       /* band rows per trsm_update threadgroup */
