@@ -59,18 +59,39 @@ inline tri_eff tri_effective(int n, int64_t row_stride, int64_t col_stride,
   return m;
 }
 
+// Element e (0 .. NB * NB - 1) of a tile as (row i, column p), the order
+// in which 256 threads load and store tiles. Along the columns (M's rows
+// contiguous in memory): 256 consecutive elements of a row-major walk.
+// Otherwise (columns contiguous) each warp takes G = NB / 8 consecutive
+// rows of 256 / NB columns: G elements are one 32-byte sector of a column
+// in memory, and their stores into a tile with rows padded to NB + 256 /
+// NB (trsm_xsolve's) fall on distinct banks, where a warp down one
+// column would hit every 8th bank only.
+template <int NB>
+inline void tri_tile_index(int e, bool along_cols, thread int& i,
+                           thread int& p) {
+  if (along_cols) {
+    i = e / NB;
+    p = e % NB;
+  } else {
+    constexpr int G = NB / 8, Q = 256 / NB;
+    const int hi = e / 32;
+    i = (hi % (NB / G)) * G + e % G;
+    p = (hi / (NB / G)) * Q + (e / G) % Q;
+  }
+}
+
 // Loads the NB x NB tile of M at effective rows r0 .., columns q0 ..
 // (rows from `rows` on and columns from `cols` on read as zeros) into
 // this thread's NB * NB / 256 registers; tri_tile_store puts them into
-// threadgroup memory. The 256 threads run along whichever index of M is
-// contiguous in memory, so the loads are coalesced either way.
+// threadgroup memory. Coalesced either way (see tri_tile_index).
 template <typename T, int NB>
 inline void tri_tile_load(thread T* v, const device T* a, tri_eff m,
                           bool along_cols, int r0, int rows, int q0, int cols,
                           int tid) {
   for (int u = 0; u < NB * NB / 256; ++u) {
-    int e = tid + 256 * u;
-    int i = along_cols ? e / NB : e % NB, p = along_cols ? e % NB : e / NB;
+    int i, p;
+    tri_tile_index<NB>(tid + 256 * u, along_cols, i, p);
     v[u] = i < rows && p < cols
                ? a[(int64_t)(r0 + i) * m.r + (int64_t)(q0 + p) * m.c]
                : T(0);
@@ -83,8 +104,8 @@ template <typename T, int NB, int P>
 inline void tri_tile_store(threadgroup T* tile, thread const T* v,
                            bool along_cols, int tid) {
   for (int u = 0; u < NB * NB / 256; ++u) {
-    int e = tid + 256 * u;
-    int i = along_cols ? e / NB : e % NB, p = along_cols ? e % NB : e / NB;
+    int i, p;
+    tri_tile_index<NB>(tid + 256 * u, along_cols, i, p);
     tile[i * P + p] = v[u];
   }
 }
