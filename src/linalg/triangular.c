@@ -17,7 +17,9 @@
  *      step of SUB blocks (S = SUB NB rows) two launches: trsm_xsolve
  *      solves the step's rows ONCE, in place in B (a few threadgroups,
  *      KT = 4 or 8 columns each: B_s -= M_st X_t, X_s = inv(M_ss) B_s,
- *      the next NB x NB tile's loads in flight during each product), and
+ *      the next NB x NB tile's loads in flight during each product; on
+ *      CUDA it also asks L2 for the next step's tiles, so the next
+ *      chain's loads hit L2), and
  *      trsm_update applies B_rest -= M[rest, step] X_step with a
  *      threadgroup per 32 rows x 16 columns, a bandwidth-bound stream of
  *      M[rest, step] (read once per 16 columns of B). No scratch copy:
