@@ -79,6 +79,7 @@
  * (NB 32, SUB 4, KT 8). */
 #define TRI_NB_F32 64
 #define TRI_NB_F64 32
+/* TRI_RB and TRI_KT_STEP are trsm_update's RB and KT (constants there) */
 #define TRI_RB 32       /* band rows per trsm_update threadgroup */
 #define TRI_SUB_F32 4   /* diagonal blocks per fused step: 256 rows */
 #define TRI_SUB_F64 4   /* 128 rows: each block is a stage of the chain */
