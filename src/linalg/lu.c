@@ -148,8 +148,12 @@
  * 43 ms: the trailing update (GEMM, trsm, laswp, ~17 ms), the in-panel
  * GEMMs (one per strip), and the columns' own chain.
  *
- * Cutting the chain further (after a5724ad; NOT YET MEASURED, a candidate to
- * A/B against main on an H100). Per column: row j's slot is gone (rows
+ * Cutting the chain further (measured on an H100, 2026-11-27, against the
+ * code before it in one call: LU 8192^2 float32 42.7 -> 37.4 ms, solve with
+ * 16 right-hand sides 48.8 -> 43.2 ms, cuSOLVER 35.4 / 41.5: 5.3 ms where
+ * the count below said 1-1.2, so the removed slot and tail cost more than
+ * their issue counts; Nsight Compute then gave ~182 us a strip, ~2.8 us a
+ * column, still 3x the exchange's count). Per column: row j's slot is gone (rows
  * relabelled instead, see kernels/lu.metal): group 0's thread j no longer
  * stores RW / 2 = 32 16-byte words before its own argmax (~32-64 issue cycles
  * ahead of group 0's barrier 1, which every group's readers wait for), the
