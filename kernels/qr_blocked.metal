@@ -24,6 +24,19 @@
 #include <metal_stdlib>
 using namespace metal;
 
+#if KILN_BACKEND_CUDA
+#define QRB_UNROLL _Pragma("unroll")
+#define QRB_ROLLED _Pragma("unroll 1")
+// Every lane of the warp takes part in every shuffle that uses these.
+#define QRB_SHFL(v, l) __shfl_sync(0xffffffffu, (v), (l))
+#define QRB_SHFL_XOR(v, l) __shfl_xor_sync(0xffffffffu, (v), (l))
+#else
+#define QRB_UNROLL
+#define QRB_ROLLED
+#define QRB_SHFL(v, l) simd_shuffle((v), (ushort)(l))
+#define QRB_SHFL_XOR(v, l) simd_shuffle_xor((v), (ushort)(l))
+#endif
+
 // Offset of batch entry `b` in a view: its leading dimensions walk the
 // batch in C order.
 inline int64_t qrb_batch_offset(uint b, const constant int* shape,
@@ -337,18 +350,52 @@ for (int64_t e = thread_position_in_grid.x; e < total;
 // the LU of E1 - Q1 S (rows of Y1 into Y), T = U Y1^-T (into Tm),
 // Ui = S U^-1 (for the driver's GEMM Y2 = -Q2 Ui, the rows below) and
 // R's rows of the panel, S Rp, into W (the Householder R of the panel).
-// Template: T, NB. One threadgroup per matrix (grid.x = threads; batch
-// entries along grid.y from batch0). Inputs: Qp, Rp (the TSQR results,
-// contiguous), Win, j0, batch0. Outputs: W, Y, Tm, Ui (batch x NB x NB).
+// Template: T, NB. One threadgroup of exactly 4 NB threads per matrix
+// (grid.x = 4 NB; batch entries along grid.y from batch0). Inputs: Qp,
+// Rp (the TSQR results), Win, j0, batch0. Outputs: W, Y, Tm, Ui (batch x
+// NB x NB).
 //
 // The elimination works on M = -Q1: column i's updates by earlier steps
-// are proportional to s_i (E's column has zeros above row i), so the
-// entries of U right of the diagonal are s_c M[i][c], fixed after the loop
-// when every s_c is known.
-constexpr int P = NB + 1;
-threadgroup T M[NB * P];
-threadgroup T S[NB * P];
-threadgroup T sg[NB];
+// are proportional to s_i (E's column has zeros above row i), so
+// U(i, c) = s_c M(i, c) right of the diagonal, U(i, i) = 1 + |M(i, i)|,
+// and the multipliers are l_r = s_i M(r, i) / (1 + |M(i, i)|).
+//
+// Everything happens in ONE sweep of NB steps with one barrier each.
+// Thread (r, q) = (tid / 4, tid % 4) owns columns q QW .. q QW + QW - 1
+// (QW = NB / 4) of row r, in registers; the matrix is padded with zeros
+// to NB x NB (an identity block in the LU), so every loop has a
+// compile-time trip count and every register index is a constant (the
+// steps are unrolled by QW, so the column of step s is register ii of
+// the threads with q = qb). At step s the pivot row s is in threadgroup
+// memory (Z, written by its owners at the end of step s - 1) and
+//   rows r > s  eliminate: M(r, :) -= l_r M(s, :); and, Gauss-Jordan
+//               style, the same row operation on X = L^-1 S (X(r, c) for
+//               c < s), which lives in the columns M no longer uses, so a
+//               row's QW registers hold both (one FMA per element). Row
+//               s + 1's owners then store their row into Z.
+//   row r = s   is final: its registers become U S (zero left of the
+//               diagonal), T(s, s) = U(s, s), U^-1(s, s) = 1 / U(s, s).
+//   rows r < s  form column s of T and of U^-1 from data already there:
+//               T(r, s) = sum_j (U S)(r, j) X(s, j) (X's row s is the
+//               pivot row's left part, X(s, s) = s_s), and by bordering
+//               U^-1(r, s) = -(s_s / U(s, s)) sum_j U^-1(r, j) M(j, s)
+//               (M(j, s) from the rows of Z, U^-1(r, :) in registers),
+//               each a QW-long dot reduced over the row's 4 threads by
+//               shuffles.
+// Signs: T = U Y1^-T = (U S)(S Y1^-T) = (U S) X^T, so neither factor needs
+// a sign that is not known yet when its row is formed.
+//
+// Critical path, NB = 64 (counts, not measured): before, 64 steps of 2
+// barriers with ~rest^2 / 256 elements per thread (each an integer
+// division and 3 shared loads), then two serial substitutions of ~2000
+// dependent FMAs with 2 shared loads each (~4000 dependent shared loads);
+// now 64 steps of 1 barrier, each one shared load of the pivot, one
+// division, one shuffle and one FMA deep (the pivot row's QW loads and
+// FMAs are independent), and no substitution: 64 barriers, ~130 dependent
+// shared loads and ~200 dependent FMAs in all.
+constexpr int QW = NB / 4;
+constexpr int ZP = NB + 4; // Z's row pitch, a multiple of 16 bytes
+threadgroup T Z[NB * ZP];
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const int k = min(m, n);
 const int jb = Rp_shape[Rp_ndim - 1];
@@ -357,87 +404,114 @@ const int panels = (k + NB - 1) / NB;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 const int64_t qrs = Qp_strides[Qp_ndim - 2], qcs = Qp_strides[Qp_ndim - 1];
 const int64_t rrs = Rp_strides[Rp_ndim - 2], rcs = Rp_strides[Rp_ndim - 1];
-const device T* q = Qp + qrb_batch_offset(b, Qp_shape, Qp_strides, Qp_ndim);
+const device T* qp = Qp + qrb_batch_offset(b, Qp_shape, Qp_strides, Qp_ndim);
 const device T* rp = Rp + qrb_batch_offset(b, Rp_shape, Rp_strides, Rp_ndim);
 device T* w = W + (int64_t)b * m * n;
 device T* y = Y + (int64_t)b * m * k;
 device T* tm = Tm + ((int64_t)b * panels + c0 / NB) * NB * NB;
-device T* ui = Ui + (int64_t)b * NB * NB;
+device T* uo = Ui + (int64_t)b * NB * NB;
 const int tid = (int)thread_index_in_threadgroup;
-const int nt = (int)threads_per_threadgroup.x;
-for (int e = tid; e < jb * jb; e += nt) {
-  int i = e / jb, j = e % jb;
-  M[i * P + j] = -q[i * qrs + j * qcs];
+const int r = tid >> 2, q = tid & 3, col0 = q * QW;
+const int quad = tid & 28; // this row's first lane in the warp
+// z: M's row (columns > s), X's (columns < s), then U S once final;
+// lo: L (the multipliers), tr: T's row, ui: U^-1's row.
+T z[QW], lo[QW], tr[QW], ui[QW];
+QRB_UNROLL
+for (int cc = 0; cc < QW; ++cc) {
+  const int c = col0 + cc;
+  z[cc] = r < jb && c < jb ? -qp[r * qrs + c * qcs] : T(0);
+  lo[cc] = T(0);
+  tr[cc] = T(0);
+  ui[cc] = T(0);
+  // Row 0 is the first pivot row; the others must read as finite zeros
+  // until written (the U^-1 dots multiply them by zeros).
+  Z[r * ZP + c] = r == 0 ? z[cc] : T(0);
 }
+T my_s = T(1);
 threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int i = 0; i < jb; ++i) {
-  T piv = M[i * P + i];
-  T s = piv >= T(0) ? T(1) : T(-1);
-  T inv = s / (T(1) + fabs(piv));
-  for (int r = i + 1 + tid; r < jb; r += nt)
-    M[r * P + i] *= inv;
-  if (tid == 0)
-    sg[i] = s;
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  const int rest = jb - i - 1;
-  for (int e = tid; e < rest * rest; e += nt) {
-    int r = i + 1 + e / rest, c = i + 1 + e % rest;
-    M[r * P + c] = fma(-M[r * P + i], M[i * P + c], M[r * P + c]);
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-}
-// U on and above the diagonal: 1 + |m_ii|, and s_c m_ic.
-for (int e = tid; e < jb * jb; e += nt) {
-  int i = e / jb, c = e % jb;
-  if (c == i)
-    M[i * P + i] = T(1) + fabs(M[i * P + i]);
-  else if (c > i)
-    M[i * P + c] *= sg[c];
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-// T and Ui at once, in threadgroup memory (each substitution is a chain
-// of dependent steps, so its operands must be near): thread i < NB forms
-// T's row i, thread NB + c Ui's column c. They share S, T in its upper
-// triangle, Ui transposed in the rest: Ui(r, c) at S[c][r - 1] (r >= 1)
-// and S[c][NB] (r = 0).
-// T's row i: T(i, :) Y1^T = U(i, :), forward substitution with the unit
-// lower Y1 (zero left of the diagonal).
-if (tid < jb) {
-  const int i = tid;
-  for (int c = i; c < jb; ++c) {
-    T x = M[i * P + c], x2 = T(0);
-    int j = i;
-    for (; j + 1 < c; j += 2) {
-      x = fma(-M[c * P + j], S[i * P + j], x);
-      x2 = fma(-M[c * P + j + 1], S[i * P + j + 1], x2);
+QRB_ROLLED
+for (int qb = 0; qb < 4; ++qb) {
+  QRB_UNROLL
+  for (int ii = 0; ii < QW; ++ii) {
+    const int s = qb * QW + ii;
+    T zs[QW];
+    QRB_UNROLL
+    for (int cc = 0; cc < QW; ++cc)
+      zs[cc] = Z[s * ZP + col0 + cc];
+    const T piv = Z[s * ZP + s];
+    const T sgn = piv >= T(0) ? T(1) : T(-1);
+    const T upiv = T(1) + fabs(piv);
+    const T rcp = T(1) / upiv;
+    const T inv = sgn * rcp;
+    // M(r, s), from the thread of this row that holds column s (every
+    // lane joins every shuffle).
+    const T mrs = QRB_SHFL(z[ii], quad | qb);
+    // Four partial sums each: the dots' chains are QW / 4 FMAs deep.
+    T tq[4] = {T(0), T(0), T(0), T(0)}, dq[4] = {T(0), T(0), T(0), T(0)};
+    if (r < s) {
+      QRB_UNROLL
+      for (int cc = 0; cc < QW; ++cc) {
+        const int c = col0 + cc;
+        const T xs = c < s ? zs[cc] : (c == s ? sgn : T(0));
+        tq[cc & 3] = fma(z[cc], xs, tq[cc & 3]);
+        dq[cc & 3] = fma(ui[cc], Z[c * ZP + s], dq[cc & 3]);
+      }
     }
-    if (j < c)
-      x = fma(-M[c * P + j], S[i * P + j], x);
-    S[i * P + c] = x + x2;
-  }
-} else if (tid >= NB && tid < NB + jb) {
-  // Ui's column c: U x = e_c by back substitution, stored as s_r x_r.
-  const int c = tid - NB;
-  for (int r = c; r >= 0; --r) {
-    T x = r == c ? T(1) : T(0);
-    for (int j = r + 1; j <= c; ++j)
-      x = fma(-M[r * P + j], S[c * P + j - 1], x);
-    x /= M[r * P + r];
-    S[c * P + (r == 0 ? NB : r - 1)] = x;
+    T tp = (tq[0] + tq[1]) + (tq[2] + tq[3]);
+    T dp = (dq[0] + dq[1]) + (dq[2] + dq[3]);
+    tp += QRB_SHFL_XOR(tp, 1);
+    dp += QRB_SHFL_XOR(dp, 1);
+    tp += QRB_SHFL_XOR(tp, 2);
+    dp += QRB_SHFL_XOR(dp, 2);
+    if (r > s) {
+      const T l = mrs * inv;
+      QRB_UNROLL
+      for (int cc = 0; cc < QW; ++cc)
+        z[cc] = fma(-l, zs[cc], z[cc]);
+      if (q == qb) {
+        z[ii] = -l * sgn; // X(r, s) = -l_r s_s: column s moves to X
+        lo[ii] = l;
+      }
+      if (r == s + 1) {
+        QRB_UNROLL
+        for (int cc = 0; cc < QW; ++cc)
+          Z[r * ZP + col0 + cc] = z[cc];
+      }
+    } else if (r == s) {
+      my_s = sgn;
+      QRB_UNROLL
+      for (int cc = 0; cc < QW; ++cc) {
+        const int c = col0 + cc;
+        z[cc] = c > s ? z[cc] : (c == s ? sgn * upiv : T(0));
+      }
+      if (q == qb) {
+        tr[ii] = upiv;
+        ui[ii] = rcp;
+      }
+    } else if (q == qb) {
+      tr[ii] = tp;
+      ui[ii] = -inv * dp;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
   }
 }
-threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int e = tid; e < NB * NB; e += nt) {
-  int i = e / NB, c = e % NB;
-  bool in = i < jb && c < jb && c >= i;
-  tm[e] = in ? S[i * P + c] : T(0);
-  ui[e] = in ? sg[i] * S[c * P + (i == 0 ? NB : i - 1)] : T(0);
-}
-// Y's top rows (Y1, unit lower) and R's rows of the panel, S Rp.
-for (int e = tid; e < jb * jb; e += nt) {
-  int i = e / jb, c = e % jb;
-  y[(int64_t)(c0 + i) * k + c0 + c] =
-      c < i ? M[i * P + c] : (c == i ? T(1) : T(0));
-  if (c >= i)
-    w[(int64_t)(c0 + i) * n + c0 + c] = sg[i] * rp[i * rrs + c * rcs];
+// Tm and Ui: whole NB x NB tiles, zeros outside the upper jb x jb
+// triangle. Y's top rows (Y1, unit lower) and R's rows of the panel,
+// S Rp.
+device T* tmr = tm + r * NB + col0;
+device T* uor = uo + r * NB + col0;
+device T* yr = y + (int64_t)(c0 + r) * k + c0 + col0;
+device T* wr = w + (int64_t)(c0 + r) * n + c0 + col0;
+const device T* rpr = rp + r * rrs;
+QRB_UNROLL
+for (int cc = 0; cc < QW; ++cc) {
+  const int c = col0 + cc;
+  const bool in = r < jb && c < jb;
+  tmr[cc] = in && c >= r ? tr[cc] : T(0);
+  uor[cc] = in && c >= r ? my_s * ui[cc] : T(0);
+  if (in) {
+    yr[cc] = c < r ? lo[cc] : (c == r ? T(1) : T(0));
+    if (c >= r)
+      wr[cc] = my_s * rpr[c * rcs];
+  }
 }
