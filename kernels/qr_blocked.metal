@@ -393,9 +393,13 @@ for (int64_t e = thread_position_in_grid.x; e < total;
 // division, one shuffle and one FMA deep (the pivot row's QW loads and
 // FMAs are independent), and no substitution: 64 barriers, ~130 dependent
 // shared loads and ~200 dependent FMAs in all.
-constexpr int QW = NB / 4;
-constexpr int ZP = NB + 4; // Z's row pitch, a multiple of 16 bytes
-threadgroup T Z[NB * ZP];
+constexpr int QW = NB / 4;  // columns per thread
+constexpr int V = QW / 4;   // elements in 16 bytes (4 float, 2 double)
+// Z holds row j's column c at j NB + (c ^ V g(j)), g(j) = (j / QW) % 4:
+// the rows' 16-byte groups are permuted, so a row chunk is still QW / V
+// vector loads, and a column read (rows q QW + cc of the 4 q's, one
+// instruction) touches 4 different banks instead of one.
+threadgroup T Z[NB * NB];
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const int k = min(m, n);
 const int jb = Rp_shape[Rp_ndim - 1];
@@ -414,31 +418,46 @@ const int tid = (int)thread_index_in_threadgroup;
 const int r = tid >> 2, q = tid & 3, col0 = q * QW;
 const int quad = tid & 28; // this row's first lane in the warp
 // z: M's row (columns > s), X's (columns < s), then U S once final;
-// lo: L (the multipliers), tr: T's row, ui: U^-1's row.
-T z[QW], lo[QW], tr[QW], ui[QW];
+// lo: L (the multipliers), tr: T's row, ui: U^-1's row; rv: R's row
+// (loaded now, stored at the end, so its latency hides behind the sweep).
+T z[QW], lo[QW], tr[QW], ui[QW], rv[QW];
 QRB_UNROLL
 for (int cc = 0; cc < QW; ++cc) {
   const int c = col0 + cc;
-  z[cc] = r < jb && c < jb ? -qp[r * qrs + c * qcs] : T(0);
+  const bool in = r < jb && c < jb;
+  z[cc] = in ? -qp[r * qrs + c * qcs] : T(0);
+  rv[cc] = in && c >= r ? rp[r * rrs + c * rcs] : T(0);
   lo[cc] = T(0);
   tr[cc] = T(0);
   ui[cc] = T(0);
+}
+{
   // Row 0 is the first pivot row; the others must read as finite zeros
   // until written (the U^-1 dots multiply them by zeros).
-  Z[r * ZP + c] = r == 0 ? z[cc] : T(0);
+  const int zr = r * NB + col0, gr = (r / QW) & 3;
+  QRB_UNROLL
+  for (int v = 0; v < 4; ++v)
+    QRB_UNROLL
+    for (int e = 0; e < V; ++e)
+      Z[zr + (v ^ gr) * V + e] = r == 0 ? z[v * V + e] : T(0);
 }
 T my_s = T(1);
 threadgroup_barrier(mem_flags::mem_threadgroup);
 QRB_ROLLED
 for (int qb = 0; qb < 4; ++qb) {
+  // Column c < s, for c = col0 + cc and s = qb QW + ii: q <= qb when
+  // cc < ii, else q < qb.
+  const bool q_le = q <= qb, q_lt = q < qb, q_eq = q == qb;
   QRB_UNROLL
   for (int ii = 0; ii < QW; ++ii) {
     const int s = qb * QW + ii;
     T zs[QW];
     QRB_UNROLL
-    for (int cc = 0; cc < QW; ++cc)
-      zs[cc] = Z[s * ZP + col0 + cc];
-    const T piv = Z[s * ZP + s];
+    for (int v = 0; v < 4; ++v)
+      QRB_UNROLL
+      for (int e = 0; e < V; ++e)
+        zs[v * V + e] = Z[s * NB + col0 + (v ^ qb) * V + e];
+    const T piv = Z[s * NB + (s ^ (qb * V))];
     const T sgn = piv >= T(0) ? T(1) : T(-1);
     const T upiv = T(1) + fabs(piv);
     const T rcp = T(1) / upiv;
@@ -449,13 +468,15 @@ for (int qb = 0; qb < 4; ++qb) {
     // Four partial sums each: the dots' chains are QW / 4 FMAs deep.
     T tq[4] = {T(0), T(0), T(0), T(0)}, dq[4] = {T(0), T(0), T(0), T(0)};
     if (r < s) {
+      const int sx = s ^ (q * V); // column s in rows col0 ..
       QRB_UNROLL
       for (int cc = 0; cc < QW; ++cc) {
-        const int c = col0 + cc;
-        const T xs = c < s ? zs[cc] : (c == s ? sgn : T(0));
+        const T xs = (cc < ii ? q_le : q_lt) ? zs[cc] : T(0);
         tq[cc & 3] = fma(z[cc], xs, tq[cc & 3]);
-        dq[cc & 3] = fma(ui[cc], Z[c * ZP + s], dq[cc & 3]);
+        dq[cc & 3] = fma(ui[cc], Z[(col0 + cc) * NB + sx], dq[cc & 3]);
       }
+      if (q_eq) // X(s, s) = s_s
+        tq[ii & 3] = fma(z[ii], sgn, tq[ii & 3]);
     }
     T tp = (tq[0] + tq[1]) + (tq[2] + tq[3]);
     T dp = (dq[0] + dq[1]) + (dq[2] + dq[3]);
@@ -468,27 +489,31 @@ for (int qb = 0; qb < 4; ++qb) {
       QRB_UNROLL
       for (int cc = 0; cc < QW; ++cc)
         z[cc] = fma(-l, zs[cc], z[cc]);
-      if (q == qb) {
+      if (q_eq) {
         z[ii] = -l * sgn; // X(r, s) = -l_r s_s: column s moves to X
         lo[ii] = l;
       }
       if (r == s + 1) {
+        const int zr = r * NB + col0, gr = (r / QW) & 3;
         QRB_UNROLL
-        for (int cc = 0; cc < QW; ++cc)
-          Z[r * ZP + col0 + cc] = z[cc];
+        for (int v = 0; v < 4; ++v)
+          QRB_UNROLL
+          for (int e = 0; e < V; ++e)
+            Z[zr + (v ^ gr) * V + e] = z[v * V + e];
       }
     } else if (r == s) {
       my_s = sgn;
+      // Columns c > s keep M(s, c) = (U S)(s, c): q >= qb when cc > ii,
+      // else q > qb.
       QRB_UNROLL
-      for (int cc = 0; cc < QW; ++cc) {
-        const int c = col0 + cc;
-        z[cc] = c > s ? z[cc] : (c == s ? sgn * upiv : T(0));
-      }
-      if (q == qb) {
+      for (int cc = 0; cc < QW; ++cc)
+        z[cc] = (cc > ii ? !q_lt : !q_le) ? z[cc] : T(0);
+      if (q_eq) {
+        z[ii] = sgn * upiv;
         tr[ii] = upiv;
         ui[ii] = rcp;
       }
-    } else if (q == qb) {
+    } else if (q_eq) {
       tr[ii] = tp;
       ui[ii] = -inv * dp;
     }
@@ -502,7 +527,6 @@ device T* tmr = tm + r * NB + col0;
 device T* uor = uo + r * NB + col0;
 device T* yr = y + (int64_t)(c0 + r) * k + c0 + col0;
 device T* wr = w + (int64_t)(c0 + r) * n + c0 + col0;
-const device T* rpr = rp + r * rrs;
 QRB_UNROLL
 for (int cc = 0; cc < QW; ++cc) {
   const int c = col0 + cc;
@@ -512,6 +536,6 @@ for (int cc = 0; cc < QW; ++cc) {
   if (in) {
     yr[cc] = c < r ? lo[cc] : (c == r ? T(1) : T(0));
     if (c >= r)
-      wr[cc] = my_s * rpr[c * rcs];
+      wr[cc] = my_s * rv[cc];
   }
 }
