@@ -399,7 +399,16 @@ constexpr int V = QW / 4;   // elements in 16 bytes (4 float, 2 double)
 // the rows' 16-byte groups are permuted, so a row chunk is still QW / V
 // vector loads, and a column read (rows q QW + cc of the 4 q's, one
 // instruction) touches 4 different banks instead of one.
-threadgroup T Z[NB * NB];
+// The loads and stores go through threadgroup memory so that global
+// memory sees whole rows (a thread's own QW consecutive elements would
+// make each warp instruction touch 16 lines): S stages, in rows of pitch
+// SP (one 16-byte group of padding, so the 8 rows of a warp's vector
+// accesses fall in different banks); Z, free after the sweep, stages too.
+constexpr int NT = 4 * NB; // threads
+constexpr int SP = NB + V;
+threadgroup T Z[NB * SP];
+threadgroup T S[NB * SP];
+threadgroup T sgs[NB];
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const int k = min(m, n);
 const int jb = Rp_shape[Rp_ndim - 1];
@@ -421,12 +430,19 @@ const int quad = tid & 28; // this row's first lane in the warp
 // lo: L (the multipliers), tr: T's row, ui: U^-1's row; rv: R's row
 // (loaded now, stored at the end, so its latency hides behind the sweep).
 T z[QW], lo[QW], tr[QW], ui[QW], rv[QW];
+// -Q1 and R's rows, row by row over the threads (element e = t NT + tid
+// of the zero-padded NB x NB top; R's stays in registers until the end).
+QRB_UNROLL
+for (int t = 0; t < QW; ++t) {
+  const int e = t * NT + tid, i = e / NB, j = e % NB;
+  const bool in = i < jb && j < jb;
+  S[i * SP + j] = in ? -qp[i * qrs + j * qcs] : T(0);
+  rv[t] = in && j >= i ? rp[i * rrs + j * rcs] : T(0);
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
 QRB_UNROLL
 for (int cc = 0; cc < QW; ++cc) {
-  const int c = col0 + cc;
-  const bool in = r < jb && c < jb;
-  z[cc] = in ? -qp[r * qrs + c * qcs] : T(0);
-  rv[cc] = in && c >= r ? rp[r * rrs + c * rcs] : T(0);
+  z[cc] = S[r * SP + col0 + cc];
   lo[cc] = T(0);
   tr[cc] = T(0);
   ui[cc] = T(0);
@@ -521,21 +537,37 @@ for (int qb = 0; qb < 4; ++qb) {
   }
 }
 // Tm and Ui: whole NB x NB tiles, zeros outside the upper jb x jb
-// triangle. Y's top rows (Y1, unit lower) and R's rows of the panel,
-// S Rp.
-device T* tmr = tm + r * NB + col0;
-device T* uor = uo + r * NB + col0;
-device T* yr = y + (int64_t)(c0 + r) * k + c0 + col0;
-device T* wr = w + (int64_t)(c0 + r) * n + c0 + col0;
+// triangle; R's rows of the panel, S Rp, into W; then Y's top rows (Y1,
+// unit lower). Each staged in threadgroup memory, stored row by row.
+QRB_UNROLL
+for (int cc = 0; cc < QW; ++cc) {
+  Z[r * SP + col0 + cc] = tr[cc];
+  S[r * SP + col0 + cc] = my_s * ui[cc];
+}
+if (q == 0)
+  sgs[r] = my_s;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+device T* wt = w + (int64_t)c0 * n + c0;
+QRB_UNROLL
+for (int t = 0; t < QW; ++t) {
+  const int e = t * NT + tid, i = e / NB, j = e % NB;
+  const bool up = i < jb && j < jb && j >= i;
+  tm[e] = up ? Z[i * SP + j] : T(0);
+  uo[e] = up ? S[i * SP + j] : T(0);
+  if (up)
+    wt[(int64_t)i * n + j] = sgs[i] * rv[t];
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
 QRB_UNROLL
 for (int cc = 0; cc < QW; ++cc) {
   const int c = col0 + cc;
-  const bool in = r < jb && c < jb;
-  tmr[cc] = in && c >= r ? tr[cc] : T(0);
-  uor[cc] = in && c >= r ? my_s * ui[cc] : T(0);
-  if (in) {
-    yr[cc] = c < r ? lo[cc] : (c == r ? T(1) : T(0));
-    if (c >= r)
-      wr[cc] = my_s * rv[cc];
-  }
+  Z[r * SP + c] = c < r ? lo[cc] : (c == r ? T(1) : T(0));
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+device T* yt = y + (int64_t)c0 * k + c0;
+QRB_UNROLL
+for (int t = 0; t < QW; ++t) {
+  const int e = t * NT + tid, i = e / NB, j = e % NB;
+  if (i < jb && j < jb)
+    yt[(int64_t)i * k + j] = Z[i * SP + j];
 }
