@@ -361,53 +361,60 @@ for (int64_t e = thread_position_in_grid.x; e < total;
 // and the multipliers are l_r = s_i M(r, i) / (1 + |M(i, i)|).
 //
 // Everything happens in ONE sweep of NB steps with one barrier each.
-// Thread (r, q) = (tid / 4, tid % 4) owns columns q QW .. q QW + QW - 1
-// (QW = NB / 4) of row r, in registers; the matrix is padded with zeros
-// to NB x NB (an identity block in the LU), so every loop has a
-// compile-time trip count and every register index is a constant (the
-// steps are unrolled by QW, so the column of step s is register ii of
-// the threads with q = qb). At step s the pivot row s is in threadgroup
-// memory (Z, written by its owners at the end of step s - 1) and
+// Thread (r, q) = (tid % NB, tid / NB) owns columns q QW .. q QW + QW - 1
+// (QW = NB / 4) of row r, in registers: q is the same across a warp, so
+// the branches on it below are uniform and a warp reads one pivot row
+// chunk (a broadcast). The matrix is padded with zeros to NB x NB (an
+// identity block in the LU), so every loop has a compile-time trip count
+// and every register index is a constant (the steps are unrolled by QW:
+// the column of step s = qb QW + ii is register ii of the threads with
+// q = qb). At step s the pivot row s is in threadgroup memory (Z, written
+// by its owners during step s - 1), with M(r, s) for every row (Mc) and
 //   rows r > s  eliminate: M(r, :) -= l_r M(s, :); and, Gauss-Jordan
 //               style, the same row operation on X = L^-1 S (X(r, c) for
 //               c < s), which lives in the columns M no longer uses, so a
 //               row's QW registers hold both (one FMA per element). Row
-//               s + 1's owners then store their row into Z.
+//               s + 1's threads then store their row into Z, and column
+//               s + 1's their M(r, s + 1) into Mc.
 //   row r = s   is final: its registers become U S (zero left of the
 //               diagonal), T(s, s) = U(s, s), U^-1(s, s) = 1 / U(s, s).
 //   rows r < s  form column s of T and of U^-1 from data already there:
 //               T(r, s) = sum_j (U S)(r, j) X(s, j) (X's row s is the
 //               pivot row's left part, X(s, s) = s_s), and by bordering
 //               U^-1(r, s) = -(s_s / U(s, s)) sum_j U^-1(r, j) M(j, s)
-//               (M(j, s) from the rows of Z, U^-1(r, :) in registers),
-//               each a QW-long dot reduced over the row's 4 threads by
-//               shuffles.
+//               (M(j, s) from the rows of Z, U^-1(r, :) in registers).
+//               Each thread adds its chunk's terms (none when the chunk
+//               lies right of s or left of r: uniform skips) into PT and
+//               PD; the thread owning column s sums the 4 chunks' at the
+//               start of step s + 1, after the barrier, before its own
+//               dot of step s + 1 needs U^-1(r, s).
 // Signs: T = U Y1^-T = (U S)(S Y1^-T) = (U S) X^T, so neither factor needs
 // a sign that is not known yet when its row is formed.
 //
-// Critical path, NB = 64 (counts, not measured): before, 64 steps of 2
-// barriers with ~rest^2 / 256 elements per thread (each an integer
-// division and 3 shared loads), then two serial substitutions of ~2000
-// dependent FMAs with 2 shared loads each (~4000 dependent shared loads);
-// now 64 steps of 1 barrier, each one shared load of the pivot, one
-// division, one shuffle and one FMA deep (the pivot row's QW loads and
-// FMAs are independent), and no substitution: 64 barriers, ~130 dependent
-// shared loads and ~200 dependent FMAs in all.
-constexpr int QW = NB / 4;  // columns per thread
-constexpr int V = QW / 4;   // elements in 16 bytes (4 float, 2 double)
-// Z holds row j's column c at j NB + (c ^ V g(j)), g(j) = (j / QW) % 4:
-// the rows' 16-byte groups are permuted, so a row chunk is still QW / V
-// vector loads, and a column read (rows q QW + cc of the 4 q's, one
-// instruction) touches 4 different banks instead of one.
-// The loads and stores go through threadgroup memory so that global
-// memory sees whole rows (a thread's own QW consecutive elements would
-// make each warp instruction touch 16 lines): S stages, in rows of pitch
-// SP (one 16-byte group of padding, so the 8 rows of a warp's vector
-// accesses fall in different banks); Z, free after the sweep, stages too.
+// Counts, NB = 64 (from the code and its SASS, NOT measured): the first
+// version of this kernel did 64 steps of 2 barriers with ~rest^2 / 256
+// elements per thread (each an integer division and 3 shared loads),
+// then two serial substitutions of ~2000 dependent FMAs with 2 shared
+// loads each (~4000 dependent shared loads). Now 64 steps of 1 barrier,
+// each a chain of one shared load (pivot, Mc), one division, one
+// multiply and one FMA before the next pivot row is stored (~120
+// cycles); the busiest SM sub-partition issues ~150 instructions a step
+// (~200 with the row-quad layout of 934d18f, whose warps held all four
+// chunks, ran every dot and reduced by shuffles every step).
+constexpr int QW = NB / 4; // columns per thread
 constexpr int NT = 4 * NB; // threads
-constexpr int SP = NB + V;
+// Loads and stores go through threadgroup memory so that global memory
+// sees whole rows (a thread's own QW consecutive elements would make each
+// warp instruction touch many lines): S stages, in rows of pitch SP (16
+// bytes of padding, so the rows of a warp's vector accesses spread over
+// the banks); Z, free after the sweep, stages too.
+constexpr int SP = NB + 16 / (int)sizeof(T);
 threadgroup T Z[NB * SP];
 threadgroup T S[NB * SP];
+threadgroup T Mc[2 * NB];
+threadgroup T Rc[2]; // 1 / U(s, s), from the thread that made the pivot
+threadgroup T PT[2 * 4 * NB];
+threadgroup T PD[2 * 4 * NB];
 threadgroup T sgs[NB];
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const int k = min(m, n);
@@ -424,14 +431,13 @@ device T* y = Y + (int64_t)b * m * k;
 device T* tm = Tm + ((int64_t)b * panels + c0 / NB) * NB * NB;
 device T* uo = Ui + (int64_t)b * NB * NB;
 const int tid = (int)thread_index_in_threadgroup;
-const int r = tid >> 2, q = tid & 3, col0 = q * QW;
-const int quad = tid & 28; // this row's first lane in the warp
+const int r = tid % NB, q = tid / NB, col0 = q * QW;
 // z: M's row (columns > s), X's (columns < s), then U S once final;
-// lo: L (the multipliers), tr: T's row, ui: U^-1's row; rv: R's row
-// (loaded now, stored at the end, so its latency hides behind the sweep).
+// lo: L (the multipliers), tr: T's row, ui: U^-1's row; rv: R's (loaded
+// now, stored at the end, so its latency hides behind the sweep).
 T z[QW], lo[QW], tr[QW], ui[QW], rv[QW];
 // -Q1 and R's rows, row by row over the threads (element e = t NT + tid
-// of the zero-padded NB x NB top; R's stays in registers until the end).
+// of the zero-padded NB x NB top).
 QRB_UNROLL
 for (int t = 0; t < QW; ++t) {
   const int e = t * NT + tid, i = e / NB, j = e % NB;
@@ -446,60 +452,48 @@ for (int cc = 0; cc < QW; ++cc) {
   lo[cc] = T(0);
   tr[cc] = T(0);
   ui[cc] = T(0);
+  if (r == 0) // the first pivot row
+    Z[col0 + cc] = z[cc];
 }
-{
-  // Row 0 is the first pivot row; the others must read as finite zeros
-  // until written (the U^-1 dots multiply them by zeros).
-  const int zr = r * NB + col0, gr = (r / QW) & 3;
-  QRB_UNROLL
-  for (int v = 0; v < 4; ++v)
-    QRB_UNROLL
-    for (int e = 0; e < V; ++e)
-      Z[zr + (v ^ gr) * V + e] = r == 0 ? z[v * V + e] : T(0);
-}
-T my_s = T(1);
+if (q == 0) // M(r, 0), the first step's multipliers
+  Mc[r] = z[0];
+if (tid == 0)
+  Rc[0] = T(1) / (T(1) + fabs(z[0]));
+else if (q == 1) // read (and not used) by rows 0 and 1 at step 1
+  Mc[NB + r] = T(0);
+T my_s = T(1), inv_prev = T(0);
 threadgroup_barrier(mem_flags::mem_threadgroup);
 QRB_ROLLED
 for (int qb = 0; qb < 4; ++qb) {
-  // Column c < s, for c = col0 + cc and s = qb QW + ii: q <= qb when
-  // cc < ii, else q < qb.
-  const bool q_le = q <= qb, q_lt = q < qb, q_eq = q == qb;
+  const bool q_lt = q < qb, q_eq = q == qb;
+  // Whether this chunk can hold a nonzero of (U S)(r, :) or U^-1(r, :).
+  const bool reach = col0 + QW > r;
   QRB_UNROLL
   for (int ii = 0; ii < QW; ++ii) {
     const int s = qb * QW + ii;
+    // Column s - 1 of T and U^-1, from the chunks' sums of step s - 1,
+    // by its owner: register pi of the threads with q = pq.
+    const int pi = ii > 0 ? ii - 1 : QW - 1;
+    const int pq = ii > 0 ? qb : qb - 1;
+    if (q == pq && r < s - 1) {
+      const int o = ((s - 1) & 1) * 4 * NB + r;
+      const T ts = (PT[o] + PT[o + NB]) + (PT[o + 2 * NB] + PT[o + 3 * NB]);
+      const T ds = (PD[o] + PD[o + NB]) + (PD[o + 2 * NB] + PD[o + 3 * NB]);
+      tr[pi] = ts;
+      ui[pi] = -inv_prev * ds;
+    }
     T zs[QW];
     QRB_UNROLL
-    for (int v = 0; v < 4; ++v)
-      QRB_UNROLL
-      for (int e = 0; e < V; ++e)
-        zs[v * V + e] = Z[s * NB + col0 + (v ^ qb) * V + e];
-    const T piv = Z[s * NB + (s ^ (qb * V))];
+    for (int cc = 0; cc < QW; ++cc)
+      zs[cc] = Z[s * NB + col0 + cc];
+    const T piv = Z[s * NB + s];
+    // M(r, s), read by every thread so that the load issues with the
+    // pivot's (only rows r > s use it).
+    const T mrs = ((volatile threadgroup T*)Mc)[(s & 1) * NB + r];
+    const T rcp = Rc[s & 1];
     const T sgn = piv >= T(0) ? T(1) : T(-1);
     const T upiv = T(1) + fabs(piv);
-    const T rcp = T(1) / upiv;
     const T inv = sgn * rcp;
-    // M(r, s), from the thread of this row that holds column s (every
-    // lane joins every shuffle).
-    const T mrs = QRB_SHFL(z[ii], quad | qb);
-    // Four partial sums each: the dots' chains are QW / 4 FMAs deep.
-    T tq[4] = {T(0), T(0), T(0), T(0)}, dq[4] = {T(0), T(0), T(0), T(0)};
-    if (r < s) {
-      const int sx = s ^ (q * V); // column s in rows col0 ..
-      QRB_UNROLL
-      for (int cc = 0; cc < QW; ++cc) {
-        const T xs = (cc < ii ? q_le : q_lt) ? zs[cc] : T(0);
-        tq[cc & 3] = fma(z[cc], xs, tq[cc & 3]);
-        dq[cc & 3] = fma(ui[cc], Z[(col0 + cc) * NB + sx], dq[cc & 3]);
-      }
-      if (q_eq) // X(s, s) = s_s
-        tq[ii & 3] = fma(z[ii], sgn, tq[ii & 3]);
-    }
-    T tp = (tq[0] + tq[1]) + (tq[2] + tq[3]);
-    T dp = (dq[0] + dq[1]) + (dq[2] + dq[3]);
-    tp += QRB_SHFL_XOR(tp, 1);
-    dp += QRB_SHFL_XOR(dp, 1);
-    tp += QRB_SHFL_XOR(tp, 2);
-    dp += QRB_SHFL_XOR(dp, 2);
     if (r > s) {
       const T l = mrs * inv;
       QRB_UNROLL
@@ -510,31 +504,64 @@ for (int qb = 0; qb < 4; ++qb) {
         lo[ii] = l;
       }
       if (r == s + 1) {
-        const int zr = r * NB + col0, gr = (r / QW) & 3;
         QRB_UNROLL
-        for (int v = 0; v < 4; ++v)
-          QRB_UNROLL
-          for (int e = 0; e < V; ++e)
-            Z[zr + (v ^ gr) * V + e] = z[v * V + e];
+        for (int cc = 0; cc < QW; ++cc)
+          Z[r * NB + col0 + cc] = z[cc];
+      }
+      // Column s + 1's multipliers: register ni of the threads with q = nq.
+      const int ni = ii + 1 < QW ? ii + 1 : 0;
+      const int nq = ii + 1 < QW ? qb : qb + 1;
+      if (q == nq) {
+        Mc[((s + 1) & 1) * NB + r] = z[ni];
+        // The next pivot's reciprocal, by its one thread: the division
+        // sits once on the step's chain, not after every thread's loads.
+        if (r == s + 1)
+          Rc[(s + 1) & 1] = T(1) / (T(1) + fabs(z[ni]));
       }
     } else if (r == s) {
       my_s = sgn;
-      // Columns c > s keep M(s, c) = (U S)(s, c): q >= qb when cc > ii,
-      // else q > qb.
+      // Columns c > s keep M(s, c) = (U S)(s, c): all of a chunk right of
+      // qb's, those after ii in qb's.
       QRB_UNROLL
       for (int cc = 0; cc < QW; ++cc)
-        z[cc] = (cc > ii ? !q_lt : !q_le) ? z[cc] : T(0);
+        z[cc] = (cc > ii ? !q_lt : q > qb) ? z[cc] : T(0);
       if (q_eq) {
         z[ii] = sgn * upiv;
         tr[ii] = upiv;
         ui[ii] = rcp;
       }
-    } else if (q_eq) {
-      tr[ii] = tp;
-      ui[ii] = -inv * dp;
+    } else {
+      // This chunk's terms of T(r, s) and of U^-1's dot: every column of
+      // a chunk left of qb's is < s; in qb's, those before ii, and s.
+      T tq[4] = {T(0), T(0), T(0), T(0)}, dq[4] = {T(0), T(0), T(0), T(0)};
+      if (q_lt && reach) {
+        QRB_UNROLL
+        for (int cc = 0; cc < QW; ++cc) {
+          tq[cc & 3] = fma(z[cc], zs[cc], tq[cc & 3]);
+          dq[cc & 3] = fma(ui[cc], Z[(col0 + cc) * NB + s], dq[cc & 3]);
+        }
+      } else if (q_eq && reach) {
+        QRB_UNROLL
+        for (int cc = 0; cc < ii; ++cc) {
+          tq[cc & 3] = fma(z[cc], zs[cc], tq[cc & 3]);
+          dq[cc & 3] = fma(ui[cc], Z[(col0 + cc) * NB + s], dq[cc & 3]);
+        }
+        tq[ii & 3] = fma(z[ii], sgn, tq[ii & 3]); // X(s, s) = s_s
+      }
+      const int o = (s & 1) * 4 * NB + q * NB + r;
+      PT[o] = (tq[0] + tq[1]) + (tq[2] + tq[3]);
+      PD[o] = (dq[0] + dq[1]) + (dq[2] + dq[3]);
     }
+    inv_prev = inv;
     threadgroup_barrier(mem_flags::mem_threadgroup);
   }
+}
+// The last column's T and U^-1 (step NB - 1's sums).
+if (q == 3 && r < NB - 1) {
+  const int o = ((NB - 1) & 1) * 4 * NB + r;
+  tr[QW - 1] = (PT[o] + PT[o + NB]) + (PT[o + 2 * NB] + PT[o + 3 * NB]);
+  ui[QW - 1] = -inv_prev * ((PD[o] + PD[o + NB]) +
+                            (PD[o + 2 * NB] + PD[o + 3 * NB]));
 }
 // Tm and Ui: whole NB x NB tiles, zeros outside the upper jb x jb
 // triangle; R's rows of the panel, S Rp, into W; then Y's top rows (Y1,
