@@ -24,17 +24,14 @@
 #include <metal_stdlib>
 using namespace metal;
 
+// qrb_recon's loops have compile-time trip counts; unrolled, every index
+// into its per-thread arrays is a constant and they stay in registers.
 #if KILN_BACKEND_CUDA
 #define QRB_UNROLL _Pragma("unroll")
 #define QRB_ROLLED _Pragma("unroll 1")
-// Every lane of the warp takes part in every shuffle that uses these.
-#define QRB_SHFL(v, l) __shfl_sync(0xffffffffu, (v), (l))
-#define QRB_SHFL_XOR(v, l) __shfl_xor_sync(0xffffffffu, (v), (l))
 #else
 #define QRB_UNROLL
 #define QRB_ROLLED
-#define QRB_SHFL(v, l) simd_shuffle((v), (ushort)(l))
-#define QRB_SHFL_XOR(v, l) simd_shuffle_xor((v), (ushort)(l))
 #endif
 
 // Offset of batch entry `b` in a view: its leading dimensions walk the
@@ -361,7 +358,7 @@ for (int64_t e = thread_position_in_grid.x; e < total;
 // and the multipliers are l_r = s_i M(r, i) / (1 + |M(i, i)|).
 //
 // Everything happens in ONE sweep of NB steps with one barrier each.
-// Thread (r, q) = (tid % NB, tid / NB) owns columns q QW .. q QW + QW - 1
+// Thread (r, q) (see below for the map) owns columns q QW .. q QW + QW - 1
 // (QW = NB / 4) of row r, in registers: q is the same across a warp, so
 // the branches on it below are uniform and a warp reads one pivot row
 // chunk (a broadcast). The matrix is padded with zeros to NB x NB (an
@@ -395,12 +392,15 @@ for (int64_t e = thread_position_in_grid.x; e < total;
 // version of this kernel did 64 steps of 2 barriers with ~rest^2 / 256
 // elements per thread (each an integer division and 3 shared loads),
 // then two serial substitutions of ~2000 dependent FMAs with 2 shared
-// loads each (~4000 dependent shared loads). Now 64 steps of 1 barrier,
-// each a chain of one shared load (pivot, Mc), one division, one
-// multiply and one FMA before the next pivot row is stored (~120
-// cycles); the busiest SM sub-partition issues ~150 instructions a step
-// (~200 with the row-quad layout of 934d18f, whose warps held all four
-// chunks, ran every dot and reduced by shuffles every step).
+// loads each (~4000 dependent shared loads): 92 us on an H100. Now 64
+// steps of 1 barrier, each a chain of one shared load (pivot, Mc, Rc),
+// one multiply and one FMA, then the pivot row's stores and one thread's
+// division before the barrier (~110 cycles); what bounds a step is issue:
+// per warp ~25 instructions common to all, ~35 to eliminate, ~55 for a
+// chunk's two dots, so an SM sub-partition whose two warps straddle the
+// step issues ~140-260 a step. Summing those by path, step and sub-
+// partition gives ~12.7k cycles for the sweep, ~7 us at 1.75 GHz, plus
+// ~1 us of loads, stores and 4 barriers around it: ~8 us, against 92.
 constexpr int QW = NB / 4; // columns per thread
 constexpr int NT = 4 * NB; // threads
 // Loads and stores go through threadgroup memory so that global memory
@@ -431,7 +431,13 @@ device T* y = Y + (int64_t)b * m * k;
 device T* tm = Tm + ((int64_t)b * panels + c0 / NB) * NB * NB;
 device T* uo = Ui + (int64_t)b * NB * NB;
 const int tid = (int)thread_index_in_threadgroup;
-const int r = tid % NB, q = tid / NB, col0 = q * QW;
+// Warp w holds quarter q = w % 4 of rows 32 (w / 4) .. 32 (w / 4) + 31:
+// the two warps of one SM sub-partition (w, w + 4 for NB = 64) are one
+// quarter's two row halves, which spreads the heavy warps (finished rows
+// with dots to do) over the sub-partitions (a model of the sweep's issue:
+// ~10% fewer cycles than with w = 2 q + h; not measured).
+const int q = (tid >> 5) & 3, r = ((tid >> 7) << 5) | (tid & 31);
+const int col0 = q * QW;
 // z: M's row (columns > s), X's (columns < s), then U S once final;
 // lo: L (the multipliers), tr: T's row, ui: U^-1's row; rv: R's (loaded
 // now, stored at the end, so its latency hides behind the sweep).
