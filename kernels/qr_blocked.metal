@@ -24,6 +24,16 @@
 #include <metal_stdlib>
 using namespace metal;
 
+// qrb_recon's loops have compile-time trip counts; unrolled, every index
+// into its per-thread arrays is a constant and they stay in registers.
+#if KILN_BACKEND_CUDA
+#define QRB_UNROLL _Pragma("unroll")
+#define QRB_ROLLED _Pragma("unroll 1")
+#else
+#define QRB_UNROLL
+#define QRB_ROLLED
+#endif
+
 // Offset of batch entry `b` in a view: its leading dimensions walk the
 // batch in C order.
 inline int64_t qrb_batch_offset(uint b, const constant int* shape,
@@ -337,18 +347,75 @@ for (int64_t e = thread_position_in_grid.x; e < total;
 // the LU of E1 - Q1 S (rows of Y1 into Y), T = U Y1^-T (into Tm),
 // Ui = S U^-1 (for the driver's GEMM Y2 = -Q2 Ui, the rows below) and
 // R's rows of the panel, S Rp, into W (the Householder R of the panel).
-// Template: T, NB. One threadgroup per matrix (grid.x = threads; batch
-// entries along grid.y from batch0). Inputs: Qp, Rp (the TSQR results,
-// contiguous), Win, j0, batch0. Outputs: W, Y, Tm, Ui (batch x NB x NB).
+// Template: T, NB. One threadgroup of exactly 4 NB threads per matrix
+// (grid.x = 4 NB; batch entries along grid.y from batch0). Inputs: Qp,
+// Rp (the TSQR results), Win, j0, batch0. Outputs: W, Y, Tm, Ui (batch x
+// NB x NB).
 //
 // The elimination works on M = -Q1: column i's updates by earlier steps
-// are proportional to s_i (E's column has zeros above row i), so the
-// entries of U right of the diagonal are s_c M[i][c], fixed after the loop
-// when every s_c is known.
-constexpr int P = NB + 1;
-threadgroup T M[NB * P];
-threadgroup T S[NB * P];
-threadgroup T sg[NB];
+// are proportional to s_i (E's column has zeros above row i), so
+// U(i, c) = s_c M(i, c) right of the diagonal, U(i, i) = 1 + |M(i, i)|,
+// and the multipliers are l_r = s_i M(r, i) / (1 + |M(i, i)|).
+//
+// Everything happens in ONE sweep of NB steps with one barrier each.
+// Thread (r, q) (see below for the map) owns columns q QW .. q QW + QW - 1
+// (QW = NB / 4) of row r, in registers: q is the same across a warp, so
+// the branches on it below are uniform and a warp reads one pivot row
+// chunk (a broadcast). The matrix is padded with zeros to NB x NB (an
+// identity block in the LU), so every loop has a compile-time trip count
+// and every register index is a constant (the steps are unrolled by QW:
+// the column of step s = qb QW + ii is register ii of the threads with
+// q = qb). At step s the pivot row s is in threadgroup memory (Z, written
+// by its owners during step s - 1), with M(r, s) for every row (Mc) and
+//   rows r > s  eliminate: M(r, :) -= l_r M(s, :); and, Gauss-Jordan
+//               style, the same row operation on X = L^-1 S (X(r, c) for
+//               c < s), which lives in the columns M no longer uses, so a
+//               row's QW registers hold both (one FMA per element). Row
+//               s + 1's threads then store their row into Z, and column
+//               s + 1's their M(r, s + 1) into Mc.
+//   row r = s   is final: its registers become U S (zero left of the
+//               diagonal), T(s, s) = U(s, s), U^-1(s, s) = 1 / U(s, s).
+//   rows r < s  form column s of T and of U^-1 from data already there:
+//               T(r, s) = sum_j (U S)(r, j) X(s, j) (X's row s is the
+//               pivot row's left part, X(s, s) = s_s), and by bordering
+//               U^-1(r, s) = -(s_s / U(s, s)) sum_j U^-1(r, j) M(j, s)
+//               (M(j, s) from the rows of Z, U^-1(r, :) in registers).
+//               Each thread adds its chunk's terms (none when the chunk
+//               lies right of s or left of r: uniform skips) into PT and
+//               PD; the thread owning column s sums the 4 chunks' at the
+//               start of step s + 1, after the barrier, before its own
+//               dot of step s + 1 needs U^-1(r, s).
+// Signs: T = U Y1^-T = (U S)(S Y1^-T) = (U S) X^T, so neither factor needs
+// a sign that is not known yet when its row is formed.
+//
+// Counts, NB = 64 (from the code and its SASS, NOT measured): the first
+// version of this kernel did 64 steps of 2 barriers with ~rest^2 / 256
+// elements per thread (each an integer division and 3 shared loads),
+// then two serial substitutions of ~2000 dependent FMAs with 2 shared
+// loads each (~4000 dependent shared loads): 92 us on an H100. Now 64
+// steps of 1 barrier, each a chain of one shared load (pivot, Mc, Rc),
+// one multiply and one FMA, then the pivot row's stores and one thread's
+// division before the barrier (~110 cycles); what bounds a step is issue:
+// per warp ~25 instructions common to all, ~35 to eliminate, ~55 for a
+// chunk's two dots, so an SM sub-partition whose two warps straddle the
+// step issues ~140-260 a step. Summing those by path, step and sub-
+// partition gives ~12.7k cycles for the sweep, ~7 us at 1.75 GHz, plus
+// ~1 us of loads, stores and 4 barriers around it: ~8 us, against 92.
+constexpr int QW = NB / 4; // columns per thread
+constexpr int NT = 4 * NB; // threads
+// Loads and stores go through threadgroup memory so that global memory
+// sees whole rows (a thread's own QW consecutive elements would make each
+// warp instruction touch many lines): S stages, in rows of pitch SP (16
+// bytes of padding, so the rows of a warp's vector accesses spread over
+// the banks); Z, free after the sweep, stages too.
+constexpr int SP = NB + 16 / (int)sizeof(T);
+threadgroup T Z[NB * SP];
+threadgroup T S[NB * SP];
+threadgroup T Mc[2 * NB];
+threadgroup T Rc[2]; // 1 / U(s, s), from the thread that made the pivot
+threadgroup T PT[2 * 4 * NB];
+threadgroup T PD[2 * 4 * NB];
+threadgroup T sgs[NB];
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const int k = min(m, n);
 const int jb = Rp_shape[Rp_ndim - 1];
@@ -357,87 +424,183 @@ const int panels = (k + NB - 1) / NB;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 const int64_t qrs = Qp_strides[Qp_ndim - 2], qcs = Qp_strides[Qp_ndim - 1];
 const int64_t rrs = Rp_strides[Rp_ndim - 2], rcs = Rp_strides[Rp_ndim - 1];
-const device T* q = Qp + qrb_batch_offset(b, Qp_shape, Qp_strides, Qp_ndim);
+const device T* qp = Qp + qrb_batch_offset(b, Qp_shape, Qp_strides, Qp_ndim);
 const device T* rp = Rp + qrb_batch_offset(b, Rp_shape, Rp_strides, Rp_ndim);
 device T* w = W + (int64_t)b * m * n;
 device T* y = Y + (int64_t)b * m * k;
 device T* tm = Tm + ((int64_t)b * panels + c0 / NB) * NB * NB;
-device T* ui = Ui + (int64_t)b * NB * NB;
+device T* uo = Ui + (int64_t)b * NB * NB;
 const int tid = (int)thread_index_in_threadgroup;
-const int nt = (int)threads_per_threadgroup.x;
-for (int e = tid; e < jb * jb; e += nt) {
-  int i = e / jb, j = e % jb;
-  M[i * P + j] = -q[i * qrs + j * qcs];
+// Warp w holds quarter q = w % 4 of rows 32 (w / 4) .. 32 (w / 4) + 31:
+// the two warps of one SM sub-partition (w, w + 4 for NB = 64) are one
+// quarter's two row halves, which spreads the heavy warps (finished rows
+// with dots to do) over the sub-partitions (a model of the sweep's issue:
+// ~10% fewer cycles than with w = 2 q + h; not measured).
+const int q = (tid >> 5) & 3, r = ((tid >> 7) << 5) | (tid & 31);
+const int col0 = q * QW;
+// z: M's row (columns > s), X's (columns < s), then U S once final;
+// lo: L (the multipliers), tr: T's row, ui: U^-1's row; rv: R's (loaded
+// now, stored at the end, so its latency hides behind the sweep).
+T z[QW], lo[QW], tr[QW], ui[QW], rv[QW];
+// -Q1 and R's rows, row by row over the threads (element e = t NT + tid
+// of the zero-padded NB x NB top).
+QRB_UNROLL
+for (int t = 0; t < QW; ++t) {
+  const int e = t * NT + tid, i = e / NB, j = e % NB;
+  const bool in = i < jb && j < jb;
+  S[i * SP + j] = in ? -qp[i * qrs + j * qcs] : T(0);
+  rv[t] = in && j >= i ? rp[i * rrs + j * rcs] : T(0);
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int i = 0; i < jb; ++i) {
-  T piv = M[i * P + i];
-  T s = piv >= T(0) ? T(1) : T(-1);
-  T inv = s / (T(1) + fabs(piv));
-  for (int r = i + 1 + tid; r < jb; r += nt)
-    M[r * P + i] *= inv;
-  if (tid == 0)
-    sg[i] = s;
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  const int rest = jb - i - 1;
-  for (int e = tid; e < rest * rest; e += nt) {
-    int r = i + 1 + e / rest, c = i + 1 + e % rest;
-    M[r * P + c] = fma(-M[r * P + i], M[i * P + c], M[r * P + c]);
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
+QRB_UNROLL
+for (int cc = 0; cc < QW; ++cc) {
+  z[cc] = S[r * SP + col0 + cc];
+  lo[cc] = T(0);
+  tr[cc] = T(0);
+  ui[cc] = T(0);
+  if (r == 0) // the first pivot row
+    Z[col0 + cc] = z[cc];
 }
-// U on and above the diagonal: 1 + |m_ii|, and s_c m_ic.
-for (int e = tid; e < jb * jb; e += nt) {
-  int i = e / jb, c = e % jb;
-  if (c == i)
-    M[i * P + i] = T(1) + fabs(M[i * P + i]);
-  else if (c > i)
-    M[i * P + c] *= sg[c];
-}
+if (q == 0) // M(r, 0), the first step's multipliers
+  Mc[r] = z[0];
+if (tid == 0)
+  Rc[0] = T(1) / (T(1) + fabs(z[0]));
+else if (q == 1) // read (and not used) by rows 0 and 1 at step 1
+  Mc[NB + r] = T(0);
+T my_s = T(1), inv_prev = T(0);
 threadgroup_barrier(mem_flags::mem_threadgroup);
-// T and Ui at once, in threadgroup memory (each substitution is a chain
-// of dependent steps, so its operands must be near): thread i < NB forms
-// T's row i, thread NB + c Ui's column c. They share S, T in its upper
-// triangle, Ui transposed in the rest: Ui(r, c) at S[c][r - 1] (r >= 1)
-// and S[c][NB] (r = 0).
-// T's row i: T(i, :) Y1^T = U(i, :), forward substitution with the unit
-// lower Y1 (zero left of the diagonal).
-if (tid < jb) {
-  const int i = tid;
-  for (int c = i; c < jb; ++c) {
-    T x = M[i * P + c], x2 = T(0);
-    int j = i;
-    for (; j + 1 < c; j += 2) {
-      x = fma(-M[c * P + j], S[i * P + j], x);
-      x2 = fma(-M[c * P + j + 1], S[i * P + j + 1], x2);
+QRB_ROLLED
+for (int qb = 0; qb < 4; ++qb) {
+  const bool q_lt = q < qb, q_eq = q == qb;
+  // Whether this chunk can hold a nonzero of (U S)(r, :) or U^-1(r, :).
+  const bool reach = col0 + QW > r;
+  QRB_UNROLL
+  for (int ii = 0; ii < QW; ++ii) {
+    const int s = qb * QW + ii;
+    // Column s - 1 of T and U^-1, from the chunks' sums of step s - 1,
+    // by its owner: register pi of the threads with q = pq.
+    const int pi = ii > 0 ? ii - 1 : QW - 1;
+    const int pq = ii > 0 ? qb : qb - 1;
+    if (q == pq && r < s - 1) {
+      const int o = ((s - 1) & 1) * 4 * NB + r;
+      const T ts = (PT[o] + PT[o + NB]) + (PT[o + 2 * NB] + PT[o + 3 * NB]);
+      const T ds = (PD[o] + PD[o + NB]) + (PD[o + 2 * NB] + PD[o + 3 * NB]);
+      tr[pi] = ts;
+      ui[pi] = -inv_prev * ds;
     }
-    if (j < c)
-      x = fma(-M[c * P + j], S[i * P + j], x);
-    S[i * P + c] = x + x2;
+    T zs[QW];
+    QRB_UNROLL
+    for (int cc = 0; cc < QW; ++cc)
+      zs[cc] = Z[s * NB + col0 + cc];
+    const T piv = Z[s * NB + s];
+    // M(r, s), read by every thread so that the load issues with the
+    // pivot's (only rows r > s use it).
+    const T mrs = ((volatile threadgroup T*)Mc)[(s & 1) * NB + r];
+    const T rcp = Rc[s & 1];
+    const T sgn = piv >= T(0) ? T(1) : T(-1);
+    const T upiv = T(1) + fabs(piv);
+    const T inv = sgn * rcp;
+    if (r > s) {
+      const T l = mrs * inv;
+      QRB_UNROLL
+      for (int cc = 0; cc < QW; ++cc)
+        z[cc] = fma(-l, zs[cc], z[cc]);
+      if (q_eq) {
+        z[ii] = -l * sgn; // X(r, s) = -l_r s_s: column s moves to X
+        lo[ii] = l;
+      }
+      if (r == s + 1) {
+        QRB_UNROLL
+        for (int cc = 0; cc < QW; ++cc)
+          Z[r * NB + col0 + cc] = z[cc];
+      }
+      // Column s + 1's multipliers: register ni of the threads with q = nq.
+      const int ni = ii + 1 < QW ? ii + 1 : 0;
+      const int nq = ii + 1 < QW ? qb : qb + 1;
+      if (q == nq) {
+        Mc[((s + 1) & 1) * NB + r] = z[ni];
+        // The next pivot's reciprocal, by its one thread: the division
+        // sits once on the step's chain, not after every thread's loads.
+        if (r == s + 1)
+          Rc[(s + 1) & 1] = T(1) / (T(1) + fabs(z[ni]));
+      }
+    } else if (r == s) {
+      my_s = sgn;
+      // Columns c > s keep M(s, c) = (U S)(s, c): all of a chunk right of
+      // qb's, those after ii in qb's.
+      QRB_UNROLL
+      for (int cc = 0; cc < QW; ++cc)
+        z[cc] = (cc > ii ? !q_lt : q > qb) ? z[cc] : T(0);
+      if (q_eq) {
+        z[ii] = sgn * upiv;
+        tr[ii] = upiv;
+        ui[ii] = rcp;
+      }
+    } else {
+      // This chunk's terms of T(r, s) and of U^-1's dot: every column of
+      // a chunk left of qb's is < s; in qb's, those before ii, and s.
+      T tq[4] = {T(0), T(0), T(0), T(0)}, dq[4] = {T(0), T(0), T(0), T(0)};
+      if (q_lt && reach) {
+        QRB_UNROLL
+        for (int cc = 0; cc < QW; ++cc) {
+          tq[cc & 3] = fma(z[cc], zs[cc], tq[cc & 3]);
+          dq[cc & 3] = fma(ui[cc], Z[(col0 + cc) * NB + s], dq[cc & 3]);
+        }
+      } else if (q_eq && reach) {
+        QRB_UNROLL
+        for (int cc = 0; cc < ii; ++cc) {
+          tq[cc & 3] = fma(z[cc], zs[cc], tq[cc & 3]);
+          dq[cc & 3] = fma(ui[cc], Z[(col0 + cc) * NB + s], dq[cc & 3]);
+        }
+        tq[ii & 3] = fma(z[ii], sgn, tq[ii & 3]); // X(s, s) = s_s
+      }
+      const int o = (s & 1) * 4 * NB + q * NB + r;
+      PT[o] = (tq[0] + tq[1]) + (tq[2] + tq[3]);
+      PD[o] = (dq[0] + dq[1]) + (dq[2] + dq[3]);
+    }
+    inv_prev = inv;
+    threadgroup_barrier(mem_flags::mem_threadgroup);
   }
-} else if (tid >= NB && tid < NB + jb) {
-  // Ui's column c: U x = e_c by back substitution, stored as s_r x_r.
-  const int c = tid - NB;
-  for (int r = c; r >= 0; --r) {
-    T x = r == c ? T(1) : T(0);
-    for (int j = r + 1; j <= c; ++j)
-      x = fma(-M[r * P + j], S[c * P + j - 1], x);
-    x /= M[r * P + r];
-    S[c * P + (r == 0 ? NB : r - 1)] = x;
-  }
+}
+// The last column's T and U^-1 (step NB - 1's sums).
+if (q == 3 && r < NB - 1) {
+  const int o = ((NB - 1) & 1) * 4 * NB + r;
+  tr[QW - 1] = (PT[o] + PT[o + NB]) + (PT[o + 2 * NB] + PT[o + 3 * NB]);
+  ui[QW - 1] = -inv_prev * ((PD[o] + PD[o + NB]) +
+                            (PD[o + 2 * NB] + PD[o + 3 * NB]));
+}
+// Tm and Ui: whole NB x NB tiles, zeros outside the upper jb x jb
+// triangle; R's rows of the panel, S Rp, into W; then Y's top rows (Y1,
+// unit lower). Each staged in threadgroup memory, stored row by row.
+QRB_UNROLL
+for (int cc = 0; cc < QW; ++cc) {
+  Z[r * SP + col0 + cc] = tr[cc];
+  S[r * SP + col0 + cc] = my_s * ui[cc];
+}
+if (q == 0)
+  sgs[r] = my_s;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+device T* wt = w + (int64_t)c0 * n + c0;
+QRB_UNROLL
+for (int t = 0; t < QW; ++t) {
+  const int e = t * NT + tid, i = e / NB, j = e % NB;
+  const bool up = i < jb && j < jb && j >= i;
+  tm[e] = up ? Z[i * SP + j] : T(0);
+  uo[e] = up ? S[i * SP + j] : T(0);
+  if (up)
+    wt[(int64_t)i * n + j] = sgs[i] * rv[t];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int e = tid; e < NB * NB; e += nt) {
-  int i = e / NB, c = e % NB;
-  bool in = i < jb && c < jb && c >= i;
-  tm[e] = in ? S[i * P + c] : T(0);
-  ui[e] = in ? sg[i] * S[c * P + (i == 0 ? NB : i - 1)] : T(0);
+QRB_UNROLL
+for (int cc = 0; cc < QW; ++cc) {
+  const int c = col0 + cc;
+  Z[r * SP + c] = c < r ? lo[cc] : (c == r ? T(1) : T(0));
 }
-// Y's top rows (Y1, unit lower) and R's rows of the panel, S Rp.
-for (int e = tid; e < jb * jb; e += nt) {
-  int i = e / jb, c = e % jb;
-  y[(int64_t)(c0 + i) * k + c0 + c] =
-      c < i ? M[i * P + c] : (c == i ? T(1) : T(0));
-  if (c >= i)
-    w[(int64_t)(c0 + i) * n + c0 + c] = sg[i] * rp[i * rrs + c * rcs];
+threadgroup_barrier(mem_flags::mem_threadgroup);
+device T* yt = y + (int64_t)c0 * k + c0;
+QRB_UNROLL
+for (int t = 0; t < QW; ++t) {
+  const int e = t * NT + tid, i = e / NB, j = e % NB;
+  if (i < jb && j < jb)
+    yt[(int64_t)i * k + j] = Z[i * SP + j];
 }

@@ -173,6 +173,7 @@
   X(linalg_qr_blocked_errors, 60)                                             \
   X(linalg_qr_blocked_public, 240)                                            \
   X(linalg_qr_blocked_outer, 240)                                             \
+  X(linalg_qr_blocked_recon, 240)                                             \
   X(linalg_qr_blocked_nvrtc, 300)                                             \
   /* ---- triangular tests ---- */                                            \
   X(linalg_triangular_cases, 240)                                             \

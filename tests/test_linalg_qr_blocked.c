@@ -579,6 +579,60 @@ void test_linalg_qr_blocked_public(void) {
   free(a);
 }
 
+/* ---- Householder reconstruction (qrb_recon) ------------------------------ */
+
+/* `batch` m x n matrices whose first n rows are uniform in [-1, 1] and
+ * whose other rows are 100 times smaller, so each panel's Q has a large
+ * top block (pivots 1 + |m_ii| across their range, U^-1 and Y1^-1 far
+ * from the identity) and the vectors below it are small. */
+static void qb_top_heavy(int64_t batch, int64_t m, int64_t n, double *a) {
+  for (int64_t b = 0; b < batch; b++)
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++)
+        a[(b * m + i) * n + j] = kt_uniform(-1, 1) * (i < n ? 1.0 : 0.01);
+}
+
+/* Panels reconstructed from CholeskyQR and from TSQR, on last panels of
+ * every width class the kernel's registers see (jb = 1, QW - 1, QW,
+ * QW + 1, NB - 1 and NB, with QW = NB / 4 columns a thread: float32 NB
+ * 64, float64 NB 32), random and top-heavy matrices, a batch of 3 (one
+ * threadgroup each, along grid.y), reduced and complete Q; R against the
+ * float64 reference. */
+void test_linalg_qr_blocked_recon(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qb_dtypes[d];
+    int64_t nb = dt == KILN_FLOAT64 ? 32 : 64, qw = nb / 4;
+    int64_t widths[6] = {1, qw - 1, qw, qw + 1, nb - 1, nb};
+    for (int w = 0; w < 6; w++) {
+      int64_t m = 200, n = nb + widths[w], batch = w % 2 ? 3 : 1;
+      int64_t shape[3] = {batch, m, n};
+      double *a = kt_la_alloc(batch * m * n);
+      bool heavy = w % 3 != 0;
+      if (heavy)
+        qb_top_heavy(batch, m, n, a);
+      else
+        qb_random(batch * m * n, a);
+      kiln_array *arr = kt_la_array(dt, 3, shape, a);
+      for (int panel = 2; panel <= 3; panel++) {
+        qb_panel = panel;
+        for (int mode = 0; mode < 2; mode++) {
+          qb_expect e = {dt, m, n, (kiln_qr_mode)mode, qb_r_tol(dt)};
+          char what[160];
+          snprintf(what, sizeof what, "%s %s %lld x (%lld x %lld), last "
+                   "panel %lld wide, %s panels, %s", kiln_dtype_name(dt),
+                   heavy ? "top-heavy" : "random", (long long)batch,
+                   (long long)m, (long long)n, (long long)widths[w],
+                   panel == 2 ? "TSQR" : "CholeskyQR", qb_mode_name(e.mode));
+          qb_factor_check(what, arr, a, batch, &e);
+        }
+      }
+      qb_panel = KILN__QRB_PANEL_AUTO;
+      kiln_array_destroy(arr);
+      free(a);
+    }
+  }
+}
+
 /* ---- every kernel the driver launches, compiled for a CUDA target ------- */
 
 /* Compiles kernel `name` of kernels/qr_blocked.metal for `target`;

@@ -114,8 +114,9 @@
 #define QRB_TARGET_TILES 1056
 /* Panels of at least this many rows go through CholeskyQR (auto). */
 #define QRB_TALL_MIN_ROWS 256
-/* Threads of the reconstruction kernel. */
-#define QRB_RECON_THREADS 256
+/* Threads of the reconstruction kernel per NB columns: qrb_recon gives
+ * each row of the NB x NB top 4 threads. */
+#define QRB_RECON_THREADS_PER_COL 4
 
 /* One blocked QR and its workspaces. */
 typedef struct qrb_problem {
@@ -447,8 +448,8 @@ static kiln_status panel_recon(const qrb_problem *p, int kind, int64_t j0,
     kiln__targ_int(&t[1], "NB", p->nb);
     kiln_array *in[5] = {qv, rv, p->w, j0s, NULL};
     kiln_array *into[4] = {p->w, p->y, p->tm, p->ui};
-    st = launch_batched(p, k, in, 5, into, 4, t, 2, QRB_RECON_THREADS,
-                        QRB_RECON_THREADS);
+    uint32_t nt = (uint32_t)(QRB_RECON_THREADS_PER_COL * p->nb);
+    st = launch_batched(p, k, in, 5, into, 4, t, 2, nt, nt);
   }
   if (st == KILN_OK && rows > jb) {
     st = kiln__linalg_block(qv, jb, 0, rows - jb, jb, &q2);
