@@ -27,11 +27,13 @@
 //            (its columns contiguous); per strip of WS columns lu_panel (or
 //            lu_panel_global when the rows do not fit in registers) and a
 //            GEMM on the rest of the panel, both on PT; lu_transpose copies
-//            it back; then lu_laswp (the panel's row interchanges on every
-//            column outside it), the triangular solve of the block row
-//            (kiln__trsm) and the trailing GEMM. On CUDA, for one matrix
-//            with enough rows, lu_strip_grid factors strips of 64 (32)
-//            columns with the whole grid instead of lu_panel (lu.c).
+//            it back; then lu_laswp_plan and lu_laswp (the panel's row
+//            interchanges on every column outside it, composed into one
+//            gather), the block row's solve (lu_linv_diag and lu_linv
+//            form L11^-1, a GEMM multiplies, lu_rowfix substitutes where
+//            L11^-1 is too large) and the trailing GEMM. On CUDA, for one
+//            matrix with enough rows, lu_strip_grid factors strips of 64
+//            (32) columns with the whole grid instead of lu_panel (lu.c).
 #include <metal_stdlib>
 using namespace metal;
 
@@ -1492,75 +1494,235 @@ if (live && lab != row)
     if (q < ws)
       mine[(int64_t)q * m] = v[q];
 
-//@kernel lu_laswp
-// The interchanges of the panel's pivots p0 .. pe-1 (in order) on every
-// column outside the panel [p0, pe). Template: T, NB (largest panel), CW
-// (columns per threadgroup). Threadgroups of any size, CW columns each
-// (grid.x = threads * groups), batch entries along grid.y from batch0.
-//
-// The rows the interchanges touch (the panel's rows and the pivot rows
-// below them, at most 2 NB) are staged in threadgroup memory, permuted
-// there, and written back: the sequential chain of swaps then runs at
-// threadgroup-memory latency. Slot s < NB holds row p0 + s; slot NB + f
-// holds the pivot row of pivot p0 + f when f is its first use.
-threadgroup T buf[2 * NB * CW];
-threadgroup int slot[NB];
+//@kernel lu_laswp_plan
+// The panel's interchanges (pivots p0 .. pe-1, LAPACK's order) composed
+// into one row permutation of the rows they touch, for lu_laswp: plan
+// (int32, 4 NB per matrix) holds 2 NB destination rows, then their 2 NB
+// source rows. Entry 2i is row p0 + i, entry 2i + 1 the pivot row pv[i]
+// when it lies below the panel and is its first use (else -1: a row of
+// the panel, or a repeat, is already another entry); the source of a
+// destination q is where its final contents start, found by tracing q
+// back through the swaps, last to first (a thread per entry, NB steps of a
+// compare and a select, all entries at once). Also clears the matrix's
+// flag for lu_linv (this panel's). Template: NB. One threadgroup of 2 NB
+// threads per matrix (grid.x = 2 NB * matrices), batch0 the first.
+threadgroup int pvs[NB];
 const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
 const int k = min(m, n);
 const int np = pe - p0;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.x;
+const device int* pv = piv + (int64_t)b * k + p0;
+device int* pl = plan + (int64_t)b * 4 * NB;
+const int e = (int)thread_index_in_threadgroup;
+if (e < np)
+  pvs[e] = pv[e];
+if (e == 0)
+  flag[b] = 0;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+const int i = e >> 1;
+int dst = -1;
+if (i < np) {
+  dst = (e & 1) ? pvs[i] : p0 + i;
+  if (e & 1) {
+    bool dup = dst < pe;
+    for (int j = 0; j < i; ++j)
+      dup = dup || pvs[j] == dst;
+    if (dup)
+      dst = -1;
+  }
+}
+int src = dst;
+if (dst >= 0)
+  for (int j = np - 1; j >= 0; --j) {
+    const int a = p0 + j, v = pvs[j];
+    src = src == a ? v : (src == v ? a : src);
+  }
+pl[e] = dst;
+pl[2 * NB + e] = src;
+
+//@kernel lu_laswp
+// The panel's interchanges on every column outside the panel [p0, pe), as
+// lu_laswp_plan composed them: a gather, every moved row copied from its
+// source. Template: T, NB, NT (threads, a multiple of 32 dividing 64 NB),
+// SB. Each threadgroup owns 32 columns (a warp's 32 lanes, one coalesced
+// 128-byte (256-byte) row segment per load) of every moved row, and
+// reads all of them into registers (E per thread) before a barrier and
+// writes them after it: a column belongs to one group, so no source is
+// overwritten before it is read, whatever the order of the rows. Entries
+// that move nothing load row p0 (one cached line) and store nothing, so
+// that every load is unconditional and issues at once. With SB, the
+// panel's own rows of the block row (columns from pe) go, moved or not,
+// into the scratch S (...×NB×ld, row d - p0, column c - pe; Sin binds it
+// again for its shape) instead of W:
+// the block-row solve then reads them from there (lu.c's block_row).
+// grid.x = NT * ceil((n - np) / 32), batch entries along grid.y from
+// batch0.
+threadgroup int pd[2 * NB], ps[2 * NB];
+constexpr int NW = NT / 32, E = 2 * NB / NW;
+const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
+const int np = pe - p0;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 device T* w = W + (int64_t)b * m * n;
-const device int* pv = piv + (int64_t)b * k + p0;
+const device int* pl = plan + (int64_t)b * 4 * NB;
 const int tid = (int)thread_index_in_threadgroup;
-const int nt = (int)threads_per_threadgroup.x;
-const int oc = (int)threadgroup_position_in_grid.x * CW;
-for (int i = tid; i < np; i += nt) {
-  int t = pv[i];
-  int s = t - p0;
-  if (t >= pe) {
-    int f = i;
-    for (int i2 = 0; i2 < i; ++i2)
-      if (pv[i2] == t) {
-        f = i2;
-        break;
-      }
-    s = NB + f;
-  }
-  slot[i] = s;
+const int lane = tid & 31, wp = tid >> 5;
+for (int e = tid; e < 2 * NB; e += NT) {
+  pd[e] = pl[e];
+  ps[e] = pl[2 * NB + e];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int e = tid; e < 2 * NB * CW; e += nt) {
-  int s = e / CW, c = oc + e % CW;
-  int row = -1;
-  if (s < np)
-    row = p0 + s;
-  else if (s >= NB && s - NB < np && slot[s - NB] == s)
-    row = pv[s - NB];
-  if (c < n - np && row >= 0) {
-    int col = c < p0 ? c : c + np;
-    buf[e] = w[(int64_t)row * n + col];
+const int outside = n - np;
+const int c = (int)threadgroup_position_in_grid.x * 32 + lane;
+const bool live = c < outside;
+const int cc = live ? c : outside - 1;
+const int col = cc < p0 ? cc : cc + np;
+const bool tos = SB && col >= pe;
+const int ld = Sin_shape[Sin_ndim - 1];
+const int64_t sbase = (int64_t)b * Sin_shape[Sin_ndim - 2] * ld;
+T v[E];
+LU_UNROLL
+for (int q = 0; q < E; ++q) {
+  const int d = pd[wp + q * NW], s = ps[wp + q * NW];
+  const bool need = d >= 0 && (s != d || (tos && d < pe));
+  v[q] = w[(int64_t)(need ? s : p0) * n + col];
+}
+threadgroup_barrier(mem_flags::mem_device);
+if (live) {
+  LU_UNROLL
+  for (int q = 0; q < E; ++q) {
+    const int d = pd[wp + q * NW], s = ps[wp + q * NW];
+    if (d < 0)
+      continue;
+    if (tos && d < pe)
+      S[sbase + (int64_t)(d - p0) * ld + (col - pe)] = v[q];
+    else if (s != d)
+      w[(int64_t)d * n + col] = v[q];
   }
 }
+
+//@kernel lu_linv_diag
+// The inverses of the 32 x 32 diagonal blocks of the panel's unit lower
+// L11 (W's rows and columns p0 .. pe-1, identity past pe), into the same
+// blocks of Li (...×NB×NB, zeros above each block's diagonal): the first
+// step of lu_linv. A warp per column of the block's inverse, a lane per
+// row: column c is e_c carried forward through the block's 31 columns,
+// one shuffle and one FMA a step, the block read once, coalesced, into
+// threadgroup memory. Sets the matrix's flag (see lu_linv) on an entry
+// that is not finite or larger than LMAX. Template: T, LMAX, NB.
+// Threadgroups of 1024 threads, one per diagonal block of the np rows
+// (grid.x = 1024 * ceil(np / 32)), batch entries along grid.y from
+// batch0.
+threadgroup T lb[32][33];
+const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
+const int np = pe - p0;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const device T* w = Win + (int64_t)b * m * n;
+const int nb = NB;
+device T* li = Li + (int64_t)b * nb * nb;
+const int tid = (int)thread_index_in_threadgroup;
+const int r0 = (int)threadgroup_position_in_grid.x * 32;
+const int lane = tid & 31, wc = tid >> 5;
+{
+  const int r = r0 + wc, cl = r0 + lane; // lb[row][column], coalesced
+  lb[wc][lane] =
+      r < np && cl < r ? w[(int64_t)(p0 + r) * n + p0 + cl] : T(0);
+}
 threadgroup_barrier(mem_flags::mem_threadgroup);
-if (tid < CW && oc + tid < n - np)
-  for (int i = 0; i < np; ++i) {
-    int s = slot[i];
-    T t = buf[i * CW + tid];
-    buf[i * CW + tid] = buf[s * CW + tid];
-    buf[s * CW + tid] = t;
+T x = lane == wc ? T(1) : T(0);
+for (int kk = wc; kk < 31; ++kk) {
+  const T xk = simd_shuffle(x, (ushort)kk);
+  if (lane > kk)
+    x = fma(-lb[lane][kk], xk, x);
+}
+li[(int64_t)(r0 + lane) * nb + r0 + wc] = x;
+if (!(fabs(x) <= T(LMAX)))
+  flag[b] = 1;
+
+//@kernel lu_linv
+// Li = L11^-1 (...×NB×NB, unit lower; only the leading np x np is used):
+// the panel's block-row solve U12 = L11^-1 A12 then is one GEMM (lu.c's
+// block_row). lu_linv_diag has put the 32 x 32 diagonal blocks' inverses
+// D_I in place; here each threadgroup owns 8 columns of Li, those of its
+// block column J, and walks down the blocks below by blocked forward
+// substitution: X_I = -D_I (sum over J <= K < I of L_IK X_K), a thread
+// per row and column of the block (32 x 8 = 256 threads), X kept in
+// threadgroup memory, L and D read from L2. It also writes the zeros
+// above the block J. The matrix's flag is set when an entry is not
+// finite or larger than LMAX: then the product by Li could lose what
+// forward substitution keeps (|L| <= 1 bounds the substitution's error,
+// ||L11^-1|| the product's), and lu_rowfix redoes the block row by
+// substitution. Template: T, LMAX, NB. Threadgroups of 256 threads, 4
+// per diagonal block of the np rows (grid.x = 1024 * ceil(np / 32)),
+// batch entries along grid.y from batch0.
+threadgroup T xs[NB][8];
+threadgroup T ts[32][8];
+const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
+const int np = pe - p0;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const device T* w = Win + (int64_t)b * m * n + (int64_t)p0 * n + p0;
+const int nb = NB;
+device T* li = Li + (int64_t)b * nb * nb;
+const int tid = (int)thread_index_in_threadgroup;
+const int i = tid >> 3, cc = tid & 7;
+const int g = (int)threadgroup_position_in_grid.x;
+const int jb = g >> 2, col = 32 * jb + 8 * (g & 3) + cc;
+const int nblk = (np + 31) / 32;
+if (jb >= nblk)
+  return;
+for (int r = i; r < 32 * jb; r += 32)
+  li[(int64_t)r * nb + col] = T(0);
+xs[32 * jb + i][cc] = li[(int64_t)(32 * jb + i) * nb + col];
+bool bad = false;
+for (int ib = jb + 1; ib < nblk; ++ib) {
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const int row = 32 * ib + i;
+  const device T* lr = w + (int64_t)min(row, np - 1) * n;
+  // 32 columns of the row at a time, their loads issued together
+  T t[4] = {T(0), T(0), T(0), T(0)};
+  for (int kb = 32 * jb; kb < 32 * ib; kb += 32) {
+    LU_UNROLL
+    for (int q = 0; q < 32; ++q)
+      t[q & 3] = fma(lr[kb + q], xs[kb + q][cc], t[q & 3]);
   }
-threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int e = tid; e < 2 * NB * CW; e += nt) {
-  int s = e / CW, c = oc + e % CW;
-  int row = -1;
-  if (s < np)
-    row = p0 + s;
-  else if (s >= NB && s - NB < np && slot[s - NB] == s)
-    row = pv[s - NB];
-  if (c < n - np && row >= 0) {
-    int col = c < p0 ? c : c + np;
-    w[(int64_t)row * n + col] = buf[e];
-  }
+  ts[i][cc] = row < np ? (t[0] + t[1]) + (t[2] + t[3]) : T(0);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const device T* dr = li + (int64_t)row * nb + 32 * ib;
+  T x4[4] = {T(0), T(0), T(0), T(0)};
+  LU_UNROLL
+  for (int q = 0; q < 32; ++q)
+    x4[q & 3] = fma(dr[q], ts[q][cc], x4[q & 3]);
+  const T x = -((x4[0] + x4[1]) + (x4[2] + x4[3]));
+  xs[row][cc] = x;
+  li[(int64_t)row * nb + col] = x;
+  bad = bad || !(fabs(x) <= T(LMAX));
+}
+if (bad)
+  flag[b] = 1;
+
+//@kernel lu_rowfix
+// The block row by forward substitution, U12 = L11^-1 A12 with A12 from
+// the scratch S (see lu_laswp), for the matrices whose flag lu_linv set:
+// the safe path behind lu.c's block_row, a thread per column, slow (np^2
+// / 2 FMAs each) but only for matrices whose L11^-1 is too large to
+// trust. Template: T. grid.x >= n - pe (threadgroups of any size), batch
+// entries along grid.y from batch0.
+const int m = Win_shape[Win_ndim - 2], n = Win_shape[Win_ndim - 1];
+const int np = pe - p0;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+if (flag[b] == 0)
+  return;
+const int c = (int)thread_position_in_grid.x;
+if (c >= n - pe)
+  return;
+device T* w = W + (int64_t)b * m * n;
+const int ld = S_shape[S_ndim - 1];
+const device T* sb = S + (int64_t)b * S_shape[S_ndim - 2] * ld + c;
+for (int r = 0; r < np; ++r) {
+  T acc = sb[(int64_t)r * ld];
+  const device T* lr = w + (int64_t)(p0 + r) * n + p0;
+  for (int j = 0; j < r; ++j)
+    acc = fma(-lr[j], w[(int64_t)(p0 + j) * n + pe + c], acc);
+  w[(int64_t)(p0 + r) * n + pe + c] = acc;
 }
 
 //@kernel lu_perm

@@ -1318,6 +1318,162 @@ void test_linalg_lu_grid(void) {
   kiln__lu_grid_test = false;
 }
 
+/* ---- the blocked path's interchanges and block rows ---------------------- */
+
+/* A = L U (n x n, exactly, in integers) with L unit lower with random
+ * signs (+-1) everywhere below its diagonal, as Wilkinson's (all -1), and
+ * U random integers in [-4, 4] with a unit diagonal; lu receives L and U
+ * packed. Partial pivoting keeps every row in place (each column's
+ * candidates tie at |1|, and ties go to the first) and every value of
+ * the elimination, substitution and GEMMs is a small integer, exact; but
+ * a panel's L11^-1 grows exponentially (up to 2^(NB - 2)), so that a
+ * product by it loses everything to rounding (A12 = L11 U12 cancels huge
+ * terms): the case for lu_rowfix. (With all -1 the product's partial
+ * sums telescope and stay exact.) */
+static void lt_growth(int64_t n, double *a, double *lu) {
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++)
+      lu[i * n + j] = j < i    ? (kt_uniform(-1, 1) < 0 ? -1.0 : 1.0)
+                      : j == i ? 1.0
+                               : round(kt_uniform(-4, 4));
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int64_t k = 0; k <= i && k <= j; k++)
+        s += (k == i ? 1.0 : lu[i * n + k]) * lu[k * n + j];
+      a[i * n + j] = s;
+    }
+}
+
+/* Factors arr (batch x m x n, values a) unchecked through the blocked
+ * path; checks every matrix's pivots (GEPP's), |L| <= 1 and backward
+ * error, and that info is 0; returns W (host float64) and piv for more
+ * checks (the caller frees them). */
+static double *lt_rows_factor(const char *what, kiln_array *arr,
+                              const double *a, int64_t batch, int64_t m,
+                              int64_t n, int32_t **piv) {
+  int32_t *info = lt_factor_raw(what, arr, a, batch, m, n, 2);
+  for (int64_t b = 0; b < batch; b++)
+    CHECK(info[b] == 0, "%s, matrix %lld: info %d", what, (long long)b,
+          info[b]);
+  free(info);
+  kiln_linalg_opts o = lt_opts(2);
+  kiln_array *lu = NULL, *pv = NULL;
+  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &pv));
+  double *w = kt_read_f64(lu);
+  *piv = kt_read(pv);
+  kiln_array_destroy(lu);
+  kiln_array_destroy(pv);
+  return w;
+}
+
+/* A batch of n x n matrices (n > 64: several panels) whose entry 0 is
+ * lt_growth's, the others random: in one launch, matrix 0's block rows
+ * must take lu_rowfix (its L11^-1 is far past LU_LINV_MAX) and come out
+ * exact, the others the product by L11^-1. */
+static void lt_rows_growth(kiln_dtype dt, int64_t batch, int64_t n) {
+  double *a = kt_la_alloc(batch * n * n), *u = kt_la_alloc(n * n);
+  lt_growth(n, a, u);
+  lt_random(a + n * n, (batch - 1) * n * n);
+  int64_t shape[3] = {batch, n, n};
+  kiln_array *arr = kt_la_array(dt, 3, shape, a);
+  char what[128];
+  snprintf(what, sizeof what, "%s L of +-1, %lld x %lld (batch %lld)",
+           kiln_dtype_name(dt), (long long)n, (long long)n, (long long)batch);
+  int32_t *piv = NULL;
+  double *w = lt_rows_factor(what, arr, a, batch, n, n, &piv);
+  for (int64_t i = 0; i < n; i++) {
+    CHECK(piv[i] == i, "%s: pivot %lld is %d", what, (long long)i, piv[i]);
+    for (int64_t j = 0; j < n; j++) {
+      double want = u[i * n + j];
+      CHECK(w[i * n + j] == want, "%s: LU[%lld][%lld] is %.17g, not %g", what,
+            (long long)i, (long long)j, w[i * n + j], want);
+    }
+  }
+  free(w);
+  free(piv);
+  kiln_array_destroy(arr);
+  free(a);
+  free(u);
+}
+
+/* Random matrices where one row is the pivot of two columns of the first
+ * panel (the interchanges' composition must not move it twice): row 100
+ * wins column 0, and the row it swaps away (old row 0) wins column 1 from
+ * there; matrix 1 of the batch is plain random. */
+static void lt_rows_repeat(kiln_dtype dt, int64_t n) {
+  double *a = kt_la_alloc(2 * n * n);
+  lt_random(a, 2 * n * n);
+  a[100 * n + 0] = 10.0;
+  a[0 * n + 1] = 50.0;
+  a[100 * n + 1] = 0.0;
+  int64_t shape[3] = {2, n, n};
+  kiln_array *arr = kt_la_array(dt, 3, shape, a);
+  char what[128];
+  snprintf(what, sizeof what, "%s repeated pivot row, %lld x %lld",
+           kiln_dtype_name(dt), (long long)n, (long long)n);
+  int32_t *piv = NULL;
+  double *w = lt_rows_factor(what, arr, a, 2, n, n, &piv);
+  CHECK(piv[0] == 100 && piv[1] == 100, "%s: pivots %d, %d (want 100, 100)",
+        what, piv[0], piv[1]);
+  free(w);
+  free(piv);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* batch random m x n matrices through the blocked path, checked. */
+static void lt_rows_random(kiln_dtype dt, int64_t batch, int64_t m, int64_t n) {
+  double *a = kt_la_alloc(batch * m * n);
+  lt_random(a, batch * m * n);
+  int64_t shape[3] = {batch, m, n};
+  kiln_array *arr = kt_la_array(dt, 3, shape, a);
+  char what[128];
+  snprintf(what, sizeof what, "%s %lld x %lld x %lld (L11^-1 bound %d)",
+           kiln_dtype_name(dt), (long long)batch, (long long)m, (long long)n,
+           kiln__lu_linv_max_test);
+  int32_t *piv = NULL;
+  double *w = lt_rows_factor(what, arr, a, batch, m, n, &piv);
+  free(w);
+  free(piv);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/*
+ * The blocked path's per-panel work around the strips (lu.c's
+ * launch_laswp and block_row): the interchanges composed and gathered
+ * (lu_laswp_plan, lu_laswp), including a pivot row used twice in a panel,
+ * and the block row by L11^-1 and a GEMM (lu_linv_diag, lu_linv), or by
+ * substitution (lu_rowfix) where L11^-1 is too large to trust: L U
+ * with Wilkinson's L (lt_growth), exact by substitution and lost by the
+ * product, beside random matrices in the same batch; every block row through
+ * lu_rowfix (kiln__lu_linv_max_test = 0), square, tall and wide; panels of
+ * 64 and, under kiln__lu_grid_test, of 256 (with a last panel narrower
+ * than a 32-row block).
+ */
+void test_linalg_lu_rows(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    lt_rows_growth(dt, 3, 200);
+    lt_rows_repeat(dt, 200);
+    lt_rows_random(dt, 2, 150, 150);
+    kiln__lu_linv_max_test = 0;
+    lt_rows_random(dt, 2, 150, 150);
+    lt_rows_random(dt, 1, 200, 90);
+    lt_rows_random(dt, 1, 90, 200);
+    kiln__lu_linv_max_test = -1;
+  }
+  kiln__lu_grid_test = true;
+  for (int d = 0; d < 2; d++) /* L11^-1 overflows float32: inf */
+    lt_rows_growth(lt_dtypes[d], 2, 300);
+  for (int d = 0; d < 2; d++) {
+    lt_rows_random(lt_dtypes[d], 2, 300, 300);
+    lt_rows_random(lt_dtypes[d], 1, 270, 300);
+  }
+  kiln__lu_grid_test = false;
+}
+
 /* ---- every kernel the drivers launch, compiled for a CUDA target --------- */
 
 typedef struct lt_cfg {
@@ -1461,16 +1617,34 @@ void test_linalg_lu_nvrtc(void) {
         c.nt = 2;
         lt_compile(&c, target);
       }
+      /* lu.c's launch_laswp, block_row: NB 64 or 256, lu_laswp with
+       * 2 NB threads, LU_LINV_MAX 64 */
       for (int nb = 64; nb <= 256; nb *= 4) {
-        c = lt_make("lu_laswp", "Win,piv,p0,pe,batch0", "W", dt, rank, "MPSSS",
-                    "M");
-        int cw = 32768 / (2 * nb * (int)kiln_dtype_size(dt));
-        kt_la_targ(&c.t[1], "NB", KILN_TEMPLATE_INT, nb, KILN_INT32);
-        kt_la_targ(&c.t[2], "CW", KILN_TEMPLATE_INT, cw > 32 ? 32 : cw,
-                KILN_INT32);
-        c.nt = 3;
+        c = lt_make("lu_laswp_plan", "Win,piv,p0,pe,batch0", "plan,flag", dt,
+                    rank, "MPSSS", "II");
+        kt_la_targ(&c.t[0], "NB", KILN_TEMPLATE_INT, nb, KILN_INT32);
         lt_compile(&c, target);
+        for (int sb = 0; sb < 2; sb++) {
+          c = lt_make("lu_laswp", "Win,plan,Sin,p0,pe,batch0", "W,S", dt, rank,
+                      "MIMSSS", "MM");
+          kt_la_targ(&c.t[1], "NB", KILN_TEMPLATE_INT, nb, KILN_INT32);
+          kt_la_targ(&c.t[2], "NT", KILN_TEMPLATE_INT, 2 * nb, KILN_INT32);
+          kt_la_targ(&c.t[3], "SB", KILN_TEMPLATE_BOOL, sb, KILN_INT32);
+          c.nt = 4;
+          lt_compile(&c, target);
+        }
+        for (int diag = 0; diag < 2; diag++) {
+          c = lt_make(diag ? "lu_linv_diag" : "lu_linv", "Win,p0,pe,batch0",
+                      "Li,flag", dt, rank, "MSSS", "MI");
+          kt_la_targ(&c.t[1], "LMAX", KILN_TEMPLATE_INT, 64, KILN_INT32);
+          kt_la_targ(&c.t[2], "NB", KILN_TEMPLATE_INT, nb, KILN_INT32);
+          c.nt = 3;
+          lt_compile(&c, target);
+        }
       }
+      c = lt_make("lu_rowfix", "Win,S,flag,p0,pe,batch0", "W", dt, rank,
+                  "MMISSS", "M");
+      lt_compile(&c, target);
       for (int shared = 0; shared < 2; shared++) {
         c = lt_make("lu_perm", "W,piv,batch0", "perm", dt, rank, "MPS", "P");
         kt_la_targ(&c.t[0], "SHARED", KILN_TEMPLATE_BOOL, shared, KILN_INT32);

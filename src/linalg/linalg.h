@@ -215,6 +215,11 @@ void kiln__lu_free(kiln__lu *f);
  * several), so that make test covers that kernel's logic. */
 extern bool kiln__lu_grid_test;
 
+/* Tests only (not thread-safe): when >= 0, the largest |entry| of L11^-1
+ * that the blocked path's block-row solve trusts, instead of lu.c's
+ * LU_LINV_MAX (0 sends every block row through lu_rowfix). */
+extern int kiln__lu_linv_max_test;
+
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
                           kiln_array **out);

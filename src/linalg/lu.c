@@ -30,10 +30,13 @@
  *      lu_panel). The strips are ordered recursively (run_panel): GEMMs
  *      on PT update halves of the panel, groups of LU_GROUP strips update
  *      each other left-looking inside lu_panel, one launch per group.
- *      lu_transpose copies the panel back, one lu_laswp launch applies the
- *      panel's interchanges to every other column, kiln__trsm solves the
- *      block row U12 = L11^-1 A12 and GEMM updates the trailing matrix,
- *      A22 -= L21 U12. Launches per panel: about 2 NB / (WS LU_GROUP) + 5.
+ *      lu_transpose copies the panel back, lu_laswp_plan and lu_laswp
+ *      apply the panel's interchanges to every other column (composed
+ *      into one gather of the moved rows: see launch_laswp), L11^-1 and
+ *      one GEMM solve the block row U12 = L11^-1 A12 (lu_rowfix redoing
+ *      it by substitution where L11^-1 is too large: see block_row) and
+ *      GEMM updates the trailing matrix, A22 -= L21 U12. Launches per
+ *      panel: about 2 NB / (WS LU_GROUP) + 9.
  *      On CUDA, for one matrix, a panel whose rows (m - p0) are at least
  *      LU_GRID_MIN_ROWS and fit 64 threadgroups of 256 (one row per
  *      thread, up to 16384 rows) runs on lu_strip_grid instead (see
@@ -252,12 +255,26 @@
 #define LU_X_CHUNK (1 << 20)
 #define LU_Y_CHUNK 65535
 
+/* The block row's solve (block_row): by L11^-1 and one GEMM (1), else by
+ * kiln__trsm (0); and the largest |entry| of L11^-1 trusted, beyond which
+ * a matrix's block row is redone by substitution (lu_rowfix). (A build may
+ * set either, to measure or to test the other path.) */
+#ifndef LU_ROW_INV
+#define LU_ROW_INV 1
+#endif
+#ifndef LU_LINV_MAX
+#define LU_LINV_MAX 64
+#endif
+
 /* info values (see kernels/lu.metal) and lu_perm's threadgroup capacity. */
 #define LU_INFO_NONFINITE (-1073741824)
 #define LU_PERM_MAX 12288
 
 /* See linalg.h. */
 bool kiln__lu_grid_test = false;
+
+/* See linalg.h. */
+int kiln__lu_linv_max_test = -1;
 
 /* ---- checks -------------------------------------------------------------- */
 
@@ -846,25 +863,89 @@ static kiln_status run_panel(const lu_run *r, int64_t p0, int64_t pe) {
   return run_node(&j, 0, size);
 }
 
-/* lu_laswp's geometry: NB (64 or 256) and the columns per group, so that
- * its 2 NB rows fit 32 KiB of threadgroup memory. */
-static void laswp_shape(kiln_dtype dt, int64_t np, int *nb, int *cw) {
-  *nb = np <= 64 ? 64 : 256;
-  int bytes = dt == KILN_FLOAT64 ? 8 : 4;
-  *cw = 32768 / (2 * *nb * bytes);
-  if (*cw > 32)
-    *cw = 32;
+/*
+ * The scratch of the panels' interchanges and block rows (launch_laswp,
+ * block_row), made once per factorization: nb is the panels' width (the
+ * kernels' NB, 64 or 256; a last, narrower panel uses the same).
+ */
+typedef struct lu_rows {
+  int nb;
+  kiln_array *plan; /* int32 batch x 4 nb: lu_laswp_plan's permutation */
+  kiln_array *flag; /* int32 batch: lu_linv's verdict on L11^-1 */
+  kiln_array *li;   /* ...×nb×nb: L11^-1 */
+  kiln_array *sx;   /* ...×nb×(n - nb): the block row A12, before solving */
+} lu_rows;
+
+static void free_rows(lu_rows *x) {
+  kiln__array_destroy(x->plan);
+  kiln__array_destroy(x->flag);
+  kiln__array_destroy(x->li);
+  kiln__array_destroy(x->sx);
+  memset(x, 0, sizeof *x);
 }
 
-/* The panel's interchanges on every column outside [p0, pe). */
-static kiln_status launch_laswp(const lu_run *r, int64_t p0, int64_t pe) {
+/* A scratch array of W's batch shape with rows x cols matrices. */
+static kiln_status batch_like(const lu_run *r, kiln_dtype dt, int64_t rows,
+                              int64_t cols, kiln_array **out) {
+  int nd = r->f->w->ndim;
+  int64_t shape[KILN_MAX_NDIM];
+  memcpy(shape, r->f->w->shape, (size_t)nd * sizeof *shape);
+  shape[nd - 2] = rows;
+  shape[nd - 1] = cols;
+  return kiln__array_create(r->s->device, dt, nd, shape, out);
+}
+
+static kiln_status make_rows(const lu_run *r, lu_rows *x) {
+  const kiln__lu *f = r->f;
+  memset(x, 0, sizeof *x);
+  x->nb = (int)panel_width(f);
+  int64_t plan = f->batch * 4 * x->nb;
+  int64_t first = x->nb < f->k ? x->nb : f->k;
+  int64_t width = f->n - first > 0 ? f->n - first : 1;
+  kiln_status st =
+      kiln__array_create(r->s->device, KILN_INT32, 1, &plan, &x->plan);
+  if (st == KILN_OK)
+    st = kiln__array_create(r->s->device, KILN_INT32, 1, &f->batch, &x->flag);
+  if (st == KILN_OK)
+    st = batch_like(r, r->a->dtype, x->nb, x->nb, &x->li);
+  if (st == KILN_OK)
+    st = batch_like(r, r->a->dtype, x->nb, width, &x->sx);
+  if (st != KILN_OK)
+    free_rows(x);
+  return st;
+}
+
+/* lu_laswp's threadgroup: E = 2 NB / (NT / 32) = 32 rows per thread. */
+static int laswp_threads(int nb) { return nb * 2; }
+
+/*
+ * The panel's interchanges on every column outside [p0, pe), in two
+ * launches: lu_laswp_plan composes them into one permutation of the (at
+ * most 2 NB) rows they touch, then lu_laswp gathers every moved row from
+ * its source, 32 columns per threadgroup, all reads before any write.
+ * With LU_ROW_INV the panel's rows of the block row go to the scratch sx
+ * instead (block_row reads them there).
+ *
+ * The count, at 8192^2 float32 (NB 256; H100: 3.3 TB/s, 132 SMs): it was
+ * one kernel whose every threadgroup (16 columns) staged 2 NB rows and
+ * replayed the 256 swaps one after another in threadgroup memory (~256 x
+ * 4 dependent accesses, ~15K cycles per group, 512 groups), measured 78.5
+ * us a panel. Now: the plan, one threadgroup per matrix, NB steps of a
+ * compare and a select (~1-2 us), then 248 groups of 512 threads, each
+ * with 32 independent coalesced 128-byte loads per thread in flight: the
+ * moved rows' bytes, ~512 rows x 8192 x 4 B read and as many written, 32
+ * MB, ~10 us at 3.3 TB/s (the block row's 8 MB written to sx stay in L2
+ * for the GEMM). Expected ~12-15 us a panel, ~2 ms less over the 32
+ * panels of 8192^2; NOT MEASURED on a GPU.
+ */
+static kiln_status launch_laswp(const lu_run *r, const lu_rows *x, int64_t p0,
+                                int64_t pe) {
   int64_t outside = r->f->n - (pe - p0);
   if (outside <= 0)
     return KILN_OK;
-  int nb = 0, cw = 0;
-  laswp_shape(r->a->dtype, pe - p0, &nb, &cw);
   lu_launch l;
-  kiln_status st = lu_kernel("lu_laswp", "Win,piv,p0,pe,batch0", "W", &l);
+  kiln_status st =
+      lu_kernel("lu_laswp_plan", "Win,piv,p0,pe,batch0", "plan,flag", &l);
   if (st != KILN_OK)
     return st;
   l.arrays[0] = r->f->w;
@@ -873,14 +954,35 @@ static kiln_status launch_laswp(const lu_run *r, int64_t p0, int64_t pe) {
   l.scalars[0] = p0;
   l.scalars[1] = pe;
   l.num_scalars = 2;
+  l.outs[0] = x->plan;
+  l.outs[1] = x->flag;
+  l.num_outs = 2;
+  kiln__targ_int(&l.targs[0], "NB", x->nb);
+  l.num_targs = 1;
+  l.tg = (uint32_t)(2 * x->nb);
+  st = launch_batched(r, &l, true);
+  if (st == KILN_OK)
+    st = lu_kernel("lu_laswp", "Win,plan,Sin,p0,pe,batch0", "W,S", &l);
+  if (st != KILN_OK)
+    return st;
+  l.arrays[0] = r->f->w;
+  l.arrays[1] = x->plan;
+  l.arrays[2] = x->sx;
+  l.num_arrays = 3;
+  l.scalars[0] = p0;
+  l.scalars[1] = pe;
+  l.num_scalars = 2;
   l.outs[0] = r->f->w;
-  l.num_outs = 1;
+  l.outs[1] = x->sx;
+  l.num_outs = 2;
+  int nt = laswp_threads(x->nb);
   kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
-  kiln__targ_int(&l.targs[1], "NB", nb);
-  kiln__targ_int(&l.targs[2], "CW", cw);
-  l.num_targs = 3;
-  l.tg = 128;
-  l.grid[0] = (uint32_t)((outside + cw - 1) / cw) * l.tg;
+  kiln__targ_int(&l.targs[1], "NB", x->nb);
+  kiln__targ_int(&l.targs[2], "NT", nt);
+  kiln__targ_bool(&l.targs[3], "SB", LU_ROW_INV != 0);
+  l.num_targs = 4;
+  l.tg = (uint32_t)nt;
+  l.grid[0] = (uint32_t)((outside + 31) / 32) * l.tg;
   return launch_batched(r, &l, false);
 }
 
@@ -904,11 +1006,10 @@ static kiln_status update(const lu_run *r, int64_t r1, int64_t c1, int64_t k0,
   return st;
 }
 
-/* U12 = L11^-1 A12 for the block row of the panel [p0, pe). */
-static kiln_status block_row(const lu_run *r, int64_t p0, int64_t pe) {
+/* U12 = L11^-1 A12 for the block row of the panel [p0, pe), by
+ * kiln__trsm in place. */
+static kiln_status block_row_trsm(const lu_run *r, int64_t p0, int64_t pe) {
   int64_t n = r->f->n;
-  if (pe >= n)
-    return KILN_OK;
   kiln_array *l11 = NULL, *a12 = NULL;
   kiln_status st = kiln__linalg_block(r->f->w, p0, p0, pe - p0, pe - p0, &l11);
   if (st == KILN_OK)
@@ -920,13 +1021,125 @@ static kiln_status block_row(const lu_run *r, int64_t p0, int64_t pe) {
   return st;
 }
 
+/* One launch of an L11^-1 kernel (lu_linv_diag, lu_linv): threadgroups
+ * of tg threads, `per` of them per 32-row block of the panel's np rows. */
+static kiln_status launch_linv(const lu_run *r, const lu_rows *x,
+                               const char *name, uint32_t tg, int per,
+                               int64_t p0, int64_t pe) {
+  lu_launch l;
+  kiln_status st = lu_kernel(name, "Win,p0,pe,batch0", "Li,flag", &l);
+  if (st != KILN_OK)
+    return st;
+  l.arrays[0] = r->f->w;
+  l.num_arrays = 1;
+  l.scalars[0] = p0;
+  l.scalars[1] = pe;
+  l.num_scalars = 2;
+  l.outs[0] = x->li;
+  l.outs[1] = x->flag;
+  l.num_outs = 2;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  kiln__targ_int(&l.targs[1], "LMAX",
+                 kiln__lu_linv_max_test >= 0 ? kiln__lu_linv_max_test
+                                             : LU_LINV_MAX);
+  kiln__targ_int(&l.targs[2], "NB", x->nb);
+  l.num_targs = 3;
+  l.tg = tg;
+  l.grid[0] = (uint32_t)((pe - p0 + 31) / 32 * per) * tg;
+  return launch_batched(r, &l, false);
+}
+
+/* lu_rowfix: the block row again by substitution, for the matrices whose
+ * L11^-1 lu_linv refused. */
+static kiln_status launch_rowfix(const lu_run *r, const lu_rows *x, int64_t p0,
+                                 int64_t pe) {
+  lu_launch l;
+  kiln_status st = lu_kernel("lu_rowfix", "Win,S,flag,p0,pe,batch0", "W", &l);
+  if (st != KILN_OK)
+    return st;
+  l.arrays[0] = r->f->w;
+  l.arrays[1] = x->sx;
+  l.arrays[2] = x->flag;
+  l.num_arrays = 3;
+  l.scalars[0] = p0;
+  l.scalars[1] = pe;
+  l.num_scalars = 2;
+  l.outs[0] = r->f->w;
+  l.num_outs = 1;
+  kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
+  l.num_targs = 1;
+  l.tg = 128;
+  l.grid[0] = (uint32_t)((r->f->n - pe + 127) / 128) * l.tg;
+  return launch_batched(r, &l, false);
+}
+
+/*
+ * U12 = L11^-1 A12 for the block row of the panel [p0, pe): with
+ * LU_ROW_INV, L11^-1 formed (lu_linv_diag, lu_linv) and one GEMM from the
+ * scratch sx (where lu_laswp left A12) into W, then lu_rowfix, which
+ * returns at once unless lu_linv flagged the matrix.
+ *
+ * Why the product is safe: partial pivoting keeps |L| <= 1, which bounds
+ * substitution's error, but the product's error grows with ||L11^-1||
+ * (Du Croz and Higham), which |L| <= 1 alone bounds only by 2^(NB-1)
+ * (Wilkinson's matrix reaches it). In practice L11^-1 stays modest
+ * (measured on the host, float64 GEPP of uniform random matrices: the
+ * largest |entry| of any 256-column panel's L11^-1 was 2.9, 3.6 and 2.7
+ * at n = 1024, 2048 and 4096; 2.2 for 64-column panels at 1024), so
+ * LU_LINV_MAX = 64 leaves a wide margin and costs at most a factor ~64
+ * (~6 bits) on the block row's rounding. Where an entry exceeds
+ * LU_LINV_MAX (or is not finite) lu_linv flags the matrix, on the
+ * device, and lu_rowfix redoes that block row by substitution from sx:
+ * no host round trip, and the adversarial cases keep substitution's
+ * result (tests/test_linalg_lu.c's lt_growth: L of +-1, exact by
+ * substitution, 161 n eps by the product).
+ *
+ * The count, at 8192^2 float32 (NB 256, n - pe up to 7936): kiln__trsm
+ * took ~160 us a panel (4 latency-bound 64-column diagonal solves of ~22
+ * us and 3 GEMMs of 11-24 us), ~5 ms in all. Now: lu_linv_diag (8 groups,
+ * 31 dependent shuffle+FMA steps, ~1 us), lu_linv (32 groups, a chain of
+ * at most 7 blocks of <= 256-long dot products, ~3 us), one GEMM 256 x
+ * 256 x 7936 (1 GFLOP, ~20-25 us at the GEMM's rate), lu_rowfix (a flag
+ * read, ~2 us with its launch): ~30 us a panel, ~1 ms over the 32 panels
+ * instead of ~5; NOT MEASURED on a GPU. The GEMM does twice trsm's FLOPs
+ * (the full square L11^-1), which costs nothing here: trsm's time was
+ * its chain, not its arithmetic.
+ */
+static kiln_status block_row(const lu_run *r, const lu_rows *x, int64_t p0,
+                             int64_t pe) {
+  int64_t n = r->f->n, np = pe - p0;
+  if (pe >= n)
+    return KILN_OK;
+  if (!LU_ROW_INV)
+    return block_row_trsm(r, p0, pe);
+  kiln_status st = launch_linv(r, x, "lu_linv_diag", 1024, 1, p0, pe);
+  if (st == KILN_OK)
+    st = launch_linv(r, x, "lu_linv", 256, 4, p0, pe);
+  kiln_array *li = NULL, *a12 = NULL, *u12 = NULL;
+  if (st == KILN_OK)
+    st = kiln__linalg_block(x->li, 0, 0, np, np, &li);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(x->sx, 0, 0, np, n - pe, &a12);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->f->w, p0, pe, np, n - pe, &u12);
+  if (st == KILN_OK)
+    st = kiln__linalg_gemm(r->s, false, false, 1.0, li, a12, 0.0, u12);
+  kiln__array_destroy(li);
+  kiln__array_destroy(a12);
+  kiln__array_destroy(u12);
+  if (st == KILN_OK)
+    st = launch_rowfix(r, x, p0, pe);
+  return st;
+}
+
 /* The panels: per panel, its columns transposed into PT, its strips
  * (lu_panel and a GEMM each) there, back into W, then the interchanges
  * outside it, the block row and the trailing update. */
 static kiln_status run_panels(const lu_run *r) {
   const kiln__lu *f = r->f;
   int64_t nb = panel_width(f);
-  kiln_status st = KILN_OK;
+  lu_rows x;
+  kiln_status st = make_rows(r, &x);
   for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
     int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
     st = launch_transpose(r, p0, pe, false);
@@ -935,12 +1148,13 @@ static kiln_status run_panels(const lu_run *r) {
     if (st == KILN_OK)
       st = launch_transpose(r, p0, pe, true);
     if (st == KILN_OK)
-      st = launch_laswp(r, p0, pe);
+      st = launch_laswp(r, &x, p0, pe);
     if (st == KILN_OK)
-      st = block_row(r, p0, pe);
+      st = block_row(r, &x, p0, pe);
     if (st == KILN_OK)
       st = update(r, pe, pe, p0, f->m - pe, f->n - pe, pe - p0);
   }
+  free_rows(&x);
   return st;
 }
 
