@@ -388,7 +388,9 @@ for (int64_t e = thread_position_in_grid.x; e < total;
 // Signs: T = U Y1^-T = (U S)(S Y1^-T) = (U S) X^T, so neither factor needs
 // a sign that is not known yet when its row is formed.
 //
-// Counts, NB = 64 (from the code and its SASS, NOT measured): the first
+// Counts, NB = 64 (from the code and its SASS; measured on an H100 only
+// in total: QR 4096^2 30.4 -> 26.8 ms, 8192^2 89.4 -> 83.4 ms, i.e. ~58
+// and ~47 us less a panel): the first
 // version of this kernel did 64 steps of 2 barriers with ~rest^2 / 256
 // elements per thread (each an integer division and 3 shared loads),
 // then two serial substitutions of ~2000 dependent FMAs with 2 shared
