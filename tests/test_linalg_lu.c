@@ -1129,6 +1129,28 @@ void test_linalg_lu_small_reg_semantics(void) {
   }
 }
 
+/* Factors arr (batch x m x n, values a) unchecked through the blocked
+ * path; checks every matrix's pivots (GEPP's), |L| <= 1 and backward
+ * error, and that info is 0; returns W (host float64) and piv for more
+ * checks (the caller frees them). */
+static double *lt_rows_factor(const char *what, kiln_array *arr,
+                              const double *a, int64_t batch, int64_t m,
+                              int64_t n, int32_t **piv) {
+  int32_t *info = lt_factor_raw(what, arr, a, batch, m, n, 2);
+  for (int64_t b = 0; b < batch; b++)
+    CHECK(info[b] == 0, "%s, matrix %lld: info %d", what, (long long)b,
+          info[b]);
+  free(info);
+  kiln_linalg_opts o = lt_opts(2);
+  kiln_array *lu = NULL, *pv = NULL;
+  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &pv));
+  double *w = kt_read_f64(lu);
+  *piv = kt_read(pv);
+  kiln_array_destroy(lu);
+  kiln_array_destroy(pv);
+  return w;
+}
+
 /* ---- the grid-wide strip kernel (lu_strip_grid) ------------------------- */
 
 /* A single m x n matrix (no batch) with column `col` zeroed (col < 0: none)
@@ -1200,15 +1222,11 @@ static void lt_grid_ties(kiln_dtype dt, int64_t m, int64_t n) {
   memcpy(h, a, (size_t)(m * n) * sizeof *h);
   int64_t shape[2] = {m, n};
   kiln_array *arr = kt_la_array(dt, 2, shape, a);
-  kiln_linalg_opts o = lt_opts(2);
-  kiln_array *lu = NULL, *piv = NULL;
-  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &piv));
-  int32_t *p = kt_read(piv);
-  double *f = kt_read_f64(lu);
   char what[96];
   snprintf(what, sizeof what, "%s %lld x %lld grid, ties",
            kiln_dtype_name(dt), (long long)m, (long long)n);
-  lt_check_packed(what, 0, dt, m, n, a, f, p);
+  int32_t *p = NULL;
+  double *f = lt_rows_factor(what, arr, a, 1, m, n, &p);
   for (int64_t q = 0; q < k; q++) {
     int64_t best = q;
     for (int64_t i = q + 1; i < m; i++)
@@ -1229,8 +1247,6 @@ static void lt_grid_ties(kiln_dtype dt, int64_t m, int64_t n) {
   }
   free(p);
   free(f);
-  kiln_array_destroy(lu);
-  kiln_array_destroy(piv);
   kiln_array_destroy(arr);
   free(a);
   free(h);
@@ -1255,22 +1271,16 @@ static void lt_grid_repeat(kiln_dtype dt, int64_t m, int64_t n, int64_t w) {
     a[2 * n + c] *= 1e-3;
   int64_t shape[2] = {m, n};
   kiln_array *arr = kt_la_array(dt, 2, shape, a);
-  kiln_linalg_opts o = lt_opts(2);
-  kiln_array *lu = NULL, *piv = NULL;
-  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &piv));
-  int32_t *p = kt_read(piv);
-  double *f = kt_read_f64(lu);
   char what[96];
   snprintf(what, sizeof what, "%s %lld x %lld grid, repeated pivot",
            kiln_dtype_name(dt), (long long)m, (long long)n);
-  lt_check_packed(what, 0, dt, m, n, a, f, p);
+  int32_t *p = NULL;
+  double *f = lt_rows_factor(what, arr, a, 1, m, n, &p);
   for (int i = 0; i < 4; i++)
     CHECK(p[cols[i]] == r, "%s: pivot %lld is row %d, not %lld", what,
           (long long)cols[i], p[cols[i]], (long long)r);
   free(p);
   free(f);
-  kiln_array_destroy(lu);
-  kiln_array_destroy(piv);
   kiln_array_destroy(arr);
   free(a);
 }
@@ -1343,28 +1353,6 @@ static void lt_growth(int64_t n, double *a, double *lu) {
         s += (k == i ? 1.0 : lu[i * n + k]) * lu[k * n + j];
       a[i * n + j] = s;
     }
-}
-
-/* Factors arr (batch x m x n, values a) unchecked through the blocked
- * path; checks every matrix's pivots (GEPP's), |L| <= 1 and backward
- * error, and that info is 0; returns W (host float64) and piv for more
- * checks (the caller frees them). */
-static double *lt_rows_factor(const char *what, kiln_array *arr,
-                              const double *a, int64_t batch, int64_t m,
-                              int64_t n, int32_t **piv) {
-  int32_t *info = lt_factor_raw(what, arr, a, batch, m, n, 2);
-  for (int64_t b = 0; b < batch; b++)
-    CHECK(info[b] == 0, "%s, matrix %lld: info %d", what, (long long)b,
-          info[b]);
-  free(info);
-  kiln_linalg_opts o = lt_opts(2);
-  kiln_array *lu = NULL, *pv = NULL;
-  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &pv));
-  double *w = kt_read_f64(lu);
-  *piv = kt_read(pv);
-  kiln_array_destroy(lu);
-  kiln_array_destroy(pv);
-  return w;
 }
 
 /* A batch of n x n matrices (n > 64: several panels) whose entry 0 is
