@@ -32,15 +32,18 @@
 //            gather), the block row's solve (lu_linv_diag and lu_linv
 //            form L11^-1, a GEMM multiplies, lu_rowfix substitutes where
 //            L11^-1 is too large) and the trailing GEMM. On CUDA, for one
-//            matrix with enough rows, lu_strip_grid factors strips of 64
+//            matrix with enough rows, lu_strip_roll (or lu_strip_grid, its
+//            unrolled original, under a test hook) factors strips of 64
 //            (32) columns with the whole grid instead of lu_panel (lu.c).
 #include <metal_stdlib>
 using namespace metal;
 
 #if KILN_BACKEND_CUDA
 #define LU_UNROLL _Pragma("unroll")
+#define LU_NO_UNROLL _Pragma("unroll 1")
 #else
 #define LU_UNROLL
+#define LU_NO_UNROLL
 #endif
 
 #define LU_INFO_NONFINITE (-1073741824)
@@ -1493,6 +1496,364 @@ if (live && lab != row)
   for (int q = 0; q < W; ++q)
     if (q < ws)
       mine[(int64_t)q * m] = v[q];
+
+//@kernel lu_strip_roll
+// lu_strip_grid's work (the same scalars, outputs, template, launch, grid
+// exchange and results: see there) with its column loop ROLLED: one copy
+// of the column's code (the argmax, the publication, the polling, the
+// P-way pick, the update), run ws times, where lu_strip_grid unrolls it
+// W times. Why: Nsight Compute on lu_strip_grid (H100, 8192^2 float32)
+// gave 34,368 SASS instructions (~550 KB, each column's ~490 run once a
+// launch), an issue rate of 0.14 a cycle and 45% of the warp stalls on
+// no_instruction: every branch target of that straight line is a fresh
+// fetch from L2, ~182 us a strip, ~2.8 us a column. This loop is ~5-10
+// KB, fetched once a launch and then resident in the instruction cache.
+//
+// A rolled loop cannot index a register array with its counter, so the
+// registers rotate by one column a step, fused into the update: v[i]
+// holds this row's value of column q + i. After column q's pivot, a
+// thread still a candidate (lab > j) computes l = v[0] / d (its L entry),
+// stores it at once to PT at its own loaded row, column q (coalesced
+// over the warp, fire and forget), and sets v[i] = v[i + 1] - l prow[i +
+// 1] for i < W - 1 (constant indices), v[W - 1] = 0: W - 1 fmas a column,
+// no moves, no predicates, and the next key is v[0]. The published rows
+// are relative to the column too (a candidate publishes v as it is),
+// with zeros past column W - 1, so finished columns stay as they are. A
+// pivot's thread is final: it keeps its U row, v[0 .. W-1-qp] (columns qp
+// .. W - 1, qp = its label - s0), frozen.
+//
+// After the columns: each moved thread (lab != row) and each pivot's
+// thread loads its L part back from its own loaded row (its own stores:
+// no other thread's) into the registers it rotated out of, so that v[i]
+// is column (i + rot) mod W (rot = qp for a pivot's thread, ws for the
+// others); pivots store their L part in L11's layout to a scratch beside
+// the exchange slots (X, after 2 P SW words: nobody else writes there,
+// where PT's rows are being permuted); threads in place store their U
+// part; then the grid barrier (every load of a row that a moved thread
+// will overwrite, the initial ones and these, is before its group's
+// arrival), the moved threads' rows stored at their labels, L11 loaded
+// from the scratch (after the barrier: other groups wrote it) and the
+// tail as in lu_strip_grid. The barrier's wait is now on the tail's path
+// (L11 comes through it): ~1-2 L2 round trips a strip (~0.5-1 us, ~0.1
+// ms over the 128 strips of 8192^2 float32), against ~1.3 us a column
+// expected back.
+//
+// The count (not measured when written): a column is ~63 fmas, 16
+// 16-byte shared loads of the pivot row, one store of l and the
+// exchange's ~150-200 instructions (polling included), at ~4-6 cycles an
+// instruction once resident, plus the exchange's ~1.5 L2 round trips:
+// ~1.2-1.5 us a column, against ~2.8 us measured for lu_strip_grid:
+// ~116 launches x 64 columns x ~1.3-1.6 us, ~10-12 ms less of the ~21 ms
+// the strips take in LU 8192^2 float32.
+constexpr int NW = NT / 32;
+constexpr int WH = W / 32;
+constexpr int KW = (int)sizeof(T) / 4;
+constexpr int RW = W * KW;
+constexpr int SW = RW + 4;
+constexpr int SP = SW / 2;
+constexpr int NPR = RW / 2;
+static_assert(NPR == 32, "lu_strip_roll: a row is 32 pairs of words");
+constexpr int NK = (KW + 2) / 2;
+constexpr int NV = (LU_GRID_PMAX * NPR + NT - 1) / NT;
+threadgroup T cand_key[2 * NW];
+threadgroup int cand_row[2 * NW];
+threadgroup int pv_s[W];
+threadgroup int sel_s[2];
+threadgroup int src_s[2 * W];
+threadgroup int dst_s[2 * W];
+threadgroup T l11[W * W];
+threadgroup uint4 stage4[LU_GRID_PMAX * SW / 4];
+threadgroup uint* stage = (threadgroup uint*)stage4;
+const int s0 = first, p0 = pstart, pe = pend, m = nrows;
+const int P = (int)threadgroups_per_grid.x;
+const int g = (int)threadgroup_position_in_grid.x;
+const int tid = (int)thread_index_in_threadgroup;
+const int lane = tid % 32, warp = tid / 32;
+const int ws = min(W, pe - s0);
+device T* pt = PT;
+device int* ctr = S + LU_GRID_CTR + s0 / W;
+device ulong* xw = (device ulong*)X;
+// L11 (l11's layout: element a W + b is L(b, a), a < b), after the
+// exchange slots of both parities (lu.c's make_grid_scratch).
+device T* lbuf = (device T*)(xw + (int64_t)2 * P * SW);
+const int row = s0 + g * NT + tid;
+const bool live = row < m;
+T v[W];
+device T* strip = pt + (int64_t)(s0 - p0) * m;
+LU_UNROLL
+for (int q = 0; q < W; ++q) {
+  const T x = strip[(int64_t)min(q, ws - 1) * m + min(row, m - 1)];
+  v[q] = live && q < ws ? x : T(0);
+}
+int lab = row;
+uint need = 0, kneed = 0;
+LU_UNROLL
+for (int i = 0; i < NV; ++i)
+  if (i * NW + warp < P)
+    need |= 1u << i;
+LU_UNROLL
+for (int u = 0; u < 2; ++u)
+  if (warp == 0 && lane + 32 * u < P)
+    kneed |= ((1u << NK) - 1) << (u * NK);
+int bad = 0;
+LU_NO_UNROLL
+for (int q = 0; q < ws; ++q) {
+  const int j = s0 + q, slot = q & 1;
+  const uint stamp = (uint)(j + 1);
+  device ulong* xs = xw + (int64_t)slot * P * SW;
+  // The group's best candidate (its key is v[0]: column q).
+  const bool cand = live && lab >= j;
+  T wk = cand ? lu_key(v[0]) : T(-1);
+  int wr = cand ? lab : LU_NO_ROW;
+  lu_redux_argmax(wk, wr);
+  if (lane == 0) {
+    cand_key[slot * NW + warp] = wk;
+    cand_row[slot * NW + warp] = wr;
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  T gk = cand_key[slot * NW + lane % NW];
+  int gr = cand_row[slot * NW + lane % NW];
+  lu_redux_argmax(gk, gr);
+  // Publish it, key first (see lu_strip_grid); the row relative to q.
+  if (lab == gr || (gr == LU_NO_ROW && tid == 0)) {
+    device ulong* dst = xs + (int64_t)g * SW;
+    uint kp[4] = {0, 0, 0, 0};
+    lu_pieces(gk, kp);
+    kp[KW] = (uint)gr;
+    lu_st_pair(dst + RW, lu_word(kp[0], stamp), lu_word(kp[1], stamp));
+    if (KW == 2)
+      lu_st_pair(dst + RW + 2, lu_word(kp[2], stamp), lu_word(kp[3], stamp));
+    LU_UNROLL
+    for (int q2 = 0; q2 < W; q2 += 2 / KW) {
+      uint pc[4];
+      lu_pieces(v[q2], pc);
+      lu_pieces(v[min(q2 + 1, W - 1)], pc + KW);
+      lu_st_pair(dst + q2 * KW, lu_word(pc[0], stamp), lu_word(pc[1], stamp));
+    }
+  }
+#if !KILN_BACKEND_CUDA
+  threadgroup_barrier(mem_flags::mem_device);
+#endif
+  // Every slot's row into threadgroup memory, warp 0 picking the pivot
+  // as soon as its keys are in (as lu_strip_grid).
+  {
+    ulong a[NV], b[NV], ka[2 * NK], kb[2 * NK];
+    uint pending = need, kpending = kneed;
+    LU_UNROLL
+    for (int i = 0; i < 2 * NK; ++i)
+      ka[i] = kb[i] = 0;
+    device ulong* rows = xs + warp * SW + 2 * lane;
+    device ulong* keys = xs + lane * SW + RW;
+    do {
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if ((pending >> i) & 1u)
+          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if ((kpending >> i) & 1u)
+          lu_ld_pair(keys + (i / NK) * 32 * SW + 2 * (i % NK), ka[i], kb[i]);
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
+            lu_stamped(b[i], stamp))
+          pending &= ~(1u << i);
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if (((kpending >> i) & 1u) && lu_stamped(ka[i], stamp) &&
+            lu_stamped(kb[i], stamp))
+          kpending &= ~(1u << i);
+#if !KILN_BACKEND_CUDA
+      // One pass must do (see lu_strip_grid): unstamped words become
+      // all-ones pieces, which the tests fail on rather than hang.
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if ((pending >> i) & 1u)
+          a[i] = b[i] = ~(ulong)0;
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if ((kpending >> i) & 1u)
+          ka[i] = kb[i] = ~(ulong)0;
+      pending = kpending = 0;
+#endif
+    } while (kpending != 0);
+#if KILN_BACKEND_CUDA
+    // Reconverge the warp before its reductions (see lu_strip_grid).
+    asm volatile("bar.warp.sync -1;" ::: "memory");
+#endif
+    if (warp == 0) {
+      T pk = T(-1);
+      int pi = LU_NO_ROW;
+      LU_UNROLL
+      for (int u = 0; u < 2; ++u) {
+        const int c = lane + 32 * u, i = u * NK;
+        const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
+        const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
+        const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
+        if (c < P && lu_better(k2, i2, pk, pi)) {
+          pk = k2;
+          pi = i2;
+        }
+      }
+      lu_redux_argmax(pk, pi);
+      if (lane == 0)
+        sel_s[slot] = pi;
+    }
+    while (pending != 0) {
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if ((pending >> i) & 1u)
+          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
+      LU_UNROLL
+      for (int i = 0; i < NV; ++i)
+        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
+            lu_stamped(b[i], stamp))
+          pending &= ~(1u << i);
+    }
+    LU_UNROLL
+    for (int i = 0; i < NV; ++i)
+      if ((need >> i) & 1u)
+        ((threadgroup uint2*)stage)[(i * NW + warp) * SP + lane] =
+            uint2((uint)a[i], (uint)b[i]);
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const int pi = sel_s[slot];
+  const int pc = min(pi % LU_GRID_PMAX, P - 1), p = pi / LU_GRID_PMAX;
+  T prow[W]; // the pivot row from column q on
+  lu_unstage<W>(stage4 + pc * (SW / 4), prow);
+  if (tid == 0)
+    pv_s[q] = p;
+  if (lab == p)
+    lab = j;
+  else if (lab == j)
+    lab = p;
+  const T d = prow[0];
+  if (bad == 0)
+    bad = lu_pivot_status(d, j);
+  // Scale by the reciprocal where it is finite (as LAPACK), else divide;
+  // a zero pivot leaves the column as it is (and the rest: no update).
+  const T rd = T(1) / d;
+  const bool recip = isfinite(rd);
+  if (live && lab > j) {
+    const T l = d == T(0) ? v[0] : recip ? v[0] * rd : v[0] / d;
+    strip[(int64_t)q * m + row] = l;
+    if (d != T(0)) {
+      LU_UNROLL
+      for (int i = 0; i + 1 < W; ++i)
+        v[i] = fma(-l, prow[i + 1], v[i + 1]);
+    } else {
+      LU_UNROLL
+      for (int i = 0; i + 1 < W; ++i)
+        v[i] = v[i + 1];
+    }
+    v[W - 1] = T(0);
+  }
+}
+// v[i] is column (i + rot) mod W: U (columns rot ..) first, then the
+// rotated-out L part, reloaded here where it must travel (see above).
+const bool isp = live && lab < s0 + ws;
+const bool moved = live && lab != row;
+const int rot = isp ? lab - s0 : ws;
+if (isp || moved) {
+  LU_UNROLL
+  for (int i = 0; i < W; ++i)
+    if (i >= W - rot)
+      v[i] = strip[(int64_t)(i + rot - W) * m + row];
+}
+if (isp) {
+  LU_UNROLL
+  for (int i = 0; i < W; ++i)
+    if (i >= W - rot)
+      lbuf[(i + rot - W) * W + rot] = v[i];
+}
+if (isp && !moved) {
+  LU_UNROLL
+  for (int i = 0; i < W; ++i)
+    if (i < W - rot && i + rot < ws)
+      strip[(int64_t)(i + rot) * m + row] = v[i];
+}
+// Every thread's loads of its loaded row (the first ones, the L part's)
+// and the pivots' L11 are before this barrier, and so before the arrival.
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid == 0)
+  lu_grid_arrive(ctr, 1);
+if (g == 0 && tid < ws)
+  piv[s0 + tid] = pv_s[tid];
+if (g == 0 && tid == 0 && bad != 0 && info[0] == 0)
+  info[0] = bad;
+// The strip's interchanges composed, as lu_strip_grid.
+for (int e = tid; e < 2 * W; e += NT) {
+  int dst = -1;
+  if (e < ws)
+    dst = s0 + e;
+  else if (e >= W && e - W < ws && pv_s[e - W] >= s0 + ws)
+    dst = pv_s[e - W];
+  int pos = dst;
+  if (dst >= 0)
+    for (int q = ws - 1; q >= 0; --q) {
+      const int jq = s0 + q, pq = pv_s[q];
+      pos = pos == jq ? pq : pos == pq ? jq : pos;
+    }
+  dst_s[e] = dst;
+  src_s[e] = pos;
+}
+lu_grid_wait(ctr, P, tid);
+// The moved rows, into rows that other threads read before arriving.
+if (moved) {
+  device T* mine = strip + (int64_t)lab;
+  LU_UNROLL
+  for (int i = 0; i < W; ++i) {
+    const int c = i < W - rot ? i + rot : i + rot - W;
+    if (c < ws)
+      mine[(int64_t)c * m] = v[i];
+  }
+}
+// L11, written by other groups before their arrival.
+for (int e = tid; e < W * W; e += NT) {
+  const int a = e / W, b = e % W;
+  l11[e] = a < b && b < ws ? LU_LDCG(lbuf + e) : T(0);
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+const int nleft = s0 - p0, nright = pe - s0 - ws;
+// A warp per column, as lu_strip_grid.
+bool valid[2 * WH];
+int dstr[2 * WH], srcr[2 * WH];
+LU_UNROLL
+for (int h = 0; h < 2 * WH; ++h) {
+  const int e = h * 32 + lane;
+  valid[h] = dst_s[e] >= 0;
+  dstr[h] = e < W ? s0 + e : valid[h] ? dst_s[e] : s0;
+  srcr[h] = valid[h] ? src_s[e] : s0;
+}
+for (int ci = g * NW + warp; ci < nleft + nright; ci += P * NW) {
+  const int c = ci < nleft ? p0 + ci : s0 + ws + (ci - nleft);
+  device T* col = pt + (int64_t)(c - p0) * m;
+  T x[2 * WH];
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    x[h] = LU_LDCG(col + srcr[h]);
+  simdgroup_barrier(mem_flags::mem_device);
+  const bool right = ci >= nleft;
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    if (valid[h] && (h >= WH || !right))
+      col[dstr[h]] = x[h];
+  if (right) {
+    LU_UNROLL
+    for (int q = 0; q + 1 < W; ++q) {
+      if (q + 1 >= ws)
+        break;
+      const T yq = simd_shuffle(x[q / 32], (ushort)(q % 32));
+      LU_UNROLL
+      for (int h = 0; h < WH; ++h)
+        x[h] = fma(-l11[q * W + h * 32 + lane], yq, x[h]);
+    }
+    LU_UNROLL
+    for (int h = 0; h < WH; ++h)
+      if (h * 32 + lane < ws)
+        col[s0 + h * 32 + lane] = x[h];
+  }
+}
 
 //@kernel lu_laswp_plan
 // The panel's interchanges (pivots p0 .. pe-1, LAPACK's order) composed

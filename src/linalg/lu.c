@@ -177,6 +177,25 @@
  * 8192^2 float32 (256 strips, more in float64). Together ~1-1.2 ms expected of
  * the 43.2 ms.
  *
+ * The column loop rolled (lu_strip_roll, the default; lu_strip_grid, its
+ * unrolled original, under kiln__lu_unrolled_test). Nsight Compute on
+ * lu_strip_grid (H100, 8192^2 float32): 34,368 SASS instructions (~550
+ * KB; its 64 columns unrolled, each column's ~490 run once a launch),
+ * 0.14 instructions issued a cycle, 45% of the stalls no_instruction
+ * (instruction-cache misses), ~182 us a strip, ~2.8 us a column, where
+ * the exchange's count is ~1 us. lu_strip_roll runs one copy of the
+ * column (1036 SASS instructions, ~16.6 KB, the kernel 111 KB in all
+ * against 550), its registers rotating by one column a step inside the
+ * update so that every index stays a constant (see kernels/lu.metal);
+ * its L entries go to PT as they are made, its L11 through a scratch
+ * after the exchange slots, the grid barrier's wait now before the tail.
+ * The count (NOT measured when written): ~63 fmas, 16 shared 16-byte
+ * loads, one store and the exchange's ~150-200 instructions a column at
+ * ~4-6 cycles each once resident, plus ~1.5 L2 round trips: ~1.2-1.5 us
+ * a column against 2.8, ~10-12 ms less of LU 8192^2 float32's ~21 ms of
+ * strips (116 launches x 64 columns); the wait before the tail costs
+ * back ~1-2 round trips a strip (~0.1 ms).
+ *
  * The launch is cooperative (cuLaunchCooperativeKernel: every
  * group resident before any starts, or an error), since groups that spin
  * in the exchange could otherwise hold the SMs that a late group of the
@@ -249,6 +268,9 @@
  * pieces (64 float32 or 32 float64 values), then the key's and the row
  * index, padded (kernels/lu.metal's SW). */
 #define LU_GRID_SW 68
+/* lu_strip_roll's L11 scratch after the exchange slots, in 64-bit words:
+ * W x W values (64 x 64 float32 or 32 x 32 float64, 16 KiB at most). */
+#define LU_GRID_LBUF 2048
 
 /* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
  * and per grid.y of the other kernels (CUDA's limit). */
@@ -272,6 +294,9 @@
 
 /* See linalg.h. */
 bool kiln__lu_grid_test = false;
+
+/* See linalg.h. */
+bool kiln__lu_unrolled_test = false;
 
 /* See linalg.h. */
 int kiln__lu_linv_max_test = -1;
@@ -709,13 +734,15 @@ static bool use_grid(const lu_run *r, int64_t p0) {
  * groups, zeroed (its exchange words carry a column's stamp, from 1, and
  * must not start with one: see kernels/lu.metal), and S with its
  * counters zeroed (one per strip, monotonic). X holds 2 (groups + 1)
- * slots of LU_GRID_SW 64-bit words, counted here in T. */
+ * slots of LU_GRID_SW 64-bit words, then lu_strip_roll's L11 (written
+ * before it is read, in every strip: no zeroing needed), counted here
+ * in T. */
 static kiln_status make_grid_scratch(lu_run *r) {
   int64_t w = grid_width(r->a->dtype);
   int64_t units = r->s->device->info.compute_units;
   int64_t groups = units < LU_GRID_PMAX ? units : LU_GRID_PMAX;
-  int64_t xs =
-      2 * (groups + 1) * LU_GRID_SW * 8 / (int64_t)kiln_dtype_size(r->a->dtype);
+  int64_t xs = (2 * (groups + 1) * LU_GRID_SW + LU_GRID_LBUF) * 8 /
+               (int64_t)kiln_dtype_size(r->a->dtype);
   int64_t ss = LU_GRID_CTR + r->f->k / w + 1;
   kiln_status st =
       kiln__array_create(r->s->device, r->a->dtype, 1, &xs, &r->gx);
@@ -728,14 +755,18 @@ static kiln_status make_grid_scratch(lu_run *r) {
   return st;
 }
 
-/* One lu_strip_grid launch: the strip at s0 of the panel [p0, pe). */
+/* One grid-strip launch: the strip at s0 of the panel [p0, pe), on
+ * lu_strip_roll (its column loop rolled, resident in the instruction
+ * cache: see kernels/lu.metal), or on lu_strip_grid (unrolled) under
+ * kiln__lu_unrolled_test, to test and time both from one binary. */
 static kiln_status launch_grid(const lu_run *r, int64_t s0, int64_t p0,
                                int64_t pe) {
   lu_launch l;
   /* cooperative: its groups wait for each other (the per-column
    * exchange, the grid barrier) */
   kiln_status st = lu_kernel_flags(
-      "lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
+      kiln__lu_unrolled_test ? "lu_strip_grid" : "lu_strip_roll",
+      "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
       KILN__LIB_COOPERATIVE, &l);
   if (st != KILN_OK)
     return st;
