@@ -169,6 +169,17 @@ inline void lu_unstage(const threadgroup uint4* s, thread double* out) {
     out[2 * c + 1] = as_type<double>(((ulong)u.w << 32) | (ulong)u.z);
   }
 }
+// lu_strip_roll's update of a row held relative to the column (see
+// there): v[i] = v[i + 1] - l prow[i + 1] for i < N, v[N] = 0, where
+// v[N + 1 ..] are zeros already (columns past the strip), so that N
+// shrinks as the strip's columns are done.
+template <typename T, int N>
+inline void lu_rotate(thread T* v, const thread T* prow, T l) {
+  LU_UNROLL
+  for (int i = 0; i < N; ++i)
+    v[i] = fma(-l, prow[i + 1], v[i + 1]);
+  v[N] = T(0);
+}
 // Two adjacent words (16-byte aligned) stored and loaded as one access.
 inline void lu_st_pair(device ulong* p, ulong a, ulong b) {
 #if KILN_BACKEND_CUDA
@@ -1506,45 +1517,53 @@ if (live && lab != row)
 // gave 34,368 SASS instructions (~550 KB, each column's ~490 run once a
 // launch), an issue rate of 0.14 a cycle and 45% of the warp stalls on
 // no_instruction: every branch target of that straight line is a fresh
-// fetch from L2, ~182 us a strip, ~2.8 us a column. This loop is ~5-10
-// KB, fetched once a launch and then resident in the instruction cache.
+// fetch from L2, ~182 us a strip, ~2.8 us a column. This loop is ~900
+// SASS instructions (~14.5 KB), fetched once a launch and then resident.
 //
 // A rolled loop cannot index a register array with its counter, so the
 // registers rotate by one column a step, fused into the update: v[i]
-// holds this row's value of column q + i. After column q's pivot, a
-// thread still a candidate (lab > j) computes l = v[0] / d (its L entry),
-// stores it at once to PT at its own loaded row, column q (coalesced
-// over the warp, fire and forget), and sets v[i] = v[i + 1] - l prow[i +
-// 1] for i < W - 1 (constant indices), v[W - 1] = 0: W - 1 fmas a column,
-// no moves, no predicates, and the next key is v[0]. The published rows
-// are relative to the column too (a candidate publishes v as it is),
-// with zeros past column W - 1, so finished columns stay as they are. A
-// pivot's thread is final: it keeps its U row, v[0 .. W-1-qp] (columns qp
-// .. W - 1, qp = its label - s0), frozen.
+// holds this row's value of column q + i. After column q's pivot every
+// thread computes l = v[0] / d and sets v[i] = v[i + 1] - l prow[i + 1]
+// (lu_rotate: constant indices, in place, no moves), the next key being
+// the new v[0]; prow is the pivot row relative to column q (a candidate
+// publishes v as it is), zeros past the strip, so finished columns stay
+// put. Every thread does it, without a branch: a thread still a
+// candidate (lab > j) also stores l, its L entry, to PT at its own loaded
+// row (coalesced, fire and forget); the others rotate garbage that
+// nobody reads. The pivot row's U part goes to PT at the pivot's loaded
+// row from the stage, a value per thread of the pivot's own group (its
+// publisher was the pivot's thread: pub_s). A zero pivot (LAPACK: no
+// update) unstages a row of zeros instead, so the same fmas leave the
+// rows as they are (a -0 may come out +0). From column W / 2 on the upper
+// half of v is zeros and the update takes W / 2 - 1 fmas (a third width
+// made float64's registers spill). The next column's warp argmax comes
+// right after the new key, before the other fmas, which hide its latency
+// (the unrolled loop's scheduler could do that across columns).
 //
-// After the columns: each moved thread (lab != row) and each pivot's
-// thread loads its L part back from its own loaded row (its own stores:
-// no other thread's) into the registers it rotated out of, so that v[i]
-// is column (i + rot) mod W (rot = qp for a pivot's thread, ws for the
-// others); pivots store their L part in L11's layout to a scratch beside
-// the exchange slots (X, after 2 P SW words: nobody else writes there,
-// where PT's rows are being permuted); threads in place store their U
-// part; then the grid barrier (every load of a row that a moved thread
-// will overwrite, the initial ones and these, is before its group's
-// arrival), the moved threads' rows stored at their labels, L11 loaded
-// from the scratch (after the barrier: other groups wrote it) and the
-// tail as in lu_strip_grid. The barrier's wait is now on the tail's path
-// (L11 comes through it): ~1-2 L2 round trips a strip (~0.5-1 us, ~0.1
-// ms over the 128 strips of 8192^2 float32), against ~1.3 us a column
-// expected back.
+// After the columns every row's values are in PT at its loaded row. The
+// moved threads (lab != row) and the pivots' threads load theirs back;
+// the pivots store their L part in L11's layout to a scratch after the
+// exchange slots (X, after 2 P SW words: nobody else writes there, while
+// PT's rows are being permuted); the grid barrier (every load of a row
+// that a moved thread overwrites, the first ones and the reloads, is
+// before its group's arrival); the panel's columns left of the strip
+// before its wait (as lu_strip_grid: only interchanges), then the moved
+// rows stored at their labels, L11 loaded (other groups wrote it) and the
+// columns right of the strip (interchanges and block row, with L11).
 //
-// The count (not measured when written): a column is ~63 fmas, 16
-// 16-byte shared loads of the pivot row, one store of l and the
-// exchange's ~150-200 instructions (polling included), at ~4-6 cycles an
-// instruction once resident, plus the exchange's ~1.5 L2 round trips:
-// ~1.2-1.5 us a column, against ~2.8 us measured for lu_strip_grid:
-// ~116 launches x 64 columns x ~1.3-1.6 us, ~10-12 ms less of the ~21 ms
-// the strips take in LU 8192^2 float32.
+// The count (NOT measured as written; an earlier form of this kernel,
+// measured once on an H100, gave LU 8192^2 float32 35.9 ms against ~33.8
+// for main in an earlier call: its rotation compiled to ~128 register
+// moves a column beside 63 fmas, from the branches around the update, now
+// gone; see lu.c). A column's issue per warp, by SASS: ~63 fmas (31 from
+// column W / 2 on; lu_strip_grid: W - 1 - q), 16 shared 16-byte loads,
+// the exchange's ~150-200 instructions plus polling, no moves, in a loop
+// resident in the instruction cache, plus ~1.5 L2 round trips: ~1.2-1.5
+// us a column expected against ~2.8 us measured for lu_strip_grid, i.e.
+// ~10 ms less of the ~21 ms the strips take in LU 8192^2 float32 (116
+// launches x 64 columns). Per strip: one more round trip before the
+// arrival (the reloads) and the wait before the right columns and L11
+// (1-2 round trips): ~1-2 us a strip, ~0.2 ms in all.
 constexpr int NW = NT / 32;
 constexpr int WH = W / 32;
 constexpr int KW = (int)sizeof(T) / 4;
@@ -1564,11 +1583,17 @@ threadgroup int dst_s[2 * W];
 threadgroup T l11[W * W];
 threadgroup uint4 stage4[LU_GRID_PMAX * SW / 4];
 threadgroup uint* stage = (threadgroup uint*)stage4;
+// The publisher's thread per column parity, and a row of zeros (the
+// pivot row that a zero pivot's update uses: no update, see below).
+threadgroup int pub_s[2];
+threadgroup uint4 zrow4[RW / 4];
 const int s0 = first, p0 = pstart, pe = pend, m = nrows;
 const int P = (int)threadgroups_per_grid.x;
 const int g = (int)threadgroup_position_in_grid.x;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
+if (tid < RW / 4)
+  zrow4[tid] = uint4(0u, 0u, 0u, 0u);
 const int ws = min(W, pe - s0);
 device T* pt = PT;
 device int* ctr = S + LU_GRID_CTR + s0 / W;
@@ -1596,20 +1621,24 @@ for (int u = 0; u < 2; ++u)
   if (warp == 0 && lane + 32 * u < P)
     kneed |= ((1u << NK) - 1) << (u * NK);
 int bad = 0;
+// Each warp's best candidate for the first column, into cand_* (those of
+// the later columns are made at the end of the column before: see
+// below).
+{
+  T wk = live ? lu_key(v[0]) : T(-1);
+  int wr = live ? lab : LU_NO_ROW;
+  lu_redux_argmax(wk, wr);
+  if (lane == 0) {
+    cand_key[warp] = wk;
+    cand_row[warp] = wr;
+  }
+}
 LU_NO_UNROLL
 for (int q = 0; q < ws; ++q) {
   const int j = s0 + q, slot = q & 1;
   const uint stamp = (uint)(j + 1);
   device ulong* xs = xw + (int64_t)slot * P * SW;
-  // The group's best candidate (its key is v[0]: column q).
-  const bool cand = live && lab >= j;
-  T wk = cand ? lu_key(v[0]) : T(-1);
-  int wr = cand ? lab : LU_NO_ROW;
-  lu_redux_argmax(wk, wr);
-  if (lane == 0) {
-    cand_key[slot * NW + warp] = wk;
-    cand_row[slot * NW + warp] = wr;
-  }
+  // The group's best candidate (keys: v[0], column q).
   threadgroup_barrier(mem_flags::mem_threadgroup);
   T gk = cand_key[slot * NW + lane % NW];
   int gr = cand_row[slot * NW + lane % NW];
@@ -1620,6 +1649,7 @@ for (int q = 0; q < ws; ++q) {
     uint kp[4] = {0, 0, 0, 0};
     lu_pieces(gk, kp);
     kp[KW] = (uint)gr;
+    pub_s[slot] = tid;
     lu_st_pair(dst + RW, lu_word(kp[0], stamp), lu_word(kp[1], stamp));
     if (KW == 2)
       lu_st_pair(dst + RW + 2, lu_word(kp[2], stamp), lu_word(kp[3], stamp));
@@ -1696,8 +1726,9 @@ for (int q = 0; q < ws; ++q) {
         }
       }
       lu_redux_argmax(pk, pi);
+      // (A zero pivot, key 0, as -1 - pi: see the update.)
       if (lane == 0)
-        sel_s[slot] = pi;
+        sel_s[slot] = pk == T(0) ? -1 - pi : pi;
     }
     while (pending != 0) {
       LU_UNROLL
@@ -1717,10 +1748,22 @@ for (int q = 0; q < ws; ++q) {
             uint2((uint)a[i], (uint)b[i]);
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  const int pi = sel_s[slot];
+  const int se = sel_s[slot];
+  const bool zero = se < 0;
+  const int pi = zero ? -1 - se : se;
   const int pc = min(pi % LU_GRID_PMAX, P - 1), p = pi / LU_GRID_PMAX;
-  T prow[W]; // the pivot row from column q on
-  lu_unstage<W>(stage4 + pc * (SW / 4), prow);
+  // The pivot row from column q on; zeros for a zero pivot, so that the
+  // same fmas leave every row as it is (LAPACK skips the update; only a
+  // -0 may come out +0).
+  T prow[W];
+  lu_unstage<W>(zero ? zrow4 : stage4 + pc * (SW / 4), prow);
+  // Its U part (columns q .. ws - 1) into PT at the pivot's loaded row,
+  // by the pivot's own group (its publisher was the pivot's thread), a
+  // value a thread from the stage: the pivot's thread, whose registers
+  // go on rotating with the others, reloads it at the end.
+  if (g == pc && tid < ws - q)
+    strip[(int64_t)(q + tid) * m + s0 + g * NT + pub_s[slot]] =
+        lu_unpiece(stage + pc * SW + tid * KW, T(0));
   if (tid == 0)
     pv_s[q] = p;
   if (lab == p)
@@ -1731,48 +1774,56 @@ for (int q = 0; q < ws; ++q) {
   if (bad == 0)
     bad = lu_pivot_status(d, j);
   // Scale by the reciprocal where it is finite (as LAPACK), else divide;
-  // a zero pivot leaves the column as it is (and the rest: no update).
+  // a zero pivot leaves the column as it is.
   const T rd = T(1) / d;
   const bool recip = isfinite(rd);
-  if (live && lab > j) {
-    const T l = d == T(0) ? v[0] : recip ? v[0] * rd : v[0] / d;
+  const bool upd = live && lab > j;
+  const T l = d == T(0) ? v[0] : recip ? v[0] * rd : v[0] / d;
+  if (upd)
     strip[(int64_t)q * m + row] = l;
-    if (d != T(0)) {
-      LU_UNROLL
-      for (int i = 0; i + 1 < W; ++i)
-        v[i] = fma(-l, prow[i + 1], v[i + 1]);
-    } else {
-      LU_UNROLL
-      for (int i = 0; i + 1 < W; ++i)
-        v[i] = v[i + 1];
-    }
-    v[W - 1] = T(0);
+  // The next column's candidates are the rows updated now: their key
+  // (the new v[0]) and the warp's reduction first, so that its latency
+  // overlaps the other fmas (a rolled loop cannot hoist it from the next
+  // iteration, as the unrolled one could). (cand_* of parity (q + 1) % 2
+  // were last read before barrier 2 of column q - 1.)
+  const T k1 = fma(-l, prow[1], v[1]);
+  const bool next = upd && q + 1 < ws;
+  T wk = next ? lu_key(k1) : T(-1);
+  int wr = next ? lab : LU_NO_ROW;
+  lu_redux_argmax(wk, wr);
+  // The update, every thread alike (no branch: the rows that are not
+  // candidates any more rotate garbage, and are reloaded at the end), as
+  // wide as the columns still live: from column q = W / 2 on the upper
+  // half of v is zeros (W - 1 fmas a column, then W / 2 - 1).
+  if (q < W / 2)
+    lu_rotate<T, W - 1>(v, prow, l);
+  else
+    lu_rotate<T, W / 2 - 1>(v, prow, l);
+  if (lane == 0) {
+    cand_key[(slot ^ 1) * NW + warp] = wk;
+    cand_row[(slot ^ 1) * NW + warp] = wr;
   }
 }
-// v[i] is column (i + rot) mod W: U (columns rot ..) first, then the
-// rotated-out L part, reloaded here where it must travel (see above).
+// Every row's values are in PT at its loaded row now (L by its thread,
+// a pivot's U by its group: visible to the group after this barrier).
+// The moved rows and the pivots load theirs back (v[c] column c).
+threadgroup_barrier(mem_flags::mem_device);
 const bool isp = live && lab < s0 + ws;
 const bool moved = live && lab != row;
-const int rot = isp ? lab - s0 : ws;
 if (isp || moved) {
   LU_UNROLL
-  for (int i = 0; i < W; ++i)
-    if (i >= W - rot)
-      v[i] = strip[(int64_t)(i + rot - W) * m + row];
+  for (int c = 0; c < W; ++c)
+    if (c < ws)
+      v[c] = strip[(int64_t)c * m + row];
 }
 if (isp) {
+  const int qp = lab - s0;
   LU_UNROLL
-  for (int i = 0; i < W; ++i)
-    if (i >= W - rot)
-      lbuf[(i + rot - W) * W + rot] = v[i];
+  for (int c = 0; c < W; ++c)
+    if (c < qp)
+      lbuf[c * W + qp] = v[c];
 }
-if (isp && !moved) {
-  LU_UNROLL
-  for (int i = 0; i < W; ++i)
-    if (i < W - rot && i + rot < ws)
-      strip[(int64_t)(i + rot) * m + row] = v[i];
-}
-// Every thread's loads of its loaded row (the first ones, the L part's)
+// Every thread's loads of its loaded row (the first ones, the reloads)
 // and the pivots' L11 are before this barrier, and so before the arrival.
 threadgroup_barrier(mem_flags::mem_threadgroup);
 if (tid == 0)
@@ -1797,25 +1848,11 @@ for (int e = tid; e < 2 * W; e += NT) {
   dst_s[e] = dst;
   src_s[e] = pos;
 }
-lu_grid_wait(ctr, P, tid);
-// The moved rows, into rows that other threads read before arriving.
-if (moved) {
-  device T* mine = strip + (int64_t)lab;
-  LU_UNROLL
-  for (int i = 0; i < W; ++i) {
-    const int c = i < W - rot ? i + rot : i + rot - W;
-    if (c < ws)
-      mine[(int64_t)c * m] = v[i];
-  }
-}
-// L11, written by other groups before their arrival.
-for (int e = tid; e < W * W; e += NT) {
-  const int a = e / W, b = e % W;
-  l11[e] = a < b && b < ws ? LU_LDCG(lbuf + e) : T(0);
-}
 threadgroup_barrier(mem_flags::mem_threadgroup);
 const int nleft = s0 - p0, nright = pe - s0 - ws;
-// A warp per column, as lu_strip_grid.
+// A warp per column, as lu_strip_grid: the columns left of the strip
+// (interchanges only) before the grid barrier's wait, the right ones
+// (their block row needs L11) after it.
 bool valid[2 * WH];
 int dstr[2 * WH], srcr[2 * WH];
 LU_UNROLL
@@ -1825,34 +1862,71 @@ for (int h = 0; h < 2 * WH; ++h) {
   dstr[h] = e < W ? s0 + e : valid[h] ? dst_s[e] : s0;
   srcr[h] = valid[h] ? src_s[e] : s0;
 }
-for (int ci = g * NW + warp; ci < nleft + nright; ci += P * NW) {
-  const int c = ci < nleft ? p0 + ci : s0 + ws + (ci - nleft);
+for (int ci = g * NW + warp; ci < nleft; ci += P * NW) {
+  device T* col = pt + (int64_t)ci * m;
+  T x[2 * WH];
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    x[h] = LU_LDCG(col + srcr[h]);
+  simdgroup_barrier(mem_flags::mem_device);
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    if (valid[h])
+      col[dstr[h]] = x[h];
+}
+lu_grid_wait(ctr, P, tid);
+// The moved rows, into rows that other threads read before arriving.
+if (moved) {
+  LU_UNROLL
+  for (int c = 0; c < W; ++c)
+    if (c < ws)
+      strip[(int64_t)c * m + lab] = v[c];
+}
+// L11, written by other groups before their arrival: all of a thread's
+// loads at once (one round trip).
+{
+  constexpr int NL = (W * W + NT - 1) / NT;
+  T lv[NL];
+  LU_UNROLL
+  for (int k = 0; k < NL; ++k) {
+    const int e = tid + k * NT, a = e / W, b = e % W;
+    lv[k] = e < W * W && a < b && b < ws ? LU_LDCG(lbuf + e) : T(0);
+  }
+  LU_UNROLL
+  for (int k = 0; k < NL; ++k)
+    if (tid + k * NT < W * W)
+      l11[tid + k * NT] = lv[k];
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+// (The same warp per column as one pass over both sides would give.)
+int ci = g * NW + warp;
+while (ci < nleft)
+  ci += P * NW;
+for (; ci < nleft + nright; ci += P * NW) {
+  const int c = s0 + ws + (ci - nleft);
   device T* col = pt + (int64_t)(c - p0) * m;
   T x[2 * WH];
   LU_UNROLL
   for (int h = 0; h < 2 * WH; ++h)
     x[h] = LU_LDCG(col + srcr[h]);
   simdgroup_barrier(mem_flags::mem_device);
-  const bool right = ci >= nleft;
   LU_UNROLL
-  for (int h = 0; h < 2 * WH; ++h)
-    if (valid[h] && (h >= WH || !right))
+  for (int h = WH; h < 2 * WH; ++h)
+    if (valid[h])
       col[dstr[h]] = x[h];
-  if (right) {
-    LU_UNROLL
-    for (int q = 0; q + 1 < W; ++q) {
-      if (q + 1 >= ws)
-        break;
-      const T yq = simd_shuffle(x[q / 32], (ushort)(q % 32));
-      LU_UNROLL
-      for (int h = 0; h < WH; ++h)
-        x[h] = fma(-l11[q * W + h * 32 + lane], yq, x[h]);
-    }
+  LU_UNROLL
+  for (int q = 0; q + 1 < W; ++q) {
+    if (q + 1 >= ws)
+      break;
+    const T yq = simd_shuffle(x[q / 32], (ushort)(q % 32));
     LU_UNROLL
     for (int h = 0; h < WH; ++h)
-      if (h * 32 + lane < ws)
-        col[s0 + h * 32 + lane] = x[h];
+      x[h] = fma(-l11[q * W + h * 32 + lane], yq, x[h]);
   }
+  LU_UNROLL
+  for (int h = 0; h < WH; ++h)
+    if (h * 32 + lane < ws)
+      col[s0 + h * 32 + lane] = x[h];
 }
 
 //@kernel lu_laswp_plan

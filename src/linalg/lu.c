@@ -184,17 +184,23 @@
  * 0.14 instructions issued a cycle, 45% of the stalls no_instruction
  * (instruction-cache misses), ~182 us a strip, ~2.8 us a column, where
  * the exchange's count is ~1 us. lu_strip_roll runs one copy of the
- * column (1036 SASS instructions, ~16.6 KB, the kernel 111 KB in all
- * against 550), its registers rotating by one column a step inside the
- * update so that every index stays a constant (see kernels/lu.metal);
- * its L entries go to PT as they are made, its L11 through a scratch
- * after the exchange slots, the grid barrier's wait now before the tail.
- * The count (NOT measured when written): ~63 fmas, 16 shared 16-byte
- * loads, one store and the exchange's ~150-200 instructions a column at
- * ~4-6 cycles each once resident, plus ~1.5 L2 round trips: ~1.2-1.5 us
- * a column against 2.8, ~10-12 ms less of LU 8192^2 float32's ~21 ms of
- * strips (116 launches x 64 columns); the wait before the tail costs
- * back ~1-2 round trips a strip (~0.1 ms).
+ * column (~900 SASS instructions, ~14.5 KB), its registers rotating by
+ * one column a step inside the update so that every index stays a
+ * constant (see kernels/lu.metal); every value goes to PT at its loaded
+ * row as soon as it is final, the moved rows are reloaded and stored at
+ * their labels across the grid barrier, L11 goes through a scratch after
+ * the exchange slots. Measured once (H100, one call; the first form,
+ * whose rotation compiled to ~128 register moves a column from the
+ * branches around the update): LU 8192^2 float32 35.9 ms, solve with 16
+ * right-hand sides 38.0 ms (cuSOLVER 35.5 / 41.8 in the same call), where
+ * main measured 33.8 / 36.2 in an earlier call: no gain, ~2 ms lost,
+ * about what those moves and 2x the fmas cost by count (~160 issue
+ * slots a warp a column, ~0.2 us). The form now has no moves, W / 2 - 1
+ * fmas from column W / 2 on, the next argmax before the other fmas, and
+ * the strip's tail split around the grid barrier's wait. Its count (NOT
+ * measured): ~1.2-1.5 us a column, ~10 ms less of LU 8192^2 float32's
+ * ~21 ms of strips (116 launches x 64 columns), ~0.2 ms back for the
+ * tail's extra round trips.
  *
  * The launch is cooperative (cuLaunchCooperativeKernel: every
  * group resident before any starts, or an error), since groups that spin
