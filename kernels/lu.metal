@@ -1633,11 +1633,20 @@ int bad = 0;
     cand_row[warp] = wr;
   }
 }
+// The exchange's addresses as 32-bit word offsets from X, per column a
+// select and an add: as 64-bit pointers from the column's slot base,
+// rematerialised by the register allocator at every load (~15
+// instructions each, ~150 a polling pass: 230 instructions against
+// lu_strip_grid's 78).
+const uint o_rows = (uint)(warp * SW + 2 * lane);
+const uint o_keys = (uint)(lane * SW + RW);
+const uint o_pub = (uint)(g * SW);
+const uint o_par = (uint)(P * SW);
 LU_NO_UNROLL
 for (int q = 0; q < ws; ++q) {
   const int j = s0 + q, slot = q & 1;
   const uint stamp = (uint)(j + 1);
-  device ulong* xs = xw + (int64_t)slot * P * SW;
+  const uint xo = slot != 0 ? o_par : 0u;
   // The group's best candidate (keys: v[0], column q).
   threadgroup_barrier(mem_flags::mem_threadgroup);
   T gk = cand_key[slot * NW + lane % NW];
@@ -1645,7 +1654,7 @@ for (int q = 0; q < ws; ++q) {
   lu_redux_argmax(gk, gr);
   // Publish it, key first (see lu_strip_grid); the row relative to q.
   if (lab == gr || (gr == LU_NO_ROW && tid == 0)) {
-    device ulong* dst = xs + (int64_t)g * SW;
+    device ulong* dst = xw + (xo + o_pub);
     uint kp[4] = {0, 0, 0, 0};
     lu_pieces(gk, kp);
     kp[KW] = (uint)gr;
@@ -1672,8 +1681,8 @@ for (int q = 0; q < ws; ++q) {
     LU_UNROLL
     for (int i = 0; i < 2 * NK; ++i)
       ka[i] = kb[i] = 0;
-    device ulong* rows = xs + warp * SW + 2 * lane;
-    device ulong* keys = xs + lane * SW + RW;
+    device ulong* rows = xw + (xo + o_rows);
+    device ulong* keys = xw + (xo + o_keys);
     do {
       LU_UNROLL
       for (int i = 0; i < NV; ++i)
