@@ -1517,8 +1517,8 @@ if (live && lab != row)
 // gave 34,368 SASS instructions (~550 KB, each column's ~490 run once a
 // launch), an issue rate of 0.14 a cycle and 45% of the warp stalls on
 // no_instruction: every branch target of that straight line is a fresh
-// fetch from L2, ~182 us a strip, ~2.8 us a column. This loop is ~900
-// SASS instructions (~14.5 KB), fetched once a launch and then resident.
+// fetch from L2, ~182 us a strip, ~2.8 us a column. This loop is ~640
+// SASS instructions (~10 KB), fetched once a launch and then resident.
 //
 // A rolled loop cannot index a register array with its counter, so the
 // registers rotate by one column a step, fused into the update: v[i]
@@ -1633,15 +1633,20 @@ int bad = 0;
     cand_row[warp] = wr;
   }
 }
-// The exchange's addresses as 32-bit word offsets from X, per column a
-// select and an add: as 64-bit pointers from the column's slot base,
-// rematerialised by the register allocator at every load (~15
-// instructions each, ~150 a polling pass: 230 instructions against
-// lu_strip_grid's 78).
+// The exchange's addresses: the polling ones in loop-carried pointers
+// swapped each column (a loop-carried value cannot be rematerialised:
+// made per column from the slot's base, the register allocator
+// recomputed them at every load, ~15 instructions each, and a polling
+// pass was 230 instructions against lu_strip_grid's 78; now 79), the
+// publisher's as a 32-bit offset from X.
 const uint o_rows = (uint)(warp * SW + 2 * lane);
 const uint o_keys = (uint)(lane * SW + RW);
 const uint o_pub = (uint)(g * SW);
 const uint o_par = (uint)(P * SW);
+device ulong* rows_c = xw + o_rows;
+device ulong* rows_n = rows_c + o_par;
+device ulong* keys_c = xw + o_keys;
+device ulong* keys_n = keys_c + o_par;
 LU_NO_UNROLL
 for (int q = 0; q < ws; ++q) {
   const int j = s0 + q, slot = q & 1;
@@ -1681,8 +1686,8 @@ for (int q = 0; q < ws; ++q) {
     LU_UNROLL
     for (int i = 0; i < 2 * NK; ++i)
       ka[i] = kb[i] = 0;
-    device ulong* rows = xw + (xo + o_rows);
-    device ulong* keys = xw + (xo + o_keys);
+    device ulong* rows = rows_c;
+    device ulong* keys = keys_c;
     do {
       LU_UNROLL
       for (int i = 0; i < NV; ++i)
@@ -1812,6 +1817,12 @@ for (int q = 0; q < ws; ++q) {
     cand_key[(slot ^ 1) * NW + warp] = wk;
     cand_row[(slot ^ 1) * NW + warp] = wr;
   }
+  device ulong* const rows_t = rows_c;
+  rows_c = rows_n;
+  rows_n = rows_t;
+  device ulong* const keys_t = keys_c;
+  keys_c = keys_n;
+  keys_n = keys_t;
 }
 // Every row's values are in PT at its loaded row now (L by its thread,
 // a pivot's U by its group: visible to the group after this barrier).

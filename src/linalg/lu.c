@@ -184,7 +184,7 @@
  * 0.14 instructions issued a cycle, 45% of the stalls no_instruction
  * (instruction-cache misses), ~182 us a strip, ~2.8 us a column, where
  * the exchange's count is ~1 us. lu_strip_roll runs one copy of the
- * column (~900 SASS instructions, ~14.5 KB), its registers rotating by
+ * column (~640 SASS instructions, ~10 KB), its registers rotating by
  * one column a step inside the update so that every index stays a
  * constant (see kernels/lu.metal); every value goes to PT at its loaded
  * row as soon as it is final, the moved rows are reloaded and stored at
@@ -195,9 +195,12 @@
  * right-hand sides 38.0 ms (cuSOLVER 35.5 / 41.8 in the same call), where
  * main measured 33.8 / 36.2 in an earlier call: no gain, ~2 ms lost,
  * about what those moves and 2x the fmas cost by count (~160 issue
- * slots a warp a column, ~0.2 us). The form now has no moves, W / 2 - 1
- * fmas from column W / 2 on, the next argmax before the other fmas, and
- * the strip's tail split around the grid barrier's wait. Its count (NOT
+ * slots a warp a column, ~0.2 us), and its polling pass was 230
+ * instructions against lu_strip_grid's 78 (addresses rematerialised at
+ * every load). The form now has no moves, W / 2 - 1 fmas from column W /
+ * 2 on, the next argmax before the other fmas, a polling pass of 79
+ * instructions, and the strip's tail split around the grid barrier's
+ * wait. Its count (NOT
  * measured): ~1.2-1.5 us a column, ~10 ms less of LU 8192^2 float32's
  * ~21 ms of strips (116 launches x 64 columns), ~0.2 ms back for the
  * tail's extra round trips.
