@@ -1509,8 +1509,9 @@ if (live && lab != row)
       mine[(int64_t)q * m] = v[q];
 
 //@kernel lu_strip_roll
-// lu_strip_grid's work (the same scalars, outputs, template, launch, grid
-// exchange and results: see there) with its column loop ROLLED: one copy
+// lu_strip_grid's work (the same scalars, outputs, template, launch,
+// stamped exchange words and results: see there; its readers differ, see
+// "Readers" below) with its column loop ROLLED: one copy
 // of the column's code (the argmax, the publication, the polling, the
 // P-way pick, the update), run ws times, where lu_strip_grid unrolls it
 // W times. Why: Nsight Compute on lu_strip_grid (H100, 8192^2 float32)
@@ -1564,16 +1565,55 @@ if (live && lab != row)
 // launches x 64 columns). Per strip: one more round trip before the
 // arrival (the reloads) and the wait before the right columns and L11
 // (1-2 round trips): ~1-2 us a strip, ~0.2 ms in all.
+//
+// Readers: only warp 0 of each group reads the exchange. It polls the P
+// keys (lane c slot c, and c + 32), picks the pivot (lu_better, as
+// lu_strip_grid), and then loads ONLY the winner's row (32 16-byte
+// pairs, a pair a lane, polled until stamped) into threadgroup memory;
+// the other warps skip every exchange load and wait at barrier 2. Before,
+// every warp loaded and stamp-checked its share of all P slots' rows (P x
+// W values staged, 17 KiB of threadgroup memory, now 512 bytes), though
+// only the winner's is used. Why a reader never takes a stale value: as
+// lu_strip_grid (a word with column j's stamp was written for column j).
+// Why it never waits forever: every group publishes its whole slot (key
+// and row, an empty one if need be) every column, so the winner's row,
+// whichever slot wins, comes. Why the overwrite of a slot is safe: group
+// h's publisher writes slot (q % 2, h) again for column q + 2 after its
+// barrier 1 of column q + 2, so after its warp 0 has seen every group's
+// column q + 1 key with its stamp (h's barrier 2 of q + 1 waits for that
+// warp's polls); group g published that key after g's barrier 1 of q +
+// 1, which g's warp 0 passes only after g's barrier 2 of column q, and
+// that warp reaches its barrier 2 of column q only once its column q
+// loads, the P keys and the winner's row (the only reads of slots of
+// parity q % 2 in g), have returned with the stamp (the loop exits
+// depend on them). So the overwrite is causally after every read of
+// column q, as before, with one reading warp a group instead of NW.
+//
+// The count of the readers' change (static SASS, sm_90a, float32; NOT measured
+// on a GPU): per column, every warp: ~43 instructions from barrier 1 to the
+// publish test, ~200 after barrier 2 (16 16-byte shared loads, 63 fmas, 31 from
+// column W / 2 on; the zero-pivot row is now an offset in the same array: as a
+// separate array the compiler loaded both rows and selected, 16 loads and 64
+// selects more a column); warp 0 also ~90 (keys ~15 a pass, the pick ~35, the
+// row ~5 a pass, staging ~10); the publisher's warp ~113 stores. Before: every
+// warp ran the polling of all P rows (a first pass of ~80 instructions, ~60 a
+// pass after, ~2.5 passes a column by Nsight, staging ~20): 611 instructions
+// per warp per column measured, ~280 of them polling. Now ~250 for warps 1..7
+// and ~340 for warp 0. Registers: 254 -> 168 (float32), 211 -> 175 (float64);
+// threadgroup memory 35,488 -> 18,328 bytes (float32). The critical path gains
+// one dependent L2 round trip a column (the winner's row is loaded only after
+// its key: ~0.3-0.5 us), against ~300 fewer instructions a warp at ~4 cycles
+// each with 2 warps per scheduler (~1,200 issue cycles, ~0.7 us at 1.75 GHz):
+// expected ~2.46 -> ~1.9-2.1 us a column, i.e. LU 8192^2 float32's strips 18.2
+// -> ~14-15 ms, if the barrier waits shrink with the issue. Not measured.
 constexpr int NW = NT / 32;
 constexpr int WH = W / 32;
 constexpr int KW = (int)sizeof(T) / 4;
 constexpr int RW = W * KW;
 constexpr int SW = RW + 4;
-constexpr int SP = SW / 2;
 constexpr int NPR = RW / 2;
 static_assert(NPR == 32, "lu_strip_roll: a row is 32 pairs of words");
 constexpr int NK = (KW + 2) / 2;
-constexpr int NV = (LU_GRID_PMAX * NPR + NT - 1) / NT;
 threadgroup T cand_key[2 * NW];
 threadgroup int cand_row[2 * NW];
 threadgroup int pv_s[W];
@@ -1581,19 +1621,22 @@ threadgroup int sel_s[2];
 threadgroup int src_s[2 * W];
 threadgroup int dst_s[2 * W];
 threadgroup T l11[W * W];
-threadgroup uint4 stage4[LU_GRID_PMAX * SW / 4];
+// The pivot's row of column q, as published (RW pieces: warp 0 stages
+// it, a pair a lane), then a row of zeros (the pivot row that a zero
+// pivot's update uses: no update, see below). One array, so that the
+// choice is an offset: as two arrays the compiler loaded both rows and
+// selected, 16 more 16-byte loads and 64 selects a column.
+threadgroup uint4 stage4[2 * (RW / 4)];
 threadgroup uint* stage = (threadgroup uint*)stage4;
-// The publisher's thread per column parity, and a row of zeros (the
-// pivot row that a zero pivot's update uses: no update, see below).
+// The publisher's thread per column parity.
 threadgroup int pub_s[2];
-threadgroup uint4 zrow4[RW / 4];
 const int s0 = first, p0 = pstart, pe = pend, m = nrows;
 const int P = (int)threadgroups_per_grid.x;
 const int g = (int)threadgroup_position_in_grid.x;
 const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
 if (tid < RW / 4)
-  zrow4[tid] = uint4(0u, 0u, 0u, 0u);
+  stage4[RW / 4 + tid] = uint4(0u, 0u, 0u, 0u);
 const int ws = min(W, pe - s0);
 device T* pt = PT;
 device int* ctr = S + LU_GRID_CTR + s0 / W;
@@ -1611,11 +1654,9 @@ for (int q = 0; q < W; ++q) {
   v[q] = live && q < ws ? x : T(0);
 }
 int lab = row;
-uint need = 0, kneed = 0;
-LU_UNROLL
-for (int i = 0; i < NV; ++i)
-  if (i * NW + warp < P)
-    need |= 1u << i;
+// Warp 0's key pairs (slot lane + 32 u, pair RW / 2 + k at bit u NK +
+// k).
+uint kneed = 0;
 LU_UNROLL
 for (int u = 0; u < 2; ++u)
   if (warp == 0 && lane + 32 * u < P)
@@ -1639,7 +1680,7 @@ int bad = 0;
 // recomputed them at every load, ~15 instructions each, and a polling
 // pass was 230 instructions against lu_strip_grid's 78; now 79), the
 // publisher's as a 32-bit offset from X.
-const uint o_rows = (uint)(warp * SW + 2 * lane);
+const uint o_rows = (uint)(2 * lane);
 const uint o_keys = (uint)(lane * SW + RW);
 const uint o_pub = (uint)(g * SW);
 const uint o_par = (uint)(P * SW);
@@ -1678,30 +1719,22 @@ for (int q = 0; q < ws; ++q) {
 #if !KILN_BACKEND_CUDA
   threadgroup_barrier(mem_flags::mem_device);
 #endif
-  // Every slot's row into threadgroup memory, warp 0 picking the pivot
-  // as soon as its keys are in (as lu_strip_grid).
-  {
-    ulong a[NV], b[NV], ka[2 * NK], kb[2 * NK];
-    uint pending = need, kpending = kneed;
+  // Warp 0 alone reads the exchange: the P keys (lane c slot c, and c +
+  // 32), polled until all carry the stamp, the pivot picked, then the
+  // winner's row only (pair `lane` of its slot), polled until stamped,
+  // into threadgroup memory; the other warps go straight to barrier 2.
+  if (warp == 0) {
+    ulong ka[2 * NK], kb[2 * NK];
+    uint kpending = kneed;
     LU_UNROLL
-    for (int i = 0; i < 2 * NK; ++i)
+    for (int i = 0; i < 2 * NK; ++i) // (lanes past P read them unloaded)
       ka[i] = kb[i] = 0;
-    device ulong* rows = rows_c;
     device ulong* keys = keys_c;
     do {
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
       LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if ((kpending >> i) & 1u)
           lu_ld_pair(keys + (i / NK) * 32 * SW + 2 * (i % NK), ka[i], kb[i]);
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
-            lu_stamped(b[i], stamp))
-          pending &= ~(1u << i);
       LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if (((kpending >> i) & 1u) && lu_stamped(ka[i], stamp) &&
@@ -1711,55 +1744,50 @@ for (int q = 0; q < ws; ++q) {
       // One pass must do (see lu_strip_grid): unstamped words become
       // all-ones pieces, which the tests fail on rather than hang.
       LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          a[i] = b[i] = ~(ulong)0;
-      LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if ((kpending >> i) & 1u)
           ka[i] = kb[i] = ~(ulong)0;
-      pending = kpending = 0;
+      kpending = 0;
 #endif
     } while (kpending != 0);
 #if KILN_BACKEND_CUDA
     // Reconverge the warp before its reductions (see lu_strip_grid).
     asm volatile("bar.warp.sync -1;" ::: "memory");
 #endif
-    if (warp == 0) {
-      T pk = T(-1);
-      int pi = LU_NO_ROW;
-      LU_UNROLL
-      for (int u = 0; u < 2; ++u) {
-        const int c = lane + 32 * u, i = u * NK;
-        const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
-        const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
-        const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
-        if (c < P && lu_better(k2, i2, pk, pi)) {
-          pk = k2;
-          pi = i2;
-        }
-      }
-      lu_redux_argmax(pk, pi);
-      // (A zero pivot, key 0, as -1 - pi: see the update.)
-      if (lane == 0)
-        sel_s[slot] = pk == T(0) ? -1 - pi : pi;
-    }
-    while (pending != 0) {
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
-            lu_stamped(b[i], stamp))
-          pending &= ~(1u << i);
-    }
+    T pk = T(-1);
+    int pi = LU_NO_ROW;
     LU_UNROLL
-    for (int i = 0; i < NV; ++i)
-      if ((need >> i) & 1u)
-        ((threadgroup uint2*)stage)[(i * NW + warp) * SP + lane] =
-            uint2((uint)a[i], (uint)b[i]);
+    for (int u = 0; u < 2; ++u) {
+      const int c = lane + 32 * u, i = u * NK;
+      const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
+      const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
+      const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
+      if (c < P && lu_better(k2, i2, pk, pi)) {
+        pk = k2;
+        pi = i2;
+      }
+    }
+    lu_redux_argmax(pk, pi);
+    // (A zero pivot, key 0, as -1 - pi: see the update.)
+    if (lane == 0)
+      sel_s[slot] = pk == T(0) ? -1 - pi : pi;
+    // The winner's row (clamped: only a broken exchange could name a
+    // slot outside, and every slot is published every column, so the
+    // poll ends either way). Published with its key, it has usually
+    // landed by now: one pass, one 16-byte load a lane.
+    device ulong* const src = rows_c + min(pi % LU_GRID_PMAX, P - 1) * SW;
+    ulong a, b;
+    bool in = false;
+    do {
+      lu_ld_pair(src, a, b);
+      in = lu_stamped(a, stamp) && lu_stamped(b, stamp);
+#if !KILN_BACKEND_CUDA
+      if (!in)
+        a = b = ~(ulong)0;
+      in = true;
+#endif
+    } while (!in);
+    ((threadgroup uint2*)stage)[lane] = uint2((uint)a, (uint)b);
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
   const int se = sel_s[slot];
@@ -1770,14 +1798,14 @@ for (int q = 0; q < ws; ++q) {
   // same fmas leave every row as it is (LAPACK skips the update; only a
   // -0 may come out +0).
   T prow[W];
-  lu_unstage<W>(zero ? zrow4 : stage4 + pc * (SW / 4), prow);
+  lu_unstage<W>(stage4 + (zero ? RW / 4 : 0), prow);
   // Its U part (columns q .. ws - 1) into PT at the pivot's loaded row,
   // by the pivot's own group (its publisher was the pivot's thread), a
   // value a thread from the stage: the pivot's thread, whose registers
   // go on rotating with the others, reloads it at the end.
   if (g == pc && tid < ws - q)
     strip[(int64_t)(q + tid) * m + s0 + g * NT + pub_s[slot]] =
-        lu_unpiece(stage + pc * SW + tid * KW, T(0));
+        lu_unpiece(stage + tid * KW, T(0));
   if (tid == 0)
     pv_s[q] = p;
   if (lab == p)
