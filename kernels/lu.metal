@@ -1124,33 +1124,36 @@ for (int gs = 0; gs < GL; ++gs) {
 // LU_NO_ROW, which every real row beats). It cannot happen with P = 1, so the
 // CPU tests do not reach it. A value of a slot is 32-bit pieces (two per
 // float64), each in its own 64-bit word with the stamp j + 1 (unique in the
-// factorization: X starts zeroed, stamps start at 1). Every warp of every group
-// then loads its share of the P slots' rows (whole rows, 16-byte relaxed loads
-// from L2), and warp 0 the P keys (lane c slot c), and loads again each pair of
-// words until both carry the stamp; warp 0, as soon as its keys are in, reduces
+// factorization: X starts zeroed, stamps start at 1). Only warp 0 of each
+// group reads: it loads the P keys (lane c slot c, and c + 32; 16-byte relaxed
+// loads from L2) and again each pair until both words carry the stamp, reduces
 // the P candidates (lu_better: largest |a|, first row on ties, NaN largest, on
-// label * LU_GRID_PMAX + slot, which orders as the label and names the slot)
-// and leaves the result in threadgroup memory while the rows still land; the
-// rows go to threadgroup memory (group barrier 2), and every thread takes the
-// pivot row from there, relabels, scales and updates its own row. Threads t < W
-// also keep the pivot row's L part (L11's row q) in threadgroup memory, for the
+// label * LU_GRID_PMAX + slot, which orders as the label and names the slot),
+// then loads only the winner's row (a 16-byte pair a lane, again until
+// stamped) into threadgroup memory; the other warps skip every exchange load
+// and wait at group barrier 2, after which every thread takes the pivot row
+// from there, relabels, scales and updates its own row. Threads t < W also
+// keep the pivot row's L part (L11's row q) in threadgroup memory, for the
 // block row solve.
 //
 // Why a reader never takes a stale value: a word with column j's stamp
 // was written for column j (stamps are unique, and a 64-bit word is read
 // whole), and a reader keeps loading until every word it needs has it.
-// Why it never waits forever: every group publishes a slot every column
-// (an empty one if need be); slot parity q % 2 is written again only for
-// column q + 2, by a thread that has seen every group's column q + 1
-// words, each published after its group's barrier 1 of column q + 1,
-// which its threads pass only after their barrier 2 of column q, itself
-// only once their column q loads have returned with the stamp (the loop
-// exits depend on them): so the overwrite is
+// Why it never waits forever: every group publishes its whole slot (key and
+// row, an empty one if need be) every column, so whichever slot wins, its row
+// comes. Why an overwrite is safe: slot (q % 2, h) is written again only for
+// column q + 2, by group h's publisher after h's barrier 1 of column q + 2, so
+// after h's warp 0 has seen every group's column q + 1 key with its stamp (h's
+// barrier 2 of column q + 1 waits for that warp); group g published that key
+// after g's barrier 1 of column q + 1, which g's warp 0 passes only after g's
+// barrier 2 of column q, which that warp reaches only once its column q loads
+// (the P keys and the winner's row: g's only reads of parity q % 2) have
+// returned with the stamp (the loop exits depend on them). So the overwrite is
 // causally after every read of column q (PTX's no-thin-air axiom, and in
-// hardware the loads completed before the stores that follow them could
-// be seen). Threadgroup memory is single-buffered across columns for the
-// same reason: column q + 1 writes it only after its barrier 1, which
-// every warp passes after its column q reads.
+// hardware the loads completed before the stores that follow them could be
+// seen). Threadgroup memory is single-buffered across columns for the same
+// reason: column q + 1 writes it only after its barrier 1, which every warp
+// passes after its column q reads.
 //
 // The critical path of a column, counted (lu.c has it in time): the
 // group's argmax (2 warp-reduce instructions, 3 in float64: see
@@ -1175,9 +1178,16 @@ for (int gs = 0; gs < GL; ++gs) {
 // too (P + 1 slots), and the pivot's thread unstaged it (16 shared loads)
 // before its next key. By the count ~30-60 ns a column; measured with the
 // rest of that series (lu.c): 42.7 -> 37.4 ms at 8192^2.
-// The price of the exchange: each group loads P SW 8-byte words per
-// column (~17 KiB at P = 32), twice the bytes of the bare values, and
-// loads again only the pairs still unstamped.
+// Only the winner's row is read (the same change as lu_strip_roll's: see there;
+// the count there is the rolled kernel's). Before, every warp of every group
+// loaded and polled its share of all P slots' rows (P SW 8-byte words a group a
+// column, ~17 KiB at P = 32, staged in threadgroup memory), with the pick in
+// warp 0 while the rows landed; now a group loads P keys and one row (~1.5 KiB
+// at P = 32), at the price of one more dependent L2 round trip a column (the
+// row after the key: ~2.5 round trips on the path above). Static SASS (sm_90a;
+// NOT measured on a GPU): 34,368 -> 24,760 instructions in float32, 21,264 ->
+// 16,472 in float64; registers 213 -> 177 and 232 -> 188, no spills;
+// threadgroup memory 35,216 -> 18,064 bytes in float32.
 //
 // After the columns (the strip's tail), nothing reads the strip's columns
 // from memory: L11 is in threadgroup memory, and the composed
@@ -1200,12 +1210,10 @@ constexpr int WH = W / 32;
 constexpr int KW = (int)sizeof(T) / 4;
 constexpr int RW = W * KW;
 constexpr int SW = RW + 4;
-constexpr int SP = SW / 2;
 constexpr int NPR = RW / 2;
 // (A warp loads a slot's row, a pair per lane.)
 static_assert(NPR == 32, "lu_strip_grid: a row is 32 pairs of words");
 constexpr int NK = (KW + 2) / 2;
-constexpr int NV = (LU_GRID_PMAX * NPR + NT - 1) / NT;
 threadgroup T cand_key[2 * NW];
 threadgroup int cand_row[2 * NW];
 threadgroup int pv_s[W];
@@ -1213,9 +1221,9 @@ threadgroup int sel_s[2];
 threadgroup int src_s[2 * W];
 threadgroup int dst_s[2 * W];
 threadgroup T l11[W * W];
-// Column q's exchange slots, staged: P slots of SW pieces (declared as
-// uint4 for 16-byte loads of a row; SW is a multiple of 4).
-threadgroup uint4 stage4[LU_GRID_PMAX * SW / 4];
+// Column q's pivot row, as published: RW pieces (declared as uint4 for
+// 16-byte loads of it).
+threadgroup uint4 stage4[RW / 4];
 threadgroup uint* stage = (threadgroup uint*)stage4;
 const int s0 = first, p0 = pstart, pe = pend, m = nrows;
 const int P = (int)threadgroups_per_grid.x;
@@ -1237,15 +1245,9 @@ for (int q = 0; q < W; ++q) {
 }
 // The row these values are, as interchanged so far (see above).
 int lab = row;
-// This thread's pairs of the P slots' rows, the same every column: a
-// warp takes whole rows (pair `lane` of slot i NW + warp), 512 contiguous
-// bytes a load; and warp 0's key pairs (slot lane + 32 u, pair RW / 2 +
-// k at bit u NK + k).
-uint need = 0, kneed = 0;
-LU_UNROLL
-for (int i = 0; i < NV; ++i)
-  if (i * NW + warp < P)
-    need |= 1u << i;
+// Warp 0's key pairs (slot lane + 32 u, pair RW / 2 + k at bit u NK +
+// k).
+uint kneed = 0;
 LU_UNROLL
 for (int u = 0; u < 2; ++u)
   if (warp == 0 && lane + 32 * u < P)
@@ -1296,33 +1298,21 @@ for (int q = 0; q < W; ++q) {
   // word is written before anyone reads.
   threadgroup_barrier(mem_flags::mem_device);
 #endif
-  // Every slot's row into threadgroup memory: all of this thread's
-  // pairs at once, then again those not yet stamped; warp 0 first polls
-  // until its keys are all in, picks the pivot (the same reduction every
-  // warp made after barrier 2 before: now off the path while the rows
-  // land) and leaves it in sel_s, then polls on for its rows.
-  {
-    ulong a[NV], b[NV], ka[2 * NK], kb[2 * NK];
-    uint pending = need, kpending = kneed;
+  // Warp 0 alone reads the exchange (see above): the P keys polled until
+  // all are in, the pivot picked and left in sel_s, then the winner's
+  // row only, polled until stamped, into threadgroup memory.
+  if (warp == 0) {
+    ulong ka[2 * NK], kb[2 * NK];
+    uint kpending = kneed;
     LU_UNROLL
     for (int i = 0; i < 2 * NK; ++i) // (lanes past P read them unloaded)
       ka[i] = kb[i] = 0;
-    device ulong* rows = xs + warp * SW + 2 * lane;
     device ulong* keys = xs + lane * SW + RW;
     do {
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
       LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if ((kpending >> i) & 1u)
           lu_ld_pair(keys + (i / NK) * 32 * SW + 2 * (i % NK), ka[i], kb[i]);
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
-            lu_stamped(b[i], stamp))
-          pending &= ~(1u << i);
       LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if (((kpending >> i) & 1u) && lu_stamped(ka[i], stamp) &&
@@ -1333,68 +1323,60 @@ for (int q = 0; q < W; ++q) {
       // must do: an unstamped word here is a bug, which all-ones pieces
       // (NaN values, row -1) make the tests fail on rather than hang.
       LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          a[i] = b[i] = ~(ulong)0;
-      LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if ((kpending >> i) & 1u)
           ka[i] = kb[i] = ~(ulong)0;
-      pending = kpending = 0;
+      kpending = 0;
 #endif
     } while (kpending != 0);
 #if KILN_BACKEND_CUDA
     // The lanes leave the polling loop at different times, and the warp
-    // reductions below act on __activemask(): reconverge the warp first
-    // (every lane of every warp gets here), or a part of warp 0 could
-    // pick its own pivot.
+    // reductions below act on __activemask(): reconverge the warp first,
+    // or a part of it could pick its own pivot.
     asm volatile("bar.warp.sync -1;" ::: "memory");
 #endif
-    // Warp 0: the pivot among the P candidates, reduced on label *
-    // LU_GRID_PMAX + slot (labels < 2^25: lu.c's use_grid), or
-    // LU_NO_ROW for an empty slot.
-    if (warp == 0) {
-      T pk = T(-1);
-      int pi = LU_NO_ROW;
-      LU_UNROLL
-      for (int u = 0; u < 2; ++u) {
-        const int c = lane + 32 * u, i = u * NK;
-        const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
-        const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
-        const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
-        if (c < P && lu_better(k2, i2, pk, pi)) {
-          pk = k2;
-          pi = i2;
-        }
-      }
-      lu_redux_argmax(pk, pi);
-      if (lane == 0)
-        sel_s[slot] = pi;
-    }
-    while (pending != 0) {
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
-            lu_stamped(b[i], stamp))
-          pending &= ~(1u << i);
-    }
+    // The pivot among the P candidates, reduced on label * LU_GRID_PMAX
+    // + slot (labels < 2^25: lu.c's use_grid), or LU_NO_ROW for an empty
+    // slot.
+    T pk = T(-1);
+    int pi = LU_NO_ROW;
     LU_UNROLL
-    for (int i = 0; i < NV; ++i)
-      if ((need >> i) & 1u)
-        ((threadgroup uint2*)stage)[(i * NW + warp) * SP + lane] =
-            uint2((uint)a[i], (uint)b[i]);
+    for (int u = 0; u < 2; ++u) {
+      const int c = lane + 32 * u, i = u * NK;
+      const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
+      const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
+      const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
+      if (c < P && lu_better(k2, i2, pk, pi)) {
+        pk = k2;
+        pi = i2;
+      }
+    }
+    lu_redux_argmax(pk, pi);
+    if (lane == 0)
+      sel_s[slot] = pi;
+    // The winner's row, pair `lane` (clamped: only a broken exchange
+    // could name a slot outside; every slot is published every column,
+    // so the poll ends either way).
+    device ulong* const src =
+        xs + min(pi % LU_GRID_PMAX, P - 1) * SW + 2 * lane;
+    ulong a, b;
+    bool in = false;
+    do {
+      lu_ld_pair(src, a, b);
+      in = lu_stamped(a, stamp) && lu_stamped(b, stamp);
+#if !KILN_BACKEND_CUDA
+      if (!in)
+        a = b = ~(ulong)0;
+      in = true;
+#endif
+    } while (!in);
+    ((threadgroup uint2*)stage)[lane] = uint2((uint)a, (uint)b);
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  // Every thread: the pivot and its row. (Clamped: only a broken
-  // exchange could leave the slot outside.)
-  const int pi = sel_s[slot];
-  const int pc = min(pi % LU_GRID_PMAX, P - 1), p = pi / LU_GRID_PMAX;
+  // Every thread: the pivot and its row.
+  const int p = sel_s[slot] / LU_GRID_PMAX;
   T prow[W];
-  lu_unstage<W>(stage4 + pc * (SW / 4), prow);
+  lu_unstage<W>(stage4, prow);
   if (tid == 0)
     pv_s[q] = p;
   if (lab == p)
@@ -1418,7 +1400,7 @@ for (int q = 0; q < W; ++q) {
   // L11's row q (zero from the diagonal on), after the next key's work.
   if (tid < W)
     l11[tid * W + q] =
-        tid < q ? lu_unpiece(stage + pc * SW + tid * KW, T(0)) : T(0);
+        tid < q ? lu_unpiece(stage + tid * KW, T(0)) : T(0);
 }
 // Every thread's initial loads are before this barrier, and so (for the
 // relabelled rows' stores below) before the arrival; pv_s and l11 are
