@@ -98,10 +98,14 @@
  * 256 threadgroups (32 at 8192 rows), a row per thread with its W values
  * in registers, one grid-wide exchange per column: each group publishes
  * its best candidate row with its values in double-buffered global
- * slots; every group loads all P slots into threadgroup memory and every
- * warp picks the same pivot (lu_better), so no second exchange is
- * needed. Rows are interchanged by relabelling the threads that hold
- * them, not by moving values (so row j need not travel). After the
+ * slots; warp 0 of every group loads the P keys, picks the same pivot
+ * (lu_better) as every other group, so no second exchange is needed, and
+ * loads only the winner's row into threadgroup memory (before,
+ * every warp loaded and staged all P slots' rows: ~300 instructions a
+ * warp a column of polling, 17 KiB of threadgroup memory; now one more
+ * dependent L2 round trip a column, key then row; see kernels/lu.metal).
+ * Rows are interchanged by relabelling the threads that hold them, not
+ * by moving values (so row j need not travel). After the
  * strip, the groups' warps apply the strip's composed interchanges to the
  * panel's other columns and solve its block row (a warp per column, L11
  * kept in threadgroup memory from the pivot rows), and a grid barrier (an
@@ -214,8 +218,9 @@
  * forever there: it keeps lu_panel, and tests run lu_strip_grid with one
  * threadgroup on every backend through kiln__lu_grid_test. Batches keep
  * lu_panel (one threadgroup per matrix already spreads them over the
- * SMs), and so do strips of more than 16384 rows (the staged slots would
- * outgrow threadgroup memory, and the traffic of staging grows as P^2).
+ * SMs), and so do strips of more than 16384 rows (warp 0 reads the
+ * keys two slots a lane, and the pick names the slot in label *
+ * LU_GRID_PMAX + slot: 64 groups of 256 rows at most).
  *
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
