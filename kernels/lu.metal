@@ -32,15 +32,18 @@
 //            gather), the block row's solve (lu_linv_diag and lu_linv
 //            form L11^-1, a GEMM multiplies, lu_rowfix substitutes where
 //            L11^-1 is too large) and the trailing GEMM. On CUDA, for one
-//            matrix with enough rows, lu_strip_grid factors strips of 64
+//            matrix with enough rows, lu_strip_roll (or lu_strip_grid, its
+//            unrolled original, under a test hook) factors strips of 64
 //            (32) columns with the whole grid instead of lu_panel (lu.c).
 #include <metal_stdlib>
 using namespace metal;
 
 #if KILN_BACKEND_CUDA
 #define LU_UNROLL _Pragma("unroll")
+#define LU_NO_UNROLL _Pragma("unroll 1")
 #else
 #define LU_UNROLL
+#define LU_NO_UNROLL
 #endif
 
 #define LU_INFO_NONFINITE (-1073741824)
@@ -165,6 +168,17 @@ inline void lu_unstage(const threadgroup uint4* s, thread double* out) {
     out[2 * c] = as_type<double>(((ulong)u.y << 32) | (ulong)u.x);
     out[2 * c + 1] = as_type<double>(((ulong)u.w << 32) | (ulong)u.z);
   }
+}
+// lu_strip_roll's update of a row held relative to the column (see
+// there): v[i] = v[i + 1] - l prow[i + 1] for i < N, v[N] = 0, where
+// v[N + 1 ..] are zeros already (columns past the strip), so that N
+// shrinks as the strip's columns are done.
+template <typename T, int N>
+inline void lu_rotate(thread T* v, const thread T* prow, T l) {
+  LU_UNROLL
+  for (int i = 0; i < N; ++i)
+    v[i] = fma(-l, prow[i + 1], v[i + 1]);
+  v[N] = T(0);
 }
 // Two adjacent words (16-byte aligned) stored and loaded as one access.
 inline void lu_st_pair(device ulong* p, ulong a, ulong b) {
@@ -1110,33 +1124,36 @@ for (int gs = 0; gs < GL; ++gs) {
 // LU_NO_ROW, which every real row beats). It cannot happen with P = 1, so the
 // CPU tests do not reach it. A value of a slot is 32-bit pieces (two per
 // float64), each in its own 64-bit word with the stamp j + 1 (unique in the
-// factorization: X starts zeroed, stamps start at 1). Every warp of every group
-// then loads its share of the P slots' rows (whole rows, 16-byte relaxed loads
-// from L2), and warp 0 the P keys (lane c slot c), and loads again each pair of
-// words until both carry the stamp; warp 0, as soon as its keys are in, reduces
+// factorization: X starts zeroed, stamps start at 1). Only warp 0 of each
+// group reads: it loads the P keys (lane c slot c, and c + 32; 16-byte relaxed
+// loads from L2) and again each pair until both words carry the stamp, reduces
 // the P candidates (lu_better: largest |a|, first row on ties, NaN largest, on
-// label * LU_GRID_PMAX + slot, which orders as the label and names the slot)
-// and leaves the result in threadgroup memory while the rows still land; the
-// rows go to threadgroup memory (group barrier 2), and every thread takes the
-// pivot row from there, relabels, scales and updates its own row. Threads t < W
-// also keep the pivot row's L part (L11's row q) in threadgroup memory, for the
+// label * LU_GRID_PMAX + slot, which orders as the label and names the slot),
+// then loads only the winner's row (a 16-byte pair a lane, again until
+// stamped) into threadgroup memory; the other warps skip every exchange load
+// and wait at group barrier 2, after which every thread takes the pivot row
+// from there, relabels, scales and updates its own row. Threads t < W also
+// keep the pivot row's L part (L11's row q) in threadgroup memory, for the
 // block row solve.
 //
 // Why a reader never takes a stale value: a word with column j's stamp
 // was written for column j (stamps are unique, and a 64-bit word is read
 // whole), and a reader keeps loading until every word it needs has it.
-// Why it never waits forever: every group publishes a slot every column
-// (an empty one if need be); slot parity q % 2 is written again only for
-// column q + 2, by a thread that has seen every group's column q + 1
-// words, each published after its group's barrier 1 of column q + 1,
-// which its threads pass only after their barrier 2 of column q, itself
-// only once their column q loads have returned with the stamp (the loop
-// exits depend on them): so the overwrite is
+// Why it never waits forever: every group publishes its whole slot (key and
+// row, an empty one if need be) every column, so whichever slot wins, its row
+// comes. Why an overwrite is safe: slot (q % 2, h) is written again only for
+// column q + 2, by group h's publisher after h's barrier 1 of column q + 2, so
+// after h's warp 0 has seen every group's column q + 1 key with its stamp (h's
+// barrier 2 of column q + 1 waits for that warp); group g published that key
+// after g's barrier 1 of column q + 1, which g's warp 0 passes only after g's
+// barrier 2 of column q, which that warp reaches only once its column q loads
+// (the P keys and the winner's row: g's only reads of parity q % 2) have
+// returned with the stamp (the loop exits depend on them). So the overwrite is
 // causally after every read of column q (PTX's no-thin-air axiom, and in
-// hardware the loads completed before the stores that follow them could
-// be seen). Threadgroup memory is single-buffered across columns for the
-// same reason: column q + 1 writes it only after its barrier 1, which
-// every warp passes after its column q reads.
+// hardware the loads completed before the stores that follow them could be
+// seen). Threadgroup memory is single-buffered across columns for the same
+// reason: column q + 1 writes it only after its barrier 1, which every warp
+// passes after its column q reads.
 //
 // The critical path of a column, counted (lu.c has it in time): the
 // group's argmax (2 warp-reduce instructions, 3 in float64: see
@@ -1161,9 +1178,16 @@ for (int gs = 0; gs < GL; ++gs) {
 // too (P + 1 slots), and the pivot's thread unstaged it (16 shared loads)
 // before its next key. By the count ~30-60 ns a column; measured with the
 // rest of that series (lu.c): 42.7 -> 37.4 ms at 8192^2.
-// The price of the exchange: each group loads P SW 8-byte words per
-// column (~17 KiB at P = 32), twice the bytes of the bare values, and
-// loads again only the pairs still unstamped.
+// Only the winner's row is read (the same change as lu_strip_roll's: see there;
+// the count there is the rolled kernel's). Before, every warp of every group
+// loaded and polled its share of all P slots' rows (P SW 8-byte words a group a
+// column, ~17 KiB at P = 32, staged in threadgroup memory), with the pick in
+// warp 0 while the rows landed; now a group loads P keys and one row (~1.5 KiB
+// at P = 32), at the price of one more dependent L2 round trip a column (the
+// row after the key: ~2.5 round trips on the path above). Static SASS (sm_90a;
+// NOT measured on a GPU): 34,368 -> 24,760 instructions in float32, 21,264 ->
+// 16,472 in float64; registers 213 -> 177 and 232 -> 188, no spills;
+// threadgroup memory 35,216 -> 18,064 bytes in float32.
 //
 // After the columns (the strip's tail), nothing reads the strip's columns
 // from memory: L11 is in threadgroup memory, and the composed
@@ -1186,12 +1210,10 @@ constexpr int WH = W / 32;
 constexpr int KW = (int)sizeof(T) / 4;
 constexpr int RW = W * KW;
 constexpr int SW = RW + 4;
-constexpr int SP = SW / 2;
 constexpr int NPR = RW / 2;
 // (A warp loads a slot's row, a pair per lane.)
 static_assert(NPR == 32, "lu_strip_grid: a row is 32 pairs of words");
 constexpr int NK = (KW + 2) / 2;
-constexpr int NV = (LU_GRID_PMAX * NPR + NT - 1) / NT;
 threadgroup T cand_key[2 * NW];
 threadgroup int cand_row[2 * NW];
 threadgroup int pv_s[W];
@@ -1199,9 +1221,9 @@ threadgroup int sel_s[2];
 threadgroup int src_s[2 * W];
 threadgroup int dst_s[2 * W];
 threadgroup T l11[W * W];
-// Column q's exchange slots, staged: P slots of SW pieces (declared as
-// uint4 for 16-byte loads of a row; SW is a multiple of 4).
-threadgroup uint4 stage4[LU_GRID_PMAX * SW / 4];
+// Column q's pivot row, as published: RW pieces (declared as uint4 for
+// 16-byte loads of it).
+threadgroup uint4 stage4[RW / 4];
 threadgroup uint* stage = (threadgroup uint*)stage4;
 const int s0 = first, p0 = pstart, pe = pend, m = nrows;
 const int P = (int)threadgroups_per_grid.x;
@@ -1223,15 +1245,9 @@ for (int q = 0; q < W; ++q) {
 }
 // The row these values are, as interchanged so far (see above).
 int lab = row;
-// This thread's pairs of the P slots' rows, the same every column: a
-// warp takes whole rows (pair `lane` of slot i NW + warp), 512 contiguous
-// bytes a load; and warp 0's key pairs (slot lane + 32 u, pair RW / 2 +
-// k at bit u NK + k).
-uint need = 0, kneed = 0;
-LU_UNROLL
-for (int i = 0; i < NV; ++i)
-  if (i * NW + warp < P)
-    need |= 1u << i;
+// Warp 0's key pairs (slot lane + 32 u, pair RW / 2 + k at bit u NK +
+// k).
+uint kneed = 0;
 LU_UNROLL
 for (int u = 0; u < 2; ++u)
   if (warp == 0 && lane + 32 * u < P)
@@ -1282,33 +1298,21 @@ for (int q = 0; q < W; ++q) {
   // word is written before anyone reads.
   threadgroup_barrier(mem_flags::mem_device);
 #endif
-  // Every slot's row into threadgroup memory: all of this thread's
-  // pairs at once, then again those not yet stamped; warp 0 first polls
-  // until its keys are all in, picks the pivot (the same reduction every
-  // warp made after barrier 2 before: now off the path while the rows
-  // land) and leaves it in sel_s, then polls on for its rows.
-  {
-    ulong a[NV], b[NV], ka[2 * NK], kb[2 * NK];
-    uint pending = need, kpending = kneed;
+  // Warp 0 alone reads the exchange (see above): the P keys polled until
+  // all are in, the pivot picked and left in sel_s, then the winner's
+  // row only, polled until stamped, into threadgroup memory.
+  if (warp == 0) {
+    ulong ka[2 * NK], kb[2 * NK];
+    uint kpending = kneed;
     LU_UNROLL
     for (int i = 0; i < 2 * NK; ++i) // (lanes past P read them unloaded)
       ka[i] = kb[i] = 0;
-    device ulong* rows = xs + warp * SW + 2 * lane;
     device ulong* keys = xs + lane * SW + RW;
     do {
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
       LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if ((kpending >> i) & 1u)
           lu_ld_pair(keys + (i / NK) * 32 * SW + 2 * (i % NK), ka[i], kb[i]);
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
-            lu_stamped(b[i], stamp))
-          pending &= ~(1u << i);
       LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if (((kpending >> i) & 1u) && lu_stamped(ka[i], stamp) &&
@@ -1319,68 +1323,60 @@ for (int q = 0; q < W; ++q) {
       // must do: an unstamped word here is a bug, which all-ones pieces
       // (NaN values, row -1) make the tests fail on rather than hang.
       LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          a[i] = b[i] = ~(ulong)0;
-      LU_UNROLL
       for (int i = 0; i < 2 * NK; ++i)
         if ((kpending >> i) & 1u)
           ka[i] = kb[i] = ~(ulong)0;
-      pending = kpending = 0;
+      kpending = 0;
 #endif
     } while (kpending != 0);
 #if KILN_BACKEND_CUDA
     // The lanes leave the polling loop at different times, and the warp
-    // reductions below act on __activemask(): reconverge the warp first
-    // (every lane of every warp gets here), or a part of warp 0 could
-    // pick its own pivot.
+    // reductions below act on __activemask(): reconverge the warp first,
+    // or a part of it could pick its own pivot.
     asm volatile("bar.warp.sync -1;" ::: "memory");
 #endif
-    // Warp 0: the pivot among the P candidates, reduced on label *
-    // LU_GRID_PMAX + slot (labels < 2^25: lu.c's use_grid), or
-    // LU_NO_ROW for an empty slot.
-    if (warp == 0) {
-      T pk = T(-1);
-      int pi = LU_NO_ROW;
-      LU_UNROLL
-      for (int u = 0; u < 2; ++u) {
-        const int c = lane + 32 * u, i = u * NK;
-        const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
-        const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
-        const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
-        if (c < P && lu_better(k2, i2, pk, pi)) {
-          pk = k2;
-          pi = i2;
-        }
-      }
-      lu_redux_argmax(pk, pi);
-      if (lane == 0)
-        sel_s[slot] = pi;
-    }
-    while (pending != 0) {
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if ((pending >> i) & 1u)
-          lu_ld_pair(rows + i * NW * SW, a[i], b[i]);
-      LU_UNROLL
-      for (int i = 0; i < NV; ++i)
-        if (((pending >> i) & 1u) && lu_stamped(a[i], stamp) &&
-            lu_stamped(b[i], stamp))
-          pending &= ~(1u << i);
-    }
+    // The pivot among the P candidates, reduced on label * LU_GRID_PMAX
+    // + slot (labels < 2^25: lu.c's use_grid), or LU_NO_ROW for an empty
+    // slot.
+    T pk = T(-1);
+    int pi = LU_NO_ROW;
     LU_UNROLL
-    for (int i = 0; i < NV; ++i)
-      if ((need >> i) & 1u)
-        ((threadgroup uint2*)stage)[(i * NW + warp) * SP + lane] =
-            uint2((uint)a[i], (uint)b[i]);
+    for (int u = 0; u < 2; ++u) {
+      const int c = lane + 32 * u, i = u * NK;
+      const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
+      const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
+      const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
+      if (c < P && lu_better(k2, i2, pk, pi)) {
+        pk = k2;
+        pi = i2;
+      }
+    }
+    lu_redux_argmax(pk, pi);
+    if (lane == 0)
+      sel_s[slot] = pi;
+    // The winner's row, pair `lane` (clamped: only a broken exchange
+    // could name a slot outside; every slot is published every column,
+    // so the poll ends either way).
+    device ulong* const src =
+        xs + min(pi % LU_GRID_PMAX, P - 1) * SW + 2 * lane;
+    ulong a, b;
+    bool in = false;
+    do {
+      lu_ld_pair(src, a, b);
+      in = lu_stamped(a, stamp) && lu_stamped(b, stamp);
+#if !KILN_BACKEND_CUDA
+      if (!in)
+        a = b = ~(ulong)0;
+      in = true;
+#endif
+    } while (!in);
+    ((threadgroup uint2*)stage)[lane] = uint2((uint)a, (uint)b);
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  // Every thread: the pivot and its row. (Clamped: only a broken
-  // exchange could leave the slot outside.)
-  const int pi = sel_s[slot];
-  const int pc = min(pi % LU_GRID_PMAX, P - 1), p = pi / LU_GRID_PMAX;
+  // Every thread: the pivot and its row.
+  const int p = sel_s[slot] / LU_GRID_PMAX;
   T prow[W];
-  lu_unstage<W>(stage4 + pc * (SW / 4), prow);
+  lu_unstage<W>(stage4, prow);
   if (tid == 0)
     pv_s[q] = p;
   if (lab == p)
@@ -1404,7 +1400,7 @@ for (int q = 0; q < W; ++q) {
   // L11's row q (zero from the diagonal on), after the next key's work.
   if (tid < W)
     l11[tid * W + q] =
-        tid < q ? lu_unpiece(stage + pc * SW + tid * KW, T(0)) : T(0);
+        tid < q ? lu_unpiece(stage + tid * KW, T(0)) : T(0);
 }
 // Every thread's initial loads are before this barrier, and so (for the
 // relabelled rows' stores below) before the arrival; pv_s and l11 are
@@ -1493,6 +1489,475 @@ if (live && lab != row)
   for (int q = 0; q < W; ++q)
     if (q < ws)
       mine[(int64_t)q * m] = v[q];
+
+//@kernel lu_strip_roll
+// lu_strip_grid's work (the same scalars, outputs, template, launch,
+// stamped exchange words and results: see there; its readers differ, see
+// "Readers" below) with its column loop ROLLED: one copy
+// of the column's code (the argmax, the publication, the polling, the
+// P-way pick, the update), run ws times, where lu_strip_grid unrolls it
+// W times. Why: Nsight Compute on lu_strip_grid (H100, 8192^2 float32)
+// gave 34,368 SASS instructions (~550 KB, each column's ~490 run once a
+// launch), an issue rate of 0.14 a cycle and 45% of the warp stalls on
+// no_instruction: every branch target of that straight line is a fresh
+// fetch from L2, ~182 us a strip, ~2.8 us a column. This loop is ~640
+// SASS instructions (~10 KB), fetched once a launch and then resident.
+//
+// A rolled loop cannot index a register array with its counter, so the
+// registers rotate by one column a step, fused into the update: v[i]
+// holds this row's value of column q + i. After column q's pivot every
+// thread computes l = v[0] / d and sets v[i] = v[i + 1] - l prow[i + 1]
+// (lu_rotate: constant indices, in place, no moves), the next key being
+// the new v[0]; prow is the pivot row relative to column q (a candidate
+// publishes v as it is), zeros past the strip, so finished columns stay
+// put. Every thread does it, without a branch: a thread still a
+// candidate (lab > j) also stores l, its L entry, to PT at its own loaded
+// row (coalesced, fire and forget); the others rotate garbage that
+// nobody reads. The pivot row's U part goes to PT at the pivot's loaded
+// row from the stage, a value per thread of the pivot's own group (its
+// publisher was the pivot's thread: pub_s). A zero pivot (LAPACK: no
+// update) unstages a row of zeros instead, so the same fmas leave the
+// rows as they are (a -0 may come out +0). From column W / 2 on the upper
+// half of v is zeros and the update takes W / 2 - 1 fmas (a third width
+// made float64's registers spill). The next column's warp argmax comes
+// right after the new key, before the other fmas, which hide its latency
+// (the unrolled loop's scheduler could do that across columns).
+//
+// After the columns every row's values are in PT at its loaded row. The
+// moved threads (lab != row) and the pivots' threads load theirs back;
+// the pivots store their L part in L11's layout to a scratch after the
+// exchange slots (X, after 2 P SW words: nobody else writes there, while
+// PT's rows are being permuted); the grid barrier (every load of a row
+// that a moved thread overwrites, the first ones and the reloads, is
+// before its group's arrival); the panel's columns left of the strip
+// before its wait (as lu_strip_grid: only interchanges), then the moved
+// rows stored at their labels, L11 loaded (other groups wrote it) and the
+// columns right of the strip (interchanges and block row, with L11).
+//
+// The count (NOT measured as written; an earlier form of this kernel,
+// measured once on an H100, gave LU 8192^2 float32 35.9 ms against ~33.8
+// for main in an earlier call: its rotation compiled to ~128 register
+// moves a column beside 63 fmas, from the branches around the update, now
+// gone; see lu.c). A column's issue per warp, by SASS: ~63 fmas (31 from
+// column W / 2 on; lu_strip_grid: W - 1 - q), 16 shared 16-byte loads,
+// the exchange's ~150-200 instructions plus polling, no moves, in a loop
+// resident in the instruction cache, plus ~1.5 L2 round trips: ~1.2-1.5
+// us a column expected against ~2.8 us measured for lu_strip_grid, i.e.
+// ~10 ms less of the ~21 ms the strips take in LU 8192^2 float32 (116
+// launches x 64 columns). Per strip: one more round trip before the
+// arrival (the reloads) and the wait before the right columns and L11
+// (1-2 round trips): ~1-2 us a strip, ~0.2 ms in all.
+//
+// Readers: only warp 0 of each group reads the exchange. It polls the P
+// keys (lane c slot c, and c + 32), picks the pivot (lu_better, as
+// lu_strip_grid), and then loads ONLY the winner's row (32 16-byte
+// pairs, a pair a lane, polled until stamped) into threadgroup memory;
+// the other warps skip every exchange load and wait at barrier 2. Before,
+// every warp loaded and stamp-checked its share of all P slots' rows (P x
+// W values staged, 17 KiB of threadgroup memory, now 512 bytes), though
+// only the winner's is used. Why a reader never takes a stale value: as
+// lu_strip_grid (a word with column j's stamp was written for column j).
+// Why it never waits forever: every group publishes its whole slot (key
+// and row, an empty one if need be) every column, so the winner's row,
+// whichever slot wins, comes. Why the overwrite of a slot is safe: group
+// h's publisher writes slot (q % 2, h) again for column q + 2 after its
+// barrier 1 of column q + 2, so after its warp 0 has seen every group's
+// column q + 1 key with its stamp (h's barrier 2 of q + 1 waits for that
+// warp's polls); group g published that key after g's barrier 1 of q +
+// 1, which g's warp 0 passes only after g's barrier 2 of column q, and
+// that warp reaches its barrier 2 of column q only once its column q
+// loads, the P keys and the winner's row (the only reads of slots of
+// parity q % 2 in g), have returned with the stamp (the loop exits
+// depend on them). So the overwrite is causally after every read of
+// column q, as before, with one reading warp a group instead of NW.
+//
+// The count of the readers' change (static SASS, sm_90a, float32; NOT measured
+// on a GPU): per column, every warp: ~43 instructions from barrier 1 to the
+// publish test, ~200 after barrier 2 (16 16-byte shared loads, 63 fmas, 31 from
+// column W / 2 on; the zero-pivot row is now an offset in the same array: as a
+// separate array the compiler loaded both rows and selected, 16 loads and 64
+// selects more a column); warp 0 also ~90 (keys ~15 a pass, the pick ~35, the
+// row ~5 a pass, staging ~10); the publisher's warp ~113 stores. Before: every
+// warp ran the polling of all P rows (a first pass of ~80 instructions, ~60 a
+// pass after, ~2.5 passes a column by Nsight, staging ~20): 611 instructions
+// per warp per column measured, ~280 of them polling. Now ~250 for warps 1..7
+// and ~340 for warp 0. Registers: 254 -> 168 (float32), 211 -> 175 (float64);
+// threadgroup memory 35,488 -> 18,328 bytes (float32). The critical path gains
+// one dependent L2 round trip a column (the winner's row is loaded only after
+// its key: ~0.3-0.5 us), against ~300 fewer instructions a warp at ~4 cycles
+// each with 2 warps per scheduler (~1,200 issue cycles, ~0.7 us at 1.75 GHz):
+// expected ~2.46 -> ~1.9-2.1 us a column, i.e. LU 8192^2 float32's strips 18.2
+// -> ~14-15 ms, if the barrier waits shrink with the issue. Not measured.
+constexpr int NW = NT / 32;
+constexpr int WH = W / 32;
+constexpr int KW = (int)sizeof(T) / 4;
+constexpr int RW = W * KW;
+constexpr int SW = RW + 4;
+constexpr int NPR = RW / 2;
+static_assert(NPR == 32, "lu_strip_roll: a row is 32 pairs of words");
+constexpr int NK = (KW + 2) / 2;
+threadgroup T cand_key[2 * NW];
+threadgroup int cand_row[2 * NW];
+threadgroup int pv_s[W];
+threadgroup int sel_s[2];
+threadgroup int src_s[2 * W];
+threadgroup int dst_s[2 * W];
+threadgroup T l11[W * W];
+// The pivot's row of column q, as published (RW pieces: warp 0 stages
+// it, a pair a lane), then a row of zeros (the pivot row that a zero
+// pivot's update uses: no update, see below). One array, so that the
+// choice is an offset: as two arrays the compiler loaded both rows and
+// selected, 16 more 16-byte loads and 64 selects a column.
+threadgroup uint4 stage4[2 * (RW / 4)];
+threadgroup uint* stage = (threadgroup uint*)stage4;
+// The publisher's thread per column parity.
+threadgroup int pub_s[2];
+const int s0 = first, p0 = pstart, pe = pend, m = nrows;
+const int P = (int)threadgroups_per_grid.x;
+const int g = (int)threadgroup_position_in_grid.x;
+const int tid = (int)thread_index_in_threadgroup;
+const int lane = tid % 32, warp = tid / 32;
+if (tid < RW / 4)
+  stage4[RW / 4 + tid] = uint4(0u, 0u, 0u, 0u);
+const int ws = min(W, pe - s0);
+device T* pt = PT;
+device int* ctr = S + LU_GRID_CTR + s0 / W;
+device ulong* xw = (device ulong*)X;
+// L11 (l11's layout: element a W + b is L(b, a), a < b), after the
+// exchange slots of both parities (lu.c's make_grid_scratch).
+device T* lbuf = (device T*)(xw + (int64_t)2 * P * SW);
+const int row = s0 + g * NT + tid;
+const bool live = row < m;
+T v[W];
+device T* strip = pt + (int64_t)(s0 - p0) * m;
+LU_UNROLL
+for (int q = 0; q < W; ++q) {
+  const T x = strip[(int64_t)min(q, ws - 1) * m + min(row, m - 1)];
+  v[q] = live && q < ws ? x : T(0);
+}
+int lab = row;
+// Warp 0's key pairs (slot lane + 32 u, pair RW / 2 + k at bit u NK +
+// k).
+uint kneed = 0;
+LU_UNROLL
+for (int u = 0; u < 2; ++u)
+  if (warp == 0 && lane + 32 * u < P)
+    kneed |= ((1u << NK) - 1) << (u * NK);
+int bad = 0;
+// Each warp's best candidate for the first column, into cand_* (those of
+// the later columns are made at the end of the column before: see
+// below).
+{
+  T wk = live ? lu_key(v[0]) : T(-1);
+  int wr = live ? lab : LU_NO_ROW;
+  lu_redux_argmax(wk, wr);
+  if (lane == 0) {
+    cand_key[warp] = wk;
+    cand_row[warp] = wr;
+  }
+}
+// The exchange's addresses: the polling ones in loop-carried pointers
+// swapped each column (a loop-carried value cannot be rematerialised:
+// made per column from the slot's base, the register allocator
+// recomputed them at every load, ~15 instructions each, and a polling
+// pass was 230 instructions against lu_strip_grid's 78; now 79), the
+// publisher's as a 32-bit offset from X.
+const uint o_rows = (uint)(2 * lane);
+const uint o_keys = (uint)(lane * SW + RW);
+const uint o_pub = (uint)(g * SW);
+const uint o_par = (uint)(P * SW);
+device ulong* rows_c = xw + o_rows;
+device ulong* rows_n = rows_c + o_par;
+device ulong* keys_c = xw + o_keys;
+device ulong* keys_n = keys_c + o_par;
+LU_NO_UNROLL
+for (int q = 0; q < ws; ++q) {
+  const int j = s0 + q, slot = q & 1;
+  const uint stamp = (uint)(j + 1);
+  const uint xo = slot != 0 ? o_par : 0u;
+  // The group's best candidate (keys: v[0], column q).
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  T gk = cand_key[slot * NW + lane % NW];
+  int gr = cand_row[slot * NW + lane % NW];
+  lu_redux_argmax(gk, gr);
+  // Publish it, key first (see lu_strip_grid); the row relative to q.
+  if (lab == gr || (gr == LU_NO_ROW && tid == 0)) {
+    device ulong* dst = xw + (xo + o_pub);
+    uint kp[4] = {0, 0, 0, 0};
+    lu_pieces(gk, kp);
+    kp[KW] = (uint)gr;
+    pub_s[slot] = tid;
+    lu_st_pair(dst + RW, lu_word(kp[0], stamp), lu_word(kp[1], stamp));
+    if (KW == 2)
+      lu_st_pair(dst + RW + 2, lu_word(kp[2], stamp), lu_word(kp[3], stamp));
+    LU_UNROLL
+    for (int q2 = 0; q2 < W; q2 += 2 / KW) {
+      uint pc[4];
+      lu_pieces(v[q2], pc);
+      lu_pieces(v[min(q2 + 1, W - 1)], pc + KW);
+      lu_st_pair(dst + q2 * KW, lu_word(pc[0], stamp), lu_word(pc[1], stamp));
+    }
+  }
+#if !KILN_BACKEND_CUDA
+  threadgroup_barrier(mem_flags::mem_device);
+#endif
+  // Warp 0 alone reads the exchange: the P keys (lane c slot c, and c +
+  // 32), polled until all carry the stamp, the pivot picked, then the
+  // winner's row only (pair `lane` of its slot), polled until stamped,
+  // into threadgroup memory; the other warps go straight to barrier 2.
+  if (warp == 0) {
+    ulong ka[2 * NK], kb[2 * NK];
+    uint kpending = kneed;
+    LU_UNROLL
+    for (int i = 0; i < 2 * NK; ++i) // (lanes past P read them unloaded)
+      ka[i] = kb[i] = 0;
+    device ulong* keys = keys_c;
+    do {
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if ((kpending >> i) & 1u)
+          lu_ld_pair(keys + (i / NK) * 32 * SW + 2 * (i % NK), ka[i], kb[i]);
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if (((kpending >> i) & 1u) && lu_stamped(ka[i], stamp) &&
+            lu_stamped(kb[i], stamp))
+          kpending &= ~(1u << i);
+#if !KILN_BACKEND_CUDA
+      // One pass must do (see lu_strip_grid): unstamped words become
+      // all-ones pieces, which the tests fail on rather than hang.
+      LU_UNROLL
+      for (int i = 0; i < 2 * NK; ++i)
+        if ((kpending >> i) & 1u)
+          ka[i] = kb[i] = ~(ulong)0;
+      kpending = 0;
+#endif
+    } while (kpending != 0);
+#if KILN_BACKEND_CUDA
+    // Reconverge the warp before its reductions (see lu_strip_grid).
+    asm volatile("bar.warp.sync -1;" ::: "memory");
+#endif
+    T pk = T(-1);
+    int pi = LU_NO_ROW;
+    LU_UNROLL
+    for (int u = 0; u < 2; ++u) {
+      const int c = lane + 32 * u, i = u * NK;
+      const T k2 = lu_key_of((uint)ka[i], (uint)kb[i], T(0));
+      const int r2 = (int)(uint)(KW == 1 ? kb[i] : ka[i + NK - 1]);
+      const int i2 = r2 == LU_NO_ROW ? LU_NO_ROW : r2 * LU_GRID_PMAX + c;
+      if (c < P && lu_better(k2, i2, pk, pi)) {
+        pk = k2;
+        pi = i2;
+      }
+    }
+    lu_redux_argmax(pk, pi);
+    // (A zero pivot, key 0, as -1 - pi: see the update.)
+    if (lane == 0)
+      sel_s[slot] = pk == T(0) ? -1 - pi : pi;
+    // The winner's row (clamped: only a broken exchange could name a
+    // slot outside, and every slot is published every column, so the
+    // poll ends either way). Published with its key, it has usually
+    // landed by now: one pass, one 16-byte load a lane.
+    device ulong* const src = rows_c + min(pi % LU_GRID_PMAX, P - 1) * SW;
+    ulong a, b;
+    bool in = false;
+    do {
+      lu_ld_pair(src, a, b);
+      in = lu_stamped(a, stamp) && lu_stamped(b, stamp);
+#if !KILN_BACKEND_CUDA
+      if (!in)
+        a = b = ~(ulong)0;
+      in = true;
+#endif
+    } while (!in);
+    ((threadgroup uint2*)stage)[lane] = uint2((uint)a, (uint)b);
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  const int se = sel_s[slot];
+  const bool zero = se < 0;
+  const int pi = zero ? -1 - se : se;
+  const int pc = min(pi % LU_GRID_PMAX, P - 1), p = pi / LU_GRID_PMAX;
+  // The pivot row from column q on; zeros for a zero pivot, so that the
+  // same fmas leave every row as it is (LAPACK skips the update; only a
+  // -0 may come out +0).
+  T prow[W];
+  lu_unstage<W>(stage4 + (zero ? RW / 4 : 0), prow);
+  // Its U part (columns q .. ws - 1) into PT at the pivot's loaded row,
+  // by the pivot's own group (its publisher was the pivot's thread), a
+  // value a thread from the stage: the pivot's thread, whose registers
+  // go on rotating with the others, reloads it at the end.
+  if (g == pc && tid < ws - q)
+    strip[(int64_t)(q + tid) * m + s0 + g * NT + pub_s[slot]] =
+        lu_unpiece(stage + tid * KW, T(0));
+  if (tid == 0)
+    pv_s[q] = p;
+  if (lab == p)
+    lab = j;
+  else if (lab == j)
+    lab = p;
+  const T d = prow[0];
+  if (bad == 0)
+    bad = lu_pivot_status(d, j);
+  // Scale by the reciprocal where it is finite (as LAPACK), else divide;
+  // a zero pivot leaves the column as it is.
+  const T rd = T(1) / d;
+  const bool recip = isfinite(rd);
+  const bool upd = live && lab > j;
+  const T l = d == T(0) ? v[0] : recip ? v[0] * rd : v[0] / d;
+  if (upd)
+    strip[(int64_t)q * m + row] = l;
+  // The next column's candidates are the rows updated now: their key
+  // (the new v[0]) and the warp's reduction first, so that its latency
+  // overlaps the other fmas (a rolled loop cannot hoist it from the next
+  // iteration, as the unrolled one could). (cand_* of parity (q + 1) % 2
+  // were last read before barrier 2 of column q - 1.)
+  const T k1 = fma(-l, prow[1], v[1]);
+  const bool next = upd && q + 1 < ws;
+  T wk = next ? lu_key(k1) : T(-1);
+  int wr = next ? lab : LU_NO_ROW;
+  lu_redux_argmax(wk, wr);
+  // The update, every thread alike (no branch: the rows that are not
+  // candidates any more rotate garbage, and are reloaded at the end), as
+  // wide as the columns still live: from column q = W / 2 on the upper
+  // half of v is zeros (W - 1 fmas a column, then W / 2 - 1).
+  if (q < W / 2)
+    lu_rotate<T, W - 1>(v, prow, l);
+  else
+    lu_rotate<T, W / 2 - 1>(v, prow, l);
+  if (lane == 0) {
+    cand_key[(slot ^ 1) * NW + warp] = wk;
+    cand_row[(slot ^ 1) * NW + warp] = wr;
+  }
+  device ulong* const rows_t = rows_c;
+  rows_c = rows_n;
+  rows_n = rows_t;
+  device ulong* const keys_t = keys_c;
+  keys_c = keys_n;
+  keys_n = keys_t;
+}
+// Every row's values are in PT at its loaded row now (L by its thread,
+// a pivot's U by its group: visible to the group after this barrier).
+// The moved rows and the pivots load theirs back (v[c] column c).
+threadgroup_barrier(mem_flags::mem_device);
+const bool isp = live && lab < s0 + ws;
+const bool moved = live && lab != row;
+if (isp || moved) {
+  LU_UNROLL
+  for (int c = 0; c < W; ++c)
+    if (c < ws)
+      v[c] = strip[(int64_t)c * m + row];
+}
+if (isp) {
+  const int qp = lab - s0;
+  LU_UNROLL
+  for (int c = 0; c < W; ++c)
+    if (c < qp)
+      lbuf[c * W + qp] = v[c];
+}
+// Every thread's loads of its loaded row (the first ones, the reloads)
+// and the pivots' L11 are before this barrier, and so before the arrival.
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid == 0)
+  lu_grid_arrive(ctr, 1);
+if (g == 0 && tid < ws)
+  piv[s0 + tid] = pv_s[tid];
+if (g == 0 && tid == 0 && bad != 0 && info[0] == 0)
+  info[0] = bad;
+// The strip's interchanges composed, as lu_strip_grid.
+for (int e = tid; e < 2 * W; e += NT) {
+  int dst = -1;
+  if (e < ws)
+    dst = s0 + e;
+  else if (e >= W && e - W < ws && pv_s[e - W] >= s0 + ws)
+    dst = pv_s[e - W];
+  int pos = dst;
+  if (dst >= 0)
+    for (int q = ws - 1; q >= 0; --q) {
+      const int jq = s0 + q, pq = pv_s[q];
+      pos = pos == jq ? pq : pos == pq ? jq : pos;
+    }
+  dst_s[e] = dst;
+  src_s[e] = pos;
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+const int nleft = s0 - p0, nright = pe - s0 - ws;
+// A warp per column, as lu_strip_grid: the columns left of the strip
+// (interchanges only) before the grid barrier's wait, the right ones
+// (their block row needs L11) after it.
+bool valid[2 * WH];
+int dstr[2 * WH], srcr[2 * WH];
+LU_UNROLL
+for (int h = 0; h < 2 * WH; ++h) {
+  const int e = h * 32 + lane;
+  valid[h] = dst_s[e] >= 0;
+  dstr[h] = e < W ? s0 + e : valid[h] ? dst_s[e] : s0;
+  srcr[h] = valid[h] ? src_s[e] : s0;
+}
+for (int ci = g * NW + warp; ci < nleft; ci += P * NW) {
+  device T* col = pt + (int64_t)ci * m;
+  T x[2 * WH];
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    x[h] = LU_LDCG(col + srcr[h]);
+  simdgroup_barrier(mem_flags::mem_device);
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    if (valid[h])
+      col[dstr[h]] = x[h];
+}
+lu_grid_wait(ctr, P, tid);
+// The moved rows, into rows that other threads read before arriving.
+if (moved) {
+  LU_UNROLL
+  for (int c = 0; c < W; ++c)
+    if (c < ws)
+      strip[(int64_t)c * m + lab] = v[c];
+}
+// L11, written by other groups before their arrival: all of a thread's
+// loads at once (one round trip).
+{
+  constexpr int NL = (W * W + NT - 1) / NT;
+  T lv[NL];
+  LU_UNROLL
+  for (int k = 0; k < NL; ++k) {
+    const int e = tid + k * NT, a = e / W, b = e % W;
+    lv[k] = e < W * W && a < b && b < ws ? LU_LDCG(lbuf + e) : T(0);
+  }
+  LU_UNROLL
+  for (int k = 0; k < NL; ++k)
+    if (tid + k * NT < W * W)
+      l11[tid + k * NT] = lv[k];
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+// (The same warp per column as one pass over both sides would give.)
+int ci = g * NW + warp;
+while (ci < nleft)
+  ci += P * NW;
+for (; ci < nleft + nright; ci += P * NW) {
+  const int c = s0 + ws + (ci - nleft);
+  device T* col = pt + (int64_t)(c - p0) * m;
+  T x[2 * WH];
+  LU_UNROLL
+  for (int h = 0; h < 2 * WH; ++h)
+    x[h] = LU_LDCG(col + srcr[h]);
+  simdgroup_barrier(mem_flags::mem_device);
+  LU_UNROLL
+  for (int h = WH; h < 2 * WH; ++h)
+    if (valid[h])
+      col[dstr[h]] = x[h];
+  LU_UNROLL
+  for (int q = 0; q + 1 < W; ++q) {
+    if (q + 1 >= ws)
+      break;
+    const T yq = simd_shuffle(x[q / 32], (ushort)(q % 32));
+    LU_UNROLL
+    for (int h = 0; h < WH; ++h)
+      x[h] = fma(-l11[q * W + h * 32 + lane], yq, x[h]);
+  }
+  LU_UNROLL
+  for (int h = 0; h < WH; ++h)
+    if (h * 32 + lane < ws)
+      col[s0 + h * 32 + lane] = x[h];
+}
 
 //@kernel lu_laswp_plan
 // The panel's interchanges (pivots p0 .. pe-1, LAPACK's order) composed

@@ -1308,12 +1308,14 @@ void test_linalg_lu_grid(void) {
   }
   lt_grid_case(KILN_FLOAT32, 1030, 1100, -1, false); /* wide */
   /* (Panels of 256, k >= 2048: linalg_lu_factor_paths' 2048 x 2048.) */
-  /* On every backend, lu_strip_grid with one threadgroup (strips of at
-   * most 256 rows): its pivots, interchanges, block rows and info; 300
-   * rows start on lu_panel and move to it at the second panel. */
+  /* On every backend, lu_strip_roll (the default) and lu_strip_grid
+   * (kiln__lu_unrolled_test) with one threadgroup (strips of at most 256
+   * rows): their pivots, interchanges, block rows and info; 300 rows
+   * start on lu_panel and move to the grid kernel at the second panel. */
   kiln__lu_grid_test = true;
-  for (int d = 0; d < 2; d++) {
-    kiln_dtype dt = lt_dtypes[d];
+  for (int d = 0; d < 4; d++) {
+    kiln_dtype dt = lt_dtypes[d % 2];
+    kiln__lu_unrolled_test = d >= 2;
     lt_grid_case(dt, 200, 150, -1, false);
     lt_grid_case(dt, 256, 256, -1, false);
     lt_grid_case(dt, 250, 100, 70, false);
@@ -1325,6 +1327,7 @@ void test_linalg_lu_grid(void) {
     lt_grid_ties(dt, 250, 40);
     lt_grid_repeat(dt, 250, 200, dt == KILN_FLOAT64 ? 32 : 64);
   }
+  kiln__lu_unrolled_test = false;
   kiln__lu_grid_test = false;
 }
 
@@ -1590,14 +1593,18 @@ void test_linalg_lu_nvrtc(void) {
       kt_la_targ(&c.t[4], "GL", KILN_TEMPLATE_INT, 2, KILN_INT32);
       c.nt = 5;
       lt_compile(&c, target);
-      /* lu.c's launch_grid: W 64 float32, 32 float64, 256 threads */
-      c = lt_make("lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv",
-                  "PT,piv,info,X,S", dt, rank, "SSSSSS", "QPIVI");
-      kt_la_targ(&c.t[1], "W", KILN_TEMPLATE_INT, dt == KILN_FLOAT64 ? 32 : 64,
-                 KILN_INT32);
-      kt_la_targ(&c.t[2], "NT", KILN_TEMPLATE_INT, 256, KILN_INT32);
-      c.nt = 3;
-      lt_compile(&c, target);
+      /* lu.c's launch_grid: W 64 float32, 32 float64, 256 threads; the
+       * rolled kernel (default) and the unrolled one */
+      for (int roll = 0; roll < 2; roll++) {
+        c = lt_make(roll ? "lu_strip_roll" : "lu_strip_grid",
+                    "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S", dt,
+                    rank, "SSSSSS", "QPIVI");
+        kt_la_targ(&c.t[1], "W", KILN_TEMPLATE_INT,
+                   dt == KILN_FLOAT64 ? 32 : 64, KILN_INT32);
+        kt_la_targ(&c.t[2], "NT", KILN_TEMPLATE_INT, 256, KILN_INT32);
+        c.nt = 3;
+        lt_compile(&c, target);
+      }
       for (int back = 0; back < 2; back++) {
         c = lt_make("lu_transpose", "Win,p0,pe,nbp,batch0", "W,PT", dt, rank,
                     "MSSSS", "MQ");

@@ -98,10 +98,14 @@
  * 256 threadgroups (32 at 8192 rows), a row per thread with its W values
  * in registers, one grid-wide exchange per column: each group publishes
  * its best candidate row with its values in double-buffered global
- * slots; every group loads all P slots into threadgroup memory and every
- * warp picks the same pivot (lu_better), so no second exchange is
- * needed. Rows are interchanged by relabelling the threads that hold
- * them, not by moving values (so row j need not travel). After the
+ * slots; warp 0 of every group loads the P keys, picks the same pivot
+ * (lu_better) as every other group, so no second exchange is needed, and
+ * loads only the winner's row into threadgroup memory (before,
+ * every warp loaded and staged all P slots' rows: ~300 instructions a
+ * warp a column of polling, 17 KiB of threadgroup memory; now one more
+ * dependent L2 round trip a column, key then row; see kernels/lu.metal).
+ * Rows are interchanged by relabelling the threads that hold them, not
+ * by moving values (so row j need not travel). After the
  * strip, the groups' warps apply the strip's composed interchanges to the
  * panel's other columns and solve its block row (a warp per column, L11
  * kept in threadgroup memory from the pivot rows), and a grid barrier (an
@@ -177,6 +181,34 @@
  * 8192^2 float32 (256 strips, more in float64). Together ~1-1.2 ms expected of
  * the 43.2 ms.
  *
+ * The column loop rolled (lu_strip_roll, the default; lu_strip_grid, its
+ * unrolled original, under kiln__lu_unrolled_test). Nsight Compute on
+ * lu_strip_grid (H100, 8192^2 float32): 34,368 SASS instructions (~550
+ * KB; its 64 columns unrolled, each column's ~490 run once a launch),
+ * 0.14 instructions issued a cycle, 45% of the stalls no_instruction
+ * (instruction-cache misses), ~182 us a strip, ~2.8 us a column, where
+ * the exchange's count is ~1 us. lu_strip_roll runs one copy of the
+ * column (~640 SASS instructions, ~10 KB), its registers rotating by
+ * one column a step inside the update so that every index stays a
+ * constant (see kernels/lu.metal); every value goes to PT at its loaded
+ * row as soon as it is final, the moved rows are reloaded and stored at
+ * their labels across the grid barrier, L11 goes through a scratch after
+ * the exchange slots. Measured once (H100, one call; the first form,
+ * whose rotation compiled to ~128 register moves a column from the
+ * branches around the update): LU 8192^2 float32 35.9 ms, solve with 16
+ * right-hand sides 38.0 ms (cuSOLVER 35.5 / 41.8 in the same call), where
+ * main measured 33.8 / 36.2 in an earlier call: no gain, ~2 ms lost,
+ * about what those moves and 2x the fmas cost by count (~160 issue
+ * slots a warp a column, ~0.2 us), and its polling pass was 230
+ * instructions against lu_strip_grid's 78 (addresses rematerialised at
+ * every load). The form now has no moves, W / 2 - 1 fmas from column W /
+ * 2 on, the next argmax before the other fmas, a polling pass of 79
+ * instructions, and the strip's tail split around the grid barrier's
+ * wait. Its count (NOT
+ * measured): ~1.2-1.5 us a column, ~10 ms less of LU 8192^2 float32's
+ * ~21 ms of strips (116 launches x 64 columns), ~0.2 ms back for the
+ * tail's extra round trips.
+ *
  * The launch is cooperative (cuLaunchCooperativeKernel: every
  * group resident before any starts, or an error), since groups that spin
  * in the exchange could otherwise hold the SMs that a late group of the
@@ -186,8 +218,9 @@
  * forever there: it keeps lu_panel, and tests run lu_strip_grid with one
  * threadgroup on every backend through kiln__lu_grid_test. Batches keep
  * lu_panel (one threadgroup per matrix already spreads them over the
- * SMs), and so do strips of more than 16384 rows (the staged slots would
- * outgrow threadgroup memory, and the traffic of staging grows as P^2).
+ * SMs), and so do strips of more than 16384 rows (warp 0 reads the
+ * keys two slots a lane, and the pick names the slot in label *
+ * LU_GRID_PMAX + slot: 64 groups of 256 rows at most).
  *
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
@@ -249,6 +282,9 @@
  * pieces (64 float32 or 32 float64 values), then the key's and the row
  * index, padded (kernels/lu.metal's SW). */
 #define LU_GRID_SW 68
+/* lu_strip_roll's L11 scratch after the exchange slots, in 64-bit words:
+ * W x W values (64 x 64 float32 or 32 x 32 float64, 16 KiB at most). */
+#define LU_GRID_LBUF 2048
 
 /* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
  * and per grid.y of the other kernels (CUDA's limit). */
@@ -272,6 +308,9 @@
 
 /* See linalg.h. */
 bool kiln__lu_grid_test = false;
+
+/* See linalg.h. */
+bool kiln__lu_unrolled_test = false;
 
 /* See linalg.h. */
 int kiln__lu_linv_max_test = -1;
@@ -709,13 +748,15 @@ static bool use_grid(const lu_run *r, int64_t p0) {
  * groups, zeroed (its exchange words carry a column's stamp, from 1, and
  * must not start with one: see kernels/lu.metal), and S with its
  * counters zeroed (one per strip, monotonic). X holds 2 (groups + 1)
- * slots of LU_GRID_SW 64-bit words, counted here in T. */
+ * slots of LU_GRID_SW 64-bit words, then lu_strip_roll's L11 (written
+ * before it is read, in every strip: no zeroing needed), counted here
+ * in T. */
 static kiln_status make_grid_scratch(lu_run *r) {
   int64_t w = grid_width(r->a->dtype);
   int64_t units = r->s->device->info.compute_units;
   int64_t groups = units < LU_GRID_PMAX ? units : LU_GRID_PMAX;
-  int64_t xs =
-      2 * (groups + 1) * LU_GRID_SW * 8 / (int64_t)kiln_dtype_size(r->a->dtype);
+  int64_t xs = (2 * (groups + 1) * LU_GRID_SW + LU_GRID_LBUF) * 8 /
+               (int64_t)kiln_dtype_size(r->a->dtype);
   int64_t ss = LU_GRID_CTR + r->f->k / w + 1;
   kiln_status st =
       kiln__array_create(r->s->device, r->a->dtype, 1, &xs, &r->gx);
@@ -728,14 +769,18 @@ static kiln_status make_grid_scratch(lu_run *r) {
   return st;
 }
 
-/* One lu_strip_grid launch: the strip at s0 of the panel [p0, pe). */
+/* One grid-strip launch: the strip at s0 of the panel [p0, pe), on
+ * lu_strip_roll (its column loop rolled, resident in the instruction
+ * cache: see kernels/lu.metal), or on lu_strip_grid (unrolled) under
+ * kiln__lu_unrolled_test, to test and time both from one binary. */
 static kiln_status launch_grid(const lu_run *r, int64_t s0, int64_t p0,
                                int64_t pe) {
   lu_launch l;
   /* cooperative: its groups wait for each other (the per-column
    * exchange, the grid barrier) */
   kiln_status st = lu_kernel_flags(
-      "lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
+      kiln__lu_unrolled_test ? "lu_strip_grid" : "lu_strip_roll",
+      "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
       KILN__LIB_COOPERATIVE, &l);
   if (st != KILN_OK)
     return st;
