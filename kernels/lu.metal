@@ -1184,8 +1184,10 @@ for (int gs = 0; gs < GL; ++gs) {
 // column, ~17 KiB at P = 32, staged in threadgroup memory), with the pick in
 // warp 0 while the rows landed; now a group loads P keys and one row (~1.5 KiB
 // at P = 32), at the price of one more dependent L2 round trip a column (the
-// row after the key: ~2.5 round trips on the path above). Static SASS (sm_90a;
-// NOT measured on a GPU): 34,368 -> 24,760 instructions in float32, 21,264 ->
+// row after the key: ~2.5 round trips on the path above). Measured (H100,
+// 2026-11-27, one process, both kernels with this change): LU 8192^2 float32
+// 29.2 ms here against 30.1 on lu_strip_roll (4096^2: 11.6 / 12.0), so this
+// kernel is the default again. Static SASS (sm_90a): 34,368 -> 24,760 instructions in float32, 21,264 ->
 // 16,472 in float64; registers 213 -> 177 and 232 -> 188, no spills;
 // threadgroup memory 35,216 -> 18,064 bytes in float32.
 //
@@ -1534,7 +1536,7 @@ if (live && lab != row)
 // rows stored at their labels, L11 loaded (other groups wrote it) and the
 // columns right of the strip (interchanges and block row, with L11).
 //
-// The count (NOT measured as written; an earlier form of this kernel,
+// The count (an earlier form of this kernel,
 // measured once on an H100, gave LU 8192^2 float32 35.9 ms against ~33.8
 // for main in an earlier call: its rotation compiled to ~128 register
 // moves a column beside 63 fmas, from the branches around the update, now
@@ -1571,8 +1573,7 @@ if (live && lab != row)
 // depend on them). So the overwrite is causally after every read of
 // column q, as before, with one reading warp a group instead of NW.
 //
-// The count of the readers' change (static SASS, sm_90a, float32; NOT measured
-// on a GPU): per column, every warp: ~43 instructions from barrier 1 to the
+// The count of the readers' change (static SASS, sm_90a, float32): per column, every warp: ~43 instructions from barrier 1 to the
 // publish test, ~200 after barrier 2 (16 16-byte shared loads, 63 fmas, 31 from
 // column W / 2 on; the zero-pivot row is now an offset in the same array: as a
 // separate array the compiler loaded both rows and selected, 16 loads and 64
@@ -1587,7 +1588,14 @@ if (live && lab != row)
 // its key: ~0.3-0.5 us), against ~300 fewer instructions a warp at ~4 cycles
 // each with 2 warps per scheduler (~1,200 issue cycles, ~0.7 us at 1.75 GHz):
 // expected ~2.46 -> ~1.9-2.1 us a column, i.e. LU 8192^2 float32's strips 18.2
-// -> ~14-15 ms, if the barrier waits shrink with the issue. Not measured.
+// -> ~14-15 ms, if the barrier waits shrink with the issue. Measured (H100,
+// 2026-11-27, against the form before it in one call): LU 8192^2 float32
+// 34.4 -> 30.7 ms, solve with 16 right-hand sides 36.8 -> 33.1 ms; Nsight
+// on the first strip 157.7 -> 115.5 us (~1.8 us a column), 310 instructions
+// a warp a column, and now 54% of the stalls are barrier 2: warps 1..7
+// waiting for warp 0's key-then-row round trips, i.e. the exchange's
+// latency is the column's cost again. lu_strip_grid with the same change
+// is ~3% faster still (see there) and is the default.
 constexpr int NW = NT / 32;
 constexpr int WH = W / 32;
 constexpr int KW = (int)sizeof(T) / 4;

@@ -1297,8 +1297,11 @@ static void lt_grid_repeat(kiln_dtype dt, int64_t m, int64_t n, int64_t w) {
  * linalg_lu_factor_paths' 2048 x 2048 float32 (panels of 256).
  */
 void test_linalg_lu_grid(void) {
-  for (int d = 0; d < 2; d++) {
-    kiln_dtype dt = lt_dtypes[d];
+  /* On a GPU both strip kernels with several groups: lu_strip_grid (the
+   * default), then lu_strip_roll (kiln__lu_rolled_test). */
+  for (int d = 0; d < 4; d++) {
+    kiln_dtype dt = lt_dtypes[d % 2];
+    kiln__lu_rolled_test = d >= 2;
     lt_grid_case(dt, 1100, 100, -1, false);
     lt_grid_case(dt, 1100, 100, 70, false);
     lt_grid_case(dt, 1100, 40, 5, false);
@@ -1306,16 +1309,17 @@ void test_linalg_lu_grid(void) {
     lt_small_case(dt, 0, 0, 1300, 96, 2, dt == KILN_FLOAT32 ? 1e6 : 1e12);
     lt_grid_ties(dt, 1100, 40);
   }
+  kiln__lu_rolled_test = false;
   lt_grid_case(KILN_FLOAT32, 1030, 1100, -1, false); /* wide */
   /* (Panels of 256, k >= 2048: linalg_lu_factor_paths' 2048 x 2048.) */
-  /* On every backend, lu_strip_roll (the default) and lu_strip_grid
-   * (kiln__lu_unrolled_test) with one threadgroup (strips of at most 256
+  /* On every backend, lu_strip_grid (the default) and lu_strip_roll
+   * (kiln__lu_rolled_test) with one threadgroup (strips of at most 256
    * rows): their pivots, interchanges, block rows and info; 300 rows
    * start on lu_panel and move to the grid kernel at the second panel. */
   kiln__lu_grid_test = true;
   for (int d = 0; d < 4; d++) {
     kiln_dtype dt = lt_dtypes[d % 2];
-    kiln__lu_unrolled_test = d >= 2;
+    kiln__lu_rolled_test = d >= 2;
     lt_grid_case(dt, 200, 150, -1, false);
     lt_grid_case(dt, 256, 256, -1, false);
     lt_grid_case(dt, 250, 100, 70, false);
@@ -1327,7 +1331,7 @@ void test_linalg_lu_grid(void) {
     lt_grid_ties(dt, 250, 40);
     lt_grid_repeat(dt, 250, 200, dt == KILN_FLOAT64 ? 32 : 64);
   }
-  kiln__lu_unrolled_test = false;
+  kiln__lu_rolled_test = false;
   kiln__lu_grid_test = false;
 }
 

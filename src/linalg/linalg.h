@@ -216,9 +216,10 @@ void kiln__lu_free(kiln__lu *f);
 extern bool kiln__lu_grid_test;
 
 /* Tests and timing only (not thread-safe): with it set, the grid-strip
- * panels run lu_strip_grid (its column loop unrolled) instead of
- * lu_strip_roll (rolled), so that one binary tests and times both. */
-extern bool kiln__lu_unrolled_test;
+ * panels run lu_strip_roll (its column loop rolled) instead of
+ * lu_strip_grid (unrolled, the default), so that one binary tests and
+ * times both. */
+extern bool kiln__lu_rolled_test;
 
 /* Tests only (not thread-safe): when >= 0, the largest |entry| of L11^-1
  * that the blocked path's block-row solve trusts, instead of lu.c's

@@ -181,8 +181,9 @@
  * 8192^2 float32 (256 strips, more in float64). Together ~1-1.2 ms expected of
  * the 43.2 ms.
  *
- * The column loop rolled (lu_strip_roll, the default; lu_strip_grid, its
- * unrolled original, under kiln__lu_unrolled_test). Nsight Compute on
+ * The column loop rolled (lu_strip_roll, under kiln__lu_rolled_test;
+ * lu_strip_grid, its unrolled original, is the default again: see the
+ * end of this paragraph). Nsight Compute on
  * lu_strip_grid (H100, 8192^2 float32): 34,368 SASS instructions (~550
  * KB; its 64 columns unrolled, each column's ~490 run once a launch),
  * 0.14 instructions issued a cycle, 45% of the stalls no_instruction
@@ -204,10 +205,14 @@
  * every load). The form now has no moves, W / 2 - 1 fmas from column W /
  * 2 on, the next argmax before the other fmas, a polling pass of 79
  * instructions, and the strip's tail split around the grid barrier's
- * wait. Its count (NOT
- * measured): ~1.2-1.5 us a column, ~10 ms less of LU 8192^2 float32's
- * ~21 ms of strips (116 launches x 64 columns), ~0.2 ms back for the
- * tail's extra round trips.
+ * wait: measured 34.5 ms against main's 34.2 in one call, still no gain
+ * (its count had said ~1.2-1.5 us a column). Nsight then showed both
+ * kernels bound by issuing the polling of every group's candidate row;
+ * with only warp 0 reading, and only the winner's row, LU 8192^2 float32
+ * went 34.4 -> 30.7 ms (solve 36.8 -> 33.1 ms), and lu_strip_grid with the
+ * same change 29.2 ms against lu_strip_roll's 30.1 in one process, so the
+ * unrolled kernel is the default and the rolled one stays for tests and
+ * timing (kernels/lu.metal has the counts).
  *
  * The launch is cooperative (cuLaunchCooperativeKernel: every
  * group resident before any starts, or an error), since groups that spin
@@ -310,7 +315,7 @@
 bool kiln__lu_grid_test = false;
 
 /* See linalg.h. */
-bool kiln__lu_unrolled_test = false;
+bool kiln__lu_rolled_test = false;
 
 /* See linalg.h. */
 int kiln__lu_linv_max_test = -1;
@@ -770,16 +775,17 @@ static kiln_status make_grid_scratch(lu_run *r) {
 }
 
 /* One grid-strip launch: the strip at s0 of the panel [p0, pe), on
- * lu_strip_roll (its column loop rolled, resident in the instruction
- * cache: see kernels/lu.metal), or on lu_strip_grid (unrolled) under
- * kiln__lu_unrolled_test, to test and time both from one binary. */
+ * lu_strip_grid (its column loop unrolled: 29.2 against 30.1 ms for LU
+ * 8192^2 float32 once both read only the winner's row, see the header), or
+ * on lu_strip_roll (rolled) under kiln__lu_rolled_test, to test and time
+ * both from one binary. */
 static kiln_status launch_grid(const lu_run *r, int64_t s0, int64_t p0,
                                int64_t pe) {
   lu_launch l;
   /* cooperative: its groups wait for each other (the per-column
    * exchange, the grid barrier) */
   kiln_status st = lu_kernel_flags(
-      kiln__lu_unrolled_test ? "lu_strip_grid" : "lu_strip_roll",
+      kiln__lu_rolled_test ? "lu_strip_roll" : "lu_strip_grid",
       "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
       KILN__LIB_COOPERATIVE, &l);
   if (st != KILN_OK)
