@@ -427,6 +427,13 @@ typedef struct lu_launch {
   uint32_t grid[2], tg;
 } lu_launch;
 
+/* The scalars p0, pe of a kernel that works on the panel [p0, pe). */
+static void panel_scalars(lu_launch *l, int64_t p0, int64_t pe) {
+  l->scalars[0] = p0;
+  l->scalars[1] = pe;
+  l->num_scalars = 2;
+}
+
 static kiln_status launch(const lu_run *r, const lu_launch *l) {
   kiln_array *in[8] = {NULL};
   int nin = l->num_arrays;
@@ -689,10 +696,8 @@ static kiln_status launch_transpose(const lu_run *r, int64_t p0, int64_t pe,
     return st;
   l.arrays[0] = r->f->w;
   l.num_arrays = 1;
-  l.scalars[0] = p0;
-  l.scalars[1] = pe;
-  l.scalars[2] = r->pt->shape[1];
-  l.num_scalars = 3;
+  panel_scalars(&l, p0, pe);
+  l.scalars[l.num_scalars++] = r->pt->shape[1];
   l.outs[0] = r->f->w;
   l.outs[1] = r->pt;
   l.num_outs = 2;
@@ -1004,9 +1009,7 @@ static kiln_status launch_laswp(const lu_run *r, const lu_rows *x, int64_t p0,
   l.arrays[0] = r->f->w;
   l.arrays[1] = r->f->piv;
   l.num_arrays = 2;
-  l.scalars[0] = p0;
-  l.scalars[1] = pe;
-  l.num_scalars = 2;
+  panel_scalars(&l, p0, pe);
   l.outs[0] = x->plan;
   l.outs[1] = x->flag;
   l.num_outs = 2;
@@ -1022,9 +1025,7 @@ static kiln_status launch_laswp(const lu_run *r, const lu_rows *x, int64_t p0,
   l.arrays[1] = x->plan;
   l.arrays[2] = x->sx;
   l.num_arrays = 3;
-  l.scalars[0] = p0;
-  l.scalars[1] = pe;
-  l.num_scalars = 2;
+  panel_scalars(&l, p0, pe);
   l.outs[0] = r->f->w;
   l.outs[1] = x->sx;
   l.num_outs = 2;
@@ -1085,9 +1086,7 @@ static kiln_status launch_linv(const lu_run *r, const lu_rows *x,
     return st;
   l.arrays[0] = r->f->w;
   l.num_arrays = 1;
-  l.scalars[0] = p0;
-  l.scalars[1] = pe;
-  l.num_scalars = 2;
+  panel_scalars(&l, p0, pe);
   l.outs[0] = x->li;
   l.outs[1] = x->flag;
   l.num_outs = 2;
@@ -1114,9 +1113,7 @@ static kiln_status launch_rowfix(const lu_run *r, const lu_rows *x, int64_t p0,
   l.arrays[1] = x->sx;
   l.arrays[2] = x->flag;
   l.num_arrays = 3;
-  l.scalars[0] = p0;
-  l.scalars[1] = pe;
-  l.num_scalars = 2;
+  panel_scalars(&l, p0, pe);
   l.outs[0] = r->f->w;
   l.num_outs = 1;
   kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
