@@ -9,7 +9,10 @@ mkdir -p "$OUT"
 JOBS=$(nproc 2>/dev/null || echo 8)
 {
   date -u
-  git rev-parse --short HEAD 2>/dev/null || echo "commit: unknown"
+  # The device machine's copy of .git can lag the working tree it was
+  # sent (seen: an older commit printed for a newer tree), so the commit
+  # is given by the caller (KILN_COMMIT) where it knows it.
+  echo "commit: ${KILN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown) (per the machine's .git, which can lag the tree)}"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 } >"$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
