@@ -895,6 +895,20 @@ static void emit_cuda_arg(kiln__strbuf *sb, const kiln__param *p, int k,
  * tg` cannot overflow, since g * tg < grid for every launched group. In a
  * region launch (cuda_abi.h) blockDim is the region's real group size, so
  * no thread is past the grid and kiln_lin == kiln_mlin.
+ *
+ * On sm_90+ every thread first executes griddepcontrol.wait, then
+ * griddepcontrol.launch_dependents (PTX ISA 7.8). The backend launches
+ * kernels with programmatic stream serialization there (cuda_backend.c:
+ * the next kernel's groups may start before this grid has finished), so
+ * the wait, before any access to memory, is what keeps a kernel from
+ * reading what the grid before it has not yet written (or overwriting
+ * what it still reads): it returns once every earlier grid of the stream
+ * has completed with its memory visible, and at once for a launch without
+ * the attribute. The trigger right after it lets the next launch place
+ * its groups on free SMs as soon as every group of this grid has started,
+ * where they wait in turn: the launch latency between two kernels of a
+ * stream (microseconds a launch, a large share of a small kernel's time)
+ * then overlaps this grid's run rather than following its end.
  */
 static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
   /* The launch's block size as the bound: a fixed 1024 would cap every
@@ -912,6 +926,13 @@ static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
   kiln__sb_append(
       sb,
       "\n    kiln_cuda_dims kiln_dims) {\n"
+      "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n"
+      "  /* programmatic dependent launch: wait for the grids before this\n"
+      "   * one in the stream (their memory visible), then let the next\n"
+      "   * launch start its groups (cuda_backend.c) */\n"
+      "  asm volatile(\"griddepcontrol.wait;\" ::: \"memory\");\n"
+      "  asm volatile(\"griddepcontrol.launch_dependents;\" ::: \"memory\");\n"
+      "#endif\n"
       "  const uint kiln_lx = threadIdx.x, kiln_ly = threadIdx.y;\n"
       "  const uint kiln_lz = threadIdx.z;\n"
       "  const uint kiln_gx = blockIdx.x + kiln_dims.group_offset[0];\n"

@@ -456,7 +456,8 @@ static kiln_status factor_columns(const chol_problem *p, int64_t c0,
   return st;
 }
 
-static kiln_status run_blocked(chol_problem *p) {
+static kiln_status run_blocked_steps(void *user) {
+  chol_problem *p = user;
   int64_t n = p->n, len[2] = {p->batch, n};
   int64_t shape3[3] = {p->batch, n, n}, strides3[3] = {n * n, n, 1};
   const char *api = kiln__api_current();
@@ -471,6 +472,12 @@ static kiln_status run_blocked(chol_problem *p) {
   if (st == KILN_OK)
     st = launch_finish(p);
   return st;
+}
+
+/* With a scalar pool in use (linalg.h): the trailing GEMMs then enqueue
+ * no fill between two kernels. */
+static kiln_status run_blocked(chol_problem *p) {
+  return kiln__linalg_pooled(p->stream, p->a->dtype, run_blocked_steps, p);
 }
 
 /* ---- the result ---------------------------------------------------------- */

@@ -3,6 +3,7 @@
  * into kiln_kernel objects on first use and kept for the process, and the
  * small helpers every linalg driver shares.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -282,8 +283,35 @@ void kiln__targ_bool(kiln_template_arg *t, const char *name, bool v) {
 }
 
 /* See linalg.h. */
+/* The calling thread's scalar pool (kiln__scalar_pool_use), or NULL. */
+static _Thread_local const kiln__scalar_pool *tl_pool;
+
+/* A view of the pool's array for `value` in `dtype`, or NULL (not held,
+ * or the view could not be made: the caller then fills one). */
+static kiln_array *pool_view(const kiln__scalar_pool *pool, kiln_device *dev,
+                             kiln_dtype dtype, double value) {
+  if (pool == NULL || pool->device != dev)
+    return NULL;
+  for (int i = 0; i < pool->count; i++)
+    if (pool->dtype[i] == dtype && pool->value[i] == value &&
+        signbit(pool->value[i]) == signbit(value)) {
+      int64_t none = 0;
+      kiln_array *v = NULL;
+      const char *api = kiln__api_current();
+      kiln_status st = kiln_array_view(pool->x[i], 0, &none, &none, 0, &v);
+      kiln__api_enter(api);
+      return st == KILN_OK ? v : NULL;
+    }
+  return NULL;
+}
+
 kiln_status kiln__linalg_scalar(kiln_stream *s, kiln_dtype dtype,
                                 double value, kiln_array **out) {
+  kiln_array *v = pool_view(tl_pool, s->device, dtype, value);
+  if (v != NULL) {
+    *out = v;
+    return KILN_OK;
+  }
   int64_t none = 0;
   kiln_array *x = NULL;
   kiln_status st = kiln__array_create(s->device, dtype, 0, &none, &x);
@@ -295,6 +323,66 @@ kiln_status kiln__linalg_scalar(kiln_stream *s, kiln_dtype dtype,
   }
   *out = x;
   return KILN_OK;
+}
+
+/* See linalg.h. The pool's arrays are made with the plain fill (no pool
+ * in use while making them matters not: they are new arrays either
+ * way). */
+kiln_status kiln__scalar_pool_make(kiln_stream *s, kiln_dtype fdt,
+                                   kiln__scalar_pool *pool) {
+  static const double fvals[3] = {0.0, 1.0, -1.0};
+  memset(pool, 0, sizeof *pool);
+  pool->device = s->device;
+  kiln_status st = KILN_OK;
+  for (int i = 0; i < 4 && st == KILN_OK; i++) {
+    kiln_dtype dt = i < 3 ? fdt : KILN_INT32;
+    double v = i < 3 ? fvals[i] : 0.0;
+    int64_t none = 0;
+    kiln_array *x = NULL;
+    st = kiln__array_create(s->device, dt, 0, &none, &x);
+    if (st == KILN_OK)
+      st = kiln__array_fill(x, v, s);
+    if (st != KILN_OK) {
+      kiln__array_destroy(x);
+      break;
+    }
+    pool->dtype[i] = dt;
+    pool->value[i] = v;
+    pool->x[i] = x;
+    pool->count = i + 1;
+  }
+  if (st != KILN_OK)
+    kiln__scalar_pool_free(pool);
+  return st;
+}
+
+/* See linalg.h. */
+void kiln__scalar_pool_free(kiln__scalar_pool *pool) {
+  for (int i = 0; i < pool->count; i++)
+    kiln__array_destroy(pool->x[i]);
+  pool->count = 0;
+}
+
+/* See linalg.h. */
+const kiln__scalar_pool *kiln__scalar_pool_use(const kiln__scalar_pool *pool) {
+  const kiln__scalar_pool *prev = tl_pool;
+  tl_pool = pool;
+  return prev;
+}
+
+/* See linalg.h. */
+kiln_status kiln__linalg_pooled(kiln_stream *s, kiln_dtype dtype,
+                                kiln_status (*fn)(void *user), void *user) {
+  kiln__scalar_pool pool;
+  kiln_dtype acc = dtype == KILN_FLOAT64 ? KILN_FLOAT64 : KILN_FLOAT32;
+  kiln_status st = kiln__scalar_pool_make(s, acc, &pool);
+  if (st != KILN_OK)
+    return st;
+  const kiln__scalar_pool *prev = kiln__scalar_pool_use(&pool);
+  st = fn(user);
+  kiln__scalar_pool_use(prev);
+  kiln__scalar_pool_free(&pool);
+  return st;
 }
 
 /* See linalg.h. */

@@ -63,9 +63,41 @@ void kiln__targ_int(kiln_template_arg *t, const char *name, int64_t v);
 void kiln__targ_bool(kiln_template_arg *t, const char *name, bool v);
 
 /* A 0-d array of `dtype` holding `value`, filled in stream order (no host
- * wait): how drivers pass scalars (k0, batch0, alpha) to kernels. */
+ * wait): how drivers pass scalars (k0, batch0, alpha) to kernels. While a
+ * scalar pool is in use on the calling thread (below) and holds `value`
+ * in `dtype` on s's device, a view of the pool's array instead (nothing
+ * enqueued). Read-only: kernels take it as an input. */
 kiln_status kiln__linalg_scalar(kiln_stream *s, kiln_dtype dtype,
                                 double value, kiln_array **out);
+
+/*
+ * Scalars made once for a run of many launches (a factorization's GEMMs
+ * and solves): 0, 1 and -1 in a float dtype and 0 in int32, filled in
+ * stream order when made. Why: every kiln__linalg_scalar is a fill, and
+ * a fill between two kernels is an edge that programmatic dependent
+ * launch (cuda_backend.c) cannot overlap: each GEMM's alpha, beta and
+ * batch0 cost three such edges. kiln__scalar_pool_use makes `pool` the
+ * calling thread's pool (NULL: none) and returns the previous one, to be
+ * restored when the run ends; free the pool after that (pending work
+ * keeps its arrays' memory alive).
+ */
+typedef struct kiln__scalar_pool {
+  kiln_device *device;
+  int count;
+  kiln_dtype dtype[4];
+  double value[4];
+  kiln_array *x[4];
+} kiln__scalar_pool;
+
+kiln_status kiln__scalar_pool_make(kiln_stream *s, kiln_dtype fdt,
+                                   kiln__scalar_pool *pool);
+void kiln__scalar_pool_free(kiln__scalar_pool *pool);
+const kiln__scalar_pool *kiln__scalar_pool_use(const kiln__scalar_pool *pool);
+/* fn(user) with a pool in use whose float values are in the accumulation
+ * dtype of `dtype` (float64 for float64, else float32), the pool made
+ * first and freed after. */
+kiln_status kiln__linalg_pooled(kiln_stream *s, kiln_dtype dtype,
+                                kiln_status (*fn)(void *user), void *user);
 
 /* An output spec with x's dtype and shape (for kiln__kernel_launch_into). */
 void kiln__linalg_out_spec(kiln_output_spec *spec, const kiln_array *x);

@@ -1274,6 +1274,11 @@ static kiln_status info_error(kiln_array *a, int64_t first, int32_t value,
                      which, (int)value);
 }
 
+/* The blocked path with a scalar pool in use (linalg.h): its GEMMs then
+ * take their alpha, beta and batch0 from it, so that the panels' chain of
+ * kernels has no fill between two of them. */
+static kiln_status run_blocked_fn(void *r) { return run_blocked(r); }
+
 /* See linalg.h. */
 kiln_status kiln__lu_run(kiln_stream *s, kiln_array *a, int path, bool check,
                          kiln__lu *out) {
@@ -1297,7 +1302,9 @@ kiln_status kiln__lu_run(kiln_stream *s, kiln_array *a, int path, bool check,
     st = make_index(&r, (len > f.batch ? len : f.batch) + 1);
   }
   if (st == KILN_OK && work)
-    st = path == LU_PATH_SMALL ? run_small(&r) : run_blocked(&r);
+    st = path == LU_PATH_SMALL
+             ? run_small(&r)
+             : kiln__linalg_pooled(s, a->dtype, run_blocked_fn, &r);
   kiln__array_destroy(r.idx);
   if (st == KILN_OK && work && check) {
     int64_t first = -1, failed = 0;

@@ -189,10 +189,26 @@ static kiln_status matrix_view(kiln_array *x, kiln_array **out) {
 }
 
 /* X = U^-1 L^-1 X in place (X already in pivot order). */
+typedef struct subst_job {
+  kiln_stream *s;
+  const kiln__lu *f;
+  kiln_array *xv;
+} subst_job;
+
+static kiln_status substitute_fn(void *user) {
+  subst_job *j = user;
+  kiln_status st = kiln__trsm(j->s, j->f->w, false, false, true, 1.0, j->xv);
+  return st == KILN_OK ? kiln__trsm(j->s, j->f->w, true, false, false, 1.0,
+                                    j->xv)
+                       : st;
+}
+
+/* With a scalar pool in use (linalg.h): the solves' GEMMs and scalars
+ * then enqueue no fill between two of their kernels. */
 static kiln_status substitute(kiln_stream *s, const kiln__lu *f,
                               kiln_array *xv) {
-  kiln_status st = kiln__trsm(s, f->w, false, false, true, 1.0, xv);
-  return st == KILN_OK ? kiln__trsm(s, f->w, true, false, false, 1.0, xv) : st;
+  subst_job j = {s, f, xv};
+  return kiln__linalg_pooled(s, xv->dtype, substitute_fn, &j);
 }
 
 /*

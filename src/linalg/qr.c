@@ -427,6 +427,11 @@ static kiln_status fallback_init(qr_fallback *f) {
     st = kiln__array_create(dev, f->a->dtype, 3, ss, &f->stack);
   if (st == KILN_OK && f->q != NULL)
     st = kiln__array_create(dev, f->a->dtype, 3, ss, &f->qstack);
+  /* Zeroed here, before CholeskyQR's kernels rather than between them
+   * and the tree: a fill between two kernels is an edge that programmatic
+   * dependent launch (cuda_backend.c) cannot overlap. */
+  if (st == KILN_OK && f->leaves > 1)
+    st = kiln__array_fill(f->cnt, 0.0, f->s);
   return st;
 }
 
@@ -437,15 +442,13 @@ static void fallback_free(qr_fallback *f) {
 }
 
 /* qr_tree_g (qr_tree_rg for R only): the whole TSQR tree of every flagged
- * matrix in one launch, its counters zeroed first. */
+ * matrix in one launch (its counters zeroed by fallback_init). */
 static kiln_status fallback_tree(qr_fallback *f) {
   bool want_q = f->q != NULL;
   kiln_kernel *k = NULL;
   kiln_status st = kiln__library_kernel(
       "qr", want_q ? "qr_tree_g" : "qr_tree_rg", "A,flag,Ssh,Csh",
       want_q ? "Q,R,S,QS,Cnt" : "R,S,Cnt", KILN__LIB_NO_ROW_CONTIG, &k);
-  if (st == KILN_OK && f->leaves > 1)
-    st = kiln__array_fill(f->cnt, 0.0, f->s);
   if (st != KILN_OK)
     return st;
   kiln_template_arg t[4];

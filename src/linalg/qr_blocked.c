@@ -757,7 +757,8 @@ static kiln_status form_q(const qrb_problem *p) {
   return st;
 }
 
-static kiln_status run(qrb_problem *p) {
+static kiln_status run_steps(void *user) {
+  qrb_problem *p = user;
   kiln_status st = make_workspaces(p);
   if (st == KILN_OK)
     st = launch_ew(p, "qrb_copy", "A,batch0", "W", p->a, 0, false, p->w,
@@ -770,6 +771,12 @@ static kiln_status run(qrb_problem *p) {
   if (st == KILN_OK && p->q3 != NULL)
     st = form_q(p);
   return st;
+}
+
+/* The steps with a scalar pool in use (linalg.h): the panels' GEMMs then
+ * enqueue no fill between two kernels. */
+static kiln_status run(qrb_problem *p) {
+  return kiln__linalg_pooled(p->s, p->a->dtype, run_steps, p);
 }
 
 /*

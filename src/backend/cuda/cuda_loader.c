@@ -65,6 +65,9 @@ static void load_driver(void) {
   }
   if (api->cuDriverGetVersion(&api->driver_version) != CUDA_SUCCESS)
     api->driver_version = 0;
+  /* Optional: without it every launch is a plain cuLaunchKernel. */
+  if (!bind_symbol(h, "cuLaunchKernelEx", &api->cuLaunchKernelEx))
+    api->cuLaunchKernelEx = NULL;
   g_cu.ok = true;
 }
 

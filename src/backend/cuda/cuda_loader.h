@@ -76,6 +76,29 @@ typedef void (*CUhostFn)(void *user_data);
 #define CU_FUNC_ATTRIBUTE_NUM_REGS 4
 #define CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
 
+/* cuLaunchKernelEx's configuration (CUDA 12+), with the one attribute
+ * kiln sets: programmatic stream serialization (Hopper's programmatic
+ * dependent launch, see cuda_backend.c). As in cuda.h: a 4-byte id padded
+ * to 8, then a 64-byte value union, 8-byte aligned. */
+#define CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION 6
+typedef struct CUlaunchAttribute {
+  int id;
+  char pad[4];
+  union {
+    char bytes[64];
+    int programmatic_serialization_allowed;
+    unsigned long long align;
+  } value;
+} CUlaunchAttribute;
+typedef struct CUlaunchConfig {
+  unsigned gridDimX, gridDimY, gridDimZ;
+  unsigned blockDimX, blockDimY, blockDimZ;
+  unsigned sharedMemBytes;
+  CUstream hStream;
+  CUlaunchAttribute *attrs;
+  unsigned numAttrs;
+} CUlaunchConfig;
+
 /* Flags. */
 #define CU_STREAM_NON_BLOCKING 0x1u
 #define CU_EVENT_DISABLE_TIMING 0x2u
@@ -177,6 +200,10 @@ typedef struct kiln__cu_api {
   KILN__CU_FUNCS(KILN__CU_MEMBER_)
 #undef KILN__CU_MEMBER_
   int driver_version; /* cuDriverGetVersion, e.g. 13000 */
+  /* Optional (CUDA 12+; NULL when the driver lacks it): launches with
+   * attributes, for programmatic dependent launch. */
+  CUresult (*cuLaunchKernelEx)(const CUlaunchConfig *config, CUfunction f,
+                               void **params, void **extra);
 } kiln__cu_api;
 
 typedef struct kiln__nvrtc_api {
