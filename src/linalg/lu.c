@@ -17,7 +17,9 @@
  *      float64), many small systems at once: up to 64 x 64 lu_small, the
  *      matrix in threadgroup memory; beyond, lu_small_reg, the matrix in
  *      registers (see run_small);
- *   2  blocked right-looking: per panel of NB columns, lu_transpose
+ *   2  blocked right-looking (with a one-panel look-ahead for one large
+ *      matrix on CUDA: see the end of this comment): per panel of NB
+ *      columns, lu_transpose
  *      copies the panel (rows p0 .. m-1) into the scratch PT transposed,
  *      so that each column is contiguous; there it is factored a strip at
  *      a time by lu_panel, one threadgroup per matrix that loads the whole
@@ -230,9 +232,24 @@
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
  * fills nothing.
+ *
+ * The look-ahead (run_panels_ahead, for one matrix with k >= 2048 on
+ * CUDA; KILN_LU_LOOKAHEAD=0 or kiln__lu_lookahead_test = 0 turns it off,
+ * 2 forces it for tests): on one stream the trailing GEMM of panel k and
+ * the latency-bound chain of panel k + 1 (lu_strip_grid on ~32 SMs, the
+ * other ~100 idle) never overlap; with it, panel k + 1's chain runs on
+ * the device's high-priority side stream while the caller's stream
+ * updates every column but that panel's. The count, at 8192^2 float32
+ * (main, H100 Nsight: chain ~15.5 ms, trailing GEMMs ~11 ms, laswp and
+ * block rows ~1.5 ms, LU 29.8 ms, all on the critical path): per panel
+ * max(chain, GEMM) instead of their sum, the GEMM longer than the chain
+ * only for the first ~10 panels; ~21-22 ms by count if neither slows the
+ * other, 24-27 ms expected since they share the SMs' L2 and HBM (details
+ * and the risks at run_panels_ahead). NOT measured on a GPU.
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "linalg/linalg.h"
@@ -307,6 +324,17 @@
 #define LU_LINV_MAX 64
 #endif
 
+/* The look-ahead (run_panels_ahead) runs by default for one matrix of at
+ * least this k on CUDA: from k = 2048 panels are NB = 256 wide, so there
+ * are at least 8 of them and each trailing GEMM is deep (k = 256) and
+ * large enough to fill the SMs the panel chain leaves idle; below, NB =
+ * 64 panels make GEMMs too small to hide much behind. (A guess from the
+ * counts in run_panels_ahead, not measured; KILN_LU_LOOKAHEAD or
+ * kiln__lu_lookahead_test switch it.) */
+#ifndef LU_AHEAD_MIN_K
+#define LU_AHEAD_MIN_K 2048
+#endif
+
 /* info values (see kernels/lu.metal) and lu_perm's threadgroup capacity. */
 #define LU_INFO_NONFINITE (-1073741824)
 #define LU_PERM_MAX 12288
@@ -319,6 +347,19 @@ bool kiln__lu_rolled_test = false;
 
 /* See linalg.h. */
 int kiln__lu_linv_max_test = -1;
+
+/* See linalg.h. */
+int kiln__lu_lookahead_test = -1;
+
+/* KILN_LU_LOOKAHEAD, read once: 0 off, 1 auto (the default), 2 forced. */
+static int g_ahead_env = 1;
+static pthread_once_t g_ahead_once = PTHREAD_ONCE_INIT;
+
+static void read_ahead_env(void) {
+  const char *v = getenv("KILN_LU_LOOKAHEAD");
+  if (v != NULL && v[0] >= '0' && v[0] <= '2' && v[1] == '\0')
+    g_ahead_env = v[0] - '0';
+}
 
 /* ---- checks -------------------------------------------------------------- */
 
@@ -1182,8 +1223,20 @@ static kiln_status block_row(const lu_run *r, const lu_rows *x, int64_t p0,
   return st;
 }
 
-/* The panels: per panel, its columns transposed into PT, its strips
- * (lu_panel and a GEMM each) there, back into W, then the interchanges
+/* The panel [p0, pe)'s own chain, which touches only W's columns [p0,
+ * pe) (rows p0 .. m-1), PT, piv, info and the grid scratch: its columns
+ * transposed into PT, its strips (lu_panel and a GEMM each) there, back
+ * into W. */
+static kiln_status run_chain(const lu_run *r, int64_t p0, int64_t pe) {
+  kiln_status st = launch_transpose(r, p0, pe, false);
+  if (st == KILN_OK)
+    st = run_panel(r, p0, pe);
+  if (st == KILN_OK)
+    st = launch_transpose(r, p0, pe, true);
+  return st;
+}
+
+/* The panels: per panel, its chain (run_chain), then the interchanges
  * outside it, the block row and the trailing update. */
 static kiln_status run_panels(const lu_run *r) {
   const kiln__lu *f = r->f;
@@ -1192,11 +1245,7 @@ static kiln_status run_panels(const lu_run *r) {
   kiln_status st = make_rows(r, &x);
   for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
     int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
-    st = launch_transpose(r, p0, pe, false);
-    if (st == KILN_OK)
-      st = run_panel(r, p0, pe);
-    if (st == KILN_OK)
-      st = launch_transpose(r, p0, pe, true);
+    st = run_chain(r, p0, pe);
     if (st == KILN_OK)
       st = launch_laswp(r, &x, p0, pe);
     if (st == KILN_OK)
@@ -1205,6 +1254,129 @@ static kiln_status run_panels(const lu_run *r) {
       st = update(r, pe, pe, p0, f->m - pe, f->n - pe, pe - p0);
   }
   free_rows(&x);
+  return st;
+}
+
+/* Whether to run the panels with the look-ahead (see run_panels_ahead
+ * and kiln__lu_lookahead_test). */
+static bool use_lookahead(const lu_run *r) {
+  const kiln__lu *f = r->f;
+  pthread_once(&g_ahead_once, read_ahead_env);
+  int mode = kiln__lu_lookahead_test >= 0 ? kiln__lu_lookahead_test
+                                          : g_ahead_env;
+  if (mode == 0 || f->batch != 1 || f->k <= panel_width(f))
+    return false;
+  return mode == 2 || (on_cuda(r) && f->k >= LU_AHEAD_MIN_K);
+}
+
+/*
+ * The panels with a one-panel look-ahead (MAGMA's getrf), for one matrix:
+ * the chain of panel k + 1 (run_chain: its transposes, strips and
+ * in-panel GEMMs) runs on the device's side stream s2 while the caller's
+ * stream s1 does panel k's bulk trailing update. Per panel [p0, pe), the
+ * next one being [pe, ne):
+ *   s1: join (wait for s2: the chain of [p0, pe) is done), lu_laswp, the
+ *       block row, update_a = the next panel's columns only,
+ *       A[pe:, pe:ne] -= L21 U12[:, pe:ne];
+ *   fork: s2 waits for s1 here, then runs the chain of [pe, ne);
+ *   s1: update_b = the rest, A[pe:, ne:] -= L21 U12[:, ne:].
+ * The chain of [pe, ne) reads and writes W only in the columns [pe, ne),
+ * which update_b does not touch, and update_b reads L21 and U12 (columns
+ * [p0, pe), rows p0 .. pe-1), which the chain does not touch; the next
+ * lu_laswp permutes rows of every column outside [pe, ne), update_b's
+ * included, and reads piv, hence the join before it. The first panel's
+ * chain runs on s1 (nothing to overlap yet); the last join is also made
+ * after the loop, so that whatever follows on s1 (and the call's own
+ * info read) comes after every launch of s2.
+ *
+ * Why the chain goes to the side stream and the bulk GEMM stays on s1:
+ * on CUDA the side stream has the highest priority (kiln_stream's hint;
+ * the default priority, the caller's, is already the lowest), so as the
+ * GEMM's blocks retire the SMs go to the chain's next launch first: the
+ * chain is the critical path from about the tenth panel on (below), and
+ * lu_strip_grid is a cooperative launch that starts only once all its
+ * groups are resident.
+ *
+ * Hazards. The core orders work by buffer record, so s2 sees W through
+ * an alias (kiln__linalg_alias: a second record over the same memory)
+ * and the fork and join above order the two explicitly; PT, piv, info
+ * and the grid scratch, which both streams reach only in turn, keep
+ * their own records and the core orders them as usual. W's memory must
+ * outlive s2's work even if the caller destroys the result as soon as
+ * the call returns: after the last join, W's buffer is held on s1
+ * (kiln__hold_until_done), released only once s1 has passed that join.
+ * The side stream is the device's (made once, kept), shared by
+ * concurrent calls, which then only queue behind each other on it.
+ *
+ * The count, at 8192^2 float32 (NB 256, 32 panels; H100 Nsight of main,
+ * LU 29.8 ms): the chain ~0.5 ms a panel (lu_strip_grid ~14 ms and the
+ * in-panel GEMMs ~1.5 ms over 32 panels), laswp and block row ~47 us a
+ * panel (1.5 ms), the trailing GEMMs 11 ms, panel k's share ~ (31 -
+ * k)^2 / 10416 of it: 1.0 ms at k = 0, below the chain's 0.5 ms from k =
+ * 10 on. Before, on one stream, they add up: ~29.8 ms. After, per panel
+ * max(chain of k + 1, update_b of k) + laswp + block row + update_a:
+ * sum of max() ~7.5 ms (k < 10, GEMM-bound) + ~10.5 ms (21 panels,
+ * chain-bound), plus the first chain 0.5, laswp and block row 1.5, and
+ * update_a (m - pe rows x 256 x 256, 1 GFLOP on ~64 blocks, ~30-40 us,
+ * ~1.2 ms, newly on the path): ~21-22 ms by count, if neither side slows
+ * the other. It will: they share HBM and L2, the GEMM takes ~100 SMs
+ * only while the chain runs, and each strip launch waits for its 32
+ * groups' SMs. Expected LU 8192^2 float32 ~24-27 ms (from 29.8), solve
+ * with 16 right-hand sides ~26-29 ms (from 31.95). NOT measured (no GPU
+ * for this change); the CPU tests check its correctness
+ * (tests/test_linalg_lu_ahead.c).
+ */
+static kiln_status run_panels_ahead(const lu_run *r) {
+  const kiln__lu *f = r->f;
+  int64_t nb = panel_width(f), m = f->m, n = f->n;
+  kiln__lu fs = *f; /* f's arrays, W seen through its alias */
+  fs.w = NULL;
+  lu_run side = *r;
+  side.f = &fs;
+  side.s = NULL;
+  lu_rows x;
+  memset(&x, 0, sizeof x);
+  kiln_status st = kiln__device_side_stream(r->s->device, &side.s);
+  if (st == KILN_OK)
+    st = kiln__linalg_alias(f->w, &fs.w);
+  if (st == KILN_OK)
+    st = make_rows(r, &x);
+  if (st == KILN_OK)
+    st = run_chain(r, 0, nb < f->k ? nb : f->k);
+  for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
+    int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
+    int64_t ne = pe + nb < f->k ? pe + nb : f->k;
+    if (p0 > 0) /* join: this panel's chain ran on s2 */
+      st = kiln__stream_wait_stream(r->s, side.s);
+    if (st == KILN_OK)
+      st = launch_laswp(r, &x, p0, pe);
+    if (st == KILN_OK)
+      st = block_row(r, &x, p0, pe);
+    if (st != KILN_OK || pe >= f->k) {
+      /* the last panel: what is left of the trailing matrix, if any */
+      if (st == KILN_OK)
+        st = update(r, pe, pe, p0, m - pe, n - pe, pe - p0);
+      continue;
+    }
+    st = update(r, pe, pe, p0, m - pe, ne - pe, pe - p0); /* update_a */
+    if (st == KILN_OK) /* fork */
+      st = kiln__stream_wait_stream(side.s, r->s);
+    if (st == KILN_OK)
+      st = run_chain(&side, pe, ne);
+    if (st == KILN_OK) /* update_b */
+      st = update(r, pe, ne, p0, m - pe, n - ne, pe - p0);
+  }
+  /* The last join and W's hold, whatever happened above: s2 may hold
+   * launches on the alias even after a failure. */
+  if (side.s != NULL) {
+    kiln_status jst = kiln__stream_wait_stream(r->s, side.s);
+    if (jst == KILN_OK)
+      jst = kiln__hold_until_done(r->s, &f->w->buffer, 1);
+    if (st == KILN_OK)
+      st = jst;
+  }
+  free_rows(&x);
+  kiln__array_destroy(fs.w);
   return st;
 }
 
@@ -1221,7 +1393,7 @@ static kiln_status run_blocked(lu_run *r) {
   if (st == KILN_OK)
     st = launch_copy(r);
   if (st == KILN_OK)
-    st = run_panels(r);
+    st = use_lookahead(r) ? run_panels_ahead(r) : run_panels(r);
   kiln__array_destroy(r->pt);
   kiln__array_destroy(r->gx);
   kiln__array_destroy(r->gs);
