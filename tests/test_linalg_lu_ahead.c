@@ -17,9 +17,11 @@
  * itself (a slow host callback on one stream, a waiter on another),
  * results destroyed right after an asynchronous factorization (their
  * memory reused at once; ASan runs of the suite catch a late write),
+ * W read on a third stream right after an asynchronous factorization,
  * and two host threads sharing the side stream.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,6 +257,48 @@ void test_linalg_lu_ahead_lifetime(void) {
   CHECK_OK(kiln_stream_destroy(s));
 }
 
+/* An asynchronous factorization (no info check, nothing waited for)
+ * whose W is copied at once on a third stream: the copy must wait, by
+ * W's own hazard record, for every write, those made through the side
+ * stream's alias included, and equal the factorization without the
+ * look-ahead bit for bit. */
+void test_linalg_lu_ahead_async(void) {
+  kiln_device *dev = kt_device();
+  kiln_stream *s = NULL, *s3 = NULL;
+  CHECK_OK(kiln_stream_create(dev, &s));
+  CHECK_OK(kiln_stream_create(dev, &s3));
+  int64_t n = 300, shape[2] = {n, n};
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lh_dtypes[d];
+    double *a = kt_la_alloc(n * n);
+    for (int64_t i = 0; i < n * n; i++)
+      a[i] = kt_uniform(-1, 1);
+    kiln_array *arr = kt_la_array(dt, 2, shape, a);
+    lh_result ref = lh_factor(arr, 0);
+    kiln__lu_lookahead_test = 2;
+    kiln__lu f;
+    CHECK_OK(kiln__lu_run(s, arr, 2, false, &f));
+    kiln__lu_lookahead_test = -1;
+    kiln_array *c = NULL;
+    CHECK_OK(kiln_array_contiguous(f.w, s3, &c));
+    kiln__lu_free(&f);
+    double *v = kt_read_f64(c);
+    for (int64_t i = 0; i < n * n; i++)
+      CHECK(v[i] == ref.lu[i],
+            "%s: W[%lld][%lld] read on a third stream is %.17g, not %.17g",
+            kiln_dtype_name(dt), (long long)(i / n), (long long)(i % n), v[i],
+            ref.lu[i]);
+    free(v);
+    kiln_array_destroy(c);
+    lh_result_free(&ref);
+    kiln_array_destroy(arr);
+    free(a);
+  }
+  CHECK_OK(kiln_synchronize(dev));
+  CHECK_OK(kiln_stream_destroy(s));
+  CHECK_OK(kiln_stream_destroy(s3));
+}
+
 /* ---- two host threads ---------------------------------------------------- */
 
 typedef struct lh_job {
@@ -322,4 +366,123 @@ void test_linalg_lu_ahead_threads(void) {
     kiln_array_destroy(jobs[t].arr);
     free(a[t]);
   }
+}
+
+/* ---- allocation failures ------------------------------------------------- */
+
+/* Allocation hooks failing the n-th host allocation of the test's own
+ * thread (the streams' threads never fail), counting live blocks. */
+static atomic_long lh_calls, lh_fail_nth, lh_live;
+static _Thread_local bool lh_armed;
+
+static bool lh_should_fail(void) {
+  if (!lh_armed)
+    return false;
+  long c = atomic_fetch_add(&lh_calls, 1) + 1;
+  return c == atomic_load(&lh_fail_nth);
+}
+
+static void *lh_malloc(size_t n) {
+  if (lh_should_fail())
+    return NULL;
+  void *p = malloc(n);
+  if (p != NULL)
+    atomic_fetch_add(&lh_live, 1);
+  return p;
+}
+
+static void *lh_realloc(void *p, size_t n) {
+  if (lh_should_fail())
+    return NULL;
+  void *q = realloc(p, n);
+  if (q != NULL && p == NULL)
+    atomic_fetch_add(&lh_live, 1);
+  return q;
+}
+
+static void lh_free(void *p) {
+  if (p != NULL)
+    atomic_fetch_sub(&lh_live, 1);
+  free(p);
+}
+
+/* Every pending release run and the device's cache emptied: the live
+ * host blocks that remain. */
+static long lh_settle(void) {
+  CHECK_OK(kiln_synchronize(NULL));
+  CHECK_OK(kiln_memory_clear_cache(kt_device()));
+  return atomic_load(&lh_live);
+}
+
+/* The look-ahead's error paths: a forced look-ahead factorization (200 x
+ * 200, 4 panels) with its k-th host allocation failing, for about 60 k
+ * spread over all of them: either it still succeeds (a failed event
+ * record or wait falls back to a host wait) with a correct result, or it
+ * fails with out of memory, its out pointers
+ * untouched and no host block leaked once the streams are idle. */
+void test_linalg_lu_ahead_alloc_fail(void) {
+  kiln_alloc_hooks h = {lh_malloc, lh_realloc, lh_free};
+  CHECK_OK(kiln_set_alloc_hooks(&h));
+  int64_t n = 200, shape[2] = {n, n};
+  double *a = kt_la_alloc(n * n);
+  for (int64_t i = 0; i < n * n; i++)
+    a[i] = kt_uniform(-1, 1);
+  kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
+  lh_result ref = lh_factor(arr, 2); /* warm: kernels, side stream */
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = 2;
+  kiln__lu_lookahead_test = 2;
+  /* How many allocations one call makes. */
+  kiln_array *lu = NULL, *piv = NULL;
+  atomic_store(&lh_calls, 0);
+  lh_armed = true;
+  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &piv));
+  lh_armed = false;
+  long total = atomic_load(&lh_calls);
+  kiln_array_destroy(lu);
+  kiln_array_destroy(piv);
+  CHECK(total > 10, "a factorization allocates (%ld)", total);
+  long stride = total / 60 + 1;
+  kiln_array *sentinel = (kiln_array *)&lh_calls;
+  for (long k = 1; k <= total; k += stride) {
+    long live0 = lh_settle();
+    lu = piv = sentinel;
+    kiln_clear_error();
+    atomic_store(&lh_calls, 0);
+    atomic_store(&lh_fail_nth, k);
+    lh_armed = true;
+    kiln_status st = kiln_lu_factor_ex(arr, &o, &lu, &piv);
+    lh_armed = false;
+    atomic_store(&lh_fail_nth, 0);
+    if (st == KILN_OK) {
+      float *got = kt_read(lu);
+      for (int64_t i = 0; i < n * n; i++)
+        CHECK(got[i] == (float)ref.lu[i],
+              "allocation %ld failing, yet success: LU[%lld] is %.9g, not "
+              "%.9g",
+              k, (long long)i, got[i], ref.lu[i]);
+      free(got);
+      kiln_array_destroy(lu);
+      kiln_array_destroy(piv);
+    } else {
+      CHECK(st == KILN_ERROR_OUT_OF_MEMORY,
+            "allocation %ld failing: %s, expected out of memory", k,
+            kiln_status_string(st));
+      /* (Not always naming kiln_lu_factor_ex: the drivers' views come
+       * from kiln_array_view, whose failures name it, as on main.) */
+      CHECK(strstr(kiln_last_error(), "out of memory") != NULL,
+            "allocation %ld failing: the message (%s) says out of memory", k,
+            kiln_last_error());
+      CHECK(lu == sentinel && piv == sentinel,
+            "allocation %ld failing: out pointers changed", k);
+    }
+    long live1 = lh_settle();
+    CHECK(live1 == live0, "allocation %ld failing leaked %ld host block(s)",
+          k, live1 - live0);
+  }
+  kiln__lu_lookahead_test = -1;
+  lh_result_free(&ref);
+  kiln_array_destroy(arr);
+  free(a);
 }

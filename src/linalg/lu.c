@@ -1276,18 +1276,23 @@ static bool use_lookahead(const lu_run *r) {
  * stream s1 does panel k's bulk trailing update. Per panel [p0, pe), the
  * next one being [pe, ne):
  *   s1: join (wait for s2: the chain of [p0, pe) is done), lu_laswp, the
- *       block row, update_a = the next panel's columns only,
- *       A[pe:, pe:ne] -= L21 U12[:, pe:ne];
- *   fork: s2 waits for s1 here, then runs the chain of [pe, ne);
+ *       block row;
+ *   fork: s2 waits for s1 here, then runs update_a = the next panel's
+ *       columns only, A[pe:, pe:ne] -= L21 U12[:, pe:ne], and the chain
+ *       of [pe, ne);
  *   s1: update_b = the rest, A[pe:, ne:] -= L21 U12[:, ne:].
- * The chain of [pe, ne) reads and writes W only in the columns [pe, ne),
- * which update_b does not touch, and update_b reads L21 and U12 (columns
- * [p0, pe), rows p0 .. pe-1), which the chain does not touch; the next
+ * update_a and the chain of [pe, ne) write W only in the columns [pe,
+ * ne), which update_b does not touch; all three read L21 and U12
+ * (columns [p0, pe), rows p0 .. pe-1), which none writes; the next
  * lu_laswp permutes rows of every column outside [pe, ne), update_b's
- * included, and reads piv, hence the join before it. The first panel's
- * chain runs on s1 (nothing to overlap yet); the last join is also made
- * after the loop, so that whatever follows on s1 (and the call's own
- * info read) comes after every launch of s2.
+ * included, and reads piv, hence the join before it. (update_a on s2
+ * rather than before the fork on s1: update_b starts as soon as the
+ * block row is done, ~30-40 us earlier a panel, and update_a gets s2's
+ * priority.) The first panel's chain runs on s1 (nothing to overlap
+ * yet); the last join is also made after the loop, so that whatever
+ * follows on s1 (and the call's own info read) comes after every launch
+ * of s2, and W's hazard record then names that point as its last write
+ * (note_written), so that a third stream orders after s2's writes too.
  *
  * Why the chain goes to the side stream and the bulk GEMM stays on s1:
  * on CUDA the side stream has the highest priority (kiln_stream's hint;
@@ -1314,18 +1319,44 @@ static bool use_lookahead(const lu_run *r) {
  * panel (1.5 ms), the trailing GEMMs 11 ms, panel k's share ~ (31 -
  * k)^2 / 10416 of it: 1.0 ms at k = 0, below the chain's 0.5 ms from k =
  * 10 on. Before, on one stream, they add up: ~29.8 ms. After, per panel
- * max(chain of k + 1, update_b of k) + laswp + block row + update_a:
+ * max(update_a + chain of k + 1, update_b of k) + laswp + block row:
  * sum of max() ~7.5 ms (k < 10, GEMM-bound) + ~10.5 ms (21 panels,
- * chain-bound), plus the first chain 0.5, laswp and block row 1.5, and
- * update_a (m - pe rows x 256 x 256, 1 GFLOP on ~64 blocks, ~30-40 us,
- * ~1.2 ms, newly on the path): ~21-22 ms by count, if neither side slows
- * the other. It will: they share HBM and L2, the GEMM takes ~100 SMs
- * only while the chain runs, and each strip launch waits for its 32
- * groups' SMs. Expected LU 8192^2 float32 ~24-27 ms (from 29.8), solve
- * with 16 right-hand sides ~26-29 ms (from 31.95). NOT measured (no GPU
- * for this change); the CPU tests check its correctness
- * (tests/test_linalg_lu_ahead.c).
+ * chain-bound), plus update_a on the chain's side (m - pe rows x 256 x
+ * 256, 1 GFLOP, ~30-40 us, ~0.8 ms over the chain-bound panels, newly on
+ * the path: before it was part of one large GEMM), the first chain 0.5,
+ * laswp and block row 1.5: ~21-22 ms by count, if neither side slows
+ * the other. It will (see the risk below): they share HBM and L2, the
+ * GEMM takes ~100 SMs only while the chain runs. Expected LU 8192^2
+ * float32 ~25-28 ms (from 29.8), solve with 16 right-hand sides ~27-30
+ * ms (from 31.95). NOT measured (no GPU for this change); the CPU tests
+ * check its correctness (tests/test_linalg_lu_ahead.c).
+ *
+ * The risk: gemm_f32 runs 2 groups of 128 registers x 256 threads per
+ * SM, the whole register file, so no chain group shares an SM with it.
+ * Each chain kernel (per panel 2 transposes, update_a, 4 lu_strip_grid
+ * and 3 in-panel GEMMs) becomes ready only when the one before it ends,
+ * and in that gap the freed SMs may take update_b's pending blocks (of
+ * ~37 us each at k = 256); the cooperative lu_strip_grid starts only
+ * once all its ~32 groups are resident. Priority only orders blocks
+ * pending at the same time. So while update_b runs, each chain kernel
+ * may wait up to one GEMM block's lifetime: ~10 x 20-37 us a panel,
+ * bounded by update_b's own length. If the measurement shows it, the
+ * next step is a GEMM grid capped below the SM count (a persistent
+ * update_b leaving ~32 SMs to the chain), or programmatic dependent
+ * launch on the chain's stream.
  */
+/* Records s's tail as the last write of buf: after the last join, so
+ * that work on a third stream that uses W waits for every write made
+ * through its alias too (the core saw those on the alias only). Nothing
+ * else ever used W (run_panels_ahead's result, new), so no reads are
+ * dropped that anyone still needs. */
+static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
+  pthread_mutex_lock(&s->submit_lock);
+  kiln_status st = kiln__hazards_after(s, NULL, 0, &buf, 1);
+  pthread_mutex_unlock(&s->submit_lock);
+  return st;
+}
+
 static kiln_status run_panels_ahead(const lu_run *r) {
   const kiln__lu *f = r->f;
   int64_t nb = panel_width(f), m = f->m, n = f->n;
@@ -1358,20 +1389,22 @@ static kiln_status run_panels_ahead(const lu_run *r) {
         st = update(r, pe, pe, p0, m - pe, n - pe, pe - p0);
       continue;
     }
-    st = update(r, pe, pe, p0, m - pe, ne - pe, pe - p0); /* update_a */
-    if (st == KILN_OK) /* fork */
-      st = kiln__stream_wait_stream(side.s, r->s);
+    st = kiln__stream_wait_stream(side.s, r->s); /* fork */
+    if (st == KILN_OK) /* update_a */
+      st = update(&side, pe, pe, p0, m - pe, ne - pe, pe - p0);
     if (st == KILN_OK)
       st = run_chain(&side, pe, ne);
     if (st == KILN_OK) /* update_b */
       st = update(r, pe, ne, p0, m - pe, n - ne, pe - p0);
   }
-  /* The last join and W's hold, whatever happened above: s2 may hold
-   * launches on the alias even after a failure. */
+  /* The last join, whatever happened above (s2 may hold launches on the
+   * alias even after a failure), then W's hold and its record. */
   if (side.s != NULL) {
     kiln_status jst = kiln__stream_wait_stream(r->s, side.s);
     if (jst == KILN_OK)
       jst = kiln__hold_until_done(r->s, &f->w->buffer, 1);
+    if (jst == KILN_OK)
+      jst = note_written(r->s, f->w->buffer);
     if (st == KILN_OK)
       st = jst;
   }
