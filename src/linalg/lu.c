@@ -234,18 +234,20 @@
  * fills nothing.
  *
  * The look-ahead (run_panels_ahead, for one matrix with k >= 2048 on
- * CUDA; KILN_LU_LOOKAHEAD=0 or kiln__lu_lookahead_test = 0 turns it off,
- * 2 forces it for tests): on one stream the trailing GEMM of panel k and
- * the latency-bound chain of panel k + 1 (lu_strip_grid on ~32 SMs, the
+ * CUDA; KILN_LU_LOOKAHEAD or kiln__lu_lookahead_test: 0 off, 1 with the
+ * bulk update in one GEMM, 3 in chunks, the default; 2 and 4 force them
+ * for tests): on one stream the trailing GEMM of panel k and the
+ * latency-bound chain of panel k + 1 (lu_strip_grid on ~32 SMs, the
  * other ~100 idle) never overlap; with it, panel k + 1's chain runs on
  * the device's high-priority side stream while the caller's stream
  * updates every column but that panel's. The count, at 8192^2 float32
  * (main, H100 Nsight: chain ~15.5 ms, trailing GEMMs ~11 ms, laswp and
  * block rows ~1.5 ms, LU 29.8 ms, all on the critical path): per panel
- * max(chain, GEMM) instead of their sum, the GEMM longer than the chain
- * only for the first ~10 panels; ~21-22 ms by count if neither slows the
- * other, 24-27 ms expected since they share the SMs' L2 and HBM (details
- * and the risks at run_panels_ahead). NOT measured on a GPU.
+ * max(chain, GEMM) instead of their sum: ~21-22 ms at best, ~24 ms with
+ * the chunked update (robust to the block scheduler filling the SMs the
+ * strips need with GEMM blocks), expected 25-26 ms with the streams'
+ * shared L2 and HBM (details and the risks at run_panels_ahead). NOT
+ * measured on a GPU.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -351,13 +353,13 @@ int kiln__lu_linv_max_test = -1;
 /* See linalg.h. */
 int kiln__lu_lookahead_test = -1;
 
-/* KILN_LU_LOOKAHEAD, read once: 0 off, 1 auto (the default), 2 forced. */
-static int g_ahead_env = 1;
+/* KILN_LU_LOOKAHEAD, read once (see kiln__lu_lookahead_test). */
+static int g_ahead_env = 3;
 static pthread_once_t g_ahead_once = PTHREAD_ONCE_INIT;
 
 static void read_ahead_env(void) {
   const char *v = getenv("KILN_LU_LOOKAHEAD");
-  if (v != NULL && v[0] >= '0' && v[0] <= '2' && v[1] == '\0')
+  if (v != NULL && v[0] >= '0' && v[0] <= '4' && v[1] == '\0')
     g_ahead_env = v[0] - '0';
 }
 
@@ -1257,16 +1259,96 @@ static kiln_status run_panels(const lu_run *r) {
   return st;
 }
 
-/* Whether to run the panels with the look-ahead (see run_panels_ahead
- * and kiln__lu_lookahead_test). */
-static bool use_lookahead(const lu_run *r) {
+/* How the panels run: without the look-ahead, with it and update_b in
+ * one GEMM, or in chunks (see run_panels_ahead, update_chunked). */
+#define LU_AHEAD_NONE 0
+#define LU_AHEAD_WHOLE 1
+#define LU_AHEAD_CHUNKED 2
+
+/* Which of them, from kiln__lu_lookahead_test (or KILN_LU_LOOKAHEAD):
+ * modes 1 and 3 where the look-ahead is expected to pay, 2 and 4
+ * wherever it applies. */
+static int lookahead_kind(const lu_run *r) {
   const kiln__lu *f = r->f;
   pthread_once(&g_ahead_once, read_ahead_env);
   int mode = kiln__lu_lookahead_test >= 0 ? kiln__lu_lookahead_test
                                           : g_ahead_env;
-  if (mode == 0 || f->batch != 1 || f->k <= panel_width(f))
-    return false;
-  return mode == 2 || (on_cuda(r) && f->k >= LU_AHEAD_MIN_K);
+  if (mode <= 0 || mode > 4 || f->batch != 1 || f->k <= panel_width(f))
+    return LU_AHEAD_NONE;
+  bool forced = mode == 2 || mode == 4;
+  if (!forced && !(on_cuda(r) && f->k >= LU_AHEAD_MIN_K))
+    return LU_AHEAD_NONE;
+  return mode >= 3 ? LU_AHEAD_CHUNKED : LU_AHEAD_WHOLE;
+}
+
+/* C -= A B on blocks of W as `update` does, through GEMM path `path`
+ * (kiln_linalg_opts.path). */
+static kiln_status update_path(const lu_run *r, int64_t r1, int64_t c1,
+                               int64_t k0, int64_t rows, int64_t cols,
+                               int64_t depth, int path) {
+  kiln_array *a = NULL, *b = NULL, *c = NULL;
+  kiln_status st = kiln__linalg_block(r->f->w, r1, k0, rows, depth, &a);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->f->w, k0, c1, depth, cols, &b);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->f->w, r1, c1, rows, cols, &c);
+  if (st == KILN_OK) {
+    kiln_linalg_opts o;
+    kiln_linalg_opts_init(&o);
+    o.stream = r->s;
+    o.path = path;
+    const char *api = kiln__api_current();
+    st = kiln_gemm_ex(false, false, -1.0, a, b, 1.0, c, &o);
+    kiln__api_enter(api);
+  }
+  kiln__array_destroy(a);
+  kiln__array_destroy(b);
+  kiln__array_destroy(c);
+  return st;
+}
+
+/*
+ * update_b (see run_panels_ahead) in column chunks, each about one wave
+ * of 128 x 128 tiles (2 an SM, gemm_f32's occupancy; GEMM path 4 keeps
+ * gemm_f32 in float32 at any size) on the SMs that the next panel's
+ * lu_strip_grid leaves (its ~(m - pe) / 256 groups, one an SM): so
+ * that no GEMM block is pending, and none takes a freed SM, when a chain
+ * kernel needs SMs (the risk at run_panels_ahead). The price: update_b
+ * on ~100 SMs instead of 132 and a launch gap per chunk (~3 us in ~37),
+ * ~1.4x its time; worth it only where the strips would otherwise wait
+ * for update_b to drain. At 8192^2: 20 chunks of 384 columns at the
+ * first panel, 5 of 896 at rows 4096, 1 from rows ~2000 on. Chunks are
+ * disjoint columns, so their order is free. NOT measured.
+ */
+static kiln_status update_chunked(const lu_run *r, int64_t p0, int64_t pe,
+                                  int64_t ne) {
+  int64_t rows = r->f->m - pe, n = r->f->n;
+  if (rows <= 0 || ne >= n)
+    return KILN_OK;
+  int64_t units = r->s->device->info.compute_units;
+  int64_t chain = (rows + LU_GRID_NT - 1) / LU_GRID_NT;
+  int64_t spare = units - chain > units / 2 ? units - chain : units / 2;
+  int64_t row_tiles = (rows + 127) / 128;
+  int64_t col_tiles = 2 * spare / row_tiles;
+  int64_t w = 128 * (col_tiles > 1 ? col_tiles : 1);
+  int path = r->a->dtype == KILN_FLOAT32 ? 4 : 0;
+  kiln_status st = KILN_OK;
+  for (int64_t c = ne; st == KILN_OK && c < n; c += w)
+    st = update_path(r, pe, c, p0, rows, n - c < w ? n - c : w, pe - p0,
+                     path);
+  return st;
+}
+
+/* Records s's tail as the last write of buf: after the last join, so
+ * that work on a third stream that uses W waits for every write made
+ * through its alias too (the core saw those on the alias only). Nothing
+ * else ever used W (run_panels_ahead's result, new), so no reads are
+ * dropped that anyone still needs. */
+static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
+  pthread_mutex_lock(&s->submit_lock);
+  kiln_status st = kiln__hazards_after(s, NULL, 0, &buf, 1);
+  pthread_mutex_unlock(&s->submit_lock);
+  return st;
 }
 
 /*
@@ -1316,48 +1398,49 @@ static bool use_lookahead(const lu_run *r) {
  * The count, at 8192^2 float32 (NB 256, 32 panels; H100 Nsight of main,
  * LU 29.8 ms): the chain ~0.5 ms a panel (lu_strip_grid ~14 ms and the
  * in-panel GEMMs ~1.5 ms over 32 panels), laswp and block row ~47 us a
- * panel (1.5 ms), the trailing GEMMs 11 ms, panel k's share ~ (31 -
+ * panel (1.5 ms), the trailing GEMMs 11 ms, panel k's share G_k ~ (31 -
  * k)^2 / 10416 of it: 1.0 ms at k = 0, below the chain's 0.5 ms from k =
- * 10 on. Before, on one stream, they add up: ~29.8 ms. After, per panel
- * max(update_a + chain of k + 1, update_b of k) + laswp + block row:
- * sum of max() ~7.5 ms (k < 10, GEMM-bound) + ~10.5 ms (21 panels,
- * chain-bound), plus update_a on the chain's side (m - pe rows x 256 x
- * 256, 1 GFLOP, ~30-40 us, ~0.8 ms over the chain-bound panels, newly on
- * the path: before it was part of one large GEMM), the first chain 0.5,
- * laswp and block row 1.5: ~21-22 ms by count, if neither side slows
- * the other. It will (see the risk below): they share HBM and L2, the
- * GEMM takes ~100 SMs only while the chain runs. Expected LU 8192^2
- * float32 ~25-28 ms (from 29.8), solve with 16 right-hand sides ~27-30
- * ms (from 31.95). NOT measured (no GPU for this change); the CPU tests
- * check its correctness (tests/test_linalg_lu_ahead.c).
+ * 10 on. Before, on one stream, they add up: ~29.8 ms. After, at best,
+ * per panel max(update_a + chain of k + 1, update_b of k) + laswp +
+ * block row: sum of max() ~7.5 ms (k < 10, GEMM-bound) + ~10.5 ms (21
+ * panels, chain-bound), plus update_a (m - pe rows x 256 x 256, 1 GFLOP,
+ * ~30-40 us, ~0.8 ms over the chain-bound panels, newly on the path:
+ * before it was part of one large GEMM), the first chain 0.5, laswp and
+ * block row 1.5: ~21-22 ms, if the two streams shared the SMs perfectly.
  *
- * The risk: gemm_f32 runs 2 groups of 128 registers x 256 threads per
- * SM, the whole register file, so no chain group shares an SM with it.
- * Each chain kernel (per panel 2 transposes, update_a, 4 lu_strip_grid
- * and 3 in-panel GEMMs) becomes ready only when the one before it ends,
- * and in that gap the freed SMs may take update_b's pending blocks (of
- * ~37 us each at k = 256); the cooperative lu_strip_grid starts only
- * once all its ~32 groups are resident. Priority only orders blocks
- * pending at the same time. So while update_b runs, each chain kernel
- * may wait up to one GEMM block's lifetime: ~10 x 20-37 us a panel,
- * bounded by update_b's own length. If the measurement shows it, the
- * next step is a GEMM grid capped below the SM count (a persistent
- * update_b leaving ~32 SMs to the chain), or programmatic dependent
- * launch on the chain's stream.
+ * They may not (the risk): gemm_f32 runs 2 groups of 256 threads x 128
+ * registers per SM, the whole register file (65,536), and each chain
+ * kernel (per panel update_a, 2 transposes, 4 lu_strip_grid and 3
+ * in-panel GEMMs) becomes ready only when the one before it ends: in
+ * that gap the SMs it freed take update_b's pending blocks (~37 us each
+ * at k = 256: 128 x 128 x 256 at ~0.45 TFLOP/s an SM). A GEMM-like chain
+ * kernel fits in half an SM, so it gets the next retiring GEMM slots
+ * first (priority): a few us. But a lu_strip_grid group (256 threads x
+ * 177 registers in float32, 188 in float64: ~45-48 K) needs both GEMM
+ * groups of an SM gone, and the cooperative launch needs all its ~32
+ * groups resident; if the block scheduler keeps filling half-free SMs
+ * with update_b's pending blocks (whether a higher-priority block that
+ * does not fit holds them back is not documented), each strip waits
+ * until update_b has no block left to start. With update_b in one GEMM
+ * (modes 1, 2) that loses the overlap on the GEMM-bound panels (there
+ * the panel costs ~G_k + chain, as before) and costs ~1-1.5 GEMM block
+ * lifetimes (~50 us) a chain-bound panel: ~2.5 ms saved in all (LU ~27
+ * ms). Hence the default (mode 3): update_b in chunks of about one wave
+ * on the SMs the strips leave (update_chunked), so that no GEMM block is
+ * pending when a strip launches; update_b then takes ~1.4 G_k (100 SMs,
+ * a launch gap a chunk), a panel max(1.4 G_k, chain): ~12.3 ms for k <
+ * 13, ~9 ms after, + 2.8: ~24 ms (~5.5 ms saved) whether or not the
+ * scheduler starves the strips; against ~21-22 for one GEMM if it does
+ * not. Expected, with the streams' shared L2 and HBM: LU 8192^2 float32
+ * ~25-26 ms (from 29.8), solve with 16 right-hand sides ~27-28 ms (from
+ * 31.95). NOT measured (no GPU for this change); the CPU tests check
+ * both forms' correctness (tests/test_linalg_lu_ahead.c), and
+ * bench_solve's "(no look-ahead)" and "(whole update_b)" lines A/B them
+ * in one process. Next, if a measurement shows the strips waiting still:
+ * a GEMM grid capped below the SM count (a persistent update_b that
+ * leaves the chain's SMs alone).
  */
-/* Records s's tail as the last write of buf: after the last join, so
- * that work on a third stream that uses W waits for every write made
- * through its alias too (the core saw those on the alias only). Nothing
- * else ever used W (run_panels_ahead's result, new), so no reads are
- * dropped that anyone still needs. */
-static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
-  pthread_mutex_lock(&s->submit_lock);
-  kiln_status st = kiln__hazards_after(s, NULL, 0, &buf, 1);
-  pthread_mutex_unlock(&s->submit_lock);
-  return st;
-}
-
-static kiln_status run_panels_ahead(const lu_run *r) {
+static kiln_status run_panels_ahead(const lu_run *r, bool chunked) {
   const kiln__lu *f = r->f;
   int64_t nb = panel_width(f), m = f->m, n = f->n;
   kiln__lu fs = *f; /* f's arrays, W seen through its alias */
@@ -1394,7 +1477,9 @@ static kiln_status run_panels_ahead(const lu_run *r) {
       st = update(&side, pe, pe, p0, m - pe, ne - pe, pe - p0);
     if (st == KILN_OK)
       st = run_chain(&side, pe, ne);
-    if (st == KILN_OK) /* update_b */
+    if (st == KILN_OK && chunked) /* update_b */
+      st = update_chunked(r, p0, pe, ne);
+    else if (st == KILN_OK)
       st = update(r, pe, ne, p0, m - pe, n - ne, pe - p0);
   }
   /* The last join, whatever happened above (s2 may hold launches on the
@@ -1425,8 +1510,11 @@ static kiln_status run_blocked(lu_run *r) {
     st = make_grid_scratch(r);
   if (st == KILN_OK)
     st = launch_copy(r);
-  if (st == KILN_OK)
-    st = use_lookahead(r) ? run_panels_ahead(r) : run_panels(r);
+  int kind = lookahead_kind(r);
+  if (st == KILN_OK && kind == LU_AHEAD_NONE)
+    st = run_panels(r);
+  else if (st == KILN_OK)
+    st = run_panels_ahead(r, kind == LU_AHEAD_CHUNKED);
   kiln__array_destroy(r->pt);
   kiln__array_destroy(r->gx);
   kiln__array_destroy(r->gs);
