@@ -100,13 +100,29 @@ static void lh_result_free(lh_result *r) {
   free(r->piv);
 }
 
-/* arr (values a, m x n) factored with the look-ahead forced and without
- * it: the first checked, the two equal bit for bit. */
+/* Whether the look-ahead must match the factorization without it bit for
+ * bit: on the CPU, where every GEMM kernel sums each element's k terms in
+ * the same order with the same fused multiply-adds. On a GPU the chunked
+ * update's gemm_f32 (path 4) may replace another kernel, whose rounding
+ * may differ (and then a near tie may pick another pivot): there only
+ * the backward error is checked. */
+static bool lh_exact(void) {
+  return strcmp(kt_device_name(), "cpu") == 0;
+}
+
+/* arr (values a, m x n) factored with the look-ahead forced (mode) and
+ * without it: the first checked, the two equal bit for bit where
+ * lh_exact. */
 static void lh_compare_mode(const char *what, kiln_dtype dt, kiln_array *arr,
                             const double *a, int64_t m, int64_t n, int mode) {
   int64_t k = m < n ? m : n;
   lh_result on = lh_factor(arr, mode), off = lh_factor(arr, 0);
   lh_check_packed(what, dt, m, n, a, on.lu, on.piv);
+  if (!lh_exact()) {
+    lh_result_free(&on);
+    lh_result_free(&off);
+    return;
+  }
   for (int64_t j = 0; j < k; j++)
     CHECK(on.piv[j] == off.piv[j],
           "%s: pivot %lld is %d with the look-ahead, %d without", what,
@@ -174,6 +190,12 @@ void test_linalg_lu_ahead(void) {
   for (int d = 0; d < 2; d++)
     lh_case(lh_dtypes[d], 300, 300, 0);
   kiln__lu_grid_test = false;
+  /* On a GPU, panels of 256 (k >= 2048) on lu_strip_grid with several
+   * groups, the side stream's cooperative launches beside the caller's
+   * GEMMs (too slow for the CPU suite). */
+  if (!lh_exact())
+    for (int d = 0; d < 2; d++)
+      lh_case(lh_dtypes[d], 2100, 2100, 0);
 }
 
 /* ---- kiln__stream_wait_stream -------------------------------------------- */
@@ -272,8 +294,8 @@ void test_linalg_lu_ahead_lifetime(void) {
 /* An asynchronous factorization (no info check, nothing waited for)
  * whose W is copied at once on a third stream: the copy must wait, by
  * W's own hazard record, for every write, those made through the side
- * stream's alias included, and equal the factorization without the
- * look-ahead bit for bit. */
+ * stream's alias included, and equal the same factorization run and
+ * waited for through kiln_lu_factor_ex, bit for bit. */
 void test_linalg_lu_ahead_async(void) {
   kiln_device *dev = kt_device();
   kiln_stream *s = NULL, *s3 = NULL;
@@ -286,8 +308,9 @@ void test_linalg_lu_ahead_async(void) {
     for (int64_t i = 0; i < n * n; i++)
       a[i] = kt_uniform(-1, 1);
     kiln_array *arr = kt_la_array(dt, 2, shape, a);
-    lh_result ref = lh_factor(arr, 0);
-    kiln__lu_lookahead_test = d == 0 ? 4 : 2;
+    int mode = d == 0 ? 4 : 2;
+    lh_result ref = lh_factor(arr, mode);
+    kiln__lu_lookahead_test = mode;
     kiln__lu f;
     CHECK_OK(kiln__lu_run(s, arr, 2, false, &f));
     kiln__lu_lookahead_test = -1;
@@ -334,8 +357,8 @@ static void *lh_worker(void *p) {
 }
 
 /* Two threads factoring at once, each on its own default stream, sharing
- * the side stream: each result equal to its matrix's factorization
- * without the look-ahead. */
+ * the side stream: each result equal, bit for bit, to its matrix's
+ * factorization by one thread alone. */
 void test_linalg_lu_ahead_threads(void) {
   int64_t n = 260, shape[2] = {n, n};
   double *a[2];
@@ -347,7 +370,7 @@ void test_linalg_lu_ahead_threads(void) {
       a[t][i] = kt_uniform(-1, 1);
     memset(&jobs[t], 0, sizeof jobs[t]);
     jobs[t].arr = kt_la_array(KILN_FLOAT32, 2, shape, a[t]);
-    ref[t] = lh_factor(jobs[t].arr, 0);
+    ref[t] = lh_factor(jobs[t].arr, 4);
   }
   kiln__lu_lookahead_test = 4; /* read by both threads, set before */
   pthread_t th[2];
@@ -427,8 +450,8 @@ static long lh_settle(void) {
 }
 
 /* The look-ahead's error paths: a forced look-ahead factorization (200 x
- * 200, 4 panels, update_b chunked) with its k-th host allocation failing, for about 60 k
- * spread over all of them: either it still succeeds (a failed event
+ * 200, 4 panels, update_b chunked) with its k-th host allocation failing, for
+ * about 60 k spread over all of them: either it still succeeds (a failed event
  * record or wait falls back to a host wait) with a correct result, or it
  * fails with out of memory, its out pointers
  * untouched and no host block leaked once the streams are idle. */
@@ -490,8 +513,8 @@ void test_linalg_lu_ahead_alloc_fail(void) {
             "allocation %ld failing: out pointers changed", k);
     }
     long live1 = lh_settle();
-    CHECK(live1 == live0, "allocation %ld failing leaked %ld host block(s)",
-          k, live1 - live0);
+    CHECK(live1 == live0, "allocation %ld failing leaked %ld host block(s)", k,
+          live1 - live0);
   }
   kiln__lu_lookahead_test = -1;
   lh_result_free(&ref);
