@@ -1362,7 +1362,9 @@ static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
  *   fork: s2 waits for s1 here, then runs update_a = the next panel's
  *       columns only, A[pe:, pe:ne] -= L21 U12[:, pe:ne], and the chain
  *       of [pe, ne);
- *   s1: update_b = the rest, A[pe:, ne:] -= L21 U12[:, ne:].
+ *   s1: update_b = the rest, A[pe:, ne:] -= L21 U12[:, ne:], in one
+ *       GEMM or (`chunked`, the default) in column chunks
+ *       (update_chunked).
  * update_a and the chain of [pe, ne) write W only in the columns [pe,
  * ne), which update_b does not touch; all three read L21 and U12
  * (columns [p0, pe), rows p0 .. pe-1), which none writes; the next
