@@ -80,7 +80,14 @@ typedef struct problem {
   float *a, *b;  /* row-major (A's bytes are also the column-major A^T) */
   float *b_cm;   /* B column-major, for the baselines */
   double norm_a; /* ||A||_F of what is read (the lower triangle for trsm) */
+  int ahead;      /* kiln__lu_lookahead_test for kiln's runs (-1 default) */
 } problem;
+
+/* src/linalg/linalg.h's switch of the blocked LU's look-ahead (-1 as
+ * KILN_LU_LOOKAHEAD says, 0 off, 1 its bulk update in one GEMM): the
+ * "(no look-ahead)" and "(whole update_b)" lines A/B it in one
+ * process. */
+extern int kiln__lu_lookahead_test;
 
 typedef struct env {
   kiln_device *dev;
@@ -580,7 +587,9 @@ static void line(const env *v, problem *p) {
   line_info li = {p->label, flops, 0, v->gpu ? BENCH_PEAK_FP32_TFLOPS : 0,
                   baseline_name(v, p->what)};
   outcome ko, bo;
+  kiln__lu_lookahead_test = p->ahead;
   measure_kiln(v, p, &ko);
+  kiln__lu_lookahead_test = -1;
   if (v->gpu)
     measure_gpu(v, p, &bo);
   else
@@ -608,10 +617,11 @@ int main(int argc, char **argv) {
     v.stream = kiln_default_stream(v.dev);
     problem ps[] = {
         {"solve 256^2, 16 rhs float32 (cpu)", OP_SOLVE, 256, 16, 5, 5, NULL,
-         NULL, NULL, 0},
+         NULL, NULL, 0, -1},
         {"triangular 256^2, 16 rhs f32 (cpu)", OP_TRSM, 256, 16, 5, 5, NULL,
-         NULL, NULL, 0},
-        {"LU 256^2 float32 (cpu)", OP_LU, 256, 0, 5, 5, NULL, NULL, NULL, 0},
+         NULL, NULL, 0, -1},
+        {"LU 256^2 float32 (cpu)", OP_LU, 256, 0, 5, 5, NULL, NULL, NULL, 0,
+         -1},
     };
     run_lines(&v, ps, sizeof ps / sizeof ps[0], filter);
     return 0;
@@ -633,10 +643,18 @@ int main(int argc, char **argv) {
     printf("%s: no cuBLAS baseline.\n", v.no_cb);
   problem ps[] = {
       {"solve 8192^2, 16 rhs float32", OP_SOLVE, 8192, 16, 5, 5, NULL, NULL,
-       NULL, 0},
+       NULL, 0, -1},
+      {"solve 8192^2, 16 rhs float32 (no look-ahead)", OP_SOLVE, 8192, 16, 5,
+       5, NULL, NULL, NULL, 0, 0},
+      {"solve 8192^2, 16 rhs float32 (whole update_b)", OP_SOLVE, 8192, 16,
+       5, 5, NULL, NULL, NULL, 0, 1},
       {"triangular 8192^2, 16 rhs float32", OP_TRSM, 8192, 16, 7, 7, NULL, NULL,
-       NULL, 0},
-      {"LU 8192^2 float32", OP_LU, 8192, 0, 5, 5, NULL, NULL, NULL, 0},
+       NULL, 0, -1},
+      {"LU 8192^2 float32", OP_LU, 8192, 0, 5, 5, NULL, NULL, NULL, 0, -1},
+      {"LU 8192^2 float32 (no look-ahead)", OP_LU, 8192, 0, 5, 5, NULL, NULL,
+       NULL, 0, 0},
+      {"LU 8192^2 float32 (whole update_b)", OP_LU, 8192, 0, 5, 5, NULL, NULL,
+       NULL, 0, 1},
   };
   run_lines(&v, ps, sizeof ps / sizeof ps[0], filter);
   unload_cusolver();

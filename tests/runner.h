@@ -205,6 +205,12 @@
   X(linalg_lu_grid, 240)                                                      \
   X(linalg_lu_rows, 240)                                                      \
   X(linalg_lu_nvrtc, 600)                                                     \
+  X(linalg_lu_ahead, 240)                                                     \
+  X(linalg_lu_ahead_streams, 60)                                              \
+  X(linalg_lu_ahead_lifetime, 120)                                            \
+  X(linalg_lu_ahead_async, 120)                                               \
+  X(linalg_lu_ahead_threads, 120)                                             \
+  X(linalg_lu_ahead_alloc_fail, 240)                                          \
   /* ---- norm tests ---- */                                                  \
   X(linalg_norm_vectors, 120)                                                 \
   X(linalg_norm_matrices, 120)                                                \

@@ -42,6 +42,10 @@ struct kiln_device {
   kiln__allocator alloc;
   pthread_mutex_t streams_lock; /* guards `streams` */
   struct kiln_stream *streams;  /* every live stream, for synchronize */
+  /* kiln's own high-priority side stream (kiln__device_side_stream),
+   * made on first use and kept for the process, like the device. */
+  pthread_mutex_t side_lock;
+  struct kiln_stream *side;
 };
 
 /* Looks the registry up once (thread-safe); never fails for the CPU. */
@@ -67,6 +71,11 @@ struct kiln_stream {
   void *impl;                 /* backend data */
   pthread_mutex_t submit_lock; /* serializes enqueues on this stream */
   bool is_default;            /* owned by kiln, per host thread */
+  /* A hint the backend's stream_create reads: > 0 asks that this
+   * stream's work be scheduled before other streams' (CUDA: the highest
+   * stream priority), 0 the default. Backends without priorities ignore
+   * it. */
+  int priority;
   struct kiln_stream *next;   /* in device->streams */
 };
 
@@ -75,6 +84,25 @@ kiln_status kiln__stream_create(kiln_device *dev, bool is_default,
 kiln_status kiln__stream_destroy(kiln_stream *stream);
 kiln_stream *kiln__default_stream(kiln_device *dev);
 kiln_status kiln__stream_synchronize(kiln_stream *stream);
+
+/*
+ * The device's side stream: kiln's own, created on first use (under the
+ * device's side_lock) with the highest priority the backend offers, and
+ * kept for the life of the process (devices are never destroyed), so no
+ * call pays for creating one. For drivers that split one operation over
+ * two streams (the look-ahead LU, src/linalg/lu.c); concurrent calls may
+ * share it, ordered only by the events their drivers place.
+ */
+kiln_status kiln__device_side_stream(kiln_device *dev, kiln_stream **out);
+
+/*
+ * Makes work enqueued on `waiter` from now on wait (on the device) for
+ * everything enqueued on `signaller` so far: an event recorded there and
+ * waited for here. Nothing to do for one stream. If the backend cannot
+ * record or wait, the host waits instead: slower, never wrong.
+ */
+kiln_status kiln__stream_wait_stream(kiln_stream *waiter,
+                                     kiln_stream *signaller);
 
 /* ---- buffers and hazards ------------------------------------------------ */
 

@@ -58,6 +58,8 @@ static void device_finish(kiln_device *dev, int index, int ordinal,
     snprintf(dev->info.backend, sizeof dev->info.backend, "%s", ops->name);
   pthread_mutex_init(&dev->streams_lock, NULL);
   dev->streams = NULL;
+  pthread_mutex_init(&dev->side_lock, NULL);
+  dev->side = NULL;
   allocator_init(dev);
 }
 

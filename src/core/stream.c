@@ -8,14 +8,16 @@
 
 /* ---- creation and destruction -------------------------------------------- */
 
-/* Makes a stream on `dev` and lists it on the device (for synchronize). */
-kiln_status kiln__stream_create(kiln_device *dev, bool is_default,
-                                kiln_stream **out) {
+/* Makes a stream on `dev` with the priority hint (see kiln_stream) and
+ * lists it on the device (for synchronize). */
+static kiln_status stream_make(kiln_device *dev, bool is_default,
+                               int priority, kiln_stream **out) {
   kiln_stream *s = kiln__calloc(1, sizeof *s);
   if (s == NULL)
     return kiln__oom("creating a stream");
   s->device = dev;
   s->is_default = is_default;
+  s->priority = priority;
   if (pthread_mutex_init(&s->submit_lock, NULL) != 0) {
     kiln__free(s);
     return kiln__error(KILN_ERROR_INTERNAL,
@@ -33,6 +35,47 @@ kiln_status kiln__stream_create(kiln_device *dev, bool is_default,
   pthread_mutex_unlock(&dev->streams_lock);
   *out = s;
   return KILN_OK;
+}
+
+/* Makes a stream of the default priority on `dev`. */
+kiln_status kiln__stream_create(kiln_device *dev, bool is_default,
+                                kiln_stream **out) {
+  return stream_make(dev, is_default, 0, out);
+}
+
+/* See core.h. Never destroyed: it lives as long as its device (the whole
+ * process), and kiln_synchronize finds it on the device's list. */
+kiln_status kiln__device_side_stream(kiln_device *dev, kiln_stream **out) {
+  kiln_status st = KILN_OK;
+  pthread_mutex_lock(&dev->side_lock);
+  if (dev->side == NULL)
+    st = stream_make(dev, false, 1, &dev->side);
+  if (st == KILN_OK)
+    *out = dev->side;
+  pthread_mutex_unlock(&dev->side_lock);
+  return st;
+}
+
+/* See core.h. The record and the wait each happen under their stream's
+ * submit lock, as every stream callback does. */
+kiln_status kiln__stream_wait_stream(kiln_stream *waiter,
+                                     kiln_stream *signaller) {
+  if (waiter == signaller)
+    return KILN_OK;
+  const kiln__backend_ops *ops = waiter->device->ops;
+  kiln__event *ev = NULL;
+  pthread_mutex_lock(&signaller->submit_lock);
+  kiln_status st = ops->event_record(signaller, &ev);
+  pthread_mutex_unlock(&signaller->submit_lock);
+  if (st != KILN_OK)
+    return ops->stream_synchronize(signaller);
+  pthread_mutex_lock(&waiter->submit_lock);
+  st = ops->stream_wait_event(waiter, ev);
+  pthread_mutex_unlock(&waiter->submit_lock);
+  if (st != KILN_OK)
+    st = ops->event_synchronize(ev);
+  ops->event_release(ev);
+  return st;
 }
 
 /* Unlinks and destroys an idle stream; KILN_ERROR_BUSY if work is pending.

@@ -420,6 +420,24 @@ kiln_status kiln__linalg_block(kiln_array *x, int64_t r0, int64_t c0,
 }
 
 /* See linalg.h. */
+kiln_status kiln__linalg_alias(const kiln_array *x, kiln_array **out) {
+  kiln__buffer *buf = NULL;
+  kiln_status st = kiln__buffer_wrap(x->buffer->device, x->buffer->ptr,
+                                     x->buffer->bytes, &buf);
+  if (st != KILN_OK)
+    return st;
+  kiln_array *a = kiln__malloc(sizeof *a);
+  if (a == NULL) {
+    kiln__buffer_release(buf);
+    return kiln__oom("creating an alias of an array");
+  }
+  *a = *x;
+  a->buffer = buf; /* the wrap's reference */
+  *out = a;
+  return KILN_OK;
+}
+
+/* See linalg.h. */
 kiln_status kiln__linalg_gemm(kiln_stream *s, bool ta, bool tb, double alpha,
                               kiln_array *a, kiln_array *b, double beta,
                               kiln_array *c) {

@@ -110,6 +110,17 @@ void kiln__linalg_launch_init(kiln_launch *L, kiln_stream *s);
 kiln_status kiln__linalg_block(kiln_array *x, int64_t r0, int64_t c0,
                                int64_t rows, int64_t cols, kiln_array **out);
 
+/*
+ * A view of x (same dtype, shape, strides and offset) over a second buffer
+ * record that wraps x's memory without owning it. The core orders work by
+ * buffer record, so work on another stream through the alias is not
+ * ordered against work on x: the caller orders the two itself (events:
+ * kiln__stream_wait_stream) and keeps x's memory alive until the alias's
+ * work is done (kiln__hold_until_done on x's buffer after its last wait).
+ * For a driver that splits disjoint parts of one array over two streams.
+ */
+kiln_status kiln__linalg_alias(const kiln_array *x, kiln_array **out);
+
 /* C = alpha op(A) op(B) + beta C on stream s: kiln_gemm_ex for drivers
  * (keeps the calling function's name in error messages). */
 kiln_status kiln__linalg_gemm(kiln_stream *s, bool ta, bool tb, double alpha,
@@ -257,6 +268,17 @@ extern bool kiln__lu_rolled_test;
  * that the blocked path's block-row solve trusts, instead of lu.c's
  * LU_LINV_MAX (0 sends every block row through lu_rowfix). */
 extern int kiln__lu_linv_max_test;
+
+/* Tests and timing (not thread-safe): the blocked LU's look-ahead (see
+ * lu.c, run_panels_ahead). -1, the default: as the environment variable
+ * KILN_LU_LOOKAHEAD says (read once: 0 to 4; unset or anything else 3);
+ * 0 off; 1 where it is expected to pay (one matrix, k >= 2048, on CUDA),
+ * the bulk update in one GEMM; 2 the same wherever it applies (every
+ * blocked factorization of one matrix with two panels or more, on any
+ * backend: how the CPU tests cover it); 3 and 4 as 1 and 2 with the bulk
+ * update in column chunks of about one GEMM wave (lu.c, update_chunked;
+ * 3 is the default). */
+extern int kiln__lu_lookahead_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,

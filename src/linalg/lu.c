@@ -17,7 +17,9 @@
  *      float64), many small systems at once: up to 64 x 64 lu_small, the
  *      matrix in threadgroup memory; beyond, lu_small_reg, the matrix in
  *      registers (see run_small);
- *   2  blocked right-looking: per panel of NB columns, lu_transpose
+ *   2  blocked right-looking (with a one-panel look-ahead for one large
+ *      matrix on CUDA: see the end of this comment): per panel of NB
+ *      columns, lu_transpose
  *      copies the panel (rows p0 .. m-1) into the scratch PT transposed,
  *      so that each column is contiguous; there it is factored a strip at
  *      a time by lu_panel, one threadgroup per matrix that loads the whole
@@ -230,9 +232,26 @@
  * Kernel scalars (k0, batch0, ...) are 0-d views into one int32 array
  * holding 0, 1, 2, ... (filled once per call), so a launch allocates and
  * fills nothing.
+ *
+ * The look-ahead (run_panels_ahead, for one matrix with k >= 2048 on
+ * CUDA; KILN_LU_LOOKAHEAD or kiln__lu_lookahead_test: 0 off, 1 with the
+ * bulk update in one GEMM, 3 in chunks, the default; 2 and 4 force them
+ * for tests): on one stream the trailing GEMM of panel k and the
+ * latency-bound chain of panel k + 1 (lu_strip_grid on ~32 SMs, the
+ * other ~100 idle) never overlap; with it, panel k + 1's chain runs on
+ * the device's high-priority side stream while the caller's stream
+ * updates every column but that panel's. The count, at 8192^2 float32
+ * (main, H100 Nsight: chain ~15.5 ms, trailing GEMMs ~11 ms, laswp and
+ * block rows ~1.5 ms, LU 29.8 ms, all on the critical path): per panel
+ * max(chain, GEMM) instead of their sum: ~21-22 ms at best, ~24 ms with
+ * the chunked update (robust to the block scheduler filling the SMs the
+ * strips need with GEMM blocks), expected 25-26 ms with the streams'
+ * shared L2 and HBM (details and the risks at run_panels_ahead). NOT
+ * measured on a GPU.
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "linalg/linalg.h"
@@ -307,6 +326,17 @@
 #define LU_LINV_MAX 64
 #endif
 
+/* The look-ahead (run_panels_ahead) runs by default for one matrix of at
+ * least this k on CUDA: from k = 2048 panels are NB = 256 wide, so there
+ * are at least 8 of them and each trailing GEMM is deep (k = 256) and
+ * large enough to fill the SMs the panel chain leaves idle; below, NB =
+ * 64 panels make GEMMs too small to hide much behind. (A guess from the
+ * counts in run_panels_ahead, not measured; KILN_LU_LOOKAHEAD or
+ * kiln__lu_lookahead_test switch it.) */
+#ifndef LU_AHEAD_MIN_K
+#define LU_AHEAD_MIN_K 2048
+#endif
+
 /* info values (see kernels/lu.metal) and lu_perm's threadgroup capacity. */
 #define LU_INFO_NONFINITE (-1073741824)
 #define LU_PERM_MAX 12288
@@ -319,6 +349,19 @@ bool kiln__lu_rolled_test = false;
 
 /* See linalg.h. */
 int kiln__lu_linv_max_test = -1;
+
+/* See linalg.h. */
+int kiln__lu_lookahead_test = -1;
+
+/* KILN_LU_LOOKAHEAD, read once (see kiln__lu_lookahead_test). */
+static int g_ahead_env = 3;
+static pthread_once_t g_ahead_once = PTHREAD_ONCE_INIT;
+
+static void read_ahead_env(void) {
+  const char *v = getenv("KILN_LU_LOOKAHEAD");
+  if (v != NULL && v[0] >= '0' && v[0] <= '4' && v[1] == '\0')
+    g_ahead_env = v[0] - '0';
+}
 
 /* ---- checks -------------------------------------------------------------- */
 
@@ -1182,8 +1225,20 @@ static kiln_status block_row(const lu_run *r, const lu_rows *x, int64_t p0,
   return st;
 }
 
-/* The panels: per panel, its columns transposed into PT, its strips
- * (lu_panel and a GEMM each) there, back into W, then the interchanges
+/* The panel [p0, pe)'s own chain, which touches only W's columns [p0,
+ * pe) (rows p0 .. m-1), PT, piv, info and the grid scratch: its columns
+ * transposed into PT, its strips (lu_panel and a GEMM each) there, back
+ * into W. */
+static kiln_status run_chain(const lu_run *r, int64_t p0, int64_t pe) {
+  kiln_status st = launch_transpose(r, p0, pe, false);
+  if (st == KILN_OK)
+    st = run_panel(r, p0, pe);
+  if (st == KILN_OK)
+    st = launch_transpose(r, p0, pe, true);
+  return st;
+}
+
+/* The panels: per panel, its chain (run_chain), then the interchanges
  * outside it, the block row and the trailing update. */
 static kiln_status run_panels(const lu_run *r) {
   const kiln__lu *f = r->f;
@@ -1192,11 +1247,7 @@ static kiln_status run_panels(const lu_run *r) {
   kiln_status st = make_rows(r, &x);
   for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
     int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
-    st = launch_transpose(r, p0, pe, false);
-    if (st == KILN_OK)
-      st = run_panel(r, p0, pe);
-    if (st == KILN_OK)
-      st = launch_transpose(r, p0, pe, true);
+    st = run_chain(r, p0, pe);
     if (st == KILN_OK)
       st = launch_laswp(r, &x, p0, pe);
     if (st == KILN_OK)
@@ -1205,6 +1256,247 @@ static kiln_status run_panels(const lu_run *r) {
       st = update(r, pe, pe, p0, f->m - pe, f->n - pe, pe - p0);
   }
   free_rows(&x);
+  return st;
+}
+
+/* How the panels run: without the look-ahead, with it and update_b in
+ * one GEMM, or in chunks (see run_panels_ahead, update_chunked). */
+#define LU_AHEAD_NONE 0
+#define LU_AHEAD_WHOLE 1
+#define LU_AHEAD_CHUNKED 2
+
+/* Which of them, from kiln__lu_lookahead_test (or KILN_LU_LOOKAHEAD):
+ * modes 1 and 3 where the look-ahead is expected to pay, 2 and 4
+ * wherever it applies. */
+static int lookahead_kind(const lu_run *r) {
+  const kiln__lu *f = r->f;
+  pthread_once(&g_ahead_once, read_ahead_env);
+  int mode = kiln__lu_lookahead_test >= 0 ? kiln__lu_lookahead_test
+                                          : g_ahead_env;
+  if (mode <= 0 || mode > 4 || f->batch != 1 || f->k <= panel_width(f))
+    return LU_AHEAD_NONE;
+  bool forced = mode == 2 || mode == 4;
+  if (!forced && !(on_cuda(r) && f->k >= LU_AHEAD_MIN_K))
+    return LU_AHEAD_NONE;
+  return mode >= 3 ? LU_AHEAD_CHUNKED : LU_AHEAD_WHOLE;
+}
+
+/* C -= A B on blocks of W as `update` does, through GEMM path `path`
+ * (kiln_linalg_opts.path). */
+static kiln_status update_path(const lu_run *r, int64_t r1, int64_t c1,
+                               int64_t k0, int64_t rows, int64_t cols,
+                               int64_t depth, int path) {
+  kiln_array *a = NULL, *b = NULL, *c = NULL;
+  kiln_status st = kiln__linalg_block(r->f->w, r1, k0, rows, depth, &a);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->f->w, k0, c1, depth, cols, &b);
+  if (st == KILN_OK)
+    st = kiln__linalg_block(r->f->w, r1, c1, rows, cols, &c);
+  if (st == KILN_OK) {
+    kiln_linalg_opts o;
+    kiln_linalg_opts_init(&o);
+    o.stream = r->s;
+    o.path = path;
+    const char *api = kiln__api_current();
+    st = kiln_gemm_ex(false, false, -1.0, a, b, 1.0, c, &o);
+    kiln__api_enter(api);
+  }
+  kiln__array_destroy(a);
+  kiln__array_destroy(b);
+  kiln__array_destroy(c);
+  return st;
+}
+
+/*
+ * update_b (see run_panels_ahead) in column chunks, each about one wave
+ * of 128 x 128 tiles (2 an SM, gemm_f32's occupancy; GEMM path 4 keeps
+ * gemm_f32 in float32 at any size) on the SMs that the next panel's
+ * lu_strip_grid leaves (its ~(m - pe) / 256 groups, one an SM): so
+ * that no GEMM block is pending, and none takes a freed SM, when a chain
+ * kernel needs SMs (the risk at run_panels_ahead). The price: update_b
+ * on ~100 SMs instead of 132 and a launch gap per chunk (~3 us in ~37),
+ * ~1.4x its time; worth it only where the strips would otherwise wait
+ * for update_b to drain. At 8192^2: 20 chunks of 384 columns at the
+ * first panel, 5 of 896 at rows 4096, 1 from rows ~2000 on. Chunks are
+ * disjoint columns, so their order is free. NOT measured.
+ */
+static kiln_status update_chunked(const lu_run *r, int64_t p0, int64_t pe,
+                                  int64_t ne) {
+  int64_t rows = r->f->m - pe, n = r->f->n;
+  if (rows <= 0 || ne >= n)
+    return KILN_OK;
+  int64_t units = r->s->device->info.compute_units;
+  int64_t chain = (rows + LU_GRID_NT - 1) / LU_GRID_NT;
+  int64_t spare = units - chain > units / 2 ? units - chain : units / 2;
+  int64_t row_tiles = (rows + 127) / 128;
+  int64_t col_tiles = 2 * spare / row_tiles;
+  int64_t w = 128 * (col_tiles > 1 ? col_tiles : 1);
+  int path = r->a->dtype == KILN_FLOAT32 ? 4 : 0;
+  kiln_status st = KILN_OK;
+  for (int64_t c = ne; st == KILN_OK && c < n; c += w)
+    st = update_path(r, pe, c, p0, rows, n - c < w ? n - c : w, pe - p0,
+                     path);
+  return st;
+}
+
+/* Records s's tail as the last write of buf: after the last join, so
+ * that work on a third stream that uses W waits for every write made
+ * through its alias too (the core saw those on the alias only). Nothing
+ * else ever used W (run_panels_ahead's result, new), so no reads are
+ * dropped that anyone still needs. */
+static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
+  pthread_mutex_lock(&s->submit_lock);
+  kiln_status st = kiln__hazards_after(s, NULL, 0, &buf, 1);
+  pthread_mutex_unlock(&s->submit_lock);
+  return st;
+}
+
+/*
+ * The panels with a one-panel look-ahead (MAGMA's getrf), for one matrix:
+ * the chain of panel k + 1 (run_chain: its transposes, strips and
+ * in-panel GEMMs) runs on the device's side stream s2 while the caller's
+ * stream s1 does panel k's bulk trailing update. Per panel [p0, pe), the
+ * next one being [pe, ne):
+ *   s1: join (wait for s2: the chain of [p0, pe) is done), lu_laswp, the
+ *       block row;
+ *   fork: s2 waits for s1 here, then runs update_a = the next panel's
+ *       columns only, A[pe:, pe:ne] -= L21 U12[:, pe:ne], and the chain
+ *       of [pe, ne);
+ *   s1: update_b = the rest, A[pe:, ne:] -= L21 U12[:, ne:], in one
+ *       GEMM or (`chunked`, the default) in column chunks
+ *       (update_chunked).
+ * update_a and the chain of [pe, ne) write W only in the columns [pe,
+ * ne), which update_b does not touch; all three read L21 and U12
+ * (columns [p0, pe), rows p0 .. pe-1), which none writes; the next
+ * lu_laswp permutes rows of every column outside [pe, ne), update_b's
+ * included, and reads piv, hence the join before it. (update_a on s2
+ * rather than before the fork on s1: update_b starts as soon as the
+ * block row is done, ~30-40 us earlier a panel, and update_a gets s2's
+ * priority.) The first panel's chain runs on s1 (nothing to overlap
+ * yet); the last join is also made after the loop, so that whatever
+ * follows on s1 (and the call's own info read) comes after every launch
+ * of s2, and W's hazard record then names that point as its last write
+ * (note_written), so that a third stream orders after s2's writes too.
+ *
+ * Why the chain goes to the side stream and the bulk GEMM stays on s1:
+ * on CUDA the side stream has the highest priority (kiln_stream's hint;
+ * the default priority, the caller's, is already the lowest), so as the
+ * GEMM's blocks retire the SMs go to the chain's next launch first: the
+ * chain is the critical path from about the tenth panel on (below), and
+ * lu_strip_grid is a cooperative launch that starts only once all its
+ * groups are resident.
+ *
+ * Hazards. The core orders work by buffer record, so s2 sees W through
+ * an alias (kiln__linalg_alias: a second record over the same memory)
+ * and the fork and join above order the two explicitly; PT, piv, info
+ * and the grid scratch, which both streams reach only in turn, keep
+ * their own records and the core orders them as usual. W's memory must
+ * outlive s2's work even if the caller destroys the result as soon as
+ * the call returns: after the last join, W's buffer is held on s1
+ * (kiln__hold_until_done), released only once s1 has passed that join.
+ * The side stream is the device's (made once, kept), shared by
+ * concurrent calls, which then only queue behind each other on it.
+ *
+ * The count, at 8192^2 float32 (NB 256, 32 panels; H100 Nsight of main,
+ * LU 29.8 ms): the chain ~0.5 ms a panel (lu_strip_grid ~14 ms and the
+ * in-panel GEMMs ~1.5 ms over 32 panels), laswp and block row ~47 us a
+ * panel (1.5 ms), the trailing GEMMs 11 ms, panel k's share G_k ~ (31 -
+ * k)^2 / 10416 of it: 1.0 ms at k = 0, below the chain's 0.5 ms from k =
+ * 10 on. Before, on one stream, they add up: ~29.8 ms. After, at best,
+ * per panel max(update_a + chain of k + 1, update_b of k) + laswp +
+ * block row: sum of max() ~7.5 ms (k < 10, GEMM-bound) + ~10.5 ms (21
+ * panels, chain-bound), plus update_a (m - pe rows x 256 x 256, 1 GFLOP,
+ * ~30-40 us, ~0.8 ms over the chain-bound panels, newly on the path:
+ * before it was part of one large GEMM), the first chain 0.5, laswp and
+ * block row 1.5: ~21-22 ms, if the two streams shared the SMs perfectly.
+ *
+ * They may not (the risk): gemm_f32 runs 2 groups of 256 threads x 128
+ * registers per SM, the whole register file (65,536), and each chain
+ * kernel (per panel update_a, 2 transposes, 4 lu_strip_grid and 3
+ * in-panel GEMMs) becomes ready only when the one before it ends: in
+ * that gap the SMs it freed take update_b's pending blocks (~37 us each
+ * at k = 256: 128 x 128 x 256 at ~0.45 TFLOP/s an SM). A GEMM-like chain
+ * kernel fits in half an SM, so it gets the next retiring GEMM slots
+ * first (priority): a few us. But a lu_strip_grid group (256 threads x
+ * 177 registers in float32, 188 in float64: ~45-48 K) needs both GEMM
+ * groups of an SM gone, and the cooperative launch needs all its ~32
+ * groups resident; if the block scheduler keeps filling half-free SMs
+ * with update_b's pending blocks (whether a higher-priority block that
+ * does not fit holds them back is not documented), each strip waits
+ * until update_b has no block left to start. With update_b in one GEMM
+ * (modes 1, 2) that loses the overlap on the GEMM-bound panels (there
+ * the panel costs ~G_k + chain, as before) and costs ~1-1.5 GEMM block
+ * lifetimes (~50 us) a chain-bound panel: ~2.5 ms saved in all (LU ~27
+ * ms). Hence the default (mode 3): update_b in chunks of about one wave
+ * on the SMs the strips leave (update_chunked), so that no GEMM block is
+ * pending when a strip launches; update_b then takes ~1.4 G_k (100 SMs,
+ * a launch gap a chunk), a panel max(1.4 G_k, chain): ~12.3 ms for k <
+ * 13, ~9 ms after, + 2.8: ~24 ms (~5.5 ms saved) whether or not the
+ * scheduler starves the strips; against ~21-22 for one GEMM if it does
+ * not. Expected, with the streams' shared L2 and HBM: LU 8192^2 float32
+ * ~25-26 ms (from 29.8), solve with 16 right-hand sides ~27-28 ms (from
+ * 31.95). NOT measured (no GPU for this change); the CPU tests check
+ * both forms' correctness (tests/test_linalg_lu_ahead.c), and
+ * bench_solve's "(no look-ahead)" and "(whole update_b)" lines A/B them
+ * in one process. Next, if a measurement shows the strips waiting still:
+ * a GEMM grid capped below the SM count (a persistent update_b that
+ * leaves the chain's SMs alone).
+ */
+static kiln_status run_panels_ahead(const lu_run *r, bool chunked) {
+  const kiln__lu *f = r->f;
+  int64_t nb = panel_width(f), m = f->m, n = f->n;
+  kiln__lu fs = *f; /* f's arrays, W seen through its alias */
+  fs.w = NULL;
+  lu_run side = *r;
+  side.f = &fs;
+  side.s = NULL;
+  lu_rows x;
+  memset(&x, 0, sizeof x);
+  kiln_status st = kiln__device_side_stream(r->s->device, &side.s);
+  if (st == KILN_OK)
+    st = kiln__linalg_alias(f->w, &fs.w);
+  if (st == KILN_OK)
+    st = make_rows(r, &x);
+  if (st == KILN_OK)
+    st = run_chain(r, 0, nb < f->k ? nb : f->k);
+  for (int64_t p0 = 0; st == KILN_OK && p0 < f->k; p0 += nb) {
+    int64_t pe = p0 + nb < f->k ? p0 + nb : f->k;
+    int64_t ne = pe + nb < f->k ? pe + nb : f->k;
+    if (p0 > 0) /* join: this panel's chain ran on s2 */
+      st = kiln__stream_wait_stream(r->s, side.s);
+    if (st == KILN_OK)
+      st = launch_laswp(r, &x, p0, pe);
+    if (st == KILN_OK)
+      st = block_row(r, &x, p0, pe);
+    if (st != KILN_OK || pe >= f->k) {
+      /* the last panel: what is left of the trailing matrix, if any */
+      if (st == KILN_OK)
+        st = update(r, pe, pe, p0, m - pe, n - pe, pe - p0);
+      continue;
+    }
+    st = kiln__stream_wait_stream(side.s, r->s); /* fork */
+    if (st == KILN_OK) /* update_a */
+      st = update(&side, pe, pe, p0, m - pe, ne - pe, pe - p0);
+    if (st == KILN_OK)
+      st = run_chain(&side, pe, ne);
+    if (st == KILN_OK && chunked) /* update_b */
+      st = update_chunked(r, p0, pe, ne);
+    else if (st == KILN_OK)
+      st = update(r, pe, ne, p0, m - pe, n - ne, pe - p0);
+  }
+  /* The last join, whatever happened above (s2 may hold launches on the
+   * alias even after a failure), then W's hold and its record. */
+  if (side.s != NULL) {
+    kiln_status jst = kiln__stream_wait_stream(r->s, side.s);
+    if (jst == KILN_OK)
+      jst = kiln__hold_until_done(r->s, &f->w->buffer, 1);
+    if (jst == KILN_OK)
+      jst = note_written(r->s, f->w->buffer);
+    if (st == KILN_OK)
+      st = jst;
+  }
+  free_rows(&x);
+  kiln__array_destroy(fs.w);
   return st;
 }
 
@@ -1220,8 +1512,11 @@ static kiln_status run_blocked(lu_run *r) {
     st = make_grid_scratch(r);
   if (st == KILN_OK)
     st = launch_copy(r);
-  if (st == KILN_OK)
+  int kind = lookahead_kind(r);
+  if (st == KILN_OK && kind == LU_AHEAD_NONE)
     st = run_panels(r);
+  else if (st == KILN_OK)
+    st = run_panels_ahead(r, kind == LU_AHEAD_CHUNKED);
   kiln__array_destroy(r->pt);
   kiln__array_destroy(r->gx);
   kiln__array_destroy(r->gs);

@@ -1068,6 +1068,21 @@ static cb_timeline *timeline_new(void) {
   return t;
 }
 
+/* A non-blocking CUDA stream; with a priority hint > 0 (kiln_stream) the
+ * context's highest priority, where the driver offers priorities (the
+ * default, 0, is already the lowest: numerically greater is lower). */
+static CUresult create_handle(kiln__cuda_device *d, int priority,
+                              CUstream *out) {
+  const kiln__cu_api *cu = d->cu;
+  int least = 0, greatest = 0;
+  if (priority > 0 && cu->cuStreamCreateWithPriority != NULL &&
+      cu->cuCtxGetStreamPriorityRange(&least, &greatest) == CUDA_SUCCESS &&
+      cu->cuStreamCreateWithPriority(out, CU_STREAM_NON_BLOCKING,
+                                     greatest) == CUDA_SUCCESS)
+    return CUDA_SUCCESS;
+  return KILN__CU(cu, cuStreamCreate, out, CU_STREAM_NON_BLOCKING);
+}
+
 static kiln_status cuda_stream_create(struct kiln_stream *stream) {
   kiln__cuda_device *d = kiln__cuda_dev(stream->device);
   kiln_status st = kiln__cuda_enter(d);
@@ -1097,8 +1112,7 @@ static kiln_status cuda_stream_create(struct kiln_stream *stream) {
     kiln__free(s);
     return kiln__oom("creating a CUDA stream");
   }
-  if (KILN__CU(d->cu, cuStreamCreate, &s->handle, CU_STREAM_NON_BLOCKING) !=
-      CUDA_SUCCESS) {
+  if (create_handle(d, stream->priority, &s->handle) != CUDA_SUCCESS) {
     pthread_mutex_destroy(&s->poll_lock);
     pthread_mutex_destroy(&s->lock);
     timeline_release(s->callbacks);

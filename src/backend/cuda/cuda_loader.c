@@ -54,6 +54,14 @@ static void load_driver(void) {
   }
   KILN__CU_FUNCS(KILN__CU_BIND_)
 #undef KILN__CU_BIND_
+  /* Optional: without them every stream has the default priority. */
+  if (!bind_symbol(h, "cuStreamCreateWithPriority",
+                   &api->cuStreamCreateWithPriority) ||
+      !bind_symbol(h, "cuCtxGetStreamPriorityRange",
+                   &api->cuCtxGetStreamPriorityRange)) {
+    api->cuStreamCreateWithPriority = NULL;
+    api->cuCtxGetStreamPriorityRange = NULL;
+  }
   CUresult r = api->cuInit(0);
   if (r != CUDA_SUCCESS) {
     /* The library stays loaded: its error names make the sentence. */

@@ -199,6 +199,11 @@ typedef struct kiln__cu_api {
 #define KILN__CU_MEMBER_(name, sym, params) CUresult(*name) params;
   KILN__CU_FUNCS(KILN__CU_MEMBER_)
 #undef KILN__CU_MEMBER_
+  /* Optional (NULL if the driver lacks them): stream priorities, for
+   * kiln's high-priority side stream (kiln__device_side_stream). */
+  CUresult (*cuStreamCreateWithPriority)(CUstream *s, unsigned flags,
+                                         int priority);
+  CUresult (*cuCtxGetStreamPriorityRange)(int *least, int *greatest);
   int driver_version; /* cuDriverGetVersion, e.g. 13000 */
   /* Optional (CUDA 12+; NULL when the driver lacks it): launches with
    * attributes, for programmatic dependent launch. */
