@@ -354,7 +354,7 @@ int kiln__lu_linv_max_test = -1;
 int kiln__lu_lookahead_test = -1;
 
 /* KILN_LU_LOOKAHEAD, read once (see kiln__lu_lookahead_test). */
-static int g_ahead_env = 3;
+static int g_ahead_env = 1;
 static pthread_once_t g_ahead_once = PTHREAD_ONCE_INIT;
 
 static void read_ahead_env(void) {
