@@ -235,19 +235,19 @@
  *
  * The look-ahead (run_panels_ahead, for one matrix with k >= 2048 on
  * CUDA; KILN_LU_LOOKAHEAD or kiln__lu_lookahead_test: 0 off, 1 with the
- * bulk update in one GEMM, 3 in chunks, the default; 2 and 4 force them
- * for tests): on one stream the trailing GEMM of panel k and the
- * latency-bound chain of panel k + 1 (lu_strip_grid on ~32 SMs, the
+ * bulk update in one GEMM, the default, 3 in column chunks; 2 and 4
+ * force them for tests): on one stream the trailing GEMM of panel k and
+ * the latency-bound chain of panel k + 1 (lu_strip_grid on ~32 SMs, the
  * other ~100 idle) never overlap; with it, panel k + 1's chain runs on
  * the device's high-priority side stream while the caller's stream
- * updates every column but that panel's. The count, at 8192^2 float32
- * (main, H100 Nsight: chain ~15.5 ms, trailing GEMMs ~11 ms, laswp and
- * block rows ~1.5 ms, LU 29.8 ms, all on the critical path): per panel
- * max(chain, GEMM) instead of their sum: ~21-22 ms at best, ~24 ms with
- * the chunked update (robust to the block scheduler filling the SMs the
- * strips need with GEMM blocks), expected 25-26 ms with the streams'
- * shared L2 and HBM (details and the risks at run_panels_ahead). NOT
- * measured on a GPU.
+ * updates every column but that panel's. Measured (NVIDIA H200,
+ * 2026-11-27, bench_solve's lines in one process, with programmatic
+ * dependent launch): LU 8192^2 float32 26.1-26.7 ms with it (update_b
+ * whole), 27.8-27.9 without, 29.2-29.7 with update_b in chunks; solve
+ * with 16 right-hand sides 28.2-28.7 against 29.8-30.0 ms (cuSOLVER
+ * 39.9). The count said ~21-22 ms at best (details and the risks at
+ * run_panels_ahead): the chain still waits for SMs, and 128 threads a
+ * strip group (to fit beside one GEMM group) measured worse (27.5 ms).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -331,7 +331,7 @@
  * are at least 8 of them and each trailing GEMM is deep (k = 256) and
  * large enough to fill the SMs the panel chain leaves idle; below, NB =
  * 64 panels make GEMMs too small to hide much behind. (A guess from the
- * counts in run_panels_ahead, not measured; KILN_LU_LOOKAHEAD or
+ * counts in run_panels_ahead, not measured below 8192; KILN_LU_LOOKAHEAD or
  * kiln__lu_lookahead_test switch it.) */
 #ifndef LU_AHEAD_MIN_K
 #define LU_AHEAD_MIN_K 2048
@@ -1318,7 +1318,8 @@ static kiln_status update_path(const lu_run *r, int64_t r1, int64_t c1,
  * ~1.4x its time; worth it only where the strips would otherwise wait
  * for update_b to drain. At 8192^2: 20 chunks of 384 columns at the
  * first panel, 5 of 896 at rows 4096, 1 from rows ~2000 on. Chunks are
- * disjoint columns, so their order is free. NOT measured.
+ * disjoint columns, so their order is free. Measured slower than one
+ * GEMM (H200: LU 8192^2 29.2-29.7 ms against 26.1-26.7): mode 3 only.
  */
 static kiln_status update_chunked(const lu_run *r, int64_t p0, int64_t pe,
                                   int64_t ne) {
@@ -1363,7 +1364,7 @@ static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
  *       columns only, A[pe:, pe:ne] -= L21 U12[:, pe:ne], and the chain
  *       of [pe, ne);
  *   s1: update_b = the rest, A[pe:, ne:] -= L21 U12[:, ne:], in one
- *       GEMM or (`chunked`, the default) in column chunks
+ *       GEMM (the default) or (`chunked`) in column chunks
  *       (update_chunked).
  * update_a and the chain of [pe, ne) write W only in the columns [pe,
  * ne), which update_b does not touch; all three read L21 and U12
@@ -1427,20 +1428,16 @@ static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
  * (modes 1, 2) that loses the overlap on the GEMM-bound panels (there
  * the panel costs ~G_k + chain, as before) and costs ~1-1.5 GEMM block
  * lifetimes (~50 us) a chain-bound panel: ~2.5 ms saved in all (LU ~27
- * ms). Hence the default (mode 3): update_b in chunks of about one wave
- * on the SMs the strips leave (update_chunked), so that no GEMM block is
- * pending when a strip launches; update_b then takes ~1.4 G_k (100 SMs,
- * a launch gap a chunk), a panel max(1.4 G_k, chain): ~12.3 ms for k <
- * 13, ~9 ms after, + 2.8: ~24 ms (~5.5 ms saved) whether or not the
- * scheduler starves the strips; against ~21-22 for one GEMM if it does
- * not. Expected, with the streams' shared L2 and HBM: LU 8192^2 float32
- * ~25-26 ms (from 29.8), solve with 16 right-hand sides ~27-28 ms (from
- * 31.95). NOT measured (no GPU for this change); the CPU tests check
- * both forms' correctness (tests/test_linalg_lu_ahead.c), and
- * bench_solve's "(no look-ahead)" and "(whole update_b)" lines A/B them
- * in one process. Next, if a measurement shows the strips waiting still:
- * a GEMM grid capped below the SM count (a persistent update_b that
- * leaves the chain's SMs alone).
+ * ms). Chunks of update_b of about one wave on the SMs the strips leave
+ * (update_chunked, mode 3) were to keep any GEMM block from pending when
+ * a strip launches, at ~1.4 G_k a panel: ~24 ms by the count. Measured
+ * (H200, one process): one GEMM 26.1-26.7 ms, chunks 29.2-29.7, none
+ * 27.8-27.9; so one GEMM is the default: the ~1.6 ms it saves is what
+ * the estimate above gave for a starved chain. Next: a GEMM grid capped
+ * below the SM count in ONE launch (a persistent update_b that leaves
+ * the chain's SMs alone); a first try by a grid-stride loop in gemm_f32
+ * raised it from 128 to 174 registers (one group an SM instead of two)
+ * and slowed every GEMM.
  */
 static kiln_status run_panels_ahead(const lu_run *r, bool chunked) {
   const kiln__lu *f = r->f;
