@@ -72,6 +72,104 @@ inline double cq_rcp(double d) {
 #endif
 }
 
+// The value of x in lane `src` of the warp, every lane taking part (the
+// whole warp calls it).
+inline double cq_shfl(double x, int src) {
+#if KILN_BACKEND_CUDA
+  return __shfl_sync(0xffffffffu, x, src);
+#else
+  return simd_shuffle(x, (ushort)src);
+#endif
+}
+
+// cq_chol's diagonal block, by one warp with no barrier: the 16 x 16
+// block whose upper triangle starts at p (row stride ld, rows of the
+// block's panel, columns of the matrix) is replaced by the rows of U
+// (unscaled: U(j, j) = d_j, the pivot; R = D^-1/2 U), mul gets the
+// multipliers mul[16 l + c] = U(l, c) / d_l (c > l; the rest is junk),
+// dinv[l] = 1 / d_l and piv[l] = d_l. Lane (c, h) = (lane % 16, lane /
+// 16) keeps column c, rows 2 t + h, in a[t] (8 registers), so that row j
+// lies in register j / 2 of the lanes h = j % 2 and a step reads it with
+// shuffles of one register: the pivot, A(j, c) and A(j, r) for the
+// lane's rows r > j (compile-time register indices once unrolled). The
+// chain of a step: the shuffles of row j (~30 cycles) -> 1 / d (cq_rcp,
+// MUFU and 3 DFMAs) -> one DFMA gives row j + 1 (the products A(j, r)
+// A(j, c) are formed while 1 / d is in flight): ~80-100 cycles, against
+// ~390 for a column of the 256-thread loop with its barrier. The entries
+// below the diagonal are never read for the upper ones (an upper A(r, c)
+// takes A(j, r) and A(j, c), j < r <= c), so they are loaded as zeros and
+// left to whatever the updates make of them.
+inline void cq_chol_diag(threadgroup double* p, int ld,
+                         threadgroup double* mul, threadgroup double* dinv,
+                         threadgroup double* piv, int lane) {
+  const int c = lane % 16, h = lane / 16;
+  double a[8];
+  CQ_UNROLL
+  for (int t = 0; t < 8; ++t) {
+    const int r = 2 * t + h;
+    a[t] = r <= c ? p[r * ld + c] : 0.0;
+  }
+  CQ_UNROLL
+  for (int j = 0; j < 16; ++j) {
+    const int src = 16 * (j % 2);
+    const double d = cq_shfl(a[j / 2], j + src);
+    const double uc = cq_shfl(a[j / 2], c + src);
+    double ur[8];
+    CQ_UNROLL
+    for (int t = j / 2; t < 8; ++t)
+      ur[t] = cq_shfl(a[j / 2], 2 * t + h + src);
+    const double inv = cq_rcp(d);
+    CQ_UNROLL
+    for (int t = j / 2; t < 8; ++t)
+      if (2 * t + h > j)
+        a[t] = fma(-(ur[t] * uc), inv, a[t]);
+    if (lane < 16)
+      mul[16 * j + c] = uc * inv;
+    if (lane == j) {
+      piv[j] = d;
+      dinv[j] = inv;
+    }
+  }
+  CQ_UNROLL
+  for (int t = 0; t < 8; ++t) {
+    const int r = 2 * t + h;
+    if (r <= c)
+      p[r * ld + c] = a[t];
+  }
+}
+
+// cq_chol's thread grid: thread tid owns the BS x BS block (ti, tk) of
+// the 16 x 16 grid of blocks. The blocks on and above the diagonal come
+// first, by rows from the last one up, so that the trailing updates
+// (rows, and columns, at or past the next block) fall on as few warps as
+// possible: at NC 64 the first trailing update (thread rows 4..15, 78
+// blocks) takes warps 0-2, one a scheduler, where with the rows in thread
+// order it took warps 2-7, two a scheduler on two of them (256 DFMAs a
+// warp: ~512 issue cycles less on the path). The blocks below the
+// diagonal (120) follow, row by row.
+inline void cq_chol_grid(int tid, thread int& ti, thread int& tk) {
+  int r, p;
+  if (tid < 136) {
+    r = 15;
+    p = tid;
+    while (p >= 16 - r) {
+      p -= 16 - r;
+      --r;
+    }
+    ti = r;
+    tk = r + p;
+  } else {
+    r = 1;
+    p = tid - 136;
+    while (p >= r) {
+      p -= r;
+      ++r;
+    }
+    ti = r;
+    tk = p;
+  }
+}
+
 // Threads of the row passes' and cq_chol's groups.
 #define CQ_THREADS 256
 // Threads of cq_reduce's groups: 32 entries x 32 slices of the partials.
@@ -632,25 +730,43 @@ if (slice == 0 && e < E) {
 // diagonal is positive). flag (int32 per matrix): pass 1 sets it, later
 // passes only turn 0 into non-zero: PASS * 1000 + j + 1 when pivot j (the
 // first such) is not finite, below float64's least normal number
-// (CQ_PIVOT_MIN) or above 2^1021 (CQ_PIVOT_MAX), PASS * 1000 when the trace is not positive and finite
-// (pass 1) or when the last Gram is far from I (||G_3 - I||_F > 1/2,
-// pass 3: X_2 was not orthogonal enough for one more pass to finish the
-// job). Rin is not read in pass 1. Rsh is R, bound for its shape.
+// (CQ_PIVOT_MIN) or above 2^1021 (CQ_PIVOT_MAX), PASS * 1000 when the
+// trace is not positive and finite (pass 1) or when the last Gram is far
+// from I (||G_3 - I||_F > 1/2, pass 3: X_2 was not orthogonal enough for
+// one more pass to finish the job). Rin is not read in pass 1. Rsh is R, bound for its shape.
 //
-// Thread (ti, tk) of a 16 x 16 grid keeps the BS x BS block (BS = NC /
-// 16) at rows BS ti, columns BS tk of the matrix in registers, so a step
-// of the right-looking Cholesky is one barrier and BS^2 FMAs a thread:
-// the owners of pivot row j publish it (double-buffered, so one barrier a
-// step suffices), and everyone updates its block with it (the row that is
-// published next at once, the others during the next step: see the
-// loop). A bad pivot (not positive and normal, or not finite) is found
-// after the loop, which runs on through it.
+// Thread (ti, tk) of a 16 x 16 grid (cq_chol_grid) keeps the BS x BS
+// block (BS = NC / 16) at rows BS ti, columns BS tk of the matrix in
+// registers. The factorization is blocked, 16 columns a block (see the
+// loop): warp 0 factors the diagonal block with shuffles, one thread a
+// column solves the block row right of it, and the owners of the
+// trailing blocks update their registers, three barriers a block. A bad
+// pivot (not positive and normal, or not finite) is found after the
+// loop, which runs on through it.
+//
+// Count (the critical path at NC 64, H100 cycles at ~1.75 GHz; "before"
+// measured, "after" estimated from instruction latencies, NOT measured):
+// before, one group barrier per column on the 256-thread grid: the chain
+// STS of row j -> barrier -> LDS -> 1 / d -> DMUL -> DFMA -> STS, ~390
+// cycles a column, 64 columns: ~25,000 cycles (~14 us of the 19 / 24 /
+// 25 us of passes 1 / 2 / 3). After: (a) 64 warp steps of ~90 cycles
+// (shuffles ~30, 1 / d ~45, one DFMA; no barrier) ~5,800; (b) 3 solves
+// of 15 dependent DFMAs behind their loads, issue-bound at ~120 DFMAs
+// and ~136 broadcast LDS a warp, ~350 each, ~1,050; (c) 3 trailing
+// updates of 256 DFMAs a warp, one warp a scheduler (cq_chol_grid), ~600
+// each, ~1,800; 13 barriers ~500: ~9,200 cycles (~5.3 us), i.e. ~8.5 us
+// less a pass, cq_chol ~10.5 / 15.5 / 16.5 us, QR 1e5 x 64 float32 ~26
+// us less.
 constexpr int CQ_GB = 8;
 constexpr int LD = NC + 1, NB = NC / CQ_GB;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();
 constexpr int BS = NC / 16;
 static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
-threadgroup double Gs[NC * LD];
+// Gs: the Gram before the factorization, R_k after it; during it, the
+// block's rows (two buffers), M12, M11 and 1 / d (see the loop).
+constexpr int GSZ = NC * LD > 3 * 16 * NC + 16 * 17 ? NC * LD
+                                                      : 3 * 16 * NC + 16 * 17;
+threadgroup double Gs[GSZ];
 threadgroup double srow[2 * NC];
 threadgroup double sq[NC];  // the pivots
 threadgroup double rsq[NC]; // 1 / sqrt(pivot)
@@ -659,7 +775,8 @@ threadgroup double rc[16 * NC]; // 16 rows of Rin at a time
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int n = Rsh_shape[Rsh_ndim - 1];
-const int ti = tid / 16, tk = tid % 16;
+int ti = 0, tk = 0;
+cq_chol_grid(tid, ti, tk);
 // Rin (passes 2 and 3) is loaded first, into registers (chunk c of 16
 // rows, BS values a thread), so that its memory latency passes during the
 // elimination; the product below stages it through rc. The Gram's
@@ -752,103 +869,108 @@ if (PASS == 1) {
   if (!(tot <= 0.25))
     fail = PASS * 1000;
 }
-// Right-looking, one barrier per column: step j updates the rows below j
-// with row j (unscaled) over the pivot d = G(j, j); row j itself is only
-// read, and scaled once at the end by sqrt(d) (d kept in sq, its square
-// root taken after the loop: the steps are a chain of latencies, so each
-// keeps only what the next one needs). The steps run in blocks of BS so
-// that the pivot row's registers are indexed by constants.
-//
-// The chain of one step is: the owners' stores of row j, the barrier, the
-// loads of row j (d with it), 1 / d (cq_rcp), the scaling of the thread's
-// rows and the FMAs that give row j + 1, which its owners store next.
-// Nothing else sits on it: the pivots are only stored (sq) and tested
-// after the loop, which runs on through NaNs or infinities after a bad
-// one (the flag then discards the matrix), so there is no compare and no
-// branch out of the loop on the path; the padding past n is the identity,
-// so the last block's steps past n change nothing and need no test. SASS
-// (sm_90a, float32 NC 64, pass 1), per step after the barrier, before:
-// LDS d -> DSETP, BRA, DSETP, BRA -> MUFU.RCP64H and 5 dependent DFMAs
-// and a slow-path test (IEEE 1 / d) -> only then the LDS.128 of the row
-// (the slow path's CALL kept them below it) -> DMUL -> DFMA -> STS; now:
-// LDS d (the row's loads issue behind it) -> MUFU.RCP64H and 3 DFMAs ->
-// DMUL -> DFMA -> STS. Warps whose rows are all done have the update
-// predicated off (busy).
+// Blocked right-looking Cholesky, CB = 16 columns a block (see cq_chol's
+// comment above for the count): for block K (rows and columns j0 = CB K
+// on), (a) warp 0 factors the diagonal block G11 with shuffles alone
+// (cq_chol_diag: the rows U11 in place, the multipliers M11 = D^-1 U11,
+// the pivots d and 1 / d), (b) one thread per column k right of it solves
+// U12(:, k) = L11^-1 G12(:, k) (L11 = M11^T, unit lower triangular: a
+// forward substitution, 15 dependent DFMAs) and keeps M12 = D^-1 U12
+// too, (c) the owners of the trailing blocks subtract M12^T U12 from
+// their registers (16 rank-one updates, no barrier between them), the
+// owners of block K's rows take their final rows of U and those of block
+// K + 1 publish theirs for the next (a). Three barriers a block where the
+// column loop had sixteen. The arithmetic is that of the column loop
+// regrouped: G(i, k) -= U(j, i) U(j, k) / d_j for every j < i, summed in
+// float64, U(j, j) = d_j the pivot; only the order of the subtractions
+// differs (block by block), so the factor is backward stable as before.
+// Blocks wholly past n (the identity) are skipped; the padding inside the
+// last one is the identity, whose steps change nothing.
+constexpr int CB = 16, TPB = CB / BS; // columns, thread rows of a block
+threadgroup double* const Pb0 = Gs;   // the block's rows, by parity of K
+threadgroup double* const Pb1 = Gs + CB * NC;
+threadgroup double* const M12 = Gs + 2 * CB * NC;
+threadgroup double* const M11 = Gs + 3 * CB * NC;
+threadgroup double* const dinv = M11 + CB * CB;
 CQ_UNROLL
 for (int u = 0; u < BS; ++u)
   if (ti == tk && BS * ti + u >= n)
     gr[u][u] = 1.0;
-const int njb = (n + BS - 1) / BS;
-// Look-ahead by one step: step j updates at once only the row its
-// successor publishes (u = jj + 1 mod BS; for its owners that is row
-// j + 1); the thread's other rows get step j's update at the start of
-// step j + 1, from registers (pi, pk: row j's values, pv: its 1 / d),
-// while row j + 1's loads and reciprocal are in flight. Before this, the
-// barrier of step j + 1 waited for every warp to issue all of step j's
-// FMAs (two warps a scheduler, 4 DMULs and 16 DFMAs each after 1 / d:
-// ~80 cycles of FP64 issue); now 1 DMUL and 4 DFMAs a warp follow 1 / d
-// and the other 3 and 12 fill the latency before the next one. The
-// arithmetic is the same, operation for operation (the same roundings).
-double pi[BS], pk[BS], pv = 0.0;
-CQ_UNROLL
-for (int u = 0; u < BS; ++u) {
-  pi[u] = 0.0; // the first step has nothing pending
-  pk[u] = 0.0;
-}
-for (int jb = 0; jb < njb; ++jb) {
-  // warps whose rows are all at or above this block's steps have nothing
-  // left to update (a warp holds the thread rows 2 w and 2 w + 1); their
-  // pending update is for rows below the block, so none of theirs. A
-  // predicate, not a branch around the step: with the branch ptxas sank
-  // the row's loads into it behind the pending FMAs (their latency then
-  // fell on the path); without it, it issues the loads with d, the
-  // publishing STS right after the next row's FMAs, and moves pending
-  // FMAs across the barrier (SASS, sm_90a, float32 NC 64)
-  const bool busy = (tid / 32) * 2 + 1 >= jb;
+const int nblk = (n + CB - 1) / CB;
+// thread-block columns of the blocks factored (the rest: identity, unused)
+const int tend = nblk * TPB;
+const bool upper = tk >= ti && tk < tend;
+// Gs (the Gram) is read by all: block 0's rows overwrite it only after
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (ti < TPB && upper)
   CQ_UNROLL
-  for (int jj = 0; jj < BS; ++jj) {
-    const int j = BS * jb + jj;
-    threadgroup double* row = srow + (j % 2) * NC;
-    if (ti == jb)
+  for (int u = 0; u < BS; ++u)
+    CQ_UNROLL
+    for (int v = 0; v < BS; ++v)
+      Pb0[(BS * ti + u) * NC + BS * tk + v] = gr[u][v];
+for (int K = 0; K < nblk; ++K) {
+  const int j0 = CB * K;
+  threadgroup double* const P = K % 2 == 0 ? Pb0 : Pb1;
+  threadgroup double* const Pn = K % 2 == 0 ? Pb1 : Pb0;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // (a) the diagonal block, by warp 0 alone
+  if (tid < 32)
+    cq_chol_diag(P + j0, NC, M11, dinv, sq + j0, tid);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // (b) U12 and M12, a column a thread (the columns of blocks factored)
+  const int W = CB * nblk - j0 - CB;
+  if (NC > CB && W > 0) {
+    if (tid < W) {
+      const int k = j0 + CB + tid;
+      double x[CB];
       CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        row[BS * tk + v] = gr[jj][v];
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    const double d = row[j];
-    double ri[BS], rk[BS];
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u) {
-      ri[u] = row[BS * ti + u];
-      rk[u] = row[BS * tk + u];
+      for (int l = 0; l < CB; ++l)
+        x[l] = P[l * NC + k];
+      CQ_UNROLL
+      for (int l = 0; l < CB; ++l)
+        CQ_UNROLL
+        for (int r = l + 1; r < CB; ++r)
+          x[r] = fma(-M11[l * CB + r], x[l], x[r]);
+      CQ_UNROLL
+      for (int l = 0; l < CB; ++l) {
+        P[l * NC + k] = x[l];
+        M12[l * NC + k] = x[l] * dinv[l];
+      }
     }
-    // step j - 1's update of the rows it left pending (all but jj)
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+  }
+  // (c) the trailing update G22 -= M12^T U12 (upper thread blocks)
+  if (NC > CB && upper && ti >= (K + 1) * TPB) {
     CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      if (busy && u != jj && BS * ti + u > j - 1) {
-        const double s = pi[u] * pv;
+    for (int l = 0; l < CB; ++l) {
+      double mi[BS], uk[BS];
+      CQ_UNROLL
+      for (int u = 0; u < BS; ++u) {
+        mi[u] = M12[l * NC + BS * ti + u];
+        uk[u] = P[l * NC + BS * tk + u];
+      }
+      CQ_UNROLL
+      for (int u = 0; u < BS; ++u)
         CQ_UNROLL
         for (int v = 0; v < BS; ++v)
-          gr[u][v] = fma(-s, pk[v], gr[u][v]);
-      }
-    const double inv = cq_rcp(d);
-    const int u1 = (jj + 1) % BS; // the row published next
-    if (busy && BS * ti + u1 > j) {
-      const double s = ri[u1] * inv;
+          gr[u][v] = fma(-mi[u], uk[v], gr[u][v]);
+    }
+  }
+  // block K's rows are final: their owners take them (U, unscaled)
+  if (upper && ti / TPB == K)
+    CQ_UNROLL
+    for (int u = 0; u < BS; ++u)
       CQ_UNROLL
       for (int v = 0; v < BS; ++v)
-        gr[u1][v] = fma(-s, rk[v], gr[u1][v]);
-    }
+        gr[u][v] = P[(BS * ti + u - j0) * NC + BS * tk + v];
+  // block K + 1's rows are up to date: their owners publish them
+  if (NC > CB && upper && ti / TPB == K + 1)
     CQ_UNROLL
-    for (int u = 0; u < BS; ++u) {
-      pi[u] = ri[u];
-      pk[u] = rk[u];
-    }
-    pv = inv;
-    if (tid == 0)
-      sq[j] = d; // tested after the loop
-  }
+    for (int u = 0; u < BS; ++u)
+      CQ_UNROLL
+      for (int v = 0; v < BS; ++v)
+        Pn[(BS * ti + u - j0 - CB) * NC + BS * tk + v] = gr[u][v];
 }
-// The last step's pending update is for rows past it: none of the matrix.
 threadgroup_barrier(mem_flags::mem_threadgroup);
 // The first bad pivot, unless an earlier test failed (fail is the same in
 // every thread): each warp reads all of them (two a lane at most) and
