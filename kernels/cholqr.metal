@@ -61,15 +61,19 @@ using namespace metal;
 // issuing the row's loads before it). The result is within an ulp or so
 // of 1 / d, as LAPACK's scaling by a rounded reciprocal is. Elsewhere, or
 // for a subnormal d (never accepted as a pivot): 1.0 / d.
-inline double cq_rcp(double d) {
+inline double cq_rcp0(double d) {
 #if KILN_BACKEND_CUDA
   double y;
   asm("rcp.approx.ftz.f64 %0, %1;" : "=d"(y) : "d"(d));
-  const double e = fma(-d, y, 1.0);
-  return fma(y, fma(e, e, e), y);
+  return y;
 #else
   return 1.0 / d;
 #endif
+}
+inline double cq_rcp(double d) {
+  const double y = cq_rcp0(d);
+  const double e = fma(-d, y, 1.0);
+  return fma(y, fma(e, e, e), y);
 }
 
 // The value of x in lane `src` of the warp, every lane taking part (the
@@ -90,15 +94,30 @@ inline double cq_shfl(double x, int src) {
 // dinv[l] = 1 / d_l and piv[l] = d_l. Lane (c, h) = (lane % 16, lane /
 // 16) keeps column c, rows 2 t + h, in a[t] (8 registers), so that row j
 // lies in register j / 2 of the lanes h = j % 2 and a step reads it with
-// shuffles of one register: the pivot, A(j, c) and A(j, r) for the
-// lane's rows r > j (compile-time register indices once unrolled). The
-// chain of a step: the shuffles of row j (~30 cycles) -> 1 / d (cq_rcp,
-// MUFU and 3 DFMAs) -> one DFMA gives row j + 1 (the products A(j, r)
-// A(j, c) are formed while 1 / d is in flight): ~80-100 cycles, against
-// ~390 for a column of the 256-thread loop with its barrier. The entries
-// below the diagonal are never read for the upper ones (an upper A(r, c)
-// takes A(j, r) and A(j, c), j < r <= c), so they are loaded as zeros and
-// left to whatever the updates make of them.
+// shuffles of one register: A(j, c) and A(j, r) for the lane's rows r > j
+// (compile-time register indices once unrolled). The entries below the
+// diagonal are never read for the upper ones (an upper A(r, c) takes
+// A(j, r) and A(j, c), j < r <= c), so they are loaded as zeros and left
+// to whatever the updates make of them.
+//
+// The chain: every lane computes the next pivot itself, d_{j+1} =
+// A(j+1, j+1) - U(j, j+1)^2 / d_j, from two values it shuffles at step j
+// (A(j+1, j+1) and U(j, j+1) as they are before step j's update: both
+// are in the registers since step j - 1), so no shuffle and no update of
+// the registers sits between one pivot and the next. And 1 / d_j (y the
+// hardware's approximation, e = 1 - d y, t = e + e^2, 1 / d = y + y t)
+// enters d_{j+1} as w y + (w y) t, w = U(j, j+1)^2, the first term formed
+// while e and t are: the chain of a step is MUFU.RCP64H and 3 dependent
+// DFMAs (e, t, d_{j+1}); the registers' update (1 / d, then U(j, c) / d
+// and one DFMA an entry) and the next step's shuffles run beside it. Two
+// steps of the pivot chain (~2 x 45 cycles) cover the other loop: 1 / d
+// -> DMUL -> DFMA (the update of row j + 1 in its owners) -> the
+// shuffles of step j + 1 (~25) -> w -> d_{j+2} (~75 cycles from 1 / d_j),
+// so a step costs ~50-55 cycles (~45 of FP64 issue), where the column
+// loop of the group took ~390 and shuffling the pivot after the update
+// ~80-90. The pivot kept is the one computed so (written over the
+// register's own update of it, which rounds differently), so that U(j,
+// j), 1 / d_j and the multipliers agree.
 inline void cq_chol_diag(threadgroup double* p, int ld,
                          threadgroup double* mul, threadgroup double* dinv,
                          threadgroup double* piv, int lane) {
@@ -109,26 +128,41 @@ inline void cq_chol_diag(threadgroup double* p, int ld,
     const int r = 2 * t + h;
     a[t] = r <= c ? p[r * ld + c] : 0.0;
   }
+  double d = cq_shfl(a[0], 0);
   CQ_UNROLL
   for (int j = 0; j < 16; ++j) {
-    const int src = 16 * (j % 2);
-    const double d = cq_shfl(a[j / 2], j + src);
+    const int src = 16 * (j % 2), src1 = 16 * ((j + 1) % 2);
+    // row j (final since step j - 1) and the next pivot's operands
     const double uc = cq_shfl(a[j / 2], c + src);
     double ur[8];
     CQ_UNROLL
     for (int t = j / 2; t < 8; ++t)
       ur[t] = cq_shfl(a[j / 2], 2 * t + h + src);
-    const double inv = cq_rcp(d);
+    double wn = 0.0, pd = 1.0;
+    if (j < 15) {
+      wn = cq_shfl(a[j / 2], j + 1 + src);
+      pd = cq_shfl(a[(j + 1) / 2], j + 1 + src1);
+    }
+    const double y = cq_rcp0(d);
+    const double e = fma(-d, y, 1.0);
+    const double et = fma(e, e, e);
+    const double inv = fma(y, et, y);
+    const double w = wn * wn;
+    const double dn = fma(-(w * y), et, fma(-w, y, pd));
+    const double s = uc * inv;
     CQ_UNROLL
     for (int t = j / 2; t < 8; ++t)
       if (2 * t + h > j)
-        a[t] = fma(-(ur[t] * uc), inv, a[t]);
+        a[t] = fma(-ur[t], s, a[t]);
+    if (lane == j + src)
+      a[j / 2] = d;
     if (lane < 16)
-      mul[16 * j + c] = uc * inv;
+      mul[16 * j + c] = s;
     if (lane == j) {
       piv[j] = d;
       dinv[j] = inv;
     }
+    d = dn;
   }
   CQ_UNROLL
   for (int t = 0; t < 8; ++t) {
@@ -733,7 +767,8 @@ if (slice == 0 && e < E) {
 // (CQ_PIVOT_MIN) or above 2^1021 (CQ_PIVOT_MAX), PASS * 1000 when the
 // trace is not positive and finite (pass 1) or when the last Gram is far
 // from I (||G_3 - I||_F > 1/2, pass 3: X_2 was not orthogonal enough for
-// one more pass to finish the job). Rin is not read in pass 1. Rsh is R, bound for its shape.
+// one more pass to finish the job). Rin is not read in pass 1. Rsh is
+// R, bound for its shape.
 //
 // Thread (ti, tk) of a 16 x 16 grid (cq_chol_grid) keeps the BS x BS
 // block (BS = NC / 16) at rows BS ti, columns BS tk of the matrix in
@@ -749,14 +784,15 @@ if (slice == 0 && e < E) {
 // before, one group barrier per column on the 256-thread grid: the chain
 // STS of row j -> barrier -> LDS -> 1 / d -> DMUL -> DFMA -> STS, ~390
 // cycles a column, 64 columns: ~25,000 cycles (~14 us of the 19 / 24 /
-// 25 us of passes 1 / 2 / 3). After: (a) 64 warp steps of ~90 cycles
-// (shuffles ~30, 1 / d ~45, one DFMA; no barrier) ~5,800; (b) 3 solves
-// of 15 dependent DFMAs behind their loads, issue-bound at ~120 DFMAs
-// and ~136 broadcast LDS a warp, ~350 each, ~1,050; (c) 3 trailing
-// updates of 256 DFMAs a warp, one warp a scheduler (cq_chol_grid), ~600
-// each, ~1,800; 13 barriers ~500: ~9,200 cycles (~5.3 us), i.e. ~8.5 us
-// less a pass, cq_chol ~10.5 / 15.5 / 16.5 us, QR 1e5 x 64 float32 ~26
-// us less.
+// 25 us of passes 1 / 2 / 3). After: (a) 64 warp steps of ~65 cycles
+// (no barrier; the pivot chain is MUFU and 3 DFMAs, ~45, but a step is
+// ~70 instructions on one scheduler, sm_90a SASS: see cq_chol_diag)
+// ~4,200; (b) 3 solves of 15 dependent DFMAs behind their loads,
+// issue-bound at ~120 DFMAs and ~136 broadcast LDS a warp, ~350 each,
+// ~1,050; (c) 3 trailing updates of 256 DFMAs a warp, one warp a
+// scheduler (cq_chol_grid), ~600 each, ~1,800; 13 barriers ~500:
+// ~7,500 cycles (~4.3 us), i.e. ~10 us less a pass: cq_chol ~9 / 14 /
+// 15 us, QR 1e5 x 64 float32 ~30 us less.
 constexpr int CQ_GB = 8;
 constexpr int LD = NC + 1, NB = NC / CQ_GB;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();

@@ -87,15 +87,16 @@
  *    27 / 32 / 32 us -> roughly 21 / 23.5 / 23.5 at n = 64 (to be
  *    measured).
  *  - cq_chol's factorization is blocked (16 columns a block): warp 0
- *    factors each diagonal block with shuffles, no barrier (~90 cycles
- *    a column: shuffles, 1 / d, one DFMA), a thread a column solves the
- *    block row right of it, and the trailing blocks' owners update their
+ *    factors each diagonal block with shuffles, no barrier, every lane
+ *    computing the next pivot itself (a step: ~65 cycles, its pivot
+ *    chain MUFU and 3 DFMAs), a thread a column solves the block row
+ *    right of it, and the trailing blocks' owners update their
  *    registers: 13 group barriers at NC 64 where the column loop had 64.
  *    Critical path at NC 64 (cycles): ~25,000 (64 columns of ~390,
- *    measured: ~14 us) -> ~9,200 (estimated, NOT measured: 64 warp steps
- *    ~5,800, 3 block-row solves ~1,050, 3 trailing updates ~1,800,
- *    barriers ~500), i.e. cq_chol 19 / 24 / 25 us -> ~10.5 / 15.5 / 16.5
- *    expected, QR 1e5 x 64 float32 ~26 us less. Details in the kernel.
+ *    measured: ~14 us) -> ~7,500 (estimated, NOT measured: 64 warp steps
+ *    ~4,200, 3 block-row solves ~1,050, 3 trailing updates ~1,800,
+ *    barriers ~500), i.e. cq_chol 19 / 24 / 25 us -> ~9 / 14 / 15
+ *    expected, QR 1e5 x 64 float32 ~30 us less. Details in the kernel.
  * Where the time is now (H100, whole kiln_qr call, bench_qr with
  * cuSOLVER in the same run, this design against the one before the
  * threadgroup-memory factor in the same call): 1e6 x 32 0.592 ms (was
