@@ -86,6 +86,29 @@ inline double cq_shfl(double x, int src) {
 #endif
 }
 
+// One m8n8k4 float64 product of the warp, C += A B (A 8 x 4, B 4 x 8),
+// in the tensor cores' fragments: lane (r, q) = (lane / 4, lane % 4)
+// holds a = A(r, q), b = B(q, r) and c0, c1 = C(r, 2 q), C(r, 2 q + 1).
+// CUDA sm_80+: mma.sync (as cq_gram_step); elsewhere the same lanes'
+// results from shuffles (every lane of the warp calls it).
+inline void cq_mma884(thread double& c0, thread double& c1, double a,
+                      double b, int lane) {
+#if KILN_BACKEND_CUDA && __CUDA_ARCH__ >= 800
+  (void)lane;
+  asm("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, "
+      "{%2}, {%3}, {%0,%1};"
+      : "+d"(c0), "+d"(c1)
+      : "d"(a), "d"(b));
+#else
+  const int r = lane / 4, q = lane % 4;
+  for (int k = 0; k < 4; ++k) {
+    const double x = cq_shfl(a, 4 * r + k);
+    c0 = fma(x, cq_shfl(b, 8 * q + k), c0);
+    c1 = fma(x, cq_shfl(b, 8 * q + 4 + k), c1);
+  }
+#endif
+}
+
 // cq_chol's diagonal block, by one warp with no barrier: the 16 x 16
 // block whose upper triangle starts at p (row stride ld, rows of the
 // block's panel, columns of the matrix) is replaced by the rows of U
@@ -134,9 +157,11 @@ inline void cq_chol_diag(threadgroup double* p, int ld,
     const int src = 16 * (j % 2), src1 = 16 * ((j + 1) % 2);
     // row j (final since step j - 1) and the next pivot's operands
     const double uc = cq_shfl(a[j / 2], c + src);
+    // A(j, r) for the lane's rows r > j: registers t > j / 2, and for
+    // even j row j + 1 (t = j / 2, h = 1)
     double ur[8];
     CQ_UNROLL
-    for (int t = j / 2; t < 8; ++t)
+    for (int t = (j + 1) / 2; t < 8; ++t)
       ur[t] = cq_shfl(a[j / 2], 2 * t + h + src);
     double wn = 0.0, pd = 1.0;
     if (j < 15) {
@@ -150,10 +175,13 @@ inline void cq_chol_diag(threadgroup double* p, int ld,
     const double w = wn * wn;
     const double dn = fma(-(w * y), et, fma(-w, y, pd));
     const double s = uc * inv;
+    // (unconditional but for row j + 1's register when j is even, so
+    // that no update is a predicated DFMA and two moves)
     CQ_UNROLL
-    for (int t = j / 2; t < 8; ++t)
-      if (2 * t + h > j)
-        a[t] = fma(-ur[t], s, a[t]);
+    for (int t = j / 2 + 1; t < 8; ++t)
+      a[t] = fma(-ur[t], s, a[t]);
+    if (j % 2 == 0 && h == 1)
+      a[j / 2] = fma(-ur[j / 2], s, a[j / 2]);
     if (lane == j + src)
       a[j / 2] = d;
     if (lane < 16)
@@ -798,16 +826,16 @@ constexpr int LD = NC + 1, NB = NC / CQ_GB;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();
 constexpr int BS = NC / 16;
 static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
-// Gs: the Gram before the factorization, R_k after it; during it, the
-// block's rows (two buffers), M12, M11 and 1 / d (see the loop).
-constexpr int GSZ = NC * LD > 3 * 16 * NC + 16 * 17 ? NC * LD
+// Gs: the Gram before the factorization, R_k after it, then Rin (passes
+// 2 and 3, rows of NC + 4); during it, the block's rows (two buffers),
+// M12, M11 and 1 / d (see the loop).
+constexpr int GSZ0 = NC * LD > 3 * 16 * NC + 16 * 17 ? NC * LD
                                                       : 3 * 16 * NC + 16 * 17;
+constexpr int GSZ = GSZ0 > NC * (NC + 4) ? GSZ0 : NC * (NC + 4);
 threadgroup double Gs[GSZ];
-threadgroup double srow[2 * NC];
 threadgroup double sq[NC];  // the pivots
 threadgroup double rsq[NC]; // 1 / sqrt(pivot)
 threadgroup double red[CQ_THREADS / 32];
-threadgroup double rc[16 * NC]; // 16 rows of Rin at a time
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int n = Rsh_shape[Rsh_ndim - 1];
@@ -1050,78 +1078,78 @@ for (int u = 0; u < BS; ++u)
 threadgroup_barrier(mem_flags::mem_threadgroup);
 if (tid == 0 && flag0 == 0)
   flag[b] = fail;
-// The product R_PASS Rin (upper triangular times upper triangular): each
-// thread on or above the diagonal its block (oi, ok) = (ti, tk), R's rows
-// from Gs, Rin's rows through rc, 16 at a time, from the registers rv
-// (loaded at the start). The block sums over l in [BS oi, BS ok + BS), so
-// the warps of low ti had all the work (warp 0 the whole of l) while the
-// threads below the diagonal idled: now the thread at (tk, ti) takes the
-// second half of each chunk's share of that range and hands its sum over
-// through Gs at the end. Count at NC 64: the busiest scheduler's steps of
-// l (16 DFMAs and 8 LDS a warp each), summed over the chunks, 96 -> 64.
-const bool up = ti <= tk;
-const int oi = up ? ti : tk, ok = up ? tk : ti;
-double pr[BS][BS];
+// Rout = R_PASS Rin (upper triangular times upper triangular, float64):
+// warp w computes an 8-row strip sp of the product as 8 x 8 tiles (sp,
+// bj), bj >= sp, in steps of 4 of the inner index l in [8 sp, 8 bj + 8)
+// (the triangles' zeros bound the sums), each step an m8n8k4 product
+// (cq_mma884: the float64 tensor cores on CUDA, twice the FMA pipe's rate
+// and one instruction for 256 FMAs). Strip sp costs (NBT - sp) (NBT + 1
+// - sp) steps (72 ... 2 at NC 64); warps w and w + 4 share a scheduler,
+// so at NC 64 they take strips w and 7 - w (74 / 62 / 54 / 50 steps a
+// scheduler; strips in warp order: 92 at most). The warp's A operands,
+// R_PASS(8 sp + r, l), are taken from Gs into registers; Gs then holds
+// Rin (staged from the registers rv, loaded at the start), rows of LR =
+// NC + 4 doubles so that each half-warp's B operands (4 rows, 4 columns)
+// hit distinct banks. The loop before summed BS x BS register blocks
+// over l, 16 rows of Rin at a time, a barrier pair per 16 rows: at NC 64
+// its busiest scheduler issued 64 steps of 16 DFMAs (~2,000 cycles)
+// behind 8 barriers; now 74 m8n8k4 (~550 cycles at ~7.4 each, the H100's
+// float64 tensor rate) behind 2 (estimated, NOT measured).
+// Pass 1 has no product: Rout is R_1.
+constexpr int NBT = NC / 8, NKS = NC / 4, LR = NC + 4;
+static_assert(NBT <= CQ_THREADS / 32 && NC * LR <= GSZ, "cq_chol's tiles");
+const int wp = tid / 32, lane = tid % 32;
+const int sp = NBT == 8 && wp >= 4 ? 11 - wp : wp; // the warp's strip
+const int fr = lane / 4, fq = lane % 4; // the lane's fragment row, column
+double acc[NBT][2];
 CQ_UNROLL
-for (int u = 0; u < BS; ++u)
-  CQ_UNROLL
-  for (int v = 0; v < BS; ++v)
-    pr[u][v] = PASS == 1 ? Gs[(BS * ti + u) * LD + BS * tk + v] : 0.0;
-CQ_UNROLL
-for (int c = 0; c < RCH; ++c) {
-  const int l0 = 16 * c;
-  if (PASS > 1 && l0 < n) {
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    CQ_UNROLL
-    for (int q = 0; q < BS; ++q)
-      rc[q * CQ_THREADS + tid] = rv[PASS > 1 ? c * BS + q : 0];
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    // this chunk's part [a, e) of the block's range, split at mid (a
-    // diagonal block has no partner); empty where e <= a
-    const int a = max(BS * oi, l0), e = min(min(n, BS * ok + BS), l0 + 16);
-    const int mid = oi == ok ? e : a + (e - a) / 2;
-    const int lend = up ? mid : e;
-    for (int l = up ? a : mid; l < lend; ++l) {
-      double rl[BS], ri[BS];
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        rl[v] = rc[(l - l0) * NC + BS * ok + v];
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        ri[u] = Gs[(BS * oi + u) * LD + l];
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        CQ_UNROLL
-        for (int v = 0; v < BS; ++v)
-          pr[u][v] = fma(ri[u], rl[v], pr[u][v]);
-    }
-  }
+for (int bj = 0; bj < NBT; ++bj) {
+  acc[bj][0] = 0.0;
+  acc[bj][1] = 0.0;
 }
 if (PASS > 1) {
-  // the partners' sums, through Gs (read no more)
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  if (!up)
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        Gs[(BS * oi + u) * LD + BS * ok + v] = pr[u][v];
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  if (up && oi != ok)
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        pr[u][v] += Gs[(BS * oi + u) * LD + BS * ok + v];
-}
-CQ_UNROLL
-for (int u = 0; u < BS; ++u)
+  double af[NKS];
   CQ_UNROLL
-  for (int v = 0; v < BS; ++v) {
-    const int i = BS * ti + u, k = BS * tk + v;
-    const double w = i <= k && k < n ? pr[u][v] : 0.0;
-    if (PASS < 3)
-      Rout[((int64_t)b * NC + i) * NC + k] = w;
-    else if (i < n && k < n)
-      R[((int64_t)b * n + i) * n + k] = T(w);
-  }
+  for (int s = 0; s < NKS; ++s)
+    af[s] = sp < NBT ? Gs[(8 * sp + fr) * LD + 4 * s + fq] : 0.0;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  CQ_UNROLL
+  for (int c = 0; c < RCH; ++c)
+    CQ_UNROLL
+    for (int q = 0; q < BS; ++q) {
+      const int e = (c * BS + q) * CQ_THREADS + tid; // Rin(e / NC, e % NC)
+      Gs[(e / NC) * LR + e % NC] = rv[PASS > 1 ? c * BS + q : 0];
+    }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (sp < NBT)
+    CQ_UNROLL
+    for (int s = 0; s < NKS; ++s)
+      if (4 * s >= 8 * sp)
+        CQ_UNROLL
+        for (int bj = 0; bj < NBT; ++bj)
+          if (bj >= sp && 4 * s < 8 * bj + 8)
+            cq_mma884(acc[bj][0], acc[bj][1], af[s],
+                      Gs[(4 * s + fq) * LR + 8 * bj + fr], lane);
+}
+if (PASS == 1) {
+  CQ_UNROLL
+  for (int u = 0; u < BS; ++u)
+    CQ_UNROLL
+    for (int v = 0; v < BS; ++v) {
+      const int i = BS * ti + u, k = BS * tk + v;
+      Rout[((int64_t)b * NC + i) * NC + k] = Gs[i * LD + k];
+    }
+} else if (sp < NBT) {
+  const int i = 8 * sp + fr;
+  CQ_UNROLL
+  for (int bj = 0; bj < NBT; ++bj)
+    CQ_UNROLL
+    for (int x = 0; x < 2; ++x) {
+      const int k = 8 * bj + 2 * fq + x;
+      const double w = i <= k && k < n ? acc[bj][x] : 0.0;
+      if (PASS < 3)
+        Rout[((int64_t)b * NC + i) * NC + k] = w;
+      else if (i < n && k < n)
+        R[((int64_t)b * n + i) * n + k] = T(w);
+    }
+}

@@ -97,6 +97,11 @@
  *    ~4,200, 3 block-row solves ~1,050, 3 trailing updates ~1,800,
  *    barriers ~500), i.e. cq_chol 19 / 24 / 25 us -> ~9 / 14 / 15
  *    expected, QR 1e5 x 64 float32 ~30 us less. Details in the kernel.
+ *    Its product R_k Rin (passes 2 and 3) is now m8n8k4 float64 tensor
+ *    core steps, an 8-row strip a warp, Rin staged whole in threadgroup
+ *    memory: the busiest scheduler ~2,000 cycles of DFMAs behind 8
+ *    barriers -> ~74 m8n8k4 (~550 cycles) behind 2 (estimated, NOT
+ *    measured; ~1 us a pass).
  * Where the time is now (H100, whole kiln_qr call, bench_qr with
  * cuSOLVER in the same run, this design against the one before the
  * threadgroup-memory factor in the same call): 1e6 x 32 0.592 ms (was
