@@ -812,15 +812,16 @@ if (slice == 0 && e < E) {
 // before, one group barrier per column on the 256-thread grid: the chain
 // STS of row j -> barrier -> LDS -> 1 / d -> DMUL -> DFMA -> STS, ~390
 // cycles a column, 64 columns: ~25,000 cycles (~14 us of the 19 / 24 /
-// 25 us of passes 1 / 2 / 3). After: (a) 64 warp steps of ~65 cycles
-// (no barrier; the pivot chain is MUFU and 3 DFMAs, ~45, but a step is
-// ~70 instructions on one scheduler, sm_90a SASS: see cq_chol_diag)
-// ~4,200; (b) 3 solves of 15 dependent DFMAs behind their loads,
-// issue-bound at ~120 DFMAs and ~136 broadcast LDS a warp, ~350 each,
-// ~1,050; (c) 3 trailing updates of 256 DFMAs a warp, one warp a
+// 25 us of passes 1 / 2 / 3). After: (a) 64 warp steps of ~55 cycles
+// (no barrier; the pivot chain is MUFU and 3 DFMAs, ~45, and a step is
+// ~47 instructions on one scheduler, sm_90a SASS: see cq_chol_diag)
+// ~3,500; (b) 3 solves of 15 dependent DFMAs behind their loads,
+// issue-bound at 120 DFMAs and ~100 LDS a warp, ~350 each, ~1,050; (c)
+// 3 trailing updates of 256 DFMAs and 72 LDS.128 a warp, one warp a
 // scheduler (cq_chol_grid), ~600 each, ~1,800; 13 barriers ~500:
-// ~7,500 cycles (~4.3 us), i.e. ~10 us less a pass: cq_chol ~9 / 14 /
-// 15 us, QR 1e5 x 64 float32 ~30 us less.
+// ~6,850 cycles (~3.9 us), i.e. ~10 us less a pass. With the product
+// below (~1,500 cycles less in passes 2 and 3): cq_chol ~9 / ~13 / ~14
+// us expected, QR 1e5 x 64 float32 ~33 us less.
 constexpr int CQ_GB = 8;
 constexpr int LD = NC + 1, NB = NC / CQ_GB;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();
@@ -843,11 +844,11 @@ int ti = 0, tk = 0;
 cq_chol_grid(tid, ti, tk);
 // Rin (passes 2 and 3) is loaded first, into registers (chunk c of 16
 // rows, BS values a thread), so that its memory latency passes during the
-// elimination; the product below stages it through rc. The Gram's
+// elimination; the product below stages it in Gs. The Gram's
 // entries are loaded all at once too, then stored: a loop of load-store
 // pairs waited out one L2 latency per entry (9 a thread at NC 64, and 16
-// more for Rin in the product's chunks: ~25 latencies of ~300 cycles on
-// the path of a pass, now 2).
+// more for Rin: ~25 latencies of ~300 cycles on the path of a pass, now
+// 2).
 constexpr int RCH = NC / 16; // chunks of Rin
 constexpr int GPT = (E + CQ_THREADS - 1) / CQ_THREADS;
 double rv[PASS > 1 ? RCH * BS : 1];
