@@ -200,38 +200,6 @@ inline void cq_chol_diag(threadgroup double* p, int ld,
   }
 }
 
-// cq_chol's thread grid: thread tid owns the BS x BS block (ti, tk) of
-// the 16 x 16 grid of blocks. The blocks on and above the diagonal come
-// first, by rows from the last one up, so that the trailing updates
-// (rows, and columns, at or past the next block) fall on as few warps as
-// possible: at NC 64 the first trailing update (thread rows 4..15, 78
-// blocks) takes warps 0-2, one a scheduler, where with the rows in thread
-// order it took warps 2-7, two a scheduler on two of them (256 DFMAs a
-// warp: ~512 issue cycles less on the path). The blocks below the
-// diagonal (120) follow, row by row.
-inline void cq_chol_grid(int tid, thread int& ti, thread int& tk) {
-  int r, p;
-  if (tid < 136) {
-    r = 15;
-    p = tid;
-    while (p >= 16 - r) {
-      p -= 16 - r;
-      --r;
-    }
-    ti = r;
-    tk = r + p;
-  } else {
-    r = 1;
-    p = tid - 136;
-    while (p >= r) {
-      p -= r;
-      ++r;
-    }
-    ti = r;
-    tk = p;
-  }
-}
-
 // Threads of the row passes' and cq_chol's groups.
 #define CQ_THREADS 256
 // Threads of cq_reduce's groups: 32 entries x 32 slices of the partials.
@@ -798,14 +766,15 @@ if (slice == 0 && e < E) {
 // one more pass to finish the job). Rin is not read in pass 1. Rsh is
 // R, bound for its shape.
 //
-// Thread (ti, tk) of a 16 x 16 grid (cq_chol_grid) keeps the BS x BS
-// block (BS = NC / 16) at rows BS ti, columns BS tk of the matrix in
-// registers. The factorization is blocked, 16 columns a block (see the
-// loop): warp 0 factors the diagonal block with shuffles, one thread a
-// column solves the block row right of it, and the owners of the
-// trailing blocks update their registers, three barriers a block. A bad
-// pivot (not positive and normal, or not finite) is found after the
-// loop, which runs on through it.
+// Thread (ti, tk) of a 16 x 16 grid keeps the BS x BS block (BS = NC /
+// 16) at rows BS ti, columns BS tk of the matrix in registers for what
+// is done entry by entry (the trace, ||G - I||, R_k). The factorization
+// is blocked, 16 columns a block, on the matrix in threadgroup memory
+// (see the loop): warp 0 factors the diagonal block with shuffles, one
+// thread a column solves the block row right of it, and the warps update
+// the trailing matrix by 8 x 8 tiles on the tensor cores, three barriers
+// a block. A bad pivot (not positive and normal, or not finite) is found
+// after the loop, which runs on through it.
 //
 // Count (the critical path at NC 64, H100 cycles at ~1.75 GHz; "before"
 // measured, "after" estimated from instruction latencies, NOT measured):
@@ -817,31 +786,30 @@ if (slice == 0 && e < E) {
 // ~47 instructions on one scheduler, sm_90a SASS: see cq_chol_diag)
 // ~3,500; (b) 3 solves of 15 dependent DFMAs behind their loads,
 // issue-bound at 120 DFMAs and ~100 LDS a warp, ~350 each, ~1,050; (c)
-// 3 trailing updates of 256 DFMAs and 72 LDS.128 a warp, one warp a
-// scheduler (cq_chol_grid), ~600 each, ~1,800; 13 barriers ~500:
-// ~6,850 cycles (~3.9 us), i.e. ~10 us less a pass. With the product
-// below (~1,500 cycles less in passes 2 and 3): cq_chol ~9 / ~13 / ~14
-// us expected, QR 1e5 x 64 float32 ~33 us less.
+// 3 trailing updates, each the operand loads (~40) and 3 interleaved
+// chains of 4 m8n8k4 (~150), ~550 (with 4 x 4 register blocks: 256 DFMAs
+// a warp, ~600 each, ~1,800); 12 barriers ~500: ~5,600 cycles (~3.2
+// us), i.e. ~11 us less a pass. With the product below (~1,500 cycles
+// less in passes 2 and 3): cq_chol ~8 / ~12 / ~13 us expected, QR 1e5 x
+// 64 float32 ~36 us less.
 constexpr int CQ_GB = 8;
-constexpr int LD = NC + 1, NB = NC / CQ_GB;
+constexpr int LD = NC + 4, NB = NC / CQ_GB;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();
 constexpr int BS = NC / 16;
 static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
-// Gs: the Gram before the factorization, R_k after it, then Rin (passes
-// 2 and 3, rows of NC + 4); during it, the block's rows (two buffers),
-// M12, M11 and 1 / d (see the loop).
-constexpr int GSZ0 = NC * LD > 3 * 16 * NC + 16 * 17 ? NC * LD
-                                                      : 3 * 16 * NC + 16 * 17;
-constexpr int GSZ = GSZ0 > NC * (NC + 4) ? GSZ0 : NC * (NC + 4);
-threadgroup double Gs[GSZ];
+// Gs: the matrix (rows of LD = NC + 4 doubles, so that the tensor-core
+// operands' half-warps, 4 rows x 4 columns, hit distinct banks): the
+// Gram, factored in place, then R_k, then Rin (passes 2 and 3). Ws: M12,
+// M11 and 1 / d during the factorization (see the loop).
+threadgroup double Gs[NC * LD];
+threadgroup double Ws[16 * LD + 16 * 17];
 threadgroup double sq[NC];  // the pivots
 threadgroup double rsq[NC]; // 1 / sqrt(pivot)
 threadgroup double red[CQ_THREADS / 32];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int n = Rsh_shape[Rsh_ndim - 1];
-int ti = 0, tk = 0;
-cq_chol_grid(tid, ti, tk);
+const int ti = tid / 16, tk = tid % 16;
 // Rin (passes 2 and 3) is loaded first, into registers (chunk c of 16
 // rows, BS values a thread), so that its memory latency passes during the
 // elimination; the product below stages it in Gs. The Gram's
@@ -935,62 +903,58 @@ if (PASS == 1) {
     fail = PASS * 1000;
 }
 // Blocked right-looking Cholesky, CB = 16 columns a block (see cq_chol's
-// comment above for the count): for block K (rows and columns j0 = CB K
-// on), (a) warp 0 factors the diagonal block G11 with shuffles alone
-// (cq_chol_diag: the rows U11 in place, the multipliers M11 = D^-1 U11,
-// the pivots d and 1 / d), (b) one thread per column k right of it solves
-// U12(:, k) = L11^-1 G12(:, k) (L11 = M11^T, unit lower triangular: a
-// forward substitution, 15 dependent DFMAs) and keeps M12 = D^-1 U12
-// too, (c) the owners of the trailing blocks subtract M12^T U12 from
-// their registers (16 rank-one updates, no barrier between them), the
-// owners of block K's rows take their final rows of U and those of block
-// K + 1 publish theirs for the next (a). Three barriers a block where the
-// column loop had sixteen. The arithmetic is that of the column loop
-// regrouped: G(i, k) -= U(j, i) U(j, k) / d_j for every j < i, summed in
-// float64, U(j, j) = d_j the pivot; only the order of the subtractions
-// differs (block by block), so the factor is backward stable as before.
-// Blocks wholly past n (the identity) are skipped; the padding inside the
-// last one is the identity, whose steps change nothing.
-constexpr int CB = 16, TPB = CB / BS; // columns, thread rows of a block
-threadgroup double* const Pb0 = Gs;   // the block's rows, by parity of K
-threadgroup double* const Pb1 = Gs + CB * NC;
-threadgroup double* const M12 = Gs + 2 * CB * NC;
-threadgroup double* const M11 = Gs + 3 * CB * NC;
+// comment above for the count), on the matrix in Gs (each thread first
+// writes its block back: the shift or the padding's identity on the
+// diagonal, zeros below it and past n). For block K (rows and columns
+// j0 = CB K on): (a) warp 0 factors the diagonal block G11 with shuffles
+// alone (cq_chol_diag: the rows U11 in place, the multipliers M11 = D^-1
+// U11, the pivots d and 1 / d); (b) one thread a column k right of it
+// solves U12(:, k) = L11^-1 G12(:, k) in place (L11 = M11^T, unit lower
+// triangular: a forward substitution, 15 dependent DFMAs) and keeps M12 =
+// D^-1 U12 in Ws; (c) the warps subtract M12^T U12 from the trailing
+// matrix by 8 x 8 tiles (4 m8n8k4 steps a tile, cq_mma884; at most 3
+// tiles a warp, unrolled so that their loads issue together). Three
+// barriers a block where the column loop had sixteen. The arithmetic is
+// that of the column loop regrouped: G(i, k) -= U(j, i) U(j, k) / d_j
+// for every j < i, summed in float64, U(j, j) = d_j the pivot; only the
+// order of the subtractions differs (block by block), so the factor is
+// backward stable as before. Entries below the diagonal of a diagonal
+// tile are updated too and never read. Blocks wholly past n (the
+// identity) are skipped; the padding inside the last one is the
+// identity, whose steps change nothing.
+constexpr int CB = 16;
+threadgroup double* const M12 = Ws;          // [CB][LD], by columns k
+threadgroup double* const M11 = Ws + CB * LD; // [CB][CB]
 threadgroup double* const dinv = M11 + CB * CB;
+const int wp = tid / 32, lane = tid % 32;
+const int fr = lane / 4, fq = lane % 4; // the lane's fragment row, column
 CQ_UNROLL
 for (int u = 0; u < BS; ++u)
   if (ti == tk && BS * ti + u >= n)
     gr[u][u] = 1.0;
-const int nblk = (n + CB - 1) / CB;
-// thread-block columns of the blocks factored (the rest: identity, unused)
-const int tend = nblk * TPB;
-const bool upper = tk >= ti && tk < tend;
-// Gs (the Gram) is read by all: block 0's rows overwrite it only after
-threadgroup_barrier(mem_flags::mem_threadgroup);
-if (ti < TPB && upper)
+// (each thread reads and writes only its own block of Gs here)
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
   CQ_UNROLL
-  for (int u = 0; u < BS; ++u)
-    CQ_UNROLL
-    for (int v = 0; v < BS; ++v)
-      Pb0[(BS * ti + u) * NC + BS * tk + v] = gr[u][v];
+  for (int v = 0; v < BS; ++v)
+    Gs[(BS * ti + u) * LD + BS * tk + v] = gr[u][v];
+const int nblk = (n + CB - 1) / CB;
 for (int K = 0; K < nblk; ++K) {
   const int j0 = CB * K;
-  threadgroup double* const P = K % 2 == 0 ? Pb0 : Pb1;
-  threadgroup double* const Pn = K % 2 == 0 ? Pb1 : Pb0;
   threadgroup_barrier(mem_flags::mem_threadgroup);
   // (a) the diagonal block, by warp 0 alone
   if (tid < 32)
-    cq_chol_diag(P + j0, NC, M11, dinv, sq + j0, tid);
+    cq_chol_diag(Gs + j0 * LD + j0, LD, M11, dinv, sq + j0, tid);
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  // (b) U12 and M12, a column a thread (the columns of blocks factored)
-  const int W = CB * nblk - j0 - CB;
-  if (NC > CB && W > 0) {
+  if (NC > CB && K + 1 < nblk) {
+    // (b) U12 and M12, a column a thread (the columns of blocks factored)
+    const int W = CB * nblk - j0 - CB;
     if (tid < W) {
       const int k = j0 + CB + tid;
       double x[CB];
       CQ_UNROLL
       for (int l = 0; l < CB; ++l)
-        x[l] = P[l * NC + k];
+        x[l] = Gs[(j0 + l) * LD + k];
       CQ_UNROLL
       for (int l = 0; l < CB; ++l)
         CQ_UNROLL
@@ -998,45 +962,59 @@ for (int K = 0; K < nblk; ++K) {
           x[r] = fma(-M11[l * CB + r], x[l], x[r]);
       CQ_UNROLL
       for (int l = 0; l < CB; ++l) {
-        P[l * NC + k] = x[l];
-        M12[l * NC + k] = x[l] * dinv[l];
+        Gs[(j0 + l) * LD + k] = x[l];
+        M12[l * LD + k] = x[l] * dinv[l];
       }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-  }
-  // (c) the trailing update G22 -= M12^T U12 (upper thread blocks)
-  if (NC > CB && upper && ti >= (K + 1) * TPB) {
+    // (c) the trailing update: tile t of the trailing upper triangle (m
+    // tiles a side, numbered as cq_block does) is warp t % 8's; C -=
+    // M12^T U12 as C += (-M12^T) U12, A(r, q) = -M12(l, 8 bi + r) and
+    // B(q, r) = U12(l, 8 bj + r) for the 4 l of a step. Every operand of
+    // the warp's tiles is loaded first (a warp's missing tile reads tile 0
+    // and is not stored), then the tiles' chains of 4 steps interleave;
+    // a round of tiles that no warp has is skipped.
+    const int m = 2 * (nblk - K - 1), b0 = 2 * (K + 1);
+    const int ntile = m * (m + 1) / 2;
+    constexpr int TPW = (NC / 8 - 2) * (NC / 8 - 1) / 2 / 8 + 1;
+    double c0[TPW], c1[TPW], fa[TPW][CB / 4], fb[TPW][CB / 4];
+    int cpo[TPW];
     CQ_UNROLL
-    for (int l = 0; l < CB; ++l) {
-      double mi[BS], uk[BS];
+    for (int it = 0; it < TPW; ++it) {
+      const int t = wp + 8 * it;
+      int ai = 0, aj = 0;
+      cq_block(t < ntile ? t : 0, m, ai, aj);
+      const int bi = b0 + ai, bj = b0 + aj;
+      cpo[it] = (8 * bi + fr) * LD + 8 * bj + 2 * fq;
+      c0[it] = Gs[cpo[it]];
+      c1[it] = Gs[cpo[it] + 1];
       CQ_UNROLL
-      for (int u = 0; u < BS; ++u) {
-        mi[u] = M12[l * NC + BS * ti + u];
-        uk[u] = P[l * NC + BS * tk + u];
+      for (int s = 0; s < CB / 4; ++s) {
+        fa[it][s] = -M12[(4 * s + fq) * LD + 8 * bi + fr];
+        fb[it][s] = Gs[(j0 + 4 * s + fq) * LD + 8 * bj + fr];
       }
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        CQ_UNROLL
-        for (int v = 0; v < BS; ++v)
-          gr[u][v] = fma(-mi[u], uk[v], gr[u][v]);
     }
+    CQ_UNROLL
+    for (int s = 0; s < CB / 4; ++s)
+      CQ_UNROLL
+      for (int it = 0; it < TPW; ++it)
+        if (8 * it < ntile)
+          cq_mma884(c0[it], c1[it], fa[it][s], fb[it][s], lane);
+    CQ_UNROLL
+    for (int it = 0; it < TPW; ++it)
+      if (wp + 8 * it < ntile) {
+        Gs[cpo[it]] = c0[it];
+        Gs[cpo[it] + 1] = c1[it];
+      }
   }
-  // block K's rows are final: their owners take them (U, unscaled)
-  if (upper && ti / TPB == K)
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        gr[u][v] = P[(BS * ti + u - j0) * NC + BS * tk + v];
-  // block K + 1's rows are up to date: their owners publish them
-  if (NC > CB && upper && ti / TPB == K + 1)
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        Pn[(BS * ti + u - j0 - CB) * NC + BS * tk + v] = gr[u][v];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
+// the factor's rows, U (unscaled), back into the registers
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v)
+    gr[u][v] = Gs[(BS * ti + u) * LD + BS * tk + v];
 // The first bad pivot, unless an earlier test failed (fail is the same in
 // every thread): each warp reads all of them (two a lane at most) and
 // takes the least index, so no barrier is needed.
@@ -1089,19 +1067,17 @@ if (tid == 0 && flag0 == 0)
 // so at NC 64 they take strips w and 7 - w (74 / 62 / 54 / 50 steps a
 // scheduler; strips in warp order: 92 at most). The warp's A operands,
 // R_PASS(8 sp + r, l), are taken from Gs into registers; Gs then holds
-// Rin (staged from the registers rv, loaded at the start), rows of LR =
-// NC + 4 doubles so that each half-warp's B operands (4 rows, 4 columns)
-// hit distinct banks. The loop before summed BS x BS register blocks
-// over l, 16 rows of Rin at a time, a barrier pair per 16 rows: at NC 64
-// its busiest scheduler issued 64 steps of 16 DFMAs (~2,000 cycles)
-// behind 8 barriers; now 74 m8n8k4 (~550 cycles at ~7.4 each, the H100's
-// float64 tensor rate) behind 2 (estimated, NOT measured).
+// Rin (staged from the registers rv, loaded at the start; rows of LD =
+// NC + 4, so each half-warp's B operands hit distinct banks). The loop
+// before summed BS x BS register blocks over l, 16 rows of Rin at a
+// time, a barrier pair per 16 rows: at NC 64 its busiest scheduler
+// issued 64 steps of 16 DFMAs (~2,000 cycles) behind 8 barriers; now 74
+// m8n8k4 (~550 cycles at ~7.4 each, the H100's float64 tensor rate)
+// behind 2 (estimated, NOT measured).
 // Pass 1 has no product: Rout is R_1.
-constexpr int NBT = NC / 8, NKS = NC / 4, LR = NC + 4;
-static_assert(NBT <= CQ_THREADS / 32 && NC * LR <= GSZ, "cq_chol's tiles");
-const int wp = tid / 32, lane = tid % 32;
+constexpr int NBT = NC / 8, NKS = NC / 4;
+static_assert(NBT <= CQ_THREADS / 32, "cq_chol's tiles");
 const int sp = NBT == 8 && wp >= 4 ? 11 - wp : wp; // the warp's strip
-const int fr = lane / 4, fq = lane % 4; // the lane's fragment row, column
 double acc[NBT][2];
 CQ_UNROLL
 for (int bj = 0; bj < NBT; ++bj) {
@@ -1119,7 +1095,7 @@ if (PASS > 1) {
     CQ_UNROLL
     for (int q = 0; q < BS; ++q) {
       const int e = (c * BS + q) * CQ_THREADS + tid; // Rin(e / NC, e % NC)
-      Gs[(e / NC) * LR + e % NC] = rv[PASS > 1 ? c * BS + q : 0];
+      Gs[(e / NC) * LD + e % NC] = rv[PASS > 1 ? c * BS + q : 0];
     }
   threadgroup_barrier(mem_flags::mem_threadgroup);
   if (sp < NBT)
@@ -1130,7 +1106,7 @@ if (PASS > 1) {
         for (int bj = 0; bj < NBT; ++bj)
           if (bj >= sp && 4 * s < 8 * bj + 8)
             cq_mma884(acc[bj][0], acc[bj][1], af[s],
-                      Gs[(4 * s + fq) * LR + 8 * bj + fr], lane);
+                      Gs[(4 * s + fq) * LD + 8 * bj + fr], lane);
 }
 if (PASS == 1) {
   CQ_UNROLL
