@@ -138,13 +138,14 @@ inline void cq_mma884(thread double& c0, thread double& c1, double a,
 // shuffles of step j + 1 (~25) -> w -> d_{j+2} (~75 cycles from 1 / d_j),
 // so a step costs ~50-55 cycles (~45 of FP64 issue), where the column
 // loop of the group took ~390 and shuffling the pivot after the update
-// ~80-90. The pivot kept is the one computed so (written over the
-// register's own update of it, which rounds differently), so that U(j,
-// j), 1 / d_j and the multipliers agree.
+// ~80-90. The pivot kept is the one computed so (stored on the diagonal
+// in place of the register's own update of it, which rounds
+// differently), so that U(j, j), 1 / d_j and the multipliers agree.
 inline void cq_chol_diag(threadgroup double* p, int ld,
                          threadgroup double* mul, threadgroup double* dinv,
                          threadgroup double* piv, int lane) {
   const int c = lane % 16, h = lane / 16;
+  const double hm = h; // 0 or 1
   double a[8];
   CQ_UNROLL
   for (int t = 0; t < 8; ++t) {
@@ -175,15 +176,14 @@ inline void cq_chol_diag(threadgroup double* p, int ld,
     const double w = wn * wn;
     const double dn = fma(-(w * y), et, fma(-w, y, pd));
     const double s = uc * inv;
-    // (unconditional but for row j + 1's register when j is even, so
-    // that no update is a predicated DFMA and two moves)
+    // (no predicated update: each is a DFMA and two moves in SASS; row
+    // j + 1's register when j is even is row j's in the lanes h = 0,
+    // which subtract 0)
     CQ_UNROLL
     for (int t = j / 2 + 1; t < 8; ++t)
       a[t] = fma(-ur[t], s, a[t]);
-    if (j % 2 == 0 && h == 1)
-      a[j / 2] = fma(-ur[j / 2], s, a[j / 2]);
-    if (lane == j + src)
-      a[j / 2] = d;
+    if (j % 2 == 0)
+      a[j / 2] = fma(-(ur[j / 2] * hm), s, a[j / 2]);
     if (lane < 16)
       mul[16 * j + c] = s;
     if (lane == j) {
@@ -192,11 +192,14 @@ inline void cq_chol_diag(threadgroup double* p, int ld,
     }
     d = dn;
   }
+  // the pivots as used on the diagonal (the registers' own update of it
+  // rounds differently)
+  simdgroup_barrier(mem_flags::mem_threadgroup);
   CQ_UNROLL
   for (int t = 0; t < 8; ++t) {
     const int r = 2 * t + h;
     if (r <= c)
-      p[r * ld + c] = a[t];
+      p[r * ld + c] = r == c ? piv[c] : a[t];
   }
 }
 
