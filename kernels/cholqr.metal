@@ -61,15 +61,146 @@ using namespace metal;
 // issuing the row's loads before it). The result is within an ulp or so
 // of 1 / d, as LAPACK's scaling by a rounded reciprocal is. Elsewhere, or
 // for a subnormal d (never accepted as a pivot): 1.0 / d.
-inline double cq_rcp(double d) {
+inline double cq_rcp0(double d) {
 #if KILN_BACKEND_CUDA
   double y;
   asm("rcp.approx.ftz.f64 %0, %1;" : "=d"(y) : "d"(d));
-  const double e = fma(-d, y, 1.0);
-  return fma(y, fma(e, e, e), y);
+  return y;
 #else
   return 1.0 / d;
 #endif
+}
+inline double cq_rcp(double d) {
+  const double y = cq_rcp0(d);
+  const double e = fma(-d, y, 1.0);
+  return fma(y, fma(e, e, e), y);
+}
+
+// The value of x in lane `src` of the warp, every lane taking part (the
+// whole warp calls it).
+inline double cq_shfl(double x, int src) {
+#if KILN_BACKEND_CUDA
+  return __shfl_sync(0xffffffffu, x, src);
+#else
+  return simd_shuffle(x, (ushort)src);
+#endif
+}
+
+// One m8n8k4 float64 product of the warp, C += A B (A 8 x 4, B 4 x 8),
+// in the tensor cores' fragments: lane (r, q) = (lane / 4, lane % 4)
+// holds a = A(r, q), b = B(q, r) and c0, c1 = C(r, 2 q), C(r, 2 q + 1).
+// CUDA sm_80+: mma.sync (as cq_gram_step); elsewhere the same lanes'
+// results from shuffles (every lane of the warp calls it).
+inline void cq_mma884(thread double& c0, thread double& c1, double a,
+                      double b, int lane) {
+#if KILN_BACKEND_CUDA && __CUDA_ARCH__ >= 800
+  (void)lane;
+  asm("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, "
+      "{%2}, {%3}, {%0,%1};"
+      : "+d"(c0), "+d"(c1)
+      : "d"(a), "d"(b));
+#else
+  const int r = lane / 4, q = lane % 4;
+  for (int k = 0; k < 4; ++k) {
+    const double x = cq_shfl(a, 4 * r + k);
+    c0 = fma(x, cq_shfl(b, 8 * q + k), c0);
+    c1 = fma(x, cq_shfl(b, 8 * q + 4 + k), c1);
+  }
+#endif
+}
+
+// cq_chol's diagonal block, by one warp with no barrier: the 16 x 16
+// block whose upper triangle starts at p (row stride ld, rows of the
+// block's panel, columns of the matrix) is replaced by the rows of U
+// (unscaled: U(j, j) = d_j, the pivot; R = D^-1/2 U), mul gets the
+// multipliers mul[16 l + c] = U(l, c) / d_l (c > l; the rest is junk),
+// dinv[l] = 1 / d_l and piv[l] = d_l. Lane (c, h) = (lane % 16, lane /
+// 16) keeps column c, rows 2 t + h, in a[t] (8 registers), so that row j
+// lies in register j / 2 of the lanes h = j % 2 and a step reads it with
+// shuffles of one register: A(j, c) and A(j, r) for the lane's rows r > j
+// (compile-time register indices once unrolled). The entries below the
+// diagonal are never read for the upper ones (an upper A(r, c) takes
+// A(j, r) and A(j, c), j < r <= c), so they are loaded as zeros and left
+// to whatever the updates make of them.
+//
+// The chain: every lane computes the next pivot itself, d_{j+1} =
+// A(j+1, j+1) - U(j, j+1)^2 / d_j, from two values it shuffles at step j
+// (A(j+1, j+1) and U(j, j+1) as they are before step j's update: both
+// are in the registers since step j - 1), so no shuffle and no update of
+// the registers sits between one pivot and the next. And 1 / d_j (y the
+// hardware's approximation, e = 1 - d y, t = e + e^2, 1 / d = y + y t)
+// enters d_{j+1} as w y + (w y) t, w = U(j, j+1)^2, the first term formed
+// while e and t are: the chain of a step is MUFU.RCP64H and 3 dependent
+// DFMAs (e, t, d_{j+1}); the registers' update (1 / d, then U(j, c) / d
+// and one DFMA an entry) and the next step's shuffles run beside it. Two
+// steps of the pivot chain (~2 x 45 cycles) cover the other loop: 1 / d
+// -> DMUL -> DFMA (the update of row j + 1 in its owners) -> the
+// shuffles of step j + 1 (~25) -> w -> d_{j+2} (~75 cycles from 1 / d_j),
+// so a step costs ~50-55 cycles (~45 of FP64 issue), where the column
+// loop of the group took ~390 and shuffling the pivot after the update
+// ~80-90. The pivot kept is the one computed so (stored on the diagonal
+// in place of the register's own update of it, which rounds
+// differently), so that U(j, j), 1 / d_j and the multipliers agree.
+inline void cq_chol_diag(threadgroup double* p, int ld,
+                         threadgroup double* mul, threadgroup double* dinv,
+                         threadgroup double* piv, int lane) {
+  const int c = lane % 16, h = lane / 16;
+  const double hm = h; // 0 or 1
+  double a[8];
+  CQ_UNROLL
+  for (int t = 0; t < 8; ++t) {
+    const int r = 2 * t + h;
+    a[t] = r <= c ? p[r * ld + c] : 0.0;
+  }
+  double d = cq_shfl(a[0], 0);
+  CQ_UNROLL
+  for (int j = 0; j < 16; ++j) {
+    const int src = 16 * (j % 2), src1 = 16 * ((j + 1) % 2);
+    // row j (final since step j - 1) and the next pivot's operands
+    const double uc = cq_shfl(a[j / 2], c + src);
+    // A(j, r) for the lane's rows r > j: registers t > j / 2, and for
+    // even j row j + 1 (t = j / 2, h = 1)
+    double ur[8];
+    CQ_UNROLL
+    for (int t = (j + 1) / 2; t < 8; ++t)
+      ur[t] = cq_shfl(a[j / 2], 2 * t + h + src);
+    double wn = 0.0, pd = 1.0;
+    if (j < 15) {
+      wn = cq_shfl(a[j / 2], j + 1 + src);
+      pd = cq_shfl(a[(j + 1) / 2], j + 1 + src1);
+    }
+    const double y = cq_rcp0(d);
+    const double e = fma(-d, y, 1.0);
+    const double et = fma(e, e, e);
+    const double inv = fma(y, et, y);
+    const double w = wn * wn;
+    const double dn = fma(-(w * y), et, fma(-w, y, pd));
+    const double s = uc * inv;
+    // (no predicated update: each is a DFMA and two moves in SASS; row
+    // j + 1's register when j is even is row j's in the lanes h = 0,
+    // which subtract 0)
+    CQ_UNROLL
+    for (int t = j / 2 + 1; t < 8; ++t)
+      a[t] = fma(-ur[t], s, a[t]);
+    if (j % 2 == 0)
+      a[j / 2] = fma(-(ur[j / 2] * hm), s, a[j / 2]);
+    if (lane < 16)
+      mul[16 * j + c] = s;
+    if (lane == j) {
+      piv[j] = d;
+      dinv[j] = inv;
+    }
+    d = dn;
+  }
+  // the pivots as used on the diagonal (the registers' own update of it
+  // rounds differently)
+  simdgroup_barrier(mem_flags::mem_threadgroup);
+  CQ_UNROLL
+  for (int t = 0; t < 8; ++t) {
+    const int r = 2 * t + h;
+    if (r <= c)
+      p[r * ld + c] = r == c ? piv[c] : a[t];
+  }
 }
 
 // Threads of the row passes' and cq_chol's groups.
@@ -632,41 +763,63 @@ if (slice == 0 && e < E) {
 // diagonal is positive). flag (int32 per matrix): pass 1 sets it, later
 // passes only turn 0 into non-zero: PASS * 1000 + j + 1 when pivot j (the
 // first such) is not finite, below float64's least normal number
-// (CQ_PIVOT_MIN) or above 2^1021 (CQ_PIVOT_MAX), PASS * 1000 when the trace is not positive and finite
-// (pass 1) or when the last Gram is far from I (||G_3 - I||_F > 1/2,
-// pass 3: X_2 was not orthogonal enough for one more pass to finish the
-// job). Rin is not read in pass 1. Rsh is R, bound for its shape.
+// (CQ_PIVOT_MIN) or above 2^1021 (CQ_PIVOT_MAX), PASS * 1000 when the
+// trace is not positive and finite (pass 1) or when the last Gram is far
+// from I (||G_3 - I||_F > 1/2, pass 3: X_2 was not orthogonal enough for
+// one more pass to finish the job). Rin is not read in pass 1. Rsh is
+// R, bound for its shape.
 //
 // Thread (ti, tk) of a 16 x 16 grid keeps the BS x BS block (BS = NC /
-// 16) at rows BS ti, columns BS tk of the matrix in registers, so a step
-// of the right-looking Cholesky is one barrier and BS^2 FMAs a thread:
-// the owners of pivot row j publish it (double-buffered, so one barrier a
-// step suffices), and everyone updates its block with it (the row that is
-// published next at once, the others during the next step: see the
-// loop). A bad pivot (not positive and normal, or not finite) is found
+// 16) at rows BS ti, columns BS tk of the matrix in registers for what
+// is done entry by entry (the trace, ||G - I||, R_k). The factorization
+// is blocked, 16 columns a block, on the matrix in threadgroup memory
+// (see the loop): warp 0 factors the diagonal block with shuffles, one
+// thread a column solves the block row right of it, and the warps update
+// the trailing matrix by 8 x 8 tiles on the tensor cores, three barriers
+// a block. A bad pivot (not positive and normal, or not finite) is found
 // after the loop, which runs on through it.
+//
+// Count (the critical path at NC 64, H100 cycles at ~1.75 GHz; "before"
+// measured, "after" estimated from instruction latencies, NOT measured):
+// before, one group barrier per column on the 256-thread grid: the chain
+// STS of row j -> barrier -> LDS -> 1 / d -> DMUL -> DFMA -> STS, ~390
+// cycles a column, 64 columns: ~25,000 cycles (~14 us of the 19 / 24 /
+// 25 us of passes 1 / 2 / 3). After: (a) 64 warp steps of ~55 cycles
+// (no barrier; the pivot chain is MUFU and 3 DFMAs, ~45, and a step is
+// ~47 instructions on one scheduler, sm_90a SASS: see cq_chol_diag)
+// ~3,500; (b) 3 solves of 15 dependent DFMAs behind their loads,
+// issue-bound at 120 DFMAs and ~100 LDS a warp, ~350 each, ~1,050; (c)
+// 3 trailing updates, each the operand loads (~40) and 3 interleaved
+// chains of 4 m8n8k4 (~150), ~550 (with 4 x 4 register blocks: 256 DFMAs
+// a warp, ~600 each, ~1,800); 12 barriers ~500: ~5,600 cycles (~3.2
+// us), i.e. ~11 us less a pass. With the product below (~1,500 cycles
+// less in passes 2 and 3): cq_chol ~8 / ~12 / ~13 us expected, QR 1e5 x
+// 64 float32 ~36 us less.
 constexpr int CQ_GB = 8;
-constexpr int LD = NC + 1, NB = NC / CQ_GB;
+constexpr int LD = NC + 4, NB = NC / CQ_GB;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();
 constexpr int BS = NC / 16;
 static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
+// Gs: the matrix (rows of LD = NC + 4 doubles, so that the tensor-core
+// operands' half-warps, 4 rows x 4 columns, hit distinct banks): the
+// Gram, factored in place, then R_k, then Rin (passes 2 and 3). Ws: M12,
+// M11 and 1 / d during the factorization (see the loop).
 threadgroup double Gs[NC * LD];
-threadgroup double srow[2 * NC];
+threadgroup double Ws[16 * LD + 16 * 17];
 threadgroup double sq[NC];  // the pivots
 threadgroup double rsq[NC]; // 1 / sqrt(pivot)
 threadgroup double red[CQ_THREADS / 32];
-threadgroup double rc[16 * NC]; // 16 rows of Rin at a time
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
 const int n = Rsh_shape[Rsh_ndim - 1];
 const int ti = tid / 16, tk = tid % 16;
 // Rin (passes 2 and 3) is loaded first, into registers (chunk c of 16
 // rows, BS values a thread), so that its memory latency passes during the
-// elimination; the product below stages it through rc. The Gram's
+// elimination; the product below stages it in Gs. The Gram's
 // entries are loaded all at once too, then stored: a loop of load-store
 // pairs waited out one L2 latency per entry (9 a thread at NC 64, and 16
-// more for Rin in the product's chunks: ~25 latencies of ~300 cycles on
-// the path of a pass, now 2).
+// more for Rin: ~25 latencies of ~300 cycles on the path of a pass, now
+// 2).
 constexpr int RCH = NC / 16; // chunks of Rin
 constexpr int GPT = (E + CQ_THREADS - 1) / CQ_THREADS;
 double rv[PASS > 1 ? RCH * BS : 1];
@@ -752,104 +905,119 @@ if (PASS == 1) {
   if (!(tot <= 0.25))
     fail = PASS * 1000;
 }
-// Right-looking, one barrier per column: step j updates the rows below j
-// with row j (unscaled) over the pivot d = G(j, j); row j itself is only
-// read, and scaled once at the end by sqrt(d) (d kept in sq, its square
-// root taken after the loop: the steps are a chain of latencies, so each
-// keeps only what the next one needs). The steps run in blocks of BS so
-// that the pivot row's registers are indexed by constants.
-//
-// The chain of one step is: the owners' stores of row j, the barrier, the
-// loads of row j (d with it), 1 / d (cq_rcp), the scaling of the thread's
-// rows and the FMAs that give row j + 1, which its owners store next.
-// Nothing else sits on it: the pivots are only stored (sq) and tested
-// after the loop, which runs on through NaNs or infinities after a bad
-// one (the flag then discards the matrix), so there is no compare and no
-// branch out of the loop on the path; the padding past n is the identity,
-// so the last block's steps past n change nothing and need no test. SASS
-// (sm_90a, float32 NC 64, pass 1), per step after the barrier, before:
-// LDS d -> DSETP, BRA, DSETP, BRA -> MUFU.RCP64H and 5 dependent DFMAs
-// and a slow-path test (IEEE 1 / d) -> only then the LDS.128 of the row
-// (the slow path's CALL kept them below it) -> DMUL -> DFMA -> STS; now:
-// LDS d (the row's loads issue behind it) -> MUFU.RCP64H and 3 DFMAs ->
-// DMUL -> DFMA -> STS. Warps whose rows are all done have the update
-// predicated off (busy).
+// Blocked right-looking Cholesky, CB = 16 columns a block (see cq_chol's
+// comment above for the count), on the matrix in Gs (each thread first
+// writes its block back: the shift or the padding's identity on the
+// diagonal, zeros below it and past n). For block K (rows and columns
+// j0 = CB K on): (a) warp 0 factors the diagonal block G11 with shuffles
+// alone (cq_chol_diag: the rows U11 in place, the multipliers M11 = D^-1
+// U11, the pivots d and 1 / d); (b) one thread a column k right of it
+// solves U12(:, k) = L11^-1 G12(:, k) in place (L11 = M11^T, unit lower
+// triangular: a forward substitution, 15 dependent DFMAs) and keeps M12 =
+// D^-1 U12 in Ws; (c) the warps subtract M12^T U12 from the trailing
+// matrix by 8 x 8 tiles (4 m8n8k4 steps a tile, cq_mma884; at most 3
+// tiles a warp, unrolled so that their loads issue together). Three
+// barriers a block where the column loop had sixteen. The arithmetic is
+// that of the column loop regrouped: G(i, k) -= U(j, i) U(j, k) / d_j
+// for every j < i, summed in float64, U(j, j) = d_j the pivot; only the
+// order of the subtractions differs (block by block), so the factor is
+// backward stable as before. Entries below the diagonal of a diagonal
+// tile are updated too and never read. Blocks wholly past n (the
+// identity) are skipped; the padding inside the last one is the
+// identity, whose steps change nothing.
+constexpr int CB = 16;
+threadgroup double* const M12 = Ws;          // [CB][LD], by columns k
+threadgroup double* const M11 = Ws + CB * LD; // [CB][CB]
+threadgroup double* const dinv = M11 + CB * CB;
+const int wp = tid / 32, lane = tid % 32;
+const int fr = lane / 4, fq = lane % 4; // the lane's fragment row, column
 CQ_UNROLL
 for (int u = 0; u < BS; ++u)
   if (ti == tk && BS * ti + u >= n)
     gr[u][u] = 1.0;
-const int njb = (n + BS - 1) / BS;
-// Look-ahead by one step: step j updates at once only the row its
-// successor publishes (u = jj + 1 mod BS; for its owners that is row
-// j + 1); the thread's other rows get step j's update at the start of
-// step j + 1, from registers (pi, pk: row j's values, pv: its 1 / d),
-// while row j + 1's loads and reciprocal are in flight. Before this, the
-// barrier of step j + 1 waited for every warp to issue all of step j's
-// FMAs (two warps a scheduler, 4 DMULs and 16 DFMAs each after 1 / d:
-// ~80 cycles of FP64 issue); now 1 DMUL and 4 DFMAs a warp follow 1 / d
-// and the other 3 and 12 fill the latency before the next one. The
-// arithmetic is the same, operation for operation (the same roundings).
-double pi[BS], pk[BS], pv = 0.0;
+// (each thread reads and writes only its own block of Gs here)
 CQ_UNROLL
-for (int u = 0; u < BS; ++u) {
-  pi[u] = 0.0; // the first step has nothing pending
-  pk[u] = 0.0;
-}
-for (int jb = 0; jb < njb; ++jb) {
-  // warps whose rows are all at or above this block's steps have nothing
-  // left to update (a warp holds the thread rows 2 w and 2 w + 1); their
-  // pending update is for rows below the block, so none of theirs. A
-  // predicate, not a branch around the step: with the branch ptxas sank
-  // the row's loads into it behind the pending FMAs (their latency then
-  // fell on the path); without it, it issues the loads with d, the
-  // publishing STS right after the next row's FMAs, and moves pending
-  // FMAs across the barrier (SASS, sm_90a, float32 NC 64)
-  const bool busy = (tid / 32) * 2 + 1 >= jb;
+for (int u = 0; u < BS; ++u)
   CQ_UNROLL
-  for (int jj = 0; jj < BS; ++jj) {
-    const int j = BS * jb + jj;
-    threadgroup double* row = srow + (j % 2) * NC;
-    if (ti == jb)
+  for (int v = 0; v < BS; ++v)
+    Gs[(BS * ti + u) * LD + BS * tk + v] = gr[u][v];
+const int nblk = (n + CB - 1) / CB;
+for (int K = 0; K < nblk; ++K) {
+  const int j0 = CB * K;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // (a) the diagonal block, by warp 0 alone
+  if (tid < 32)
+    cq_chol_diag(Gs + j0 * LD + j0, LD, M11, dinv, sq + j0, tid);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (NC > CB && K + 1 < nblk) {
+    // (b) U12 and M12, a column a thread (the columns of blocks factored)
+    const int W = CB * nblk - j0 - CB;
+    if (tid < W) {
+      const int k = j0 + CB + tid;
+      double x[CB];
       CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        row[BS * tk + v] = gr[jj][v];
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    const double d = row[j];
-    double ri[BS], rk[BS];
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u) {
-      ri[u] = row[BS * ti + u];
-      rk[u] = row[BS * tk + u];
-    }
-    // step j - 1's update of the rows it left pending (all but jj)
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      if (busy && u != jj && BS * ti + u > j - 1) {
-        const double s = pi[u] * pv;
+      for (int l = 0; l < CB; ++l)
+        x[l] = Gs[(j0 + l) * LD + k];
+      CQ_UNROLL
+      for (int l = 0; l < CB; ++l)
         CQ_UNROLL
-        for (int v = 0; v < BS; ++v)
-          gr[u][v] = fma(-s, pk[v], gr[u][v]);
-      }
-    const double inv = cq_rcp(d);
-    const int u1 = (jj + 1) % BS; // the row published next
-    if (busy && BS * ti + u1 > j) {
-      const double s = ri[u1] * inv;
+        for (int r = l + 1; r < CB; ++r)
+          x[r] = fma(-M11[l * CB + r], x[l], x[r]);
       CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        gr[u1][v] = fma(-s, rk[v], gr[u1][v]);
+      for (int l = 0; l < CB; ++l) {
+        Gs[(j0 + l) * LD + k] = x[l];
+        M12[l * LD + k] = x[l] * dinv[l];
+      }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // (c) the trailing update: tile t of the trailing upper triangle (m
+    // tiles a side, numbered as cq_block does) is warp t % 8's; C -=
+    // M12^T U12 as C += (-M12^T) U12, A(r, q) = -M12(l, 8 bi + r) and
+    // B(q, r) = U12(l, 8 bj + r) for the 4 l of a step. Every operand of
+    // the warp's tiles is loaded first (a warp's missing tile reads tile 0
+    // and is not stored), then the tiles' chains of 4 steps interleave;
+    // a round of tiles that no warp has is skipped.
+    const int m = 2 * (nblk - K - 1), b0 = 2 * (K + 1);
+    const int ntile = m * (m + 1) / 2;
+    constexpr int TPW = (NC / 8 - 2) * (NC / 8 - 1) / 2 / 8 + 1;
+    double c0[TPW], c1[TPW], fa[TPW][CB / 4], fb[TPW][CB / 4];
+    int cpo[TPW];
+    CQ_UNROLL
+    for (int it = 0; it < TPW; ++it) {
+      const int t = wp + 8 * it;
+      int ai = 0, aj = 0;
+      cq_block(t < ntile ? t : 0, m, ai, aj);
+      const int bi = b0 + ai, bj = b0 + aj;
+      cpo[it] = (8 * bi + fr) * LD + 8 * bj + 2 * fq;
+      c0[it] = Gs[cpo[it]];
+      c1[it] = Gs[cpo[it] + 1];
+      CQ_UNROLL
+      for (int s = 0; s < CB / 4; ++s) {
+        fa[it][s] = -M12[(4 * s + fq) * LD + 8 * bi + fr];
+        fb[it][s] = Gs[(j0 + 4 * s + fq) * LD + 8 * bj + fr];
+      }
     }
     CQ_UNROLL
-    for (int u = 0; u < BS; ++u) {
-      pi[u] = ri[u];
-      pk[u] = rk[u];
-    }
-    pv = inv;
-    if (tid == 0)
-      sq[j] = d; // tested after the loop
+    for (int s = 0; s < CB / 4; ++s)
+      CQ_UNROLL
+      for (int it = 0; it < TPW; ++it)
+        if (8 * it < ntile)
+          cq_mma884(c0[it], c1[it], fa[it][s], fb[it][s], lane);
+    CQ_UNROLL
+    for (int it = 0; it < TPW; ++it)
+      if (wp + 8 * it < ntile) {
+        Gs[cpo[it]] = c0[it];
+        Gs[cpo[it] + 1] = c1[it];
+      }
   }
 }
-// The last step's pending update is for rows past it: none of the matrix.
 threadgroup_barrier(mem_flags::mem_threadgroup);
+// the factor's rows, U (unscaled), back into the registers
+CQ_UNROLL
+for (int u = 0; u < BS; ++u)
+  CQ_UNROLL
+  for (int v = 0; v < BS; ++v)
+    gr[u][v] = Gs[(BS * ti + u) * LD + BS * tk + v];
 // The first bad pivot, unless an earlier test failed (fail is the same in
 // every thread): each warp reads all of them (two a lane at most) and
 // takes the least index, so no barrier is needed.
@@ -892,78 +1060,76 @@ for (int u = 0; u < BS; ++u)
 threadgroup_barrier(mem_flags::mem_threadgroup);
 if (tid == 0 && flag0 == 0)
   flag[b] = fail;
-// The product R_PASS Rin (upper triangular times upper triangular): each
-// thread on or above the diagonal its block (oi, ok) = (ti, tk), R's rows
-// from Gs, Rin's rows through rc, 16 at a time, from the registers rv
-// (loaded at the start). The block sums over l in [BS oi, BS ok + BS), so
-// the warps of low ti had all the work (warp 0 the whole of l) while the
-// threads below the diagonal idled: now the thread at (tk, ti) takes the
-// second half of each chunk's share of that range and hands its sum over
-// through Gs at the end. Count at NC 64: the busiest scheduler's steps of
-// l (16 DFMAs and 8 LDS a warp each), summed over the chunks, 96 -> 64.
-const bool up = ti <= tk;
-const int oi = up ? ti : tk, ok = up ? tk : ti;
-double pr[BS][BS];
+// Rout = R_PASS Rin (upper triangular times upper triangular, float64):
+// warp w computes an 8-row strip sp of the product as 8 x 8 tiles (sp,
+// bj), bj >= sp, in steps of 4 of the inner index l in [8 sp, 8 bj + 8)
+// (the triangles' zeros bound the sums), each step an m8n8k4 product
+// (cq_mma884: the float64 tensor cores on CUDA, twice the FMA pipe's rate
+// and one instruction for 256 FMAs). Strip sp costs (NBT - sp) (NBT + 1
+// - sp) steps (72 ... 2 at NC 64); warps w and w + 4 share a scheduler,
+// so at NC 64 they take strips w and 7 - w (74 / 62 / 54 / 50 steps a
+// scheduler; strips in warp order: 92 at most). The warp's A operands,
+// R_PASS(8 sp + r, l), are taken from Gs into registers; Gs then holds
+// Rin (staged from the registers rv, loaded at the start; rows of LD =
+// NC + 4, so each half-warp's B operands hit distinct banks). The loop
+// before summed BS x BS register blocks over l, 16 rows of Rin at a
+// time, a barrier pair per 16 rows: at NC 64 its busiest scheduler
+// issued 64 steps of 16 DFMAs (~2,000 cycles) behind 8 barriers; now 74
+// m8n8k4 (~550 cycles at ~7.4 each, the H100's float64 tensor rate)
+// behind 2 (estimated, NOT measured).
+// Pass 1 has no product: Rout is R_1.
+constexpr int NBT = NC / 8, NKS = NC / 4;
+static_assert(NBT <= CQ_THREADS / 32, "cq_chol's tiles");
+const int sp = NBT == 8 && wp >= 4 ? 11 - wp : wp; // the warp's strip
+double acc[NBT][2];
 CQ_UNROLL
-for (int u = 0; u < BS; ++u)
-  CQ_UNROLL
-  for (int v = 0; v < BS; ++v)
-    pr[u][v] = PASS == 1 ? Gs[(BS * ti + u) * LD + BS * tk + v] : 0.0;
-CQ_UNROLL
-for (int c = 0; c < RCH; ++c) {
-  const int l0 = 16 * c;
-  if (PASS > 1 && l0 < n) {
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    CQ_UNROLL
-    for (int q = 0; q < BS; ++q)
-      rc[q * CQ_THREADS + tid] = rv[PASS > 1 ? c * BS + q : 0];
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    // this chunk's part [a, e) of the block's range, split at mid (a
-    // diagonal block has no partner); empty where e <= a
-    const int a = max(BS * oi, l0), e = min(min(n, BS * ok + BS), l0 + 16);
-    const int mid = oi == ok ? e : a + (e - a) / 2;
-    const int lend = up ? mid : e;
-    for (int l = up ? a : mid; l < lend; ++l) {
-      double rl[BS], ri[BS];
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        rl[v] = rc[(l - l0) * NC + BS * ok + v];
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        ri[u] = Gs[(BS * oi + u) * LD + l];
-      CQ_UNROLL
-      for (int u = 0; u < BS; ++u)
-        CQ_UNROLL
-        for (int v = 0; v < BS; ++v)
-          pr[u][v] = fma(ri[u], rl[v], pr[u][v]);
-    }
-  }
+for (int bj = 0; bj < NBT; ++bj) {
+  acc[bj][0] = 0.0;
+  acc[bj][1] = 0.0;
 }
 if (PASS > 1) {
-  // the partners' sums, through Gs (read no more)
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  if (!up)
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        Gs[(BS * oi + u) * LD + BS * ok + v] = pr[u][v];
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  if (up && oi != ok)
-    CQ_UNROLL
-    for (int u = 0; u < BS; ++u)
-      CQ_UNROLL
-      for (int v = 0; v < BS; ++v)
-        pr[u][v] += Gs[(BS * oi + u) * LD + BS * ok + v];
-}
-CQ_UNROLL
-for (int u = 0; u < BS; ++u)
+  double af[NKS];
   CQ_UNROLL
-  for (int v = 0; v < BS; ++v) {
-    const int i = BS * ti + u, k = BS * tk + v;
-    const double w = i <= k && k < n ? pr[u][v] : 0.0;
-    if (PASS < 3)
-      Rout[((int64_t)b * NC + i) * NC + k] = w;
-    else if (i < n && k < n)
-      R[((int64_t)b * n + i) * n + k] = T(w);
-  }
+  for (int s = 0; s < NKS; ++s)
+    af[s] = sp < NBT ? Gs[(8 * sp + fr) * LD + 4 * s + fq] : 0.0;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  CQ_UNROLL
+  for (int c = 0; c < RCH; ++c)
+    CQ_UNROLL
+    for (int q = 0; q < BS; ++q) {
+      const int e = (c * BS + q) * CQ_THREADS + tid; // Rin(e / NC, e % NC)
+      Gs[(e / NC) * LD + e % NC] = rv[PASS > 1 ? c * BS + q : 0];
+    }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (sp < NBT)
+    CQ_UNROLL
+    for (int s = 0; s < NKS; ++s)
+      if (4 * s >= 8 * sp)
+        CQ_UNROLL
+        for (int bj = 0; bj < NBT; ++bj)
+          if (bj >= sp && 4 * s < 8 * bj + 8)
+            cq_mma884(acc[bj][0], acc[bj][1], af[s],
+                      Gs[(4 * s + fq) * LD + 8 * bj + fr], lane);
+}
+if (PASS == 1) {
+  CQ_UNROLL
+  for (int u = 0; u < BS; ++u)
+    CQ_UNROLL
+    for (int v = 0; v < BS; ++v) {
+      const int i = BS * ti + u, k = BS * tk + v;
+      Rout[((int64_t)b * NC + i) * NC + k] = Gs[i * LD + k];
+    }
+} else if (sp < NBT) {
+  const int i = 8 * sp + fr;
+  CQ_UNROLL
+  for (int bj = 0; bj < NBT; ++bj)
+    CQ_UNROLL
+    for (int x = 0; x < 2; ++x) {
+      const int k = 8 * bj + 2 * fq + x;
+      const double w = i <= k && k < n ? acc[bj][x] : 0.0;
+      if (PASS < 3)
+        Rout[((int64_t)b * NC + i) * NC + k] = w;
+      else if (i < n && k < n)
+        R[((int64_t)b * n + i) * n + k] = T(w);
+    }
+}

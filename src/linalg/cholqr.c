@@ -86,6 +86,24 @@
  *    us (pass 1) or ~3.5 us (passes 2 and 3) less outside the loop:
  *    27 / 32 / 32 us -> roughly 21 / 23.5 / 23.5 at n = 64 (to be
  *    measured).
+ *  - cq_chol's factorization is blocked (16 columns a block) on the
+ *    matrix in threadgroup memory: warp 0 factors each diagonal block
+ *    with shuffles, no barrier, every lane computing the next pivot
+ *    itself (a step: ~55 cycles, its pivot chain MUFU and 3 DFMAs), a
+ *    thread a column solves the block row right of it, and the warps
+ *    update the trailing matrix by 8 x 8 tiles on the float64 tensor
+ *    cores: 12 group barriers at NC 64 where the column loop had 64.
+ *    Critical path at NC 64 (cycles): ~25,000 (64 columns of ~390,
+ *    measured: ~14 us) -> ~5,600 (estimated, NOT measured: 64 warp steps
+ *    ~3,500, 3 block-row solves ~1,050, 3 trailing updates ~550,
+ *    barriers ~500), i.e. cq_chol 19 / 24 / 25 us -> ~8 / ~12 / ~13
+ *    expected with the product below, QR 1e5 x 64 float32 ~36 us less.
+ *    Details in the kernel.
+ *    Its product R_k Rin (passes 2 and 3) is now m8n8k4 float64 tensor
+ *    core steps, an 8-row strip a warp, Rin staged whole in threadgroup
+ *    memory: the busiest scheduler ~2,000 cycles of DFMAs behind 8
+ *    barriers -> ~74 m8n8k4 (~550 cycles) behind 2 (estimated, NOT
+ *    measured; ~1 us a pass).
  * Where the time is now (H100, whole kiln_qr call, bench_qr with
  * cuSOLVER in the same run, this design against the one before the
  * threadgroup-memory factor in the same call): 1e6 x 32 0.592 ms (was
