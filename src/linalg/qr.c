@@ -69,11 +69,16 @@
 #define QR_APPLY_ROWS 128
 /* Threadgroups per launch: grid.x = threads * groups must fit 32 bits. */
 #define QR_GROUP_CHUNK (1 << 20)
-/* Threadgroups of the fallback's launches (qr_tree_g, qr_chain_g) per
- * compute unit: the kernels walk their blocks in a loop, so a small grid
- * covers any size, and when nothing broke down a launch is a few flag
- * reads per group rather than thousands of groups that return at once. */
-#define QR_FLAG_GROUPS_PER_UNIT 2
+/* Threadgroups of the fallback's launches per compute unit: the kernels
+ * walk their blocks in a loop, so a small grid covers any size, and when
+ * nothing broke down a launch is a few flag reads per group rather than
+ * thousands of groups that return at once. qr_tree_g's groups (up to 512
+ * threads of ~128 registers) fill an SM's register file, so one a unit
+ * is one wave: with two (two waves) its flag-only launch took 6.0 us of
+ * a 0.30 ms QR of 100,000 x 64 (H200, Nsight); qr_chain_g's (128 threads)
+ * fit several an SM. */
+#define QR_TREE_GROUPS_PER_UNIT 1
+#define QR_CHAIN_GROUPS_PER_UNIT 2
 /* Batch entries per launch along grid.y (CUDA's limit). */
 #define QR_Y_CHUNK 65535
 /* TSQR levels: each divides the rows by at least 2. */
@@ -164,15 +169,14 @@ static kiln_status launch_chunks(kiln_stream *s, kiln_kernel *k,
 
 /*
  * A flag-guarded kernel of the fallback (qr_tree_g, qr_tree_rg,
- * qr_chain_g: no g0) over at most QR_FLAG_GROUPS_PER_UNIT groups a compute
+ * qr_chain_g: no g0) over at most `per_unit` groups a compute
  * unit of `nt` threads, one launch: each group walks its share of the
  * `groups` blocks itself.
  */
 static kiln_status launch_flagged(kiln_stream *s, kiln_kernel *k,
                                   kiln_launch *L, kiln_array **into,
-                                  int64_t groups, uint32_t nt) {
-  int64_t cap = (int64_t)s->device->info.compute_units *
-                QR_FLAG_GROUPS_PER_UNIT;
+                                  int64_t groups, uint32_t nt, int per_unit) {
+  int64_t cap = (int64_t)s->device->info.compute_units * per_unit;
   if (cap < 1)
     cap = 1;
   if (groups < 1)
@@ -473,7 +477,8 @@ static kiln_status fallback_tree(qr_fallback *f) {
   L.template_args = t;
   L.num_template_args = 4;
   return launch_flagged(f->s, k, &L, into, f->batch * f->leaves,
-                        (uint32_t)(f->cfg.nc * f->cfg.segs));
+                        (uint32_t)(f->cfg.nc * f->cfg.segs),
+                        QR_TREE_GROUPS_PER_UNIT);
 }
 
 /* qr_chain_g: the tree's way back into q, for the flagged matrices. */
@@ -499,7 +504,8 @@ static kiln_status fallback_chain(qr_fallback *f) {
   L.template_args = t;
   L.num_template_args = 3;
   int64_t groups = f->batch * ((f->m + QR_APPLY_ROWS - 1) / QR_APPLY_ROWS);
-  return launch_flagged(f->s, k, &L, &f->q, groups, QR_APPLY_ROWS);
+  return launch_flagged(f->s, k, &L, &f->q, groups, QR_APPLY_ROWS,
+                        QR_CHAIN_GROUPS_PER_UNIT);
 }
 
 /*
