@@ -793,8 +793,9 @@ if (slice == 0 && e < E) {
 // chains of 4 m8n8k4 (~150), ~550 (with 4 x 4 register blocks: 256 DFMAs
 // a warp, ~600 each, ~1,800); 12 barriers ~500: ~5,600 cycles (~3.2
 // us), i.e. ~11 us less a pass. With the product below (~1,500 cycles
-// less in passes 2 and 3): cq_chol ~8 / ~12 / ~13 us expected, QR 1e5 x
-// 64 float32 ~36 us less.
+// less in passes 2 and 3): cq_chol ~8 / ~12 / ~13 us expected. Measured
+// (H200, Nsight): 18.2 / 24.6 / 24.3 -> 21.4 / 19.2 / 19.7 us, far from
+// the count (see cholqr.c).
 constexpr int CQ_GB = 8;
 constexpr int LD = NC + 4, NB = NC / CQ_GB;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();

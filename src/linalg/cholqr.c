@@ -94,10 +94,15 @@
  *    update the trailing matrix by 8 x 8 tiles on the float64 tensor
  *    cores: 12 group barriers at NC 64 where the column loop had 64.
  *    Critical path at NC 64 (cycles): ~25,000 (64 columns of ~390,
- *    measured: ~14 us) -> ~5,600 (estimated, NOT measured: 64 warp steps
- *    ~3,500, 3 block-row solves ~1,050, 3 trailing updates ~550,
- *    barriers ~500), i.e. cq_chol 19 / 24 / 25 us -> ~8 / ~12 / ~13
- *    expected with the product below, QR 1e5 x 64 float32 ~36 us less.
+ *    measured: ~14 us) -> ~5,600 by the count (64 warp steps ~3,500, 3
+ *    block-row solves ~1,050, 3 trailing updates ~550, barriers ~500),
+ *    i.e. cq_chol 19 / 24 / 25 us -> ~8 / ~12 / ~13 expected with the
+ *    product below. Measured (NVIDIA H200, 2026-11-27, Nsight, passes 1
+ *    / 2 / 3): 18.2 / 24.6 / 24.3 -> 21.4 / 19.2 / 19.7 us; QR 1e5 x 64
+ *    float32 0.316 -> 0.299 ms, 4096^2 24.29 -> 23.66 ms, 1e6 x 32 0.496
+ *    -> 0.507 ms (bench_qr, both builds in one call). So the passes with
+ *    the product gained ~5 us each and pass 1 lost ~3: the count misses
+ *    ~15 us a pass somewhere (next: Nsight's source view of pass 1).
  *    Details in the kernel.
  *    Its product R_k Rin (passes 2 and 3) is now m8n8k4 float64 tensor
  *    core steps, an 8-row strip a warp, Rin staged whole in threadgroup
