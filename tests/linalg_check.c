@@ -207,3 +207,50 @@ char *kt_la_numpy_dir(const char *tag) {
     kt_skip("python3 with numpy is not available");
   return kt_tempdir(tag);
 }
+
+/* See linalg_check.h. */
+void kt_la_lu_check(const char *what, int64_t entry, kiln_dtype dt, int64_t m,
+                    int64_t n, const double *a, const double *lu,
+                    const int32_t *piv) {
+  int64_t k = m < n ? m : n;
+  int64_t *perm = calloc((size_t)(m > 0 ? m : 1), sizeof *perm);
+  CHECK(perm != NULL, "out of host memory");
+  for (int64_t i = 0; i < m; i++)
+    perm[i] = i;
+  for (int64_t j = 0; j < k; j++) {
+    CHECK(piv[j] >= j && piv[j] < m,
+          "%s, matrix %lld: pivot %lld is %d, "
+          "outside [%lld, %lld)",
+          what, (long long)entry, (long long)j, piv[j], (long long)j,
+          (long long)m);
+    int64_t t = perm[j];
+    perm[j] = perm[piv[j]];
+    perm[piv[j]] = t;
+  }
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      if (j < i && j < k)
+        CHECK(fabs(lu[i * n + j]) <= 1.0,
+              "%s, matrix %lld: |L[%lld][%lld]| "
+              "= %g > 1",
+              what, (long long)entry, (long long)i, (long long)j,
+              fabs(lu[i * n + j]));
+      double s = 0;
+      for (int64_t p = 0; p <= (i < j ? i : j) && p < k; p++) {
+        double l = p == i ? 1.0 : lu[i * n + p];
+        s += l * lu[p * n + j];
+      }
+      double r = a[perm[i] * n + j];
+      num += (s - r) * (s - r);
+      den += r * r;
+    }
+  double err =
+      den > 0 ? sqrt(num) / (sqrt(den) * (double)(n > 0 ? n : 1) * kt_eps(dt))
+              : sqrt(num);
+  CHECK(err < KT_LA_LU_THRESHOLD,
+        "%s, matrix %lld: backward error %.3g n eps "
+        "(threshold %g)",
+        what, (long long)entry, err, KT_LA_LU_THRESHOLD);
+  free(perm);
+}

@@ -55,6 +55,15 @@ double kt_la_fro(const double *a, int64_t count);
 double kt_la_gram_diff(const double *a, const double *r, int64_t m,
                        int64_t n, int64_t k);
 
+/* Checks one packed LU factorization lu (m x n, LAPACK's form) of a with
+ * pivots piv (matrix `entry` of a batch, for messages): every pivot in
+ * range, |L| <= 1, and the backward error ||A[perm] - L U||_F / (||A||_F
+ * n eps) below KT_LA_LU_THRESHOLD. */
+#define KT_LA_LU_THRESHOLD 10.0
+void kt_la_lu_check(const char *what, int64_t entry, kiln_dtype dt, int64_t m,
+                    int64_t n, const double *a, const double *lu,
+                    const int32_t *piv);
+
 /* One library-kernel configuration to compile for a CUDA target. */
 typedef struct kt_la_kernel {
   const char *family, *name, *inputs, *outputs;

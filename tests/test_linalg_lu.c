@@ -123,54 +123,6 @@ static double lt_cond(int64_t n, const double *a) {
 
 /* ---- factorization checks ------------------------------------------------ */
 
-/* Checks one packed factorization (m x n) of a: pivots, |L| <= 1 and the
- * backward error; builds perm (m) from the pivots. */
-static void lt_check_packed(const char *what, int64_t entry, kiln_dtype dt,
-                            int64_t m, int64_t n, const double *a,
-                            const double *lu, const int32_t *piv) {
-  int64_t k = m < n ? m : n;
-  int64_t *perm = calloc((size_t)(m > 0 ? m : 1), sizeof *perm);
-  CHECK(perm != NULL, "out of host memory");
-  for (int64_t i = 0; i < m; i++)
-    perm[i] = i;
-  for (int64_t j = 0; j < k; j++) {
-    CHECK(piv[j] >= j && piv[j] < m,
-          "%s, matrix %lld: pivot %lld is %d, "
-          "outside [%lld, %lld)",
-          what, (long long)entry, (long long)j, piv[j], (long long)j,
-          (long long)m);
-    int64_t t = perm[j];
-    perm[j] = perm[piv[j]];
-    perm[piv[j]] = t;
-  }
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      if (j < i && j < k)
-        CHECK(fabs(lu[i * n + j]) <= 1.0,
-              "%s, matrix %lld: |L[%lld][%lld]| "
-              "= %g > 1",
-              what, (long long)entry, (long long)i, (long long)j,
-              fabs(lu[i * n + j]));
-      double s = 0;
-      for (int64_t p = 0; p <= (i < j ? i : j) && p < k; p++) {
-        double l = p == i ? 1.0 : lu[i * n + p];
-        s += l * lu[p * n + j];
-      }
-      double r = a[perm[i] * n + j];
-      num += (s - r) * (s - r);
-      den += r * r;
-    }
-  double err =
-      den > 0 ? sqrt(num) / (sqrt(den) * (double)(n > 0 ? n : 1) * kt_eps(dt))
-              : sqrt(num);
-  CHECK(err < LT_THRESHOLD,
-        "%s, matrix %lld: backward error %.3g n eps "
-        "(threshold %g)",
-        what, (long long)entry, err, LT_THRESHOLD);
-  free(perm);
-}
-
 /* kiln_lu_factor_ex of arr (values a, batch x m x n) checked. */
 static void lt_factor_check(const char *what, kiln_array *arr, const double *a,
                             int64_t batch, int64_t m, int64_t n, int path) {
@@ -190,7 +142,7 @@ static void lt_factor_check(const char *what, kiln_array *arr, const double *a,
   double *f = kt_read_f64(lu);
   int32_t *p = kt_read(piv);
   for (int64_t b = 0; b < batch; b++)
-    lt_check_packed(what, b, kiln_array_dtype(arr), m, n, a + b * m * n,
+    kt_la_lu_check(what, b, kiln_array_dtype(arr), m, n, a + b * m * n,
                     f + b * m * n, p + b * k);
   free(f);
   free(p);
@@ -935,7 +887,7 @@ static int32_t *lt_factor_raw(const char *what, kiln_array *arr,
   double *w = kt_read_f64(f.w);
   int32_t *p = kt_read(f.piv), *info = kt_read(f.info);
   for (int64_t b = 0; b < batch; b++) {
-    lt_check_packed(what, b, kiln_array_dtype(arr), m, n, a + b * m * n,
+    kt_la_lu_check(what, b, kiln_array_dtype(arr), m, n, a + b * m * n,
                     w + b * m * n, p + b * k);
     lt_check_gepp(what, b, kiln_array_dtype(arr), m, n, a + b * m * n,
                   p + b * k);
@@ -1069,9 +1021,9 @@ void test_linalg_lu_small_reg_semantics(void) {
     const char *dn = kiln_dtype_name(dt);
     CHECK(p[0] == 40 && info[0] == 0, "%s tie: pivot 0 is %d, info %d", dn,
           p[0], info[0]);
-    lt_check_packed("tie", 0, dt, m, n, a0, w, p);
+    kt_la_lu_check("tie", 0, dt, m, n, a0, w, p);
     CHECK(info[1] == 34, "%s zero column 33: info %d", dn, info[1]);
-    lt_check_packed("zero column", 1, dt, m, n, a1, w + m * n, p + n);
+    kt_la_lu_check("zero column", 1, dt, m, n, a1, w + m * n, p + n);
     lt_check_gepp("zero column", 1, dt, m, n, a1, p + n);
     CHECK(info[2] == -2 && p[2 * n] == 0 && p[2 * n + 1] == 1,
           "%s overflow: info %d, pivots %d %d", dn, info[2], p[2 * n],

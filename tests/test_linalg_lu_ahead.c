@@ -31,47 +31,7 @@
 #include "linalg/linalg.h"
 #include "linalg_check.h"
 
-/* Backward errors below this many units of n eps pass. */
-#define LH_THRESHOLD 10.0
-
 static const kiln_dtype lh_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
-
-/* Checks one packed factorization lu (m x n) of a with pivots piv:
- * pivots in range, |L| <= 1, backward error. */
-static void lh_check_packed(const char *what, kiln_dtype dt, int64_t m,
-                            int64_t n, const double *a, const double *lu,
-                            const int32_t *piv) {
-  int64_t k = m < n ? m : n;
-  int64_t *perm = calloc((size_t)m, sizeof *perm);
-  CHECK(perm != NULL, "out of host memory");
-  for (int64_t i = 0; i < m; i++)
-    perm[i] = i;
-  for (int64_t j = 0; j < k; j++) {
-    CHECK(piv[j] >= j && piv[j] < m,
-          "%s: pivot %lld is %d, outside [%lld, %lld)", what, (long long)j,
-          piv[j], (long long)j, (long long)m);
-    int64_t t = perm[j];
-    perm[j] = perm[piv[j]];
-    perm[piv[j]] = t;
-  }
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      if (j < i && j < k)
-        CHECK(fabs(lu[i * n + j]) <= 1.0, "%s: |L[%lld][%lld]| = %g > 1", what,
-              (long long)i, (long long)j, fabs(lu[i * n + j]));
-      double s = 0;
-      for (int64_t p = 0; p <= (i < j ? i : j) && p < k; p++)
-        s += (p == i ? 1.0 : lu[i * n + p]) * lu[p * n + j];
-      double r = a[perm[i] * n + j];
-      num += (s - r) * (s - r);
-      den += r * r;
-    }
-  double err = sqrt(num) / (sqrt(den) * (double)n * kt_eps(dt));
-  CHECK(err < LH_THRESHOLD, "%s: backward error %.3g n eps (threshold %g)",
-        what, err, LH_THRESHOLD);
-  free(perm);
-}
 
 /* One factorization of arr through the blocked path with the look-ahead
  * mode `mode` (kiln__lu_lookahead_test): the packed factors and pivots,
@@ -117,7 +77,7 @@ static void lh_compare_mode(const char *what, kiln_dtype dt, kiln_array *arr,
                             const double *a, int64_t m, int64_t n, int mode) {
   int64_t k = m < n ? m : n;
   lh_result on = lh_factor(arr, mode), off = lh_factor(arr, 0);
-  lh_check_packed(what, dt, m, n, a, on.lu, on.piv);
+  kt_la_lu_check(what, 0, dt, m, n, a, on.lu, on.piv);
   if (!lh_exact()) {
     lh_result_free(&on);
     lh_result_free(&off);

@@ -1084,9 +1084,11 @@ static kiln_status launch_laswp(const lu_run *r, const lu_rows *x, int64_t p0,
 }
 
 /* C -= A B on blocks of W: C = (r1, c1) of rows x cols, A = (r1, k0) of
- * rows x depth, B = (k0, c1) of depth x cols. */
-static kiln_status update(const lu_run *r, int64_t r1, int64_t c1, int64_t k0,
-                          int64_t rows, int64_t cols, int64_t depth) {
+ * rows x depth, B = (k0, c1) of depth x cols, through GEMM path `path`
+ * (kiln_linalg_opts.path; 0 automatic). */
+static kiln_status update_path(const lu_run *r, int64_t r1, int64_t c1,
+                               int64_t k0, int64_t rows, int64_t cols,
+                               int64_t depth, int path) {
   if (rows <= 0 || cols <= 0 || depth <= 0)
     return KILN_OK;
   kiln_array *a = NULL, *b = NULL, *c = NULL;
@@ -1095,12 +1097,25 @@ static kiln_status update(const lu_run *r, int64_t r1, int64_t c1, int64_t k0,
     st = kiln__linalg_block(r->f->w, k0, c1, depth, cols, &b);
   if (st == KILN_OK)
     st = kiln__linalg_block(r->f->w, r1, c1, rows, cols, &c);
-  if (st == KILN_OK)
-    st = kiln__linalg_gemm(r->s, false, false, -1.0, a, b, 1.0, c);
+  if (st == KILN_OK) {
+    kiln_linalg_opts o;
+    kiln_linalg_opts_init(&o);
+    o.stream = r->s;
+    o.path = path;
+    const char *api = kiln__api_current();
+    st = kiln_gemm_ex(false, false, -1.0, a, b, 1.0, c, &o);
+    kiln__api_enter(api);
+  }
   kiln__array_destroy(a);
   kiln__array_destroy(b);
   kiln__array_destroy(c);
   return st;
+}
+
+/* update_path on the automatic path. */
+static kiln_status update(const lu_run *r, int64_t r1, int64_t c1, int64_t k0,
+                          int64_t rows, int64_t cols, int64_t depth) {
+  return update_path(r, r1, c1, k0, rows, cols, depth, 0);
 }
 
 /* U12 = L11^-1 A12 for the block row of the panel [p0, pe), by
@@ -1281,31 +1296,6 @@ static int lookahead_kind(const lu_run *r) {
   return mode >= 3 ? LU_AHEAD_CHUNKED : LU_AHEAD_WHOLE;
 }
 
-/* C -= A B on blocks of W as `update` does, through GEMM path `path`
- * (kiln_linalg_opts.path). */
-static kiln_status update_path(const lu_run *r, int64_t r1, int64_t c1,
-                               int64_t k0, int64_t rows, int64_t cols,
-                               int64_t depth, int path) {
-  kiln_array *a = NULL, *b = NULL, *c = NULL;
-  kiln_status st = kiln__linalg_block(r->f->w, r1, k0, rows, depth, &a);
-  if (st == KILN_OK)
-    st = kiln__linalg_block(r->f->w, k0, c1, depth, cols, &b);
-  if (st == KILN_OK)
-    st = kiln__linalg_block(r->f->w, r1, c1, rows, cols, &c);
-  if (st == KILN_OK) {
-    kiln_linalg_opts o;
-    kiln_linalg_opts_init(&o);
-    o.stream = r->s;
-    o.path = path;
-    const char *api = kiln__api_current();
-    st = kiln_gemm_ex(false, false, -1.0, a, b, 1.0, c, &o);
-    kiln__api_enter(api);
-  }
-  kiln__array_destroy(a);
-  kiln__array_destroy(b);
-  kiln__array_destroy(c);
-  return st;
-}
 
 /*
  * update_b (see run_panels_ahead) in column chunks, each about one wave
