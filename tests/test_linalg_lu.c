@@ -1249,11 +1249,9 @@ static void lt_grid_repeat(kiln_dtype dt, int64_t m, int64_t n, int64_t w) {
  * linalg_lu_factor_paths' 2048 x 2048 float32 (panels of 256).
  */
 void test_linalg_lu_grid(void) {
-  /* On a GPU both strip kernels with several groups: lu_strip_grid (the
-   * default), then lu_strip_roll (kiln__lu_rolled_test). */
-  for (int d = 0; d < 4; d++) {
-    kiln_dtype dt = lt_dtypes[d % 2];
-    kiln__lu_rolled_test = d >= 2;
+  /* On a GPU the strip kernel with several groups. */
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
     lt_grid_case(dt, 1100, 100, -1, false);
     lt_grid_case(dt, 1100, 100, 70, false);
     lt_grid_case(dt, 1100, 40, 5, false);
@@ -1261,17 +1259,15 @@ void test_linalg_lu_grid(void) {
     lt_small_case(dt, 0, 0, 1300, 96, 2, dt == KILN_FLOAT32 ? 1e6 : 1e12);
     lt_grid_ties(dt, 1100, 40);
   }
-  kiln__lu_rolled_test = false;
   lt_grid_case(KILN_FLOAT32, 1030, 1100, -1, false); /* wide */
   /* (Panels of 256, k >= 2048: linalg_lu_factor_paths' 2048 x 2048.) */
-  /* On every backend, lu_strip_grid (the default) and lu_strip_roll
-   * (kiln__lu_rolled_test) with one threadgroup (strips of at most 256
-   * rows): their pivots, interchanges, block rows and info; 300 rows
-   * start on lu_panel and move to the grid kernel at the second panel. */
+  /* On every backend, lu_strip_grid with one threadgroup (strips of at
+   * most 256 rows): its pivots, interchanges, block rows and info; 300
+   * rows start on lu_panel and move to the grid kernel at the second
+   * panel. */
   kiln__lu_grid_test = true;
-  for (int d = 0; d < 4; d++) {
-    kiln_dtype dt = lt_dtypes[d % 2];
-    kiln__lu_rolled_test = d >= 2;
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
     lt_grid_case(dt, 200, 150, -1, false);
     lt_grid_case(dt, 256, 256, -1, false);
     lt_grid_case(dt, 250, 100, 70, false);
@@ -1283,7 +1279,6 @@ void test_linalg_lu_grid(void) {
     lt_grid_ties(dt, 250, 40);
     lt_grid_repeat(dt, 250, 200, dt == KILN_FLOAT64 ? 32 : 64);
   }
-  kiln__lu_rolled_test = false;
   kiln__lu_grid_test = false;
 }
 
@@ -1549,18 +1544,14 @@ void test_linalg_lu_nvrtc(void) {
       kt_la_targ(&c.t[4], "GL", KILN_TEMPLATE_INT, 2, KILN_INT32);
       c.nt = 5;
       lt_compile(&c, target);
-      /* lu.c's launch_grid: W 64 float32, 32 float64, 256 threads; the
-       * rolled kernel (default) and the unrolled one */
-      for (int roll = 0; roll < 2; roll++) {
-        c = lt_make(roll ? "lu_strip_roll" : "lu_strip_grid",
-                    "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S", dt,
-                    rank, "SSSSSS", "QPIVI");
-        kt_la_targ(&c.t[1], "W", KILN_TEMPLATE_INT,
-                   dt == KILN_FLOAT64 ? 32 : 64, KILN_INT32);
-        kt_la_targ(&c.t[2], "NT", KILN_TEMPLATE_INT, 256, KILN_INT32);
-        c.nt = 3;
-        lt_compile(&c, target);
-      }
+      /* lu.c's launch_grid: W 64 float32, 32 float64, 256 threads */
+      c = lt_make("lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv",
+                  "PT,piv,info,X,S", dt, rank, "SSSSSS", "QPIVI");
+      kt_la_targ(&c.t[1], "W", KILN_TEMPLATE_INT,
+                 dt == KILN_FLOAT64 ? 32 : 64, KILN_INT32);
+      kt_la_targ(&c.t[2], "NT", KILN_TEMPLATE_INT, 256, KILN_INT32);
+      c.nt = 3;
+      lt_compile(&c, target);
       for (int back = 0; back < 2; back++) {
         c = lt_make("lu_transpose", "Win,p0,pe,nbp,batch0", "W,PT", dt, rank,
                     "MSSSS", "MQ");

@@ -258,12 +258,6 @@ void kiln__lu_free(kiln__lu *f);
  * several), so that make test covers that kernel's logic. */
 extern bool kiln__lu_grid_test;
 
-/* Tests and timing only (not thread-safe): with it set, the grid-strip
- * panels run lu_strip_roll (its column loop rolled) instead of
- * lu_strip_grid (unrolled, the default), so that one binary tests and
- * times both. */
-extern bool kiln__lu_rolled_test;
-
 /* Tests only (not thread-safe): when >= 0, the largest |entry| of L11^-1
  * that the blocked path's block-row solve trusts, instead of lu.c's
  * LU_LINV_MAX (0 sends every block row through lu_rowfix). */

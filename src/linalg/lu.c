@@ -183,38 +183,14 @@
  * 8192^2 float32 (256 strips, more in float64). Together ~1-1.2 ms expected of
  * the 43.2 ms.
  *
- * The column loop rolled (lu_strip_roll, under kiln__lu_rolled_test;
- * lu_strip_grid, its unrolled original, is the default again: see the
- * end of this paragraph). Nsight Compute on
- * lu_strip_grid (H100, 8192^2 float32): 34,368 SASS instructions (~550
- * KB; its 64 columns unrolled, each column's ~490 run once a launch),
- * 0.14 instructions issued a cycle, 45% of the stalls no_instruction
- * (instruction-cache misses), ~182 us a strip, ~2.8 us a column, where
- * the exchange's count is ~1 us. lu_strip_roll runs one copy of the
- * column (~640 SASS instructions, ~10 KB), its registers rotating by
- * one column a step inside the update so that every index stays a
- * constant (see kernels/lu.metal); every value goes to PT at its loaded
- * row as soon as it is final, the moved rows are reloaded and stored at
- * their labels across the grid barrier, L11 goes through a scratch after
- * the exchange slots. Measured once (H100, one call; the first form,
- * whose rotation compiled to ~128 register moves a column from the
- * branches around the update): LU 8192^2 float32 35.9 ms, solve with 16
- * right-hand sides 38.0 ms (cuSOLVER 35.5 / 41.8 in the same call), where
- * main measured 33.8 / 36.2 in an earlier call: no gain, ~2 ms lost,
- * about what those moves and 2x the fmas cost by count (~160 issue
- * slots a warp a column, ~0.2 us), and its polling pass was 230
- * instructions against lu_strip_grid's 78 (addresses rematerialised at
- * every load). The form now has no moves, W / 2 - 1 fmas from column W /
- * 2 on, the next argmax before the other fmas, a polling pass of 79
- * instructions, and the strip's tail split around the grid barrier's
- * wait: measured 34.5 ms against main's 34.2 in one call, still no gain
- * (its count had said ~1.2-1.5 us a column). Nsight then showed both
- * kernels bound by issuing the polling of every group's candidate row;
- * with only warp 0 reading, and only the winner's row, LU 8192^2 float32
- * went 34.4 -> 30.7 ms (solve 36.8 -> 33.1 ms), and lu_strip_grid with the
- * same change 29.2 ms against lu_strip_roll's 30.1 in one process, so the
- * unrolled kernel is the default and the rolled one stays for tests and
- * timing (kernels/lu.metal has the counts).
+ * A rolled column loop (one copy of the column's code, its registers
+ * rotating a column a step so every index stays a constant; ~640 SASS
+ * instructions where the unrolled kernel has ~24,700) was tried against
+ * instruction-cache misses (Nsight: 45% of the unrolled kernel's stalls
+ * were no_instruction before the one-warp reads) and measured 29.2 ms
+ * (unrolled) against 30.1 (rolled) for LU 8192^2 float32 once both read
+ * only the winner's row; it was kept a session for tests and timing and
+ * then deleted (bench/RESULTS.md, sixth session, has its series).
  *
  * The launch is cooperative (cuLaunchCooperativeKernel: every
  * group resident before any starts, or an error), since groups that spin
@@ -306,9 +282,6 @@
  * pieces (64 float32 or 32 float64 values), then the key's and the row
  * index, padded (kernels/lu.metal's SW). */
 #define LU_GRID_SW 68
-/* lu_strip_roll's L11 scratch after the exchange slots, in 64-bit words:
- * W x W values (64 x 64 float32 or 32 x 32 float64, 16 KiB at most). */
-#define LU_GRID_LBUF 2048
 
 /* Matrices per one-threadgroup-per-matrix launch (grid.x must fit 32 bits)
  * and per grid.y of the other kernels (CUDA's limit). */
@@ -343,9 +316,6 @@
 
 /* See linalg.h. */
 bool kiln__lu_grid_test = false;
-
-/* See linalg.h. */
-bool kiln__lu_rolled_test = false;
 
 /* See linalg.h. */
 int kiln__lu_linv_max_test = -1;
@@ -801,14 +771,12 @@ static bool use_grid(const lu_run *r, int64_t p0) {
  * groups, zeroed (its exchange words carry a column's stamp, from 1, and
  * must not start with one: see kernels/lu.metal), and S with its
  * counters zeroed (one per strip, monotonic). X holds 2 (groups + 1)
- * slots of LU_GRID_SW 64-bit words, then lu_strip_roll's L11 (written
- * before it is read, in every strip: no zeroing needed), counted here
- * in T. */
+ * slots of LU_GRID_SW 64-bit words, counted here in T. */
 static kiln_status make_grid_scratch(lu_run *r) {
   int64_t w = grid_width(r->a->dtype);
   int64_t units = r->s->device->info.compute_units;
   int64_t groups = units < LU_GRID_PMAX ? units : LU_GRID_PMAX;
-  int64_t xs = (2 * (groups + 1) * LU_GRID_SW + LU_GRID_LBUF) * 8 /
+  int64_t xs = 2 * (groups + 1) * LU_GRID_SW * 8 /
                (int64_t)kiln_dtype_size(r->a->dtype);
   int64_t ss = LU_GRID_CTR + r->f->k / w + 1;
   kiln_status st =
@@ -822,19 +790,15 @@ static kiln_status make_grid_scratch(lu_run *r) {
   return st;
 }
 
-/* One grid-strip launch: the strip at s0 of the panel [p0, pe), on
- * lu_strip_grid (its column loop unrolled: 29.2 against 30.1 ms for LU
- * 8192^2 float32 once both read only the winner's row, see the header), or
- * on lu_strip_roll (rolled) under kiln__lu_rolled_test, to test and time
- * both from one binary. */
+/* One grid-strip launch: the strip at s0 of the panel [p0, pe) on
+ * lu_strip_grid. */
 static kiln_status launch_grid(const lu_run *r, int64_t s0, int64_t p0,
                                int64_t pe) {
   lu_launch l;
   /* cooperative: its groups wait for each other (the per-column
    * exchange, the grid barrier) */
   kiln_status st = lu_kernel_flags(
-      kiln__lu_rolled_test ? "lu_strip_roll" : "lu_strip_grid",
-      "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
+      "lu_strip_grid", "first,pstart,pend,nbp,nrows,npiv", "PT,piv,info,X,S",
       KILN__LIB_COOPERATIVE, &l);
   if (st != KILN_OK)
     return st;
