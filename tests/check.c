@@ -610,6 +610,8 @@ void *kt_read_file(const char *path, size_t *size) {
       buf = realloc(buf, cap *= 2);
   }
   fclose(f);
+  if (buf) /* len < cap here: room for a terminating NUL */
+    buf[len] = '\0';
   if (size)
     *size = len;
   return buf;

@@ -187,7 +187,8 @@ int kt_spawn(char *const argv[], char *const extra_env[], char **out,
              char **err, int timeout_s);
 /* The path of the running test binary. */
 const char *kt_self_exe(void);
-/* Whole file contents (malloc'ed) or NULL; *size receives the length. */
+/* Whole file contents (malloc'ed, NUL-terminated) or NULL; *size receives
+ * the length. */
 void *kt_read_file(const char *path, size_t *size);
 bool kt_write_file(const char *path, const void *data, size_t size);
 /* Number of entries in a directory besides . and .. (-1 on error). */

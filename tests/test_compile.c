@@ -467,6 +467,22 @@ void test_cli_compile_cuda(void) {
   size_t size = 0;
   CHECK(kt_file_exists(dir, "twice.cu", &size) && size > 0, "twice.cu");
   CHECK(kt_file_exists(dir, "twice.cubin", &size) && size > 0, "twice.cubin");
+  /* Programmatic dependent launch (cuda_backend.c) is only safe because
+   * the entry waits for the grids before it ahead of any memory access:
+   * griddepcontrol.wait, then the trigger, before the body's setup. */
+  char path[4096];
+  snprintf(path, sizeof path, "%s/twice.cu", dir);
+  char *cu = kt_read_file(path, &size);
+  CHECK(cu != NULL, "read %s", path);
+  const char *entry = strstr(cu, "kiln_entry(");
+  const char *wait = entry ? strstr(entry, "griddepcontrol.wait;") : NULL;
+  const char *trig =
+      wait ? strstr(wait, "griddepcontrol.launch_dependents;") : NULL;
+  const char *first = trig ? strstr(trig, "threadIdx.x") : NULL;
+  CHECK(entry && wait && trig && first,
+        "twice.cu's entry begins with griddepcontrol.wait, then "
+        "launch_dependents, then its own code");
+  free(cu);
   kt_cli_free(&r);
   kt_rmtree(dir);
   free(dir);
