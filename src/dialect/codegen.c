@@ -826,7 +826,7 @@ static const char *cuda_attr_value(kiln__attr a) {
   return "0u";
 }
 
-/* Parameter k of kiln_entry, by cuda_abi.h: buffers as pointers, a 0-d
+/* Parameter k of the entry point, by cuda_abi.h: buffers as pointers, a 0-d
  * input as a pointer to its value, shapes and strides by value. */
 static void emit_cuda_param(kiln__strbuf *sb, const kiln__param *p, int k) {
   const char *t = elem_type(p->dtype);
@@ -884,7 +884,8 @@ static void emit_cuda_arg(kiln__strbuf *sb, const kiln__param *p, int k,
 }
 
 /*
- * The kernel: extern "C" kiln_entry(params..., kiln_dims). Threads past the
+ * The kernel: extern "C" kiln_k_NAME(params..., kiln_dims) (the name:
+ * kiln__dialect_entry_name). Threads past the
  * grid in a ragged last block return before the body, so exactly `grid`
  * threads run it (Metal's dispatchThreads). That is safe with barriers in
  * the body: the PTX ISA says bar.sync (__syncthreads) waits for the
@@ -910,6 +911,21 @@ static void emit_cuda_arg(kiln__strbuf *sb, const kiln__param *p, int k,
  * stream (microseconds a launch, a large share of a small kernel's time)
  * then overlaps this grid's run rather than following its end.
  */
+/* See dialect.h. */
+void kiln__dialect_entry_name(const char *kernel_name, char *out, size_t cap) {
+  if (kernel_name == NULL || kernel_name[0] == '\0') {
+    snprintf(out, cap, "%s", "kiln_entry");
+    return;
+  }
+  size_t n = (size_t)snprintf(out, cap, "kiln_k_");
+  for (const char *c = kernel_name; *c != '\0' && n + 1 < cap; c++, n++) {
+    bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+              (*c >= '0' && *c <= '9') || *c == '_';
+    out[n] = ok ? *c : '_';
+  }
+  out[n] = '\0';
+}
+
 static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
   /* The launch's block size as the bound: a fixed 1024 would cap every
    * kernel at 64 registers per thread (32 with the default min blocks),
@@ -917,7 +933,9 @@ static void emit_cuda_glue(kiln__strbuf *sb, const kiln__signature *sig) {
   kiln__sb_append(sb, "extern \"C\" __global__ void ");
   if (sig->max_threads > 0)
     kiln__sb_appendf(sb, "__launch_bounds__(%u) ", sig->max_threads);
-  kiln__sb_append(sb, "kiln_entry(");
+  char entry[KILN__ENTRY_NAME_CAP];
+  kiln__dialect_entry_name(sig->kernel_name, entry, sizeof entry);
+  kiln__sb_appendf(sb, "%s(", entry);
   for (int k = 0; k < sig->num_params; k++) {
     kiln__sb_append(sb, "\n    ");
     emit_cuda_param(sb, &sig->params[k], k);

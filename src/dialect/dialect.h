@@ -186,6 +186,17 @@ kiln_status kiln__dialect_build_signature(
 void kiln__signature_free(kiln__signature *sig);
 
 /*
+ * The CUDA entry point's name for kernel `kernel_name`: "kiln_k_" and the
+ * name with every character outside [A-Za-z0-9_] replaced by '_', cut to
+ * fit `cap` (at least 16), or "kiln_entry" for a NULL or empty name.
+ * Profilers (Nsight Systems and Compute) show it, so kernels can be told
+ * apart there; the backend finds it in the compiled module. "kiln_" is a
+ * reserved prefix for kernel parameters, so no user name can clash.
+ */
+#define KILN__ENTRY_NAME_CAP 128
+void kiln__dialect_entry_name(const char *kernel_name, char *out, size_t cap);
+
+/*
  * Writes the whole translation unit: `prelude`, then the user header after
  * `#line 1 "header"`, the body as a function template after
  * `#line 1 "body"`, then the target's entry glue.

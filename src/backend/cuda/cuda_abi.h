@@ -4,8 +4,10 @@
  * verbatim at the top of the CUDA prelude, so it must stay plain C that is
  * also valid CUDA C++, with no includes.
  *
- * The generated module has one entry point, KILN_CUDA_ENTRY_NAME, declared
- * extern "C" __global__. Its parameters are, in order:
+ * The generated module has one entry point, declared extern "C"
+ * __global__, named after the kernel ("kiln_k_NAME": dialect.h's
+ * kiln__dialect_entry_name; KILN_CUDA_ENTRY_NAME for a kernel without a
+ * name). Its parameters are, in order:
  *   - one per signature parameter (dialect.h's kiln__param), as
  *       INPUT, OUTPUT: a device pointer (T*);
  *       SCALAR (0-d input): a device pointer to the value (const T*);

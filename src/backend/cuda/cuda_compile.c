@@ -446,8 +446,11 @@ static kiln_status run_program(const kiln__nvrtc_api *nv, nvrtcProgram prog,
       return kiln__oom("reading the CUDA compiler's report");
     if (debug_log())
       show_raw_log(job, opts, n, text);
-    if (info != NULL && job->ptxas_report)
-      kiln__cuda_parse_ptxas(text, KILN_CUDA_ENTRY_NAME, info);
+    if (info != NULL && job->ptxas_report) {
+      char entry[KILN__ENTRY_NAME_CAP];
+      kiln__dialect_entry_name(job->name, entry, sizeof entry);
+      kiln__cuda_parse_ptxas(text, entry, info);
+    }
     kiln__free(text);
   }
   return take_cubin(nv, prog, job->name, out);
@@ -787,6 +790,53 @@ kiln_status kiln__cuda_check_cubin(const void *data, size_t size) {
   return KILN_OK;
 }
 
+/*
+ * The name of the module's entry point (codegen.c names it after the
+ * kernel: kiln__dialect_entry_name): the first global function symbol
+ * of the cubin's symbol table whose name starts with "kiln_", read with
+ * every offset checked against the image; "kiln_entry" (the name every
+ * kernel had before) when there is none. The cubin passed
+ * kiln__cuda_check_cubin, so its section table lies inside it.
+ */
+static void cubin_entry(const void *data, size_t size, char *out,
+                        size_t cap) {
+  snprintf(out, cap, "%s", KILN_CUDA_ENTRY_NAME);
+  const unsigned char *b = data;
+  Elf64_Ehdr eh;
+  memcpy(&eh, b, sizeof eh);
+  if (eh.e_shentsize < sizeof(Elf64_Shdr))
+    return;
+  for (unsigned i = 0; i < eh.e_shnum; i++) {
+    Elf64_Shdr sh, st;
+    memcpy(&sh, b + eh.e_shoff + (size_t)i * eh.e_shentsize, sizeof sh);
+    if (sh.sh_type != SHT_SYMTAB || sh.sh_entsize < sizeof(Elf64_Sym) ||
+        sh.sh_link >= eh.e_shnum || sh.sh_offset > size ||
+        sh.sh_size > size - sh.sh_offset)
+      continue;
+    memcpy(&st, b + eh.e_shoff + (size_t)sh.sh_link * eh.e_shentsize,
+           sizeof st);
+    if (st.sh_offset > size || st.sh_size > size - st.sh_offset)
+      continue;
+    const char *names = (const char *)b + st.sh_offset;
+    for (uint64_t k = 0; k + sh.sh_entsize <= sh.sh_size;
+         k += sh.sh_entsize) {
+      Elf64_Sym sym;
+      memcpy(&sym, b + sh.sh_offset + k, sizeof sym);
+      if (ELF64_ST_TYPE(sym.st_info) != STT_FUNC ||
+          ELF64_ST_BIND(sym.st_info) != STB_GLOBAL ||
+          sym.st_name >= st.sh_size)
+        continue;
+      const char *nm = names + sym.st_name;
+      size_t len = strnlen(nm, st.sh_size - sym.st_name);
+      if (len < st.sh_size - sym.st_name && len < cap &&
+          strncmp(nm, "kiln_", 5) == 0) {
+        memcpy(out, nm, len + 1);
+        return;
+      }
+    }
+  }
+}
+
 static int func_attribute(kiln__cuda_device *d, CUfunction f, int attrib,
                           int fallback) {
   int v = 0;
@@ -797,9 +847,8 @@ static int func_attribute(kiln__cuda_device *d, CUfunction f, int attrib,
 
 /*
  * Loads a cubin from compile (possibly from the disk cache of another
- * process): checks the ELF header, loads the module, finds
- * KILN_CUDA_ENTRY_NAME and reads its resources. Nothing stays loaded on
- * failure.
+ * process): checks the ELF header, loads the module, finds its entry point
+ * (cubin_entry) and reads its resources. Nothing stays loaded on failure.
  */
 kiln_status kiln__cuda_load(struct kiln_device *dev, const void *data,
                             size_t size, void **module,
@@ -821,12 +870,14 @@ kiln_status kiln__cuda_load(struct kiln_device *dev, const void *data,
                            "gpu:%d",
                            d->ordinal);
   }
+  char entry[KILN__ENTRY_NAME_CAP];
+  cubin_entry(data, size, entry, sizeof entry);
   if (KILN__CU(d->cu, cuModuleGetFunction, &m->function, m->module,
-               KILN_CUDA_ENTRY_NAME) != CUDA_SUCCESS) {
+               entry) != CUDA_SUCCESS) {
     st = kiln__cuda_fail(d, KILN_ERROR_COMPILE,
                          "the compiled kernel has no entry point '%s'; it "
                          "was not built by kiln's CUDA backend",
-                         KILN_CUDA_ENTRY_NAME);
+                         entry);
     (void)KILN__CU(d->cu, cuModuleUnload, m->module);
     kiln__free(m);
     return st;

@@ -108,7 +108,7 @@ typedef struct kiln__nvrtc_job {
  * Compiles a job to a cubin (out->data kiln__malloc'ed). On a compile
  * error returns KILN_ERROR_COMPILE with *log the program log (NULL
  * allowed); `info` (may be NULL) receives the ptxas report of the entry
- * KILN_CUDA_ENTRY_NAME and the compile time.
+ * point (kiln__dialect_entry_name of job->name) and the compile time.
  */
 kiln_status kiln__cuda_nvrtc_compile(const kiln__nvrtc_job *job,
                                      kiln__binary *out, char **log,
