@@ -84,8 +84,9 @@ typedef struct problem {
 } problem;
 
 /* src/linalg/linalg.h's switch of the blocked LU's look-ahead (-1 as
- * KILN_LU_LOOKAHEAD says, 0 off, 1 its bulk update in one GEMM): the
- * "(no look-ahead)" and "(whole update_b)" lines A/B it in one
+ * KILN_LU_LOOKAHEAD says, by default 3: its bulk update on a capped
+ * GEMM grid; 0 off, 1 its bulk update in one GEMM on the whole grid):
+ * the "(no look-ahead)" and "(whole update_b)" lines A/B it in one
  * process. */
 extern int kiln__lu_lookahead_test;
 
