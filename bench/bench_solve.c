@@ -84,10 +84,8 @@ typedef struct problem {
 } problem;
 
 /* src/linalg/linalg.h's switch of the blocked LU's look-ahead (-1 as
- * KILN_LU_LOOKAHEAD says, by default 3: its bulk update on a capped
- * GEMM grid; 0 off, 1 its bulk update in one GEMM on the whole grid):
- * the "(no look-ahead)" and "(whole update_b)" lines A/B it in one
- * process. */
+ * KILN_LU_LOOKAHEAD says, 0 off, 1 its bulk update in one GEMM): the
+ * "(no look-ahead)" lines A/B it in one process. */
 extern int kiln__lu_lookahead_test;
 
 typedef struct env {
@@ -647,15 +645,11 @@ int main(int argc, char **argv) {
        NULL, 0, -1},
       {"solve 8192^2, 16 rhs float32 (no look-ahead)", OP_SOLVE, 8192, 16, 5,
        5, NULL, NULL, NULL, 0, 0},
-      {"solve 8192^2, 16 rhs float32 (whole update_b)", OP_SOLVE, 8192, 16,
-       5, 5, NULL, NULL, NULL, 0, 1},
       {"triangular 8192^2, 16 rhs float32", OP_TRSM, 8192, 16, 7, 7, NULL, NULL,
        NULL, 0, -1},
       {"LU 8192^2 float32", OP_LU, 8192, 0, 5, 5, NULL, NULL, NULL, 0, -1},
       {"LU 8192^2 float32 (no look-ahead)", OP_LU, 8192, 0, 5, 5, NULL, NULL,
        NULL, 0, 0},
-      {"LU 8192^2 float32 (whole update_b)", OP_LU, 8192, 0, 5, 5, NULL, NULL,
-       NULL, 0, 1},
   };
   run_lines(&v, ps, sizeof ps / sizeof ps[0], filter);
   unload_cusolver();

@@ -46,33 +46,6 @@ using namespace metal;
 
 #define GEMM_BAND 8
 
-// This thread's index in a one-dimensional group of whole groups (tid,
-// thread_index_in_threadgroup), read afresh on CUDA (%tid.x): a loop
-// that reads it per iteration then keeps nothing derived from it live
-// across its body.
-inline uint gemm_tid_fresh(uint tid) {
-#if KILN_BACKEND_CUDA
-  uint r;
-  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(r));
-  return r;
-#else
-  return tid;
-#endif
-}
-
-// 0, as a value the compiler cannot see through (CUDA): a kernel that
-// loops over tiles adds it to its parameters at the top of each tile, so
-// the compiler recomputes what it derives from them there instead of
-// hoisting it out of the loop and keeping it live in registers through
-// the tile (gemm_f32_persist). volatile: never merged or hoisted.
-inline int gemm_hide0() {
-  int z = 0;
-#if KILN_BACKEND_CUDA
-  asm volatile("" : "+r"(z));
-#endif
-  return z;
-}
-
 // Sizes and element strides of op(A) (M x K), op(B) (K x N) and C (M x N),
 // with the batch entry's base offsets already applied to the pointers.
 struct gemm_geom {
@@ -1475,73 +1448,6 @@ gemm_f32_tile<BETA0, MA, MB, EXACT>(
     B + gemm_batch_offset(b, B_shape, B_strides, B_ndim), Cin + oc, C + oc,
     g, alpha, beta, t.x * 128, t.y * 128, thread_index_in_threadgroup, As,
     Bs);
-
-//@kernel gemm_f32_persist
-// gemm_f32 on a capped grid, for the driver's GEMM group cap (linalg.h:
-// LU's look-ahead leaves SMs to the panel's kernels). A group is 512
-// threads, two halves of 256 each running gemm_f32_tile on its own
-// buffers: a group fills an SM's register file (2 x 256 threads x 128
-// registers) as two gemm_f32 groups do, so a grid of G groups occupies
-// exactly G SMs wherever the block scheduler puts them, and leaves the
-// others whole (two independent gemm_f32 groups might be spread one an SM
-// over every SM). grid.x = 512 x groups; the tiles, an even count, go by
-// pairs: half h of group i takes tiles 2 p + h for pairs p = i, i +
-// groups, i + 2 groups, ... Both halves of a group so take the same
-// number of tiles with the same number of barriers each (an even count is
-// what keeps the shared barriers uniform). Same template arguments and
-// tile code as gemm_f32; the driver launches it only with EXACT and
-// float4 operands (MA, MB in {2, 3}). A tile's last barrier follows its
-// last shared-memory read, so the next tile may refill As and Bs at once.
-//
-// Registers (sm_90a), which must stay <= 128 (512 threads an SM): a
-// grid-stride loop around gemm_f32_tile as such took 174 (gemm_f32,
-// EXACT=0): the compiler hoisted what each tile derives from the
-// parameters and the thread index (batch offsets, base pointers, the
-// thread's slice offsets times the strides) out of the loop and held it
-// through every tile's k-loop. Here each tile starts from gemm_hide0's
-// opaque 0 and the thread index read afresh (gemm_tid_fresh), so all of
-// that is recomputed per tile (a few dozen instructions against a tile's
-// 16384 FMAs a thread at k = 256), and the loop's own state (next pair,
-// stride, batch entry) waits in threadgroup memory, one slot a thread:
-// nothing is live across a tile but what gemm_f32_tile itself holds.
-// 125-127 registers, no spills, in the 8 launched configurations
-// (gemm_f32: 127-128 there; the same loop with the counters in registers
-// and the half's buffers chosen by a register base took 131-139, with
-// one group of 256 threads a tile 127-137).
-threadgroup float S[8 * GEMM_F32_BK * GEMM_F32_P];
-// Per thread: its next pair, the pair stride and its batch entry, kept
-// here rather than in registers through the tiles.
-threadgroup uint state[3 * 512];
-{
-  const uint me = thread_index_in_threadgroup;
-  state[me] = threadgroup_position_in_grid.x;
-  state[512 + me] = threadgroups_per_grid.x;
-  state[1024 + me] = (uint)batch0 + threadgroup_position_in_grid.y;
-}
-for (;;) {
-  // z = 0, opaque and new each tile (see above)
-  const int z = gemm_hide0();
-  const uint me = gemm_tid_fresh(thread_index_in_threadgroup) + (uint)z;
-  const uint pair = state[me];
-  state[me] = pair + state[512 + me];
-  const uint half = me / 256, tid = me % 256;
-  gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
-                                             B_shape, B_strides, B_ndim,
-                                             Cin_strides, Cin_ndim);
-  int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
-  const uint tile = 2 * pair + half;
-  if (tile >= (uint)(tiles_m * tiles_n))
-    break;
-  const uint b = state[1024 + me];
-  int2 t = gemm_tile_of(tile, tiles_m, tiles_n);
-  int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
-  constexpr int H = 4 * GEMM_F32_BK * GEMM_F32_P, HB = H / 2;
-  gemm_f32_tile<BETA0, MA, MB, EXACT>(
-      A + gemm_batch_offset(b, A_shape, A_strides, A_ndim),
-      B + gemm_batch_offset(b, B_shape, B_strides, B_ndim), Cin + oc, C + oc,
-      g, alpha, beta, t.x * 128, t.y * 128, tid, S + half * H,
-      S + half * H + HB);
-}
 
 //@kernel gemm_dmma
 // Template: BETA0, KA, KB (see gemm_dmma_tile); float64 operands, op(A)

@@ -810,8 +810,7 @@ void test_linalg_gemm_paths(void) {
  * and beta != 0, a batch with a broadcast 2-D operand, and views that
  * rule the vector loads out (an unaligned start, a sliced view); the
  * kernel's unchecked loop (EXACT: m, n multiples of 128, k of 8) in every
- * operand mode too; and on a capped grid, where each group takes several
- * tiles. */
+ * operand mode too. */
 void test_linalg_gemm_f32(void) {
   static const int64_t shapes[][3] = {
       {136, 260, 44}, /* m, n, k multiples of 4: vector loads */
@@ -831,28 +830,6 @@ void test_linalg_gemm_f32(void) {
       lg_case(KILN_FLOAT32, ta, tb, shapes[s][0], shapes[s][1],
               shapes[s][2], 1.25, beta, 0, NULL, 0, &o);
     }
-  /* a capped grid (linalg.h's GEMM group cap, in gemm_f32 groups):
-   * gemm_f32_persist, whose groups of two halves take pairs of tiles in
-   * turn: 2 groups the 3 pairs of a 256 x 384 C, 1 group both pairs of
-   * 128 x 512 (float4 modes 2, 3 and 3, 2; with and without beta), 1
-   * group both pairs of each batch entry; products outside its
-   * configurations (an odd tile count; ragged, scalar loads) ignore the
-   * cap */
-  int64_t prev = kiln__gemm_group_cap_use(4);
-  lg_case(KILN_FLOAT32, false, false, 256, 384, 40, 1.0, 0.5, 0, NULL, 0,
-          &o);
-  lg_case(KILN_FLOAT32, false, false, 384, 384, 16, 1.0, 0.5, 0, NULL, 0,
-          &o);
-  lg_case(KILN_FLOAT32, true, false, 300, 260, 21, -1.0, 0.0, 0, NULL, 0,
-          &o);
-  kiln__gemm_group_cap_use(2);
-  lg_case(KILN_FLOAT32, true, true, 128, 512, 16, -1.0, 0.0, 0, NULL, 0,
-          &o);
-  kiln__gemm_group_cap_use(1);
-  int64_t three[1] = {3};
-  lg_case(KILN_FLOAT32, false, false, 256, 256, 8, 1.0, 1.0, 1, three,
-          LG_BA | LG_BB | LG_BC, &o);
-  kiln__gemm_group_cap_use(prev);
   int64_t batch[2] = {2, 2};
   lg_case(KILN_FLOAT32, false, false, 130, 129, 24, 1.0, 0.5, 2, batch,
           LG_BA | LG_BB | LG_BC, &o);
@@ -1132,14 +1109,12 @@ void test_linalg_gemm_errors(void) {
  * families x BETA0 x 4 x 4 operand modes; gemm_f32 BETA0 x 4 x 4 operand
  * modes x EXACT; gemm_dmma BETA0, KA, KB; gemm_tc2 2 dtypes x BETA0 x 2 x 2
  * vector modes (transposes travel as views, so no kernel has TA/TB
- * variants); gemm_f32_persist (512 threads) BETA0 x the float4 modes 2,
- * 3 of A and B, EXACT only. */
-#define LG_KERNELS 8
+ * variants). */
+#define LG_KERNELS 7
 static const char *const lg_kernel_names[LG_KERNELS] = {
-    "gemm_scale", "gemm_simt", "gemm_tc",  "gemm_f32",
-    "gemm_dmma",  "gemm_tc2",  "gemm_wg", "gemm_f32_persist"};
-static const int lg_kernel_configs[LG_KERNELS] = {8,  88, 128, 64,
-                                                  8,  16, 16,  8};
+    "gemm_scale", "gemm_simt", "gemm_tc", "gemm_f32", "gemm_dmma",
+    "gemm_tc2", "gemm_wg"};
+static const int lg_kernel_configs[LG_KERNELS] = {8, 88, 128, 64, 8, 16, 16};
 
 /* The configurations gemm.c enumerates, compiled by a few threads (one
  * NVRTC compile of a GEMM kernel takes a good fraction of a second). A
@@ -1208,14 +1183,6 @@ static uint64_t lg_tc_smem(const kiln__gemm_config *c) {
   return 0;
 }
 
-/* The value of c's template argument `name` (-1 without one). */
-static int64_t lg_targ(const kiln__gemm_config *c, const char *name) {
-  for (int i = 0; i < c->num_template_args; i++)
-    if (strcmp(c->template_args[i].name, name) == 0)
-      return c->template_args[i].value;
-  return -1;
-}
-
 /* Compiles one configuration and checks it against the limits a GPU-less
  * machine can check; writes why not into `why` (empty: fine). */
 static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
@@ -1262,7 +1229,7 @@ static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
              "SM holds", what, rep.registers, c->threads);
   /* The kernels written for the CUDA backend's fast path must not spill
    * registers to local memory. */
-  else if ((strncmp(c->name, "gemm_f32", 8) == 0 ||
+  else if ((strcmp(c->name, "gemm_f32") == 0 ||
             strcmp(c->name, "gemm_dmma") == 0 ||
             strcmp(c->name, "gemm_tc2") == 0 ||
             strcmp(c->name, "gemm_wg") == 0) &&
@@ -1271,20 +1238,6 @@ static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
              "%llu loaded)", what, n->target,
              (unsigned long long)rep.spill_store_bytes,
              (unsigned long long)rep.spill_load_bytes);
-  /* gemm_f32 runs two groups of 256 threads per SM only at 128 registers
-   * or fewer: above, one group, and LU's trailing updates (k = 256) lost
-   * ~14% (measured: a vector epilogue at 130+ registers). So for its
-   * unchecked loop (EXACT: 121-128 on sm_90a) and for every launched
-   * gemm_f32_persist (125-127, 512 threads: above 128 it could not
-   * launch without spilling; the first capped loop took 174); the
-   * general loop takes 127-141, above 128 where rows are contiguous (the
-   * kernel's comment), a known cost this test does not guard. */
-  else if (strncmp(c->name, "gemm_f32", 8) == 0 && rep.registers > 128 &&
-           (strcmp(c->name, "gemm_f32_persist") == 0 ||
-            lg_targ(c, "EXACT") != 0))
-    snprintf(why, cap, "%s uses %d registers per thread for %s: above 128, "
-             "one group of %d threads per SM instead of two", what,
-             rep.registers, n->target, c->threads);
   /* Without a disassembler, the shared-memory size tells which branch of
    * a tensor-core kernel was compiled: on sm_80+ it must be the mma.sync
    * one. */

@@ -16,10 +16,6 @@
  *              and slice is whole (EXACT). The float32 workhorse when
  *              the tiles fill the device (H100, 8192^3: 22.9 ms, 47.9
  *              TFLOP/s, 0.93x cuBLAS).
- *   gemm_f32_persist  gemm_f32's tiles on a capped grid (linalg.h's GEMM
- *              group cap, set by LU's look-ahead): groups of 512
- *              threads, one an SM, each taking several pairs of tiles;
- *              EXACT float4 layouts and even tile counts only.
  *   gemm_simt  the portable register-blocked kernel, every dtype, 32, 64
  *              or 128 square tiles: small problems, float64 off CUDA,
  *              float16/bfloat16 on path 1.
@@ -374,7 +370,7 @@ static void init_launch(const gemm_problem *p, kiln_launch *L,
 static kiln_status launch_tiles(const gemm_problem *p, kiln_array *a,
                                 kiln_array *b, kiln_kernel *kernel,
                                 const kiln_template_arg *targs, int ntargs,
-                                int nt, int64_t tiles, int64_t groups) {
+                                int nt, int64_t tiles) {
   if (tiles > (int64_t)(UINT32_MAX / (uint32_t)nt))
     return kiln__error(KILN_ERROR_UNSUPPORTED,
                        "C is %lld x %lld, more tiles than one launch can "
@@ -398,7 +394,7 @@ static kiln_status launch_tiles(const gemm_problem *p, kiln_array *a,
   L.num_inputs = 6;
   L.template_args = targs;
   L.num_template_args = ntargs;
-  L.grid[0] = (uint32_t)((groups < tiles ? groups : tiles) * nt);
+  L.grid[0] = (uint32_t)(tiles * nt);
   L.threadgroup[0] = (uint32_t)nt;
   for (int64_t i = 0; st == KILN_OK && i < chunks; i++) {
     int64_t rest = p->batch - i * GEMM_MAX_BATCH_CHUNK;
@@ -451,8 +447,7 @@ static unsigned kernel_flags(const char *name) {
 /* Launches `name` on views of op(A) and op(B) (see launch_tiles). */
 static kiln_status launch_op_views(const gemm_problem *p, const char *name,
                                    const kiln_template_arg *targs,
-                                   int ntargs, int nt, int64_t tiles,
-                                   int64_t groups) {
+                                   int ntargs, int nt, int64_t tiles) {
   kiln_kernel *k = NULL;
   kiln_array *a, *b, *va = NULL, *vb = NULL;
   kiln_status st = kiln__library_kernel("gemm", name, GEMM_INPUTS, "C",
@@ -462,7 +457,7 @@ static kiln_status launch_op_views(const gemm_problem *p, const char *name,
   if (st == KILN_OK)
     st = op_view(p->b, p->tb, &b, &vb);
   if (st == KILN_OK)
-    st = launch_tiles(p, a, b, k, targs, ntargs, nt, tiles, groups);
+    st = launch_tiles(p, a, b, k, targs, ntargs, nt, tiles);
   kiln__array_destroy(va);
   kiln__array_destroy(vb);
   return st;
@@ -522,12 +517,6 @@ static void f32_targs(kiln_template_arg *t, bool beta0, int ma, int mb,
   kiln__targ_bool(&t[3], "EXACT", exact);
 }
 
-/* Whether gemm_f32_persist takes gemm_f32's template arguments t (see
- * run_f32): EXACT, and both operand modes float4 (2 or 3). */
-static bool persist_ok(const kiln_template_arg *t) {
-  return t[3].value != 0 && t[1].value >= 2 && t[2].value >= 2;
-}
-
 /* float32 on 128-square tiles: gemm_f32 on views of op(A) and op(B). */
 static kiln_status run_f32(const gemm_problem *p) {
   int64_t sam, sak, sbk, sbn;
@@ -539,19 +528,7 @@ static kiln_status run_f32(const gemm_problem *p) {
   f32_targs(t, p->beta == 0.0, f32_mode(p->a, sam, sak),
             f32_mode(p->b, sbn, sbk), exact);
   int64_t tiles = ceil_div(p->m, 128) * ceil_div(p->n, 128);
-  /* a capped grid (linalg.h: kiln__gemm_group_cap_use) below the tile
-   * count: gemm_f32_persist, whose groups of 512 threads (two gemm_f32
-   * groups' worth, an SM) take several pairs of tiles, where it runs at
-   * gemm_f32's occupancy (<= 128 registers: EXACT with float4 operands,
-   * LU's trailing updates) and the tile count is even (see the kernel);
-   * elsewhere the cap is ignored. gemm_f32 keeps its registers. */
-  int64_t cap = kiln__gemm_group_cap();
-  if (cap > 0 && cap < tiles && tiles % 2 == 0 && persist_ok(t))
-    return launch_op_views(p, "gemm_f32_persist", t, 4,
-                           2 * GEMM_F32_THREADS, tiles / 2,
-                           cap >= 2 ? cap / 2 : 1);
-  return launch_op_views(p, "gemm_f32", t, 4, GEMM_F32_THREADS, tiles,
-                         tiles);
+  return launch_op_views(p, "gemm_f32", t, 4, GEMM_F32_THREADS, tiles);
 }
 
 static void dmma_targs(kiln_template_arg *t, bool beta0, bool ka, bool kb) {
@@ -571,8 +548,7 @@ static kiln_status run_dmma(const gemm_problem *p) {
   dmma_targs(t, p->beta == 0.0, !rows_contiguous(sam, sak),
              !rows_contiguous(sbn, sbk));
   int64_t tiles = ceil_div(p->m, 128) * ceil_div(p->n, 128);
-  return launch_op_views(p, "gemm_dmma", t, 3, GEMM_DMMA_THREADS, tiles,
-                         tiles);
+  return launch_op_views(p, "gemm_dmma", t, 3, GEMM_DMMA_THREADS, tiles);
 }
 
 /* The SIMT kernels; `first`: the first generation only (opts->path 3). */
@@ -587,8 +563,7 @@ static kiln_status run_simt(const gemm_problem *p, bool first) {
   simt_targs(t, p->c->dtype, false, false, p->beta == 0.0, cfg,
              rows_contiguous(sam, sak), rows_contiguous(sbn, sbk));
   int64_t tiles = ceil_div(p->m, cfg.bm) * ceil_div(p->n, cfg.bn);
-  return launch_op_views(p, "gemm_simt", t, 12, simt_threads(cfg), tiles,
-                         tiles);
+  return launch_op_views(p, "gemm_simt", t, 12, simt_threads(cfg), tiles);
 }
 
 /* The tensor-core kernel's template arguments (9); va/vb from
@@ -641,18 +616,15 @@ static kiln_status run_tc(const gemm_problem *p, bool first, bool wg) {
   if (!first && p->c->dtype != KILN_FLOAT32 && va != 0 && vb != 0) {
     kiln_template_arg t[5];
     tc2_targs(t, p->c->dtype, p->beta == 0.0, va, vb);
-    if (wg || (has_wgmma(p->stream->device) && wg_tiles_fill(p))) {
-      int64_t wtiles = ceil_div(p->m, 128) * ceil_div(p->n, 256);
-      return launch_op_views(p, "gemm_wg", t, 5, GEMM_WG_THREADS, wtiles,
-                             wtiles);
-    }
-    return launch_op_views(p, "gemm_tc2", t, 5, GEMM_TC_THREADS, tiles,
-                           tiles);
+    if (wg || (has_wgmma(p->stream->device) && wg_tiles_fill(p)))
+      return launch_op_views(p, "gemm_wg", t, 5, GEMM_WG_THREADS,
+                             ceil_div(p->m, 128) * ceil_div(p->n, 256));
+    return launch_op_views(p, "gemm_tc2", t, 5, GEMM_TC_THREADS, tiles);
   }
   kiln_template_arg t[9];
   tc_targs(t, p->c->dtype, tc_mma_kind(p), false, false, p->beta == 0.0, va,
            vb, !rows_contiguous(sam, sak), !rows_contiguous(sbn, sbk));
-  return launch_op_views(p, "gemm_tc", t, 9, GEMM_TC_THREADS, tiles, tiles);
+  return launch_op_views(p, "gemm_tc", t, 9, GEMM_TC_THREADS, tiles);
 }
 
 static void scale_targs(kiln_template_arg *t, kiln_dtype dtype, bool beta0) {
@@ -791,22 +763,19 @@ static kiln_status each_simt(kiln_dtype dt, kiln__gemm_config_fn fn,
 }
 
 /* gemm_f32 (float32 only): BETA0 x the operand modes of A and B x
- * EXACT; gemm_f32_persist where run_f32 launches it (persist_ok). */
+ * EXACT. */
 static kiln_status each_f32(kiln_dtype dt, kiln__gemm_config_fn fn,
                             void *user) {
   kiln__gemm_config c;
   kiln_status st = KILN_OK;
   if (dt != KILN_FLOAT32)
     return KILN_OK;
-  for (unsigned f = 0; st == KILN_OK && f < 128; f++) {
-    bool persist = f & 64;
-    config_init(&c, persist ? "gemm_f32_persist" : "gemm_f32", dt,
-                persist ? 2 * GEMM_F32_THREADS : GEMM_F32_THREADS);
+  for (unsigned f = 0; st == KILN_OK && f < 64; f++) {
+    config_init(&c, "gemm_f32", dt, GEMM_F32_THREADS);
     f32_targs(c.template_args, f & 1, (int)(f >> 1) & 3,
               (int)(f >> 3) & 3, f & 32);
     c.num_template_args = 4;
-    if (!persist || persist_ok(c.template_args))
-      st = fn(&c, user);
+    st = fn(&c, user);
   }
   return st;
 }

@@ -385,19 +385,6 @@ kiln_status kiln__linalg_pooled(kiln_stream *s, kiln_dtype dtype,
   return st;
 }
 
-/* The calling thread's GEMM group cap (linalg.h), 0 for none. */
-static _Thread_local int64_t tl_gemm_cap;
-
-/* See linalg.h. */
-int64_t kiln__gemm_group_cap_use(int64_t groups) {
-  int64_t prev = tl_gemm_cap;
-  tl_gemm_cap = groups > 0 ? groups : 0;
-  return prev;
-}
-
-/* See linalg.h. */
-int64_t kiln__gemm_group_cap(void) { return tl_gemm_cap; }
-
 /* See linalg.h. */
 void kiln__linalg_out_spec(kiln_output_spec *spec, const kiln_array *x) {
   memset(spec, 0, sizeof *spec);

@@ -99,21 +99,6 @@ const kiln__scalar_pool *kiln__scalar_pool_use(const kiln__scalar_pool *pool);
 kiln_status kiln__linalg_pooled(kiln_stream *s, kiln_dtype dtype,
                                 kiln_status (*fn)(void *user), void *user);
 
-/*
- * The most gemm_f32 threadgroups' worth (256 threads x 128 registers,
- * two an SM) a float32 GEMM may launch while the calling thread's cap is
- * set (0: no cap, the default): it then runs on gemm_f32_persist, whose
- * groups (two such halves, an SM each) take several tiles, so the
- * product leaves the rest of the device's SMs whole, to work on another
- * stream (LU's look-ahead gives them to the panel's latency-bound
- * kernels). Only where gemm.c's run_f32 says gemm_f32_persist fits
- * (whole tiles, an even count, float4 layouts); elsewhere the cap is
- * ignored. kiln__gemm_group_cap_use sets it and returns the previous cap,
- * to be restored.
- */
-int64_t kiln__gemm_group_cap_use(int64_t groups);
-int64_t kiln__gemm_group_cap(void);
-
 /* An output spec with x's dtype and shape (for kiln__kernel_launch_into). */
 void kiln__linalg_out_spec(kiln_output_spec *spec, const kiln_array *x);
 
@@ -285,8 +270,8 @@ extern int kiln__lu_linv_max_test;
  * the bulk update in one GEMM; 2 the same wherever it applies (every
  * blocked factorization of one matrix with two panels or more, on any
  * backend: how the CPU tests cover it); 3 and 4 as 1 and 2 with the bulk
- * update as one GEMM on a grid capped to the SMs the panel leaves (lu.c,
- * update_capped; 3 is the default). */
+ * update in column chunks of about one GEMM wave (lu.c, update_chunked;
+ * 3 is the default). */
 extern int kiln__lu_lookahead_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */

@@ -211,21 +211,19 @@
  *
  * The look-ahead (run_panels_ahead, for one matrix with k >= 2048 on
  * CUDA; KILN_LU_LOOKAHEAD or kiln__lu_lookahead_test: 0 off, 1 with the
- * bulk update in one GEMM, 3 on a capped GEMM grid (the default); 2
- * and 4 force them for tests): on one stream the trailing GEMM of panel
- * k and the latency-bound chain of panel k + 1 (lu_strip_grid on ~32
- * SMs, the other ~100 idle) never overlap; with it, panel k + 1's chain
- * runs on the device's high-priority side stream while the caller's
- * stream updates every column but that panel's. Measured (NVIDIA H200,
+ * bulk update in one GEMM, the default, 3 in column chunks; 2 and 4
+ * force them for tests): on one stream the trailing GEMM of panel k and
+ * the latency-bound chain of panel k + 1 (lu_strip_grid on ~32 SMs, the
+ * other ~100 idle) never overlap; with it, panel k + 1's chain runs on
+ * the device's high-priority side stream while the caller's stream
+ * updates every column but that panel's. Measured (NVIDIA H200,
  * 2026-11-27, bench_solve's lines in one process, with programmatic
  * dependent launch): LU 8192^2 float32 26.1-26.7 ms with it (update_b
- * whole), 27.8-27.9 without, 29.2-29.7 with update_b in column chunks
- * (since replaced by the capped grid); solve with 16 right-hand sides
- * 28.2-28.7 against 29.8-30.0 ms (cuSOLVER 39.9). The count said ~21-22
- * ms at best, ~24 ms with update_b on a capped grid (update_capped: the
- * strips' SMs left free; details and the risks at run_panels_ahead); 128
- * threads a strip group (to fit beside one GEMM group) measured worse
- * (27.5 ms). The capped grid: NOT measured yet.
+ * whole), 27.8-27.9 without, 29.2-29.7 with update_b in chunks; solve
+ * with 16 right-hand sides 28.2-28.7 against 29.8-30.0 ms (cuSOLVER
+ * 39.9). The count said ~21-22 ms at best (details and the risks at
+ * run_panels_ahead): the chain still waits for SMs, and 128 threads a
+ * strip group (to fit beside one GEMM group) measured worse (27.5 ms).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -326,7 +324,7 @@ int kiln__lu_linv_max_test = -1;
 int kiln__lu_lookahead_test = -1;
 
 /* KILN_LU_LOOKAHEAD, read once (see kiln__lu_lookahead_test). */
-static int g_ahead_env = 3;
+static int g_ahead_env = 1;
 static pthread_once_t g_ahead_once = PTHREAD_ONCE_INIT;
 
 static void read_ahead_env(void) {
@@ -1241,10 +1239,10 @@ static kiln_status run_panels(const lu_run *r) {
 }
 
 /* How the panels run: without the look-ahead, with it and update_b in
- * one GEMM, or on a capped grid (see run_panels_ahead, update_capped). */
+ * one GEMM, or in chunks (see run_panels_ahead, update_chunked). */
 #define LU_AHEAD_NONE 0
 #define LU_AHEAD_WHOLE 1
-#define LU_AHEAD_CAPPED 2
+#define LU_AHEAD_CHUNKED 2
 
 /* Which of them, from kiln__lu_lookahead_test (or KILN_LU_LOOKAHEAD):
  * modes 1 and 3 where the look-ahead is expected to pay, 2 and 4
@@ -1259,42 +1257,40 @@ static int lookahead_kind(const lu_run *r) {
   bool forced = mode == 2 || mode == 4;
   if (!forced && !(on_cuda(r) && f->k >= LU_AHEAD_MIN_K))
     return LU_AHEAD_NONE;
-  return mode >= 3 ? LU_AHEAD_CAPPED : LU_AHEAD_WHOLE;
+  return mode >= 3 ? LU_AHEAD_CHUNKED : LU_AHEAD_WHOLE;
 }
 
+
 /*
- * update_b (see run_panels_ahead) as one GEMM on a capped grid: one
- * gemm_f32_persist group (512 threads, two gemm_f32 groups' worth: the
- * whole register file of an SM) on each SM that the next panel's
- * lu_strip_grid leaves (its ~(m - pe) / 256 groups, one an SM; at least
- * half the SMs stay the GEMM's), every group taking several pairs of
- * tiles (linalg.h's GEMM group cap, 2 x spare in gemm_f32 groups). Why:
- * a lu_strip_grid group (256 threads x 177 registers) fits only on an SM
- * without any GEMM group, so with update_b on the whole grid the strips'
- * cooperative launch waited for SMs to drain, and each freed half-SM went
- * to the next pending GEMM group; with the cap no GEMM group is ever
- * pending, and since each group fills an SM, `chain` SMs stay whole for
- * the strips wherever the block scheduler puts the GEMM (two groups of
- * 256 might have been spread one an SM over every SM, leaving no SM
- * whole). The price: update_b on ~100 of 132 SMs at 8192^2's first
- * panels (the count at run_panels_ahead), and a barrier shared by 16
- * warps instead of 8. (GEMM path 4 keeps gemm_f32 in float32 at any
- * size; float64's GEMM, and products gemm_f32_persist does not take,
- * ignore the cap: there this is update_b whole. At 8192^2 every panel's
- * update_b qualifies: 128-multiples, k = 256, an even row-tile count.)
+ * update_b (see run_panels_ahead) in column chunks, each about one wave
+ * of 128 x 128 tiles (2 an SM, gemm_f32's occupancy; GEMM path 4 keeps
+ * gemm_f32 in float32 at any size) on the SMs that the next panel's
+ * lu_strip_grid leaves (its ~(m - pe) / 256 groups, one an SM): so
+ * that no GEMM block is pending, and none takes a freed SM, when a chain
+ * kernel needs SMs (the risk at run_panels_ahead). The price: update_b
+ * on ~100 SMs instead of 132 and a launch gap per chunk (~3 us in ~37),
+ * ~1.4x its time; worth it only where the strips would otherwise wait
+ * for update_b to drain. At 8192^2: 20 chunks of 384 columns at the
+ * first panel, 5 of 896 at rows 4096, 1 from rows ~2000 on. Chunks are
+ * disjoint columns, so their order is free. Measured slower than one
+ * GEMM (H200: LU 8192^2 29.2-29.7 ms against 26.1-26.7): mode 3 only.
  */
-static kiln_status update_capped(const lu_run *r, int64_t p0, int64_t pe,
-                                 int64_t ne) {
+static kiln_status update_chunked(const lu_run *r, int64_t p0, int64_t pe,
+                                  int64_t ne) {
   int64_t rows = r->f->m - pe, n = r->f->n;
   if (rows <= 0 || ne >= n)
     return KILN_OK;
   int64_t units = r->s->device->info.compute_units;
   int64_t chain = (rows + LU_GRID_NT - 1) / LU_GRID_NT;
   int64_t spare = units - chain > units / 2 ? units - chain : units / 2;
+  int64_t row_tiles = (rows + 127) / 128;
+  int64_t col_tiles = 2 * spare / row_tiles;
+  int64_t w = 128 * (col_tiles > 1 ? col_tiles : 1);
   int path = r->a->dtype == KILN_FLOAT32 ? 4 : 0;
-  int64_t prev = kiln__gemm_group_cap_use(2 * spare);
-  kiln_status st = update_path(r, pe, ne, p0, rows, n - ne, pe - p0, path);
-  kiln__gemm_group_cap_use(prev);
+  kiln_status st = KILN_OK;
+  for (int64_t c = ne; st == KILN_OK && c < n; c += w)
+    st = update_path(r, pe, c, p0, rows, n - c < w ? n - c : w, pe - p0,
+                     path);
   return st;
 }
 
@@ -1322,8 +1318,8 @@ static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
  *       columns only, A[pe:, pe:ne] -= L21 U12[:, pe:ne], and the chain
  *       of [pe, ne);
  *   s1: update_b = the rest, A[pe:, ne:] -= L21 U12[:, ne:], in one
- *       GEMM, on the whole grid or (`capped`, the default) on a grid
- *       capped to the SMs the strips leave (update_capped).
+ *       GEMM (the default) or (`chunked`) in column chunks
+ *       (update_chunked).
  * update_a and the chain of [pe, ne) write W only in the columns [pe,
  * ne), which update_b does not touch; all three read L21 and U12
  * (columns [p0, pe), rows p0 .. pe-1), which none writes; the next
@@ -1386,27 +1382,18 @@ static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
  * (modes 1, 2) that loses the overlap on the GEMM-bound panels (there
  * the panel costs ~G_k + chain, as before) and costs ~1-1.5 GEMM block
  * lifetimes (~50 us) a chain-bound panel: ~2.5 ms saved in all (LU ~27
- * ms). Measured (H200, 2026-11-27, one process): LU 26.1-26.7 ms with
- * update_b whole, 27.8-27.9 without the look-ahead (so ~1.5 ms of the
- * ~8 saved at best), 29.2-29.7 with update_b as column chunks of one wave
- * each (separate launches, a launch gap a chunk; removed). Hence the
- * default (mode 3): update_b as ONE launch on a capped grid
- * (update_capped), each group taking several tiles, so that no GEMM
- * group is ever pending and the strips' SMs stay free. The count (per
- * panel k, G_k as above, chain ~0.5 ms): whole, the strips wait for
- * update_b to drain on the GEMM-bound panels, ~G_k + chain; capped,
- * max(~1.3 G_k, chain) (202 of 264 GEMM slots at the first panel, 19
- * tile rounds instead of 15 waves): ~10.9 ms for k < 12, ~10 ms after,
- * + 2.8: ~23.7 ms. Expected LU 8192^2 float32 ~24-25 ms with the shared
- * L2 and HBM (from 26.1-26.7), solve with 16 right-hand sides ~1.5-2 ms
- * below its "(whole update_b)" line. The risks: gemm_f32_persist's
- * shared barriers (16 warps) cost more than the 1.3x counted, or the
- * strips wait for something else than SMs (not measured).
- * NOT measured; the CPU tests check every form's correctness
- * (tests/test_linalg_lu_ahead.c), and bench_solve's "(no look-ahead)"
- * and "(whole update_b)" lines A/B them in one process.
+ * ms). Chunks of update_b of about one wave on the SMs the strips leave
+ * (update_chunked, mode 3) were to keep any GEMM block from pending when
+ * a strip launches, at ~1.4 G_k a panel: ~24 ms by the count. Measured
+ * (H200, one process): one GEMM 26.1-26.7 ms, chunks 29.2-29.7, none
+ * 27.8-27.9; so one GEMM is the default: the ~1.6 ms it saves is what
+ * the estimate above gave for a starved chain. Next: a GEMM grid capped
+ * below the SM count in ONE launch (a persistent update_b that leaves
+ * the chain's SMs alone); a first try by a grid-stride loop in gemm_f32
+ * raised it from 128 to 174 registers (one group an SM instead of two)
+ * and slowed every GEMM.
  */
-static kiln_status run_panels_ahead(const lu_run *r, bool capped) {
+static kiln_status run_panels_ahead(const lu_run *r, bool chunked) {
   const kiln__lu *f = r->f;
   int64_t nb = panel_width(f), m = f->m, n = f->n;
   kiln__lu fs = *f; /* f's arrays, W seen through its alias */
@@ -1443,8 +1430,8 @@ static kiln_status run_panels_ahead(const lu_run *r, bool capped) {
       st = update(&side, pe, pe, p0, m - pe, ne - pe, pe - p0);
     if (st == KILN_OK)
       st = run_chain(&side, pe, ne);
-    if (st == KILN_OK && capped) /* update_b */
-      st = update_capped(r, p0, pe, ne);
+    if (st == KILN_OK && chunked) /* update_b */
+      st = update_chunked(r, p0, pe, ne);
     else if (st == KILN_OK)
       st = update(r, pe, ne, p0, m - pe, n - ne, pe - p0);
   }
@@ -1480,7 +1467,7 @@ static kiln_status run_blocked(lu_run *r) {
   if (st == KILN_OK && kind == LU_AHEAD_NONE)
     st = run_panels(r);
   else if (st == KILN_OK)
-    st = run_panels_ahead(r, kind == LU_AHEAD_CAPPED);
+    st = run_panels_ahead(r, kind == LU_AHEAD_CHUNKED);
   kiln__array_destroy(r->pt);
   kiln__array_destroy(r->gx);
   kiln__array_destroy(r->gs);
