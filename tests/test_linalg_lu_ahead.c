@@ -4,9 +4,8 @@
  * stream does the bulk of panel k's trailing update, ordered by a fork
  * and a join per panel, with W seen through an alias on the side stream.
  *
- * Forced on at small sizes (kiln__lu_lookahead_test = 2, the bulk
- * update in one GEMM, and 4, in column chunks; panels of 64 columns, so
- * 300 x 300 has 5 panels) on the device under test. On the
+ * Forced on at small sizes (kiln__lu_lookahead_test = 2; panels of 64
+ * columns, so 300 x 300 has 5 panels) on the device under test. On the
  * CPU backend every stream runs on its own thread, so a missing fork or
  * join lets the two streams race on W and gives a wrong factorization.
  * Checked: the backward error ||A[perm] - L U||_F / (||A||_F n eps),
@@ -62,10 +61,10 @@ static void lh_result_free(lh_result *r) {
 
 /* Whether the look-ahead must match the factorization without it bit for
  * bit: on the CPU, where every GEMM kernel sums each element's k terms in
- * the same order with the same fused multiply-adds. On a GPU the chunked
- * update's gemm_f32 (path 4) may replace another kernel, whose rounding
- * may differ (and then a near tie may pick another pivot): there only
- * the backward error is checked. */
+ * the same order with the same fused multiply-adds. On a GPU the split
+ * update's smaller GEMMs may pick another kernel (by shape) than the one
+ * large GEMM, whose rounding may differ (and then a near tie may pick
+ * another pivot): there only the backward error is checked. */
 static bool lh_exact(void) {
   return strcmp(kt_device_name(), "cpu") == 0;
 }
@@ -95,15 +94,10 @@ static void lh_compare_mode(const char *what, kiln_dtype dt, kiln_array *arr,
   lh_result_free(&off);
 }
 
-/* Both look-ahead forms, forced: update_b in one GEMM (mode 2) and in
- * column chunks (mode 4). */
+/* The look-ahead forced on (mode 2) against the plain factorization. */
 static void lh_compare(const char *what, kiln_dtype dt, kiln_array *arr,
                        const double *a, int64_t m, int64_t n) {
-  char w[160];
-  snprintf(w, sizeof w, "%s, update_b whole", what);
-  lh_compare_mode(w, dt, arr, a, m, n, 2);
-  snprintf(w, sizeof w, "%s, update_b chunked", what);
-  lh_compare_mode(w, dt, arr, a, m, n, 4);
+  lh_compare_mode(what, dt, arr, a, m, n, 2);
 }
 
 /* A random (or, with cond > 0, ill-conditioned) m x n matrix of dt. */
@@ -225,7 +219,7 @@ void test_linalg_lu_ahead_lifetime(void) {
       a[i] = kt_uniform(-1, 1);
     kiln_array *arr = kt_la_array(dt, 2, shape, a);
     for (int rep = 0; rep < 4; rep++) {
-      kiln__lu_lookahead_test = rep % 2 == 0 ? 2 : 4; /* both forms */
+      kiln__lu_lookahead_test = 2;
       kiln__lu f;
       CHECK_OK(kiln__lu_run(s, arr, 2, false, &f));
       kiln__lu_free(&f);
@@ -268,9 +262,8 @@ void test_linalg_lu_ahead_async(void) {
     for (int64_t i = 0; i < n * n; i++)
       a[i] = kt_uniform(-1, 1);
     kiln_array *arr = kt_la_array(dt, 2, shape, a);
-    int mode = d == 0 ? 4 : 2;
-    lh_result ref = lh_factor(arr, mode);
-    kiln__lu_lookahead_test = mode;
+    lh_result ref = lh_factor(arr, 2);
+    kiln__lu_lookahead_test = 2;
     kiln__lu f;
     CHECK_OK(kiln__lu_run(s, arr, 2, false, &f));
     kiln__lu_lookahead_test = -1;
@@ -330,9 +323,9 @@ void test_linalg_lu_ahead_threads(void) {
       a[t][i] = kt_uniform(-1, 1);
     memset(&jobs[t], 0, sizeof jobs[t]);
     jobs[t].arr = kt_la_array(KILN_FLOAT32, 2, shape, a[t]);
-    ref[t] = lh_factor(jobs[t].arr, 4);
+    ref[t] = lh_factor(jobs[t].arr, 2);
   }
-  kiln__lu_lookahead_test = 4; /* read by both threads, set before */
+  kiln__lu_lookahead_test = 2; /* read by both threads, set before */
   pthread_t th[2];
   for (int t = 0; t < 2; t++)
     CHECK(pthread_create(&th[t], NULL, lh_worker, &jobs[t]) == 0,
@@ -410,7 +403,7 @@ static long lh_settle(void) {
 }
 
 /* The look-ahead's error paths: a forced look-ahead factorization (200 x
- * 200, 4 panels, update_b chunked) with its k-th host allocation failing, for
+ * 200, 4 panels) with its k-th host allocation failing, for
  * about 60 k spread over all of them: either it still succeeds (a failed event
  * record or wait falls back to a host wait) with a correct result, or it
  * fails with out of memory, its out pointers
@@ -427,11 +420,11 @@ void test_linalg_lu_ahead_alloc_fail(void) {
   for (int64_t i = 0; i < n * n; i++)
     a[i] = kt_uniform(-1, 1);
   kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
-  lh_result ref = lh_factor(arr, 4); /* warm: kernels, side stream */
+  lh_result ref = lh_factor(arr, 2); /* warm: kernels, side stream */
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = 2;
-  kiln__lu_lookahead_test = 4;
+  kiln__lu_lookahead_test = 2;
   /* How many allocations one call makes. */
   kiln_array *lu = NULL, *piv = NULL;
   atomic_store(&lh_calls, 0);

@@ -265,13 +265,10 @@ extern int kiln__lu_linv_max_test;
 
 /* Tests and timing (not thread-safe): the blocked LU's look-ahead (see
  * lu.c, run_panels_ahead). -1, the default: as the environment variable
- * KILN_LU_LOOKAHEAD says (read once: 0 to 4; unset or anything else 3);
- * 0 off; 1 where it is expected to pay (one matrix, k >= 2048, on CUDA),
- * the bulk update in one GEMM; 2 the same wherever it applies (every
- * blocked factorization of one matrix with two panels or more, on any
- * backend: how the CPU tests cover it); 3 and 4 as 1 and 2 with the bulk
- * update in column chunks of about one GEMM wave (lu.c, update_chunked;
- * 3 is the default). */
+ * KILN_LU_LOOKAHEAD says (read once: 0 to 2; unset or anything else 1);
+ * 0 off; 1 where it is expected to pay (one matrix, k >= 2048, on CUDA);
+ * 2 wherever it applies (every blocked factorization of one matrix with
+ * two panels or more, on any backend: how the CPU tests cover it). */
 extern int kiln__lu_lookahead_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */

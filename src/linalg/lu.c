@@ -210,20 +210,18 @@
  * fills nothing.
  *
  * The look-ahead (run_panels_ahead, for one matrix with k >= 2048 on
- * CUDA; KILN_LU_LOOKAHEAD or kiln__lu_lookahead_test: 0 off, 1 with the
- * bulk update in one GEMM, the default, 3 in column chunks; 2 and 4
- * force them for tests): on one stream the trailing GEMM of panel k and
- * the latency-bound chain of panel k + 1 (lu_strip_grid on ~32 SMs, the
- * other ~100 idle) never overlap; with it, panel k + 1's chain runs on
- * the device's high-priority side stream while the caller's stream
- * updates every column but that panel's. Measured (NVIDIA H200,
- * 2026-11-27, bench_solve's lines in one process, with programmatic
- * dependent launch): LU 8192^2 float32 26.1-26.7 ms with it (update_b
- * whole), 27.8-27.9 without, 29.2-29.7 with update_b in chunks; solve
- * with 16 right-hand sides 28.2-28.7 against 29.8-30.0 ms (cuSOLVER
- * 39.9). The count said ~21-22 ms at best (details and the risks at
- * run_panels_ahead): the chain still waits for SMs, and 128 threads a
- * strip group (to fit beside one GEMM group) measured worse (27.5 ms).
+ * CUDA; KILN_LU_LOOKAHEAD or kiln__lu_lookahead_test: 0 off, 1 on, the
+ * default, 2 forced at any size for tests): on one stream the trailing
+ * GEMM of panel k and the latency-bound chain of panel k + 1
+ * (lu_strip_grid on ~32 SMs, the other ~100 idle) never overlap; with
+ * it, panel k + 1's chain runs on the device's high-priority side stream
+ * while the caller's stream updates every column but that panel's.
+ * Measured (NVIDIA H200, 2026-11-27, bench_solve's lines in one process,
+ * with programmatic dependent launch): LU 8192^2 float32 26.1-26.7 ms
+ * with it, 27.8-27.9 without; solve with 16 right-hand sides 28.2-28.7
+ * against 29.8-30.0 ms (cuSOLVER 39.9). The count said ~21-22 ms at best
+ * (details, the risks and what was tried at run_panels_ahead): the chain
+ * still waits for SMs.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -329,7 +327,7 @@ static pthread_once_t g_ahead_once = PTHREAD_ONCE_INIT;
 
 static void read_ahead_env(void) {
   const char *v = getenv("KILN_LU_LOOKAHEAD");
-  if (v != NULL && v[0] >= '0' && v[0] <= '4' && v[1] == '\0')
+  if (v != NULL && v[0] >= '0' && v[0] <= '2' && v[1] == '\0')
     g_ahead_env = v[0] - '0';
 }
 
@@ -1048,11 +1046,9 @@ static kiln_status launch_laswp(const lu_run *r, const lu_rows *x, int64_t p0,
 }
 
 /* C -= A B on blocks of W: C = (r1, c1) of rows x cols, A = (r1, k0) of
- * rows x depth, B = (k0, c1) of depth x cols, through GEMM path `path`
- * (kiln_linalg_opts.path; 0 automatic). */
-static kiln_status update_path(const lu_run *r, int64_t r1, int64_t c1,
-                               int64_t k0, int64_t rows, int64_t cols,
-                               int64_t depth, int path) {
+ * rows x depth, B = (k0, c1) of depth x cols. */
+static kiln_status update(const lu_run *r, int64_t r1, int64_t c1, int64_t k0,
+                          int64_t rows, int64_t cols, int64_t depth) {
   if (rows <= 0 || cols <= 0 || depth <= 0)
     return KILN_OK;
   kiln_array *a = NULL, *b = NULL, *c = NULL;
@@ -1061,25 +1057,12 @@ static kiln_status update_path(const lu_run *r, int64_t r1, int64_t c1,
     st = kiln__linalg_block(r->f->w, k0, c1, depth, cols, &b);
   if (st == KILN_OK)
     st = kiln__linalg_block(r->f->w, r1, c1, rows, cols, &c);
-  if (st == KILN_OK) {
-    kiln_linalg_opts o;
-    kiln_linalg_opts_init(&o);
-    o.stream = r->s;
-    o.path = path;
-    const char *api = kiln__api_current();
-    st = kiln_gemm_ex(false, false, -1.0, a, b, 1.0, c, &o);
-    kiln__api_enter(api);
-  }
+  if (st == KILN_OK)
+    st = kiln__linalg_gemm(r->s, false, false, -1.0, a, b, 1.0, c);
   kiln__array_destroy(a);
   kiln__array_destroy(b);
   kiln__array_destroy(c);
   return st;
-}
-
-/* update_path on the automatic path. */
-static kiln_status update(const lu_run *r, int64_t r1, int64_t c1, int64_t k0,
-                          int64_t rows, int64_t cols, int64_t depth) {
-  return update_path(r, r1, c1, k0, rows, cols, depth, 0);
 }
 
 /* U12 = L11^-1 A12 for the block row of the panel [p0, pe), by
@@ -1238,60 +1221,18 @@ static kiln_status run_panels(const lu_run *r) {
   return st;
 }
 
-/* How the panels run: without the look-ahead, with it and update_b in
- * one GEMM, or in chunks (see run_panels_ahead, update_chunked). */
-#define LU_AHEAD_NONE 0
-#define LU_AHEAD_WHOLE 1
-#define LU_AHEAD_CHUNKED 2
-
-/* Which of them, from kiln__lu_lookahead_test (or KILN_LU_LOOKAHEAD):
- * modes 1 and 3 where the look-ahead is expected to pay, 2 and 4
- * wherever it applies. */
-static int lookahead_kind(const lu_run *r) {
+/* Whether the panels run with the look-ahead, from
+ * kiln__lu_lookahead_test (or KILN_LU_LOOKAHEAD): mode 1 where it is
+ * expected to pay (one matrix, k >= LU_AHEAD_MIN_K, CUDA), mode 2
+ * wherever it applies (tests), 0 never. */
+static bool use_lookahead(const lu_run *r) {
   const kiln__lu *f = r->f;
   pthread_once(&g_ahead_once, read_ahead_env);
   int mode = kiln__lu_lookahead_test >= 0 ? kiln__lu_lookahead_test
                                           : g_ahead_env;
-  if (mode <= 0 || mode > 4 || f->batch != 1 || f->k <= panel_width(f))
-    return LU_AHEAD_NONE;
-  bool forced = mode == 2 || mode == 4;
-  if (!forced && !(on_cuda(r) && f->k >= LU_AHEAD_MIN_K))
-    return LU_AHEAD_NONE;
-  return mode >= 3 ? LU_AHEAD_CHUNKED : LU_AHEAD_WHOLE;
-}
-
-
-/*
- * update_b (see run_panels_ahead) in column chunks, each about one wave
- * of 128 x 128 tiles (2 an SM, gemm_f32's occupancy; GEMM path 4 keeps
- * gemm_f32 in float32 at any size) on the SMs that the next panel's
- * lu_strip_grid leaves (its ~(m - pe) / 256 groups, one an SM): so
- * that no GEMM block is pending, and none takes a freed SM, when a chain
- * kernel needs SMs (the risk at run_panels_ahead). The price: update_b
- * on ~100 SMs instead of 132 and a launch gap per chunk (~3 us in ~37),
- * ~1.4x its time; worth it only where the strips would otherwise wait
- * for update_b to drain. At 8192^2: 20 chunks of 384 columns at the
- * first panel, 5 of 896 at rows 4096, 1 from rows ~2000 on. Chunks are
- * disjoint columns, so their order is free. Measured slower than one
- * GEMM (H200: LU 8192^2 29.2-29.7 ms against 26.1-26.7): mode 3 only.
- */
-static kiln_status update_chunked(const lu_run *r, int64_t p0, int64_t pe,
-                                  int64_t ne) {
-  int64_t rows = r->f->m - pe, n = r->f->n;
-  if (rows <= 0 || ne >= n)
-    return KILN_OK;
-  int64_t units = r->s->device->info.compute_units;
-  int64_t chain = (rows + LU_GRID_NT - 1) / LU_GRID_NT;
-  int64_t spare = units - chain > units / 2 ? units - chain : units / 2;
-  int64_t row_tiles = (rows + 127) / 128;
-  int64_t col_tiles = 2 * spare / row_tiles;
-  int64_t w = 128 * (col_tiles > 1 ? col_tiles : 1);
-  int path = r->a->dtype == KILN_FLOAT32 ? 4 : 0;
-  kiln_status st = KILN_OK;
-  for (int64_t c = ne; st == KILN_OK && c < n; c += w)
-    st = update_path(r, pe, c, p0, rows, n - c < w ? n - c : w, pe - p0,
-                     path);
-  return st;
+  if (mode <= 0 || mode > 2 || f->batch != 1 || f->k <= panel_width(f))
+    return false;
+  return mode == 2 || (on_cuda(r) && f->k >= LU_AHEAD_MIN_K);
 }
 
 /* Records s's tail as the last write of buf: after the last join, so
@@ -1318,8 +1259,7 @@ static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
  *       columns only, A[pe:, pe:ne] -= L21 U12[:, pe:ne], and the chain
  *       of [pe, ne);
  *   s1: update_b = the rest, A[pe:, ne:] -= L21 U12[:, ne:], in one
- *       GEMM (the default) or (`chunked`) in column chunks
- *       (update_chunked).
+ *       GEMM.
  * update_a and the chain of [pe, ne) write W only in the columns [pe,
  * ne), which update_b does not touch; all three read L21 and U12
  * (columns [p0, pe), rows p0 .. pe-1), which none writes; the next
@@ -1378,22 +1318,18 @@ static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
  * groups resident; if the block scheduler keeps filling half-free SMs
  * with update_b's pending blocks (whether a higher-priority block that
  * does not fit holds them back is not documented), each strip waits
- * until update_b has no block left to start. With update_b in one GEMM
- * (modes 1, 2) that loses the overlap on the GEMM-bound panels (there
- * the panel costs ~G_k + chain, as before) and costs ~1-1.5 GEMM block
- * lifetimes (~50 us) a chain-bound panel: ~2.5 ms saved in all (LU ~27
- * ms). Chunks of update_b of about one wave on the SMs the strips leave
- * (update_chunked, mode 3) were to keep any GEMM block from pending when
- * a strip launches, at ~1.4 G_k a panel: ~24 ms by the count. Measured
- * (H200, one process): one GEMM 26.1-26.7 ms, chunks 29.2-29.7, none
- * 27.8-27.9; so one GEMM is the default: the ~1.6 ms it saves is what
- * the estimate above gave for a starved chain. Next: a GEMM grid capped
- * below the SM count in ONE launch (a persistent update_b that leaves
- * the chain's SMs alone); a first try by a grid-stride loop in gemm_f32
- * raised it from 128 to 174 registers (one group an SM instead of two)
- * and slowed every GEMM.
+ * until update_b has no block left to start. That loses the overlap on
+ * the GEMM-bound panels (there the panel costs ~G_k + chain, as before)
+ * and costs ~1-1.5 GEMM block lifetimes (~50 us) a chain-bound panel:
+ * ~2.5 ms saved in all (LU ~27 ms), about what was measured (H200, one
+ * process: 26.1-26.9 ms with the look-ahead, 27.8-27.9 without). Two
+ * ways to leave the strips their SMs measured slower (bench/RESULTS.md,
+ * seventh session): update_b as column chunks of one wave each, separate
+ * launches on the SMs the strips leave (29.2-29.7 ms), and as one launch
+ * on a capped grid of 512-thread persistent GEMM groups, one an SM
+ * (26.9 against 26.5 ms whole in one process; branch wip/capped).
  */
-static kiln_status run_panels_ahead(const lu_run *r, bool chunked) {
+static kiln_status run_panels_ahead(const lu_run *r) {
   const kiln__lu *f = r->f;
   int64_t nb = panel_width(f), m = f->m, n = f->n;
   kiln__lu fs = *f; /* f's arrays, W seen through its alias */
@@ -1430,9 +1366,7 @@ static kiln_status run_panels_ahead(const lu_run *r, bool chunked) {
       st = update(&side, pe, pe, p0, m - pe, ne - pe, pe - p0);
     if (st == KILN_OK)
       st = run_chain(&side, pe, ne);
-    if (st == KILN_OK && chunked) /* update_b */
-      st = update_chunked(r, p0, pe, ne);
-    else if (st == KILN_OK)
+    if (st == KILN_OK) /* update_b */
       st = update(r, pe, ne, p0, m - pe, n - ne, pe - p0);
   }
   /* The last join, whatever happened above (s2 may hold launches on the
@@ -1463,11 +1397,8 @@ static kiln_status run_blocked(lu_run *r) {
     st = make_grid_scratch(r);
   if (st == KILN_OK)
     st = launch_copy(r);
-  int kind = lookahead_kind(r);
-  if (st == KILN_OK && kind == LU_AHEAD_NONE)
-    st = run_panels(r);
-  else if (st == KILN_OK)
-    st = run_panels_ahead(r, kind == LU_AHEAD_CHUNKED);
+  if (st == KILN_OK)
+    st = use_lookahead(r) ? run_panels_ahead(r) : run_panels(r);
   kiln__array_destroy(r->pt);
   kiln__array_destroy(r->gx);
   kiln__array_destroy(r->gs);
