@@ -32,6 +32,16 @@
 
 static const kiln_dtype lh_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
 
+/* A fresh n x n matrix of dt, uniform in [-1, 1): its values in *a (the
+ * caller frees them) and the array. */
+static kiln_array *lh_square(kiln_dtype dt, int64_t n, double **a) {
+  int64_t shape[2] = {n, n};
+  *a = kt_la_alloc(n * n);
+  for (int64_t i = 0; i < n * n; i++)
+    (*a)[i] = kt_uniform(-1, 1);
+  return kt_la_array(dt, 2, shape, *a);
+}
+
 /* One factorization of arr through the blocked path with the look-ahead
  * mode `mode` (kiln__lu_lookahead_test): the packed factors and pivots,
  * read back. */
@@ -214,10 +224,8 @@ void test_linalg_lu_ahead_lifetime(void) {
   int64_t n = 320, shape[2] = {n, n};
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = lh_dtypes[d];
-    double *a = kt_la_alloc(n * n);
-    for (int64_t i = 0; i < n * n; i++)
-      a[i] = kt_uniform(-1, 1);
-    kiln_array *arr = kt_la_array(dt, 2, shape, a);
+    double *a = NULL;
+    kiln_array *arr = lh_square(dt, n, &a);
     for (int rep = 0; rep < 4; rep++) {
       kiln__lu_lookahead_test = 2;
       kiln__lu f;
@@ -255,13 +263,11 @@ void test_linalg_lu_ahead_async(void) {
   kiln_stream *s = NULL, *s3 = NULL;
   CHECK_OK(kiln_stream_create(dev, &s));
   CHECK_OK(kiln_stream_create(dev, &s3));
-  int64_t n = 300, shape[2] = {n, n};
+  int64_t n = 300;
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = lh_dtypes[d];
-    double *a = kt_la_alloc(n * n);
-    for (int64_t i = 0; i < n * n; i++)
-      a[i] = kt_uniform(-1, 1);
-    kiln_array *arr = kt_la_array(dt, 2, shape, a);
+    double *a = NULL;
+    kiln_array *arr = lh_square(dt, n, &a);
     lh_result ref = lh_factor(arr, 2);
     kiln__lu_lookahead_test = 2;
     kiln__lu f;
@@ -313,16 +319,13 @@ static void *lh_worker(void *p) {
  * the side stream: each result equal, bit for bit, to its matrix's
  * factorization by one thread alone. */
 void test_linalg_lu_ahead_threads(void) {
-  int64_t n = 260, shape[2] = {n, n};
+  int64_t n = 260;
   double *a[2];
   lh_job jobs[2];
   lh_result ref[2];
   for (int t = 0; t < 2; t++) {
-    a[t] = kt_la_alloc(n * n);
-    for (int64_t i = 0; i < n * n; i++)
-      a[t][i] = kt_uniform(-1, 1);
     memset(&jobs[t], 0, sizeof jobs[t]);
-    jobs[t].arr = kt_la_array(KILN_FLOAT32, 2, shape, a[t]);
+    jobs[t].arr = lh_square(KILN_FLOAT32, n, &a[t]);
     ref[t] = lh_factor(jobs[t].arr, 2);
   }
   kiln__lu_lookahead_test = 2; /* read by both threads, set before */
@@ -415,11 +418,9 @@ void test_linalg_lu_ahead_alloc_fail(void) {
     kt_skip("the allocation-failure sweep runs on the CPU backend");
   kiln_alloc_hooks h = {lh_malloc, lh_realloc, lh_free};
   CHECK_OK(kiln_set_alloc_hooks(&h));
-  int64_t n = 200, shape[2] = {n, n};
-  double *a = kt_la_alloc(n * n);
-  for (int64_t i = 0; i < n * n; i++)
-    a[i] = kt_uniform(-1, 1);
-  kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
+  int64_t n = 200;
+  double *a = NULL;
+  kiln_array *arr = lh_square(KILN_FLOAT32, n, &a);
   lh_result ref = lh_factor(arr, 2); /* warm: kernels, side stream */
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
