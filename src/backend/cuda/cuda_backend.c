@@ -1849,7 +1849,9 @@ static kiln_status allow_dynamic_shared(kiln__cuda_device *d,
  * Not used for cooperative launches (kept on cuLaunchCooperativeKernel:
  * launched with both attributes, LU's strips measured no faster), on
  * devices below sm_90, on drivers without cuLaunchKernelEx, or when the
- * environment sets KILN_PDL=0 (read once: for A/B timing in one build).
+ * environment sets KILN_PDL=0 (read once: for A/B timing in one build),
+ * nor after a driver refused the attribute once (the launch is then
+ * made plainly: see launch_region_now).
  * Measured (NVIDIA H200, 2026-11-27, one build, KILN_PDL=0 against 1 in
  * one process each, twice): QR 100000 x 64 float32 0.315 / 0.317 ->
  * 0.302 / 0.303 ms, 1000000 x 32 0.507 / 0.509 -> 0.495 / 0.494 ms; with
@@ -1867,9 +1869,14 @@ static bool pdl_env_allows(void) {
   return v != 0;
 }
 
+/* Set once a driver refused the attribute (below): plain launches from
+ * then on. */
+static atomic_bool g_pdl_refused;
+
 static bool use_pdl(const kiln__cuda_device *d, const kiln__launch_params *p) {
   return !p->cooperative && d->cc_major >= 9 &&
-         d->cu->cuLaunchKernelEx != NULL && pdl_env_allows();
+         d->cu->cuLaunchKernelEx != NULL && pdl_env_allows() &&
+         !atomic_load_explicit(&g_pdl_refused, memory_order_relaxed);
 }
 
 /* One region's launch: cooperative, with programmatic serialization
@@ -1903,7 +1910,20 @@ static CUresult launch_region_now(cuda_stream *s, const kiln__cuda_module *m,
     cfg.hStream = s->handle;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
-    return KILN__CU(d->cu, cuLaunchKernelEx, &cfg, m->function, params, NULL);
+    CUresult r =
+        KILN__CU(d->cu, cuLaunchKernelEx, &cfg, m->function, params, NULL);
+    if (r != CUDA_ERROR_NOT_SUPPORTED && r != CUDA_ERROR_INVALID_VALUE)
+      return r;
+    /* A driver that has cuLaunchKernelEx but refuses the attribute:
+     * nothing was enqueued, so launch plainly (the kernel's wait is then
+     * a no-op), and if that works, stop asking. A launch that is itself
+     * invalid fails again below and is reported as usual. */
+    r = KILN__CU(d->cu, cuLaunchKernel, m->function, g->blocks[0],
+                 g->blocks[1], g->blocks[2], g->size[0], g->size[1],
+                 g->size[2], p->dynamic_shared, s->handle, params, NULL);
+    if (r == CUDA_SUCCESS)
+      atomic_store_explicit(&g_pdl_refused, true, memory_order_relaxed);
+    return r;
   }
   return KILN__CU(d->cu, cuLaunchKernel, m->function, g->blocks[0],
                   g->blocks[1], g->blocks[2], g->size[0], g->size[1],
