@@ -79,13 +79,13 @@ static bool lh_exact(void) {
   return strcmp(kt_device_name(), "cpu") == 0;
 }
 
-/* arr (values a, m x n) factored with the look-ahead forced (mode) and
+/* arr (values a, m x n) factored with the look-ahead forced (mode 2) and
  * without it: the first checked, the two equal bit for bit where
  * lh_exact. */
-static void lh_compare_mode(const char *what, kiln_dtype dt, kiln_array *arr,
-                            const double *a, int64_t m, int64_t n, int mode) {
+static void lh_compare(const char *what, kiln_dtype dt, kiln_array *arr,
+                       const double *a, int64_t m, int64_t n) {
   int64_t k = m < n ? m : n;
-  lh_result on = lh_factor(arr, mode), off = lh_factor(arr, 0);
+  lh_result on = lh_factor(arr, 2), off = lh_factor(arr, 0);
   kt_la_lu_check(what, 0, dt, m, n, a, on.lu, on.piv);
   if (!lh_exact()) {
     lh_result_free(&on);
@@ -102,12 +102,6 @@ static void lh_compare_mode(const char *what, kiln_dtype dt, kiln_array *arr,
           what, (long long)(i / n), (long long)(i % n), on.lu[i], off.lu[i]);
   lh_result_free(&on);
   lh_result_free(&off);
-}
-
-/* The look-ahead forced on (mode 2) against the plain factorization. */
-static void lh_compare(const char *what, kiln_dtype dt, kiln_array *arr,
-                       const double *a, int64_t m, int64_t n) {
-  lh_compare_mode(what, dt, arr, a, m, n, 2);
 }
 
 /* A random (or, with cond > 0, ill-conditioned) m x n matrix of dt. */

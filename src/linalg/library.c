@@ -325,9 +325,8 @@ kiln_status kiln__linalg_scalar(kiln_stream *s, kiln_dtype dtype,
   return KILN_OK;
 }
 
-/* See linalg.h. The pool's arrays are made with the plain fill (no pool
- * in use while making them matters not: they are new arrays either
- * way). */
+/* See linalg.h. Each value is a new 0-d array filled in stream order, as
+ * kiln__linalg_scalar makes one without a pool. */
 kiln_status kiln__scalar_pool_make(kiln_stream *s, kiln_dtype fdt,
                                    kiln__scalar_pool *pool) {
   static const double fvals[3] = {0.0, 1.0, -1.0};
