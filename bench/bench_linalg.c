@@ -9,8 +9,8 @@
  *   4. GEMM 8192^3 float64 (kiln's DMMA kernel; cublasGemmEx in float64,
  *      which is cublasDgemm);
  * and against cuSOLVER (dlopen; issue anchors on an H100 in brackets):
- *   5. Cholesky 8192^2 float32 (cusolverDnSpotrf, 9.17 ms);
- *   6. Cholesky 8192^2 float64 (cusolverDnDpotrf, 8.82 ms);
+ *   5. Cholesky 8192^2 float32 (cusolverDnXpotrf, 9.17 ms);
+ *   6. Cholesky 8192^2 float64 (cusolverDnXpotrf, 8.82 ms);
  *   7. Cholesky of 1000 matrices 128^2, float32 (cusolverDnSpotrfBatched,
  *      0.53 ms).
  * Each line prints kiln's median time, the baseline's, the ratio (baseline
@@ -22,7 +22,11 @@
  * timing is the whole call on a resident A: for kiln, kiln_cholesky
  * (allocating its result, copying A in, factoring, reading back the info;
  * it waits); for cuSOLVER, copying A (it factors in place), potrf and
- * reading back devInfo, with its workspace allocated beforehand.
+ * reading back devInfo, with its workspace allocated beforehand. The
+ * single-matrix baseline is the 64-bit generic cusolverDnXpotrf, which is
+ * what PyTorch calls and the anchors measured (on an H100, PyTorch 9.32 /
+ * 8.91 ms at 8192^2); a second line times the legacy cusolverDnS/Dpotrf,
+ * much slower there (13.2 / 14.3 ms), against the same kiln run.
  * Without a GPU it says why, times 512^3 float32 GEMM and a 512^2 float64
  * Cholesky on the CPU against plain loops in C, and exits 0, so `make
  * bench` works everywhere.
@@ -432,7 +436,14 @@ typedef struct cs_bufs {
   void **ptrs; /* device array of the batch's matrix pointers (batched) */
   int *info, *hinfo;
   int lwork;
+  bool legacy;      /* single matrix: S/Dpotrf, else Xpotrf */
+  size_t dev_bytes; /* Xpotrf's workspaces */
+  void *host_work;
+  size_t host_bytes;
 } cs_bufs;
+
+/* cudaDataType of a kiln dtype (float32 or float64 here). */
+static int cuda_dtype(kiln_dtype d) { return d == KILN_FLOAT64 ? 1 : 0; }
 
 /*
  * One cuSOLVER factorization as timed: the device-to-device copy of A (it
@@ -452,6 +463,11 @@ static int cusolver_run(const cs_bufs *b) {
   if (p->batch > 1)
     st = cs.spotrf_batched(cs.handle, CUBLAS_FILL_MODE_UPPER, n,
                            (float **)b->ptrs, n, b->info, p->batch);
+  else if (!b->legacy)
+    st = cs.xpotrf(cs.handle, cs.params, CUBLAS_FILL_MODE_UPPER, n,
+                   cuda_dtype(p->dtype), b->a, n, cuda_dtype(p->dtype),
+                   b->work, b->dev_bytes, b->host_work, b->host_bytes,
+                   b->info);
   else if (p->dtype == KILN_FLOAT64)
     st = cs.dpotrf(cs.handle, CUBLAS_FILL_MODE_UPPER, n, b->a, n, b->work,
                    b->lwork, b->info);
@@ -469,13 +485,27 @@ static int cusolver_run(const cs_bufs *b) {
   return 0;
 }
 
-/* cuSOLVER's median milliseconds for the problem, after checking its
- * factor as kiln's is checked; -1 with *why set when there is none. */
-static double time_cusolver_chol(const spd *p, double tol,
+/* Xpotrf's workspaces for a single matrix; 0 on success. */
+static int xpotrf_workspace(cs_bufs *b) {
+  const spd *p = b->p;
+  if (cs.xpotrf_size(cs.handle, cs.params, CUBLAS_FILL_MODE_UPPER, p->n,
+                     cuda_dtype(p->dtype), b->a, p->n, cuda_dtype(p->dtype),
+                     &b->dev_bytes, &b->host_bytes) != 0 ||
+      rt.malloc_(&b->work, b->dev_bytes > 0 ? b->dev_bytes : 1))
+    return 1;
+  b->host_work = xmalloc(b->host_bytes > 0 ? b->host_bytes : 1);
+  return 0;
+}
+
+/* cuSOLVER's median milliseconds for the problem (a single matrix by
+ * Xpotrf, or with `legacy` by S/Dpotrf), after checking its factor as
+ * kiln's is checked; -1 with *why set when there is none. */
+static double time_cusolver_chol(const spd *p, bool legacy, double tol,
                                  const char **why) {
   size_t es = kiln_dtype_size(p->dtype);
   size_t bytes = (size_t)p->batch * (size_t)p->n * (size_t)p->n * es;
-  cs_bufs b = {p, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+  cs_bufs b = {p, NULL, NULL, NULL, NULL, NULL, NULL, 0, legacy, 0, NULL,
+               0};
   b.hinfo = xmalloc((size_t)p->batch * sizeof(int));
   double ms = -1;
   *why = "a CUDA or cuSOLVER call failed";
@@ -495,6 +525,13 @@ static double time_cusolver_chol(const spd *p, double tol,
               rt.memcpy_(b.ptrs, hp, (size_t)p->batch * sizeof *hp, BL_H2D);
     free(hp);
     if (bad)
+      goto done;
+  } else if (!legacy) {
+    if (cs.params == NULL) {
+      *why = "cuSOLVER lacks the generic cusolverDnXpotrf";
+      goto done;
+    }
+    if (xpotrf_workspace(&b))
       goto done;
   } else {
     if (p->dtype == KILN_FLOAT64 ? !cs.dpotrf_size || !cs.dpotrf
@@ -536,6 +573,7 @@ done:
   rt.free_(b.ptrs);
   rt.free_(b.info);
   free(b.hinfo);
+  free(b.host_work);
   return ms;
 }
 
@@ -549,16 +587,25 @@ static void chol_line(kiln_device *dev, bool have_cusolver, const char *label,
            "%.0e); not timed\n",
            label, err, tol);
   } else {
-    printf("%-34s kiln %8.3f ms %6.2f TFLOP/s check %.1e", label, kms,
-           flops / kms * 1e-9, err);
-    const char *why = "cuSOLVER not loaded";
-    double cms = have_cusolver ? time_cusolver_chol(p, tol, &why) : -1;
-    if (cms > 0)
-      printf(" | cuSOLVER %8.3f ms %6.2f TFLOP/s | ratio %.2fx", cms,
-             flops / cms * 1e-9, cms / kms);
-    else
-      printf(" | no cuSOLVER baseline: %s", why);
-    printf("\n");
+    /* a single matrix: Xpotrf (PyTorch's), then the legacy API's line */
+    for (int legacy = 0; legacy <= (p->batch == 1); legacy++) {
+      printf("%-34s kiln %8.3f ms %6.2f TFLOP/s check %.1e",
+             legacy ? "  (same kiln run)" : label, kms, flops / kms * 1e-9,
+             err);
+      const char *why = "cuSOLVER not loaded";
+      double cms =
+          have_cusolver ? time_cusolver_chol(p, legacy, tol, &why) : -1;
+      const char *api = p->batch > 1 ? "potrfBatched"
+                        : legacy     ? "S/Dpotrf (legacy)"
+                                     : "Xpotrf";
+      if (cms > 0)
+        printf(" | cuSOLVER %s %8.3f ms %6.2f TFLOP/s | ratio %.2fx", api,
+               cms, flops / cms * 1e-9, cms / kms);
+      else
+        printf(" | no cuSOLVER %s baseline: %s", api, why);
+      printf("\n");
+      fflush(stdout);
+    }
   }
   fflush(stdout);
 }
