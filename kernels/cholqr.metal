@@ -702,11 +702,15 @@ cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
 
 //@kernel cq_next
 // Pass 3's rows: Q = X_2 = X_1 R_2^-1 in place (factor 1 of Rt; Qin is Q,
-// bound for its shape), and the Gram partials of X_2 into Part.
+// bound for its shape), and the Gram partials of X_2 into Part. Nothing
+// for a matrix that two passes finish (Stage 2: cq_last then solves R_2
+// into X_1, and the partials left in Part are never used).
 // Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
 threadgroup cq_v4<T> rs[cq_rs_fits<NC, T>() ? cq_rs_vecs<NC>() : 1];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+if (Stage[b] == 2)
+  return;
 cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
     cq_factor<T, NC>(Rt, b, 1), Part, Q, b, threadgroup_position_in_grid.x,
@@ -714,13 +718,16 @@ cq_pass<T, T, NC, true, true, true, cq_first_pf<T, NC>()>(
 
 //@kernel cq_last
 // The result: Q = X_3 = X_2 R_3^-1 in place (factor 2 of Rt; Qin is Q,
-// bound for its shape). Template: T, NC.
+// bound for its shape), or Q = X_2 = X_1 R_2^-1 (factor 1) for a matrix
+// that two passes finish (Stage 2: cq_next left X_1 in Q).
+// Template: T, NC.
 threadgroup double smem[cq_smem_doubles<NC, T>()];
 threadgroup cq_v4<T> rs[cq_rs_fits<NC, T>() ? cq_rs_vecs<NC>() : 1];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
 cq_pass<T, T, NC, true, false, true, true>(
     (const device T*)Q, Qin_shape, Qin_strides, Qin_ndim,
-    cq_factor<T, NC>(Rt, b, 2), (device double*)nullptr, Q, b,
+    cq_factor<T, NC>(Rt, b, Stage[b] == 2 ? 1 : 2), (device double*)nullptr,
+    Q, b,
     threadgroup_position_in_grid.x, threadgroups_per_grid.x,
     (int)thread_index_in_threadgroup, smem, rs);
 
@@ -769,6 +776,18 @@ if (slice == 0 && e < E) {
 // one more pass to finish the job). Rin is not read in pass 1. Rsh is
 // R, bound for its shape.
 //
+// Two passes are enough when X_1 is already nearly orthogonal: with two
+// (int32) non-zero, pass 2 measures ||G_2 - I||_F as pass 3 does, and at
+// most 1/4 (CQ_TWO_PASS_TOL; half of what pass 3 accepts before its last
+// solve), with no breakdown so far, writes R = R_2 R_1 and Stage 2 for
+// the matrix: cq_next and pass 3 then do nothing for it and cq_last
+// solves R_2 into X_1 (the same one more pass that pass 3's test
+// licenses, on a Gram twice as close to I). Else Stage 0 and the
+// third pass runs. A well-conditioned A (the shift is then negligible: it
+// is float64's rounding) always stops after two; an ill-conditioned one,
+// whose shifted X_1 is far from orthogonal, takes three. Stage is
+// written by pass 2 (every matrix), read by pass 3, cq_next and cq_last.
+//
 // Thread (ti, tk) of a 16 x 16 grid keeps the BS x BS block (BS = NC /
 // 16) at rows BS ti, columns BS tk of the matrix in registers for what
 // is done entry by entry (the trace, ||G - I||, R_k). The factorization
@@ -798,6 +817,8 @@ if (slice == 0 && e < E) {
 // the count (see cholqr.c).
 constexpr int CQ_GB = 8;
 constexpr int LD = NC + 4, NB = NC / CQ_GB;
+// ||G_2 - I||_F^2 at most this finishes after two passes (||.|| <= 1/4)
+constexpr double CQ_TWO_PASS_TOL = 1.0 / 16;
 constexpr int BB = CQ_GB * CQ_GB, E = cq_entries<NC>();
 constexpr int BS = NC / 16;
 static_assert(BS * 16 == NC && CQ_THREADS == 256, "cq_chol's thread grid");
@@ -811,6 +832,8 @@ threadgroup double sq[NC];  // the pivots
 threadgroup double rsq[NC]; // 1 / sqrt(pivot)
 threadgroup double red[CQ_THREADS / 32];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+if (PASS == 3 && Stage[b] == 2)
+  return; // finished by pass 2 (the whole group leaves)
 const int tid = (int)thread_index_in_threadgroup;
 const int n = Rsh_shape[Rsh_ndim - 1];
 const int ti = tid / 16, tk = tid % 16;
@@ -864,6 +887,7 @@ for (int u = 0; u < BS; ++u)
     gr[u][v] = i <= k && k < n ? Gs[i * LD + k] : 0.0;
   }
 int fail = 0;
+bool near = false; // pass 2: ||G_2 - I|| small enough to stop after two
 if (PASS == 1) {
   // trace(G): the diagonal owners' sums, then the warps' in order
   double tr = 0.0;
@@ -884,7 +908,7 @@ if (PASS == 1) {
   for (int u = 0; u < BS; ++u)
     if (ti == tk && BS * ti + u < n)
       gr[u][u] += shift * tr;
-} else if (PASS == 3) {
+} else if (PASS == 3 || two != 0) {
   double d2 = 0.0;
   CQ_UNROLL
   for (int u = 0; u < BS; ++u)
@@ -903,8 +927,9 @@ if (PASS == 1) {
   double tot = 0.0;
   for (int k = 0; k < CQ_THREADS / 32; ++k)
     tot += red[k];
-  if (!(tot <= 0.25))
+  if (PASS == 3 && !(tot <= 0.25))
     fail = PASS * 1000;
+  near = PASS == 2 && two != 0 && tot <= CQ_TWO_PASS_TOL;
 }
 // Blocked right-looking Cholesky, CB = 16 columns a block (see cq_chol's
 // comment above for the count), on the matrix in Gs (each thread first
@@ -1059,8 +1084,12 @@ for (int u = 0; u < BS; ++u)
     rt[k * NC + i] = i < k ? T(w) : (i == k && k < n ? T(1.0 / w) : T(0));
   }
 threadgroup_barrier(mem_flags::mem_threadgroup);
+// (fail is the same in every thread, so is done2)
+const bool done2 = near && fail == 0;
 if (tid == 0 && flag0 == 0)
   flag[b] = fail;
+if (PASS == 2 && tid == 0)
+  Stage[b] = done2 && flag0 == 0 ? 2 : 0;
 // Rout = R_PASS Rin (upper triangular times upper triangular, float64):
 // warp w computes an 8-row strip sp of the product as 8 x 8 tiles (sp,
 // bj), bj >= sp, in steps of 4 of the inner index l in [8 sp, 8 bj + 8)
@@ -1131,7 +1160,7 @@ if (PASS == 1) {
       const double w = i <= k && k < n ? acc[bj][x] : 0.0;
       if (PASS < 3)
         Rout[((int64_t)b * NC + i) * NC + k] = w;
-      else if (i < n && k < n)
+      if ((PASS == 3 || done2) && i < n && k < n)
         R[((int64_t)b * n + i) * n + k] = T(w);
     }
 }

@@ -150,6 +150,7 @@
   X(linalg_qr_nvrtc, 600)                                                     \
   X(linalg_qr_cholqr, 240)                                                    \
   X(linalg_qr_cholqr_ill_conditioned, 240)                                    \
+  X(linalg_qr_cholqr_passes, 240)                                             \
   X(linalg_qr_cholqr_fallback, 240)                                           \
   X(linalg_qr_cholqr_strided, 240)                                            \
   X(linalg_qr_cholqr_errors, 60)                                              \

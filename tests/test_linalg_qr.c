@@ -789,6 +789,88 @@ void test_linalg_qr_cholqr_ill_conditioned(void) {
                     qt_dtypes[d] == KILN_FLOAT32 ? 1e6 : 1e12);
 }
 
+/* kiln__qr_cholqr on `arr` (batch x m x n) with the passes forced as
+ * kiln__cholqr_passes_test says; Q (NULL for R only) and R read back, the
+ * flags checked to be 0. */
+static void qt_cholqr_run(kiln_array *arr, int64_t batch, bool want_q,
+                          int passes, double **qv, double **rv) {
+  int nd = kiln_array_ndim(arr);
+  int64_t qs[KILN_MAX_NDIM], rs[KILN_MAX_NDIM], fs[1] = {batch};
+  memcpy(qs, kiln_array_shape(arr), (size_t)nd * sizeof *qs);
+  memcpy(rs, qs, sizeof rs);
+  rs[nd - 2] = rs[nd - 1];
+  kiln_dtype dt = kiln_array_dtype(arr);
+  kiln_array *q = NULL, *r = NULL, *flag = NULL;
+  if (want_q) {
+    CHECK_OK(kiln_array_create(kt_device(), dt, nd, qs, &q));
+    CHECK_OK(kiln_array_fill(q, NAN, NULL));
+  }
+  CHECK_OK(kiln_array_create(kt_device(), dt, nd, rs, &r));
+  CHECK_OK(kiln_array_fill(r, NAN, NULL));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 1, fs, &flag));
+  kiln__cholqr_passes_test = passes;
+  CHECK_OK(kiln__qr_cholqr(kt_stream(), arr, q, r, flag));
+  kiln__cholqr_passes_test = -1;
+  double *fv = kt_read_f64(flag);
+  for (int64_t b = 0; b < batch; b++)
+    CHECK(fv[b] == 0.0, "CholeskyQR (passes %d), matrix %lld: flag %g",
+          passes, (long long)b, fv[b]);
+  free(fv);
+  *qv = want_q ? kt_read_f64(q) : NULL;
+  *rv = kt_read_f64(r);
+  kiln_array_destroy(q);
+  kiln_array_destroy(r);
+  kiln_array_destroy(flag);
+}
+
+/* Two passes finish a matrix whose second Gram is near I, per matrix of a
+ * batch: matrices 0 and 2 random (two passes), 1 ill-conditioned (1e6 in
+ * float32, 1e12 in float64: the shifted X_1 is far from orthogonal, three
+ * passes). Against the same batch forced to three passes: the
+ * ill-conditioned matrix's Q and R are bit for bit the same (it took the
+ * third pass), the random ones' differ (they did not), and every matrix
+ * is a valid factorization either way; R only gives the same R. */
+void test_linalg_qr_cholqr_passes(void) {
+  const int64_t batch = 3, m = 600, n = 40;
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = qt_dtypes[d];
+    double *a = kt_la_alloc(batch * m * n);
+    qt_random(m, n, a);
+    kt_la_ill(m, n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a + m * n);
+    qt_random(m, n, a + 2 * m * n);
+    int64_t shape[3] = {batch, m, n};
+    kiln_array *arr = kt_la_array(dt, 3, shape, a);
+    double *q3, *r3, *qa, *ra, *rr, *none;
+    qt_cholqr_run(arr, batch, true, 3, &q3, &r3);
+    qt_cholqr_run(arr, batch, true, 0, &qa, &ra);
+    qt_cholqr_run(arr, batch, false, 0, &none, &rr);
+    for (int64_t b = 0; b < batch; b++) {
+      char what[96];
+      snprintf(what, sizeof what, "%s CholeskyQR passes, matrix %lld",
+               kiln_dtype_name(dt), (long long)b);
+      qt_case c = {what, dt, KILN_QR_REDUCED, m, n, b != 1};
+      qt_check_one(&c, b, a + b * m * n, q3 + b * m * n, r3 + b * n * n);
+      qt_check_one(&c, b, a + b * m * n, qa + b * m * n, ra + b * n * n);
+      bool same = memcmp(qa + b * m * n, q3 + b * m * n,
+                         (size_t)(m * n) * sizeof(double)) == 0 &&
+                  memcmp(ra + b * n * n, r3 + b * n * n,
+                         (size_t)(n * n) * sizeof(double)) == 0;
+      CHECK(same == (b == 1), "%s: Q and R %s the three-pass ones", what,
+            same ? "equal" : "differ from");
+      CHECK(memcmp(rr + b * n * n, ra + b * n * n,
+                   (size_t)(n * n) * sizeof(double)) == 0,
+            "%s: R only differs from R with Q", what);
+    }
+    free(q3);
+    free(r3);
+    free(qa);
+    free(ra);
+    free(rr);
+    kiln_array_destroy(arr);
+    free(a);
+  }
+}
+
 /* The fallback's guarded kernels run on a grid capped at a few groups per
  * compute unit (qr.c, launch_flagged) and walk their blocks in a loop:
  * a deficient matrix with more 256-row blocks (and 128-row apply groups)
@@ -869,45 +951,55 @@ static void qt_cholqr_chol_flags(void) {
       eye[((int64_t)b * NC + i) * NC + i] = 1.0;
   int64_t sg[2] = {B, e}, si[3] = {B, NC, NC}, sr[3] = {B, N, N};
   int64_t st[4] = {B, 3, NC, NC}, sf[1] = {B};
-  kiln_array *all[9] = {NULL};
+  /* inputs G, Rin, shift, two (0: pass 2 never finishes), g0, Rsh;
+   * outputs Rt, Rout, flag, R (= Rsh), Stage */
+  kiln_array *all[10] = {NULL};
   all[0] = kt_la_array(KILN_FLOAT64, 2, sg, gp);
   all[1] = kt_la_array(KILN_FLOAT64, 3, si, eye);
   CHECK_OK(kiln__linalg_scalar(kt_stream(), KILN_FLOAT64, 1e-12, &all[2]));
   CHECK_OK(kiln__linalg_scalar(kt_stream(), KILN_INT32, 0, &all[3]));
-  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, sr, &all[4]));
-  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 4, st, &all[5]));
-  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, si, &all[6]));
-  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 1, sf, &all[7]));
-  CHECK_OK(kiln_array_fill(all[4], NAN, NULL));
+  CHECK_OK(kiln__linalg_scalar(kt_stream(), KILN_INT32, 0, &all[4]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, sr, &all[5]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 4, st, &all[6]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_FLOAT64, 3, si, &all[7]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 1, sf, &all[8]));
+  CHECK_OK(kiln_array_create(kt_device(), KILN_INT32, 1, sf, &all[9]));
   CHECK_OK(kiln_array_fill(all[5], NAN, NULL));
-  CHECK_OK(kiln_array_fill(all[6], NAN, NULL)); /* must be written */
-  CHECK_OK(kiln_array_fill(all[7], 0, NULL));   /* pass 2 keeps non-zero */
+  CHECK_OK(kiln_array_fill(all[6], NAN, NULL));
+  CHECK_OK(kiln_array_fill(all[7], NAN, NULL)); /* must be written */
+  CHECK_OK(kiln_array_fill(all[8], 0, NULL));   /* pass 2 keeps non-zero */
+  CHECK_OK(kiln_array_fill(all[9], -7, NULL));  /* must be written */
   kiln_kernel *k = NULL;
-  CHECK_OK(kiln__library_kernel("cholqr", "cq_chol", "G,Rin,shift,g0,Rsh",
-                                "Rt,Rout,flag,R", KILN__LIB_NO_ROW_CONTIG,
-                                &k));
+  CHECK_OK(kiln__library_kernel("cholqr", "cq_chol",
+                                "G,Rin,shift,two,g0,Rsh",
+                                "Rt,Rout,flag,R,Stage",
+                                KILN__LIB_NO_ROW_CONTIG, &k));
   kiln_template_arg t[3];
   kiln__targ_dtype(&t[0], "T", KILN_FLOAT64);
   kiln__targ_int(&t[1], "NC", NC);
   kiln__targ_int(&t[2], "PASS", 2);
-  kiln_array *outs[4] = {all[5], all[6], all[7], all[4]};
-  kiln_output_spec spec[4];
-  for (int i = 0; i < 4; i++)
+  kiln_array *outs[5] = {all[6], all[7], all[8], all[5], all[9]};
+  kiln_output_spec spec[5];
+  for (int i = 0; i < 5; i++)
     kiln__linalg_out_spec(&spec[i], outs[i]);
   kiln_launch L;
   kiln__linalg_launch_init(&L, kt_stream());
   L.inputs = all;
-  L.num_inputs = 5;
+  L.num_inputs = 6;
   L.outputs = spec;
-  L.num_outputs = 4;
+  L.num_outputs = 5;
   L.template_args = t;
   L.num_template_args = 3;
   L.grid[0] = 256;
   L.grid[1] = B;
   L.threadgroup[0] = 256;
   CHECK_OK(kiln__kernel_launch_into(k, &L, outs));
-  double *fv = kt_read_f64(all[7]), *ro = kt_read_f64(all[6]);
-  double *rt = kt_read_f64(all[5]);
+  double *fv = kt_read_f64(all[8]), *ro = kt_read_f64(all[7]);
+  double *rt = kt_read_f64(all[6]), *sv = kt_read_f64(all[9]);
+  for (int b = 0; b < B; b++)
+    CHECK(sv[b] == 0.0, "cq_chol, matrix %d: Stage %g with two = 0", b,
+          sv[b]);
+  free(sv);
   double eps = kt_eps(KILN_FLOAT64);
   for (int b = 0; b < B; b++) {
     CHECK(fv[b] == bad[b].want, "cq_chol, matrix %d: flag %g, expected %d",
@@ -947,7 +1039,7 @@ static void qt_cholqr_chol_flags(void) {
   free(gp);
   free(x);
   free(eye);
-  kt_destroy_all(all, 8);
+  kt_destroy_all(all, 10);
 }
 
 /* Rank-deficient matrices, where CholeskyQR must break down and TSQR take
@@ -1105,8 +1197,8 @@ static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
   bool rows = strncmp(cfg->inputs, "A,", 2) == 0 ||
               strncmp(cfg->inputs, "Qin,", 4) == 0;
   for (int rank = 2; rank <= (rows ? 3 : 2); rank++) {
-    kiln_array_spec in[5];
-    kiln_output_spec out[4];
+    kiln_array_spec in[6];
+    kiln_output_spec out[5];
     memset(in, 0, sizeof in);
     memset(out, 0, sizeof out);
     kiln_template_arg t[3];
@@ -1124,28 +1216,33 @@ static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
         kt_la_targ(&t[nt++], "PASS", KILN_TEMPLATE_INT, cfg->pass,
                    KILN_INT32);
     }
-    if (rows) { /* A or Qin, [Rt,] g0 -> [Q,] [Part] */
+    if (rows) { /* A or Qin, [Rt,] g0[, Stage] -> [Q,] [Part] */
       bool solve = strstr(cfg->inputs, "Rt") != NULL;
       in[nin++] = (kiln_array_spec){cfg->dtype, rank, {0}};
       if (solve)
         in[nin++] = (kiln_array_spec){cfg->dtype, 4, {0}};
       in[nin++] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      if (strstr(cfg->inputs, "Stage") != NULL)
+        in[nin++] = (kiln_array_spec){KILN_INT32, 1, {0}};
       if (strncmp(cfg->outputs, "Q", 1) == 0)
         out[nout++] = (kiln_output_spec){cfg->dtype, rank, {1, 1, 1}};
       if (strstr(cfg->outputs, "Part") != NULL)
         out[nout++] = (kiln_output_spec){KILN_FLOAT64, 3, {1, 1, 1}};
-    } else if (cfg->pass >= 0) { /* G, Rin, shift, g0, Rsh -> Rt, ... */
+    } else if (cfg->pass >= 0) {
+      /* G, Rin, shift, two, g0, Rsh -> Rt, Rout, flag, R, Stage */
       in[0] = (kiln_array_spec){KILN_FLOAT64, 2, {0}};
       in[1] = (kiln_array_spec){KILN_FLOAT64, 3, {0}};
       in[2] = (kiln_array_spec){KILN_FLOAT64, 0, {0}};
       in[3] = (kiln_array_spec){KILN_INT32, 0, {0}};
-      in[4] = (kiln_array_spec){cfg->dtype, 3, {0}};
+      in[4] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      in[5] = (kiln_array_spec){cfg->dtype, 3, {0}};
       out[0] = (kiln_output_spec){cfg->dtype, 4, {1, 3, 1, 1}};
       out[1] = (kiln_output_spec){KILN_FLOAT64, 3, {1, 1, 1}};
       out[2] = (kiln_output_spec){KILN_INT32, 1, {1}};
       out[3] = (kiln_output_spec){cfg->dtype, 3, {1, 1, 1}};
-      nin = 5;
-      nout = 4;
+      out[4] = (kiln_output_spec){KILN_INT32, 1, {1}};
+      nin = 6;
+      nout = 5;
     }
     kt_la_kernel k = {.family = "cholqr", .name = cfg->name,
                       .inputs = cfg->inputs, .outputs = cfg->outputs,

@@ -23,6 +23,25 @@
  * too ill-conditioned for the two unshifted passes: the first Gram at
  * least must be float64.)
  *
+ * Two passes are enough for most matrices. With the float64 Gram, the
+ * shift is float64's rounding, so for a well-conditioned A the shifted
+ * first pass is as good as an exact one and X_1 = A R_1^-1 is already
+ * orthogonal to float32's precision or so; the third pass only polishes.
+ * Pass 2's cq_chol measures ||G_2 - I||_F (G_2 the Gram of X_1, in hand)
+ * and, at most 1/4 (pass 3 accepts 1/2 before its last solve: this is
+ * the same "one more pass finishes it" test, with margin), writes R =
+ * R_2 R_1 and a per-matrix Stage 2; cq_next and pass 3 then skip that
+ * matrix and cq_last solves R_2 into X_1. Decided on the device, per
+ * matrix, no host round trip: the skipped kernels still launch (a read
+ * of Stage and an exit per group) and pass 3's cq_reduce sums stale
+ * partials nobody reads. Count at 1e5 x 64 float32 (per kernel, H200
+ * Nsight, from above): cq_next 69 us, one cq_chol ~20 -> a few us of
+ * launches: ~85 us of ~296 off, and of the 1e6 x 32 passes one of seven
+ * passes over the rows (expected, to be measured). An ill-conditioned A
+ * (the shift then matters: cond(A) ~> 1e3 at n 64) takes three passes as
+ * before. KILN_CHOLQR_PASSES=3 (or kiln__cholqr_passes_test) forces
+ * three.
+ *
  * Passes, each streaming over the m x n rows once (kernels in
  * kernels/cholqr.metal): cq_gram reads A for its Gram partials; cq_first
  * solves R_1 into A's rows, writes them (Q_1) into Q and sums their Gram
@@ -156,7 +175,9 @@
  * finished by one pass; the caller then factors the flagged matrices
  * another way, without a host round trip (see qr.c).
  */
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "linalg/cholqr.h"
@@ -212,14 +233,41 @@ typedef struct cq_job {
   int nc;
   int64_t p_gram, p_q; /* threadgroups per matrix */
   kiln_array *part, *g, *rt, *racc[2], *shift;
-  kiln_array *work; /* the rows between passes for R only (else q) */
+  kiln_array *work;  /* the rows between passes for R only (else q) */
+  kiln_array *stage; /* int32 per matrix: 2 where two passes finish */
+  kiln_array *two;   /* 0-d int32: may two passes finish? */
 } cq_job;
 
 static void cq_job_free(cq_job *j) {
-  kiln_array *all[7] = {j->part,      j->g,     j->rt,  j->racc[0],
-                        j->racc[1], j->shift, j->work};
-  for (int i = 0; i < 7; i++)
+  kiln_array *all[9] = {j->part,      j->g,     j->rt,   j->racc[0],
+                        j->racc[1], j->shift, j->work, j->stage,
+                        j->two};
+  for (int i = 0; i < 9; i++)
     kiln__array_destroy(all[i]);
+}
+
+/* See linalg.h. */
+int kiln__cholqr_passes_test = -1;
+
+/* KILN_CHOLQR_PASSES, read once: "3" always runs the third pass. */
+static int g_passes_env = 0;
+static pthread_once_t g_passes_once = PTHREAD_ONCE_INIT;
+
+static void read_passes_env(void) {
+  const char *v = getenv("KILN_CHOLQR_PASSES");
+  if (v != NULL && strcmp(v, "3") == 0)
+    g_passes_env = 3;
+}
+
+/* Whether pass 2 may finish a matrix (kiln__cholqr_passes_test, else the
+ * environment). */
+static bool cq_two_allowed(void) {
+  int t = kiln__cholqr_passes_test;
+  if (t < 0) {
+    pthread_once(&g_passes_once, read_passes_env);
+    t = g_passes_env;
+  }
+  return t != 3;
 }
 
 /* Where the rows go between passes: q, or the workspace for R only. */
@@ -260,6 +308,12 @@ static kiln_status cq_job_init(cq_job *j) {
   if (st == KILN_OK)
     st = kiln__linalg_scalar(j->s, KILN_FLOAT64, 11.0 * mn * 0x1p-53,
                              &j->shift);
+  int64_t sb[1] = {j->batch};
+  if (st == KILN_OK)
+    st = kiln__array_create(dev, KILN_INT32, 1, sb, &j->stage);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(j->s, KILN_INT32, cq_two_allowed() ? 1 : 0,
+                             &j->two);
   int64_t sw[3] = {j->batch, j->m, j->n};
   if (st == KILN_OK && j->q == NULL)
     st = kiln__array_create(dev, j->dt, 3, sw, &j->work);
@@ -279,7 +333,7 @@ static kiln_status cq_launch(cq_job *j, const char *name, const char *inputs,
                                         KILN__LIB_NO_ROW_CONTIG, &k);
   if (st != KILN_OK)
     return st;
-  kiln_output_spec spec[4];
+  kiln_output_spec spec[5];
   for (int i = 0; i < nout; i++)
     kiln__linalg_out_spec(&spec[i], out[i]);
   kiln_launch L;
@@ -317,12 +371,12 @@ static kiln_status cq_rows_launch(cq_job *j, int pass, kiln_array *g0,
     return cq_launch(j, "cq_first", "A,Rt,g0", "Q,Part", in, 3, out, 2, t,
                      2, CQ_THREADS, j->p_gram, count);
   }
-  kiln_array *in[3] = {rows, j->rt, g0};
+  kiln_array *in[4] = {rows, j->rt, g0, j->stage};
   if (pass == 3)
-    return cq_launch(j, "cq_next", "Qin,Rt,g0", "Q,Part", in, 3, out, 2, t,
-                     2, CQ_THREADS, j->p_gram, count);
-  return cq_launch(j, "cq_last", "Qin,Rt,g0", "Q", in, 3, out, 1, t, 2,
-                   CQ_THREADS, j->p_q, count);
+    return cq_launch(j, "cq_next", "Qin,Rt,g0,Stage", "Q,Part", in, 4, out,
+                     2, t, 2, CQ_THREADS, j->p_gram, count);
+  return cq_launch(j, "cq_last", "Qin,Rt,g0,Stage", "Q", in, 4, out, 1, t,
+                   2, CQ_THREADS, j->p_q, count);
 }
 
 /* Pass `pass` (1..3) for the batch entries [first, first + count); g0
@@ -341,11 +395,14 @@ static kiln_status cq_pass(cq_job *j, int pass, kiln_array *g0,
   kiln__targ_int(&t[2], "PASS", pass);
   /* pass k reads the product so far from racc[k % 2] and writes the
    * next one into racc[(k + 1) % 2] (pass 1 reads nothing) */
-  kiln_array *cin[5] = {j->g, j->racc[pass % 2], j->shift, g0, j->r};
-  kiln_array *cout[4] = {j->rt, j->racc[(pass + 1) % 2], j->flag, j->r};
+  kiln_array *cin[6] = {j->g,  j->racc[pass % 2], j->shift, j->two,
+                        g0,    j->r};
+  kiln_array *cout[5] = {j->rt, j->racc[(pass + 1) % 2], j->flag, j->r,
+                         j->stage};
   if (st == KILN_OK)
-    st = cq_launch(j, "cq_chol", "G,Rin,shift,g0,Rsh", "Rt,Rout,flag,R",
-                   cin, 5, cout, 4, t, 3, CQ_THREADS, 1, count);
+    st = cq_launch(j, "cq_chol", "G,Rin,shift,two,g0,Rsh",
+                   "Rt,Rout,flag,R,Stage", cin, 6, cout, 5, t, 3, CQ_THREADS,
+                   1, count);
   return st;
 }
 
@@ -407,16 +464,17 @@ kiln_status kiln__cholqr_for_each_config(kiln__cholqr_config_fn fn,
       static const char *const rows[4][3] = {
           {"cq_gram", "A,g0", "Part"},
           {"cq_first", "A,Rt,g0", "Q,Part"},
-          {"cq_next", "Qin,Rt,g0", "Q,Part"},
-          {"cq_last", "Qin,Rt,g0", "Q"}};
+          {"cq_next", "Qin,Rt,g0,Stage", "Q,Part"},
+          {"cq_last", "Qin,Rt,g0,Stage", "Q"}};
       for (int k = 0; k < 4 && st == KILN_OK; k++) {
         kiln__cholqr_config g = {rows[k][0], rows[k][1], rows[k][2],
                                  dts[d], ncs[c], -1};
         st = fn(&g, user);
       }
       for (int pass = 1; pass <= 3 && st == KILN_OK; pass++) {
-        kiln__cholqr_config ch = {"cq_chol", "G,Rin,shift,g0,Rsh",
-                                  "Rt,Rout,flag,R", dts[d], ncs[c], pass};
+        kiln__cholqr_config ch = {"cq_chol", "G,Rin,shift,two,g0,Rsh",
+                                  "Rt,Rout,flag,R,Stage", dts[d], ncs[c],
+                                  pass};
         st = fn(&ch, user);
       }
     }

@@ -271,6 +271,12 @@ extern int kiln__lu_linv_max_test;
  * two panels or more, on any backend: how the CPU tests cover it). */
 extern int kiln__lu_lookahead_test;
 
+/* Tests and timing (not thread-safe): CholeskyQR's passes (cholqr.c).
+ * -1, the default: as the environment variable KILN_CHOLQR_PASSES says
+ * (read once: "3" always three passes; unset or anything else, two where
+ * the second Gram is near I); 3 always three; any other value adaptive. */
+extern int kiln__cholqr_passes_test;
+
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
                           kiln_array **out);

@@ -34,7 +34,8 @@
  *      src/linalg/cholqr.c): m >= n, n <= 64, reduced Q or R only. Three
  *      Gram/Cholesky passes that stream over the rows (seven passes over
  *      m x n in all: A read twice, the rows between passes stored in Q,
- *      or in a workspace for R only), so it runs near memory speed;
+ *      or in a workspace for R only; two passes, five over m x n, for a
+ *      matrix whose second Gram is near I), so it runs near memory speed;
  *      stable up to cond(A) ~ 1/u, but it cannot orthogonalize a
  *      numerically rank-deficient matrix, so TSQR follows it behind a
  *      per-matrix breakdown flag (cholqr_with_fallback) and redoes
