@@ -737,10 +737,15 @@ cq_pass<T, T, NC, true, false, true, true>(
 // = 32 slices of the partials, whose sums are added in slice order. Many
 // slices keep each thread's chain of dependent loads short (P is several
 // hundred). grid.x = 1024 * ceil(E / 32), matrices along grid.y from g0.
+// With STAGED (pass 3's reduce) nothing for a matrix that two passes
+// finished (Stage 2: cq_next wrote no partials for it); Stage is not read
+// otherwise (passes 1 and 2 run before cq_chol writes it).
 threadgroup double red[CQ_RED_THREADS];
 constexpr int NSL = CQ_RED_THREADS / 32;
 const int P = Part_shape[1], E = Part_shape[2];
 const uint b = (uint)g0 + threadgroup_position_in_grid.y;
+if (STAGED && Stage[b] == 2)
+  return;
 const int tid = (int)thread_index_in_threadgroup;
 const int e = (int)threadgroup_position_in_grid.x * 32 + tid % 32;
 const int slice = tid / 32;

@@ -1206,8 +1206,11 @@ static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
     if (strcmp(cfg->name, "cq_reduce") == 0) {
       in[0] = (kiln_array_spec){KILN_FLOAT64, 3, {0}};
       in[1] = (kiln_array_spec){KILN_INT32, 0, {0}};
+      in[2] = (kiln_array_spec){KILN_INT32, 1, {0}};
       out[0] = (kiln_output_spec){KILN_FLOAT64, 2, {1, 16}};
-      nin = 2;
+      kt_la_targ(&t[nt++], "STAGED", KILN_TEMPLATE_BOOL, cfg->pass == 3,
+                 KILN_INT32);
+      nin = 3;
       nout = 1;
     } else {
       kt_la_targ(&t[nt++], "T", KILN_TEMPLATE_DTYPE, 0, cfg->dtype);
@@ -1228,7 +1231,7 @@ static kiln_status qt_cholqr_compile(const kiln__cholqr_config *cfg,
         out[nout++] = (kiln_output_spec){cfg->dtype, rank, {1, 1, 1}};
       if (strstr(cfg->outputs, "Part") != NULL)
         out[nout++] = (kiln_output_spec){KILN_FLOAT64, 3, {1, 1, 1}};
-    } else if (cfg->pass >= 0) {
+    } else if (strcmp(cfg->name, "cq_chol") == 0) {
       /* G, Rin, shift, two, g0, Rsh -> Rt, Rout, flag, R, Stage */
       in[0] = (kiln_array_spec){KILN_FLOAT64, 2, {0}};
       in[1] = (kiln_array_spec){KILN_FLOAT64, 3, {0}};

@@ -387,11 +387,13 @@ static kiln_status cq_pass(cq_job *j, int pass, kiln_array *g0,
   kiln__targ_dtype(&t[0], "T", j->dt);
   kiln__targ_int(&t[1], "NC", j->nc);
   kiln_status st = cq_rows_launch(j, pass, g0, count);
-  kiln_array *rin[2] = {j->part, g0};
+  kiln_array *rin[3] = {j->part, g0, j->stage};
   int64_t e = cq_entries(j->nc);
+  kiln_template_arg staged;
+  kiln__targ_bool(&staged, "STAGED", pass == 3);
   if (st == KILN_OK)
-    st = cq_launch(j, "cq_reduce", "Part,g0", "G", rin, 2, &j->g, 1, NULL,
-                   0, CQ_RED_THREADS, (e + 31) / 32, count);
+    st = cq_launch(j, "cq_reduce", "Part,g0,Stage", "G", rin, 3, &j->g, 1,
+                   &staged, 1, CQ_RED_THREADS, (e + 31) / 32, count);
   kiln__targ_int(&t[2], "PASS", pass);
   /* pass k reads the product so far from racc[k % 2] and writes the
    * next one into racc[(k + 1) % 2] (pass 1 reads nothing) */
@@ -456,9 +458,12 @@ kiln_status kiln__cholqr_for_each_config(kiln__cholqr_config_fn fn,
   static const kiln_dtype dts[2] = {KILN_FLOAT32, KILN_FLOAT64};
   static const int ncs[3] = {16, 32, 64};
   kiln_status st = KILN_OK;
-  kiln__cholqr_config reduce = {"cq_reduce", "Part,g0", "G", KILN_FLOAT64,
-                                -1, -1};
-  st = fn(&reduce, user);
+  /* cq_reduce: pass 2's (STAGED false) and pass 3's (true) */
+  for (int pass = 2; pass <= 3 && st == KILN_OK; pass++) {
+    kiln__cholqr_config reduce = {"cq_reduce", "Part,g0,Stage", "G",
+                                  KILN_FLOAT64, -1, pass};
+    st = fn(&reduce, user);
+  }
   for (int d = 0; d < 2 && st == KILN_OK; d++)
     for (int c = 0; c < 3 && st == KILN_OK; c++) {
       static const char *const rows[4][3] = {

@@ -28,7 +28,8 @@ kiln_status kiln__qr_cholqr(kiln_stream *s, kiln_array *a, kiln_array *q,
 
 /* One kernel configuration kiln__qr_cholqr can launch (kernels/cholqr.metal):
  * kernel name, inputs, outputs, the dtype and NC/PASS template values
- * (PASS -1 where the kernel has none, NC -1 for cq_reduce). */
+ * (PASS -1 where the kernel has none, NC -1 for cq_reduce, whose PASS 3
+ * means its template STAGED, and 2 not). */
 typedef struct kiln__cholqr_config {
   const char *name, *inputs, *outputs;
   kiln_dtype dtype;
