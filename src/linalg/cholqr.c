@@ -32,9 +32,9 @@
  * the same "one more pass finishes it" test, with margin), writes R =
  * R_2 R_1 and a per-matrix Stage 2; cq_next and pass 3 then skip that
  * matrix and cq_last solves R_2 into X_1. Decided on the device, per
- * matrix, no host round trip: the skipped kernels still launch (a read
- * of Stage and an exit per group) and pass 3's cq_reduce sums stale
- * partials nobody reads. Count at 1e5 x 64 float32 (per kernel, H200
+ * matrix, no host round trip: the skipped kernels (cq_next, pass 3's
+ * cq_reduce and cq_chol) still launch, a read of Stage and an exit per
+ * group. Count at 1e5 x 64 float32 (per kernel, H200
  * Nsight, from above): cq_next 69 us, one cq_chol ~20 -> a few us of
  * launches: ~85 us of ~296 off, and of the 1e6 x 32 passes one of seven
  * passes over the rows (expected, to be measured). An ill-conditioned A
