@@ -1,39 +1,52 @@
 #!/bin/sh
-# On the GPU machine: where one kernel's cycles go, instruction by
-# instruction (Nsight Compute's warp-state samples at the finest interval),
-# for a `kiln linalg` call. Builds build-gpu first (as gpu-check.sh does).
-# Usage: OUT=/tmp/o sh scripts/gpu-source.sh KERNEL_REGEX COUNT OP SHAPE [opts]
-#   e.g. sh scripts/gpu-source.sh cq_chol 3 qr 100000x64
-# Writes $OUT/src-KERNEL.txt (the source page, SASS with per-instruction
-# samples) and $OUT/det-KERNEL.txt (the details page).
+# On the GPU machine: where kernels' cycles go, instruction by instruction
+# and by warp state (Nsight Compute's warp-state samples at the finest
+# interval), for `kiln linalg` calls. Builds build-gpu first (as
+# gpu-check.sh does). Each spec profiles the first COUNT launches of the
+# kernels matching KERNEL_REGEX in one call:
+# Usage: OUT=/tmp/o sh scripts/gpu-source.sh "NAME KERNEL_REGEX COUNT OP SHAPE[,SHAPE] [opts]" ...
+#   e.g. sh scripts/gpu-source.sh "chol cq_chol 3 qr 100000x64"
+# Writes $OUT/det-NAME.txt (the details page: stall reasons, launch
+# statistics) and $OUT/src-NAME.csv (the source page: SASS with its
+# samples), and prints each kernel's duration and top stall reasons.
 set -u
 OUT=${OUT:-/tmp/kiln-prof}
 mkdir -p "$OUT"
-kre=$1; count=$2; op=$3; shapes=$4; shift 4
 JOBS=$(nproc 2>/dev/null || echo 8)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$OUT/build.log" 2>&1 &&
-  cmake --build build-gpu -j "$JOBS" >>"$OUT/build.log" 2>&1 ||
+  cmake --build build-gpu -j "$JOBS" --target kiln >>"$OUT/build.log" 2>&1 ||
   { tail -40 "$OUT/build.log"; exit 1; }
 export KILN_CACHE_DIR="$PWD/build-gpu/cache"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 work=$(mktemp -d)
-files=$(python3 - "$work/in" "$shapes" <<'PY'
+for spec in "$@"; do
+  set -- $spec
+  name=$1; kre=$2; count=$3; op=$4; shapes=$5; shift 5
+  files=$(python3 - "$work/$name" "$shapes" <<'PY'
 import sys, numpy as np
 base, shapes = sys.argv[1], sys.argv[2].split(",")
 rng = np.random.default_rng(7)
 for i, s in enumerate(shapes):
-    a = rng.standard_normal([int(d) for d in s.split("x")]).astype(np.float32)
+    dims = [int(d) for d in s.split("x")]
+    a = rng.standard_normal(dims).astype(np.float32)
+    if i == 0 and len(dims) == 2 and dims[0] == dims[1]:
+        a = a @ a.T + dims[0] * np.eye(dims[0], dtype=np.float32) if sys.argv[1].endswith("spd") else a
     np.save(f"{base}_{i}.npy", a); print(f"{base}_{i}.npy")
 PY
 )
-build-gpu/kiln linalg "$op" --device gpu --out-dir "$work" "$@" $files >/dev/null 2>&1
-"$NCU" --clock-control none -k "regex:$kre" -c "$count" --set full \
-  --section SourceCounters --warp-sampling-interval 0 --import-source no \
-  -o "$work/rep" -f \
-  build-gpu/kiln linalg "$op" --device gpu --out-dir "$work" "$@" $files \
-  >"$OUT/ncu-$kre.log" 2>&1
-"$NCU" -i "$work/rep.ncu-rep" --page details >"$OUT/det-$kre.txt" 2>&1
-"$NCU" -i "$work/rep.ncu-rep" --page source --print-source sass --csv \
-  >"$OUT/src-$kre.csv" 2>&1
-grep -E 'Duration|Registers|Achieved Occ|Warp Cycles Per Issued' "$OUT/det-$kre.txt" | head -30
+  build-gpu/kiln linalg "$op" --device gpu --out-dir "$work" "$@" $files >/dev/null 2>&1
+  "$NCU" --clock-control none -k "regex:$kre" -c "$count" \
+    --section WarpStateStats --section SourceCounters --section LaunchStats \
+    --section SpeedOfLight --section InstructionStats \
+    --warp-sampling-interval 0 --import-source no -o "$work/rep-$name" -f \
+    build-gpu/kiln linalg "$op" --device gpu --out-dir "$work" "$@" $files \
+    >"$OUT/ncu-$name.log" 2>&1
+  "$NCU" -i "$work/rep-$name.ncu-rep" --page details >"$OUT/det-$name.txt" 2>&1
+  "$NCU" -i "$work/rep-$name.ncu-rep" --page source --print-source sass --csv \
+    >"$OUT/src-$name.csv" 2>&1
+  echo "== $name: $kre x $count in kiln linalg $op $shapes $*"
+  tail -3 "$OUT/ncu-$name.log"
+  grep -E '^  [a-z_]+.*\(|Duration|Stall|Warp Cycles Per Issued|Registers Per' "$OUT/det-$name.txt" | head -40
+  rm -f "$work"/*.npy
+done
 rm -rf "$work"
