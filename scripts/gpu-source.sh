@@ -14,7 +14,7 @@ OUT=${OUT:-/tmp/kiln-prof}
 mkdir -p "$OUT"
 JOBS=$(nproc 2>/dev/null || echo 8)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$OUT/build.log" 2>&1 &&
-  cmake --build build-gpu -j "$JOBS" --target kiln >>"$OUT/build.log" 2>&1 ||
+  cmake --build build-gpu -j "$JOBS" --target kiln_cli >>"$OUT/build.log" 2>&1 ||
   { tail -40 "$OUT/build.log"; exit 1; }
 export KILN_CACHE_DIR="$PWD/build-gpu/cache"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
