@@ -37,7 +37,9 @@
  * group. Count at 1e5 x 64 float32 (per kernel, H200
  * Nsight, from above): cq_next 69 us, one cq_chol ~20 -> a few us of
  * launches: ~85 us of ~296 off, and of the 1e6 x 32 passes one of seven
- * passes over the rows (expected, to be measured). An ill-conditioned A
+ * passes over the rows. Measured (NVIDIA H200, one build, three passes
+ * forced by KILN_CHOLQR_PASSES=3 against this): 1e5 x 64 float32 0.299 /
+ * 0.312 -> 0.239 / 0.238 ms, 1e6 x 32 0.499 / 0.501 -> 0.364 / 0.369 ms. An ill-conditioned A
  * (the shift then matters: cond(A) ~> 1e3 at n 64) takes three passes as
  * before. KILN_CHOLQR_PASSES=3 (or kiln__cholqr_passes_test) forces
  * three.
@@ -121,7 +123,12 @@
  *    float32 0.316 -> 0.299 ms, 4096^2 24.29 -> 23.66 ms, 1e6 x 32 0.496
  *    -> 0.507 ms (bench_qr, both builds in one call). So the passes with
  *    the product gained ~5 us each and pass 1 lost ~3: the count misses
- *    ~15 us a pass somewhere (next: Nsight's source view of pass 1).
+ *    ~15 us a pass. Nsight's warp-state samples of pass 1 (H200, every 32
+ *    cycles): not the instruction cache (no_inst 0-3 %); ~14,000 cycles
+ *    in the diagonal blocks (~220 a column step, the count said ~55),
+ *    ~11,000 in the epilogue (R_k, Rt, Rout stored as each thread's 4 x 4
+ *    block, uncoalesced: drain and lg stalls at the exit), ~7,500 before
+ *    the loop. Next: coalesced stores through Gs; the step's chain.
  *    Details in the kernel.
  *    Its product R_k Rin (passes 2 and 3) is now m8n8k4 float64 tensor
  *    core steps, an 8-row strip a warp, Rin staged whole in threadgroup
