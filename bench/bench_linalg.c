@@ -27,7 +27,8 @@
  * what PyTorch calls and the anchors measured (on an H100, PyTorch 9.32 /
  * 8.91 ms at 8192^2); a second line times the legacy cusolverDnS/Dpotrf,
  * much slower there (13.2 / 14.3 ms), against the same kiln run.
- * Without a GPU it says why, times 512^3 float32 GEMM and a 512^2 float64
+ * An argument runs only the lines whose label contains it
+ * (`bench_linalg Cholesky`). Without a GPU it says why, times 512^3 float32 GEMM and a 512^2 float64
  * Cholesky on the CPU against plain loops in C, and exits 0, so `make
  * bench` works everywhere.
  */
@@ -43,6 +44,14 @@
 #include "baseline.h"
 
 #define REPS 7
+
+/* The lines to run: those whose label contains the program's argument
+ * (all without one), e.g. `bench_linalg Cholesky`. */
+static const char *g_filter;
+
+static bool wanted_line(const char *label) {
+  return g_filter == NULL || strstr(label, g_filter) != NULL;
+}
 
 /* A reproducible uniform value in [-1, 1). */
 static double rnd(uint64_t *s) {
@@ -247,6 +256,8 @@ done:
 static void gpu_line(kiln_device *dev, bool have_cublas, const char *label,
                      int n, kiln_dtype dtype, kiln_precision prec,
                      double tol, double peak) {
+  if (!wanted_line(label))
+    return;
   problem p = {n, dtype, NULL, NULL};
   uint64_t seed = 12345;
   p.a = random_matrix(&p, &seed);
@@ -579,6 +590,8 @@ done:
 
 static void chol_line(kiln_device *dev, bool have_cusolver, const char *label,
                       const spd *p, double tol) {
+  if (!wanted_line(label))
+    return;
   double err;
   double kms = time_kiln_chol(dev, p, tol, &err);
   double flops = p->batch * (double)p->n * p->n * p->n / 3.0;
@@ -719,7 +732,8 @@ static void cpu_chol_line(void) {
   free(a);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  g_filter = argc > 1 ? argv[1] : NULL;
   kiln_device *dev = NULL;
   if (kiln_device_find("gpu", &dev) != KILN_OK) {
     printf("bench_linalg: no GPU (%s); CPU measurement only.\n",
