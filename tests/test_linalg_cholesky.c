@@ -477,13 +477,36 @@ void test_linalg_cholesky_nvrtc(void) {
         kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, pw, KILN_INT32);
         kt_la_targ(&t[2], "RCH", KILN_TEMPLATE_INT, rch, KILN_INT32);
         kt_la_targ(&t[3], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
-        ch_compile("chol_panel", "Win,k0,batch0", "L,info,Dg", dt, rank, t,
-                   4, target);
+        for (int quick = 0; quick < 2; quick++) {
+          kiln_template_arg tp[5] = {t[0], t[1], t[2], t[3], t[3]};
+          kt_la_targ(&tp[4], "QUICK", KILN_TEMPLATE_BOOL, quick, KILN_INT32);
+          ch_compile("chol_panel", "Win,k0,batch0", "L,info,Dg", dt, rank,
+                     tp, 5, target);
+        }
         kt_la_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
         ch_compile("chol_finish", "Win,Dg,batch0", "L", dt, rank, t, 3,
                    target);
       }
   }
+  /* chol_iota: int32 count in, int32 idx out, no template */
+  kiln_array_spec in;
+  memset(&in, 0, sizeof in);
+  in.dtype = KILN_INT32;
+  kiln_output_spec out;
+  memset(&out, 0, sizeof out);
+  out.dtype = KILN_INT32;
+  out.ndim = 1;
+  kt_la_kernel k;
+  memset(&k, 0, sizeof k);
+  k.family = "cholesky";
+  k.name = "chol_iota";
+  k.inputs = "count";
+  k.outputs = "idx";
+  k.num_inputs = 1;
+  k.num_outputs = 1;
+  k.in = &in;
+  k.out = &out;
+  kt_la_compile(&k, target);
 }
 
 /* ---- the CLI: kiln linalg cholesky --------------------------------------- */

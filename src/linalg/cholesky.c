@@ -41,9 +41,35 @@
  *      reach under path 2, on matrices a CPU factors in a moment).
  * Upper factors run the same kernels on mirrored indices (see the .metal)
  * and the same GEMMs on the transposed blocks.
+ *
+ * Three changes to the blocked path, each behind an environment variable
+ * read once (so that one benchmark process times every variant) and a
+ * test hook (linalg.h). The counts are for n = 8192 on an H100 and are
+ * estimates, NOT measured:
+ *   KILN_CHOL_INDEX (1, default; 0 off): the panels' k0 scalars are views
+ *      into one int32 array 0 .. n-1 (chol_iota, one launch per call)
+ *      instead of a new 0-d array filled per panel: 128 fills (memsets
+ *      between a GEMM and a panel, edges that programmatic dependent
+ *      launch cannot overlap, ~3-5 us each) -> 0, ~0.4-0.6 ms.
+ *   KILN_CHOL_QUICK (1, default; 0 off): chol_panel's pivot chain without
+ *      the sqrt and one shuffle per column (chol_warp_factor's QUICK):
+ *      per column ~120 -> ~60 cycles (float32), ~300 -> ~180 (float64),
+ *      64 columns a panel, 128 panels on the critical path: ~0.3 ms
+ *      (float32), ~0.5-0.8 ms (float64).
+ *   KILN_CHOL_LOOKAHEAD (1, default: one matrix, n >= 2048, CUDA; 2 any
+ *      blocked factorization, for tests; 0 off): ahead_update, the next
+ *      panel factored on the side stream during the rest of its update:
+ *      63 panels off the critical path, ~0.8-1.2 ms (float32), ~1.3-2 ms
+ *      (float64) if the streams share the SMs well.
+ * Together ~1.5-2.3 ms of the 12.15 (float32) and ~2.3-3.4 of the 12.29
+ * ms (float64) measured on main: the float64 target (8.8 ms) needs all of
+ * it, float32 (9.1 ms) probably more (the GEMMs' partial waves, ~3 ms by
+ * the same count: the deep updates of few tiles late in the matrix).
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "linalg/linalg.h"
@@ -71,6 +97,11 @@
 #define CHOL_LEAF_TILES_F64 264
 /* ... and never below squares of this order. */
 #define CHOL_LEAF_MIN 256
+/* The look-ahead (ahead_update) runs by default for one matrix of at
+ * least this order on CUDA: from there the top splits' updates are deep
+ * enough to hide a panel behind (a guess from the counts at
+ * ahead_update, not measured below 8192). */
+#define CHOL_AHEAD_MIN_N 2048
 
 #define CHOL_THREADS 256u    /* chol_small and chol_panel */
 #define CHOL_WARP_THREADS 64 /* chol_warp: two warps per threadgroup */
@@ -91,7 +122,38 @@ typedef struct chol_problem {
   kiln_array *info; /* int32, one per matrix */
   kiln_array *dg;   /* blocked: the panels' diagonals, batch x n */
   bool fine;        /* path 3: the updates halved down to small leaves */
+  kiln_array *idx;  /* blocked: int32 0 .. n-1, the kernels' scalars */
+  bool quick;       /* chol_panel's short pivot chain (QUICK) */
+  /* The look-ahead (ahead_update): the side stream's view of the problem
+   * (its stream, W through an alias), or NULL when off; `done` the panel
+   * it factored ahead (-1: none). */
+  struct chol_problem *side;
+  int64_t done;
 } chol_problem;
+
+/* See linalg.h. */
+int kiln__chol_lookahead_test = -1;
+int kiln__chol_quick_test = -1;
+
+/* KILN_CHOL_LOOKAHEAD (0 to 2, default 1), KILN_CHOL_QUICK (0 or 1,
+ * default 1) and KILN_CHOL_INDEX (0 or 1, default 1), read once: so that
+ * one benchmark process can time every variant (see the top of the
+ * file). */
+static int g_env_ahead = 1, g_env_quick = 1, g_env_index = 1;
+static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
+
+static int env_mode(const char *name, int most, int dflt) {
+  const char *v = getenv(name);
+  if (v != NULL && v[0] >= '0' && v[0] <= '0' + most && v[1] == '\0')
+    return v[0] - '0';
+  return dflt;
+}
+
+static void read_env(void) {
+  g_env_ahead = env_mode("KILN_CHOL_LOOKAHEAD", 2, 1);
+  g_env_quick = env_mode("KILN_CHOL_QUICK", 1, 1);
+  g_env_index = env_mode("KILN_CHOL_INDEX", 1, 1);
+}
 
 /* ---- checks -------------------------------------------------------------- */
 
@@ -142,7 +204,44 @@ static kiln_status choose_path(const chol_problem *p, int *path) {
 /* A 0-d int32 holding `value`, filled in stream order (no host wait). */
 static kiln_status int_scalar(const chol_problem *p, int64_t value,
                               kiln_array **out) {
+  if (p->idx != NULL && value > 0 && value < p->idx->size) {
+    /* a view into idx: no fill between two kernels */
+    const char *api = kiln__api_current();
+    kiln_status st = kiln_array_view(p->idx, 0, NULL, NULL, value, out);
+    kiln__api_enter(api);
+    return st;
+  }
   return kiln__linalg_scalar(p->stream, KILN_INT32, (double)value, out);
+}
+
+/* p->idx = 0 .. n-1 (chol_iota), so that every panel's k0 is a view (the
+ * blocked path's 2 n / PW scalar fills were each an edge that programmatic
+ * dependent launch cannot overlap). */
+static kiln_status make_index(chol_problem *p) {
+  kiln_kernel *k = NULL;
+  kiln_array *count = NULL;
+  int64_t len = p->n;
+  kiln_status st = kiln__library_kernel("cholesky", "chol_iota", "count",
+                                        "idx", 0, &k);
+  if (st == KILN_OK)
+    st = kiln__array_create(p->stream->device, KILN_INT32, 1, &len, &p->idx);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(p->stream, KILN_INT32, (double)len, &count);
+  if (st == KILN_OK) {
+    kiln_output_spec spec;
+    kiln__linalg_out_spec(&spec, p->idx);
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, p->stream);
+    L.inputs = &count;
+    L.num_inputs = 1;
+    L.outputs = &spec;
+    L.num_outputs = 1;
+    L.grid[0] = (uint32_t)((len + 255) / 256 * 256);
+    L.threadgroup[0] = 256;
+    st = kiln__kernel_launch_into(k, &L, &p->idx);
+  }
+  kiln__array_destroy(count);
+  return st;
 }
 
 static kiln_status chol_kernel(const char *name, const char *inputs,
@@ -281,6 +380,8 @@ static kiln_status launch_copy(const chol_problem *p) {
 
 /* chol_panel on the panel whose diagonal block starts at p0. */
 static kiln_status launch_panel(const chol_problem *p, int64_t p0) {
+  if (p0 == p->done)
+    return KILN_OK; /* factored ahead, on the side stream */
   kiln_kernel *k = NULL;
   kiln_status st =
       chol_kernel("chol_panel", "Win,k0,batch0", "L,info,Dg", &k);
@@ -290,15 +391,16 @@ static kiln_status launch_panel(const chol_problem *p, int64_t p0) {
   if (st != KILN_OK)
     return st;
   int rch = CHOL_RCH;
-  kiln_template_arg t[4];
+  kiln_template_arg t[5];
   kiln__targ_dtype(&t[0], "T", p->a->dtype);
   kiln__targ_int(&t[1], "PW", CHOL_PW);
   kiln__targ_int(&t[2], "RCH", rch);
   kiln__targ_bool(&t[3], "UPPER", p->upper);
+  kiln__targ_bool(&t[4], "QUICK", p->quick);
   int64_t below = p->n - p0 - CHOL_PW;
   int64_t groups = below > 0 ? (below + rch - 1) / rch : 1;
   kiln_array *into[3] = {p->w, p->info, p->dg};
-  st = launch_over_batch(p, k, in, 2, into, 3, t, 4,
+  st = launch_over_batch(p, k, in, 2, into, 3, t, 5,
                          (uint32_t)groups * CHOL_THREADS, CHOL_THREADS);
   kiln__array_destroy(in[1]);
   return st;
@@ -434,25 +536,139 @@ static kiln_status column_update(const chol_problem *p, int64_t k0,
 }
 
 /*
+ * The update at a split with the look-ahead: the columns [s0, s0 + m) by
+ * [k0, k1), m > PW, on two streams. The side stream (high priority on
+ * CUDA) takes the next panel's columns, [s0, s0 + PW) of every row from
+ * s0 down (one GEMM, rows x PW x (k1 - k0)), and then that panel itself;
+ * the caller's stream meanwhile takes the rest, column_update of [s0 +
+ * PW, s0 + m). The two write disjoint columns of W (the panel also its
+ * diagonal block's upper triangle, which the rest never touches, and Dg
+ * and info, which the core orders by their own records) and read only
+ * the factored columns [k0, k1), which neither writes; the side stream
+ * sees W through an alias, so the fork and the join order the two here.
+ * Without it, the panel waits for the whole update and then runs on
+ * ~n / 64 groups with the rest of the card idle; with it, it hides behind
+ * the rest of the update, whose last partial wave also shares the SMs
+ * with the narrow GEMM. The count (n = 8192, estimated, not measured):
+ * 63 of the 127 splits have m > PW, each hiding one panel (~10-15 us
+ * float32, ~20-30 us float64 by the chain's length) and the narrow GEMM's
+ * share of a partial wave: ~0.8-1.2 ms float32, ~1.3-2 ms float64 less
+ * on the critical path. The risk (as in lu.c): a side kernel waits for
+ * SMs that the rest's GEMM blocks hold until they retire.
+ */
+static kiln_status ahead_update(chol_problem *p, int64_t k0, int64_t k1,
+                                int64_t s0, int64_t m) {
+  chol_problem *q = p->side;
+  kiln_status st = kiln__stream_wait_stream(q->stream, p->stream); /* fork */
+  if (st == KILN_OK)
+    st = update_blocks(q, k0, k1, s0, s0, p->n - s0, CHOL_PW, 0, 0, 0);
+  if (st == KILN_OK)
+    st = launch_panel(q, s0);
+  if (st == KILN_OK)
+    st = column_update(p, k0, k1, s0 + CHOL_PW, m - CHOL_PW);
+  /* the join, whatever happened: the side may hold launches on W */
+  kiln_status jst = kiln__stream_wait_stream(p->stream, q->stream);
+  if (st == KILN_OK)
+    st = jst;
+  if (st == KILN_OK)
+    p->done = s0;
+  return st;
+}
+
+/*
  * Factors the columns [c0, c1) (every row from c0 down), all of whose
  * updates by the columns left of c0 are done: recursively, the left half
  * (a whole number of panels), the update of the right half by it, the
  * right half; one panel is chol_panel. The update at a split of width w
  * is w / 2 deep, so most of the work (the top splits) runs as deep GEMMs,
  * near the GEMM's full speed; a right-looking loop over fixed block
- * columns makes every update only as deep as one block column.
+ * columns makes every update only as deep as one block column. With the
+ * look-ahead the right half's first panel is factored during its update
+ * (ahead_update), and skipped when its turn comes (p->done).
  */
-static kiln_status factor_columns(const chol_problem *p, int64_t c0,
-                                  int64_t c1) {
+static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
   int64_t pw = CHOL_PW, panels = (c1 - c0 + pw - 1) / pw;
   if (panels <= 1)
     return launch_panel(p, c0);
   int64_t mid = c0 + panels / 2 * pw;
   kiln_status st = factor_columns(p, c0, mid);
-  if (st == KILN_OK)
+  if (st == KILN_OK && p->side != NULL && c1 - mid > pw)
+    st = ahead_update(p, c0, mid, mid, c1 - mid);
+  else if (st == KILN_OK)
     st = column_update(p, c0, mid, mid, c1 - mid);
   if (st == KILN_OK)
     st = factor_columns(p, mid, c1);
+  return st;
+}
+
+static bool on_cuda(const chol_problem *p) {
+  return strcmp(p->stream->device->info.backend, "cuda") == 0;
+}
+
+/* Whether the blocked path runs with the look-ahead, from
+ * kiln__chol_lookahead_test (or KILN_CHOL_LOOKAHEAD): mode 1 where it is
+ * expected to pay (one matrix, n >= CHOL_AHEAD_MIN_N, CUDA), mode 2
+ * wherever it applies (tests: any batch, any backend), 0 never. */
+static bool use_lookahead(const chol_problem *p) {
+  int mode = kiln__chol_lookahead_test >= 0 ? kiln__chol_lookahead_test
+                                            : g_env_ahead;
+  if (mode <= 0 || mode > 2 || p->n <= 2 * CHOL_PW)
+    return false;
+  return mode == 2 ||
+         (on_cuda(p) && p->batch == 1 && p->n >= CHOL_AHEAD_MIN_N);
+}
+
+/* Records s's tail as the last write of buf: after the last join, so that
+ * work on a third stream that uses W waits for every write made through
+ * the alias too (the core saw those on the alias only). */
+static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
+  pthread_mutex_lock(&s->submit_lock);
+  kiln_status st = kiln__hazards_after(s, NULL, 0, &buf, 1);
+  pthread_mutex_unlock(&s->submit_lock);
+  return st;
+}
+
+/* The side stream's view of p (ahead_update): its stream, W and W3
+ * through an alias of W; the rest shared. */
+static kiln_status make_side(chol_problem *p, chol_problem *q) {
+  *q = *p;
+  q->side = NULL;
+  q->w = q->w3 = NULL;
+  kiln_status st = kiln__device_side_stream(p->stream->device, &q->stream);
+  if (st == KILN_OK)
+    st = kiln__linalg_alias(p->w, &q->w);
+  if (st == KILN_OK) {
+    int64_t n = p->n;
+    int64_t shape3[3] = {p->batch, n, n}, strides3[3] = {n * n, n, 1};
+    const char *api = kiln__api_current();
+    st = kiln_array_view(q->w, 3, shape3, strides3, 0, &q->w3);
+    kiln__api_enter(api);
+  }
+  return st;
+}
+
+/* The columns with the look-ahead: factor_columns, then W's buffer held
+ * on the caller's stream past the last join and its record pointed
+ * there (as lu.c's run_panels_ahead). */
+static kiln_status factor_ahead(chol_problem *p) {
+  chol_problem q;
+  kiln_status st = make_side(p, &q);
+  if (st == KILN_OK) {
+    p->side = &q;
+    st = factor_columns(p, 0, p->n);
+    p->side = NULL;
+  }
+  if (q.w != NULL) { /* the alias was made: the side may have run */
+    kiln_status jst = kiln__stream_wait_stream(p->stream, q.stream);
+    if (jst == KILN_OK)
+      jst = kiln__hold_until_done(p->stream, &p->w->buffer, 1);
+    if (jst == KILN_OK)
+      jst = note_written(p->stream, p->w->buffer);
+    if (st == KILN_OK)
+      st = jst;
+  }
+  kiln__array_destroy(q.w3);
+  kiln__array_destroy(q.w);
   return st;
 }
 
@@ -465,10 +681,12 @@ static kiln_status run_blocked_steps(void *user) {
   kiln__api_enter(api);
   if (st == KILN_OK)
     st = kiln__array_create(p->stream->device, p->a->dtype, 2, len, &p->dg);
+  if (st == KILN_OK && g_env_index)
+    st = make_index(p);
   if (st == KILN_OK)
     st = launch_copy(p);
   if (st == KILN_OK)
-    st = factor_columns(p, 0, n);
+    st = use_lookahead(p) ? factor_ahead(p) : factor_columns(p, 0, n);
   if (st == KILN_OK)
     st = launch_finish(p);
   return st;
@@ -510,6 +728,9 @@ static kiln_status factor(chol_problem *p) {
   if (st == KILN_OK)
     st = kiln__array_fill(p->info, 0.0, p->stream);
   p->fine = path == CHOL_PATH_FINE;
+  pthread_once(&g_env_once, read_env);
+  p->quick = (kiln__chol_quick_test >= 0 ? kiln__chol_quick_test
+                                         : g_env_quick) == 1;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)
@@ -527,6 +748,7 @@ static kiln_status cholesky(kiln_array *a, bool upper,
   memset(&p, 0, sizeof p);
   p.a = a;
   p.upper = upper;
+  p.done = -1;
   kiln_status st = kiln__linalg_opts(opts, &p.opts);
   if (st == KILN_OK)
     st = check_problem(&p);
@@ -537,6 +759,7 @@ static kiln_status cholesky(kiln_array *a, bool upper,
     st = factor(&p);
   kiln__array_destroy(p.info);
   kiln__array_destroy(p.dg);
+  kiln__array_destroy(p.idx);
   kiln__array_destroy(p.w3);
   if (st != KILN_OK) {
     kiln__array_destroy(p.w);

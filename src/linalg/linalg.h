@@ -271,6 +271,19 @@ extern int kiln__lu_linv_max_test;
  * two panels or more, on any backend: how the CPU tests cover it). */
 extern int kiln__lu_lookahead_test;
 
+/* Tests and timing (not thread-safe): the blocked Cholesky's look-ahead
+ * (see cholesky.c, ahead_update). -1, the default: as the environment
+ * variable KILN_CHOL_LOOKAHEAD says (read once: 0 to 2; unset or anything
+ * else 1); 0 off; 1 where it is expected to pay (one matrix, n >= 2048, on
+ * CUDA); 2 wherever it applies (any blocked factorization of more than
+ * two panels, any batch, any backend: how the CPU tests cover it). */
+extern int kiln__chol_lookahead_test;
+
+/* Tests and timing (not thread-safe): chol_panel's short pivot chain
+ * (QUICK, kernels/cholesky.metal). -1: as KILN_CHOL_QUICK says (0 or 1;
+ * unset or anything else 1); 0 off; 1 on. */
+extern int kiln__chol_quick_test;
+
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
                           kiln_array **out);
