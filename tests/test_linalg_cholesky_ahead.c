@@ -100,24 +100,31 @@ static void ca_check(const char *what, kiln_dtype dt, bool upper,
   }
 }
 
-/* arr factored through `path` with the look-ahead mode `ahead` and the
- * quick chain `quick` (the test hooks), read back as double; the hooks
- * are reset after. */
-static double *ca_factor(kiln_array *arr, bool upper, int path, int ahead,
-                         int quick) {
+/* arr factored through `path` with the look-ahead mode `ahead`, the
+ * quick chain `quick` and the float32 GEMM mode `gemm` (the test hooks),
+ * read back as double; the hooks are reset after. */
+static double *ca_factor_g(kiln_array *arr, bool upper, int path, int ahead,
+                           int quick, int gemm) {
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.path = path;
   kiln__chol_lookahead_test = ahead;
   kiln__chol_quick_test = quick;
+  kiln__chol_gemm_test = gemm;
   kiln_array *f = NULL;
   kiln_status st = kiln_cholesky_ex(arr, upper, &o, &f);
   kiln__chol_lookahead_test = -1;
   kiln__chol_quick_test = -1;
+  kiln__chol_gemm_test = -1;
   CHECK_OK(st);
   double *v = kt_read_f64(f);
   kiln_array_destroy(f);
   return v;
+}
+
+static double *ca_factor(kiln_array *arr, bool upper, int path, int ahead,
+                         int quick) {
+  return ca_factor_g(arr, upper, path, ahead, quick, -1);
 }
 
 /* Elements of x and y (count of them) that differ: bit for bit where
@@ -227,6 +234,49 @@ void test_linalg_cholesky_quick(void) {
       kiln_array_destroy(arr);
       free(a);
     }
+  }
+}
+
+/* Float32 updates forced onto gemm_f32 (kiln__chol_gemm_test = 2; at
+ * these sizes the GEMM's own choice is SIMT tiles): valid factors, close
+ * to the GEMM's own choice, each the same bits run to run, with and
+ * without the look-ahead (bit for bit equal to each other on the CPU),
+ * batched and through path 3's batched updates. */
+void test_linalg_cholesky_gemm(void) {
+  static const int64_t cases[4][3] = {
+      {1, 300, 2}, {1, 260, 3}, {3, 200, 2}, {2, 150, 3}};
+  for (int c = 0; c < 4; c++) {
+    int64_t batch = cases[c][0], n = cases[c][1];
+    int path = (int)cases[c][2];
+    double *a = kt_la_alloc(batch * n * n);
+    ca_spd(batch, n, a);
+    int64_t shape[3] = {batch, n, n};
+    int ndim = batch == 1 ? 2 : 3;
+    kiln_array *arr =
+        kt_la_array(KILN_FLOAT32, ndim, ndim == 2 ? shape + 1 : shape, a);
+    for (int upper = 0; upper < 2; upper++) {
+      char what[128];
+      snprintf(what, sizeof what, "float32 %lld x %lld x %lld %s path %d "
+               "on gemm_f32", (long long)batch, (long long)n, (long long)n,
+               upper ? "upper" : "lower", path);
+      double *own = ca_factor_g(arr, upper, path, 0, -1, 0);
+      double *f32 = ca_factor_g(arr, upper, path, 0, -1, 2);
+      double *ahead = ca_factor_g(arr, upper, path, 2, -1, 2);
+      double *again = ca_factor_g(arr, upper, path, 2, -1, 2);
+      ca_check(what, KILN_FLOAT32, upper, batch, n, a, f32);
+      ca_check(what, KILN_FLOAT32, upper, batch, n, a, ahead);
+      ca_compare(what, f32, own, batch * n * n, false,
+                 64 * (double)n * kt_eps(KILN_FLOAT32));
+      ca_compare(what, ahead, f32, batch * n * n, ca_exact(),
+                 64 * (double)n * kt_eps(KILN_FLOAT32));
+      ca_compare(what, again, ahead, batch * n * n, true, 0);
+      free(own);
+      free(f32);
+      free(ahead);
+      free(again);
+    }
+    kiln_array_destroy(arr);
+    free(a);
   }
 }
 

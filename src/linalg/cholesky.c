@@ -61,10 +61,16 @@
  *      panel factored on the side stream during the rest of its update:
  *      63 panels off the critical path, ~0.8-1.2 ms (float32), ~1.3-2 ms
  *      (float64) if the streams share the SMs well.
- * Together ~1.5-2.3 ms of the 12.15 (float32) and ~2.3-3.4 of the 12.29
- * ms (float64) measured on main: the float64 target (8.8 ms) needs all of
- * it, float32 (9.1 ms) probably more (the GEMMs' partial waves, ~3 ms by
- * the same count: the deep updates of few tiles late in the matrix).
+ *   KILN_CHOL_GEMM (1, default; 0 off; 2 always, for tests): float32
+ *      updates of at least 32 tiles on gemm_f32 (kiln_gemm_ex's path 4)
+ *      even below the 264 tiles from which the GEMM's auto path takes it
+ *      (gemm_f32_tiles): the top split's 2048 x 2048 x 4096 block (256
+ *      tiles, 34 GFLOP) and 7 deep updates of 124-256 tiles leave the
+ *      64 x 64 SIMT tiles: ~1-2 ms (float32 only).
+ * Together ~2.5-4 ms of the 12.15 (float32) and ~2.3-3.4 of the 12.29 ms
+ * (float64) measured on main, against targets of 9.1 and 8.8 ms. What is
+ * left by the same count: the GEMMs' partial waves (deep updates of few
+ * tiles late in the matrix, ~2-3 ms) and 65 panels still on the path.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -102,6 +108,10 @@
  * enough to hide a panel behind (a guess from the counts at
  * ahead_update, not measured below 8192). */
 #define CHOL_AHEAD_MIN_N 2048
+/* Float32 updates of at least this many 128 x 128 tiles run on gemm_f32
+ * (gemm_f32_tiles), and kiln_gemm_ex's path number for it. */
+#define CHOL_F32_MIN_TILES 32
+#define CHOL_GEMM_PATH_F32 4
 
 #define CHOL_THREADS 256u    /* chol_small and chol_panel */
 #define CHOL_WARP_THREADS 64 /* chol_warp: two warps per threadgroup */
@@ -124,6 +134,8 @@ typedef struct chol_problem {
   bool fine;        /* path 3: the updates halved down to small leaves */
   kiln_array *idx;  /* blocked: int32 0 .. n-1, the kernels' scalars */
   bool quick;       /* chol_panel's short pivot chain (QUICK) */
+  int gemm_f32;     /* float32 updates on gemm_f32 (gemm_f32_tiles): 0
+                       never, 1 from CHOL_F32_MIN_TILES tiles, 2 always */
   /* The look-ahead (ahead_update): the side stream's view of the problem
    * (its stream, W through an alias), or NULL when off; `done` the panel
    * it factored ahead (-1: none). */
@@ -134,12 +146,14 @@ typedef struct chol_problem {
 /* See linalg.h. */
 int kiln__chol_lookahead_test = -1;
 int kiln__chol_quick_test = -1;
+int kiln__chol_gemm_test = -1;
 
-/* KILN_CHOL_LOOKAHEAD (0 to 2, default 1), KILN_CHOL_QUICK (0 or 1,
- * default 1) and KILN_CHOL_INDEX (0 or 1, default 1), read once: so that
+/* KILN_CHOL_LOOKAHEAD (0 to 2, default 1), KILN_CHOL_QUICK, KILN_CHOL_INDEX
+ * and KILN_CHOL_GEMM (0 or 1, default 1), read once: so that
  * one benchmark process can time every variant (see the top of the
  * file). */
 static int g_env_ahead = 1, g_env_quick = 1, g_env_index = 1;
+static int g_env_gemm = 1;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -153,6 +167,7 @@ static void read_env(void) {
   g_env_ahead = env_mode("KILN_CHOL_LOOKAHEAD", 2, 1);
   g_env_quick = env_mode("KILN_CHOL_QUICK", 1, 1);
   g_env_index = env_mode("KILN_CHOL_INDEX", 1, 1);
+  g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -424,14 +439,50 @@ static kiln_status launch_finish(const chol_problem *p) {
 
 /* ---- the GEMM updates ---------------------------------------------------- */
 
+/*
+ * Whether the float32 update into C runs on gemm_f32 whatever its tile
+ * count (kiln_gemm_ex's path 4, KILN_CHOL_GEMM = 1): the GEMM's auto path
+ * takes gemm_f32 (128 x 128 tiles, two groups an SM, ~48 TFLOP/s full)
+ * only when its tiles fill two per SM (264 on an H100), else the 64 x 64
+ * SIMT tiles (4 x 4 a thread; the 8 x 8 SIMT kernel ran ~28 TFLOP/s at
+ * 8192^3, the 4 x 4 one less). The count at n = 8192 (estimated, NOT
+ * measured): the top split's 2048 x 2048 x 4096 block is 256 tiles, one
+ * short of gemm_f32 (34 GFLOP: ~0.74 ms as one gemm_f32 wave, ~1.3-2 ms
+ * on the 64-tiles), and 7 more deep updates have 124-256 tiles (512-2048
+ * deep, ~33 GFLOP in all): ~1-2 ms less for float32 in all. Below
+ * CHOL_F32_MIN_TILES tiles (a quarter of the card) the auto choice stays;
+ * mode 2 (tests) takes gemm_f32 for every float32 update.
+ */
+static bool gemm_f32_tiles(const chol_problem *p, const kiln_array *c) {
+  if (p->gemm_f32 <= 0 || p->gemm_f32 > 2 || c->dtype != KILN_FLOAT32)
+    return false;
+  int64_t rows = c->shape[c->ndim - 2], cols = c->shape[c->ndim - 1];
+  if (rows == 0 || cols == 0)
+    return false;
+  int64_t mats = c->size / (rows * cols);
+  return p->gemm_f32 == 2 ||
+         mats * ((rows + 127) / 128) * ((cols + 127) / 128) >=
+             CHOL_F32_MIN_TILES;
+}
+
 /* C -= A op B on views of W, op = ^T for lower, A^T B for upper (the
  * views are then the transposed blocks). */
 static kiln_status update(const chol_problem *p, kiln_array *a,
                           kiln_array *b, kiln_array *c) {
-  kiln_status st = a != NULL && b != NULL && c != NULL
-                       ? kiln__linalg_gemm(p->stream, p->upper, !p->upper,
-                                           -1.0, a, b, 1.0, c)
-                       : KILN_OK;
+  kiln_status st = KILN_OK;
+  if (a != NULL && b != NULL && c != NULL && gemm_f32_tiles(p, c)) {
+    /* kiln__linalg_gemm with opts->path 4 (gemm_f32 at any size) */
+    kiln_linalg_opts o;
+    kiln_linalg_opts_init(&o);
+    o.stream = p->stream;
+    o.path = CHOL_GEMM_PATH_F32;
+    const char *api = kiln__api_current();
+    st = kiln_gemm_ex(p->upper, !p->upper, -1.0, a, b, 1.0, c, &o);
+    kiln__api_enter(api);
+  } else if (a != NULL && b != NULL && c != NULL) {
+    st = kiln__linalg_gemm(p->stream, p->upper, !p->upper, -1.0, a, b, 1.0,
+                           c);
+  }
   kiln__array_destroy(a);
   kiln__array_destroy(b);
   kiln__array_destroy(c);
@@ -731,6 +782,8 @@ static kiln_status factor(chol_problem *p) {
   pthread_once(&g_env_once, read_env);
   p->quick = (kiln__chol_quick_test >= 0 ? kiln__chol_quick_test
                                          : g_env_quick) == 1;
+  p->gemm_f32 = kiln__chol_gemm_test >= 0 ? kiln__chol_gemm_test
+                                           : g_env_gemm;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)

@@ -284,6 +284,13 @@ extern int kiln__chol_lookahead_test;
  * unset or anything else 1); 0 off; 1 on. */
 extern int kiln__chol_quick_test;
 
+/* Tests and timing (not thread-safe): float32 updates of the blocked
+ * Cholesky on gemm_f32 whatever their tile count (cholesky.c,
+ * gemm_f32_tiles). -1: as KILN_CHOL_GEMM says (0 to 2; unset or anything
+ * else 1); 0 off (the GEMM's own choice); 1 from 32 tiles on; 2 every
+ * float32 update (tests: their updates are small). */
+extern int kiln__chol_gemm_test;
+
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
                           kiln_array **out);
