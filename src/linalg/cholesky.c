@@ -56,11 +56,17 @@
  *      per column ~120 -> ~60 cycles (float32), ~300 -> ~180 (float64),
  *      64 columns a panel, 128 panels on the critical path: ~0.3 ms
  *      (float32), ~0.5-0.8 ms (float64).
- *   KILN_CHOL_LOOKAHEAD (1, default: one matrix, n >= 2048, CUDA; 2 any
- *      blocked factorization, for tests; 0 off): ahead_update, the next
- *      panel factored on the side stream during the rest of its update:
- *      63 panels off the critical path, ~0.8-1.2 ms (float32), ~1.3-2 ms
- *      (float64) if the streams share the SMs well.
+ *   KILN_CHOL_LOOKAHEAD (0, default: off; 1 one matrix, n >= 2048, CUDA;
+ *      2 any blocked factorization, for tests): ahead_update, the next
+ *      panel factored on the side stream during the rest of its update,
+ *      at the 56 splits at most 512 deep (KILN_CHOL_AHEAD_K sets the
+ *      depth): 56 panels off the critical path and, at the 48 lowest
+ *      splits, two half-card GEMMs side by side: ~0.8-1.2 ms (float32),
+ *      ~1.3-2 ms (float64) if the streams share the SMs well. Off by
+ *      default: counted tile by tile (ahead_update) it may gain nothing
+ *      (the narrow GEMM, as deep as the whole update, ends no sooner
+ *      than the rest at the lowest splits, and adds a tile column at
+ *      the higher ones); kept for the lead to measure.
  *   KILN_CHOL_GEMM (1, default; 0 off; 2 always, for tests): float32
  *      updates of at least 32 tiles on gemm_f32 (kiln_gemm_ex's path 4)
  *      even below the 264 tiles from which the GEMM's auto path takes it
@@ -108,6 +114,9 @@
  * enough to hide a panel behind (a guess from the counts at
  * ahead_update, not measured below 8192). */
 #define CHOL_AHEAD_MIN_N 2048
+/* ... at the splits whose update is at most this deep (KILN_CHOL_AHEAD_K
+ * sets another): see ahead_update for why deeper ones lose. */
+#define CHOL_AHEAD_MAX_K 512
 /* Float32 updates of at least this many 128 x 128 tiles run on gemm_f32
  * (gemm_f32_tiles), and kiln_gemm_ex's path number for it. */
 #define CHOL_F32_MIN_TILES 32
@@ -141,6 +150,7 @@ typedef struct chol_problem {
    * it factored ahead (-1: none). */
   struct chol_problem *side;
   int64_t done;
+  int64_t ahead_k; /* the deepest update split for the look-ahead */
 } chol_problem;
 
 /* See linalg.h. */
@@ -148,12 +158,14 @@ int kiln__chol_lookahead_test = -1;
 int kiln__chol_quick_test = -1;
 int kiln__chol_gemm_test = -1;
 
-/* KILN_CHOL_LOOKAHEAD (0 to 2, default 1), KILN_CHOL_QUICK, KILN_CHOL_INDEX
- * and KILN_CHOL_GEMM (0 or 1, default 1), read once: so that
+/* KILN_CHOL_LOOKAHEAD (0 to 2, default 0), KILN_CHOL_AHEAD_K (default
+ * CHOL_AHEAD_MAX_K), KILN_CHOL_QUICK, KILN_CHOL_INDEX and KILN_CHOL_GEMM
+ * (0 to 1 or 2, default 1), read once: so that
  * one benchmark process can time every variant (see the top of the
  * file). */
-static int g_env_ahead = 1, g_env_quick = 1, g_env_index = 1;
+static int g_env_ahead = 0, g_env_quick = 1, g_env_index = 1;
 static int g_env_gemm = 1;
+static int64_t g_env_ahead_k = CHOL_AHEAD_MAX_K;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -163,8 +175,20 @@ static int env_mode(const char *name, int most, int dflt) {
   return dflt;
 }
 
+/* KILN_CHOL_AHEAD_K: a positive decimal integer, else `dflt`. */
+static int64_t env_depth(const char *name, int64_t dflt) {
+  const char *v = getenv(name);
+  if (v == NULL || v[0] < '1' || v[0] > '9')
+    return dflt;
+  int64_t x = 0;
+  for (; *v >= '0' && *v <= '9' && x < ((int64_t)1 << 40); v++)
+    x = 10 * x + (*v - '0');
+  return *v == '\0' ? x : dflt;
+}
+
 static void read_env(void) {
-  g_env_ahead = env_mode("KILN_CHOL_LOOKAHEAD", 2, 1);
+  g_env_ahead_k = env_depth("KILN_CHOL_AHEAD_K", CHOL_AHEAD_MAX_K);
+  g_env_ahead = env_mode("KILN_CHOL_LOOKAHEAD", 2, 0);
   g_env_quick = env_mode("KILN_CHOL_QUICK", 1, 1);
   g_env_index = env_mode("KILN_CHOL_INDEX", 1, 1);
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
@@ -601,11 +625,33 @@ static kiln_status column_update(const chol_problem *p, int64_t k0,
  * ~n / 64 groups with the rest of the card idle; with it, it hides behind
  * the rest of the update, whose last partial wave also shares the SMs
  * with the narrow GEMM. The count (n = 8192, estimated, not measured):
- * 63 of the 127 splits have m > PW, each hiding one panel (~10-15 us
- * float32, ~20-30 us float64 by the chain's length) and the narrow GEMM's
- * share of a partial wave: ~0.8-1.2 ms float32, ~1.3-2 ms float64 less
- * on the critical path. The risk (as in lu.c): a side kernel waits for
- * SMs that the rest's GEMM blocks hold until they retire.
+ * 56 of the 127 splits qualify (below), each hiding one panel (~10-15 us
+ * float32, ~20-30 us float64 by the chain's length) and, at the lowest
+ * ones, one of two half-card GEMMs: ~0.8-1.2 ms float32, ~1.3-2 ms
+ * float64 less on the critical path. The risk (as in lu.c): a side
+ * kernel waits for SMs that the rest's GEMM blocks hold until they
+ * retire.
+ *
+ * Only at splits at most CHOL_AHEAD_MAX_K deep (56 of the 63 at n =
+ * 8192): the narrow GEMM is (k1 - k0) deep with few tiles (rows / 128),
+ * and at the top split its 32 blocks would hold 32 GEMM slots for the
+ * whole 4096-deep update (~0.74 ms float32), pushing 24 of the rest's
+ * first GEMM (256 tiles, otherwise one wave of the 264 slots) into a
+ * second wave: ~0.74 ms lost where a panel (~15 us) is gained. Up to
+ * 512 deep the narrow GEMM's blocks live ~90 us at most, and at the
+ * lowest splits (128 and 256 deep, 48 of them) the narrow GEMM and the
+ * rest (both rows x 64 or x 192, at most ~63 and ~126 tiles) fit on the
+ * card side by side.
+ *
+ * Why it is off by default (counted after it was written): at a split
+ * 128 deep the whole update was one tile column (rows x 128, one wave),
+ * and the narrow GEMM alone is as deep and as many tiles, so it ends no
+ * sooner than the whole did and the panel starts no sooner; only where
+ * the rest is much longer than the narrow GEMM (512 deep and more) does
+ * the panel hide, and there the narrow GEMM's tile column (and the
+ * rest's, which stays as many tiles when m - 64 is not a multiple of
+ * 128) can push the rest into one more wave (rows 7680, 512 deep,
+ * float32: 60 + 240 tiles on 264 slots, ~90 us lost for ~15 gained).
  */
 static kiln_status ahead_update(chol_problem *p, int64_t k0, int64_t k1,
                                 int64_t s0, int64_t m) {
@@ -643,7 +689,8 @@ static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
     return launch_panel(p, c0);
   int64_t mid = c0 + panels / 2 * pw;
   kiln_status st = factor_columns(p, c0, mid);
-  if (st == KILN_OK && p->side != NULL && c1 - mid > pw)
+  if (st == KILN_OK && p->side != NULL && c1 - mid > pw &&
+      mid - c0 <= p->ahead_k)
     st = ahead_update(p, c0, mid, mid, c1 - mid);
   else if (st == KILN_OK)
     st = column_update(p, c0, mid, mid, c1 - mid);
@@ -780,6 +827,7 @@ static kiln_status factor(chol_problem *p) {
     st = kiln__array_fill(p->info, 0.0, p->stream);
   p->fine = path == CHOL_PATH_FINE;
   pthread_once(&g_env_once, read_env);
+  p->ahead_k = g_env_ahead_k;
   p->quick = (kiln__chol_quick_test >= 0 ? kiln__chol_quick_test
                                          : g_env_quick) == 1;
   p->gemm_f32 = kiln__chol_gemm_test >= 0 ? kiln__chol_gemm_test

@@ -274,9 +274,9 @@ extern int kiln__lu_lookahead_test;
 /* Tests and timing (not thread-safe): the blocked Cholesky's look-ahead
  * (see cholesky.c, ahead_update). -1, the default: as the environment
  * variable KILN_CHOL_LOOKAHEAD says (read once: 0 to 2; unset or anything
- * else 1); 0 off; 1 where it is expected to pay (one matrix, n >= 2048, on
- * CUDA); 2 wherever it applies (any blocked factorization of more than
- * two panels, any batch, any backend: how the CPU tests cover it). */
+ * else 0); 0 off; 1 where it may pay (one matrix, n >= 2048, on CUDA); 2
+ * wherever it applies (any blocked factorization of more than two panels,
+ * any batch, any backend: how the CPU tests cover it). */
 extern int kiln__chol_lookahead_test;
 
 /* Tests and timing (not thread-safe): chol_panel's short pivot chain
