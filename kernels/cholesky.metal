@@ -38,11 +38,13 @@ using namespace metal;
 #if KILN_BACKEND_CUDA
 #define CHOL_UNROLL _Pragma("unroll")
 #define CHOL_ROLLED _Pragma("unroll 1")
+#define CHOL_UNROLL8 _Pragma("unroll 8")
 // Every lane of the warp takes part in every shuffle below.
 #define CHOL_SHFL(v, l) __shfl_sync(0xffffffffu, (v), (l))
 #else
 #define CHOL_UNROLL
 #define CHOL_ROLLED
+#define CHOL_UNROLL8
 #define CHOL_SHFL(v, l) simd_shuffle((v), (ushort)(l))
 #endif
 
@@ -125,11 +127,21 @@ inline int chol_warp_factor(thread T* x, int lane, int base) {
 // double-buffered so one barrier per group suffices between reuses), and
 // Pd, 16 x 17 (the factored diagonal tile). 256 threads. Returns 0 or the
 // order of the first failing pivot within the block.
-template <typename T, int PW, int RCH, bool UPPER, bool BLOCKED, bool QUICK>
+//
+// FUSE (chol_panel only): before factoring, the block is updated by the
+// kw factored columns left of it (logical columns -kw .. -1 relative to
+// the block's origin), X -= L[rows, -kw:0] L[cols, -kw:0]^T, so that the
+// driver's GEMM launch for that update (kw x 64 columns, one tile column,
+// a few us of work behind a launch) is not needed: left-looking, as the
+// panel reads those columns anyway from L2. The columns are staged FC at
+// a time in Pn (all NR rows, padded to FC + 1), each thread then
+// accumulating its own elements in k order (deterministic).
+template <typename T, int PW, int RCH, bool UPPER, bool BLOCKED, bool QUICK,
+          bool FUSE>
 inline int chol_run(const device T* src, int64_t sr, int64_t sc,
                     device T* dst, int64_t dr, int64_t dc, int pw, int rows,
                     int r0, device T* dg, bool writer, int tid,
-                    threadgroup T* Pn, threadgroup T* Pd) {
+                    threadgroup T* Pn, threadgroup T* Pd, int kw) {
   constexpr int NBC = PW / 16, NA = (PW + RCH) / 16, NR = 16 * NA;
   constexpr int PP = 17, NW = 8;
   // Columns of the rank-16 update fetched per round: 4 floats or 2
@@ -162,6 +174,49 @@ inline int chol_run(const device T* src, int64_t sr, int64_t sc,
       }
       X[a][b] = v;
     }
+  }
+  if (FUSE && kw > 0) {
+    constexpr int FC = 32, FP = FC + 1;
+    CHOL_ROLLED
+    for (int f0 = 0; f0 < kw; f0 += FC) {
+      // The previous chunk's readers are done with Pn.
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+      // Stage rows 0 .. NR-1 (the diagonal block's, then this group's)
+      // of the columns f0 .. f0+FC-1; neighbouring threads take
+      // neighbouring addresses (columns, or rows for UPPER); 8 loads in
+      // flight a thread, not 16 (sm_90a: 16 took 198 / 242 registers in
+      // float32 / float64, 8 keep the unfused 116 / 154).
+      CHOL_UNROLL8
+      for (int j = 0; j < NR * FC / 256; ++j) {
+        const int e = tid + 256 * j;
+        const int row = UPPER ? e % NR : e / FC;
+        const int k = UPPER ? e / NR : e % FC;
+        const int i = row < PW ? row : r0 + row - PW;
+        const bool real = (row < PW ? i < pw : i < rows) && f0 + k < kw;
+        Pn[row * FP + k] =
+            real ? src[(int64_t)i * sr + (int64_t)(f0 + k - kw) * sc]
+                 : T(0);
+      }
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+      for (int k = 0; k < FC; ++k) {
+        T cv[NBC];
+        CHOL_UNROLL
+        for (int b = 0; b < NBC; ++b)
+          cv[b] = Pn[(16 * b + tc) * FP + k];
+        CHOL_UNROLL
+        for (int a = 0; a < NA; ++a) {
+          const T rv = Pn[(16 * a + tr) * FP + k];
+          CHOL_UNROLL
+          for (int b = 0; b < NBC; ++b) {
+            if (a < NBC && a < b)
+              continue;
+            X[a][b] = fma(-rv, cv[b], X[a][b]);
+          }
+        }
+      }
+    }
+    // Before the column groups below stage into Pn.
+    threadgroup_barrier(mem_flags::mem_threadgroup);
   }
   int fail = 0;
   CHOL_UNROLL
@@ -323,9 +378,9 @@ const int64_t ac = UPPER ? A_strides[A_ndim - 2] : A_strides[A_ndim - 1];
 const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
 const device T* a = A + chol_batch_offset(b, A_shape, A_strides, A_ndim);
 device T* w = L + (int64_t)b * n * n;
-const int fail = chol_run<T, PW, 0, UPPER, false, false>(
+const int fail = chol_run<T, PW, 0, UPPER, false, false, false>(
     a, ar, ac, w, wr, wc, n, n, 0, w, false,
-    (int)thread_index_in_threadgroup, Pn, Pd);
+    (int)thread_index_in_threadgroup, Pn, Pd, 0);
 if (fail != 0 && thread_index_in_threadgroup == 0)
   info[b] = fail;
 
@@ -334,7 +389,8 @@ if (fail != 0 && thread_index_in_threadgroup == 0)
 // (k0, k0), of min(PW, n - k0) columns, and the rows below it, RCH rows per
 // threadgroup (group x takes rows k0 + pw + x * RCH on; group 0 also
 // stores the diagonal block, see chol_run). Template: T, PW, RCH, UPPER,
-// QUICK (chol_warp_factor's short pivot chain).
+// QUICK (chol_warp_factor's short pivot chain), FUSE (the update by the kw
+// columns left of the panel first, in the kernel; kw is 0 without it).
 // grid = (256 * groups, matrices in this launch), batch0 the first; Win is
 // W, bound for its shape; Dg (...×n) receives the diagonal.
 threadgroup T Pn[2 * (PW + RCH) * 17];
@@ -357,9 +413,9 @@ const int p0 = k0, pw = min(PW, n - p0);
 const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
 device T* w = L + (int64_t)b * n * n + (int64_t)p0 * (wr + wc);
 const int x = (int)threadgroup_position_in_grid.x;
-const int fail = chol_run<T, PW, RCH, UPPER, true, QUICK>(
+const int fail = chol_run<T, PW, RCH, UPPER, true, QUICK, FUSE>(
     w, wr, wc, w, wr, wc, pw, n - p0, pw + x * RCH, Dg + (int64_t)b * n + p0,
-    x == 0, (int)thread_index_in_threadgroup, Pn, Pd);
+    x == 0, (int)thread_index_in_threadgroup, Pn, Pd, kw);
 if (fail != 0 && thread_index_in_threadgroup == 0)
   info[b] = p0 + fail;
 

@@ -1,8 +1,9 @@
 /*
- * The blocked Cholesky's look-ahead and short pivot chain (src/linalg/
- * cholesky.c: ahead_update; kernels/cholesky.metal: chol_warp_factor's
- * QUICK), forced on at small sizes (kiln__chol_lookahead_test = 2,
- * kiln__chol_quick_test) on the device under test.
+ * The blocked Cholesky's variants (src/linalg/cholesky.c's knobs): the
+ * look-ahead (ahead_update), the short pivot chain (chol_warp_factor's
+ * QUICK), float32 updates on gemm_f32 and the two-panel splits' update
+ * inside chol_panel (FUSE), each forced on and off at small sizes
+ * through the kiln__chol_*_test hooks on the device under test.
  *
  * The look-ahead splits each update at a split of more than one panel in
  * two (the next panel's columns on the device's side stream, then that
@@ -277,6 +278,63 @@ void test_linalg_cholesky_gemm(void) {
     }
     kiln_array_destroy(arr);
     free(a);
+  }
+}
+
+/* The two-panel splits' update inside chol_panel (kiln__chol_fuse_test):
+ * on and off, valid factors close to each other, the same bits run to
+ * run; 129 ends in a fused pair whose right panel is one column, 300 in
+ * one of 44 columns; ill-conditioned matrices (condition 1e6 in float32,
+ * 1e12 in float64); batched; path 3; with the look-ahead and gemm_f32. */
+static void ca_fuse_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
+                         bool ill) {
+  double *a = kt_la_alloc(batch * n * n);
+  if (ill)
+    for (int64_t b = 0; b < batch; b++)
+      ca_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a + b * n * n);
+  else
+    ca_spd(batch, n, a);
+  int64_t shape[3] = {batch, n, n};
+  int ndim = batch == 1 ? 2 : 3;
+  kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  for (int upper = 0; upper < 2; upper++) {
+    char what[128];
+    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s%s path %d fused",
+             kiln_dtype_name(dt), (long long)batch, (long long)n,
+             (long long)n, ill ? "ill-conditioned " : "",
+             upper ? "upper" : "lower", path);
+    kiln__chol_fuse_test = 0;
+    double *off = ca_factor(arr, upper, path, 0, -1);
+    kiln__chol_fuse_test = 1;
+    double *on = ca_factor(arr, upper, path, 0, -1);
+    kiln__chol_fuse_test = 1;
+    double *again = ca_factor(arr, upper, path, 0, -1);
+    kiln__chol_fuse_test = 1;
+    double *all = ca_factor_g(arr, upper, path, 2, 1, 2);
+    kiln__chol_fuse_test = -1;
+    ca_check(what, dt, upper, batch, n, a, on);
+    ca_check(what, dt, upper, batch, n, a, all);
+    double tol = 64 * (double)n * kt_eps(dt) *
+                 (ill ? (dt == KILN_FLOAT32 ? 1e3 : 1e6) : 1.0);
+    ca_compare(what, on, off, batch * n * n, false, tol);
+    ca_compare(what, again, on, batch * n * n, true, 0);
+    free(off);
+    free(on);
+    free(again);
+    free(all);
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+void test_linalg_cholesky_fuse(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = ca_dtypes[d];
+    ca_fuse_case(dt, 1, 129, 2, false);
+    ca_fuse_case(dt, 1, 300, 2, false);
+    ca_fuse_case(dt, 1, 256, 2, true);
+    ca_fuse_case(dt, 3, 200, 2, false);
+    ca_fuse_case(dt, 2, 192, 3, false);
   }
 }
 

@@ -73,10 +73,18 @@
  *      (gemm_f32_tiles): the top split's 2048 x 2048 x 4096 block (256
  *      tiles, 34 GFLOP) and 7 deep updates of 124-256 tiles leave the
  *      64 x 64 SIMT tiles: ~1-2 ms (float32 only).
- * Together ~2.5-4 ms of the 12.15 (float32) and ~2.3-3.4 of the 12.29 ms
- * (float64) measured on main, against targets of 9.1 and 8.8 ms. What is
- * left by the same count: the GEMMs' partial waves (deep updates of few
- * tiles late in the matrix, ~2-3 ms) and 65 panels still on the path.
+ *   KILN_CHOL_FUSE (1, default; 0 off): at the 64 splits of two panels
+ *      the right panel's update (rows x 64 x 64: one tile column, ~64
+ *      tiles, 64 deep, a whole launch for ~1/20 of a wave's work) runs
+ *      inside its chol_panel (chol_run's FUSE: each group stages the 64
+ *      columns left of the panel for its 128 rows, 2 x 32 at a time, and
+ *      updates its registers, ~2-3 us added): 64 GEMM launches (~10-15
+ *      us each with their edges) -> 0: ~0.5-0.8 ms.
+ * Together (without the look-ahead) ~2.7-4.5 ms of the 12.15 (float32)
+ * and ~1.5-2.5 of the 12.29 ms (float64) measured on main, against
+ * targets of 9.1 and 8.8 ms. What is left by the same count: the GEMMs'
+ * partial waves (deep updates of few tiles late in the matrix, ~2 ms)
+ * and the 128 panels, still on the path one after the other.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -143,6 +151,7 @@ typedef struct chol_problem {
   bool fine;        /* path 3: the updates halved down to small leaves */
   kiln_array *idx;  /* blocked: int32 0 .. n-1, the kernels' scalars */
   bool quick;       /* chol_panel's short pivot chain (QUICK) */
+  bool fuse;        /* a two-panel split's update in the panel (FUSE) */
   int gemm_f32;     /* float32 updates on gemm_f32 (gemm_f32_tiles): 0
                        never, 1 from CHOL_F32_MIN_TILES tiles, 2 always */
   /* The look-ahead (ahead_update): the side stream's view of the problem
@@ -157,14 +166,15 @@ typedef struct chol_problem {
 int kiln__chol_lookahead_test = -1;
 int kiln__chol_quick_test = -1;
 int kiln__chol_gemm_test = -1;
+int kiln__chol_fuse_test = -1;
 
 /* KILN_CHOL_LOOKAHEAD (0 to 2, default 0), KILN_CHOL_AHEAD_K (default
- * CHOL_AHEAD_MAX_K), KILN_CHOL_QUICK, KILN_CHOL_INDEX and KILN_CHOL_GEMM
- * (0 to 1 or 2, default 1), read once: so that
+ * CHOL_AHEAD_MAX_K), KILN_CHOL_QUICK, KILN_CHOL_INDEX, KILN_CHOL_GEMM and
+ * KILN_CHOL_FUSE (0 to 1 or 2, default 1), read once: so that
  * one benchmark process can time every variant (see the top of the
  * file). */
 static int g_env_ahead = 0, g_env_quick = 1, g_env_index = 1;
-static int g_env_gemm = 1;
+static int g_env_gemm = 1, g_env_fuse = 1;
 static int64_t g_env_ahead_k = CHOL_AHEAD_MAX_K;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
@@ -192,6 +202,7 @@ static void read_env(void) {
   g_env_quick = env_mode("KILN_CHOL_QUICK", 1, 1);
   g_env_index = env_mode("KILN_CHOL_INDEX", 1, 1);
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
+  g_env_fuse = env_mode("KILN_CHOL_FUSE", 1, 1);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -417,31 +428,39 @@ static kiln_status launch_copy(const chol_problem *p) {
                            256);
 }
 
-/* chol_panel on the panel whose diagonal block starts at p0. */
-static kiln_status launch_panel(const chol_problem *p, int64_t p0) {
+/* chol_panel on the panel whose diagonal block starts at p0, first
+ * updated in the kernel by the kw columns left of it (FUSE; kw 0: none). */
+static kiln_status launch_panel(const chol_problem *p, int64_t p0,
+                                int64_t kw) {
   if (p0 == p->done)
     return KILN_OK; /* factored ahead, on the side stream */
   kiln_kernel *k = NULL;
   kiln_status st =
-      chol_kernel("chol_panel", "Win,k0,batch0", "L,info,Dg", &k);
-  kiln_array *in[2] = {p->w, NULL};
+      chol_kernel("chol_panel", "Win,k0,kw,batch0", "L,info,Dg", &k);
+  kiln_array *in[3] = {p->w, NULL, NULL};
   if (st == KILN_OK)
     st = int_scalar(p, p0, &in[1]);
-  if (st != KILN_OK)
+  if (st == KILN_OK)
+    st = int_scalar(p, kw, &in[2]);
+  if (st != KILN_OK) {
+    kiln__array_destroy(in[1]);
     return st;
+  }
   int rch = CHOL_RCH;
-  kiln_template_arg t[5];
+  kiln_template_arg t[6];
   kiln__targ_dtype(&t[0], "T", p->a->dtype);
   kiln__targ_int(&t[1], "PW", CHOL_PW);
   kiln__targ_int(&t[2], "RCH", rch);
   kiln__targ_bool(&t[3], "UPPER", p->upper);
   kiln__targ_bool(&t[4], "QUICK", p->quick);
+  kiln__targ_bool(&t[5], "FUSE", kw > 0);
   int64_t below = p->n - p0 - CHOL_PW;
   int64_t groups = below > 0 ? (below + rch - 1) / rch : 1;
   kiln_array *into[3] = {p->w, p->info, p->dg};
-  st = launch_over_batch(p, k, in, 2, into, 3, t, 5,
+  st = launch_over_batch(p, k, in, 3, into, 3, t, 6,
                          (uint32_t)groups * CHOL_THREADS, CHOL_THREADS);
   kiln__array_destroy(in[1]);
+  kiln__array_destroy(in[2]);
   return st;
 }
 
@@ -660,7 +679,7 @@ static kiln_status ahead_update(chol_problem *p, int64_t k0, int64_t k1,
   if (st == KILN_OK)
     st = update_blocks(q, k0, k1, s0, s0, p->n - s0, CHOL_PW, 0, 0, 0);
   if (st == KILN_OK)
-    st = launch_panel(q, s0);
+    st = launch_panel(q, s0, 0);
   if (st == KILN_OK)
     st = column_update(p, k0, k1, s0 + CHOL_PW, m - CHOL_PW);
   /* the join, whatever happened: the side may hold launches on W */
@@ -686,9 +705,11 @@ static kiln_status ahead_update(chol_problem *p, int64_t k0, int64_t k1,
 static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
   int64_t pw = CHOL_PW, panels = (c1 - c0 + pw - 1) / pw;
   if (panels <= 1)
-    return launch_panel(p, c0);
+    return launch_panel(p, c0, 0);
   int64_t mid = c0 + panels / 2 * pw;
   kiln_status st = factor_columns(p, c0, mid);
+  if (st == KILN_OK && p->fuse && panels == 2) /* the update in the panel */
+    return launch_panel(p, mid, mid - c0);
   if (st == KILN_OK && p->side != NULL && c1 - mid > pw &&
       mid - c0 <= p->ahead_k)
     st = ahead_update(p, c0, mid, mid, c1 - mid);
@@ -828,6 +849,8 @@ static kiln_status factor(chol_problem *p) {
   p->fine = path == CHOL_PATH_FINE;
   pthread_once(&g_env_once, read_env);
   p->ahead_k = g_env_ahead_k;
+  p->fuse = (kiln__chol_fuse_test >= 0 ? kiln__chol_fuse_test
+                                       : g_env_fuse) == 1;
   p->quick = (kiln__chol_quick_test >= 0 ? kiln__chol_quick_test
                                          : g_env_quick) == 1;
   p->gemm_f32 = kiln__chol_gemm_test >= 0 ? kiln__chol_gemm_test

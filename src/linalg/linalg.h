@@ -291,6 +291,12 @@ extern int kiln__chol_quick_test;
  * float32 update (tests: their updates are small). */
 extern int kiln__chol_gemm_test;
 
+/* Tests and timing (not thread-safe): the blocked Cholesky's two-panel
+ * splits update their right panel inside chol_panel (FUSE) instead of by
+ * a GEMM. -1: as KILN_CHOL_FUSE says (0 or 1; unset or anything else 1);
+ * 0 off; 1 on. */
+extern int kiln__chol_fuse_test;
+
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
                           kiln_array **out);
