@@ -285,7 +285,10 @@ void test_linalg_cholesky_gemm(void) {
  * on and off, valid factors close to each other, the same bits run to
  * run; 129 ends in a fused pair whose right panel is one column, 300 in
  * one of 44 columns; ill-conditioned matrices (condition 1e6 in float32,
- * 1e12 in float64); batched; path 3; with the look-ahead and gemm_f32. */
+ * 1e12 in float64); batched; path 3; with the look-ahead and gemm_f32;
+ * left-looking ranges of 4 and 8 panels (modes 2 and 3, the latter with
+ * the look-ahead: 300 and 256 are then left-looking whole, 5 and 4
+ * panels, up to 256 columns deep). */
 static void ca_fuse_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
                          bool ill) {
   double *a = kt_la_alloc(batch * n * n);
@@ -311,9 +314,18 @@ static void ca_fuse_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
     double *again = ca_factor(arr, upper, path, 0, -1);
     kiln__chol_fuse_test = 1;
     double *all = ca_factor_g(arr, upper, path, 2, 1, 2);
+    double *blk[2];
+    for (int f = 2; f <= 3; f++) { /* left-looking ranges of 4 and 8 */
+      kiln__chol_fuse_test = f;
+      blk[f - 2] = ca_factor_g(arr, upper, path, f == 3 ? 2 : 0, -1, -1);
+    }
     kiln__chol_fuse_test = -1;
     ca_check(what, dt, upper, batch, n, a, on);
     ca_check(what, dt, upper, batch, n, a, all);
+    for (int f = 0; f < 2; f++) {
+      ca_check(what, dt, upper, batch, n, a, blk[f]);
+      free(blk[f]);
+    }
     double tol = 64 * (double)n * kt_eps(dt) *
                  (ill ? (dt == KILN_FLOAT32 ? 1e3 : 1e6) : 1.0);
     ca_compare(what, on, off, batch * n * n, false, tol);

@@ -79,7 +79,14 @@
  *      inside its chol_panel (chol_run's FUSE: each group stages the 64
  *      columns left of the panel for its 128 rows, 2 x 32 at a time, and
  *      updates its registers, ~2-3 us added): 64 GEMM launches (~10-15
- *      us each with their edges) -> 0: ~0.5-0.8 ms.
+ *      us each with their edges) -> 0: ~0.5-0.8 ms. KILN_CHOL_FUSE=2
+ *      (3) makes every range of up to 4 (8) panels left-looking: each
+ *      panel updated in its kernel by all the range's panels before it
+ *      (64 to 192 deep), which also removes the 32 (and 16) GEMM
+ *      launches 128 (256) deep, for ~80-100 cycles a column of depth
+ *      in each fused panel (float32; its shared-memory reads bound it,
+ *      about twice that in float64): 2 may gain ~0.5 ms more in float32,
+ *      little in float64; 3 likely loses.
  * Together (without the look-ahead) ~2.7-4.5 ms of the 12.15 (float32)
  * and ~1.5-2.5 of the 12.29 ms (float64) measured on main, against
  * targets of 9.1 and 8.8 ms. What is left by the same count: the GEMMs'
@@ -151,7 +158,8 @@ typedef struct chol_problem {
   bool fine;        /* path 3: the updates halved down to small leaves */
   kiln_array *idx;  /* blocked: int32 0 .. n-1, the kernels' scalars */
   bool quick;       /* chol_panel's short pivot chain (QUICK) */
-  bool fuse;        /* a two-panel split's update in the panel (FUSE) */
+  int fuse;         /* ranges of up to 2^fuse panels left-looking, their
+                       updates in chol_panel (FUSE); 0 off */
   int gemm_f32;     /* float32 updates on gemm_f32 (gemm_f32_tiles): 0
                        never, 1 from CHOL_F32_MIN_TILES tiles, 2 always */
   /* The look-ahead (ahead_update): the side stream's view of the problem
@@ -202,7 +210,7 @@ static void read_env(void) {
   g_env_quick = env_mode("KILN_CHOL_QUICK", 1, 1);
   g_env_index = env_mode("KILN_CHOL_INDEX", 1, 1);
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
-  g_env_fuse = env_mode("KILN_CHOL_FUSE", 1, 1);
+  g_env_fuse = env_mode("KILN_CHOL_FUSE", 3, 1);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -700,16 +708,23 @@ static kiln_status ahead_update(chol_problem *p, int64_t k0, int64_t k1,
  * near the GEMM's full speed; a right-looking loop over fixed block
  * columns makes every update only as deep as one block column. With the
  * look-ahead the right half's first panel is factored during its update
- * (ahead_update), and skipped when its turn comes (p->done).
+ * (ahead_update), and skipped when its turn comes (p->done). With FUSE a
+ * range of at most 2^fuse panels runs left-looking instead: each panel
+ * updated inside chol_panel by the range's columns before it.
  */
 static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
   int64_t pw = CHOL_PW, panels = (c1 - c0 + pw - 1) / pw;
   if (panels <= 1)
     return launch_panel(p, c0, 0);
+  if (p->fuse > 0 && panels <= ((int64_t)1 << p->fuse)) {
+    /* left-looking: each panel updated in its kernel by those before */
+    kiln_status st = KILN_OK;
+    for (int64_t p0 = c0; st == KILN_OK && p0 < c1; p0 += pw)
+      st = launch_panel(p, p0, p0 - c0);
+    return st;
+  }
   int64_t mid = c0 + panels / 2 * pw;
   kiln_status st = factor_columns(p, c0, mid);
-  if (st == KILN_OK && p->fuse && panels == 2) /* the update in the panel */
-    return launch_panel(p, mid, mid - c0);
   if (st == KILN_OK && p->side != NULL && c1 - mid > pw &&
       mid - c0 <= p->ahead_k)
     st = ahead_update(p, c0, mid, mid, c1 - mid);
@@ -849,8 +864,9 @@ static kiln_status factor(chol_problem *p) {
   p->fine = path == CHOL_PATH_FINE;
   pthread_once(&g_env_once, read_env);
   p->ahead_k = g_env_ahead_k;
-  p->fuse = (kiln__chol_fuse_test >= 0 ? kiln__chol_fuse_test
-                                       : g_env_fuse) == 1;
+  p->fuse = kiln__chol_fuse_test >= 0 ? kiln__chol_fuse_test : g_env_fuse;
+  if (p->fuse > 3)
+    p->fuse = 3;
   p->quick = (kiln__chol_quick_test >= 0 ? kiln__chol_quick_test
                                          : g_env_quick) == 1;
   p->gemm_f32 = kiln__chol_gemm_test >= 0 ? kiln__chol_gemm_test

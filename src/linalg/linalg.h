@@ -291,10 +291,10 @@ extern int kiln__chol_quick_test;
  * float32 update (tests: their updates are small). */
 extern int kiln__chol_gemm_test;
 
-/* Tests and timing (not thread-safe): the blocked Cholesky's two-panel
- * splits update their right panel inside chol_panel (FUSE) instead of by
- * a GEMM. -1: as KILN_CHOL_FUSE says (0 or 1; unset or anything else 1);
- * 0 off; 1 on. */
+/* Tests and timing (not thread-safe): the blocked Cholesky's ranges of at
+ * most 2^f panels run left-looking, each panel updated inside chol_panel
+ * (FUSE) instead of by GEMMs. -1: as KILN_CHOL_FUSE says (0 to 3; unset
+ * or anything else 1); 0 off; f = 1 (two-panel splits), 2 or 3. */
 extern int kiln__chol_fuse_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
