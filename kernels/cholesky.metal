@@ -470,3 +470,29 @@ w[e] = T(0);
 const uint i = thread_position_in_grid.x;
 if (i < (uint)count)
   idx[i] = (int)i;
+
+//@kernel chol_ksum
+// The end of a split-K update (cholesky.c, update_split): W's cnt blocks
+// of R x C (memory coordinates; block q at row r0 + q dr, column c0 + q
+// dc) minus the PIECES products in S (batch x cnt x PIECES x R x C,
+// contiguous), subtracted in order (deterministic). Template: T, PIECES.
+// One thread per element of the cnt blocks of one matrix (grid.x), batch
+// entries along grid.y from batch0; Win is W, bound for its shape.
+const int n = Win_shape[Win_ndim - 1];
+const uint R = (uint)S_shape[S_ndim - 2], C = (uint)S_shape[S_ndim - 1];
+const uint cnt = (uint)S_shape[S_ndim - 4];
+const uint e = thread_position_in_grid.x;
+const uint rc = R * C;
+if (e >= cnt * rc)
+  return;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const uint q = e / rc, rem = e % rc, i = rem / C, j = rem % C;
+const int64_t row = (int64_t)r0 + (int64_t)q * dr + i;
+const int64_t col = (int64_t)c0 + (int64_t)q * dc + j;
+device T* w = L + (int64_t)b * n * n + row * n + col;
+const device T* s = S + ((int64_t)b * cnt + q) * PIECES * (int64_t)rc + rem;
+T acc = *w;
+CHOL_UNROLL
+for (int t = 0; t < PIECES; ++t)
+  acc -= s[(int64_t)t * rc];
+*w = acc;

@@ -141,6 +141,7 @@
   X(linalg_cholesky_quick, 240)                                               \
   X(linalg_cholesky_gemm, 240)                                                \
   X(linalg_cholesky_fuse, 240)                                                \
+  X(linalg_cholesky_splitk, 240)                                              \
   X(linalg_cholesky_ahead_alloc_fail, 240)                                    \
   /* ---- qr tests ---- */                                                    \
   X(linalg_qr_small, 240)                                                     \

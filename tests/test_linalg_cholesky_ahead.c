@@ -350,6 +350,63 @@ void test_linalg_cholesky_fuse(void) {
   }
 }
 
+/* Updates cut along their depth (kiln__chol_splitk_test = 2: every one
+ * at least 128 deep in two, through a scratch array and chol_ksum): valid
+ * factors close to the plain ones, the same bits run to run, lower and
+ * upper, batched, path 3's batched blocks, with the look-ahead (on the
+ * side stream too) and with left-looking ranges of 4 panels. */
+void test_linalg_cholesky_splitk(void) {
+  static const int64_t cases[5][3] = {
+      {1, 300, 2}, {1, 520, 3}, {3, 200, 2}, {2, 260, 3}, {1, 129, 2}};
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = ca_dtypes[d];
+    for (int c = 0; c < 5; c++) {
+      int64_t batch = cases[c][0], n = cases[c][1];
+      int path = (int)cases[c][2];
+      double *a = kt_la_alloc(batch * n * n);
+      ca_spd(batch, n, a);
+      int64_t shape[3] = {batch, n, n};
+      int ndim = batch == 1 ? 2 : 3;
+      kiln_array *arr =
+          kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+      for (int upper = 0; upper < 2; upper++) {
+        char what[128];
+        snprintf(what, sizeof what, "%s %lld x %lld x %lld %s path %d "
+                 "split-K", kiln_dtype_name(dt), (long long)batch,
+                 (long long)n, (long long)n, upper ? "upper" : "lower",
+                 path);
+        double *plain = ca_factor(arr, upper, path, 0, -1);
+        kiln__chol_splitk_test = 2;
+        double *split = ca_factor(arr, upper, path, 0, -1);
+        kiln__chol_splitk_test = 2;
+        double *again = ca_factor(arr, upper, path, 0, -1);
+        kiln__chol_splitk_test = 2;
+        double *ahead = ca_factor(arr, upper, path, 2, -1);
+        kiln__chol_splitk_test = 2;
+        kiln__chol_fuse_test = 2;
+        double *left = ca_factor(arr, upper, path, 0, -1);
+        kiln__chol_splitk_test = -1;
+        kiln__chol_fuse_test = -1;
+        ca_check(what, dt, upper, batch, n, a, split);
+        ca_check(what, dt, upper, batch, n, a, ahead);
+        ca_check(what, dt, upper, batch, n, a, left);
+        ca_compare(what, split, plain, batch * n * n, false,
+                   64 * (double)n * kt_eps(dt));
+        ca_compare(what, again, split, batch * n * n, true, 0);
+        ca_compare(what, ahead, split, batch * n * n, ca_exact(),
+                   64 * (double)n * kt_eps(dt));
+        free(plain);
+        free(split);
+        free(again);
+        free(ahead);
+        free(left);
+      }
+      kiln_array_destroy(arr);
+      free(a);
+    }
+  }
+}
+
 /* ---- allocation failures ------------------------------------------------- */
 
 /* Allocation hooks failing the n-th host allocation of the test's own

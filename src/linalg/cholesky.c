@@ -87,8 +87,11 @@
  *      in each fused panel (float32; its shared-memory reads bound it,
  *      about twice that in float64): 2 may gain ~0.5 ms more in float32,
  *      little in float64; 3 likely loses.
- * Together (without the look-ahead) ~2.7-4.5 ms of the 12.15 (float32)
- * and ~1.5-2.5 of the 12.29 ms (float64) measured on main, against
+ *   KILN_CHOL_SPLITK (1, default; 0 off; 2 for tests): deep updates of
+ *      few tiles cut along their depth where an H100 cost model says so
+ *      (split_factor; on CUDA only): ~0.5 ms float32, ~0.1 ms float64.
+ * Together (without the look-ahead) ~3-5 ms of the 12.15 (float32) and
+ * ~1.6-2.6 of the 12.29 ms (float64) measured on main, against
  * targets of 9.1 and 8.8 ms. What is left by the same count: the GEMMs'
  * partial waves (deep updates of few tiles late in the matrix, ~2 ms)
  * and the 128 panels, still on the path one after the other.
@@ -168,6 +171,7 @@ typedef struct chol_problem {
   struct chol_problem *side;
   int64_t done;
   int64_t ahead_k; /* the deepest update split for the look-ahead */
+  int splitk;       /* split-K updates (split_factor): 0 off, 1, 2 */
 } chol_problem;
 
 /* See linalg.h. */
@@ -175,14 +179,16 @@ int kiln__chol_lookahead_test = -1;
 int kiln__chol_quick_test = -1;
 int kiln__chol_gemm_test = -1;
 int kiln__chol_fuse_test = -1;
+int kiln__chol_splitk_test = -1;
 
 /* KILN_CHOL_LOOKAHEAD (0 to 2, default 0), KILN_CHOL_AHEAD_K (default
- * CHOL_AHEAD_MAX_K), KILN_CHOL_QUICK, KILN_CHOL_INDEX, KILN_CHOL_GEMM and
- * KILN_CHOL_FUSE (0 to 1 or 2, default 1), read once: so that
+ * CHOL_AHEAD_MAX_K), KILN_CHOL_QUICK, KILN_CHOL_INDEX, KILN_CHOL_GEMM,
+ * KILN_CHOL_FUSE and KILN_CHOL_SPLITK (0 to 1, 2 or 3, default 1), read
+ * once: so that
  * one benchmark process can time every variant (see the top of the
  * file). */
 static int g_env_ahead = 0, g_env_quick = 1, g_env_index = 1;
-static int g_env_gemm = 1, g_env_fuse = 1;
+static int g_env_gemm = 1, g_env_fuse = 1, g_env_splitk = 1;
 static int64_t g_env_ahead_k = CHOL_AHEAD_MAX_K;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
@@ -211,6 +217,7 @@ static void read_env(void) {
   g_env_index = env_mode("KILN_CHOL_INDEX", 1, 1);
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
   g_env_fuse = env_mode("KILN_CHOL_FUSE", 3, 1);
+  g_env_splitk = env_mode("KILN_CHOL_SPLITK", 2, 1);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -322,7 +329,7 @@ static kiln_status launch_over_batch(const chol_problem *p, kiln_kernel *k,
   kiln_output_spec spec[3];
   for (int i = 0; i < nout; i++)
     kiln__linalg_out_spec(&spec[i], into[i]);
-  kiln_array *inputs[4];
+  kiln_array *inputs[8]; /* nin <= 7 */
   for (int i = 0; i < nin; i++)
     inputs[i] = in[i];
   kiln_status st = KILN_OK;
@@ -558,6 +565,151 @@ static kiln_status block(const chol_problem *p, int64_t r, int64_t c,
   return st;
 }
 
+/* ---- split-K updates ---------------------------------------------------- */
+
+static bool on_cuda(const chol_problem *p) {
+  return strcmp(p->stream->device->info.backend, "cuda") == 0;
+}
+
+/*
+ * The number of pieces to cut the depth of an update into (1: none), for
+ * cnt blocks of rows x cols (logical) and depth kw. A deep update of few
+ * GEMM tiles leaves most SMs idle for its whole depth: the square of
+ * 1024 at the last split of 8192 (1024 deep) is 64 tiles for 132 SMs
+ * (264 float32 slots). Cut into s pieces (a batched GEMM into a scratch
+ * array, beta 0, then chol_ksum subtracting the pieces from W in order,
+ * so the result is deterministic), it is s times the tiles, each s times
+ * shorter, for (2 s + 2) passes of the block's bytes. The cost model, per
+ * s: ceil(tiles s / slots) waves of kw / s columns at TK seconds a column
+ * and wave, plus the scratch's traffic at KSUM_BW and one more launch;
+ * the least s wins, if by a tenth and KSUM_MIN_GAIN. TK and KSUM_BW are
+ * an H100's (the float32 and float64 GEMMs' measured 48 and 38.6 TFLOP/s
+ * at 8192^3 over 264 and 132 slots; ~3 TB/s), so other GPUs get a
+ * rougher choice, and mode 1 splits nothing off CUDA. The count at n =
+ * 8192 (estimated, NOT measured): ~0.5 ms (float32: 19 updates 128 to
+ * 1024 deep, e.g. the last 1024^3 square 184 -> ~65 us, 512^3 92 -> ~32),
+ * ~0.1 ms (float64: 5 updates). Mode 2 (tests) splits every update at
+ * least 128 deep in two.
+ */
+#define KSUM_TK_F32 0.18e-6
+#define KSUM_TK_F64 0.112e-6
+#define KSUM_BW 3.0e12
+#define KSUM_LAUNCH 5e-6
+/* ... and a split must save a tenth and this many seconds by the model
+ * (below, the model's error and the extra launch's edges dominate). */
+#define KSUM_MIN_GAIN 10e-6
+/* Scratch elements at most (the pieces of one update). */
+#define KSUM_MAX_ELEMS ((int64_t)1 << 25)
+
+static int split_factor(const chol_problem *p, int64_t kw, int64_t rows,
+                        int64_t cols, int64_t cnt) {
+  if (p->splitk <= 0 || p->splitk > 2 || rows == 0 || cols == 0)
+    return 1;
+  if (p->splitk == 2)
+    return kw >= 128 && kw % 2 == 0 ? 2 : 1;
+  if (!on_cuda(p)) /* the model is an H100's */
+    return 1;
+  bool f64 = p->a->dtype == KILN_FLOAT64;
+  int64_t units = p->stream->device->info.compute_units;
+  int64_t slots = (units > 0 ? units : 1) * (f64 ? 1 : 2);
+  int64_t tiles = p->batch * cnt * ((rows + 127) / 128) * ((cols + 127) / 128);
+  int64_t elems = p->batch * cnt * rows * cols;
+  double tk = f64 ? KSUM_TK_F64 : KSUM_TK_F32, sz = f64 ? 8.0 : 4.0;
+  double best = (double)((tiles + slots - 1) / slots) * (double)kw * tk;
+  int pick = 1;
+  for (int64_t sp = 2; sp <= 16 && kw % (64 * sp) == 0; sp *= 2) {
+    if (elems * sp > KSUM_MAX_ELEMS)
+      break;
+    double t = (double)((tiles * sp + slots - 1) / slots) *
+                   (double)(kw / sp) * tk +
+               (double)elems * sz * (double)(2 * sp + 2) / KSUM_BW +
+               KSUM_LAUNCH;
+    if (t < 0.9 * best && t < best - KSUM_MIN_GAIN) {
+      best = t;
+      pick = (int)sp;
+    }
+  }
+  return pick;
+}
+
+/* A view of W3's cnt blocks (memory coordinates r, c; rows x cols; `step`
+ * elements apart), each as `pieces` blocks `pstep` apart: batch x cnt x
+ * pieces x rows x cols. */
+static kiln_status block5(const chol_problem *p, int64_t r, int64_t c,
+                          int64_t rows, int64_t cols, int64_t cnt,
+                          int64_t step, int64_t pieces, int64_t pstep,
+                          kiln_array **out) {
+  int64_t n = p->n;
+  int64_t shape[5] = {p->batch, cnt, pieces, rows, cols};
+  int64_t strides[5] = {n * n, step, pstep, n, 1};
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_array_view(p->w3, 5, shape, strides, r * n + c, out);
+  kiln__api_enter(api);
+  return st;
+}
+
+/* chol_ksum: W's cnt blocks at memory (r, c), `dr` rows and `dc` columns
+ * apart, minus the pieces of S (batch x cnt x pieces x R x C), in order. */
+static kiln_status launch_ksum(const chol_problem *p, kiln_array *sc,
+                               int64_t r, int64_t c, int64_t dr, int64_t dc,
+                               int pieces) {
+  kiln_kernel *k = NULL;
+  kiln_status st = chol_kernel("chol_ksum", "S,Win,r0,c0,dr,dc,batch0", "L",
+                               &k);
+  kiln_array *in[7] = {sc, p->w, NULL, NULL, NULL, NULL, NULL};
+  int64_t v[4] = {r, c, dr, dc};
+  for (int i = 0; st == KILN_OK && i < 4; i++)
+    st = int_scalar(p, v[i], &in[2 + i]);
+  if (st == KILN_OK) {
+    kiln_template_arg t[2];
+    kiln__targ_dtype(&t[0], "T", p->a->dtype);
+    kiln__targ_int(&t[1], "PIECES", pieces);
+    uint64_t elems = (uint64_t)(sc->size / p->batch / pieces);
+    kiln_array *into[1] = {p->w};
+    st = launch_over_batch(p, k, in, 6, into, 1, t, 2,
+                           (uint32_t)((elems + 255) / 256 * 256), 256);
+  }
+  for (int i = 2; i < 6; i++)
+    kiln__array_destroy(in[i]);
+  return st;
+}
+
+/* update_blocks cut into `pieces` along the depth (split_factor): the
+ * pieces' products into a scratch array by one batched GEMM, then
+ * chol_ksum. cnt >= 1 here. */
+static kiln_status update_split(const chol_problem *p, int64_t k0,
+                                int64_t k1, int64_t r, int64_t c,
+                                int64_t rows, int64_t cols, int64_t cnt,
+                                int64_t dr, int64_t dc, int pieces) {
+  int64_t n = p->n, kc = (k1 - k0) / pieces;
+  /* memory coordinates of C: the transpose for the upper factor */
+  int64_t mr = p->upper ? c : r, mc = p->upper ? r : c;
+  int64_t mrows = p->upper ? cols : rows, mcols = p->upper ? rows : cols;
+  int64_t mdr = p->upper ? dc : dr, mdc = p->upper ? dr : dc;
+  kiln_array *va = NULL, *vb = NULL, *sc = NULL;
+  int64_t shape[5] = {p->batch, cnt, pieces, mrows, mcols};
+  kiln_status st =
+      kiln__array_create(p->stream->device, p->a->dtype, 5, shape, &sc);
+  if (st == KILN_OK && !p->upper) {
+    st = block5(p, r, k0, rows, kc, cnt, dr * n, pieces, kc, &va);
+    if (st == KILN_OK)
+      st = block5(p, c, k0, cols, kc, cnt, dc * n, pieces, kc, &vb);
+  } else if (st == KILN_OK) {
+    st = block5(p, k0, c, kc, cols, cnt, dc, pieces, kc * n, &va);
+    if (st == KILN_OK)
+      st = block5(p, k0, r, kc, rows, cnt, dr, pieces, kc * n, &vb);
+  }
+  if (st == KILN_OK)
+    st = kiln__linalg_gemm(p->stream, p->upper, !p->upper, 1.0, va, vb, 0.0,
+                           sc);
+  if (st == KILN_OK)
+    st = launch_ksum(p, sc, mr, mc, mdr, mdc, pieces);
+  kiln__array_destroy(va);
+  kiln__array_destroy(vb);
+  kiln__array_destroy(sc);
+  return st;
+}
+
 /* C -= L21 L21^T restricted to blocks (logical rows x columns of the
  * lower triangle); memory coordinates swap for the upper factor. The
  * logical block (r, c) of rows x cols, cnt of them `dr`, `dc` apart
@@ -568,6 +720,10 @@ static kiln_status update_blocks(const chol_problem *p, int64_t k0,
                                  int64_t rows, int64_t cols, int64_t cnt,
                                  int64_t dr, int64_t dc) {
   int64_t n = p->n, kw = k1 - k0;
+  int split = split_factor(p, kw, rows, cols, cnt > 0 ? cnt : 1);
+  if (split > 1)
+    return update_split(p, k0, k1, r, c, rows, cols, cnt > 0 ? cnt : 1, dr,
+                        dc, split);
   kiln_array *va = NULL, *vb = NULL, *vc = NULL;
   kiln_status st;
   if (!p->upper) {
@@ -735,10 +891,6 @@ static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
   return st;
 }
 
-static bool on_cuda(const chol_problem *p) {
-  return strcmp(p->stream->device->info.backend, "cuda") == 0;
-}
-
 /* Whether the blocked path runs with the look-ahead, from
  * kiln__chol_lookahead_test (or KILN_CHOL_LOOKAHEAD): mode 1 where it is
  * expected to pay (one matrix, n >= CHOL_AHEAD_MIN_N, CUDA), mode 2
@@ -867,6 +1019,8 @@ static kiln_status factor(chol_problem *p) {
   p->fuse = kiln__chol_fuse_test >= 0 ? kiln__chol_fuse_test : g_env_fuse;
   if (p->fuse > 3)
     p->fuse = 3;
+  p->splitk =
+      kiln__chol_splitk_test >= 0 ? kiln__chol_splitk_test : g_env_splitk;
   p->quick = (kiln__chol_quick_test >= 0 ? kiln__chol_quick_test
                                          : g_env_quick) == 1;
   p->gemm_f32 = kiln__chol_gemm_test >= 0 ? kiln__chol_gemm_test
