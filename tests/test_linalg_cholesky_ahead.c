@@ -351,7 +351,8 @@ void test_linalg_cholesky_fuse(void) {
 }
 
 /* Updates cut along their depth (kiln__chol_splitk_test = 2: every one
- * at least 128 deep in two, through a scratch array and chol_ksum): valid
+ * at least 128 deep into pieces of 64 columns, through a scratch array
+ * and chol_ksum; 520 has updates 256 deep, in 4): valid
  * factors close to the plain ones, the same bits run to run, lower and
  * upper, batched, path 3's batched blocks, with the look-ahead (on the
  * side stream too) and with left-looking ranges of 4 panels. */

@@ -589,7 +589,8 @@ static bool on_cuda(const chol_problem *p) {
  * 8192 (estimated, NOT measured): ~0.5 ms (float32: 19 updates 128 to
  * 1024 deep, e.g. the last 1024^3 square 184 -> ~65 us, 512^3 92 -> ~32),
  * ~0.1 ms (float64: 5 updates). Mode 2 (tests) splits every update at
- * least 128 deep in two.
+ * least 128 deep into as many pieces as mode 1 could (up to 16, each a
+ * multiple of 64 deep).
  */
 #define KSUM_TK_F32 0.18e-6
 #define KSUM_TK_F64 0.112e-6
@@ -605,8 +606,12 @@ static int split_factor(const chol_problem *p, int64_t kw, int64_t rows,
                         int64_t cols, int64_t cnt) {
   if (p->splitk <= 0 || p->splitk > 2 || rows == 0 || cols == 0)
     return 1;
-  if (p->splitk == 2)
-    return kw >= 128 && kw % 2 == 0 ? 2 : 1;
+  if (p->splitk == 2) { /* the most pieces of 64 columns and more */
+    int most = 1;
+    while (most < 16 && kw % (64 * 2 * most) == 0)
+      most *= 2;
+    return most;
+  }
   if (!on_cuda(p)) /* the model is an H100's */
     return 1;
   bool f64 = p->a->dtype == KILN_FLOAT64;

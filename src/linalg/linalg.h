@@ -300,8 +300,8 @@ extern int kiln__chol_fuse_test;
 /* Tests and timing (not thread-safe): the blocked Cholesky's deep updates
  * of few tiles cut along their depth (cholesky.c, split_factor). -1: as
  * KILN_CHOL_SPLITK says (0 to 2; unset or anything else 1); 0 off; 1 where
- * the cost model says it pays; 2 every update at least 128 deep, in two
- * (tests). */
+ * the cost model says it pays; 2 every update at least 128 deep, into as
+ * many pieces of 64 columns or more as it may (up to 16; tests). */
 extern int kiln__chol_splitk_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
