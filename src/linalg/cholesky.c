@@ -525,22 +525,31 @@ static bool gemm_f32_tiles(const chol_problem *p, const kiln_array *c) {
 
 /* C -= A op B on views of W, op = ^T for lower, A^T B for upper (the
  * views are then the transposed blocks). */
+/* C = alpha op(A) op(B) + beta C as update() and update_split() need it
+ * (op as for update), on gemm_f32 where gemm_f32_tiles says so. */
+static kiln_status run_gemm(const chol_problem *p, double alpha,
+                            kiln_array *a, kiln_array *b, double beta,
+                            kiln_array *c) {
+  if (!gemm_f32_tiles(p, c))
+    return kiln__linalg_gemm(p->stream, p->upper, !p->upper, alpha, a, b,
+                             beta, c);
+  /* kiln__linalg_gemm with opts->path 4 (gemm_f32 at any size) */
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.stream = p->stream;
+  o.path = CHOL_GEMM_PATH_F32;
+  const char *api = kiln__api_current();
+  kiln_status st = kiln_gemm_ex(p->upper, !p->upper, alpha, a, b, beta, c,
+                                &o);
+  kiln__api_enter(api);
+  return st;
+}
+
 static kiln_status update(const chol_problem *p, kiln_array *a,
                           kiln_array *b, kiln_array *c) {
-  kiln_status st = KILN_OK;
-  if (a != NULL && b != NULL && c != NULL && gemm_f32_tiles(p, c)) {
-    /* kiln__linalg_gemm with opts->path 4 (gemm_f32 at any size) */
-    kiln_linalg_opts o;
-    kiln_linalg_opts_init(&o);
-    o.stream = p->stream;
-    o.path = CHOL_GEMM_PATH_F32;
-    const char *api = kiln__api_current();
-    st = kiln_gemm_ex(p->upper, !p->upper, -1.0, a, b, 1.0, c, &o);
-    kiln__api_enter(api);
-  } else if (a != NULL && b != NULL && c != NULL) {
-    st = kiln__linalg_gemm(p->stream, p->upper, !p->upper, -1.0, a, b, 1.0,
-                           c);
-  }
+  kiln_status st = a != NULL && b != NULL && c != NULL
+                       ? run_gemm(p, -1.0, a, b, 1.0, c)
+                       : KILN_OK;
   kiln__array_destroy(a);
   kiln__array_destroy(b);
   kiln__array_destroy(c);
@@ -705,8 +714,7 @@ static kiln_status update_split(const chol_problem *p, int64_t k0,
       st = block5(p, k0, r, kc, rows, cnt, dr, pieces, kc * n, &vb);
   }
   if (st == KILN_OK)
-    st = kiln__linalg_gemm(p->stream, p->upper, !p->upper, 1.0, va, vb, 0.0,
-                           sc);
+    st = run_gemm(p, 1.0, va, vb, 0.0, sc);
   if (st == KILN_OK)
     st = launch_ksum(p, sc, mr, mc, mdr, mdc, pieces);
   kiln__array_destroy(va);
