@@ -173,6 +173,27 @@ static void ca_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
     ca_compare(what, ahead, plain, batch * n * n, ca_exact(),
                64 * (double)n * kt_eps(dt));
     ca_compare(what, again, ahead, batch * n * n, true, 0);
+    /* the side stream taking half the right half, with the panel-pair
+     * fusion off (0) and on (1; whole-fused ranges fall back to a panel) */
+    for (int fuse = 0; fuse < 2; fuse++) {
+      kiln__chol_ahead_half_test = 1;
+      kiln__chol_fuse_test = fuse;
+      double *half = ca_factor(arr, upper, path, 2, -1);
+      kiln__chol_ahead_half_test = 1;
+      kiln__chol_fuse_test = fuse;
+      double *half2 = ca_factor(arr, upper, path, 2, -1);
+      kiln__chol_fuse_test = fuse;
+      double *ref = ca_factor(arr, upper, path, 0, -1);
+      kiln__chol_ahead_half_test = -1;
+      kiln__chol_fuse_test = -1;
+      ca_check(what, dt, upper, batch, n, a, half);
+      ca_compare(what, half, ref, batch * n * n, ca_exact(),
+                 64 * (double)n * kt_eps(dt));
+      ca_compare(what, half2, half, batch * n * n, true, 0);
+      free(half);
+      free(half2);
+      free(ref);
+    }
     free(plain);
     free(ahead);
     free(again);
@@ -189,6 +210,7 @@ void test_linalg_cholesky_ahead(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = ca_dtypes[d];
     ca_case(dt, 1, 300, 2, false);
+    ca_case(dt, 1, 448, 3, false); /* 7 panels: a half of 2 panels */
     ca_case(dt, 1, 129, 2, false);
     ca_case(dt, 1, 192, 3, false);
     ca_case(dt, 1, 260, 3, true);

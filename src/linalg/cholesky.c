@@ -66,7 +66,16 @@
  *      default: counted tile by tile (ahead_update) it may gain nothing
  *      (the narrow GEMM, as deep as the whole update, ends no sooner
  *      than the rest at the lowest splits, and adds a tile column at
- *      the higher ones); kept for the lead to measure.
+ *      the higher ones); kept for the lead to measure. With
+ *      KILN_CHOL_AHEAD_HALF=1 the side stream takes more: the left half
+ *      of each split's right half, its update and its whole (recursive)
+ *      factorization, a chain of low-occupancy launches (panels, one-
+ *      tile-column GEMMs) that can fill the SMs the rest of the update
+ *      leaves idle: by the count up to ~1.4 ms (float32) at the splits
+ *      256 to 1024 deep, if the side's panels find SMs beside the rest's
+ *      GEMM blocks (float32: one gemm_f32 block leaves room for a panel
+ *      group; float64: a DMMA block may not, the risk); to measure with
+ *      KILN_CHOL_AHEAD_K = 512, 1024, 2048.
  *   KILN_CHOL_GEMM (1, default; 0 off; 2 always, for tests): float32
  *      updates of at least 32 tiles on gemm_f32 (kiln_gemm_ex's path 4)
  *      even below the 264 tiles from which the GEMM's auto path takes it
@@ -169,7 +178,8 @@ typedef struct chol_problem {
    * (its stream, W through an alias), or NULL when off; `done` the panel
    * it factored ahead (-1: none). */
   struct chol_problem *side;
-  int64_t done;
+  int64_t done0, done1; /* the columns [done0, done1) factored ahead */
+  bool ahead_half;      /* the side takes half the right half */
   int64_t ahead_k; /* the deepest update split for the look-ahead */
   int splitk;       /* split-K updates (split_factor): 0 off, 1, 2 */
 } chol_problem;
@@ -180,15 +190,17 @@ int kiln__chol_quick_test = -1;
 int kiln__chol_gemm_test = -1;
 int kiln__chol_fuse_test = -1;
 int kiln__chol_splitk_test = -1;
+int kiln__chol_ahead_half_test = -1;
 
 /* KILN_CHOL_LOOKAHEAD (0 to 2, default 0), KILN_CHOL_AHEAD_K (default
- * CHOL_AHEAD_MAX_K), KILN_CHOL_QUICK, KILN_CHOL_INDEX, KILN_CHOL_GEMM,
- * KILN_CHOL_FUSE and KILN_CHOL_SPLITK (0 to 1, 2 or 3, default 1), read
- * once: so that
- * one benchmark process can time every variant (see the top of the
- * file). */
+ * CHOL_AHEAD_MAX_K), KILN_CHOL_AHEAD_HALF (0 or 1, default 0),
+ * KILN_CHOL_QUICK, KILN_CHOL_INDEX, KILN_CHOL_GEMM, KILN_CHOL_FUSE and
+ * KILN_CHOL_SPLITK (0 to 1, 2 or 3, default 1), read once per process:
+ * so that one GPU call can time every variant, one process each (see
+ * the top of the file). */
 static int g_env_ahead = 0, g_env_quick = 1, g_env_index = 1;
 static int g_env_gemm = 1, g_env_fuse = 1, g_env_splitk = 1;
+static int g_env_half = 0;
 static int64_t g_env_ahead_k = CHOL_AHEAD_MAX_K;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
@@ -218,6 +230,7 @@ static void read_env(void) {
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
   g_env_fuse = env_mode("KILN_CHOL_FUSE", 3, 1);
   g_env_splitk = env_mode("KILN_CHOL_SPLITK", 2, 1);
+  g_env_half = env_mode("KILN_CHOL_AHEAD_HALF", 1, 0);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -447,7 +460,7 @@ static kiln_status launch_copy(const chol_problem *p) {
  * updated in the kernel by the kw columns left of it (FUSE; kw 0: none). */
 static kiln_status launch_panel(const chol_problem *p, int64_t p0,
                                 int64_t kw) {
-  if (p0 == p->done)
+  if (p0 == p->done0 && p->done1 - p->done0 <= CHOL_PW)
     return KILN_OK; /* factored ahead, on the side stream */
   kiln_kernel *k = NULL;
   kiln_status st =
@@ -849,23 +862,43 @@ static kiln_status column_update(const chol_problem *p, int64_t k0,
  * 128) can push the rest into one more wave (rows 7680, 512 deep,
  * float32: 60 + 240 tiles on 264 slots, ~90 us lost for ~15 gained).
  */
+static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1);
+
+/* ahead_update for the columns [s0, s0 + m) by [k0, k1), the side stream
+ * taking the first `width` of them (update and factorization: one panel,
+ * or with KILN_CHOL_AHEAD_HALF the right half's whole left half, see
+ * factor_columns); [s0, s0 + width) is then marked done (p->done0/1). */
 static kiln_status ahead_update(chol_problem *p, int64_t k0, int64_t k1,
-                                int64_t s0, int64_t m) {
+                                int64_t s0, int64_t m, int64_t width) {
   chol_problem *q = p->side;
   kiln_status st = kiln__stream_wait_stream(q->stream, p->stream); /* fork */
   if (st == KILN_OK)
-    st = update_blocks(q, k0, k1, s0, s0, p->n - s0, CHOL_PW, 0, 0, 0);
+    st = column_update(q, k0, k1, s0, width);
   if (st == KILN_OK)
-    st = launch_panel(q, s0, 0);
+    st = factor_columns(q, s0, s0 + width);
   if (st == KILN_OK)
-    st = column_update(p, k0, k1, s0 + CHOL_PW, m - CHOL_PW);
+    st = column_update(p, k0, k1, s0 + width, m - width);
   /* the join, whatever happened: the side may hold launches on W */
   kiln_status jst = kiln__stream_wait_stream(p->stream, q->stream);
   if (st == KILN_OK)
     st = jst;
-  if (st == KILN_OK)
-    p->done = s0;
+  if (st == KILN_OK) {
+    p->done0 = s0;
+    p->done1 = s0 + width;
+  }
   return st;
+}
+
+/* The columns of [mid, c1) the side stream takes in ahead_update: one
+ * panel, or with ahead_half the left half of the range as
+ * factor_columns(mid, c1) would split it (it then skips that half), if
+ * that range is not left-looking whole (FUSE), which would redo it. */
+static int64_t ahead_width(const chol_problem *p, int64_t mid, int64_t c1) {
+  int64_t pw = CHOL_PW, panels = (c1 - mid + pw - 1) / pw;
+  bool whole = p->fuse > 0 && panels <= ((int64_t)1 << p->fuse);
+  if (!p->ahead_half || whole || panels < 2)
+    return pw;
+  return panels / 2 * pw;
 }
 
 /*
@@ -883,6 +916,8 @@ static kiln_status ahead_update(chol_problem *p, int64_t k0, int64_t k1,
  */
 static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
   int64_t pw = CHOL_PW, panels = (c1 - c0 + pw - 1) / pw;
+  if (c0 == p->done0 && c1 == p->done1 && c1 - c0 > pw)
+    return KILN_OK; /* factored ahead, on the side stream */
   if (panels <= 1)
     return launch_panel(p, c0, 0);
   if (p->fuse > 0 && panels <= ((int64_t)1 << p->fuse)) {
@@ -896,7 +931,7 @@ static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
   kiln_status st = factor_columns(p, c0, mid);
   if (st == KILN_OK && p->side != NULL && c1 - mid > pw &&
       mid - c0 <= p->ahead_k)
-    st = ahead_update(p, c0, mid, mid, c1 - mid);
+    st = ahead_update(p, c0, mid, mid, c1 - mid, ahead_width(p, mid, c1));
   else if (st == KILN_OK)
     st = column_update(p, c0, mid, mid, c1 - mid);
   if (st == KILN_OK)
@@ -1034,6 +1069,9 @@ static kiln_status factor(chol_problem *p) {
     p->fuse = 3;
   p->splitk =
       kiln__chol_splitk_test >= 0 ? kiln__chol_splitk_test : g_env_splitk;
+  p->ahead_half = (kiln__chol_ahead_half_test >= 0
+                       ? kiln__chol_ahead_half_test
+                       : g_env_half) == 1;
   p->quick = (kiln__chol_quick_test >= 0 ? kiln__chol_quick_test
                                          : g_env_quick) == 1;
   p->gemm_f32 = kiln__chol_gemm_test >= 0 ? kiln__chol_gemm_test
@@ -1055,7 +1093,7 @@ static kiln_status cholesky(kiln_array *a, bool upper,
   memset(&p, 0, sizeof p);
   p.a = a;
   p.upper = upper;
-  p.done = -1;
+  p.done0 = p.done1 = -1;
   kiln_status st = kiln__linalg_opts(opts, &p.opts);
   if (st == KILN_OK)
     st = check_problem(&p);

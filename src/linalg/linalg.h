@@ -304,6 +304,13 @@ extern int kiln__chol_fuse_test;
  * many pieces of 64 columns or more as it may (up to 16; tests). */
 extern int kiln__chol_splitk_test;
 
+/* Tests and timing (not thread-safe): with the look-ahead on, the side
+ * stream takes the left half of each split's right half (its update and
+ * its whole factorization), not one panel (cholesky.c, ahead_width). -1:
+ * as KILN_CHOL_AHEAD_HALF says (0 or 1; unset or anything else 0); 0 off;
+ * 1 on. */
+extern int kiln__chol_ahead_half_test;
+
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
                           kiln_array **out);
