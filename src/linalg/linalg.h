@@ -293,8 +293,9 @@ extern int kiln__chol_gemm_test;
 
 /* Tests and timing (not thread-safe): the blocked Cholesky's ranges of at
  * most 2^f panels run left-looking, each panel updated inside chol_panel
- * (FUSE) instead of by GEMMs. -1: as KILN_CHOL_FUSE says (0 to 3; unset
- * or anything else 1); 0 off; f = 1 (two-panel splits), 2 or 3. */
+ * (FUSE) instead of by GEMMs. -1: on CUDA as KILN_CHOL_FUSE says (0 to
+ * 3; unset or anything else 1), elsewhere 0; 0 off; f = 1 (two-panel
+ * splits), 2 or 3, on any backend. */
 extern int kiln__chol_fuse_test;
 
 /* Tests and timing (not thread-safe): the blocked Cholesky's deep updates
