@@ -19,7 +19,10 @@
 //            PW-column panel (factors the diagonal block and solves every
 //            row below it), in the order of the driver's recursive column
 //            splits, with its GEMM updates between them; chol_finish at
-//            the end.
+//            the end. chol_iota fills the int32 array whose elements are
+//            the launches' scalars; chol_ksum ends a split-K update (the
+//            driver's update_split); with FUSE chol_panel first applies
+//            the update by the columns left of it (left-looking).
 //
 // The heart of both threadgroup kernels is chol_run: 256 threads hold a
 // (PW + RCH) x PW block in registers, 16 x 16 threads each owning the

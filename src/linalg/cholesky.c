@@ -175,10 +175,10 @@ typedef struct chol_problem {
   int gemm_f32;     /* float32 updates on gemm_f32 (gemm_f32_tiles): 0
                        never, 1 from CHOL_F32_MIN_TILES tiles, 2 always */
   /* The look-ahead (ahead_update): the side stream's view of the problem
-   * (its stream, W through an alias), or NULL when off; `done` the panel
-   * it factored ahead (-1: none). */
+   * (its stream, W through an alias), or NULL when off. */
   struct chol_problem *side;
-  int64_t done0, done1; /* the columns [done0, done1) factored ahead */
+  int64_t done0, done1; /* the columns [done0, done1) factored ahead
+                           (-1: none) */
   bool ahead_half;      /* the side takes half the right half */
   int64_t ahead_k; /* the deepest update split for the look-ahead */
   int splitk;       /* split-K updates (split_factor): 0 off, 1, 2 */
