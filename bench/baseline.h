@@ -193,10 +193,13 @@ static struct {
   int (*spotrf_batched)(cusolver_handle handle, int uplo, int n,
                         float *a_array[], int lda, int *info, int batch);
   /* The 64-bit generic API (cusolverDnX*), which PyTorch calls for a
-   * single matrix's Cholesky: measured on an H100 it is much faster than
-   * the legacy S/Dpotrf at n = 8192 (9.3 against 13.2 ms in float32), so
-   * it is the baseline that matters. dtypes are cudaDataType values
-   * (CUDA_R_32F 0, CUDA_R_64F 1); params from create_params. */
+   * single matrix's Cholesky (on a column-major copy, with the lower fill
+   * mode for a lower factor): PyTorch took 9.3 ms at 8192^2 float32 on an
+   * H100 where the legacy Spotrf with the upper fill took 13.2, and
+   * Xpotrf with the upper fill 13.1 on an H200, so the fill mode is
+   * presumably what matters (bench_linalg times all three). dtypes are
+   * cudaDataType values (CUDA_R_32F 0, CUDA_R_64F 1); params from
+   * create_params. */
   int (*create_params)(void **params);
   int (*destroy_params)(void *params);
   int (*xpotrf_size)(cusolver_handle handle, void *params, int uplo,

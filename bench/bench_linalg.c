@@ -23,10 +23,12 @@
  * (allocating its result, copying A in, factoring, reading back the info;
  * it waits); for cuSOLVER, copying A (it factors in place), potrf and
  * reading back devInfo, with its workspace allocated beforehand. The
- * single-matrix baseline is the 64-bit generic cusolverDnXpotrf, which is
- * what PyTorch calls and the anchors measured (on an H100, PyTorch 9.32 /
- * 8.91 ms at 8192^2); a second line times the legacy cusolverDnS/Dpotrf,
- * much slower there (13.2 / 14.3 ms), against the same kiln run.
+ * single-matrix baseline is the 64-bit generic cusolverDnXpotrf with the
+ * lower fill mode, as PyTorch calls it (on a column-major copy, lower for
+ * a lower factor) and the anchors measured (on an H100, PyTorch 9.32 /
+ * 8.91 ms at 8192^2); two more lines time Xpotrf with the upper fill and
+ * the legacy cusolverDnS/Dpotrf (upper), 13.1-14.3 ms on an H100 and an
+ * H200, against the same kiln run.
  * An argument runs only the lines whose label contains it
  * (`bench_linalg Cholesky`). Without a GPU it says why, times 512^3 float32 GEMM and a 512^2 float64
  * Cholesky on the CPU against plain loops in C, and exits 0, so `make
@@ -448,6 +450,7 @@ typedef struct cs_bufs {
   int *info, *hinfo;
   int lwork;
   bool legacy;      /* single matrix: S/Dpotrf, else Xpotrf */
+  int uplo;         /* its fill mode (the batch: upper) */
   size_t dev_bytes; /* Xpotrf's workspaces */
   void *host_work;
   size_t host_bytes;
@@ -475,7 +478,7 @@ static int cusolver_run(const cs_bufs *b) {
     st = cs.spotrf_batched(cs.handle, CUBLAS_FILL_MODE_UPPER, n,
                            (float **)b->ptrs, n, b->info, p->batch);
   else if (!b->legacy)
-    st = cs.xpotrf(cs.handle, cs.params, CUBLAS_FILL_MODE_UPPER, n,
+    st = cs.xpotrf(cs.handle, cs.params, b->uplo, n,
                    cuda_dtype(p->dtype), b->a, n, cuda_dtype(p->dtype),
                    b->work, b->dev_bytes, b->host_work, b->host_bytes,
                    b->info);
@@ -499,7 +502,7 @@ static int cusolver_run(const cs_bufs *b) {
 /* Xpotrf's workspaces for a single matrix; 0 on success. */
 static int xpotrf_workspace(cs_bufs *b) {
   const spd *p = b->p;
-  if (cs.xpotrf_size(cs.handle, cs.params, CUBLAS_FILL_MODE_UPPER, p->n,
+  if (cs.xpotrf_size(cs.handle, cs.params, b->uplo, p->n,
                      cuda_dtype(p->dtype), b->a, p->n, cuda_dtype(p->dtype),
                      &b->dev_bytes, &b->host_bytes) != 0 ||
       rt.malloc_(&b->work, b->dev_bytes > 0 ? b->dev_bytes : 1))
@@ -508,14 +511,30 @@ static int xpotrf_workspace(cs_bufs *b) {
   return 0;
 }
 
+/* In place: the n x n row-major matrix m transposed (float32 or 64). */
+static void transpose_host(kiln_dtype dt, void *m, size_t n) {
+  size_t es = kiln_dtype_size(dt);
+  char t[8];
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = i + 1; j < n; j++) {
+      char *x = (char *)m + (i * n + j) * es, *y = (char *)m + (j * n + i) * es;
+      memcpy(t, x, es);
+      memcpy(x, y, es);
+      memcpy(y, t, es);
+    }
+}
+
 /* cuSOLVER's median milliseconds for the problem (a single matrix by
- * Xpotrf, or with `legacy` by S/Dpotrf), after checking its factor as
- * kiln's is checked; -1 with *why set when there is none. */
-static double time_cusolver_chol(const spd *p, bool legacy, double tol,
-                                 const char **why) {
+ * Xpotrf with the fill mode `uplo`, or with `legacy` by S/Dpotrf, upper),
+ * after checking its factor as kiln's is checked; -1 with *why set when
+ * there is none. (Column-major, the lower fill of the symmetric A leaves
+ * the row-major upper factor U, A = U^T U: its transpose is checked.) */
+static double time_cusolver_chol(const spd *p, bool legacy, int uplo,
+                                 double tol, const char **why) {
   size_t es = kiln_dtype_size(p->dtype);
   size_t bytes = (size_t)p->batch * (size_t)p->n * (size_t)p->n * es;
-  cs_bufs b = {p, NULL, NULL, NULL, NULL, NULL, NULL, 0, legacy, 0, NULL,
+  cs_bufs b = {p,    NULL, NULL, NULL, NULL, NULL, NULL, 0,
+               legacy, legacy ? CUBLAS_FILL_MODE_UPPER : uplo, 0, NULL,
                0};
   b.hinfo = xmalloc((size_t)p->batch * sizeof(int));
   double ms = -1;
@@ -563,6 +582,8 @@ static double time_cusolver_chol(const spd *p, bool legacy, double tol,
     goto done;
   void *host = xmalloc(bytes);
   int bad = rt.memcpy_(host, b.a, bytes, BL_D2H);
+  if (!bad && p->batch == 1 && b.uplo == CUBLAS_FILL_MODE_LOWER)
+    transpose_host(p->dtype, host, (size_t)p->n);
   double err = bad ? NAN : chol_check(p, host, true);
   free(host);
   if (!(err <= tol)) {
@@ -600,17 +621,23 @@ static void chol_line(kiln_device *dev, bool have_cusolver, const char *label,
            "%.0e); not timed\n",
            label, err, tol);
   } else {
-    /* a single matrix: Xpotrf (PyTorch's), then the legacy API's line */
-    for (int legacy = 0; legacy <= (p->batch == 1); legacy++) {
+    /* a single matrix: Xpotrf with the lower fill (PyTorch's call: it
+     * factors a column-major copy, lower for a lower factor), then with
+     * the upper fill, then the legacy API's (upper) */
+    for (int v = 0; v < (p->batch == 1 ? 3 : 1); v++) {
+      bool legacy = v == 2;
+      int uplo = v == 0 ? CUBLAS_FILL_MODE_LOWER : CUBLAS_FILL_MODE_UPPER;
       printf("%-34s kiln %8.3f ms %6.2f TFLOP/s check %.1e",
-             legacy ? "  (same kiln run)" : label, kms, flops / kms * 1e-9,
+             v > 0 ? "  (same kiln run)" : label, kms, flops / kms * 1e-9,
              err);
       const char *why = "cuSOLVER not loaded";
-      double cms =
-          have_cusolver ? time_cusolver_chol(p, legacy, tol, &why) : -1;
+      double cms = have_cusolver
+                       ? time_cusolver_chol(p, legacy, uplo, tol, &why)
+                       : -1;
       const char *api = p->batch > 1 ? "potrfBatched"
-                        : legacy     ? "S/Dpotrf (legacy)"
-                                     : "Xpotrf";
+                        : legacy     ? "S/Dpotrf upper (legacy)"
+                        : v == 0     ? "Xpotrf lower"
+                                     : "Xpotrf upper";
       if (cms > 0)
         printf(" | cuSOLVER %s %8.3f ms %6.2f TFLOP/s | ratio %.2fx", api,
                cms, flops / cms * 1e-9, cms / kms);

@@ -19,7 +19,10 @@
 //            PW-column panel (factors the diagonal block and solves every
 //            row below it), in the order of the driver's recursive column
 //            splits, with its GEMM updates between them; chol_finish at
-//            the end.
+//            the end. chol_iota fills the int32 array whose elements are
+//            the launches' scalars; chol_ksum ends a split-K update (the
+//            driver's update_split); with FUSE chol_panel first applies
+//            the update by the columns left of it (left-looking).
 //
 // The heart of both threadgroup kernels is chol_run: 256 threads hold a
 // (PW + RCH) x PW block in registers, 16 x 16 threads each owning the
@@ -38,11 +41,13 @@ using namespace metal;
 #if KILN_BACKEND_CUDA
 #define CHOL_UNROLL _Pragma("unroll")
 #define CHOL_ROLLED _Pragma("unroll 1")
+#define CHOL_UNROLL8 _Pragma("unroll 8")
 // Every lane of the warp takes part in every shuffle below.
 #define CHOL_SHFL(v, l) __shfl_sync(0xffffffffu, (v), (l))
 #else
 #define CHOL_UNROLL
 #define CHOL_ROLLED
+#define CHOL_UNROLL8
 #define CHOL_SHFL(v, l) simd_shuffle((v), (ushort)(l))
 #endif
 
@@ -66,7 +71,17 @@ inline int64_t chol_batch_offset(uint b, const constant int* shape,
 // rows of L, x L^-T. Returns 0, or j + 1 for the first pivot j that is not
 // positive (NaN included); the arithmetic then runs on (the result is
 // refused), so every lane executes every shuffle.
-template <typename T, int W>
+//
+// QUICK shortens the dependent chain of a column (the panel's critical
+// path): the plain form is shuffle (pivot) -> sqrt -> reciprocal -> scale
+// -> shuffle (scaled column) -> fma, the next pivot depending on that
+// fma; QUICK shuffles the *unscaled* column together with the pivot and
+// updates by x_r x_c / d (l_rj l_cj = (x_r / s)(x_c / s)), so the chain
+// is shuffle -> reciprocal -> multiply -> fma, the sqrt and the column's
+// scaling off it: per column one shuffle (~25 cycles) and one sqrt
+// (~40 cycles float32, ~100 float64, estimated) fewer of ~120 / ~300.
+// Rounding differs from the plain form by an ulp or so, never run to run.
+template <typename T, int W, bool QUICK>
 inline int chol_warp_factor(thread T* x, int lane, int base) {
   const int row = lane - base; // >= W for the rows below the block
   int fail = 0;
@@ -75,6 +90,18 @@ inline int chol_warp_factor(thread T* x, int lane, int base) {
     T d = CHOL_SHFL(x[j], base + j);
     if (!(d > T(0)) && fail == 0)
       fail = j + 1;
+    if (QUICK) {
+      const T xj = x[j];
+      const T inv = T(1) / d;
+      // Rows at or above j (block lanes) update only what is later zeroed.
+      const T xs = row > j ? xj * inv : T(0);
+      CHOL_UNROLL
+      for (int c = j + 1; c < W; ++c)
+        x[c] = fma(-xs, CHOL_SHFL(xj, base + c), x[c]);
+      const T s = sqrt(d);
+      x[j] = row == j ? s : (row > j ? xj * (T(1) / s) : T(0));
+      continue;
+    }
     T s = sqrt(d);
     T r = T(1) / s;
     x[j] = row == j ? s : (row > j ? x[j] * r : T(0));
@@ -103,11 +130,21 @@ inline int chol_warp_factor(thread T* x, int lane, int base) {
 // double-buffered so one barrier per group suffices between reuses), and
 // Pd, 16 x 17 (the factored diagonal tile). 256 threads. Returns 0 or the
 // order of the first failing pivot within the block.
-template <typename T, int PW, int RCH, bool UPPER, bool BLOCKED>
+//
+// FUSE (chol_panel only): before factoring, the block is updated by the
+// kw factored columns left of it (logical columns -kw .. -1 relative to
+// the block's origin), X -= L[rows, -kw:0] L[cols, -kw:0]^T, so that the
+// driver's GEMM launch for that update (kw x 64 columns, one tile column,
+// a few us of work behind a launch) is not needed: left-looking, as the
+// panel reads those columns anyway from L2. The columns are staged FC at
+// a time in Pn (all NR rows, padded to FC + 1), each thread then
+// accumulating its own elements in k order (deterministic).
+template <typename T, int PW, int RCH, bool UPPER, bool BLOCKED, bool QUICK,
+          bool FUSE>
 inline int chol_run(const device T* src, int64_t sr, int64_t sc,
                     device T* dst, int64_t dr, int64_t dc, int pw, int rows,
                     int r0, device T* dg, bool writer, int tid,
-                    threadgroup T* Pn, threadgroup T* Pd) {
+                    threadgroup T* Pn, threadgroup T* Pd, int kw) {
   constexpr int NBC = PW / 16, NA = (PW + RCH) / 16, NR = 16 * NA;
   constexpr int PP = 17, NW = 8;
   // Columns of the rank-16 update fetched per round: 4 floats or 2
@@ -141,6 +178,49 @@ inline int chol_run(const device T* src, int64_t sr, int64_t sc,
       X[a][b] = v;
     }
   }
+  if (FUSE && kw > 0) {
+    constexpr int FC = 32, FP = FC + 1;
+    CHOL_ROLLED
+    for (int f0 = 0; f0 < kw; f0 += FC) {
+      // The previous chunk's readers are done with Pn.
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+      // Stage rows 0 .. NR-1 (the diagonal block's, then this group's)
+      // of the columns f0 .. f0+FC-1; neighbouring threads take
+      // neighbouring addresses (columns, or rows for UPPER); 8 loads in
+      // flight a thread, not 16 (sm_90a: 16 took 198 / 242 registers in
+      // float32 / float64, 8 keep the unfused 116 / 154).
+      CHOL_UNROLL8
+      for (int j = 0; j < NR * FC / 256; ++j) {
+        const int e = tid + 256 * j;
+        const int row = UPPER ? e % NR : e / FC;
+        const int k = UPPER ? e / NR : e % FC;
+        const int i = row < PW ? row : r0 + row - PW;
+        const bool real = (row < PW ? i < pw : i < rows) && f0 + k < kw;
+        Pn[row * FP + k] =
+            real ? src[(int64_t)i * sr + (int64_t)(f0 + k - kw) * sc]
+                 : T(0);
+      }
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+      for (int k = 0; k < FC; ++k) {
+        T cv[NBC];
+        CHOL_UNROLL
+        for (int b = 0; b < NBC; ++b)
+          cv[b] = Pn[(16 * b + tc) * FP + k];
+        CHOL_UNROLL
+        for (int a = 0; a < NA; ++a) {
+          const T rv = Pn[(16 * a + tr) * FP + k];
+          CHOL_UNROLL
+          for (int b = 0; b < NBC; ++b) {
+            if (a < NBC && a < b)
+              continue;
+            X[a][b] = fma(-rv, cv[b], X[a][b]);
+          }
+        }
+      }
+    }
+    // Before the column groups below stage into Pn.
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+  }
   int fail = 0;
   CHOL_UNROLL
   for (int kb = 0; kb < NBC; ++kb) {
@@ -164,7 +244,7 @@ inline int chol_run(const device T* src, int64_t sr, int64_t sc,
       CHOL_UNROLL
       for (int c = 0; c < 16; ++c)
         x[c] = has ? P[row * PP + c] : T(0);
-      const int f = chol_warp_factor<T, 16>(x, lane, 0);
+      const int f = chol_warp_factor<T, 16, QUICK>(x, lane, 0);
       if (fail == 0 && f != 0)
         fail = 16 * kb + f;
       if (lane >= 16 && has) {
@@ -271,7 +351,7 @@ for (int c = 0; c < W; ++c) {
   else
     x[c] = i == c ? T(1) : T(0);
 }
-const int fail = chol_warp_factor<T, W>(x, lane, lane - i);
+const int fail = chol_warp_factor<T, W, false>(x, lane, lane - i);
 if (!real)
   return;
 if (fail != 0) {
@@ -301,9 +381,9 @@ const int64_t ac = UPPER ? A_strides[A_ndim - 2] : A_strides[A_ndim - 1];
 const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
 const device T* a = A + chol_batch_offset(b, A_shape, A_strides, A_ndim);
 device T* w = L + (int64_t)b * n * n;
-const int fail = chol_run<T, PW, 0, UPPER, false>(
+const int fail = chol_run<T, PW, 0, UPPER, false, false, false>(
     a, ar, ac, w, wr, wc, n, n, 0, w, false,
-    (int)thread_index_in_threadgroup, Pn, Pd);
+    (int)thread_index_in_threadgroup, Pn, Pd, 0);
 if (fail != 0 && thread_index_in_threadgroup == 0)
   info[b] = fail;
 
@@ -311,7 +391,9 @@ if (fail != 0 && thread_index_in_threadgroup == 0)
 // One panel of the blocked path, in place in W: the diagonal block at
 // (k0, k0), of min(PW, n - k0) columns, and the rows below it, RCH rows per
 // threadgroup (group x takes rows k0 + pw + x * RCH on; group 0 also
-// stores the diagonal block, see chol_run). Template: T, PW, RCH, UPPER.
+// stores the diagonal block, see chol_run). Template: T, PW, RCH, UPPER,
+// QUICK (chol_warp_factor's short pivot chain), FUSE (the update by the kw
+// columns left of the panel first, in the kernel; kw is 0 without it).
 // grid = (256 * groups, matrices in this launch), batch0 the first; Win is
 // W, bound for its shape; Dg (...×n) receives the diagonal.
 threadgroup T Pn[2 * (PW + RCH) * 17];
@@ -334,9 +416,9 @@ const int p0 = k0, pw = min(PW, n - p0);
 const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
 device T* w = L + (int64_t)b * n * n + (int64_t)p0 * (wr + wc);
 const int x = (int)threadgroup_position_in_grid.x;
-const int fail = chol_run<T, PW, RCH, UPPER, true>(
+const int fail = chol_run<T, PW, RCH, UPPER, true, QUICK, FUSE>(
     w, wr, wc, w, wr, wc, pw, n - p0, pw + x * RCH, Dg + (int64_t)b * n + p0,
-    x == 0, (int)thread_index_in_threadgroup, Pn, Pd);
+    x == 0, (int)thread_index_in_threadgroup, Pn, Pd, kw);
 if (fail != 0 && thread_index_in_threadgroup == 0)
   info[b] = p0 + fail;
 
@@ -383,3 +465,37 @@ if (j == i) {
 if (i / PW == j / PW) // the stored transpose of L's element (j, i)
   w[UPPER ? (int64_t)i * n + j : (int64_t)j * n + i] = w[e];
 w[e] = T(0);
+
+//@kernel chol_iota
+// idx[i] = i for i < count: the storage of the blocked path's scalar
+// arguments (0-d views into it), so that a panel's launch fills nothing.
+// grid.x >= count.
+const uint i = thread_position_in_grid.x;
+if (i < (uint)count)
+  idx[i] = (int)i;
+
+//@kernel chol_ksum
+// The end of a split-K update (cholesky.c, update_split): W's cnt blocks
+// of R x C (memory coordinates; block q at row r0 + q dr, column c0 + q
+// dc) minus the PIECES products in S (batch x cnt x PIECES x R x C,
+// contiguous), subtracted in order (deterministic). Template: T, PIECES.
+// One thread per element of the cnt blocks of one matrix (grid.x), batch
+// entries along grid.y from batch0; Win is W, bound for its shape.
+const int n = Win_shape[Win_ndim - 1];
+const uint R = (uint)S_shape[S_ndim - 2], C = (uint)S_shape[S_ndim - 1];
+const uint cnt = (uint)S_shape[S_ndim - 4];
+const uint e = thread_position_in_grid.x;
+const uint rc = R * C;
+if (e >= cnt * rc)
+  return;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const uint q = e / rc, rem = e % rc, i = rem / C, j = rem % C;
+const int64_t row = (int64_t)r0 + (int64_t)q * dr + i;
+const int64_t col = (int64_t)c0 + (int64_t)q * dc + j;
+device T* w = L + (int64_t)b * n * n + row * n + col;
+const device T* s = S + ((int64_t)b * cnt + q) * PIECES * (int64_t)rc + rem;
+T acc = *w;
+CHOL_UNROLL
+for (int t = 0; t < PIECES; ++t)
+  acc -= s[(int64_t)t * rc];
+*w = acc;

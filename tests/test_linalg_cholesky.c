@@ -403,13 +403,14 @@ static void ch_compile(const char *name, const char *inputs,
                        const char *outputs, kiln_dtype dt, int a_ndim,
                        const kiln_template_arg *t, int nt,
                        const char *target) {
-  kiln_array_spec in[3];
+  kiln_array_spec in[4]; /* chol_panel: Win, k0, kw, batch0 */
   memset(in, 0, sizeof in);
   in[0].dtype = dt;
   in[0].ndim = a_ndim;
   int nin = 1;
   for (const char *c = inputs; (c = strchr(c, ',')) != NULL; c++)
     nin++;
+  CHECK(nin <= 4, "%s: %d inputs, ch_compile holds 4", name, nin);
   /* the inputs after A/Win are int32 scalars, except chol_finish's Dg */
   for (int i = 1; i < nin; i++)
     in[i].dtype = KILN_INT32;
@@ -477,13 +478,70 @@ void test_linalg_cholesky_nvrtc(void) {
         kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, pw, KILN_INT32);
         kt_la_targ(&t[2], "RCH", KILN_TEMPLATE_INT, rch, KILN_INT32);
         kt_la_targ(&t[3], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
-        ch_compile("chol_panel", "Win,k0,batch0", "L,info,Dg", dt, rank, t,
-                   4, target);
+        for (int v = 0; v < 4; v++) { /* QUICK and FUSE, each way */
+          kiln_template_arg tp[6] = {t[0], t[1], t[2], t[3], t[3], t[3]};
+          kt_la_targ(&tp[4], "QUICK", KILN_TEMPLATE_BOOL, v & 1, KILN_INT32);
+          kt_la_targ(&tp[5], "FUSE", KILN_TEMPLATE_BOOL, v >> 1, KILN_INT32);
+          ch_compile("chol_panel", "Win,k0,kw,batch0", "L,info,Dg", dt, rank,
+                     tp, 6, target);
+        }
         kt_la_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
         ch_compile("chol_finish", "Win,Dg,batch0", "L", dt, rank, t, 3,
                    target);
       }
   }
+  /* chol_ksum: S (5-D) and Win (3-D) of T, then int32 scalars; every
+   * piece count split_factor can pick */
+  for (int d = 0; d < 2; d++)
+    for (int pieces = 2; pieces <= 16; pieces *= 2) {
+      kiln_array_spec ks[7];
+      memset(ks, 0, sizeof ks);
+      ks[0].dtype = ks[1].dtype = ch_dtypes[d];
+      ks[0].ndim = 5;
+      ks[1].ndim = 3;
+      for (int i = 2; i < 7; i++)
+        ks[i].dtype = KILN_INT32;
+      kiln_output_spec ko;
+      memset(&ko, 0, sizeof ko);
+      ko.dtype = ch_dtypes[d];
+      ko.ndim = 3;
+      kiln_template_arg kt[2];
+      kt_la_targ(&kt[0], "T", KILN_TEMPLATE_DTYPE, 0, ch_dtypes[d]);
+      kt_la_targ(&kt[1], "PIECES", KILN_TEMPLATE_INT, pieces, KILN_INT32);
+      kt_la_kernel kk;
+      memset(&kk, 0, sizeof kk);
+      kk.family = "cholesky";
+      kk.name = "chol_ksum";
+      kk.inputs = "S,Win,r0,c0,dr,dc,batch0";
+      kk.outputs = "L";
+      kk.flags = KILN__LIB_NO_ROW_CONTIG;
+      kk.num_inputs = 7;
+      kk.num_outputs = 1;
+      kk.in = ks;
+      kk.out = &ko;
+      kk.targs = kt;
+      kk.num_targs = 2;
+      kt_la_compile(&kk, target);
+    }
+  /* chol_iota: int32 count in, int32 idx out, no template */
+  kiln_array_spec in;
+  memset(&in, 0, sizeof in);
+  in.dtype = KILN_INT32;
+  kiln_output_spec out;
+  memset(&out, 0, sizeof out);
+  out.dtype = KILN_INT32;
+  out.ndim = 1;
+  kt_la_kernel k;
+  memset(&k, 0, sizeof k);
+  k.family = "cholesky";
+  k.name = "chol_iota";
+  k.inputs = "count";
+  k.outputs = "idx";
+  k.num_inputs = 1;
+  k.num_outputs = 1;
+  k.in = &in;
+  k.out = &out;
+  kt_la_compile(&k, target);
 }
 
 /* ---- the CLI: kiln linalg cholesky --------------------------------------- */
