@@ -19,8 +19,8 @@
 //            PW-column panel (factors the diagonal block and solves every
 //            row below it), in the order of the driver's recursive column
 //            splits, with its GEMM updates between them; chol_finish at
-//            the end. chol_iota fills the int32 array whose elements are
-//            the launches' scalars; chol_ksum ends a split-K update (the
+//            the end (the launches' scalars are views into an int32
+//            array that lu_iota fills); chol_ksum ends a split-K update (the
 //            driver's update_split); with FUSE chol_panel first applies
 //            the update by the columns left of it (left-looking).
 //
@@ -465,14 +465,6 @@ if (j == i) {
 if (i / PW == j / PW) // the stored transpose of L's element (j, i)
   w[UPPER ? (int64_t)i * n + j : (int64_t)j * n + i] = w[e];
 w[e] = T(0);
-
-//@kernel chol_iota
-// idx[i] = i for i < count: the storage of the blocked path's scalar
-// arguments (0-d views into it), so that a panel's launch fills nothing.
-// grid.x >= count.
-const uint i = thread_position_in_grid.x;
-if (i < (uint)count)
-  idx[i] = (int)i;
 
 //@kernel chol_ksum
 // The end of a split-K update (cholesky.c, update_split): W's cnt blocks

@@ -7,6 +7,7 @@
 # Per case, $OUT/prof-NAME.csv (every launch, in order) and a summary by
 # kernel name on stdout.
 # Usage: OUT=/tmp/o sh scripts/gpu-profile.sh "NAME OP SHAPE[,SHAPE] [opts]" ...
+# (a NAME ending in spd gets a symmetric positive definite first input)
 #   e.g. "lu8192 lu 8192x8192" "qr1e5 qr 100000x64 --mode reduced"
 #        "solve8192 solve 8192x8192,8192x16"
 set -u
@@ -23,19 +24,8 @@ work=$(mktemp -d)
 for spec in "$@"; do
   set -- $spec
   name=$1; op=$2; shapes=$3; shift 3
-  files=$(python3 - "$work/$name" "$shapes" <<'PY'
-import sys, numpy as np
-base, shapes = sys.argv[1], sys.argv[2].split(",")
-rng = np.random.default_rng(7)
-for i, s in enumerate(shapes):
-    dims = [int(d) for d in s.split("x")]
-    a = rng.standard_normal(dims).astype(np.float32)
-    if i == 0 and len(dims) == 2 and dims[0] == dims[1]:
-        a += np.eye(dims[0], dtype=np.float32)  # keep square inputs regular
-    np.save(f"{base}_{i}.npy", a)
-    print(f"{base}_{i}.npy")
-PY
-)
+  kind=; case $name in *spd) kind=spd ;; esac
+  files=$(python3 scripts/make-inputs.py "$work/$name" "$shapes" $kind)
   mkdir -p "$work/out-$name"
   # Once without the profiler: compiles and fills the disk cache.
   build-gpu/kiln linalg "$op" --device gpu --out-dir "$work/out-$name" "$@" $files >/dev/null 2>&1

@@ -6,6 +6,8 @@
 # kernels matching KERNEL_REGEX in one call:
 # Usage: OUT=/tmp/o sh scripts/gpu-source.sh "NAME KERNEL_REGEX COUNT OP SHAPE[,SHAPE] [opts]" ...
 #   e.g. sh scripts/gpu-source.sh "chol cq_chol 3 qr 100000x64"
+#        "cholspd chol_panel 2 cholesky 8192x8192" (NAME ending in spd:
+#        a symmetric positive definite input)
 # Writes $OUT/det-NAME.txt (the details page: stall reasons, launch
 # statistics) and $OUT/src-NAME.csv (the source page: SASS with its
 # samples), and prints each kernel's duration and top stall reasons.
@@ -22,18 +24,8 @@ work=$(mktemp -d)
 for spec in "$@"; do
   set -- $spec
   name=$1; kre=$2; count=$3; op=$4; shapes=$5; shift 5
-  files=$(python3 - "$work/$name" "$shapes" <<'PY'
-import sys, numpy as np
-base, shapes = sys.argv[1], sys.argv[2].split(",")
-rng = np.random.default_rng(7)
-for i, s in enumerate(shapes):
-    dims = [int(d) for d in s.split("x")]
-    a = rng.standard_normal(dims).astype(np.float32)
-    if i == 0 and len(dims) == 2 and dims[0] == dims[1]:
-        a = a @ a.T + dims[0] * np.eye(dims[0], dtype=np.float32) if sys.argv[1].endswith("spd") else a
-    np.save(f"{base}_{i}.npy", a); print(f"{base}_{i}.npy")
-PY
-)
+  kind=; case $name in *spd) kind=spd ;; esac
+  files=$(python3 scripts/make-inputs.py "$work/$name" "$shapes" $kind)
   build-gpu/kiln linalg "$op" --device gpu --out-dir "$work" "$@" $files >/dev/null 2>&1
   "$NCU" --clock-control none -k "regex:$kre" -c "$count" \
     --section WarpStateStats --section SourceCounters --section LaunchStats \

@@ -2,6 +2,7 @@
 #include "linalg_check.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,4 +254,92 @@ void kt_la_lu_check(const char *what, int64_t entry, kiln_dtype dt, int64_t m,
         "(threshold %g)",
         what, (long long)entry, err, KT_LA_LU_THRESHOLD);
   free(perm);
+}
+
+void kt_la_spd(int64_t n, double *a) {
+  double *m = kt_la_alloc(n * n);
+  for (int64_t i = 0; i < n * n; i++)
+    m[i] = kt_uniform(-1, 1);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j <= i; j++) {
+      double s = i == j ? (double)n : 0.0;
+      for (int64_t k = 0; k < n; k++)
+        s += m[i * n + k] * m[j * n + k];
+      a[i * n + j] = a[j * n + i] = s;
+    }
+  free(m);
+}
+
+void kt_la_spd_ill(int64_t n, double cond, double *a) {
+  double *q = kt_la_alloc(n * n);
+  kt_la_orthogonal(n, q);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j <= i; j++) {
+      double s = 0;
+      for (int64_t k = 0; k < n; k++) {
+        double sk = n > 1 ? pow(cond, -(double)k / (double)(n - 1)) : 1.0;
+        s += q[i * n + k] * sk * q[j * n + k];
+      }
+      a[i * n + j] = a[j * n + i] = s;
+    }
+  free(q);
+}
+
+/* ---- allocation failures ------------------------------------------------- */
+
+static atomic_long af_calls, af_fail_nth, af_live;
+static _Thread_local bool af_armed;
+
+static bool af_should_fail(void) {
+  if (!af_armed)
+    return false;
+  long c = atomic_fetch_add(&af_calls, 1) + 1;
+  return c == atomic_load(&af_fail_nth);
+}
+
+static void *af_malloc(size_t n) {
+  if (af_should_fail())
+    return NULL;
+  void *p = malloc(n);
+  if (p != NULL)
+    atomic_fetch_add(&af_live, 1);
+  return p;
+}
+
+static void *af_realloc(void *p, size_t n) {
+  if (af_should_fail())
+    return NULL;
+  void *q = realloc(p, n);
+  if (q != NULL && p == NULL)
+    atomic_fetch_add(&af_live, 1);
+  return q;
+}
+
+static void af_free(void *p) {
+  if (p != NULL)
+    atomic_fetch_sub(&af_live, 1);
+  free(p);
+}
+
+const kiln_alloc_hooks *kt_af_hooks(void) {
+  static const kiln_alloc_hooks h = {af_malloc, af_realloc, af_free};
+  return &h;
+}
+
+void kt_af_arm(long fail_nth) {
+  atomic_store(&af_calls, 0);
+  atomic_store(&af_fail_nth, fail_nth);
+  af_armed = true;
+}
+
+long kt_af_disarm(void) {
+  af_armed = false;
+  atomic_store(&af_fail_nth, 0);
+  return atomic_load(&af_calls);
+}
+
+long kt_af_settle(void) {
+  CHECK_OK(kiln_synchronize(NULL));
+  CHECK_OK(kiln_memory_clear_cache(kt_device()));
+  return atomic_load(&af_live);
 }

@@ -106,4 +106,26 @@ char *kt_la_numpy_dir(const char *tag);
   "d, kiln, dev = sys.argv[1], sys.argv[2], sys.argv[3]\n"                    \
   "rng = np.random.default_rng(%llu)\n"
 
+/* A = M M^T + n I (n x n) into a, M's entries kt_uniform(-1, 1): a
+ * random symmetric positive definite matrix, in double. */
+void kt_la_spd(int64_t n, double *a);
+
+/* A = Q diag(s) Q^T (n x n) into a, Q a random orthogonal matrix and s
+ * from 1 down to 1 / cond, log-evenly: symmetric positive definite of
+ * condition number cond. */
+void kt_la_spd_ill(int64_t n, double cond, double *a);
+
+/* Allocation-failure sweeps. kt_af_hooks() are allocation hooks
+ * (kiln_set_alloc_hooks) that count the host allocations of the armed
+ * thread (the streams' threads are never armed, so never fail) and fail
+ * one of them, and count the live blocks of every thread. kt_af_arm
+ * arms the calling thread with the count at 0, failing allocation
+ * fail_nth (from 1; 0 fails none); kt_af_disarm disarms it and returns
+ * how many it made; kt_af_settle waits for every stream, empties the
+ * device's cache and returns the live blocks. */
+const kiln_alloc_hooks *kt_af_hooks(void);
+void kt_af_arm(long fail_nth);
+long kt_af_disarm(void);
+long kt_af_settle(void);
+
 #endif /* KILN_TESTS_LINALG_CHECK_H */

@@ -25,38 +25,6 @@
 /* Backward errors below this many units of n eps pass. */
 #define CH_THRESHOLD 8.0
 
-/* A = M M^T + n I into a (n x n), in double. */
-static void ch_spd(int64_t n, double *a) {
-  double *m = kt_la_alloc(n * n);
-  for (int64_t i = 0; i < n * n; i++)
-    m[i] = kt_uniform(-1, 1);
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = 0; j <= i; j++) {
-      double s = i == j ? (double)n : 0.0;
-      for (int64_t k = 0; k < n; k++)
-        s += m[i * n + k] * m[j * n + k];
-      a[i * n + j] = a[j * n + i] = s;
-    }
-  free(m);
-}
-
-/* A = Q diag(s) Q^T, Q a product of random Householder reflectors and s
- * from 1 down to 1/cond, log-evenly. */
-static void ch_ill(int64_t n, double cond, double *a) {
-  double *q = kt_la_alloc(n * n);
-  kt_la_orthogonal(n, q);
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = 0; j <= i; j++) {
-      double s = 0;
-      for (int64_t k = 0; k < n; k++) {
-        double sk = n > 1 ? pow(cond, -(double)k / (double)(n - 1)) : 1.0;
-        s += q[i * n + k] * sk * q[j * n + k];
-      }
-      a[i * n + j] = a[j * n + i] = s;
-    }
-  free(q);
-}
-
 /* Checks one factor f of a (both n x n): triangle, diagonal, residual. */
 static void ch_check_one(const char *what, int64_t entry, kiln_dtype dt,
                          bool upper, int64_t n, const double *a,
@@ -112,7 +80,7 @@ static void ch_random_case(kiln_dtype dt, int64_t batch, int64_t n,
                            int path) {
   double *a = kt_la_alloc(batch * n * n);
   for (int64_t b = 0; b < batch; b++)
-    ch_spd(n, a + b * n * n);
+    kt_la_spd(n, a + b * n * n);
   int64_t shape[3] = {batch, n, n};
   int ndim = batch == 1 ? 2 : 3;
   kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
@@ -158,7 +126,7 @@ void test_linalg_cholesky_batched(void) {
   int64_t shape[4] = {2, 3, 6, 6};
   double *a = kt_la_alloc(6 * 36);
   for (int b = 0; b < 6; b++)
-    ch_spd(6, a + b * 36);
+    kt_la_spd(6, a + b * 36);
   kiln_array *arr = kt_la_array(KILN_FLOAT64, 4, shape, a);
   ch_factor_check("float64 2 x 3 x 6 x 6", arr, a, 6, 6, false, NULL);
   kiln_array_destroy(arr);
@@ -204,7 +172,7 @@ void test_linalg_cholesky_strided(void) {
       for (int64_t i = 0; i < 2 * batch * n * 2 * n; i++)
         base[i] = kt_uniform(-50, 50);
       for (int64_t b = 0; b < batch; b++) {
-        ch_spd(n, a + b * n * n);
+        kt_la_spd(n, a + b * n * n);
         for (int64_t i = 0; i < n; i++)
           for (int64_t j = 0; j < n; j++)
             base[(2 * b) * n * 2 * n + i * 2 * n + 2 * j] =
@@ -250,7 +218,7 @@ void test_linalg_cholesky_ill_conditioned(void) {
       kiln_dtype dt = ch_dtypes[d];
       int64_t n = sizes[s];
       double *a = kt_la_alloc(n * n);
-      ch_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+      kt_la_spd_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
       int64_t shape[2] = {n, n};
       kiln_array *arr = kt_la_array(dt, 2, shape, a);
       for (int upper = 0; upper < 2; upper++) {
@@ -273,7 +241,7 @@ static void ch_not_pd_case(kiln_dtype dt, int64_t batch, int64_t n,
                            int path) {
   double *a = kt_la_alloc(batch * n * n);
   for (int64_t b = 0; b < batch; b++)
-    ch_spd(n, a + b * n * n);
+    kt_la_spd(n, a + b * n * n);
   a[bad * n * n + (order - 1) * (n + 1)] = -1e3 * (double)n;
   int64_t shape[3] = {batch, n, n};
   kiln_array *arr = kt_la_array(dt, 3, shape, a);
@@ -315,7 +283,7 @@ void test_linalg_cholesky_not_pd(void) {
   /* a plain matrix is named A; NaN is not positive definite either */
   int64_t n = 4, shape[2] = {4, 4};
   double a[16];
-  ch_spd(n, a);
+  kt_la_spd(n, a);
   a[2 * 4 + 2] = NAN;
   kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
   kiln_array *out = NULL;
@@ -327,7 +295,7 @@ void test_linalg_cholesky_not_pd(void) {
   /* a matrix that fails in several batch entries names the first */
   double b[3 * 16];
   for (int i = 0; i < 3; i++)
-    ch_spd(n, b + 16 * i);
+    kt_la_spd(n, b + 16 * i);
   b[16 + 0] = -1;
   b[32 + 5] = -1;
   int64_t s3[3] = {3, 4, 4};
@@ -523,25 +491,6 @@ void test_linalg_cholesky_nvrtc(void) {
       kk.num_targs = 2;
       kt_la_compile(&kk, target);
     }
-  /* chol_iota: int32 count in, int32 idx out, no template */
-  kiln_array_spec in;
-  memset(&in, 0, sizeof in);
-  in.dtype = KILN_INT32;
-  kiln_output_spec out;
-  memset(&out, 0, sizeof out);
-  out.dtype = KILN_INT32;
-  out.ndim = 1;
-  kt_la_kernel k;
-  memset(&k, 0, sizeof k);
-  k.family = "cholesky";
-  k.name = "chol_iota";
-  k.inputs = "count";
-  k.outputs = "idx";
-  k.num_inputs = 1;
-  k.num_outputs = 1;
-  k.in = &in;
-  k.out = &out;
-  kt_la_compile(&k, target);
 }
 
 /* ---- the CLI: kiln linalg cholesky --------------------------------------- */
@@ -602,7 +551,7 @@ void test_linalg_cli_cholesky(void) {
   int64_t n = 9, batch = 6, shape[4] = {2, 3, 9, 9};
   double *a = kt_la_alloc(batch * n * n);
   for (int64_t b = 0; b < batch; b++)
-    ch_spd(n, a + b * n * n);
+    kt_la_spd(n, a + b * n * n);
   ch_cli_input(dir, "a.npy", KILN_FLOAT32, 4, shape, a, batch * n * n, pa,
                sizeof pa);
   ch_cli_factor("kiln linalg cholesky float32", pa, od, a, batch, n,
@@ -617,7 +566,7 @@ void test_linalg_cli_cholesky(void) {
   /* a plain float64 matrix, large enough for the blocked path */
   int64_t m = 80, ms[2] = {80, 80};
   double *b = kt_la_alloc(m * m);
-  ch_spd(m, b);
+  kt_la_spd(m, b);
   ch_cli_input(dir, "m.npy", KILN_FLOAT64, 2, ms, b, m * m, pm, sizeof pm);
   ch_cli_factor("kiln linalg cholesky float64 80 x 80", pm, od, b, 1, m,
                 "(80, 80)", KILN_FLOAT64, false, NULL);
@@ -701,7 +650,7 @@ void test_linalg_cli_cholesky_errors(void) {
   int64_t n = 8, sb[4] = {2, 3, 8, 8};
   double a[6 * 64], m[64];
   for (int b = 0; b < 6; b++)
-    ch_spd(n, a + b * 64);
+    kt_la_spd(n, a + b * 64);
   a[4 * 64 + 2 * 9] = -1e3;
   ch_cli_input(dir, "bad.npy", KILN_FLOAT32, 4, sb, a, 6 * 64, pb,
                sizeof pb);
@@ -718,7 +667,7 @@ void test_linalg_cli_cholesky_errors(void) {
                               "float64", "--out-dir", od, "--device", dev,
                               NULL));
   /* a plain matrix is named A */
-  ch_spd(n, m);
+  kt_la_spd(n, m);
   m[0] = -1;
   int64_t s2[2] = {8, 8};
   ch_cli_input(dir, "m.npy", KILN_FLOAT64, 2, s2, m, 64, pm, sizeof pm);

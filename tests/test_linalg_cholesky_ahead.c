@@ -23,7 +23,6 @@
  * ill-conditioned matrices), and an allocation-failure sweep.
  */
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,38 +39,12 @@ static const kiln_dtype ca_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
  * must agree bit for bit (see the top of the file). */
 static bool ca_exact(void) { return strcmp(kt_device_name(), "cpu") == 0; }
 
-/* batch matrices A = M M^T + n I (n x n each) into a, in double. */
+/* batch matrices kt_la_spd (n x n each) into a. */
 static void ca_spd(int64_t batch, int64_t n, double *a) {
-  double *m = kt_la_alloc(n * n);
-  for (int64_t b = 0; b < batch; b++) {
-    double *x = a + b * n * n;
-    for (int64_t i = 0; i < n * n; i++)
-      m[i] = kt_uniform(-1, 1);
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t j = 0; j <= i; j++) {
-        double s = i == j ? (double)n : 0.0;
-        for (int64_t k = 0; k < n; k++)
-          s += m[i * n + k] * m[j * n + k];
-        x[i * n + j] = x[j * n + i] = s;
-      }
-  }
-  free(m);
+  for (int64_t b = 0; b < batch; b++)
+    kt_la_spd(n, a + b * n * n);
 }
 
-/* A = Q diag(s) Q^T (n x n), s from 1 down to 1 / cond geometrically. */
-static void ca_ill(int64_t n, double cond, double *a) {
-  double *q = kt_la_alloc(n * n);
-  kt_la_orthogonal(n, q);
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = 0; j <= i; j++) {
-      double s = 0;
-      for (int64_t k = 0; k < n; k++)
-        s += q[i * n + k] * pow(cond, -(double)k / (double)(n - 1)) *
-             q[j * n + k];
-      a[i * n + j] = a[j * n + i] = s;
-    }
-  free(q);
-}
 
 /* Checks the factors f (batch x n x n) of a: the zero triangle and the
  * backward error. */
@@ -229,7 +202,7 @@ void test_linalg_cholesky_quick(void) {
       int64_t n = 200;
       double *a = kt_la_alloc(n * n);
       if (ill)
-        ca_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
+        kt_la_spd_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a);
       else
         ca_spd(1, n, a);
       int64_t shape[2] = {n, n};
@@ -316,7 +289,7 @@ static void ca_fuse_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
   double *a = kt_la_alloc(batch * n * n);
   if (ill)
     for (int64_t b = 0; b < batch; b++)
-      ca_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a + b * n * n);
+      kt_la_spd_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a + b * n * n);
   else
     ca_spd(batch, n, a);
   int64_t shape[3] = {batch, n, n};
@@ -432,50 +405,6 @@ void test_linalg_cholesky_splitk(void) {
 
 /* ---- allocation failures ------------------------------------------------- */
 
-/* Allocation hooks failing the n-th host allocation of the test's own
- * thread (the streams' threads never fail), counting live blocks. */
-static atomic_long ca_calls, ca_fail_nth, ca_live;
-static _Thread_local bool ca_armed;
-
-static bool ca_should_fail(void) {
-  if (!ca_armed)
-    return false;
-  long c = atomic_fetch_add(&ca_calls, 1) + 1;
-  return c == atomic_load(&ca_fail_nth);
-}
-
-static void *ca_malloc(size_t n) {
-  if (ca_should_fail())
-    return NULL;
-  void *p = malloc(n);
-  if (p != NULL)
-    atomic_fetch_add(&ca_live, 1);
-  return p;
-}
-
-static void *ca_realloc(void *p, size_t n) {
-  if (ca_should_fail())
-    return NULL;
-  void *q = realloc(p, n);
-  if (q != NULL && p == NULL)
-    atomic_fetch_add(&ca_live, 1);
-  return q;
-}
-
-static void ca_free(void *p) {
-  if (p != NULL)
-    atomic_fetch_sub(&ca_live, 1);
-  free(p);
-}
-
-/* Every pending release run and the device's cache emptied: the live
- * host blocks that remain. */
-static long ca_settle(void) {
-  CHECK_OK(kiln_synchronize(NULL));
-  CHECK_OK(kiln_memory_clear_cache(kt_device()));
-  return atomic_load(&ca_live);
-}
-
 /* The look-ahead's error paths: a forced look-ahead factorization (200 x
  * 200, 4 panels) with its k-th host allocation failing, for about 60 k
  * spread over all of them: either it still succeeds (a failed event
@@ -487,8 +416,7 @@ void test_linalg_cholesky_ahead_alloc_fail(void) {
    * backend's own host allocations, which no GPU run has checked yet.) */
   if (!ca_exact())
     kt_skip("the allocation-failure sweep runs on the CPU backend");
-  kiln_alloc_hooks h = {ca_malloc, ca_realloc, ca_free};
-  CHECK_OK(kiln_set_alloc_hooks(&h));
+  CHECK_OK(kiln_set_alloc_hooks(kt_af_hooks()));
   int64_t n = 200, shape[2] = {n, n};
   double *a = kt_la_alloc(n * n);
   ca_spd(1, n, a);
@@ -499,25 +427,21 @@ void test_linalg_cholesky_ahead_alloc_fail(void) {
   o.path = 2;
   kiln__chol_lookahead_test = 2;
   kiln_array *f = NULL;
-  atomic_store(&ca_calls, 0);
-  ca_armed = true;
+  kt_af_arm(0);
   CHECK_OK(kiln_cholesky_ex(arr, false, &o, &f));
-  ca_armed = false;
-  long total = atomic_load(&ca_calls);
+  long total = kt_af_disarm();
   kiln_array_destroy(f);
   CHECK(total > 10, "a factorization allocates (%ld)", total);
   long stride = total / 60 + 1;
-  kiln_array *sentinel = (kiln_array *)&ca_calls;
+  static char mark; /* a pointer no call returns */
+  kiln_array *sentinel = (kiln_array *)&mark;
   for (long k = 1; k <= total; k += stride) {
-    long live0 = ca_settle();
+    long live0 = kt_af_settle();
     f = sentinel;
     kiln_clear_error();
-    atomic_store(&ca_calls, 0);
-    atomic_store(&ca_fail_nth, k);
-    ca_armed = true;
+    kt_af_arm(k);
     kiln_status st = kiln_cholesky_ex(arr, false, &o, &f);
-    ca_armed = false;
-    atomic_store(&ca_fail_nth, 0);
+    kt_af_disarm();
     if (st == KILN_OK) {
       float *got = kt_read(f);
       for (int64_t i = 0; i < n * n; i++)
@@ -536,7 +460,7 @@ void test_linalg_cholesky_ahead_alloc_fail(void) {
             kiln_last_error());
       CHECK(f == sentinel, "allocation %ld failing: out pointer changed", k);
     }
-    long live1 = ca_settle();
+    long live1 = kt_af_settle();
     CHECK(live1 == live0, "allocation %ld failing leaked %ld host block(s)", k,
           live1 - live0);
   }

@@ -355,50 +355,6 @@ void test_linalg_lu_ahead_threads(void) {
 
 /* ---- allocation failures ------------------------------------------------- */
 
-/* Allocation hooks failing the n-th host allocation of the test's own
- * thread (the streams' threads never fail), counting live blocks. */
-static atomic_long lh_calls, lh_fail_nth, lh_live;
-static _Thread_local bool lh_armed;
-
-static bool lh_should_fail(void) {
-  if (!lh_armed)
-    return false;
-  long c = atomic_fetch_add(&lh_calls, 1) + 1;
-  return c == atomic_load(&lh_fail_nth);
-}
-
-static void *lh_malloc(size_t n) {
-  if (lh_should_fail())
-    return NULL;
-  void *p = malloc(n);
-  if (p != NULL)
-    atomic_fetch_add(&lh_live, 1);
-  return p;
-}
-
-static void *lh_realloc(void *p, size_t n) {
-  if (lh_should_fail())
-    return NULL;
-  void *q = realloc(p, n);
-  if (q != NULL && p == NULL)
-    atomic_fetch_add(&lh_live, 1);
-  return q;
-}
-
-static void lh_free(void *p) {
-  if (p != NULL)
-    atomic_fetch_sub(&lh_live, 1);
-  free(p);
-}
-
-/* Every pending release run and the device's cache emptied: the live
- * host blocks that remain. */
-static long lh_settle(void) {
-  CHECK_OK(kiln_synchronize(NULL));
-  CHECK_OK(kiln_memory_clear_cache(kt_device()));
-  return atomic_load(&lh_live);
-}
-
 /* The look-ahead's error paths: a forced look-ahead factorization (200 x
  * 200, 4 panels) with its k-th host allocation failing, for
  * about 60 k spread over all of them: either it still succeeds (a failed event
@@ -410,8 +366,7 @@ void test_linalg_lu_ahead_alloc_fail(void) {
    * backend's own host allocations, which no GPU run has checked yet.) */
   if (!lh_exact())
     kt_skip("the allocation-failure sweep runs on the CPU backend");
-  kiln_alloc_hooks h = {lh_malloc, lh_realloc, lh_free};
-  CHECK_OK(kiln_set_alloc_hooks(&h));
+  CHECK_OK(kiln_set_alloc_hooks(kt_af_hooks()));
   int64_t n = 200;
   double *a = NULL;
   kiln_array *arr = lh_square(KILN_FLOAT32, n, &a);
@@ -422,26 +377,22 @@ void test_linalg_lu_ahead_alloc_fail(void) {
   kiln__lu_lookahead_test = 2;
   /* How many allocations one call makes. */
   kiln_array *lu = NULL, *piv = NULL;
-  atomic_store(&lh_calls, 0);
-  lh_armed = true;
+  kt_af_arm(0);
   CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &piv));
-  lh_armed = false;
-  long total = atomic_load(&lh_calls);
+  long total = kt_af_disarm();
   kiln_array_destroy(lu);
   kiln_array_destroy(piv);
   CHECK(total > 10, "a factorization allocates (%ld)", total);
   long stride = total / 60 + 1;
-  kiln_array *sentinel = (kiln_array *)&lh_calls;
+  static char mark; /* a pointer no call returns */
+  kiln_array *sentinel = (kiln_array *)&mark;
   for (long k = 1; k <= total; k += stride) {
-    long live0 = lh_settle();
+    long live0 = kt_af_settle();
     lu = piv = sentinel;
     kiln_clear_error();
-    atomic_store(&lh_calls, 0);
-    atomic_store(&lh_fail_nth, k);
-    lh_armed = true;
+    kt_af_arm(k);
     kiln_status st = kiln_lu_factor_ex(arr, &o, &lu, &piv);
-    lh_armed = false;
-    atomic_store(&lh_fail_nth, 0);
+    kt_af_disarm();
     if (st == KILN_OK) {
       float *got = kt_read(lu);
       for (int64_t i = 0; i < n * n; i++)
@@ -464,7 +415,7 @@ void test_linalg_lu_ahead_alloc_fail(void) {
       CHECK(lu == sentinel && piv == sentinel,
             "allocation %ld failing: out pointers changed", k);
     }
-    long live1 = lh_settle();
+    long live1 = kt_af_settle();
     CHECK(live1 == live0, "allocation %ld failing leaked %ld host block(s)", k,
           live1 - live0);
   }

@@ -51,7 +51,7 @@
  * variant off -> on", the others at that run's defaults (QUICK on, FUSE 1
  * for both): default 11.14-11.18 / 12.85.
  *   KILN_CHOL_INDEX (1, default; 0 off): the panels' k0 scalars are views
- *      into one int32 array 0 .. n-1 (chol_iota, one launch per call)
+ *      into one int32 array 0 .. n-1 (kiln__linalg_iota, one launch a call)
  *      instead of a new 0-d array filled per panel: 128 fills (memsets
  *      between a GEMM and a panel, edges that programmatic dependent
  *      launch cannot overlap, ~3-5 us each) -> 0, ~0.4-0.6 ms. Measured:
@@ -304,34 +304,11 @@ static kiln_status int_scalar(const chol_problem *p, int64_t value,
   return kiln__linalg_scalar(p->stream, KILN_INT32, (double)value, out);
 }
 
-/* p->idx = 0 .. n-1 (chol_iota), so that every panel's k0 is a view (the
- * blocked path's 2 n / PW scalar fills were each an edge that programmatic
- * dependent launch cannot overlap). */
+/* p->idx = 0 .. n-1 (kiln__linalg_iota), so that every panel's k0 is a
+ * view (the blocked path's 2 n / PW scalar fills were each an edge that
+ * programmatic dependent launch cannot overlap). */
 static kiln_status make_index(chol_problem *p) {
-  kiln_kernel *k = NULL;
-  kiln_array *count = NULL;
-  int64_t len = p->n;
-  kiln_status st = kiln__library_kernel("cholesky", "chol_iota", "count",
-                                        "idx", 0, &k);
-  if (st == KILN_OK)
-    st = kiln__array_create(p->stream->device, KILN_INT32, 1, &len, &p->idx);
-  if (st == KILN_OK)
-    st = kiln__linalg_scalar(p->stream, KILN_INT32, (double)len, &count);
-  if (st == KILN_OK) {
-    kiln_output_spec spec;
-    kiln__linalg_out_spec(&spec, p->idx);
-    kiln_launch L;
-    kiln__linalg_launch_init(&L, p->stream);
-    L.inputs = &count;
-    L.num_inputs = 1;
-    L.outputs = &spec;
-    L.num_outputs = 1;
-    L.grid[0] = (uint32_t)((len + 255) / 256 * 256);
-    L.threadgroup[0] = 256;
-    st = kiln__kernel_launch_into(k, &L, &p->idx);
-  }
-  kiln__array_destroy(count);
-  return st;
+  return kiln__linalg_iota(p->stream, p->n, &p->idx);
 }
 
 static kiln_status chol_kernel(const char *name, const char *inputs,

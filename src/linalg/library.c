@@ -385,6 +385,38 @@ kiln_status kiln__linalg_pooled(kiln_stream *s, kiln_dtype dtype,
 }
 
 /* See linalg.h. */
+kiln_status kiln__linalg_iota(kiln_stream *s, int64_t len, kiln_array **out) {
+  kiln_kernel *k = NULL;
+  kiln_array *count = NULL, *idx = NULL;
+  kiln_status st =
+      kiln__library_kernel("lu", "lu_iota", "count", "idx", 0, &k);
+  if (st == KILN_OK)
+    st = kiln__array_create(s->device, KILN_INT32, 1, &len, &idx);
+  if (st == KILN_OK)
+    st = kiln__linalg_scalar(s, KILN_INT32, (double)len, &count);
+  if (st == KILN_OK) {
+    kiln_output_spec spec;
+    kiln__linalg_out_spec(&spec, idx);
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, s);
+    L.inputs = &count;
+    L.num_inputs = 1;
+    L.outputs = &spec;
+    L.num_outputs = 1;
+    L.grid[0] = (uint32_t)((len + 255) / 256 * 256);
+    L.threadgroup[0] = 256;
+    st = kiln__kernel_launch_into(k, &L, &idx);
+  }
+  kiln__array_destroy(count);
+  if (st != KILN_OK) {
+    kiln__array_destroy(idx);
+    return st;
+  }
+  *out = idx;
+  return KILN_OK;
+}
+
+/* See linalg.h. */
 void kiln__linalg_out_spec(kiln_output_spec *spec, const kiln_array *x) {
   memset(spec, 0, sizeof *spec);
   spec->dtype = x->dtype;

@@ -99,6 +99,13 @@ const kiln__scalar_pool *kiln__scalar_pool_use(const kiln__scalar_pool *pool);
 kiln_status kiln__linalg_pooled(kiln_stream *s, kiln_dtype dtype,
                                 kiln_status (*fn)(void *user), void *user);
 
+/* A new int32 array of len elements holding 0, 1, ..., len - 1, filled
+ * in stream order (lu_iota): the storage of a driver's many int32
+ * scalars (0-d views into it, kiln_array_view), so that a launch fills
+ * nothing (each fill is an edge programmatic dependent launch cannot
+ * overlap). */
+kiln_status kiln__linalg_iota(kiln_stream *s, int64_t len, kiln_array **out);
+
 /* An output spec with x's dtype and shape (for kiln__kernel_launch_into). */
 void kiln__linalg_out_spec(kiln_output_spec *spec, const kiln_array *x);
 

@@ -391,28 +391,7 @@ typedef struct lu_run {
 
 /* idx = 0 .. len-1, so that any scalar the launches need is a view. */
 static kiln_status make_index(lu_run *r, int64_t len) {
-  kiln_kernel *k = NULL;
-  kiln_array *count = NULL;
-  kiln_status st = kiln__library_kernel("lu", "lu_iota", "count", "idx", 0, &k);
-  if (st == KILN_OK)
-    st = kiln__array_create(r->s->device, KILN_INT32, 1, &len, &r->idx);
-  if (st == KILN_OK)
-    st = kiln__linalg_scalar(r->s, KILN_INT32, (double)len, &count);
-  if (st == KILN_OK) {
-    kiln_output_spec spec;
-    kiln__linalg_out_spec(&spec, r->idx);
-    kiln_launch L;
-    kiln__linalg_launch_init(&L, r->s);
-    L.inputs = &count;
-    L.num_inputs = 1;
-    L.outputs = &spec;
-    L.num_outputs = 1;
-    L.grid[0] = (uint32_t)((len + 255) / 256 * 256);
-    L.threadgroup[0] = 256;
-    st = kiln__kernel_launch_into(k, &L, &r->idx);
-  }
-  kiln__array_destroy(count);
-  return st;
+  return kiln__linalg_iota(r->s, len, &r->idx);
 }
 
 /* A 0-d int32 view holding `value` (< idx's length). */
