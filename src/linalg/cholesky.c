@@ -941,16 +941,6 @@ static bool use_lookahead(const chol_problem *p) {
          (on_cuda(p) && p->batch == 1 && p->n >= CHOL_AHEAD_MIN_N);
 }
 
-/* Records s's tail as the last write of buf: after the last join, so that
- * work on a third stream that uses W waits for every write made through
- * the alias too (the core saw those on the alias only). */
-static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
-  pthread_mutex_lock(&s->submit_lock);
-  kiln_status st = kiln__hazards_after(s, NULL, 0, &buf, 1);
-  pthread_mutex_unlock(&s->submit_lock);
-  return st;
-}
-
 /* The side stream's view of p (ahead_update): its stream, W and W3
  * through an alias of W; the rest shared. */
 static kiln_status make_side(chol_problem *p, chol_problem *q) {
@@ -986,7 +976,7 @@ static kiln_status factor_ahead(chol_problem *p) {
     if (jst == KILN_OK)
       jst = kiln__hold_until_done(p->stream, &p->w->buffer, 1);
     if (jst == KILN_OK)
-      jst = note_written(p->stream, p->w->buffer);
+      jst = kiln__linalg_note_written(p->stream, p->w->buffer);
     if (st == KILN_OK)
       st = jst;
   }

@@ -469,6 +469,14 @@ kiln_status kiln__linalg_alias(const kiln_array *x, kiln_array **out) {
 }
 
 /* See linalg.h. */
+kiln_status kiln__linalg_note_written(kiln_stream *s, kiln__buffer *buf) {
+  pthread_mutex_lock(&s->submit_lock);
+  kiln_status st = kiln__hazards_after(s, NULL, 0, &buf, 1);
+  pthread_mutex_unlock(&s->submit_lock);
+  return st;
+}
+
+/* See linalg.h. */
 kiln_status kiln__linalg_gemm(kiln_stream *s, bool ta, bool tb, double alpha,
                               kiln_array *a, kiln_array *b, double beta,
                               kiln_array *c) {

@@ -128,6 +128,13 @@ kiln_status kiln__linalg_block(kiln_array *x, int64_t r0, int64_t c0,
  */
 kiln_status kiln__linalg_alias(const kiln_array *x, kiln_array **out);
 
+/* Records s's tail as the last write of buf (the core's hazard record):
+ * for a driver that wrote buf through an alias on another stream and has
+ * joined it back into s, so that later work on a third stream that uses
+ * buf waits for every write made through the alias too (the core saw
+ * those on the alias only). */
+kiln_status kiln__linalg_note_written(kiln_stream *s, kiln__buffer *buf);
+
 /* C = alpha op(A) op(B) + beta C on stream s: kiln_gemm_ex for drivers
  * (keeps the calling function's name in error messages). */
 kiln_status kiln__linalg_gemm(kiln_stream *s, bool ta, bool tb, double alpha,

@@ -1214,18 +1214,6 @@ static bool use_lookahead(const lu_run *r) {
   return mode == 2 || (on_cuda(r) && f->k >= LU_AHEAD_MIN_K);
 }
 
-/* Records s's tail as the last write of buf: after the last join, so
- * that work on a third stream that uses W waits for every write made
- * through its alias too (the core saw those on the alias only). Nothing
- * else ever used W (run_panels_ahead's result, new), so no reads are
- * dropped that anyone still needs. */
-static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
-  pthread_mutex_lock(&s->submit_lock);
-  kiln_status st = kiln__hazards_after(s, NULL, 0, &buf, 1);
-  pthread_mutex_unlock(&s->submit_lock);
-  return st;
-}
-
 /*
  * The panels with a one-panel look-ahead (MAGMA's getrf), for one matrix:
  * the chain of panel k + 1 (run_chain: its transposes, strips and
@@ -1250,7 +1238,8 @@ static kiln_status note_written(kiln_stream *s, kiln__buffer *buf) {
  * yet); the last join is also made after the loop, so that whatever
  * follows on s1 (and the call's own info read) comes after every launch
  * of s2, and W's hazard record then names that point as its last write
- * (note_written), so that a third stream orders after s2's writes too.
+ * (kiln__linalg_note_written), so that a third stream orders after s2's
+ * writes too.
  *
  * Why the chain goes to the side stream and the bulk GEMM stays on s1:
  * on CUDA the side stream has the highest priority (kiln_stream's hint;
@@ -1355,7 +1344,7 @@ static kiln_status run_panels_ahead(const lu_run *r) {
     if (jst == KILN_OK)
       jst = kiln__hold_until_done(r->s, &f->w->buffer, 1);
     if (jst == KILN_OK)
-      jst = note_written(r->s, f->w->buffer);
+      jst = kiln__linalg_note_written(r->s, f->w->buffer);
     if (st == KILN_OK)
       st = jst;
   }
