@@ -162,8 +162,8 @@
  * 16 right-hand sides 48.8 -> 43.2 ms, cuSOLVER 35.4 / 41.5: 5.3 ms where
  * the count below said 1-1.2, so the removed slot and tail cost more than
  * their issue counts; Nsight Compute then gave ~182 us a strip, ~2.8 us a
- * column, still 3x the exchange's count). Per column: row j's slot is gone (rows
- * relabelled instead, see kernels/lu.metal): group 0's thread j no longer
+ * column, still 3x the exchange's count). Per column: row j's slot is gone
+ * (rows relabelled instead, see kernels/lu.metal): group 0's thread j no longer
  * stores RW / 2 = 32 16-byte words before its own argmax (~32-64 issue cycles
  * ahead of group 0's barrier 1, which every group's readers wait for), the
  * readers load and poll P slots instead of P + 1 (32 pairs less per group, ~3%
@@ -1135,8 +1135,9 @@ static kiln_status launch_rowfix(const lu_run *r, const lu_rows *x, int64_t p0,
  * at most 7 blocks of <= 256-long dot products, ~3 us), one GEMM 256 x
  * 256 x 7936 (1 GFLOP, ~20-25 us at the GEMM's rate), lu_rowfix (a flag
  * read, ~2 us with its launch): ~30 us a panel, ~1 ms over the 32 panels
- * instead of ~5 (measured together with the gather: see launch_laswp). The GEMM does twice trsm's FLOPs
- * (the full square L11^-1), which costs nothing here: trsm's time was
+ * instead of ~5 (measured together with the gather: see launch_laswp).
+ * The GEMM does twice trsm's FLOPs (the full square L11^-1), which costs
+ * nothing here: trsm's time was
  * its chain, not its arithmetic.
  */
 static kiln_status block_row(const lu_run *r, const lu_rows *x, int64_t p0,
