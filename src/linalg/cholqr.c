@@ -41,8 +41,8 @@
  * forced by KILN_CHOLQR_PASSES=3 against this): 1e5 x 64 float32 0.299 /
  * 0.312 -> 0.239 / 0.238 ms, 1e6 x 32 0.499 / 0.501 -> 0.364 / 0.369 ms.
  * An ill-conditioned A (the shift then matters: cond(A) ~> 1e3 at n 64)
- * takes three passes as before. KILN_CHOLQR_PASSES=3 (or kiln__cholqr_passes_test) forces
- * three.
+ * takes three passes as before. KILN_CHOLQR_PASSES=3 (or
+ * kiln__cholqr_passes_test) forces three.
  *
  * Passes, each streaming over the m x n rows once (kernels in
  * kernels/cholqr.metal): cq_gram reads A for its Gram partials; cq_first
