@@ -71,17 +71,7 @@ inline int64_t chol_batch_offset(uint b, const constant int* shape,
 // rows of L, x L^-T. Returns 0, or j + 1 for the first pivot j that is not
 // positive (NaN included); the arithmetic then runs on (the result is
 // refused), so every lane executes every shuffle.
-//
-// QUICK shortens the dependent chain of a column (the panel's critical
-// path): the plain form is shuffle (pivot) -> sqrt -> reciprocal -> scale
-// -> shuffle (scaled column) -> fma, the next pivot depending on that
-// fma; QUICK shuffles the *unscaled* column together with the pivot and
-// updates by x_r x_c / d (l_rj l_cj = (x_r / s)(x_c / s)), so the chain
-// is shuffle -> reciprocal -> multiply -> fma, the sqrt and the column's
-// scaling off it: per column one shuffle (~25 cycles) and one sqrt
-// (~40 cycles float32, ~100 float64, estimated) fewer of ~120 / ~300.
-// Rounding differs from the plain form by an ulp or so, never run to run.
-template <typename T, int W, bool QUICK>
+template <typename T, int W>
 inline int chol_warp_factor(thread T* x, int lane, int base) {
   const int row = lane - base; // >= W for the rows below the block
   int fail = 0;
@@ -90,18 +80,6 @@ inline int chol_warp_factor(thread T* x, int lane, int base) {
     T d = CHOL_SHFL(x[j], base + j);
     if (!(d > T(0)) && fail == 0)
       fail = j + 1;
-    if (QUICK) {
-      const T xj = x[j];
-      const T inv = T(1) / d;
-      // Rows at or above j (block lanes) update only what is later zeroed.
-      const T xs = row > j ? xj * inv : T(0);
-      CHOL_UNROLL
-      for (int c = j + 1; c < W; ++c)
-        x[c] = fma(-xs, CHOL_SHFL(xj, base + c), x[c]);
-      const T s = sqrt(d);
-      x[j] = row == j ? s : (row > j ? xj * (T(1) / s) : T(0));
-      continue;
-    }
     T s = sqrt(d);
     T r = T(1) / s;
     x[j] = row == j ? s : (row > j ? x[j] * r : T(0));
@@ -139,8 +117,7 @@ inline int chol_warp_factor(thread T* x, int lane, int base) {
 // panel reads those columns anyway from L2. The columns are staged FC at
 // a time in Pn (all NR rows, padded to FC + 1), each thread then
 // accumulating its own elements in k order (deterministic).
-template <typename T, int PW, int RCH, bool UPPER, bool BLOCKED, bool QUICK,
-          bool FUSE>
+template <typename T, int PW, int RCH, bool UPPER, bool BLOCKED, bool FUSE>
 inline int chol_run(const device T* src, int64_t sr, int64_t sc,
                     device T* dst, int64_t dr, int64_t dc, int pw, int rows,
                     int r0, device T* dg, bool writer, int tid,
@@ -244,7 +221,7 @@ inline int chol_run(const device T* src, int64_t sr, int64_t sc,
       CHOL_UNROLL
       for (int c = 0; c < 16; ++c)
         x[c] = has ? P[row * PP + c] : T(0);
-      const int f = chol_warp_factor<T, 16, QUICK>(x, lane, 0);
+      const int f = chol_warp_factor<T, 16>(x, lane, 0);
       if (fail == 0 && f != 0)
         fail = 16 * kb + f;
       if (lane >= 16 && has) {
@@ -351,7 +328,7 @@ for (int c = 0; c < W; ++c) {
   else
     x[c] = i == c ? T(1) : T(0);
 }
-const int fail = chol_warp_factor<T, W, false>(x, lane, lane - i);
+const int fail = chol_warp_factor<T, W>(x, lane, lane - i);
 if (!real)
   return;
 if (fail != 0) {
@@ -381,7 +358,7 @@ const int64_t ac = UPPER ? A_strides[A_ndim - 2] : A_strides[A_ndim - 1];
 const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
 const device T* a = A + chol_batch_offset(b, A_shape, A_strides, A_ndim);
 device T* w = L + (int64_t)b * n * n;
-const int fail = chol_run<T, PW, 0, UPPER, false, false, false>(
+const int fail = chol_run<T, PW, 0, UPPER, false, false>(
     a, ar, ac, w, wr, wc, n, n, 0, w, false,
     (int)thread_index_in_threadgroup, Pn, Pd, 0);
 if (fail != 0 && thread_index_in_threadgroup == 0)
@@ -392,8 +369,8 @@ if (fail != 0 && thread_index_in_threadgroup == 0)
 // (k0, k0), of min(PW, n - k0) columns, and the rows below it, RCH rows per
 // threadgroup (group x takes rows k0 + pw + x * RCH on; group 0 also
 // stores the diagonal block, see chol_run). Template: T, PW, RCH, UPPER,
-// QUICK (chol_warp_factor's short pivot chain), FUSE (the update by the kw
-// columns left of the panel first, in the kernel; kw is 0 without it).
+// FUSE (the update by the kw columns left of the panel first, in the
+// kernel; kw is 0 without it).
 // grid = (256 * groups, matrices in this launch), batch0 the first; Win is
 // W, bound for its shape; Dg (...×n) receives the diagonal.
 threadgroup T Pn[2 * (PW + RCH) * 17];
@@ -416,7 +393,7 @@ const int p0 = k0, pw = min(PW, n - p0);
 const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
 device T* w = L + (int64_t)b * n * n + (int64_t)p0 * (wr + wc);
 const int x = (int)threadgroup_position_in_grid.x;
-const int fail = chol_run<T, PW, RCH, UPPER, true, QUICK, FUSE>(
+const int fail = chol_run<T, PW, RCH, UPPER, true, FUSE>(
     w, wr, wc, w, wr, wc, pw, n - p0, pw + x * RCH, Dg + (int64_t)b * n + p0,
     x == 0, (int)thread_index_in_threadgroup, Pn, Pd, kw);
 if (fail != 0 && thread_index_in_threadgroup == 0)

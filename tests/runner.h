@@ -137,12 +137,9 @@
   X(linalg_cholesky_not_pd, 240)                                              \
   X(linalg_cholesky_errors, 60)                                               \
   X(linalg_cholesky_nvrtc, 300)                                               \
-  X(linalg_cholesky_ahead, 240)                                               \
-  X(linalg_cholesky_quick, 240)                                               \
   X(linalg_cholesky_gemm, 240)                                                \
   X(linalg_cholesky_fuse, 240)                                                \
   X(linalg_cholesky_splitk, 240)                                              \
-  X(linalg_cholesky_ahead_alloc_fail, 240)                                    \
   /* ---- qr tests ---- */                                                    \
   X(linalg_qr_small, 240)                                                     \
   X(linalg_qr_batched, 240)                                                   \

@@ -446,12 +446,11 @@ void test_linalg_cholesky_nvrtc(void) {
         kt_la_targ(&t[1], "PW", KILN_TEMPLATE_INT, pw, KILN_INT32);
         kt_la_targ(&t[2], "RCH", KILN_TEMPLATE_INT, rch, KILN_INT32);
         kt_la_targ(&t[3], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
-        for (int v = 0; v < 4; v++) { /* QUICK and FUSE, each way */
-          kiln_template_arg tp[6] = {t[0], t[1], t[2], t[3], t[3], t[3]};
-          kt_la_targ(&tp[4], "QUICK", KILN_TEMPLATE_BOOL, v & 1, KILN_INT32);
-          kt_la_targ(&tp[5], "FUSE", KILN_TEMPLATE_BOOL, v >> 1, KILN_INT32);
+        for (int fuse = 0; fuse < 2; fuse++) {
+          kiln_template_arg tp[5] = {t[0], t[1], t[2], t[3], t[3]};
+          kt_la_targ(&tp[4], "FUSE", KILN_TEMPLATE_BOOL, fuse, KILN_INT32);
           ch_compile("chol_panel", "Win,k0,kw,batch0", "L,info,Dg", dt, rank,
-                     tp, 6, target);
+                     tp, 5, target);
         }
         kt_la_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
         ch_compile("chol_finish", "Win,Dg,batch0", "L", dt, rank, t, 3,

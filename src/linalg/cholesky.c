@@ -46,44 +46,18 @@
  * once (so that one benchmark process times every variant) and a test
  * hook (linalg.h). The counts are for n = 8192 on an H100 (estimates);
  * the measurements, one build on an NVIDIA H200 (2026-11-27, bench_linalg,
- * cuSOLVER Xpotrf 13.1 / 13.9 ms in the same runs; main before these
+ * cuSOLVER Xpotrf upper 13.1 / 13.9 ms in the same runs; main before these
  * changes 12.26 / 12.21 ms), as "measured: float32 / float64 ms with the
- * variant off -> on", the others at that run's defaults (QUICK on, FUSE 1
- * for both): default 11.14-11.18 / 12.85.
+ * variant off -> on", the others at that run's defaults (FUSE 1 for both,
+ * and the short pivot chain dropped below on): 11.14-11.18 / 12.85. The
+ * defaults now (FUSE 1 for float32 only, that chain gone) measured 10.59
+ * / 11.90 ms in a later run (bench/RESULTS.md, "Eighth session, end").
  *   KILN_CHOL_INDEX (1, default; 0 off): the panels' k0 scalars are views
  *      into one int32 array 0 .. n-1 (kiln__linalg_iota, one launch a call)
  *      instead of a new 0-d array filled per panel: 128 fills (memsets
  *      between a GEMM and a panel, edges that programmatic dependent
  *      launch cannot overlap, ~3-5 us each) -> 0, ~0.4-0.6 ms. Measured:
  *      11.18 / 12.81 -> 11.14 / 12.85, no gain (kept: no cost either).
- *   KILN_CHOL_QUICK (0, default; 1 on): chol_panel's pivot chain without
- *      the sqrt and one shuffle per column (chol_warp_factor's QUICK):
- *      per column ~120 -> ~60 cycles (float32), ~300 -> ~180 (float64),
- *      64 columns a panel, 128 panels on the critical path: ~0.3 ms
- *      (float32), ~0.5-0.8 ms (float64). Measured: 10.59 / 12.16 -> 11.14
- *      / 12.85: it LOSES ~0.6 ms in both, hence off by default (why is
- *      open: its registers, 116 / 154, or the shuffle it moves).
- *   KILN_CHOL_LOOKAHEAD (0, default: off; 1 one matrix, n >= 2048, CUDA;
- *      2 any blocked factorization, for tests): ahead_update, the next
- *      panel factored on the side stream during the rest of its update,
- *      at the 56 splits at most 512 deep (KILN_CHOL_AHEAD_K sets the
- *      depth): 56 panels off the critical path and, at the 48 lowest
- *      splits, two half-card GEMMs side by side: ~0.8-1.2 ms (float32),
- *      ~1.3-2 ms (float64) if the streams share the SMs well. Off by
- *      default: counted tile by tile (ahead_update) it may gain nothing
- *      (the narrow GEMM, as deep as the whole update, ends no sooner
- *      than the rest at the lowest splits, and adds a tile column at
- *      the higher ones); kept for the lead to measure. With
- *      KILN_CHOL_AHEAD_HALF=1 the side stream takes more: the left half
- *      of each split's right half, its update and its whole (recursive)
- *      factorization, a chain of low-occupancy launches (panels, one-
- *      tile-column GEMMs) that can fill the SMs the rest of the update
- *      leaves idle: by the count up to ~1.4 ms (float32) at the splits
- *      256 to 1024 deep, if the side's panels find SMs beside the rest's
- *      GEMM blocks (float32: one gemm_f32 block leaves room for a panel
- *      group; float64: a DMMA block may not, the risk); to measure with
- *      KILN_CHOL_AHEAD_K = 512, 1024, 2048. Measured (HALF=1, K 512):
- *      11.41 / 12.89 against 11.14 / 12.85, a loss; off.
  *   KILN_CHOL_GEMM (1, default; 0 off; 2 always, for tests): float32
  *      updates of at least 32 tiles on gemm_f32 (kiln_gemm_ex's path 4)
  *      even below the 264 tiles from which the GEMM's auto path takes it
@@ -91,31 +65,42 @@
  *      tiles, 34 GFLOP) and 7 deep updates of 124-256 tiles leave the
  *      64 x 64 SIMT tiles: ~1-2 ms (float32 only). Measured: 12.81 ->
  *      11.14 ms (float32), the largest gain.
- *   KILN_CHOL_FUSE (1, default on CUDA; 0 off): at the 64 splits of two
- *      panels the right panel's update (rows x 64 x 64: one tile column, ~64
- *      tiles, 64 deep, a whole launch for ~1/20 of a wave's work) runs
- *      inside its chol_panel (chol_run's FUSE: each group stages the 64
- *      columns left of the panel for its 128 rows, 2 x 32 at a time, and
- *      updates its registers, ~2-3 us added): 64 GEMM launches (~10-15
- *      us each with their edges) -> 0: ~0.5-0.8 ms. KILN_CHOL_FUSE=2
- *      (3) makes every range of up to 4 (8) panels left-looking: each
- *      panel updated in its kernel by all the range's panels before it
- *      (64 to 192 deep), which also removes the 32 (and 16) GEMM
- *      launches 128 (256) deep, for ~80-100 cycles a column of depth
- *      in each fused panel (float32; its shared-memory reads bound it,
- *      about twice that in float64): 2 may gain ~0.5 ms more in float32,
- *      little in float64; 3 likely loses. Measured: FUSE 0 -> 1 11.37 /
- *      12.58 -> 11.14 / 12.85, 2: 11.57 / 12.70. So the default is 1 for
- *      float32 and 0 for float64 (KILN_CHOL_FUSE unset).
+ *   KILN_CHOL_FUSE (1 on, 0 off; unset: 1 for float32 and 0 for float64
+ *      on CUDA, 0 on the CPU): at the 64 splits of two panels the right
+ *      panel's update (rows x 64 x 64: one tile column, ~64 tiles, 64
+ *      deep, a whole launch for ~1/20 of a wave's work) runs inside its
+ *      chol_panel (chol_run's FUSE: each group stages the 64 columns left
+ *      of the panel for its 128 rows, 2 x 32 at a time, and updates its
+ *      registers, ~2-3 us added): 64 GEMM launches (~10-15 us each with
+ *      their edges) -> 0: ~0.5-0.8 ms. Measured: FUSE 0 -> 1 11.37 /
+ *      12.58 -> 11.14 / 12.85, hence on for float32 only.
  *   KILN_CHOL_SPLITK (1, default; 0 off; 2 for tests): deep updates of
  *      few tiles cut along their depth where an H100 cost model says so
  *      (split_factor; on CUDA only): ~0.5 ms float32, ~0.1 ms float64.
  *      Measured: 11.43 / 12.99 -> 11.14 / 12.85.
- * Together (without the look-ahead) ~3-5 ms of the 12.15 (float32) and
- * ~1.6-2.6 of the 12.29 ms (float64) measured on main, against
- * targets of 9.1 and 8.8 ms. What is left by the same count: the GEMMs'
- * partial waves (deep updates of few tiles late in the matrix, ~2 ms)
- * and the 128 panels, still on the path one after the other.
+ * Measured and dropped (branch wip/chol-variants keeps them; same run,
+ * float32 / float64 ms):
+ *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
+ *     unscaled column with the pivot, the sqrt and the scaling off the
+ *     chain; counted ~0.3 / ~0.5-0.8 ms less): on 11.14 / 12.85, off
+ *     10.59 / 12.16, a loss of ~0.6 ms in both (its registers, 116 / 154,
+ *     or the shuffle it moved: not found out);
+ *   - FUSE 2 and 3 (ranges of 4 or 8 panels left-looking, each panel
+ *     updated in its kernel by the range's panels before it): FUSE 2
+ *     11.57 / 12.70 against 11.14 (FUSE 1) / 12.58 (FUSE 0); 3 counted to
+ *     lose more, not measured;
+ *   - the side-stream look-ahead (the next panel, or the left half of a
+ *     split's right half, updated and factored on a second stream during
+ *     the rest of the split's update; counted ~0.8-1.4 ms less): the half
+ *     form at the splits up to 512 deep 11.41 / 12.89 against 11.14 /
+ *     12.85; the one-panel form not measured (counted tile by tile to
+ *     gain nothing: its narrow GEMM is as deep as the whole update).
+ * Dropping them left the default path as it was measured (the same
+ * launches; the kernels' sm_90a cubins byte-identical, checked; no
+ * gain or loss expected, not timed).
+ * What is left by the count, against targets of 9.1 and 8.8 ms: the
+ * GEMMs' partial waves (deep updates of few tiles late in the matrix,
+ * ~2 ms) and the 128 panels, still on the path one after the other.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -148,14 +133,6 @@
 #define CHOL_LEAF_TILES_F64 264
 /* ... and never below squares of this order. */
 #define CHOL_LEAF_MIN 256
-/* The look-ahead (ahead_update) runs by default for one matrix of at
- * least this order on CUDA: from there the top splits' updates are deep
- * enough to hide a panel behind (a guess from the counts at
- * ahead_update, not measured below 8192). */
-#define CHOL_AHEAD_MIN_N 2048
-/* ... at the splits whose update is at most this deep (KILN_CHOL_AHEAD_K
- * sets another): see ahead_update for why deeper ones lose. */
-#define CHOL_AHEAD_MAX_K 512
 /* Float32 updates of at least this many 128 x 128 tiles run on gemm_f32
  * (gemm_f32_tiles), and kiln_gemm_ex's path number for it. */
 #define CHOL_F32_MIN_TILES 32
@@ -181,39 +158,24 @@ typedef struct chol_problem {
   kiln_array *dg;   /* blocked: the panels' diagonals, batch x n */
   bool fine;        /* path 3: the updates halved down to small leaves */
   kiln_array *idx;  /* blocked: int32 0 .. n-1, the kernels' scalars */
-  bool quick;       /* chol_panel's short pivot chain (QUICK) */
-  int fuse;         /* ranges of up to 2^fuse panels left-looking, their
-                       updates in chol_panel (FUSE); 0 off */
+  int fuse;         /* 1: the two-panel splits' update in chol_panel
+                       (FUSE); 0 off */
   int gemm_f32;     /* float32 updates on gemm_f32 (gemm_f32_tiles): 0
                        never, 1 from CHOL_F32_MIN_TILES tiles, 2 always */
-  /* The look-ahead (ahead_update): the side stream's view of the problem
-   * (its stream, W through an alias), or NULL when off. */
-  struct chol_problem *side;
-  int64_t done0, done1; /* the columns [done0, done1) factored ahead
-                           (-1: none) */
-  bool ahead_half;      /* the side takes half the right half */
-  int64_t ahead_k; /* the deepest update split for the look-ahead */
   int splitk;       /* split-K updates (split_factor): 0 off, 1, 2 */
 } chol_problem;
 
 /* See linalg.h. */
-int kiln__chol_lookahead_test = -1;
-int kiln__chol_quick_test = -1;
 int kiln__chol_gemm_test = -1;
 int kiln__chol_fuse_test = -1;
 int kiln__chol_splitk_test = -1;
-int kiln__chol_ahead_half_test = -1;
 
-/* KILN_CHOL_LOOKAHEAD (0 to 2, default 0), KILN_CHOL_AHEAD_K (default
- * CHOL_AHEAD_MAX_K), KILN_CHOL_AHEAD_HALF (0 or 1, default 0),
- * KILN_CHOL_QUICK, KILN_CHOL_INDEX, KILN_CHOL_GEMM, KILN_CHOL_FUSE and
- * KILN_CHOL_SPLITK (0 to 1, 2 or 3, default 1), read once per process:
- * so that one GPU call can time every variant, one process each (see
- * the top of the file). */
-static int g_env_ahead = 0, g_env_quick = 0, g_env_index = 1;
-static int g_env_gemm = 1, g_env_fuse = -1, g_env_splitk = 1;
-static int g_env_half = 0;
-static int64_t g_env_ahead_k = CHOL_AHEAD_MAX_K;
+/* KILN_CHOL_INDEX, KILN_CHOL_GEMM, KILN_CHOL_FUSE and KILN_CHOL_SPLITK
+ * (0 to 1 or 2; the defaults below, FUSE's -1 meaning by dtype), read
+ * once per process: so that one GPU call can time every variant, one
+ * process each (see the top of the file). */
+static int g_env_index = 1, g_env_gemm = 1, g_env_fuse = -1;
+static int g_env_splitk = 1;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -223,26 +185,11 @@ static int env_mode(const char *name, int most, int dflt) {
   return dflt;
 }
 
-/* KILN_CHOL_AHEAD_K: a positive decimal integer, else `dflt`. */
-static int64_t env_depth(const char *name, int64_t dflt) {
-  const char *v = getenv(name);
-  if (v == NULL || v[0] < '1' || v[0] > '9')
-    return dflt;
-  int64_t x = 0;
-  for (; *v >= '0' && *v <= '9' && x < ((int64_t)1 << 40); v++)
-    x = 10 * x + (*v - '0');
-  return *v == '\0' ? x : dflt;
-}
-
 static void read_env(void) {
-  g_env_ahead_k = env_depth("KILN_CHOL_AHEAD_K", CHOL_AHEAD_MAX_K);
-  g_env_ahead = env_mode("KILN_CHOL_LOOKAHEAD", 2, 0);
-  g_env_quick = env_mode("KILN_CHOL_QUICK", 1, 0);
   g_env_index = env_mode("KILN_CHOL_INDEX", 1, 1);
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
-  g_env_fuse = env_mode("KILN_CHOL_FUSE", 3, -1);
+  g_env_fuse = env_mode("KILN_CHOL_FUSE", 1, -1);
   g_env_splitk = env_mode("KILN_CHOL_SPLITK", 2, 1);
-  g_env_half = env_mode("KILN_CHOL_AHEAD_HALF", 1, 0);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -449,8 +396,6 @@ static kiln_status launch_copy(const chol_problem *p) {
  * updated in the kernel by the kw columns left of it (FUSE; kw 0: none). */
 static kiln_status launch_panel(const chol_problem *p, int64_t p0,
                                 int64_t kw) {
-  if (p0 == p->done0 && p->done1 - p->done0 <= CHOL_PW)
-    return KILN_OK; /* factored ahead, on the side stream */
   kiln_kernel *k = NULL;
   kiln_status st =
       chol_kernel("chol_panel", "Win,k0,kw,batch0", "L,info,Dg", &k);
@@ -464,17 +409,16 @@ static kiln_status launch_panel(const chol_problem *p, int64_t p0,
     return st;
   }
   int rch = CHOL_RCH;
-  kiln_template_arg t[6];
+  kiln_template_arg t[5];
   kiln__targ_dtype(&t[0], "T", p->a->dtype);
   kiln__targ_int(&t[1], "PW", CHOL_PW);
   kiln__targ_int(&t[2], "RCH", rch);
   kiln__targ_bool(&t[3], "UPPER", p->upper);
-  kiln__targ_bool(&t[4], "QUICK", p->quick);
-  kiln__targ_bool(&t[5], "FUSE", kw > 0);
+  kiln__targ_bool(&t[4], "FUSE", kw > 0);
   int64_t below = p->n - p0 - CHOL_PW;
   int64_t groups = below > 0 ? (below + rch - 1) / rch : 1;
   kiln_array *into[3] = {p->w, p->info, p->dg};
-  st = launch_over_batch(p, k, in, 3, into, 3, t, 6,
+  st = launch_over_batch(p, k, in, 3, into, 3, t, 5,
                          (uint32_t)groups * CHOL_THREADS, CHOL_THREADS);
   kiln__array_destroy(in[1]);
   kiln__array_destroy(in[2]);
@@ -780,8 +724,8 @@ static kiln_status update_blocks(const chol_problem *p, int64_t k0,
  * row under the square. D is the least that leaves the leaves at most
  * CHOL_LEAF_TILES GEMM tiles (or squares of CHOL_LEAF_MIN): these updates
  * are deep, so what counts is the number of GEMM waves, and a level
- * of fewer tiles than the card has SMs costs a full wave.
- * row under the square. D + 2 GEMMs at most.
+ * of fewer tiles than the card has SMs costs a full wave. D + 2 GEMMs
+ * at most.
  */
 static kiln_status column_update(const chol_problem *p, int64_t k0,
                                  int64_t k1, int64_t s0, int64_t m) {
@@ -809,108 +753,22 @@ static kiln_status column_update(const chol_problem *p, int64_t k0,
 }
 
 /*
- * The update at a split with the look-ahead: the columns [s0, s0 + m) by
- * [k0, k1), m > PW, on two streams. The side stream (high priority on
- * CUDA) takes the next panel's columns, [s0, s0 + PW) of every row from
- * s0 down (one GEMM, rows x PW x (k1 - k0)), and then that panel itself;
- * the caller's stream meanwhile takes the rest, column_update of [s0 +
- * PW, s0 + m). The two write disjoint columns of W (the panel also its
- * diagonal block's upper triangle, which the rest never touches, and Dg
- * and info, which the core orders by their own records) and read only
- * the factored columns [k0, k1), which neither writes; the side stream
- * sees W through an alias, so the fork and the join order the two here.
- * Without it, the panel waits for the whole update and then runs on
- * ~n / 64 groups with the rest of the card idle; with it, it hides behind
- * the rest of the update, whose last partial wave also shares the SMs
- * with the narrow GEMM. The count (n = 8192, estimated, not measured):
- * 56 of the 127 splits qualify (below), each hiding one panel (~10-15 us
- * float32, ~20-30 us float64 by the chain's length) and, at the lowest
- * ones, one of two half-card GEMMs: ~0.8-1.2 ms float32, ~1.3-2 ms
- * float64 less on the critical path. The risk (as in lu.c): a side
- * kernel waits for SMs that the rest's GEMM blocks hold until they
- * retire.
- *
- * Only at splits at most CHOL_AHEAD_MAX_K deep (56 of the 63 at n =
- * 8192): the narrow GEMM is (k1 - k0) deep with few tiles (rows / 128),
- * and at the top split its 32 blocks would hold 32 GEMM slots for the
- * whole 4096-deep update (~0.74 ms float32), pushing 24 of the rest's
- * first GEMM (256 tiles, otherwise one wave of the 264 slots) into a
- * second wave: ~0.74 ms lost where a panel (~15 us) is gained. Up to
- * 512 deep the narrow GEMM's blocks live ~90 us at most, and at the
- * lowest splits (128 and 256 deep, 48 of them) the narrow GEMM and the
- * rest (both rows x 64 or x 192, at most ~63 and ~126 tiles) fit on the
- * card side by side.
- *
- * Why it is off by default (counted after it was written): at a split
- * 128 deep the whole update was one tile column (rows x 128, one wave),
- * and the narrow GEMM alone is as deep and as many tiles, so it ends no
- * sooner than the whole did and the panel starts no sooner; only where
- * the rest is much longer than the narrow GEMM (512 deep and more) does
- * the panel hide, and there the narrow GEMM's tile column (and the
- * rest's, which stays as many tiles when m - 64 is not a multiple of
- * 128) can push the rest into one more wave (rows 7680, 512 deep,
- * float32: 60 + 240 tiles on 264 slots, ~90 us lost for ~15 gained).
- */
-static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1);
-
-/* ahead_update for the columns [s0, s0 + m) by [k0, k1), the side stream
- * taking the first `width` of them (update and factorization: one panel,
- * or with KILN_CHOL_AHEAD_HALF the right half's whole left half, see
- * factor_columns); [s0, s0 + width) is then marked done (p->done0/1). */
-static kiln_status ahead_update(chol_problem *p, int64_t k0, int64_t k1,
-                                int64_t s0, int64_t m, int64_t width) {
-  chol_problem *q = p->side;
-  kiln_status st = kiln__stream_wait_stream(q->stream, p->stream); /* fork */
-  if (st == KILN_OK)
-    st = column_update(q, k0, k1, s0, width);
-  if (st == KILN_OK)
-    st = factor_columns(q, s0, s0 + width);
-  if (st == KILN_OK)
-    st = column_update(p, k0, k1, s0 + width, m - width);
-  /* the join, whatever happened: the side may hold launches on W */
-  kiln_status jst = kiln__stream_wait_stream(p->stream, q->stream);
-  if (st == KILN_OK)
-    st = jst;
-  if (st == KILN_OK) {
-    p->done0 = s0;
-    p->done1 = s0 + width;
-  }
-  return st;
-}
-
-/* The columns of [mid, c1) the side stream takes in ahead_update: one
- * panel, or with ahead_half the left half of the range as
- * factor_columns(mid, c1) would split it (it then skips that half), if
- * that range is not left-looking whole (FUSE), which would redo it. */
-static int64_t ahead_width(const chol_problem *p, int64_t mid, int64_t c1) {
-  int64_t pw = CHOL_PW, panels = (c1 - mid + pw - 1) / pw;
-  bool whole = p->fuse > 0 && panels <= ((int64_t)1 << p->fuse);
-  if (!p->ahead_half || whole || panels < 2)
-    return pw;
-  return panels / 2 * pw;
-}
-
-/*
  * Factors the columns [c0, c1) (every row from c0 down), all of whose
  * updates by the columns left of c0 are done: recursively, the left half
  * (a whole number of panels), the update of the right half by it, the
  * right half; one panel is chol_panel. The update at a split of width w
  * is w / 2 deep, so most of the work (the top splits) runs as deep GEMMs,
  * near the GEMM's full speed; a right-looking loop over fixed block
- * columns makes every update only as deep as one block column. With the
- * look-ahead the right half's first panel is factored during its update
- * (ahead_update), and skipped when its turn comes (p->done). With FUSE a
- * range of at most 2^fuse panels runs left-looking instead: each panel
- * updated inside chol_panel by the range's columns before it.
+ * columns makes every update only as deep as one block column. With FUSE
+ * a split of two panels runs left-looking instead: its right panel is
+ * updated inside its chol_panel by the left one.
  */
 static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
   int64_t pw = CHOL_PW, panels = (c1 - c0 + pw - 1) / pw;
-  if (c0 == p->done0 && c1 == p->done1 && c1 - c0 > pw)
-    return KILN_OK; /* factored ahead, on the side stream */
   if (panels <= 1)
     return launch_panel(p, c0, 0);
-  if (p->fuse > 0 && panels <= ((int64_t)1 << p->fuse)) {
-    /* left-looking: each panel updated in its kernel by those before */
+  if (p->fuse > 0 && panels <= 2) {
+    /* left-looking: the right panel updated in its kernel by the left */
     kiln_status st = KILN_OK;
     for (int64_t p0 = c0; st == KILN_OK && p0 < c1; p0 += pw)
       st = launch_panel(p, p0, p0 - c0);
@@ -918,70 +776,10 @@ static kiln_status factor_columns(chol_problem *p, int64_t c0, int64_t c1) {
   }
   int64_t mid = c0 + panels / 2 * pw;
   kiln_status st = factor_columns(p, c0, mid);
-  if (st == KILN_OK && p->side != NULL && c1 - mid > pw &&
-      mid - c0 <= p->ahead_k)
-    st = ahead_update(p, c0, mid, mid, c1 - mid, ahead_width(p, mid, c1));
-  else if (st == KILN_OK)
+  if (st == KILN_OK)
     st = column_update(p, c0, mid, mid, c1 - mid);
   if (st == KILN_OK)
     st = factor_columns(p, mid, c1);
-  return st;
-}
-
-/* Whether the blocked path runs with the look-ahead, from
- * kiln__chol_lookahead_test (or KILN_CHOL_LOOKAHEAD): mode 1 where it is
- * expected to pay (one matrix, n >= CHOL_AHEAD_MIN_N, CUDA), mode 2
- * wherever it applies (tests: any batch, any backend), 0 never. */
-static bool use_lookahead(const chol_problem *p) {
-  int mode = kiln__chol_lookahead_test >= 0 ? kiln__chol_lookahead_test
-                                            : g_env_ahead;
-  if (mode <= 0 || mode > 2 || p->n <= 2 * CHOL_PW)
-    return false;
-  return mode == 2 ||
-         (on_cuda(p) && p->batch == 1 && p->n >= CHOL_AHEAD_MIN_N);
-}
-
-/* The side stream's view of p (ahead_update): its stream, W and W3
- * through an alias of W; the rest shared. */
-static kiln_status make_side(chol_problem *p, chol_problem *q) {
-  *q = *p;
-  q->side = NULL;
-  q->w = q->w3 = NULL;
-  kiln_status st = kiln__device_side_stream(p->stream->device, &q->stream);
-  if (st == KILN_OK)
-    st = kiln__linalg_alias(p->w, &q->w);
-  if (st == KILN_OK) {
-    int64_t n = p->n;
-    int64_t shape3[3] = {p->batch, n, n}, strides3[3] = {n * n, n, 1};
-    const char *api = kiln__api_current();
-    st = kiln_array_view(q->w, 3, shape3, strides3, 0, &q->w3);
-    kiln__api_enter(api);
-  }
-  return st;
-}
-
-/* The columns with the look-ahead: factor_columns, then W's buffer held
- * on the caller's stream past the last join and its record pointed
- * there (as lu.c's run_panels_ahead). */
-static kiln_status factor_ahead(chol_problem *p) {
-  chol_problem q;
-  kiln_status st = make_side(p, &q);
-  if (st == KILN_OK) {
-    p->side = &q;
-    st = factor_columns(p, 0, p->n);
-    p->side = NULL;
-  }
-  if (q.w != NULL) { /* the alias was made: the side may have run */
-    kiln_status jst = kiln__stream_wait_stream(p->stream, q.stream);
-    if (jst == KILN_OK)
-      jst = kiln__hold_until_done(p->stream, &p->w->buffer, 1);
-    if (jst == KILN_OK)
-      jst = kiln__linalg_note_written(p->stream, p->w->buffer);
-    if (st == KILN_OK)
-      st = jst;
-  }
-  kiln__array_destroy(q.w3);
-  kiln__array_destroy(q.w);
   return st;
 }
 
@@ -999,7 +797,7 @@ static kiln_status run_blocked_steps(void *user) {
   if (st == KILN_OK)
     st = launch_copy(p);
   if (st == KILN_OK)
-    st = use_lookahead(p) ? factor_ahead(p) : factor_columns(p, 0, n);
+    st = factor_columns(p, 0, n);
   if (st == KILN_OK)
     st = launch_finish(p);
   return st;
@@ -1042,7 +840,6 @@ static kiln_status factor(chol_problem *p) {
     st = kiln__array_fill(p->info, 0.0, p->stream);
   p->fine = path == CHOL_PATH_FINE;
   pthread_once(&g_env_once, read_env);
-  p->ahead_k = g_env_ahead_k;
   /* FUSE saves launches, which only a GPU pays for: on the CPU backend
    * (where it made the CPU suite's blocked tests ~40% slower) only the
    * test hook turns it on. Unset, it is on for float32 only: measured on
@@ -1053,15 +850,10 @@ static kiln_status factor(chol_problem *p) {
             : !on_cuda(p)             ? 0
             : g_env_fuse >= 0         ? g_env_fuse
                                       : fuse_default;
-  if (p->fuse > 3)
-    p->fuse = 3;
+  if (p->fuse > 1)
+    p->fuse = 1;
   p->splitk =
       kiln__chol_splitk_test >= 0 ? kiln__chol_splitk_test : g_env_splitk;
-  p->ahead_half = (kiln__chol_ahead_half_test >= 0
-                       ? kiln__chol_ahead_half_test
-                       : g_env_half) == 1;
-  p->quick = (kiln__chol_quick_test >= 0 ? kiln__chol_quick_test
-                                         : g_env_quick) == 1;
   p->gemm_f32 = kiln__chol_gemm_test >= 0 ? kiln__chol_gemm_test
                                            : g_env_gemm;
   if (st == KILN_OK)
@@ -1081,7 +873,6 @@ static kiln_status cholesky(kiln_array *a, bool upper,
   memset(&p, 0, sizeof p);
   p.a = a;
   p.upper = upper;
-  p.done0 = p.done1 = -1;
   kiln_status st = kiln__linalg_opts(opts, &p.opts);
   if (st == KILN_OK)
     st = check_problem(&p);

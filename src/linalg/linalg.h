@@ -291,19 +291,6 @@ extern int kiln__lu_lookahead_test;
  * the second Gram is near I); 3 always three; any other value adaptive. */
 extern int kiln__cholqr_passes_test;
 
-/* Tests and timing (not thread-safe): the blocked Cholesky's look-ahead
- * (see cholesky.c, ahead_update). -1, the default: as the environment
- * variable KILN_CHOL_LOOKAHEAD says (read once: 0 to 2; unset or anything
- * else 0); 0 off; 1 where it may pay (one matrix, n >= 2048, on CUDA); 2
- * wherever it applies (any blocked factorization of more than two panels,
- * any batch, any backend: how the CPU tests cover it). */
-extern int kiln__chol_lookahead_test;
-
-/* Tests and timing (not thread-safe): chol_panel's short pivot chain
- * (QUICK, kernels/cholesky.metal). -1: as KILN_CHOL_QUICK says (0 or 1;
- * unset or anything else 1); 0 off; 1 on. */
-extern int kiln__chol_quick_test;
-
 /* Tests and timing (not thread-safe): float32 updates of the blocked
  * Cholesky on gemm_f32 whatever their tile count (cholesky.c,
  * gemm_f32_tiles). -1: as KILN_CHOL_GEMM says (0 to 2; unset or anything
@@ -311,11 +298,11 @@ extern int kiln__chol_quick_test;
  * float32 update (tests: their updates are small). */
 extern int kiln__chol_gemm_test;
 
-/* Tests and timing (not thread-safe): the blocked Cholesky's ranges of at
- * most 2^f panels run left-looking, each panel updated inside chol_panel
- * (FUSE) instead of by GEMMs. -1: on CUDA as KILN_CHOL_FUSE says (0 to
- * 3; unset or anything else 1), elsewhere 0; 0 off; f = 1 (two-panel
- * splits), 2 or 3, on any backend. */
+/* Tests and timing (not thread-safe): the blocked Cholesky's splits of
+ * two panels run left-looking, the right panel updated inside its
+ * chol_panel (FUSE) instead of by a GEMM. -1: on CUDA as KILN_CHOL_FUSE
+ * says (0 or 1; unset or anything else 1 for float32, 0 for float64),
+ * elsewhere 0; 0 off; 1 (or more) on, on any backend. */
 extern int kiln__chol_fuse_test;
 
 /* Tests and timing (not thread-safe): the blocked Cholesky's deep updates
@@ -324,13 +311,6 @@ extern int kiln__chol_fuse_test;
  * the cost model says it pays; 2 every update at least 128 deep, into as
  * many pieces of 64 columns or more as it may (up to 16; tests). */
 extern int kiln__chol_splitk_test;
-
-/* Tests and timing (not thread-safe): with the look-ahead on, the side
- * stream takes the left half of each split's right half (its update and
- * its whole factorization), not one panel (cholesky.c, ahead_width). -1:
- * as KILN_CHOL_AHEAD_HALF says (0 or 1; unset or anything else 0); 0 off;
- * 1 on. */
-extern int kiln__chol_ahead_half_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,

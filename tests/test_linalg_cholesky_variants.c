@@ -1,0 +1,240 @@
+/*
+ * The blocked Cholesky's variants (src/linalg/cholesky.c's knobs): float32
+ * updates on gemm_f32, the two-panel splits' update inside chol_panel
+ * (FUSE) and updates cut along their depth (split-K), each forced on and
+ * off at small sizes through the kiln__chol_*_test hooks on the device
+ * under test, alone and together. Checked: the backward error
+ * ||A - L L^T||_F / (||A||_F n eps) against the float64 host matrix, zeros
+ * above (below) the diagonal, closeness to the factor without the
+ * variant, and the same bits run to run; random and ill-conditioned
+ * matrices (condition 1e6 in float32, 1e12 in float64), lower and upper,
+ * batched, through path 2 and path 3's batched updates.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "linalg/linalg.h"
+#include "linalg_check.h"
+
+/* Backward errors below this many units of n eps pass. */
+#define CA_THRESHOLD 8.0
+
+static const kiln_dtype ca_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
+
+/* batch matrices kt_la_spd (n x n each) into a. */
+static void ca_spd(int64_t batch, int64_t n, double *a) {
+  for (int64_t b = 0; b < batch; b++)
+    kt_la_spd(n, a + b * n * n);
+}
+
+
+/* Checks the factors f (batch x n x n) of a: the zero triangle and the
+ * backward error. */
+static void ca_check(const char *what, kiln_dtype dt, bool upper,
+                     int64_t batch, int64_t n, const double *a,
+                     const double *f) {
+  for (int64_t b = 0; b < batch; b++) {
+    const double *x = a + b * n * n, *y = f + b * n * n;
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t j = 0; j < n; j++) {
+        if (upper ? j < i : j > i)
+          CHECK(y[i * n + j] == 0.0,
+                "%s, matrix %lld: (%lld, %lld) is %g, not 0", what,
+                (long long)b, (long long)i, (long long)j, y[i * n + j]);
+        double s = 0;
+        for (int64_t k = 0; k < n; k++)
+          s += upper ? y[k * n + i] * y[k * n + j]
+                     : y[i * n + k] * y[j * n + k];
+        num += (s - x[i * n + j]) * (s - x[i * n + j]);
+        den += x[i * n + j] * x[i * n + j];
+      }
+    double err = sqrt(num) / (sqrt(den) * (double)n * kt_eps(dt));
+    CHECK(err < CA_THRESHOLD,
+          "%s, matrix %lld: backward error %.3g n eps (threshold %g)", what,
+          (long long)b, err, CA_THRESHOLD);
+  }
+}
+
+/* arr factored through `path` with the float32 GEMM mode `gemm` (the test
+ * hook; the other hooks as the caller set them), read back as double; the
+ * GEMM hook is reset after. */
+static double *ca_factor_g(kiln_array *arr, bool upper, int path, int gemm) {
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = path;
+  kiln__chol_gemm_test = gemm;
+  kiln_array *f = NULL;
+  kiln_status st = kiln_cholesky_ex(arr, upper, &o, &f);
+  kiln__chol_gemm_test = -1;
+  CHECK_OK(st);
+  double *v = kt_read_f64(f);
+  kiln_array_destroy(f);
+  return v;
+}
+
+static double *ca_factor(kiln_array *arr, bool upper, int path) {
+  return ca_factor_g(arr, upper, path, -1);
+}
+
+/* Elements of x and y (count of them) that differ: bit for bit where
+ * `exact`, else by more than tol relative to the largest |y|. */
+static void ca_compare(const char *what, const double *x, const double *y,
+                       int64_t count, bool exact, double tol) {
+  double big = 0;
+  for (int64_t i = 0; i < count; i++)
+    big = fmax(big, fabs(y[i]));
+  for (int64_t i = 0; i < count; i++) {
+    bool same = exact ? x[i] == y[i] : fabs(x[i] - y[i]) <= tol * big;
+    CHECK(same, "%s: element %lld is %.17g, not %.17g", what, (long long)i,
+          x[i], y[i]);
+  }
+}
+
+/* Float32 updates forced onto gemm_f32 (kiln__chol_gemm_test = 2; at
+ * these sizes the GEMM's own choice is SIMT tiles): valid factors, close
+ * to the GEMM's own choice, the same bits run to run, batched and
+ * through path 3's batched updates. */
+void test_linalg_cholesky_gemm(void) {
+  static const int64_t cases[4][3] = {
+      {1, 300, 2}, {1, 260, 3}, {3, 200, 2}, {2, 150, 3}};
+  for (int c = 0; c < 4; c++) {
+    int64_t batch = cases[c][0], n = cases[c][1];
+    int path = (int)cases[c][2];
+    double *a = kt_la_alloc(batch * n * n);
+    ca_spd(batch, n, a);
+    int64_t shape[3] = {batch, n, n};
+    int ndim = batch == 1 ? 2 : 3;
+    kiln_array *arr =
+        kt_la_array(KILN_FLOAT32, ndim, ndim == 2 ? shape + 1 : shape, a);
+    for (int upper = 0; upper < 2; upper++) {
+      char what[128];
+      snprintf(what, sizeof what, "float32 %lld x %lld x %lld %s path %d "
+               "on gemm_f32", (long long)batch, (long long)n, (long long)n,
+               upper ? "upper" : "lower", path);
+      double *own = ca_factor_g(arr, upper, path, 0);
+      double *f32 = ca_factor_g(arr, upper, path, 2);
+      double *again = ca_factor_g(arr, upper, path, 2);
+      ca_check(what, KILN_FLOAT32, upper, batch, n, a, f32);
+      ca_compare(what, f32, own, batch * n * n, false,
+                 64 * (double)n * kt_eps(KILN_FLOAT32));
+      ca_compare(what, again, f32, batch * n * n, true, 0);
+      free(own);
+      free(f32);
+      free(again);
+    }
+    kiln_array_destroy(arr);
+    free(a);
+  }
+}
+
+/* The two-panel splits' update inside chol_panel (kiln__chol_fuse_test):
+ * on and off, valid factors close to each other, the same bits run to
+ * run; 129 ends in a fused pair whose right panel is one column, 300 in
+ * one of 44 columns; ill-conditioned matrices (condition 1e6 in float32,
+ * 1e12 in float64); batched; path 3; together with gemm_f32 and split-K
+ * (every update at least 128 deep cut into pieces). */
+static void ca_fuse_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
+                         bool ill) {
+  double *a = kt_la_alloc(batch * n * n);
+  if (ill)
+    for (int64_t b = 0; b < batch; b++)
+      kt_la_spd_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a + b * n * n);
+  else
+    ca_spd(batch, n, a);
+  int64_t shape[3] = {batch, n, n};
+  int ndim = batch == 1 ? 2 : 3;
+  kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  for (int upper = 0; upper < 2; upper++) {
+    char what[128];
+    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s%s path %d fused",
+             kiln_dtype_name(dt), (long long)batch, (long long)n,
+             (long long)n, ill ? "ill-conditioned " : "",
+             upper ? "upper" : "lower", path);
+    kiln__chol_fuse_test = 0;
+    double *off = ca_factor(arr, upper, path);
+    kiln__chol_fuse_test = 1;
+    double *on = ca_factor(arr, upper, path);
+    double *again = ca_factor(arr, upper, path);
+    kiln__chol_splitk_test = 2;
+    double *all = ca_factor_g(arr, upper, path, 2);
+    kiln__chol_splitk_test = -1;
+    kiln__chol_fuse_test = -1;
+    ca_check(what, dt, upper, batch, n, a, on);
+    ca_check(what, dt, upper, batch, n, a, all);
+    double tol = 64 * (double)n * kt_eps(dt) *
+                 (ill ? (dt == KILN_FLOAT32 ? 1e3 : 1e6) : 1.0);
+    ca_compare(what, on, off, batch * n * n, false, tol);
+    ca_compare(what, again, on, batch * n * n, true, 0);
+    free(off);
+    free(on);
+    free(again);
+    free(all);
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+void test_linalg_cholesky_fuse(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = ca_dtypes[d];
+    ca_fuse_case(dt, 1, 129, 2, false);
+    ca_fuse_case(dt, 1, 300, 2, false);
+    ca_fuse_case(dt, 1, 256, 2, true);
+    ca_fuse_case(dt, 3, 200, 2, false);
+    ca_fuse_case(dt, 2, 192, 3, false);
+  }
+}
+
+/* Updates cut along their depth (kiln__chol_splitk_test = 2: every one
+ * at least 128 deep into pieces of 64 columns, through a scratch array
+ * and chol_ksum; 520 has updates 256 deep, in 4): valid
+ * factors close to the plain ones, the same bits run to run, lower and
+ * upper, batched, path 3's batched blocks, and with FUSE (the fused
+ * panels' updates then skip the GEMMs, the others still split). */
+void test_linalg_cholesky_splitk(void) {
+  static const int64_t cases[5][3] = {
+      {1, 300, 2}, {1, 520, 3}, {3, 200, 2}, {2, 260, 3}, {1, 129, 2}};
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = ca_dtypes[d];
+    for (int c = 0; c < 5; c++) {
+      int64_t batch = cases[c][0], n = cases[c][1];
+      int path = (int)cases[c][2];
+      double *a = kt_la_alloc(batch * n * n);
+      ca_spd(batch, n, a);
+      int64_t shape[3] = {batch, n, n};
+      int ndim = batch == 1 ? 2 : 3;
+      kiln_array *arr =
+          kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+      for (int upper = 0; upper < 2; upper++) {
+        char what[128];
+        snprintf(what, sizeof what, "%s %lld x %lld x %lld %s path %d "
+                 "split-K", kiln_dtype_name(dt), (long long)batch,
+                 (long long)n, (long long)n, upper ? "upper" : "lower",
+                 path);
+        double *plain = ca_factor(arr, upper, path);
+        kiln__chol_splitk_test = 2;
+        double *split = ca_factor(arr, upper, path);
+        double *again = ca_factor(arr, upper, path);
+        kiln__chol_fuse_test = 1;
+        double *fused = ca_factor(arr, upper, path);
+        kiln__chol_splitk_test = -1;
+        kiln__chol_fuse_test = -1;
+        ca_check(what, dt, upper, batch, n, a, split);
+        ca_check(what, dt, upper, batch, n, a, fused);
+        ca_compare(what, split, plain, batch * n * n, false,
+                   64 * (double)n * kt_eps(dt));
+        ca_compare(what, again, split, batch * n * n, true, 0);
+        ca_compare(what, fused, split, batch * n * n, false,
+                   64 * (double)n * kt_eps(dt));
+        free(plain);
+        free(split);
+        free(again);
+        free(fused);
+      }
+      kiln_array_destroy(arr);
+      free(a);
+    }
+  }
+}
