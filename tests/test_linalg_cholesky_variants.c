@@ -22,12 +22,22 @@
 
 static const kiln_dtype ca_dtypes[2] = {KILN_FLOAT32, KILN_FLOAT64};
 
-/* batch matrices kt_la_spd (n x n each) into a. */
-static void ca_spd(int64_t batch, int64_t n, double *a) {
+/* batch random SPD matrices of n x n (kt_la_spd, or with `ill`
+ * kt_la_spd_ill of condition 1e6 / 1e12 by dtype) as a device array of
+ * dt (n x n for one matrix, else batch x n x n), their values (rounded
+ * as the array holds them) in *a. */
+static kiln_array *ca_spd_array(kiln_dtype dt, int64_t batch, int64_t n,
+                                bool ill, double **a) {
+  *a = kt_la_alloc(batch * n * n);
   for (int64_t b = 0; b < batch; b++)
-    kt_la_spd(n, a + b * n * n);
+    if (ill)
+      kt_la_spd_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, *a + b * n * n);
+    else
+      kt_la_spd(n, *a + b * n * n);
+  int64_t shape[3] = {batch, n, n};
+  int ndim = batch == 1 ? 2 : 3;
+  return kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, *a);
 }
-
 
 /* Checks the factors f (batch x n x n) of a: the zero triangle and the
  * backward error. */
@@ -102,12 +112,8 @@ void test_linalg_cholesky_gemm(void) {
   for (int c = 0; c < 4; c++) {
     int64_t batch = cases[c][0], n = cases[c][1];
     int path = (int)cases[c][2];
-    double *a = kt_la_alloc(batch * n * n);
-    ca_spd(batch, n, a);
-    int64_t shape[3] = {batch, n, n};
-    int ndim = batch == 1 ? 2 : 3;
-    kiln_array *arr =
-        kt_la_array(KILN_FLOAT32, ndim, ndim == 2 ? shape + 1 : shape, a);
+    double *a = NULL;
+    kiln_array *arr = ca_spd_array(KILN_FLOAT32, batch, n, false, &a);
     for (int upper = 0; upper < 2; upper++) {
       char what[128];
       snprintf(what, sizeof what, "float32 %lld x %lld x %lld %s path %d "
@@ -137,15 +143,8 @@ void test_linalg_cholesky_gemm(void) {
  * (every update at least 128 deep cut into pieces). */
 static void ca_fuse_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
                          bool ill) {
-  double *a = kt_la_alloc(batch * n * n);
-  if (ill)
-    for (int64_t b = 0; b < batch; b++)
-      kt_la_spd_ill(n, dt == KILN_FLOAT32 ? 1e6 : 1e12, a + b * n * n);
-  else
-    ca_spd(batch, n, a);
-  int64_t shape[3] = {batch, n, n};
-  int ndim = batch == 1 ? 2 : 3;
-  kiln_array *arr = kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+  double *a = NULL;
+  kiln_array *arr = ca_spd_array(dt, batch, n, ill, &a);
   for (int upper = 0; upper < 2; upper++) {
     char what[128];
     snprintf(what, sizeof what, "%s %lld x %lld x %lld %s%s path %d fused",
@@ -201,12 +200,8 @@ void test_linalg_cholesky_splitk(void) {
     for (int c = 0; c < 5; c++) {
       int64_t batch = cases[c][0], n = cases[c][1];
       int path = (int)cases[c][2];
-      double *a = kt_la_alloc(batch * n * n);
-      ca_spd(batch, n, a);
-      int64_t shape[3] = {batch, n, n};
-      int ndim = batch == 1 ? 2 : 3;
-      kiln_array *arr =
-          kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, a);
+      double *a = NULL;
+      kiln_array *arr = ca_spd_array(dt, batch, n, false, &a);
       for (int upper = 0; upper < 2; upper++) {
         char what[128];
         snprintf(what, sizeof what, "%s %lld x %lld x %lld %s path %d "
