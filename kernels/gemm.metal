@@ -13,9 +13,13 @@
 // (float32, 128 x 128, double-buffered float4 tiles), gemm_dmma (float64
 // tensor cores), gemm_tc2 (float16/bfloat16 tensor cores, cp.async
 // pipeline), gemm_tc (the first tensor-core kernel: TF32, bf16-rounded
-// float32, unaligned operands), gemm_scale. The newer kernels get op(A)
-// and op(B) as views (TA = TB = false); the driver does the same for the
-// older ones, whose TA/TB template arguments stay for compatibility.
+// float32, unaligned operands), gemm_scale; gemm_f32_tri and
+// gemm_dmma_tri, gemm_f32's and gemm_dmma's tiles over C's lower
+// trapezoid only (gemm_tri_tile_of: the Cholesky's updates, one launch
+// where the driver would cut the triangle into several GEMMs). The newer
+// kernels get op(A) and op(B) as views (TA = TB = false); the driver does
+// the same for the older ones, whose TA/TB template arguments stay for
+// compatibility.
 //
 // Launch geometry (all kernels of one tile size alike): a one-dimensional
 // threadgroup of NT threads; grid.x = NT * tiles_m * tiles_n (tiles are
@@ -96,6 +100,34 @@ inline int2 gemm_tile_of(uint pid, int tiles_m, int tiles_n) {
   int rows = min(tiles_m - first, GEMM_BAND);
   int in_band = (int)pid % per_band;
   return int2(first + in_band % rows, in_band / rows);
+}
+
+// The tile (row, column) that threadgroup `pid` computes when only C's
+// lower trapezoid is launched (gemm_f32_tri, gemm_dmma_tri): the tiles on
+// or below the diagonal, tile row >= tile column, of a C with at least as
+// many tile rows as tile columns (UPPER: the mirror, tile column >= tile
+// row, for the transposed C of an upper Cholesky factor). The grid holds
+// exactly those tiles, no empty groups: first the triangle of the leading
+// square, row by row (row i has i + 1 tiles, so pid = i (i + 1) / 2 + j;
+// i from a float square root, corrected by one where it rounds), then the
+// rectangle below it in gemm_tile_of's bands. Diagonal tiles are computed
+// whole: the Cholesky never reads above its diagonal.
+inline int2 gemm_tri_tile_of(uint pid, int tiles_m, int tiles_n,
+                             bool upper) {
+  const int lg = upper ? tiles_n : tiles_m, sh = upper ? tiles_m : tiles_n;
+  const int p = (int)pid, tri = sh * (sh + 1) / 2;
+  // Both candidates, then a select: a branch here let NVVM duplicate the
+  // whole tile into both arms (gemm_dmma_tri: 157 registers, not 128).
+  // The float root of an integer below 2^24 is off by less than one row:
+  // one correction each way.
+  int i = (int)((sqrt(8.0f * (float)p + 1.0f) - 1.0f) * 0.5f);
+  i -= i * (i + 1) / 2 > p ? 1 : 0;
+  i += (i + 1) * (i + 2) / 2 <= p ? 1 : 0;
+  int2 r = gemm_tile_of((uint)max(p - tri, 0), max(lg - sh, 1), sh);
+  const bool in_tri = p < tri;
+  const int ti = in_tri ? i : sh + r.x, tj = in_tri ? p - i * (i + 1) / 2
+                                                    : r.y;
+  return upper ? int2(tj, ti) : int2(ti, tj);
 }
 
 // The epilogue: C = alpha * acc + beta * C, rounded once to T. With BETA0
@@ -1449,6 +1481,28 @@ gemm_f32_tile<BETA0, MA, MB, EXACT>(
     g, alpha, beta, t.x * 128, t.y * 128, thread_index_in_threadgroup, As,
     Bs);
 
+//@kernel gemm_f32_tri
+// gemm_f32 on C's lower trapezoid only (gemm_tri_tile_of; UPPER: its
+// upper mirror), for the Cholesky's updates: template BETA0, MA, MB,
+// EXACT as gemm_f32, and UPPER. grid.x = 256 threads x the trapezoid's
+// tiles; M >= N (UPPER: N >= M). Tiles above the diagonal are not
+// written.
+threadgroup float As[2 * GEMM_F32_BK * GEMM_F32_P];
+threadgroup float Bs[2 * GEMM_F32_BK * GEMM_F32_P];
+gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
+                                           B_shape, B_strides, B_ndim,
+                                           Cin_strides, Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
+int2 t = gemm_tri_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n,
+                          UPPER);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+gemm_f32_tile<BETA0, MA, MB, EXACT>(
+    A + gemm_batch_offset(b, A_shape, A_strides, A_ndim),
+    B + gemm_batch_offset(b, B_shape, B_strides, B_ndim), Cin + oc, C + oc,
+    g, alpha, beta, t.x * 128, t.y * 128, thread_index_in_threadgroup, As,
+    Bs);
+
 //@kernel gemm_dmma
 // Template: BETA0, KA, KB (see gemm_dmma_tile); float64 operands, op(A)
 // and op(B) passed as views. 128 x 128 tiles, 512 threads. Without
@@ -1459,6 +1513,36 @@ gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
 uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
 int2 t = gemm_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+const device double* a0 =
+    A + gemm_batch_offset(b, A_shape, A_strides, A_ndim);
+const device double* b0 =
+    B + gemm_batch_offset(b, B_shape, B_strides, B_ndim);
+#if GEMM_HAS_MMA
+threadgroup double smem[2 * GEMM_DMMA_STAGES * GEMM_DMMA_SLICE];
+gemm_dmma_tile<BETA0, KA, KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta,
+                              t.x * 128, t.y * 128,
+                              thread_index_in_threadgroup, smem);
+#else
+threadgroup double As[8 * 132];
+threadgroup double Bs[8 * 132];
+gemm_simt_tile<double, double, false, false, BETA0, 128, 128, 8, 8, 4, !KA,
+               !KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta, t.x * 128,
+                    t.y * 128, thread_index_in_threadgroup, As, Bs);
+#endif
+
+//@kernel gemm_dmma_tri
+// gemm_dmma on C's lower trapezoid only (gemm_tri_tile_of; UPPER: its
+// upper mirror), for the Cholesky's updates: template BETA0, KA, KB as
+// gemm_dmma, and UPPER. grid.x = 512 threads x the trapezoid's tiles;
+// M >= N (UPPER: N >= M). Tiles above the diagonal are not written.
+gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
+                                           B_shape, B_strides, B_ndim,
+                                           Cin_strides, Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
+int2 t = gemm_tri_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n,
+                          UPPER);
 int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
 const device double* a0 =
     A + gemm_batch_offset(b, A_shape, A_strides, A_ndim);

@@ -140,6 +140,10 @@
   X(linalg_cholesky_gemm, 240)                                                \
   X(linalg_cholesky_fuse, 240)                                                \
   X(linalg_cholesky_splitk, 240)                                              \
+  X(linalg_syrk_tri, 240)                                                     \
+  X(linalg_syrk_tri_batched, 120)                                             \
+  X(linalg_syrk_tri_errors, 60)                                               \
+  X(linalg_syrk_cholesky, 240)                                                \
   /* ---- qr tests ---- */                                                    \
   X(linalg_qr_small, 240)                                                     \
   X(linalg_qr_batched, 240)                                                   \

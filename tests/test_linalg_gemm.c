@@ -1109,12 +1109,15 @@ void test_linalg_gemm_errors(void) {
  * families x BETA0 x 4 x 4 operand modes; gemm_f32 BETA0 x 4 x 4 operand
  * modes x EXACT; gemm_dmma BETA0, KA, KB; gemm_tc2 2 dtypes x BETA0 x 2 x 2
  * vector modes (transposes travel as views, so no kernel has TA/TB
- * variants). */
-#define LG_KERNELS 7
+ * variants); the trapezoid kernels gemm_f32_tri and gemm_dmma_tri (the
+ * Cholesky's updates) those of gemm_f32 (less its mode pairs 0 / 3,
+ * 3 / 0: gemm.c's f32_tri_modes) and gemm_dmma x UPPER. */
+#define LG_KERNELS 9
 static const char *const lg_kernel_names[LG_KERNELS] = {
-    "gemm_scale", "gemm_simt", "gemm_tc", "gemm_f32", "gemm_dmma",
-    "gemm_tc2", "gemm_wg"};
-static const int lg_kernel_configs[LG_KERNELS] = {8, 88, 128, 64, 8, 16, 16};
+    "gemm_scale", "gemm_simt", "gemm_tc",      "gemm_f32",     "gemm_dmma",
+    "gemm_tc2",   "gemm_wg",   "gemm_f32_tri", "gemm_dmma_tri"};
+static const int lg_kernel_configs[LG_KERNELS] = {8,  88, 128, 64, 8,
+                                                  16, 16, 112, 16};
 
 /* The configurations gemm.c enumerates, compiled by a few threads (one
  * NVRTC compile of a GEMM kernel takes a good fraction of a second). A
@@ -1178,7 +1181,9 @@ static void lg_config_text(const kiln__gemm_config *c, char *buf,
 static uint64_t lg_tc_smem(const kiln__gemm_config *c) {
   if (strcmp(c->name, "gemm_tc") == 0)
     return 2u * 128u * (c->mma == 2 ? 36u : 20u) * 4u;
-  if (strcmp(c->name, "gemm_dmma") == 0 || strcmp(c->name, "gemm_tc2") == 0)
+  if (strcmp(c->name, "gemm_dmma") == 0 ||
+      strcmp(c->name, "gemm_dmma_tri") == 0 ||
+      strcmp(c->name, "gemm_tc2") == 0)
     return 48u * 1024u;
   return 0;
 }
@@ -1238,7 +1243,9 @@ static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
   /* The kernels written for the CUDA backend's fast path must not spill
    * registers to local memory. */
   else if ((strcmp(c->name, "gemm_f32") == 0 ||
+            strcmp(c->name, "gemm_f32_tri") == 0 ||
             strcmp(c->name, "gemm_dmma") == 0 ||
+            strcmp(c->name, "gemm_dmma_tri") == 0 ||
             strcmp(c->name, "gemm_tc2") == 0 ||
             strcmp(c->name, "gemm_wg") == 0) &&
            rep.spill_store_bytes + rep.spill_load_bytes > 0)
@@ -1252,8 +1259,9 @@ static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
    * 174). So for its unchecked loop (EXACT: 121-128 on sm_90a); the
    * general loop takes 127-141, above 128 where rows are contiguous (the
    * kernel's comment), a known cost this test does not guard. */
-  else if (strcmp(c->name, "gemm_f32") == 0 && rep.registers > 128 &&
-           lg_targ(c, "EXACT") != 0)
+  else if ((strcmp(c->name, "gemm_f32") == 0 ||
+            strcmp(c->name, "gemm_f32_tri") == 0) &&
+           rep.registers > 128 && lg_targ(c, "EXACT") != 0)
     snprintf(why, cap, "%s uses %d registers per thread for %s: above 128, "
              "one group of %d threads per SM instead of two", what,
              rep.registers, n->target, c->threads);

@@ -78,6 +78,30 @@
  *      few tiles cut along their depth where an H100 cost model says so
  *      (split_factor; on CUDA only): ~0.5 ms float32, ~0.1 ms float64.
  *      Measured: 11.43 / 12.99 -> 11.14 / 12.85.
+ *   KILN_CHOL_SYRK (0, default: off; 1 on; 2 on, split-K folded in):
+ *      each split's update (the square's lower triangle and every row
+ *      below it) as ONE trapezoid GEMM (syrk_update: kiln__gemm_tri,
+ *      gemm_f32_tri / gemm_dmma_tri, one launch over exactly the 128-tiles
+ *      on or below the diagonal) instead of column_blocks' D + 2 GEMMs.
+ *      The count at n = 8192 on an H100 (264 float32 / 132 float64 tile
+ *      slots; every tile of an update as deep as the update, so time =
+ *      waves x depth; a wave-column 0.18 / 0.112 us as split_model's TK),
+ *      NOT MEASURED: only the top split is cut into several GEMMs (D = 1
+ *      float32, 2 float64); every lower split already was one GEMM over
+ *      the whole rectangle [s0, n) x m, the square's upper tiles
+ *      included. Top split (4096 deep): float32 256 + 512 tiles in 2
+ *      launches = 3 waves -> 528 tiles in 1 = 2 waves (-0.74 ms); float64
+ *      256 + 128 + 256 in 3 launches = 5 waves -> 528 in 1 = 4 waves
+ *      (-0.46 ms). The next splits lose the square's upper tiles (2048
+ *      deep: 768 -> 648 tiles, float64 6 -> 5 waves, -0.23 ms; the rest
+ *      mostly the same waves). In all, by the wave model (split-K traffic
+ *      included): float32 6.54 -> 5.80 ms of GEMM, 78 -> 77 GEMM launches
+ *      (FUSE on); float64 7.24 -> 6.55 ms, 134 -> 132. Mode 2 (split-K
+ *      as trapezoid pieces into a zeroed scratch, one fill launch more per
+ *      split update) ties with 1 by the model (5.88 / 6.58 ms, 89 / 133
+ *      launches). Expected: ~0.6-0.7 ms less in both dtypes, if the
+ *      model's waves hold; the rest of the gap to cuSOLVER is partial
+ *      waves at the lower splits (e.g. 420 tiles on 264 slots, 1024 deep).
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
  *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
@@ -163,19 +187,23 @@ typedef struct chol_problem {
   int gemm_f32;     /* float32 updates on gemm_f32 (gemm_f32_tiles): 0
                        never, 1 from CHOL_F32_MIN_TILES tiles, 2 always */
   int splitk;       /* split-K updates (split_factor): 0 off, 1, 2 */
+  int syrk;         /* each update one trapezoid GEMM (syrk_update): 0
+                       off; 1, split-K updates on column_blocks; 2,
+                       split-K in trapezoid pieces */
 } chol_problem;
 
 /* See linalg.h. */
 int kiln__chol_gemm_test = -1;
 int kiln__chol_fuse_test = -1;
 int kiln__chol_splitk_test = -1;
+int kiln__chol_syrk_test = -1;
 
-/* KILN_CHOL_INDEX, KILN_CHOL_GEMM, KILN_CHOL_FUSE and KILN_CHOL_SPLITK
- * (0 to 1 or 2; the defaults below, FUSE's -1 meaning by dtype), read
- * once per process: so that one GPU call can time every variant, one
- * process each (see the top of the file). */
+/* KILN_CHOL_INDEX, KILN_CHOL_GEMM, KILN_CHOL_FUSE, KILN_CHOL_SPLITK and
+ * KILN_CHOL_SYRK (0 to 1 or 2; the defaults below, FUSE's -1 meaning by
+ * dtype), read once per process: so that one GPU call can time every
+ * variant, one process each (see the top of the file). */
 static int g_env_index = 1, g_env_gemm = 1, g_env_fuse = -1;
-static int g_env_splitk = 1;
+static int g_env_splitk = 1, g_env_syrk = 0;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -190,6 +218,7 @@ static void read_env(void) {
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
   g_env_fuse = env_mode("KILN_CHOL_FUSE", 1, -1);
   g_env_splitk = env_mode("KILN_CHOL_SPLITK", 2, 1);
+  g_env_syrk = env_mode("KILN_CHOL_SYRK", 2, 0);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -559,6 +588,9 @@ static bool on_cuda(const chol_problem *p) {
 /* Scratch elements at most (the pieces of one update). */
 #define KSUM_MAX_ELEMS ((int64_t)1 << 25)
 
+static int split_model(const chol_problem *p, int64_t kw, int64_t tiles,
+                       int64_t elems, bool fill);
+
 static int split_factor(const chol_problem *p, int64_t kw, int64_t rows,
                         int64_t cols, int64_t cnt) {
   if (p->splitk <= 0 || p->splitk > 2 || rows == 0 || cols == 0)
@@ -571,11 +603,18 @@ static int split_factor(const chol_problem *p, int64_t kw, int64_t rows,
   }
   if (!on_cuda(p)) /* the model is an H100's */
     return 1;
+  int64_t tiles = p->batch * cnt * ((rows + 127) / 128) * ((cols + 127) / 128);
+  return split_model(p, kw, tiles, p->batch * cnt * rows * cols, false);
+}
+
+/* split_factor's cost model for `tiles` 128-tiles kw deep, whose pieces
+ * would take `elems` elements of scratch each; `fill`: the scratch is
+ * zeroed first (one more pass of it: syrk_update's pieces). */
+static int split_model(const chol_problem *p, int64_t kw, int64_t tiles,
+                       int64_t elems, bool fill) {
   bool f64 = p->a->dtype == KILN_FLOAT64;
   int64_t units = p->stream->device->info.compute_units;
   int64_t slots = (units > 0 ? units : 1) * (f64 ? 1 : 2);
-  int64_t tiles = p->batch * cnt * ((rows + 127) / 128) * ((cols + 127) / 128);
-  int64_t elems = p->batch * cnt * rows * cols;
   double tk = f64 ? KSUM_TK_F64 : KSUM_TK_F32, sz = f64 ? 8.0 : 4.0;
   double best = (double)((tiles + slots - 1) / slots) * (double)kw * tk;
   int pick = 1;
@@ -584,7 +623,8 @@ static int split_factor(const chol_problem *p, int64_t kw, int64_t rows,
       break;
     double t = (double)((tiles * sp + slots - 1) / slots) *
                    (double)(kw / sp) * tk +
-               (double)elems * sz * (double)(2 * sp + 2) / KSUM_BW +
+               (double)elems * sz * (double)(2 * sp + 2 + (fill ? sp : 0)) /
+                   KSUM_BW +
                KSUM_LAUNCH;
     if (t < 0.9 * best && t < best - KSUM_MIN_GAIN) {
       best = t;
@@ -729,7 +769,7 @@ static kiln_status update_blocks(const chol_problem *p, int64_t k0,
  * of fewer tiles than the card has SMs costs a full wave. D + 2 GEMMs
  * at most.
  */
-static kiln_status column_update(const chol_problem *p, int64_t k0,
+static kiln_status column_blocks(const chol_problem *p, int64_t k0,
                                  int64_t k1, int64_t s0, int64_t m) {
   int64_t t = (m + 127) / 128, tiles = t * t;
   int64_t most = p->a->dtype == KILN_FLOAT64 ? CHOL_LEAF_TILES_F64
@@ -752,6 +792,121 @@ static kiln_status column_update(const chol_problem *p, int64_t k0,
     st = update_blocks(p, k0, k1, s0 + covered, s0, p->n - s0 - covered, m,
                        0, 0, 0);
   return st;
+}
+
+/*
+ * The same update as ONE trapezoid GEMM (kiln__gemm_tri, KILN_CHOL_SYRK):
+ * the 128-tiles of the block [s0, n) x [s0, s0 + m) on or below its
+ * diagonal, every row under the square included, in one launch over
+ * exactly those tiles, where column_blocks runs D + 2 GEMMs (its levels,
+ * leaves and the rows below) or, for a small square, one GEMM over the
+ * whole rectangle, the square's upper triangle of tiles included. Its
+ * tiles are all as deep as the update, so what counts is waves: tiles
+ * over slots (an H100: 264 gemm_f32 groups, 132 DMMA groups). At n =
+ * 8192 (more in the header of this file) the top split (4096 deep, the
+ * square 4096) is 528 tiles = 2 float32 waves or 4 float64 waves,
+ * against column_blocks' 256 + 512 tiles in 2 launches, 3 waves
+ * (float32), and 256 + 128 + 256 in 3 launches, 5 waves (float64).
+ * Where the split-K model says so (syrk_pieces: deep and few tiles),
+ * mode 1 (KILN_CHOL_SYRK=1) leaves the update to column_blocks, whose
+ * GEMMs it then cuts; mode 2 cuts the depth into pieces as update_split
+ * does, the trapezoid of each piece into a zeroed scratch (so that
+ * chol_ksum, which subtracts whole blocks, subtracts zeros above the
+ * diagonal), then chol_ksum: one launch more (the fill) but the
+ * trapezoid's tiles. By the model the two tie (n = 8192: 5.80 / 5.88 ms
+ * float32, 6.55 / 6.58 float64, NOT MEASURED). Float32 runs gemm_f32's
+ * tiles whatever KILN_CHOL_GEMM says.
+ */
+static kiln_status syrk_launch(const chol_problem *p, int64_t k0,
+                               int64_t k1, int64_t s0, int64_t m,
+                               int pieces);
+
+/* The pieces to cut the trapezoid update of the columns [s0, s0 + m), kw
+ * deep, into (split_factor's modes; 1: none). */
+static int syrk_pieces(const chol_problem *p, int64_t kw, int64_t s0,
+                       int64_t m) {
+  int64_t rows = p->n - s0;
+  if (p->splitk <= 0 || p->splitk > 2)
+    return 1;
+  if (p->splitk == 2 || !on_cuda(p)) /* tests; off CUDA: 1 */
+    return split_factor(p, kw, rows, m, 1);
+  int64_t tm = (rows + 127) / 128, tn = (m + 127) / 128;
+  int64_t tiles = p->batch * (tm * tn - tn * (tn - 1) / 2);
+  return split_model(p, kw, tiles, p->batch * rows * m, p->syrk == 2);
+}
+
+static kiln_status syrk_update(const chol_problem *p, int64_t k0,
+                               int64_t k1, int64_t s0, int64_t m) {
+  int pieces = syrk_pieces(p, k1 - k0, s0, m);
+  if (pieces > 1 && p->syrk == 1)
+    return column_blocks(p, k0, k1, s0, m);
+  return syrk_launch(p, k0, k1, s0, m, pieces);
+}
+
+/* An operand of syrk_launch: W3's block (r, c) of rows x cols, or with
+ * pieces > 1 that many blocks `pstep` apart (batch x 1 x pieces x rows x
+ * cols, as the scratch). */
+static kiln_status syrk_operand(const chol_problem *p, int64_t r,
+                                int64_t c, int64_t rows, int64_t cols,
+                                int pieces, int64_t pstep,
+                                kiln_array **out) {
+  if (pieces == 1)
+    return block(p, r, c, rows, cols, 0, 0, out);
+  return block5(p, r, c, rows, cols, 1, 0, pieces, pstep, out);
+}
+
+/* syrk_update's launches: with pieces == 1 one trapezoid GEMM into W,
+ * else the fill, the pieces' trapezoids into the scratch (one launch:
+ * the pieces are a batch dimension) and chol_ksum. */
+static kiln_status syrk_launch(const chol_problem *p, int64_t k0,
+                               int64_t k1, int64_t s0, int64_t m,
+                               int pieces) {
+  int64_t n = p->n, rows = n - s0, kc = (k1 - k0) / pieces;
+  int64_t mr = p->upper ? m : rows, mc = p->upper ? rows : m;
+  int64_t shape[5] = {p->batch, 1, pieces, mr, mc};
+  kiln_array *va = NULL, *vb = NULL, *vc = NULL, *sc = NULL;
+  kiln_status st = KILN_OK;
+  if (pieces > 1) {
+    st = kiln__array_create(p->stream->device, p->a->dtype, 5, shape, &sc);
+    if (st == KILN_OK)
+      st = kiln__array_fill(sc, 0.0, p->stream);
+  } else {
+    st = block(p, s0, s0, mr, mc, 0, 0, &vc);
+  }
+  /* lower: C = [s0, n) x [s0, s0 + m) -= L(s0.., k) L(s0..s0 + m, k)^T;
+   * upper: the transpose, C(mem) = [s0, s0 + m) x [s0, n) */
+  if (st == KILN_OK && !p->upper) {
+    st = syrk_operand(p, s0, k0, rows, kc, pieces, kc, &va);
+    if (st == KILN_OK)
+      st = syrk_operand(p, s0, k0, m, kc, pieces, kc, &vb);
+  } else if (st == KILN_OK) {
+    st = syrk_operand(p, k0, s0, kc, m, pieces, kc * n, &va);
+    if (st == KILN_OK)
+      st = syrk_operand(p, k0, s0, kc, rows, pieces, kc * n, &vb);
+  }
+  if (st == KILN_OK && pieces == 1)
+    st = kiln__gemm_tri(p->stream, p->upper, p->upper, !p->upper, -1.0, va,
+                        vb, 1.0, vc);
+  else if (st == KILN_OK)
+    st = kiln__gemm_tri(p->stream, p->upper, p->upper, !p->upper, 1.0, va,
+                        vb, 0.0, sc);
+  if (st == KILN_OK && pieces > 1)
+    st = launch_ksum(p, sc, s0, s0, 0, 0, pieces);
+  kiln__array_destroy(va);
+  kiln__array_destroy(vb);
+  kiln__array_destroy(vc);
+  kiln__array_destroy(sc);
+  return st;
+}
+
+/* The update of the columns [s0, s0 + m) by [k0, k1), every row from s0
+ * down: one trapezoid GEMM (syrk_update) when KILN_CHOL_SYRK says so,
+ * else column_blocks. */
+static kiln_status column_update(const chol_problem *p, int64_t k0,
+                                 int64_t k1, int64_t s0, int64_t m) {
+  if (p->syrk > 0)
+    return syrk_update(p, k0, k1, s0, m);
+  return column_blocks(p, k0, k1, s0, m);
 }
 
 /*
@@ -858,6 +1013,9 @@ static kiln_status factor(chol_problem *p) {
       kiln__chol_splitk_test >= 0 ? kiln__chol_splitk_test : g_env_splitk;
   p->gemm_f32 = kiln__chol_gemm_test >= 0 ? kiln__chol_gemm_test
                                            : g_env_gemm;
+  p->syrk = kiln__chol_syrk_test >= 0 ? kiln__chol_syrk_test : g_env_syrk;
+  if (p->syrk > 2)
+    p->syrk = 0;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)

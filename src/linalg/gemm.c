@@ -40,6 +40,10 @@
  *              registers): float32 rounded to TF32 or bf16, and operands
  *              that allow no 16-byte vectors.
  *   gemm_scale C = beta C for k == 0 or alpha == 0.
+ *   gemm_f32_tri, gemm_dmma_tri  gemm_f32's and gemm_dmma's tiles over
+ *              C's lower trapezoid only (or its upper mirror), one
+ *              threadgroup per tile on or below the diagonal
+ *              (kiln__gemm_tri: no public path; the Cholesky's updates).
  *
  * Paths (kiln_linalg_opts.path for kiln_gemm_ex and kiln_matmul_ex):
  *   0  auto: tensor cores for float16/bfloat16 (and float32 with precision
@@ -690,6 +694,108 @@ static kiln_status run_path(const gemm_problem *p, int path) {
   }
 }
 
+/* ---- the trapezoid GEMM (kiln__gemm_tri) -------------------------------- */
+
+/* The 128-tiles of C's lower trapezoid (upper: its mirror) for a C of
+ * tm x tn tiles with tm >= tn (upper: tn >= tm). */
+static int64_t tri_tiles(int64_t tm, int64_t tn, bool upper) {
+  int64_t lg = upper ? tn : tm, sh = upper ? tm : tn;
+  return lg * sh - sh * (sh - 1) / 2;
+}
+
+/* gemm_f32_tri's template arguments (5): gemm_f32's and UPPER. */
+static void f32_tri_targs(kiln_template_arg *t, bool beta0, int ma, int mb,
+                          bool exact, bool upper) {
+  f32_targs(t, beta0, ma, mb, exact);
+  kiln__targ_bool(&t[4], "UPPER", upper);
+}
+
+/*
+ * gemm_f32_tri's operand modes for gemm_f32's (f32_mode): the same, but
+ * float4 loads of rows (3) beside scalar loads along k (0) become scalar
+ * loads of rows (1): that pair takes 129 registers in gemm_f32_tri on
+ * sm_90a (126 in gemm_f32; the trapezoid's tile is held, not recomputed),
+ * one group per SM instead of two. The Cholesky never passes it (lower:
+ * modes 0 / 2 both, upper: 1 / 3 both).
+ */
+static void f32_tri_modes(int *ma, int *mb) {
+  if (*ma == 3 && *mb == 0)
+    *ma = 1;
+  else if (*ma == 0 && *mb == 3)
+    *mb = 1;
+}
+
+/* gemm_dmma_tri's template arguments (4): gemm_dmma's and UPPER. */
+static void dmma_tri_targs(kiln_template_arg *t, bool beta0, bool ka,
+                           bool kb, bool upper) {
+  dmma_targs(t, beta0, ka, kb);
+  kiln__targ_bool(&t[3], "UPPER", upper);
+}
+
+/* The trapezoid's shape and dtype, after check_problem. */
+static kiln_status check_tri(const gemm_problem *p, bool upper) {
+  kiln_dtype d = p->c->dtype;
+  if (d != KILN_FLOAT32 && d != KILN_FLOAT64)
+    return kiln__error(KILN_ERROR_UNSUPPORTED,
+                       "C is %s; the trapezoid GEMM supports float32 and "
+                       "float64.",
+                       kiln_dtype_name(d));
+  if (upper ? p->n < p->m : p->m < p->n)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT,
+                       "C is %lld x %lld; its %s trapezoid needs at least "
+                       "as many %s as %s.",
+                       (long long)p->m, (long long)p->n,
+                       upper ? "upper" : "lower",
+                       upper ? "columns" : "rows",
+                       upper ? "rows" : "columns");
+  return KILN_OK;
+}
+
+/* See linalg.h. */
+kiln_status kiln__gemm_tri(kiln_stream *s, bool upper, bool ta, bool tb,
+                           double alpha, kiln_array *a, kiln_array *b,
+                           double beta, kiln_array *c) {
+  if (a == NULL || b == NULL || c == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
+                       a == NULL ? "A" : b == NULL ? "B" : "C");
+  gemm_problem p;
+  memset(&p, 0, sizeof p);
+  p.ta = ta;
+  p.tb = tb;
+  p.alpha = alpha;
+  p.beta = beta;
+  p.a = a;
+  p.b = b;
+  p.c = c;
+  kiln_linalg_opts_init(&p.opts);
+  p.opts.stream = s;
+  kiln_status st = check_problem(&p);
+  if (st == KILN_OK)
+    st = check_tri(&p, upper);
+  if (st != KILN_OK || p.batch == 0 || p.m == 0 || p.n == 0)
+    return st;
+  /* k == 0 or alpha == 0: the tiles' loops run no slice and store beta C,
+   * still on the trapezoid only (gemm_scale would scale all of C). */
+  int64_t sam, sak, sbk, sbn;
+  op_strides(p.a, p.ta, &sam, &sak);
+  op_strides(p.b, p.tb, &sbk, &sbn);
+  int64_t tiles =
+      tri_tiles(ceil_div(p.m, 128), ceil_div(p.n, 128), upper);
+  if (p.c->dtype == KILN_FLOAT64) {
+    kiln_template_arg t[4];
+    dmma_tri_targs(t, p.beta == 0.0, !rows_contiguous(sam, sak),
+                   !rows_contiguous(sbn, sbk), upper);
+    return launch_op_views(&p, "gemm_dmma_tri", t, 4, GEMM_DMMA_THREADS,
+                           tiles);
+  }
+  kiln_template_arg t[5];
+  bool exact = p.m % 128 == 0 && p.n % 128 == 0 && p.k % 8 == 0 && p.k > 0;
+  int ma = f32_mode(p.a, sam, sak), mb = f32_mode(p.b, sbn, sbk);
+  f32_tri_modes(&ma, &mb);
+  f32_tri_targs(t, p.beta == 0.0, ma, mb, exact, upper);
+  return launch_op_views(&p, "gemm_f32_tri", t, 5, GEMM_F32_THREADS, tiles);
+}
+
 /* ---- every configuration, for tests ------------------------------------ */
 
 /*
@@ -780,6 +886,42 @@ static kiln_status each_f32(kiln_dtype dt, kiln__gemm_config_fn fn,
   return st;
 }
 
+/* gemm_f32_tri (float32 only): gemm_f32's configurations x UPPER, less
+ * the operand modes f32_tri_modes replaces (3 with 0). */
+static kiln_status each_f32_tri(kiln_dtype dt, kiln__gemm_config_fn fn,
+                                void *user) {
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  if (dt != KILN_FLOAT32)
+    return KILN_OK;
+  for (unsigned f = 0; st == KILN_OK && f < 128; f++) {
+    int ma = (int)(f >> 1) & 3, mb = (int)(f >> 3) & 3;
+    if ((ma == 3 && mb == 0) || (ma == 0 && mb == 3))
+      continue;
+    config_init(&c, "gemm_f32_tri", dt, GEMM_F32_THREADS);
+    f32_tri_targs(c.template_args, f & 1, ma, mb, f & 32, f & 64);
+    c.num_template_args = 5;
+    st = fn(&c, user);
+  }
+  return st;
+}
+
+/* gemm_dmma_tri (float64 only): BETA0, KA, KB, UPPER. */
+static kiln_status each_dmma_tri(kiln_dtype dt, kiln__gemm_config_fn fn,
+                                 void *user) {
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  if (dt != KILN_FLOAT64)
+    return KILN_OK;
+  for (unsigned f = 0; st == KILN_OK && f < 16; f++) {
+    config_init(&c, "gemm_dmma_tri", dt, GEMM_DMMA_THREADS);
+    dmma_tri_targs(c.template_args, f & 1, f & 2, f & 4, f & 8);
+    c.num_template_args = 4;
+    st = fn(&c, user);
+  }
+  return st;
+}
+
 /* gemm_tc2 and gemm_wg (float16 and bfloat16, the same template
  * arguments): BETA0 x the vector modes 1, 2 of A and B. */
 static kiln_status each_tensor16(const char *name, int threads,
@@ -859,6 +1001,10 @@ kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user) {
       st = each_f32(dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_dmma(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_f32_tri(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_dmma_tri(dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_tensor16("gemm_tc2", GEMM_TC_THREADS, dtypes[d], fn, user);
     if (st == KILN_OK)

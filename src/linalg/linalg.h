@@ -142,6 +142,21 @@ kiln_status kiln__linalg_gemm(kiln_stream *s, bool ta, bool tb, double alpha,
                               kiln_array *c);
 
 /*
+ * C = alpha op(A) op(B) + beta C on C's lower trapezoid only: the 128 x
+ * 128 tiles of C on or below its diagonal (tile row >= tile column), each
+ * computed whole, the tiles above left untouched; with `upper` the mirror
+ * (tile column >= tile row). C must have at least as many rows as columns
+ * (upper: columns as rows), float32 (gemm_f32_tri) or float64
+ * (gemm_dmma_tri); operands as kiln_gemm's, strided views, batched. One
+ * launch per batch chunk, no public path: the Cholesky's updates (C -=
+ * L21 L21^T of a square's lower triangle and every row below it). With
+ * k == 0 or alpha == 0 it still stores beta C on the trapezoid only.
+ */
+kiln_status kiln__gemm_tri(kiln_stream *s, bool upper, bool ta, bool tb,
+                           double alpha, kiln_array *a, kiln_array *b,
+                           double beta, kiln_array *c);
+
+/*
  * Reads a per-matrix int32 status array (`batch` entries; 0 = fine) back
  * to the host, which waits for the stream. *first: the first non-zero
  * entry's batch index, or -1; *value: its value; *failed: how many.
@@ -311,6 +326,13 @@ extern int kiln__chol_fuse_test;
  * the cost model says it pays; 2 every update at least 128 deep, into as
  * many pieces of 64 columns or more as it may (up to 16; tests). */
 extern int kiln__chol_splitk_test;
+
+/* Tests and timing (not thread-safe): each blocked Cholesky update as one
+ * trapezoid GEMM (kiln__gemm_tri) instead of column_blocks' GEMMs
+ * (cholesky.c, syrk_update). -1: as KILN_CHOL_SYRK says (0 to 2; unset
+ * or anything else 0); 0 off; 1 on, updates that split-K cuts left to
+ * column_blocks; 2 on, split-K in trapezoid pieces. */
+extern int kiln__chol_syrk_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
