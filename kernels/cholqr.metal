@@ -1085,10 +1085,22 @@ for (int u = 0; u < BS; ++u)
     if (i <= k && k < n)
       w = fail != 0 ? (i == k ? 1.0 : 0.0) : (double)T(gr[u][v] * rsq[i]);
     Gs[i * LD + k] = w;
-    // rt[k NC + i] = R(i, k) above the diagonal, 1 / R(k, k) on it
-    rt[k * NC + i] = i < k ? T(w) : (i == k && k < n ? T(1.0 / w) : T(0));
   }
 threadgroup_barrier(mem_flags::mem_threadgroup);
+// Rt's factor, rt[k NC + i] = R(i, k) above the diagonal and 1 / R(k, k)
+// on it, and pass 1's Rout = R_1, stored from Gs at consecutive addresses
+// (a warp's store is 128 or 256 contiguous bytes): each thread storing
+// its own 4 x 4 block put every lane of a store in its own sector, and
+// those 2 x 16 scattered stores a thread were ~11,000 cycles of pass 1
+// (Nsight: drain and lg stalls at the exit, H200).
+CQ_UNROLL
+for (int q = 0; q < NC * NC / CQ_THREADS; ++q) {
+  const int e = q * CQ_THREADS + tid, k = e / NC, i = e % NC;
+  const double w = Gs[i * LD + k];
+  rt[e] = i < k ? T(w) : (i == k && k < n ? T(1.0 / w) : T(0));
+  if (PASS == 1)
+    Rout[(int64_t)b * NC * NC + e] = Gs[k * LD + i]; // (row k, column i)
+}
 // (fail is the same in every thread, so is done2)
 const bool done2 = near && fail == 0;
 if (tid == 0 && flag0 == 0)
@@ -1147,15 +1159,7 @@ if (PASS > 1) {
             cq_mma884(acc[bj][0], acc[bj][1], af[s],
                       Gs[(4 * s + fq) * LD + 8 * bj + fr], lane);
 }
-if (PASS == 1) {
-  CQ_UNROLL
-  for (int u = 0; u < BS; ++u)
-    CQ_UNROLL
-    for (int v = 0; v < BS; ++v) {
-      const int i = BS * ti + u, k = BS * tk + v;
-      Rout[((int64_t)b * NC + i) * NC + k] = Gs[i * LD + k];
-    }
-} else if (sp < NBT) {
+if (PASS > 1 && sp < NBT) {
   const int i = 8 * sp + fr;
   CQ_UNROLL
   for (int bj = 0; bj < NBT; ++bj)
