@@ -78,7 +78,8 @@
  *      few tiles cut along their depth where an H100 cost model says so
  *      (split_factor; on CUDA only): ~0.5 ms float32, ~0.1 ms float64.
  *      Measured: 11.43 / 12.99 -> 11.14 / 12.85.
- *   KILN_CHOL_SYRK (0, default: off; 1 on; 2 on, split-K folded in):
+ *   KILN_CHOL_SYRK (2, default: on, split-K folded in; 1 on without
+ *      split-K pieces; 0 off):
  *      each split's update (the square's lower triangle and every row
  *      below it) as ONE trapezoid GEMM (syrk_update: kiln__gemm_tri,
  *      gemm_f32_tri / gemm_dmma_tri, one launch over exactly the 128-tiles
@@ -102,6 +103,10 @@
  *      launches). Expected: ~0.6-0.7 ms less in both dtypes, if the
  *      model's waves hold; the rest of the gap to cuSOLVER is partial
  *      waves at the lower splits (e.g. 420 tiles on 264 slots, 1024 deep).
+ *      Measured (H100, 2026-11-27, one process per mode, bench_linalg;
+ *      cuSOLVER Xpotrf lower 8.13-8.16 / 7.57-7.69 ms in the same runs):
+ *      0 10.62-10.75 / 11.89-12.02, 1 9.73 / 11.29, 2 9.61 / 11.29 ms:
+ *      -1.0 / -0.6 ms, hence 2 by default.
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
  *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
@@ -203,7 +208,7 @@ int kiln__chol_syrk_test = -1;
  * dtype), read once per process: so that one GPU call can time every
  * variant, one process each (see the top of the file). */
 static int g_env_index = 1, g_env_gemm = 1, g_env_fuse = -1;
-static int g_env_splitk = 1, g_env_syrk = 0;
+static int g_env_splitk = 1, g_env_syrk = 2;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -218,7 +223,7 @@ static void read_env(void) {
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
   g_env_fuse = env_mode("KILN_CHOL_FUSE", 1, -1);
   g_env_splitk = env_mode("KILN_CHOL_SPLITK", 2, 1);
-  g_env_syrk = env_mode("KILN_CHOL_SYRK", 2, 0);
+  g_env_syrk = env_mode("KILN_CHOL_SYRK", 2, 2);
 }
 
 /* ---- checks -------------------------------------------------------------- */
