@@ -406,10 +406,16 @@ static kiln_status run_small(const chol_problem *p) {
   return launch_small(p, p->n <= 64 ? 64 : 128);
 }
 
-/* Threads for one per element of a matrix, rounded up to the group. */
+/* Elements per thread of chol_copy and chol_finish (CHOL_EW in the
+ * .metal): a warp takes 32 x CHOL_EW consecutive elements. */
+#define CHOL_EW 8
+
+/* Threads for chol_copy / chol_finish over one matrix: a warp per 32 x
+ * CHOL_EW elements, rounded up to the group of 256. */
 static uint32_t element_threads(const chol_problem *p) {
   uint64_t elems = (uint64_t)p->n * (uint64_t)p->n;
-  return (uint32_t)((elems + 255) / 256 * 256);
+  uint64_t warps = (elems + 32 * CHOL_EW - 1) / (32 * CHOL_EW);
+  return (uint32_t)((warps * 32 + 255) / 256 * 256);
 }
 
 /* W = the logical lower triangle of A (the blocked path's start). */
