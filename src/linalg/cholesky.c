@@ -30,7 +30,10 @@
  *      splits: n / 2 deep for the first) is deep GEMMs, near the GEMM's
  *      full speed; the lower-triangle part of an update is cut into a
  *      few batched GEMMs (column_update). chol_copy starts it,
- *      chol_finish ends it. Measured on an H100 at n = 8192: a
+ *      chol_finish ends it (eight elements a thread: with one they took
+ *      0.32 ms each at 8192^2 float32 on an H200, moving ~0.8 TB/s; the
+ *      change measured 9.62 -> 9.08 ms float32, 11.29 -> 10.89-10.94
+ *      float64 on an H100). Measured on an H100 at n = 8192: a
  *      right-looking loop over 256-column blocks (every update 256 deep)
  *      took 16.2 ms in float32 and 20.2 ms in float64, this 12.9 and
  *      13.3 ms (cuSOLVER potrf 13.2 and 14.6 ms in the same runs). The
@@ -107,6 +110,16 @@
  *      cuSOLVER Xpotrf lower 8.13-8.16 / 7.57-7.69 ms in the same runs):
  *      0 10.62-10.75 / 11.89-12.02, 1 9.73 / 11.29, 2 9.61 / 11.29 ms:
  *      -1.0 / -0.6 ms, hence 2 by default.
+ *   KILN_CHOL_NARROW (a tile count T; 0, default: none): float32 updates
+ *      of fewer than T 128-tiles (a trapezoid's, or a rectangle's) leave
+ *      gemm_f32 for the GEMM's auto path (64 x 64 SIMT tiles below a
+ *      wave) on column_blocks. The updates after each two-panel split
+ *      (rows x 128, 128 deep: <= 63 tiles, under a quarter of the 264
+ *      gemm_f32 slots) took ~28 us each (32 of them) and the 256-deep
+ *      ones ~42 us (16) on an H200: each 128-tile is as deep as the
+ *      update (~0.18 us a column), where 4x as many 64-tiles would fill
+ *      the card at a quarter of the work each. Count: ~10-15 us less a
+ *      narrow update, ~0.5 ms. NOT measured yet.
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
  *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
@@ -195,6 +208,8 @@ typedef struct chol_problem {
   int syrk;         /* each update one trapezoid GEMM (syrk_update): 0
                        off; 1, split-K updates on column_blocks; 2,
                        split-K in trapezoid pieces */
+  int64_t narrow;   /* float32 updates of fewer 128-tiles than this on
+                       the GEMM's auto path (KILN_CHOL_NARROW); 0: none */
 } chol_problem;
 
 /* See linalg.h. */
@@ -202,13 +217,14 @@ int kiln__chol_gemm_test = -1;
 int kiln__chol_fuse_test = -1;
 int kiln__chol_splitk_test = -1;
 int kiln__chol_syrk_test = -1;
+int kiln__chol_narrow_test = -1;
 
 /* KILN_CHOL_INDEX, KILN_CHOL_GEMM, KILN_CHOL_FUSE, KILN_CHOL_SPLITK and
  * KILN_CHOL_SYRK (0 to 1 or 2; the defaults below, FUSE's -1 meaning by
  * dtype), read once per process: so that one GPU call can time every
  * variant, one process each (see the top of the file). */
 static int g_env_index = 1, g_env_gemm = 1, g_env_fuse = -1;
-static int g_env_splitk = 1, g_env_syrk = 2;
+static int g_env_splitk = 1, g_env_syrk = 2, g_env_narrow = 0;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -224,6 +240,14 @@ static void read_env(void) {
   g_env_fuse = env_mode("KILN_CHOL_FUSE", 1, -1);
   g_env_splitk = env_mode("KILN_CHOL_SPLITK", 2, 1);
   g_env_syrk = env_mode("KILN_CHOL_SYRK", 2, 2);
+  /* a tile count, 0 to 9999 */
+  const char *v = getenv("KILN_CHOL_NARROW");
+  char *end = NULL;
+  long t = v != NULL ? strtol(v, &end, 10) : 0;
+  g_env_narrow = v != NULL && end != v && *end == '\0' && t >= 0 &&
+                         t < 10000
+                     ? (int)t
+                     : 0;
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -504,9 +528,9 @@ static bool gemm_f32_tiles(const chol_problem *p, const kiln_array *c) {
   if (rows == 0 || cols == 0)
     return false;
   int64_t mats = c->size / (rows * cols);
+  int64_t tiles = mats * ((rows + 127) / 128) * ((cols + 127) / 128);
   return p->gemm_f32 == 2 ||
-         mats * ((rows + 127) / 128) * ((cols + 127) / 128) >=
-             CHOL_F32_MIN_TILES;
+         (tiles >= CHOL_F32_MIN_TILES && tiles >= p->narrow);
 }
 
 /* C -= A op B on views of W, op = ^T for lower, A^T B for upper (the
@@ -848,6 +872,11 @@ static int syrk_pieces(const chol_problem *p, int64_t kw, int64_t s0,
 
 static kiln_status syrk_update(const chol_problem *p, int64_t k0,
                                int64_t k1, int64_t s0, int64_t m) {
+  if (p->narrow > 0 && p->a->dtype == KILN_FLOAT32) {
+    int64_t tm = (p->n - s0 + 127) / 128, tn = (m + 127) / 128;
+    if (p->batch * (tm * tn - tn * (tn - 1) / 2) < p->narrow)
+      return column_blocks(p, k0, k1, s0, m);
+  }
   int pieces = syrk_pieces(p, k1 - k0, s0, m);
   if (pieces > 1 && p->syrk == 1)
     return column_blocks(p, k0, k1, s0, m);
@@ -1027,6 +1056,8 @@ static kiln_status factor(chol_problem *p) {
   p->syrk = kiln__chol_syrk_test >= 0 ? kiln__chol_syrk_test : g_env_syrk;
   if (p->syrk > 2)
     p->syrk = 0;
+  p->narrow = kiln__chol_narrow_test >= 0 ? kiln__chol_narrow_test
+                                          : g_env_narrow;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)

@@ -330,9 +330,16 @@ extern int kiln__chol_splitk_test;
 /* Tests and timing (not thread-safe): each blocked Cholesky update as one
  * trapezoid GEMM (kiln__gemm_tri) instead of column_blocks' GEMMs
  * (cholesky.c, syrk_update). -1: as KILN_CHOL_SYRK says (0 to 2; unset
- * or anything else 0); 0 off; 1 on, updates that split-K cuts left to
+ * or anything else 2); 0 off; 1 on, updates that split-K cuts left to
  * column_blocks; 2 on, split-K in trapezoid pieces. */
 extern int kiln__chol_syrk_test;
+
+/* Tests and timing (not thread-safe): float32 Cholesky updates of fewer
+ * 128 x 128 tiles than this (their trapezoid's, or the rectangle's) run
+ * on the GEMM's auto path, the 64 x 64 tiles below a full wave, not on
+ * gemm_f32 (cholesky.c, KILN_CHOL_NARROW). -1: as KILN_CHOL_NARROW says
+ * (a count below 10000; unset or anything else 0); 0: none. */
+extern int kiln__chol_narrow_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
