@@ -236,7 +236,7 @@ void test_linalg_cholesky_splitk(void) {
 
 /* Float32 updates of fewer tiles than kiln__chol_narrow_test on the
  * GEMM's auto path instead of the trapezoid on gemm_f32 (9999: every
- * update at these sizes): valid factors, close to the default's, the
+ * update at these sizes; 0: none): valid factors, close to each other, the
  * same bits run to run, lower and upper, batched, ill-conditioned. */
 void test_linalg_cholesky_narrow(void) {
   static const int64_t cases[3][3] = {{1, 300, 0}, {3, 200, 0}, {1, 260, 1}};
@@ -251,6 +251,7 @@ void test_linalg_cholesky_narrow(void) {
                "updates on the GEMM's auto path", (long long)batch,
                (long long)n, (long long)n, upper ? "upper" : "lower",
                ill ? " ill-conditioned" : "");
+      kiln__chol_narrow_test = 0;
       double *own = ca_factor(arr, upper, 2);
       kiln__chol_narrow_test = 9999;
       double *nar = ca_factor(arr, upper, 2);

@@ -110,16 +110,19 @@
  *      cuSOLVER Xpotrf lower 8.13-8.16 / 7.57-7.69 ms in the same runs):
  *      0 10.62-10.75 / 11.89-12.02, 1 9.73 / 11.29, 2 9.61 / 11.29 ms:
  *      -1.0 / -0.6 ms, hence 2 by default.
- *   KILN_CHOL_NARROW (a tile count T; 0, default: none): float32 updates
- *      of fewer than T 128-tiles (a trapezoid's, or a rectangle's) leave
- *      gemm_f32 for the GEMM's auto path (64 x 64 SIMT tiles below a
- *      wave) on column_blocks. The updates after each two-panel split
+ *   KILN_CHOL_NARROW (a tile count T; 100 by default; 0: none): float32
+ *      updates of fewer than T 128-tiles (a trapezoid's, or a
+ *      rectangle's) leave gemm_f32 for the GEMM's auto path (64 x 64
+ *      SIMT tiles below a wave) on column_blocks. The updates after each two-panel split
  *      (rows x 128, 128 deep: <= 63 tiles, under a quarter of the 264
  *      gemm_f32 slots) took ~28 us each (32 of them) and the 256-deep
  *      ones ~42 us (16) on an H200: each 128-tile is as deep as the
  *      update (~0.18 us a column), where 4x as many 64-tiles would fill
  *      the card at a quarter of the work each. Count: ~10-15 us less a
- *      narrow update, ~0.5 ms. NOT measured yet.
+ *      narrow update, ~0.5 ms. Measured (H200, 2026-11-27, one process
+ *      per T, float32 8192^2; cuSOLVER Xpotrf lower 7.78-7.85 ms): T 0
+ *      9.02-9.07, 64 8.85, 100 8.81, 132 8.81, 200 9.04, 264 9.78 ms:
+ *      -0.2 ms (less than counted), hence 100.
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
  *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
@@ -224,7 +227,7 @@ int kiln__chol_narrow_test = -1;
  * dtype), read once per process: so that one GPU call can time every
  * variant, one process each (see the top of the file). */
 static int g_env_index = 1, g_env_gemm = 1, g_env_fuse = -1;
-static int g_env_splitk = 1, g_env_syrk = 2, g_env_narrow = 0;
+static int g_env_splitk = 1, g_env_syrk = 2, g_env_narrow = 100;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -244,10 +247,8 @@ static void read_env(void) {
   const char *v = getenv("KILN_CHOL_NARROW");
   char *end = NULL;
   long t = v != NULL ? strtol(v, &end, 10) : 0;
-  g_env_narrow = v != NULL && end != v && *end == '\0' && t >= 0 &&
-                         t < 10000
-                     ? (int)t
-                     : 0;
+  if (v != NULL && end != v && *end == '\0' && t >= 0 && t < 10000)
+    g_env_narrow = (int)t;
 }
 
 /* ---- checks -------------------------------------------------------------- */

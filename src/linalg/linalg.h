@@ -338,7 +338,7 @@ extern int kiln__chol_syrk_test;
  * 128 x 128 tiles than this (their trapezoid's, or the rectangle's) run
  * on the GEMM's auto path, the 64 x 64 tiles below a full wave, not on
  * gemm_f32 (cholesky.c, KILN_CHOL_NARROW). -1: as KILN_CHOL_NARROW says
- * (a count below 10000; unset or anything else 0); 0: none. */
+ * (a count below 10000; unset or anything else 100); 0: none. */
 extern int kiln__chol_narrow_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
