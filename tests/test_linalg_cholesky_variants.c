@@ -234,41 +234,38 @@ void test_linalg_cholesky_splitk(void) {
   }
 }
 
-/* Updates of fewer tiles than kiln__chol_narrow_test on 64-tiles (the
- * GEMM's auto path for float32, its SIMT path for float64) instead of the
- * trapezoid on gemm_f32 / DMMA (9999: every update at these sizes; 0:
- * none): valid factors, close to each other, the same bits run to run,
- * lower and upper, batched, ill-conditioned, both dtypes. */
+/* Float32 updates of fewer tiles than kiln__chol_narrow_test on the
+ * GEMM's auto path instead of the trapezoid on gemm_f32 (9999: every
+ * update at these sizes; 0: none): valid factors, close to each other, the
+ * same bits run to run, lower and upper, batched, ill-conditioned. */
 void test_linalg_cholesky_narrow(void) {
   static const int64_t cases[3][3] = {{1, 300, 0}, {3, 200, 0}, {1, 260, 1}};
-  for (int d = 0; d < 2; d++)
-    for (int c = 0; c < 3; c++) {
-      kiln_dtype dt = ca_dtypes[d];
-      int64_t batch = cases[c][0], n = cases[c][1];
-      bool ill = cases[c][2] != 0;
-      double *a = NULL;
-      kiln_array *arr = ca_spd_array(dt, batch, n, ill, &a);
-      for (int upper = 0; upper < 2; upper++) {
-        char what[128];
-        snprintf(what, sizeof what, "%s %lld x %lld x %lld %s%s, narrow "
-                 "updates on 64-tiles", kiln_dtype_name(dt),
-                 (long long)batch, (long long)n, (long long)n,
-                 upper ? "upper" : "lower", ill ? " ill-conditioned" : "");
-        kiln__chol_narrow_test = 0;
-        double *own = ca_factor(arr, upper, 2);
-        kiln__chol_narrow_test = 9999;
-        double *nar = ca_factor(arr, upper, 2);
-        double *again = ca_factor(arr, upper, 2);
-        kiln__chol_narrow_test = -1;
-        ca_check(what, dt, upper, batch, n, a, nar);
-        ca_compare(what, nar, own, batch * n * n, false,
-                   (ill ? 1e4 : 64.0) * (double)n * kt_eps(dt));
-        ca_compare(what, again, nar, batch * n * n, true, 0);
-        free(own);
-        free(nar);
-        free(again);
-      }
-      kiln_array_destroy(arr);
-      free(a);
+  for (int c = 0; c < 3; c++) {
+    int64_t batch = cases[c][0], n = cases[c][1];
+    bool ill = cases[c][2] != 0;
+    double *a = NULL;
+    kiln_array *arr = ca_spd_array(KILN_FLOAT32, batch, n, ill, &a);
+    for (int upper = 0; upper < 2; upper++) {
+      char what[128];
+      snprintf(what, sizeof what, "float32 %lld x %lld x %lld %s%s, narrow "
+               "updates on the GEMM's auto path", (long long)batch,
+               (long long)n, (long long)n, upper ? "upper" : "lower",
+               ill ? " ill-conditioned" : "");
+      kiln__chol_narrow_test = 0;
+      double *own = ca_factor(arr, upper, 2);
+      kiln__chol_narrow_test = 9999;
+      double *nar = ca_factor(arr, upper, 2);
+      double *again = ca_factor(arr, upper, 2);
+      kiln__chol_narrow_test = -1;
+      ca_check(what, KILN_FLOAT32, upper, batch, n, a, nar);
+      ca_compare(what, nar, own, batch * n * n, false,
+                 (ill ? 1e4 : 64.0) * (double)n * kt_eps(KILN_FLOAT32));
+      ca_compare(what, again, nar, batch * n * n, true, 0);
+      free(own);
+      free(nar);
+      free(again);
     }
+    kiln_array_destroy(arr);
+    free(a);
+  }
 }

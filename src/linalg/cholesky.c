@@ -123,14 +123,6 @@
  *      per T, float32 8192^2; cuSOLVER Xpotrf lower 7.78-7.85 ms): T 0
  *      9.02-9.07, 64 8.85, 100 8.81, 132 8.81, 200 9.04, 264 9.78 ms:
  *      -0.2 ms (less than counted), hence 100.
- *   KILN_CHOL_NARROW64 (a tile count T; 0 by default): the same for
- *      float64, whose updates run on DMMA's 128-tiles, one a SM: those of
- *      fewer than T tiles go to the GEMM's SIMT path (64-tiles) instead.
- *      With FUSE off in float64 every panel is followed by an update of
- *      its right neighbour (rows x 64, 64 deep, <= 63 tiles), ~21.5 us
- *      each on an H200 (64 of them, 1.4 ms), the 128-deep ones ~29.5 us
- *      (32). Count: the 64-deep ones ~8 us as ~126 64-tiles (1 K FMAs a
- *      thread), ~0.8 ms in all. NOT measured yet.
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
  *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
@@ -190,8 +182,6 @@
  * (gemm_f32_tiles), and kiln_gemm_ex's path number for it. */
 #define CHOL_F32_MIN_TILES 32
 #define CHOL_GEMM_PATH_F32 4
-/* ... and its SIMT path's (KILN_CHOL_NARROW64) */
-#define CHOL_GEMM_PATH_SIMT 1
 
 #define CHOL_THREADS 256u    /* chol_small and chol_panel */
 #define CHOL_WARP_THREADS 64 /* chol_warp: two warps per threadgroup */
@@ -221,9 +211,8 @@ typedef struct chol_problem {
   int syrk;         /* each update one trapezoid GEMM (syrk_update): 0
                        off; 1, split-K updates on column_blocks; 2,
                        split-K in trapezoid pieces */
-  int64_t narrow;   /* updates of fewer 128-tiles than this on 64-tiles:
-                       float32 the GEMM's auto path, float64 its SIMT
-                       path (KILN_CHOL_NARROW / _NARROW64); 0: none */
+  int64_t narrow;   /* float32 updates of fewer 128-tiles than this on
+                       the GEMM's auto path (KILN_CHOL_NARROW); 0: none */
 } chol_problem;
 
 /* See linalg.h. */
@@ -239,7 +228,6 @@ int kiln__chol_narrow_test = -1;
  * variant, one process each (see the top of the file). */
 static int g_env_index = 1, g_env_gemm = 1, g_env_fuse = -1;
 static int g_env_splitk = 1, g_env_syrk = 2, g_env_narrow = 100;
-static int g_env_narrow64 = 0;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -249,23 +237,18 @@ static int env_mode(const char *name, int most, int dflt) {
   return dflt;
 }
 
-/* A tile count 0 .. 9999 from the environment, if set to one. */
-static void env_count(const char *name, int *out) {
-  const char *v = getenv(name);
-  char *end = NULL;
-  long t = v != NULL ? strtol(v, &end, 10) : 0;
-  if (v != NULL && end != v && *end == '\0' && t >= 0 && t < 10000)
-    *out = (int)t;
-}
-
 static void read_env(void) {
   g_env_index = env_mode("KILN_CHOL_INDEX", 1, 1);
   g_env_gemm = env_mode("KILN_CHOL_GEMM", 2, 1);
   g_env_fuse = env_mode("KILN_CHOL_FUSE", 1, -1);
   g_env_splitk = env_mode("KILN_CHOL_SPLITK", 2, 1);
   g_env_syrk = env_mode("KILN_CHOL_SYRK", 2, 2);
-  env_count("KILN_CHOL_NARROW", &g_env_narrow);
-  env_count("KILN_CHOL_NARROW64", &g_env_narrow64);
+  /* a tile count, 0 to 9999 */
+  const char *v = getenv("KILN_CHOL_NARROW");
+  char *end = NULL;
+  long t = v != NULL ? strtol(v, &end, 10) : 0;
+  if (v != NULL && end != v && *end == '\0' && t >= 0 && t < 10000)
+    g_env_narrow = (int)t;
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -551,19 +534,6 @@ static bool gemm_f32_tiles(const chol_problem *p, const kiln_array *c) {
          (tiles >= CHOL_F32_MIN_TILES && tiles >= p->narrow);
 }
 
-/* Whether a float64 update C has fewer 128-tiles than p->narrow
- * (KILN_CHOL_NARROW64): then on the GEMM's SIMT 64-tiles, not DMMA's
- * 128-tiles (one a SM, each as deep as the update). */
-static bool narrow_f64(const chol_problem *p, const kiln_array *c) {
-  if (p->narrow <= 0 || c->dtype != KILN_FLOAT64)
-    return false;
-  int64_t rows = c->shape[c->ndim - 2], cols = c->shape[c->ndim - 1];
-  if (rows == 0 || cols == 0)
-    return false;
-  int64_t mats = c->size / (rows * cols);
-  return mats * ((rows + 127) / 128) * ((cols + 127) / 128) < p->narrow;
-}
-
 /* C -= A op B on views of W, op = ^T for lower, A^T B for upper (the
  * views are then the transposed blocks). */
 /* C = alpha op(A) op(B) + beta C as update() and update_split() need it
@@ -571,16 +541,14 @@ static bool narrow_f64(const chol_problem *p, const kiln_array *c) {
 static kiln_status run_gemm(const chol_problem *p, double alpha,
                             kiln_array *a, kiln_array *b, double beta,
                             kiln_array *c) {
-  bool f32 = gemm_f32_tiles(p, c), simt = narrow_f64(p, c);
-  if (!f32 && !simt)
+  if (!gemm_f32_tiles(p, c))
     return kiln__linalg_gemm(p->stream, p->upper, !p->upper, alpha, a, b,
                              beta, c);
-  /* kiln__linalg_gemm with opts->path 4 (gemm_f32 at any size) or 1
-   * (SIMT) */
+  /* kiln__linalg_gemm with opts->path 4 (gemm_f32 at any size) */
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
   o.stream = p->stream;
-  o.path = f32 ? CHOL_GEMM_PATH_F32 : CHOL_GEMM_PATH_SIMT;
+  o.path = CHOL_GEMM_PATH_F32;
   const char *api = kiln__api_current();
   kiln_status st = kiln_gemm_ex(p->upper, !p->upper, alpha, a, b, beta, c,
                                 &o);
@@ -905,7 +873,7 @@ static int syrk_pieces(const chol_problem *p, int64_t kw, int64_t s0,
 
 static kiln_status syrk_update(const chol_problem *p, int64_t k0,
                                int64_t k1, int64_t s0, int64_t m) {
-  if (p->narrow > 0) {
+  if (p->narrow > 0 && p->a->dtype == KILN_FLOAT32) {
     int64_t tm = (p->n - s0 + 127) / 128, tn = (m + 127) / 128;
     if (p->batch * (tm * tn - tn * (tn - 1) / 2) < p->narrow)
       return column_blocks(p, k0, k1, s0, m);
@@ -1090,8 +1058,7 @@ static kiln_status factor(chol_problem *p) {
   if (p->syrk > 2)
     p->syrk = 0;
   p->narrow = kiln__chol_narrow_test >= 0 ? kiln__chol_narrow_test
-              : p->a->dtype == KILN_FLOAT32 ? g_env_narrow
-                                            : g_env_narrow64;
+                                          : g_env_narrow;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)

@@ -334,12 +334,11 @@ extern int kiln__chol_splitk_test;
  * column_blocks; 2 on, split-K in trapezoid pieces. */
 extern int kiln__chol_syrk_test;
 
-/* Tests and timing (not thread-safe): Cholesky updates of fewer 128 x 128
- * tiles than this (their trapezoid's, or the rectangle's) run on 64 x 64
- * tiles (float32: the GEMM's auto path, not gemm_f32; float64: its SIMT
- * path, not DMMA; cholesky.c, KILN_CHOL_NARROW / KILN_CHOL_NARROW64). -1:
- * as those say (a count below 10000; unset or anything else 100 for
- * float32, 0 for float64); 0: none. */
+/* Tests and timing (not thread-safe): float32 Cholesky updates of fewer
+ * 128 x 128 tiles than this (their trapezoid's, or the rectangle's) run
+ * on the GEMM's auto path, the 64 x 64 tiles below a full wave, not on
+ * gemm_f32 (cholesky.c, KILN_CHOL_NARROW). -1: as KILN_CHOL_NARROW says
+ * (a count below 10000; unset or anything else 100); 0: none. */
 extern int kiln__chol_narrow_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
