@@ -125,6 +125,11 @@
  *      -0.2 ms (less than counted), hence 100.
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
+ *   - KILN_CHOL_NARROW64, float64 updates of fewer than T 128-tiles on the
+ *     GEMM's SIMT 64-tiles instead of DMMA (the 64-deep update after each
+ *     panel, ~21.5 us on DMMA, counted ~8 us): float64 on an H200, T 0
+ *     10.68-10.72, 64 11.05, 100 11.55, 132 12.38, 264 15.94 ms: the SIMT
+ *     float64 tiles lose at every size (commit a710007, reverted);
  *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
  *     unscaled column with the pivot, the sqrt and the scaling off the
  *     chain; counted ~0.3 / ~0.5-0.8 ms less): on 11.14 / 12.85, off
