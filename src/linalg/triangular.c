@@ -169,6 +169,7 @@ typedef struct tri_launch {
   kiln_template_arg t[8];
   int num_t;
   uint32_t gx, gz, tx;
+  uint32_t tz; /* threadgroup.z (0: 1) */
 } tri_launch;
 
 static kiln_status launch_batched(kiln_stream *s, tri_launch *tl, int64_t batch,
@@ -192,6 +193,7 @@ static kiln_status launch_batched(kiln_stream *s, tri_launch *tl, int64_t batch,
     L.grid[1] = (uint32_t)(rest < TRI_Y_CHUNK ? rest : TRI_Y_CHUNK);
     L.grid[2] = tl->gz;
     L.threadgroup[0] = tl->tx;
+    L.threadgroup[2] = tl->tz > 0 ? tl->tz : 1;
     st = kiln__kernel_launch_into(tl->kernel, &L, tl->into);
   }
   return st;
@@ -233,7 +235,12 @@ static kiln_status launch_elementwise(kiln_stream *s, const char *name,
   tl.num_t = 1;
   tl.gx = (uint32_t)cols;
   tl.gz = (uint32_t)rows;
-  tl.tx = cols >= 128 ? 128 : (uint32_t)ceil_div(cols, 32) * 32;
+  tl.tx = cols >= 128 ? 128 : (uint32_t)cols;
+  /* several rows a threadgroup when the rows are short: 16 columns (a
+   * solve's right-hand sides) made 16-thread threadgroups, one per row,
+   * 8192 of them (12 us measured for 512 KB); now ~256 threads each */
+  int64_t tz = 256 / tl.tx;
+  tl.tz = (uint32_t)(tz < rows ? tz : rows);
   st = launch_batched(s, &tl, batch, &c);
   chunks_free(&c);
   return st;
@@ -833,6 +840,27 @@ static kiln_status end_call(tri_call *c, kiln_status st, kiln_array **out) {
   return KILN_OK;
 }
 
+/* The work of kiln_solve_triangular on a begun call. */
+typedef struct solve_job {
+  tri_call *c;
+  bool upper, trans, unit;
+} solve_job;
+
+static kiln_status solve_fn(void *user) {
+  solve_job *j = user;
+  tri_call *c = j->c;
+  kiln_status st = j->unit ? KILN_OK : launch_diag_check(c);
+  if (st == KILN_OK)
+    st = launch_elementwise(c->stream, "tri_copy", "Src,Dstin,batch0", c->b,
+                            c->x);
+  if (st == KILN_OK)
+    st = trsm_checked(c->stream, c->a, j->upper, j->trans, j->unit, 1.0,
+                      c->x, c->opts.path, false);
+  if (st == KILN_OK && !j->unit)
+    st = check_info(c, "the system has no unique solution");
+  return st;
+}
+
 static kiln_status solve_triangular(kiln_array *a, kiln_array *b, bool upper,
                                     bool trans, bool unit,
                                     const kiln_linalg_opts *opts,
@@ -846,15 +874,12 @@ static kiln_status solve_triangular(kiln_array *a, kiln_array *b, bool upper,
   bool empty = false;
   kiln_status st = begin_call(&c, a, b, "A", opts, &empty);
   if (st == KILN_OK && !empty) {
-    if (!unit)
-      st = launch_diag_check(&c);
-    if (st == KILN_OK)
-      st = launch_elementwise(c.stream, "tri_copy", "Src,Dstin,batch0", b, c.x);
-    if (st == KILN_OK)
-      st = trsm_checked(c.stream, a, upper, trans, unit, 1.0, c.x, c.opts.path,
-                        false);
-    if (st == KILN_OK && !unit)
-      st = check_info(&c, "the system has no unique solution");
+    /* With a scalar pool in use, the launches' scalars (batch starts,
+     * alpha, 1) are views of four values filled up front, so no fill
+     * sits between two kernels of the solve (each such fill is an edge
+     * programmatic dependent launch cannot overlap). */
+    solve_job j = {&c, upper, trans, unit};
+    st = kiln__linalg_pooled(c.stream, a->dtype, solve_fn, &j);
   }
   return end_call(&c, st, x);
 }
