@@ -215,10 +215,10 @@ void test_linalg_triangular_rhs(void) {
   /* more columns than one fused-step tile and one apply tile */
   tr_solve_case(KILN_FLOAT32, 0, 0, 64, 33, 2, 1, 1);
   tr_solve_case(KILN_FLOAT64, 0, 0, 96, 70, 3, 1, 2);
-  /* several fused steps (256 rows in float32, 128 in float64) with a
+  /* several steps of path 2 (256 rows in float32, 128 in float64) with a
    * partial last one, every (upper, trans, unit); column counts that fill
-   * the update's 16-column tiles and the solve's 4- or 8-column tiles
-   * exactly, partly, and beyond one tile */
+   * trsm_vapply's and trsm_band's 16-column tiles exactly, partly, and
+   * beyond one tile; trsm_stepinv's 8-column tiles likewise */
   tr_solve_case(KILN_FLOAT32, 0, 0, 600, 16, 2, 1, -1);
   tr_solve_case(KILN_FLOAT32, 0, 0, 513, 21, 2, 1, 3);
   tr_solve_case(KILN_FLOAT32, 0, 0, 300, 1, 0, 1, 5);
