@@ -315,14 +315,14 @@ for (int e = tid; e < NB * NB; e += 256) {
 // / 2 tile stages. The tiles (M[s, t] and W_s, NB x NB each, one at a time
 // in Tl) come through registers: the next tile's loads are issued before
 // the current one's products. In a product, PQ = 256 / NB adjacent lanes
-// share a row (every PQ-th column of the tile each) and hold all KT
-// columns, so a lane reads one tile value per KT FMAs; their partial sums
-// meet by shuffles. Rows of Tl are padded to NB + PQ, which puts the 32
-// lanes' tile reads on distinct banks. Rows of V past the matrix's end
+// share a block of KT / 4 rows x 4 columns of the output (every PQ-th
+// column of the tile each); their partial sums meet by shuffles. Rows of
+// Tl are padded to NB + PQ, which puts a warp's tile reads on distinct
+// banks. Rows of V past the matrix's end
 // and columns past its last block are left unwritten (trsm_vapply never
 // reads them). Inputs A, W, batch0; output V. Template: T, NB, SUB, KT,
 // UPPER, TRANS.
-constexpr int PQ = 256 / NB; // lanes per row of a product
+constexpr int PQ = 256 / NB; // lanes per output block of a product
 constexpr int P = NB + PQ;   // Tl's row stride
 constexpr int S = SUB * NB;
 threadgroup T Tl[NB * P];
@@ -339,7 +339,10 @@ if (jb >= nsub)
   return;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
-const int ri = tid / PQ, pq = tid % PQ; // a product's row and part
+// a product's outputs: RR rows x CC columns a thread (rows rg RR .., columns
+// cg CC ..), its part pq of the tile's columns
+constexpr int CC = 4, RR = KT / CC, CG = KT / CC;
+const int pq = tid % PQ, rg = tid / PQ / CG, cg = tid / PQ % CG;
 tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
                           UPPER, TRANS);
 const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
@@ -377,32 +380,43 @@ for (int s = jb; s < nsub; ++s) {
         tri_tile_load<T, NB>(v, wa + (int64_t)ns * (NB * NB), wm, true, 0,
                              NB, 0, NB, tid);
     }
-    // acc = Tl[ri, :] times B_s (t == s) or V_t (t < s), over this
-    // lane's columns of the tile, then summed over the PQ lanes
+    // acc = Tl[rows, :] times B_s (t == s) or V_t (t < s), over this
+    // lane's columns of the tile, then summed over the PQ lanes. RR x CC
+    // outputs a thread: RR + CC reads of threadgroup memory per RR CC
+    // FMAs (2 + 4 per 8; one row x KT columns took 1 + 8 per 8)
     const threadgroup T* rhs = t < s ? Xt + t * NB * KT : bs;
-    T acc[KT];
-    for (int cc = 0; cc < KT; ++cc)
-      acc[cc] = T(0);
+    T acc[RR][CC];
+    for (int r = 0; r < RR; ++r)
+      for (int q = 0; q < CC; ++q)
+        acc[r][q] = T(0);
     for (int pp = 0; pp < NB / PQ; ++pp) {
       const int p = pq + PQ * pp;
-      const T tv = Tl[ri * P + p];
-      for (int cc = 0; cc < KT; ++cc)
-        acc[cc] = fma(tv, rhs[p * KT + cc], acc[cc]);
+      T tv[RR], xv[CC];
+      for (int r = 0; r < RR; ++r)
+        tv[r] = Tl[(rg * RR + r) * P + p];
+      for (int q = 0; q < CC; ++q)
+        xv[q] = rhs[p * KT + cg * CC + q];
+      for (int r = 0; r < RR; ++r)
+        for (int q = 0; q < CC; ++q)
+          acc[r][q] = fma(tv[r], xv[q], acc[r][q]);
     }
     for (int o = 1; o < PQ; o <<= 1)
-      for (int cc = 0; cc < KT; ++cc)
-        acc[cc] += simd_shuffle_xor(acc[cc], (ushort)o);
-    // lane pq keeps the columns cc with cc % PQ == pq
-    for (int cc = 0; cc < KT; ++cc) {
-      if (cc % PQ != pq)
-        continue;
-      if (t < s) { // B_s -= M[s, t] V_t
-        bs[ri * KT + cc] -= acc[cc];
-      } else { // V_s = W_s B_s, into Xt and V
-        Xt[(s * NB + ri) * KT + cc] = acc[cc];
-        vo[(int64_t)(s * NB + ri) * S + c0 + cc] = acc[cc];
+      for (int r = 0; r < RR; ++r)
+        for (int q = 0; q < CC; ++q)
+          acc[r][q] += simd_shuffle_xor(acc[r][q], (ushort)o);
+    // lane pq keeps the outputs r CC + q equal to pq modulo PQ
+    for (int r = 0; r < RR; ++r)
+      for (int q = 0; q < CC; ++q) {
+        if ((r * CC + q) % PQ != pq)
+          continue;
+        const int row = rg * RR + r, cc = cg * CC + q;
+        if (t < s) { // B_s -= M[s, t] V_t
+          bs[row * KT + cc] -= acc[r][q];
+        } else { // V_s = W_s B_s, into Xt and V
+          Xt[(s * NB + row) * KT + cc] = acc[r][q];
+          vo[(int64_t)(s * NB + row) * S + c0 + cc] = acc[r][q];
+        }
       }
-    }
   }
 }
 
