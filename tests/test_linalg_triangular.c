@@ -890,8 +890,8 @@ void test_linalg_triangular_nvrtc(void) {
             kiln_dtype dsi[3] = {T, T, I};
             int rsi[3] = {rank, 4, 0};
             if (!ab)
-              tr_compile("trsm_stepinv", "A,W,batch0", "V", 3, dsi, rsi, 1,
-                         dso, rw, w, 6, target);
+              tr_compile("trsm_stepinv", "A,W,batch0", "V", 3, dsi, rsi, 1, dso,
+                         rw, w, 6, target);
             kiln_template_arg f[5] = {u[0], u[1], u[2], u[3]};
             kt_la_targ(&f[1], "S", KILN_TEMPLATE_INT, s * nb, I);
             kt_la_targ(&f[4], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
@@ -904,8 +904,8 @@ void test_linalg_triangular_nvrtc(void) {
             kiln_dtype dba[6] = {T, T, T, T, I, I};
             for (int ar = 2; ar <= rank; ar++) {
               int rba[6] = {ar, 3, rank, 0, 0, 0};
-              tr_compile("trsm_band", "A,XS,Bin,scale,step,batch0", "B", 6,
-                         dba, rba, 1, dso, ro, f, 4, target);
+              tr_compile("trsm_band", "A,XS,Bin,scale,step,batch0", "B", 6, dba,
+                         rba, 1, dso, ro, f, 4, target);
             }
           }
           kt_la_targ(&u[4], "KT", KILN_TEMPLATE_INT, kt, I);

@@ -87,11 +87,11 @@
  * holds 16 x S of M and S x 16 of X in threadgroup memory (33 KiB). */
 #define TRI_SUB_F32 4
 #define TRI_SUB_F64 4
-#define TRI_KT_INV 8        /* columns per trsm_stepinv threadgroup */
-#define TRI_VAPPLY_RB 8     /* rows per trsm_vapply threadgroup (its RB) */
-#define TRI_BAND_RB 16      /* rows per trsm_band threadgroup (its RB) */
+#define TRI_KT_INV 8    /* columns per trsm_stepinv threadgroup */
+#define TRI_VAPPLY_RB 8 /* rows per trsm_vapply threadgroup (its RB) */
+#define TRI_BAND_RB 16  /* rows per trsm_band threadgroup (its RB) */
 #define TRI_BAND_THREADS 512
-#define TRI_KT_STEP 16      /* columns per vapply / band threadgroup (KC) */
+#define TRI_KT_STEP 16  /* columns per vapply / band threadgroup (KC) */
 #define TRI_THREADS 256 /* the other blocked kernels' threadgroup */
 /* Up to this many right-hand sides the auto path takes path 2; beyond,
  * trsm_band's re-reads of M (once per 16 columns) cost more than the
@@ -441,8 +441,7 @@ static kiln_status fused_arrays(const trsm_problem *p, int64_t rows,
                                 kiln_array **v, kiln_array **xs) {
   int64_t vshape[4] = {p->a_batch, ceil_div(p->n, rows), rows, rows};
   int64_t xshape[3] = {p->batch, rows, p->k};
-  kiln_status st =
-      kiln__array_create(p->s->device, p->a->dtype, 4, vshape, v);
+  kiln_status st = kiln__array_create(p->s->device, p->a->dtype, 4, vshape, v);
   if (st == KILN_OK)
     st = kiln__array_create(p->s->device, p->a->dtype, 3, xshape, xs);
   if (st != KILN_OK) {
@@ -458,8 +457,7 @@ static kiln_status run_stepinv(const trsm_problem *p, blocked_ws *ws, int sub,
                                kiln_array *v) {
   tri_launch tl;
   memset(&tl, 0, sizeof tl);
-  kiln_status st =
-      get_kernel("trsm_stepinv", "A,W,batch0", "V", &tl.kernel);
+  kiln_status st = get_kernel("trsm_stepinv", "A,W,batch0", "V", &tl.kernel);
   if (st != KILN_OK)
     return st;
   tl.in[0] = p->a;
@@ -539,8 +537,8 @@ static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
     x.gx = (uint32_t)(TRI_THREADS * ceil_div(e1 - j * rows, TRI_VAPPLY_RB));
     st = launch_batched(p->s, &x, p->batch, &ws->b_chunks);
     /* the bands, plus one threadgroup that copies X_s into B */
-    u.gx = (uint32_t)(TRI_BAND_THREADS *
-                      (ceil_div(p->n - e1, TRI_BAND_RB) + 1));
+    u.gx =
+        (uint32_t)(TRI_BAND_THREADS * (ceil_div(p->n - e1, TRI_BAND_RB) + 1));
     if (st == KILN_OK)
       st = launch_batched(p->s, &u, p->batch, &ws->b_chunks);
     kiln__array_destroy(step);
@@ -854,8 +852,8 @@ static kiln_status solve_fn(void *user) {
     st = launch_elementwise(c->stream, "tri_copy", "Src,Dstin,batch0", c->b,
                             c->x);
   if (st == KILN_OK)
-    st = trsm_checked(c->stream, c->a, j->upper, j->trans, j->unit, 1.0,
-                      c->x, c->opts.path, false);
+    st = trsm_checked(c->stream, c->a, j->upper, j->trans, j->unit, 1.0, c->x,
+                      c->opts.path, false);
   if (st == KILN_OK && !j->unit)
     st = check_info(c, "the system has no unique solution");
   return st;
