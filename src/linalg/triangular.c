@@ -38,13 +38,20 @@
  *      per threadgroup (2 threadgroups of 512 per SM by registers, 497
  *      at step 0: 2 rounds) streaming 16 S 4 bytes each, 8.1 MB at step
  *      0 (2.7 us at 3 TB/s), 4 MB on average (1.4 us), ~2.5-4 us; so
- *      ~5-6 us a step, 32 steps ~0.18 ms, plus trsm_stepinv (~5100
- *      threadgroup tile stages of ~1 us over 132 SMs at one threadgroup
- *      each: ~40 us) and trsm_diag_inv (~40 us measured): ~0.26 ms a
- *      solve, i.e. kiln_solve ~1.4 ms faster, if the host issues the 64
- *      launches at under ~4 us each (programmatic dependent launch
+ *      ~5-6 us a step, 32 steps ~0.18 ms, plus trsm_stepinv (5120
+ *      threadgroup tile stages of ~850 cycles, LDS-bound, over 132 SMs
+ *      at one threadgroup each: ~28 us) and trsm_diag_inv (39.5 us
+ *      measured before its loads were batched and a warp's 8 column
+ *      chains interleaved: ~10-15 us counted): ~0.23 ms a solve, i.e.
+ *      kiln_solve ~1.5 ms of kernel time faster, if the host issues the
+ *      64 launches at under ~4 us each (programmatic dependent launch
  *      overlaps their starts; nothing is filled between them: the step
- *      indices are views of an iota array);
+ *      indices are views of an iota array). Beside it, in
+ *      kiln_solve_triangular only: tri_diag_check 141 us measured (one
+ *      warp walking 8192 diagonal elements, 256 dependent loads a lane)
+ *      -> one threadgroup of 1024 threads with 8 loads in flight each,
+ *      ~2-3 us counted; tri_copy 12 us measured (16-thread groups) ->
+ *      256-thread groups, ~2-3 us counted;
  *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
  *      (trsm_apply), then B_rest -= M[rest, j] X_j with kiln's GEMM, which
  *      wins once B is wide (its tiles reuse each element of M and X_j).
