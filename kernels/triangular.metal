@@ -432,8 +432,10 @@ for (int s = jb; s < nsub; ++s) {
 // loads at once (8 S / 256 values of V and S / 16 of B a thread; V's
 // rows r0 .. r0 + 7 are zero from column r0 + 8 on, not loaded), stores
 // them into threadgroup memory, and multiplies (tri_rows_product).
-// Inputs V, Bin, scale (0-d T), step (0-d int), batch0; output XS.
-// Template: T, S, UPPER, TRANS, ABATCH (A, hence V, has batch entries).
+// On CUDA it also asks L2 for the next step's V block and for this
+// step's M[rest, step] (see the end). Inputs A (only for that), V, Bin,
+// scale (0-d T), step (0-d int), batch0; output XS. Template: T, S,
+// UPPER, TRANS, ABATCH (A, hence V, has batch entries).
 constexpr int RB = 8, KC = 16, AP = S + 1, XP = KC + 1;
 constexpr int VPER = RB * S / 256, BPER = S * KC / 256;
 threadgroup T Ab[RB * AP];
@@ -501,6 +503,31 @@ if (step + 1 < steps && threadgroup_position_in_grid.z == 0 &&
     const int i = e / LR, ch = e % LR;
     if (ch * L < (i / RB + 1) * RB)
       tri_prefetch_l2(vn + (int64_t)i * S + ch * L);
+  }
+}
+// M[rest, step], what this step's trsm_band streams (up to 8 MB at n =
+// 8192), asked into L2 too: HBM is idle while this launch computes, so
+// the band's one load round finds much of it in L2. Each run of L
+// elements along M's contiguous index touches at most two lines; one
+// element per L, and the run's last, reaches every line.
+const int e1 = e0 + sw, rest = n - e1;
+if (rest > 0 && threadgroup_position_in_grid.z == 0 &&
+    (ABATCH || threadgroup_position_in_grid.y == 0)) {
+  constexpr int L = 128 / (int)sizeof(T);
+  tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
+                            UPPER, TRANS);
+  const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
+                      m.base;
+  const bool along_cols = abs(m.c) <= abs(m.r);
+  const int len = along_cols ? sw : rest; // a run's length
+  const int runs = along_cols ? rest : sw;
+  const int per = len / L + 2;            // prefetches a run
+  const int me = (int)threadgroup_position_in_grid.x * 256 + tid;
+  const int all = (int)threadgroups_per_grid.x * 256;
+  for (int e = me; e < runs * per; e += all) {
+    const int o = e / per, x = min((e % per) * L, len - 1);
+    const int i = along_cols ? o : x, p = along_cols ? x : o;
+    tri_prefetch_l2(a + (int64_t)(e1 + i) * m.r + (int64_t)(e0 + p) * m.c);
   }
 }
 #endif

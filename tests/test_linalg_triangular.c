@@ -895,10 +895,10 @@ void test_linalg_triangular_nvrtc(void) {
             kiln_template_arg f[5] = {u[0], u[1], u[2], u[3]};
             kt_la_targ(&f[1], "S", KILN_TEMPLATE_INT, s * nb, I);
             kt_la_targ(&f[4], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
-            kiln_dtype dva[5] = {T, T, T, I, I};
-            int rva[5] = {4, rank, 0, 0, 0}, rxs[1] = {3};
-            tr_compile("trsm_vapply", "V,Bin,scale,step,batch0", "XS", 5, dva,
-                       rva, 1, dso, rxs, f, 5, target);
+            kiln_dtype dva[6] = {T, T, T, T, I, I};
+            int rva[6] = {ab ? rank : 2, 4, rank, 0, 0, 0}, rxs[1] = {3};
+            tr_compile("trsm_vapply", "A,V,Bin,scale,step,batch0", "XS", 6,
+                       dva, rva, 1, dso, rxs, f, 5, target);
             if (ab)
               continue; /* trsm_band: T, S, UPPER, TRANS; any A rank */
             kiln_dtype dba[6] = {T, T, T, T, I, I};

@@ -501,7 +501,7 @@ static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
   kiln_array *v = NULL, *xs = NULL;
   kiln_kernel *kx = NULL, *ku = NULL;
   kiln_status st =
-      get_kernel("trsm_vapply", "V,Bin,scale,step,batch0", "XS", &kx);
+      get_kernel("trsm_vapply", "A,V,Bin,scale,step,batch0", "XS", &kx);
   if (st == KILN_OK)
     st = get_kernel("trsm_band", "A,XS,Bin,scale,step,batch0", "B", &ku);
   if (st == KILN_OK)
@@ -511,9 +511,10 @@ static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
   tri_launch x, u;
   memset(&x, 0, sizeof x);
   x.kernel = kx;
-  x.in[0] = v;
-  x.in[1] = p->b;
-  x.num_in = 5;
+  x.in[0] = p->a;
+  x.in[1] = v;
+  x.in[2] = p->b;
+  x.num_in = 6;
   x.into[0] = xs;
   x.num_out = 1;
   fused_targs(p, rows, x.t);
@@ -539,8 +540,8 @@ static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
     st = step_scalar(ws, j, &step);
     if (st != KILN_OK)
       break;
-    x.in[2] = u.in[3] = j == 0 ? ws->alpha : ws->one;
-    x.in[3] = u.in[4] = step;
+    x.in[3] = u.in[3] = j == 0 ? ws->alpha : ws->one;
+    x.in[4] = u.in[4] = step;
     x.gx = (uint32_t)(TRI_THREADS * ceil_div(e1 - j * rows, TRI_VAPPLY_RB));
     st = launch_batched(p->s, &x, p->batch, &ws->b_chunks);
     /* the bands, plus one threadgroup that copies X_s into B */
