@@ -355,6 +355,33 @@ tri_eff wm; // W_s as a tile: row-major NB x NB
 wm.base = 0;
 wm.r = NB;
 wm.c = 1;
+#if KILN_BACKEND_CUDA
+// The step's diagonal block of M (its lower triangle) and its W blocks,
+// asked into L2 at once by the step's threadgroups together (a line or
+// two a thread): at one threadgroup an SM (registers) nothing hides a
+// stage's tile loads but the previous stage's product, so they should
+// wait on L2, not on HBM, which only the first touch of a tile would.
+// Runs follow M's contiguous index (see trsm_vapply's prefetch).
+{
+  constexpr int L = 128 / (int)sizeof(T); // elements per line
+  const int fs = min(S, n - e0);
+  const int me = (int)threadgroup_position_in_grid.x * 256 + tid;
+  const int all = (int)threadgroups_per_grid.x * 256;
+  const int chunks = fs / L + 2; // lines a run can touch
+  for (int e = me; e < fs * chunks; e += all) {
+    // run o: row o's columns 0 .. o, or column o's rows o .. fs - 1
+    const int o = e / chunks, ch = e % chunks;
+    const int lo = along_cols ? 0 : o, hi = along_cols ? o : fs - 1;
+    const int x = ch == chunks - 1 ? hi : lo + ch * L;
+    if (x > hi)
+      continue;
+    const int i = along_cols ? o : x, p = along_cols ? x : o;
+    tri_prefetch_l2(a + (int64_t)(e0 + i) * m.r + (int64_t)(e0 + p) * m.c);
+  }
+  for (int e = me * L; e < nsub * NB * NB; e += all * L)
+    tri_prefetch_l2(wa + e);
+}
+#endif
 T v[NB * NB / 256];
 // the first stage is W_jb times the identity's columns
 tri_tile_load<T, NB>(v, wa + (int64_t)jb * (NB * NB), wm, true, 0, NB, 0, NB,
