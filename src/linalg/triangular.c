@@ -38,11 +38,15 @@
  *      per threadgroup (2 threadgroups of 512 per SM by registers, 497
  *      at step 0: 2 rounds) streaming 16 S 4 bytes each, 8.1 MB at step
  *      0 (2.7 us at 3 TB/s), 4 MB on average (1.4 us), ~2.5-4 us; so
- *      ~5-6 us a step, 32 steps ~0.18 ms, plus trsm_stepinv (5120
- *      threadgroup tile stages of ~850 cycles, LDS-bound, over 132 SMs
- *      at one threadgroup each: ~28 us) and trsm_diag_inv (39.5 us
- *      measured before its loads were batched and a warp's 8 column
- *      chains interleaved: ~10-15 us counted): ~0.23 ms a solve, i.e.
+ *      ~5-6 us a step, 32 steps ~0.18 ms (on CUDA trsm_vapply also asks
+ *      L2 for the next V block and for the band's M[rest, s] while HBM
+ *      idles: perhaps ~1 us less a step early on), plus trsm_stepinv
+ *      (5120 threadgroup tile stages over 132 SMs at one threadgroup
+ *      each, ~850 cycles of threadgroup-memory reads or a tile's L2
+ *      latency, its step's tiles prefetched: ~25 us) and trsm_diag_inv
+ *      (39.5 us measured before its loads were batched and a warp's 8
+ *      column chains interleaved: ~10-15 us counted): ~0.23 ms a solve,
+ *      i.e.
  *      kiln_solve ~1.5 ms of kernel time faster, if the host issues the
  *      64 launches at under ~4 us each (programmatic dependent launch
  *      overlaps their starts; nothing is filled between them: the step
