@@ -14,13 +14,16 @@
 //   subst    trsm_subst: one thread per right-hand side, plain substitution
 //            through global memory (small or forced problems).
 //   blocked  trsm_diag_inv inverts every NB x NB diagonal block of M into a
-//            workspace W (one launch for all blocks). Then per block step j:
-//            few right-hand sides, per step of SUB blocks: trsm_xsolve
-//            solves the step's rows once, in place (a few threadgroups),
-//            then trsm_update applies B_rest -= M[rest, step] X_step with
-//            many threadgroups streaming M (two short launches a step);
-//            many: trsm_apply (X_j = W_j B_j in place) and the driver's
-//            GEMM for the update.
+//            workspace W (one launch for all blocks). Then
+//            few right-hand sides (path 2): trsm_stepinv inverts every
+//            step's S x S diagonal block (S = SUB NB) into V from W and M
+//            (one launch for all steps); per step, trsm_vapply computes
+//            X_s = V_s B_s into a scratch XS over many threadgroups, and
+//            trsm_band applies B_rest -= M[rest, s] X_s with many
+//            threadgroups that issue all of their loads at once, and
+//            copies X_s into B (two short launches a step);
+//            many: per block step j, trsm_apply (X_j = W_j B_j in place)
+//            and the driver's GEMM for the update.
 // Batch entries run along grid.y from batch0 (the driver splits larger
 // batches over several launches); a 2-D A serves every entry of B.
 #include <metal_stdlib>
@@ -74,7 +77,7 @@ inline void tri_prefetch_l2(const device T* p) {
 // Otherwise (columns contiguous) each warp takes G = NB / 8 consecutive
 // rows of 256 / NB columns: G elements are one 32-byte sector of a column
 // in memory, and their stores into a tile with rows padded to NB + 256 /
-// NB (trsm_xsolve's) fall on distinct banks, where a warp down one
+// NB (trsm_stepinv's) fall on distinct banks, where a warp down one
 // column would hit every 8th bank only.
 template <int NB>
 inline void tri_tile_index(int e, bool along_cols, thread int& i,
@@ -117,6 +120,65 @@ inline void tri_tile_store(threadgroup T* tile, thread const T* v,
     tri_tile_index<NB>(tid + 256 * u, along_cols, i, p);
     tile[i * P + p] = v[u];
   }
+}
+
+// One reduce-scatter level of tri_rows_product: a lane keeps half of its
+// 2 H partial sums (the upper half when its lane bit 2 H is set), adds
+// the partner's same half, and the other half goes to the partner. After
+// the levels H = 8, 4, 2, 1, lane l holds one output, numbered by the
+// bits 16, 8, 4, 2 of l (see tri_rows_index), summed over 16 lanes.
+template <typename T, int H>
+inline void tri_rs_level(thread T* v, int lane) {
+  const bool up = (lane & (2 * H)) != 0;
+  for (int j = 0; j < H; ++j) {
+    const T send = up ? v[j] : v[j + H];
+    const T keep = up ? v[j + H] : v[j];
+    v[j] = keep + simd_shuffle_xor(send, (ushort)(2 * H));
+  }
+}
+
+// Which output of its warp's 4 x 4 block lane `lane` ends with in
+// tri_rows_product: (row, column) within the block.
+inline void tri_rows_index(int lane, thread int& r, thread int& q) {
+  const int idx = ((lane >> 4) & 1) * 8 + ((lane >> 3) & 1) * 4 +
+                  ((lane >> 2) & 1) * 2 + ((lane >> 1) & 1);
+  r = idx / 4;
+  q = idx % 4;
+}
+
+// The product of RB rows of a tile Ab (rows padded to S + 1) with the
+// S x 16 block Xb (rows padded to 17), for trsm_vapply and trsm_band:
+// warp w owns the 4 x 4 outputs of rows 4 (w / 4) .., columns 4 (w % 4)
+// .. (so RB / 4 * 4 warps), and its 32 lanes split the S products (p =
+// lane + 32 u), reading 4 values of Ab (one row each, consecutive p:
+// distinct banks) and 4 of Xb (stride 17: distinct banks) per 16 FMAs.
+// The lanes' sums meet by a reduce-scatter (16 shuffles, not 80 of a
+// plain butterfly of 16 values); the result: the full sum of output
+// (4 (w / 4) + r, 4 (w % 4) + q), (r, q) by tri_rows_index, in the even
+// lanes and their odd neighbours alike.
+template <typename T, int S>
+inline T tri_rows_product(const threadgroup T* Ab, const threadgroup T* Xb,
+                          int warp, int lane) {
+  const int rg = warp / 4, cg = warp % 4;
+  T v[16];
+  for (int j = 0; j < 16; ++j)
+    v[j] = T(0);
+  for (int u = 0; u < S / 32; ++u) {
+    const int p = lane + 32 * u;
+    T a[4], x[4];
+    for (int r = 0; r < 4; ++r)
+      a[r] = Ab[(rg * 4 + r) * (S + 1) + p];
+    for (int q = 0; q < 4; ++q)
+      x[q] = Xb[p * 17 + cg * 4 + q];
+    for (int r = 0; r < 4; ++r)
+      for (int q = 0; q < 4; ++q)
+        v[r * 4 + q] = fma(a[r], x[q], v[r * 4 + q]);
+  }
+  tri_rs_level<T, 8>(v, lane);
+  tri_rs_level<T, 4>(v, lane);
+  tri_rs_level<T, 2>(v, lane);
+  tri_rs_level<T, 1>(v, lane);
+  return v[0] + simd_shuffle_xor(v[0], (ushort)1);
 }
 
 //@kernel trsm_subst
@@ -179,43 +241,59 @@ const int tid = (int)thread_index_in_threadgroup;
 const int lane = tid % 32, warp = tid / 32;
 // Threads run along whichever index of A is contiguous in memory.
 const bool along_cols = abs(m.c) <= abs(m.r);
-for (int e = tid; e < NB * NB; e += 256) {
-  int i = along_cols ? e / NB : e % NB, j = along_cols ? e % NB : e / NB;
-  T v = T(0);
-  if (i < nb && j < nb) {
-    if (j < i)
-      v = a[(int64_t)i * m.r + (int64_t)j * m.c];
-    else if (j == i)
-      v = UNIT ? T(1) : a[(int64_t)i * (m.r + m.c)];
-  } else if (i == j) {
-    v = T(1); // padding: the identity keeps the block invertible
-  }
-  S[i * P + j] = v;
+// every load issued before any store: one memory latency, not NB * NB /
+// 256 of them in a row (the stores could alias the loads otherwise)
+T av[NB * NB / 256];
+for (int u = 0; u < NB * NB / 256; ++u) {
+  const int e = tid + 256 * u;
+  const int i = along_cols ? e / NB : e % NB, j = along_cols ? e % NB : e / NB;
+  const bool in = i < nb && j < nb && (j < i || (j == i && !UNIT));
+  av[u] = in ? a[(int64_t)i * m.r + (int64_t)j * m.c] : T(0);
+}
+for (int u = 0; u < NB * NB / 256; ++u) {
+  const int e = tid + 256 * u;
+  const int i = along_cols ? e / NB : e % NB, j = along_cols ? e % NB : e / NB;
+  // the unit diagonal, and the identity on the padding (it keeps the
+  // block invertible)
+  S[i * P + j] = i == j && (UNIT || i >= nb) ? T(1) : av[u];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int c = warp; c < NB; c += 8) {
-  T x[R];
+// Warp w inverts columns w, w + 8, ..., CW = NB / 8 of them, all at
+// once: each step p of the substitution advances every column (one
+// shuffle and one division each, independent), so a warp waits on one
+// chain of NB - w steps, not on CW chains one after another.
+constexpr int CW = NB / 8;
+T x[CW][R];
+for (int q = 0; q < CW; ++q)
   for (int r = 0; r < R; ++r)
-    x[r] = lane + 32 * r == c ? T(1) : T(0);
-  for (int p = c; p < NB; ++p) {
-    T xp = x[0];
+    x[q][r] = lane + 32 * r == warp + 8 * q ? T(1) : T(0);
+for (int p = warp; p < NB; ++p) {
+  const T dp = S[p * P + p];
+  T sp[R]; // column p of the block, this lane's rows
+  for (int r = 0; r < R; ++r)
+    sp[r] = S[(lane + 32 * r) * P + p];
+  for (int q = 0; q < CW; ++q) {
+    if (p < warp + 8 * q)
+      continue; // column c = warp + 8 q starts at p = c
+    T xp = x[q][0];
     for (int r = 1; r < R; ++r)
       if (p / 32 == r)
-        xp = x[r];
+        xp = x[q][r];
     xp = simd_shuffle(xp, (ushort)(p % 32));
     if (!UNIT)
-      xp = xp / S[p * P + p];
+      xp = xp / dp;
     for (int r = 0; r < R; ++r) {
-      int i = lane + 32 * r;
+      const int i = lane + 32 * r;
       if (i > p)
-        x[r] = fma(-S[i * P + p], xp, x[r]);
+        x[q][r] = fma(-sp[r], xp, x[q][r]);
       else if (i == p)
-        x[r] = xp;
+        x[q][r] = xp;
     }
   }
-  for (int r = 0; r < R; ++r)
-    Xi[(lane + 32 * r) * P + c] = x[r];
 }
+for (int q = 0; q < CW; ++q)
+  for (int r = 0; r < R; ++r)
+    Xi[(lane + 32 * r) * P + warp + 8 * q] = x[q][r];
 threadgroup_barrier(mem_flags::mem_threadgroup);
 device T* w = W + ((int64_t)b * ((n + NB - 1) / NB) + blk) * (NB * NB);
 for (int e = tid; e < NB * NB; e += 256) {
@@ -223,80 +301,104 @@ for (int e = tid; e < NB * NB; e += 256) {
   w[e] = i < nb && j < nb ? Xi[i * P + j] : T(0);
 }
 
-//@kernel trsm_xsolve
-// The diagonal part of one step of the blocked solve for few right-hand
-// sides: X_step = the solution of the step's rows, in place in B. A step
-// covers SUB consecutive diagonal blocks of NB rows (effective rows e0 =
-// step*SUB*NB .. e1-1), whose rows of B already hold every earlier step's
-// update. One threadgroup of 256 threads per KT columns of B (grid.x = 256
-// * column tiles), batch entries along grid.y from batch0; the step's rows
-// are solved ONCE (the band updates are trsm_update's, a separate launch).
-// For each block s: B_s = scale B_s - M[s, t] X_t for the blocks t < s,
-// then X_s = W_s B_s (W_s the inverted diagonal block), stored into B.
-// The tiles (M[s, t] and W_s, NB x NB each, one at a time in Tl) come
-// through registers: the next tile's loads are issued before the current
-// one's products, so global latency overlaps the arithmetic instead of
-// adding to it. In a product, PQ = 256 / NB adjacent lanes share a row
-// (every PQ-th column of the tile each) and hold all KT columns of B, so a
-// lane reads one tile value per KT FMAs; their partial sums meet by
-// shuffles. Rows of Tl are padded to NB + PQ, which puts the 32 lanes'
-// tile reads on distinct banks. scale is alpha on step 0 and 1 after.
-// Inputs A, W, Bin, scale (0-d T), step (0-d int), batch0; output B (Bin's
-// memory). Template: T, NB, SUB, KT, UPPER, TRANS, ABATCH (A has batch
-// dimensions).
-constexpr int PQ = 256 / NB;  // lanes per row of a product
-constexpr int P = NB + PQ;     // Tl's row stride
-constexpr int PER = NB * NB / 256;
+//@kernel trsm_stepinv
+// V = the inverses of M's S x S diagonal blocks (S = SUB * NB: one block
+// per step of path 2, effective rows e0 = step * S ..), each row-major S
+// x S in V[entry][step], lower triangular. One threadgroup of 256 threads
+// per KT columns of a block (grid.x = 256 * S / KT), A's batch entries
+// along grid.y from batch0, the steps along grid.z: every step at once,
+// in one launch. Columns c0 .. c0 + KT - 1 of inv(M_ss) solve M_ss V = I
+// by blocks of NB: for each block s from the columns' block jb on, B_s =
+// -M[s, t] V_t summed over jb <= t < s (B starts as those columns of the
+// identity), then V_s = W_s B_s (W_s the inverted NB x NB block of
+// trsm_diag_inv), so the chain of a threadgroup has at most SUB (SUB + 1)
+// / 2 tile stages. The tiles (M[s, t] and W_s, NB x NB each, one at a time
+// in Tl) come through registers: the next tile's loads are issued before
+// the current one's products. In a product, PQ = 256 / NB adjacent lanes
+// share a block of KT / 4 rows x 4 columns of the output (every PQ-th
+// column of the tile each); their partial sums meet by shuffles. Rows of
+// Tl are padded to NB + PQ, which puts a warp's tile reads on distinct
+// banks. Rows of V past the matrix's end
+// and columns past its last block are left unwritten (trsm_vapply never
+// reads them). Inputs A, W, batch0; output V. Template: T, NB, SUB, KT,
+// UPPER, TRANS.
+constexpr int PQ = 256 / NB; // lanes per output block of a product
+constexpr int P = NB + PQ;   // Tl's row stride
+constexpr int S = SUB * NB;
 threadgroup T Tl[NB * P];
-threadgroup T Bs[SUB * NB * KT]; // the step's rows of scale B
-threadgroup T Xt[SUB * NB * KT];
-const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
-const int nblk = (n + NB - 1) / NB;
-const int e0 = step * SUB * NB;
+threadgroup T Bs[S * KT]; // the right-hand sides, block by block
+threadgroup T Xt[S * KT]; // the solved blocks
+const int n = A_shape[A_ndim - 1];
+const int nblk = (n + NB - 1) / NB, steps = (n + S - 1) / S;
+const int step = (int)threadgroup_position_in_grid.z;
+const int e0 = step * S;
 const int nsub = min(SUB, (n - e0 + NB - 1) / NB); // blocks in this step
 const int c0 = (int)threadgroup_position_in_grid.x * KT;
+const int jb = c0 / NB; // the block of these columns
+if (jb >= nsub)
+  return;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
-const int ri = tid / PQ, pq = tid % PQ; // a product's row and part
+// a product's outputs: RR rows x CC columns a thread (rows rg RR .., columns
+// cg CC ..), its part pq of the tile's columns
+constexpr int CC = 4, RR = KT / CC, CG = KT / CC;
+const int pq = tid % PQ, rg = tid / PQ / CG, cg = tid / PQ % CG;
 tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
                           UPPER, TRANS);
 const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
                     m.base;
 const bool along_cols = abs(m.c) <= abs(m.r);
-int64_t br = Bin_strides[Bin_ndim - 2];
-const int64_t bc = Bin_strides[Bin_ndim - 1];
-int64_t boff = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim);
-if (UPPER != TRANS) {
-  boff += (int64_t)(n - 1) * br;
-  br = -br;
-}
-device T* bm = B + boff;
-const device T* wa = W + (ABATCH ? (int64_t)b : 0) * nblk * (NB * NB) +
+const device T* wa = W + (int64_t)b * nblk * (NB * NB) +
                      (int64_t)step * SUB * (NB * NB);
+device T* vo = V + ((int64_t)b * steps + step) * (S * S);
 tri_eff wm; // W_s as a tile: row-major NB x NB
 wm.base = 0;
 wm.r = NB;
 wm.c = 1;
-T v[PER];
-// stage (s, t): the tile M[s, t] for t < s, W_s for t == s
-tri_tile_load<T, NB>(v, wa, wm, true, 0, NB, 0, NB, tid);
-// all of the step's rows of B at once (one latency, not one per block):
-// this threadgroup writes only their X, after reading them
-for (int e = tid; e < SUB * NB * KT; e += 256) {
-  int i = e / KT, cc = e % KT;
-  Bs[e] = e0 + i < n && c0 + cc < k
-              ? scale * bm[(int64_t)(e0 + i) * br + (int64_t)(c0 + cc) * bc]
-              : T(0);
+#if KILN_BACKEND_CUDA
+// The step's diagonal block of M (its lower triangle) and its W blocks,
+// asked into L2 at once by the step's threadgroups together (a line or
+// two a thread): at one threadgroup an SM (registers) nothing hides a
+// stage's tile loads but the previous stage's product, so they should
+// wait on L2, not on HBM, which only the first touch of a tile would.
+// Runs follow M's contiguous index (see trsm_vapply's prefetch).
+{
+  constexpr int L = 128 / (int)sizeof(T); // elements per line
+  const int fs = min(S, n - e0);
+  const int me = (int)threadgroup_position_in_grid.x * 256 + tid;
+  const int all = (int)threadgroups_per_grid.x * 256;
+  const int chunks = fs / L + 2; // lines a run can touch
+  for (int e = me; e < fs * chunks; e += all) {
+    // run o: row o's columns 0 .. o, or column o's rows o .. fs - 1
+    const int o = e / chunks, ch = e % chunks;
+    const int lo = along_cols ? 0 : o, hi = along_cols ? o : fs - 1;
+    const int x = ch == chunks - 1 ? hi : lo + ch * L;
+    if (x > hi)
+      continue;
+    const int i = along_cols ? o : x, p = along_cols ? x : o;
+    tri_prefetch_l2(a + (int64_t)(e0 + i) * m.r + (int64_t)(e0 + p) * m.c);
+  }
+  for (int e = me * L; e < nsub * NB * NB; e += all * L)
+    tri_prefetch_l2(wa + e);
 }
-for (int s = 0; s < nsub; ++s) {
-  const int s0 = e0 + s * NB, nb = min(NB, n - s0);
+#endif
+T v[NB * NB / 256];
+// the first stage is W_jb times the identity's columns
+tri_tile_load<T, NB>(v, wa + (int64_t)jb * (NB * NB), wm, true, 0, NB, 0, NB,
+                     tid);
+for (int e = tid; e < S * KT; e += 256)
+  Bs[e] = e / KT == c0 + e % KT ? T(1) : T(0);
+// the blocks above jb: zero (the inverse is lower triangular)
+for (int e = tid; e < jb * NB * KT; e += 256)
+  vo[(int64_t)(e / KT) * S + c0 + e % KT] = T(0);
+for (int s = jb; s < nsub; ++s) {
   threadgroup T* bs = Bs + s * NB * KT; // block s of Bs
-  for (int t = 0; t <= s; ++t) {
+  for (int t = jb; t <= s; ++t) {
     threadgroup_barrier(mem_flags::mem_threadgroup);
     tri_tile_store<T, NB, P>(Tl, v, t < s ? along_cols : true, tid);
     threadgroup_barrier(mem_flags::mem_threadgroup);
     // issue the next stage's loads before this one's products
-    const int ns = t < s ? s : s + 1, nt = t < s ? t + 1 : 0;
+    const int ns = t < s ? s : s + 1, nt = t < s ? t + 1 : jb;
     if (ns < nsub) {
       if (nt < ns)
         tri_tile_load<T, NB>(v, a, m, along_cols, e0 + ns * NB,
@@ -305,102 +407,184 @@ for (int s = 0; s < nsub; ++s) {
         tri_tile_load<T, NB>(v, wa + (int64_t)ns * (NB * NB), wm, true, 0,
                              NB, 0, NB, tid);
     }
-    // acc = Tl[ri, :] times B_s (t == s) or X_t (t < s), over this
-    // lane's columns of the tile, then summed over the PQ lanes
+    // acc = Tl[rows, :] times B_s (t == s) or V_t (t < s), over this
+    // lane's columns of the tile, then summed over the PQ lanes. RR x CC
+    // outputs a thread: RR + CC reads of threadgroup memory per RR CC
+    // FMAs (2 + 4 per 8; one row x KT columns took 1 + 8 per 8)
     const threadgroup T* rhs = t < s ? Xt + t * NB * KT : bs;
-    T acc[KT];
-    for (int cc = 0; cc < KT; ++cc)
-      acc[cc] = T(0);
+    T acc[RR][CC];
+    for (int r = 0; r < RR; ++r)
+      for (int q = 0; q < CC; ++q)
+        acc[r][q] = T(0);
     for (int pp = 0; pp < NB / PQ; ++pp) {
       const int p = pq + PQ * pp;
-      const T tv = Tl[ri * P + p];
-      for (int cc = 0; cc < KT; ++cc)
-        acc[cc] = fma(tv, rhs[p * KT + cc], acc[cc]);
+      T tv[RR], xv[CC];
+      for (int r = 0; r < RR; ++r)
+        tv[r] = Tl[(rg * RR + r) * P + p];
+      for (int q = 0; q < CC; ++q)
+        xv[q] = rhs[p * KT + cg * CC + q];
+      for (int r = 0; r < RR; ++r)
+        for (int q = 0; q < CC; ++q)
+          acc[r][q] = fma(tv[r], xv[q], acc[r][q]);
     }
     for (int o = 1; o < PQ; o <<= 1)
-      for (int cc = 0; cc < KT; ++cc)
-        acc[cc] += simd_shuffle_xor(acc[cc], (ushort)o);
-    // lane pq keeps the columns cc with cc % PQ == pq
-    for (int cc = 0; cc < KT; ++cc) {
-      if (cc % PQ != pq)
-        continue;
-      if (t < s) { // B_s -= M[s, t] X_t
-        bs[ri * KT + cc] -= acc[cc];
-      } else { // X_s = W_s B_s, into Xt and B
-        Xt[(s * NB + ri) * KT + cc] = acc[cc];
-        if (ri < nb && c0 + cc < k)
-          bm[(int64_t)(s0 + ri) * br + (int64_t)(c0 + cc) * bc] = acc[cc];
+      for (int r = 0; r < RR; ++r)
+        for (int q = 0; q < CC; ++q)
+          acc[r][q] += simd_shuffle_xor(acc[r][q], (ushort)o);
+    // lane pq keeps the outputs r CC + q equal to pq modulo PQ
+    for (int r = 0; r < RR; ++r)
+      for (int q = 0; q < CC; ++q) {
+        if ((r * CC + q) % PQ != pq)
+          continue;
+        const int row = rg * RR + r, cc = cg * CC + q;
+        if (t < s) { // B_s -= M[s, t] V_t
+          bs[row * KT + cc] -= acc[r][q];
+        } else { // V_s = W_s B_s, into Xt and V
+          Xt[(s * NB + row) * KT + cc] = acc[r][q];
+          vo[(int64_t)(s * NB + row) * S + c0 + cc] = acc[r][q];
+        }
       }
-    }
   }
 }
+
+//@kernel trsm_vapply
+// The diagonal part of step `step` of path 2: XS = V_step (scale B_step),
+// the step's rows solved by one product with the inverted S x S diagonal
+// block (trsm_stepinv), into the scratch XS (batch x S x k, contiguous;
+// not into B, which other threadgroups of this launch are reading; the
+// step's trsm_band copies XS into B). One threadgroup of 256 threads per
+// 8 rows and 16 columns (grid.x = 256 * ceil(rows / 8), grid.y = batch
+// entries from batch0, grid.z = column tiles), so a step spreads over
+// S / 8 threadgroups per 16 columns. A threadgroup issues all of its
+// loads at once (8 S / 256 values of V and S / 16 of B a thread; V's
+// rows r0 .. r0 + 7 are zero from column r0 + 8 on, not loaded), stores
+// them into threadgroup memory, and multiplies (tri_rows_product).
+// On CUDA it also asks L2 for the next step's V block and for this
+// step's M[rest, step] (see the end). Inputs A (only for that), V, Bin,
+// scale (0-d T), step (0-d int), batch0; output XS. Template: T, S,
+// UPPER, TRANS, ABATCH (A, hence V, has batch entries).
+constexpr int RB = 8, KC = 16, AP = S + 1, XP = KC + 1;
+constexpr int VPER = RB * S / 256, BPER = S * KC / 256;
+threadgroup T Ab[RB * AP];
+threadgroup T Xb[S * XP];
+const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
+const int steps = (n + S - 1) / S;
+const int e0 = step * S, sw = min(S, n - e0);
+const int r0 = (int)threadgroup_position_in_grid.x * RB;
+const int c0 = (int)threadgroup_position_in_grid.z * KC;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int tid = (int)thread_index_in_threadgroup;
+int64_t br = Bin_strides[Bin_ndim - 2];
+const int64_t bc = Bin_strides[Bin_ndim - 1];
+int64_t boff = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim);
+if (UPPER != TRANS) {
+  boff += (int64_t)(n - 1) * br;
+  br = -br;
+}
+const device T* bm = Bin + boff + (int64_t)e0 * br;
+const device T* vs =
+    V + ((ABATCH ? (int64_t)b : 0) * steps + step) * (S * S);
+const int pend = min(sw, r0 + RB); // the columns of V that can be non-zero
+T av[VPER], xv[BPER];
+for (int u = 0; u < VPER; ++u) {
+  const int e = tid + 256 * u, i = e / S, p = e % S;
+  av[u] = r0 + i < sw && p < pend ? vs[(int64_t)(r0 + i) * S + p] : T(0);
+}
+for (int u = 0; u < BPER; ++u) {
+  const int e = tid + 256 * u, p = e / KC, cc = e % KC;
+  xv[u] = p < pend && c0 + cc < k
+              ? bm[(int64_t)p * br + (int64_t)(c0 + cc) * bc]
+              : T(0);
+}
+for (int u = 0; u < VPER; ++u) {
+  const int e = tid + 256 * u;
+  Ab[(e / S) * AP + e % S] = av[u];
+}
+for (int u = 0; u < BPER; ++u) {
+  const int e = tid + 256 * u;
+  Xb[(e / KC) * XP + e % KC] = scale * xv[u];
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+const int warp = tid / 32, lane = tid % 32;
+const T sum = tri_rows_product<T, S>(Ab, Xb, warp, lane);
+int r, q;
+tri_rows_index(lane, r, q);
+const int row = r0 + (warp / 4) * 4 + r, col = c0 + (warp % 4) * 4 + q;
+if ((lane & 1) == 0 && row < sw && col < k)
+  XS[((int64_t)b * S + row) * k + col] = sum;
 #if KILN_BACKEND_CUDA
-// The next step's inverses and the lower triangle of its diagonal block
-// of M are what the next trsm_xsolve loads on its chain, a tile a stage:
-// asked into L2 now, they arrive while trsm_update streams M[rest, step]
-// (a few MB, well under L2), so those stages wait on L2 (~0.15 us), not
-// HBM (~0.35 us). The lines are split over this launch's threadgroups of
-// this batch entry; runs follow M's contiguous index.
-const int f0 = e0 + SUB * NB; // the next step's first effective row
-if (f0 < n) {
+// The next step's V block, what the next trsm_vapply loads, asked into
+// L2 now: it arrives while this step's trsm_band streams M, so those
+// loads wait on L2 (~0.3 us), not HBM (~0.8 us). Only the lines that
+// launch reads (row i up to column 8 (i / 8) + 7), split over this
+// launch's threadgroups of the first column tile (and of one batch
+// entry when V is shared).
+if (step + 1 < steps && threadgroup_position_in_grid.z == 0 &&
+    (ABATCH || threadgroup_position_in_grid.y == 0)) {
   constexpr int L = 128 / (int)sizeof(T); // elements per line
-  const int fs = min(SUB * NB, n - f0);
+  constexpr int LR = S / L;                // lines per row of V
+  const device T* vn = vs + S * S;
   const int me = (int)threadgroup_position_in_grid.x * 256 + tid;
   const int all = (int)threadgroups_per_grid.x * 256;
-  const int wlen = (fs + NB - 1) / NB * (NB * NB);
-  for (int e = me * L; e < wlen; e += all * L)
-    tri_prefetch_l2(wa + SUB * (NB * NB) + e);
-  const int chunks = fs / L + 2; // lines a run can touch
-  for (int e = me; e < fs * chunks; e += all) {
-    const int o = e / chunks, ch = e % chunks;
-    // run o: row o's columns 0 .. o, or column o's rows o .. fs - 1
-    const int lo = along_cols ? 0 : o, hi = along_cols ? o : fs - 1;
-    const int x = ch == chunks - 1 ? hi : lo + ch * L;
-    if (x > hi)
-      continue;
+  for (int e = me; e < S * LR; e += all) {
+    const int i = e / LR, ch = e % LR;
+    if (ch * L < (i / RB + 1) * RB)
+      tri_prefetch_l2(vn + (int64_t)i * S + ch * L);
+  }
+}
+// M[rest, step], what this step's trsm_band streams (up to 8 MB at n =
+// 8192), asked into L2 too: HBM is idle while this launch computes, so
+// the band's one load round finds much of it in L2. Each run of L
+// elements along M's contiguous index touches at most two lines; one
+// element per L, and the run's last, reaches every line.
+const int e1 = e0 + sw, rest = n - e1;
+if (rest > 0 && threadgroup_position_in_grid.z == 0 &&
+    (ABATCH || threadgroup_position_in_grid.y == 0)) {
+  constexpr int L = 128 / (int)sizeof(T);
+  tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
+                            UPPER, TRANS);
+  const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
+                      m.base;
+  const bool along_cols = abs(m.c) <= abs(m.r);
+  const int len = along_cols ? sw : rest; // a run's length
+  const int runs = along_cols ? rest : sw;
+  const int per = len / L + 2;            // prefetches a run
+  const int me = (int)threadgroup_position_in_grid.x * 256 + tid;
+  const int all = (int)threadgroups_per_grid.x * 256;
+  for (int e = me; e < runs * per; e += all) {
+    const int o = e / per, x = min((e % per) * L, len - 1);
     const int i = along_cols ? o : x, p = along_cols ? x : o;
-    tri_prefetch_l2(a + (int64_t)(f0 + i) * m.r + (int64_t)(f0 + p) * m.c);
+    tri_prefetch_l2(a + (int64_t)(e1 + i) * m.r + (int64_t)(e0 + p) * m.c);
   }
 }
 #endif
 
-//@kernel trsm_update
-// The band part of one step of the blocked solve for few right-hand
-// sides: B[band] = scale B[band] - M[band, step] X_step for the rows after
-// the step (effective rows e1 .. n-1, e1 = min(n, e0 + S), e0 = step * S),
-// X_step being the step's rows of B, which trsm_xsolve has solved. Each
-// threadgroup of 256 threads owns a band of 32 rows and 16 columns of B
-// (grid.x = 256 * bands, grid.y = batch entries from batch0, grid.z =
-// column tiles), so many threadgroups stream M[rest, step] at once: this
-// launch is bandwidth-bound, every element of M read once per column tile.
-// The step's columns go by in chunks of CH = 64: a chunk of M (32 x 64)
-// and of X (64 x 16) through registers into threadgroup memory, the next
-// chunk's loads issued before this one's products. The 8 warps split the
-// chunk's columns (8 each); a lane owns a 4 x 4 block of the band, so each
-// product reads 8 values of threadgroup memory for 16 FMAs. The warps'
-// partial sums are added in a fixed order at the end.
-// Inputs A, Bin, scale (0-d T), step (0-d int), batch0; output B (Bin's
-// memory). Template: T, S (rows per step), UPPER, TRANS.
-constexpr int RB = 32, KT = 16, CH = 64, PG = 8, CP = CH / PG;
-constexpr int MP = CH + 1;
-constexpr int SH = RB * MP + CH * KT > PG * RB * KT ? RB * MP + CH * KT
-                                                    : PG * RB * KT;
-constexpr int MPER = RB * CH / 256, XPER = CH * KT / 256;
-threadgroup T Sh[SH];
-threadgroup T* Mb = Sh;           // RB x CH chunk of M, rows padded
-threadgroup T* Xb = Sh + RB * MP; // CH x KT chunk of X
+//@kernel trsm_band
+// The band part of step `step` of path 2: B[band] = scale B[band] -
+// M[band, step] X_step for the rows after the step (effective rows e1 ..
+// n-1, e1 = min(n, e0 + S), e0 = step * S), X_step being XS (trsm_vapply
+// of this step); and the step's rows of B = XS (its solution lands in B).
+// Threadgroups of 512 threads: each of the first ceil((n - e1) / 16) owns
+// 16 rows and 16 columns of the band (grid.x = 512 * (bands + 1), grid.y
+// = batch entries from batch0, grid.z = column tiles); the last one
+// copies XS into B. A band threadgroup issues all of its loads at once
+// (16 S / 512 values of M, as many of XS and one of B a thread: memory-
+// level parallelism, not a chain of chunks), stores them into threadgroup
+// memory and multiplies (tri_rows_product): the launch streams
+// M[rest, step] once per 16 columns of B with one global latency per
+// threadgroup. Inputs A, XS, Bin, scale (0-d T), step (0-d int), batch0;
+// output B (Bin's memory). Template: T, S, UPPER, TRANS.
+constexpr int RB = 16, KC = 16, NT = 512, AP = S + 1, XP = KC + 1;
+constexpr int APER = RB * S / NT, XPER = S * KC / NT;
+threadgroup T Ab[RB * AP];
+threadgroup T Xb[S * XP];
 const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
 const int e0 = step * S, e1 = min(n, e0 + S), sw = e1 - e0;
-const int t0 = e1 + (int)threadgroup_position_in_grid.x * RB;
-const int c0 = (int)threadgroup_position_in_grid.z * KT;
+const int bands = (n - e1 + RB - 1) / RB;
+const int g = (int)threadgroup_position_in_grid.x;
+const int c0 = (int)threadgroup_position_in_grid.z * KC;
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
 const int tid = (int)thread_index_in_threadgroup;
-const int pg = tid / 32, lane = tid % 32, rq = lane / 4, cq = lane % 4;
-tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
-                          UPPER, TRANS);
-const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
-                    m.base;
-const bool along_cols = abs(m.c) <= abs(m.r);
 int64_t br = Bin_strides[Bin_ndim - 2];
 const int64_t bc = Bin_strides[Bin_ndim - 1];
 int64_t boff = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim);
@@ -409,77 +593,58 @@ if (UPPER != TRANS) {
   br = -br;
 }
 device T* bm = B + boff;
-// this thread's elements of the band, read now so their latency
-// overlaps the chunks'
-T own[RB * KT / 256];
-for (int u = 0; u < RB * KT / 256; ++u) {
-  const int e = tid + 256 * u, i = e / KT, cc = e % KT;
-  own[u] = t0 + i < n && c0 + cc < k
-               ? bm[(int64_t)(t0 + i) * br + (int64_t)(c0 + cc) * bc]
-               : T(0);
-}
-T mv[MPER], xv[XPER];
-T acc[4][4];
-for (int r = 0; r < 4; ++r)
-  for (int q = 0; q < 4; ++q)
-    acc[r][q] = T(0);
-const int nch = (sw + CH - 1) / CH;
-for (int ch = 0; ch <= nch; ++ch) {
-  if (ch > 0) { // store the chunk loaded last round
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (int u = 0; u < MPER; ++u) {
-      int e = tid + 256 * u;
-      int i = along_cols ? e / CH : e % RB, p = along_cols ? e % CH : e / RB;
-      Mb[i * MP + p] = mv[u];
-    }
-    for (int u = 0; u < XPER; ++u)
-      Xb[tid + 256 * u] = xv[u];
-    threadgroup_barrier(mem_flags::mem_threadgroup);
+const device T* xs = XS + (int64_t)b * S * k;
+if (g >= bands) { // the step's rows of B = XS: all loads, then stores
+  T cv[XPER];
+  for (int u = 0; u < XPER; ++u) {
+    const int e = tid + NT * u, p = e / KC, cc = e % KC;
+    cv[u] = p < sw && c0 + cc < k ? xs[(int64_t)p * k + c0 + cc] : T(0);
   }
-  if (ch < nch) { // the loads of chunk ch, in flight during the products
-    const int q0 = e0 + ch * CH;
-    for (int u = 0; u < MPER; ++u) {
-      int e = tid + 256 * u;
-      int i = along_cols ? e / CH : e % RB, p = along_cols ? e % CH : e / RB;
-      mv[u] = t0 + i < n && q0 + p < e1
-                  ? a[(int64_t)(t0 + i) * m.r + (int64_t)(q0 + p) * m.c]
-                  : T(0);
-    }
-    for (int u = 0; u < XPER; ++u) {
-      int e = tid + 256 * u, p = e / KT, cc = e % KT;
-      xv[u] = q0 + p < e1 && c0 + cc < k
-                  ? bm[(int64_t)(q0 + p) * br + (int64_t)(c0 + cc) * bc]
-                  : T(0);
-    }
+  for (int u = 0; u < XPER; ++u) {
+    const int e = tid + NT * u, p = e / KC, cc = e % KC;
+    if (p < sw && c0 + cc < k)
+      bm[(int64_t)(e0 + p) * br + (int64_t)(c0 + cc) * bc] = cv[u];
   }
-  if (ch > 0)
-    for (int pp = 0; pp < CP; ++pp) {
-      const int p = pg * CP + pp;
-      T mr[4], xq[4];
-      for (int r = 0; r < 4; ++r)
-        mr[r] = Mb[(rq * 4 + r) * MP + p];
-      for (int q = 0; q < 4; ++q)
-        xq[q] = Xb[p * KT + cq * 4 + q];
-      for (int r = 0; r < 4; ++r)
-        for (int q = 0; q < 4; ++q)
-          acc[r][q] = fma(mr[r], xq[q], acc[r][q]);
-    }
+  return;
 }
-// the warps' partial sums, added in warp order
-threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int r = 0; r < 4; ++r)
-  for (int q = 0; q < 4; ++q)
-    Sh[pg * (RB * KT) + (rq * 4 + r) * KT + cq * 4 + q] = acc[r][q];
-threadgroup_barrier(mem_flags::mem_threadgroup);
-for (int u = 0; u < RB * KT / 256; ++u) {
-  const int e = tid + 256 * u, i = e / KT, cc = e % KT;
-  if (t0 + i >= n || c0 + cc >= k)
-    continue;
-  T sum = T(0);
-  for (int g = 0; g < PG; ++g)
-    sum += Sh[g * (RB * KT) + e];
-  bm[(int64_t)(t0 + i) * br + (int64_t)(c0 + cc) * bc] = scale * own[u] - sum;
+const int t0 = e1 + g * RB;
+tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
+                          UPPER, TRANS);
+const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
+                    m.base;
+// threads run along whichever index of M is contiguous in memory
+const bool along_cols = abs(m.c) <= abs(m.r);
+const int warp = tid / 32, lane = tid % 32;
+int r, q;
+tri_rows_index(lane, r, q);
+const int row = t0 + (warp / 4) * 4 + r, col = c0 + (warp % 4) * 4 + q;
+const bool mine = (lane & 1) == 0 && row < n && col < k;
+T av[APER], xv[XPER];
+for (int u = 0; u < APER; ++u) {
+  const int e = tid + NT * u;
+  const int i = along_cols ? e / S : e % RB, p = along_cols ? e % S : e / RB;
+  av[u] = t0 + i < n && p < sw
+              ? a[(int64_t)(t0 + i) * m.r + (int64_t)(e0 + p) * m.c]
+              : T(0);
 }
+for (int u = 0; u < XPER; ++u) {
+  const int e = tid + NT * u, p = e / KC, cc = e % KC;
+  xv[u] = p < sw && c0 + cc < k ? xs[(int64_t)p * k + c0 + cc] : T(0);
+}
+const T own = mine ? bm[(int64_t)row * br + (int64_t)col * bc] : T(0);
+for (int u = 0; u < APER; ++u) {
+  const int e = tid + NT * u;
+  const int i = along_cols ? e / S : e % RB, p = along_cols ? e % S : e / RB;
+  Ab[i * AP + p] = av[u];
+}
+for (int u = 0; u < XPER; ++u) {
+  const int e = tid + NT * u;
+  Xb[(e / KC) * XP + e % KC] = xv[u];
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+const T sum = tri_rows_product<T, S>(Ab, Xb, warp, lane);
+if (mine)
+  bm[(int64_t)row * br + (int64_t)col * bc] = scale * own - sum;
 
 //@kernel trsm_apply
 // X_j = W_j (scale B_j) in place on the rows of block step j (effective
@@ -576,22 +741,40 @@ x[(int64_t)i * n + j] = x[(int64_t)j * n + i];
 
 //@kernel tri_diag_check
 // info[b] = 1 + the first index i with A[i][i] == 0 in matrix b, or 0
-// (LAPACK's trtrs info). One warp per matrix: grid.x = 32, grid.y = A's
-// batch entries from batch0. Inputs A, batch0; output info. Template: T.
+// (LAPACK's trtrs info). One threadgroup per matrix (grid.x = its
+// threads, a multiple of 32 up to 1024; grid.y = A's batch entries from
+// batch0): each thread loads up to 8 diagonal elements at once (one
+// memory latency per 8 NT elements, not one per 32 as a single warp
+// walking the diagonal had), keeps its first zero, and the threadgroup
+// takes the minimum. Inputs A, batch0; output info. Template: T.
+constexpr int U = 8;
+threadgroup int low[32];
 const int n = A_shape[A_ndim - 1];
 const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
-const int lane = (int)thread_index_in_simdgroup;
+const int tid = (int)thread_index_in_threadgroup;
+const int nt = (int)threads_per_threadgroup.x;
 const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim);
 const int64_t d = A_strides[A_ndim - 2] + A_strides[A_ndim - 1];
 int first = n;
-for (int i = lane; i < n; i += 32)
-  if (a[(int64_t)i * d] == T(0)) {
-    first = i;
-    break;
+for (int i0 = 0; i0 < n && first == n; i0 += U * nt) {
+  T v[U];
+  for (int u = 0; u < U; ++u) {
+    const int i = i0 + tid + nt * u;
+    v[u] = i < n ? a[(int64_t)i * d] : T(1);
   }
+  for (int u = U - 1; u >= 0; --u)
+    if (v[u] == T(0))
+      first = i0 + tid + nt * u;
+}
 first = simd_min(first);
-if (lane == 0)
+if ((int)thread_index_in_simdgroup == 0)
+  low[tid / 32] = first;
+threadgroup_barrier(mem_flags::mem_threadgroup);
+if (tid == 0) {
+  for (int w = 1; w < (nt + 31) / 32; ++w)
+    first = min(first, low[w]);
   info[b] = first < n ? first + 1 : 0;
+}
 
 //@kernel tri_iota
 // steps[i] = i: the block-step indices, passed to the step kernels as 0-d

@@ -215,10 +215,10 @@ void test_linalg_triangular_rhs(void) {
   /* more columns than one fused-step tile and one apply tile */
   tr_solve_case(KILN_FLOAT32, 0, 0, 64, 33, 2, 1, 1);
   tr_solve_case(KILN_FLOAT64, 0, 0, 96, 70, 3, 1, 2);
-  /* several fused steps (256 rows in float32, 128 in float64) with a
+  /* several steps of path 2 (256 rows in float32, 128 in float64) with a
    * partial last one, every (upper, trans, unit); column counts that fill
-   * the update's 16-column tiles and the solve's 4- or 8-column tiles
-   * exactly, partly, and beyond one tile */
+   * trsm_vapply's and trsm_band's 16-column tiles exactly, partly, and
+   * beyond one tile; trsm_stepinv's 8-column tiles likewise */
   tr_solve_case(KILN_FLOAT32, 0, 0, 600, 16, 2, 1, -1);
   tr_solve_case(KILN_FLOAT32, 0, 0, 513, 21, 2, 1, 3);
   tr_solve_case(KILN_FLOAT32, 0, 0, 300, 1, 0, 1, 5);
@@ -365,6 +365,10 @@ void test_linalg_triangular_ill_conditioned(void) {
     /* several fused steps */
     tr_solve_case(dt, 0, 0, dt == KILN_FLOAT32 ? 520 : 300, 16, 2, cond, 0);
     tr_solve_case(dt, 0, 0, dt == KILN_FLOAT32 ? 520 : 300, 16, 2, cond, 3);
+    /* path 2 multiplies by inverted diagonal blocks of a whole step (256
+     * rows in float32, 128 in float64): without a dominant diagonal
+     * their condition is huge, several steps, every case */
+    tr_solve_case(dt, 0, 0, 300, 16, 2, -0.5, -1);
   }
 }
 
@@ -605,6 +609,8 @@ static void tr_zero_case(kiln_dtype dt, int64_t batch, int64_t n, int64_t bad,
   for (int64_t e = 0; e < batch; e++)
     tr_matrix(n, false, 1, a + e * n * n);
   a[bad * n * n + at * (n + 1)] = 0.0;
+  if (at + 5 < n) /* a later zero: the first one is reported */
+    a[bad * n * n + (at + 5) * (n + 1)] = 0.0;
   for (int64_t i = 0; i < batch * n * 2; i++)
     b[i] = kt_uniform(-1, 1);
   int64_t as[3] = {batch, n, n}, bs[3] = {batch, n, 2};
@@ -832,7 +838,7 @@ void test_linalg_triangular_nvrtc(void) {
   for (int d = 0; d < 2; d++) {
     kiln_dtype T = tr_dtypes[d];
     int nb = T == KILN_FLOAT64 ? 32 : 64, kt = T == KILN_FLOAT64 ? 32 : 64;
-    int sub = 4, ktx = T == KILN_FLOAT64 ? 8 : 4;
+    int sub = 4;
     for (int rank = 2; rank <= 3; rank++) {
       kiln_template_arg t[8];
       kt_la_targ(&t[0], "T", KILN_TEMPLATE_DTYPE, 0, T);
@@ -874,22 +880,32 @@ void test_linalg_triangular_nvrtc(void) {
         for (int ab = 0; ab < 2; ab++) {
           if (ab && rank == 2)
             continue; /* ABATCH needs a batched A, hence B */
-          int arank = ab ? rank : 2;
-          kt_la_targ(&u[4], "SUB", KILN_TEMPLATE_INT, sub, I);
-          kt_la_targ(&u[5], "KT", KILN_TEMPLATE_INT, ktx, I);
-          kt_la_targ(&u[6], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
-          kiln_dtype dst[6] = {T, T, T, T, I, I}, dso[2] = {T, T};
-          int rst[6] = {arank, 4, rank, 0, 0, 0};
-          tr_compile("trsm_xsolve", "A,W,Bin,scale,step,batch0", "B", 6, dst,
-                     rst, 1, dso, ro, u, 7, target);
-          if (!ab) { /* trsm_update: T, S, UPPER, TRANS; any A rank */
-            kiln_template_arg v[4] = {u[0], u[1], u[2], u[3]};
-            kt_la_targ(&v[1], "S", KILN_TEMPLATE_INT, sub * nb, I);
-            kiln_dtype dup[5] = {T, T, T, I, I};
+          kiln_dtype dso[2] = {T, T};
+          /* path 2's kernels, for every step size the driver picks: SUB
+           * blocks (fewer when the matrix has fewer) of NB rows */
+          for (int s = 1; s <= sub; s++) {
+            kiln_template_arg w[6] = {u[0], u[1], u[2], u[3]};
+            kt_la_targ(&w[4], "SUB", KILN_TEMPLATE_INT, s, I);
+            kt_la_targ(&w[5], "KT", KILN_TEMPLATE_INT, 8, I);
+            kiln_dtype dsi[3] = {T, T, I};
+            int rsi[3] = {rank, 4, 0};
+            if (!ab)
+              tr_compile("trsm_stepinv", "A,W,batch0", "V", 3, dsi, rsi, 1, dso,
+                         rw, w, 6, target);
+            kiln_template_arg f[5] = {u[0], u[1], u[2], u[3]};
+            kt_la_targ(&f[1], "S", KILN_TEMPLATE_INT, s * nb, I);
+            kt_la_targ(&f[4], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
+            kiln_dtype dva[6] = {T, T, T, T, I, I};
+            int rva[6] = {ab ? rank : 2, 4, rank, 0, 0, 0}, rxs[1] = {3};
+            tr_compile("trsm_vapply", "A,V,Bin,scale,step,batch0", "XS", 6,
+                       dva, rva, 1, dso, rxs, f, 5, target);
+            if (ab)
+              continue; /* trsm_band: T, S, UPPER, TRANS; any A rank */
+            kiln_dtype dba[6] = {T, T, T, T, I, I};
             for (int ar = 2; ar <= rank; ar++) {
-              int rup[5] = {ar, rank, 0, 0, 0};
-              tr_compile("trsm_update", "A,Bin,scale,step,batch0", "B", 5,
-                         dup, rup, 1, dso, ro, v, 4, target);
+              int rba[6] = {ar, 3, rank, 0, 0, 0};
+              tr_compile("trsm_band", "A,XS,Bin,scale,step,batch0", "B", 6, dba,
+                         rba, 1, dso, ro, f, 4, target);
             }
           }
           kt_la_targ(&u[4], "KT", KILN_TEMPLATE_INT, kt, I);

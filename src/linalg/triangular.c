@@ -13,44 +13,59 @@
  *   1  substitution: one thread per right-hand side (trsm_subst); no
  *      threadgroup memory, the reference the others are tested against;
  *   2  blocked, few right-hand sides: the NB x NB diagonal blocks of M
- *      are inverted once (trsm_diag_inv, one launch for all); then per
- *      step of SUB blocks (S = SUB NB rows) two launches: trsm_xsolve
- *      solves the step's rows ONCE, in place in B (a few threadgroups,
- *      KT = 4 or 8 columns each: B_s -= M_st X_t, X_s = inv(M_ss) B_s,
- *      the next NB x NB tile's loads in flight during each product; on
- *      CUDA it also asks L2 for the next step's tiles, so the next
- *      chain's loads hit L2), and
- *      trsm_update applies B_rest -= M[rest, step] X_step with a
- *      threadgroup per 32 rows x 16 columns, a bandwidth-bound stream of
- *      M[rest, step] (read once per 16 columns of B). No scratch copy:
- *      X lands in B directly.
+ *      are inverted once (trsm_diag_inv, one launch for all), and from
+ *      them every step's S x S diagonal block (S = SUB NB = 256 rows in
+ *      float32, 128 in float64: trsm_stepinv, a block forward
+ *      substitution against the identity, one launch for all steps and
+ *      matrices, V: n S values of scratch per matrix). Then per step two
+ *      launches: trsm_vapply, X_s = V_s B_s (one small product over S / 8
+ *      threadgroups a 16 columns, into a scratch XS: not in place, other
+ *      threadgroups still read B_s), and trsm_band, B_rest -= M[rest, s]
+ *      X_s over threadgroups of 16 rows x 16 columns that issue all of
+ *      their loads at once, plus one threadgroup that copies X_s into B.
  *      The count that predicts the gain (n = 8192, k = 16, float32, the
- *      anchor of kiln_solve; measured on an H100, 2026-11-27: 2.44 ->
- *      1.05 ms, cublasStrsm 2.72, i.e. ~33 us a step where the count
- *      below says 7-8): before, 64
- *      launches of a fused step (128 rows) in which each of up to 127
- *      band threadgroups re-solved the step's rows (3 dependent tile
- *      stages) then updated its band (2 more), ~38 us a step measured,
- *      2.45 ms, plus a tri_copy of X. Now 32 steps of 256 rows, 64
- *      launches: trsm_xsolve's chain is 10 tile stages (6 tiles of M, 4
- *      inverses), each 16 tile reads and 64 FMAs a lane (4 lanes a row,
- *      all 4 columns in registers; 2 threadgroup reads per 4 FMAs where
- *      the old step had 2 per FMA) with the next tile prefetched, so
- *      ~0.3-0.5 us a stage (global latency), ~4-5 us; trsm_update
- *      streams (n - e1) x 256 x 4 bytes of M (8.1 MB at step 0, 4 MB on
- *      average, ~1.5 us at 3 TB/s) over up to 248 threadgroups, ~3 us
- *      with its launch. So ~7-8 us a step, ~0.25-0.35 ms a solve (7-10x)
- *      if the host issues a launch in under ~4 us (measured 4.7 us for
- *      a launch with a new output, so the host rate is the next limit);
- *      the whole solve still reads half of A once (134 MB). In float64
- *      a step is 128 rows (NB 32, 4 blocks: 10 stages of 32 x 32 tiles);
+ *      anchor of kiln_solve, which runs two such solves):
+ *      before, MEASURED on an H100 (ncu, commit 77eb526): 32 steps of
+ *      trsm_xsolve (a chain of 10 dependent NB x NB tile stages on only
+ *      k / 4 = 4 threadgroups, ~2 us a stage) at 19.1 us and 31 of the
+ *      old trsm_update (chunks of 64 columns through threadgroup memory,
+ *      4-5 dependent load rounds a threadgroup: latency, not bandwidth;
+ *      10.6 us at step 0, still 8.7 at step 30) at 9.5 us, + trsm_diag_inv
+ *      39.5 us: 1.0 ms of kernel time a solve (1.9 ms in kiln_solve).
+ *      After, a COUNT, NOT MEASURED: trsm_vapply is one dependent load
+ *      round (V_s from HBM, B_s from L2, ~1 us) + 8 product rounds + 16
+ *      shuffles on 32 threadgroups, ~2 us; trsm_band is one load round
+ *      per threadgroup (2 threadgroups of 512 per SM by registers, 497
+ *      at step 0: 2 rounds) streaming 16 S 4 bytes each, 8.1 MB at step
+ *      0 (2.7 us at 3 TB/s), 4 MB on average (1.4 us), ~2.5-4 us; so
+ *      ~5-6 us a step, 32 steps ~0.18 ms (on CUDA trsm_vapply also asks
+ *      L2 for the next V block and for the band's M[rest, s] while HBM
+ *      idles: perhaps ~1 us less a step early on), plus trsm_stepinv
+ *      (5120 threadgroup tile stages over 132 SMs at one threadgroup
+ *      each, ~850 cycles of threadgroup-memory reads or a tile's L2
+ *      latency, its step's tiles prefetched: ~25 us) and trsm_diag_inv
+ *      (39.5 us measured before its loads were batched and a warp's 8
+ *      column chains interleaved: ~10-15 us counted): ~0.23 ms a solve,
+ *      i.e.
+ *      kiln_solve ~1.5 ms of kernel time faster, if the host issues the
+ *      64 launches at under ~4 us each (programmatic dependent launch
+ *      overlaps their starts; nothing is filled between them: the step
+ *      indices are views of an iota array). Beside it, in
+ *      kiln_solve_triangular only: tri_diag_check 141 us measured (one
+ *      warp walking 8192 diagonal elements, 256 dependent loads a lane)
+ *      -> one threadgroup of 1024 threads with 8 loads in flight each,
+ *      ~2-3 us counted; tri_copy 12 us measured (16-thread groups) ->
+ *      256-thread groups, ~2-3 us counted;
  *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
  *      (trsm_apply), then B_rest -= M[rest, j] X_j with kiln's GEMM, which
  *      wins once B is wide (its tiles reuse each element of M and X_j).
  * Multiplying by inverted diagonal blocks instead of substituting is what
  * makes every step parallel; its backward error grows with the condition
- * of the NB x NB diagonal blocks only (Du Croz and Higham), which the tests
- * probe with ill-conditioned matrices.
+ * of the inverted diagonal blocks only (Du Croz and Higham): NB x NB in
+ * path 3, S x S in path 2. The tests probe both with ill-conditioned
+ * matrices (condition 1e6 in float32, 1e12 in float64, and matrices
+ * without a dominant diagonal, whose blocks' condition grows
+ * exponentially with S) over several steps.
  *
  * kiln_tri_inv solves against the identity with the GEMM steps restricted
  * to the columns that can be non-zero (half the work of a full solve, and
@@ -75,22 +90,22 @@
 #define TRI_PATH_FUSED 2
 #define TRI_PATH_GEMM 3
 
-/* Diagonal block sizes: trsm_xsolve holds an NB x NB tile and the
- * step's SUB * NB x KT right-hand sides and solutions in threadgroup
- * memory: 25 KiB for float32 (NB 64, SUB 4, KT 4), 26 KiB for float64
- * (NB 32, SUB 4, KT 8). */
+/* Diagonal block sizes of trsm_diag_inv (and of path 3's steps). */
 #define TRI_NB_F32 64
 #define TRI_NB_F64 32
-/* TRI_RB and TRI_KT_STEP are trsm_update's RB and KT (constants there) */
-#define TRI_RB 32       /* band rows per trsm_update threadgroup */
-#define TRI_SUB_F32 4   /* diagonal blocks per fused step: 256 rows */
-#define TRI_SUB_F64 4   /* 128 rows: each block is a stage of the chain */
-#define TRI_KT_X_F32 4  /* right-hand sides per trsm_xsolve threadgroup */
-#define TRI_KT_X_F64 8
-#define TRI_KT_STEP 16  /* right-hand sides per trsm_update threadgroup */
-#define TRI_THREADS 256 /* every blocked kernel's threadgroup */
+/* Path 2's step: SUB diagonal blocks, S = SUB NB rows (256 in float32,
+ * 128 in float64), inverted as one block by trsm_stepinv; trsm_band
+ * holds 16 x S of M and S x 16 of X in threadgroup memory (33 KiB). */
+#define TRI_SUB_F32 4
+#define TRI_SUB_F64 4
+#define TRI_KT_INV 8    /* columns per trsm_stepinv threadgroup */
+#define TRI_VAPPLY_RB 8 /* rows per trsm_vapply threadgroup (its RB) */
+#define TRI_BAND_RB 16  /* rows per trsm_band threadgroup (its RB) */
+#define TRI_BAND_THREADS 512
+#define TRI_KT_STEP 16  /* columns per vapply / band threadgroup (KC) */
+#define TRI_THREADS 256 /* the other blocked kernels' threadgroup */
 /* Up to this many right-hand sides the auto path takes path 2; beyond,
- * trsm_update's re-reads of M (once per 16 columns) cost more than the
+ * trsm_band's re-reads of M (once per 16 columns) cost more than the
  * GEMM steps' launches, whose tiles reuse each element of M. */
 #define TRI_FUSED_MAX_K 128
 
@@ -165,6 +180,7 @@ typedef struct tri_launch {
   kiln_template_arg t[8];
   int num_t;
   uint32_t gx, gz, tx;
+  uint32_t tz; /* threadgroup.z (0: 1) */
 } tri_launch;
 
 static kiln_status launch_batched(kiln_stream *s, tri_launch *tl, int64_t batch,
@@ -188,6 +204,7 @@ static kiln_status launch_batched(kiln_stream *s, tri_launch *tl, int64_t batch,
     L.grid[1] = (uint32_t)(rest < TRI_Y_CHUNK ? rest : TRI_Y_CHUNK);
     L.grid[2] = tl->gz;
     L.threadgroup[0] = tl->tx;
+    L.threadgroup[2] = tl->tz > 0 ? tl->tz : 1;
     st = kiln__kernel_launch_into(tl->kernel, &L, tl->into);
   }
   return st;
@@ -229,7 +246,12 @@ static kiln_status launch_elementwise(kiln_stream *s, const char *name,
   tl.num_t = 1;
   tl.gx = (uint32_t)cols;
   tl.gz = (uint32_t)rows;
-  tl.tx = cols >= 128 ? 128 : (uint32_t)ceil_div(cols, 32) * 32;
+  tl.tx = cols >= 128 ? 128 : (uint32_t)cols;
+  /* several rows a threadgroup when the rows are short: 16 columns (a
+   * solve's right-hand sides) made 16-thread threadgroups, one per row,
+   * 8192 of them (12 us measured for 512 KB); now ~256 threads each */
+  int64_t tz = 256 / tl.tx;
+  tl.tz = (uint32_t)(tz < rows ? tz : rows);
   st = launch_batched(s, &tl, batch, &c);
   chunks_free(&c);
   return st;
@@ -416,75 +438,125 @@ static kiln_status run_diag_inv(const trsm_problem *p, blocked_ws *ws) {
   return launch_batched(p->s, &tl, p->a_batch, &ws->a_chunks);
 }
 
-/* Diagonal blocks per fused step (rows per step: SUB * NB). */
-static int fused_sub(kiln_dtype dt) {
-  return dt == KILN_FLOAT64 ? TRI_SUB_F64 : TRI_SUB_F32;
+/* Diagonal blocks per step of path 2 (rows per step: SUB * NB), fewer
+ * when the matrix has fewer blocks (so V is never larger than needed). */
+static int fused_sub(const trsm_problem *p) {
+  int sub = p->a->dtype == KILN_FLOAT64 ? TRI_SUB_F64 : TRI_SUB_F32;
+  int64_t blocks = ceil_div(p->n, p->nb);
+  return blocks < sub ? (int)blocks : sub;
 }
 
-/* Right-hand sides per trsm_xsolve threadgroup: few, so the k columns
- * spread over several threadgroups (SMs) and each one's chain of tile
- * products is short; NB / (256 / KT) must stay a whole number. */
-static int xsolve_cols(kiln_dtype dt) {
-  return dt == KILN_FLOAT64 ? TRI_KT_X_F64 : TRI_KT_X_F32;
+/* Path 2's arrays: V (a_batch x steps x S x S, the inverted diagonal
+ * blocks of the steps) and XS (batch x S x k, a step's solution). */
+static kiln_status fused_arrays(const trsm_problem *p, int64_t rows,
+                                kiln_array **v, kiln_array **xs) {
+  int64_t vshape[4] = {p->a_batch, ceil_div(p->n, rows), rows, rows};
+  int64_t xshape[3] = {p->batch, rows, p->k};
+  kiln_status st = kiln__array_create(p->s->device, p->a->dtype, 4, vshape, v);
+  if (st == KILN_OK)
+    st = kiln__array_create(p->s->device, p->a->dtype, 3, xshape, xs);
+  if (st != KILN_OK) {
+    kiln__array_destroy(*v);
+    *v = NULL;
+  }
+  return st;
 }
 
-/* Fused steps (path 2): per step, trsm_xsolve solves the step's rows in
- * place, then trsm_update applies them to every later row (no launch on
- * the last step). The two kernels' 0-d inputs are shared. */
+/* Inverts every step's S x S diagonal block into v (trsm_stepinv, one
+ * launch for all steps of all matrices). */
+static kiln_status run_stepinv(const trsm_problem *p, blocked_ws *ws, int sub,
+                               kiln_array *v) {
+  tri_launch tl;
+  memset(&tl, 0, sizeof tl);
+  kiln_status st = get_kernel("trsm_stepinv", "A,W,batch0", "V", &tl.kernel);
+  if (st != KILN_OK)
+    return st;
+  tl.in[0] = p->a;
+  tl.in[1] = ws->w;
+  tl.num_in = 3;
+  tl.into[0] = v;
+  tl.num_out = 1;
+  blocked_targs(p, tl.t);
+  kiln__targ_int(&tl.t[4], "SUB", sub);
+  kiln__targ_int(&tl.t[5], "KT", TRI_KT_INV);
+  tl.num_t = 6;
+  tl.gx = (uint32_t)(TRI_THREADS * sub * p->nb / TRI_KT_INV);
+  tl.gz = (uint32_t)v->shape[1];
+  tl.tx = TRI_THREADS;
+  return launch_batched(p->s, &tl, p->a_batch, &ws->a_chunks);
+}
+
+/* Path 2's template arguments of trsm_vapply and trsm_band. */
+static void fused_targs(const trsm_problem *p, int64_t rows,
+                        kiln_template_arg *t) {
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_int(&t[1], "S", rows);
+  kiln__targ_bool(&t[2], "UPPER", p->upper);
+  kiln__targ_bool(&t[3], "TRANS", p->trans);
+}
+
+/* Path 2 (few right-hand sides): the steps' diagonal blocks inverted up
+ * front, then per step trsm_vapply (X_s = V_s B_s into XS) and trsm_band
+ * (the later rows updated, X_s copied into B; on the last step only the
+ * copy). The two kernels' 0-d inputs are shared. */
 static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
+  int sub = fused_sub(p);
+  int64_t rows = (int64_t)sub * p->nb; /* rows per step */
+  kiln_array *v = NULL, *xs = NULL;
   kiln_kernel *kx = NULL, *ku = NULL;
   kiln_status st =
-      get_kernel("trsm_xsolve", "A,W,Bin,scale,step,batch0", "B", &kx);
+      get_kernel("trsm_vapply", "A,V,Bin,scale,step,batch0", "XS", &kx);
   if (st == KILN_OK)
-    st = get_kernel("trsm_update", "A,Bin,scale,step,batch0", "B", &ku);
-  int sub = fused_sub(p->a->dtype), ktx = xsolve_cols(p->a->dtype);
-  int64_t rows = (int64_t)sub * p->nb; /* rows per step */
+    st = get_kernel("trsm_band", "A,XS,Bin,scale,step,batch0", "B", &ku);
+  if (st == KILN_OK)
+    st = fused_arrays(p, rows, &v, &xs);
+  if (st == KILN_OK)
+    st = run_stepinv(p, ws, sub, v);
   tri_launch x, u;
   memset(&x, 0, sizeof x);
   x.kernel = kx;
   x.in[0] = p->a;
-  x.in[1] = ws->w;
+  x.in[1] = v;
   x.in[2] = p->b;
   x.num_in = 6;
-  x.into[0] = p->b;
+  x.into[0] = xs;
   x.num_out = 1;
-  blocked_targs(p, x.t);
-  kiln__targ_int(&x.t[4], "SUB", sub);
-  kiln__targ_int(&x.t[5], "KT", ktx);
-  kiln__targ_bool(&x.t[6], "ABATCH", p->a->ndim > 2);
-  x.num_t = 7;
-  x.gx = (uint32_t)(TRI_THREADS * ceil_div(p->k, ktx));
-  x.gz = 1;
+  fused_targs(p, rows, x.t);
+  kiln__targ_bool(&x.t[4], "ABATCH", p->a->ndim > 2);
+  x.num_t = 5;
+  x.gz = (uint32_t)ceil_div(p->k, TRI_KT_STEP);
   x.tx = TRI_THREADS;
   memset(&u, 0, sizeof u);
   u.kernel = ku;
   u.in[0] = p->a;
-  u.in[1] = p->b;
-  u.num_in = 5;
+  u.in[1] = xs;
+  u.in[2] = p->b;
+  u.num_in = 6;
   u.into[0] = p->b;
   u.num_out = 1;
-  kiln__targ_dtype(&u.t[0], "T", p->a->dtype);
-  kiln__targ_int(&u.t[1], "S", (int)rows);
-  kiln__targ_bool(&u.t[2], "UPPER", p->upper);
-  kiln__targ_bool(&u.t[3], "TRANS", p->trans);
+  fused_targs(p, rows, u.t);
   u.num_t = 4;
-  u.gz = (uint32_t)ceil_div(p->k, TRI_KT_STEP);
-  u.tx = TRI_THREADS;
+  u.gz = x.gz;
+  u.tx = TRI_BAND_THREADS;
   for (int64_t j = 0; st == KILN_OK && j * rows < p->n; j++) {
-    int64_t rest = p->n - (j + 1) * rows;
+    int64_t e1 = (j + 1) * rows < p->n ? (j + 1) * rows : p->n;
     kiln_array *step = NULL;
     st = step_scalar(ws, j, &step);
     if (st != KILN_OK)
       break;
-    x.in[3] = u.in[2] = j == 0 ? ws->alpha : ws->one;
-    x.in[4] = u.in[3] = step;
+    x.in[3] = u.in[3] = j == 0 ? ws->alpha : ws->one;
+    x.in[4] = u.in[4] = step;
+    x.gx = (uint32_t)(TRI_THREADS * ceil_div(e1 - j * rows, TRI_VAPPLY_RB));
     st = launch_batched(p->s, &x, p->batch, &ws->b_chunks);
-    if (st == KILN_OK && rest > 0) {
-      u.gx = (uint32_t)(TRI_THREADS * ceil_div(rest, TRI_RB));
+    /* the bands, plus one threadgroup that copies X_s into B */
+    u.gx =
+        (uint32_t)(TRI_BAND_THREADS * (ceil_div(p->n - e1, TRI_BAND_RB) + 1));
+    if (st == KILN_OK)
       st = launch_batched(p->s, &u, p->batch, &ws->b_chunks);
-    }
     kiln__array_destroy(step);
   }
+  kiln__array_destroy(v);
+  kiln__array_destroy(xs);
   return st;
 }
 
@@ -719,9 +791,12 @@ static kiln_status launch_diag_check(tri_call *c) {
   tl.num_out = 1;
   kiln__targ_dtype(&tl.t[0], "T", c->a->dtype);
   tl.num_t = 1;
-  tl.gx = 32;
+  /* threads for 8 diagonal elements each (one load round up to n =
+   * 8192), a whole number of warps, at most 1024 */
+  int64_t threads = ceil_div(ceil_div(c->n, 8), 32) * 32;
+  tl.gx = (uint32_t)(threads < 32 ? 32 : threads > 1024 ? 1024 : threads);
   tl.gz = 1;
-  tl.tx = 32;
+  tl.tx = tl.gx;
   st = launch_batched(c->stream, &tl, c->a_batch, &ch);
   chunks_free(&ch);
   return st;
@@ -775,6 +850,27 @@ static kiln_status end_call(tri_call *c, kiln_status st, kiln_array **out) {
   return KILN_OK;
 }
 
+/* The work of kiln_solve_triangular on a begun call. */
+typedef struct solve_job {
+  tri_call *c;
+  bool upper, trans, unit;
+} solve_job;
+
+static kiln_status solve_fn(void *user) {
+  solve_job *j = user;
+  tri_call *c = j->c;
+  kiln_status st = j->unit ? KILN_OK : launch_diag_check(c);
+  if (st == KILN_OK)
+    st = launch_elementwise(c->stream, "tri_copy", "Src,Dstin,batch0", c->b,
+                            c->x);
+  if (st == KILN_OK)
+    st = trsm_checked(c->stream, c->a, j->upper, j->trans, j->unit, 1.0, c->x,
+                      c->opts.path, false);
+  if (st == KILN_OK && !j->unit)
+    st = check_info(c, "the system has no unique solution");
+  return st;
+}
+
 static kiln_status solve_triangular(kiln_array *a, kiln_array *b, bool upper,
                                     bool trans, bool unit,
                                     const kiln_linalg_opts *opts,
@@ -788,15 +884,12 @@ static kiln_status solve_triangular(kiln_array *a, kiln_array *b, bool upper,
   bool empty = false;
   kiln_status st = begin_call(&c, a, b, "A", opts, &empty);
   if (st == KILN_OK && !empty) {
-    if (!unit)
-      st = launch_diag_check(&c);
-    if (st == KILN_OK)
-      st = launch_elementwise(c.stream, "tri_copy", "Src,Dstin,batch0", b, c.x);
-    if (st == KILN_OK)
-      st = trsm_checked(c.stream, a, upper, trans, unit, 1.0, c.x, c.opts.path,
-                        false);
-    if (st == KILN_OK && !unit)
-      st = check_info(&c, "the system has no unique solution");
+    /* With a scalar pool in use, the launches' scalars (batch starts,
+     * alpha, 1) are views of four values filled up front, so no fill
+     * sits between two kernels of the solve (each such fill is an edge
+     * programmatic dependent launch cannot overlap). */
+    solve_job j = {&c, upper, trans, unit};
+    st = kiln__linalg_pooled(c.stream, a->dtype, solve_fn, &j);
   }
   return end_call(&c, st, x);
 }
