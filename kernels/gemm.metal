@@ -130,20 +130,6 @@ inline int2 gemm_tri_tile_of(uint pid, int tiles_m, int tiles_n,
   return upper ? int2(tj, ti) : int2(ti, tj);
 }
 
-// One element of the old C in an epilogue: on CUDA (float and double)
-// a load through the non-coherent read-only path, which the compiler may
-// issue ahead of the epilogue's earlier stores (C and Cin may be one
-// array, an update in place, so plain loads must wait for every store
-// before them: one round trip to memory per element, ~10-15 us at the end
-// of every launch with a tile's 32-64 elements a thread: the Cholesky's
-// and LU's small updates, beta 1). Safe: each element is read once, by
-// the thread that then writes it.
-#if KILN_BACKEND_CUDA
-inline float gemm_ld_c(const device float* p) { return __ldg(p); }
-inline double gemm_ld_c(const device double* p) { return __ldg(p); }
-#endif
-template <typename T> inline T gemm_ld_c(const device T* p) { return *p; }
-
 // The epilogue: C = alpha * acc + beta * C, rounded once to T. With BETA0
 // the old C is never read, so NaN there cannot leak into the result.
 template <typename T, typename ACC, bool BETA0>
@@ -151,23 +137,7 @@ inline void gemm_store(device T* C, const device T* Cin, int64_t off,
                        ACC acc, ACC alpha, ACC beta) {
   ACC r = alpha * acc;
   if (!BETA0)
-    r = fma(beta, (ACC)gemm_ld_c(Cin + off), r);
-  C[off] = T(r);
-}
-
-// The same with the old C already loaded (cin; unused with BETA0). The
-// tiles' epilogues load a chunk of their elements of C first, then store
-// them: C and Cin may be one array (an update in place), so the compiler
-// may not move a load above an earlier store, and one gemm_store after
-// another would wait for every load in turn; with a tile's 32-64
-// elements a thread that was ~10-15 us at the end of every launch (the
-// Cholesky's and LU's small updates, beta 1), whatever the tile's size.
-template <typename T, typename ACC, bool BETA0>
-inline void gemm_put(device T* C, int64_t off, ACC acc, ACC cin, ACC alpha,
-                     ACC beta) {
-  ACC r = alpha * acc;
-  if (!BETA0)
-    r = fma(beta, cin, r);
+    r = fma(beta, (ACC)Cin[off], r);
   C[off] = T(r);
 }
 
@@ -257,29 +227,16 @@ inline void gemm_simt_tile(const device T* A, const device T* B,
           acc[i][j] = fma(a[i], b[j], acc[i][j]);
     }
   }
-  // 16 elements of C a chunk (gemm_put)
-  constexpr int RC = TN >= 16 ? 1 : 16 / TN;
   GEMM_UNROLL
-  for (int i0 = 0; i0 < TM; i0 += RC) {
-    ACC cin[RC][TN];
+  for (int i = 0; i < TM; ++i) {
+    int m = row0 + (i / 4) * (BM * 4 / TM) + ty * 4 + i % 4;
     GEMM_UNROLL
-    for (int h = 0; h < 2; ++h)
-      GEMM_UNROLL
-      for (int ii = 0; ii < RC && i0 + ii < TM; ++ii) {
-        const int i = i0 + ii;
-        int m = row0 + (i / 4) * (BM * 4 / TM) + ty * 4 + i % 4;
-        GEMM_UNROLL
-        for (int j = 0; j < TN; ++j) {
-          int n = col0 + (j / 4) * (BN * 4 / TN) + tx * 4 + j % 4;
-          int64_t off = (int64_t)m * g.scm + (int64_t)n * g.scn;
-          bool in = m < g.M && n < g.N;
-          if (h == 0 && !BETA0)
-            cin[ii][j] = in ? (ACC)Cin[off] : ACC(0);
-          else if (h == 1 && in)
-            gemm_put<T, ACC, BETA0>(C, off, acc[i][j], cin[ii][j], alpha,
-                                    beta);
-        }
-      }
+    for (int j = 0; j < TN; ++j) {
+      int n = col0 + (j / 4) * (BN * 4 / TN) + tx * 4 + j % 4;
+      if (m < g.M && n < g.N)
+        gemm_store<T, ACC, BETA0>(C, Cin, (int64_t)m * g.scm +
+                                  (int64_t)n * g.scn, acc[i][j], alpha, beta);
+    }
   }
 }
 
@@ -779,27 +736,19 @@ inline void gemm_tc_tile(const device T* A, const device T* B,
           gemm_mma<MMA>(acc[i][j], af[i], bf[j]);
     }
   }
-  // a row block i (16 elements) a chunk (gemm_put)
   GEMM_UNROLL
-  for (int i = 0; i < 4; ++i) {
-    float cin[4][4];
+  for (int i = 0; i < 4; ++i)
     GEMM_UNROLL
-    for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 4; ++j)
       GEMM_UNROLL
-      for (int j = 0; j < 4; ++j)
-        GEMM_UNROLL
-        for (int q = 0; q < 4; ++q) {
-          int m = row0 + wm + i * 16 + gr + (q / 2) * 8;
-          int n = col0 + wn + j * 8 + 2 * tq + q % 2;
-          int64_t off = (int64_t)m * g.scm + (int64_t)n * g.scn;
-          bool in = m < g.M && n < g.N;
-          if (h == 0 && !BETA0)
-            cin[j][q] = in ? (float)Cin[off] : 0.0f;
-          else if (h == 1 && in)
-            gemm_put<T, float, BETA0>(C, off, acc[i][j][q], cin[j][q],
+      for (int q = 0; q < 4; ++q) {
+        int m = row0 + wm + i * 16 + gr + (q / 2) * 8;
+        int n = col0 + wn + j * 8 + 2 * tq + q % 2;
+        if (m < g.M && n < g.N)
+          gemm_store<T, float, BETA0>(C, Cin, (int64_t)m * g.scm +
+                                      (int64_t)n * g.scn, acc[i][j][q],
                                       alpha, beta);
-        }
-  }
+      }
 }
 
 // ---- float16 / bfloat16 on tensor cores, pipelined (CUDA, sm_80+) -----
@@ -993,27 +942,19 @@ inline void gemm_tc2_tile(const device T* A, const device T* B,
     }
   }
   gemm_cp_wait<0>();
-  // a row block i (16 elements) a chunk (gemm_put)
   GEMM_UNROLL
-  for (int i = 0; i < 4; ++i) {
-    float cin[4][4];
+  for (int i = 0; i < 4; ++i)
     GEMM_UNROLL
-    for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 4; ++j)
       GEMM_UNROLL
-      for (int j = 0; j < 4; ++j)
-        GEMM_UNROLL
-        for (int q = 0; q < 4; ++q) {
-          int m = row0 + wm + i * 16 + gr + (q / 2) * 8;
-          int n = col0 + wn + j * 8 + 2 * tq + q % 2;
-          int64_t off = (int64_t)m * g.scm + (int64_t)n * g.scn;
-          bool in = m < g.M && n < g.N;
-          if (h == 0 && !BETA0)
-            cin[j][q] = in ? (float)Cin[off] : 0.0f;
-          else if (h == 1 && in)
-            gemm_put<T, float, BETA0>(C, off, acc[i][j][q], cin[j][q],
+      for (int q = 0; q < 4; ++q) {
+        int m = row0 + wm + i * 16 + gr + (q / 2) * 8;
+        int n = col0 + wn + j * 8 + 2 * tq + q % 2;
+        if (m < g.M && n < g.N)
+          gemm_store<T, float, BETA0>(C, Cin, (int64_t)m * g.scm +
+                                      (int64_t)n * g.scn, acc[i][j][q],
                                       alpha, beta);
-        }
-  }
+      }
 }
 
 // ---- float64 on tensor cores (CUDA, sm_80+: DMMA) ----------------------
