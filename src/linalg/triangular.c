@@ -249,8 +249,11 @@ static kiln_status launch_elementwise(kiln_stream *s, const char *name,
   tl.tx = cols >= 128 ? 128 : (uint32_t)cols;
   /* several rows a threadgroup when the rows are short: 16 columns (a
    * solve's right-hand sides) made 16-thread threadgroups, one per row,
-   * 8192 of them (12 us measured for 512 KB); now ~256 threads each */
+   * 8192 of them (12 us measured for 512 KB); now ~256 threads each,
+   * at most 64 rows (CUDA's limit on a threadgroup's z size) */
   int64_t tz = 256 / tl.tx;
+  if (tz > 64)
+    tz = 64;
   tl.tz = (uint32_t)(tz < rows ? tz : rows);
   st = launch_batched(s, &tl, batch, &c);
   chunks_free(&c);
