@@ -107,6 +107,34 @@
  *      cuSOLVER Xpotrf lower 8.13-8.16 / 7.57-7.69 ms in the same runs):
  *      0 10.62-10.75 / 11.89-12.02, 1 9.73 / 11.29, 2 9.61 / 11.29 ms:
  *      -1.0 / -0.6 ms, hence 2 by default.
+ *   KILN_CHOL_PANEL (1, default: chol_panel2; 0 chol_panel): the panel
+ *      kernel. The 128 panels run one after the other between the GEMMs,
+ *      and a panel's time does not depend on its group count (ncu on an
+ *      H200, float32 8192^2: 16.4-17.5 us for 1 to 127 groups, 26.4 us
+ *      fused; float64 27.6 us): it is one threadgroup's latency chain.
+ *      chol_panel's chain, from its per-instruction samples: ~3,400
+ *      cycles before the first pivot (constant-cache misses and three
+ *      dependent loads: batch0, then info behind a barrier, then k0, then
+ *      the block), then 4 rounds of a 16-column factorization by shuffles
+ *      at ~240 cycles a column (shuffle, IEEE sqrt and division with their
+ *      slow-path checks, shuffle, fma; 8 warps, nothing to hide it) =
+ *      ~15,600 cycles, ~3,600 of rank-16 updates between barriers, ~2,000
+ *      of stores: ~27,500 SM cycles. chol_panel2 (kernels/cholesky.metal,
+ *      "chol_panel2's pieces"), counted from its sm_90a SASS, NOT
+ *      MEASURED: the scalars and the block loaded in two round trips
+ *      (~1,500 cycles), then 8 rounds of 8 columns whose chain is two
+ *      barriers, a solver thread's 8 x 8 tile in registers (per pivot
+ *      FSETP, MUFU.RSQ, FMUL, FFMA: ~36 cycles; ~350 a round with the
+ *      tile's loads and the row's store; float64 ~85 a pivot, ~1,000 a
+ *      round) and the next group's 8-deep update (~150): ~600 a round,
+ *      ~4,800 in all (float64 ~9,500), the other updates hidden behind
+ *      the solvers; float32 ~6,500-7,000 SM cycles, 4x fewer. FUSE's
+ *      64-deep update: 48 -> 12 shared-memory accesses per 4 columns and
+ *      one staging round trip: ~4,000 issue cycles (float64 ~7,000).
+ *      Expected per panel (adding the ~3.5 us that ncu showed between
+ *      SM-active and elapsed): float32 16.9 -> ~7 us, fused 26.4 -> ~9 us;
+ *      float64 27.6 -> ~8 us: ~1.7 ms less in float32, ~2.4 ms in float64
+ *      at 8192^2, if the counts hold.
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
  *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
@@ -129,7 +157,8 @@
  * gain or loss expected, not timed).
  * What is left by the count, against targets of 9.1 and 8.8 ms: the
  * GEMMs' partial waves (deep updates of few tiles late in the matrix,
- * ~2 ms) and the 128 panels, still on the path one after the other.
+ * ~2 ms) and the 128 panels, still on the path one after the other
+ * (chol_panel2: ~1 ms in float32 by its count).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -195,6 +224,7 @@ typedef struct chol_problem {
   int syrk;         /* each update one trapezoid GEMM (syrk_update): 0
                        off; 1, split-K updates on column_blocks; 2,
                        split-K in trapezoid pieces */
+  int panel;        /* the panel kernel: 0 chol_panel, 1 chol_panel2 */
 } chol_problem;
 
 /* See linalg.h. */
@@ -202,13 +232,14 @@ int kiln__chol_gemm_test = -1;
 int kiln__chol_fuse_test = -1;
 int kiln__chol_splitk_test = -1;
 int kiln__chol_syrk_test = -1;
+int kiln__chol_panel_test = -1;
 
 /* KILN_CHOL_INDEX, KILN_CHOL_GEMM, KILN_CHOL_FUSE, KILN_CHOL_SPLITK and
  * KILN_CHOL_SYRK (0 to 1 or 2; the defaults below, FUSE's -1 meaning by
  * dtype), read once per process: so that one GPU call can time every
  * variant, one process each (see the top of the file). */
 static int g_env_index = 1, g_env_gemm = 1, g_env_fuse = -1;
-static int g_env_splitk = 1, g_env_syrk = 2;
+static int g_env_splitk = 1, g_env_syrk = 2, g_env_panel = 1;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -224,6 +255,7 @@ static void read_env(void) {
   g_env_fuse = env_mode("KILN_CHOL_FUSE", 1, -1);
   g_env_splitk = env_mode("KILN_CHOL_SPLITK", 2, 1);
   g_env_syrk = env_mode("KILN_CHOL_SYRK", 2, 2);
+  g_env_panel = env_mode("KILN_CHOL_PANEL", 1, 1);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -431,8 +463,8 @@ static kiln_status launch_copy(const chol_problem *p) {
 static kiln_status launch_panel(const chol_problem *p, int64_t p0,
                                 int64_t kw) {
   kiln_kernel *k = NULL;
-  kiln_status st =
-      chol_kernel("chol_panel", "Win,k0,kw,batch0", "L,info,Dg", &k);
+  kiln_status st = chol_kernel(p->panel ? "chol_panel2" : "chol_panel",
+                               "Win,k0,kw,batch0", "L,info,Dg", &k);
   kiln_array *in[3] = {p->w, NULL, NULL};
   if (st == KILN_OK)
     st = int_scalar(p, p0, &in[1]);
@@ -452,8 +484,10 @@ static kiln_status launch_panel(const chol_problem *p, int64_t p0,
   int64_t below = p->n - p0 - CHOL_PW;
   int64_t groups = below > 0 ? (below + rch - 1) / rch : 1;
   kiln_array *into[3] = {p->w, p->info, p->dg};
+  /* chol_panel2: 256 threads hold the block, PW + RCH more solve rows */
+  uint32_t threads = CHOL_THREADS + (p->panel ? CHOL_PW + CHOL_RCH : 0);
   st = launch_over_batch(p, k, in, 3, into, 3, t, 5,
-                         (uint32_t)groups * CHOL_THREADS, CHOL_THREADS);
+                         (uint32_t)groups * threads, threads);
   kiln__array_destroy(in[1]);
   kiln__array_destroy(in[2]);
   return st;
@@ -1021,6 +1055,10 @@ static kiln_status factor(chol_problem *p) {
   p->syrk = kiln__chol_syrk_test >= 0 ? kiln__chol_syrk_test : g_env_syrk;
   if (p->syrk > 2)
     p->syrk = 0;
+  p->panel = kiln__chol_panel_test >= 0 ? kiln__chol_panel_test
+                                        : g_env_panel;
+  if (p->panel > 1)
+    p->panel = 1;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)

@@ -334,6 +334,12 @@ extern int kiln__chol_splitk_test;
  * column_blocks; 2 on, split-K in trapezoid pieces. */
 extern int kiln__chol_syrk_test;
 
+/* Tests and timing (not thread-safe): the blocked Cholesky's panel
+ * kernel (cholesky.c, launch_panel). -1: as KILN_CHOL_PANEL says (0 or 1;
+ * unset or anything else 1); 0 chol_panel (16-column rounds, pivots by
+ * shuffles); 1 chol_panel2 (8-column rounds, pivots in registers). */
+extern int kiln__chol_panel_test;
+
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
                           kiln_array **out);
