@@ -370,13 +370,15 @@ inline void chol_st4(threadgroup double* p, const thread double* x) {
   *(threadgroup double2*)(p + 2) = double2(x[2], x[3]);
 }
 
-// p[off] where `real`, else `other`, without a branch: the load always
-// happens (of p[0], which exists, where not real), so the compiler issues
-// a block's loads back to back instead of one branch around each.
+// p[off] where `real`, else `other`: a predicated load into the register
+// that holds `other`, with nothing waiting for it (a select after the
+// load made the warp wait for each load before issuing the next ones).
 template <typename T>
 inline T chol_ld(const device T* p, int64_t off, bool real, T other) {
-  const T v = p[real ? off : 0];
-  return real ? v : other;
+  T v = other;
+  if (real)
+    v = p[off];
+  return v;
 }
 
 // The row stride of a staged 8-column group (P_g): 16-byte aligned rows,
@@ -501,11 +503,17 @@ inline void chol_stage8(thread T* X, threadgroup T* E, int hi, int g,
   }
 }
 
+// FUSE's columns staged at a time: 64 floats (float32's 64-deep update
+// in one staging round, its loads all in flight at once), 16 doubles (32
+// took 171 registers, 16 take 138).
+template <typename T> constexpr int chol_fc() {
+  return sizeof(T) == 4 ? 64 : 16;
+}
+
 // chol_panel2's FUSE: chol_run's left-looking update, X -= L[rows,
-// -kw:0] L[cols, -kw:0]^T, with the columns staged FC at a time for all
-// NR rows by all THREADS threads (64 float / 32 double columns, 34 KiB
-// either way: float32's 64-deep fused update is one staging round, its
-// loads all in flight at once) and read back as 16-byte vectors in
+// -kw:0] L[cols, -kw:0]^T (kw <= PW), with the columns staged FC at a time
+// for all NR rows by all THREADS threads (chol_fc; rows padded by 16
+// bytes: 34 / 18 KiB) and read back as 16-byte vectors in
 // bank-free rows: per 16 bytes of columns (4 floats, 2 doubles), 12
 // 16-byte accesses a thread, where chol_run's FUSE makes 48 (float32) or
 // 24 (float64) smaller ones, a loop bound by shared-memory wavefronts.
@@ -517,8 +525,7 @@ inline void chol_fuse2(const device T* src, int64_t sr, int64_t sc, int pw,
                        int rows, int r0, int tid, threadgroup T* F, int kw,
                        thread T* X, bool holds, int tr, int tc) {
   constexpr int NBC = PW / 16, NA = (PW + RCH) / 16, NR = 16 * NA;
-  constexpr int FC = sizeof(T) == 4 ? 64 : 32;
-  constexpr int FS = FC + 16 / (int)sizeof(T);
+  constexpr int FC = chol_fc<T>(), FS = FC + 16 / (int)sizeof(T);
   constexpr int PER = (NR * FC + THREADS - 1) / THREADS;
   // Element e = tid + THREADS j of the chunk is (row, k) = (e / FC, e %
   // FC), or (e % NR, e / NR) for UPPER, so that neighbouring threads take
@@ -529,13 +536,21 @@ inline void chol_fuse2(const device T* src, int64_t sr, int64_t sc, int pw,
   const int fixed = UPPER ? tid % NR : tid % FC;
   const int first = UPPER ? tid / NR : tid / FC;
   constexpr int STEP = UPPER ? THREADS / NR : THREADS / FC;
-  CHOL_ROLLED
-  for (int f0 = 0; f0 < kw; f0 += FC) {
-    // The chunk's first column (of the thread's: for lower) of the
-    // diagonal block's rows and of the group's rows, the latter shifted
-    // so that both take row * sr.
-    const device T* dp = src + (int64_t)(f0 - kw + (UPPER ? 0 : fixed)) * sc;
-    const device T* pp = dp + (int64_t)(r0 - PW) * sr;
+  // kw <= PW (the driver fuses a panel's update by the one panel left
+  // of it), so the chunks are unrolled: in a rolled loop the compiler
+  // kept every element's offset and predicate in registers across it.
+  CHOL_UNROLL
+  for (int f0 = 0; f0 < PW; f0 += FC) {
+    if (f0 >= kw)
+      break;
+    // The offsets walk linearly in j (lower: plus a shift for the rows
+    // past the diagonal block), so that each costs an add or two: the
+    // offsets written out per element took ~500 instructions.
+    const int i0 = UPPER ? (fixed < PW ? fixed : r0 + fixed - PW) : first;
+    const int64_t base = (int64_t)i0 * sr +
+                         (int64_t)(f0 - kw + (UPPER ? first : fixed)) * sc;
+    const int64_t step = (int64_t)STEP * (UPPER ? sc : sr);
+    const int64_t shift = (int64_t)(r0 - PW) * sr;
     T v[PER];
     CHOL_UNROLL
     for (int j = 0; j < PER; ++j) {
@@ -544,9 +559,9 @@ inline void chol_fuse2(const device T* src, int64_t sr, int64_t sc, int pw,
       const int i = row < PW ? row : r0 + row - PW;
       const bool real = (UPPER ? k < FC : row < NR) &&
                         (row < PW ? i < pw : i < rows) && f0 + k < kw;
-      v[j] = chol_ld(row < PW ? dp : pp,
-                     (int64_t)row * sr + (UPPER ? (int64_t)k * sc : 0), real,
-                     T(0));
+      const int64_t off =
+          base + j * step + (!UPPER && row >= PW ? shift : (int64_t)0);
+      v[j] = chol_ld(src, off, real, T(0));
     }
     // The previous chunk's readers are done with F.
     threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -696,7 +711,7 @@ if (fail != 0 && thread_index_in_threadgroup == 0)
 constexpr int NBC = PW / 16, NA = (PW + RCH) / 16, NR = 16 * NA;
 constexpr int NG = PW / 8, PS = chol_ps<T>();
 constexpr int PWORDS = 3 * NR * PS; // S, then Q for even and odd rounds
-constexpr int FWORDS = FUSE ? NR * (sizeof(T) == 4 ? 68 : 34) : 0;
+constexpr int FWORDS = FUSE ? NR * (chol_fc<T>() + 16 / (int)sizeof(T)) : 0;
 constexpr int WORDS = PWORDS > FWORDS ? PWORDS : FWORDS;
 constexpr int VECS = (WORDS * (int)sizeof(T) + 15) / 16;
 threadgroup float4 Pbuf[VECS]; // float4: 16-byte aligned, whatever T is
@@ -737,13 +752,14 @@ if (holds) {
   }
 }
 // An earlier panel of this matrix failed: leave it. One thread reads info
-// (after its loads of the block are on their way) and the group decides
-// together after the first barrier (see chol_panel).
-if (tid == 0)
-  failed = info[b];
+// (its load in flight with the block's) and the group decides together
+// after the first barrier of the rounds (see chol_panel).
+const int info_b = tid == 0 ? info[b] : 0;
 if (FUSE && kwv > 0)
   chol_fuse2<T, PW, RCH, UPPER, 256 + NR>(w, wr, wc, pw, rows, r0, tid, P,
                                           kwv, X, holds, tr, tc);
+if (tid == 0)
+  failed = info_b;
 // S: the group being solved, as staged; Q: the solved groups, the
 // even rounds' and the odd rounds' (a round's solvers write one while
 // the updaters still apply the other).
