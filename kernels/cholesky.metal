@@ -730,8 +730,16 @@ device T* w = L + (int64_t)b * n * n + (int64_t)p0 * (wr + wc);
 const int x = (int)threadgroup_position_in_grid.x;
 const int r0 = pw + x * RCH;
 const bool holds = tid < 256;
-const int tr = UPPER ? tid % 16 : (tid / 16) % 16;
-const int tc = UPPER ? (tid / 16) % 16 : tid % 16;
+// An updater's place (tr, tc) in the 16 x 16 tiles: neighbouring lanes
+// take neighbouring addresses (8 columns of a row, or 16 rows of a column
+// for UPPER: whole 32-byte sectors either way), and the column half tc / 8
+// is the same across a warp, warps 0-3 the left half and 4-7 the right
+// one, a warp of each on every scheduler: a round's update of the next
+// group's 8 columns then runs in 4 warps, one a scheduler, not in all 8
+// with half of each warp's lanes idle.
+const int lane = tid % 32, wp = (tid / 32) % 8;
+const int tr = UPPER ? tid % 16 : 4 * (wp % 4) + lane / 8;
+const int tc = UPPER ? (tid / 16) % 16 : 8 * (wp / 4) + lane % 8;
 T X[NA * NBC];
 if (holds) {
   CHOL_UNROLL
@@ -809,7 +817,7 @@ for (int g = 0; g < NG; ++g) {
     chol_update8<T, NA, NBC>(X, Rs + qo, Cs + qo, hi, g + 1, NG);
   threadgroup_barrier(mem_flags::mem_threadgroup); // B_g: group g solved
   chol_stage8<T, NA, NBC>(X, Es + qg, hi, g, false);
-  if (g + 1 < NG) {
+  if (g + 1 < NG && hi == ((g + 1) & 1)) { // the warps that hold it
     chol_update8<T, NA, NBC>(X, Rs + qg, Cs + qg, hi, g + 1, g + 2);
     chol_stage8<T, NA, NBC>(X, Es, hi, g + 1, true);
   }
