@@ -740,22 +740,29 @@ const bool holds = tid < 256;
 const int lane = tid % 32, wp = (tid / 32) % 8;
 const int tr = UPPER ? tid % 16 : 4 * (wp % 4) + lane / 8;
 const int tc = UPPER ? (tid / 16) % 16 : 8 * (wp / 4) + lane % 8;
+// The thread's element (i, c) = (rb + tr, 16 bb + tc), rb = 16 a for the
+// diagonal block's tiles and r0 + 16 (a - NBC) below, is at o + rb wr +
+// 16 bb wc: a 64-bit product per tile row (lower) or column (UPPER), the
+// rest immediate offsets (each element's offset written out took ~200
+// instructions before the first barrier and as many after the last).
+const device T* o = w + (int64_t)tr * wr + (int64_t)tc * wc;
 T X[NA * NBC];
 if (holds) {
   CHOL_UNROLL
   for (int a = 0; a < NA; ++a) {
+    const int rb = a < NBC ? 16 * a : r0 + 16 * (a - NBC);
     CHOL_UNROLL
     for (int bb = 0; bb < NBC; ++bb) {
       if (a < NBC && a < bb)
         continue; // a tile above the diagonal: never held
       // Zeros above the diagonal, the identity past the block's order,
       // zeros in the rows past the matrix.
-      const int c = 16 * bb + tc;
-      const int i = a < NBC ? 16 * a + tr : r0 + 16 * (a - NBC) + tr;
+      const int c = 16 * bb + tc, i = rb + tr;
       const bool real = a < NBC ? i < pw && c < pw && c <= i
                                 : i < rows && c < pw;
-      X[a * NBC + bb] = chol_ld(w, (int64_t)i * wr + (int64_t)c * wc, real,
-                                i == c ? T(1) : T(0));
+      X[a * NBC + bb] =
+          chol_ld(o, (int64_t)rb * wr + (int64_t)(16 * bb) * wc, real,
+                  i == c ? T(1) : T(0));
     }
   }
 }
@@ -825,27 +832,30 @@ for (int g = 0; g < NG; ++g) {
 // The result, as chol_run's BLOCKED: the rows below in place, the
 // diagonal block's factor out of the other groups' way (transposed into
 // its upper triangle, the diagonal into Dg) by group 0 only.
+// (Addresses as for the loads; the diagonal block's transposed element
+// (c, i) from ot.)
 device T* dg = Dg + (int64_t)b * n + p0;
+device T* ow = w + (int64_t)tr * wr + (int64_t)tc * wc;
+device T* ot = w + (int64_t)tc * wr + (int64_t)tr * wc;
 CHOL_UNROLL
 for (int a = 0; a < NA; ++a) {
+  const int rb = a < NBC ? 16 * a : r0 + 16 * (a - NBC);
   CHOL_UNROLL
   for (int bb = 0; bb < NBC; ++bb) {
     if (a < NBC && a < bb)
       continue;
-    const int c = 16 * bb + tc;
+    const int c = 16 * bb + tc, i = rb + tr;
     if (a >= NBC) {
-      const int i = r0 + 16 * (a - NBC) + tr;
       if (i < rows && c < pw)
-        w[(int64_t)i * wr + (int64_t)c * wc] = X[a * NBC + bb];
+        ow[(int64_t)rb * wr + (int64_t)(16 * bb) * wc] = X[a * NBC + bb];
       continue;
     }
-    const int i = 16 * a + tr;
     if (x != 0 || i >= pw || c >= pw || c > i)
       continue;
     if (c == i)
       dg[i] = X[a * NBC + bb];
     else
-      w[(int64_t)c * wr + (int64_t)i * wc] = X[a * NBC + bb];
+      ot[(int64_t)(16 * bb) * wr + (int64_t)rb * wc] = X[a * NBC + bb];
   }
 }
 
