@@ -306,24 +306,30 @@ inline int chol_run(const device T* src, int64_t sr, int64_t sc,
 // ---- chol_panel2's pieces ------------------------------------------------
 //
 // chol_panel2 factors the same (PW + RCH) x PW block as chol_panel, but 8
-// columns a round instead of 16, with the pivots off the shuffles: 256
-// "updater" threads hold the block in registers (chol_run's layout) and
-// NR = PW + RCH "solver" threads each own one row of it. A round g (of
-// PW / 8) is
-//   A_g  barrier: the 8 columns of group g are staged in P_g (NR x 8);
-//        each solver thread loads the 8 x 8 diagonal tile, factors it in
-//        its own registers (no shuffle, no barrier: a pivot is an rsqrt,
-//        a multiply and an fma after the one before) and solves its row
-//        by it, in place in P_g; meanwhile the updaters apply the
-//        previous round's rank-8 update to the columns right of group g
-//        + 1 (off the critical path);
-//   B_g  barrier: the updaters take group g's final values back, apply
-//        its rank-8 update to group g + 1 only, and stage that into the
-//        other buffer.
-// The chain of a round is two barriers, the tile's 8 pivots (~30 cycles
-// each on an H100 in float32: MUFU.RSQ, FMUL, FFMA) and a short update;
-// chol_panel's 16-column rounds ran a chain of shuffles, sqrt and
-// division per column (~240 cycles a column, by the ncu samples).
+// columns a round instead of 16, with the pivots off the shuffles. Its
+// 256 + NR threads (NR = PW + RCH) are two kinds of warps: 256 "updater"
+// threads hold the block in registers (chol_run's layout), and NR
+// "solver" threads each own one row of it. Shared memory holds S, the
+// group of 8 columns being solved, as staged (NR x 8), and Q, the solved
+// groups, one buffer for the even rounds and one for the odd ones. Round
+// g (of PW / 8):
+//   A_g  barrier: group g is staged in S. Each solver loads the 8 x 8
+//        diagonal tile, factors it in its own registers (no shuffle, no
+//        barrier: a pivot is an rsqrt, a multiply and an fma after the
+//        one before) and solves its row by it into Q_g. Meanwhile the
+//        updaters apply round g - 1's rank-8 update (from Q_g-1) to the
+//        groups right of g + 1, off the critical path.
+//   B_g  barrier: the updaters take group g's final values back from
+//        Q_g, and the warps that hold group g + 1 apply its rank-8 update
+//        to it and stage it into S.
+// The chain of a round (counted from the sm_90a SASS, float32): the two
+// barriers, the solver's ~240 instructions with the tile's 8 pivots on
+// the chain (FSETP, MUFU.RSQ with its subnormal scaling, FMUL, FFMA:
+// ~36 cycles each; float64 ~85) and the ~110-instruction update of the
+// next group: ~600 cycles. chol_panel's 16-column rounds ran a chain of
+// shuffle, IEEE sqrt and division, shuffle and fma per column: ~240
+// cycles a column by the ncu samples, ~15,600 a panel where these
+// rounds take ~4,800.
 
 #if KILN_BACKEND_CUDA
 // The hardware reciprocal square root (CUDA: 2 ulp in float32, 1 ulp in
@@ -704,10 +710,12 @@ if (fail != 0 && thread_index_in_threadgroup == 0)
   info[b] = p0 + fail;
 
 //@kernel chol_panel2
-// chol_panel's launch (the same inputs, outputs and grid.x / 256 groups),
-// 8 columns a round (see "chol_panel2's pieces" above): 256 + PW + RCH
-// threads per threadgroup, the first 256 holding the block, the others a
-// row each. Template: T, PW, RCH, UPPER, FUSE.
+// chol_panel's work (the same inputs, outputs, template and groups) in
+// 8-column rounds (see "chol_panel2's pieces" above), with threadgroups
+// of 256 + PW + RCH threads: the first 256 hold the block, the others
+// solve a row each. Template: T, PW, RCH, UPPER, FUSE. grid = ((256 + PW
+// + RCH) * groups, matrices in this launch), batch0 the first; Win is W,
+// bound for its shape; Dg (...×n) receives the diagonal.
 constexpr int NBC = PW / 16, NA = (PW + RCH) / 16, NR = 16 * NA;
 constexpr int NG = PW / 8, PS = chol_ps<T>();
 constexpr int PWORDS = 3 * NR * PS; // S, then Q for even and odd rounds
