@@ -126,15 +126,18 @@
  *      barriers, a solver thread's 8 x 8 tile in registers (per pivot
  *      FSETP, MUFU.RSQ, FMUL, FFMA: ~36 cycles; ~350 a round with the
  *      tile's loads and the row's store; float64 ~85 a pivot, ~1,000 a
- *      round) and the next group's 8-deep update (~150): ~600 a round,
- *      ~4,800 in all (float64 ~9,500), the other updates hidden behind
- *      the solvers; float32 ~6,500-7,000 SM cycles, 4x fewer. FUSE's
- *      64-deep update: 48 -> 12 shared-memory accesses per 4 columns and
- *      one staging round trip: ~4,000 issue cycles (float64 ~7,000).
- *      Expected per panel (adding the ~3.5 us that ncu showed between
- *      SM-active and elapsed): float32 16.9 -> ~7 us, fused 26.4 -> ~9 us;
- *      float64 27.6 -> ~8 us: ~1.7 ms less in float32, ~2.4 ms in float64
- *      at 8192^2, if the counts hold.
+ *      round) and the next group's 8-deep update (~150, in the 4 warps
+ *      that hold that group): ~600 a round, ~4,800 in all (float64
+ *      ~9,500), the other updates hidden behind the solvers; float32
+ *      ~6,500-7,000 SM cycles, 4x fewer. FUSE's 64-deep update: 48 -> 12
+ *      shared-memory accesses per 4 columns and one staging round trip:
+ *      ~4,000 issue cycles (float64 ~7,000). Expected per panel (adding
+ *      the ~3.5 us that ncu showed between SM-active and elapsed):
+ *      float32 16.9 -> ~7 us, fused 26.4 -> ~9 us; float64 27.6 -> ~9 us:
+ *      ~1.7 ms less in float32 (9.61 -> ~7.9 ms), ~2.3 ms in float64
+ *      (11.29 -> ~9.0 ms) at 8192^2, if the counts hold. Its threadgroups
+ *      have 384 threads; every sm_90a configuration compiles to at most
+ *      140 registers (168 fit), no spills.
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
  *   - a shorter pivot chain in chol_panel (chol_warp_factor shuffling the
@@ -459,7 +462,8 @@ static kiln_status launch_copy(const chol_problem *p) {
 }
 
 /* chol_panel on the panel whose diagonal block starts at p0, first
- * updated in the kernel by the kw columns left of it (FUSE; kw 0: none). */
+ * updated in the kernel by the kw columns left of it (FUSE; kw 0: none;
+ * chol_panel2 takes kw <= CHOL_PW, the one panel of a two-panel split). */
 static kiln_status launch_panel(const chol_problem *p, int64_t p0,
                                 int64_t kw) {
   kiln_kernel *k = NULL;
