@@ -337,8 +337,22 @@ inline int chol_run(const device T* src, int64_t sr, int64_t sc,
 // critical path of every pivot.
 inline float chol_rsqrt(float x) { return ::rsqrtf(x); }
 inline double chol_rsqrt(double x) { return ::rsqrt(x); }
+// FAST: float32's MUFU.RSQ alone (flushing a subnormal x to 0, so +inf):
+// rsqrtf wraps it in a test and two multiplies for subnormal x, three
+// dependent instructions more on each pivot's chain (~12 cycles).
+// chol_solve8 detects subnormal pivots itself and then runs again with
+// chol_rsqrt.
+#define CHOL_FTZ_RSQRT 1
+inline float chol_rsqrt_fast(float x) {
+  float r;
+  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+inline double chol_rsqrt_fast(double x) { return ::rsqrt(x); }
 #else
+#define CHOL_FTZ_RSQRT 0
 template <typename T> inline T chol_rsqrt(T x) { return T(1) / sqrt(x); }
+template <typename T> inline T chol_rsqrt_fast(T x) { return chol_rsqrt(x); }
 #endif
 
 // 4 consecutive elements of threadgroup memory (16-byte aligned) into
@@ -400,10 +414,14 @@ template <typename T> constexpr int chol_ps() {
 // tile: its row of the tile's factor, the diagonal included; the rest of
 // the row above the diagonal is not used). Not in place: the other
 // solvers may still be reading the tile's rows. Returns 0 or j + 1 for
-// the first pivot j that is not positive (NaN included).
-template <typename T>
+// the first pivot j that is not positive (NaN included). FAST (float32 on
+// CUDA): pivots by chol_rsqrt_fast, and -1 for a tile with a subnormal
+// positive pivot (whose results are then wrong: the caller runs again
+// without FAST).
+template <typename T, bool FAST>
 inline int chol_solve8(const threadgroup T* S, threadgroup T* Q, int g8,
                        int r) {
+  constexpr bool FTZ = FAST && CHOL_FTZ_RSQRT && sizeof(T) == 4;
   constexpr int PS = chol_ps<T>();
   T t[8][8];
   CHOL_UNROLL
@@ -416,12 +434,15 @@ inline int chol_solve8(const threadgroup T* S, threadgroup T* Q, int g8,
   chol_ld4(S + r * PS, x);
   chol_ld4(S + r * PS + 4, x + 4);
   int fail = 0;
+  bool tiny = false; // a subnormal positive pivot (FTZ)
   CHOL_UNROLL
   for (int j = 0; j < 8; ++j) {
     const T d = t[j][j];
     if (!(d > T(0)) && fail == 0)
       fail = j + 1;
-    const T rs = chol_rsqrt(d);
+    if (FTZ)
+      tiny = tiny || (d > T(0) && d < T(FLT_MIN));
+    const T rs = FTZ ? chol_rsqrt_fast(d) : chol_rsqrt(d);
     CHOL_UNROLL
     for (int i = j + 1; i < 8; ++i)
       t[i][j] *= rs;
@@ -438,7 +459,7 @@ inline int chol_solve8(const threadgroup T* S, threadgroup T* Q, int g8,
   }
   chol_st4(Q + r * PS, x);
   chol_st4(Q + r * PS + 4, x + 4);
-  return fail;
+  return tiny ? -1 : fail;
 }
 
 // An updater thread's rank-8 update by the group staged (and solved) at
@@ -802,8 +823,10 @@ if (!holds) {
     if (g == 0 && failed != 0)
       return;
     if (r >= 8 * g) {
-      const int f =
-          chol_solve8<T>(S, P + (1 + (g & 1)) * NR * PS, 8 * g, r);
+      threadgroup T* Q = P + (1 + (g & 1)) * NR * PS;
+      int f = chol_solve8<T, true>(S, Q, 8 * g, r);
+      if (CHOL_FTZ_RSQRT && sizeof(T) == 4 && f < 0) // rare: see FAST
+        f = chol_solve8<T, false>(S, Q, 8 * g, r);
       if (fail == 0 && f != 0)
         fail = 8 * g + f;
     }

@@ -315,7 +315,51 @@ static void ca_panel_not_pd(kiln_dtype dt, int64_t batch, int64_t n,
   free(a);
 }
 
+/* Subnormal pivots in float32 (chol_panel2 on CUDA takes its pivots'
+ * rsqrt flushing subnormals, and runs a tile again the exact way when it
+ * meets one): SPD matrices whose rows and columns `at` are zero but for a
+ * diagonal of 1e-39 (a float32 subnormal; the factor's diagonal there is
+ * ~3.2e-20), in the first panel, a fused right panel and a later panel,
+ * lower and upper, FUSE off and on: valid factors with that diagonal
+ * exact to a few ulps. */
+static void ca_panel_subnormal(bool upper, int fuse) {
+  const int64_t n = 200, at[3] = {5, 70, 131};
+  double *a = kt_la_alloc(n * n);
+  kt_la_spd(n, a);
+  for (int q = 0; q < 3; q++) {
+    for (int64_t i = 0; i < n; i++)
+      a[at[q] * n + i] = a[i * n + at[q]] = 0.0;
+    a[at[q] * (n + 1)] = 1e-39;
+  }
+  int64_t shape[2] = {n, n};
+  kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
+  for (int64_t i = 0; i < n * n; i++) /* as the array holds it */
+    a[i] = (double)(float)a[i];
+  kiln__chol_panel_test = 1;
+  kiln__chol_fuse_test = fuse;
+  double *f = ca_factor(arr, upper, 2);
+  kiln__chol_panel_test = -1;
+  kiln__chol_fuse_test = -1;
+  char what[96];
+  snprintf(what, sizeof what, "float32 %lld x %lld %s subnormal pivots%s",
+           (long long)n, (long long)n, upper ? "upper" : "lower",
+           fuse ? " fused" : "");
+  ca_check(what, KILN_FLOAT32, upper, 1, n, a, f);
+  for (int q = 0; q < 3; q++) {
+    double want = sqrt(a[at[q] * (n + 1)]), got = f[at[q] * (n + 1)];
+    CHECK(fabs(got - want) <= 4 * kt_eps(KILN_FLOAT32) * want,
+          "%s: diagonal %lld is %.9g, not %.9g", what, (long long)at[q],
+          got, want);
+  }
+  free(f);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
 void test_linalg_cholesky_panel(void) {
+  for (int upper = 0; upper < 2; upper++)
+    for (int fuse = 0; fuse < 2; fuse++)
+      ca_panel_subnormal(upper, fuse);
   for (int d = 0; d < 2; d++) {
     kiln_dtype dt = ca_dtypes[d];
     ca_panel_case(dt, 1, 129, 2, false);
