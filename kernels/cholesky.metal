@@ -324,9 +324,9 @@ inline int chol_run(const device T* src, int64_t sr, int64_t sc,
 //        to it and stage it into S.
 // The chain of a round (counted from the sm_90a SASS, float32): the two
 // barriers, the solver's ~240 instructions with the tile's 8 pivots on
-// the chain (FSETP, MUFU.RSQ with its subnormal scaling, FMUL, FFMA:
-// ~36 cycles each; float64 ~85) and the ~110-instruction update of the
-// next group: ~600 cycles. chol_panel's 16-column rounds ran a chain of
+// the chain (MUFU.RSQ, FMUL, FFMA: ~26 cycles each, see
+// chol_rsqrt_fast; float64 ~85) and the ~110-instruction update of the
+// next group: ~500-600 cycles. chol_panel's 16-column rounds ran a chain of
 // shuffle, IEEE sqrt and division, shuffle and fma per column: ~240
 // cycles a column by the ncu samples, ~15,600 a panel where these
 // rounds take ~4,800.

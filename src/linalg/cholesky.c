@@ -124,12 +124,12 @@
  *      MEASURED: the scalars and the block loaded in two round trips
  *      (~1,500 cycles), then 8 rounds of 8 columns whose chain is two
  *      barriers, a solver thread's 8 x 8 tile in registers (per pivot
- *      FSETP, MUFU.RSQ, FMUL, FFMA: ~36 cycles; ~350 a round with the
- *      tile's loads and the row's store; float64 ~85 a pivot, ~1,000 a
- *      round) and the next group's 8-deep update (~150, in the 4 warps
- *      that hold that group): ~600 a round, ~4,800 in all (float64
+ *      MUFU.RSQ, FMUL, FFMA: ~26 cycles; ~300 a round with the tile's
+ *      loads and the row's store; float64 ~85 a pivot, ~1,000 a round)
+ *      and the next group's 8-deep update (~150, in the 4 warps that
+ *      hold that group): ~500-600 a round, ~4,500 in all (float64
  *      ~9,500), the other updates hidden behind the solvers; float32
- *      ~6,500-7,000 SM cycles, 4x fewer. FUSE's 64-deep update: 48 -> 12
+ *      ~6,000-6,500 SM cycles, 4x fewer. FUSE's 64-deep update: 48 -> 12
  *      shared-memory accesses per 4 columns and one staging round trip:
  *      ~4,000 issue cycles (float64 ~7,000). Expected per panel (adding
  *      the ~3.5 us that ncu showed between SM-active and elapsed):
