@@ -23,6 +23,9 @@
 //            array that lu_iota fills); chol_ksum ends a split-K update (the
 //            driver's update_split); with FUSE chol_panel first applies
 //            the update by the columns left of it (left-looking).
+//            chol_panel2 (the default; cholesky.c, KILN_CHOL_PANEL) does
+//            chol_panel's work in 8-column rounds with the pivots in
+//            registers: see "chol_panel2's pieces" below.
 //
 // The heart of both threadgroup kernels is chol_run: 256 threads hold a
 // (PW + RCH) x PW block in registers, 16 x 16 threads each owning the
@@ -323,6 +326,334 @@ inline int chol_run(const device T* src, int64_t sr, int64_t sc,
   return fail;
 }
 
+// ---- chol_panel2's pieces ------------------------------------------------
+//
+// chol_panel2 factors the same (PW + RCH) x PW block as chol_panel, but 8
+// columns a round instead of 16, with the pivots off the shuffles. Its
+// 256 + NR threads (NR = PW + RCH) are two kinds of warps: 256 "updater"
+// threads hold the block in registers (chol_run's layout), and NR
+// "solver" threads each own one row of it. Shared memory holds S, the
+// group of 8 columns being solved, as staged (NR x 8), and Q, the solved
+// groups, one buffer for the even rounds and one for the odd ones. Round
+// g (of PW / 8):
+//   A_g  barrier: group g is staged in S. Each solver loads the 8 x 8
+//        diagonal tile, factors it in its own registers (no shuffle, no
+//        barrier: a pivot is an rsqrt, a multiply and an fma after the
+//        one before) and solves its row by it into Q_g. Meanwhile the
+//        updaters apply round g - 1's rank-8 update (from Q_g-1) to the
+//        groups right of g + 1, off the critical path.
+//   B_g  barrier: the updaters take group g's final values back from
+//        Q_g, and the warps that hold group g + 1 apply its rank-8 update
+//        to it and stage it into S.
+// The chain of a round (counted from the sm_90a SASS, float32): the two
+// barriers, the solver's ~240 instructions with the tile's 8 pivots on
+// the chain (MUFU.RSQ, FMUL, FFMA: ~26 cycles each, see
+// chol_rsqrt_fast; float64 ~85) and the ~110-instruction update of the
+// next group: ~500-600 cycles. chol_panel's 16-column rounds ran a chain of
+// shuffle, IEEE sqrt and division, shuffle and fma per column: ~240
+// cycles a column by the ncu samples, ~15,600 a panel where these
+// rounds take ~4,800.
+
+#if KILN_BACKEND_CUDA
+// The hardware reciprocal square root (CUDA: 2 ulp in float32, 1 ulp in
+// float64), not 1 / sqrt: two correctly rounded operations on the
+// critical path of every pivot.
+inline float chol_rsqrt(float x) { return ::rsqrtf(x); }
+inline double chol_rsqrt(double x) { return ::rsqrt(x); }
+// FAST: float32's MUFU.RSQ alone (flushing a subnormal x to 0, so +inf):
+// rsqrtf wraps it in a test and two multiplies for subnormal x, three
+// dependent instructions more on each pivot's chain (~12 cycles).
+// chol_solve8 detects subnormal pivots itself and then runs again with
+// chol_rsqrt.
+#define CHOL_FTZ_RSQRT 1
+inline float chol_rsqrt_fast(float x) {
+  float r;
+  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+inline double chol_rsqrt_fast(double x) { return ::rsqrt(x); }
+#else
+#define CHOL_FTZ_RSQRT 0
+template <typename T> inline T chol_rsqrt(T x) { return T(1) / sqrt(x); }
+template <typename T> inline T chol_rsqrt_fast(T x) { return chol_rsqrt(x); }
+#endif
+
+// 4 consecutive elements of threadgroup memory (16-byte aligned) into
+// x[0..3], and back: one 16-byte access for float, two for double.
+inline void chol_ld4(const threadgroup float* p, thread float* x) {
+  const float4 v = *(const threadgroup float4*)p;
+  x[0] = v.x;
+  x[1] = v.y;
+  x[2] = v.z;
+  x[3] = v.w;
+}
+inline void chol_ld4(const threadgroup double* p, thread double* x) {
+  const double2 u = *(const threadgroup double2*)p;
+  const double2 v = *(const threadgroup double2*)(p + 2);
+  x[0] = u.x;
+  x[1] = u.y;
+  x[2] = v.x;
+  x[3] = v.y;
+}
+// 16 bytes of threadgroup memory (16-byte aligned) into x: 4 floats or 2
+// doubles, one access.
+inline void chol_ldv(const threadgroup float* p, thread float* x) {
+  chol_ld4(p, x);
+}
+inline void chol_ldv(const threadgroup double* p, thread double* x) {
+  const double2 u = *(const threadgroup double2*)p;
+  x[0] = u.x;
+  x[1] = u.y;
+}
+inline void chol_st4(threadgroup float* p, const thread float* x) {
+  *(threadgroup float4*)p = float4(x[0], x[1], x[2], x[3]);
+}
+inline void chol_st4(threadgroup double* p, const thread double* x) {
+  *(threadgroup double2*)p = double2(x[0], x[1]);
+  *(threadgroup double2*)(p + 2) = double2(x[2], x[3]);
+}
+
+// p[off] where `real`, else `other`: a predicated load into the register
+// that holds `other`, with nothing waiting for it (a select after the
+// load made the warp wait for each load before issuing the next ones).
+template <typename T>
+inline T chol_ld(const device T* p, int64_t off, bool real, T other) {
+  T v = other;
+  if (real)
+    v = p[off];
+  return v;
+}
+
+// The row stride of a staged 8-column group (P_g): 16-byte aligned rows,
+// and the 8 rows that one 16-byte access serves at a time fall on
+// distinct banks (12 floats: 48 B; 10 doubles: 80 B).
+template <typename T> constexpr int chol_ps() {
+  return sizeof(T) == 4 ? 12 : 10;
+}
+
+// One solver thread's round: factors the 8 x 8 diagonal tile of the
+// group staged at S (rows g8 .. g8+7), in registers, and solves its own
+// row r (>= g8) by it into Q: L[r, g8 + j] for j < 8 (for a row of the
+// tile: its row of the tile's factor, the diagonal included; the rest of
+// the row above the diagonal is not used). Not in place: the other
+// solvers may still be reading the tile's rows. Returns 0 or j + 1 for
+// the first pivot j that is not positive (NaN included). FAST (float32 on
+// CUDA): pivots by chol_rsqrt_fast, and -1 for a tile with a subnormal
+// positive pivot (whose results are then wrong: the caller runs again
+// without FAST).
+template <typename T, bool FAST>
+inline int chol_solve8(const threadgroup T* S, threadgroup T* Q, int g8,
+                       int r) {
+  constexpr bool FTZ = FAST && CHOL_FTZ_RSQRT && sizeof(T) == 4;
+  constexpr int PS = chol_ps<T>();
+  T t[8][8];
+  CHOL_UNROLL
+  for (int i = 0; i < 8; ++i) {
+    chol_ld4(S + (g8 + i) * PS, t[i]);
+    if (i >= 4)
+      chol_ld4(S + (g8 + i) * PS + 4, t[i] + 4);
+  }
+  T x[8];
+  chol_ld4(S + r * PS, x);
+  chol_ld4(S + r * PS + 4, x + 4);
+  int fail = 0;
+  bool tiny = false; // a subnormal positive pivot (FTZ)
+  CHOL_UNROLL
+  for (int j = 0; j < 8; ++j) {
+    const T d = t[j][j];
+    if (!(d > T(0)) && fail == 0)
+      fail = j + 1;
+    if (FTZ)
+      tiny = tiny || (d > T(0) && d < T(FLT_MIN));
+    const T rs = FTZ ? chol_rsqrt_fast(d) : chol_rsqrt(d);
+    CHOL_UNROLL
+    for (int i = j + 1; i < 8; ++i)
+      t[i][j] *= rs;
+    CHOL_UNROLL
+    for (int i = j + 1; i < 8; ++i)
+      CHOL_UNROLL
+      for (int c = j + 1; c <= i; ++c)
+        t[i][c] = fma(-t[i][j], t[c][j], t[i][c]);
+    // The own row: its element j scaled, the rest of it updated by it.
+    x[j] *= rs;
+    CHOL_UNROLL
+    for (int c = j + 1; c < 8; ++c)
+      x[c] = fma(-x[j], t[c][j], x[c]);
+  }
+  chol_st4(Q + r * PS, x);
+  chol_st4(Q + r * PS + 4, x + 4);
+  return tiny ? -1 : fail;
+}
+
+// An updater thread's rank-8 update by the group staged (and solved) at
+// P, of its elements in the column groups [glo, ghi): X[a][b] -= L[row,
+// group] . L[col, group] (X is chol_run's NA x NBC layout, tr / tc the
+// thread's row and column within a 16 x 16 tile; the group of column 16 b
+// + tc is 2 b + tc / 8). Elements above the diagonal are updated too
+// (they are never stored). Rounds of KC of the 8 columns (16 bytes: 4
+// floats, 2 doubles), to keep the operands' registers few.
+//
+// The thread's rows are at R = P + tr PS and its columns at C = P + tc PS
+// (hi = tc / 8): every address below is one of these two plus a constant
+// (an immediate offset; from P, tr and tc the compiler kept an index
+// register per row and column instead).
+template <typename T, int NA, int NBC>
+inline void chol_update8(thread T* X, const threadgroup T* R,
+                         const threadgroup T* C, int hi, int glo, int ghi) {
+  constexpr int PS = chol_ps<T>(), KC = 16 / (int)sizeof(T);
+  CHOL_UNROLL
+  for (int h = 0; h < 8; h += KC) {
+    T cv[NBC][KC];
+    CHOL_UNROLL
+    for (int b = 0; b < NBC; ++b)
+      if (2 * b + 1 >= glo && 2 * b < ghi)
+        chol_ldv(C + 16 * b * PS + h, cv[b]);
+    CHOL_UNROLL
+    for (int a = 0; a < NA; ++a) {
+      if (2 * a + 1 < glo)
+        continue; // no column of these groups is at or left of row a's
+      T rv[KC];
+      chol_ldv(R + 16 * a * PS + h, rv);
+      CHOL_UNROLL
+      for (int b = 0; b < NBC; ++b) {
+        if ((a < NBC && a < b) || 2 * b + 1 < glo || 2 * b >= ghi)
+          continue;
+        const int grp = 2 * b + hi;
+        if (grp < glo || grp >= ghi)
+          continue;
+        T acc = X[a * NBC + b];
+        CHOL_UNROLL
+        for (int k = 0; k < KC; ++k)
+          acc = fma(-rv[k], cv[b][k], acc);
+        X[a * NBC + b] = acc;
+      }
+    }
+  }
+}
+
+// An updater thread's elements of column group g: into a staged group P
+// (from X, rows of tiles b .. NA-1, b = g / 2) or back out of it; E = P +
+// tr PS + tc % 8, its first element (hi = tc / 8).
+template <typename T, int NA, int NBC>
+inline void chol_stage8(thread T* X, threadgroup T* E, int hi, int g,
+                        bool store) {
+  constexpr int PS = chol_ps<T>();
+  const int b = g / 2;
+  if (hi != (g & 1))
+    return;
+  CHOL_UNROLL
+  for (int a = 0; a < NA; ++a) {
+    if (a < b)
+      continue;
+    threadgroup T* e = E + 16 * a * PS;
+    if (store)
+      *e = X[a * NBC + b];
+    else
+      X[a * NBC + b] = *e;
+  }
+}
+
+// FUSE's columns staged at a time: 64 floats (float32's 64-deep update
+// in one staging round, its loads all in flight at once), 16 doubles (32
+// took 171 registers, 16 take 138).
+template <typename T> constexpr int chol_fc() {
+  return sizeof(T) == 4 ? 64 : 16;
+}
+
+// chol_panel2's FUSE: chol_run's left-looking update, X -= L[rows,
+// -kw:0] L[cols, -kw:0]^T (kw <= PW), with the columns staged FC at a time
+// for all NR rows by all THREADS threads (chol_fc; rows padded by 16
+// bytes: 34 / 18 KiB) and read back as 16-byte vectors in
+// bank-free rows: per 16 bytes of columns (4 floats, 2 doubles), 12
+// 16-byte accesses a thread, where chol_run's FUSE makes 48 (float32) or
+// 24 (float64) smaller ones, a loop bound by shared-memory wavefronts.
+// Only the threads that hold the block (`holds`) update; every thread
+// stages and meets the barriers. Ends with a barrier: F may be reused at
+// once.
+template <typename T, int PW, int RCH, bool UPPER, int THREADS>
+inline void chol_fuse2(const device T* src, int64_t sr, int64_t sc, int pw,
+                       int rows, int r0, int tid, threadgroup T* F, int kw,
+                       thread T* X, bool holds, int tr, int tc) {
+  constexpr int NBC = PW / 16, NA = (PW + RCH) / 16, NR = 16 * NA;
+  constexpr int FC = chol_fc<T>(), FS = FC + 16 / (int)sizeof(T);
+  constexpr int PER = (NR * FC + THREADS - 1) / THREADS;
+  // Element e = tid + THREADS j of the chunk is (row, k) = (e / FC, e %
+  // FC), or (e % NR, e / NR) for UPPER, so that neighbouring threads take
+  // neighbouring addresses (columns, or rows for UPPER); THREADS is a
+  // multiple of FC and of NR, so a thread's k (row for UPPER) is the same
+  // for every j.
+  static_assert(THREADS % FC == 0 && THREADS % NR == 0, "chol_fuse2");
+  const int fixed = UPPER ? tid % NR : tid % FC;
+  const int first = UPPER ? tid / NR : tid / FC;
+  constexpr int STEP = UPPER ? THREADS / NR : THREADS / FC;
+  // kw <= PW (the driver fuses a panel's update by the one panel left
+  // of it), so the chunks are unrolled: in a rolled loop the compiler
+  // kept every element's offset and predicate in registers across it.
+  CHOL_UNROLL
+  for (int f0 = 0; f0 < PW; f0 += FC) {
+    if (f0 >= kw)
+      break;
+    // The offsets walk linearly in j (lower: plus a shift for the rows
+    // past the diagonal block), so that each costs an add or two: the
+    // offsets written out per element took ~500 instructions.
+    const int i0 = UPPER ? (fixed < PW ? fixed : r0 + fixed - PW) : first;
+    const int64_t base = (int64_t)i0 * sr +
+                         (int64_t)(f0 - kw + (UPPER ? first : fixed)) * sc;
+    const int64_t step = (int64_t)STEP * (UPPER ? sc : sr);
+    const int64_t shift = (int64_t)(r0 - PW) * sr;
+    T v[PER];
+    CHOL_UNROLL
+    for (int j = 0; j < PER; ++j) {
+      const int row = UPPER ? fixed : first + STEP * j;
+      const int k = UPPER ? first + STEP * j : fixed;
+      const int i = row < PW ? row : r0 + row - PW;
+      const bool real = (UPPER ? k < FC : row < NR) &&
+                        (row < PW ? i < pw : i < rows) && f0 + k < kw;
+      const int64_t off =
+          base + j * step + (!UPPER && row >= PW ? shift : (int64_t)0);
+      v[j] = chol_ld(src, off, real, T(0));
+    }
+    // The previous chunk's readers are done with F.
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    CHOL_UNROLL
+    for (int j = 0; j < PER; ++j) {
+      const int row = UPPER ? fixed : first + STEP * j;
+      const int k = UPPER ? first + STEP * j : fixed;
+      if (UPPER ? k < FC : row < NR)
+        F[row * FS + k] = v[j];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (!holds)
+      continue;
+    constexpr int KC = 16 / (int)sizeof(T);
+    const threadgroup T* Rf = F + tr * FS; // as chol_update8's R and C
+    const threadgroup T* Cf = F + tc * FS;
+    CHOL_ROLLED
+    for (int k = 0; k < FC; k += KC) {
+      T cv[NBC][KC];
+      CHOL_UNROLL
+      for (int b = 0; b < NBC; ++b)
+        chol_ldv(Cf + 16 * b * FS + k, cv[b]);
+      CHOL_UNROLL
+      for (int a = 0; a < NA; ++a) {
+        T rv[KC];
+        chol_ldv(Rf + 16 * a * FS + k, rv);
+        CHOL_UNROLL
+        for (int b = 0; b < NBC; ++b) {
+          if (a < NBC && a < b)
+            continue;
+          T acc = X[a * NBC + b];
+          CHOL_UNROLL
+          for (int q = 0; q < KC; ++q)
+            acc = fma(-rv[q], cv[b][q], acc);
+          X[a * NBC + b] = acc;
+        }
+      }
+    }
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+
 //@kernel chol_warp
 // The small path for n <= W (W = 16 or 32): each warp factors 32 / W
 // matrices, lane base + i holding row i of its matrix (padded with the
@@ -421,6 +752,166 @@ const int fail = chol_run<T, PW, RCH, UPPER, true, FUSE>(
     x == 0, (int)thread_index_in_threadgroup, Pn, Pd, kw);
 if (fail != 0 && thread_index_in_threadgroup == 0)
   info[b] = p0 + fail;
+
+//@kernel chol_panel2
+// chol_panel's work (the same inputs, outputs, template and groups) in
+// 8-column rounds (see "chol_panel2's pieces" above), with threadgroups
+// of 256 + PW + RCH threads: the first 256 hold the block, the others
+// solve a row each. Template: T, PW, RCH, UPPER, FUSE. grid = ((256 + PW
+// + RCH) * groups, matrices in this launch), batch0 the first; Win is W,
+// bound for its shape; Dg (...×n) receives the diagonal.
+constexpr int NBC = PW / 16, NA = (PW + RCH) / 16, NR = 16 * NA;
+constexpr int NG = PW / 8, PS = chol_ps<T>();
+constexpr int PWORDS = 3 * NR * PS; // S, then Q for even and odd rounds
+constexpr int FWORDS = FUSE ? NR * (chol_fc<T>() + 16 / (int)sizeof(T)) : 0;
+constexpr int WORDS = PWORDS > FWORDS ? PWORDS : FWORDS;
+constexpr int VECS = (WORDS * (int)sizeof(T) + 15) / 16;
+threadgroup float4 Pbuf[VECS]; // float4: 16-byte aligned, whatever T is
+threadgroup int failed;
+threadgroup T* P = (threadgroup T*)Pbuf;
+const int tid = (int)thread_index_in_threadgroup;
+// The three scalars first, together: each is a load from memory, and
+// chol_panel's chain of them (batch0, then info, then k0) was three round
+// trips before the first load of the block.
+const int p0 = k0, kwv = kw;
+const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int n = Win_shape[Win_ndim - 1];
+const int pw = min(PW, n - p0), rows = n - p0;
+const int64_t wr = UPPER ? 1 : (int64_t)n, wc = UPPER ? (int64_t)n : 1;
+device T* w = L + (int64_t)b * n * n + (int64_t)p0 * (wr + wc);
+const int x = (int)threadgroup_position_in_grid.x;
+const int r0 = pw + x * RCH;
+const bool holds = tid < 256;
+// An updater's place (tr, tc) in the 16 x 16 tiles: neighbouring lanes
+// take neighbouring addresses (8 columns of a row, or 16 rows of a column
+// for UPPER: whole 32-byte sectors either way), and the column half tc / 8
+// is the same across a warp, warps 0-3 the left half and 4-7 the right
+// one, a warp of each on every scheduler: a round's update of the next
+// group's 8 columns then runs in 4 warps, one a scheduler, not in all 8
+// with half of each warp's lanes idle.
+const int lane = tid % 32, wp = (tid / 32) % 8;
+const int tr = UPPER ? tid % 16 : 4 * (wp % 4) + lane / 8;
+const int tc = UPPER ? (tid / 16) % 16 : 8 * (wp / 4) + lane % 8;
+// The thread's element (i, c) = (rb + tr, 16 bb + tc), rb = 16 a for the
+// diagonal block's tiles and r0 + 16 (a - NBC) below, is at o + rb wr +
+// 16 bb wc: a 64-bit product per tile row (lower) or column (UPPER), the
+// rest immediate offsets (each element's offset written out took ~200
+// instructions before the first barrier and as many after the last).
+const device T* o = w + (int64_t)tr * wr + (int64_t)tc * wc;
+T X[NA * NBC];
+if (holds) {
+  CHOL_UNROLL
+  for (int a = 0; a < NA; ++a) {
+    const int rb = a < NBC ? 16 * a : r0 + 16 * (a - NBC);
+    CHOL_UNROLL
+    for (int bb = 0; bb < NBC; ++bb) {
+      if (a < NBC && a < bb)
+        continue; // a tile above the diagonal: never held
+      // Zeros above the diagonal, the identity past the block's order,
+      // zeros in the rows past the matrix.
+      const int c = 16 * bb + tc, i = rb + tr;
+      const bool real = a < NBC ? i < pw && c < pw && c <= i
+                                : i < rows && c < pw;
+      X[a * NBC + bb] =
+          chol_ld(o, (int64_t)rb * wr + (int64_t)(16 * bb) * wc, real,
+                  i == c ? T(1) : T(0));
+    }
+  }
+}
+// An earlier panel of this matrix failed: leave it. One thread reads info
+// (its load in flight with the block's) and the group decides together
+// after the first barrier of the rounds (see chol_panel).
+const int info_b = tid == 0 ? info[b] : 0;
+if (FUSE && kwv > 0)
+  chol_fuse2<T, PW, RCH, UPPER, 256 + NR>(w, wr, wc, pw, rows, r0, tid, P,
+                                          kwv, X, holds, tr, tc);
+if (tid == 0)
+  failed = info_b;
+// S: the group being solved, as staged; Q: the solved groups, the
+// even rounds' and the odd rounds' (a round's solvers write one while
+// the updaters still apply the other).
+threadgroup T* S = P;
+if (!holds) {
+  // The solvers: one rolled loop (the same code every round, a few
+  // hundred instructions where the unrolled rounds took thousands),
+  // meeting the updaters' two barriers a round. The two kinds of warps
+  // reach them at different places in the code: each warp passes every
+  // barrier as a whole (this branch is uniform per warp), as CUDA's and
+  // the CPU backend's counting barriers need.
+  const int r = tid - 256;
+  int fail = 0;
+  CHOL_ROLLED
+  for (int g = 0; g < NG; ++g) {
+    threadgroup_barrier(mem_flags::mem_threadgroup); // A_g: group g staged
+    if (g == 0 && failed != 0)
+      return;
+    if (r >= 8 * g) {
+      threadgroup T* Q = P + (1 + (g & 1)) * NR * PS;
+      int f = chol_solve8<T, true>(S, Q, 8 * g, r);
+      if (CHOL_FTZ_RSQRT && sizeof(T) == 4 && f < 0) // rare: see FAST
+        f = chol_solve8<T, false>(S, Q, 8 * g, r);
+      if (fail == 0 && f != 0)
+        fail = 8 * g + f;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup); // B_g: group g solved
+  }
+  // The last row's solver saw every pivot (it solves in every round).
+  if (r == NR - 1 && fail != 0)
+    info[b] = p0 + fail;
+  return;
+}
+// The thread's rows and columns in S (Q: + NR PS, + 2 NR PS).
+const int hi = tc >> 3;
+threadgroup T* Rs = P + tr * PS;
+threadgroup T* Cs = P + tc * PS;
+threadgroup T* Es = Rs + (tc & 7);
+chol_stage8<T, NA, NBC>(X, Es, hi, 0, true);
+CHOL_UNROLL
+for (int g = 0; g < NG; ++g) {
+  const int qg = (1 + (g & 1)) * NR * PS; // group g, solved
+  const int qo = (2 - (g & 1)) * NR * PS; // group g - 1
+  threadgroup_barrier(mem_flags::mem_threadgroup); // A_g: group g staged
+  if (g == 0 && failed != 0)
+    return;
+  // Round g - 1's update of the groups right of g + 1, off the chain.
+  if (g > 0)
+    chol_update8<T, NA, NBC>(X, Rs + qo, Cs + qo, hi, g + 1, NG);
+  threadgroup_barrier(mem_flags::mem_threadgroup); // B_g: group g solved
+  chol_stage8<T, NA, NBC>(X, Es + qg, hi, g, false);
+  if (g + 1 < NG && hi == ((g + 1) & 1)) { // the warps that hold it
+    chol_update8<T, NA, NBC>(X, Rs + qg, Cs + qg, hi, g + 1, g + 2);
+    chol_stage8<T, NA, NBC>(X, Es, hi, g + 1, true);
+  }
+}
+// The result, as chol_run's BLOCKED: the rows below in place, the
+// diagonal block's factor out of the other groups' way (transposed into
+// its upper triangle, the diagonal into Dg) by group 0 only.
+// (Addresses as for the loads; the diagonal block's transposed element
+// (c, i) from ot.)
+device T* dg = Dg + (int64_t)b * n + p0;
+device T* ow = w + (int64_t)tr * wr + (int64_t)tc * wc;
+device T* ot = w + (int64_t)tc * wr + (int64_t)tr * wc;
+CHOL_UNROLL
+for (int a = 0; a < NA; ++a) {
+  const int rb = a < NBC ? 16 * a : r0 + 16 * (a - NBC);
+  CHOL_UNROLL
+  for (int bb = 0; bb < NBC; ++bb) {
+    if (a < NBC && a < bb)
+      continue;
+    const int c = 16 * bb + tc, i = rb + tr;
+    if (a >= NBC) {
+      if (i < rows && c < pw)
+        ow[(int64_t)rb * wr + (int64_t)(16 * bb) * wc] = X[a * NBC + bb];
+      continue;
+    }
+    if (x != 0 || i >= pw || c >= pw || c > i)
+      continue;
+    if (c == i)
+      dg[i] = X[a * NBC + bb];
+    else
+      ot[(int64_t)(16 * bb) * wr + (int64_t)rb * wc] = X[a * NBC + bb];
+  }
+}
 
 //@kernel chol_copy
 // W = the logical lower triangle of A (the start of the blocked path; the

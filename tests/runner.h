@@ -141,6 +141,7 @@
   X(linalg_cholesky_fuse, 240)                                                \
   X(linalg_cholesky_splitk, 240)                                              \
   X(linalg_cholesky_narrow, 240)                                              \
+  X(linalg_cholesky_panel, 240)                                               \
   X(linalg_syrk_tri, 240)                                                     \
   X(linalg_syrk_tri_batched, 120)                                             \
   X(linalg_syrk_tri_errors, 60)                                               \

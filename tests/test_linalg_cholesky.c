@@ -451,6 +451,8 @@ void test_linalg_cholesky_nvrtc(void) {
           kt_la_targ(&tp[4], "FUSE", KILN_TEMPLATE_BOOL, fuse, KILN_INT32);
           ch_compile("chol_panel", "Win,k0,kw,batch0", "L,info,Dg", dt, rank,
                      tp, 5, target);
+          ch_compile("chol_panel2", "Win,k0,kw,batch0", "L,info,Dg", dt,
+                     rank, tp, 5, target);
         }
         kt_la_targ(&t[2], "UPPER", KILN_TEMPLATE_BOOL, upper, KILN_INT32);
         ch_compile("chol_finish", "Win,Dg,batch0", "L", dt, rank, t, 3,

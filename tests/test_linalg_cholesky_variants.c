@@ -269,3 +269,147 @@ void test_linalg_cholesky_narrow(void) {
     free(a);
   }
 }
+
+/* The panel kernel (kiln__chol_panel_test): chol_panel2 (8-column rounds,
+ * pivots in registers) and chol_panel (16-column rounds, pivots by
+ * shuffles) both give valid factors, close to each other, chol_panel2 the
+ * same bits run to run, alone and with FUSE (the fused update is its own
+ * code in each kernel); 129 ends in a panel of one column, 300 in one of
+ * 44; ill-conditioned (condition 1e6 in float32, 1e12 in float64);
+ * batched; path 3. */
+static void ca_panel_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
+                          bool ill) {
+  double *a = NULL;
+  kiln_array *arr = ca_spd_array(dt, batch, n, ill, &a);
+  for (int upper = 0; upper < 2; upper++) {
+    char what[128];
+    snprintf(what, sizeof what, "%s %lld x %lld x %lld %s%s path %d panel",
+             kiln_dtype_name(dt), (long long)batch, (long long)n,
+             (long long)n, ill ? "ill-conditioned " : "",
+             upper ? "upper" : "lower", path);
+    kiln__chol_panel_test = 0;
+    double *old = ca_factor(arr, upper, path);
+    kiln__chol_fuse_test = 1;
+    double *old_fused = ca_factor(arr, upper, path);
+    kiln__chol_panel_test = 1;
+    double *fused = ca_factor(arr, upper, path);
+    kiln__chol_fuse_test = 0;
+    double *now = ca_factor(arr, upper, path);
+    double *again = ca_factor(arr, upper, path);
+    kiln__chol_fuse_test = -1;
+    kiln__chol_panel_test = -1;
+    ca_check(what, dt, upper, batch, n, a, now);
+    ca_check(what, dt, upper, batch, n, a, fused);
+    ca_check(what, dt, upper, batch, n, a, old);
+    ca_check(what, dt, upper, batch, n, a, old_fused);
+    double tol = 64 * (double)n * kt_eps(dt) *
+                 (ill ? (dt == KILN_FLOAT32 ? 1e3 : 1e6) : 1.0);
+    ca_compare(what, now, old, batch * n * n, false, tol);
+    ca_compare(what, fused, old_fused, batch * n * n, false, tol);
+    ca_compare(what, fused, now, batch * n * n, false, tol);
+    ca_compare(what, again, now, batch * n * n, true, 0);
+    free(old);
+    free(old_fused);
+    free(fused);
+    free(now);
+    free(again);
+  }
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* A batch whose entry `bad` fails at leading minor `order` (its diagonal
+ * element order-1 made very negative, or NaN), factored with chol_panel2
+ * (FUSE as `fuse`): the call fails naming the first failing minor and the
+ * entry, and leaves *out untouched. */
+static void ca_panel_not_pd(kiln_dtype dt, int64_t batch, int64_t n,
+                            int64_t bad, int64_t order, bool upper,
+                            int fuse, bool nan) {
+  double *a = kt_la_alloc(batch * n * n);
+  for (int64_t b = 0; b < batch; b++)
+    kt_la_spd(n, a + b * n * n);
+  a[bad * n * n + (order - 1) * (n + 1)] = nan ? NAN : -1e3 * (double)n;
+  int64_t shape[3] = {batch, n, n};
+  kiln_array *arr = kt_la_array(dt, 3, shape, a);
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = 2;
+  kiln__chol_panel_test = 1;
+  kiln__chol_fuse_test = fuse;
+  kiln_array *sentinel = (kiln_array *)&o, *out = sentinel;
+  kiln_status st = kiln_cholesky_ex(arr, upper, &o, &out);
+  kiln__chol_panel_test = -1;
+  kiln__chol_fuse_test = -1;
+  CHECK_STATUS(st, KILN_ERROR_INVALID_ARGUMENT);
+  CHECK(out == sentinel, "*out was written on failure");
+  char want[96];
+  snprintf(want, sizeof want, "leading minor of order %lld of matrix %lld ",
+           (long long)order, (long long)bad);
+  CHECK_ERR_HAS(want);
+  CHECK_ERR_HAS("not positive definite");
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+/* Subnormal pivots in float32 (chol_panel2 on CUDA takes its pivots'
+ * rsqrt flushing subnormals, and runs a tile again the exact way when it
+ * meets one): SPD matrices whose rows and columns `at` are zero but for a
+ * diagonal of 1e-39 (a float32 subnormal; the factor's diagonal there is
+ * ~3.2e-20), in the first panel, a fused right panel and a later panel,
+ * lower and upper, FUSE off and on: valid factors with that diagonal
+ * exact to a few ulps. */
+static void ca_panel_subnormal(bool upper, int fuse) {
+  const int64_t n = 200, at[3] = {5, 70, 131};
+  double *a = kt_la_alloc(n * n);
+  kt_la_spd(n, a);
+  for (int q = 0; q < 3; q++) {
+    for (int64_t i = 0; i < n; i++)
+      a[at[q] * n + i] = a[i * n + at[q]] = 0.0;
+    a[at[q] * (n + 1)] = 1e-39;
+  }
+  int64_t shape[2] = {n, n};
+  kiln_array *arr = kt_la_array(KILN_FLOAT32, 2, shape, a);
+  for (int64_t i = 0; i < n * n; i++) /* as the array holds it */
+    a[i] = (double)(float)a[i];
+  kiln__chol_panel_test = 1;
+  kiln__chol_fuse_test = fuse;
+  double *f = ca_factor(arr, upper, 2);
+  kiln__chol_panel_test = -1;
+  kiln__chol_fuse_test = -1;
+  char what[96];
+  snprintf(what, sizeof what, "float32 %lld x %lld %s subnormal pivots%s",
+           (long long)n, (long long)n, upper ? "upper" : "lower",
+           fuse ? " fused" : "");
+  ca_check(what, KILN_FLOAT32, upper, 1, n, a, f);
+  for (int q = 0; q < 3; q++) {
+    double want = sqrt(a[at[q] * (n + 1)]), got = f[at[q] * (n + 1)];
+    CHECK(fabs(got - want) <= 4 * kt_eps(KILN_FLOAT32) * want,
+          "%s: diagonal %lld is %.9g, not %.9g", what, (long long)at[q],
+          got, want);
+  }
+  free(f);
+  kiln_array_destroy(arr);
+  free(a);
+}
+
+void test_linalg_cholesky_panel(void) {
+  for (int upper = 0; upper < 2; upper++)
+    for (int fuse = 0; fuse < 2; fuse++)
+      ca_panel_subnormal(upper, fuse);
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = ca_dtypes[d];
+    ca_panel_case(dt, 1, 129, 2, false);
+    ca_panel_case(dt, 1, 300, 2, false);
+    ca_panel_case(dt, 1, 256, 2, true);
+    ca_panel_case(dt, 3, 200, 2, false);
+    ca_panel_case(dt, 2, 192, 3, false);
+    /* the first and last pivot of rounds of the first panel (8 columns
+     * each), of the second panel (fused or not) and of a later one */
+    static const int64_t orders[] = {1, 8, 9, 16, 17, 40, 57, 64, 65, 72,
+                                     73, 128, 129, 200, 300};
+    for (int upper = 0; upper < 2; upper++)
+      for (size_t k = 0; k < sizeof orders / sizeof orders[0]; k++)
+        ca_panel_not_pd(dt, 2, 300, (int64_t)(k % 2), orders[k], upper,
+                        (int)(k % 3 == 0), k % 4 == 1);
+  }
+}

@@ -113,16 +113,47 @@
  *   KILN_CHOL_NARROW (a tile count T; 100 by default; 0: none): float32
  *      updates of fewer than T 128-tiles (a trapezoid's, or a
  *      rectangle's) leave gemm_f32 for the GEMM's auto path (64 x 64
- *      SIMT tiles below a wave) on column_blocks. The updates after each two-panel split
- *      (rows x 128, 128 deep: <= 63 tiles, under a quarter of the 264
- *      gemm_f32 slots) took ~28 us each (32 of them) and the 256-deep
- *      ones ~42 us (16) on an H200: each 128-tile is as deep as the
- *      update (~0.18 us a column), where 4x as many 64-tiles would fill
- *      the card at a quarter of the work each. Count: ~10-15 us less a
+ *      SIMT tiles below a wave) on column_blocks. The updates after
+ *      each two-panel split (rows x 128, 128 deep: <= 63 tiles, under a
+ *      quarter of the 264 gemm_f32 slots) took ~28 us each (32 of them)
+ *      and the 256-deep ones ~42 us (16) on an H200: each 128-tile is as
+ *      deep as the update (~0.18 us a column), where 4x as many 64-tiles
+ *      would fill the card at a quarter of the work each. Count: ~10-15 us less a
  *      narrow update, ~0.5 ms. Measured (H200, 2026-11-27, one process
  *      per T, float32 8192^2; cuSOLVER Xpotrf lower 7.78-7.85 ms): T 0
  *      9.02-9.07, 64 8.85, 100 8.81, 132 8.81, 200 9.04, 264 9.78 ms:
  *      -0.2 ms (less than counted), hence 100.
+ *   KILN_CHOL_PANEL (1, default: chol_panel2; 0 chol_panel): the panel
+ *      kernel. The 128 panels run one after the other between the GEMMs,
+ *      and a panel's time does not depend on its group count (ncu on an
+ *      H200, float32 8192^2: 16.4-17.5 us for 1 to 127 groups, 26.4 us
+ *      fused; float64 27.6 us): it is one threadgroup's latency chain.
+ *      chol_panel's chain, from its per-instruction samples: ~3,400
+ *      cycles before the first pivot (constant-cache misses and three
+ *      dependent loads: batch0, then info behind a barrier, then k0, then
+ *      the block), then 4 rounds of a 16-column factorization by shuffles
+ *      at ~240 cycles a column (shuffle, IEEE sqrt and division with their
+ *      slow-path checks, shuffle, fma; 8 warps, nothing to hide it) =
+ *      ~15,600 cycles, ~3,600 of rank-16 updates between barriers, ~2,000
+ *      of stores: ~27,500 SM cycles. chol_panel2 (kernels/cholesky.metal,
+ *      "chol_panel2's pieces"), counted from its sm_90a SASS, NOT
+ *      MEASURED: the scalars and the block loaded in two round trips
+ *      (~1,500 cycles), then 8 rounds of 8 columns whose chain is two
+ *      barriers, a solver thread's 8 x 8 tile in registers (per pivot
+ *      MUFU.RSQ, FMUL, FFMA: ~26 cycles; ~300 a round with the tile's
+ *      loads and the row's store; float64 ~85 a pivot, ~1,000 a round)
+ *      and the next group's 8-deep update (~150, in the 4 warps that
+ *      hold that group): ~500-600 a round, ~4,500 in all (float64
+ *      ~9,500), the other updates hidden behind the solvers; float32
+ *      ~6,000-6,500 SM cycles, 4x fewer. FUSE's 64-deep update: 48 -> 12
+ *      shared-memory accesses per 4 columns and one staging round trip:
+ *      ~4,000 issue cycles (float64 ~7,000). Expected per panel (adding
+ *      the ~3.5 us that ncu showed between SM-active and elapsed):
+ *      float32 16.9 -> ~7 us, fused 26.4 -> ~9 us; float64 27.6 -> ~9 us:
+ *      ~1.7 ms less in float32 (9.61 -> ~7.9 ms), ~2.3 ms in float64
+ *      (11.29 -> ~9.0 ms) at 8192^2, if the counts hold. Its threadgroups
+ *      have 384 threads; every sm_90a configuration compiles to at most
+ *      140 registers (168 fit), no spills.
  * Measured and dropped (branch wip/chol-variants keeps them; same run,
  * float32 / float64 ms):
  *   - KILN_CHOL_NARROW64, float64 updates of fewer than T 128-tiles on the
@@ -150,7 +181,8 @@
  * gain or loss expected, not timed).
  * What is left by the count, against targets of 9.1 and 8.8 ms: the
  * GEMMs' partial waves (deep updates of few tiles late in the matrix,
- * ~2 ms) and the 128 panels, still on the path one after the other.
+ * ~2 ms) and the 128 panels, still on the path one after the other
+ * (chol_panel2: ~1 ms in float32 by its count).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -218,6 +250,7 @@ typedef struct chol_problem {
                        split-K in trapezoid pieces */
   int64_t narrow;   /* float32 updates of fewer 128-tiles than this on
                        the GEMM's auto path (KILN_CHOL_NARROW); 0: none */
+  int panel;        /* the panel kernel: 0 chol_panel, 1 chol_panel2 */
 } chol_problem;
 
 /* See linalg.h. */
@@ -226,6 +259,7 @@ int kiln__chol_fuse_test = -1;
 int kiln__chol_splitk_test = -1;
 int kiln__chol_syrk_test = -1;
 int kiln__chol_narrow_test = -1;
+int kiln__chol_panel_test = -1;
 
 /* KILN_CHOL_INDEX, KILN_CHOL_GEMM, KILN_CHOL_FUSE, KILN_CHOL_SPLITK and
  * KILN_CHOL_SYRK (0 to 1 or 2; the defaults below, FUSE's -1 meaning by
@@ -233,6 +267,7 @@ int kiln__chol_narrow_test = -1;
  * variant, one process each (see the top of the file). */
 static int g_env_index = 1, g_env_gemm = 1, g_env_fuse = -1;
 static int g_env_splitk = 1, g_env_syrk = 2, g_env_narrow = 100;
+static int g_env_panel = 1;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static int env_mode(const char *name, int most, int dflt) {
@@ -254,6 +289,7 @@ static void read_env(void) {
   long t = v != NULL ? strtol(v, &end, 10) : 0;
   if (v != NULL && end != v && *end == '\0' && t >= 0 && t < 10000)
     g_env_narrow = (int)t;
+  g_env_panel = env_mode("KILN_CHOL_PANEL", 1, 1);
 }
 
 /* ---- checks -------------------------------------------------------------- */
@@ -463,12 +499,13 @@ static kiln_status launch_copy(const chol_problem *p) {
 }
 
 /* chol_panel on the panel whose diagonal block starts at p0, first
- * updated in the kernel by the kw columns left of it (FUSE; kw 0: none). */
+ * updated in the kernel by the kw columns left of it (FUSE; kw 0: none;
+ * chol_panel2 takes kw <= CHOL_PW, the one panel of a two-panel split). */
 static kiln_status launch_panel(const chol_problem *p, int64_t p0,
                                 int64_t kw) {
   kiln_kernel *k = NULL;
-  kiln_status st =
-      chol_kernel("chol_panel", "Win,k0,kw,batch0", "L,info,Dg", &k);
+  kiln_status st = chol_kernel(p->panel ? "chol_panel2" : "chol_panel",
+                               "Win,k0,kw,batch0", "L,info,Dg", &k);
   kiln_array *in[3] = {p->w, NULL, NULL};
   if (st == KILN_OK)
     st = int_scalar(p, p0, &in[1]);
@@ -488,8 +525,10 @@ static kiln_status launch_panel(const chol_problem *p, int64_t p0,
   int64_t below = p->n - p0 - CHOL_PW;
   int64_t groups = below > 0 ? (below + rch - 1) / rch : 1;
   kiln_array *into[3] = {p->w, p->info, p->dg};
+  /* chol_panel2: 256 threads hold the block, PW + RCH more solve rows */
+  uint32_t threads = CHOL_THREADS + (p->panel ? CHOL_PW + CHOL_RCH : 0);
   st = launch_over_batch(p, k, in, 3, into, 3, t, 5,
-                         (uint32_t)groups * CHOL_THREADS, CHOL_THREADS);
+                         (uint32_t)groups * threads, threads);
   kiln__array_destroy(in[1]);
   kiln__array_destroy(in[2]);
   return st;
@@ -1064,6 +1103,10 @@ static kiln_status factor(chol_problem *p) {
     p->syrk = 0;
   p->narrow = kiln__chol_narrow_test >= 0 ? kiln__chol_narrow_test
                                           : g_env_narrow;
+  p->panel = kiln__chol_panel_test >= 0 ? kiln__chol_panel_test
+                                        : g_env_panel;
+  if (p->panel > 1)
+    p->panel = 1;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)

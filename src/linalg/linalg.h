@@ -340,6 +340,11 @@ extern int kiln__chol_syrk_test;
  * gemm_f32 (cholesky.c, KILN_CHOL_NARROW). -1: as KILN_CHOL_NARROW says
  * (a count below 10000; unset or anything else 100); 0: none. */
 extern int kiln__chol_narrow_test;
+/* Tests and timing (not thread-safe): the blocked Cholesky's panel
+ * kernel (cholesky.c, launch_panel). -1: as KILN_CHOL_PANEL says (0 or 1;
+ * unset or anything else 1); 0 chol_panel (16-column rounds, pivots by
+ * shuffles); 1 chol_panel2 (8-column rounds, pivots in registers). */
+extern int kiln__chol_panel_test;
 
 /* The row permutation (int32 ...×m): A[perm] = L U. */
 kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f,
