@@ -68,15 +68,17 @@
  *      tiles, 34 GFLOP) and 7 deep updates of 124-256 tiles leave the
  *      64 x 64 SIMT tiles: ~1-2 ms (float32 only). Measured: 12.81 ->
  *      11.14 ms (float32), the largest gain.
- *   KILN_CHOL_FUSE (1 on, 0 off; unset: 1 for float32 and 0 for float64
- *      on CUDA, 0 on the CPU): at the 64 splits of two panels the right
+ *   KILN_CHOL_FUSE (1 on, 0 off; unset on CUDA: 1 for float32, and for
+ *      float64 with chol_panel2 (else 0); 0 on the CPU): at the 64 splits of two panels the right
  *      panel's update (rows x 64 x 64: one tile column, ~64 tiles, 64
  *      deep, a whole launch for ~1/20 of a wave's work) runs inside its
  *      chol_panel (chol_run's FUSE: each group stages the 64 columns left
  *      of the panel for its 128 rows, 2 x 32 at a time, and updates its
  *      registers, ~2-3 us added): 64 GEMM launches (~10-15 us each with
  *      their edges) -> 0: ~0.5-0.8 ms. Measured: FUSE 0 -> 1 11.37 /
- *      12.58 -> 11.14 / 12.85, hence on for float32 only.
+ *      12.58 -> 11.14 / 12.85, hence on for float32 only; with
+ *      chol_panel2 (H100, 2026-11-27) float64 9.90-9.99 -> 9.33 ms,
+ *      float32 7.33 -> 7.27: on for both.
  *   KILN_CHOL_SPLITK (1, default; 0 off; 2 for tests): deep updates of
  *      few tiles cut along their depth where an H100 cost model says so
  *      (split_factor; on CUDA only): ~0.5 ms float32, ~0.1 ms float64.
@@ -1082,12 +1084,17 @@ static kiln_status factor(chol_problem *p) {
     st = kiln__array_fill(p->info, 0.0, p->stream);
   p->fine = path == CHOL_PATH_FINE;
   pthread_once(&g_env_once, read_env);
+  p->panel = kiln__chol_panel_test >= 0 ? kiln__chol_panel_test
+                                        : g_env_panel;
+  if (p->panel > 1)
+    p->panel = 1;
   /* FUSE saves launches, which only a GPU pays for: on the CPU backend
    * (where it made the CPU suite's blocked tests ~40% slower) only the
-   * test hook turns it on. Unset, it is on for float32 only: measured on
-   * an H200 (one build, 8192^2), FUSE 1 took float32 11.37 -> 11.14 ms
-   * and float64 12.58 -> 12.85 ms. */
-  int fuse_default = p->a->dtype == KILN_FLOAT32 ? 1 : 0;
+   * test hook turns it on. Unset, it is on for float32, and for float64
+   * with chol_panel2: with chol_panel (an H200, one build, 8192^2) FUSE 1
+   * took float32 11.37 -> 11.14 ms but float64 12.58 -> 12.85 ms; with
+   * chol_panel2 (an H100) float64 9.90-9.99 -> 9.33 ms. */
+  int fuse_default = p->a->dtype == KILN_FLOAT32 || p->panel == 1 ? 1 : 0;
   p->fuse = kiln__chol_fuse_test >= 0 ? kiln__chol_fuse_test
             : !on_cuda(p)             ? 0
             : g_env_fuse >= 0         ? g_env_fuse
@@ -1103,10 +1110,6 @@ static kiln_status factor(chol_problem *p) {
     p->syrk = 0;
   p->narrow = kiln__chol_narrow_test >= 0 ? kiln__chol_narrow_test
                                           : g_env_narrow;
-  p->panel = kiln__chol_panel_test >= 0 ? kiln__chol_panel_test
-                                        : g_env_panel;
-  if (p->panel > 1)
-    p->panel = 1;
   if (st == KILN_OK)
     st = path == CHOL_PATH_SMALL ? run_small(p) : run_blocked(p);
   if (st == KILN_OK)

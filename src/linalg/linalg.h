@@ -316,8 +316,8 @@ extern int kiln__chol_gemm_test;
 /* Tests and timing (not thread-safe): the blocked Cholesky's splits of
  * two panels run left-looking, the right panel updated inside its
  * chol_panel (FUSE) instead of by a GEMM. -1: on CUDA as KILN_CHOL_FUSE
- * says (0 or 1; unset or anything else 1 for float32, 0 for float64),
- * elsewhere 0; 0 off; 1 (or more) on, on any backend. */
+ * says (0 or 1; unset or anything else 1, except 0 for float64 with the
+ * old chol_panel), elsewhere 0; 0 off; 1 (or more) on, on any backend. */
 extern int kiln__chol_fuse_test;
 
 /* Tests and timing (not thread-safe): the blocked Cholesky's deep updates
