@@ -1607,3 +1607,41 @@ void test_linalg_lu_nvrtc(void) {
     }
   }
 }
+
+/* The blocked path's copy of A (lu_copy, eight elements a thread) notes a
+ * non-finite input wherever it sits: the first element, the last (the
+ * ragged end of a thread's elements) or one in between, per matrix of a
+ * batch, and a finite matrix beside them is factored as usual. */
+void test_linalg_lu_blocked_nonfinite(void) {
+  for (int d = 0; d < 2; d++) {
+    kiln_dtype dt = lt_dtypes[d];
+    int64_t m = 150, n = 131, shape[3] = {4, m, n};
+    double *a = kt_la_alloc(4 * m * n);
+    lt_random(a, 4 * m * n);
+    a[0] = INFINITY;                     /* matrix 0: first element */
+    a[2 * m * n - 1] = NAN;              /* matrix 1: last element */
+    a[3 * m * n + 77 * n + 100] = -INFINITY; /* matrix 3: inside */
+    kiln_array *arr = kt_la_array(dt, 3, shape, a);
+    kiln_linalg_opts o = lt_opts(2), oo;
+    kiln_stream *s = NULL;
+    kiln__lu f;
+    CHECK_OK(kiln__lu_prepare(arr, &o, "LU", false, &oo, &s));
+    CHECK_OK(kiln__lu_run(s, arr, 2, false, &f));
+    double *w = kt_read_f64(f.w);
+    int32_t *p = kt_read(f.piv), *info = kt_read(f.info);
+    const char *dn = kiln_dtype_name(dt);
+    CHECK(info[0] == LU_INFO_NONFINITE && info[1] == LU_INFO_NONFINITE &&
+              info[3] == LU_INFO_NONFINITE,
+          "%s: infos %d %d %d, not all %d", dn, info[0], info[1], info[3],
+          LU_INFO_NONFINITE);
+    CHECK(info[2] == 0, "%s: the finite matrix's info is %d", dn, info[2]);
+    kt_la_lu_check("finite beside non-finite", 2, dt, m, n, a + 2 * m * n,
+                   w + 2 * m * n, p + 2 * n);
+    free(w);
+    free(p);
+    free(info);
+    kiln__lu_free(&f);
+    kiln_array_destroy(arr);
+    free(a);
+  }
+}

@@ -243,6 +243,9 @@
 #define LU_SMEM_NMAX 64
 #endif
 
+/* lu_copy's elements a thread (kernels/lu.metal's LU_COPY_EW). */
+#define LU_COPY_EW 8
+
 /* The widest strip, and the panel kernel's threadgroup. */
 #define LU_WS 8
 #define LU_NT 512
@@ -590,8 +593,10 @@ static kiln_status launch_copy(const lu_run *r) {
   l.num_outs = 2;
   kiln__targ_dtype(&l.targs[0], "T", r->a->dtype);
   l.num_targs = 1;
+  /* a warp per 32 x LU_COPY_EW elements (the .metal's constant) */
   uint64_t elems = (uint64_t)r->f->m * (uint64_t)r->f->n;
-  l.grid[0] = (uint32_t)((elems + 255) / 256 * 256);
+  uint64_t warps = (elems + 32 * LU_COPY_EW - 1) / (32 * LU_COPY_EW);
+  l.grid[0] = (uint32_t)((warps * 32 + 255) / 256 * 256);
   l.tg = 256;
   return launch_batched(r, &l, false);
 }
