@@ -1757,25 +1757,11 @@ if (SHARED) {
   for (int i = tid; i < m; i += nt)
     P[i] = i;
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  // One thread applies the swaps in order (each may move what an earlier
-  // one moved). The pivots are read 8 at a time ahead of their swaps:
-  // read inside the loop, each swap waited for its pivot's load and then
-  // for P's, ~70 cycles a swap (0.31 ms for 8192 at 8192^2 on an H100);
-  // now only the threadgroup-memory chain is left.
   if (tid == 0)
-    for (int j0 = 0; j0 < k; j0 += 8) {
-      int pj[8];
-      LU_UNROLL
-      for (int u = 0; u < 8; ++u)
-        pj[u] = j0 + u < k ? pv[j0 + u] : j0 + u;
-      LU_UNROLL
-      for (int u = 0; u < 8; ++u) {
-        if (j0 + u >= k)
-          break;
-        int j = j0 + u, p = pj[u], t = P[j];
-        P[j] = P[p];
-        P[p] = t;
-      }
+    for (int j = 0; j < k; ++j) {
+      int p = pv[j], t = P[j];
+      P[j] = P[p];
+      P[p] = t;
     }
   threadgroup_barrier(mem_flags::mem_threadgroup);
   for (int i = tid; i < m; i += nt)
