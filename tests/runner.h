@@ -213,6 +213,7 @@
   X(linalg_lu_small_reg, 240)                                                 \
   X(linalg_lu_small_reg_semantics, 120)                                       \
   X(linalg_lu_blocked_nonfinite, 120)                                         \
+  X(linalg_lu_perm_chunks, 120)                                               \
   X(linalg_lu_grid, 240)                                                      \
   X(linalg_lu_rows, 240)                                                      \
   X(linalg_lu_nvrtc, 600)                                                     \

@@ -1587,11 +1587,9 @@ void test_linalg_lu_nvrtc(void) {
       c = lt_make("lu_rowfix", "Win,S,flag,p0,pe,batch0", "W", dt, rank,
                   "MMISSS", "M");
       lt_compile(&c, target);
-      for (int shared = 0; shared < 2; shared++) {
-        c = lt_make("lu_perm", "W,piv,batch0", "perm", dt, rank, "MPS", "P");
-        kt_la_targ(&c.t[0], "SHARED", KILN_TEMPLATE_BOOL, shared, KILN_INT32);
-        lt_compile(&c, target);
-      }
+      c = lt_make("lu_perm", "W,piv,batch0", "perm", dt, rank, "MPS", "P");
+      kt_la_targ(&c.t[0], "CH", KILN_TEMPLATE_INT, 8192, KILN_INT32);
+      lt_compile(&c, target);
       c = lt_make("lu_unpack", "W,batch0", "L,U", dt, rank, "MS", "MM");
       lt_compile(&c, target);
       for (int flag = 0; flag < 2; flag++) {
@@ -1643,5 +1641,19 @@ void test_linalg_lu_blocked_nonfinite(void) {
     kiln__lu_free(&f);
     kiln_array_destroy(arr);
     free(a);
+  }
+}
+
+/* lu_perm over several chunks of pivots (kiln__lu_perm_chunk_test 7 and
+ * 64: ragged and whole chunks, the last one short), on both paths, tall,
+ * wide and batched: every perm a permutation with A[perm] = L U. */
+void test_linalg_lu_perm_chunks(void) {
+  static const int chunks[2] = {7, 64};
+  for (int c = 0; c < 2; c++) {
+    kiln__lu_perm_chunk_test = chunks[c];
+    lt_random_case(KILN_FLOAT32, 3, 150, 131, 2, true);
+    lt_random_case(KILN_FLOAT64, 2, 90, 200, 2, true);
+    lt_random_case(KILN_FLOAT64, 4, 40, 33, 1, true);
+    kiln__lu_perm_chunk_test = 0;
   }
 }

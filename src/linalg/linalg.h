@@ -292,6 +292,11 @@ extern bool kiln__lu_grid_test;
  * LU_LINV_MAX (0 sends every block row through lu_rowfix). */
 extern int kiln__lu_linv_max_test;
 
+/* Tests only (not thread-safe): when > 0 (and at most 8192), the pivots
+ * lu_perm stages in threadgroup memory at a time, instead of 8192, so
+ * that small factorizations take its loop over several chunks. */
+extern int kiln__lu_perm_chunk_test;
+
 /* Tests and timing (not thread-safe): the blocked LU's look-ahead (see
  * lu.c, run_panels_ahead). -1, the default: as the environment variable
  * KILN_LU_LOOKAHEAD says (read once: 0 to 2; unset or anything else 1);

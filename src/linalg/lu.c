@@ -311,15 +311,17 @@
 #define LU_AHEAD_MIN_K 2048
 #endif
 
-/* info values (see kernels/lu.metal) and lu_perm's threadgroup capacity. */
+/* info values (see kernels/lu.metal). */
 #define LU_INFO_NONFINITE (-1073741824)
-#define LU_PERM_MAX 12288
+/* lu_perm's pivots staged at a time (the .metal's LU_PERM_CHUNK: 32 KiB) */
+#define LU_PERM_CHUNK 8192
 
 /* See linalg.h. */
 bool kiln__lu_grid_test = false;
 
 /* See linalg.h. */
 int kiln__lu_linv_max_test = -1;
+int kiln__lu_perm_chunk_test = 0;
 
 /* See linalg.h. */
 int kiln__lu_lookahead_test = -1;
@@ -1507,10 +1509,15 @@ kiln_status kiln__lu_perm(kiln_stream *s, const kiln__lu *f, kiln_array **out) {
     l.num_arrays = 2;
     l.outs[0] = perm;
     l.num_outs = 1;
-    kiln__targ_bool(&l.targs[0], "SHARED", f->m <= LU_PERM_MAX);
+    /* a thread per row (lu_perm traces each back through the swaps),
+     * the pivots staged LU_PERM_CHUNK at a time */
+    kiln__targ_int(&l.targs[0], "CH",
+                   kiln__lu_perm_chunk_test > 0 ? kiln__lu_perm_chunk_test
+                                                : LU_PERM_CHUNK);
     l.num_targs = 1;
-    l.tg = 256;
-    st = launch_batched(&r, &l, true);
+    l.tg = 128;
+    l.grid[0] = (uint32_t)((f->m + 127) / 128 * 128);
+    st = launch_batched(&r, &l, false);
   }
   kiln__array_destroy(r.idx);
   if (st != KILN_OK) {
