@@ -343,3 +343,33 @@ long kt_af_settle(void) {
   CHECK_OK(kiln_memory_clear_cache(kt_device()));
   return atomic_load(&af_live);
 }
+
+/* See linalg_check.h. */
+void kt_la_chol_check(const char *what, kiln_dtype dt, bool upper,
+                      int64_t batch, int64_t n, const double *a,
+                      const double *f, double threshold) {
+  for (int64_t b = 0; b < batch; b++) {
+    const double *x = a + b * n * n, *y = f + b * n * n;
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+      CHECK(y[i * n + i] > 0, "%s, matrix %lld: diagonal %lld is %g", what,
+            (long long)b, (long long)i, y[i * n + i]);
+      for (int64_t j = 0; j < n; j++) {
+        if (upper ? j < i : j > i)
+          CHECK(y[i * n + j] == 0.0,
+                "%s, matrix %lld: (%lld, %lld) is %g, not 0", what,
+                (long long)b, (long long)i, (long long)j, y[i * n + j]);
+        double s = 0;
+        for (int64_t k = 0; k < n; k++)
+          s += upper ? y[k * n + i] * y[k * n + j]
+                     : y[i * n + k] * y[j * n + k];
+        num += (s - x[i * n + j]) * (s - x[i * n + j]);
+        den += x[i * n + j] * x[i * n + j];
+      }
+    }
+    double err = sqrt(num) / (sqrt(den) * (double)n * kt_eps(dt));
+    CHECK(err < threshold,
+          "%s, matrix %lld: backward error %.3g n eps (threshold %g)", what,
+          (long long)b, err, threshold);
+  }
+}

@@ -115,6 +115,14 @@ void kt_la_spd(int64_t n, double *a);
  * condition number cond. */
 void kt_la_spd_ill(int64_t n, double cond, double *a);
 
+/* Checks Cholesky factors f (batch x n x n, lower, or upper with `upper`)
+ * of the matrices a (both in double): a positive diagonal, exact zeros in
+ * the other triangle, and the backward error ||A - L L^T||_F / (||A||_F n
+ * eps(dt)) below `threshold`. */
+void kt_la_chol_check(const char *what, kiln_dtype dt, bool upper,
+                      int64_t batch, int64_t n, const double *a,
+                      const double *f, double threshold);
+
 /* Allocation-failure sweeps. kt_af_hooks() are allocation hooks
  * (kiln_set_alloc_hooks) that count the host allocations of the armed
  * thread (the streams' threads are never armed, so never fail) and fail

@@ -39,32 +39,11 @@ static kiln_array *ca_spd_array(kiln_dtype dt, int64_t batch, int64_t n,
   return kt_la_array(dt, ndim, ndim == 2 ? shape + 1 : shape, *a);
 }
 
-/* Checks the factors f (batch x n x n) of a: the zero triangle and the
- * backward error. */
+/* Checks the factors f (batch x n x n) of a (kt_la_chol_check). */
 static void ca_check(const char *what, kiln_dtype dt, bool upper,
                      int64_t batch, int64_t n, const double *a,
                      const double *f) {
-  for (int64_t b = 0; b < batch; b++) {
-    const double *x = a + b * n * n, *y = f + b * n * n;
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t j = 0; j < n; j++) {
-        if (upper ? j < i : j > i)
-          CHECK(y[i * n + j] == 0.0,
-                "%s, matrix %lld: (%lld, %lld) is %g, not 0", what,
-                (long long)b, (long long)i, (long long)j, y[i * n + j]);
-        double s = 0;
-        for (int64_t k = 0; k < n; k++)
-          s += upper ? y[k * n + i] * y[k * n + j]
-                     : y[i * n + k] * y[j * n + k];
-        num += (s - x[i * n + j]) * (s - x[i * n + j]);
-        den += x[i * n + j] * x[i * n + j];
-      }
-    double err = sqrt(num) / (sqrt(den) * (double)n * kt_eps(dt));
-    CHECK(err < CA_THRESHOLD,
-          "%s, matrix %lld: backward error %.3g n eps (threshold %g)", what,
-          (long long)b, err, CA_THRESHOLD);
-  }
+  kt_la_chol_check(what, dt, upper, batch, n, a, f, CA_THRESHOLD);
 }
 
 /* arr factored through `path` with the float32 GEMM mode `gemm` (the test

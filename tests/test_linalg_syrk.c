@@ -242,37 +242,6 @@ void test_linalg_syrk_tri_errors(void) {
 /* Backward errors below this many units of n eps pass. */
 #define SY_THRESHOLD 8.0
 
-/* The factors f (batch x n x n) of a: the zero triangle, the positive
- * diagonal and the backward error. */
-static void sy_check(const char *what, kiln_dtype dt, bool upper,
-                     int64_t batch, int64_t n, const double *a,
-                     const double *f) {
-  for (int64_t b = 0; b < batch; b++) {
-    const double *x = a + b * n * n, *y = f + b * n * n;
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-      CHECK(y[i * n + i] > 0, "%s, matrix %lld: diagonal %lld is %g", what,
-            (long long)b, (long long)i, y[i * n + i]);
-      for (int64_t j = 0; j < n; j++) {
-        if (upper ? j < i : j > i)
-          CHECK(y[i * n + j] == 0.0,
-                "%s, matrix %lld: (%lld, %lld) is %g, not 0", what,
-                (long long)b, (long long)i, (long long)j, y[i * n + j]);
-        double s = 0;
-        for (int64_t k = 0; k < n; k++)
-          s += upper ? y[k * n + i] * y[k * n + j]
-                     : y[i * n + k] * y[j * n + k];
-        num += (s - x[i * n + j]) * (s - x[i * n + j]);
-        den += x[i * n + j] * x[i * n + j];
-      }
-    }
-    double err = sqrt(num) / (sqrt(den) * (double)n * kt_eps(dt));
-    CHECK(err < SY_THRESHOLD,
-          "%s, matrix %lld: backward error %.3g n eps (threshold %g)", what,
-          (long long)b, err, SY_THRESHOLD);
-  }
-}
-
 /* arr factored through `path` with the trapezoid mode `syrk` and
  * split-K mode `splitk` (the test hooks, reset after; KILN_CHOL_NARROW's
  * off), read back as double. */
@@ -341,7 +310,7 @@ static void sy_chol_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
     double *plain = sy_factor(arr, upper, path, 0, -1);
     double *tri = sy_factor(arr, upper, path, 1, -1);
     double *again = sy_factor(arr, upper, path, 1, -1);
-    sy_check(what, dt, upper, batch, n, a, tri);
+    kt_la_chol_check(what, dt, upper, batch, n, a, tri, SY_THRESHOLD);
     sy_compare(what, tri, plain, batch * n * n, tol);
     sy_compare(what, again, tri, batch * n * n, 0.0);
     /* with split-K forced (every update at least 128 deep in pieces of
@@ -349,8 +318,8 @@ static void sy_chol_case(kiln_dtype dt, int64_t batch, int64_t n, int path,
      * runs trapezoids into a zeroed scratch, then chol_ksum */
     double *split = sy_factor(arr, upper, path, 1, 2);
     double *split2 = sy_factor(arr, upper, path, 2, 2);
-    sy_check(what, dt, upper, batch, n, a, split);
-    sy_check(what, dt, upper, batch, n, a, split2);
+    kt_la_chol_check(what, dt, upper, batch, n, a, split, SY_THRESHOLD);
+    kt_la_chol_check(what, dt, upper, batch, n, a, split2, SY_THRESHOLD);
     sy_compare(what, split, plain, batch * n * n, tol);
     sy_compare(what, split2, plain, batch * n * n, tol);
     free(split2);
