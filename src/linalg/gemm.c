@@ -28,8 +28,8 @@
  *              in 128 KiB of dynamic shared memory (half the barriers
  *              per k, copies 48 k ahead; the count is in
  *              kernels/gemm.metal). KILN_GEMM_DMMA, read once: 1
- *              gemm_dmma, 2 gemm_dmma2 (the default); for GEMMs and
- *              the trapezoid alike.
+ *              gemm_dmma, 2 gemm_dmma2 (the default; not on CUDA
+ *              before sm_90); for GEMMs and the trapezoid alike.
  *   gemm_wg    float16/bfloat16 on Hopper's warpgroup MMA (wgmma, sm_90a):
  *              128 x 256 tiles, two warpgroups of m64n256k16, operands
  *              in 128-byte-swizzled shared memory fed by a 4-stage
@@ -568,10 +568,17 @@ static void read_env(void) {
     g_env_dmma = v[0] - '0';
 }
 
-/* Whether float64 GEMMs run gemm_dmma2 (else gemm_dmma); both take the
- * same template arguments. */
-static bool use_dmma2(void) {
+/* Whether float64 GEMMs on `dev` run gemm_dmma2 (else gemm_dmma; both
+ * take the same template arguments): unless KILN_GEMM_DMMA=1, everywhere
+ * but CUDA devices before sm_90, which lack its m16n8k8 (its m8n8k4
+ * fallback there gains nothing and needs up to 146 registers on sm_80).
+ * The CPU runs it, so the CPU suite covers its launch logic. */
+static bool use_dmma2(const kiln_device *dev) {
   pthread_once(&g_env_once, read_env);
+  int sm = 0;
+  if (strcmp(dev->info.backend, "cuda") == 0 &&
+      sscanf(dev->info.arch, "sm_%d", &sm) == 1 && sm < 90)
+    return false;
   return g_env_dmma == 2;
 }
 
@@ -586,8 +593,10 @@ static kiln_status run_dmma(const gemm_problem *p) {
   dmma_targs(t, p->beta == 0.0, !rows_contiguous(sam, sak),
              !rows_contiguous(sbn, sbk));
   int64_t tiles = ceil_div(p->m, 128) * ceil_div(p->n, 128);
-  return launch_op_views(p, use_dmma2() ? "gemm_dmma2" : "gemm_dmma", t, 3,
-                         GEMM_DMMA_THREADS, tiles);
+  return launch_op_views(p,
+                         use_dmma2(p->stream->device) ? "gemm_dmma2"
+                                                      : "gemm_dmma",
+                         t, 3, GEMM_DMMA_THREADS, tiles);
 }
 
 /* The SIMT kernels; `first`: the first generation only (opts->path 3). */
@@ -822,7 +831,8 @@ kiln_status kiln__gemm_tri(kiln_stream *s, bool upper, bool ta, bool tb,
     dmma_tri_targs(t, p.beta == 0.0, !rows_contiguous(sam, sak),
                    !rows_contiguous(sbn, sbk), upper);
     return launch_op_views(&p,
-                           use_dmma2() ? "gemm_dmma2_tri" : "gemm_dmma_tri",
+                           use_dmma2(p.stream->device) ? "gemm_dmma2_tri"
+                                                       : "gemm_dmma_tri",
                            t, 4, GEMM_DMMA_THREADS, tiles);
   }
   kiln_template_arg t[5];
