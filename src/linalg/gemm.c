@@ -48,8 +48,8 @@
  *              that allow no 16-byte vectors.
  *   gemm_scale C = beta C for k == 0 or alpha == 0.
  *   gemm_f32_tri, gemm_dmma_tri, gemm_dmma2_tri  gemm_f32's, gemm_dmma's
- *              and gemm_dmma2's tiles over
- *              C's lower trapezoid only (or its upper mirror), one
+ *              and gemm_dmma2's tiles over C's lower trapezoid only
+ *              (or its upper mirror), one
  *              threadgroup per tile on or below the diagonal
  *              (kiln__gemm_tri: no public path; the Cholesky's updates).
  *
@@ -61,8 +61,8 @@
  *      else gemm_simt with a tile size picked by shape;
  *   2  tensor cores: float16, bfloat16, float32 with precision TF32 or
  *      BF16 (gemm_wg, gemm_tc2 or gemm_tc), float64 (gemm_dmma2, or
- *      gemm_dmma with KILN_GEMM_DMMA=1). On a
- *      device without them (the CPU) the same kernels run their SIMT
+ *      gemm_dmma before sm_90 or with KILN_GEMM_DMMA=1). On a device
+ *      without them (the CPU) the same kernels run their SIMT
  *      fallbacks, so the CPU suite covers the path's launch logic;
  *   3  the first-generation kernels (gemm_simt, gemm_tc), kept selectable
  *      so that benchmarks can compare;
@@ -131,8 +131,8 @@ static const simt_config k_simt_large = {128, 128, 16, 8, 8}; /* 256 */
  * shared memory plus 1 KiB to align them (kernels/gemm.metal). */
 #define GEMM_WG_THREADS 256
 #define GEMM_WG_SHARED_KIB 193
-/* gemm_dmma2: 4 stages of two 128 x 16 float64 slices (kernels/gemm.metal's
- * GEMM_DMMA2_SHARED_KIB). */
+/* gemm_dmma2: GEMM_DMMA2_STAGES (4) stages of two 128 x 16 float64 slices
+ * of dynamic shared memory (kernels/gemm.metal). */
 #define GEMM_DMMA2_SHARED_KIB 128
 
 /* float64 accumulates in float64, everything else in float32. */
