@@ -1168,10 +1168,11 @@ inline void gemm_dmma_tile(const device double* A, const device double* B,
 // i.e. exactly two m16n8k4 (a0 a1 | b0, then a2 a3 | b1) stacked along k,
 // which is how the pre-sm_90 fallback below issues them (as m8n8k4).
 //
-// Shared memory, per stage: A then B, each 128 rows x 16 k. An operand
-// whose k is contiguous in memory (KC) sits [row][k] (rows of 128 bytes)
-// with k's bits 2-3 XORed by row's bits 0-1; otherwise [k][row] (rows of
-// 1 KiB) with row's bits 2-3 XORed by k's bits 0-1. A warp's fragment
+// Shared memory: the 4 stages of A's slices, then the 4 of B's, each
+// 128 rows x 16 k. An operand whose k is contiguous in memory (KC) sits
+// [row][k] (rows of 128 bytes) with k's bits 2-3 XORed by row's bits
+// 0-1; otherwise [k][row] (rows of 1 KiB) with row's bits 2-3 XORed by
+// k's bits 0-1. A warp's fragment
 // read (8 rows x 4 k, one double each) then hits every 8-byte bank pair
 // exactly twice (two wavefronts, the minimum), and a warp's cp.async
 // writes (2 rows x 16 k, or 32 rows x 1 k) fill whole 128-byte lines.
