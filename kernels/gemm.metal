@@ -11,12 +11,15 @@
 //
 // Kernels: gemm_simt (portable, every dtype, 32/64/128 tiles), gemm_f32
 // (float32, 128 x 128, double-buffered float4 tiles), gemm_dmma (float64
-// tensor cores), gemm_tc2 (float16/bfloat16 tensor cores, cp.async
+// tensor cores), gemm_dmma2 (the same on sm_90's m16n8k8, 16-deep slices,
+// 4 stages in dynamic shared memory: the float64 default, see its
+// section), gemm_tc2 (float16/bfloat16 tensor cores, cp.async
 // pipeline), gemm_tc (the first tensor-core kernel: TF32, bf16-rounded
-// float32, unaligned operands), gemm_scale; gemm_f32_tri and
-// gemm_dmma_tri, gemm_f32's and gemm_dmma's tiles over C's lower
-// trapezoid only (gemm_tri_tile_of: the Cholesky's updates, one launch
-// where the driver would cut the triangle into several GEMMs). The newer
+// float32, unaligned operands), gemm_scale; gemm_f32_tri, gemm_dmma_tri
+// and gemm_dmma2_tri, gemm_f32's, gemm_dmma's and gemm_dmma2's tiles over
+// C's lower trapezoid only (gemm_tri_tile_of: the Cholesky's updates,
+// one launch where the driver would cut the triangle into several
+// GEMMs). The newer
 // kernels get op(A) and op(B) as views (TA = TB = false); the driver does
 // the same for the older ones, whose TA/TB template arguments stay for
 // compatibility.
@@ -1120,6 +1123,213 @@ inline void gemm_dmma_tile(const device double* A, const device double* B,
   }
 }
 
+// ---- float64 on tensor cores, second generation (gemm_dmma2) -----------
+//
+// The same 128 x 128 tiles, 512 threads and 32 x 32 warp tiles as
+// gemm_dmma (so the same 64 accumulator registers and epilogue), but the
+// k loop reworked around sm_90's larger float64 shape m16n8k8:
+//   - slices of BK = 16 (not 8) in FOUR stages of 32 KiB (128 KiB of
+//     dynamic shared memory, beyond the 48 KiB static limit; one group
+//     per SM either way: its 512 x 128 registers fill the SM);
+//   - each slice is two steps of 8 k, each one m16n8k8 per 16 x 8 piece
+//     of the warp tile, where gemm_dmma issues two m16n8k4 per 8 k.
+// The count, per warp and per 16 of k (one slice here, two there), with
+// the DMMA pipe at its peak (32 float64 FMA per cycle per SM quarter,
+// four warps per quarter: 2048 pipe cycles per 16 of k per quarter):
+//                          gemm_dmma   gemm_dmma2
+//   mma.sync                   32          16
+//   fragment LDS.64            32          32   (bytes unchanged)
+//   cp.async (8 bytes)          8           8
+//   barriers + waits            2           1
+//   mma register operands     352         224   (doubles read + written
+//                                                  per thread: C, D, A, B)
+// and the copies run 3 slices = 48 k ahead (gemm_dmma: 2 x 8 = 16 k),
+// about 6000 pipe cycles, to cover HBM latency under load. The bet: the
+// gap to cuBLAS (39 vs 57.6 TFLOP/s at 8192^3) is the per-instruction
+// cost of the small m16n8k4 and the refill bubble after each barrier,
+// both halved here; shared-memory traffic per FMA is the same (0.5 bytes
+// read, 0.125 written: 62% of the 128 bytes per cycle at the pipe's
+// peak). NOT MEASURED when written (no GPU): KILN_GEMM_DMMA=1 selects
+// gemm_dmma again, so that one GPU call times both.
+//
+// Why not m16n8k16 (a quarter of gemm_dmma's mma count): its fragments
+// for a 32 x 32 warp tile and 16 k are 32 doubles (64 registers) beside
+// the 64 of the accumulators, so the kernel needs ~170 registers (ptxas
+// 13, sm_90a), 40 bytes of spills under the 128 that 512 threads allow;
+// loading B per 16 x 8 piece does not stop ptxas hoisting the loads. For
+// the same reason the two 8-k steps of a slice are a loop that is not
+// unrolled: unrolled, ptxas hoists the second step's loads (168
+// registers); rolled, 124-126.
+//
+// Fragments of m16n8k8 .f64 (PTX ISA; g = lane / 4, t = lane % 4):
+//   A (16 x 8, row): a[2 v + h] = A(g + 8 h, t + 4 v), v, h = 0, 1;
+//   B (8 x 8, col):  b[v]       = B(t + 4 v, g);
+//   C/D (16 x 8):    c[2 h + e] = C(g + 8 h, 2 t + e), e = 0, 1;
+// i.e. exactly two m16n8k4 (a0 a1 | b0, then a2 a3 | b1) stacked along k,
+// which is how the pre-sm_90 fallback below issues them (as m8n8k4).
+//
+// Shared memory: the 4 stages of A's slices, then the 4 of B's, each
+// 128 rows x 16 k. An operand whose k is contiguous in memory (KC) sits
+// [row][k] (rows of 128 bytes) with k's bits 2-3 XORed by row's bits
+// 0-1; otherwise [k][row] (rows of 1 KiB) with row's bits 2-3 XORed by
+// k's bits 0-1. A warp's fragment
+// read (8 rows x 4 k, one double each) then hits every 8-byte bank pair
+// exactly twice (two wavefronts, the minimum), and a warp's cp.async
+// writes (2 rows x 16 k, or 32 rows x 1 k) fill whole 128-byte lines.
+#define GEMM_DMMA2_BK 16
+#define GEMM_DMMA2_STAGES 4
+#define GEMM_DMMA2_SLICE (128 * GEMM_DMMA2_BK) // doubles per operand
+
+// Where element (r, k) of a 128 x 16 slice lives (in doubles).
+template <bool KC> inline int gemm_dmma2_at(int r, int k) {
+  return KC ? r * 16 + (k ^ ((r & 3) << 2)) : k * 128 + (r ^ ((k & 3) << 2));
+}
+
+// One thread's four elements of each slice of an operand. Element i is
+// slice element i * 512 + tid: with KC, row tid / 16 + 32 i at k tid %
+// 16; else row tid % 128 at k tid / 128 + 4 i. Either way element i sits
+// 512 i doubles after element 0 in the stage (the swizzle depends on
+// bits that i does not change), and its source is `d` elements after
+// the previous one's, so four pointers cost one. `src` is also the
+// address of every zero fill (cp.async reads nothing there, but it is
+// kept inside the matrix all the same: row and k clamped to 0 where they
+// are outside, and such a k is outside for every slice). Registers are
+// tight (see above): hence one pointer, no separate base.
+template <bool KC> struct gemm_dmma2_loader {
+  const device double* src; // element 0 of slice 0
+  int64_t d, step;          // element to element, slice to slice
+  int at, kt, rows_left;    // stage offset, k in the slice, rows to end
+  inline void init(const device double* X, int64_t sr, int64_t sk, int r0,
+                   int rows, int K, uint tid) {
+    const int r = KC ? (int)tid / 16 : (int)tid % 128;
+    kt = KC ? (int)tid % 16 : (int)tid / 128;
+    at = gemm_dmma2_at<KC>(r, kt);
+    rows_left = rows - r0 - r;
+    src = X + (int64_t)(rows_left > 0 ? r0 + r : 0) * sr +
+          (int64_t)(kt < K ? kt : 0) * sk;
+    d = KC ? 32 * sr : 4 * sk;
+    step = (int64_t)GEMM_DMMA2_BK * sk;
+  }
+  inline void issue(int slice, int K, uint stage) {
+    const int k0 = slice * GEMM_DMMA2_BK + kt;
+    const device double* p = src + (int64_t)slice * step;
+    GEMM_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      bool in = (KC ? 32 * i < rows_left : rows_left > 0) &&
+                k0 + (KC ? 0 : 4 * i) < K;
+      gemm_cp_async8(stage + 8u * (uint)(at + 512 * i), in ? p + i * d : src,
+                     in);
+    }
+  }
+};
+
+// c (one 16 x 8 piece, 4 doubles) += a (16 x 8) b (8 x 8), fragments as
+// above: one instruction on sm_90, two pairs of m8n8k4 before.
+inline void gemm_dmma2_mma(thread double* c, const thread double* a,
+                           const thread double* b) {
+#if __CUDA_ARCH__ >= 900
+  asm("mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+d"(c[0]), "+d"(c[1]), "+d"(c[2]), "+d"(c[3])
+      : "d"(a[0]), "d"(a[1]), "d"(a[2]), "d"(a[3]), "d"(b[0]), "d"(b[1]));
+#else
+  GEMM_UNROLL
+  for (int v = 0; v < 2; ++v)
+    GEMM_UNROLL
+    for (int h = 0; h < 2; ++h)
+      gemm_dmma(c + 2 * h, a[2 * v + h], b[v]);
+#endif
+}
+
+// The tile: C[row0.., col0..] = alpha op(A) op(B) + beta C over 128 x 128;
+// KA / KB: whether op(A)'s / op(B)'s k is the contiguous dimension.
+// `smem`: GEMM_DMMA2_STAGES x (A slice, B slice), dynamic. alpha and beta
+// by reference: read in the epilogue, not held in 4 registers across
+// the loop (KA = KB = 1, the Cholesky's case, took 131 registers).
+template <bool BETA0, bool KA, bool KB>
+inline void gemm_dmma2_tile(const device double* A, const device double* B,
+                            const device double* Cin, device double* C,
+                            gemm_geom g, const device double& alpha,
+                            const device double& beta, int row0, int col0,
+                            uint tid, threadgroup double* smem) {
+  constexpr int S = GEMM_DMMA2_STAGES, SL = GEMM_DMMA2_SLICE;
+  const int lane = (int)tid % 32, warp = (int)tid / 32;
+  const int wm = (warp / 4) * 32, wn = (warp % 4) * 32;
+  const int r = lane / 4, q = lane % 4;
+  const uint sA = gemm_smem_addr(smem), sB = sA + 8u * S * SL;
+  gemm_dmma2_loader<KA> la;
+  gemm_dmma2_loader<KB> lb;
+  la.init(A, g.sam, g.sak, row0, g.M, g.K, tid);
+  lb.init(B, g.sbn, g.sbk, col0, g.N, g.K, tid);
+  const int slices = (g.K + GEMM_DMMA2_BK - 1) / GEMM_DMMA2_BK;
+  double acc[2][4][4];
+  GEMM_UNROLL
+  for (int i = 0; i < 2; ++i)
+    GEMM_UNROLL
+    for (int j = 0; j < 4; ++j)
+      GEMM_UNROLL
+      for (int e = 0; e < 4; ++e)
+        acc[i][j][e] = 0.0;
+  GEMM_UNROLL
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < slices) {
+      la.issue(s, g.K, sA + 8u * s * SL);
+      lb.issue(s, g.K, sB + 8u * s * SL);
+    }
+    gemm_cp_commit(); // empty groups keep the count of groups uniform
+  }
+  for (int s = 0; s < slices; ++s) {
+    gemm_cp_wait<S - 2>(); // this thread's copies of slice s landed
+    __syncthreads();       // everyone's; and slice s - 1 is consumed
+    const int next = s + S - 1;
+    if (next < slices) {
+      la.issue(next, g.K, sA + 8u * (next % S) * SL);
+      lb.issue(next, g.K, sB + 8u * (next % S) * SL);
+    }
+    gemm_cp_commit();
+    const threadgroup double* as = smem + (s % S) * SL;
+    const threadgroup double* bs = smem + (S + s % S) * SL;
+#pragma unroll 1
+    for (int kk = 0; kk < GEMM_DMMA2_BK; kk += 8) {
+      double a[2][4], b[2];
+      GEMM_UNROLL
+      for (int i = 0; i < 2; ++i)
+        GEMM_UNROLL
+        for (int v = 0; v < 2; ++v)
+          GEMM_UNROLL
+          for (int h = 0; h < 2; ++h)
+            a[i][2 * v + h] =
+                as[gemm_dmma2_at<KA>(wm + 16 * i + 8 * h + r, kk + 4 * v + q)];
+      GEMM_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        GEMM_UNROLL
+        for (int v = 0; v < 2; ++v)
+          b[v] = bs[gemm_dmma2_at<KB>(wn + 8 * j + r, kk + 4 * v + q)];
+        GEMM_UNROLL
+        for (int i = 0; i < 2; ++i)
+          gemm_dmma2_mma(acc[i][j], a[i], b);
+      }
+    }
+  }
+  gemm_cp_wait<0>();
+  GEMM_UNROLL
+  for (int i = 0; i < 2; ++i)
+    GEMM_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      int m = row0 + wm + 16 * i + 8 * h + r;
+      GEMM_UNROLL
+      for (int j = 0; j < 4; ++j)
+        GEMM_UNROLL
+        for (int e = 0; e < 2; ++e) {
+          int n = col0 + wn + 8 * j + 2 * q + e;
+          if (m < g.M && n < g.N)
+            gemm_store<double, double, BETA0>(
+                C, Cin, (int64_t)m * g.scm + (int64_t)n * g.scn,
+                acc[i][j][2 * h + e], alpha, beta);
+        }
+    }
+}
+
 // ---- float16 / bfloat16 on Hopper's warpgroup MMA (CUDA sm_90a) -------
 //
 // gemm_wg: 128 x 256 tiles of C, 256 threads = two warpgroups (4
@@ -1553,6 +1763,67 @@ threadgroup double smem[2 * GEMM_DMMA_STAGES * GEMM_DMMA_SLICE];
 gemm_dmma_tile<BETA0, KA, KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta,
                               t.x * 128, t.y * 128,
                               thread_index_in_threadgroup, smem);
+#else
+threadgroup double As[8 * 132];
+threadgroup double Bs[8 * 132];
+gemm_simt_tile<double, double, false, false, BETA0, 128, 128, 8, 8, 4, !KA,
+               !KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta, t.x * 128,
+                    t.y * 128, thread_index_in_threadgroup, As, Bs);
+#endif
+
+//@kernel gemm_dmma2
+// Template: BETA0, KA, KB (see gemm_dmma_tile); float64 operands, op(A)
+// and op(B) passed as views. 128 x 128 tiles, 512 threads, 128 KiB of
+// dynamic shared memory on CUDA (GEMM_DMMA2_STAGES x 2 slices; gemm.c's
+// GEMM_DMMA2_SHARED_KIB). Without tensor cores (the CPU, pre-sm_80) the
+// same tiles run on the SIMT code.
+gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
+                                           B_shape, B_strides, B_ndim,
+                                           Cin_strides, Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
+int2 t = gemm_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+const device double* a0 =
+    A + gemm_batch_offset(b, A_shape, A_strides, A_ndim);
+const device double* b0 =
+    B + gemm_batch_offset(b, B_shape, B_strides, B_ndim);
+#if GEMM_HAS_MMA
+extern __shared__ __align__(16) double gemm_dmma2_dyn[];
+gemm_dmma2_tile<BETA0, KA, KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta,
+                               t.x * 128, t.y * 128,
+                               thread_index_in_threadgroup, gemm_dmma2_dyn);
+#else
+threadgroup double As[8 * 132];
+threadgroup double Bs[8 * 132];
+gemm_simt_tile<double, double, false, false, BETA0, 128, 128, 8, 8, 4, !KA,
+               !KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta, t.x * 128,
+                    t.y * 128, thread_index_in_threadgroup, As, Bs);
+#endif
+
+//@kernel gemm_dmma2_tri
+// gemm_dmma2 on C's lower trapezoid only (gemm_tri_tile_of; UPPER: its
+// upper mirror), for the Cholesky's updates: template BETA0, KA, KB as
+// gemm_dmma2, and UPPER. grid.x = 512 threads x the trapezoid's
+// tiles; M >= N (UPPER: N >= M). Tiles above the diagonal are not
+// written.
+gemm_geom g = gemm_read_geom<false, false>(A_shape, A_strides, A_ndim,
+                                           B_shape, B_strides, B_ndim,
+                                           Cin_strides, Cin_ndim);
+uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+int tiles_m = (g.M + 127) / 128, tiles_n = (g.N + 127) / 128;
+int2 t = gemm_tri_tile_of(threadgroup_position_in_grid.x, tiles_m, tiles_n,
+                          UPPER);
+int64_t oc = gemm_batch_offset(b, Cin_shape, Cin_strides, Cin_ndim);
+const device double* a0 =
+    A + gemm_batch_offset(b, A_shape, A_strides, A_ndim);
+const device double* b0 =
+    B + gemm_batch_offset(b, B_shape, B_strides, B_ndim);
+#if GEMM_HAS_MMA
+extern __shared__ __align__(16) double gemm_dmma2_dyn[];
+gemm_dmma2_tile<BETA0, KA, KB>(a0, b0, Cin + oc, C + oc, g, alpha, beta,
+                               t.x * 128, t.y * 128,
+                               thread_index_in_threadgroup, gemm_dmma2_dyn);
 #else
 threadgroup double As[8 * 132];
 threadgroup double Bs[8 * 132];

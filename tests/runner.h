@@ -123,6 +123,7 @@
   X(linalg_gemm_paths, 180)                                                   \
   X(linalg_gemm_f32, 180)                                                     \
   X(linalg_gemm_f64_tc, 180)                                                  \
+  X(linalg_gemm_f64_tri_deep, 120)                                            \
   X(linalg_gemm_tc_pipelined, 180)                                            \
   X(linalg_gemm_wg, 180)                                                      \
   X(linalg_gemm_errors, 60)                                                   \

@@ -874,8 +874,11 @@ void test_linalg_gemm_f32(void) {
  * k a multiple of the 8-deep slice or not, k below one slice, beta == 0
  * over NaN, a batch with a broadcast 2-D operand, and strided views. */
 void test_linalg_gemm_f64_tc(void) {
+  /* 200 x 136 x 150: ragged tiles and 10 slices of gemm_dmma2's 16 k, the
+   * last partial, so its 4 pipeline stages wrap round twice. */
   static const int64_t shapes[][3] = {
       {128, 128, 64}, {130, 129, 13}, {67, 200, 5}, {1, 1, 1},
+      {200, 136, 150},
   };
   kiln_linalg_opts o;
   kiln_linalg_opts_init(&o);
@@ -905,6 +908,71 @@ void test_linalg_gemm_f64_tc(void) {
   lg_free(&a);
   lg_free(&b);
   lg_free(&c);
+}
+
+/* The float64 trapezoid GEMM (kiln__gemm_tri: gemm_dmma2_tri, or
+ * gemm_dmma_tri under KILN_GEMM_DMMA=1) with k deep enough (150: ten
+ * 16-k slices, the last partial) that the tile's pipeline stages wrap,
+ * on ragged tiles: lower 300 x 200 and its upper mirror, every operand
+ * layout (KA, KB both ways), beta 1 and 0 (C all NaN then: never read).
+ * Every element off the trapezoid keeps its value; on it, the float64
+ * reference within (k + 2) eps times the sum of the terms' magnitudes. */
+void test_linalg_gemm_f64_tri_deep(void) {
+  const int64_t k = 150;
+  for (int upper = 0; upper < 2; upper++)
+    for (int lay = 0; lay < 4; lay++) {
+      bool ta = lay & 1, tb = lay & 2;
+      int64_t m = upper ? 200 : 300, n = upper ? 300 : 200;
+      int64_t sa[2] = {ta ? k : m, ta ? m : k};
+      int64_t sb[2] = {tb ? n : k, tb ? k : n}, sc[2] = {m, n};
+      double *a = kt_la_alloc(m * k), *b = kt_la_alloc(k * n);
+      double *c = kt_la_alloc(m * n);
+      for (int64_t i = 0; i < m * k; i++)
+        a[i] = kt_uniform(-1, 1);
+      for (int64_t i = 0; i < k * n; i++)
+        b[i] = kt_uniform(-1, 1);
+      double alpha = lay == 3 ? 0.75 : -1.0, beta = lay == 3 ? 0.0 : 1.0;
+      for (int64_t i = 0; i < m * n; i++)
+        c[i] = beta == 0.0 ? NAN : kt_uniform(-1, 1);
+      kiln_array *va = kt_la_array(KILN_FLOAT64, 2, sa, a);
+      kiln_array *vb = kt_la_array(KILN_FLOAT64, 2, sb, b);
+      kiln_array *vc = kt_la_array(KILN_FLOAT64, 2, sc, c);
+      CHECK_OK(kiln__gemm_tri(kt_stream(), upper, ta, tb, alpha, va, vb,
+                              beta, vc));
+      double *got = kt_read_f64(vc);
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+          int64_t at = i * n + j;
+          bool in = upper ? j / 128 >= i / 128 : i / 128 >= j / 128;
+          if (!in) {
+            CHECK(got[at] == c[at] || (isnan(got[at]) && isnan(c[at])),
+                  "upper %d layout %d: C (%lld, %lld) "
+                  "off the trapezoid changed from %.17g to %.17g", upper,
+                  lay, (long long)i, (long long)j, c[at], got[at]);
+            continue;
+          }
+          double sum = 0, mag = 0;
+          for (int64_t q = 0; q < k; q++) {
+            double x = ta ? a[q * m + i] : a[i * k + q];
+            double y = tb ? b[j * k + q] : b[q * n + j];
+            sum += x * y;
+            mag += fabs(x * y);
+          }
+          double old = beta == 0.0 ? 0.0 : beta * c[at];
+          double ref = alpha * sum + old;
+          double tol = (double)(k + 2) * kt_eps(KILN_FLOAT64) *
+                       (fabs(alpha) * mag + fabs(old));
+          CHECK(fabs(got[at] - ref) <= tol, "upper %d layout %d: C (%lld, "
+                "%lld) is %.17g, not %.17g", upper, lay, (long long)i,
+                (long long)j, got[at], ref);
+        }
+      free(got);
+      kiln_array *all[3] = {va, vb, vc};
+      kt_destroy_all(all, 3);
+      free(a);
+      free(b);
+      free(c);
+    }
 }
 
 /* The float16/bfloat16 sweep of the tensor-core kernel tests: every
@@ -1111,13 +1179,15 @@ void test_linalg_gemm_errors(void) {
  * vector modes (transposes travel as views, so no kernel has TA/TB
  * variants); the trapezoid kernels gemm_f32_tri and gemm_dmma_tri (the
  * Cholesky's updates) those of gemm_f32 (less its mode pairs 0 / 3,
- * 3 / 0: gemm.c's f32_tri_modes) and gemm_dmma x UPPER. */
-#define LG_KERNELS 9
+ * 3 / 0: gemm.c's f32_tri_modes) and gemm_dmma x UPPER; gemm_dmma2 and
+ * gemm_dmma2_tri as gemm_dmma and gemm_dmma_tri. */
+#define LG_KERNELS 11
 static const char *const lg_kernel_names[LG_KERNELS] = {
-    "gemm_scale", "gemm_simt", "gemm_tc",      "gemm_f32",     "gemm_dmma",
-    "gemm_tc2",   "gemm_wg",   "gemm_f32_tri", "gemm_dmma_tri"};
-static const int lg_kernel_configs[LG_KERNELS] = {8,  88, 128, 64, 8,
-                                                  16, 16, 112, 16};
+    "gemm_scale",   "gemm_simt",     "gemm_tc",   "gemm_f32",
+    "gemm_dmma",    "gemm_tc2",      "gemm_wg",   "gemm_f32_tri",
+    "gemm_dmma_tri", "gemm_dmma2",   "gemm_dmma2_tri"};
+static const int lg_kernel_configs[LG_KERNELS] = {8,  88, 128, 64, 8, 16,
+                                                  16, 112, 16, 8,  16};
 
 /* The configurations gemm.c enumerates, compiled by a few threads (one
  * NVRTC compile of a GEMM kernel takes a good fraction of a second). A
@@ -1246,6 +1316,8 @@ static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
             strcmp(c->name, "gemm_f32_tri") == 0 ||
             strcmp(c->name, "gemm_dmma") == 0 ||
             strcmp(c->name, "gemm_dmma_tri") == 0 ||
+            strcmp(c->name, "gemm_dmma2") == 0 ||
+            strcmp(c->name, "gemm_dmma2_tri") == 0 ||
             strcmp(c->name, "gemm_tc2") == 0 ||
             strcmp(c->name, "gemm_wg") == 0) &&
            rep.spill_store_bytes + rep.spill_load_bytes > 0)
@@ -1277,6 +1349,15 @@ static void lg_compile_one(const lg_nvrtc *n, const kiln__gemm_config *c,
     snprintf(why, cap, "%s for sm_90a uses %d registers per thread, too "
              "few for its wgmma branch's 128 accumulators: was "
              "GEMM_HAS_WGMMA off?", what, rep.registers);
+  /* gemm_dmma2's stages are dynamic shared memory: its mma.sync branch
+   * declares no static threadgroup memory, its SIMT fallback 16896
+   * bytes. */
+  else if (strncmp(c->name, "gemm_dmma2", 10) == 0 && n->arch >= 80 &&
+           rep.threadgroup_memory != 0)
+    snprintf(why, cap, "%s for %s uses %llu bytes of static threadgroup "
+             "memory, not the none of its tensor-core branch: was "
+             "GEMM_HAS_MMA off?", what, n->target,
+             (unsigned long long)rep.threadgroup_memory);
   else if (lg_tc_smem(c) != 0 && n->arch >= 80 &&
            rep.threadgroup_memory != lg_tc_smem(c))
     snprintf(why, cap, "%s for %s uses %llu bytes of threadgroup memory, "

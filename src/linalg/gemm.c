@@ -23,6 +23,13 @@
  *              shape on sm_90), 128 x 128 tiles, a 3-stage cp.async
  *              pipeline; elsewhere its own SIMT fallback (H100, 8192^3:
  *              39 TFLOP/s, 0.67-0.69x cuBLAS).
+ *   gemm_dmma2 gemm_dmma's tiles and warps on sm_90's m16n8k8 (half the
+ *              mma instructions), 16-deep slices in a 4-stage pipeline
+ *              in 128 KiB of dynamic shared memory (half the barriers
+ *              per k, copies 48 k ahead; the count is in
+ *              kernels/gemm.metal). KILN_GEMM_DMMA, read once: 1
+ *              gemm_dmma, 2 gemm_dmma2 (the default; not on CUDA
+ *              before sm_90); for GEMMs and the trapezoid alike.
  *   gemm_wg    float16/bfloat16 on Hopper's warpgroup MMA (wgmma, sm_90a):
  *              128 x 256 tiles, two warpgroups of m64n256k16, operands
  *              in 128-byte-swizzled shared memory fed by a 4-stage
@@ -40,8 +47,9 @@
  *              registers): float32 rounded to TF32 or bf16, and operands
  *              that allow no 16-byte vectors.
  *   gemm_scale C = beta C for k == 0 or alpha == 0.
- *   gemm_f32_tri, gemm_dmma_tri  gemm_f32's and gemm_dmma's tiles over
- *              C's lower trapezoid only (or its upper mirror), one
+ *   gemm_f32_tri, gemm_dmma_tri, gemm_dmma2_tri  gemm_f32's, gemm_dmma's
+ *              and gemm_dmma2's tiles over C's lower trapezoid only
+ *              (or its upper mirror), one
  *              threadgroup per tile on or below the diagonal
  *              (kiln__gemm_tri: no public path; the Cholesky's updates).
  *
@@ -52,8 +60,9 @@
  *   1  SIMT: gemm_f32 for float32 when 128-square tiles fill the device,
  *      else gemm_simt with a tile size picked by shape;
  *   2  tensor cores: float16, bfloat16, float32 with precision TF32 or
- *      BF16 (gemm_wg, gemm_tc2 or gemm_tc), float64 (gemm_dmma). On a
- *      device without them (the CPU) the same kernels run their SIMT
+ *      BF16 (gemm_wg, gemm_tc2 or gemm_tc), float64 (gemm_dmma2, or
+ *      gemm_dmma before sm_90 or with KILN_GEMM_DMMA=1). On a device
+ *      without them (the CPU) the same kernels run their SIMT
  *      fallbacks, so the CPU suite covers the path's launch logic;
  *   3  the first-generation kernels (gemm_simt, gemm_tc), kept selectable
  *      so that benchmarks can compare;
@@ -70,8 +79,10 @@
  * alpha and beta as 0-d arrays in the accumulation dtype (float64 for
  * float64, else float32), filled in stream order so the call never waits.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "linalg/linalg.h"
@@ -120,6 +131,9 @@ static const simt_config k_simt_large = {128, 128, 16, 8, 8}; /* 256 */
  * shared memory plus 1 KiB to align them (kernels/gemm.metal). */
 #define GEMM_WG_THREADS 256
 #define GEMM_WG_SHARED_KIB 193
+/* gemm_dmma2: GEMM_DMMA2_STAGES (4) stages of two 128 x 16 float64 slices
+ * of dynamic shared memory (kernels/gemm.metal). */
+#define GEMM_DMMA2_SHARED_KIB 128
 
 /* float64 accumulates in float64, everything else in float32. */
 static kiln_dtype acc_dtype(kiln_dtype d) {
@@ -445,6 +459,8 @@ static unsigned kernel_flags(const char *name) {
   unsigned f = KILN__LIB_NO_ROW_CONTIG;
   if (strcmp(name, "gemm_wg") == 0)
     f |= KILN__LIB_SHARED_KIB(GEMM_WG_SHARED_KIB);
+  if (strncmp(name, "gemm_dmma2", 10) == 0)
+    f |= KILN__LIB_SHARED_KIB(GEMM_DMMA2_SHARED_KIB);
   return f;
 }
 
@@ -541,6 +557,31 @@ static void dmma_targs(kiln_template_arg *t, bool beta0, bool ka, bool kb) {
   kiln__targ_bool(&t[2], "KB", kb);
 }
 
+/* KILN_GEMM_DMMA (1 gemm_dmma, 2 gemm_dmma2), read once per process so
+ * that one GPU call can time each variant in its own process. */
+static int g_env_dmma = 2;
+static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
+
+static void read_env(void) {
+  const char *v = getenv("KILN_GEMM_DMMA");
+  if (v != NULL && v[0] >= '1' && v[0] <= '2' && v[1] == '\0')
+    g_env_dmma = v[0] - '0';
+}
+
+/* Whether float64 GEMMs on `dev` run gemm_dmma2 (else gemm_dmma; both
+ * take the same template arguments): unless KILN_GEMM_DMMA=1, everywhere
+ * but CUDA devices before sm_90, which lack its m16n8k8 (its m8n8k4
+ * fallback there gains nothing and needs up to 146 registers on sm_80).
+ * The CPU runs it, so the CPU suite covers its launch logic. */
+static bool use_dmma2(const kiln_device *dev) {
+  pthread_once(&g_env_once, read_env);
+  int sm = 0;
+  if (strcmp(dev->info.backend, "cuda") == 0 &&
+      sscanf(dev->info.arch, "sm_%d", &sm) == 1 && sm < 90)
+    return false;
+  return g_env_dmma == 2;
+}
+
 /* float64 on tensor cores (gemm_dmma, 128-square tiles; its SIMT fallback
  * on devices without them), on views of op(A) and op(B); each operand is
  * staged k-major or row-major, whichever its memory is contiguous in. */
@@ -552,7 +593,10 @@ static kiln_status run_dmma(const gemm_problem *p) {
   dmma_targs(t, p->beta == 0.0, !rows_contiguous(sam, sak),
              !rows_contiguous(sbn, sbk));
   int64_t tiles = ceil_div(p->m, 128) * ceil_div(p->n, 128);
-  return launch_op_views(p, "gemm_dmma", t, 3, GEMM_DMMA_THREADS, tiles);
+  return launch_op_views(p,
+                         use_dmma2(p->stream->device) ? "gemm_dmma2"
+                                                      : "gemm_dmma",
+                         t, 3, GEMM_DMMA_THREADS, tiles);
 }
 
 /* The SIMT kernels; `first`: the first generation only (opts->path 3). */
@@ -725,7 +769,8 @@ static void f32_tri_modes(int *ma, int *mb) {
     *mb = 1;
 }
 
-/* gemm_dmma_tri's template arguments (4): gemm_dmma's and UPPER. */
+/* gemm_dmma_tri's and gemm_dmma2_tri's template arguments (4):
+ * gemm_dmma's and UPPER. */
 static void dmma_tri_targs(kiln_template_arg *t, bool beta0, bool ka,
                            bool kb, bool upper) {
   dmma_targs(t, beta0, ka, kb);
@@ -785,8 +830,10 @@ kiln_status kiln__gemm_tri(kiln_stream *s, bool upper, bool ta, bool tb,
     kiln_template_arg t[4];
     dmma_tri_targs(t, p.beta == 0.0, !rows_contiguous(sam, sak),
                    !rows_contiguous(sbn, sbk), upper);
-    return launch_op_views(&p, "gemm_dmma_tri", t, 4, GEMM_DMMA_THREADS,
-                           tiles);
+    return launch_op_views(&p,
+                           use_dmma2(p.stream->device) ? "gemm_dmma2_tri"
+                                                       : "gemm_dmma_tri",
+                           t, 4, GEMM_DMMA_THREADS, tiles);
   }
   kiln_template_arg t[5];
   bool exact = p.m % 128 == 0 && p.n % 128 == 0 && p.k % 8 == 0 && p.k > 0;
@@ -922,6 +969,22 @@ static kiln_status each_dmma_tri(kiln_dtype dt, kiln__gemm_config_fn fn,
   return st;
 }
 
+/* gemm_dmma2_tri (float64 only): BETA0, KA, KB, UPPER. */
+static kiln_status each_dmma2_tri(kiln_dtype dt, kiln__gemm_config_fn fn,
+                                  void *user) {
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  if (dt != KILN_FLOAT64)
+    return KILN_OK;
+  for (unsigned f = 0; st == KILN_OK && f < 16; f++) {
+    config_init(&c, "gemm_dmma2_tri", dt, GEMM_DMMA_THREADS);
+    dmma_tri_targs(c.template_args, f & 1, f & 2, f & 4, f & 8);
+    c.num_template_args = 4;
+    st = fn(&c, user);
+  }
+  return st;
+}
+
 /* gemm_tc2 and gemm_wg (float16 and bfloat16, the same template
  * arguments): BETA0 x the vector modes 1, 2 of A and B. */
 static kiln_status each_tensor16(const char *name, int threads,
@@ -951,6 +1014,22 @@ static kiln_status each_dmma(kiln_dtype dt, kiln__gemm_config_fn fn,
     return KILN_OK;
   for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
     config_init(&c, "gemm_dmma", dt, GEMM_DMMA_THREADS);
+    dmma_targs(c.template_args, f & 1, f & 2, f & 4);
+    c.num_template_args = 3;
+    st = fn(&c, user);
+  }
+  return st;
+}
+
+/* gemm_dmma2 (float64 only): BETA0, KA, KB. */
+static kiln_status each_dmma2(kiln_dtype dt, kiln__gemm_config_fn fn,
+                              void *user) {
+  kiln__gemm_config c;
+  kiln_status st = KILN_OK;
+  if (dt != KILN_FLOAT64)
+    return KILN_OK;
+  for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
+    config_init(&c, "gemm_dmma2", dt, GEMM_DMMA_THREADS);
     dmma_targs(c.template_args, f & 1, f & 2, f & 4);
     c.num_template_args = 3;
     st = fn(&c, user);
@@ -1005,6 +1084,10 @@ kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user) {
       st = each_f32_tri(dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_dmma_tri(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_dmma2(dtypes[d], fn, user);
+    if (st == KILN_OK)
+      st = each_dmma2_tri(dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_tensor16("gemm_tc2", GEMM_TC_THREADS, dtypes[d], fn, user);
     if (st == KILN_OK)
