@@ -123,32 +123,28 @@ inline void tri_tile_index(int e, bool along_cols, thread int& i,
   }
 }
 
-// Loads the NB x NB tile of M at effective rows r0 .., columns q0 ..
+// Stages the NB x NB tile of M at effective rows r0 .., columns q0 ..
 // (rows from `rows` on and columns from `cols` on read as zeros) into
-// this thread's NB * NB / 256 registers; tri_tile_store puts them into
-// threadgroup memory. Coalesced either way (see tri_tile_index).
-template <typename T, int NB>
-inline void tri_tile_load(thread T* v, const device T* a, tri_eff m,
-                          bool along_cols, int r0, int rows, int q0, int cols,
-                          int tid) {
-  for (int u = 0; u < NB * NB / 256; ++u) {
-    int i, p;
-    tri_tile_index<NB>(tid + 256 * u, along_cols, i, p);
-    v[u] = i < rows && p < cols
-               ? a[(int64_t)(r0 + i) * m.r + (int64_t)(q0 + p) * m.c]
-               : T(0);
-  }
-}
-
-// Stores a tile loaded by tri_tile_load (the same along_cols) as tile[i *
-// P + p].
+// threadgroup memory as tile[i * P + p], by tri_stage (all of a thread's
+// NB * NB / 256 copies in flight at once; tri_stage_wait completes
+// them). Coalesced either way (see tri_tile_index).
 template <typename T, int NB, int P>
-inline void tri_tile_store(threadgroup T* tile, thread const T* v,
-                           bool along_cols, int tid) {
+inline void tri_tile_stage(threadgroup T* tile, const device T* a, tri_eff m,
+                           bool along_cols, int r0, int rows, int q0,
+                           int cols, int tid) {
+  // Element tid + 256 u sits at (i0 + di u, p0 + dp u) (tri_tile_index,
+  // NB dividing 256): one pointer and one stride, not an address
+  // computed per copy (registers).
+  int i0, p0;
+  tri_tile_index<NB>(tid, along_cols, i0, p0);
+  const int di = along_cols ? 256 / NB : 0, dp = along_cols ? 0 : 256 / NB;
+  const device T* src =
+      a + (int64_t)(r0 + i0) * m.r + (int64_t)(q0 + p0) * m.c;
+  const int64_t du = (int64_t)di * m.r + (int64_t)dp * m.c;
   for (int u = 0; u < NB * NB / 256; ++u) {
-    int i, p;
-    tri_tile_index<NB>(tid + 256 * u, along_cols, i, p);
-    tile[i * P + p] = v[u];
+    const int i = i0 + di * u, p = p0 + dp * u;
+    const bool in = i < rows && p < cols;
+    tri_stage(tile + i * P + p, in ? src + u * du : a, in);
   }
 }
 
@@ -358,9 +354,10 @@ for (int e = tid; e < NB * NB; e += 256) {
 // -M[s, t] V_t summed over jb <= t < s (B starts as those columns of the
 // identity), then V_s = W_s B_s (W_s the inverted NB x NB block of
 // trsm_diag_inv), so the chain of a threadgroup has at most SUB (SUB + 1)
-// / 2 tile stages. The tiles (M[s, t] and W_s, NB x NB each, one at a time
-// in Tl) come through registers: the next tile's loads are issued before
-// the current one's products. In a product, PQ = 256 / NB adjacent lanes
+// / 2 tile stages. The tiles (M[s, t] and W_s, NB x NB each) are staged
+// into the two halves of Tl in turn (tri_stage: cp.async on CUDA), the
+// next one's copies issued before the current one's products, and each
+// solved block replaces its right-hand side in Bs. In a product, PQ = 256 / NB adjacent lanes
 // share a block of KT / 4 rows x 4 columns of the output (every PQ-th
 // column of the tile each); their partial sums meet by shuffles. Rows of
 // Tl are padded to NB + PQ, which puts a warp's tile reads on distinct
@@ -371,9 +368,10 @@ for (int e = tid; e < NB * NB; e += 256) {
 constexpr int PQ = 256 / NB; // lanes per output block of a product
 constexpr int P = NB + PQ;   // Tl's row stride
 constexpr int S = SUB * NB;
-threadgroup T Tl[NB * P];
-threadgroup T Bs[S * KT]; // the right-hand sides, block by block
-threadgroup T Xt[S * KT]; // the solved blocks
+threadgroup T Tl[2 * NB * P]; // two tiles: one staged, one multiplied
+// The right-hand sides block by block, each replaced by its solution once
+// solved: a stage reads solved blocks t < s and block s only.
+threadgroup T Bs[S * KT];
 const int n = A_shape[A_ndim - 1];
 const int nblk = (n + NB - 1) / NB, steps = (n + S - 1) / S;
 const int step = (int)threadgroup_position_in_grid.z;
@@ -428,45 +426,57 @@ wm.c = 1;
     tri_prefetch_l2(wa + e);
 }
 #endif
-T v[NB * NB / 256];
-// the first stage is W_jb times the identity's columns
-tri_tile_load<T, NB>(v, wa + (int64_t)jb * (NB * NB), wm, true, 0, NB, 0, NB,
-                     tid);
 for (int e = tid; e < S * KT; e += 256)
   Bs[e] = e / KT == c0 + e % KT ? T(1) : T(0);
 // the blocks above jb: zero (the inverse is lower triangular)
 for (int e = tid; e < jb * NB * KT; e += 256)
   vo[(int64_t)(e / KT) * S + c0 + e % KT] = T(0);
+// Stage (s, t)'s tile is M[s, t] for t < s, else W_s. The first, W_jb,
+// is staged now; each stage stages the next one's into the other half
+// of Tl before its product, so a tile's loads overlap the product before
+// it without holding registers (the old register prefetch cost 162
+// registers a thread, one threadgroup an SM).
+tri_tile_stage<T, NB, P>(Tl, wa + (int64_t)jb * (NB * NB), wm, true, 0, NB,
+                         0, NB, tid);
+int buf = 0;
 for (int s = jb; s < nsub; ++s) {
   threadgroup T* bs = Bs + s * NB * KT; // block s of Bs
   for (int t = jb; t <= s; ++t) {
+    // this stage's tile complete and visible; the other half free
+    tri_stage_wait();
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    tri_tile_store<T, NB, P>(Tl, v, t < s ? along_cols : true, tid);
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    // issue the next stage's loads before this one's products
     const int ns = t < s ? s : s + 1, nt = t < s ? t + 1 : jb;
+    threadgroup T* next = Tl + (1 - buf) * NB * P;
     if (ns < nsub) {
       if (nt < ns)
-        tri_tile_load<T, NB>(v, a, m, along_cols, e0 + ns * NB,
-                             min(NB, n - e0 - ns * NB), e0 + nt * NB, NB, tid);
+        tri_tile_stage<T, NB, P>(next, a, m, along_cols, e0 + ns * NB,
+                                 min(NB, n - e0 - ns * NB), e0 + nt * NB, NB,
+                                 tid);
       else
-        tri_tile_load<T, NB>(v, wa + (int64_t)ns * (NB * NB), wm, true, 0,
-                             NB, 0, NB, tid);
+        tri_tile_stage<T, NB, P>(next, wa + (int64_t)ns * (NB * NB), wm, true,
+                                 0, NB, 0, NB, tid);
     }
+    const threadgroup T* tile = Tl + buf * NB * P;
+    buf = 1 - buf;
     // acc = Tl[rows, :] times B_s (t == s) or V_t (t < s), over this
     // lane's columns of the tile, then summed over the PQ lanes. RR x CC
     // outputs a thread: RR + CC reads of threadgroup memory per RR CC
     // FMAs (2 + 4 per 8; one row x KT columns took 1 + 8 per 8)
-    const threadgroup T* rhs = t < s ? Xt + t * NB * KT : bs;
+    const threadgroup T* rhs = Bs + t * NB * KT; // V_t, or B_s (t == s)
     T acc[RR][CC];
     for (int r = 0; r < RR; ++r)
       for (int q = 0; q < CC; ++q)
         acc[r][q] = T(0);
+    // unrolled by 2 on CUDA: fully unrolled, ptxas hoists every read of
+    // the 16 rounds and takes 136 registers (one threadgroup an SM)
+#if KILN_BACKEND_CUDA
+#pragma unroll 2
+#endif
     for (int pp = 0; pp < NB / PQ; ++pp) {
       const int p = pq + PQ * pp;
       T tv[RR], xv[CC];
       for (int r = 0; r < RR; ++r)
-        tv[r] = Tl[(rg * RR + r) * P + p];
+        tv[r] = tile[(rg * RR + r) * P + p];
       for (int q = 0; q < CC; ++q)
         xv[q] = rhs[p * KT + cg * CC + q];
       for (int r = 0; r < RR; ++r)
@@ -477,6 +487,9 @@ for (int s = jb; s < nsub; ++s) {
       for (int r = 0; r < RR; ++r)
         for (int q = 0; q < CC; ++q)
           acc[r][q] += simd_shuffle_xor(acc[r][q], (ushort)o);
+    // V_s replaces B_s in place: every thread done reading B_s first
+    if (t == s)
+      threadgroup_barrier(mem_flags::mem_threadgroup);
     // lane pq keeps the outputs r CC + q equal to pq modulo PQ
     for (int r = 0; r < RR; ++r)
       for (int q = 0; q < CC; ++q) {
@@ -485,8 +498,8 @@ for (int s = jb; s < nsub; ++s) {
         const int row = rg * RR + r, cc = cg * CC + q;
         if (t < s) { // B_s -= M[s, t] V_t
           bs[row * KT + cc] -= acc[r][q];
-        } else { // V_s = W_s B_s, into Xt and V
-          Xt[(s * NB + row) * KT + cc] = acc[r][q];
+        } else { // V_s = W_s B_s, into Bs and V
+          bs[row * KT + cc] = acc[r][q];
           vo[(int64_t)(s * NB + row) * S + c0 + cc] = acc[r][q];
         }
       }

@@ -52,7 +52,15 @@
  *      ~11 us a step instead of 15.8, 32 launches a solve instead of
  *      64: ~0.35 ms a solve instead of ~0.51 (kiln_solve's two solves:
  *      ~0.3 ms less), registers 64 (float32, every UPPER/TRANS: two
- *      threadgroups an SM as before; float64 72-76: one). Beside it, in
+ *      threadgroups an SM as before; float64 72-76: one). trsm_stepinv
+ *      (measured 90.2 us a solve, main 37ded1e): 1024 threadgroups (32
+ *      steps x 32 column groups) of chains of up to 10 tile stages, at
+ *      162 registers one threadgroup an SM: 7.8 waves. Its next tile now
+ *      goes straight into the other half of a double-buffered tile in
+ *      threadgroup memory (no register prefetch; Bs and Xt merged to
+ *      make room: 42 KiB) and the product loop is unrolled by 2: 128
+ *      registers, two threadgroups an SM, 3.9 waves of the same chains:
+ *      COUNT, NOT MEASURED, ~45-50 us a solve instead of 90. Beside it, in
  *      kiln_solve_triangular only: tri_diag_check and tri_copy as on
  *      main;
  *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
