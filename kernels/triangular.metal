@@ -300,9 +300,19 @@ for (int u = 0; u < NB * NB / 256; ++u) {
   S[i * P + j] = i == j && (UNIT || i >= nb) ? T(1) : av[u];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
+// The diagonal's reciprocals, one division a thread up front: in the
+// substitution below a division per column and step (8 a step per warp,
+// each an IEEE division subroutine on the chain) made this kernel
+// instruction-latency bound (31.5 us measured at n = 8192); a multiply
+// by the reciprocal costs one more rounding per step (x / d as x (1 /
+// d)), well inside the solve's error bounds.
+threadgroup T rdiag[NB];
+if (tid < NB)
+  rdiag[tid] = T(1) / S[tid * P + tid];
+threadgroup_barrier(mem_flags::mem_threadgroup);
 // Warp w inverts columns w, w + 8, ..., CW = NB / 8 of them, all at
 // once: each step p of the substitution advances every column (one
-// shuffle and one division each, independent), so a warp waits on one
+// shuffle and one multiply by the pivot's reciprocal each, independent), so a warp waits on one
 // chain of NB - w steps, not on CW chains one after another.
 constexpr int CW = NB / 8;
 T x[CW][R];
@@ -310,7 +320,7 @@ for (int q = 0; q < CW; ++q)
   for (int r = 0; r < R; ++r)
     x[q][r] = lane + 32 * r == warp + 8 * q ? T(1) : T(0);
 for (int p = warp; p < NB; ++p) {
-  const T dp = S[p * P + p];
+  const T rdp = rdiag[p];
   T sp[R]; // column p of the block, this lane's rows
   for (int r = 0; r < R; ++r)
     sp[r] = S[(lane + 32 * r) * P + p];
@@ -323,7 +333,7 @@ for (int p = warp; p < NB; ++p) {
         xp = x[q][r];
     xp = simd_shuffle(xp, (ushort)(p % 32));
     if (!UNIT)
-      xp = xp / dp;
+      xp = xp * rdp;
     for (int r = 0; r < R; ++r) {
       const int i = lane + 32 * r;
       if (i > p)

@@ -60,7 +60,12 @@
  *      threadgroup memory (no register prefetch; Bs and Xt merged to
  *      make room: 42 KiB) and the product loop is unrolled by 2: 128
  *      registers, two threadgroups an SM, 3.9 waves of the same chains:
- *      COUNT, NOT MEASURED, ~45-50 us a solve instead of 90. Beside it, in
+ *      COUNT, NOT MEASURED, ~45-50 us a solve instead of 90.
+ *      trsm_diag_inv (measured 31.5 us a solve, 128 threadgroups, one an
+ *      SM): a warp's chain of 64 substitution steps each did 8 IEEE
+ *      divisions (a ~10-instruction subroutine each, on the chain); the
+ *      diagonal's reciprocals are now taken once up front and each step
+ *      multiplies: COUNT, NOT MEASURED, ~10-15 us. Beside it, in
  *      kiln_solve_triangular only: tri_diag_check and tri_copy as on
  *      main;
  *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
