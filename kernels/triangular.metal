@@ -521,35 +521,51 @@ for (int s = jb; s < nsub; ++s) {
 // of step s (e0 = s S .. e1 - 1) and in XS (half s % 2), B[rest] = scale
 // B[rest] - M[rest, s] X_s for the rows after the step (e1 .. n - 1), and
 // the next step's solution X_{s+1} = V_{s+1} B_{s+1} written into its
-// rows of B and into XS (half (s + 1) % 2), all in one launch. `step` is
-// s + 1 (0 .. steps - 1): launch 0 applies nothing and only solves step
-// 0's rows. Threadgroups of 512 threads, each owning 16 rows (from e1 +
-// 16 g) and 16 columns (grid.x = 512 * groups, an exact multiple, so one
-// CUDA launch region in block order; grid.y = batch entries from batch0,
-// grid.z = column tiles). Each stages all of its loads at once
-// (tri_stage: 16 S / 512 values of M and as many of X_s a thread) into
-// threadgroup memory and multiplies (tri_rows_product). The first
-// `owners` groups hold the next step's rows (at most S / 16): group g
-// writes its updated rows into the scratch R (not into B: the owners
-// after it still read them), raises its flag F[g] to the launch's epoch
-// (step + 1), stages its rows of V_{s+1} while waiting for the flags of
-// the owners before it, then R's rows up to its own (V is lower
-// triangular), and multiplies. An owner waits only on groups of lower
-// index of its batch entry and column tile, which every backend starts
-// first (CUDA dispatches a grid's blocks in order; the CPU pool hands
-// groups out in increasing order, and a group waits only on others), so
-// the wait always ends. The flags are zeroed once per solve (tri_zero)
-// and epochs grow, so no reset sits between launches. Inputs A, V, Bin,
-// scale (0-d T), step (0-d int), batch0; outputs B (Bin's memory), R
-// (batch x S x k), XS (batch x 2 x S x k), F (int, batch x column tiles
-// x S / 16). Template: T, S, UPPER, TRANS, ABATCH (A, hence V, has batch
-// entries).
+// rows of B and into XS (half (s + 1) % 2), all in one launch. Launch j =
+// s + 1 (0 .. steps - 1) has ceil((n - j S) / 16) threadgroups of 512
+// threads along x (an exact multiple, so one CUDA launch region, in block
+// order), each owning 16 rows (from e1 + 16 g) and 16 columns; grid.y =
+// batch entries within a chunk of 65535, grid.z = chunks x column tiles.
+// Launch 0 applies nothing: it scales B by `scale` and solves step 0's
+// rows. Each threadgroup stages all of its loads at once (tri_stage: 16
+// S / 512 values of M and as many of X_s a thread) into threadgroup
+// memory and multiplies (tri_rows_product). The first `owners` groups
+// hold the next step's rows (at most S / 16): group g writes its updated
+// rows into the scratch R (not into B: the owners after it still read
+// them), raises its flag F[g] to the launch's epoch (j + 1), stages its
+// rows of V_{s+1} while waiting for the flags of the owners before it,
+// then R's rows up to its own (V is lower triangular), and multiplies.
+// An owner waits only on groups of lower index of its batch entry and
+// column tile, which every backend starts first (CUDA dispatches a
+// grid's blocks in order; the CPU pool hands groups out in increasing
+// order, and a group waits only on others), so the wait always ends. The
+// flags are zeroed once per solve (tri_zero) and epochs grow, so no reset
+// sits between launches. Inputs A, V, Bin, scale (0-d T, read only after
+// the loads); outputs B (Bin's memory), R (batch x S x k), XS (batch x 2
+// x S x k), F (int, batch x column tiles x S / 16). Template: T, S,
+// UPPER, TRANS, ABATCH (A, hence V, has batch entries).
 constexpr int RB = 16, KC = 16, NT = 512, AP = S + 1, XP = KC + 1;
 constexpr int APER = RB * S / NT, XPER = S * KC / NT, OWN = S / RB;
 threadgroup T Ab[RB * AP];
 threadgroup T Xb[S * XP];
 const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
 const int steps = (n + S - 1) / S;
+// The launch's index j = s + 1 and the batch entry come from the grid,
+// not from 0-d inputs: a scalar is a load from memory, and every address
+// below would wait on it (one more memory round trip a launch). Launch
+// j has ceil((n - j S) / 16) groups along x (S is a multiple of 16);
+// grid.z is (batch chunk of 65535 entries) x column tiles.
+const int step = ((n + RB - 1) / RB - (int)threadgroups_per_grid.x) / OWN;
+const int ctiles = (k + KC - 1) / KC;
+int64_t batch = 1;
+for (int d = 0; d < Bin_ndim - 2; ++d)
+  batch *= Bin_shape[d];
+const int zc = (int)threadgroup_position_in_grid.z;
+const int64_t b64 = (int64_t)(zc / ctiles) * 65535 +
+                    (int64_t)threadgroup_position_in_grid.y;
+if (b64 >= batch)
+  return; // past the batch in the last chunk: the whole group
+const uint b = (uint)b64;
 const int s = step - 1; // the step applied (-1: none)
 const int e0 = s * S, e1 = s < 0 ? 0 : min(n, e0 + S);
 const int sw = s < 0 ? 0 : e1 - e0; // 0: nothing is loaded or applied
@@ -557,8 +573,7 @@ const int nw = min(S, n - e1);      // rows of the next step
 const int owners = (nw + RB - 1) / RB;
 const int g = (int)threadgroup_position_in_grid.x;
 const int t0 = e1 + g * RB;
-const int c0 = (int)threadgroup_position_in_grid.z * KC;
-const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int c0 = (zc % ctiles) * KC;
 const int tid = (int)thread_index_in_threadgroup;
 int64_t br = Bin_strides[Bin_ndim - 2];
 const int64_t bc = Bin_strides[Bin_ndim - 1];
@@ -618,9 +633,7 @@ threadgroup_barrier(mem_flags::mem_device);
 // Publish (the release fences the group's R stores, which the barrier
 // ordered before it): F[g] = the launch's epoch.
 device atomic_int* fl =
-    (device atomic_int*)F +
-    ((int64_t)b * threadgroups_per_grid.z + threadgroup_position_in_grid.z) *
-        OWN;
+    (device atomic_int*)F + ((int64_t)b * ctiles + zc % ctiles) * OWN;
 const int epoch = step + 1;
 if (tid == 0)
   atomic_store_explicit(&fl[g], epoch, memory_order_release);

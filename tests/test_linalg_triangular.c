@@ -898,11 +898,11 @@ void test_linalg_triangular_nvrtc(void) {
             kiln_template_arg f[5] = {u[0], u[1], u[2], u[3]};
             kt_la_targ(&f[1], "S", KILN_TEMPLATE_INT, s * nb, I);
             kt_la_targ(&f[4], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
-            kiln_dtype dst[6] = {T, T, T, T, I, I}, dout[4] = {T, T, T, I};
-            int rst[6] = {ab ? rank : 2, 4, rank, 0, 0, 0};
+            kiln_dtype dst[4] = {T, T, T, T}, dout[4] = {T, T, T, I};
+            int rst[4] = {ab ? rank : 2, 4, rank, 0};
             int rout[4] = {rank, 3, 4, 1};
-            tr_compile("trsm_step", "A,V,Bin,scale,step,batch0", "B,R,XS,F",
-                       6, dst, rst, 4, dout, rout, f, 5, target);
+            tr_compile("trsm_step", "A,V,Bin,scale", "B,R,XS,F", 4, dst, rst,
+                       4, dout, rout, f, 5, target);
           }
           kt_la_targ(&u[4], "KT", KILN_TEMPLATE_INT, kt, I);
           kt_la_targ(&u[5], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);

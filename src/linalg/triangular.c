@@ -26,8 +26,12 @@
  *      rows: each writes its updated rows to a scratch R, raises a flag,
  *      waits for the flags of the owners before it (lower threadgroup
  *      indices, started first on every backend, so the wait ends) and
- *      computes its 16 rows of X_j = V_j R into B and XS. Launch 0 only
- *      solves step 0's rows.
+ *      computes its 16 rows of X_j = V_j R into B and XS. Launch 0
+ *      scales B by alpha and solves step 0's rows. The launch's index
+ *      and the batch entry come from the grid (x's size, z's chunk), not
+ *      from 0-d inputs: each was a load every address waited on, one
+ *      more L2 round trip (~0.3-0.5 us) before a launch's first load
+ *      (COUNT, NOT MEASURED: ~10-15 us a solve).
  *      Why, and the count that predicts the gain (n = 8192, k = 16,
  *      float32, the anchor of kiln_solve, which runs two such solves):
  *      before, MEASURED on an H100 (ncu, main 37ded1e): per step
@@ -520,56 +524,58 @@ static kiln_status run_stepinv(const trsm_problem *p, blocked_ws *ws, int sub,
   return launch_batched(p->s, &tl, p->a_batch, &ws->a_chunks);
 }
 
+/* Chunks of TRI_Y_CHUNK batch entries times column tiles: trsm_step's
+ * grid.z, which must stay within CUDA's limit too. */
+static int64_t fused_z(const trsm_problem *p) {
+  return ceil_div(p->batch, TRI_Y_CHUNK) * ceil_div(p->k, TRI_KT_STEP);
+}
+
 /* Path 2 (few right-hand sides): the steps' diagonal blocks inverted up
  * front (trsm_stepinv), then one trsm_step launch a step: launch j
  * applies step j - 1's solution to the rows after it and solves step j's
- * rows (launch 0 only solves step 0's). */
+ * rows (launch 0 scales B by alpha and solves step 0's). The launch's
+ * index and batch entries reach the kernel through its grid (see the
+ * .metal), so only alpha and 1 are 0-d inputs. */
 static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
   int sub = fused_sub(p);
   int64_t rows = (int64_t)sub * p->nb; /* rows per step */
   int64_t steps = ceil_div(p->n, rows);
   kiln_array *arr[4] = {NULL, NULL, NULL, NULL}; /* V, R, XS, F */
   kiln_kernel *k = NULL;
-  kiln_status st = get_kernel("trsm_step", "A,V,Bin,scale,step,batch0",
-                              "B,R,XS,F", &k);
+  kiln_status st =
+      get_kernel("trsm_step", "A,V,Bin,scale", "B,R,XS,F", &k);
   if (st == KILN_OK)
     st = fused_arrays(p, rows, arr);
   if (st == KILN_OK)
     st = run_stepinv(p, ws, sub, arr[0]);
-  tri_launch u;
-  memset(&u, 0, sizeof u);
-  u.kernel = k;
-  u.in[0] = p->a;
-  u.in[1] = arr[0];
-  u.in[2] = p->b;
-  u.num_in = 6;
-  u.into[0] = p->b;
-  for (int i = 1; i < 4; i++)
-    u.into[i] = arr[i];
-  u.num_out = 4;
-  kiln__targ_dtype(&u.t[0], "T", p->a->dtype);
-  kiln__targ_int(&u.t[1], "S", rows);
-  kiln__targ_bool(&u.t[2], "UPPER", p->upper);
-  kiln__targ_bool(&u.t[3], "TRANS", p->trans);
-  kiln__targ_bool(&u.t[4], "ABATCH", p->a->ndim > 2);
-  u.num_t = 5;
-  u.gz = (uint32_t)ceil_div(p->k, TRI_KT_STEP);
-  u.tx = TRI_BAND_THREADS;
+  kiln_array *in[4] = {p->a, arr[0], p->b, NULL};
+  kiln_array *into[4] = {p->b, arr[1], arr[2], arr[3]};
+  kiln_output_spec spec[4];
+  for (int i = 0; i < 4; i++)
+    kiln__linalg_out_spec(&spec[i], into[i]);
+  kiln_template_arg t[5];
+  kiln__targ_dtype(&t[0], "T", p->a->dtype);
+  kiln__targ_int(&t[1], "S", rows);
+  kiln__targ_bool(&t[2], "UPPER", p->upper);
+  kiln__targ_bool(&t[3], "TRANS", p->trans);
+  kiln__targ_bool(&t[4], "ABATCH", p->a->ndim > 2);
   for (int64_t j = 0; st == KILN_OK && j < steps; j++) {
-    int64_t e1 = j * rows; /* the first row after step j - 1 */
-    kiln_array *step = NULL;
-    st = step_scalar(ws, j, &step);
-    if (st != KILN_OK)
-      break;
-    /* step j's rows always (its owners); with a step to apply, every
-     * row after it */
-    int64_t groups = j == 0 ? ceil_div(rows < p->n ? rows : p->n, TRI_BAND_RB)
-                            : ceil_div(p->n - e1, TRI_BAND_RB);
-    u.in[3] = j <= 1 ? ws->alpha : ws->one;
-    u.in[4] = step;
-    u.gx = (uint32_t)(TRI_BAND_THREADS * groups);
-    st = launch_batched(p->s, &u, p->batch, &ws->b_chunks);
-    kiln__array_destroy(step);
+    /* every row from step j's on: the owners of step j, then the band */
+    int64_t groups = ceil_div(p->n - j * rows, TRI_BAND_RB);
+    in[3] = j == 0 ? ws->alpha : ws->one;
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, p->s);
+    L.inputs = in;
+    L.num_inputs = 4;
+    L.outputs = spec;
+    L.num_outputs = 4;
+    L.template_args = t;
+    L.num_template_args = 5;
+    L.grid[0] = (uint32_t)(TRI_BAND_THREADS * groups);
+    L.grid[1] = (uint32_t)(p->batch < TRI_Y_CHUNK ? p->batch : TRI_Y_CHUNK);
+    L.grid[2] = (uint32_t)fused_z(p);
+    L.threadgroup[0] = TRI_BAND_THREADS;
+    st = kiln__kernel_launch_into(k, &L, into);
   }
   for (int i = 0; i < 4; i++)
     kiln__array_destroy(arr[i]);
@@ -667,15 +673,19 @@ static kiln_status trsm_path(trsm_problem *p, int path) {
   if (p->n == 0 || p->k == 0 || p->batch == 0)
     return KILN_OK;
   if (path == TRI_PATH_AUTO)
-    path = p->k <= TRI_FUSED_MAX_K && !p->identity ? TRI_PATH_FUSED
-                                                   : TRI_PATH_GEMM;
+    path = p->k <= TRI_FUSED_MAX_K && !p->identity &&
+                   fused_z(p) <= TRI_Y_CHUNK
+               ? TRI_PATH_FUSED
+               : TRI_PATH_GEMM;
   if (path == TRI_PATH_SUBST)
     return run_subst(p);
-  if (path == TRI_PATH_FUSED && ceil_div(p->k, TRI_KT_STEP) > TRI_Y_CHUNK)
+  if (path == TRI_PATH_FUSED && fused_z(p) > TRI_Y_CHUNK)
     return kiln__error(KILN_ERROR_UNSUPPORTED,
-                       "B has %lld columns; the fused steps (path 2) take "
-                       "up to %lld, path 3 any number.",
-                       (long long)p->k, (long long)TRI_KT_STEP * TRI_Y_CHUNK);
+                       "B has %lld columns and %lld matrices; the fused "
+                       "steps (path 2) take up to %lld column tiles of %d "
+                       "times batch chunks of %d, path 3 any number.",
+                       (long long)p->k, (long long)p->batch,
+                       (long long)TRI_Y_CHUNK, TRI_KT_STEP, TRI_Y_CHUNK);
   return run_blocked(p, path);
 }
 
