@@ -312,8 +312,9 @@ if (tid < NB)
 threadgroup_barrier(mem_flags::mem_threadgroup);
 // Warp w inverts columns w, w + 8, ..., CW = NB / 8 of them, all at
 // once: each step p of the substitution advances every column (one
-// shuffle and one multiply by the pivot's reciprocal each, independent), so a warp waits on one
-// chain of NB - w steps, not on CW chains one after another.
+// shuffle and one multiply by the pivot's reciprocal each, independent),
+// so a warp waits on one chain of NB - w steps, not on CW chains one
+// after another.
 constexpr int CW = NB / 8;
 T x[CW][R];
 for (int q = 0; q < CW; ++q)
@@ -367,14 +368,13 @@ for (int e = tid; e < NB * NB; e += 256) {
 // / 2 tile stages. The tiles (M[s, t] and W_s, NB x NB each) are staged
 // into the two halves of Tl in turn (tri_stage: cp.async on CUDA), the
 // next one's copies issued before the current one's products, and each
-// solved block replaces its right-hand side in Bs. In a product, PQ = 256 / NB adjacent lanes
-// share a block of KT / 4 rows x 4 columns of the output (every PQ-th
-// column of the tile each); their partial sums meet by shuffles. Rows of
-// Tl are padded to NB + PQ, which puts a warp's tile reads on distinct
-// banks. Rows of V past the matrix's end
-// and columns past its last block are left unwritten (trsm_step never
-// reads them). Inputs A, W, batch0; output V. Template: T, NB, SUB, KT,
-// UPPER, TRANS.
+// solved block replaces its right-hand side in Bs. In a product, PQ =
+// 256 / NB adjacent lanes share a block of KT / 4 rows x 4 columns of the
+// output (every PQ-th column of the tile each); their partial sums meet
+// by shuffles. Rows of Tl are padded to NB + PQ, which puts a warp's tile
+// reads on distinct banks. Rows of V past the matrix's end and columns
+// past its last block are left unwritten (trsm_step never reads them).
+// Inputs A, W, batch0; output V. Template: T, NB, SUB, KT, UPPER, TRANS.
 constexpr int PQ = 256 / NB; // lanes per output block of a product
 constexpr int P = NB + PQ;   // Tl's row stride
 constexpr int S = SUB * NB;

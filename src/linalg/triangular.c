@@ -114,8 +114,8 @@
  * holds 16 x S of M and S x 16 of X in threadgroup memory (33 KiB). */
 #define TRI_SUB_F32 4
 #define TRI_SUB_F64 4
-#define TRI_KT_INV 8    /* columns per trsm_stepinv threadgroup */
-#define TRI_BAND_RB 16  /* rows per trsm_step threadgroup (its RB) */
+#define TRI_KT_INV 8   /* columns per trsm_stepinv threadgroup */
+#define TRI_BAND_RB 16 /* rows per trsm_step threadgroup (its RB) */
 #define TRI_BAND_THREADS 512
 #define TRI_KT_STEP 16  /* columns per trsm_step threadgroup (KC) */
 #define TRI_THREADS 256 /* the other blocked kernels' threadgroup */
@@ -542,8 +542,7 @@ static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
   int64_t steps = ceil_div(p->n, rows);
   kiln_array *arr[4] = {NULL, NULL, NULL, NULL}; /* V, R, XS, F */
   kiln_kernel *k = NULL;
-  kiln_status st =
-      get_kernel("trsm_step", "A,V,Bin,scale", "B,R,XS,F", &k);
+  kiln_status st = get_kernel("trsm_step", "A,V,Bin,scale", "B,R,XS,F", &k);
   if (st == KILN_OK)
     st = fused_arrays(p, rows, arr);
   if (st == KILN_OK)
@@ -673,8 +672,7 @@ static kiln_status trsm_path(trsm_problem *p, int path) {
   if (p->n == 0 || p->k == 0 || p->batch == 0)
     return KILN_OK;
   if (path == TRI_PATH_AUTO)
-    path = p->k <= TRI_FUSED_MAX_K && !p->identity &&
-                   fused_z(p) <= TRI_Y_CHUNK
+    path = p->k <= TRI_FUSED_MAX_K && !p->identity && fused_z(p) <= TRI_Y_CHUNK
                ? TRI_PATH_FUSED
                : TRI_PATH_GEMM;
   if (path == TRI_PATH_SUBST)
