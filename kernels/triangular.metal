@@ -218,8 +218,18 @@ __noinline__
 void tri_wait_flag(device atomic_int* f, int i, int epoch) {
   if (i < 0)
     return;
+#if KILN_BACKEND_CUDA
+  // A safety net, never reached while blocks start in order: after ~2^24
+  // polls (seconds) give up, so a broken assumption shows as a wrong
+  // result the tests catch, not as a hung device.
+  for (int spin = 0; spin < (1 << 24) &&
+                     atomic_load_explicit(&f[i], memory_order_relaxed) != epoch;
+       ++spin) {
+  }
+#else
   while (atomic_load_explicit(&f[i], memory_order_relaxed) != epoch) {
   }
+#endif
   (void)atomic_load_explicit(&f[i], memory_order_acquire);
 }
 
