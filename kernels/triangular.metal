@@ -17,11 +17,11 @@
 //            workspace W (one launch for all blocks). Then
 //            few right-hand sides (path 2): trsm_stepinv inverts every
 //            step's S x S diagonal block (S = SUB NB) into V from W and M
-//            (one launch for all steps); per step, trsm_vapply computes
-//            X_s = V_s B_s into a scratch XS over many threadgroups, and
-//            trsm_band applies B_rest -= M[rest, s] X_s with many
-//            threadgroups that issue all of their loads at once, and
-//            copies X_s into B (two short launches a step);
+//            (one launch for all steps); then one trsm_step launch a
+//            step: B_rest -= M[rest, s] X_s over many threadgroups that
+//            stage all of their loads at once, the first of which (the
+//            next step's rows) then solve X_{s+1} = V_{s+1} B_{s+1}
+//            together, waiting for each other through flags;
 //            many: per block step j, trsm_apply (X_j = W_j B_j in place)
 //            and the driver's GEMM for the update.
 // Batch entries run along grid.y from batch0 (the driver splits larger
@@ -71,6 +71,36 @@ inline void tri_prefetch_l2(const device T* p) {
 }
 #endif
 
+// Copies *src into threadgroup memory at dst, or writes 0 there when !in
+// (src must still point into the array). On CUDA by cp.async: no
+// register holds the value, so every copy a thread issues is in flight at
+// once, whatever the register budget; tri_stage_wait completes them
+// (before the barrier that publishes them to the threadgroup).
+template <typename T>
+inline void tri_stage(threadgroup T* dst, const device T* src, bool in) {
+#if KILN_BACKEND_CUDA
+  uint d;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }"
+      : "=r"(d)
+      : "l"(dst));
+  asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %1; "
+               "cp.async.ca.shared.global [%0], [g], %2, %3; }"
+               :
+               : "r"(d), "l"(src), "n"((int)sizeof(T)),
+                 "r"(in ? (int)sizeof(T) : 0)
+               : "memory");
+#else
+  *dst = in ? *src : T(0);
+#endif
+}
+
+inline void tri_stage_wait() {
+#if KILN_BACKEND_CUDA
+  asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::
+                   : "memory");
+#endif
+}
+
 // Element e (0 .. NB * NB - 1) of a tile as (row i, column p), the order
 // in which 256 threads load and store tiles. Along the columns (M's rows
 // contiguous in memory): 256 consecutive elements of a row-major walk.
@@ -93,32 +123,28 @@ inline void tri_tile_index(int e, bool along_cols, thread int& i,
   }
 }
 
-// Loads the NB x NB tile of M at effective rows r0 .., columns q0 ..
+// Stages the NB x NB tile of M at effective rows r0 .., columns q0 ..
 // (rows from `rows` on and columns from `cols` on read as zeros) into
-// this thread's NB * NB / 256 registers; tri_tile_store puts them into
-// threadgroup memory. Coalesced either way (see tri_tile_index).
-template <typename T, int NB>
-inline void tri_tile_load(thread T* v, const device T* a, tri_eff m,
-                          bool along_cols, int r0, int rows, int q0, int cols,
-                          int tid) {
-  for (int u = 0; u < NB * NB / 256; ++u) {
-    int i, p;
-    tri_tile_index<NB>(tid + 256 * u, along_cols, i, p);
-    v[u] = i < rows && p < cols
-               ? a[(int64_t)(r0 + i) * m.r + (int64_t)(q0 + p) * m.c]
-               : T(0);
-  }
-}
-
-// Stores a tile loaded by tri_tile_load (the same along_cols) as tile[i *
-// P + p].
+// threadgroup memory as tile[i * P + p], by tri_stage (all of a thread's
+// NB * NB / 256 copies in flight at once; tri_stage_wait completes
+// them). Coalesced either way (see tri_tile_index).
 template <typename T, int NB, int P>
-inline void tri_tile_store(threadgroup T* tile, thread const T* v,
-                           bool along_cols, int tid) {
+inline void tri_tile_stage(threadgroup T* tile, const device T* a, tri_eff m,
+                           bool along_cols, int r0, int rows, int q0,
+                           int cols, int tid) {
+  // Element tid + 256 u sits at (i0 + di u, p0 + dp u) (tri_tile_index,
+  // NB dividing 256): one pointer and one stride, not an address
+  // computed per copy (registers).
+  int i0, p0;
+  tri_tile_index<NB>(tid, along_cols, i0, p0);
+  const int di = along_cols ? 256 / NB : 0, dp = along_cols ? 0 : 256 / NB;
+  const device T* src =
+      a + (int64_t)(r0 + i0) * m.r + (int64_t)(q0 + p0) * m.c;
+  const int64_t du = (int64_t)di * m.r + (int64_t)dp * m.c;
   for (int u = 0; u < NB * NB / 256; ++u) {
-    int i, p;
-    tri_tile_index<NB>(tid + 256 * u, along_cols, i, p);
-    tile[i * P + p] = v[u];
+    const int i = i0 + di * u, p = p0 + dp * u;
+    const bool in = i < rows && p < cols;
+    tri_stage(tile + i * P + p, in ? src + u * du : a, in);
   }
 }
 
@@ -147,7 +173,7 @@ inline void tri_rows_index(int lane, thread int& r, thread int& q) {
 }
 
 // The product of RB rows of a tile Ab (rows padded to S + 1) with the
-// S x 16 block Xb (rows padded to 17), for trsm_vapply and trsm_band:
+// S x 16 block Xb (rows padded to 17), for trsm_step (both products):
 // warp w owns the 4 x 4 outputs of rows 4 (w / 4) .., columns 4 (w % 4)
 // .. (so RB / 4 * 4 warps), and its 32 lanes split the S products (p =
 // lane + 32 u), reading 4 values of Ab (one row each, consecutive p:
@@ -179,6 +205,32 @@ inline T tri_rows_product(const threadgroup T* Ab, const threadgroup T* Xb,
   tri_rs_level<T, 2>(v, lane);
   tri_rs_level<T, 1>(v, lane);
   return v[0] + simd_shuffle_xor(v[0], (ushort)1);
+}
+
+// Waits until flag f[i] reads `epoch` (nothing for i < 0), then fences
+// (acquire): what its writer stored before raising it is visible after.
+// Out of line on CUDA, the branch included: inlined, the loop cost
+// trsm_step 8-16 registers per thread (ptxas), which took it from two
+// threadgroups an SM to one.
+#if KILN_BACKEND_CUDA
+__noinline__
+#endif
+void tri_wait_flag(device atomic_int* f, int i, int epoch) {
+  if (i < 0)
+    return;
+#if KILN_BACKEND_CUDA
+  // A safety net, never reached while blocks start in order: after ~2^24
+  // polls (seconds) give up, so a broken assumption shows as a wrong
+  // result the tests catch, not as a hung device.
+  for (int spin = 0; spin < (1 << 24) &&
+                     atomic_load_explicit(&f[i], memory_order_relaxed) != epoch;
+       ++spin) {
+  }
+#else
+  while (atomic_load_explicit(&f[i], memory_order_relaxed) != epoch) {
+  }
+#endif
+  (void)atomic_load_explicit(&f[i], memory_order_acquire);
 }
 
 //@kernel trsm_subst
@@ -258,17 +310,28 @@ for (int u = 0; u < NB * NB / 256; ++u) {
   S[i * P + j] = i == j && (UNIT || i >= nb) ? T(1) : av[u];
 }
 threadgroup_barrier(mem_flags::mem_threadgroup);
+// The diagonal's reciprocals, one division a thread up front: in the
+// substitution below a division per column and step (8 a step per warp,
+// each an IEEE division subroutine on the chain) made this kernel
+// instruction-latency bound (31.5 us measured at n = 8192); a multiply
+// by the reciprocal costs one more rounding per step (x / d as x (1 /
+// d)), well inside the solve's error bounds.
+threadgroup T rdiag[NB];
+if (tid < NB)
+  rdiag[tid] = T(1) / S[tid * P + tid];
+threadgroup_barrier(mem_flags::mem_threadgroup);
 // Warp w inverts columns w, w + 8, ..., CW = NB / 8 of them, all at
 // once: each step p of the substitution advances every column (one
-// shuffle and one division each, independent), so a warp waits on one
-// chain of NB - w steps, not on CW chains one after another.
+// shuffle and one multiply by the pivot's reciprocal each, independent),
+// so a warp waits on one chain of NB - w steps, not on CW chains one
+// after another.
 constexpr int CW = NB / 8;
 T x[CW][R];
 for (int q = 0; q < CW; ++q)
   for (int r = 0; r < R; ++r)
     x[q][r] = lane + 32 * r == warp + 8 * q ? T(1) : T(0);
 for (int p = warp; p < NB; ++p) {
-  const T dp = S[p * P + p];
+  const T rdp = rdiag[p];
   T sp[R]; // column p of the block, this lane's rows
   for (int r = 0; r < R; ++r)
     sp[r] = S[(lane + 32 * r) * P + p];
@@ -281,7 +344,7 @@ for (int p = warp; p < NB; ++p) {
         xp = x[q][r];
     xp = simd_shuffle(xp, (ushort)(p % 32));
     if (!UNIT)
-      xp = xp / dp;
+      xp = xp * rdp;
     for (int r = 0; r < R; ++r) {
       const int i = lane + 32 * r;
       if (i > p)
@@ -312,22 +375,23 @@ for (int e = tid; e < NB * NB; e += 256) {
 // -M[s, t] V_t summed over jb <= t < s (B starts as those columns of the
 // identity), then V_s = W_s B_s (W_s the inverted NB x NB block of
 // trsm_diag_inv), so the chain of a threadgroup has at most SUB (SUB + 1)
-// / 2 tile stages. The tiles (M[s, t] and W_s, NB x NB each, one at a time
-// in Tl) come through registers: the next tile's loads are issued before
-// the current one's products. In a product, PQ = 256 / NB adjacent lanes
-// share a block of KT / 4 rows x 4 columns of the output (every PQ-th
-// column of the tile each); their partial sums meet by shuffles. Rows of
-// Tl are padded to NB + PQ, which puts a warp's tile reads on distinct
-// banks. Rows of V past the matrix's end
-// and columns past its last block are left unwritten (trsm_vapply never
-// reads them). Inputs A, W, batch0; output V. Template: T, NB, SUB, KT,
-// UPPER, TRANS.
+// / 2 tile stages. The tiles (M[s, t] and W_s, NB x NB each) are staged
+// into the two halves of Tl in turn (tri_stage: cp.async on CUDA), the
+// next one's copies issued before the current one's products, and each
+// solved block replaces its right-hand side in Bs. In a product, PQ =
+// 256 / NB adjacent lanes share a block of KT / 4 rows x 4 columns of the
+// output (every PQ-th column of the tile each); their partial sums meet
+// by shuffles. Rows of Tl are padded to NB + PQ, which puts a warp's tile
+// reads on distinct banks. Rows of V past the matrix's end and columns
+// past its last block are left unwritten (trsm_step never reads them).
+// Inputs A, W, batch0; output V. Template: T, NB, SUB, KT, UPPER, TRANS.
 constexpr int PQ = 256 / NB; // lanes per output block of a product
 constexpr int P = NB + PQ;   // Tl's row stride
 constexpr int S = SUB * NB;
-threadgroup T Tl[NB * P];
-threadgroup T Bs[S * KT]; // the right-hand sides, block by block
-threadgroup T Xt[S * KT]; // the solved blocks
+threadgroup T Tl[2 * NB * P]; // two tiles: one staged, one multiplied
+// The right-hand sides block by block, each replaced by its solution once
+// solved: a stage reads solved blocks t < s and block s only.
+threadgroup T Bs[S * KT];
 const int n = A_shape[A_ndim - 1];
 const int nblk = (n + NB - 1) / NB, steps = (n + S - 1) / S;
 const int step = (int)threadgroup_position_in_grid.z;
@@ -361,7 +425,7 @@ wm.c = 1;
 // two a thread): at one threadgroup an SM (registers) nothing hides a
 // stage's tile loads but the previous stage's product, so they should
 // wait on L2, not on HBM, which only the first touch of a tile would.
-// Runs follow M's contiguous index (see trsm_vapply's prefetch).
+// Runs follow M's contiguous index.
 {
   constexpr int L = 128 / (int)sizeof(T); // elements per line
   const int fs = min(S, n - e0);
@@ -382,45 +446,57 @@ wm.c = 1;
     tri_prefetch_l2(wa + e);
 }
 #endif
-T v[NB * NB / 256];
-// the first stage is W_jb times the identity's columns
-tri_tile_load<T, NB>(v, wa + (int64_t)jb * (NB * NB), wm, true, 0, NB, 0, NB,
-                     tid);
 for (int e = tid; e < S * KT; e += 256)
   Bs[e] = e / KT == c0 + e % KT ? T(1) : T(0);
 // the blocks above jb: zero (the inverse is lower triangular)
 for (int e = tid; e < jb * NB * KT; e += 256)
   vo[(int64_t)(e / KT) * S + c0 + e % KT] = T(0);
+// Stage (s, t)'s tile is M[s, t] for t < s, else W_s. The first, W_jb,
+// is staged now; each stage stages the next one's into the other half
+// of Tl before its product, so a tile's loads overlap the product before
+// it without holding registers (the old register prefetch cost 162
+// registers a thread, one threadgroup an SM).
+tri_tile_stage<T, NB, P>(Tl, wa + (int64_t)jb * (NB * NB), wm, true, 0, NB,
+                         0, NB, tid);
+int buf = 0;
 for (int s = jb; s < nsub; ++s) {
   threadgroup T* bs = Bs + s * NB * KT; // block s of Bs
   for (int t = jb; t <= s; ++t) {
+    // this stage's tile complete and visible; the other half free
+    tri_stage_wait();
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    tri_tile_store<T, NB, P>(Tl, v, t < s ? along_cols : true, tid);
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    // issue the next stage's loads before this one's products
     const int ns = t < s ? s : s + 1, nt = t < s ? t + 1 : jb;
+    threadgroup T* next = Tl + (1 - buf) * NB * P;
     if (ns < nsub) {
       if (nt < ns)
-        tri_tile_load<T, NB>(v, a, m, along_cols, e0 + ns * NB,
-                             min(NB, n - e0 - ns * NB), e0 + nt * NB, NB, tid);
+        tri_tile_stage<T, NB, P>(next, a, m, along_cols, e0 + ns * NB,
+                                 min(NB, n - e0 - ns * NB), e0 + nt * NB, NB,
+                                 tid);
       else
-        tri_tile_load<T, NB>(v, wa + (int64_t)ns * (NB * NB), wm, true, 0,
-                             NB, 0, NB, tid);
+        tri_tile_stage<T, NB, P>(next, wa + (int64_t)ns * (NB * NB), wm, true,
+                                 0, NB, 0, NB, tid);
     }
+    const threadgroup T* tile = Tl + buf * NB * P;
+    buf = 1 - buf;
     // acc = Tl[rows, :] times B_s (t == s) or V_t (t < s), over this
     // lane's columns of the tile, then summed over the PQ lanes. RR x CC
     // outputs a thread: RR + CC reads of threadgroup memory per RR CC
     // FMAs (2 + 4 per 8; one row x KT columns took 1 + 8 per 8)
-    const threadgroup T* rhs = t < s ? Xt + t * NB * KT : bs;
+    const threadgroup T* rhs = Bs + t * NB * KT; // V_t, or B_s (t == s)
     T acc[RR][CC];
     for (int r = 0; r < RR; ++r)
       for (int q = 0; q < CC; ++q)
         acc[r][q] = T(0);
+    // unrolled by 2 on CUDA: fully unrolled, ptxas hoists every read of
+    // the 16 rounds and takes 136 registers (one threadgroup an SM)
+#if KILN_BACKEND_CUDA
+#pragma unroll 2
+#endif
     for (int pp = 0; pp < NB / PQ; ++pp) {
       const int p = pq + PQ * pp;
       T tv[RR], xv[CC];
       for (int r = 0; r < RR; ++r)
-        tv[r] = Tl[(rg * RR + r) * P + p];
+        tv[r] = tile[(rg * RR + r) * P + p];
       for (int q = 0; q < CC; ++q)
         xv[q] = rhs[p * KT + cg * CC + q];
       for (int r = 0; r < RR; ++r)
@@ -431,6 +507,9 @@ for (int s = jb; s < nsub; ++s) {
       for (int r = 0; r < RR; ++r)
         for (int q = 0; q < CC; ++q)
           acc[r][q] += simd_shuffle_xor(acc[r][q], (ushort)o);
+    // V_s replaces B_s in place: every thread done reading B_s first
+    if (t == s)
+      threadgroup_barrier(mem_flags::mem_threadgroup);
     // lane pq keeps the outputs r CC + q equal to pq modulo PQ
     for (int r = 0; r < RR; ++r)
       for (int q = 0; q < CC; ++q) {
@@ -439,151 +518,72 @@ for (int s = jb; s < nsub; ++s) {
         const int row = rg * RR + r, cc = cg * CC + q;
         if (t < s) { // B_s -= M[s, t] V_t
           bs[row * KT + cc] -= acc[r][q];
-        } else { // V_s = W_s B_s, into Xt and V
-          Xt[(s * NB + row) * KT + cc] = acc[r][q];
+        } else { // V_s = W_s B_s, into Bs and V
+          bs[row * KT + cc] = acc[r][q];
           vo[(int64_t)(s * NB + row) * S + c0 + cc] = acc[r][q];
         }
       }
   }
 }
 
-//@kernel trsm_vapply
-// The diagonal part of step `step` of path 2: XS = V_step (scale B_step),
-// the step's rows solved by one product with the inverted S x S diagonal
-// block (trsm_stepinv), into the scratch XS (batch x S x k, contiguous;
-// not into B, which other threadgroups of this launch are reading; the
-// step's trsm_band copies XS into B). One threadgroup of 256 threads per
-// 8 rows and 16 columns (grid.x = 256 * ceil(rows / 8), grid.y = batch
-// entries from batch0, grid.z = column tiles), so a step spreads over
-// S / 8 threadgroups per 16 columns. A threadgroup issues all of its
-// loads at once (8 S / 256 values of V and S / 16 of B a thread; V's
-// rows r0 .. r0 + 7 are zero from column r0 + 8 on, not loaded), stores
-// them into threadgroup memory, and multiplies (tri_rows_product).
-// On CUDA it also asks L2 for the next step's V block and for this
-// step's M[rest, step] (see the end). Inputs A (only for that), V, Bin,
-// scale (0-d T), step (0-d int), batch0; output XS. Template: T, S,
+//@kernel trsm_step
+// One step of path 2, fused: with X_s = inv(M_ss) B_s already in B's rows
+// of step s (e0 = s S .. e1 - 1) and in XS (half s % 2), B[rest] = scale
+// B[rest] - M[rest, s] X_s for the rows after the step (e1 .. n - 1), and
+// the next step's solution X_{s+1} = V_{s+1} B_{s+1} written into its
+// rows of B and into XS (half (s + 1) % 2), all in one launch. Launch j =
+// s + 1 (0 .. steps - 1) has ceil((n - j S) / 16) threadgroups of 512
+// threads along x (an exact multiple, so one CUDA launch region, in block
+// order), each owning 16 rows (from e1 + 16 g) and 16 columns; grid.y =
+// batch entries within a chunk of 65535, grid.z = chunks x column tiles.
+// Launch 0 applies nothing: it scales B by `scale` and solves step 0's
+// rows. Each threadgroup stages all of its loads at once (tri_stage: 16
+// S / 512 values of M and as many of X_s a thread) into threadgroup
+// memory and multiplies (tri_rows_product). The first `owners` groups
+// hold the next step's rows (at most S / 16): group g writes its updated
+// rows into the scratch R (not into B: the owners after it still read
+// them), raises its flag F[g] to the launch's epoch (j + 1), stages its
+// rows of V_{s+1} while waiting for the flags of the owners before it,
+// then R's rows up to its own (V is lower triangular), and multiplies.
+// An owner waits only on groups of lower index of its batch entry and
+// column tile, which every backend starts first (CUDA dispatches a
+// grid's blocks in order; the CPU pool hands groups out in increasing
+// order, and a group waits only on others), so the wait always ends. The
+// flags are zeroed once per solve (tri_zero) and epochs grow, so no reset
+// sits between launches. Inputs A, V, Bin, scale (0-d T, read only after
+// the loads); outputs B (Bin's memory), R (batch x S x k), XS (batch x 2
+// x S x k), F (int, batch x column tiles x S / 16). Template: T, S,
 // UPPER, TRANS, ABATCH (A, hence V, has batch entries).
-constexpr int RB = 8, KC = 16, AP = S + 1, XP = KC + 1;
-constexpr int VPER = RB * S / 256, BPER = S * KC / 256;
+constexpr int RB = 16, KC = 16, NT = 512, AP = S + 1, XP = KC + 1;
+constexpr int APER = RB * S / NT, XPER = S * KC / NT, OWN = S / RB;
 threadgroup T Ab[RB * AP];
 threadgroup T Xb[S * XP];
 const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
 const int steps = (n + S - 1) / S;
-const int e0 = step * S, sw = min(S, n - e0);
-const int r0 = (int)threadgroup_position_in_grid.x * RB;
-const int c0 = (int)threadgroup_position_in_grid.z * KC;
-const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
-const int tid = (int)thread_index_in_threadgroup;
-int64_t br = Bin_strides[Bin_ndim - 2];
-const int64_t bc = Bin_strides[Bin_ndim - 1];
-int64_t boff = tri_batch_offset(b, Bin_shape, Bin_strides, Bin_ndim);
-if (UPPER != TRANS) {
-  boff += (int64_t)(n - 1) * br;
-  br = -br;
-}
-const device T* bm = Bin + boff + (int64_t)e0 * br;
-const device T* vs =
-    V + ((ABATCH ? (int64_t)b : 0) * steps + step) * (S * S);
-const int pend = min(sw, r0 + RB); // the columns of V that can be non-zero
-T av[VPER], xv[BPER];
-for (int u = 0; u < VPER; ++u) {
-  const int e = tid + 256 * u, i = e / S, p = e % S;
-  av[u] = r0 + i < sw && p < pend ? vs[(int64_t)(r0 + i) * S + p] : T(0);
-}
-for (int u = 0; u < BPER; ++u) {
-  const int e = tid + 256 * u, p = e / KC, cc = e % KC;
-  xv[u] = p < pend && c0 + cc < k
-              ? bm[(int64_t)p * br + (int64_t)(c0 + cc) * bc]
-              : T(0);
-}
-for (int u = 0; u < VPER; ++u) {
-  const int e = tid + 256 * u;
-  Ab[(e / S) * AP + e % S] = av[u];
-}
-for (int u = 0; u < BPER; ++u) {
-  const int e = tid + 256 * u;
-  Xb[(e / KC) * XP + e % KC] = scale * xv[u];
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-const int warp = tid / 32, lane = tid % 32;
-const T sum = tri_rows_product<T, S>(Ab, Xb, warp, lane);
-int r, q;
-tri_rows_index(lane, r, q);
-const int row = r0 + (warp / 4) * 4 + r, col = c0 + (warp % 4) * 4 + q;
-if ((lane & 1) == 0 && row < sw && col < k)
-  XS[((int64_t)b * S + row) * k + col] = sum;
-#if KILN_BACKEND_CUDA
-// The next step's V block, what the next trsm_vapply loads, asked into
-// L2 now: it arrives while this step's trsm_band streams M, so those
-// loads wait on L2 (~0.3 us), not HBM (~0.8 us). Only the lines that
-// launch reads (row i up to column 8 (i / 8) + 7), split over this
-// launch's threadgroups of the first column tile (and of one batch
-// entry when V is shared).
-if (step + 1 < steps && threadgroup_position_in_grid.z == 0 &&
-    (ABATCH || threadgroup_position_in_grid.y == 0)) {
-  constexpr int L = 128 / (int)sizeof(T); // elements per line
-  constexpr int LR = S / L;                // lines per row of V
-  const device T* vn = vs + S * S;
-  const int me = (int)threadgroup_position_in_grid.x * 256 + tid;
-  const int all = (int)threadgroups_per_grid.x * 256;
-  for (int e = me; e < S * LR; e += all) {
-    const int i = e / LR, ch = e % LR;
-    if (ch * L < (i / RB + 1) * RB)
-      tri_prefetch_l2(vn + (int64_t)i * S + ch * L);
-  }
-}
-// M[rest, step], what this step's trsm_band streams (up to 8 MB at n =
-// 8192), asked into L2 too: HBM is idle while this launch computes, so
-// the band's one load round finds much of it in L2. Each run of L
-// elements along M's contiguous index touches at most two lines; one
-// element per L, and the run's last, reaches every line.
-const int e1 = e0 + sw, rest = n - e1;
-if (rest > 0 && threadgroup_position_in_grid.z == 0 &&
-    (ABATCH || threadgroup_position_in_grid.y == 0)) {
-  constexpr int L = 128 / (int)sizeof(T);
-  tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
-                            UPPER, TRANS);
-  const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
-                      m.base;
-  const bool along_cols = abs(m.c) <= abs(m.r);
-  const int len = along_cols ? sw : rest; // a run's length
-  const int runs = along_cols ? rest : sw;
-  const int per = len / L + 2;            // prefetches a run
-  const int me = (int)threadgroup_position_in_grid.x * 256 + tid;
-  const int all = (int)threadgroups_per_grid.x * 256;
-  for (int e = me; e < runs * per; e += all) {
-    const int o = e / per, x = min((e % per) * L, len - 1);
-    const int i = along_cols ? o : x, p = along_cols ? x : o;
-    tri_prefetch_l2(a + (int64_t)(e1 + i) * m.r + (int64_t)(e0 + p) * m.c);
-  }
-}
-#endif
-
-//@kernel trsm_band
-// The band part of step `step` of path 2: B[band] = scale B[band] -
-// M[band, step] X_step for the rows after the step (effective rows e1 ..
-// n-1, e1 = min(n, e0 + S), e0 = step * S), X_step being XS (trsm_vapply
-// of this step); and the step's rows of B = XS (its solution lands in B).
-// Threadgroups of 512 threads: each of the first ceil((n - e1) / 16) owns
-// 16 rows and 16 columns of the band (grid.x = 512 * (bands + 1), grid.y
-// = batch entries from batch0, grid.z = column tiles); the last one
-// copies XS into B. A band threadgroup issues all of its loads at once
-// (16 S / 512 values of M, as many of XS and one of B a thread: memory-
-// level parallelism, not a chain of chunks), stores them into threadgroup
-// memory and multiplies (tri_rows_product): the launch streams
-// M[rest, step] once per 16 columns of B with one global latency per
-// threadgroup. Inputs A, XS, Bin, scale (0-d T), step (0-d int), batch0;
-// output B (Bin's memory). Template: T, S, UPPER, TRANS.
-constexpr int RB = 16, KC = 16, NT = 512, AP = S + 1, XP = KC + 1;
-constexpr int APER = RB * S / NT, XPER = S * KC / NT;
-threadgroup T Ab[RB * AP];
-threadgroup T Xb[S * XP];
-const int n = Bin_shape[Bin_ndim - 2], k = Bin_shape[Bin_ndim - 1];
-const int e0 = step * S, e1 = min(n, e0 + S), sw = e1 - e0;
-const int bands = (n - e1 + RB - 1) / RB;
+// The launch's index j = s + 1 and the batch entry come from the grid,
+// not from 0-d inputs: a scalar is a load from memory, and every address
+// below would wait on it (one more memory round trip a launch). Launch
+// j has ceil((n - j S) / 16) groups along x (S is a multiple of 16);
+// grid.z is (batch chunk of 65535 entries) x column tiles.
+const int step = ((n + RB - 1) / RB - (int)threadgroups_per_grid.x) / OWN;
+const int ctiles = (k + KC - 1) / KC;
+int64_t batch = 1;
+for (int d = 0; d < Bin_ndim - 2; ++d)
+  batch *= Bin_shape[d];
+const int zc = (int)threadgroup_position_in_grid.z;
+const int64_t b64 = (int64_t)(zc / ctiles) * 65535 +
+                    (int64_t)threadgroup_position_in_grid.y;
+if (b64 >= batch)
+  return; // past the batch in the last chunk: the whole group
+const uint b = (uint)b64;
+const int s = step - 1; // the step applied (-1: none)
+const int e0 = s * S, e1 = s < 0 ? 0 : min(n, e0 + S);
+const int sw = s < 0 ? 0 : e1 - e0; // 0: nothing is loaded or applied
+const int nw = min(S, n - e1);      // rows of the next step
+const int owners = (nw + RB - 1) / RB;
 const int g = (int)threadgroup_position_in_grid.x;
-const int c0 = (int)threadgroup_position_in_grid.z * KC;
-const uint b = (uint)batch0 + threadgroup_position_in_grid.y;
+const int t0 = e1 + g * RB;
+const int c0 = (zc % ctiles) * KC;
 const int tid = (int)thread_index_in_threadgroup;
 int64_t br = Bin_strides[Bin_ndim - 2];
 const int64_t bc = Bin_strides[Bin_ndim - 1];
@@ -593,21 +593,8 @@ if (UPPER != TRANS) {
   br = -br;
 }
 device T* bm = B + boff;
-const device T* xs = XS + (int64_t)b * S * k;
-if (g >= bands) { // the step's rows of B = XS: all loads, then stores
-  T cv[XPER];
-  for (int u = 0; u < XPER; ++u) {
-    const int e = tid + NT * u, p = e / KC, cc = e % KC;
-    cv[u] = p < sw && c0 + cc < k ? xs[(int64_t)p * k + c0 + cc] : T(0);
-  }
-  for (int u = 0; u < XPER; ++u) {
-    const int e = tid + NT * u, p = e / KC, cc = e % KC;
-    if (p < sw && c0 + cc < k)
-      bm[(int64_t)(e0 + p) * br + (int64_t)(c0 + cc) * bc] = cv[u];
-  }
-  return;
-}
-const int t0 = e1 + g * RB;
+// X_s from its contiguous copy in XS (half s % 2)
+const device T* xs = XS + ((int64_t)b * 2 + (s & 1)) * S * k;
 tri_eff m = tri_effective(n, A_strides[A_ndim - 2], A_strides[A_ndim - 1],
                           UPPER, TRANS);
 const device T* a = A + tri_batch_offset(b, A_shape, A_strides, A_ndim) +
@@ -619,32 +606,77 @@ int r, q;
 tri_rows_index(lane, r, q);
 const int row = t0 + (warp / 4) * 4 + r, col = c0 + (warp % 4) * 4 + q;
 const bool mine = (lane & 1) == 0 && row < n && col < k;
-T av[APER], xv[XPER];
+// every copy into threadgroup memory in flight at once (tri_stage)
 for (int u = 0; u < APER; ++u) {
   const int e = tid + NT * u;
   const int i = along_cols ? e / S : e % RB, p = along_cols ? e % S : e / RB;
-  av[u] = t0 + i < n && p < sw
-              ? a[(int64_t)(t0 + i) * m.r + (int64_t)(e0 + p) * m.c]
-              : T(0);
+  const bool in = t0 + i < n && p < sw;
+  tri_stage(Ab + i * AP + p,
+            in ? a + (int64_t)(t0 + i) * m.r + (int64_t)(e0 + p) * m.c : A,
+            in);
 }
 for (int u = 0; u < XPER; ++u) {
   const int e = tid + NT * u, p = e / KC, cc = e % KC;
-  xv[u] = p < sw && c0 + cc < k ? xs[(int64_t)p * k + c0 + cc] : T(0);
+  const bool in = p < sw && c0 + cc < k;
+  tri_stage(Xb + p * XP + cc, in ? xs + (int64_t)p * k + c0 + cc : xs, in);
 }
 const T own = mine ? bm[(int64_t)row * br + (int64_t)col * bc] : T(0);
-for (int u = 0; u < APER; ++u) {
-  const int e = tid + NT * u;
-  const int i = along_cols ? e / S : e % RB, p = along_cols ? e % S : e / RB;
-  Ab[i * AP + p] = av[u];
-}
-for (int u = 0; u < XPER; ++u) {
-  const int e = tid + NT * u;
-  Xb[(e / KC) * XP + e % KC] = xv[u];
-}
+tri_stage_wait();
 threadgroup_barrier(mem_flags::mem_threadgroup);
-const T sum = tri_rows_product<T, S>(Ab, Xb, warp, lane);
+const T val = scale * own - tri_rows_product<T, S>(Ab, Xb, warp, lane);
+device T* const out = bm + ((int64_t)row * br + (int64_t)col * bc);
+if (g >= owners) { // a band group: its rows are done for this step
+  if (mine)
+    *out = val;
+  return;
+}
+// An owner. Its rows go to R, the rows of V_{s+1} it needs to Ab, and
+// once the owners before it have published theirs, R's rows up to its
+// own to Xb; X = V R lands in B and in XS (half (s + 1) % 2).
+const int v0 = g * RB, pend = min(nw, v0 + RB);
+device T* const rs = R + (int64_t)b * S * k;
+device T* const xout =
+    XS + ((int64_t)b * 2 + ((s + 1) & 1)) * S * k + ((row - e1) * k + col);
 if (mine)
-  bm[(int64_t)row * br + (int64_t)col * bc] = scale * own - sum;
+  rs[(row - e1) * k + col] = val;
+threadgroup_barrier(mem_flags::mem_device);
+// Publish (the release fences the group's R stores, which the barrier
+// ordered before it): F[g] = the launch's epoch.
+device atomic_int* fl =
+    (device atomic_int*)F + ((int64_t)b * ctiles + zc % ctiles) * OWN;
+const int epoch = step + 1;
+if (tid == 0)
+  atomic_store_explicit(&fl[g], epoch, memory_order_release);
+// V_{s+1}'s rows v0 .., columns up to pend (V is lower triangular), into
+// Ab while the other owners' flags travel (the first product is over:
+// every thread has passed the barrier above).
+{
+  const device T* vs =
+      V + ((ABATCH ? (int64_t)b : 0) * steps + (s + 1)) * (S * S) + v0 * S;
+  for (int u = 0; u < APER; ++u) {
+    const int e = tid + NT * u, i = e / S, p = e % S;
+    const bool in = v0 + i < nw && p < pend;
+    tri_stage(Ab + i * AP + p, in ? vs + e : vs, in);
+  }
+}
+// Wait for the owners before this one (thread i < g for owner i's flag).
+tri_wait_flag(fl, tid < g ? tid : -1, epoch); // thread i: owner i's
+threadgroup_barrier(mem_flags::mem_device);
+{
+  const int rp0 = tid / KC, rc = c0 + tid % KC;
+  for (int u = 0; u < XPER; ++u) {
+    const int p = rp0 + (NT / KC) * u;
+    const bool in = p < pend && rc < k;
+    tri_stage(Xb + p * XP + tid % KC, in ? rs + (p * k + rc) : rs, in);
+  }
+}
+tri_stage_wait();
+threadgroup_barrier(mem_flags::mem_threadgroup);
+const T x = tri_rows_product<T, S>(Ab, Xb, warp, lane);
+if (mine) {
+  *out = x;
+  *xout = x;
+}
 
 //@kernel trsm_apply
 // X_j = W_j (scale B_j) in place on the rows of block step j (effective
@@ -775,6 +807,11 @@ if (tid == 0) {
     first = min(first, low[w]);
   info[b] = first < n ? first + 1 : 0;
 }
+
+//@kernel tri_zero
+// Z[i] = 0 for i < grid.x: trsm_step's flags, once per solve. Output Z
+// (int).
+Z[thread_position_in_grid.x] = 0;
 
 //@kernel tri_iota
 // steps[i] = i: the block-step indices, passed to the step kernels as 0-d

@@ -217,7 +217,7 @@ void test_linalg_triangular_rhs(void) {
   tr_solve_case(KILN_FLOAT64, 0, 0, 96, 70, 3, 1, 2);
   /* several steps of path 2 (256 rows in float32, 128 in float64) with a
    * partial last one, every (upper, trans, unit); column counts that fill
-   * trsm_vapply's and trsm_band's 16-column tiles exactly, partly, and
+   * trsm_step's 16-column tiles exactly, partly, and
    * beyond one tile; trsm_stepinv's 8-column tiles likewise */
   tr_solve_case(KILN_FLOAT32, 0, 0, 600, 16, 2, 1, -1);
   tr_solve_case(KILN_FLOAT32, 0, 0, 513, 21, 2, 1, 3);
@@ -226,6 +226,9 @@ void test_linalg_triangular_rhs(void) {
   tr_solve_case(KILN_FLOAT64, 0, 0, 257, 35, 2, 1, 6);
   tr_solve_case(KILN_FLOAT32, 3, 3, 290, 5, 2, 1, 2);
   tr_solve_case(KILN_FLOAT64, 0, 3, 270, 3, 2, 1, 1);
+  /* trsm_step's owners wait per batch entry and column tile: batched,
+   * two column tiles, three steps (the last ragged) */
+  tr_solve_case(KILN_FLOAT32, 2, 2, 530, 20, 2, 1, 4);
 }
 
 /* Batched A and B, a 2-D A for a batched B, a batched A for a 2-D B. */
@@ -817,7 +820,7 @@ static void tr_compile(const char *name, const char *inputs,
     in[i].dtype = idt[i];
     in[i].ndim = irank[i];
   }
-  kiln_output_spec out[2];
+  kiln_output_spec out[4];
   memset(out, 0, sizeof out);
   for (int i = 0; i < nout; i++) {
     out[i].dtype = odt[i];
@@ -895,18 +898,11 @@ void test_linalg_triangular_nvrtc(void) {
             kiln_template_arg f[5] = {u[0], u[1], u[2], u[3]};
             kt_la_targ(&f[1], "S", KILN_TEMPLATE_INT, s * nb, I);
             kt_la_targ(&f[4], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
-            kiln_dtype dva[6] = {T, T, T, T, I, I};
-            int rva[6] = {ab ? rank : 2, 4, rank, 0, 0, 0}, rxs[1] = {3};
-            tr_compile("trsm_vapply", "A,V,Bin,scale,step,batch0", "XS", 6,
-                       dva, rva, 1, dso, rxs, f, 5, target);
-            if (ab)
-              continue; /* trsm_band: T, S, UPPER, TRANS; any A rank */
-            kiln_dtype dba[6] = {T, T, T, T, I, I};
-            for (int ar = 2; ar <= rank; ar++) {
-              int rba[6] = {ar, 3, rank, 0, 0, 0};
-              tr_compile("trsm_band", "A,XS,Bin,scale,step,batch0", "B", 6, dba,
-                         rba, 1, dso, ro, f, 4, target);
-            }
+            kiln_dtype dst[4] = {T, T, T, T}, dout[4] = {T, T, T, I};
+            int rst[4] = {ab ? rank : 2, 4, rank, 0};
+            int rout[4] = {rank, 3, 4, 1};
+            tr_compile("trsm_step", "A,V,Bin,scale", "B,R,XS,F", 4, dst, rst,
+                       4, dout, rout, f, 5, target);
           }
           kt_la_targ(&u[4], "KT", KILN_TEMPLATE_INT, kt, I);
           kt_la_targ(&u[5], "ABATCH", KILN_TEMPLATE_BOOL, ab, I);
@@ -922,4 +918,5 @@ void test_linalg_triangular_nvrtc(void) {
   kiln_dtype di[1] = {KILN_INT32};
   int r1[1] = {1};
   tr_compile("tri_iota", "", "steps", 0, di, r1, 1, di, r1, none, 0, target);
+  tr_compile("tri_zero", "", "Z", 0, di, r1, 1, di, r1, none, 0, target);
 }

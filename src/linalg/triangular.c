@@ -17,45 +17,61 @@
  *      them every step's S x S diagonal block (S = SUB NB = 256 rows in
  *      float32, 128 in float64: trsm_stepinv, a block forward
  *      substitution against the identity, one launch for all steps and
- *      matrices, V: n S values of scratch per matrix). Then per step two
- *      launches: trsm_vapply, X_s = V_s B_s (one small product over S / 8
- *      threadgroups a 16 columns, into a scratch XS: not in place, other
- *      threadgroups still read B_s), and trsm_band, B_rest -= M[rest, s]
- *      X_s over threadgroups of 16 rows x 16 columns that issue all of
- *      their loads at once, plus one threadgroup that copies X_s into B.
- *      The count that predicts the gain (n = 8192, k = 16, float32, the
- *      anchor of kiln_solve, which runs two such solves):
- *      before, MEASURED on an H100 (ncu, commit 77eb526): 32 steps of
- *      trsm_xsolve (a chain of 10 dependent NB x NB tile stages on only
- *      k / 4 = 4 threadgroups, ~2 us a stage) at 19.1 us and 31 of the
- *      old trsm_update (chunks of 64 columns through threadgroup memory,
- *      4-5 dependent load rounds a threadgroup: latency, not bandwidth;
- *      10.6 us at step 0, still 8.7 at step 30) at 9.5 us, + trsm_diag_inv
- *      39.5 us: 1.0 ms of kernel time a solve (1.9 ms in kiln_solve).
- *      After, a COUNT, NOT MEASURED: trsm_vapply is one dependent load
- *      round (V_s from HBM, B_s from L2, ~1 us) + 8 product rounds + 16
- *      shuffles on 32 threadgroups, ~2 us; trsm_band is one load round
- *      per threadgroup (2 threadgroups of 512 per SM by registers, 497
- *      at step 0: 2 rounds) streaming 16 S 4 bytes each, 8.1 MB at step
- *      0 (2.7 us at 3 TB/s), 4 MB on average (1.4 us), ~2.5-4 us; so
- *      ~5-6 us a step, 32 steps ~0.18 ms (on CUDA trsm_vapply also asks
- *      L2 for the next V block and for the band's M[rest, s] while HBM
- *      idles: perhaps ~1 us less a step early on), plus trsm_stepinv
- *      (5120 threadgroup tile stages over 132 SMs at one threadgroup
- *      each, ~850 cycles of threadgroup-memory reads or a tile's L2
- *      latency, its step's tiles prefetched: ~25 us) and trsm_diag_inv
- *      (39.5 us measured before its loads were batched and a warp's 8
- *      column chains interleaved: ~10-15 us counted): ~0.23 ms a solve,
- *      i.e.
- *      kiln_solve ~1.5 ms of kernel time faster, if the host issues the
- *      64 launches at under ~4 us each (programmatic dependent launch
- *      overlaps their starts; nothing is filled between them: the step
- *      indices are views of an iota array). Beside it, in
- *      kiln_solve_triangular only: tri_diag_check 141 us measured (one
- *      warp walking 8192 diagonal elements, 256 dependent loads a lane)
- *      -> one threadgroup of 1024 threads with 8 loads in flight each,
- *      ~2-3 us counted; tri_copy 12 us measured (16-thread groups) ->
- *      256-thread groups, ~2-3 us counted;
+ *      matrices, V: n S values of scratch per matrix). Then ONE launch a
+ *      step, trsm_step: launch j takes X_{j-1} (already in B, and in a
+ *      contiguous copy XS) and updates every later row, B_rest -= M[rest,
+ *      j-1] X_{j-1}, over threadgroups of 16 rows x 16 columns that
+ *      stage all of their loads at once (cp.async on CUDA: no register
+ *      holds a value in flight); the first S / 16 of them own step j's
+ *      rows: each writes its updated rows to a scratch R, raises a flag,
+ *      waits for the flags of the owners before it (lower threadgroup
+ *      indices, started first on every backend, so the wait ends) and
+ *      computes its 16 rows of X_j = V_j R into B and XS. Launch 0
+ *      scales B by alpha and solves step 0's rows. The launch's index
+ *      and the batch entry come from the grid (x's size, z's chunk), not
+ *      from 0-d inputs: each was a load every address waited on, one
+ *      more L2 round trip (~0.3-0.5 us) before a launch's first load
+ *      (COUNT, NOT MEASURED: ~10-15 us a solve).
+ *      Why, and the count that predicts the gain (n = 8192, k = 16,
+ *      float32, the anchor of kiln_solve, which runs two such solves):
+ *      before, MEASURED on an H100 (ncu, main 37ded1e): per step
+ *      trsm_vapply (X_s = V_s B_s, 32 threadgroups) 6.2 us and
+ *      trsm_band (the update, 497 threadgroups at step 0) 9.6 us: 64
+ *      launches, 1.0 ms a solve pair at 15.8 us a step. trsm_vapply's
+ *      time is almost all fixed cost: a launch's drain and fill (PDL
+ *      cannot overlap a grid whose every group waits on the grid
+ *      before), the 0-d scalars' load round, one dependent load round
+ *      for V_s and B_s, and, on main, ~80 K L2 prefetch requests of
+ *      M[rest, s] issued at its end (8 MB: the requests queue behind
+ *      HBM, so the grid does not end until HBM has taken most of them);
+ *      its 1 M FMAs are ~0.2 us spread over 32 SMs. Its work fits in
+ *      the band launch's shadow: the owners are the grid's first 16
+ *      groups (dispatched first), and their extra chain is a flag
+ *      round (fence + store + a poll from another SM, ~1 us) + one L2
+ *      load round for R (~0.5 us; V_j's rows are staged before the
+ *      wait) + a 16 x 16 x 256 product (~0.2 us).
+ *      After, a COUNT, NOT MEASURED: per step one launch of ~9.6 us
+ *      (the band, unchanged in bytes and rounds) + ~1-2 us of owner
+ *      tail where the band's last wave does not cover it (late steps):
+ *      ~11 us a step instead of 15.8, 32 launches a solve instead of
+ *      64: ~0.35 ms a solve instead of ~0.51 (kiln_solve's two solves:
+ *      ~0.3 ms less), registers 64 (float32, every UPPER/TRANS: two
+ *      threadgroups an SM as before; float64 72-76: one). trsm_stepinv
+ *      (measured 90.2 us a solve, main 37ded1e): 1024 threadgroups (32
+ *      steps x 32 column groups) of chains of up to 10 tile stages, at
+ *      162 registers one threadgroup an SM: 7.8 waves. Its next tile now
+ *      goes straight into the other half of a double-buffered tile in
+ *      threadgroup memory (no register prefetch; Bs and Xt merged to
+ *      make room: 42 KiB) and the product loop is unrolled by 2: 128
+ *      registers, two threadgroups an SM, 3.9 waves of the same chains:
+ *      COUNT, NOT MEASURED, ~45-50 us a solve instead of 90.
+ *      trsm_diag_inv (measured 31.5 us a solve, 128 threadgroups, one an
+ *      SM): a warp's chain of 64 substitution steps each did 8 IEEE
+ *      divisions (a ~10-instruction subroutine each, on the chain); the
+ *      diagonal's reciprocals are now taken once up front and each step
+ *      multiplies: COUNT, NOT MEASURED, ~10-15 us. Beside it, in
+ *      kiln_solve_triangular only: tri_diag_check and tri_copy as on
+ *      main;
  *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
  *      (trsm_apply), then B_rest -= M[rest, j] X_j with kiln's GEMM, which
  *      wins once B is wide (its tiles reuse each element of M and X_j).
@@ -94,18 +110,17 @@
 #define TRI_NB_F32 64
 #define TRI_NB_F64 32
 /* Path 2's step: SUB diagonal blocks, S = SUB NB rows (256 in float32,
- * 128 in float64), inverted as one block by trsm_stepinv; trsm_band
+ * 128 in float64), inverted as one block by trsm_stepinv; trsm_step
  * holds 16 x S of M and S x 16 of X in threadgroup memory (33 KiB). */
 #define TRI_SUB_F32 4
 #define TRI_SUB_F64 4
-#define TRI_KT_INV 8    /* columns per trsm_stepinv threadgroup */
-#define TRI_VAPPLY_RB 8 /* rows per trsm_vapply threadgroup (its RB) */
-#define TRI_BAND_RB 16  /* rows per trsm_band threadgroup (its RB) */
+#define TRI_KT_INV 8   /* columns per trsm_stepinv threadgroup */
+#define TRI_BAND_RB 16 /* rows per trsm_step threadgroup (its RB) */
 #define TRI_BAND_THREADS 512
-#define TRI_KT_STEP 16  /* columns per vapply / band threadgroup (KC) */
+#define TRI_KT_STEP 16  /* columns per trsm_step threadgroup (KC) */
 #define TRI_THREADS 256 /* the other blocked kernels' threadgroup */
 /* Up to this many right-hand sides the auto path takes path 2; beyond,
- * trsm_band's re-reads of M (once per 16 columns) cost more than the
+ * trsm_step's re-reads of M (once per 16 columns) cost more than the
  * GEMM steps' launches, whose tiles reuse each element of M. */
 #define TRI_FUSED_MAX_K 128
 
@@ -175,7 +190,7 @@ typedef struct tri_launch {
   kiln_kernel *kernel;
   kiln_array *in[8];
   int num_in;
-  kiln_array *into[2];
+  kiln_array *into[4];
   int num_out;
   kiln_template_arg t[8];
   int num_t;
@@ -185,7 +200,7 @@ typedef struct tri_launch {
 
 static kiln_status launch_batched(kiln_stream *s, tri_launch *tl, int64_t batch,
                                   const tri_chunks *c) {
-  kiln_output_spec spec[2];
+  kiln_output_spec spec[4];
   for (int i = 0; i < tl->num_out; i++)
     kiln__linalg_out_spec(&spec[i], tl->into[i]);
   kiln_status st = KILN_OK;
@@ -450,17 +465,37 @@ static int fused_sub(const trsm_problem *p) {
 }
 
 /* Path 2's arrays: V (a_batch x steps x S x S, the inverted diagonal
- * blocks of the steps) and XS (batch x S x k, a step's solution). */
+ * blocks of the steps), R (batch x S x k, the next step's updated rows),
+ * XS (batch x 2 x S x k, a contiguous copy of the last two steps'
+ * solutions) and F (trsm_step's flags, batch x column tiles x S / 16),
+ * zeroed here (tri_zero). On failure the caller destroys what was made. */
 static kiln_status fused_arrays(const trsm_problem *p, int64_t rows,
-                                kiln_array **v, kiln_array **xs) {
+                                kiln_array *out[4]) {
   int64_t vshape[4] = {p->a_batch, ceil_div(p->n, rows), rows, rows};
-  int64_t xshape[3] = {p->batch, rows, p->k};
-  kiln_status st = kiln__array_create(p->s->device, p->a->dtype, 4, vshape, v);
+  int64_t rshape[3] = {p->batch, rows, p->k};
+  int64_t xshape[4] = {p->batch, 2, rows, p->k};
+  int64_t flen = p->batch * ceil_div(p->k, TRI_KT_STEP) * (rows / 16);
+  kiln_device *dev = p->s->device;
+  kiln_kernel *z = NULL;
+  kiln_status st = kiln__array_create(dev, p->a->dtype, 4, vshape, &out[0]);
   if (st == KILN_OK)
-    st = kiln__array_create(p->s->device, p->a->dtype, 3, xshape, xs);
-  if (st != KILN_OK) {
-    kiln__array_destroy(*v);
-    *v = NULL;
+    st = kiln__array_create(dev, p->a->dtype, 3, rshape, &out[1]);
+  if (st == KILN_OK)
+    st = kiln__array_create(dev, p->a->dtype, 4, xshape, &out[2]);
+  if (st == KILN_OK)
+    st = kiln__array_create(dev, KILN_INT32, 1, &flen, &out[3]);
+  if (st == KILN_OK)
+    st = get_kernel("tri_zero", "", "Z", &z);
+  if (st == KILN_OK) {
+    kiln_output_spec spec;
+    kiln__linalg_out_spec(&spec, out[3]);
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, p->s);
+    L.outputs = &spec;
+    L.num_outputs = 1;
+    L.grid[0] = (uint32_t)flen;
+    L.threadgroup[0] = 256;
+    st = kiln__kernel_launch_into(z, &L, &out[3]);
   }
   return st;
 }
@@ -489,77 +524,60 @@ static kiln_status run_stepinv(const trsm_problem *p, blocked_ws *ws, int sub,
   return launch_batched(p->s, &tl, p->a_batch, &ws->a_chunks);
 }
 
-/* Path 2's template arguments of trsm_vapply and trsm_band. */
-static void fused_targs(const trsm_problem *p, int64_t rows,
-                        kiln_template_arg *t) {
+/* Chunks of TRI_Y_CHUNK batch entries times column tiles: trsm_step's
+ * grid.z, which must stay within CUDA's limit too. */
+static int64_t fused_z(const trsm_problem *p) {
+  return ceil_div(p->batch, TRI_Y_CHUNK) * ceil_div(p->k, TRI_KT_STEP);
+}
+
+/* Path 2 (few right-hand sides): the steps' diagonal blocks inverted up
+ * front (trsm_stepinv), then one trsm_step launch a step: launch j
+ * applies step j - 1's solution to the rows after it and solves step j's
+ * rows (launch 0 scales B by alpha and solves step 0's). The launch's
+ * index and batch entries reach the kernel through its grid (see the
+ * .metal), so only alpha and 1 are 0-d inputs. */
+static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
+  int sub = fused_sub(p);
+  int64_t rows = (int64_t)sub * p->nb; /* rows per step */
+  int64_t steps = ceil_div(p->n, rows);
+  kiln_array *arr[4] = {NULL, NULL, NULL, NULL}; /* V, R, XS, F */
+  kiln_kernel *k = NULL;
+  kiln_status st = get_kernel("trsm_step", "A,V,Bin,scale", "B,R,XS,F", &k);
+  if (st == KILN_OK)
+    st = fused_arrays(p, rows, arr);
+  if (st == KILN_OK)
+    st = run_stepinv(p, ws, sub, arr[0]);
+  kiln_array *in[4] = {p->a, arr[0], p->b, NULL};
+  kiln_array *into[4] = {p->b, arr[1], arr[2], arr[3]};
+  kiln_output_spec spec[4];
+  for (int i = 0; i < 4; i++)
+    kiln__linalg_out_spec(&spec[i], into[i]);
+  kiln_template_arg t[5];
   kiln__targ_dtype(&t[0], "T", p->a->dtype);
   kiln__targ_int(&t[1], "S", rows);
   kiln__targ_bool(&t[2], "UPPER", p->upper);
   kiln__targ_bool(&t[3], "TRANS", p->trans);
-}
-
-/* Path 2 (few right-hand sides): the steps' diagonal blocks inverted up
- * front, then per step trsm_vapply (X_s = V_s B_s into XS) and trsm_band
- * (the later rows updated, X_s copied into B; on the last step only the
- * copy). The two kernels' 0-d inputs are shared. */
-static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
-  int sub = fused_sub(p);
-  int64_t rows = (int64_t)sub * p->nb; /* rows per step */
-  kiln_array *v = NULL, *xs = NULL;
-  kiln_kernel *kx = NULL, *ku = NULL;
-  kiln_status st =
-      get_kernel("trsm_vapply", "A,V,Bin,scale,step,batch0", "XS", &kx);
-  if (st == KILN_OK)
-    st = get_kernel("trsm_band", "A,XS,Bin,scale,step,batch0", "B", &ku);
-  if (st == KILN_OK)
-    st = fused_arrays(p, rows, &v, &xs);
-  if (st == KILN_OK)
-    st = run_stepinv(p, ws, sub, v);
-  tri_launch x, u;
-  memset(&x, 0, sizeof x);
-  x.kernel = kx;
-  x.in[0] = p->a;
-  x.in[1] = v;
-  x.in[2] = p->b;
-  x.num_in = 6;
-  x.into[0] = xs;
-  x.num_out = 1;
-  fused_targs(p, rows, x.t);
-  kiln__targ_bool(&x.t[4], "ABATCH", p->a->ndim > 2);
-  x.num_t = 5;
-  x.gz = (uint32_t)ceil_div(p->k, TRI_KT_STEP);
-  x.tx = TRI_THREADS;
-  memset(&u, 0, sizeof u);
-  u.kernel = ku;
-  u.in[0] = p->a;
-  u.in[1] = xs;
-  u.in[2] = p->b;
-  u.num_in = 6;
-  u.into[0] = p->b;
-  u.num_out = 1;
-  fused_targs(p, rows, u.t);
-  u.num_t = 4;
-  u.gz = x.gz;
-  u.tx = TRI_BAND_THREADS;
-  for (int64_t j = 0; st == KILN_OK && j * rows < p->n; j++) {
-    int64_t e1 = (j + 1) * rows < p->n ? (j + 1) * rows : p->n;
-    kiln_array *step = NULL;
-    st = step_scalar(ws, j, &step);
-    if (st != KILN_OK)
-      break;
-    x.in[3] = u.in[3] = j == 0 ? ws->alpha : ws->one;
-    x.in[4] = u.in[4] = step;
-    x.gx = (uint32_t)(TRI_THREADS * ceil_div(e1 - j * rows, TRI_VAPPLY_RB));
-    st = launch_batched(p->s, &x, p->batch, &ws->b_chunks);
-    /* the bands, plus one threadgroup that copies X_s into B */
-    u.gx =
-        (uint32_t)(TRI_BAND_THREADS * (ceil_div(p->n - e1, TRI_BAND_RB) + 1));
-    if (st == KILN_OK)
-      st = launch_batched(p->s, &u, p->batch, &ws->b_chunks);
-    kiln__array_destroy(step);
+  kiln__targ_bool(&t[4], "ABATCH", p->a->ndim > 2);
+  for (int64_t j = 0; st == KILN_OK && j < steps; j++) {
+    /* every row from step j's on: the owners of step j, then the band */
+    int64_t groups = ceil_div(p->n - j * rows, TRI_BAND_RB);
+    in[3] = j == 0 ? ws->alpha : ws->one;
+    kiln_launch L;
+    kiln__linalg_launch_init(&L, p->s);
+    L.inputs = in;
+    L.num_inputs = 4;
+    L.outputs = spec;
+    L.num_outputs = 4;
+    L.template_args = t;
+    L.num_template_args = 5;
+    L.grid[0] = (uint32_t)(TRI_BAND_THREADS * groups);
+    L.grid[1] = (uint32_t)(p->batch < TRI_Y_CHUNK ? p->batch : TRI_Y_CHUNK);
+    L.grid[2] = (uint32_t)fused_z(p);
+    L.threadgroup[0] = TRI_BAND_THREADS;
+    st = kiln__kernel_launch_into(k, &L, into);
   }
-  kiln__array_destroy(v);
-  kiln__array_destroy(xs);
+  for (int i = 0; i < 4; i++)
+    kiln__array_destroy(arr[i]);
   return st;
 }
 
@@ -654,15 +672,18 @@ static kiln_status trsm_path(trsm_problem *p, int path) {
   if (p->n == 0 || p->k == 0 || p->batch == 0)
     return KILN_OK;
   if (path == TRI_PATH_AUTO)
-    path = p->k <= TRI_FUSED_MAX_K && !p->identity ? TRI_PATH_FUSED
-                                                   : TRI_PATH_GEMM;
+    path = p->k <= TRI_FUSED_MAX_K && !p->identity && fused_z(p) <= TRI_Y_CHUNK
+               ? TRI_PATH_FUSED
+               : TRI_PATH_GEMM;
   if (path == TRI_PATH_SUBST)
     return run_subst(p);
-  if (path == TRI_PATH_FUSED && ceil_div(p->k, TRI_KT_STEP) > TRI_Y_CHUNK)
+  if (path == TRI_PATH_FUSED && fused_z(p) > TRI_Y_CHUNK)
     return kiln__error(KILN_ERROR_UNSUPPORTED,
-                       "B has %lld columns; the fused steps (path 2) take "
-                       "up to %lld, path 3 any number.",
-                       (long long)p->k, (long long)TRI_KT_STEP * TRI_Y_CHUNK);
+                       "B has %lld columns and %lld matrices; the fused "
+                       "steps (path 2) take up to %lld column tiles of %d "
+                       "times batch chunks of %d, path 3 any number.",
+                       (long long)p->k, (long long)p->batch,
+                       (long long)TRI_Y_CHUNK, TRI_KT_STEP, TRI_Y_CHUNK);
   return run_blocked(p, path);
 }
 
