@@ -1149,8 +1149,11 @@ inline void gemm_dmma_tile(const device double* A, const device double* B,
 // cost of the small m16n8k4 and the refill bubble after each barrier,
 // both halved here; shared-memory traffic per FMA is the same (0.5 bytes
 // read, 0.125 written: 62% of the 128 bytes per cycle at the pipe's
-// peak). NOT MEASURED when written (no GPU): KILN_GEMM_DMMA=1 selects
-// gemm_dmma again, so that one GPU call times both.
+// peak). Measured (H100, 2026-11-27, bench_linalg, one build,
+// KILN_GEMM_DMMA=1 selecting gemm_dmma again): GEMM 8192^3 28.14 -> 27.03
+// ms (39.1 -> 40.7 TFLOP/s; cuBLAS 19.2-19.4 ms), Cholesky 8192^2 float64
+// 9.49 -> 8.75 ms: less than the bet, so the refill bubble and the
+// instruction count were only part of the gap.
 //
 // Why not m16n8k16 (a quarter of gemm_dmma's mma count): its fragments
 // for a 32 x 32 warp tile and 16 k are 32 doubles (64 registers) beside

@@ -29,7 +29,9 @@
  *              per k, copies 48 k ahead; the count is in
  *              kernels/gemm.metal). KILN_GEMM_DMMA, read once: 1
  *              gemm_dmma, 2 gemm_dmma2 (the default; not on CUDA
- *              before sm_90); for GEMMs and the trapezoid alike.
+ *              before sm_90); for GEMMs and the trapezoid alike. H100,
+ *              8192^3: 40.7 TFLOP/s against gemm_dmma's 39.1 (0.71x
+ *              cuBLAS), the float64 Cholesky 9.49 -> 8.75 ms.
  *   gemm_wg    float16/bfloat16 on Hopper's warpgroup MMA (wgmma, sm_90a):
  *              128 x 256 tiles, two warpgroups of m64n256k16, operands
  *              in 128-byte-swizzled shared memory fed by a 4-stage

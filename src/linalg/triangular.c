@@ -71,7 +71,11 @@
  *      diagonal's reciprocals are now taken once up front and each step
  *      multiplies: COUNT, NOT MEASURED, ~10-15 us. Beside it, in
  *      kiln_solve_triangular only: tri_diag_check and tri_copy as on
- *      main;
+ *      main. MEASURED end to end (H100, 2026-11-27, bench_solve, main
+ *      73c8fb4 against this round's base in earlier calls of the same
+ *      day): triangular 8192^2 x 16 0.58 -> 0.48-0.52 ms (cublasStrsm
+ *      2.7 ms; 0.97 ms before path 2 was rebuilt); the kernels' own
+ *      times not profiled yet;
  *   3  blocked, GEMM steps: per block step, X_j = inv(M_jj) B_j in place
  *      (trsm_apply), then B_rest -= M[rest, j] X_j with kiln's GEMM, which
  *      wins once B is wide (its tiles reuse each element of M and X_j).
