@@ -955,38 +955,6 @@ static kiln_status each_f32_tri(kiln_dtype dt, kiln__gemm_config_fn fn,
   return st;
 }
 
-/* gemm_dmma_tri (float64 only): BETA0, KA, KB, UPPER. */
-static kiln_status each_dmma_tri(kiln_dtype dt, kiln__gemm_config_fn fn,
-                                 void *user) {
-  kiln__gemm_config c;
-  kiln_status st = KILN_OK;
-  if (dt != KILN_FLOAT64)
-    return KILN_OK;
-  for (unsigned f = 0; st == KILN_OK && f < 16; f++) {
-    config_init(&c, "gemm_dmma_tri", dt, GEMM_DMMA_THREADS);
-    dmma_tri_targs(c.template_args, f & 1, f & 2, f & 4, f & 8);
-    c.num_template_args = 4;
-    st = fn(&c, user);
-  }
-  return st;
-}
-
-/* gemm_dmma2_tri (float64 only): BETA0, KA, KB, UPPER. */
-static kiln_status each_dmma2_tri(kiln_dtype dt, kiln__gemm_config_fn fn,
-                                  void *user) {
-  kiln__gemm_config c;
-  kiln_status st = KILN_OK;
-  if (dt != KILN_FLOAT64)
-    return KILN_OK;
-  for (unsigned f = 0; st == KILN_OK && f < 16; f++) {
-    config_init(&c, "gemm_dmma2_tri", dt, GEMM_DMMA_THREADS);
-    dmma_tri_targs(c.template_args, f & 1, f & 2, f & 4, f & 8);
-    c.num_template_args = 4;
-    st = fn(&c, user);
-  }
-  return st;
-}
-
 /* gemm_tc2 and gemm_wg (float16 and bfloat16, the same template
  * arguments): BETA0 x the vector modes 1, 2 of A and B. */
 static kiln_status each_tensor16(const char *name, int threads,
@@ -1007,33 +975,22 @@ static kiln_status each_tensor16(const char *name, int threads,
   return st;
 }
 
-/* gemm_dmma (float64 only): BETA0, KA, KB. */
-static kiln_status each_dmma(kiln_dtype dt, kiln__gemm_config_fn fn,
-                             void *user) {
+/* A float64 tensor-core kernel (float64 only): gemm_dmma or gemm_dmma2
+ * (BETA0, KA, KB), or with `tri` their trapezoid kernels gemm_dmma_tri
+ * and gemm_dmma2_tri (BETA0, KA, KB, UPPER). */
+static kiln_status each_dmma(const char *kernel, bool tri, kiln_dtype dt,
+                             kiln__gemm_config_fn fn, void *user) {
   kiln__gemm_config c;
   kiln_status st = KILN_OK;
   if (dt != KILN_FLOAT64)
     return KILN_OK;
-  for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
-    config_init(&c, "gemm_dmma", dt, GEMM_DMMA_THREADS);
-    dmma_targs(c.template_args, f & 1, f & 2, f & 4);
-    c.num_template_args = 3;
-    st = fn(&c, user);
-  }
-  return st;
-}
-
-/* gemm_dmma2 (float64 only): BETA0, KA, KB. */
-static kiln_status each_dmma2(kiln_dtype dt, kiln__gemm_config_fn fn,
-                              void *user) {
-  kiln__gemm_config c;
-  kiln_status st = KILN_OK;
-  if (dt != KILN_FLOAT64)
-    return KILN_OK;
-  for (unsigned f = 0; st == KILN_OK && f < 8; f++) {
-    config_init(&c, "gemm_dmma2", dt, GEMM_DMMA_THREADS);
-    dmma_targs(c.template_args, f & 1, f & 2, f & 4);
-    c.num_template_args = 3;
+  for (unsigned f = 0; st == KILN_OK && f < (tri ? 16u : 8u); f++) {
+    config_init(&c, kernel, dt, GEMM_DMMA_THREADS);
+    if (tri)
+      dmma_tri_targs(c.template_args, f & 1, f & 2, f & 4, f & 8);
+    else
+      dmma_targs(c.template_args, f & 1, f & 2, f & 4);
+    c.num_template_args = tri ? 4 : 3;
     st = fn(&c, user);
   }
   return st;
@@ -1081,15 +1038,15 @@ kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user) {
     if (st == KILN_OK)
       st = each_f32(dtypes[d], fn, user);
     if (st == KILN_OK)
-      st = each_dmma(dtypes[d], fn, user);
+      st = each_dmma("gemm_dmma", false, dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_f32_tri(dtypes[d], fn, user);
     if (st == KILN_OK)
-      st = each_dmma_tri(dtypes[d], fn, user);
+      st = each_dmma("gemm_dmma_tri", true, dtypes[d], fn, user);
     if (st == KILN_OK)
-      st = each_dmma2(dtypes[d], fn, user);
+      st = each_dmma("gemm_dmma2", false, dtypes[d], fn, user);
     if (st == KILN_OK)
-      st = each_dmma2_tri(dtypes[d], fn, user);
+      st = each_dmma("gemm_dmma2_tri", true, dtypes[d], fn, user);
     if (st == KILN_OK)
       st = each_tensor16("gemm_tc2", GEMM_TC_THREADS, dtypes[d], fn, user);
     if (st == KILN_OK)
