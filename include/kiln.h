@@ -712,8 +712,9 @@ KILN_API kiln_status kiln_qr_ex(kiln_array *a, kiln_qr_mode mode,
  * ...×n×k array. Checks and waits: an exact zero on the diagonal is an
  * error naming it (LAPACK's trtrs).
  * kiln_solve_triangular_ex paths: 0 auto, 1 substitution (one thread per
- * right-hand side), 2 blocked with one fused launch per 128 rows (meant
- * for few right-hand sides), 3 blocked with GEMM updates (many). The
+ * right-hand side), 2 blocked with one launch per step of 256 rows (128
+ * in float64; meant for few right-hand sides), 3 blocked with GEMM
+ * updates (many). The
  * inverses below take 0, 1 and 3.
  */
 KILN_API kiln_status kiln_solve_triangular(kiln_array *a, kiln_array *b,

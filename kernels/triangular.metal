@@ -220,12 +220,13 @@ void tri_wait_flag(device atomic_int* f, int i, int epoch) {
     return;
 #if KILN_BACKEND_CUDA
   // A safety net, never reached while blocks start in order: after ~2^24
-  // polls (seconds) give up, so a broken assumption shows as a wrong
-  // result the tests catch, not as a hung device.
-  for (int spin = 0; spin < (1 << 24) &&
-                     atomic_load_explicit(&f[i], memory_order_relaxed) != epoch;
-       ++spin) {
-  }
+  // polls (seconds) the kernel traps, so that a broken assumption is a
+  // launch error (kiln reports the device lost) and neither a hung
+  // device nor a silently wrong result.
+  int spin = 0;
+  while (atomic_load_explicit(&f[i], memory_order_relaxed) != epoch)
+    if (++spin >= (1 << 24))
+      __trap();
 #else
   while (atomic_load_explicit(&f[i], memory_order_relaxed) != epoch) {
   }
@@ -548,9 +549,21 @@ for (int s = jb; s < nsub; ++s) {
 // An owner waits only on groups of lower index of its batch entry and
 // column tile, which every backend starts first (CUDA dispatches a
 // grid's blocks in order; the CPU pool hands groups out in increasing
-// order, and a group waits only on others), so the wait always ends. The
-// flags are zeroed once per solve (tri_zero) and epochs grow, so no reset
-// sits between launches. Inputs A, V, Bin, scale (0-d T, read only after
+// order, and a group waits only on others), so the wait always ends.
+// CUDA does not document its in-order dispatch: with few owners waiting
+// (batch x column tiles x (S / 16 - 1) below the resident groups, e.g.
+// 15 for one matrix and k <= 16) order cannot matter, with many it does;
+// if a wait ever lasts ~2^24 polls the kernel traps (a launch error, not
+// a wrong result: tri_wait_flag). Like lu_strip_grid's grid barrier,
+// this release/acquire exchange between threadgroups is outside the
+// portable dialect (KERNEL-DIALECT.md: relaxed atomics only, no waits
+// between threadgroups): a Metal backend would need another form (e.g.
+// owner roles taken from an atomic ticket, or two launches a step). On
+// the CPU a wait has no bound: a pool thread that fails to get its
+// scratch skips its later groups (exec.c), and an owner waiting on one
+// of them would spin forever (an out-of-memory case; not yet handled).
+// The flags are zeroed once per solve (tri_zero) and epochs grow, so no
+// reset sits between launches. Inputs A, V, Bin, scale (0-d T, read only after
 // the loads); outputs B (Bin's memory), R (batch x S x k), XS (batch x 2
 // x S x k), F (int, batch x column tiles x S / 16). Template: T, S,
 // UPPER, TRANS, ABATCH (A, hence V, has batch entries).

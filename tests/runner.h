@@ -197,6 +197,7 @@
   X(linalg_triangular_cholesky_inv, 240)                                      \
   X(linalg_triangular_singular, 240)                                          \
   X(linalg_triangular_errors, 60)                                             \
+  X(linalg_triangular_alloc_fail, 120)                                        \
   X(linalg_triangular_nvrtc, 600)                                             \
   /* ---- lu tests ---- */                                                    \
   X(linalg_lu_factor_shapes, 240)                                             \

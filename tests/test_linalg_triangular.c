@@ -920,3 +920,72 @@ void test_linalg_triangular_nvrtc(void) {
   tr_compile("tri_iota", "", "steps", 0, di, r1, 1, di, r1, none, 0, target);
   tr_compile("tri_zero", "", "Z", 0, di, r1, 1, di, r1, none, 0, target);
 }
+
+/* Path 2's error paths: a solve (300 x 300 lower, 16 right-hand sides,
+ * two batch entries: several steps) with its k-th host allocation
+ * failing, for about 60 k spread over all of them (the scratch V, R, XS
+ * and the flags among them): either it still succeeds with the same bits
+ * as without a failure, or it fails with out of memory, *x untouched and
+ * no host block leaked once the streams are idle. */
+void test_linalg_triangular_alloc_fail(void) {
+  /* (the CPU backend only: on CUDA the sweep would also reach the
+   * backend's own host allocations) */
+  if (strcmp(kt_device_name(), "cpu") != 0)
+    kt_skip("the allocation-failure sweep runs on the CPU backend");
+  CHECK_OK(kiln_set_alloc_hooks(kt_af_hooks()));
+  int64_t n = 300, k = 16, batch = 2;
+  double *a = kt_la_alloc(batch * n * n), *bv = kt_la_alloc(batch * n * k);
+  for (int64_t e = 0; e < batch; e++)
+    tr_matrix(n, false, 1, a + e * n * n);
+  for (int64_t i = 0; i < batch * n * k; i++)
+    bv[i] = kt_uniform(-1, 1);
+  int64_t as[3] = {batch, n, n}, bs[3] = {batch, n, k};
+  kiln_array *aa = kt_la_array(KILN_FLOAT32, 3, as, a);
+  kiln_array *ba = kt_la_array(KILN_FLOAT32, 3, bs, bv);
+  kiln_linalg_opts o;
+  kiln_linalg_opts_init(&o);
+  o.path = 2;
+  kiln_array *x = NULL;
+  kt_af_arm(0);
+  CHECK_OK(kiln_solve_triangular_ex(aa, ba, false, false, false, &o, &x));
+  long total = kt_af_disarm();
+  float *ref = kt_read(x);
+  kiln_array_destroy(x);
+  CHECK(total > 5, "a solve allocates (%ld)", total);
+  long stride = total / 60 + 1;
+  static char mark; /* a pointer no call returns */
+  kiln_array *sentinel = (kiln_array *)&mark;
+  for (long f = 1; f <= total; f += stride) {
+    long live0 = kt_af_settle();
+    x = sentinel;
+    kiln_clear_error();
+    kt_af_arm(f);
+    kiln_status st =
+        kiln_solve_triangular_ex(aa, ba, false, false, false, &o, &x);
+    kt_af_disarm();
+    if (st == KILN_OK) {
+      float *got = kt_read(x);
+      for (int64_t i = 0; i < batch * n * k; i++)
+        CHECK(got[i] == ref[i], "allocation %ld failing, yet success: "
+              "X[%lld] is %.9g, not %.9g", f, (long long)i, got[i], ref[i]);
+      free(got);
+      kiln_array_destroy(x);
+    } else {
+      CHECK(st == KILN_ERROR_OUT_OF_MEMORY,
+            "allocation %ld failing: %s, expected out of memory", f,
+            kiln_status_string(st));
+      CHECK(strstr(kiln_last_error(), "out of memory") != NULL,
+            "allocation %ld failing: the message (%s) says out of memory", f,
+            kiln_last_error());
+      CHECK(x == sentinel, "allocation %ld failing: *x changed", f);
+    }
+    long live1 = kt_af_settle();
+    CHECK(live1 == live0, "allocation %ld failing leaked %ld host block(s)",
+          f, live1 - live0);
+  }
+  free(ref);
+  kiln_array_destroy(aa);
+  kiln_array_destroy(ba);
+  free(a);
+  free(bv);
+}

@@ -554,7 +554,9 @@ static kiln_status run_fused(const trsm_problem *p, blocked_ws *ws) {
   kiln_array *in[4] = {p->a, arr[0], p->b, NULL};
   kiln_array *into[4] = {p->b, arr[1], arr[2], arr[3]};
   kiln_output_spec spec[4];
-  for (int i = 0; i < 4; i++)
+  /* (only once the scratch exists: after a failure above its entries
+   * are NULL) */
+  for (int i = 0; st == KILN_OK && i < 4; i++)
     kiln__linalg_out_spec(&spec[i], into[i]);
   kiln_template_arg t[5];
   kiln__targ_dtype(&t[0], "T", p->a->dtype);
