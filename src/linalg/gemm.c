@@ -798,25 +798,36 @@ static kiln_status check_tri(const gemm_problem *p, bool upper) {
   return KILN_OK;
 }
 
+/* p = the problem C = alpha op(A) op(B) + beta C, options unset; A, B
+ * and C must not be NULL. */
+static kiln_status problem_init(gemm_problem *p, bool ta, bool tb,
+                                double alpha, kiln_array *a, kiln_array *b,
+                                double beta, kiln_array *c) {
+  if (a == NULL || b == NULL || c == NULL)
+    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
+                       a == NULL ? "A" : b == NULL ? "B" : "C");
+  memset(p, 0, sizeof *p);
+  p->ta = ta;
+  p->tb = tb;
+  p->alpha = alpha;
+  p->beta = beta;
+  p->a = a;
+  p->b = b;
+  p->c = c;
+  return KILN_OK;
+}
+
 /* See linalg.h. */
 kiln_status kiln__gemm_tri(kiln_stream *s, bool upper, bool ta, bool tb,
                            double alpha, kiln_array *a, kiln_array *b,
                            double beta, kiln_array *c) {
-  if (a == NULL || b == NULL || c == NULL)
-    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
-                       a == NULL ? "A" : b == NULL ? "B" : "C");
   gemm_problem p;
-  memset(&p, 0, sizeof p);
-  p.ta = ta;
-  p.tb = tb;
-  p.alpha = alpha;
-  p.beta = beta;
-  p.a = a;
-  p.b = b;
-  p.c = c;
+  kiln_status st = problem_init(&p, ta, tb, alpha, a, b, beta, c);
+  if (st != KILN_OK)
+    return st;
   kiln_linalg_opts_init(&p.opts);
   p.opts.stream = s;
-  kiln_status st = check_problem(&p);
+  st = check_problem(&p);
   if (st == KILN_OK)
     st = check_tri(&p, upper);
   if (st != KILN_OK || p.batch == 0 || p.m == 0 || p.n == 0)
@@ -1063,19 +1074,11 @@ kiln_status kiln__gemm_for_each_config(kiln__gemm_config_fn fn, void *user) {
 static kiln_status gemm(bool ta, bool tb, double alpha, kiln_array *a,
                         kiln_array *b, double beta, kiln_array *c,
                         const kiln_linalg_opts *opts) {
-  if (a == NULL || b == NULL || c == NULL)
-    return kiln__error(KILN_ERROR_INVALID_ARGUMENT, "%s is NULL.",
-                       a == NULL ? "A" : b == NULL ? "B" : "C");
   gemm_problem p;
-  memset(&p, 0, sizeof p);
-  p.ta = ta;
-  p.tb = tb;
-  p.alpha = alpha;
-  p.beta = beta;
-  p.a = a;
-  p.b = b;
-  p.c = c;
-  kiln_status st = kiln__linalg_opts(opts, &p.opts);
+  kiln_status st = problem_init(&p, ta, tb, alpha, a, b, beta, c);
+  if (st != KILN_OK)
+    return st;
+  st = kiln__linalg_opts(opts, &p.opts);
   if (st == KILN_OK)
     st = check_problem(&p);
   int path = GEMM_PATH_SIMT;
