@@ -872,17 +872,24 @@ static void lt_check_gepp(const char *what, int64_t entry, kiln_dtype dt,
   free(h);
 }
 
+/* arr factored through `path` by the internal entry points (no check of
+ * info, no error: the factors, pivots and info in *f, which the caller
+ * frees with kiln__lu_free). */
+static void lt_run(kiln_array *arr, int path, kiln__lu *f) {
+  kiln_linalg_opts o = lt_opts(path), oo;
+  kiln_stream *s = NULL;
+  CHECK_OK(kiln__lu_prepare(arr, &o, "LU", false, &oo, &s));
+  CHECK_OK(kiln__lu_run(s, arr, path, false, f));
+}
+
 /* Factors arr (values a, batch x m x n) through `path` without the
  * check: the packed factors and pivots checked (backward error, |L| <= 1,
  * GEPP's pivots), info returned (batch values, the caller frees). */
 static int32_t *lt_factor_raw(const char *what, kiln_array *arr,
                               const double *a, int64_t batch, int64_t m,
                               int64_t n, int path) {
-  kiln_linalg_opts o = lt_opts(path), oo;
-  kiln_stream *s = NULL;
   kiln__lu f;
-  CHECK_OK(kiln__lu_prepare(arr, &o, "LU", false, &oo, &s));
-  CHECK_OK(kiln__lu_run(s, arr, path, false, &f));
+  lt_run(arr, path, &f);
   int64_t k = m < n ? m : n;
   double *w = kt_read_f64(f.w);
   int32_t *p = kt_read(f.piv), *info = kt_read(f.info);
@@ -1011,11 +1018,8 @@ void test_linalg_lu_small_reg_semantics(void) {
     a3[60 * n] = NAN;
     a3[99 * n + 89] = INFINITY;
     kiln_array *arr = kt_la_array(dt, 3, shape, a);
-    kiln_linalg_opts o = lt_opts(1), oo;
-    kiln_stream *s = NULL;
     kiln__lu f;
-    CHECK_OK(kiln__lu_prepare(arr, &o, "LU", false, &oo, &s));
-    CHECK_OK(kiln__lu_run(s, arr, 1, false, &f));
+    lt_run(arr, 1, &f);
     double *w = kt_read_f64(f.w);
     int32_t *p = kt_read(f.piv), *info = kt_read(f.info);
     const char *dn = kiln_dtype_name(dt);
@@ -1041,6 +1045,7 @@ void test_linalg_lu_small_reg_semantics(void) {
     free(info);
     kiln__lu_free(&f);
     /* the checked calls name the matrix and pivot; outputs untouched */
+    kiln_linalg_opts o = lt_opts(1);
     kiln_array *x = NULL, *pv = NULL;
     CHECK_STATUS(kiln_lu_factor_ex(arr, &o, &x, &pv),
                  KILN_ERROR_INVALID_ARGUMENT);
@@ -1620,11 +1625,8 @@ void test_linalg_lu_blocked_nonfinite(void) {
     a[2 * m * n - 1] = NAN;              /* matrix 1: last element */
     a[3 * m * n + 77 * n + 100] = -INFINITY; /* matrix 3: inside */
     kiln_array *arr = kt_la_array(dt, 3, shape, a);
-    kiln_linalg_opts o = lt_opts(2), oo;
-    kiln_stream *s = NULL;
     kiln__lu f;
-    CHECK_OK(kiln__lu_prepare(arr, &o, "LU", false, &oo, &s));
-    CHECK_OK(kiln__lu_run(s, arr, 2, false, &f));
+    lt_run(arr, 2, &f);
     double *w = kt_read_f64(f.w);
     int32_t *p = kt_read(f.piv), *info = kt_read(f.info);
     const char *dn = kiln_dtype_name(dt);
