@@ -345,6 +345,40 @@ long kt_af_settle(void) {
 }
 
 /* See linalg_check.h. */
+long kt_af_sweep(const char *what, kt_af_call_fn call, kt_af_check_fn check,
+                 void *ctx) {
+  CHECK_OK(kiln_set_alloc_hooks(kt_af_hooks()));
+  kt_af_arm(0);
+  kiln_status st = call(ctx);
+  long total = kt_af_disarm();
+  CHECK_OK(st);
+  check(ctx, st, 0);
+  CHECK(total > 5, "%s allocates (%ld)", what, total);
+  long stride = total / 60 + 1;
+  for (long k = 1; k <= total; k += stride) {
+    long live0 = kt_af_settle();
+    kiln_clear_error();
+    kt_af_arm(k);
+    st = call(ctx);
+    kt_af_disarm();
+    if (st != KILN_OK) {
+      CHECK(st == KILN_ERROR_OUT_OF_MEMORY,
+            "%s, allocation %ld failing: %s, expected out of memory", what, k,
+            kiln_status_string(st));
+      CHECK(strstr(kiln_last_error(), "out of memory") != NULL,
+            "%s, allocation %ld failing: the message (%s) says out of "
+            "memory",
+            what, k, kiln_last_error());
+    }
+    check(ctx, st, k);
+    long live1 = kt_af_settle();
+    CHECK(live1 == live0, "%s, allocation %ld failing leaked %ld host "
+          "block(s)", what, k, live1 - live0);
+  }
+  return total;
+}
+
+/* See linalg_check.h. */
 void kt_la_chol_check(const char *what, kiln_dtype dt, bool upper,
                       int64_t batch, int64_t n, const double *a,
                       const double *f, double threshold) {

@@ -136,4 +136,16 @@ void kt_af_arm(long fail_nth);
 long kt_af_disarm(void);
 long kt_af_settle(void);
 
+/* A sweep of allocation failures over one call (the hooks installed
+ * first): `call` makes it (and nothing else that allocates: it runs
+ * armed), `check` then sees its status and the allocation k that
+ * failed, and checks and frees the results (k 0: the unarmed run that
+ * counts the call's allocations). For about 60 k over all of them: the
+ * call either succeeds or fails with out of memory, saying so; no host
+ * block leaks once the streams are idle. Returns the allocation count. */
+typedef kiln_status (*kt_af_call_fn)(void *ctx);
+typedef void (*kt_af_check_fn)(void *ctx, kiln_status st, long k);
+long kt_af_sweep(const char *what, kt_af_call_fn call, kt_af_check_fn check,
+                 void *ctx);
+
 #endif /* KILN_TESTS_LINALG_CHECK_H */

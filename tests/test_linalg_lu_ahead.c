@@ -355,72 +355,70 @@ void test_linalg_lu_ahead_threads(void) {
 
 /* ---- allocation failures ------------------------------------------------- */
 
+/* The factorization of test_linalg_lu_ahead_alloc_fail: its input, its
+ * reference factors and the out pointers each call gets (a sentinel no
+ * call returns). */
+typedef struct lh_af {
+  kiln_array *arr, *lu, *piv;
+  kiln_linalg_opts o;
+  lh_result ref;
+  int64_t count;
+} lh_af;
+
+static char lh_af_mark;
+#define LH_AF_SENTINEL ((kiln_array *)&lh_af_mark)
+
+static kiln_status lh_af_call(void *ctx) {
+  lh_af *c = ctx;
+  c->lu = c->piv = LH_AF_SENTINEL;
+  return kiln_lu_factor_ex(c->arr, &c->o, &c->lu, &c->piv);
+}
+
+/* A success gives the reference bit for bit, a failure leaves the out
+ * pointers untouched. */
+static void lh_af_check(void *ctx, kiln_status st, long k) {
+  lh_af *c = ctx;
+  if (st != KILN_OK) {
+    CHECK(c->lu == LH_AF_SENTINEL && c->piv == LH_AF_SENTINEL,
+          "allocation %ld failing: out pointers changed", k);
+    return;
+  }
+  float *got = kt_read(c->lu);
+  for (int64_t i = 0; i < c->count; i++)
+    CHECK(got[i] == (float)c->ref.lu[i],
+          "allocation %ld failing, yet success: LU[%lld] is %.9g, not %.9g",
+          k, (long long)i, got[i], c->ref.lu[i]);
+  free(got);
+  kiln_array_destroy(c->lu);
+  kiln_array_destroy(c->piv);
+}
+
 /* The look-ahead's error paths: a forced look-ahead factorization (200 x
- * 200, 4 panels) with its k-th host allocation failing, for
- * about 60 k spread over all of them: either it still succeeds (a failed event
- * record or wait falls back to a host wait) with a correct result, or it
- * fails with out of memory, its out pointers
- * untouched and no host block leaked once the streams are idle. */
+ * 200, 4 panels) with its k-th host allocation failing (kt_af_sweep):
+ * either it still succeeds (a failed event record or wait falls back to
+ * a host wait) with a correct result, or it fails with out of memory,
+ * its out pointers untouched and no host block leaked once the streams
+ * are idle. (The messages do not always name kiln_lu_factor_ex: the
+ * drivers' views come from kiln_array_view, whose failures name it.) */
 void test_linalg_lu_ahead_alloc_fail(void) {
   /* (The CPU backend only: on CUDA the sweep would also reach the
    * backend's own host allocations, which no GPU run has checked yet.) */
   if (!lh_exact())
     kt_skip("the allocation-failure sweep runs on the CPU backend");
-  CHECK_OK(kiln_set_alloc_hooks(kt_af_hooks()));
   int64_t n = 200;
   double *a = NULL;
-  kiln_array *arr = lh_square(KILN_FLOAT32, n, &a);
-  lh_result ref = lh_factor(arr, 2); /* warm: kernels, side stream */
-  kiln_linalg_opts o;
-  kiln_linalg_opts_init(&o);
-  o.path = 2;
+  lh_af c;
+  memset(&c, 0, sizeof c);
+  c.arr = lh_square(KILN_FLOAT32, n, &a);
+  c.ref = lh_factor(c.arr, 2); /* warm: kernels, side stream */
+  c.count = n * n;
+  kiln_linalg_opts_init(&c.o);
+  c.o.path = 2;
   kiln__lu_lookahead_test = 2;
-  /* How many allocations one call makes. */
-  kiln_array *lu = NULL, *piv = NULL;
-  kt_af_arm(0);
-  CHECK_OK(kiln_lu_factor_ex(arr, &o, &lu, &piv));
-  long total = kt_af_disarm();
-  kiln_array_destroy(lu);
-  kiln_array_destroy(piv);
-  CHECK(total > 10, "a factorization allocates (%ld)", total);
-  long stride = total / 60 + 1;
-  static char mark; /* a pointer no call returns */
-  kiln_array *sentinel = (kiln_array *)&mark;
-  for (long k = 1; k <= total; k += stride) {
-    long live0 = kt_af_settle();
-    lu = piv = sentinel;
-    kiln_clear_error();
-    kt_af_arm(k);
-    kiln_status st = kiln_lu_factor_ex(arr, &o, &lu, &piv);
-    kt_af_disarm();
-    if (st == KILN_OK) {
-      float *got = kt_read(lu);
-      for (int64_t i = 0; i < n * n; i++)
-        CHECK(got[i] == (float)ref.lu[i],
-              "allocation %ld failing, yet success: LU[%lld] is %.9g, not "
-              "%.9g",
-              k, (long long)i, got[i], ref.lu[i]);
-      free(got);
-      kiln_array_destroy(lu);
-      kiln_array_destroy(piv);
-    } else {
-      CHECK(st == KILN_ERROR_OUT_OF_MEMORY,
-            "allocation %ld failing: %s, expected out of memory", k,
-            kiln_status_string(st));
-      /* (Not always naming kiln_lu_factor_ex: the drivers' views come
-       * from kiln_array_view, whose failures name it, as on main.) */
-      CHECK(strstr(kiln_last_error(), "out of memory") != NULL,
-            "allocation %ld failing: the message (%s) says out of memory", k,
-            kiln_last_error());
-      CHECK(lu == sentinel && piv == sentinel,
-            "allocation %ld failing: out pointers changed", k);
-    }
-    long live1 = kt_af_settle();
-    CHECK(live1 == live0, "allocation %ld failing leaked %ld host block(s)", k,
-          live1 - live0);
-  }
+  CHECK(kt_af_sweep("a factorization", lh_af_call, lh_af_check, &c) > 10,
+        "a factorization allocates more than 10 blocks");
   kiln__lu_lookahead_test = -1;
-  lh_result_free(&ref);
-  kiln_array_destroy(arr);
+  lh_result_free(&c.ref);
+  kiln_array_destroy(c.arr);
   free(a);
 }

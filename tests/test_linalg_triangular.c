@@ -921,18 +921,55 @@ void test_linalg_triangular_nvrtc(void) {
   tr_compile("tri_zero", "", "Z", 0, di, r1, 1, di, r1, none, 0, target);
 }
 
+/* The solve of test_linalg_triangular_alloc_fail, its reference result
+ * and the out pointer each call gets (a sentinel no call returns). */
+typedef struct tr_af {
+  kiln_array *a, *b, *x;
+  kiln_linalg_opts o;
+  float *ref;
+  int64_t count;
+} tr_af;
+
+static char tr_af_mark;
+#define TR_AF_SENTINEL ((kiln_array *)&tr_af_mark)
+
+static kiln_status tr_af_call(void *ctx) {
+  tr_af *c = ctx;
+  c->x = TR_AF_SENTINEL;
+  return kiln_solve_triangular_ex(c->a, c->b, false, false, false, &c->o,
+                                  &c->x);
+}
+
+/* k 0 keeps the reference; a success under a failing allocation gives
+ * it bit for bit, a failure leaves *x untouched. */
+static void tr_af_check(void *ctx, kiln_status st, long k) {
+  tr_af *c = ctx;
+  if (st != KILN_OK) {
+    CHECK(c->x == TR_AF_SENTINEL, "allocation %ld failing: *x changed", k);
+    return;
+  }
+  float *got = kt_read(c->x);
+  kiln_array_destroy(c->x);
+  if (k == 0) {
+    c->ref = got;
+    return;
+  }
+  for (int64_t i = 0; i < c->count; i++)
+    CHECK(got[i] == c->ref[i], "allocation %ld failing, yet success: "
+          "X[%lld] is %.9g, not %.9g", k, (long long)i, got[i], c->ref[i]);
+  free(got);
+}
+
 /* Path 2's error paths: a solve (300 x 300 lower, 16 right-hand sides,
  * two batch entries: several steps) with its k-th host allocation
- * failing, for about 60 k spread over all of them (the scratch V, R, XS
- * and the flags among them): either it still succeeds with the same bits
- * as without a failure, or it fails with out of memory, *x untouched and
- * no host block leaked once the streams are idle. */
+ * failing (kt_af_sweep; the scratch V, R, XS and the flags among them):
+ * either it still succeeds with the same bits as without a failure, or it
+ * fails with out of memory, *x untouched and no host block leaked. */
 void test_linalg_triangular_alloc_fail(void) {
   /* (the CPU backend only: on CUDA the sweep would also reach the
    * backend's own host allocations) */
   if (strcmp(kt_device_name(), "cpu") != 0)
     kt_skip("the allocation-failure sweep runs on the CPU backend");
-  CHECK_OK(kiln_set_alloc_hooks(kt_af_hooks()));
   int64_t n = 300, k = 16, batch = 2;
   double *a = kt_la_alloc(batch * n * n), *bv = kt_la_alloc(batch * n * k);
   for (int64_t e = 0; e < batch; e++)
@@ -940,52 +977,15 @@ void test_linalg_triangular_alloc_fail(void) {
   for (int64_t i = 0; i < batch * n * k; i++)
     bv[i] = kt_uniform(-1, 1);
   int64_t as[3] = {batch, n, n}, bs[3] = {batch, n, k};
-  kiln_array *aa = kt_la_array(KILN_FLOAT32, 3, as, a);
-  kiln_array *ba = kt_la_array(KILN_FLOAT32, 3, bs, bv);
-  kiln_linalg_opts o;
-  kiln_linalg_opts_init(&o);
-  o.path = 2;
-  kiln_array *x = NULL;
-  kt_af_arm(0);
-  CHECK_OK(kiln_solve_triangular_ex(aa, ba, false, false, false, &o, &x));
-  long total = kt_af_disarm();
-  float *ref = kt_read(x);
-  kiln_array_destroy(x);
-  CHECK(total > 5, "a solve allocates (%ld)", total);
-  long stride = total / 60 + 1;
-  static char mark; /* a pointer no call returns */
-  kiln_array *sentinel = (kiln_array *)&mark;
-  for (long f = 1; f <= total; f += stride) {
-    long live0 = kt_af_settle();
-    x = sentinel;
-    kiln_clear_error();
-    kt_af_arm(f);
-    kiln_status st =
-        kiln_solve_triangular_ex(aa, ba, false, false, false, &o, &x);
-    kt_af_disarm();
-    if (st == KILN_OK) {
-      float *got = kt_read(x);
-      for (int64_t i = 0; i < batch * n * k; i++)
-        CHECK(got[i] == ref[i], "allocation %ld failing, yet success: "
-              "X[%lld] is %.9g, not %.9g", f, (long long)i, got[i], ref[i]);
-      free(got);
-      kiln_array_destroy(x);
-    } else {
-      CHECK(st == KILN_ERROR_OUT_OF_MEMORY,
-            "allocation %ld failing: %s, expected out of memory", f,
-            kiln_status_string(st));
-      CHECK(strstr(kiln_last_error(), "out of memory") != NULL,
-            "allocation %ld failing: the message (%s) says out of memory", f,
-            kiln_last_error());
-      CHECK(x == sentinel, "allocation %ld failing: *x changed", f);
-    }
-    long live1 = kt_af_settle();
-    CHECK(live1 == live0, "allocation %ld failing leaked %ld host block(s)",
-          f, live1 - live0);
-  }
-  free(ref);
-  kiln_array_destroy(aa);
-  kiln_array_destroy(ba);
+  tr_af c = {kt_la_array(KILN_FLOAT32, 3, as, a),
+             kt_la_array(KILN_FLOAT32, 3, bs, bv), NULL, {0}, NULL,
+             batch * n * k};
+  kiln_linalg_opts_init(&c.o);
+  c.o.path = 2;
+  kt_af_sweep("a path-2 solve", tr_af_call, tr_af_check, &c);
+  free(c.ref);
+  kiln_array_destroy(c.a);
+  kiln_array_destroy(c.b);
   free(a);
   free(bv);
 }
