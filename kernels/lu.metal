@@ -1743,9 +1743,10 @@ for (int r = 0; r < np; ++r) {
 // ends at row i, the pivots applied in order to 0 .. m-1. Each row i is
 // traced back on its own thread through the swaps in reverse (pos = i;
 // for j = k-1 .. 0: pos is pv[j] -> j, pos is j -> pv[j]), so no thread
-// waits for another: k steps of a compare-and-select chain (~10 cycles),
-// where one thread applying the swaps in order waited ~70 cycles a swap
-// for threadgroup memory (0.31 ms for 8192 at 8192^2 on an H100). The
+// waits for another: k steps of a compare-and-select chain (~10 cycles
+// each: a count, not profiled yet), where one thread applying the swaps
+// in order waited ~70 cycles a swap for threadgroup memory (0.31 ms for
+// 8192 at 8192^2 on an H100, measured). The
 // pivots are staged through threadgroup memory CH at a time (every thread
 // reads the same one: a broadcast). Template: CH (<= LU_PERM_CHUNK; the
 // driver's LU_PERM_CHUNK, less in tests). Grid: grid.x >= m threads (one
